@@ -1,0 +1,31 @@
+"""The one place that pushes live events to browsers (builder preview, widget, inbox).
+
+Tasks and services call ``push(conversation_id, event_type, **payload)``; consumers
+forward what they receive. Nobody else calls ``get_channel_layer()``.
+"""
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+
+def group_for(conversation_id):
+    return f"conversation-{conversation_id}"
+
+
+def push(conversation_id, event_type, **payload):
+    """Send ``{"type": "conversation.event", "event": event_type, ...}`` to the conversation's group.
+
+    Live events are best effort: the database is the source of truth and clients
+    resync from it, so a channel-layer hiccup is logged, never raised.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "conversation.event", "event": event_type, **payload}
+    try:
+        async_to_sync(layer.group_send)(group_for(conversation_id), message)
+    except Exception:  # noqa: BLE001 - see docstring
+        log.warning("live event %s for conversation %s not pushed", event_type, conversation_id, exc_info=True)

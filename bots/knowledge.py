@@ -1,0 +1,62 @@
+"""Knowledge retrieval: the pieces of a bot's knowledge relevant to a question.
+
+Knowledge is small per bot (FAQ pairs and a few documents), so a BM25 ranking in
+memory over the bot's own published chunks is fast and dependency-free; it can
+only ever see the one bot's knowledge because it is handed that bot's config.
+"""
+import math
+import re
+from collections import Counter
+
+WORD = re.compile(r"[a-z0-9]+")
+STOPWORDS = set(
+    "a an and are as at be but by can do does for from have how i in is it me my of on or our "
+    "the to we what when where which who why will with you your".split()
+)
+CHUNK_CHARS = 600
+
+
+def tokens(text):
+    return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def chunks(config):
+    """Split the bot's knowledge into retrievable pieces: each FAQ whole, documents by paragraph."""
+    out = []
+    for item in config.get("knowledge", []):
+        if item["kind"] == "faq":
+            out.append({"source": item["id"], "title": item["title"], "text": f"Q: {item['title']}\nA: {item['body']}"})
+            continue
+        buf = ""
+        for para in re.split(r"\n\s*\n", item["body"]):
+            if buf and len(buf) + len(para) > CHUNK_CHARS:
+                out.append({"source": item["id"], "title": item["title"], "text": buf.strip()})
+                buf = ""
+            buf += para + "\n\n"
+        if buf.strip():
+            out.append({"source": item["id"], "title": item["title"], "text": buf.strip()})
+    return out
+
+
+def retrieve(config, question, k=3, k1=1.5, b=0.75):
+    """Top-``k`` chunks of ``config``'s knowledge for ``question`` by BM25 (score > 0 only)."""
+    pieces = chunks(config)
+    query = tokens(question)
+    if not pieces or not query:
+        return []
+    docs = [tokens(p["title"] + " " + p["text"]) for p in pieces]
+    avg = sum(len(d) for d in docs) / len(docs) or 1.0
+    df = Counter(term for d in docs for term in set(d))
+    scored = []
+    for piece, doc in zip(pieces, docs):
+        tf = Counter(doc)
+        score = 0.0
+        for term in set(query):
+            if term not in tf:
+                continue
+            idf = math.log(1 + (len(docs) - df[term] + 0.5) / (df[term] + 0.5))
+            score += idf * tf[term] * (k1 + 1) / (tf[term] + k1 * (1 - b + b * len(doc) / avg))
+        if score > 0:
+            scored.append((score, piece))
+    scored.sort(key=lambda pair: -pair[0])
+    return [piece for _, piece in scored[:k]]

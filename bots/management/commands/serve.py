@@ -1,0 +1,57 @@
+"""``manage.py serve``: the whole platform in one process (the embedded default).
+
+Starts Celery workers for both queues as threads inside this process (in-memory
+broker), then the ASGI server (uvicorn) for pages, API and websockets. With
+``REDIS_URL`` set, run the workers separately instead (see docker-compose.yml);
+this command then serves the web app only.
+"""
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run the platform: ASGI server, plus in-process workers in the embedded mode."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-preload", action="store_true", help="load the model on the first message")
+
+    def handle(self, *args, host, port, no_preload, **options):
+        import uvicorn
+
+        workers = None
+        if settings.EMBEDDED:
+            workers = self.start_embedded_workers(preload=not no_preload)
+        self.stdout.write(self.style.SUCCESS(f"ChatNexus is up: http://{host}:{port}/"))
+        try:
+            uvicorn.run("chatnexus.asgi:application", host=host, port=port, log_level="info")
+        finally:
+            if workers is not None:
+                workers.__exit__(None, None, None)
+
+    def start_embedded_workers(self, preload):
+        from celery.contrib.testing.worker import start_worker
+
+        from chatnexus.celery import app
+
+        if preload:
+            from inference.runtime import engine_for
+
+            self.stdout.write("Loading the model (first start converts the bundled GGUF, ~15 s)...")
+            engine_for()
+        worker = start_worker(
+            app,
+            pool="threads",
+            concurrency=2,
+            queues=["inference", "default"],
+            perform_ping_check=False,
+            loglevel="INFO",
+            shutdown_timeout=10,
+        )
+        worker.__enter__()
+        return worker

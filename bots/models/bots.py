@@ -1,0 +1,114 @@
+"""Bots as the no-code builder edits them, and their knowledge.
+
+The builder edits the *draft* fields in place. ``publish()`` freezes the draft and
+the knowledge into ``published_config``, the only thing the pipeline reads, so
+edits go live only when published.
+"""
+import secrets
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from .tenants import Organization
+
+
+def _public_key():
+    return "bot_" + secrets.token_urlsafe(18)
+
+
+class Bot(models.Model):
+    class Tone(models.TextChoices):
+        FRIENDLY = "friendly", "Friendly"
+        FORMAL = "formal", "Formal"
+        PLAYFUL = "playful", "Playful"
+        CONCISE = "concise", "Concise and factual"
+
+    class Length(models.TextChoices):
+        SHORT = "short", "Short (1–2 sentences)"
+        MEDIUM = "medium", "Medium (a short paragraph)"
+        LONG = "long", "Detailed"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="bots")
+    # Public identifier used by the widget snippet; never the database id.
+    public_key = models.CharField(max_length=40, unique=True, default=_public_key)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    # -- persona
+    name = models.CharField(max_length=80, default="Assistant")  # the bot's display name
+    role = models.CharField(max_length=120, blank=True, default="customer support assistant")
+    company = models.CharField(max_length=120, blank=True)
+    avatar_color = models.CharField(max_length=7, default="#4f46e5")  # hex colour for avatar/launcher
+
+    # -- brand voice
+    tone = models.CharField(max_length=12, choices=Tone.choices, default=Tone.FRIENDLY)
+    voice_notes = models.TextField(blank=True)  # free notes: words to use, words to avoid
+    use_emoji = models.BooleanField(default=False)
+    reply_length = models.CharField(max_length=8, choices=Length.choices, default=Length.SHORT)
+
+    # -- behaviour
+    greeting = models.CharField(max_length=300, blank=True, default="Hi! How can I help you today?")
+    instructions = models.TextField(blank=True)
+    topics_to_avoid = models.TextField(blank=True)  # one per line
+    fallback_answer = models.CharField(
+        max_length=300, blank=True, default="I'm not sure about that — let me get a colleague to help."
+    )
+    handoff_triggers = models.TextField(blank=True, default="talk to a human\nspeak to an agent\nreal person")
+
+    # -- model settings
+    temperature = models.FloatField(default=0.0)  # 0 = greedy (deterministic)
+    max_reply_tokens = models.PositiveIntegerField(default=160)
+    drafter = models.CharField(max_length=120, default="lookup")  # engine drafter spec
+
+    # -- publishing
+    published_config = models.JSONField(null=True, blank=True)  # frozen draft + knowledge
+    published_version = models.PositiveIntegerField(default=0)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    DRAFT_FIELDS = (
+        "name", "role", "company", "avatar_color", "tone", "voice_notes", "use_emoji",
+        "reply_length", "greeting", "instructions", "topics_to_avoid", "fallback_answer",
+        "handoff_triggers", "temperature", "max_reply_tokens", "drafter",
+    )  # fmt: skip
+
+    def __str__(self):
+        return self.name
+
+    def draft_config(self):
+        """The builder's current (unpublished) state as a plain dict, knowledge included."""
+        config = {field: getattr(self, field) for field in self.DRAFT_FIELDS}
+        config["knowledge"] = [item.as_dict() for item in self.knowledge.order_by("id")]
+        return config
+
+    @property
+    def has_unpublished_changes(self):
+        return self.published_config != self.draft_config()
+
+    @transaction.atomic
+    def publish(self):
+        self.published_config = self.draft_config()
+        self.published_version += 1
+        self.published_at = timezone.now()
+        self.save(update_fields=["published_config", "published_version", "published_at", "updated"])
+
+    def live_config(self, draft=False):
+        """What the pipeline uses: the published config (or the draft, for the builder preview)."""
+        if draft or self.published_config is None:
+            return self.draft_config()
+        return self.published_config
+
+
+class KnowledgeItem(models.Model):
+    class Kind(models.TextChoices):
+        FAQ = "faq", "FAQ pair"
+        DOC = "doc", "Document (text / markdown)"
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="knowledge")
+    kind = models.CharField(max_length=3, choices=Kind.choices, default=Kind.FAQ)
+    title = models.CharField(max_length=200, blank=True)  # FAQ question or document title
+    body = models.TextField()  # FAQ answer or document text
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    def as_dict(self):
+        return {"id": self.id, "kind": self.kind, "title": self.title, "body": self.body}

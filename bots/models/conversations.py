@@ -1,0 +1,108 @@
+"""Conversations and messages, across every channel.
+
+Written only through ``bots.services``. Two constraints carry the pipeline's
+idempotency: an inbound message is unique per (bot, channel, external_id) —
+a redelivered webhook is stored once — and a reply is unique per inbound
+message (``reply_to``) — a task that runs twice stores one reply.
+"""
+from django.db import models
+from django.db.models import Q
+
+from .bots import Bot
+from .tenants import Organization
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="conversations")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="conversations")
+    channel = models.CharField(max_length=20)  # a key of channels_app.registry.ADAPTERS, or "preview"
+    # The channel's own id for the thread: visitor id, phone number, email thread root.
+    external_id = models.CharField(max_length=255)
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_email = models.EmailField(blank=True)
+    contact_phone = models.CharField(max_length=40, blank=True)
+    subject = models.CharField(max_length=300, blank=True)  # email threads
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    # Handoff: the bot stays silent while a human agent has the conversation.
+    bot_paused = models.BooleanField(default=False)
+    needs_human = models.BooleanField(default=False)
+    meta = models.JSONField(default=dict, blank=True)  # channel specifics (e.g. email recipient address)
+    created = models.DateTimeField(auto_now_add=True)
+    last_message_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bot", "channel", "external_id"], name="one_conversation_per_thread")
+        ]
+        ordering = ["-last_message_at"]
+
+    @property
+    def group_name(self):
+        """Channel-layer group that receives this conversation's live events."""
+        return f"conversation-{self.id}"
+
+
+class Message(models.Model):
+    class Direction(models.TextChoices):
+        INBOUND = "in", "Inbound"
+        OUTBOUND = "out", "Outbound"
+
+    class Sender(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        BOT = "bot", "Bot"
+        AGENT = "agent", "Agent"
+        SYSTEM = "system", "System"
+
+    class ReplyState(models.TextChoices):
+        PENDING = "pending", "Waiting for the bot"
+        DONE = "done", "Answered"
+        SKIPPED = "skipped", "Not answered (paused, handoff, or filtered)"
+        FAILED = "failed", "Failed"
+        NONE = "", "—"  # outbound messages
+
+    class Delivery(models.TextChoices):
+        NONE = "", "—"  # inbound messages
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        READ = "read", "Read"
+        FAILED = "failed", "Failed"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="messages")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    channel = models.CharField(max_length=20)
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    sender = models.CharField(max_length=10, choices=Sender.choices)
+    text = models.TextField(blank=True)
+    # The channel's id (Twilio MessageSid, email Message-ID, widget client id).
+    external_id = models.CharField(max_length=255, blank=True)
+    # For a bot reply: the inbound message it answers (one reply per inbound).
+    reply_to = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reply")
+    reply_state = models.CharField(max_length=8, choices=ReplyState.choices, blank=True, default="")
+    delivery_status = models.CharField(max_length=10, choices=Delivery.choices, blank=True, default="")
+    delivery_error = models.TextField(blank=True)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    # Decoding stats of a bot reply (GenerationStats.as_dict() + latency_s).
+    stats = models.JSONField(default=dict, blank=True)
+    latency_s = models.FloatField(null=True, blank=True)  # inbound stored -> reply stored
+    ttft_s = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    acceptance_rate = models.FloatField(null=True, blank=True)
+    meta = models.JSONField(default=dict, blank=True)  # channel specifics (headers, media, errors)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bot", "channel", "external_id"],
+                condition=~Q(external_id=""),
+                name="one_message_per_external_id",
+            )
+        ]
+        ordering = ["created", "id"]

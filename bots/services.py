@@ -1,0 +1,251 @@
+"""The only writer of conversations and messages (side-effecting ``do``-style functions).
+
+``receive()`` is where every channel's inbound message enters: it stores the
+conversation and the message in one transaction and queues the reply task once
+that transaction commits. ``record_reply()`` stores the bot's answer exactly
+once per inbound message; ``agent_reply()`` stores a human's. Each queues delivery
+through the conversation's own channel.
+"""
+import logging
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import events
+from .models import Bot, Conversation, Message
+
+log = logging.getLogger(__name__)
+
+# Hard ceiling on what we store for one inbound text; channels reject larger input earlier.
+MAX_INBOUND_CHARS = 20_000
+
+
+@dataclass
+class Received:
+    conversation: Conversation
+    message: Message
+    created: bool  # False when the external id was seen before (a redelivered webhook)
+
+
+def receive(
+    *,
+    bot: Bot,
+    channel: str,
+    thread_id: str,
+    text: str,
+    external_id: str = "",
+    contact: dict | None = None,
+    subject: str = "",
+    meta: dict | None = None,
+    answer: bool = True,
+    skip_reason: str = "",
+) -> Received:
+    """Store an inbound customer message and queue its reply.
+
+    ``thread_id`` is the channel's id of the thread (visitor, phone number, email
+    thread root); ``external_id`` the channel's id of this message, used to
+    deduplicate redeliveries. ``answer=False`` stores it for the inbox without
+    answering (``skip_reason`` says why: auto-reply loop, bulk mail, ...).
+    """
+    text = text[:MAX_INBOUND_CHARS]
+    contact = contact or {}
+    if external_id:
+        existing = Message.objects.filter(bot=bot, channel=channel, external_id=external_id).first()
+        if existing:
+            return Received(existing.conversation, existing, created=False)
+    try:
+        with transaction.atomic():
+            conversation = _conversation_for(bot, channel, thread_id, contact, subject)
+            reply_state, reason = _reply_state(bot, conversation, text, answer, skip_reason)
+            message = Message.objects.create(
+                organization_id=bot.organization_id,
+                bot=bot,
+                conversation=conversation,
+                channel=channel,
+                direction=Message.Direction.INBOUND,
+                sender=Message.Sender.CUSTOMER,
+                text=text,
+                external_id=external_id,
+                reply_state=reply_state,
+                meta={**(meta or {}), **({"skip_reason": reason} if reason else {})},
+            )
+            conversation.last_message_at = message.created
+            conversation.status = Conversation.Status.OPEN
+            conversation.save(update_fields=["last_message_at", "status"])
+            if reason == "handoff":
+                _start_handoff(conversation, message)
+            transaction.on_commit(lambda: _after_inbound(message))
+    except IntegrityError:
+        # A concurrent delivery of the same external id won the insert: it is stored once.
+        existing = Message.objects.filter(bot=bot, channel=channel, external_id=external_id).first()
+        if existing is None:
+            raise
+        return Received(existing.conversation, existing, created=False)
+    return Received(conversation, message, created=True)
+
+
+def _conversation_for(bot, channel, thread_id, contact, subject):
+    conversation, created = Conversation.objects.select_for_update().get_or_create(
+        bot=bot,
+        channel=channel,
+        external_id=thread_id,
+        defaults={
+            "organization_id": bot.organization_id,
+            "contact_name": contact.get("name", "")[:200],
+            "contact_email": contact.get("email", "")[:254],
+            "contact_phone": contact.get("phone", "")[:40],
+            "subject": subject[:300],
+        },
+    )
+    if not created and contact.get("email") and not conversation.contact_email:
+        conversation.contact_email = contact["email"][:254]
+        conversation.save(update_fields=["contact_email"])
+    return conversation
+
+
+def _reply_state(bot, conversation, text, answer, skip_reason):
+    if not answer:
+        return Message.ReplyState.SKIPPED, skip_reason or "filtered"
+    if conversation.bot_paused:
+        return Message.ReplyState.SKIPPED, "agent has the conversation"
+    config = bot.live_config(draft=conversation.channel == "preview")
+    if is_handoff_request(config, text):
+        return Message.ReplyState.SKIPPED, "handoff"
+    return Message.ReplyState.PENDING, ""
+
+
+def is_handoff_request(config, text):
+    lowered = " ".join(text.lower().split())
+    triggers = [t.strip().lower() for t in config.get("handoff_triggers", "").splitlines() if t.strip()]
+    return any(trigger in lowered for trigger in triggers)
+
+
+def _after_inbound(message):
+    events.push(message.conversation_id, "message", message=serialize_message(message))
+    if message.reply_state == Message.ReplyState.PENDING:
+        from inference.tasks import generate_reply
+
+        generate_reply.delay(message.id)
+
+
+# ---------------------------------------------------------------------------
+# Replies
+
+
+def record_reply(inbound: Message, text: str, stats: dict) -> tuple[Message, bool]:
+    """Store the bot's reply to ``inbound`` once; a second call returns the first reply."""
+    latency = (timezone.now() - inbound.created).total_seconds()
+    try:
+        with transaction.atomic():
+            reply = Message.objects.create(
+                organization_id=inbound.organization_id,
+                bot_id=inbound.bot_id,
+                conversation_id=inbound.conversation_id,
+                channel=inbound.channel,
+                direction=Message.Direction.OUTBOUND,
+                sender=Message.Sender.BOT,
+                text=text,
+                reply_to=inbound,
+                delivery_status=Message.Delivery.PENDING,
+                stats=stats,
+                latency_s=latency,
+                ttft_s=stats.get("ttft_s"),
+                tokens_per_s=stats.get("tokens_per_s"),
+                acceptance_rate=stats.get("acceptance_rate"),
+            )
+            Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.DONE)
+            Conversation.objects.filter(id=inbound.conversation_id).update(last_message_at=reply.created)
+            transaction.on_commit(lambda: _queue_delivery(reply))
+    except IntegrityError:
+        return Message.objects.get(reply_to=inbound), False
+    return reply, True
+
+
+def agent_reply(conversation: Conversation, user, text: str) -> Message:
+    """A human agent answers; the bot stays paused until given back."""
+    with transaction.atomic():
+        message = Message.objects.create(
+            organization_id=conversation.organization_id,
+            bot_id=conversation.bot_id,
+            conversation=conversation,
+            channel=conversation.channel,
+            direction=Message.Direction.OUTBOUND,
+            sender=Message.Sender.AGENT,
+            text=text,
+            delivery_status=Message.Delivery.PENDING,
+            meta={"agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()},
+        )
+        conversation.bot_paused = True
+        conversation.needs_human = False
+        conversation.last_message_at = message.created
+        conversation.save(update_fields=["bot_paused", "needs_human", "last_message_at"])
+        transaction.on_commit(lambda: _queue_delivery(message))
+    return message
+
+
+def _queue_delivery(message):
+    from channels_app.tasks import deliver
+
+    deliver.delay(message.id)
+
+
+# ---------------------------------------------------------------------------
+# Handoff and conversation state
+
+
+HANDOFF_REPLY = "I've asked a member of our team to join this conversation. They'll reply here shortly."
+
+
+def _start_handoff(conversation, inbound):
+    conversation.bot_paused = True
+    conversation.needs_human = True
+    conversation.save(update_fields=["bot_paused", "needs_human"])
+    reply = Message.objects.create(
+        organization_id=conversation.organization_id,
+        bot_id=conversation.bot_id,
+        conversation=conversation,
+        channel=conversation.channel,
+        direction=Message.Direction.OUTBOUND,
+        sender=Message.Sender.SYSTEM,
+        text=HANDOFF_REPLY,
+        reply_to=inbound,
+        delivery_status=Message.Delivery.PENDING,
+    )
+    transaction.on_commit(lambda: _queue_delivery(reply))
+    transaction.on_commit(lambda: _notify_agents(conversation.id))
+
+
+def _notify_agents(conversation_id):
+    from .tasks import notify_agents_of_handoff
+
+    notify_agents_of_handoff.delay(conversation_id)
+
+
+def set_bot_paused(conversation: Conversation, paused: bool):
+    """Take over (pause the bot) or give the conversation back to it."""
+    conversation.bot_paused = paused
+    if not paused:
+        conversation.needs_human = False
+    conversation.save(update_fields=["bot_paused", "needs_human"])
+    events.push(conversation.id, "conversation", bot_paused=paused)
+
+
+def set_status(conversation: Conversation, status: str):
+    conversation.status = status
+    conversation.save(update_fields=["status"])
+    events.push(conversation.id, "conversation", status=status)
+
+
+def serialize_message(message: Message) -> dict:
+    """The JSON shape of a message for live events and the widget's history."""
+    return {
+        "id": message.id,
+        "direction": message.direction,
+        "sender": message.sender,
+        "text": message.text,
+        "created": message.created.isoformat(),
+        "reply_to": message.reply_to_id,
+        "stats": message.stats or None,
+        "delivery_status": message.delivery_status,
+    }

@@ -1,0 +1,28 @@
+"""Background jobs of the bots app (queue ``default``)."""
+from celery import shared_task
+from django.conf import settings
+from django.core.mail import send_mail
+
+from .models import Conversation, Membership
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def notify_agents_of_handoff(conversation_id):
+    """Email the organisation's members that a customer asked for a human."""
+    conversation = Conversation.objects.select_related("bot", "organization").get(id=conversation_id)
+    emails = sorted(
+        {
+            m.user.email
+            for m in Membership.objects.select_related("user").filter(organization=conversation.organization)
+            if m.user.email
+        }
+    )
+    if not emails:
+        return
+    link = f"{settings.PUBLIC_URL}/inbox/{conversation.id}/"
+    send_mail(
+        subject=f"[{conversation.bot.name}] A customer asked for a human",
+        message=f"A customer on {conversation.channel} asked to talk to a person.\n\nOpen the conversation: {link}\n",
+        from_email=None,
+        recipient_list=emails,
+    )

@@ -1,0 +1,2 @@
+"""Websocket routes of the channels (the website widget)."""
+websocket_urlpatterns = []

@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels.
+
+Served by uvicorn (``uvicorn chatnexus.asgi:application``). Websocket routes are
+collected from the apps that own them: the builder's live preview (bots) and the
+website widget (channels_app).
+"""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatnexus.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from bots.routing import websocket_urlpatterns as bots_ws  # noqa: E402
+from channels_app.routing import websocket_urlpatterns as channels_ws  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # The widget does its own origin check per bot (allow-list), so no global
+        # AllowedHostsOriginValidator here; the preview checks the session user.
+        "websocket": AuthMiddlewareStack(URLRouter(bots_ws + channels_ws)),
+    }
+)

@@ -1,0 +1,14 @@
+"""URL map: each area brings its own urls module."""
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("bots.urls_accounts")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include("bots.api.urls")),
+    path("channels/", include("channels_app.urls")),
+    path("", include("bots.urls")),
+]

@@ -1,0 +1,32 @@
+"""The worker's engine: one model load per process, configured from settings."""
+import threading
+
+from django.conf import settings
+
+from inference.engine import get_engine
+
+
+# One generation at a time per process: the engine keeps per-request state
+# (caches, drafter index), and thread-pool workers share one engine.
+generation_lock = threading.Lock()
+
+
+def engine_for(drafter: str | None = None):
+    """The process-wide engine for the configured target (drafter instances are cached per spec)."""
+    return get_engine(
+        settings.CHATNEXUS_TARGET,
+        drafter or settings.CHATNEXUS_DRAFTER,
+        device=settings.CHATNEXUS_DEVICE,
+        dtype=settings.CHATNEXUS_DTYPE,
+    )
+
+
+def count_tokens(engine, messages):
+    ids = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):  # BatchEncoding in newer transformers
+        ids = ids["input_ids"]
+    return len(ids)
+
+
+def context_length(engine):
+    return int(getattr(engine.model.config, "max_position_embeddings", 2048) or 2048)

@@ -1,0 +1,20 @@
+"""Settings for the test suite: the distributed shape on real PostgreSQL and Redis.
+
+``DATABASE_URL`` / ``REDIS_URL`` may point elsewhere; by default the machine's
+local services. pytest-django creates ``test_<name>`` and the suite's worker and
+ASGI server subprocesses are pointed at that same test database.
+"""
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatnexus")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+os.environ.setdefault("PUBLIC_URL", "http://127.0.0.1:8000")
+os.environ.setdefault("CHATNEXUS_MAX_REPLY_TOKENS", "48")
+# Playwright's sync API keeps an event loop in the test thread; Django's guard would
+# then refuse ORM calls made by the test itself between browser steps.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+from chatnexus.settings import *  # noqa: E402,F401,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users
