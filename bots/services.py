@@ -48,7 +48,8 @@ def receive(
     deduplicate redeliveries. ``answer=False`` stores it for the inbox without
     answering (``skip_reason`` says why: auto-reply loop, bulk mail, ...).
     """
-    text = text[:MAX_INBOUND_CHARS]
+    # PostgreSQL refuses NUL in text; keep the message, mark the character.
+    text = text[:MAX_INBOUND_CHARS].replace("\x00", "\ufffd")
     contact = contact or {}
     if external_id:
         existing = Message.objects.filter(bot=bot, channel=channel, external_id=external_id).first()

@@ -1,8 +1,14 @@
 """Channel name -> adapter. Adding a channel means adding a module and a line here."""
 from .preview import PreviewAdapter
+from .widget.adapter import WidgetAdapter
+from .whatsapp.adapter import WhatsAppAdapter
+from .email.adapter import EmailAdapter
 
 ADAPTERS = {
     "preview": PreviewAdapter(),
+    "widget": WidgetAdapter(),
+    "whatsapp": WhatsAppAdapter(),
+    "email": EmailAdapter(),
 }
 
 

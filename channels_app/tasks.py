@@ -47,3 +47,7 @@ def deliver(self, message_id):
     if external_id:
         updates["external_id"] = external_id
     Message.objects.filter(id=message_id, delivery_status=Message.Delivery.SENDING).update(**updates)
+
+
+# Celery's autodiscovery imports only ``<app>.tasks``: register the email channel's IMAP tasks.
+from .email import imap as _email_imap  # noqa: E402,F401

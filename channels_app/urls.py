@@ -1,2 +1,22 @@
 """Inbound webhooks of the channels (each channel module adds its routes here)."""
-urlpatterns = []
+from django.urls import path
+
+from . import views as channel_views
+from .widget import views as widget_views
+from .whatsapp import views as whatsapp_views
+from .email import views as email_views
+
+app_name = "channels"
+
+urlpatterns = [
+    # Per-bot "Channels" page (managers): widget, WhatsApp, email settings and setup steps.
+    path("bots/<int:bot_id>/", channel_views.bot_channels, name="bot"),
+    path("bots/<int:bot_id>/widget-try/", channel_views.widget_try, name="widget-try"),
+    # Website widget: the bot's public look for the embed script (CORS per allow-list).
+    path("widget/<str:public_key>/config/", widget_views.public_config, name="widget-config"),
+    # WhatsApp (Twilio): incoming messages and delivery status callbacks, signed by Twilio.
+    path("whatsapp/<str:key>/", whatsapp_views.incoming, name="whatsapp-inbound"),
+    path("whatsapp/<str:key>/status/", whatsapp_views.status, name="whatsapp-status"),
+    # Email: raw-MIME inbound webhook (SendGrid/Mailgun/Postmark-style), per-channel secret.
+    path("email/<str:key>/inbound/", email_views.inbound, name="email-inbound"),
+]

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
     "channels",
     "bots",
     "channels_app",
@@ -148,7 +149,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNELS_PREFIX", "asgi")},
+            # redis-py 8 defaults socket_timeout to 5 s, which aborts channels-redis' idle 5 s
+            # blocking pop (BZPOPMIN) and kills every idle websocket (django/channels_redis#422).
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": os.environ.get("CHANNELS_PREFIX", "asgi"),
+            },
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -212,7 +218,14 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": os.environ.get("API_RATE", "600/minute")},
 }
-SPECTACULAR_SETTINGS = {"TITLE": "ChatNexus API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ChatNexus API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 LOGGING = {
     "version": 1,
@@ -224,3 +237,21 @@ LOGGING = {
 # A prefork child loads the model before it takes work (CHATNEXUS_PRELOAD_MODEL=1);
 # give it time to report ready instead of Celery's default 4 s.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = envint("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 300)
+
+# ---------------------------------------------------------------------------
+# WhatsApp (Twilio) and email channels
+
+# Point the twilio client somewhere else than https://api.twilio.com (tests: a stub on loopback).
+TWILIO_API_BASE_URL = os.environ.get("TWILIO_API_BASE_URL") or None
+TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15)
+# Largest inbound email accepted (webhook body or IMAP message); larger webhooks get 413.
+CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)
+# Default cap on auto-replies to one sender per day (a channel setting overrides it).
+CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY = envint("CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY", 5)
+CHATNEXUS_SMTP_TIMEOUT_S = envint("CHATNEXUS_SMTP_TIMEOUT_S", 20)
+CHATNEXUS_IMAP_POLL_SECONDS = envint("CHATNEXUS_IMAP_POLL_SECONDS", 60)
+if CHATNEXUS_IMAP_POLL_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["poll-imap-mailboxes"] = {
+        "task": "channels_app.email.imap.poll_imap",
+        "schedule": CHATNEXUS_IMAP_POLL_SECONDS,
+    }

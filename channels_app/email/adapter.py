@@ -1,0 +1,111 @@
+"""Email's send face: a threaded reply by SMTP with the channel's own server settings.
+
+Headers make the reply land in the customer's thread and stop auto-reply loops:
+``In-Reply-To`` (the mail answered), ``References`` (its references + its id), a
+``Re:`` subject (never "Re: Re:"), ``Auto-Submitted: auto-replied`` (RFC 3834) and a
+``Message-ID`` from the bot's own domain, stable across retries so a retried send is
+recognisably the same mail. SMTP 4xx and network errors are transient; 5xx permanent.
+"""
+import hashlib
+import hmac
+import re
+import smtplib
+import socket
+from email.utils import formataddr
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+
+from bots.models import Message
+
+from ..base import Adapter, DeliveryError
+from ..models import ChannelConfig
+
+_RE = re.compile(r"^\s*(re|aw|sv|antw|r)\s*(\[\d+\])?\s*:", re.I)
+
+
+def reply_subject(subject: str) -> str:
+    subject = " ".join((subject or "").split())
+    if not subject:
+        return "Re: your message"
+    return subject if _RE.match(subject) else f"Re: {subject}"
+
+
+def message_id_for(message, domain) -> str:
+    token = hmac.new(settings.SECRET_KEY.encode(), f"reply:{message.id}".encode(), hashlib.sha256).hexdigest()[:16]
+    return f"<chatnexus.{message.id}.{token}@{domain}>"
+
+
+def smtp_connection(config):
+    """The channel's SMTP server, or the platform's mail settings when it has none."""
+    channel = config.settings
+    if not channel.get("smtp_host"):
+        return get_connection(timeout=settings.CHATNEXUS_SMTP_TIMEOUT_S)
+    return get_connection(
+        "django.core.mail.backends.smtp.EmailBackend",
+        host=channel["smtp_host"],
+        port=int(channel.get("smtp_port") or 587),
+        username=channel.get("smtp_user") or "",
+        password=config.secrets.get("smtp_password", ""),
+        use_tls=bool(channel.get("smtp_use_tls", False)),
+        timeout=settings.CHATNEXUS_SMTP_TIMEOUT_S,
+    )
+
+
+class EmailAdapter(Adapter):
+    name = "email"
+
+    def send(self, message):
+        config = ChannelConfig.objects.filter(bot_id=message.bot_id, kind="email").first()
+        if config is None or not config.enabled:
+            raise DeliveryError("the bot's email channel is not connected", transient=False, code="config")
+        address = config.settings.get("address", "").strip()
+        if "@" not in address:
+            raise DeliveryError("the email channel has no bot address", transient=False, code="config")
+        answered = message.reply_to or _last_inbound(message)
+        if answered is None:
+            raise DeliveryError("no inbound mail to reply to in this conversation", transient=False, code="thread")
+        meta = answered.meta or {}
+        recipient = meta.get("reply_to_address") or meta.get("from_address") or message.conversation.contact_email
+        if not recipient:
+            raise DeliveryError("no address to reply to", transient=False, code="recipient")
+        message_id = message_id_for(message, address.rsplit("@", 1)[1])
+        headers = {"Message-ID": message_id, "Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
+        in_reply_to = meta.get("message_id") or ""
+        if in_reply_to:
+            references = [ref for ref in meta.get("references", []) if ref != in_reply_to] + [in_reply_to]
+            headers["In-Reply-To"] = f"<{in_reply_to}>"
+            headers["References"] = " ".join(f"<{ref}>" for ref in references[-20:])
+        mail = EmailMessage(
+            subject=reply_subject(meta.get("subject") or message.conversation.subject),
+            body=message.text,
+            from_email=formataddr((config.settings.get("from_name") or config.bot.name, address)),
+            to=[recipient],
+            headers=headers,
+            connection=smtp_connection(config),
+        )
+        try:
+            mail.send()
+        except smtplib.SMTPResponseException as error:
+            transient = 400 <= error.smtp_code < 500
+            raise DeliveryError(f"SMTP {error.smtp_code}: {_text(error.smtp_error)}", transient=transient, code=str(error.smtp_code)) from error
+        except smtplib.SMTPRecipientsRefused as error:
+            codes = [code for code, _ in error.recipients.values()]
+            transient = all(400 <= code < 500 for code in codes)
+            raise DeliveryError(f"SMTP refused the recipient: {error.recipients}", transient=transient, code=str(codes[0] if codes else "")) from error
+        except (smtplib.SMTPException, OSError, socket.timeout) as error:
+            raise DeliveryError(f"SMTP server unreachable: {error}", transient=True, code="network") from error
+        return message_id.strip("<>")
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _last_inbound(message):
+    return (
+        Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND, id__lt=message.id)
+        .filter(meta__has_key="from_address")
+        .order_by("-id")
+        .first()
+    )

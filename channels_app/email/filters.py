@@ -1,0 +1,80 @@
+"""Mail we store but never answer, and why (RFC 3834 and common practice).
+
+``skip_reason(mail, config)`` returns "" when the bot may answer, else a short reason
+shown in the inbox: automatic mail (``Auto-Submitted``, ``Precedence``, vendor
+auto-reply headers), mailing lists, bounces, no-reply senders, our own address, and
+senders who already got today's quota of auto-replies.
+"""
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from bots.models import Message
+
+from .parse import ParsedMail
+
+_NO_REPLY = re.compile(r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|bounces?|mailer[-_.]?daemon|postmaster)([-+_.].*)?$", re.I)
+
+
+def skip_reason(mail: ParsedMail, config) -> str:
+    headers = mail.headers
+    auto = headers.get("auto-submitted", "").split(";")[0].strip().lower()
+    if auto and auto != "no":
+        return f"automatic mail (Auto-Submitted: {auto})"
+    precedence = headers.get("precedence", "").strip().lower()
+    if precedence in ("bulk", "list", "junk"):
+        return f"bulk mail (Precedence: {precedence})"
+    if "list-id" in headers or "list-unsubscribe" in headers:
+        return "mailing list mail (List-Id / List-Unsubscribe)"
+    if "x-autoreply" in headers or "x-autorespond" in headers:
+        return "automatic reply (X-Autoreply)"
+    suppress = headers.get("x-auto-response-suppress", "").lower()
+    if any(word in suppress for word in ("all", "autoreply", "oof")):
+        return f"sender asks for no auto-replies (X-Auto-Response-Suppress: {suppress})"
+    bounce = _bounce(mail)
+    if bounce:
+        return bounce
+    local = mail.from_address.split("@")[0]
+    if _NO_REPLY.match(local):
+        return f"no-reply sender ({mail.from_address})"
+    ours = config.settings.get("address", "").strip().lower()
+    if ours and mail.from_address == ours:
+        return "sent from our own address"
+    limit = daily_limit(config)
+    sent = replies_today(config, mail.from_address)
+    if sent >= limit:
+        return f"reply limit reached ({limit} auto-replies to {mail.from_address} in 24 hours)"
+    return ""
+
+
+def _bounce(mail):
+    if "return-path" in mail.headers and mail.headers["return-path"].strip() in ("", "<>"):
+        return "bounce (empty Return-Path)"
+    if mail.from_address.split("@")[0].upper() in ("MAILER-DAEMON", "POSTMASTER"):
+        return f"bounce ({mail.from_address})"
+    if mail.content_type == "multipart/report" and mail.report_type in ("delivery-status", "disposition-notification"):
+        return f"bounce or receipt (multipart/report; report-type={mail.report_type})"
+    if "x-failed-recipients" in mail.headers:
+        return "bounce (X-Failed-Recipients)"
+    return ""
+
+
+def daily_limit(config) -> int:
+    try:
+        return int(config.settings.get("max_replies_per_sender_per_day", settings.CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY))
+    except (TypeError, ValueError):
+        return settings.CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY
+
+
+def replies_today(config, address) -> int:
+    """Mails from ``address`` in the last 24 hours that the bot answered or will answer."""
+    return Message.objects.filter(
+        bot_id=config.bot_id,
+        channel="email",
+        direction=Message.Direction.INBOUND,
+        created__gte=timezone.now() - timedelta(days=1),
+        meta__from_address=address,
+        reply_state__in=[Message.ReplyState.PENDING, Message.ReplyState.DONE],
+    ).count()

@@ -1,0 +1,117 @@
+"""One inbound email, from raw bytes to ``bots.services.receive()``.
+
+Used by the webhook and by IMAP polling alike. The Message-ID is the external id (a
+redelivered or re-fetched mail is stored once); mail without one gets a digest of its
+bytes. The thread id is the thread's root Message-ID, found through In-Reply-To and
+References (our own replies' Message-IDs lead back to their conversation). Mail that
+cannot be parsed is stored as unparseable, with its raw text, and not answered.
+"""
+import hashlib
+import logging
+
+from django.db import transaction
+
+from bots import services
+from bots.models import Conversation, Message
+
+from . import filters
+from .parse import ParsedMail, Unparseable, parse
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 8000  # what the model sees of one mail; the full text stays in meta
+MAX_RAW_STORED = 1024 * 1024  # raw text kept for an unparseable mail
+
+
+def ingest(config, raw: bytes, source: str):
+    """Store ``raw`` for ``config``'s bot; returns ``services.Received``."""
+    try:
+        mail = parse(raw)
+    except Unparseable as error:
+        return _store_unparseable(config, raw, source, str(error))
+    return _store(config, mail, raw, source)
+
+
+def scrub(value):
+    """PostgreSQL text and JSON cannot hold NUL characters: replace them, recursively."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {scrub(key): scrub(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(item) for item in value]
+    return value
+
+
+def _digest(raw):
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _store_unparseable(config, raw, source, why):
+    log.warning("email: unparseable mail for channel %s (%s)", config.id, why)
+    text = scrub(raw[:MAX_RAW_STORED].decode("utf-8", errors="replace"))
+    external_id = _digest(raw)
+    return services.receive(
+        bot=config.bot,
+        channel="email",
+        thread_id=external_id,
+        text=text,
+        external_id=external_id,
+        subject="(unparseable mail)",
+        meta={"unparseable": why, "raw": text, "raw_size": len(raw), "source": source},
+        answer=False,
+        skip_reason=f"unparseable mail: {why}",
+    )
+
+
+def thread_root(config, mail: ParsedMail) -> str:
+    """The conversation's external id: an existing thread this mail refers to, else its root."""
+    candidates = [ref for ref in [*mail.references, mail.in_reply_to] if ref]
+    if candidates:
+        known = (
+            Message.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=candidates)
+            .select_related("conversation")
+            .first()
+        )
+        if known:
+            return known.conversation.external_id
+        conversation = Conversation.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=candidates).first()
+        if conversation:
+            return conversation.external_id
+        return candidates[0]
+    return mail.message_id
+
+
+def _store(config, mail: ParsedMail, raw, source):
+    external_id = scrub(mail.message_id) or _digest(raw)
+    prompt = scrub(mail.reply_text.strip() or mail.subject or "(empty message)")
+    meta = scrub({
+        "from_address": mail.from_address,
+        "from_name": mail.from_name,
+        "reply_to_address": mail.reply_to_address,
+        "to": mail.to_addresses[:20],
+        "subject": mail.subject,
+        "message_id": mail.message_id,
+        "in_reply_to": mail.in_reply_to,
+        "references": mail.references[-30:],
+        "headers": mail.headers,
+        "attachments": mail.attachments,
+        "full_text": mail.text[: services.MAX_INBOUND_CHARS * 5],
+        "source": source,
+    })
+    with transaction.atomic():
+        # Serialises the per-sender reply count (and the thread lookup) per channel.
+        type(config).objects.select_for_update().filter(id=config.id).first()
+        reason = filters.skip_reason(mail, config)
+        return services.receive(
+            bot=config.bot,
+            channel="email",
+            thread_id=scrub(thread_root(config, mail)) or external_id,
+            text=prompt[:MAX_PROMPT_CHARS],
+            external_id=external_id,
+            contact=scrub({"email": mail.reply_to_address or mail.from_address, "name": mail.from_name}),
+            subject=scrub(mail.subject),
+            meta=meta,
+            answer=not reason,
+            skip_reason=reason,
+        )

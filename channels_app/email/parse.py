@@ -1,0 +1,237 @@
+"""Read real-world mail with the stdlib ``email`` package (``policy=default``).
+
+``parse(raw)`` returns a :class:`ParsedMail`: addresses, threading headers, the body
+as text (the plain part, else the HTML part converted with ``html.parser``), decoded
+whatever the declared charset or transfer encoding, attachment names, and
+``reply_text``: the body with quoted history and the signature removed (what the
+model sees). Anything the parser cannot make sense of raises :class:`Unparseable`.
+"""
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.utils import getaddresses, parseaddr
+from html.parser import HTMLParser
+
+MAX_ATTACHMENTS_LISTED = 50
+
+
+class Unparseable(ValueError):
+    """The bytes are not a usable email (no sender, or the parser gave up)."""
+
+
+@dataclass
+class ParsedMail:
+    message_id: str  # without angle brackets; "" if the mail has none
+    from_address: str  # lower-cased
+    from_name: str
+    reply_to_address: str
+    to_addresses: list
+    subject: str
+    in_reply_to: str
+    references: list  # message ids, oldest first, without angle brackets
+    text: str  # the whole body as text
+    reply_text: str  # body without quoted history and signature
+    attachments: list = field(default_factory=list)  # [{"filename", "content_type", "size"}]
+    headers: dict = field(default_factory=dict)  # the headers the filters look at, lower-case names
+    content_type: str = ""
+    report_type: str = ""  # multipart/report's report-type (delivery-status for bounces)
+    message: object = None  # the email.message.EmailMessage
+
+
+FILTER_HEADERS = (
+    "auto-submitted", "precedence", "list-id", "list-unsubscribe", "return-path", "x-auto-response-suppress",
+    "x-autoreply", "x-autorespond", "x-failed-recipients", "date",
+)  # fmt: skip
+
+
+def parse(raw: bytes) -> ParsedMail:
+    if not raw or not raw.strip():
+        raise Unparseable("empty message")
+    try:
+        msg = message_from_bytes(raw, policy=policy.default)
+        return _read(msg)
+    except Unparseable:
+        raise
+    except Exception as error:  # the stdlib raises many kinds on hostile input
+        raise Unparseable(f"{type(error).__name__}: {error}") from error
+
+
+def _header(msg, name):
+    try:
+        value = msg.get(name)
+    except Exception:  # a header the policy cannot parse: fall back to its raw text
+        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+    return "" if value is None else " ".join(str(value).split())
+
+
+def _ids(value):
+    return re.findall(r"<([^<>\s]+)>", value or "")
+
+
+def _read(msg) -> ParsedMail:
+    from_name, from_address = parseaddr(_header(msg, "From"))
+    if "@" not in from_address and from_address.upper() != "MAILER-DAEMON":
+        raise Unparseable("no sender address (From)")
+    _, reply_to = parseaddr(_header(msg, "Reply-To"))
+    to = [address.lower() for _, address in getaddresses([_header(msg, "To"), _header(msg, "Cc")]) if address]
+    message_ids = _ids(_header(msg, "Message-ID"))
+    text, attachments = _body(msg)
+    headers = {name: _header(msg, name) for name in FILTER_HEADERS if msg.get(name) is not None}
+    return ParsedMail(
+        message_id=message_ids[0] if message_ids else "",
+        from_address=from_address.lower(),
+        from_name=from_name,
+        reply_to_address=reply_to.lower() if "@" in reply_to else "",
+        to_addresses=to,
+        subject=_header(msg, "Subject"),
+        in_reply_to=(_ids(_header(msg, "In-Reply-To")) or [""])[0],
+        references=_ids(_header(msg, "References")),
+        text=text,
+        reply_text=strip_reply(text),
+        attachments=attachments,
+        headers=headers,
+        content_type=msg.get_content_type(),
+        report_type=(msg.get_param("report-type") or "").lower() if msg.get_content_type() == "multipart/report" else "",
+        message=msg,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Body
+
+
+def _body(msg):
+    """(text, attachments): the best text part, and every other named/attached part."""
+    body_part = None
+    try:
+        body_part = msg.get_body(preferencelist=("plain", "html"))
+    except Exception:
+        body_part = None
+    if body_part is None and msg.get_content_maintype() == "text":
+        body_part = msg
+    attachments = []
+    for part in msg.walk():
+        if part is body_part or part.is_multipart():
+            continue
+        disposition = part.get_content_disposition()
+        filename = part.get_filename()
+        if disposition == "attachment" or filename or part.get_content_maintype() not in ("text", "message"):
+            if len(attachments) < MAX_ATTACHMENTS_LISTED:
+                payload = part.get_payload(decode=True) or b""
+                attachments.append(
+                    {"filename": str(filename or ""), "content_type": part.get_content_type(), "size": len(payload)}
+                )
+    if body_part is None:
+        return "", attachments
+    text = decode_part(body_part)
+    if body_part.get_content_subtype() == "html":
+        text = html_to_text(text)
+    return normalize(text), attachments
+
+
+def decode_part(part) -> str:
+    """A text part's content as str: transfer encoding undone, declared charset tried,
+    then UTF-8, then cp1252 with replacement — never an exception."""
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        payload = str(part.get_payload()).encode("utf-8", "replace")
+    charset = (part.get_content_charset() or "utf-8").strip().strip('"').lower()
+    for candidate in (charset, "utf-8"):
+        try:
+            return payload.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return payload.decode("cp1252", errors="replace")
+
+
+def normalize(text):
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+class _HTMLText(HTMLParser):
+    """HTML to readable text: blocks become lines, quotes become '> ' lines, scripts vanish."""
+
+    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "hr", "pre"}
+    SKIP = {"script", "style", "head", "title"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out = []
+        self.skip = 0
+        self.quote = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP:
+            self.skip += 1
+        elif tag == "blockquote" or (tag == "div" and "gmail_quote" in (dict(attrs).get("class") or "")):
+            self.quote += 1
+            self.out.append("\n")
+        elif tag in self.BLOCKS:
+            self.out.append("\n")
+        if tag == "li":
+            self.out.append("- ")
+
+    def handle_endtag(self, tag):
+        if tag in self.SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag == "blockquote":
+            self.quote = max(0, self.quote - 1)
+            self.out.append("\n")
+        elif tag in self.BLOCKS:
+            self.out.append("\n")
+
+    def handle_data(self, data):
+        if self.skip:
+            return
+        data = re.sub(r"\s+", " ", data)
+        if self.quote:
+            data = data.replace("\n", "\n> ")
+            if not self.out or self.out[-1].endswith("\n"):
+                data = "> " * self.quote + data.lstrip()
+        self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _HTMLText()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # html.parser is lenient; this is belt and braces
+        return re.sub(r"<[^>]*>", " ", html)
+    return "\n".join(line.strip() for line in "".join(parser.out).split("\n"))
+
+
+# ---------------------------------------------------------------------------
+# Quoted history and signatures
+
+_CUTS = [
+    re.compile(r"^(On|Am|Le|El|Il|Op)\s.{0,300}(wrote|schrieb|a écrit|escribió|ha scritto|schreef)\b.{0,200}:\s*$", re.I | re.S),
+    re.compile(r"^-{2,}\s*(Original Message|Forwarded message|Ursprüngliche Nachricht)\s*-{2,}", re.I),
+    re.compile(r"^_{10,}\s*$"),
+    re.compile(r"^Sent from my \w+", re.I),
+]
+_OUTLOOK_FROM = re.compile(r"^\*?(From|Von|De)\s*:\*?\s", re.I)
+_OUTLOOK_NEXT = re.compile(r"^\*?(Sent|Date|Gesendet|Datum|Envoyé|To|Subject)\s*:", re.I)
+
+
+def strip_reply(text: str) -> str:
+    """The new part of a reply: cut at the first quote header, Outlook block or signature
+    separator, and drop '>' quoted lines. Falls back to the whole text if nothing is left."""
+    lines = text.split("\n")
+    kept = []
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if line in ("-- ", "--") or stripped == "-- ":
+            break
+        two_lines = stripped + " " + (lines[index + 1].strip() if index + 1 < len(lines) else "")
+        if any(cut.match(stripped) for cut in _CUTS) or (_CUTS[0].match(two_lines) and not stripped.endswith(".")):
+            break
+        if _OUTLOOK_FROM.match(stripped) and any(_OUTLOOK_NEXT.match(l.strip()) for l in lines[index + 1 : index + 4]):
+            break
+        if stripped.startswith(">"):
+            continue
+        kept.append(line)
+    result = normalize("\n".join(kept))
+    return result or normalize(text)

@@ -1,0 +1,96 @@
+"""Email's inbound webhook: the raw MIME message, as inbound-parse services forward it.
+
+``POST /channels/email/<key>/inbound/`` with either the raw message as the body
+(``Content-Type: message/rfc822`` or any non-form type) or a multipart/urlencoded form
+whose ``email`` / ``mime`` / ``body-mime`` / ``raw`` field holds it (SendGrid's "raw"
+mode, Mailgun's ``body-mime``). Authenticated with the channel's ``inbound_secret``:
+``X-ChatNexus-Secret: <secret>``, ``Authorization: Bearer <secret>`` or HTTP basic auth
+with the secret as password. Too large → 413; bad secret → 403; no message → 400;
+anything else is stored (unparseable mail included) and answered 202.
+"""
+import base64
+import hmac
+import logging
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from ..models import ChannelConfig
+from . import inbound as email_inbound
+
+log = logging.getLogger(__name__)
+
+FORM_FIELDS = ("email", "mime", "body-mime", "raw")
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _error(status, reason):
+    return JsonResponse({"error": reason}, status=status)
+
+
+def _presented_secret(request):
+    if request.headers.get("X-ChatNexus-Secret"):
+        return request.headers["X-ChatNexus-Secret"]
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+def _raw_message(request, limit):
+    """The raw MIME bytes from the body or a form field; None if absent."""
+    content_type = request.content_type or ""
+    if content_type in FORM_TYPES:
+        for name in FORM_FIELDS:
+            upload = request.FILES.get(name)
+            if upload is not None:
+                return upload.read(limit + 1)
+            value = request.POST.get(name)
+            if value:
+                return value.encode("utf-8", errors="surrogateescape")
+        return None
+    body = request.read(limit + 1)
+    return body or None
+
+
+@csrf_exempt  # authenticated by the per-channel secret instead
+@require_POST
+def inbound(request, key):
+    config = ChannelConfig.objects.select_related("bot").filter(key=key, kind="email", enabled=True).first()
+    if config is None:
+        return _error(404, "unknown email channel")
+    expected = config.secrets.get("inbound_secret", "")
+    presented = _presented_secret(request)
+    if not expected or not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
+        return _error(403, "missing or wrong inbound secret")
+    limit = settings.CHATNEXUS_EMAIL_MAX_BYTES
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        return _error(400, "bad Content-Length")
+    if length > limit + 64 * 1024:  # form framing adds a little
+        return _error(413, f"message larger than {limit} bytes")
+    raw = _raw_message(request, limit)
+    if raw is None:
+        return _error(400, f"no message: send the raw MIME as the body or in a form field ({', '.join(FORM_FIELDS)})")
+    if len(raw) > limit:
+        return _error(413, f"message larger than {limit} bytes")
+    received = email_inbound.ingest(config, raw, source="webhook")
+    message = received.message
+    return JsonResponse(
+        {
+            "id": message.id,
+            "duplicate": not received.created,
+            "answered": message.reply_state != message.ReplyState.SKIPPED,
+            "skip_reason": (message.meta or {}).get("skip_reason", ""),
+        },
+        status=202,
+    )

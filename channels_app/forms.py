@@ -1,0 +1,136 @@
+"""Forms of the per-bot Channels page: one per channel.
+
+Each form edits a ``ChannelConfig``: ``SETTINGS`` fields go to ``config.settings``
+(plain JSON), ``SECRETS`` fields to ``config.secrets`` (encrypted). Secret inputs are
+never filled back in: left blank they keep the stored value, "clear" removes it.
+"""
+from django import forms
+
+from .widget.options import DEFAULTS as WIDGET_DEFAULTS
+from .widget.options import normalize_origin
+
+
+class ChannelForm(forms.Form):
+    SETTINGS: tuple = ()
+    SECRETS: tuple = ()
+    REQUIRED_SECRETS: tuple = ()  # must be stored (now or before) for the channel to work
+    DEFAULTS: dict = {}
+
+    enabled = forms.BooleanField(required=False, initial=True, label="Enabled")
+
+    def __init__(self, *args, config=None, **kwargs):
+        self.config = config
+        initial = {"enabled": True, **self.DEFAULTS}
+        if config is not None:
+            initial.update({"enabled": config.enabled, **{k: v for k, v in config.settings.items() if k in self.SETTINGS}})
+        super().__init__(*args, initial=initial, **kwargs)
+        for name in self.SECRETS:
+            self.fields[name].widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+            self.fields[name].required = False
+            self.fields[f"clear_{name}"] = forms.BooleanField(required=False, label=f"Remove the stored {self.fields[name].label.lower()}")
+
+    def clean(self):
+        data = super().clean()
+        stored = self.config.secrets if self.config is not None else {}
+        for name in self.REQUIRED_SECRETS:
+            if not data.get(name) and (not stored.get(name) or data.get(f"clear_{name}")):
+                self.add_error(name, "Required.")
+        return data
+
+    def secret_states(self):
+        """``[(label, "set" | "not set")]`` — what the page shows instead of a secret."""
+        stored = self.config.secrets if self.config is not None else {}
+        return [(self.fields[name].label, "set" if stored.get(name) else "not set") for name in self.SECRETS]
+
+    def apply(self, config):
+        """Copy the cleaned data onto ``config`` (not saved)."""
+        config.enabled = self.cleaned_data["enabled"]
+        config.settings = {**config.settings, **{k: self.cleaned_data[k] for k in self.SETTINGS}}
+        secrets = dict(config.secrets)
+        for name in self.SECRETS:
+            if self.cleaned_data.get(f"clear_{name}"):
+                secrets.pop(name, None)
+            elif self.cleaned_data.get(name):
+                secrets[name] = self.cleaned_data[name]
+        config.secrets = secrets
+        return config
+
+
+class WidgetForm(ChannelForm):
+    SETTINGS = (
+        "allowed_origins", "position", "prechat_email", "connections_per_minute", "messages_per_minute",
+        "bot_connections_per_minute", "bot_messages_per_minute", "max_message_chars",
+    )  # fmt: skip
+    DEFAULTS = WIDGET_DEFAULTS
+
+    allowed_origins = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "https://shop.example.com"}),
+        required=False,
+        help_text="One website origin per line (scheme + host + optional port, no path). Only these sites may embed the widget.",
+    )
+    position = forms.ChoiceField(choices=[("right", "Bottom right"), ("left", "Bottom left")])
+    prechat_email = forms.BooleanField(required=False, label="Ask for the visitor's email (optional) before the first message")
+    connections_per_minute = forms.IntegerField(min_value=1, max_value=10_000, label="Connections per visitor per minute")
+    messages_per_minute = forms.IntegerField(min_value=1, max_value=10_000, label="Messages per visitor per minute")
+    bot_connections_per_minute = forms.IntegerField(min_value=1, max_value=1_000_000, label="Connections per minute, all visitors")
+    bot_messages_per_minute = forms.IntegerField(min_value=1, max_value=1_000_000, label="Messages per minute, all visitors")
+    max_message_chars = forms.IntegerField(min_value=1, max_value=20_000, label="Longest message (characters)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        origins = self.initial.get("allowed_origins")
+        if isinstance(origins, list):
+            self.initial["allowed_origins"] = "\n".join(origins)
+
+    def clean_allowed_origins(self):
+        origins, bad = [], []
+        for line in self.cleaned_data["allowed_origins"].split():
+            origin = normalize_origin(line)
+            (origins if origin else bad).append(origin or line)
+        if bad:
+            raise forms.ValidationError(f"Not a website origin (like https://shop.example.com): {', '.join(bad)}")
+        return list(dict.fromkeys(origins))
+
+
+class WhatsAppForm(ChannelForm):
+    SETTINGS = ("account_sid", "phone_number", "messaging_service_sid")
+    SECRETS = ("auth_token",)
+    REQUIRED_SECRETS = ("auth_token",)
+
+    account_sid = forms.RegexField(regex=r"^AC[0-9a-fA-F]{32}$", label="Twilio account SID", help_text="Starts with AC.",
+                                   error_messages={"invalid": "A Twilio account SID is AC followed by 32 hex digits."})
+    auth_token = forms.CharField(label="Auth token", max_length=200)
+    phone_number = forms.RegexField(regex=r"^whatsapp:\+[1-9][0-9]{6,14}$", label="WhatsApp number",
+                                    help_text="Like whatsapp:+14155238886",
+                                    error_messages={"invalid": "Write the number as whatsapp:+<country code><number>."})
+    messaging_service_sid = forms.RegexField(regex=r"^MG[0-9a-fA-F]{32}$", required=False, label="Messaging Service SID (optional)",
+                                             error_messages={"invalid": "A Messaging Service SID is MG followed by 32 hex digits."})
+
+
+class EmailForm(ChannelForm):
+    SETTINGS = (
+        "address", "from_name", "smtp_host", "smtp_port", "smtp_user", "smtp_use_tls", "imap_host", "imap_port",
+        "imap_user", "imap_use_ssl", "imap_folder", "max_replies_per_sender_per_day",
+    )  # fmt: skip
+    SECRETS = ("smtp_password", "imap_password", "inbound_secret")
+    DEFAULTS = {"smtp_port": 587, "smtp_use_tls": True, "imap_port": 993, "imap_use_ssl": True, "imap_folder": "INBOX",
+                "max_replies_per_sender_per_day": 5}  # fmt: skip
+
+    address = forms.EmailField(label="Bot's email address")
+    from_name = forms.CharField(max_length=100, required=False, label="From name")
+    smtp_host = forms.CharField(max_length=255, required=False, label="SMTP host")
+    smtp_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="SMTP port")
+    smtp_user = forms.CharField(max_length=255, required=False, label="SMTP user")
+    smtp_password = forms.CharField(max_length=500, label="SMTP password")
+    smtp_use_tls = forms.BooleanField(required=False, label="SMTP uses STARTTLS")
+    imap_host = forms.CharField(max_length=255, required=False, label="IMAP host (leave empty to use the inbound webhook only)")
+    imap_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="IMAP port")
+    imap_user = forms.CharField(max_length=255, required=False, label="IMAP user")
+    imap_password = forms.CharField(max_length=500, label="IMAP password")
+    imap_use_ssl = forms.BooleanField(required=False, label="IMAP over SSL")
+    imap_folder = forms.CharField(max_length=100, required=False, label="IMAP folder")
+    inbound_secret = forms.CharField(max_length=200, label="Inbound webhook secret")
+    max_replies_per_sender_per_day = forms.IntegerField(min_value=0, max_value=1000, label="Auto-replies per sender per day")
+
+
+FORMS = {"widget": WidgetForm, "whatsapp": WhatsAppForm, "email": EmailForm}

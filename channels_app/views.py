@@ -1,0 +1,70 @@
+"""The per-bot "Channels" page: connect the website widget, WhatsApp and email.
+
+``/channels/bots/<id>/`` — managers (owners, admins) of the bot's organisation only;
+another organisation's bot is a 404. One form per channel (``forms.FORMS``), posted
+with ``channel=<kind>``; each shows copy-paste setup steps. Secrets are stored
+encrypted and never rendered back: the page says "set" or "not set".
+"""
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+
+from bots.models import Bot
+from bots.tenancy import get_scoped_or_404, require_manager
+
+from .forms import FORMS
+from .models import ChannelConfig
+
+
+def _public_url(name, key):
+    try:
+        return settings.PUBLIC_URL + reverse(f"channels:{name}", args=[key])
+    except NoReverseMatch:
+        return ""
+
+
+@login_required
+def bot_channels(request, bot_id):
+    require_manager(request)
+    bot = get_scoped_or_404(request, Bot, id=bot_id)
+    configs = {c.kind: c for c in ChannelConfig.objects.filter(organization=request.organization, bot=bot)}
+    forms = {kind: form_class(config=configs.get(kind), prefix=kind) for kind, form_class in FORMS.items()}
+    status = 200
+    if request.method == "POST":
+        kind = request.POST.get("channel", "")
+        if kind not in FORMS:
+            messages.error(request, "Unknown channel.")
+            return render(request, "channels/bot_channels.html", _context(bot, configs, forms), status=400)
+        form = forms[kind] = FORMS[kind](request.POST, config=configs.get(kind), prefix=kind)
+        if form.is_valid():
+            config = configs.get(kind) or ChannelConfig(organization=request.organization, bot=bot, kind=kind)
+            form.apply(config).save()
+            messages.success(request, f"{config.get_kind_display()} settings saved.")
+            return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
+        status = 400
+    return render(request, "channels/bot_channels.html", _context(bot, configs, forms), status=status)
+
+
+def _context(bot, configs, forms):
+    whatsapp, email = configs.get("whatsapp"), configs.get("email")
+    return {
+        "bot": bot,
+        "forms": forms,
+        "configs": configs,
+        "public_url": settings.PUBLIC_URL,
+        "snippet": f'<script src="{settings.PUBLIC_URL}/static/chatnexus/widget.js" data-bot="{bot.public_key}" async></script>',
+        "try_url": reverse("channels:widget-try", args=[bot.id]),
+        "whatsapp_webhook": _public_url("whatsapp-inbound", whatsapp.key) if whatsapp else "",
+        "whatsapp_status": _public_url("whatsapp-status", whatsapp.key) if whatsapp else "",
+        "email_webhook": _public_url("email-inbound", email.key) if email else "",
+    }
+
+
+@login_required
+def widget_try(request, bot_id):
+    """A blank page on the platform's own origin with the widget embedded, to try it."""
+    require_manager(request)
+    bot = get_scoped_or_404(request, Bot, id=bot_id)
+    return render(request, "channels/widget_try.html", {"bot": bot, "public_url": settings.PUBLIC_URL})

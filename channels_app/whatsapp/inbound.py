@@ -1,0 +1,199 @@
+"""WhatsApp's inbound logic, behind the thin views: check a Twilio request, store a
+message, move a reply's delivery state forward.
+
+Order of checks: the channel (by URL key) → the signature (``X-Twilio-Signature``
+over ``PUBLIC_URL`` + path, because proxies and TLS terminators change the URL
+Django sees) → the receiving number or Messaging Service SID → the fields.
+"""
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+
+from bots import services
+from bots.models import Message
+
+from ..models import ChannelConfig
+from .adapter import KNOWN_ERRORS
+
+log = logging.getLogger(__name__)
+
+MEDIA_ONLY_REPLY = (
+    "Thanks for sending that! I can only read text messages for now — "
+    "could you tell me in words what you need?"
+)
+MAX_MEDIA = 10  # Twilio sends at most 10 media per message
+
+
+class Rejected(Exception):
+    """The request is refused with ``status`` and a short reason."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def channel_for(key) -> ChannelConfig:
+    config = ChannelConfig.objects.select_related("bot").filter(key=key, kind="whatsapp", enabled=True).first()
+    if config is None:
+        raise Rejected(404, "unknown WhatsApp channel")
+    return config
+
+
+def check_signature(config, request):
+    """403 unless the request is signed with the channel's Auth Token over the public URL."""
+    signature = request.headers.get("X-Twilio-Signature", "")
+    token = config.secrets.get("auth_token", "")
+    if not signature or not token:
+        raise Rejected(403, "missing Twilio signature")
+    url = settings.PUBLIC_URL + request.get_full_path()
+    algorithm = get_signature_algorithm(request.headers.get("X-Twilio-Webhooks-Signature-Settings", ""))
+    if not RequestValidator(token).validate(url, request.POST, signature, algorithm=algorithm):
+        raise Rejected(403, "invalid Twilio signature")
+
+
+def _number(value):
+    return value.strip().removeprefix("whatsapp:").strip()
+
+
+def check_recipient(config, params):
+    """The message must be addressed to this channel's number or Messaging Service."""
+    number = _number(config.settings.get("phone_number", ""))
+    service = config.settings.get("messaging_service_sid", "").strip()
+    if number and _number(params.get("To", "")) == number:
+        return
+    if service and params.get("MessagingServiceSid", "").strip() == service:
+        return
+    raise Rejected(404, "this webhook is not configured for that number or Messaging Service")
+
+
+@dataclass
+class Inbound:
+    sid: str
+    sender: str
+    body: str
+    profile_name: str
+    media: list
+
+
+def parse_message(params) -> Inbound:
+    sid = params.get("MessageSid", "").strip() or params.get("SmsMessageSid", "").strip()
+    sender = params.get("From", "").strip()
+    if not sid or not sender:
+        raise Rejected(400, "MessageSid and From are required")
+    if len(sid) > 64 or len(sender) > 64:
+        raise Rejected(400, "MessageSid or From is too long")
+    try:
+        num_media = int(params.get("NumMedia", "0") or 0)
+    except ValueError:
+        raise Rejected(400, "NumMedia must be a number") from None
+    if not 0 <= num_media <= MAX_MEDIA:
+        raise Rejected(400, f"NumMedia must be between 0 and {MAX_MEDIA}")
+    media = [
+        {"url": params.get(f"MediaUrl{i}", ""), "content_type": params.get(f"MediaContentType{i}", "")}
+        for i in range(num_media)
+    ]
+    if "\x00" in sid + sender:
+        raise Rejected(400, "MessageSid or From contains a NUL character")
+    body = params.get("Body", "").replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    name = params.get("ProfileName", "")[:200].replace("\x00", "\ufffd")
+    media = [{key: value.replace("\x00", "") for key, value in item.items()} for item in media]
+    return Inbound(sid, sender, body, name, media)
+
+
+def store_message(config, inbound: Inbound):
+    """Store the message (once per MessageSid); a media-only message gets a canned text answer."""
+    media_only = bool(inbound.media) and not inbound.body.strip()
+    meta = {"media": inbound.media} if inbound.media else {}
+    with transaction.atomic():
+        received = services.receive(
+            bot=config.bot,
+            channel="whatsapp",
+            thread_id=inbound.sender,
+            text=inbound.body,
+            external_id=inbound.sid,
+            contact={"phone": _number(inbound.sender), "name": inbound.profile_name},
+            meta=meta,
+            answer=not media_only,
+            skip_reason="media only: answered with a canned text reply" if media_only else "",
+        )
+        if received.created and media_only and received.conversation.bot_paused is False:
+            services.record_reply(received.message, MEDIA_ONLY_REPLY, {"canned": True})
+    return received
+
+
+# ---------------------------------------------------------------------------
+# Status callbacks: forward only
+
+# Twilio status -> our delivery state. queued/accepted/sending are "handed to Twilio".
+_TWILIO_STATUS = {
+    "accepted": Message.Delivery.SENT,
+    "scheduled": Message.Delivery.SENT,
+    "queued": Message.Delivery.SENT,
+    "sending": Message.Delivery.SENT,
+    "sent": Message.Delivery.SENT,
+    "delivered": Message.Delivery.DELIVERED,
+    "read": Message.Delivery.READ,
+    "failed": Message.Delivery.FAILED,
+    "undelivered": Message.Delivery.FAILED,
+}
+_RANK = {
+    Message.Delivery.PENDING: 0,
+    Message.Delivery.SENDING: 0,
+    Message.Delivery.SENT: 1,
+    Message.Delivery.DELIVERED: 2,
+    Message.Delivery.FAILED: 2,  # a message fails after being sent, never after being delivered
+    Message.Delivery.READ: 3,
+}
+
+
+def apply_status(config, message_id, params):
+    """Record one part's status; the message's state is its least advanced part, never going back."""
+    sid = params.get("MessageSid", "").strip()
+    status = _TWILIO_STATUS.get(params.get("MessageStatus", "").strip().lower())
+    if not sid or status is None:
+        raise Rejected(400, "MessageSid and a known MessageStatus are required")
+    try:
+        message_id = int(message_id)
+    except (TypeError, ValueError):
+        raise Rejected(400, "the status callback URL lacks its message id") from None
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update()
+            .filter(id=message_id, bot_id=config.bot_id, channel="whatsapp", direction=Message.Direction.OUTBOUND)
+            .first()
+        )
+        sids = (message.meta or {}).get("twilio_sids", []) if message else []
+        if message is None or sid not in sids:
+            raise Rejected(404, "no such outbound message")
+        meta = dict(message.meta)
+        parts = dict(meta.get("twilio_status", {}))
+        current = parts.get(sid)
+        if current is None or _RANK[status] > _RANK[current]:
+            parts[sid] = status
+        meta["twilio_status"] = parts
+        updates = {"meta": meta}
+        if status == Message.Delivery.FAILED and parts[sid] == Message.Delivery.FAILED:
+            code = params.get("ErrorCode", "").replace("\x00", "").strip()[:10]
+            meta.setdefault("twilio_errors", {})[sid] = code
+            explanation = KNOWN_ERRORS.get(int(code)) if code.isdigit() else None
+            updates["delivery_error"] = f"{code} Twilio: {explanation or 'message ' + params.get('MessageStatus', '')}".strip()
+        overall = _overall(parts, meta.get("twilio_parts", len(sids)))
+        if _RANK[overall] > _RANK.get(message.delivery_status, 0):
+            updates["delivery_status"] = overall
+            if not message.external_id:
+                # The callback overtook the deliver task's final write: keep the sid here.
+                updates["external_id"] = sids[0]
+        Message.objects.filter(id=message.id).update(**updates)
+    return updates.get("delivery_status", message.delivery_status)
+
+
+def _overall(parts, expected):
+    states = list(parts.values())
+    if Message.Delivery.FAILED in states:
+        return Message.Delivery.FAILED
+    states += [Message.Delivery.SENT] * max(0, expected - len(states))
+    return min(states, key=lambda state: _RANK[state])

@@ -1,0 +1,60 @@
+"""WhatsApp's inbound face: Twilio's incoming-message webhook and status callback.
+
+Both answer at once: the message is stored and the reply queued (never generated
+here), then Twilio gets an empty TwiML ``<Response/>``. Bad or missing signatures are
+403 and store nothing; malformed requests are 4xx, never 500.
+"""
+import logging
+
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import inbound
+from .inbound import Rejected
+
+log = logging.getLogger(__name__)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's webhooks are a few KB
+
+
+def _refuse(error: Rejected):
+    return HttpResponse(error.reason + "\n", status=error.status, content_type="text/plain; charset=utf-8")
+
+
+def _checked(request, key):
+    """The channel config for a signed request of a sane size, or Rejected."""
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        raise Rejected(400, "bad Content-Length") from None
+    if length > MAX_WEBHOOK_BYTES:
+        raise Rejected(413, "request too large")
+    config = inbound.channel_for(key)
+    inbound.check_signature(config, request)
+    return config
+
+
+@csrf_exempt  # authenticated by Twilio's signature instead
+@require_POST
+def incoming(request, key):
+    try:
+        config = _checked(request, key)
+        inbound.check_recipient(config, request.POST)
+        message = inbound.parse_message(request.POST)
+        inbound.store_message(config, message)
+    except Rejected as error:
+        return _refuse(error)
+    return HttpResponse(EMPTY_TWIML, content_type="text/xml; charset=utf-8")
+
+
+@csrf_exempt
+@require_POST
+def status(request, key):
+    try:
+        config = _checked(request, key)
+        inbound.apply_status(config, request.GET.get("m"), request.POST)
+    except Rejected as error:
+        return _refuse(error)
+    return HttpResponse(status=204)

@@ -1,0 +1,97 @@
+"""``WidgetConsumer``: the website widget's websocket, ``/ws/widget/<public_key>/?token=...``.
+
+Thin: the decisions live in ``inbound``. On connect: origin allow-list (4403),
+visitor token (4401 when tampered; a new one is issued when absent), connection rate
+limit (4429), then the ``session`` and ``history`` frames. On each frame: validate,
+rate-limit, ``receive()``; problems answer with an ``error`` frame and keep the socket.
+Conversation events from ``bots.events.push`` are forwarded as they come.
+"""
+import json
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from bots.events import group_for
+
+from . import inbound
+
+FORWARDED_EVENTS = {"message", "reply.start", "reply.delta", "reply.done", "conversation"}
+
+
+class WidgetConsumer(AsyncWebsocketConsumer):
+    session = None
+    group = None
+
+    async def connect(self):
+        headers = dict(self.scope.get("headers") or [])
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("token") or [""])[0]
+        client_ip = (self.scope.get("client") or ["?"])[0]
+        public_key = self.scope["url_route"]["kwargs"]["public_key"]
+        # Accept first so the refusal reason reaches the widget (a rejected handshake is a bare 403).
+        await self.accept()
+        result = await database_sync_to_async(inbound.open_session)(public_key, origin, token, client_ip)
+        if isinstance(result, inbound.Refusal):
+            await self.send_json(result.frame())
+            await self.close(code=result.close_code)
+            return
+        self.session = result
+        await self.send_json({"type": "session", "token": result.token, "visitor": result.visitor_id})
+        if result.conversation_id is not None:
+            await self._join(result.conversation_id)
+        await self.send_json(await database_sync_to_async(inbound.history)(result.conversation_id))
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.session is None:
+            return
+        frame = inbound.parse_frame(text_data, self.session.options)
+        if isinstance(frame, inbound.Refusal):
+            await self.send_json(frame.frame())
+            return
+        if frame["type"] == "ping":
+            await self.send_json({"type": "pong"})
+            return
+        result = await database_sync_to_async(inbound.take_message)(self.session, frame)
+        if isinstance(result, inbound.Refusal):
+            await self.send_json({**result.frame(), "client_id": frame["id"]})
+            return
+        conversation_id, echo = result
+        if self.group is None:
+            # First message: the conversation exists now. Events pushed before we joined
+            # (the echo, perhaps a fast reply) are resent; the reply's deltas follow live.
+            self.session.conversation_id = conversation_id
+            await self._join(conversation_id)
+            await self.send_json(echo)
+            late = await database_sync_to_async(inbound.reply_if_done)(echo["message"]["id"])
+            if late:
+                await self.send_json(late)
+        else:
+            await self.send_json(echo)
+
+    async def conversation_event(self, event):
+        kind = event.get("event")
+        if kind not in FORWARDED_EVENTS:
+            return
+        frame = {"type": kind}
+        if kind in ("reply.start", "reply.delta", "reply.done"):
+            frame["reply_to"] = event.get("reply_to")
+        if kind == "reply.delta":
+            frame["delta"] = event.get("delta", "")
+        if "message" in event and isinstance(event["message"], dict):
+            frame["message"] = {k: event["message"].get(k) for k in ("id", "direction", "sender", "text", "created", "reply_to")}
+        if kind == "conversation":
+            frame.update({k: event[k] for k in ("bot_paused", "status") if k in event})
+        await self.send_json(frame)
+
+    async def _join(self, conversation_id):
+        self.group = group_for(conversation_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def send_json(self, data):
+        await self.send(text_data=json.dumps(data))

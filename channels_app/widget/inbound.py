@@ -1,0 +1,164 @@
+"""The widget's inbound logic, kept out of the consumer: open a visitor session,
+validate a frame, hand a message to ``bots.services.receive()``, read history.
+
+Every function here is synchronous (ORM, cache); the consumer wraps them with
+``database_sync_to_async``. Problems come back as ``Refusal`` values carrying the
+clear message the visitor sees — never as exceptions that would drop the socket.
+"""
+import json
+import re
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from bots import services
+from bots.models import Bot, Conversation, Message
+
+from . import options as widget_options
+from . import ratelimit, tokens
+
+CHANNEL = "widget"
+HISTORY_LIMIT = 100
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+HANDOFF_TEXT = "I'd like to talk to a human, please."
+
+
+@dataclass
+class Refusal:
+    code: str  # machine-readable: forbidden_origin, rate_limited, bad_token, bad_frame, too_long...
+    message: str  # what the visitor is told
+    close_code: int | None = None  # close the socket with this code after telling
+    retry_after: int | None = None
+
+    def frame(self):
+        frame = {"type": "error", "code": self.code, "message": self.message}
+        if self.retry_after is not None:
+            frame["retry_after"] = self.retry_after
+        return frame
+
+
+@dataclass
+class Session:
+    bot_id: int
+    public_key: str
+    options: dict
+    visitor_id: str
+    token: str
+    conversation_id: int | None  # None until the visitor's first message
+
+
+def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Session | Refusal:
+    loaded = widget_options.load(public_key)
+    if loaded is None or not widget_options.origin_allowed(loaded[2], origin):
+        return Refusal("forbidden_origin", "This website is not allowed to use this chat.", close_code=4403)
+    bot, _config, opts = loaded
+    visitor_id = tokens.verify(public_key, token) if token else None
+    if token and visitor_id is None:
+        return Refusal("bad_token", "Your chat session is not valid; starting a new one.", close_code=4401)
+    verdict = ratelimit.check_connection(public_key, visitor_id or f"ip:{client_ip}", opts)
+    if verdict is not None:
+        return Refusal(
+            "rate_limited",
+            f"Too many connections. Please wait {verdict.retry_after} seconds and try again.",
+            close_code=4429,
+            retry_after=verdict.retry_after,
+        )
+    if visitor_id is None:
+        visitor_id, token = tokens.issue(public_key)
+    conversation_id = (
+        Conversation.objects.filter(bot=bot, channel=CHANNEL, external_id=visitor_id).values_list("id", flat=True).first()
+    )
+    return Session(bot.id, public_key, opts, visitor_id, token, conversation_id)
+
+
+def public_message(message: Message) -> dict:
+    """A message as the visitor may see it (no decoding stats or delivery internals)."""
+    data = services.serialize_message(message)
+    return {k: data[k] for k in ("id", "direction", "sender", "text", "created", "reply_to")}
+
+
+def history(conversation_id: int | None) -> dict:
+    """The ``history`` frame: the conversation's latest messages and whether a reply is pending."""
+    if conversation_id is None:
+        return {"type": "history", "messages": [], "pending": None}
+    recent = list(Message.objects.filter(conversation_id=conversation_id).exclude(text="").order_by("-id")[:HISTORY_LIMIT])
+    recent.reverse()
+    pending = next(
+        (m.id for m in reversed(recent) if m.direction == Message.Direction.INBOUND and m.reply_state == Message.ReplyState.PENDING),
+        None,
+    )
+    return {"type": "history", "messages": [public_message(m) for m in recent], "pending": pending}
+
+
+def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
+    """A visitor frame, validated: ``{"type": "message"|"handoff", "text", "id", "email"}``."""
+    limit = int(opts["max_message_chars"])
+    if raw is None:
+        return Refusal("bad_frame", "Messages must be JSON text frames.")
+    if len(raw) > limit * 6 + 1024:  # JSON escaping can at most ~6x a text; beyond that it is too long anyway
+        return Refusal("too_long", f"Messages are limited to {limit} characters.")
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        return Refusal("bad_frame", "Messages must be JSON objects.")
+    if not isinstance(frame, dict):
+        return Refusal("bad_frame", "Messages must be JSON objects.")
+    kind = frame.get("type")
+    if kind == "ping":
+        return {"type": "ping"}
+    if kind not in ("message", "handoff"):
+        return Refusal("bad_frame", 'Unknown frame type; expected "message" or "handoff".')
+    client_id = frame.get("id")
+    if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
+        return Refusal("bad_frame", 'Each message needs an "id": 1-64 letters, digits, "-" or "_".')
+    email = frame.get("email") or ""
+    if not isinstance(email, str):
+        return Refusal("bad_frame", '"email" must be a string.')
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            return Refusal("bad_email", "That email address does not look right.")
+    text = HANDOFF_TEXT if kind == "handoff" else frame.get("text")
+    if not isinstance(text, str):
+        return Refusal("bad_frame", '"text" must be a string.')
+    text = text.strip()
+    if not text:
+        return Refusal("empty", "Please type a message.")
+    if len(text) > limit:
+        return Refusal("too_long", f"Messages are limited to {limit} characters; yours has {len(text)}.")
+    return {"type": kind, "text": text, "id": client_id, "email": email}
+
+
+def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
+    """Rate-limit and store the visitor's message; ``(conversation_id, echo of the message)``."""
+    verdict = ratelimit.check_message(session.public_key, session.visitor_id, session.options)
+    if verdict is not None:
+        return Refusal(
+            "rate_limited",
+            f"You're sending messages too quickly. Please wait {verdict.retry_after} seconds and try again.",
+            retry_after=verdict.retry_after,
+        )
+    bot = Bot.objects.get(id=session.bot_id)
+    handoff = frame["type"] == "handoff"
+    received = services.receive(
+        bot=bot,
+        channel=CHANNEL,
+        thread_id=session.visitor_id,
+        text=frame["text"],
+        # Namespaced by visitor: one visitor's client ids can never reach another's conversation.
+        external_id=f"{session.visitor_id}:{frame['id']}",
+        contact={"email": frame["email"]} if frame["email"] else {},
+        meta={"widget": True},
+        # A handoff request goes straight to the bot's handoff (pause + tell the team).
+        answer=not handoff,
+        skip_reason="handoff" if handoff else "",
+    )
+    return received.conversation.id, {"type": "message", "message": public_message(received.message), "client_id": frame["id"]}
+
+
+def reply_if_done(message_id: int) -> dict | None:
+    """The stored reply to ``message_id`` if it already exists (joined the group late)."""
+    reply = Message.objects.filter(reply_to_id=message_id).first()
+    return {"type": "message", "message": public_message(reply)} if reply else None

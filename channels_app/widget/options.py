@@ -1,0 +1,79 @@
+"""A bot's widget settings (``ChannelConfig`` kind ``widget``) with defaults, and origin checks."""
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from bots.models import Bot
+
+from ..models import ChannelConfig
+
+DEFAULTS = {
+    "allowed_origins": [],  # "https://shop.example.com"-style origins allowed to embed the widget
+    "position": "right",  # launcher corner: "right" or "left"
+    "prechat_email": False,  # ask for an (optional) email before the first message
+    "connections_per_minute": 20,  # websocket connections per visitor (or IP without a token)
+    "messages_per_minute": 10,  # messages per visitor
+    "bot_connections_per_minute": 600,  # websocket connections to this bot, all visitors together
+    "bot_messages_per_minute": 120,  # messages to this bot, all visitors together
+    "max_message_chars": 2000,  # longest message a visitor may send
+}
+
+
+def normalize_origin(value: str) -> str:
+    """``"HTTPS://Shop.example.com:443/"`` -> ``"https://shop.example.com"``; '' when not an origin."""
+    try:
+        parts = urlsplit((value or "").strip())
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return ""
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
+
+
+def widget_settings(config: ChannelConfig | None) -> dict:
+    merged = dict(DEFAULTS)
+    if config is not None:
+        merged.update({k: v for k, v in (config.settings or {}).items() if k in DEFAULTS})
+    return merged
+
+
+def load(public_key: str):
+    """``(bot, config, settings)`` for an enabled widget, or ``None``."""
+    bot = Bot.objects.filter(public_key=public_key).first()
+    if bot is None:
+        return None
+    config = ChannelConfig.objects.filter(bot=bot, kind=ChannelConfig.Kind.WIDGET, enabled=True).first()
+    if config is None:
+        return None
+    return bot, config, widget_settings(config)
+
+
+def origin_allowed(options: dict, origin: str) -> bool:
+    """The page's origin is on the bot's allow-list (or is the platform itself, for its test page)."""
+    origin = normalize_origin(origin)
+    if not origin:
+        return False
+    allowed = {normalize_origin(o) for o in options.get("allowed_origins") or []}
+    allowed.add(normalize_origin(settings.PUBLIC_URL))
+    return origin in allowed
+
+
+def public_look(bot: Bot, options: dict) -> dict:
+    """What the embed script may know about the bot: its published look, nothing else."""
+    live = bot.live_config()
+    return {
+        "name": live.get("name") or bot.name,
+        "avatar_color": live.get("avatar_color") or "#4f46e5",
+        "greeting": live.get("greeting") or "",
+        "position": "left" if options.get("position") == "left" else "right",
+        "prechat_email": bool(options.get("prechat_email")),
+        "max_message_chars": int(options.get("max_message_chars") or DEFAULTS["max_message_chars"]),
+        "handoff": True,
+    }

@@ -1,0 +1,241 @@
+/* ChatNexus website widget. Embed with:
+ *   <script src="https://HOST/static/chatnexus/widget.js" data-bot="PUBLIC_KEY" async></script>
+ * Vanilla JS in a shadow root (no styles leak in or out). The platform's origin comes
+ * from this script's own src; the bot's look from /channels/widget/<key>/config/; the
+ * conversation over ws(s)://HOST/ws/widget/<key>/. Model output is rendered with DOM
+ * nodes and textContent only — never innerHTML.
+ */
+(function () {
+  "use strict";
+  var script = document.currentScript || document.querySelector('script[data-bot][src*="chatnexus/widget.js"]');
+  if (!script || window.__chatnexusWidget) return;
+  window.__chatnexusWidget = true;
+  var key = script.getAttribute("data-bot") || "";
+  var origin = new URL(script.src, location.href).origin;
+  var storeKey = "chatnexus:" + key;
+  var store = {};
+  try { store = JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { store = {}; }
+  function save() { try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ } }
+
+  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000 };
+  var ws = null, attempts = 0, fatal = false, retryAfter = 0, timer = null, connected = false;
+  var outbox = [], byId = {}, byClient = {}, streams = {}, typingFor = null, hadHistory = false;
+
+  // -- DOM helpers (no innerHTML anywhere)
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    for (var name in attrs || {}) node.setAttribute(name, attrs[name]);
+    if (text != null) node.textContent = text;
+    return node;
+  }
+  // A tiny markdown subset built from DOM nodes: **bold**, *italic*, `code`, [text](https://link).
+  var MD = /(\*\*[^*\n]+\*\*|`[^`\n]+`|\[[^\]\n]+\]\(https?:\/\/[^\s)]+\)|\*[^*\n]+\*)/g;
+  function render(node, text) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+    var last = 0, m, part;
+    MD.lastIndex = 0;
+    while ((m = MD.exec(text))) {
+      if (m.index > last) node.appendChild(document.createTextNode(text.slice(last, m.index)));
+      part = m[0];
+      if (part.slice(0, 2) === "**") node.appendChild(el("strong", 0, part.slice(2, -2)));
+      else if (part[0] === "`") node.appendChild(el("code", 0, part.slice(1, -1)));
+      else if (part[0] === "[") {
+        var i = part.indexOf("](");
+        node.appendChild(el("a", { href: part.slice(i + 2, -1), target: "_blank", rel: "noopener noreferrer nofollow" }, part.slice(1, i)));
+      } else node.appendChild(el("em", 0, part.slice(1, -1)));
+      last = MD.lastIndex;
+    }
+    if (last < text.length) node.appendChild(document.createTextNode(text.slice(last)));
+  }
+
+  var CSS = ":host{all:initial}*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:14px;line-height:1.45}" +
+    ".launcher{position:fixed;bottom:20px;right:20px;width:56px;height:56px;border-radius:50%;border:0;background:var(--c);color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000;font-size:24px}" +
+    ".left .launcher{left:20px;right:auto}.left .panel{left:20px;right:auto}" +
+    ".panel{position:fixed;bottom:88px;right:20px;width:min(370px,calc(100vw - 24px));height:min(560px,calc(100vh - 110px));display:flex;flex-direction:column;background:#fff;color:#1f2330;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}" +
+    ".panel[hidden]{display:none}@media (max-width:480px){.panel,.left .panel{left:8px;right:8px;bottom:76px;width:auto;height:calc(100vh - 90px)}}" +
+    "header{display:flex;align-items:center;gap:8px;padding:10px 12px;background:var(--c);color:#fff}" +
+    ".avatar{width:30px;height:30px;border-radius:50%;background:#fff;color:var(--c);display:flex;align-items:center;justify-content:center;font-weight:700}" +
+    ".title{flex:1;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}" +
+    "header button{background:transparent;border:1px solid rgba(255,255,255,.7);color:#fff;border-radius:6px;padding:3px 8px;cursor:pointer}" +
+    ".log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f7f7fb}" +
+    ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere;align-self:flex-start;background:#fff;border:1px solid #e5e7eb}" +
+    ".msg.me{align-self:flex-end;background:var(--c);color:#fff;border:0}.msg.me a{color:#fff}.msg.failed{opacity:.6;border:1px dashed #b91c1c}" +
+    ".msg.system{align-self:center;background:#fff7ed;border-color:#fed7aa;font-size:13px}.msg code{font-family:monospace;background:rgba(0,0,0,.06);padding:0 3px;border-radius:3px}" +
+    ".typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#9ca3af;animation:b 1s infinite}.typing span:nth-child(2){animation-delay:.15s}.typing span:nth-child(3){animation-delay:.3s}" +
+    "@keyframes b{50%{opacity:.3}}.status{padding:6px 12px;font-size:12px;color:#b91c1c;background:#fef2f2}.status:empty{display:none}" +
+    "form{display:flex;flex-wrap:wrap;gap:6px;padding:8px;border-top:1px solid #e5e7eb;margin:0}" +
+    "input,textarea{flex:1 1 60%;min-width:0;border:1px solid #d1d5db;border-radius:8px;padding:8px;color:#1f2330;background:#fff;resize:none}" +
+    ".email{flex-basis:100%}form button{border:0;border-radius:8px;padding:8px 14px;background:var(--c);color:#fff;cursor:pointer}" +
+    "button:focus-visible,input:focus-visible,textarea:focus-visible{outline:2px solid #111;outline-offset:2px}button:disabled{opacity:.5;cursor:default}";
+
+  // -- build the UI
+  var host = el("div", { id: "chatnexus-widget" });
+  var root = host.attachShadow({ mode: "open" });
+  var wrap = el("div", { class: "wrap" });
+  var launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "cn-panel", "aria-label": "Open chat" }, "\uD83D\uDCAC");
+  var panel = el("div", { id: "cn-panel", class: "panel", role: "dialog", "aria-label": "Chat" });
+  panel.hidden = true;
+  var header = el("header");
+  var avatar = el("span", { class: "avatar", "aria-hidden": "true" });
+  var title = el("span", { class: "title" });
+  var human = el("button", { type: "button", class: "human", "aria-label": "Talk to a human" }, "Human");
+  var closeBtn = el("button", { type: "button", class: "close", "aria-label": "Close chat" }, "\u2715");
+  header.append(avatar, title, human, closeBtn);
+  var log = el("div", { class: "log", role: "log", "aria-live": "polite" });
+  var status = el("div", { class: "status", role: "alert" });
+  var form = el("form");
+  var email = el("input", { class: "email", type: "email", placeholder: "Your email (optional)", "aria-label": "Your email (optional)", autocomplete: "email" });
+  email.hidden = true;
+  var input = el("textarea", { rows: "1", placeholder: "Type your message\u2026", "aria-label": "Message" });
+  var sendBtn = el("button", { type: "submit", "aria-label": "Send message" }, "Send");
+  form.append(email, input, sendBtn);
+  panel.append(header, log, status, form);
+  wrap.append(panel, launcher);
+  root.append(el("style", 0, CSS), wrap);
+
+  function applyLook() {
+    wrap.style.setProperty("--c", /^#[0-9a-fA-F]{3,8}$/.test(look.avatar_color) ? look.avatar_color : "#4f46e5");
+    wrap.className = "wrap " + (look.position === "left" ? "left" : "right");
+    avatar.textContent = (look.name || "C").charAt(0).toUpperCase();
+    title.textContent = look.name;
+    launcher.setAttribute("aria-label", "Open chat with " + look.name);
+    panel.setAttribute("aria-label", "Chat with " + look.name);
+    input.maxLength = look.max_message_chars;
+  }
+
+  // -- messages
+  function scroll() { log.scrollTop = log.scrollHeight; }
+  function bubble(who, text) {
+    var node = el("div", { class: "msg " + who });
+    render(node, text || "");
+    log.appendChild(node);
+    if (typingFor !== null) log.appendChild(typing);
+    scroll();
+    return node;
+  }
+  function who(m) { return m.direction === "in" ? "me" : m.sender === "system" ? "system" : "bot"; }
+  function showMessage(m, clientId) {
+    var pend = clientId && byClient[clientId];
+    var node = byId[m.id] || pend || (m.reply_to && streams[m.reply_to]);
+    if (pend && pend !== node && pend.parentNode) pend.parentNode.removeChild(pend);
+    if (node) { render(node, m.text); node.classList.remove("failed"); }
+    else node = bubble(who(m), m.text);
+    byId[m.id] = node;
+    if (m.reply_to) delete streams[m.reply_to];
+    if (m.direction === "out") hideTyping();
+  }
+  var typing = el("div", { class: "msg typing", role: "status" });
+  typing.append(el("span"), el("span"), el("span"));
+  function showTyping(id) { typingFor = id; typing.setAttribute("aria-label", look.name + " is typing"); log.appendChild(typing); scroll(); }
+  function hideTyping() { typingFor = null; if (typing.parentNode) typing.parentNode.removeChild(typing); }
+
+  function handle(f) {
+    if (f.type === "session") { store.token = f.token; save(); }
+    else if (f.type === "history") {
+      connected = true; status.textContent = ""; byId = {}; streams = {}; hideTyping();
+      while (log.firstChild) log.removeChild(log.firstChild);
+      if (look.greeting) bubble("bot greeting", look.greeting);
+      f.messages.forEach(function (m) { showMessage(m); });
+      for (var c in byClient) if (!byClient[c].parentNode) log.appendChild(byClient[c]);
+      if (f.pending) showTyping(f.pending);
+      hadHistory = f.messages.length > 0;
+      email.hidden = !(look.prechat_email && !store.email && !hadHistory);
+      flush();
+    } else if (f.type === "message") {
+      showMessage(f.message, f.client_id);
+      if (f.client_id) { delete byClient[f.client_id]; outbox = outbox.filter(function (o) { return o.id !== f.client_id; }); }
+    } else if (f.type === "reply.start") showTyping(f.reply_to);
+    else if (f.type === "reply.delta") {
+      hideTyping();
+      var node = streams[f.reply_to];
+      if (!node) { node = streams[f.reply_to] = bubble("bot", ""); node._text = ""; }
+      node._text += f.delta;
+      render(node, node._text);
+      scroll();
+    } else if (f.type === "reply.done" && f.message) showMessage(f.message);
+    else if (f.type === "error") {
+      status.textContent = f.message;
+      if (f.retry_after) retryAfter = f.retry_after * 1000;
+      if (f.client_id && byClient[f.client_id]) {
+        byClient[f.client_id].classList.add("failed");
+        outbox = outbox.filter(function (o) { return o.id !== f.client_id; });
+        delete byClient[f.client_id];
+      }
+      if (f.code === "forbidden_origin") { fatal = true; input.disabled = sendBtn.disabled = human.disabled = true; }
+      if (f.code === "bad_token") { delete store.token; save(); }
+    }
+  }
+
+  // -- connection: reconnect with backoff; every (re)connect resyncs from the server's history
+  function connect() {
+    if (fatal || (ws && ws.readyState < 2)) return;
+    var url = origin.replace(/^http/, "ws") + "/ws/widget/" + encodeURIComponent(key) + "/" + (store.token ? "?token=" + encodeURIComponent(store.token) : "");
+    ws = new WebSocket(url);
+    ws.onopen = function () { attempts = 0; };
+    ws.onmessage = function (e) { try { handle(JSON.parse(e.data)); } catch (err) { /* ignore a bad frame */ } };
+    ws.onclose = function (e) {
+      connected = false;
+      if (fatal || e.code === 4403) { fatal = true; if (!status.textContent) status.textContent = "Chat is unavailable on this website."; return; }
+      var delay = e.code === 4401 ? 0 : retryAfter || Math.min(30000, 1000 * Math.pow(2, attempts)) * (0.5 + Math.random() / 2);
+      retryAfter = 0; attempts++;
+      if (e.code !== 4401 && e.code !== 4429) status.textContent = "Connection lost \u2014 reconnecting\u2026";
+      clearTimeout(timer);
+      timer = setTimeout(connect, delay);
+    };
+  }
+  function flush() {
+    if (!connected) return;
+    outbox.forEach(function (o) { ws.send(JSON.stringify(o)); });
+  }
+  function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 10); }
+  function post(frame) {
+    outbox.push(frame);
+    if (connected) ws.send(JSON.stringify(frame));
+    else connect();
+  }
+
+  // -- interactions
+  function open(restoring) {
+    panel.hidden = false; launcher.setAttribute("aria-expanded", "true");
+    if (!log.firstChild && look.greeting) bubble("bot greeting", look.greeting);
+    store.open = true; save(); connect();
+    if (restoring !== true) input.focus();
+  }
+  function close() {
+    panel.hidden = true; launcher.setAttribute("aria-expanded", "false");
+    store.open = false; save(); launcher.focus();
+  }
+  launcher.addEventListener("click", function () { if (panel.hidden) open(); else close(); });
+  closeBtn.addEventListener("click", close);
+  panel.addEventListener("keydown", function (e) { if (e.key === "Escape") { e.preventDefault(); close(); } });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit")); }
+  });
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var text = input.value.trim();
+    if (!text || fatal) return;
+    var frame = { type: "message", text: text, id: newId() };
+    var address = email.hidden ? store.email : email.value.trim();
+    if (address) {
+      if (!email.hidden && !email.checkValidity()) { status.textContent = "That email address does not look right."; email.focus(); return; }
+      frame.email = store.email = address; save(); email.hidden = true;
+    }
+    byClient[frame.id] = bubble("me", text);
+    input.value = "";
+    post(frame);
+  });
+  human.addEventListener("click", function () { post({ type: "handoff", id: newId() }); });
+
+  function start() {
+    applyLook();
+    document.body.appendChild(host);
+    fetch(origin + "/channels/widget/" + encodeURIComponent(key) + "/config/", { credentials: "omit" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) { for (var k in look) if (data[k] != null) look[k] = data[k]; applyLook(); } })
+      .catch(function () { /* the websocket reports why (e.g. this origin is not allowed) */ })
+      .then(function () { if (store.open) open(true); });
+  }
+  if (document.body) start();
+  else document.addEventListener("DOMContentLoaded", start);
+})();

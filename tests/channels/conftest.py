@@ -1,0 +1,121 @@
+"""Fixtures for the WhatsApp and email channels.
+
+- ``twilio_stub``: the stub Twilio API (``twilio_stub.py``) on loopback. Its port is
+  chosen when this conftest is imported and exported as ``TWILIO_API_BASE_URL``, so
+  the session's Celery workers (started later by ``celery_workers``, whose environment
+  copies ``os.environ``) send there too, whichever test starts them.
+- ``whatsapp_channel`` / ``email_channel``: Acme's bot connected to each channel.
+- ``signed_post``: posts a Twilio webhook signed like Twilio signs it.
+"""
+import os
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.conftest import free_port
+
+from .twilio_stub import TwilioStub
+
+TWILIO_PORT = free_port()
+os.environ["TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{TWILIO_PORT}"
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "twilio-auth-token-for-tests"
+BOT_NUMBER = "whatsapp:+14155238886"
+CUSTOMER = "whatsapp:+15551234567"
+INBOUND_SECRET = "inbound-secret-for-tests"
+BOT_ADDRESS = "help@acme-bikes.example"
+
+
+@pytest.fixture(scope="session")
+def _twilio_server():
+    stub = TwilioStub(port=TWILIO_PORT).start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def twilio_stub(_twilio_server, settings):
+    """The stub, emptied for this test; this process's client points at it too."""
+    settings.TWILIO_API_BASE_URL = _twilio_server.base_url
+    _twilio_server.reset()
+    return _twilio_server
+
+
+@pytest.fixture
+def whatsapp_channel(acme, acme_bot):
+    from channels_app.models import ChannelConfig
+
+    return ChannelConfig.objects.create(
+        organization=acme,
+        bot=acme_bot,
+        kind="whatsapp",
+        settings={"account_sid": ACCOUNT_SID, "phone_number": BOT_NUMBER, "messaging_service_sid": "MG" + "1" * 32},
+        secrets={"auth_token": AUTH_TOKEN},
+    )
+
+
+@pytest.fixture
+def email_channel(acme, acme_bot, mailbox):
+    from channels_app.models import ChannelConfig
+
+    return ChannelConfig.objects.create(
+        organization=acme,
+        bot=acme_bot,
+        kind="email",
+        settings={
+            "address": BOT_ADDRESS,
+            "from_name": "Acme Bikes Support",
+            "smtp_host": mailbox.host,
+            "smtp_port": mailbox.port,
+            "smtp_use_tls": False,
+            "max_replies_per_sender_per_day": 5,
+        },
+        secrets={"inbound_secret": INBOUND_SECRET},
+    )
+
+
+def whatsapp_params(**overrides):
+    params = {
+        "SmsMessageSid": "SM" + "a" * 32,
+        "NumMedia": "0",
+        "ProfileName": "Carla",
+        "SmsSid": "SM" + "a" * 32,
+        "WaId": "15551234567",
+        "SmsStatus": "received",
+        "Body": "What are your opening hours?",
+        "To": BOT_NUMBER,
+        "NumSegments": "1",
+        "MessageSid": "SM" + "a" * 32,
+        "AccountSid": ACCOUNT_SID,
+        "From": CUSTOMER,
+        "ApiVersion": "2010-04-01",
+    }
+    params.update(overrides)
+    return {key: value for key, value in params.items() if value is not None}
+
+
+@pytest.fixture
+def signed_post(client):
+    """``signed_post(path, params, token=..., signature=...)``: a form POST as Twilio sends it."""
+    from django.conf import settings
+    from twilio.request_validator import RequestValidator
+
+    def post(path, params, token=AUTH_TOKEN, signature=None):
+        if signature is None:
+            signature = RequestValidator(token).compute_signature(settings.PUBLIC_URL + path, params)
+        headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
+        return client.post(path, urlencode(params), content_type="application/x-www-form-urlencoded", **headers)
+
+    return post
+
+
+@pytest.fixture
+def post_mail(client):
+    """``post_mail(key, raw_bytes, secret=...)``: the raw-MIME inbound webhook."""
+
+    def post(key, raw, secret=INBOUND_SECRET, content_type="message/rfc822"):
+        headers = {"HTTP_X_CHATNEXUS_SECRET": secret} if secret else {}
+        return client.post(f"/channels/email/{key}/inbound/", raw, content_type=content_type, **headers)
+
+    return post

@@ -1,0 +1,102 @@
+"""A small IMAP4rev1 server on loopback, speaking enough of the protocol for imaplib:
+CAPABILITY, LOGIN, SELECT/EXAMINE, UID SEARCH, UID FETCH (BODY.PEEK[] / RFC822),
+NOOP and LOGOUT, with UIDs and UIDVALIDITY. Records the commands it was sent.
+
+    server = IMAPStub(user="bot", password="pw").start()
+    server.add(raw_bytes)   # appends a message with the next UID
+"""
+import re
+import socketserver
+import threading
+
+
+class IMAPStub:
+    def __init__(self, user, password, uidvalidity=7):
+        self.user, self.password, self.uidvalidity = user, password, uidvalidity
+        self.messages = {}  # uid -> raw bytes
+        self.commands = []
+        self._next_uid = 1
+        stub = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.send(b"* OK [CAPABILITY IMAP4rev1] stub ready")
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    tag, _, rest = line.decode("utf-8", "replace").strip().partition(" ")
+                    command, _, args = rest.partition(" ")
+                    stub.commands.append(f"{command.upper()} {args}".strip())
+                    if not stub._dispatch(self, tag, command.upper(), args):
+                        return
+
+            def send(self, data):
+                self.wfile.write(data + b"\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host, self.port = self.server.server_address
+
+    def start(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add(self, raw: bytes) -> int:
+        uid = self._next_uid
+        self.messages[uid] = raw
+        self._next_uid += 1
+        return uid
+
+    def _dispatch(self, conn, tag, command, args):
+        ok = lambda text="completed": conn.send(f"{tag} OK {text}".encode())  # noqa: E731
+        if command == "CAPABILITY":
+            conn.send(b"* CAPABILITY IMAP4rev1")
+            ok()
+        elif command == "LOGIN":
+            user, password = [a.strip('"') for a in re.findall(r'"(?:[^"\\]|\\.)*"|\S+', args)][:2]
+            if (user, password) == (self.user, self.password):
+                ok("LOGIN completed")
+            else:
+                conn.send(f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials".encode())
+        elif command in ("SELECT", "EXAMINE"):
+            conn.send(f"* {len(self.messages)} EXISTS".encode())
+            conn.send(f"* OK [UIDVALIDITY {self.uidvalidity}] UIDs valid".encode())
+            conn.send(f"* OK [UIDNEXT {self._next_uid}] next".encode())
+            ok(("[READ-ONLY] " if command == "EXAMINE" else "[READ-WRITE] ") + command + " completed")
+        elif command == "UID":
+            self._uid(conn, tag, args)
+        elif command == "NOOP":
+            ok()
+        elif command == "LOGOUT":
+            conn.send(b"* BYE logging out")
+            ok()
+            return False
+        else:
+            conn.send(f"{tag} BAD unknown command".encode())
+        return True
+
+    def _uid(self, conn, tag, args):
+        sub, _, rest = args.partition(" ")
+        if sub.upper() == "SEARCH":
+            match = re.search(r"UID (\d+):\*", rest)
+            low = int(match.group(1)) if match else 1
+            uids = sorted(self.messages)
+            found = [uid for uid in uids if uid >= low]
+            if not found and uids:
+                found = [uids[-1]]  # RFC 3501: n:* always includes the highest UID
+            conn.send(("* SEARCH " + " ".join(map(str, found))).strip().encode())
+            conn.send(f"{tag} OK SEARCH completed".encode())
+        elif sub.upper() == "FETCH":
+            uid = int(rest.split()[0])
+            raw = self.messages.get(uid)
+            if raw is not None:
+                seq = sorted(self.messages).index(uid) + 1
+                conn.wfile.write(f"* {seq} FETCH (UID {uid} BODY[] {{{len(raw)}}}\r\n".encode() + raw + b")\r\n")
+            conn.send(f"{tag} OK FETCH completed".encode())
+        else:
+            conn.send(f"{tag} BAD unknown UID command".encode())

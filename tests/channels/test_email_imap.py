@@ -1,0 +1,75 @@
+"""IMAP polling against a loopback IMAP4rev1 stub: new mail is stored once, read-only,
+and what was fetched is remembered (by UID, and by Message-ID when that is lost)."""
+import pytest
+from django.core.cache import cache
+
+from bots.models import Message
+from channels_app.email.imap import poll_mailbox
+
+from .imap_stub import IMAPStub
+from .mails import mail
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def imap_server():
+    server = IMAPStub(user="help@acme-bikes.example", password="imap-pw", uidvalidity=int.from_bytes(__import__("os").urandom(3), "big")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_channel(email_channel, imap_server):
+    email_channel.settings.update(
+        {"imap_host": imap_server.host, "imap_port": imap_server.port, "imap_use_ssl": False, "imap_user": "help@acme-bikes.example"}
+    )
+    email_channel.secrets = {**email_channel.secrets, "imap_password": "imap-pw"}
+    email_channel.save()
+    yield email_channel
+    cache.delete_many([f"imap-uid:{email_channel.id}:{imap_server.uidvalidity}", f"imap-lock:{email_channel.id}"])
+
+
+def test_it_stores_new_mail_from_the_mailbox(imap_channel, imap_server):
+    imap_server.add(mail(message_id="<i1@example.com>", body="Do you rent bikes?"))
+    imap_server.add(mail(message_id="<i2@example.com>", sender="dan@example.org", body="Any discounts?"))
+    assert poll_mailbox(imap_channel.id) == 2
+    stored = Message.objects.order_by("id")
+    assert [m.text for m in stored] == ["Do you rent bikes?", "Any discounts?"]
+    assert all(m.meta["source"] == "imap" and m.reply_state == "pending" for m in stored)
+    assert any(c.startswith("EXAMINE") for c in imap_server.commands)  # read-only: flags untouched
+    assert all("PEEK" in c for c in imap_server.commands if c.startswith("UID FETCH"))
+
+
+def test_it_fetches_only_mail_newer_than_the_last_uid(imap_channel, imap_server):
+    imap_server.add(mail(message_id="<i1@example.com>"))
+    assert poll_mailbox(imap_channel.id) == 1
+    imap_server.commands.clear()
+    assert poll_mailbox(imap_channel.id) == 0
+    assert not [c for c in imap_server.commands if c.startswith("UID FETCH")]
+    imap_server.add(mail(message_id="<i3@example.com>"))
+    assert poll_mailbox(imap_channel.id) == 1
+    assert Message.objects.count() == 2
+
+
+def test_it_stores_refetched_mail_once_when_the_uid_memory_is_lost(imap_channel, imap_server):
+    imap_server.add(mail(message_id="<i1@example.com>"))
+    poll_mailbox(imap_channel.id)
+    cache.delete(f"imap-uid:{imap_channel.id}:{imap_server.uidvalidity}")
+    assert poll_mailbox(imap_channel.id) == 0
+    assert Message.objects.count() == 1
+
+
+def test_it_applies_the_never_answer_rules_to_polled_mail(imap_channel, imap_server):
+    imap_server.add(mail(message_id="<bulk@example.com>", extra="Precedence: bulk\r\n"))
+    imap_server.add(b"garbage without headers \xff")
+    poll_mailbox(imap_channel.id)
+    assert list(Message.objects.values_list("reply_state", flat=True)) == ["skipped", "skipped"]
+
+
+def test_it_survives_wrong_credentials(imap_channel, imap_server):
+    imap_channel.secrets = {**imap_channel.secrets, "imap_password": "wrong"}
+    imap_channel.save()
+    imap_server.add(mail())
+    assert poll_mailbox(imap_channel.id) == 0
+    assert not Message.objects.exists()

@@ -1,0 +1,239 @@
+"""Email's raw-MIME inbound webhook: authentication, limits, body shapes, storing once,
+unparseable mail kept, never-answer rules, threading and the daily reply cap.
+
+These run in one transaction (no workers): they check what is stored and answered.
+"""
+import base64
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from bots.models import Conversation, Message
+
+from .conftest import INBOUND_SECRET
+from .mails import NEVER_ANSWER, mail
+
+pytestmark = pytest.mark.django_db
+
+
+def url(config):
+    return f"/channels/email/{config.key}/inbound/"
+
+
+def test_it_stores_a_raw_mime_mail_for_the_bot(email_channel, post_mail):
+    response = post_mail(email_channel.key, mail())
+    assert response.status_code == 202
+    assert response.json()["answered"] is True
+    message = Message.objects.get()
+    assert message.channel == "email" and message.bot == email_channel.bot
+    assert message.text == "Hello, what are your opening hours?"
+    assert message.external_id == "q1@example.com"
+    assert message.reply_state == Message.ReplyState.PENDING
+    assert message.meta["from_address"] == "carla@example.com"
+    assert message.conversation.external_id == "q1@example.com"
+    assert message.conversation.subject == "Opening hours"
+    assert message.conversation.contact_email == "carla@example.com"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_AUTHORIZATION": "Bearer " + INBOUND_SECRET},
+        {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"inbound:{INBOUND_SECRET}".encode()).decode()},
+        {"HTTP_X_CHATNEXUS_SECRET": INBOUND_SECRET},
+    ],
+)
+def test_it_accepts_the_secret_as_header_bearer_or_basic_auth(email_channel, client, headers):
+    response = client.post(url(email_channel), mail(), content_type="message/rfc822", **headers)
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"HTTP_X_CHATNEXUS_SECRET": "wrong"},
+        {"HTTP_AUTHORIZATION": "Bearer wrong"},
+        {"HTTP_AUTHORIZATION": "Basic !!!not-base64"},
+        {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()},
+    ],
+)
+def test_it_refuses_a_missing_or_wrong_secret_and_stores_nothing(email_channel, client, headers):
+    response = client.post(url(email_channel), mail(), content_type="message/rfc822", **headers)
+    assert response.status_code == 403
+    assert not Message.objects.exists()
+
+
+def test_it_answers_404_for_an_unknown_channel(email_channel, post_mail):
+    assert post_mail("no-such-key", mail()).status_code == 404
+
+
+def test_it_refuses_an_oversized_mail_with_413(email_channel, post_mail, settings):
+    settings.CHATNEXUS_EMAIL_MAX_BYTES = 10_000
+    assert post_mail(email_channel.key, mail(body="x" * 200_000)).status_code == 413
+    assert post_mail(email_channel.key, mail(body="x" * 20_000)).status_code == 413  # under the framing slack
+    assert not Message.objects.exists()
+
+
+def test_it_refuses_an_empty_body_with_400(email_channel, post_mail):
+    assert post_mail(email_channel.key, b"").status_code == 400
+    assert not Message.objects.exists()
+
+
+def test_it_refuses_a_form_without_the_mail_field(email_channel, client):
+    response = client.post(url(email_channel), {"subject": "hi", "text": "hello"}, HTTP_X_CHATNEXUS_SECRET=INBOUND_SECRET)
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("field", ["email", "mime", "body-mime"])
+def test_it_reads_the_mail_from_a_form_field(email_channel, client, field):
+    response = client.post(url(email_channel), {field: mail().decode()}, HTTP_X_CHATNEXUS_SECRET=INBOUND_SECRET)
+    assert response.status_code == 202
+    assert Message.objects.get().external_id == "q1@example.com"
+
+
+def test_it_reads_the_mail_from_an_uploaded_file(email_channel, client):
+    upload = SimpleUploadedFile("message.eml", mail(), content_type="message/rfc822")
+    response = client.post(url(email_channel), {"email": upload}, HTTP_X_CHATNEXUS_SECRET=INBOUND_SECRET)
+    assert response.status_code == 202
+    assert Message.objects.get().text == "Hello, what are your opening hours?"
+
+
+def test_it_stores_a_redelivered_mail_once(email_channel, post_mail):
+    first = post_mail(email_channel.key, mail()).json()
+    second = post_mail(email_channel.key, mail()).json()
+    assert second == {**first, "duplicate": True}
+    assert Message.objects.count() == 1
+
+
+def test_it_stores_a_mail_without_message_id_once_by_its_digest(email_channel, post_mail):
+    raw = mail(message_id="")
+    post_mail(email_channel.key, raw)
+    post_mail(email_channel.key, raw)
+    message = Message.objects.get()
+    assert message.external_id.startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00\x01\x02 this is not mail \xff\xfe",
+        b"Subject: no sender here\r\n\r\nbody",
+        b"From: \r\nTo: \r\n\r\n",
+        "Nothing but text, ünïcödé".encode("utf-16"),
+    ],
+)
+def test_it_stores_broken_mime_as_unparseable_and_does_not_answer(email_channel, post_mail, raw):
+    response = post_mail(email_channel.key, raw)
+    assert response.status_code == 202
+    message = Message.objects.get()
+    assert message.reply_state == Message.ReplyState.SKIPPED
+    assert message.meta["skip_reason"].startswith("unparseable")
+    assert message.meta["raw_size"] == len(raw)
+    assert message.meta["raw"]  # kept, not lost
+
+
+def test_it_stores_invalid_utf8_mail_with_replacement_text(email_channel, post_mail):
+    raw = mail(body="x").replace(b"x\r\n", b"caf\xe9 \xff\xfe ok\r\n")
+    assert post_mail(email_channel.key, raw).status_code == 202
+    assert Message.objects.get().text.startswith("caf")
+
+
+def test_it_keeps_attachment_names_out_of_the_prompt(email_channel, post_mail):
+    raw = (
+        b"From: carla@example.com\r\nTo: help@acme-bikes.example\r\nSubject: Photo\r\nMessage-ID: <att@example.com>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\n'
+        b"Is this frame cracked?\r\n--m\r\nContent-Type: image/jpeg\r\nContent-Disposition: attachment; filename=frame.jpg\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--m--\r\n"
+    )
+    post_mail(email_channel.key, raw)
+    message = Message.objects.get()
+    assert message.text == "Is this frame cracked?"
+    assert message.meta["attachments"][0]["filename"] == "frame.jpg"
+
+
+def test_it_prompts_with_the_new_text_and_keeps_the_full_text(email_channel, post_mail):
+    body = "Can I bring it Tuesday?\r\n\r\nOn Mon, 3 Jun 2024, Acme Bikes <help@acme-bikes.example> wrote:\r\n> Your bike is ready.\r\n"
+    post_mail(email_channel.key, mail(body=body))
+    message = Message.objects.get()
+    assert message.text == "Can I bring it Tuesday?"
+    assert "Your bike is ready." in message.meta["full_text"]
+
+
+@pytest.mark.parametrize("name, raw, reason", NEVER_ANSWER, ids=[case[0] for case in NEVER_ANSWER])
+def test_it_stores_but_never_answers(email_channel, post_mail, name, raw, reason):
+    response = post_mail(email_channel.key, raw)
+    assert response.status_code == 202
+    assert response.json()["answered"] is False
+    message = Message.objects.get()
+    assert message.reply_state == Message.ReplyState.SKIPPED
+    assert reason.lower() in message.meta["skip_reason"].lower()
+
+
+def test_it_answers_auto_submitted_no(email_channel, post_mail):
+    post_mail(email_channel.key, mail(extra="Auto-Submitted: no\r\n"))
+    assert Message.objects.get().reply_state == Message.ReplyState.PENDING
+
+
+def test_it_caps_auto_replies_per_sender_per_day(email_channel, post_mail):
+    email_channel.settings["max_replies_per_sender_per_day"] = 2
+    email_channel.save()
+    for i in range(3):
+        post_mail(email_channel.key, mail(message_id=f"<cap{i}@example.com>"))
+    post_mail(email_channel.key, mail(message_id="<other@example.org>", sender="dan@example.org"))
+    states = list(Message.objects.order_by("id").values_list("reply_state", flat=True))
+    assert states == ["pending", "pending", "skipped", "pending"]
+    assert "reply limit" in Message.objects.get(external_id="cap2@example.com").meta["skip_reason"]
+
+
+def test_it_threads_a_reply_into_the_existing_conversation(email_channel, post_mail, mailbox):
+    from bots import services
+    from channels_app.tasks import deliver
+
+    post_mail(email_channel.key, mail())
+    question = Message.objects.get()
+    reply, _ = services.record_reply(question, "We open at 9am.", {})
+    deliver(reply.id)  # the real task body, in this process, to the loopback SMTP server
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.SENT
+    [sent] = mailbox.messages
+    ours = sent["message"]["Message-ID"].strip("<>")
+    assert reply.external_id == ours
+
+    follow_up = mail(
+        body="Great, and on Saturdays?\r\n\r\nOn Mon, Acme wrote:\r\n> We open at 9am.",
+        subject="Re: Opening hours",
+        message_id="<q2@example.com>",
+        extra=f"In-Reply-To: <{ours}>\r\nReferences: <q1@example.com> <{ours}>\r\n",
+    )
+    post_mail(email_channel.key, follow_up)
+    assert Conversation.objects.count() == 1
+    second = Message.objects.get(external_id="q2@example.com")
+    assert second.conversation == question.conversation
+    assert second.text == "Great, and on Saturdays?"
+
+
+def test_it_threads_by_references_when_our_reply_id_is_unknown(email_channel, post_mail):
+    post_mail(email_channel.key, mail())
+    post_mail(email_channel.key, mail(message_id="<q3@example.com>", extra="References: <q1@example.com> <lost@elsewhere>\r\n"))
+    assert Conversation.objects.count() == 1
+
+
+def test_it_does_not_thread_into_another_bots_conversation(email_channel, post_mail, globex, globex_bot):
+    from channels_app.models import ChannelConfig
+
+    other = ChannelConfig.objects.create(
+        organization=globex, bot=globex_bot, kind="email", settings={"address": "hi@globex.example"},
+        secrets={"inbound_secret": "globex-secret"},
+    )  # fmt: skip
+    post_mail(email_channel.key, mail())
+    post_mail(other.key, mail(message_id="<g1@example.com>", extra="In-Reply-To: <q1@example.com>\r\n"), secret="globex-secret")
+    assert Conversation.objects.filter(bot=globex_bot).get().messages.count() == 1
+    assert Conversation.objects.filter(bot=email_channel.bot).get().messages.count() == 1
+
+
+def test_it_stores_nul_characters_as_replacement_text(email_channel, post_mail):
+    raw = mail(body="x", subject="Hi\x00there").replace(b"x\r\n", b"before\x00after\r\n")
+    assert post_mail(email_channel.key, raw).status_code == 202
+    message = Message.objects.get()
+    assert message.text == "before\ufffdafter"

@@ -1,0 +1,106 @@
+"""WhatsApp status callbacks move a reply's delivery state forward only.
+
+The reply is sent in this process by the real ``deliver`` task body (called directly)
+to the stub Twilio API; the callbacks are signed like Twilio signs them.
+"""
+import pytest
+
+from bots import services
+from bots.models import Message
+from channels_app.tasks import deliver
+
+from .conftest import CUSTOMER, whatsapp_params
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent_reply(whatsapp_channel, signed_post, twilio_stub):
+    assert signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/", whatsapp_params()).status_code == 200
+    inbound = Message.objects.get()
+    reply, _ = services.record_reply(inbound, "We are open Monday to Friday, 9am to 6pm.", {})
+    deliver(reply.id)
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.SENT
+    [request] = twilio_stub.messages(to=CUSTOMER)
+    assert reply.external_id == request["sid"]
+    return reply
+
+
+def callback(signed_post, config, reply, status, sid=None, **extra):
+    params = {"MessageSid": sid or reply.external_id, "MessageStatus": status, "AccountSid": config.settings["account_sid"], **extra}
+    return signed_post(f"/channels/whatsapp/{config.key}/status/?m={reply.id}", params)
+
+
+def test_it_sends_the_status_callback_url_to_twilio(sent_reply, whatsapp_channel, twilio_stub):
+    from django.conf import settings
+
+    [request] = twilio_stub.messages()
+    assert request["form"]["StatusCallback"] == f"{settings.PUBLIC_URL}/channels/whatsapp/{whatsapp_channel.key}/status/?m={sent_reply.id}"
+    assert request["form"]["From"] == "whatsapp:+14155238886"
+    assert request["auth"] == (whatsapp_channel.settings["account_sid"], "twilio-auth-token-for-tests")
+
+
+def test_it_moves_delivery_state_forward_only(sent_reply, whatsapp_channel, signed_post):
+    steps = [
+        ("queued", Message.Delivery.SENT),
+        ("delivered", Message.Delivery.DELIVERED),
+        ("sent", Message.Delivery.DELIVERED),  # late callback: ignored
+        ("read", Message.Delivery.READ),
+        ("delivered", Message.Delivery.READ),
+        ("failed", Message.Delivery.READ),
+    ]
+    for twilio_status, expected in steps:
+        assert callback(signed_post, whatsapp_channel, sent_reply, twilio_status).status_code == 204
+        sent_reply.refresh_from_db()
+        assert sent_reply.delivery_status == expected, twilio_status
+
+
+def test_it_stores_a_failed_status_with_its_error_code(sent_reply, whatsapp_channel, signed_post):
+    response = callback(signed_post, whatsapp_channel, sent_reply, "undelivered", ErrorCode="63016")
+    assert response.status_code == 204
+    sent_reply.refresh_from_db()
+    assert sent_reply.delivery_status == Message.Delivery.FAILED
+    assert sent_reply.delivery_error.startswith("63016")
+    assert "24-hour" in sent_reply.delivery_error
+
+
+def test_it_refuses_an_unsigned_status_callback(sent_reply, whatsapp_channel, signed_post):
+    params = {"MessageSid": sent_reply.external_id, "MessageStatus": "read"}
+    response = signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/status/?m={sent_reply.id}", params, signature="bogus")
+    assert response.status_code == 403
+    sent_reply.refresh_from_db()
+    assert sent_reply.delivery_status == Message.Delivery.SENT
+
+
+@pytest.mark.parametrize(
+    "query, params, status",
+    [
+        ("", {"MessageStatus": "read"}, 400),  # no MessageSid
+        ("", {"MessageSid": "SMx", "MessageStatus": "exploded"}, 400),  # unknown status
+        ("?m=abc", {"MessageSid": "SMx", "MessageStatus": "read"}, 400),  # message id not a number
+        ("", {"MessageSid": "SMx", "MessageStatus": "read"}, 400),  # no message id
+        ("?m=999999", {"MessageSid": "SMx", "MessageStatus": "read"}, 404),  # no such message
+    ],
+)
+def test_it_refuses_malformed_status_callbacks(sent_reply, whatsapp_channel, signed_post, query, params, status):
+    response = signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/status/{query}", params)
+    assert response.status_code == status
+
+
+def test_it_ignores_a_sid_that_is_not_this_messages(sent_reply, whatsapp_channel, signed_post):
+    assert callback(signed_post, whatsapp_channel, sent_reply, "read", sid="SM" + "f" * 32).status_code == 404
+    sent_reply.refresh_from_db()
+    assert sent_reply.delivery_status == Message.Delivery.SENT
+
+
+def test_it_does_not_touch_another_bots_message(sent_reply, globex, globex_bot, signed_post):
+    from channels_app.models import ChannelConfig
+
+    other = ChannelConfig.objects.create(
+        organization=globex, bot=globex_bot, kind="whatsapp",
+        settings={"account_sid": "AC" + "9" * 32, "phone_number": "+15550000000"}, secrets={"auth_token": "twilio-auth-token-for-tests"},
+    )  # fmt: skip
+    assert callback(signed_post, other, sent_reply, "read").status_code == 404
+    sent_reply.refresh_from_db()
+    assert sent_reply.delivery_status == Message.Delivery.SENT

@@ -1,0 +1,135 @@
+"""The website widget in Chromium, embedded in a page on another origin than the platform.
+
+End to end through the real pipeline: the widget's websocket, ``receive()``, the
+Celery inference worker with the bundled model (reply streamed token by token), the
+``default`` worker delivering the stored reply through the widget adapter.
+"""
+import re
+
+import pytest
+
+from tests.channels.widget_helpers import *  # noqa: F401,F403 - fixtures
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.browser]
+
+# Records every websocket frame the widget receives, so the test can see the deltas.
+RECORD_FRAMES = """
+window.__frames = [];
+window.__sockets = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = function (url, protocols) {
+  const ws = new NativeWebSocket(url, protocols);
+  window.__sockets.push(ws);
+  ws.addEventListener('message', (e) => { try { window.__frames.push(JSON.parse(e.data)); } catch (err) {} });
+  ws.addEventListener('close', (e) => window.__frames.push({type: '__closed', code: e.code}));
+  return ws;
+};
+window.WebSocket.prototype = NativeWebSocket.prototype;
+Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+"""
+
+
+def letters(text):
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def test_it_streams_a_reply_and_keeps_history_across_reloads(
+    widget_channel, acme_bot, host_site, live_server_url, celery_workers, page
+):
+    from bots.models import Message
+
+    page.set_viewport_size({"width": 375, "height": 740})  # a phone
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+
+    launcher = page.get_by_role("button", name="Open chat with Ava")
+    launcher.click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel.get_by_text("Hi! How can I help you today?").wait_for()
+    assert panel.get_by_role("textbox", name="Message").evaluate("el => el === el.getRootNode().activeElement")
+
+    panel.get_by_role("textbox", name="Message").fill("What are your opening hours?")
+    panel.get_by_role("textbox", name="Message").press("Enter")
+
+    reply = wait_for(
+        lambda: Message.objects.filter(bot=acme_bot, channel="widget", sender="bot").first(), timeout=180, what="the bot's reply"
+    )
+    page.wait_for_function("window.__frames.some(f => f.type === 'reply.done')", timeout=60_000)
+    frames = page.evaluate("window.__frames")
+    kinds = [f["type"] for f in frames]
+    assert kinds.index("reply.start") < kinds.index("reply.delta") < kinds.index("reply.done")
+    deltas = [f["delta"] for f in frames if f["type"] == "reply.delta"]
+    assert len(deltas) >= 3, deltas  # streamed token by token, not in one piece
+    assert letters("".join(deltas)).startswith(letters(reply.text)[:20])
+
+    bot_bubbles = panel.locator(".msg.bot:not(.greeting)")
+    wait_for(lambda: bot_bubbles.count() == 1 and letters(reply.text) in letters(bot_bubbles.first.inner_text()), what="the reply shown")
+    inbound = Message.objects.get(bot=acme_bot, channel="widget", direction="in")
+    assert inbound.text == "What are your opening hours?"
+    wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="the widget adapter to deliver")
+
+    # The host page's styles did not reach inside the widget.
+    assert launcher.evaluate("el => getComputedStyle(el).backgroundColor") != "rgb(255, 0, 0)"
+
+    # Reload: the widget reopens with the same visitor token and the server's history.
+    page.reload()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel.locator(".msg.me").get_by_text("What are your opening hours?").wait_for()
+    wait_for(lambda: letters(reply.text) in letters(panel.locator(".msg.bot:not(.greeting)").first.inner_text()), what="history")
+    assert Message.objects.filter(conversation=inbound.conversation).count() == 2
+
+    # Keyboard: Escape closes the panel and gives focus back to the launcher.
+    panel.get_by_role("textbox", name="Message").press("Escape")
+    assert panel.is_hidden()
+    assert launcher.evaluate("el => el === el.getRootNode().activeElement")
+
+
+def test_it_refuses_a_page_on_a_disallowed_origin(transactional_db, acme, acme_bot, host_site, live_server_url, page):
+    from bots.models import Conversation, Message
+    from channels_app.models import ChannelConfig
+
+    ChannelConfig.objects.create(
+        organization=acme, bot=acme_bot, kind="widget", settings={"allowed_origins": ["https://shop.example.com"]}
+    )
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name=re.compile("Open chat")).click()
+
+    page.get_by_text("This website is not allowed to use this chat.").wait_for()
+    page.wait_for_function("window.__frames.some(f => f.type === '__closed' && f.code === 4403)")
+    assert page.get_by_role("textbox", name="Message").is_disabled()
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+
+
+def test_it_reconnects_and_resyncs_after_a_dropped_connection(
+    widget_channel, acme_bot, alice, host_site, live_server_url, page
+):
+    from bots import services
+    from bots.models import Conversation, Message
+
+    widget_channel.settings["prechat_email"] = True
+    widget_channel.save()
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel.get_by_role("textbox", name="Your email (optional)").fill("dana@example.com")
+    panel.get_by_role("textbox", name="Message").fill("Hello there")
+    panel.get_by_role("button", name="Send message").click()
+    conversation = wait_for(lambda: Conversation.objects.filter(bot=acme_bot, channel="widget").first(), what="the conversation")
+    assert conversation.contact_email == "dana@example.com"
+    assert panel.get_by_role("textbox", name="Your email (optional)").is_hidden()
+
+    panel.get_by_role("button", name="Talk to a human").click()
+    wait_for(lambda: Conversation.objects.get(id=conversation.id).needs_human, what="the handoff")
+
+    # The connection drops; meanwhile an agent answers (no delivery worker: it reaches
+    # the widget only through the resync on reconnect).
+    page.evaluate("window.__sockets.forEach(s => s.close())")
+    services.agent_reply(Conversation.objects.get(id=conversation.id), alice, "Hi, this is Sam from Acme.")
+    panel.get_by_text("Hi, this is Sam from Acme.").wait_for()
+    panel.get_by_text(services.HANDOFF_REPLY).wait_for()
+    assert page.evaluate("window.__frames.filter(f => f.type === 'history').length") >= 2
+    assert panel.locator(".msg.me").all_inner_texts() == ["Hello there", "I'd like to talk to a human, please."]
+    assert Message.objects.filter(conversation=conversation, direction="in").count() == 2

@@ -1,0 +1,108 @@
+"""The per-bot Channels page: managers of the bot's organisation only, settings saved
+per channel, secrets stored encrypted and never rendered back."""
+import html
+
+import pytest
+from django.urls import reverse
+
+from channels_app.models import ChannelConfig
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+TOKEN = "twilio-token-SHOULD-NEVER-RENDER"
+
+
+def url(bot):
+    return reverse("channels:bot", args=[bot.id])
+
+
+def test_it_shows_setup_steps_and_the_snippet_to_a_manager(client, alice, acme_bot):
+    client.force_login(alice)
+    response = client.get(url(acme_bot))
+    assert response.status_code == 200
+    body = html.unescape(response.content.decode())  # the snippet is shown escaped, as text
+    assert f'data-bot="{acme_bot.public_key}"' in body and "/static/chatnexus/widget.js" in body
+    for section in ('id="widget"', 'id="whatsapp"', 'id="email"'):
+        assert section in body
+
+
+def test_it_is_404_for_another_organisation_and_for_agents(client, charlie, bob, acme_bot):
+    client.force_login(charlie)  # Globex's owner
+    assert client.get(url(acme_bot)).status_code == 404
+    assert client.post(url(acme_bot), {"channel": "widget"}).status_code == 404
+    client.force_login(bob)  # Acme's agent: inbox only
+    assert client.get(url(acme_bot)).status_code == 404
+    assert not ChannelConfig.objects.exists()
+
+
+def test_it_saves_widget_settings_and_rejects_a_bad_origin(client, alice, acme_bot):
+    client.force_login(alice)
+    data = {
+        "channel": "widget", "widget-enabled": "on", "widget-allowed_origins": "https://Shop.Example.com/\nhttp://localhost:3000",
+        "widget-position": "left", "widget-prechat_email": "on", "widget-connections_per_minute": "5",
+        "widget-messages_per_minute": "3", "widget-bot_connections_per_minute": "100", "widget-bot_messages_per_minute": "50",
+        "widget-max_message_chars": "500",
+    }  # fmt: skip
+    assert client.post(url(acme_bot), data).status_code == 302
+    config = ChannelConfig.objects.get(bot=acme_bot, kind="widget")
+    assert config.enabled and config.organization_id == acme_bot.organization_id
+    assert config.settings["allowed_origins"] == ["https://shop.example.com", "http://localhost:3000"]
+    assert config.settings["position"] == "left" and config.settings["prechat_email"] is True
+    assert config.settings["messages_per_minute"] == 3 and config.settings["max_message_chars"] == 500
+
+    response = client.post(url(acme_bot), {**data, "widget-allowed_origins": "https://shop.example.com/cart"})
+    assert response.status_code == 400
+    assert "Not a website origin" in response.content.decode()
+    config.refresh_from_db()
+    assert config.settings["allowed_origins"] == ["https://shop.example.com", "http://localhost:3000"]
+
+
+def test_it_never_renders_secrets_back(client, alice, acme_bot):
+    client.force_login(alice)
+    data = {
+        "channel": "whatsapp", "whatsapp-enabled": "on", "whatsapp-account_sid": ACCOUNT_SID,
+        "whatsapp-auth_token": TOKEN, "whatsapp-phone_number": "whatsapp:+14155238886",
+    }  # fmt: skip
+    assert client.post(url(acme_bot), data).status_code == 302
+    config = ChannelConfig.objects.get(bot=acme_bot, kind="whatsapp")
+    assert config.secrets == {"auth_token": TOKEN}
+    assert config.settings["phone_number"] == "whatsapp:+14155238886"
+
+    body = client.get(url(acme_bot)).content.decode()
+    assert TOKEN not in body
+    assert "Auth token: <strong class=\"secret-set\">set</strong>" in body
+    assert f"/channels/whatsapp/{config.key}/" in body  # the webhook URL to paste into Twilio
+
+    # Saving again with the secret left blank keeps it; a failed form does not echo it either.
+    assert client.post(url(acme_bot), {**data, "whatsapp-auth_token": ""}).status_code == 302
+    config.refresh_from_db()
+    assert config.secrets == {"auth_token": TOKEN}
+    response = client.post(url(acme_bot), {**data, "whatsapp-phone_number": "+1 nope"})
+    assert response.status_code == 400 and TOKEN not in response.content.decode()
+
+
+def test_it_stores_email_secrets_encrypted(client, alice, acme_bot):
+    from django.db import connection
+
+    client.force_login(alice)
+    data = {
+        "channel": "email", "email-enabled": "on", "email-address": "help@acme.example", "email-smtp_host": "127.0.0.1",
+        "email-smtp_port": "25", "email-smtp_password": "smtp-pass-123", "email-inbound_secret": "hook-secret-456",
+        "email-imap_port": "993", "email-imap_folder": "INBOX", "email-max_replies_per_sender_per_day": "3",
+    }  # fmt: skip
+    assert client.post(url(acme_bot), data).status_code == 302
+    config = ChannelConfig.objects.get(bot=acme_bot, kind="email")
+    assert config.secrets == {"smtp_password": "smtp-pass-123", "inbound_secret": "hook-secret-456"}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secrets FROM channels_app_channelconfig WHERE id = %s", [config.id])
+        raw = cursor.fetchone()[0]
+    assert "smtp-pass-123" not in raw and "hook-secret-456" not in raw
+    body = client.get(url(acme_bot)).content.decode()
+    assert "smtp-pass-123" not in body and "hook-secret-456" not in body
+    assert f"/channels/email/{config.key}/inbound/" in body
+
+
+@pytest.mark.parametrize("channel", ["", "telegram"])
+def test_it_rejects_an_unknown_channel(client, alice, acme_bot, channel):
+    client.force_login(alice)
+    assert client.post(url(acme_bot), {"channel": channel}).status_code == 400
+    assert not ChannelConfig.objects.exists()

@@ -1,0 +1,79 @@
+"""The widget's public config endpoint (CORS per allow-list), signed visitor tokens,
+and origin normalisation."""
+import pytest
+from django.urls import reverse
+
+from channels_app.models import ChannelConfig
+from channels_app.widget import tokens
+from channels_app.widget.options import normalize_origin
+
+SHOP = "https://shop.example.com"
+
+
+@pytest.fixture
+def widget(acme, acme_bot):
+    return ChannelConfig.objects.create(
+        organization=acme, bot=acme_bot, kind="widget", settings={"allowed_origins": [SHOP], "position": "left"}
+    )
+
+
+def config_url(bot):
+    return reverse("channels:widget-config", args=[bot.public_key])
+
+
+def test_it_serves_the_published_look_to_an_allowed_origin(client, widget, acme_bot):
+    acme_bot.name = "Draft name, not published"
+    acme_bot.save()
+    response = client.get(config_url(acme_bot), HTTP_ORIGIN=SHOP)
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == SHOP
+    assert "Origin" in response["Vary"]
+    data = response.json()
+    assert data["name"] == "Ava" and data["position"] == "left" and data["greeting"] == "Hi! How can I help you today?"
+    assert data["prechat_email"] is False and data["max_message_chars"] == 2000
+    assert set(data) == {"name", "avatar_color", "greeting", "position", "prechat_email", "max_message_chars", "handoff"}
+
+
+def test_it_refuses_another_origin_without_cors(client, widget, acme_bot):
+    response = client.get(config_url(acme_bot), HTTP_ORIGIN="https://evil.example")
+    assert response.status_code == 403
+    assert "Access-Control-Allow-Origin" not in response
+    assert "not allowed" in response.json()["error"]
+
+
+def test_it_is_404_without_an_enabled_widget(client, widget, acme_bot, globex_bot):
+    assert client.get(config_url(globex_bot), HTTP_ORIGIN=SHOP).status_code == 404
+    widget.enabled = False
+    widget.save()
+    assert client.get(config_url(acme_bot), HTTP_ORIGIN=SHOP).status_code == 404
+    assert client.post(config_url(acme_bot), HTTP_ORIGIN=SHOP).status_code == 405
+
+
+def test_it_signs_visitor_tokens_per_bot():
+    visitor, token = tokens.issue("bot_a")
+    assert tokens.verify("bot_a", token) == visitor
+    assert tokens.verify("bot_b", token) is None  # another bot's token
+    assert tokens.verify("bot_a", token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert tokens.verify("bot_a", "") is None and tokens.verify("bot_a", "x" * 600) is None
+    from django.core import signing
+
+    forged = signing.dumps({"b": "bot_a", "v": "v_someone_else"}, salt="another-salt")
+    assert tokens.verify("bot_a", forged) is None
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("HTTPS://Shop.Example.com/", "https://shop.example.com"),
+        ("https://shop.example.com:443", "https://shop.example.com"),
+        ("http://localhost:3000", "http://localhost:3000"),
+        ("https://shop.example.com/cart", ""),
+        ("ftp://shop.example.com", ""),
+        ("shop.example.com", ""),
+        ("https://user@shop.example.com", ""),
+        ("https://shop.example.com:99999", ""),
+        ("null", ""),
+    ],
+)
+def test_it_normalises_origins(value, expected):
+    assert normalize_origin(value) == expected

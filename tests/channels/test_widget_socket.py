@@ -1,0 +1,178 @@
+"""The widget's websocket against the live ASGI server, with a real websocket client.
+
+Who may connect (origin allow-list, signed visitor tokens), what a visitor may send
+(frame validation, size and rate limits), and what they get back (history, echoes).
+No inference worker here: messages are stored and queued, not answered.
+"""
+import json
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.channels.widget_helpers import *  # noqa: F401,F403 - fixtures and helpers
+from tests.channels.widget_helpers import frames_until, open_socket, recv
+
+
+def closed_with(ws):
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=20)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+def start(live_server_url, channel, host_site, token=None):
+    """A connected visitor: ``(socket, session frame, history frame)``."""
+    ws = open_socket(live_server_url, channel.bot.public_key, host_site.origin, token)
+    session, history = recv(ws), recv(ws)
+    assert session["type"] == "session" and history["type"] == "history"
+    return ws, session, history
+
+
+def send(ws, **frame):
+    """Send a frame; return the answer to it (skipping live copies of earlier messages)."""
+    ws.send(json.dumps(frame))
+    answers = frames_until(ws, lambda f: f.get("client_id") == frame.get("id") or (f["type"] == "error" and "client_id" not in f))
+    return answers[-1]
+
+
+def test_it_refuses_a_disallowed_origin_and_stores_nothing(widget_channel, live_server_url):
+    from bots.models import Message
+
+    ws = open_socket(live_server_url, widget_channel.bot.public_key, "https://evil.example")
+    assert recv(ws) == {"type": "error", "code": "forbidden_origin", "message": "This website is not allowed to use this chat."}
+    assert closed_with(ws) == 4403
+    assert not Message.objects.exists()
+
+
+def test_it_refuses_a_bot_without_an_enabled_widget(transactional_db, widget_channel, globex_bot, host_site, live_server_url):
+    ws = open_socket(live_server_url, globex_bot.public_key, host_site.origin)  # Globex has no widget
+    assert recv(ws)["code"] == "forbidden_origin" and closed_with(ws) == 4403
+    widget_channel.enabled = False
+    widget_channel.save()
+    ws = open_socket(live_server_url, widget_channel.bot.public_key, host_site.origin)
+    assert recv(ws)["code"] == "forbidden_origin" and closed_with(ws) == 4403
+    ws = open_socket(live_server_url, "bot_does_not_exist", host_site.origin)
+    assert recv(ws)["code"] == "forbidden_origin" and closed_with(ws) == 4403
+
+
+def test_it_refuses_a_tampered_visitor_token(widget_channel, host_site, live_server_url):
+    ws, session, _ = start(live_server_url, widget_channel, host_site)
+    ws.close()
+    token = session["token"]
+    payload, rest = token.split(":", 1)
+    forged = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + ":" + rest
+    ws = open_socket(live_server_url, widget_channel.bot.public_key, host_site.origin, forged)
+    assert recv(ws)["code"] == "bad_token" and closed_with(ws) == 4401
+
+    # The genuine token still works and names the same visitor.
+    ws, again, _ = start(live_server_url, widget_channel, host_site, token)
+    assert again["visitor"] == session["visitor"]
+    ws.close()
+
+
+def test_it_answers_malformed_frames_with_an_error_and_loses_nothing(widget_channel, host_site, live_server_url):
+    from bots.models import Message
+
+    ws, _, _ = start(live_server_url, widget_channel, host_site)
+    bad = [
+        ("not json", "bad_frame"),
+        ("[1, 2]", "bad_frame"),
+        (json.dumps({"type": "launch-missiles", "id": "a1"}), "bad_frame"),
+        (json.dumps({"type": "message", "text": "no id"}), "bad_frame"),
+        (json.dumps({"type": "message", "text": "bad id", "id": "<script>"}), "bad_frame"),
+        (json.dumps({"type": "message", "text": 42, "id": "a2"}), "bad_frame"),
+        (json.dumps({"type": "message", "text": ["x"], "id": "a3"}), "bad_frame"),
+        (json.dumps({"type": "message", "text": "   ", "id": "a4"}), "empty"),
+        (json.dumps({"type": "message", "text": "x" * 2001, "id": "a5"}), "too_long"),
+        (json.dumps({"type": "message", "text": "y" * 500_000, "id": "a6"}), "too_long"),
+        (json.dumps({"type": "message", "text": "hi", "id": "a7", "email": "not-an-email"}), "bad_email"),
+        (json.dumps({"type": "message", "text": "hi", "id": "a8", "email": {"x": 1}}), "bad_frame"),
+    ]
+    for raw, code in bad:
+        ws.send(raw)
+        frame = recv(ws)
+        assert (frame["type"], frame["code"]) == ("error", code), raw[:80]
+        assert frame["message"]
+    ws.send(b"\x00\x01binary")
+    assert recv(ws)["code"] == "bad_frame"
+    assert not Message.objects.exists()
+
+    echo = send(ws, type="message", text="Do you sell tandems?", id="ok-1")
+    assert echo["type"] == "message" and echo["client_id"] == "ok-1"
+    assert echo["message"]["text"] == "Do you sell tandems?" and echo["message"]["direction"] == "in"
+    stored = Message.objects.get()
+    assert stored.id == echo["message"]["id"] and stored.channel == "widget"
+    ws.close()
+
+
+def test_it_rate_limits_messages_with_a_clear_message(widget_channel, host_site, live_server_url):
+    from bots.models import Message
+
+    widget_channel.settings["messages_per_minute"] = 2
+    widget_channel.save()
+    ws, _, _ = start(live_server_url, widget_channel, host_site)
+    # Five messages inside a minute span at most two fixed windows of 2: at least one is refused.
+    frames = [send(ws, type="message", text=f"message {i}", id=f"m{i}") for i in range(5)]
+    refused = [f for f in frames if f["type"] == "error"]
+    accepted = [f for f in frames if f["type"] == "message"]
+    assert refused and len(accepted) <= 4
+    assert all(f["code"] == "rate_limited" and "too quickly" in f["message"] and f["retry_after"] >= 1 for f in refused)
+    assert {f["client_id"] for f in refused} | {f["client_id"] for f in accepted} == {f"m{i}" for i in range(5)}
+    assert sorted(Message.objects.values_list("text", flat=True)) == sorted(f["message"]["text"] for f in accepted)
+    ws.close()
+
+
+def test_it_rate_limits_connections(widget_channel, host_site, live_server_url):
+    widget_channel.settings["connections_per_minute"] = 2
+    widget_channel.save()
+    outcomes = []
+    for _ in range(5):
+        ws = open_socket(live_server_url, widget_channel.bot.public_key, host_site.origin)
+        frame = recv(ws)
+        if frame["type"] == "error":
+            assert frame["code"] == "rate_limited" and "Too many connections" in frame["message"]
+            assert closed_with(ws) == 4429
+        outcomes.append(frame["type"])
+        ws.close()
+    assert "error" in outcomes and outcomes.count("session") <= 4
+
+
+def test_it_gives_a_returning_visitor_their_history_and_nobody_else(widget_channel, host_site, live_server_url):
+    ws, session, history = start(live_server_url, widget_channel, host_site)
+    assert history["messages"] == []
+    send(ws, type="message", text="Where is my order 1234?", id="q1", email="dana@example.com")
+    # The same client id again (a resend after a reconnect) is stored once.
+    assert send(ws, type="message", text="Where is my order 1234?", id="q1")["client_id"] == "q1"
+    ws.close()
+
+    ws, again, history = start(live_server_url, widget_channel, host_site, session["token"])
+    assert again["visitor"] == session["visitor"]
+    assert [m["text"] for m in history["messages"]] == ["Where is my order 1234?"]
+    assert history["pending"] == history["messages"][0]["id"]  # still waiting for the bot
+    assert "stats" not in history["messages"][0]
+    ws.close()
+
+    ws, stranger, history = start(live_server_url, widget_channel, host_site)  # no token: a new visitor
+    assert stranger["visitor"] != session["visitor"] and history["messages"] == []
+    ws.close()
+
+    from bots.models import Conversation
+
+    conversation = Conversation.objects.get()
+    assert conversation.external_id == session["visitor"] and conversation.contact_email == "dana@example.com"
+    assert conversation.messages.count() == 1
+
+
+def test_it_hands_the_conversation_to_a_human(widget_channel, host_site, live_server_url):
+    from bots.models import Conversation, Message
+    from bots.services import HANDOFF_REPLY
+
+    ws, _, _ = start(live_server_url, widget_channel, host_site)
+    echo = send(ws, type="handoff", id="h1")
+    assert echo["type"] == "message" and echo["message"]["sender"] == "customer"
+    conversation = Conversation.objects.get()
+    assert conversation.bot_paused and conversation.needs_human
+    inbound = Message.objects.get(direction="in")
+    assert inbound.reply_state == "skipped"
+    assert Message.objects.get(direction="out").text == HANDOFF_REPLY
+    ws.close()

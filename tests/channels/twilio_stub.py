@@ -1,0 +1,138 @@
+"""A stub of Twilio's REST API on loopback, speaking its wire format.
+
+``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` with form fields and HTTP
+basic auth (AccountSid:AuthToken) answers with Twilio's JSON message resource (a new
+``SM…`` sid, status ``queued``) or, when told to, with Twilio's error JSON and status
+(429, 500, 400 with code 63016, ...). Every request is recorded.
+
+    stub = TwilioStub(); stub.start()
+    stub.fail_next(429, code=20429, message="Too Many Requests")
+    stub.fail_request(2, 503, code=20503, message="Service Unavailable")
+    stub.requests  # [{"path", "account_sid", "auth", "form"}]
+"""
+import base64
+import json
+import secrets
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+
+class TwilioStub:
+    def __init__(self, host="127.0.0.1", port=0):
+        self.requests = []
+        self.failures = []  # (status, code, message) consumed one per request
+        self.fail_at = {}  # request number (1-based, since reset) -> (status, code, message)
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server.daemon_threads = True
+        self.host, self.port = self.server.server_address
+        self.base_url = f"http://{self.host}:{self.port}"
+
+    def start(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self):
+        with self._lock:
+            self.requests.clear()
+            self.failures.clear()
+            self.fail_at.clear()
+
+    def fail_next(self, status, code=None, message="error", times=1):
+        with self._lock:
+            self.failures.extend([(status, code, message)] * times)
+
+    def fail_request(self, number, status, code=None, message="error"):
+        """Fail the ``number``-th request after the last reset (1-based)."""
+        with self._lock:
+            self.fail_at[number] = (status, code, message)
+
+    def messages(self, to=None):
+        """Recorded Messages.json form posts (optionally to one recipient)."""
+        with self._lock:
+            found = [r for r in self.requests if r["path"].endswith("/Messages.json")]
+        return [r for r in found if to is None or r["form"].get("To") == to]
+
+    def _handler(stub):  # noqa: N805 - the handler closes over the stub
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode("utf-8")
+                form = {key: values[-1] for key, values in parse_qs(body, keep_blank_values=True).items()}
+                parts = self.path.split("?")[0].strip("/").split("/")
+                auth = self._auth()
+                record = {"path": self.path, "account_sid": parts[2] if len(parts) > 2 else "", "auth": auth, "form": form}
+                with stub._lock:
+                    stub.requests.append(record)
+                    failure = stub.fail_at.pop(len(stub.requests), None)
+                    if failure is None and stub.failures:
+                        failure = stub.failures.pop(0)
+                if len(parts) != 4 or parts[0] != "2010-04-01" or parts[1] != "Accounts" or parts[3] != "Messages.json":
+                    return self._json(404, _error(20404, "The requested resource was not found", 404))
+                if auth is None or auth[0] != parts[2]:
+                    return self._json(401, _error(20003, "Authenticate", 401))
+                if failure:
+                    status, code, message = failure
+                    return self._json(status, _error(code or status, message, status))
+                if not form.get("To") or not (form.get("From") or form.get("MessagingServiceSid")):
+                    return self._json(400, _error(21604, "A 'To' and 'From' phone number is required.", 400))
+                resource = _message(parts[2], form)
+                record["sid"] = resource["sid"]
+                return self._json(201, resource)
+
+            def _auth(self):
+                header = self.headers.get("Authorization", "")
+                if not header.startswith("Basic "):
+                    return None
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                return user, password
+
+            def _json(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+def _error(code, message, status):
+    return {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+
+
+def _message(account_sid, form):
+    sid = "SM" + secrets.token_hex(16)
+    now = datetime.now(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    return {
+        "account_sid": account_sid,
+        "api_version": "2010-04-01",
+        "body": form.get("Body", ""),
+        "date_created": now,
+        "date_sent": None,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": form.get("From"),
+        "messaging_service_sid": form.get("MessagingServiceSid"),
+        "num_media": "0",
+        "num_segments": "1",
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        "status": "queued",
+        "subresource_uris": {"media": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json"},
+        "to": form.get("To"),
+        "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
+    }
