@@ -19,13 +19,21 @@ LENGTHS = {
 
 
 def system_prompt(config, knowledge=()):
-    """The system prompt for ``config`` with the retrieved ``knowledge`` pieces."""
+    """The system prompt for ``config`` with the retrieved ``knowledge`` pieces.
+
+    The facts come right after who the bot is, with an explicit "answer using these
+    facts": small models (the bundled 135M one) ignore facts left at the end of a
+    long list of style rules, and answer from them when they come first.
+    """
     who = f"You are {config['name']}"
     if config.get("role"):
         who += f", the {config['role']}"
     if config.get("company"):
         who += f" at {config['company']}"
     lines = [who + "."]
+    if knowledge:
+        lines.append("Answer the customer's question using these facts:")
+        lines.extend(piece["text"] for piece in knowledge)
     lines.append(f"Your tone is {TONES.get(config.get('tone'), 'friendly')}.")
     lines.append(LENGTHS.get(config.get("reply_length"), LENGTHS["short"]))
     lines.append("Use emoji where they fit." if config.get("use_emoji") else "Do not use emoji.")
@@ -37,10 +45,8 @@ def system_prompt(config, knowledge=()):
     if avoid:
         lines.append("Never discuss: " + "; ".join(avoid) + ". Politely decline and steer back.")
     if config.get("fallback_answer"):
-        lines.append(f'If the facts below do not answer the question, say: "{config["fallback_answer"]}"')
-    if knowledge:
-        lines.append("\nFacts:")
-        lines.extend(piece["text"] for piece in knowledge)
+        condition = "If the facts do not answer the question" if knowledge else "If you do not know the answer"
+        lines.append(f'{condition}, say: "{config["fallback_answer"]}"')
     return "\n".join(lines)
 
 

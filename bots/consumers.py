@@ -1,0 +1,121 @@
+"""The builder's live test chat: a websocket at ``ws/preview/<bot_id>/``.
+
+Only a signed-in manager (owner/admin) of the bot's organisation may connect;
+anyone else is closed with code 4403. A user message goes through the same
+pipeline as every channel (``services.receive`` on channel ``"preview"``, which
+answers from the bot's *draft*), and the conversation's live events — the
+inference worker's ``reply.start`` / ``reply.delta`` / ``reply.done`` and stored
+``message`` events — are forwarded to the browser as JSON.
+
+Each socket (and each "reset") is its own preview conversation: the thread id
+carries a random nonce, so two tabs never share a history.
+"""
+import secrets
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import transaction
+
+from . import events, services
+from .models import Bot, Membership
+
+FORBIDDEN = 4403
+MAX_TEXT = 2000
+MAX_CLIENT_ID = 100
+
+
+class PreviewConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.groups_joined = set()
+        self.nonce = secrets.token_hex(8)
+        self.bot = await self._bot_for(self.scope.get("user"), self.scope["url_route"]["kwargs"]["bot_id"])
+        await self.accept()  # accept first so the close code reaches the browser
+        if self.bot is None:
+            await self.close(code=FORBIDDEN)
+            return
+        await self.send_json({"event": "ready", "bot": self.bot.id})
+
+    async def disconnect(self, code):
+        for group in list(getattr(self, "groups_joined", ())):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        if getattr(self, "bot", None) is None:
+            return
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "reset":
+            await self._reset()
+        elif kind == "message":
+            await self._message(content)
+        else:
+            await self.send_json({"event": "error", "error": "unknown message type"})
+
+    async def conversation_event(self, event):
+        """Forward a live event of one of our preview conversations (``bots.events.push``)."""
+        await self.send_json({key: value for key, value in event.items() if key != "type"})
+
+    # -----------------------------------------------------------------------
+
+    async def _message(self, content):
+        text = content.get("text")
+        client_id = str(content.get("id") or "")[:MAX_CLIENT_ID]
+        if not isinstance(text, str) or not text.strip():
+            await self.send_json({"event": "error", "client_id": client_id, "error": "Type a message first."})
+            return
+        if len(text) > MAX_TEXT:
+            await self.send_json({"event": "error", "client_id": client_id, "error": f"Keep it under {MAX_TEXT} characters."})
+            return
+        received = await database_sync_to_async(self._receive_and_join)(text.strip(), client_id)
+        if received is None:  # bot deleted or membership revoked since connecting
+            await self.close(code=FORBIDDEN)
+            return
+        await self.send_json(
+            {"event": "accepted", "client_id": client_id, "message_id": received.message.id,
+             "conversation_id": received.conversation.id}
+        )  # fmt: skip
+
+    def _receive_and_join(self, text, client_id):
+        # Join the conversation's group inside the transaction that stores the
+        # message: the reply task is queued only on commit, so no event is missed.
+        # The bot is reloaded (and access re-checked) so the draft is the current one.
+        bot = _managed_bot(self.scope["user"], self.bot.id)
+        if bot is None:
+            return None
+        with transaction.atomic():
+            received = services.receive(
+                bot=bot,
+                channel="preview",
+                thread_id=f"preview-{self.scope['user'].id}-{self.nonce}",
+                text=text,
+                external_id=f"preview-{self.nonce}-{client_id}" if client_id else "",
+            )
+            group = events.group_for(received.conversation.id)
+            if group not in self.groups_joined:
+                async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+                self.groups_joined.add(group)
+        return received
+
+    async def _reset(self):
+        for group in list(self.groups_joined):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined.clear()
+        self.nonce = secrets.token_hex(8)
+        await self.send_json({"event": "reset"})
+
+    @database_sync_to_async
+    def _bot_for(self, user, bot_id):
+        return _managed_bot(user, bot_id)
+
+
+def _managed_bot(user, bot_id):
+    """The bot, if ``user`` is an owner/admin of its organisation; else None."""
+    if user is None or not user.is_authenticated:
+        return None
+    bot = Bot.objects.filter(id=bot_id).first()
+    if bot is None:
+        return None
+    membership = Membership.objects.filter(user=user, organization_id=bot.organization_id).first()
+    if membership is None or not membership.can_manage:
+        return None
+    return bot

@@ -1,0 +1,170 @@
+"""Forms of the no-code builder: bot settings (the draft), FAQ pairs, documents.
+
+Validation lives here so the builder page and the prompt preview agree on what a
+valid draft is. Documents come pasted or as a small UTF-8 ``.txt`` / ``.md`` upload;
+anything else is refused with a form error (never stored, never a 500).
+"""
+import re
+from pathlib import PurePath
+
+from django import forms
+
+from .models import Bot, KnowledgeItem
+
+HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+DRAFTERS = [
+    ("lookup", "Prompt lookup — drafts from n-grams of the conversation and knowledge"),
+    ("none", "None — plain decoding, one token per model call"),
+]
+DOC_EXTENSIONS = (".txt", ".md", ".markdown")
+MAX_DOC_BYTES = 512 * 1024  # an upload bigger than this is refused
+MAX_DOC_CHARS = 200_000  # pasted or uploaded document text
+MAX_REPLY_TOKENS = 2048  # the server also caps replies at CHATNEXUS_MAX_REPLY_TOKENS
+
+
+class BotCreateForm(forms.ModelForm):
+    class Meta:
+        model = Bot
+        fields = ["name", "company"]
+        labels = {"name": "Bot name", "company": "Company"}
+
+
+class BotSettingsForm(forms.ModelForm):
+    """Every draft field of a bot: persona, brand voice, behaviour, model settings."""
+
+    drafter = forms.ChoiceField(choices=DRAFTERS, help_text="How the engine guesses tokens ahead for the model to verify.")
+    temperature = forms.FloatField(
+        min_value=0.0, max_value=2.0, help_text="0 = always the most likely token (deterministic); higher = more varied."
+    )
+    max_reply_tokens = forms.IntegerField(min_value=1, max_value=MAX_REPLY_TOKENS)
+
+    class Meta:
+        model = Bot
+        fields = list(Bot.DRAFT_FIELDS)
+        labels = {
+            "avatar_color": "Avatar colour",
+            "voice_notes": "Voice notes",
+            "use_emoji": "Use emoji",
+            "topics_to_avoid": "Topics to avoid",
+            "fallback_answer": "Fallback answer",
+            "handoff_triggers": "Handoff triggers",
+            "max_reply_tokens": "Max reply tokens",
+        }
+        help_texts = {
+            "voice_notes": "Words to use or avoid, how to address customers…",
+            "instructions": "Anything else the bot must know or do.",
+            "topics_to_avoid": "One per line.",
+            "fallback_answer": "What the bot says when its knowledge does not cover the question.",
+            "handoff_triggers": "One phrase per line; a customer message containing one hands the conversation to a human.",
+        }
+        widgets = {
+            "avatar_color": forms.TextInput(attrs={"type": "color"}),
+            "voice_notes": forms.Textarea(attrs={"rows": 3}),
+            "instructions": forms.Textarea(attrs={"rows": 5}),
+            "topics_to_avoid": forms.Textarea(attrs={"rows": 3}),
+            "handoff_triggers": forms.Textarea(attrs={"rows": 3}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A bot configured elsewhere (API, settings) may use another drafter spec:
+        # keep it selectable so saving the other fields does not fail.
+        current = self.instance.drafter if self.instance and self.instance.pk else None
+        if current and current not in dict(DRAFTERS):
+            self.fields["drafter"].choices = DRAFTERS + [(current, f"{current} (configured elsewhere)")]
+
+    def clean_avatar_color(self):
+        value = self.cleaned_data["avatar_color"].strip()
+        if not HEX_COLOR.match(value):
+            raise forms.ValidationError("Use a hex colour like #4f46e5.")
+        return value.lower()
+
+    def clean_name(self):
+        value = self.cleaned_data["name"].strip()
+        if not value:
+            raise forms.ValidationError("The bot needs a name.")
+        return value
+
+
+class FaqForm(forms.ModelForm):
+    class Meta:
+        model = KnowledgeItem
+        fields = ["title", "body"]
+        labels = {"title": "Question", "body": "Answer"}
+        widgets = {"body": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["title"].required = True
+
+    def save(self, bot=None, commit=True):
+        item = super().save(commit=False)
+        item.kind = KnowledgeItem.Kind.FAQ
+        if bot is not None:
+            item.bot = bot
+        if commit:
+            item.save()
+        return item
+
+
+class DocumentForm(forms.Form):
+    """A text/markdown document: pasted text, or a ``.txt`` / ``.md`` file (one of the two)."""
+
+    title = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
+    text = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 6}), label="Paste text or markdown", strip=False
+    )
+    file = forms.FileField(required=False, label="…or upload a .txt / .md file")
+
+    def clean_file(self):
+        upload = self.cleaned_data.get("file")
+        if not upload:
+            return None
+        if PurePath(upload.name).suffix.lower() not in DOC_EXTENSIONS:
+            raise forms.ValidationError("Only .txt and .md (markdown) files can be uploaded.")
+        if upload.size > MAX_DOC_BYTES:
+            raise forms.ValidationError(f"That file is too large: the limit is {MAX_DOC_BYTES // 1024} KB.")
+        raw = upload.read()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise forms.ValidationError("That file is not UTF-8 text.") from None
+        if "\x00" in text:
+            raise forms.ValidationError("That file is not a text file.")
+        return {"name": PurePath(upload.name).stem, "text": text}
+
+    def clean(self):
+        data = super().clean()
+        pasted = (data.get("text") or "").strip()
+        upload = data.get("file")
+        if self.errors:
+            return data
+        if pasted and upload:
+            raise forms.ValidationError("Paste text or upload a file, not both.")
+        body = pasted or (upload["text"].strip() if upload else "")
+        if not body:
+            raise forms.ValidationError("Paste some text or choose a .txt / .md file.")
+        if len(body) > MAX_DOC_CHARS:
+            raise forms.ValidationError(f"That document is too long: the limit is {MAX_DOC_CHARS:,} characters.")
+        data["body"] = body
+        data["title"] = (data.get("title") or "").strip() or (upload["name"] if upload else "Document")
+        return data
+
+    def save(self, bot):
+        return KnowledgeItem.objects.create(
+            bot=bot, kind=KnowledgeItem.Kind.DOC, title=self.cleaned_data["title"][:200], body=self.cleaned_data["body"]
+        )
+
+
+class DocumentEditForm(forms.ModelForm):
+    class Meta:
+        model = KnowledgeItem
+        fields = ["title", "body"]
+        labels = {"body": "Text"}
+        widgets = {"body": forms.Textarea(attrs={"rows": 10})}
+
+    def clean_body(self):
+        body = self.cleaned_data["body"]
+        if len(body) > MAX_DOC_CHARS:
+            raise forms.ValidationError(f"That document is too long: the limit is {MAX_DOC_CHARS:,} characters.")
+        return body

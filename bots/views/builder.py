@@ -1,0 +1,217 @@
+"""The no-code bot builder's pages: bot list, create/delete, the builder itself
+(draft settings, knowledge, publish) and the JSON system-prompt preview.
+
+Thin views: every query goes through ``bots.tenancy`` (another organisation's bot
+is a 404) and everything but the list needs a manager (owner/admin); agents get a
+404 there too. The live test chat is a websocket (``bots.consumers``).
+"""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm
+from ..knowledge import retrieve
+from ..models import Bot, KnowledgeItem
+from ..prompts import system_prompt
+from ..tenancy import get_scoped_or_404, require_manager, scoped
+
+TABS = ("persona", "voice", "behaviour", "knowledge", "model")
+MAX_SAMPLE_QUESTION = 500
+
+
+def _managed_bot(request, bot_id):
+    require_manager(request)
+    return get_scoped_or_404(request, Bot, id=bot_id)
+
+
+def _builder_url(bot, tab="persona"):
+    return reverse("bots:builder", args=[bot.id]) + (f"#{tab}" if tab in TABS else "")
+
+
+def _channels_url(bot):
+    # The channels page belongs to channels_app; link to it only once it exists.
+    try:
+        return reverse("channels:bot", args=[bot.id])
+    except NoReverseMatch:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# List, create, delete
+
+
+@login_required
+@require_GET
+def bot_list(request):
+    bots = scoped(request, Bot).order_by("name", "id")
+    can_manage = bool(request.membership and request.membership.can_manage)
+    return render(request, "bots/list.html", {"bots": bots, "can_manage": can_manage, "form": BotCreateForm()})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def bot_create(request):
+    require_manager(request)
+    form = BotCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        bot = form.save(commit=False)
+        bot.organization = request.organization
+        bot.save()
+        messages.success(request, f"Created {bot.name}. Set it up, then publish it.")
+        return redirect(_builder_url(bot))
+    status = 400 if request.method == "POST" else 200
+    return render(request, "bots/create.html", {"form": form}, status=status)
+
+
+@login_required
+@require_POST
+def bot_delete(request, bot_id):
+    bot = _managed_bot(request, bot_id)
+    name = bot.name
+    bot.delete()
+    messages.success(request, f"Deleted {name}.")
+    return redirect("bots:list")
+
+
+# ---------------------------------------------------------------------------
+# The builder page
+
+
+def _render_builder(request, bot, *, settings_form=None, faq_form=None, doc_form=None, tab="persona", status=200):
+    knowledge = list(bot.knowledge.order_by("id"))
+    context = {
+        "bot": bot,
+        "form": settings_form or BotSettingsForm(instance=bot),
+        "faq_form": faq_form or FaqForm(),
+        "doc_form": doc_form or DocumentForm(),
+        "faqs": [item for item in knowledge if item.kind == KnowledgeItem.Kind.FAQ],
+        "documents": [item for item in knowledge if item.kind == KnowledgeItem.Kind.DOC],
+        "knowledge_count": len(knowledge),
+        "channels_url": _channels_url(bot),
+        "active_tab": tab if tab in TABS else "persona",
+        "prompt": system_prompt(bot.draft_config()),
+        "unpublished": bot.has_unpublished_changes,
+    }
+    return render(request, "bots/builder.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def bot_builder(request, bot_id):
+    """GET: the builder. POST: save the settings form to the draft (not live until published)."""
+    bot = _managed_bot(request, bot_id)
+    if request.method == "GET":
+        return _render_builder(request, bot)
+    tab = request.POST.get("tab", "persona")
+    form = BotSettingsForm(request.POST, instance=bot)
+    if not form.is_valid():
+        # Show the first tab with an error so the user sees what to fix.
+        tab = _tab_of_errors(form) or tab
+        return _render_builder(request, Bot.objects.get(id=bot.id), settings_form=form, tab=tab, status=400)
+    form.save()
+    messages.success(request, "Draft saved. Publish to make it live.")
+    return redirect(_builder_url(bot, tab))
+
+
+FIELD_TABS = {
+    "persona": ("name", "role", "company", "avatar_color"),
+    "voice": ("tone", "voice_notes", "use_emoji", "reply_length"),
+    "behaviour": ("greeting", "instructions", "topics_to_avoid", "fallback_answer", "handoff_triggers"),
+    "model": ("temperature", "max_reply_tokens", "drafter"),
+}
+
+
+def _tab_of_errors(form):
+    for tab, fields in FIELD_TABS.items():
+        if any(field in form.errors for field in fields):
+            return tab
+    return None
+
+
+@login_required
+@require_POST
+def bot_publish(request, bot_id):
+    bot = _managed_bot(request, bot_id)
+    bot.publish()
+    messages.success(request, f"Published version {bot.published_version}. It is live on every channel.")
+    return redirect(_builder_url(bot, request.POST.get("tab", "persona")))
+
+
+@login_required
+@require_POST
+def prompt_preview(request, bot_id):
+    """The compiled system prompt for the posted (unsaved) settings, as JSON.
+
+    Knowledge is the bot's draft knowledge; with a ``sample_question`` the pieces
+    retrieved for it are put in the prompt exactly as the pipeline would.
+    """
+    bot = _managed_bot(request, bot_id)
+    form = BotSettingsForm(request.POST, instance=Bot(organization=bot.organization, drafter=bot.drafter))
+    form.is_valid()  # preview what is valid; report the rest
+    config = bot.draft_config()
+    config.update({field: value for field, value in form.cleaned_data.items() if field in Bot.DRAFT_FIELDS})
+    question = request.POST.get("sample_question", "").strip()[:MAX_SAMPLE_QUESTION]
+    pieces = retrieve(config, question) if question else []
+    return JsonResponse(
+        {
+            "prompt": system_prompt(config, pieces),
+            "retrieved": [{"title": piece["title"], "text": piece["text"]} for piece in pieces],
+            "errors": {field: [str(e) for e in errs] for field, errs in form.errors.items()},
+        }
+    )
+
+
+# ---------------------------------------------------------------------------
+# Knowledge
+
+
+@login_required
+@require_POST
+def faq_add(request, bot_id):
+    bot = _managed_bot(request, bot_id)
+    form = FaqForm(request.POST)
+    if not form.is_valid():
+        return _render_builder(request, bot, faq_form=form, tab="knowledge", status=400)
+    form.save(bot=bot)
+    messages.success(request, "FAQ added to the draft.")
+    return redirect(_builder_url(bot, "knowledge"))
+
+
+@login_required
+@require_POST
+def document_add(request, bot_id):
+    bot = _managed_bot(request, bot_id)
+    form = DocumentForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _render_builder(request, bot, doc_form=form, tab="knowledge", status=400)
+    item = form.save(bot)
+    messages.success(request, f"Document “{item.title}” added to the draft.")
+    return redirect(_builder_url(bot, "knowledge"))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def knowledge_edit(request, bot_id, item_id):
+    bot = _managed_bot(request, bot_id)
+    item = get_scoped_or_404(request, KnowledgeItem, id=item_id, bot=bot)
+    form_class = FaqForm if item.kind == KnowledgeItem.Kind.FAQ else DocumentEditForm
+    form = form_class(request.POST or None, instance=item)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Knowledge updated in the draft.")
+        return redirect(_builder_url(bot, "knowledge"))
+    status = 400 if request.method == "POST" else 200
+    return render(request, "bots/knowledge_edit.html", {"bot": bot, "item": item, "form": form}, status=status)
+
+
+@login_required
+@require_POST
+def knowledge_delete(request, bot_id, item_id):
+    bot = _managed_bot(request, bot_id)
+    item = get_scoped_or_404(request, KnowledgeItem, id=item_id, bot=bot)
+    item.delete()
+    messages.success(request, "Removed from the draft.")
+    return redirect(_builder_url(bot, "knowledge"))

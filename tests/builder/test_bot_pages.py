@@ -1,0 +1,123 @@
+"""Bot list, create, delete, draft save and publish: who may do what, and what is stored."""
+from django.urls import reverse
+
+from bots.models import Bot
+
+
+def settings_data(bot, **changes):
+    data = {field: getattr(bot, field) for field in Bot.DRAFT_FIELDS}
+    data["use_emoji"] = "on" if data["use_emoji"] else ""
+    data.update(changes)
+    return {k: v for k, v in data.items() if v != ""}
+
+
+def test_it_lists_only_the_organisations_bots(as_alice, acme_bot, globex_bot):
+    page = as_alice.get(reverse("bots:list"))
+    assert page.status_code == 200
+    assert b"Ava" in page.content
+    assert b"Gus" not in page.content
+
+
+def test_it_creates_a_bot_in_the_managers_organisation(as_alice, acme):
+    response = as_alice.post(reverse("bots:create"), {"name": "Max", "company": "Acme Bikes"})
+    bot = Bot.objects.get(name="Max")
+    assert bot.organization == acme
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("bots:builder", args=[bot.id]))
+
+
+def test_it_refuses_a_bot_without_a_name(as_alice):
+    response = as_alice.post(reverse("bots:create"), {"name": ""})
+    assert response.status_code == 400
+    assert b"This field is required" in response.content
+    assert not Bot.objects.exists()
+
+
+def test_it_hides_the_builder_from_agents(as_bob, acme_bot):
+    assert as_bob.get(reverse("bots:list")).status_code == 200  # agents may see the list
+    assert as_bob.get(reverse("bots:builder", args=[acme_bot.id])).status_code == 404
+    assert as_bob.post(reverse("bots:create"), {"name": "X"}).status_code == 404
+    assert as_bob.post(reverse("bots:delete", args=[acme_bot.id])).status_code == 404
+    assert as_bob.post(reverse("bots:publish", args=[acme_bot.id])).status_code == 404
+    assert Bot.objects.filter(id=acme_bot.id).exists()
+
+
+def test_it_returns_404_for_another_organisations_bot(as_charlie, acme_bot):
+    item = acme_bot.knowledge.first()
+    urls = [
+        ("get", reverse("bots:builder", args=[acme_bot.id])),
+        ("post", reverse("bots:builder", args=[acme_bot.id])),
+        ("post", reverse("bots:publish", args=[acme_bot.id])),
+        ("post", reverse("bots:delete", args=[acme_bot.id])),
+        ("post", reverse("bots:prompt_preview", args=[acme_bot.id])),
+        ("post", reverse("bots:faq_add", args=[acme_bot.id])),
+        ("post", reverse("bots:document_add", args=[acme_bot.id])),
+        ("get", reverse("bots:knowledge_edit", args=[acme_bot.id, item.id])),
+        ("post", reverse("bots:knowledge_delete", args=[acme_bot.id, item.id])),
+    ]
+    for method, url in urls:
+        assert getattr(as_charlie, method)(url).status_code == 404, url
+    acme_bot.refresh_from_db()
+    assert acme_bot.knowledge.count() == 1
+
+
+def test_it_deletes_a_bot(as_alice, acme_bot):
+    response = as_alice.post(reverse("bots:delete", args=[acme_bot.id]))
+    assert response.status_code == 302
+    assert not Bot.objects.filter(id=acme_bot.id).exists()
+
+
+def test_it_saves_edits_to_the_draft_only(as_alice, acme_bot):
+    url = reverse("bots:builder", args=[acme_bot.id])
+    response = as_alice.post(url, settings_data(acme_bot, name="Ava 2", tone="formal", tab="voice"))
+    assert response.status_code == 302
+    assert response["Location"].endswith("#voice")
+    acme_bot.refresh_from_db()
+    assert acme_bot.name == "Ava 2"
+    assert acme_bot.published_config["name"] == "Ava"  # live config untouched
+    assert acme_bot.has_unpublished_changes
+    assert b"Unpublished changes" in as_alice.get(url).content
+
+
+def test_it_publishes_the_draft(as_alice, acme_bot):
+    as_alice.post(reverse("bots:builder", args=[acme_bot.id]), settings_data(acme_bot, greeting="Hello there"))
+    response = as_alice.post(reverse("bots:publish", args=[acme_bot.id]))
+    assert response.status_code == 302
+    acme_bot.refresh_from_db()
+    assert acme_bot.published_version == 2
+    assert acme_bot.published_config["greeting"] == "Hello there"
+    assert not acme_bot.has_unpublished_changes
+    page = as_alice.get(reverse("bots:builder", args=[acme_bot.id]))
+    assert b"Unpublished changes" not in page.content
+    assert b'id="published-version">2<' in page.content
+
+
+def test_it_rejects_invalid_settings_and_saves_nothing(as_alice, acme_bot):
+    bad = settings_data(acme_bot, name="Changed", avatar_color="red", temperature="5", drafter="model:evil")
+    response = as_alice.post(reverse("bots:builder", args=[acme_bot.id]), bad)
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "Use a hex colour" in body
+    assert "less than or equal to 2" in body
+    assert "Select a valid choice" in body
+    acme_bot.refresh_from_db()
+    assert acme_bot.name == "Ava"
+
+
+def test_it_accepts_only_known_drafters(as_alice, acme_bot):
+    url = reverse("bots:builder", args=[acme_bot.id])
+    assert as_alice.post(url, settings_data(acme_bot, drafter="none")).status_code == 302
+    acme_bot.refresh_from_db()
+    assert acme_bot.drafter == "none"
+
+
+def test_it_links_the_channels_tab_when_the_channels_page_exists(as_alice, acme_bot):
+    from django.urls import NoReverseMatch
+
+    page = as_alice.get(reverse("bots:builder", args=[acme_bot.id])).content.decode()
+    try:
+        url = reverse("channels:bot", args=[acme_bot.id])
+    except NoReverseMatch:
+        assert 'class="tab-disabled"' in page
+    else:
+        assert f'href="{url}"' in page

@@ -1,0 +1,145 @@
+"""The live test chat's websocket (bots.consumers.PreviewConsumer), without a browser.
+
+Only a manager of the bot's organisation may connect (else close 4403); a message
+goes through services.receive on the "preview" channel and the conversation's
+live events reach the socket. No inference worker runs here: the reply itself is
+covered by the browser test. ``transactional_db`` because channels' database_sync_to_async
+closes the connection between calls.
+"""
+import json
+
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+
+import pytest
+
+from bots import events
+from bots.consumers import PreviewConsumer
+from bots.models import Conversation, Message
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A new channel-layer instance per test: each test runs its own event loop, and
+    channels-redis keeps per-instance receive state that must not outlive its loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+class Socket(ApplicationCommunicator):
+    """A minimal websocket client for an ASGI consumer (channels.testing needs daphne)."""
+
+    async def connect(self):
+        await self.send_input({"type": "websocket.connect"})
+        response = await self.receive_output(timeout=30)
+        return response["type"] == "websocket.accept", response
+
+    async def send_json_to(self, data):
+        await self.send_input({"type": "websocket.receive", "text": json.dumps(data)})
+
+    async def receive_json_from(self, timeout=30):
+        response = await self.receive_output(timeout)
+        assert response["type"] == "websocket.send", response
+        return json.loads(response["text"])
+
+    async def disconnect(self, code=1000):
+        await self.send_input({"type": "websocket.disconnect", "code": code})
+        await self.wait(timeout=5)
+
+
+def communicator(user, bot_id):
+    scope = {
+        "type": "websocket",
+        "path": f"/ws/preview/{bot_id}/",
+        "headers": [],
+        "subprotocols": [],
+        "user": user,
+        "url_route": {"args": (), "kwargs": {"bot_id": bot_id}},
+    }
+    return Socket(PreviewConsumer.as_asgi(), scope)
+
+
+async def _refused(user, bot_id):
+    comm = communicator(user, bot_id)
+    connected, _ = await comm.connect()
+    assert connected  # accepted first, so the browser sees the close code
+    closed = await comm.receive_output(timeout=30)
+    await comm.disconnect()
+    return closed
+
+
+def test_it_refuses_another_organisations_manager(transactional_db, charlie, acme_bot):
+    closed = async_to_sync(_refused)(charlie, acme_bot.id)
+    assert closed == {"type": "websocket.close", "code": 4403}
+
+
+def test_it_refuses_an_agent(transactional_db, bob, acme_bot):
+    assert async_to_sync(_refused)(bob, acme_bot.id)["code"] == 4403
+
+
+def test_it_refuses_anonymous_users(transactional_db, acme_bot):
+    from django.contrib.auth.models import AnonymousUser
+
+    assert async_to_sync(_refused)(AnonymousUser(), acme_bot.id)["code"] == 4403
+
+
+async def _chat(user, bot_id, other_event):
+    comm = communicator(user, bot_id)
+    connected, _ = await comm.connect()
+    assert connected
+    ready = await comm.receive_json_from(timeout=30)
+    await comm.send_json_to({"type": "message", "id": "c1", "text": "  Hello there  "})
+    accepted = await comm.receive_json_from(timeout=30)
+    received = [accepted]
+    # The "message" event pushed on commit arrives through the channel layer.
+    received.append(await comm.receive_json_from(timeout=30))
+    # Any later event of that conversation (e.g. the worker's deltas) is forwarded too.
+    await other_event(accepted["conversation_id"])
+    received.append(await comm.receive_json_from(timeout=30))
+    await comm.send_json_to({"type": "message", "id": "c2", "text": ""})
+    received.append(await comm.receive_json_from(timeout=30))
+    await comm.disconnect()
+    return ready, received
+
+
+def test_it_stores_the_message_and_forwards_the_conversations_events(transactional_db, alice, acme_bot):
+    from channels.db import database_sync_to_async
+
+    async def push_delta(conversation_id):
+        await database_sync_to_async(events.push)(conversation_id, "reply.delta", reply_to=1, delta="Hi")
+
+    ready, (accepted, stored, delta, error) = async_to_sync(_chat)(alice, acme_bot.id, push_delta)
+    assert ready == {"event": "ready", "bot": acme_bot.id}
+    message = Message.objects.get(id=accepted["message_id"])
+    assert (message.channel, message.text, message.direction) == ("preview", "Hello there", "in")
+    conversation = Conversation.objects.get(id=accepted["conversation_id"])
+    assert conversation.external_id.startswith(f"preview-{alice.id}-")
+    assert stored["event"] == "message" and stored["message"]["id"] == message.id
+    assert delta == {"event": "reply.delta", "reply_to": 1, "delta": "Hi"}
+    assert error["event"] == "error"
+
+
+async def _two_sessions(user, bot_id):
+    ids = []
+    for _ in range(2):
+        comm = communicator(user, bot_id)
+        await comm.connect()
+        await comm.receive_json_from(timeout=30)
+        await comm.send_json_to({"type": "message", "id": "same-client-id", "text": "Hi"})
+        ids.append((await comm.receive_json_from(timeout=30))["conversation_id"])
+        await comm.send_json_to({"type": "reset"})
+        while (await comm.receive_json_from(timeout=30))["event"] != "reset":
+            pass
+        await comm.send_json_to({"type": "message", "id": "same-client-id", "text": "Hi again"})
+        ids.append((await comm.receive_json_from(timeout=30))["conversation_id"])
+        await comm.disconnect()
+    return ids
+
+
+def test_it_starts_a_new_conversation_per_session_and_reset(transactional_db, alice, acme_bot):
+    ids = async_to_sync(_two_sessions)(alice, acme_bot.id)
+    assert len(set(ids)) == 4
+    assert Message.objects.filter(channel="preview").count() == 4
