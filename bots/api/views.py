@@ -1,0 +1,195 @@
+"""REST API viewsets.
+
+Every queryset goes through ``bots.tenancy.scoped``: another organisation's object
+is a 404. Bots, knowledge and stats are for owners and admins; agents use
+conversations and messages (as in the inbox).
+"""
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import services, stats
+from ..models import Bot, Conversation, KnowledgeItem, Membership, Message
+from ..tenancy import scoped
+from . import serializers as s
+
+
+def _resolve_membership(request):
+    """Token-authenticated requests pass the middleware anonymous: find their organisation here."""
+    django_request = request._request
+    if getattr(django_request, "membership", None) is None and request.user.is_authenticated:
+        membership = (
+            Membership.objects.select_related("organization").filter(user=request.user).order_by("id").first()
+        )
+        django_request.membership = membership
+        django_request.organization = membership.organization if membership else None
+    return django_request.membership
+
+
+class IsMember(permissions.BasePermission):
+    message = "You are not a member of an organisation."
+
+    def has_permission(self, request, view):
+        return request.user.is_authenticated and _resolve_membership(request) is not None
+
+
+class IsManager(IsMember):
+    message = "Owners and admins only."
+
+    def has_permission(self, request, view):
+        return super().has_permission(request, view) and request.membership.can_manage
+
+
+def _int_param(request, name):
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError({name: "Must be an integer."}) from None
+
+
+class BotViewSet(viewsets.ModelViewSet):
+    queryset = Bot.objects.none()  # for the schema only; get_queryset() scopes by organisation
+    serializer_class = s.BotSerializer
+    permission_classes = [IsManager]
+
+    def get_queryset(self):
+        return scoped(self.request, Bot).order_by("id")
+
+    def perform_create(self, serializer):
+        serializer.save(organization=self.request.organization)
+
+    @extend_schema(request=None, responses=s.BotSerializer)
+    @action(detail=True, methods=["post"])
+    def publish(self, request, pk=None):
+        """Freeze the draft (and knowledge) into the published config the channels answer with."""
+        bot = self.get_object()
+        bot.publish()
+        return Response(self.get_serializer(bot).data)
+
+    @extend_schema(parameters=[OpenApiParameter("days", int)], responses=dict)
+    @action(detail=True, methods=["get"])
+    def stats(self, request, pk=None):
+        return Response(stats.summary(request.organization, bot=self.get_object(), days=_days(request)))
+
+
+class KnowledgeViewSet(viewsets.ModelViewSet):
+    """Knowledge items; filter by ``?bot=<id>``."""
+
+    queryset = KnowledgeItem.objects.none()  # for the schema only; get_queryset() scopes by organisation
+    serializer_class = s.KnowledgeSerializer
+    permission_classes = [IsManager]
+
+    def get_queryset(self):
+        items = scoped(self.request, KnowledgeItem).order_by("id")
+        bot = _int_param(self.request, "bot")
+        return items.filter(bot_id=bot) if bot else items
+
+
+class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
+    """Conversations; filter by ``?channel=``, ``?bot=``, ``?status=``, ``?needs_human=1``."""
+
+    queryset = Conversation.objects.none()  # for the schema only; get_queryset() scopes by organisation
+    serializer_class = s.ConversationSerializer
+    permission_classes = [IsMember]
+
+    def get_queryset(self):
+        conversations = scoped(self.request, Conversation).exclude(channel="preview").order_by("-last_message_at")
+        params = self.request.query_params
+        if params.get("channel"):
+            conversations = conversations.filter(channel=params["channel"])
+        if bot := _int_param(self.request, "bot"):
+            conversations = conversations.filter(bot_id=bot)
+        if params.get("status"):
+            conversations = conversations.filter(status=params["status"])
+        if params.get("needs_human") in ("1", "true"):
+            conversations = conversations.filter(needs_human=True)
+        return conversations
+
+    @extend_schema(request=s.InboundSerializer, responses={201: s.MessageSerializer, 200: s.MessageSerializer})
+    @action(detail=False, methods=["post"], permission_classes=[IsManager])
+    def inbound(self, request):
+        """Post a customer message on the ``api`` channel; the bot's reply appears in ``messages``.
+
+        201 when stored (the reply is queued), 200 when ``external_id`` was seen before.
+        """
+        body = s.InboundSerializer(data=request.data, context={"request": request})
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        received = services.receive(
+            bot=data["bot"],
+            channel="api",
+            thread_id=data["thread"],
+            text=data["text"],
+            external_id=data["external_id"],
+            contact={"name": data["contact_name"], "email": data["contact_email"]},
+        )
+        return Response(
+            s.MessageSerializer(received.message).data,
+            status=status.HTTP_201_CREATED if received.created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses=s.MessageSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def messages(self, request, pk=None):
+        conversation = self.get_object()
+        return Response(s.MessageSerializer(conversation.messages.order_by("created", "id"), many=True).data)
+
+    @extend_schema(request=s.AgentReplySerializer, responses={201: s.MessageSerializer})
+    @action(detail=True, methods=["post"])
+    def reply(self, request, pk=None):
+        """Answer as the signed-in agent; delivered through the conversation's channel; pauses the bot."""
+        conversation = self.get_object()
+        body = s.AgentReplySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        message = services.agent_reply(conversation, request.user, body.validated_data["text"])
+        return Response(s.MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.ConversationControlSerializer, responses=s.ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def control(self, request, pk=None):
+        """Close/reopen (``status``) and take over/give back (``bot_paused``)."""
+        conversation = self.get_object()
+        body = s.ConversationControlSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if "bot_paused" in body.validated_data:
+            services.set_bot_paused(conversation, body.validated_data["bot_paused"])
+        if "status" in body.validated_data:
+            services.set_status(conversation, body.validated_data["status"])
+        return Response(s.ConversationSerializer(conversation).data)
+
+
+class MessageViewSet(viewsets.ReadOnlyModelViewSet):
+    """Messages; filter by ``?conversation=<id>``."""
+
+    queryset = Message.objects.none()  # for the schema only; get_queryset() scopes by organisation
+    serializer_class = s.MessageSerializer
+    permission_classes = [IsMember]
+
+    def get_queryset(self):
+        messages = scoped(self.request, Message).exclude(channel="preview").order_by("-id")
+        if conversation := _int_param(self.request, "conversation"):
+            messages = messages.filter(conversation_id=conversation)
+        return messages
+
+
+def _days(request):
+    days = _int_param(request, "days") or 14
+    if not 1 <= days <= 365:
+        raise ValidationError({"days": "Between 1 and 365."})
+    return days
+
+
+class StatsView(APIView):
+    """The organisation's dashboard numbers (``?days=14``)."""
+
+    permission_classes = [IsManager]
+
+    @extend_schema(parameters=[OpenApiParameter("days", int)], responses=dict)
+    def get(self, request):
+        return Response(stats.summary(request.organization, days=_days(request)))

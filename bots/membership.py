@@ -1,0 +1,113 @@
+"""Organisations and their members: sign up, invite, accept, change role, remove.
+
+The side-effecting functions views and the API call; views stay thin. Rules:
+owners and admins invite (admins cannot invite owners); only owners change roles
+or remove members; an organisation always keeps at least one owner.
+"""
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from .models import Invitation, Membership, Organization
+
+Role = Membership.Role
+
+
+class MembershipError(Exception):
+    """A rule was broken (last owner, not allowed); the message is shown to the user."""
+
+
+def unique_slug(name):
+    base = slugify(name)[:60] or "org"
+    slug = base
+    while Organization.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(3)}"
+    return slug
+
+
+@transaction.atomic
+def create_organization(owner, name):
+    org = Organization.objects.create(name=name, slug=unique_slug(name))
+    Membership.objects.create(user=owner, organization=org, role=Role.OWNER)
+    return org
+
+
+@transaction.atomic
+def sign_up(*, username, email, password, organization_name):
+    user = get_user_model().objects.create_user(username=username, email=email, password=password)
+    org = create_organization(user, organization_name)
+    return user, org
+
+
+def invite(*, organization, inviter_membership, email, role):
+    """Create an invitation and email its accept link."""
+    if not inviter_membership.can_manage:
+        raise MembershipError("Only owners and admins can invite.")
+    if role == Role.OWNER and inviter_membership.role != Role.OWNER:
+        raise MembershipError("Only owners can invite owners.")
+    if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
+        raise MembershipError(f"{email} is already a member.")
+    invitation = Invitation.objects.create(
+        organization=organization, email=email, role=role, invited_by=inviter_membership.user
+    )
+    link = settings.PUBLIC_URL + reverse("invite-accept", args=[invitation.token])
+    inviter = inviter_membership.user.get_full_name() or inviter_membership.user.get_username()
+    send_mail(
+        subject=f"You're invited to {organization.name} on ChatNexus",
+        message=(
+            f"{inviter} invited you to join {organization.name} on ChatNexus as {invitation.get_role_display()}.\n\n"
+            f"Accept the invitation: {link}\n"
+        ),
+        from_email=None,
+        recipient_list=[email],
+    )
+    return invitation
+
+
+def open_invitation(token):
+    return Invitation.objects.select_related("organization").filter(token=token, accepted__isnull=True).first()
+
+
+@transaction.atomic
+def accept(invitation, user):
+    """Make ``user`` a member with the invited role (an existing membership keeps the higher role)."""
+    invitation = Invitation.objects.select_for_update().get(id=invitation.id)
+    if invitation.accepted is not None:
+        raise MembershipError("This invitation was already used.")
+    membership, created = Membership.objects.get_or_create(
+        user=user, organization=invitation.organization, defaults={"role": invitation.role}
+    )
+    invitation.accepted = timezone.now()
+    invitation.save(update_fields=["accepted"])
+    return membership
+
+
+def _owners(org):
+    return Membership.objects.filter(organization=org, role=Role.OWNER)
+
+
+@transaction.atomic
+def change_role(actor, membership, role):
+    if actor.role != Role.OWNER:
+        raise MembershipError("Only owners can change roles.")
+    if role not in Role.values:
+        raise MembershipError("Unknown role.")
+    if membership.role == Role.OWNER and role != Role.OWNER and _owners(membership.organization).count() <= 1:
+        raise MembershipError("An organisation needs at least one owner.")
+    membership.role = role
+    membership.save(update_fields=["role"])
+
+
+@transaction.atomic
+def remove(actor, membership):
+    if actor.role != Role.OWNER:
+        raise MembershipError("Only owners can remove members.")
+    if membership.role == Role.OWNER and _owners(membership.organization).count() <= 1:
+        raise MembershipError("An organisation needs at least one owner.")
+    membership.delete()

@@ -1,0 +1,125 @@
+"""Dashboard numbers for an organisation or one bot, computed in Python.
+
+Percentiles are computed here rather than in SQL so the same code runs on SQLite
+(embedded) and PostgreSQL. Windows are small (days of one tenant's messages), and
+only the few columns needed are fetched.
+
+Speculative decoding figures come from each bot reply's ``Message.stats``
+(``GenerationStats.as_dict()``): the acceptance rate is pooled
+(sum accepted / sum drafted) and the estimated speedup is the mean number of
+tokens produced per target forward (sum new_tokens / sum target_forwards) — plain
+decoding makes exactly one token per forward, so this is the ceiling of the
+speedup when drafting is free.
+"""
+import math
+from datetime import timedelta
+
+from django.utils import timezone
+
+from .models import Conversation, Message
+
+
+def percentile(values, q):
+    """The ``q``-th percentile (0..100) of ``values`` by linear interpolation; None if empty."""
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return None
+    if len(data) == 1:
+        return float(data[0])
+    rank = (len(data) - 1) * q / 100.0
+    low, high = math.floor(rank), math.ceil(rank)
+    return float(data[low] + (data[high] - data[low]) * (rank - low))
+
+
+def mean(values):
+    data = [v for v in values if v is not None]
+    return sum(data) / len(data) if data else None
+
+
+def _round(value, digits=3):
+    return None if value is None else round(value, digits)
+
+
+def summary(organization, bot=None, days=14, now=None):
+    """Everything the dashboard shows, as a JSON-ready dict.
+
+    ``series`` has one entry per day (oldest first): conversations started,
+    inbound and outbound messages, median reply latency.
+    """
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    first_day = today - timedelta(days=days - 1)
+    since = now - timedelta(days=days)
+    scope = {"organization": organization, **({"bot": bot} if bot is not None else {})}
+
+    conversations = list(
+        Conversation.objects.filter(**scope, created__gte=since).values_list("id", "created", "channel")
+    )
+    messages = list(
+        Message.objects.filter(**scope, created__gte=since).values_list(
+            "created", "direction", "sender", "reply_state", "meta", "conversation_id"
+        )
+    )
+    replies = list(
+        Message.objects.filter(**scope, created__gte=since, sender=Message.Sender.BOT).values_list(
+            "created", "latency_s", "ttft_s", "tokens_per_s", "stats"
+        )
+    )
+
+    days_list = [first_day + timedelta(days=i) for i in range(days)]
+    series = {d: {"conversations": 0, "inbound": 0, "outbound": 0, "latencies": []} for d in days_list}
+    for _id, created, _channel in conversations:
+        day = timezone.localdate(created)
+        if day in series:
+            series[day]["conversations"] += 1
+    handoff_conversations = set()
+    for created, direction, _sender, reply_state, meta, conversation_id in messages:
+        day = timezone.localdate(created)
+        if day in series:
+            series[day]["inbound" if direction == Message.Direction.INBOUND else "outbound"] += 1
+        if (meta or {}).get("skip_reason") == "handoff":
+            handoff_conversations.add(conversation_id)
+    for created, latency, *_ in replies:
+        day = timezone.localdate(created)
+        if day in series and latency is not None:
+            series[day]["latencies"].append(latency)
+
+    latencies = [r[1] for r in replies]
+    ttfts = [r[2] for r in replies]
+    stats = [r[4] or {} for r in replies]
+    drafted = sum(s.get("drafted", 0) or 0 for s in stats)
+    accepted = sum(s.get("accepted", 0) or 0 for s in stats)
+    new_tokens = sum(s.get("new_tokens", 0) or 0 for s in stats)
+    forwards = sum(s.get("target_forwards", 0) or 0 for s in stats)
+    conversation_ids = {c[0] for c in conversations} | {m[5] for m in messages}
+    channels = {}
+    for _id, _created, channel in conversations:
+        channels[channel] = channels.get(channel, 0) + 1
+
+    return {
+        "days": days,
+        "conversations": len(conversations),
+        "messages": len(messages),
+        "replies": len(replies),
+        "latency_median_s": _round(percentile(latencies, 50)),
+        "latency_p95_s": _round(percentile(latencies, 95)),
+        "ttft_median_s": _round(percentile(ttfts, 50)),
+        "ttft_p95_s": _round(percentile(ttfts, 95)),
+        "tokens_per_s": _round(mean(r[3] for r in replies), 2),
+        "acceptance_rate": _round(accepted / drafted if drafted else None),
+        "tokens_per_forward": _round(new_tokens / forwards if forwards else None),
+        "handoff_rate": _round(
+            len(handoff_conversations) / len(conversation_ids) if conversation_ids else None
+        ),
+        "channels": channels,
+        "series": [
+            {
+                "day": d.isoformat(),
+                "conversations": series[d]["conversations"],
+                "inbound": series[d]["inbound"],
+                "outbound": series[d]["outbound"],
+                "latency_median_s": _round(percentile(series[d]["latencies"], 50)),
+            }
+            for d in days_list
+        ],
+    }

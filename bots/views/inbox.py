@@ -1,0 +1,133 @@
+"""The inbox: conversations across channels, a thread page, and what agents do there.
+
+Agents answer (``services.agent_reply`` → delivered through the conversation's own
+channel), take over or give back to the bot, close and reopen. The thread page
+refreshes by polling ``thread_json`` (small, cheap, works through any proxy).
+"""
+from django import forms
+from django.contrib import messages as flash
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from .. import services
+from ..models import Bot, Conversation
+from ..tenancy import get_scoped_or_404, scoped
+from .decorators import member_required
+
+MAX_AGENT_REPLY = 10_000
+ACTIONS = ("take-over", "give-back", "close", "reopen")
+
+
+class Filters(forms.Form):
+    channel = forms.CharField(required=False, max_length=20)
+    bot = forms.IntegerField(required=False, min_value=1)
+    status = forms.ChoiceField(required=False, choices=[("", "Any")] + Conversation.Status.choices)
+    needs_human = forms.BooleanField(required=False)
+    q = forms.CharField(required=False, max_length=200)
+
+
+def filtered_conversations(request, data):
+    """The organisation's conversations narrowed by the (validated) filter form."""
+    form = Filters(data)
+    conversations = scoped(request, Conversation).select_related("bot")
+    if form.is_valid():
+        f = form.cleaned_data
+        if f["channel"]:
+            conversations = conversations.filter(channel=f["channel"])
+        if f["bot"]:
+            conversations = conversations.filter(bot_id=f["bot"])
+        if f["status"]:
+            conversations = conversations.filter(status=f["status"])
+        if f["needs_human"]:
+            conversations = conversations.filter(needs_human=True)
+        if f["q"]:
+            conversations = conversations.filter(messages__text__icontains=f["q"]).distinct()
+    return form, conversations.exclude(channel="preview").order_by("-last_message_at")
+
+
+@member_required
+def conversation_list(request):
+    form, conversations = filtered_conversations(request, request.GET)
+    page = Paginator(conversations, 50).get_page(request.GET.get("page"))
+    channels = (
+        scoped(request, Conversation).exclude(channel="preview").values_list("channel", flat=True).distinct()
+    )
+    context = {
+        "form": form,
+        "page": page,
+        "bots": scoped(request, Bot).order_by("name"),
+        "channels": sorted(set(channels)),
+        "statuses": Conversation.Status.choices,
+        "query": request.GET.urlencode(),
+    }
+    return render(request, "inbox/list.html", context, status=200 if form.is_valid() else 400)
+
+
+@member_required
+def thread(request, conversation_id):
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    thread_messages = conversation.messages.select_related("reply_to").order_by("created", "id")
+    return render(request, "inbox/thread.html", {"conversation": conversation, "thread_messages": thread_messages})
+
+
+def message_json(message):
+    data = services.serialize_message(message)
+    data.update(
+        {
+            "delivery_error": message.delivery_error,
+            "reply_state": message.reply_state,
+            "latency_s": message.latency_s,
+            "ttft_s": message.ttft_s,
+            "tokens_per_s": message.tokens_per_s,
+            "acceptance_rate": message.acceptance_rate,
+            "agent_name": (message.meta or {}).get("agent_name", ""),
+        }
+    )
+    return data
+
+
+@member_required
+def thread_json(request, conversation_id):
+    """The conversation's state and messages (all of them: threads are short), for polling."""
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    return JsonResponse(
+        {
+            "conversation": {
+                "id": conversation.id,
+                "status": conversation.status,
+                "bot_paused": conversation.bot_paused,
+                "needs_human": conversation.needs_human,
+            },
+            "messages": [message_json(m) for m in conversation.messages.order_by("created", "id")],
+        }
+    )
+
+
+@member_required
+@require_POST
+def reply(request, conversation_id):
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    text = request.POST.get("text", "").strip()
+    if not text or len(text) > MAX_AGENT_REPLY:
+        flash.error(request, f"Write a reply of 1 to {MAX_AGENT_REPLY} characters.")
+        return redirect("inbox:thread", conversation.id)
+    services.agent_reply(conversation, request.user, text)
+    return redirect("inbox:thread", conversation.id)
+
+
+@member_required
+@require_POST
+def control(request, conversation_id, action):
+    """take-over / give-back / close / reopen."""
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    if action == "take-over":
+        services.set_bot_paused(conversation, True)
+    elif action == "give-back":
+        services.set_bot_paused(conversation, False)
+    elif action == "close":
+        services.set_status(conversation, Conversation.Status.CLOSED)
+    elif action == "reopen":
+        services.set_status(conversation, Conversation.Status.OPEN)
+    return redirect("inbox:thread", conversation.id)

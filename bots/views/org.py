@@ -1,0 +1,79 @@
+"""The team page: members, roles, invitations (owners and admins invite; owners change roles)."""
+from django import forms
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from .. import membership as members
+from ..models import Invitation, Membership
+from ..tenancy import get_scoped_or_404, scoped
+from .decorators import manager_required, member_required
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField()
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.AGENT)
+
+
+@member_required
+def member_list(request):
+    form = InviteForm(request.POST or None)
+    if request.method == "POST":
+        if not request.membership.can_manage:
+            return redirect("org:members")
+        if form.is_valid():
+            try:
+                members.invite(
+                    organization=request.organization,
+                    inviter_membership=request.membership,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                )
+            except members.MembershipError as error:
+                form.add_error(None, str(error))
+            else:
+                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                return redirect("org:members")
+    context = {
+        "members": scoped(request, Membership).select_related("user").order_by("id"),
+        "invitations": scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id"),
+        "form": form,
+        "roles": Membership.Role.choices,
+        "is_owner": request.membership.role == Membership.Role.OWNER,
+        "my_organizations": Membership.objects.filter(user=request.user).select_related("organization"),
+    }
+    return render(request, "org/members.html", context, status=400 if form.errors else 200)
+
+
+@member_required
+@require_POST
+def member_role(request, membership_id):
+    membership = get_scoped_or_404(request, Membership, id=membership_id)
+    try:
+        members.change_role(request.membership, membership, request.POST.get("role", ""))
+    except members.MembershipError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{membership.user.get_username()} is now {membership.get_role_display()}.")
+    return redirect("org:members")
+
+
+@member_required
+@require_POST
+def member_remove(request, membership_id):
+    membership = get_scoped_or_404(request, Membership, id=membership_id)
+    try:
+        members.remove(request.membership, membership)
+    except members.MembershipError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{membership.user.get_username()} was removed.")
+    return redirect("org:members")
+
+
+@manager_required
+@require_POST
+def invitation_cancel(request, invitation_id):
+    get_scoped_or_404(request, Invitation, id=invitation_id, accepted__isnull=True).delete()
+    messages.success(request, "Invitation cancelled.")
+    return redirect("org:members")

@@ -1,0 +1,58 @@
+// Inbox thread: poll the conversation's JSON every few seconds and re-render the
+// message list when something changed (new message, delivery status, stats).
+(function () {
+  const thread = document.getElementById("thread");
+  if (!thread) return;
+  const list = document.getElementById("messages");
+  let last = "";
+
+  function fmt(v, digits) { return v === null || v === undefined ? null : Number(v).toFixed(digits); }
+
+  function render(m) {
+    const li = document.createElement("li");
+    li.className = `msg ${m.direction} ${m.sender}`;
+    li.dataset.id = m.id;
+    const who = document.createElement("div");
+    who.className = "who";
+    who.textContent = m.sender + (m.agent_name ? " · " + m.agent_name : "") + " · " + m.created.replace("T", " ").slice(0, 19);
+    const text = document.createElement("div");
+    text.className = "text";
+    text.textContent = m.text;
+    const meta = document.createElement("div");
+    meta.className = "meta muted";
+    const parts = [];
+    if (m.direction === "out") parts.push("delivery: " + (m.delivery_status || "—") + (m.delivery_error ? " — " + m.delivery_error : ""));
+    if (m.direction === "in" && m.reply_state) parts.push("reply: " + m.reply_state);
+    const s = m.stats;
+    if (s) {
+      parts.push(s.new_tokens + " tokens");
+      if (m.tokens_per_s) parts.push(fmt(m.tokens_per_s, 1) + " tok/s");
+      if (s.drafted) parts.push("acceptance " + fmt(m.acceptance_rate, 2));
+      if (s.mean_tokens_per_forward) parts.push(fmt(s.mean_tokens_per_forward, 2) + " tok/forward");
+      if (m.ttft_s !== null) parts.push("TTFT " + fmt(m.ttft_s, 2) + " s");
+      if (m.latency_s !== null) parts.push("latency " + fmt(m.latency_s, 2) + " s");
+    }
+    meta.textContent = parts.join(" · ");
+    li.append(who, text, meta);
+    return li;
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(thread.dataset.poll, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const body = await response.text();
+        if (body !== last) {
+          const first = last === "";
+          last = body;
+          const data = JSON.parse(body);
+          if (!first) list.replaceChildren(...data.messages.map(render));
+          document.getElementById("conv-status").textContent = data.conversation.status;
+          document.getElementById("conv-mode").textContent = data.conversation.bot_paused ? "an agent has it" : "the bot answers";
+        }
+      }
+    } catch (e) { /* offline for a moment: try again on the next tick */ }
+    setTimeout(poll, 3000);
+  }
+  poll();
+})();

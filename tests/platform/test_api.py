@@ -1,0 +1,102 @@
+"""The REST API: token auth, bots CRUD + publish, knowledge, conversations, agent replies, stats, schema."""
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from bots.models import Bot, KnowledgeItem
+
+from .conftest import make_conversation
+
+
+@pytest.fixture
+def api():
+    def as_user(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        return client
+
+    return as_user
+
+
+def test_it_requires_authentication(db):
+    assert APIClient().get("/api/bots/").status_code == 401
+
+
+def test_it_creates_edits_and_publishes_a_bot(api, alice, acme):
+    client = api(alice)
+    response = client.post("/api/bots/", {"name": "Zed", "tone": "formal"}, format="json")
+    assert response.status_code == 201, response.content
+    bot = Bot.objects.get(id=response.json()["id"])
+    assert bot.organization == acme and bot.tone == "formal"
+    assert client.patch(f"/api/bots/{bot.id}/", {"greeting": "Hey"}, format="json").json()["greeting"] == "Hey"
+    published = client.post(f"/api/bots/{bot.id}/publish/").json()
+    assert published["published_version"] == 1 and published["has_unpublished_changes"] is False
+    assert client.get("/api/bots/").json()["count"] == 1
+    assert client.post("/api/bots/", {"tone": "grumpy"}, format="json").status_code == 400
+    assert client.delete(f"/api/bots/{bot.id}/").status_code == 204
+
+
+def test_it_manages_knowledge_only_for_its_own_bots(api, alice, acme_bot, globex_bot):
+    client = api(alice)
+    response = client.post("/api/knowledge/", {"bot": acme_bot.id, "kind": "faq", "title": "Q?", "body": "A."}, format="json")
+    assert response.status_code == 201
+    assert client.post("/api/knowledge/", {"bot": globex_bot.id, "title": "x", "body": "y"}, format="json").status_code == 400
+    listed = client.get("/api/knowledge/", {"bot": acme_bot.id}).json()
+    assert {item["bot"] for item in listed["results"]} == {acme_bot.id} and listed["count"] == 2
+    assert KnowledgeItem.objects.filter(bot=globex_bot).count() == 1
+    assert client.get("/api/knowledge/", {"bot": "x"}).status_code == 400
+
+
+def test_it_lists_conversations_and_takes_an_agent_reply(api, bob, acme_bot, globex_bot):
+    make_conversation(acme_bot, channel="preview", thread="p")
+    conversation, _ = make_conversation(acme_bot, channel="widget", thread="w")
+    make_conversation(globex_bot, channel="widget", thread="g")
+    client = api(bob)  # agents may use conversations
+    listed = client.get("/api/conversations/").json()
+    assert listed["count"] == 1  # the widget one; preview threads and Globex's are not listed
+    response = client.post(f"/api/conversations/{conversation.id}/reply/", {"text": "Bob here"}, format="json")
+    assert response.status_code == 201 and response.json()["sender"] == "agent"
+    assert client.post(f"/api/conversations/{conversation.id}/reply/", {"text": ""}, format="json").status_code == 400
+    messages = client.get(f"/api/conversations/{conversation.id}/messages/").json()
+    assert [m["text"] for m in messages] == ["Hello there", "Bob here"]
+    state = client.post(f"/api/conversations/{conversation.id}/control/", {"status": "closed", "bot_paused": False}, format="json").json()
+    assert state["status"] == "closed" and state["bot_paused"] is False
+    assert client.get("/api/bots/").status_code == 403  # but not bots
+    assert client.get("/api/stats/").status_code == 403
+
+
+def test_it_serves_stats(api, alice, acme_bot):
+    client = api(alice)
+    assert client.get("/api/stats/", {"days": 7}).json()["days"] == 7
+    assert client.get(f"/api/bots/{acme_bot.id}/stats/").json()["conversations"] == 0
+    assert client.get("/api/stats/", {"days": 9999}).status_code == 400
+
+
+def test_it_serves_the_schema_and_docs_without_a_cdn(client, db):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200 and b"/api/conversations/{id}/reply/" in schema.content
+    docs = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in docs.lower() and "cdn.jsdelivr" not in docs and "/static/drf_spectacular_sidecar/" in docs
+
+
+def test_it_shows_and_replaces_the_users_token(client, alice):
+    client.force_login(alice)
+    assert b"You have no token yet" in client.get("/accounts/api-token/").content
+    client.post("/accounts/api-token/")
+    first = Token.objects.get(user=alice).key
+    assert first.encode() in client.get("/accounts/api-token/").content
+    client.post("/accounts/api-token/")
+    assert Token.objects.get(user=alice).key != first
+
+
+def test_it_takes_customer_messages_on_the_api_channel(api, alice, acme_bot, globex_bot):
+    client = api(alice)
+    body = {"bot": acme_bot.id, "thread": "user-7", "text": "Hello?", "external_id": "m1"}
+    response = client.post("/api/conversations/inbound/", body, format="json")
+    assert response.status_code == 201 and response.json()["reply_state"] == "pending"
+    assert client.post("/api/conversations/inbound/", body, format="json").status_code == 200  # a retry: stored once
+    conversation = client.get("/api/conversations/", {"channel": "api"}).json()["results"][0]
+    assert conversation["external_id"] == "user-7"
+    other = {**body, "bot": globex_bot.id, "external_id": "m2"}
+    assert client.post("/api/conversations/inbound/", other, format="json").status_code == 400
+    assert client.post("/api/conversations/inbound/", {"bot": acme_bot.id}, format="json").status_code == 400

@@ -1,0 +1,72 @@
+"""Invitations: owners and admins invite by email; the link makes a member (and a user if needed)."""
+import re
+
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from bots.models import Invitation, Membership
+
+
+def invite(client, email, role="agent"):
+    return client.post(reverse("org:members"), {"email": email, "role": role})
+
+
+def accept_link(mail):
+    return re.search(r"https?://[^/\s]+(/accounts/invite/\S+/)", mail["message"].get_content()).group(1)
+
+
+def test_it_invites_a_new_person_who_signs_up_through_the_link(client, alice, smtp_settings):
+    client.force_login(alice)
+    assert invite(client, "erin@example.com").status_code == 302
+    mail = smtp_settings.messages[0]
+    assert mail["to"] == ["erin@example.com"] and "Acme" in mail["message"]["Subject"]
+    client.logout()
+    link = accept_link(mail)
+    response = client.post(link, {"username": "erin", "password1": "erin-passphrase-9", "password2": "erin-passphrase-9"})
+    assert response.status_code == 302 and response["Location"] == reverse("inbox:list")
+    erin = get_user_model().objects.get(username="erin")
+    assert erin.email == "erin@example.com"
+    assert Membership.objects.get(user=erin).role == "agent"
+    assert client.get(link).status_code == 404  # used once
+
+
+def test_it_lets_an_existing_user_join_a_second_organisation_and_switch(client, alice, charlie, smtp_settings):
+    client.force_login(charlie)
+    invite(client, "alice@example.com", role="admin")
+    link = accept_link(smtp_settings.messages[0])
+    client.force_login(alice)
+    assert client.post(link).status_code == 302
+    assert Membership.objects.filter(user=alice).count() == 2
+    page = client.get(reverse("org:members"))
+    assert b"Switch organisation" in page.content and page.context["organization"].name == "Globex"
+    acme = Membership.objects.get(user=alice, role="owner").organization
+    client.post(reverse("switch-organization"), {"organization": acme.id})
+    assert client.get(reverse("org:members")).context["organization"] == acme
+
+
+def test_it_refuses_switching_to_an_organisation_the_user_is_not_in(client, alice, globex):
+    client.force_login(alice)
+    assert client.post(reverse("switch-organization"), {"organization": globex.id}).status_code == 404
+    assert client.post(reverse("switch-organization"), {"organization": "x"}).status_code == 404
+
+
+def test_it_does_not_let_agents_invite(client, bob, smtp_settings):
+    client.force_login(bob)
+    invite(client, "mallory@example.com", role="owner")
+    assert not Invitation.objects.exists() and smtp_settings.messages == []
+
+
+def test_it_does_not_let_admins_invite_owners(client, acme, smtp_settings):
+    from tests.conftest import make_member
+
+    admin = make_member(acme, "adam", "admin")
+    client.force_login(admin)
+    response = invite(client, "mallory@example.com", role="owner")
+    assert response.status_code == 400 and not Invitation.objects.exists()
+    assert invite(client, "mallory@example.com", role="agent").status_code == 302
+
+
+def test_it_rejects_an_invalid_email(client, alice, smtp_settings):
+    client.force_login(alice)
+    assert invite(client, "not an email").status_code == 400
+    assert not Invitation.objects.exists()

@@ -1,0 +1,77 @@
+"""The pipeline end to end on real PostgreSQL, Redis and Celery workers (the bundled model):
+a stored message becomes a stored, delivered reply with decoding stats, once."""
+import re
+
+from tests.conftest import wait_for
+
+from bots import services
+from bots.models import Conversation, Message
+
+
+def reply_to(inbound):
+    return Message.objects.filter(reply_to=inbound).first()
+
+
+def test_it_turns_a_stored_message_into_a_stored_reply_with_stats(transactional_db, celery_workers, acme_bot):
+    received = services.receive(bot=acme_bot, channel="preview", thread_id="t1", text="When are you open?")
+    assert received.created and received.message.reply_state == "pending"
+    reply = wait_for(lambda: reply_to(received.message), timeout=120, what="the bot's reply")
+    assert reply.sender == "bot" and reply.text.strip()
+    assert reply.stats["new_tokens"] > 0 and reply.stats["target_forwards"] > 0
+    assert reply.latency_s > 0 and reply.tokens_per_s > 0 and reply.ttft_s is not None
+    received.message.refresh_from_db()
+    assert received.message.reply_state == "done"
+    wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="delivery")
+
+
+def succeeded(worker):
+    return len(re.findall(r"generate_reply\[[^\]]+\] succeeded", worker.output()))
+
+
+def test_it_stores_one_reply_when_the_task_runs_twice(transactional_db, celery_workers, acme_bot):
+    from inference.tasks import generate_reply
+
+    worker = celery_workers["inference"]
+    before = succeeded(worker)
+    received = services.receive(bot=acme_bot, channel="preview", thread_id="t2", text="Hi!")
+    generate_reply.delay(received.message.id)  # a duplicate enqueue, beside the one receive() queued
+    wait_for(lambda: reply_to(received.message), timeout=120, what="the bot's reply")
+    assert generate_reply.apply(args=[received.message.id]).get() is None  # in-process: nothing to do twice
+    wait_for(lambda: succeeded(worker) >= before + 2, what="both queued tasks to finish")
+    assert Message.objects.filter(reply_to=received.message).count() == 1
+    assert Message.objects.filter(conversation=received.conversation, direction="out").count() == 1
+
+
+def test_it_returns_the_first_reply_when_recorded_twice(db, acme_bot):
+    received = services.receive(bot=acme_bot, channel="preview", thread_id="t3", text="Hi")
+    first, created = services.record_reply(received.message, "one", {"new_tokens": 1})
+    second, created_again = services.record_reply(received.message, "two", {"new_tokens": 1})
+    assert created and not created_again and second.id == first.id and second.text == "one"
+
+
+def test_it_hands_off_to_a_human_and_emails_the_team(transactional_db, celery_workers, mailbox, alice, bob, acme_bot):
+    received = services.receive(bot=acme_bot, channel="preview", thread_id="t4", text="Can I talk to a human please?")
+    conversation = Conversation.objects.get(id=received.conversation.id)
+    assert conversation.bot_paused and conversation.needs_human
+    assert received.message.reply_state == "skipped"
+    notice = Message.objects.get(reply_to=received.message)
+    assert notice.sender == "system" and notice.text == services.HANDOFF_REPLY
+    mails = wait_for(lambda: mailbox.messages, what="the handoff email")
+    assert sorted(mails[0]["to"]) == ["alice@example.com", "bob@example.com"]
+    assert f"/inbox/{conversation.id}/" in mails[0]["message"].get_content()
+    # While the agent has it, the bot stays silent.
+    later = services.receive(bot=acme_bot, channel="preview", thread_id="t4", text="Hello?")
+    assert later.message.reply_state == "skipped"
+
+
+def test_it_retrieves_knowledge_from_its_own_bot_only(db, acme_bot, globex_bot):
+    from bots.prompts import build_messages
+
+    question = "Do you take new patients?"  # answered by Globex's knowledge, not Acme's
+    system = build_messages(acme_bot.live_config(), [{"role": "user", "content": question}], question)[0]["content"]
+    assert "Globex secret" not in system
+    system = build_messages(globex_bot.live_config(), [{"role": "user", "content": question}], question)[0]["content"]
+    assert "Globex secret" in system
+    hours = "What are your opening hours?"
+    system = build_messages(acme_bot.live_config(), [{"role": "user", "content": hours}], hours)[0]["content"]
+    assert "Monday to Friday" in system

@@ -1,0 +1,79 @@
+"""Dashboard numbers (bots.stats): percentiles, daily series, speculative-decoding figures, handoff rate."""
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from bots import services, stats
+from bots.models import Message
+
+from .conftest import make_conversation
+
+
+@pytest.mark.parametrize(
+    "values,q,expected",
+    [([], 50, None), ([3.0], 95, 3.0), ([1, 2, 3, 4], 50, 2.5), ([1, 2, 3, 4, 5], 50, 3.0),
+     (list(range(1, 101)), 95, 95.05), ([5, None, 1], 100, 5.0)],
+)  # fmt: skip
+def test_it_computes_percentiles(values, q, expected):
+    assert stats.percentile(values, q) == expected
+
+
+def answer(inbound, latency, **stat):
+    Message.objects.filter(id=inbound.id).update(reply_state="pending")
+    inbound.refresh_from_db()
+    reply, _ = services.record_reply(inbound, "ok", stat)
+    Message.objects.filter(id=reply.id).update(latency_s=latency)
+    return reply
+
+
+def test_it_summarises_an_organisation(acme, acme_bot, globex_bot):
+    _, m1 = make_conversation(acme_bot, thread="a")
+    _, m2 = make_conversation(acme_bot, thread="b")
+    answer(m1, 1.0, new_tokens=30, target_forwards=10, drafted=40, accepted=20, tokens_per_s=20.0, ttft_s=0.2)
+    answer(m2, 3.0, new_tokens=10, target_forwards=10, drafted=10, accepted=0, tokens_per_s=10.0, ttft_s=0.4)
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    services.receive(bot=acme_bot, channel="widget", thread_id="c", text="Human please!")
+    make_conversation(globex_bot, thread="g")  # another tenant: never counted
+
+    data = stats.summary(acme, days=7)
+    assert data["conversations"] == 3
+    assert data["messages"] == 2 + 2 + 2  # 3 inbound, 2 bot replies, 1 handoff notice
+    assert data["replies"] == 2
+    assert data["latency_median_s"] == 2.0 and data["latency_p95_s"] == 2.9
+    assert data["ttft_median_s"] == 0.3
+    assert data["tokens_per_s"] == 15.0
+    assert data["acceptance_rate"] == 0.4  # (20 + 0) / (40 + 10)
+    assert data["tokens_per_forward"] == 2.0  # (30 + 10) / (10 + 10)
+    assert data["handoff_rate"] == round(1 / 3, 3)
+    today = data["series"][-1]
+    assert len(data["series"]) == 7 and today["day"] == timezone.localdate().isoformat()
+    assert today["conversations"] == 3 and today["inbound"] == 3 and today["outbound"] == 3
+
+
+def test_it_summarises_one_bot_and_skips_old_messages(acme, acme_bot):
+    from bots.models import Bot
+
+    other = Bot.objects.create(organization=acme, name="Other")
+    other.publish()
+    _, old = make_conversation(acme_bot, thread="old")
+    Message.objects.filter(id=old.id).update(created=timezone.now() - timedelta(days=30))
+    make_conversation(other, thread="x")
+    data = stats.summary(acme, bot=acme_bot, days=14)
+    assert data["messages"] == 0 and data["latency_median_s"] is None and data["acceptance_rate"] is None
+
+
+def test_it_renders_the_dashboards_with_local_chart_library(client, alice, acme_bot):
+    _, m1 = make_conversation(acme_bot)
+    answer(m1, 1.5, new_tokens=8, target_forwards=4, drafted=8, accepted=4, tokens_per_s=12.0, ttft_s=0.1)
+    client.force_login(alice)
+    page = client.get(reverse("dashboards:org")).content.decode()
+    assert "/static/chatnexus/vendor/chart.umd.min.js" in page and "cdn" not in page.lower()
+    assert "2.0×" in page  # tokens per target forward
+    page = client.get(reverse("dashboards:bot", args=[acme_bot.id]), {"days": "30"}).content.decode()
+    assert "Last 30 days" in page
+    assert client.get(reverse("dashboards:org"), {"format": "json"}).json()["replies"] == 1
+    assert client.get("/static/chatnexus/vendor/chart.umd.min.js").status_code == 200
