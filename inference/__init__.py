@@ -1,0 +1,1 @@
+"""ChatNexus inference: the speculative-decoding engine (`inference.engine`) and its glue."""

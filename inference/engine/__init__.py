@@ -1,0 +1,24 @@
+"""ChatNexus speculative-decoding engine: pure PyTorch + transformers, no Django.
+
+    from inference.engine import Engine, BUNDLED_TARGET
+    engine = Engine(target=BUNDLED_TARGET, drafter="lookup")      # or "none", "model:<spec>"
+    for delta in engine.stream([{"role": "user", "content": "Hello"}], max_new_tokens=64):
+        print(delta, end="")
+    print(engine.last_stats.as_dict())
+
+Modules: loading (models, GGUF cache, vocab check) · drafters/ (none, lookup, model) ·
+verify (greedy + Leviathan et al. 2023 Algorithm 1) · decode (the loop) · draft_length ·
+text (streaming detokenisation, stop strings) · stats · engine (Engine, get_engine).
+"""
+
+from .drafters import DRAFTERS, Drafter, make_drafter
+from .engine import Engine, get_engine
+from .errors import EngineError, ModelNotFoundError, UnsupportedArchitectureError, VocabularyMismatchError
+from .loading import BUNDLED_TARGET, load_model
+from .stats import GenerationResult, GenerationStats
+
+__all__ = [
+    "BUNDLED_TARGET", "DRAFTERS", "Drafter", "Engine", "EngineError", "GenerationResult", "GenerationStats",
+    "ModelNotFoundError", "UnsupportedArchitectureError", "VocabularyMismatchError", "get_engine",
+    "load_model", "make_drafter",
+]

@@ -1,0 +1,126 @@
+"""The decode loop: prefill once, then draft -> verify -> roll back, until EOS or the budget.
+
+    prefill:  target(prompt)                        -> first token (the cache holds the prompt)
+    step:     draft = drafter.propose(ids, k)       # [k']
+              logits = target([last] + draft)      # [1, k'+1, V] — one forward verifies all
+              emitted = verify(draft, logits)      # accepted prefix + correction/bonus token
+              cache.crop(len(ids) - 1)             # drop rejected drafts: cache = all but `last`
+Invariant between steps: the target cache holds every token except the newest one, which
+is fed first in the next forward. With the `none` drafter this is plain decoding.
+
+`speculative_decode` yields the new tokens of each step, already cut at EOS and at
+max_new_tokens, so callers can stream them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .draft_length import DraftLength
+from .drafters.base import Drafter
+from .errors import EngineError
+from .forward import cache_argument, crop, extend, new_cache, prefill
+from .sampling import SamplingParams, probs_from_logits, sample
+from .stats import GenerationStats
+from .verify import verify_greedy, verify_sampling
+
+
+@dataclass
+class DecodeRequest:
+    prompt_ids: torch.Tensor  # [1, S] on the model's device
+    max_new_tokens: int  # hard cap on generated tokens
+    sampling: SamplingParams  # temperature / top-k / top-p, shared by target and draft
+    eos_token_ids: frozenset[int]  # any of these ends the reply (and is returned)
+    generator: torch.Generator | None  # per-request randomness (sampling only)
+
+
+def context_budget(model, prompt_len: int, max_new_tokens: int) -> int:
+    """Clip max_new_tokens so prompt + reply fits max_position_embeddings."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None:
+        return max_new_tokens
+    if prompt_len >= limit:
+        raise EngineError(f"prompt has {prompt_len} tokens but the model's context is {limit}; shorten it")
+    return min(max_new_tokens, limit - prompt_len)
+
+
+def first_token(logits: torch.Tensor, request: DecodeRequest) -> int:
+    """logits: [1, V] -> the token the target itself picks (argmax or a sample from p)."""
+    if request.sampling.greedy:
+        return int(logits.argmax(dim=-1))
+    return int(sample(probs_from_logits(logits, request.sampling), request.generator))
+
+
+def verify(draft_ids: torch.Tensor, draft_probs: torch.Tensor | None, logits: torch.Tensor,
+           request: DecodeRequest) -> list[int]:
+    """logits: [k+1, V] -> emitted tokens (accepted drafts + one target token)."""
+    if request.sampling.greedy:
+        return verify_greedy(draft_ids, logits)
+    return verify_sampling(draft_ids, draft_probs, probs_from_logits(logits, request.sampling), request.generator)
+
+
+def cut(tokens: list[int], produced: int, request: DecodeRequest) -> tuple[list[int], str | None]:
+    """Cut a step's tokens at the first EOS and at max_new_tokens; say why it stopped, if it did."""
+    for i, token in enumerate(tokens):
+        if token in request.eos_token_ids:
+            return tokens[: i + 1], "eos"
+    room = request.max_new_tokens - produced
+    if len(tokens) >= room:
+        return tokens[:room], "length"
+    return tokens, None
+
+
+@torch.inference_mode()
+def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_length: DraftLength,
+                       stats: GenerationStats) -> Iterator[list[int]]:
+    """Yield lists of new token ids, step by step; fills `stats` (stop_reason included)."""
+    started = time.perf_counter()
+    cache_arg = cache_argument(model)
+    prompt_len = request.prompt_ids.shape[1]
+    stats.prompt_tokens = prompt_len
+    if request.max_new_tokens <= 0:
+        return
+    # ids: [1, S + max_new] buffer; ids[:, :length] is the sequence so far
+    ids = torch.empty(1, prompt_len + request.max_new_tokens, dtype=torch.long, device=request.prompt_ids.device)
+    ids[:, :prompt_len] = request.prompt_ids
+    drafter.begin(request.prompt_ids, request.sampling, request.generator)
+
+    cache = new_cache(model)
+    logits = prefill(model, cache_arg, cache, request.prompt_ids)  # [1, 1, V]
+    tokens, reason = cut([first_token(logits[:, -1], request)], 0, request)
+    stats.record_step(drafted=0, accepted=0)
+    stats.verify_s += time.perf_counter() - started
+    stats.ttft_s = time.perf_counter() - started
+    ids[0, prompt_len] = tokens[0]
+    length, produced = prompt_len + 1, 1
+    stats.new_tokens = produced
+    yield tokens
+    while reason is None:
+        # never draft past the budget: the step emits up to k + 1 tokens
+        k = min(draft_length.next(), request.max_new_tokens - produced - 1)
+        t0 = time.perf_counter()
+        draft_ids, draft_probs = drafter.propose(ids[:, :length], k) if k > 0 else (ids[0, :0], None)
+        draft_ids = draft_ids[:max(k, 0)]  # [k']
+        t1 = time.perf_counter()
+        step_input = torch.cat((ids[0, length - 1:length], draft_ids))[None]  # [1, k'+1]
+        logits = extend(model, cache_arg, cache, step_input, start=length - 1, keep=step_input.shape[1])
+        emitted = verify(draft_ids, draft_probs, logits[0], request)  # len n + 1
+        accepted = len(emitted) - 1
+        crop(cache, length + accepted)  # cache = everything but the newest token
+        t2 = time.perf_counter()
+        ids[0, length:length + len(emitted)] = torch.tensor(emitted, dtype=torch.long)
+        length += len(emitted)
+        drafter.update(accepted, ids[:, :length])
+        draft_length.update(len(draft_ids), accepted)
+        stats.record_step(drafted=len(draft_ids), accepted=accepted)
+        stats.draft_s += t1 - t0 + time.perf_counter() - t2
+        stats.verify_s += t2 - t1
+        tokens, reason = cut(emitted, produced, request)
+        produced += len(tokens)
+        stats.new_tokens = produced
+        yield tokens
+    stats.stop_reason = reason

@@ -1,0 +1,31 @@
+"""The drafter interface: propose k tokens cheaply; the target verifies them in one forward.
+
+A simplified form of transformers' `candidate_generator` seam:
+    begin(prompt_ids, sampling, generator)   at request start (reset per-request state)
+    propose(ids [1, N], k) -> (draft_ids [k'], draft_probs [k', V] | None), k' <= k
+    update(num_accepted, ids_after [1, N'])  after verification (crop caches, catch up)
+`draft_probs=None` marks a deterministic drafter: verification then uses q = one-hot.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..sampling import SamplingParams
+
+
+class Drafter:
+    """Base class; subclasses set `name` and override `propose` (and `begin`/`update` if stateful)."""
+
+    name = "none"
+
+    def begin(self, prompt_ids: torch.Tensor, sampling: SamplingParams = SamplingParams(),
+              generator: torch.Generator | None = None) -> None:
+        """Start a request: prompt_ids [1, S]."""
+
+    def propose(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ids: [1, N] every token so far -> draft_ids [k'] (k' <= k), draft_probs [k', V] or None."""
+        raise NotImplementedError
+
+    def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
+        """num_accepted of the last proposal survived; ids_after: [1, N'] the accepted sequence."""

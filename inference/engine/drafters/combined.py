@@ -1,0 +1,87 @@
+"""Combined drafting: per step, the best proposal of several drafters ("suffix+lookup", ...).
+
+    spec "suffix+lookup"                      suffix index and prompt lookup
+    spec "suffix+lookup+model:<model spec>"   ... and a draft model, only when both come up short
+
+Each step every cheap member (suffix, lookup) proposes; the proposal with the most expected
+accepted tokens wins. Expected accepted tokens: the suffix drafter's own estimate (path
+probabilities from its counts); for the others sum_i a^i over the draft, with a the
+member's measured acceptance rate (running average, per engine). A draft model costs a
+forward per token, so it is asked only when the cheap members expect less than
+`model_below` accepted tokens.
+
+Members that proposed are all told the outcome: the chosen one its accepted count, the
+others 0 (so a draft model crops its cache back to the accepted tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..draft_length import DraftLength
+from .base import Drafter
+
+
+class CombinedDrafter(Drafter):
+    max_draft_length = 32  # self-paced; members without their own pace get an adaptive k
+
+    def __init__(self, members: list[Drafter], model_below: float = 1.0):
+        self.members = members
+        self.name = "+".join(m.name for m in members)
+        self.model_below = model_below  # ask draft models only below this expected length
+        self.max_draft_length = max(getattr(m, "max_draft_length", 16) for m in members)
+        self.lengths: dict[int, DraftLength] = {}  # adaptive k per member that does not pace itself
+        self.acceptance = {id(m): 0.5 for m in members}  # running acceptance rate per member
+        self.chosen: Drafter | None = None  # whose proposal went to the target this step
+        self.drafted = 0  # its length
+        self.asked: list[Drafter] = []
+
+    def set_index(self, index) -> None:
+        for m in self.members:
+            if hasattr(m, "set_index"):
+                m.set_index(index)
+
+    def begin(self, prompt_ids, sampling=None, generator=None) -> None:
+        for m in self.members:
+            m.begin(prompt_ids, *(() if sampling is None else (sampling, generator)))
+        self.lengths = {id(m): DraftLength() for m in self.members if not getattr(m, "max_draft_length", None)}
+        self.chosen, self.asked = None, []
+
+    def _k(self, member: Drafter, k: int) -> int:
+        length = self.lengths.get(id(member))
+        return k if length is None else min(k, length.next())
+
+    def _score(self, member: Drafter, n: int) -> float:
+        if n == 0:
+            return 0.0
+        if hasattr(member, "last_score"):
+            return member.last_score
+        a = self.acceptance[id(member)]
+        return sum(a ** (i + 1) for i in range(n))
+
+    def propose(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        best, best_score, best_member = (ids[0, :0], None), 0.0, None
+        self.asked = []
+        cheap = [m for m in self.members if not m.name.startswith("model:")]
+        models = [m for m in self.members if m.name.startswith("model:")]
+        for group in (cheap, models):
+            if group is models and best_score >= self.model_below:
+                break
+            for m in group:
+                draft_ids, draft_probs = m.propose(ids, self._k(m, k))
+                self.asked.append(m)
+                score = self._score(m, len(draft_ids))
+                if score > best_score:
+                    best, best_score, best_member = (draft_ids, draft_probs), score, m
+        self.chosen, self.drafted = best_member, len(best[0])
+        return best
+
+    def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
+        for m in self.asked:
+            m.update(num_accepted if m is self.chosen else 0, ids_after)
+        m = self.chosen
+        if m is not None and self.drafted:
+            length = self.lengths.get(id(m))
+            if length is not None:
+                length.update(self.drafted, num_accepted)
+            self.acceptance[id(m)] = 0.8 * self.acceptance[id(m)] + 0.2 * num_accepted / self.drafted

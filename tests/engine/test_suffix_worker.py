@@ -1,0 +1,24 @@
+"""The worker glue: a bot's suffix index is rebuilt once per process from its stored replies."""
+
+from __future__ import annotations
+
+from inference import runtime
+
+
+def test_it_rebuilds_a_bots_index_once_and_remembers_new_replies(tiny_engine):
+    calls = []
+
+    def stored_replies(bot_id):
+        calls.append(bot_id)
+        return [("We open at nine.", "When do you open?"), ("Closed on Sunday.", "Open Sunday?")]
+
+    with runtime.generation_lock:
+        runtime.ensure_memory(tiny_engine, 12, stored_replies)
+        runtime.ensure_memory(tiny_engine, 12, stored_replies)
+    assert calls == [12]
+    index = tiny_engine.memory.get(runtime.namespace_for(12))
+    assert index.replies == 2
+    runtime.remember_reply(tiny_engine, 12, "We open at nine, see you!", "hours?")
+    assert index.replies == 3
+    assert runtime.namespace_for(13) not in tiny_engine.memory  # other bots untouched
+    tiny_engine.memory.forget(runtime.namespace_for(12))
