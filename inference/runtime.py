@@ -21,6 +21,29 @@ def engine_for(drafter: str | None = None):
     )
 
 
+def namespace_for(bot_id):
+    """The suffix-index namespace of a bot: drafts never cross bots (nor organisations)."""
+    return f"bot-{bot_id}"
+
+
+def ensure_memory(engine, bot_id, stored_replies):
+    """Build the bot's suffix index in this process on its first message (and after the
+    index was evicted): ``stored_replies(bot_id)`` -> [(reply text, question text)], oldest first.
+    Call it holding ``generation_lock``."""
+    namespace = namespace_for(bot_id)
+    if namespace in engine.memory:
+        return
+    engine.memory.get(namespace)  # created even when empty: the database is asked once
+    for reply, question in stored_replies(bot_id):
+        engine.remember(namespace, reply, question)
+
+
+def remember_reply(engine, bot_id, reply, question):
+    """Teach the bot's suffix index a stored reply."""
+    with generation_lock:
+        engine.remember(namespace_for(bot_id), reply, question)
+
+
 def count_tokens(engine, messages):
     ids = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if hasattr(ids, "keys"):  # BatchEncoding in newer transformers

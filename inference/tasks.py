@@ -18,13 +18,15 @@ from django.conf import settings
 from django.db import OperationalError
 
 from bots import events, services
-from bots.models import Message
+from bots.models import Conversation, Message
 from bots.prompts import build_messages
 
 from . import runtime
+from .engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 HISTORY_TURNS = 12
+REMEMBERED_REPLIES = 200  # a bot's latest stored replies its suffix index is rebuilt from
 
 
 @shared_task(
@@ -48,7 +50,24 @@ def generate_reply(self, message_id):
 
     conversation = inbound.conversation
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
-    engine = runtime.engine_for(config.get("drafter") or None)
+    try:
+        text, stats = _generate(inbound, config)
+    except (OperationalError, SoftTimeLimitExceeded):
+        raise  # database hiccup: retried by autoretry_for; time limit: Celery's own handling
+    except Exception as error:  # noqa: BLE001 - a broken model or prompt must not leave the customer hanging silently
+        log.exception("generate_reply: message %s failed", message_id)
+        _mark_failed(inbound, error)
+        return None
+    reply, created = services.record_reply(inbound, text, stats)
+    if created:
+        _remember(inbound, config, reply)
+        events.push(conversation.id, "reply.done", reply_to=inbound.id, message=services.serialize_message(reply))
+    return reply.id
+
+
+def _generate(inbound, config):
+    """Build the prompt, run the engine (streaming deltas live); return (text, stats)."""
+    engine = _engine(config.get("drafter") or None)
     max_new = min(int(config.get("max_reply_tokens") or 160), settings.CHATNEXUS_MAX_REPLY_TOKENS)
     messages = build_messages(
         config,
@@ -57,18 +76,37 @@ def generate_reply(self, message_id):
         count_tokens=lambda m: runtime.count_tokens(engine, m),
         max_prompt_tokens=runtime.context_length(engine) - max_new,
     )
-
-    events.push(conversation.id, "reply.start", reply_to=inbound.id)
+    events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
     started = time.perf_counter()
     with runtime.generation_lock:
+        runtime.ensure_memory(engine, inbound.bot_id, _stored_replies)
         text = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0))
         stats = engine.last_stats.as_dict() if engine.last_stats else {}
     stats["wall_s"] = round(time.perf_counter() - started, 4)
     stats["target"] = settings.CHATNEXUS_TARGET
     text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
-    reply, created = services.record_reply(inbound, text, stats)
-    events.push(conversation.id, "reply.done", reply_to=inbound.id, message=services.serialize_message(reply))
-    return reply.id
+    return text, stats
+
+
+def _engine(drafter):
+    """The engine with the bot's drafter; a drafter that cannot load falls back to the default."""
+    try:
+        return runtime.engine_for(drafter)
+    except EngineError:
+        if not drafter or drafter == settings.CHATNEXUS_DRAFTER:
+            raise
+        log.warning("drafter %r failed to load; using %r", drafter, settings.CHATNEXUS_DRAFTER, exc_info=True)
+        return runtime.engine_for(None)
+
+
+def _mark_failed(inbound, error):
+    """Record the failure on the inbound message and flag the conversation for a human."""
+    updated = Message.objects.filter(id=inbound.id, reply_state=Message.ReplyState.PENDING).update(
+        reply_state=Message.ReplyState.FAILED, meta={**(inbound.meta or {}), "error": repr(error)[:500]}
+    )
+    if updated:
+        Conversation.objects.filter(id=inbound.conversation_id).update(needs_human=True)
+        events.push(inbound.conversation_id, "reply.error", reply_to=inbound.id)
 
 
 def _stream(engine, messages, inbound, max_new_tokens, temperature):
@@ -80,12 +118,34 @@ def _stream(engine, messages, inbound, max_new_tokens, temperature):
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             seed=inbound.id,  # sampled replies are reproducible per message
+            namespace=runtime.namespace_for(inbound.bot_id),  # suffix drafting from this bot's replies only
         ):
             text += delta
             events.push(inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta=delta)
     except SoftTimeLimitExceeded:
         log.warning("generate_reply: message %s hit the time limit after %d chars", inbound.id, len(text))
     return text
+
+
+def _remember(inbound, config, reply):
+    """Teach the bot's suffix index the stored reply (preview conversations run a draft config: skipped)."""
+    if inbound.conversation.channel == "preview":
+        return
+    try:
+        runtime.remember_reply(_engine(config.get("drafter") or None), inbound.bot_id, reply.text, inbound.text)
+    except EngineError:  # noqa: PERF203 - drafting memory is an optimisation, never a failure
+        log.warning("could not remember reply %s", reply.id, exc_info=True)
+
+
+def _stored_replies(bot_id):
+    """The bot's latest stored replies and the messages they answered, oldest first."""
+    replies = (
+        Message.objects.filter(bot_id=bot_id, sender=Message.Sender.BOT, reply_to__isnull=False)
+        .exclude(channel="preview")
+        .select_related("reply_to")
+        .order_by("-id")[:REMEMBERED_REPLIES]
+    )
+    return [(reply.text, reply.reply_to.text) for reply in reversed(list(replies))]
 
 
 def _history(inbound):

@@ -185,7 +185,9 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the
+# test thread, and while it lives, async_to_sync() in later (non-browser) tests fails.
+@pytest.fixture(scope="module")
 def _playwright():
     from playwright.sync_api import sync_playwright
 
@@ -193,7 +195,7 @@ def _playwright():
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(_playwright):
     browser = _playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     yield browser

@@ -10,7 +10,10 @@ Turns are answered one by one; each method's own reply goes into its conversatio
 (greedy and lossless, they are all the target's reply). After every reply the engine is
 taught it (`engine.remember(f"bot-{bot}", reply, question)`), so a drafter may use earlier
 replies of the same bot, never later ones and never another bot's. `--limit N` replays
-the first N user messages.
+the first N user messages. A prompt-file line ({"id", "messages"}, as `bench --prompts`
+reads) is one fresh conversation: its messages are the history, the last one the turn,
+and its id its bot — so `--replay inference/data/support_prompts.jsonl` measures fresh
+prompts, with nothing to learn from.
 
 Methods: hf_plain (target alone, HF `generate`, greedy: the reference), none, lookup,
 lookup_k<N>, suffix, suffix+lookup, any other drafter spec (e.g. suffix+lookup+model:<dir>),
@@ -65,6 +68,8 @@ def load_replay(path: str | os.PathLike, limit: int | None = None) -> list[dict]
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ReplayFileError(f"{where}: not valid JSON ({e.msg})") from None
+            if isinstance(row, dict) and "turns" not in row and isinstance(row.get("messages"), list):
+                row = _fresh_conversation(row, where)
             if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("bot"), str)
                     and isinstance(row.get("system", ""), str) and isinstance(row.get("turns"), list)
                     and row["turns"] and all(isinstance(t, str) for t in row["turns"])):
@@ -78,10 +83,23 @@ def load_replay(path: str | os.PathLike, limit: int | None = None) -> list[dict]
                 break
             total += len(turns)
             conversations.append({"id": row["id"], "bot": row["bot"], "system": row.get("system", ""),
-                                  "turns": turns})
+                                  "history": row.get("history", []), "turns": turns})
     if not conversations:
         raise ReplayFileError(f"{path}: no conversations in file")
     return conversations
+
+
+def _fresh_conversation(row: dict, where: str) -> dict:
+    """{"id", "messages": [...]} -> a one-turn conversation of its own bot (nothing to learn)."""
+    messages = row["messages"]
+    if not (messages and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                             and isinstance(m.get("content"), str) for m in messages)
+            and messages[-1]["role"] == "user"):
+        raise ReplayFileError(f'{where}: "messages" must be [{{"role", "content"}}, ...] ending with a user message')
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    history = [{"role": m["role"], "content": m["content"]} for m in messages[1 if system else 0:-1]]
+    return {"id": row.get("id"), "bot": row.get("id"), "system": system, "history": history,
+            "turns": [messages[-1]["content"]]}
 
 
 # ---------------------------------------------------------------------------- methods
@@ -153,7 +171,8 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
         for turn in conv["turns"]:
             history_size = seen.get(conv["bot"], 0)
             for name in names:
-                messages = histories[name].setdefault(conv["id"], [{"role": "system", "content": conv["system"]}])
+                messages = histories[name].setdefault(
+                    conv["id"], [{"role": "system", "content": conv["system"]}] * bool(conv["system"]) + conv["history"])
                 messages.append({"role": "user", "content": turn})
                 input_ids = base.encode(messages)
                 torch.manual_seed(seed)

@@ -13,6 +13,10 @@ REPLY = [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 2]
 OTHER_REPLY = [90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101, 2]
 
 
+def is_prefix(draft: list[int], of: list[int]) -> bool:
+    return 0 < len(draft) and draft == of[:len(draft)]
+
+
 def propose(drafter: SuffixDrafter, index: SuffixIndex | None, context: list[int], k: int = 32) -> list[int]:
     drafter.set_index(index)
     ids = torch.tensor([context])
@@ -49,11 +53,14 @@ def test_it_proposes_the_bots_earlier_reply_after_a_repeated_question():
     index = SuffixIndex()
     index.add(OTHER_REPLY, [30, 31, 2, 1, 50])
     index.add(REPLY, QUESTION)
-    drafter = SuffixDrafter(factor=2.0)
-    draft = propose(drafter, index, [7, 8, 9] + QUESTION)
-    assert draft == REPLY[:16]  # 2 x the 8 matched tokens: far past a fixed k
-    ids = torch.tensor([[7, 8, 9] + QUESTION + draft])  # all accepted: the match grows, so does the draft
-    assert drafter.propose(ids, 32)[0].tolist() == REPLY[16:]  # to the end, EOS included
+    drafter = SuffixDrafter()
+    context = [7, 8, 9] + QUESTION
+    draft = propose(drafter, index, context)
+    assert is_prefix(draft, REPLY) and len(draft) >= 8  # past the adaptive k of other drafters (4)
+    context += draft  # all accepted: the match grows, so does the next draft
+    more = drafter.propose(torch.tensor([context]), 32)[0].tolist()
+    assert len(more) > len(draft) or draft + more == REPLY
+    assert draft + more == REPLY  # the whole reply, EOS included, in two proposals
 
 
 def test_it_follows_the_continuation_seen_most_often():
@@ -66,13 +73,13 @@ def test_it_follows_the_continuation_seen_most_often():
 def test_it_drafts_longer_as_the_match_grows_and_nothing_without_a_match():
     index = SuffixIndex()
     index.add(list(range(100, 160)))
-    drafter = SuffixDrafter(factor=2.0, min_match=2)
+    drafter = SuffixDrafter(min_match=2)
     assert propose(drafter, index, [1, 2, 3]) == []
     assert propose(drafter, index, [1, 100]) == []  # one token is no match
     short = propose(drafter, index, [1, 100, 101])
     long = propose(drafter, index, [1] + list(range(100, 110)))
-    assert short == [102, 103, 104, 105]
-    assert long == list(range(110, 130)) and len(long) > len(short)
+    assert is_prefix(short, list(range(102, 160))) and len(short) <= 4
+    assert is_prefix(long, list(range(110, 160))) and len(long) > 2 * len(short)
 
 
 def test_it_drafts_from_the_conversation_itself_without_a_namespace():
@@ -85,8 +92,8 @@ def test_it_never_proposes_another_namespaces_text():
     memory.remember("bot-a", REPLY, QUESTION)
     memory.remember("bot-b", OTHER_REPLY, QUESTION)
     drafter = SuffixDrafter()
-    assert propose(drafter, memory.get("bot-a"), QUESTION) == REPLY[:16]
-    assert propose(drafter, memory.get("bot-b"), QUESTION) == OTHER_REPLY
+    assert is_prefix(propose(drafter, memory.get("bot-a"), QUESTION), REPLY)
+    assert is_prefix(propose(drafter, memory.get("bot-b"), QUESTION), OTHER_REPLY)
     assert propose(drafter, memory.get("bot-c"), QUESTION) == []
     assert set(memory.get("bot-a").automaton.tokens).isdisjoint(set(OTHER_REPLY) - {2})
 
@@ -116,5 +123,5 @@ def test_it_rebuilds_a_namespace_from_stored_pairs():
     memory = SuffixMemory()
     memory.remember("bot-a", OTHER_REPLY)
     memory.rebuild("bot-a", [(REPLY, QUESTION)])
-    assert propose(SuffixDrafter(), memory.get("bot-a"), QUESTION) == REPLY[:16]
+    assert is_prefix(propose(SuffixDrafter(), memory.get("bot-a"), QUESTION), REPLY)
     assert memory.get("bot-a").replies == 1

@@ -74,3 +74,10 @@ def test_the_cli_runs_a_replay(tiny_target_dir, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "suffix+lookup" in printed and "S bound" in printed and "2/2" in printed
+
+
+def test_a_prompt_file_replays_as_fresh_conversations(tmp_path):
+    prompts = Path(__file__).parents[2] / "inference" / "data" / "support_prompts.jsonl"
+    conversations = load_replay(prompts, limit=3)
+    assert [c["bot"] for c in conversations] == [c["id"] for c in conversations]  # each its own bot
+    assert all(len(c["turns"]) == 1 and c["system"] for c in conversations)
