@@ -1,0 +1,258 @@
+"""Command line for the speculative decoding engine: chat, generate, bench, shrink.
+
+    python -m inference chat                                   # interactive, streams tokens
+    python -m inference generate --prompt "When are you open?" --drafter lookup
+    python -m inference generate --prompts inference/data/support_prompts.jsonl --json
+    python -m inference bench --out bench-out/engine --draft var/drafts/smollm2-L6
+    python -m inference bench --replay inference/data/replay_support.jsonl --out bench-out/replay
+    python -m inference shrink --layers 6 --out var/drafts/smollm2-L6
+
+Prompt files are JSONL: one {"id": str, "messages": [{"role", "content"}, ...]} per line.
+Engine errors (missing model, vocabulary mismatch, ...) print one line and exit with 2.
+Heavy imports (torch, transformers) happen inside the commands, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SHIPPED_PROMPTS = Path(__file__).parent / "data" / "support_prompts.jsonl"
+EXIT_USAGE = 2  # same code argparse uses for bad arguments
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def draft_length(value: str) -> int | None:
+    """`adaptive` -> None (the engine adapts it), else a positive int."""
+    if value == "adaptive":
+        return None
+    try:
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'adaptive', got {value!r}")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    from_engine = "bundled:smollm2-135m-instruct"  # == inference.engine.BUNDLED_TARGET, kept import-free
+    p.add_argument("--target", default=from_engine,
+                   help=f"target model: HF id, local folder, GGUF file or bundled:<name> (default {from_engine})")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is far faster on busy shared cores)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None,
+                   help="new tokens per reply (default 256; bench: 128)")
+
+
+def add_decoding_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drafter", default="lookup",
+                   help="none | lookup | suffix | model:<spec>, or joined by '+' e.g. suffix+lookup (default lookup)")
+    p.add_argument("--draft-length", type=draft_length, default=None, metavar="N|adaptive",
+                   help="draft tokens per step (default adaptive)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="stop string; repeat for several")
+    p.add_argument("--system", default=None, help="system prompt for --prompt and chat")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("chat", help="interactive chat, streaming, with stats after each reply")
+    add_model_options(p)
+    add_decoding_options(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("generate", help="answer one prompt or a JSONL file of conversations")
+    add_model_options(p)
+    add_decoding_options(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one user message")
+    src.add_argument("--prompts", type=Path, help="JSONL file of conversations")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt: id, text, stats")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("bench", help="HF vs our decoding, side by side; writes results.json + speedup.png")
+    add_model_options(p)
+    p.add_argument("--prompts", type=Path, default=SHIPPED_PROMPTS, help="JSONL file (default: shipped set)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--draft", default=None,
+                   help="draft model spec (folder, HF id, GGUF); enables hf_assisted and draft")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset, e.g. hf_plain,none,lookup,lookup_k4")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="only the first N prompts (--replay: the first N user messages)")
+    p.add_argument("--replay", type=Path, default=None, metavar="FILE.jsonl",
+                   help="traffic replay: conversations tagged with a bot id, replayed in order, drafters "
+                        "learning from each bot's earlier replies (methods default: hf_plain,none,lookup,"
+                        "suffix,suffix+lookup; e.g. inference/data/replay_support.jsonl)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("shrink", help="save the target's first N layers as a same-vocabulary draft")
+    add_model_options(p)
+    p.add_argument("--layers", type=positive_int, required=True, help="decoder layers to keep")
+    p.add_argument("--out", type=Path, required=True, help="output folder (load it as model:<folder>)")
+    p.set_defaults(func=cmd_shrink)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_engine(args):
+    from inference.engine import Engine
+
+    return Engine(target=args.target, drafter=args.drafter, device=args.device, dtype=args.dtype,
+                  draft_length=args.draft_length)
+
+
+def decoding_kwargs(args) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens or 256, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop)
+
+
+def stats_line(stats) -> str:
+    """One human line: tokens, speed, acceptance, tokens per target forward, ttft."""
+    accept = "-" if not stats.drafted else f"{stats.acceptance_rate:.0%}"
+    return (f"[{stats.new_tokens} tokens in {stats.total_s:.2f}s, {stats.tokens_per_s:.1f} tok/s, "
+            f"accepted {stats.accepted}/{stats.drafted} ({accept}), "
+            f"{stats.mean_tokens_per_forward:.2f} tok/forward, ttft {1000 * stats.ttft_s:.0f} ms, "
+            f"drafter {stats.drafter}, stop {stats.stop_reason}]")
+
+
+def user_messages(args, text: str) -> list[dict]:
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    return system + [{"role": "user", "content": text}]
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_chat(args) -> int:
+    engine = make_engine(args)
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    print(f"chatting with {args.target} (drafter {args.drafter}); /quit or Ctrl-D to leave",
+          file=sys.stderr)
+    while True:
+        try:
+            text = input("you> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if text.strip() in ("/quit", "/exit"):
+            return 0
+        if not text.strip():
+            continue
+        history.append({"role": "user", "content": text})
+        reply = []
+        print("bot> ", end="", flush=True)
+        for delta in engine.stream(history, **decoding_kwargs(args)):
+            reply.append(delta)
+            print(delta, end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+        print(stats_line(engine.last_stats), file=sys.stderr, flush=True)
+
+
+def cmd_generate(args) -> int:
+    from inference.engine.bench import load_prompts
+
+    if args.prompt is not None:
+        prompts = [{"id": "prompt", "messages": user_messages(args, args.prompt)}]
+    else:
+        prompts = load_prompts(args.prompts)
+    engine = make_engine(args)
+    for p in prompts:
+        result = engine.generate(p["messages"], **decoding_kwargs(args))
+        if args.json:
+            print(json.dumps({"id": p["id"], "text": result.text, "stats": result.stats.as_dict()}),
+                  flush=True)
+        else:
+            if len(prompts) > 1:
+                print(f"### {p['id']}")
+            print(result.text, flush=True)
+            print(stats_line(result.stats), file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from inference.engine.bench import format_table, load_prompts, run_bench
+
+    if args.replay is not None:
+        return cmd_replay(args)
+
+    prompts = load_prompts(args.prompts)[: args.limit]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    results = run_bench(prompts, target=args.target, draft=args.draft, methods=methods,
+                        max_new_tokens=args.max_new_tokens or 128, seed=args.seed,
+                        device=args.device, dtype=args.dtype, out_dir=args.out,
+                        progress=not args.no_progress)
+    print(format_table(results))
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'speedup.png'}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from inference.engine.replay import format_replay_table, load_replay, run_replay
+
+    conversations = load_replay(args.replay, limit=args.limit)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    results = run_replay(conversations, target=args.target, draft=args.draft, methods=methods,
+                         max_new_tokens=args.max_new_tokens or 128, seed=args.seed, device=args.device,
+                         dtype=args.dtype, out_dir=args.out, progress=not args.no_progress,
+                         workload=str(args.replay))
+    print(format_replay_table(results))
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'speedup_by_history.png'}")
+    return 0
+
+
+def cmd_shrink(args) -> int:
+    from inference.engine.bench import make_layer_draft
+
+    out = make_layer_draft(args.target, args.layers, args.out, device=args.device, dtype=args.dtype)
+    print(f"saved a {args.layers}-layer draft of {args.target} to {out} (use --drafter model:{out})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    from inference.engine import EngineError
+    from inference.engine.bench import BenchError
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars between replies
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except (EngineError, BenchError, FileNotFoundError) as e:
+        # Deliberate, explained failures: one line, no traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130

@@ -1,0 +1,50 @@
+"""`python -m inference` as a user runs it: JSON output for machines, clean errors for people."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "inference", *args], cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_chat_keeps_going_until_eof_and_prints_stats_per_reply(tiny_model_dir):
+    proc = run_cli("chat", "--target", str(tiny_model_dir), "--max-new-tokens", "4", "--threads", "1",
+                   stdin="hello\nand again\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("bot> ") == 2
+    assert proc.stderr.count("tok/s") == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_it_prints_one_json_object_per_prompt(tiny_model_dir, prompt_file):
+    proc = run_cli("generate", "--target", str(tiny_model_dir), "--prompts", str(prompt_file),
+                   "--json", "--threads", "1", "--max-new-tokens", "8", "--drafter", "lookup", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    for r in rows:
+        assert isinstance(r["text"], str)
+        assert 0 < r["stats"]["new_tokens"] <= 8
+
+
+def test_a_missing_model_exits_2_with_a_message_and_no_traceback(tmp_path):
+    missing = tmp_path / "no-such-model"
+    proc = run_cli("generate", "--target", str(missing), "--prompt", "hi")
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_prompt_file_exits_2_naming_the_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "messages": [{"role": "user", "content": "hi"}]}\n{oops\n')
+    proc = run_cli("generate", "--prompts", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:2:" in proc.stderr
+    assert "Traceback" not in proc.stderr
