@@ -9,6 +9,7 @@ redelivery after a worker died, a duplicate enqueue) stores and delivers one rep
 """
 import logging
 import os
+import re
 import time
 
 from celery import shared_task
@@ -122,9 +123,33 @@ def _stream(engine, messages, inbound, max_new_tokens, temperature):
         ):
             text += delta
             events.push(inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta=delta)
+            cut = repetition_cut(text)
+            if cut is not None:  # closing the stream ends generation; last_stats still set
+                return cut
     except SoftTimeLimitExceeded:
         log.warning("generate_reply: message %s hit the time limit after %d chars", inbound.id, len(text))
     return text
+
+
+SEGMENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def repetition_cut(text, min_chars=12):
+    """Small models fall into loops ("I'm sorry. I'm sorry. ..."). When a finished sentence or
+    line of at least ``min_chars`` repeats one seen earlier in the reply, return the reply up to
+    that repeat; else None. Cutting keeps the reply a prefix of the model's own output."""
+    seen = set()
+    pieces = SEGMENT.split(text)
+    offset = 0
+    for piece in pieces[:-1]:  # the last piece may still be growing
+        start = text.index(piece, offset)
+        key = " ".join(piece.split()).lower()
+        if len(key) >= min_chars:
+            if key in seen:
+                return text[:start].rstrip()
+            seen.add(key)
+        offset = start + len(piece)
+    return None
 
 
 def _remember(inbound, config, reply):
