@@ -51,11 +51,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=from_engine,
                    help=f"target model: HF id, local folder, GGUF file or bundled:<name> (default {from_engine})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "int8", "int4"],
+                   help="weight precision (int8/int4: weight-only, CPU); default: bf16 on cuda, fp32 on cpu "
+                        "(docs/readme/cpu-speed.md)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is far faster on busy shared cores)")
+                   help="torch CPU threads (default: one per physical core)")
     p.add_argument("--max-new-tokens", type=positive_int, default=None,
                    help="new tokens per reply (default 256; bench: 128)")
 
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="traffic replay: conversations tagged with a bot id, replayed in order, drafters "
                         "learning from each bot's earlier replies (methods default: hf_plain,none,lookup,"
                         "suffix,suffix+lookup; e.g. inference/data/replay_support.jsonl)")
+    p.add_argument("--precisions", default=None, metavar="fp32,bf16,int8,int4",
+                   help="precision benchmark: each precision x --drafters, tokens/s and faithfulness to fp32 "
+                        "(docs/readme/cpu-speed.md)")
+    p.add_argument("--drafters", default="none,lookup", help="with --precisions (default none,lookup)")
+    p.add_argument("--llamacpp", action="store_true",
+                   help="with --precisions: add llama.cpp on the same GGUF (needs llama-cpp-python)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=cmd_bench)
 
@@ -200,6 +207,8 @@ def cmd_bench(args) -> int:
 
     if args.replay is not None:
         return cmd_replay(args)
+    if args.precisions:
+        return cmd_precision_bench(args)
 
     prompts = load_prompts(args.prompts)[: args.limit]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -209,6 +218,21 @@ def cmd_bench(args) -> int:
                         progress=not args.no_progress)
     print(format_table(results))
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'speedup.png'}")
+    return 0
+
+
+def cmd_precision_bench(args) -> int:
+    from inference.engine.bench import load_prompts
+    from inference.engine.precision_bench import format_precision_table, run_precision_bench
+
+    results = run_precision_bench(load_prompts(args.prompts)[: args.limit], target=args.target,
+                                  precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
+                                  drafters=[d.strip() for d in args.drafters.split(",") if d.strip()],
+                                  max_new_tokens=args.max_new_tokens or 96, seed=args.seed,
+                                  device=args.device or "cpu", out_dir=args.out, llamacpp=args.llamacpp,
+                                  progress=not args.no_progress)
+    print(format_precision_table(results))
+    print(f"\nwrote {args.out / 'results.json'}")
     return 0
 
 
@@ -243,10 +267,9 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between replies
 
-    if args.threads:
-        import torch
+    from inference.engine.threads import set_threads
 
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # None: one per physical core
     try:
         return args.func(args)
     except (EngineError, BenchError, FileNotFoundError) as e:

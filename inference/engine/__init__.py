@@ -7,8 +7,9 @@
     print(engine.last_stats.as_dict())
 
 Modules: loading (models, GGUF cache, vocab check) · drafters/ (none, lookup, model) ·
-verify (greedy + Leviathan et al. 2023 Algorithm 1) · decode (the loop) · draft_length ·
-text (streaming detokenisation, stop strings) · stats · engine (Engine, get_engine).
+verify (greedy + Leviathan et al. 2023 Algorithm 1) · decode (the loop) · draft_length
+(adaptive k, capped by verify_cost's c_verify(k)) · precision (fp32/bf16/int8/int4 weights) ·
+threads · text (streaming detokenisation, stop strings) · stats · engine (Engine, get_engine).
 """
 
 from .drafters import DRAFTERS, Drafter, make_drafter

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 import torch
 
 from .decode import DecodeRequest, context_budget, speculative_decode
-from .draft_length import DraftLength
+from .draft_length import DraftLength, draft_costs
 from .drafters import Drafter, SuffixMemory, make_drafter
-from .loading import BUNDLED_TARGET, load_model, resolve_device, resolve_dtype
+from .loading import BUNDLED_TARGET, load_model, resolve_device
+from .precision import resolve_precision
 from .sampling import SamplingParams, make_generator
 from .stats import GenerationResult, GenerationStats
 from .text import IncrementalDetokenizer, StopStringFilter
@@ -35,11 +36,13 @@ class Engine:
     def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "lookup", device: str | None = None,
                  dtype: str | torch.dtype | None = None, draft_length: int | None = None):
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model, self.tokenizer = load_model(target, device=self.device, dtype=self.dtype)
+        self.precision = resolve_precision(dtype, self.device)  # weights: fp32|bf16|fp16|int8|int4 (precision.py)
+        self.dtype = self.precision.dtype  # activations
+        self.model, self.tokenizer = load_model(target, device=self.device, dtype=self.precision)
         self.target_spec = target
         self.drafter_spec = drafter
         self.draft_length = draft_length  # None = adaptive, int = fixed k
+        self.cost_aware_draft_length = True  # adaptive k capped by c_verify(k) (draft_length.py)
         self.eos_token_ids = default_eos_token_ids(self.model, self.tokenizer)  # public: benchmarks reuse it
         self.last_stats: GenerationStats | None = None
         self._drafters: dict[str, Drafter] = {}
@@ -49,7 +52,7 @@ class Engine:
     def get_drafter(self, spec: str) -> Drafter:
         """Drafter instances are cached per spec."""
         if spec not in self._drafters:
-            self._drafters[spec] = make_drafter(spec, self.model, self.tokenizer, self.device, self.dtype)
+            self._drafters[spec] = make_drafter(spec, self.model, self.tokenizer, self.device, self.precision)
         return self._drafters[spec]
 
     def remember(self, namespace: str, reply: list[int] | str, question: list[int] | str | None = None) -> None:
@@ -107,7 +110,10 @@ class Engine:
             drafter_.set_index(self.memory.get(namespace))
         # a self-paced drafter (suffix) picks its own length per step, up to its cap
         pace = getattr(drafter_, "max_draft_length", None)
-        length = DraftLength(fixed=self.draft_length or pace)
+        fixed = self.draft_length or pace
+        # adaptive k weighs expected accepted tokens against c_verify(k) of this model (draft_length.py)
+        costs = draft_costs(self.model, drafter_) if fixed is None and self.cost_aware_draft_length else {}
+        length = DraftLength(fixed=fixed, **costs)
         return speculative_decode(self.model, drafter_, request, length, stats)
 
     def generate_ids(self, input_ids: torch.Tensor, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -204,7 +210,7 @@ _engines_lock = threading.Lock()
 def get_engine(target: str = BUNDLED_TARGET, drafter: str = "lookup", device: str | None = None,
                dtype: str | torch.dtype | None = None) -> Engine:
     """One Engine per (target, drafter, device, dtype) per process."""
-    key = (target, drafter, str(resolve_device(device)), resolve_dtype(dtype, resolve_device(device)))
+    key = (target, drafter, str(resolve_device(device)), resolve_precision(dtype, resolve_device(device)).name)
     with _engines_lock:
         if key not in _engines:
             _engines[key] = Engine(target=target, drafter=drafter, device=device, dtype=dtype)

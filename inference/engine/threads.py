@@ -1,0 +1,41 @@
+"""CPU threads, set deliberately: one torch thread per physical core (hyper-threads only add contention).
+
+    set_threads()      # physical cores, e.g. 2 on our CI boxes
+    set_threads(1)     # e.g. when several workers share one box
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def physical_cores() -> int:
+    """Distinct (package, core) pairs in /proc/cpuinfo, limited to the CPUs this process may use."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        cores, package, core = set(), None, None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    package = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not key and core is not None:  # blank line ends one logical CPU
+                    cores.add((package, core))
+                    package = core = None
+        if core is not None:
+            cores.add((package, core))
+        return max(1, min(len(cores) or allowed, allowed))
+    except OSError:
+        return max(1, allowed)
+
+
+def set_threads(n: int | None = None) -> int:
+    """torch.set_num_threads(n or physical cores); returns the number set."""
+    n = n or physical_cores()
+    torch.set_num_threads(n)
+    return n

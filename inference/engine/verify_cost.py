@@ -1,0 +1,76 @@
+"""c_verify(k): the cost of one target forward over k draft tokens (+1) relative to one decode step.
+
+    cost = verify_cost(model)          # measured once per model per process (~1 s on CPU)
+    cost(0) == 1.0; cost(8) -> e.g. 1.4 for int8 weights on a 2-core Xeon, 2.1 for int4
+
+On a CPU, a decode step reads every weight once; verifying k tokens reads them once too but
+does k+1 times the arithmetic, so c_verify(k) grows with k — slowly where the step is bound
+by memory (bf16: ~1.2 at k=16), fast where the matmul kernel is built for one row (int4:
+~3 at k=16). The adaptive draft length (draft_length.py) weighs expected accepted tokens
+against this cost.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from .forward import cache_argument, crop, extend, new_cache
+
+MEASURED_KS = (0, 1, 3, 7, 11, 15)  # draft lengths timed; in between is interpolated linearly
+PROBE_CONTEXT = 64  # tokens already in the cache while timing: a short chat prompt
+
+
+@dataclass(frozen=True)
+class VerifyCost:
+    ks: tuple[int, ...]  # draft lengths measured, ascending, starting at 0
+    relative: tuple[float, ...]  # forward time over k+1 tokens / forward time over 1 token
+    step_s: float  # seconds of one decode step (k = 0)
+
+    def __call__(self, k: int) -> float:
+        """c_verify(k), linear between measured points, extrapolated linearly past the last."""
+        if k <= 0:
+            return 1.0
+        i = min(max(bisect.bisect_left(self.ks, k), 1), len(self.ks) - 1)
+        k0, k1, c0, c1 = self.ks[i - 1], self.ks[i], self.relative[i - 1], self.relative[i]
+        return max(1.0, c0 + (c1 - c0) * (k - k0) / (k1 - k0))
+
+
+_measured: "weakref.WeakKeyDictionary[torch.nn.Module, VerifyCost]" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def verify_cost(model, reps: int = 3) -> VerifyCost:
+    """Measure (once per model per process) c_verify(k) for MEASURED_KS; the best of `reps` each."""
+    with _lock:
+        if model not in _measured:
+            _measured[model] = measure_verify_cost(model, reps=reps)
+        return _measured[model]
+
+
+@torch.inference_mode()
+def measure_verify_cost(model, ks: tuple[int, ...] = MEASURED_KS, reps: int = 3) -> VerifyCost:
+    device = next(model.parameters()).device
+    vocab = model.get_input_embeddings().weight.shape[0]
+    cache_arg, cache = cache_argument(model), new_cache(model)
+    context = min(PROBE_CONTEXT, max(1, getattr(model.config, "max_position_embeddings", 2048) - max(ks) - 2))
+    ids = torch.randint(0, vocab, (1, context + max(ks) + 1), device=device)  # [1, S + k + 1]
+    extend(model, cache_arg, cache, ids[:, :context], start=0, keep=1)
+    best = {k: float("inf") for k in ks}
+    for _ in range(reps + 1):  # the first round warms up the kernels
+        for k in ks:  # interleaved, so load from other processes hits every k alike
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            extend(model, cache_arg, cache, ids[:, context:context + k + 1], start=context, keep=k + 1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best[k] = min(best[k], time.perf_counter() - t0)
+            crop(cache, context)
+    step = best[ks[0]]
+    return VerifyCost(tuple(ks), tuple(best[k] / step for k in ks), step)
