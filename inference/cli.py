@@ -53,7 +53,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "int8", "int4"],
                    help="weight precision (int8/int4: weight-only, CPU); default: bf16 on cuda, fp32 on cpu "
-                        "(docs/readme/cpu-speed.md)")
+                        "(docs/cpu-speed.md)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: one per physical core)")
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "suffix,suffix+lookup; e.g. inference/data/replay_support.jsonl)")
     p.add_argument("--precisions", default=None, metavar="fp32,bf16,int8,int4",
                    help="precision benchmark: each precision x --drafters, tokens/s and faithfulness to fp32 "
-                        "(docs/readme/cpu-speed.md)")
+                        "(docs/cpu-speed.md)")
     p.add_argument("--drafters", default="none,lookup", help="with --precisions (default none,lookup)")
     p.add_argument("--llamacpp", action="store_true",
                    help="with --precisions: add llama.cpp on the same GGUF (needs llama-cpp-python)")

@@ -33,11 +33,11 @@ from .errors import EngineError
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
                   "int8": torch.float32, "int4": torch.float32}
 PRECISIONS = tuple(COMPUTE_DTYPES)
-# device type -> default precision (measured: docs/readme/cpu-speed.md)
+# device type -> default precision (measured: docs/cpu-speed.md)
 # int8/int4 are ~2x faster per CPU step but not yet the default: the bf16 rounding of
 # activations going into their kernels amplifies fp32 attention's 1e-6 differences between
 # a 1-token and a (k+1)-token forward, and on the bundled model a greedy reply with drafts
-# can then leave the one without (docs/readme/cpu-speed.md). Losslessness comes first.
+# can then leave the one without (docs/cpu-speed.md). Losslessness comes first.
 DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
 INT4_GROUP_SIZE = 32  # the GGUF Q4_0/Q4_1 block size
 

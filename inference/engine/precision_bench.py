@@ -10,7 +10,7 @@ prompt 1, then every row on prompt 2, ...) so load from other processes spreads 
     llamacpp             llama-cpp-python on the GGUF file itself (`--llamacpp`; needs the
                          optional `llama-cpp-python`, built from source. Our 0.3.36 build
                          with GGML_NATIVE segfaults in llama_decode on this CPU, see
-                         docs/readme/cpu-speed.md, hence opt-in rather than automatic)
+                         docs/cpu-speed.md, hence opt-in rather than automatic)
 
 Faithfulness, per row, against our fp32 `none` reply of the same prompt:
     identical   replies token-identical to fp32 (n/N)
