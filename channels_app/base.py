@@ -15,6 +15,16 @@ class Adapter:
     """A channel's *send* face. Inbound faces are views/consumers in the channel's module."""
 
     name = ""
+    label = ""  # the channel as errors name it ("email", "WhatsApp")
+
+    def connected_config(self, message):
+        """The bot's enabled ``ChannelConfig`` for this channel; a permanent error without one."""
+        from .models import ChannelConfig
+
+        config = ChannelConfig.objects.filter(bot_id=message.bot_id, kind=self.name).first()
+        if config is None or not config.enabled:
+            raise DeliveryError(f"the bot's {self.label} channel is not connected", transient=False, code="config")
+        return config
 
     def send(self, message) -> str:
         """Deliver the outbound ``message`` (a ``bots.models.Message``); return the

@@ -19,7 +19,6 @@ from django.core.mail import EmailMessage, get_connection
 from bots.models import Message
 
 from ..base import Adapter, DeliveryError
-from ..models import ChannelConfig
 
 _RE = re.compile(r"^\s*(re|aw|sv|antw|r)\s*(\[\d+\])?\s*:", re.I)
 
@@ -54,11 +53,10 @@ def smtp_connection(config):
 
 class EmailAdapter(Adapter):
     name = "email"
+    label = "email"
 
     def send(self, message):
-        config = ChannelConfig.objects.filter(bot_id=message.bot_id, kind="email").first()
-        if config is None or not config.enabled:
-            raise DeliveryError("the bot's email channel is not connected", transient=False, code="config")
+        config = self.connected_config(message)
         address = config.settings.get("address", "").strip()
         if "@" not in address:
             raise DeliveryError("the email channel has no bot address", transient=False, code="config")

@@ -60,11 +60,10 @@ def twilio_client(config: ChannelConfig) -> Client:
 
 class WhatsAppAdapter(Adapter):
     name = "whatsapp"
+    label = "WhatsApp"
 
     def send(self, message):
-        config = ChannelConfig.objects.filter(bot_id=message.bot_id, kind="whatsapp").first()
-        if config is None or not config.enabled:
-            raise DeliveryError("the bot's WhatsApp channel is not connected", transient=False, code="config")
+        config = self.connected_config(message)
         client = twilio_client(config)
         sender = _sender(config)
         to = message.conversation.external_id
