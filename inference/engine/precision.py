@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .attention import use_row_invariant_attention
 from .errors import EngineError
 
 # name -> dtype of activations and of every weight that is not quantised
@@ -40,6 +41,9 @@ PRECISIONS = tuple(COMPUTE_DTYPES)
 # can then leave the one without (docs/cpu-speed.md). Losslessness comes first.
 DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
 INT4_GROUP_SIZE = 32  # the GGUF Q4_0/Q4_1 block size
+# precisions whose CPU linears are row-invariant (tests/engine/test_row_invariance.py), so
+# row-invariant attention makes the whole forward so; fp32 linears (MKL) are not
+ROW_INVARIANT = ("bf16", "fp16", "int8", "int4")
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,18 @@ def resolve_precision(value: str | torch.dtype | Precision | None, device: torch
 
 
 def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
-    """Cast to the compute dtype (fp32 for int8/int4), then quantise the linear layers if asked."""
+    """Cast to the compute dtype (fp32 for int8/int4), then quantise the linear layers if asked.
+
+    Below fp32 on CPU the attention becomes row-invariant (attention.py): with aten's
+    row-invariant bf16/int8/int4 linears, a (k+1)-token verify forward then gives every
+    token bit for bit the logits of a 1-token step — lossless speculation at that precision."""
     model = model.to(dtype=precision.dtype)
     if precision.name == "int8":
         model = quantize_int8(model)
     elif precision.name == "int4":
         model = quantize_int4(model)
+    if precision.name in ROW_INVARIANT and model.device.type == "cpu":
+        use_row_invariant_attention(model)
     return model
 
 

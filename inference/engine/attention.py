@@ -1,0 +1,65 @@
+"""Row-invariant attention: a verify forward over W tokens computes each token's attention
+exactly as a 1-token decode step at that position would, bit for bit.
+
+Why: lossless greedy speculation needs the target's logits for token j of a (k+1)-token
+verify forward to equal those of plain decoding at that position. At fp32 the kernels
+differ by ~1e-6 between widths (MKL GEMM vs GEMV, SDPA), which almost never flips an
+argmax. At int8/int4 weight-only the linears are row-invariant (aten's int8/int4 pack
+kernels compute each row alone — tests/engine/test_row_invariance.py), but their bf16
+activation casts amplify attention's width-dependent rounding into flipped argmaxes.
+Computing attention row by row, each query over exactly its causal prefix of keys, makes
+the whole forward row-invariant, so speculation at int8/int4 is lossless by construction.
+
+    row_invariant_attention(module, q [B,H,W,D], k [B,Hkv,L,D], v, mask, scaling=...)
+        for j in 0..W-1: out_j = SDPA(q[:, :, j:j+1], k[:, :, :L-W+j+1], v[...])   # no mask needed
+
+Cost: W small SDPA calls per layer instead of one (verify widths are <= 33). Prompts
+(wider than MAX_ROWS) take the fused SDPA path: plain and speculative decoding prefill a
+prompt identically, so the prompt's cache is the same either way.
+
+`use_row_invariant_attention(model)` registers it under "row_invariant" and switches the
+model to it; models it cannot serve exactly (batch > 1, padding masks, sliding windows,
+attention sinks, soft-capping) fall back to SDPA per call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+NAME = "row_invariant"
+MAX_ROWS = 64  # wider forwards (prompts) use fused SDPA; verify steps are at most 33 wide
+# kwargs that change the maths in ways the row loop does not implement
+_UNSUPPORTED = ("sliding_window", "s_aux", "softcap", "position_bias")
+
+
+def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                            scaling: float | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    # query: [B, H, W, D]; key/value: [B, Hkv, L, D], the cache included: the W queries are the last W positions
+    batch, heads, width, _ = query.shape
+    length = key.shape[2]
+    if (batch != 1 or width > MAX_ROWS or dropout or length < width
+            or any(kwargs.get(name) is not None for name in _UNSUPPORTED)
+            or (attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()))):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    groups = heads // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)  # [B, H, L, D]
+    rows = []
+    for j in range(width):
+        n = length - width + j + 1  # query j sees keys 0..n-1 (causal)
+        rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :n], value[:, :, :n],
+                                                   scale=scaling))  # [B, H, 1, D]
+    out = rows[0] if width == 1 else torch.cat(rows, dim=2)  # [B, H, W, D]
+    return out.transpose(1, 2).contiguous(), None  # [B, W, H, D], as HF attention functions return
+
+
+AttentionInterface.register(NAME, row_invariant_attention)
+
+
+def use_row_invariant_attention(model) -> None:
+    """Switch every attention layer of `model` to row_invariant_attention (in place)."""
+    model.set_attn_implementation(NAME)
