@@ -1,4 +1,4 @@
-"""Command line for the speculative decoding engine: chat, generate, bench, shrink.
+"""Command line for the speculative decoding engine: chat, generate, bench, shrink, distill.
 
     python -m inference chat                                   # interactive, streams tokens
     python -m inference generate --prompt "When are you open?" --drafter lookup
@@ -6,6 +6,8 @@
     python -m inference bench --out bench-out/engine --draft var/drafts/smollm2-L6
     python -m inference bench --replay inference/data/replay_support.jsonl --out bench-out/replay
     python -m inference shrink --layers 6 --out var/drafts/smollm2-L6
+    python -m inference distill --layers 2 --out var/drafts/distilled-L2 --minutes 25   # docs/distill.md
+    python -m inference distill --out var/drafts/distilled-L2 --resume --minutes 40
 
 Prompt files are JSONL: one {"id": str, "messages": [{"role", "content"}, ...]} per line.
 Engine errors (missing model, vocabulary mismatch, ...) print one line and exit with 2.
@@ -34,6 +36,16 @@ def positive_int(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return n
+
+
+def positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = 0.0
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return x
 
 
 def draft_length(value: str) -> int | None:
@@ -120,6 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=positive_int, required=True, help="decoder layers to keep")
     p.add_argument("--out", type=Path, required=True, help="output folder (load it as model:<folder>)")
     p.set_defaults(func=cmd_shrink)
+
+    p = sub.add_parser("distill", help="train a same-vocabulary draft on the target's own replies (docs/distill.md)",
+                       description="Distil a draft from the target's first --layers layers on replies the target "
+                                   "writes itself (--max-new-tokens defaults to 64 here). docs/distill.md")
+    add_model_options(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="draft folder (load it as model:<folder>); holds checkpoint/ and distill.json")
+    p.add_argument("--layers", type=positive_int, default=2, help="decoder layers the draft starts from (default 2)")
+    p.add_argument("--data", type=Path, default=None, metavar="FILE.jsonl",
+                   help="extra conversations (same JSONL as --prompts); the target writes the replies")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="only the first N conversations (--data first, then the shipped distill prompts)")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps in total, across resumes")
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="wall-clock budget in total (data + training, across resumes); stops cleanly, "
+                        "then saves and evaluates (default 30 when --steps is not given)")
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="AdamW peak learning rate (default 2e-3)")
+    p.add_argument("--batch", type=positive_int, default=4, help="sequences per optimizer step (default 4)")
+    p.add_argument("--gen-batch", type=positive_int, default=8,
+                   help="prompts the target answers at once while generating the data (default 8)")
+    p.add_argument("--top-k", type=positive_int, default=32,
+                   help="teacher log-probs stored per reply position (default 32)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.set_defaults(func=cmd_distill)
     return parser
 
 
@@ -255,6 +292,20 @@ def cmd_shrink(args) -> int:
 
     out = make_layer_draft(args.target, args.layers, args.out, device=args.device, dtype=args.dtype)
     print(f"saved a {args.layers}-layer draft of {args.target} to {out} (use --drafter model:{out})")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from inference.engine.distill import DistillConfig, distill, format_report
+
+    minutes = args.minutes if args.minutes is not None or args.steps is not None else 30.0
+    cfg = DistillConfig(out=args.out, target=args.target, layers=args.layers, data=args.data, limit=args.limit,
+                        max_new_tokens=args.max_new_tokens or 64, steps=args.steps, minutes=minutes, lr=args.lr,
+                        batch=args.batch, gen_batch=args.gen_batch, top_k=args.top_k, seed=args.seed,
+                        device=args.device, dtype=args.dtype, resume=args.resume, progress=not args.no_progress)
+    result = distill(cfg)
+    print(format_report(result))
+    print(f"\nwrote {args.out} (use --drafter model:{args.out}) and {args.out / 'distill.json'}")
     return 0
 
 
