@@ -413,9 +413,19 @@ def make_layer_draft(target: str, layers: int, out_dir: str | os.PathLike,
     useful to exercise the draft-model path: a truncated model drafts poorly.
     """
     model, tokenizer = load_model(target, device=device, dtype=dtype)
+    small = layer_draft(model, layers, target)
+    out = Path(out_dir)
+    small.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def layer_draft(model, layers: int, name: str):
+    """A new model of `model`'s class holding a copy of its first `layers` decoder layers,
+    embeddings, final norm and lm_head (`name` is only for the error message)."""
     total = model.config.num_hidden_layers
     if not 1 <= layers < total:
-        raise BenchError(f"--layers must be between 1 and {total - 1} for {target} "
+        raise BenchError(f"--layers must be between 1 and {total - 1} for {name} "
                          f"({total} layers)")
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers
@@ -429,7 +439,4 @@ def make_layer_draft(target: str, layers: int, out_dir: str | os.PathLike,
 
     small.load_state_dict({k: v for k, v in model.state_dict().items() if keep(k)}, strict=True)
     small.generation_config = copy.deepcopy(model.generation_config)
-    out = Path(out_dir)
-    small.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return small

@@ -8,7 +8,7 @@
    --data conversations) greedily; one more target forward per sequence stores its top-k
    log-probs at every reply position (fp16 values + int32 ids, k per position, not V).
 2. draft: the target's first N decoder layers + embeddings + final norm + head
-   (bench.make_layer_draft), so it shares the tokenizer by construction.
+   (bench.layer_draft), so it shares the tokenizer by construction.
 3. training: KL(p_target || q_draft) on the reply positions (Hinton et al. 2015 knowledge
    distillation on target-written data, as in DistillSpec, Zhou et al. 2024), the teacher's
    top-k renormalised. Only the decoder layers and final norm train; embeddings and head
@@ -24,16 +24,14 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM
 
-from .bench import load_prompts, machine_description, make_layer_draft
+from .bench import layer_draft, load_prompts, machine_description
 from .engine import Engine
 from .errors import EngineError
 from .loading import BUNDLED_TARGET, _save_plain_safetensors
@@ -163,11 +161,9 @@ def split(n: int, heldout: float, seed: int) -> tuple[list[int], list[int]]:
 # ---------------------------------------------------------------------------- draft and loss
 
 
-def initial_draft(cfg: DistillConfig, device: torch.device):
-    """The target's first `layers` layers (bench.make_layer_draft) in fp32; all but embeddings and head train."""
-    with tempfile.TemporaryDirectory(prefix="distill-init-") as tmp:
-        make_layer_draft(cfg.target, cfg.layers, tmp, device=cfg.device, dtype=cfg.dtype)
-        draft = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).to(device)
+def initial_draft(cfg: DistillConfig, target_model) -> torch.nn.Module:
+    """The target's first `layers` layers (bench.layer_draft) in fp32; all but embeddings and head train."""
+    draft = layer_draft(target_model, cfg.layers, cfg.target).to(device=target_model.device, dtype=torch.float32)
     frozen = {id(draft.get_input_embeddings().weight), id(draft.get_output_embeddings().weight)}
     for p in draft.parameters():
         p.requires_grad_(id(p) not in frozen)  # embeddings and head stay the target's (tied or not)
@@ -332,7 +328,7 @@ def distill(cfg: DistillConfig) -> dict:
     torch.manual_seed(cfg.seed)
     budget = Budget(cfg.minutes, previous=(state or saved or {}).get("elapsed_s", 0.0))
     engine = Engine(target=cfg.target, drafter="none", device=cfg.device, dtype=cfg.dtype)
-    draft = initial_draft(cfg, engine.device)  # checks --layers before any generation
+    draft = initial_draft(cfg, engine.model)  # checks --layers before any generation
     data_path, state_path = checkpoint_paths(cfg.out)
     sequences = saved["sequences"] if saved else []
 
