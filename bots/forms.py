@@ -13,7 +13,10 @@ from .models import Bot, KnowledgeItem
 
 HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 DRAFTERS = [
+    ("", "Platform default (the worker's CHATNEXUS_DRAFTER, suffix unless changed)"),
+    ("suffix", "Suffix — drafts from this bot's earlier replies and the conversation"),
     ("lookup", "Prompt lookup — drafts from n-grams of the conversation and knowledge"),
+    ("suffix+lookup", "Suffix + prompt lookup — the better guess of both, per step"),
     ("none", "None — plain decoding, one token per model call"),
 ]
 DOC_EXTENSIONS = (".txt", ".md", ".markdown")
@@ -32,7 +35,7 @@ class BotCreateForm(forms.ModelForm):
 class BotSettingsForm(forms.ModelForm):
     """Every draft field of a bot: persona, brand voice, behaviour, model settings."""
 
-    drafter = forms.ChoiceField(choices=DRAFTERS, help_text="How the engine guesses tokens ahead for the model to verify.")
+    drafter = forms.ChoiceField(choices=DRAFTERS, required=False, help_text="How the engine guesses tokens ahead for the model to verify.")
     temperature = forms.FloatField(
         min_value=0.0, max_value=2.0, help_text="0 = always the most likely token (deterministic); higher = more varied."
     )

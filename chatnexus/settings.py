@@ -181,7 +181,9 @@ CELERY_BEAT_SCHEDULE = {}
 # Inference
 
 CHATNEXUS_TARGET = os.environ.get("CHATNEXUS_TARGET", "bundled:smollm2-135m-instruct")
-CHATNEXUS_DRAFTER = os.environ.get("CHATNEXUS_DRAFTER", "lookup")
+# suffix: drafts from the bot's earlier replies and the conversation; fastest measured on the
+# replay workload and on fresh prompts (docs/drafting.md). A bot's own setting overrides it.
+CHATNEXUS_DRAFTER = os.environ.get("CHATNEXUS_DRAFTER", "suffix")
 CHATNEXUS_DEVICE = os.environ.get("CHATNEXUS_DEVICE") or None
 CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or None
 # Upper bound on reply tokens whatever a bot asks for.

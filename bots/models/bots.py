@@ -58,7 +58,7 @@ class Bot(models.Model):
     # -- model settings
     temperature = models.FloatField(default=0.0)  # 0 = greedy (deterministic)
     max_reply_tokens = models.PositiveIntegerField(default=160)
-    drafter = models.CharField(max_length=120, default="lookup")  # engine drafter spec
+    drafter = models.CharField(max_length=120, blank=True, default="")  # engine drafter spec; "" = CHATNEXUS_DRAFTER
 
     # -- publishing
     published_config = models.JSONField(null=True, blank=True)  # frozen draft + knowledge

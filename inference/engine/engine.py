@@ -1,6 +1,6 @@
 """`Engine`: chat messages in, streamed text out, with lossless speculative decoding.
 
-    engine = Engine(target=BUNDLED_TARGET, drafter="lookup")
+    engine = Engine(target=BUNDLED_TARGET, drafter="suffix")
     for delta in engine.stream([{"role": "user", "content": "Hi!"}], max_new_tokens=64):
         print(delta, end="", flush=True)
     print(engine.last_stats.as_dict())
@@ -33,7 +33,7 @@ Messages = list[dict[str, str]] | str
 
 
 class Engine:
-    def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "lookup", device: str | None = None,
+    def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
                  dtype: str | torch.dtype | None = None, draft_length: int | None = None):
         self.device = resolve_device(device)
         self.precision = resolve_precision(dtype, self.device)  # weights: fp32|bf16|fp16|int8|int4 (precision.py)
@@ -207,7 +207,7 @@ _engines: dict[tuple, Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def get_engine(target: str = BUNDLED_TARGET, drafter: str = "lookup", device: str | None = None,
+def get_engine(target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
                dtype: str | torch.dtype | None = None) -> Engine:
     """One Engine per (target, drafter, device, dtype) per process."""
     key = (target, drafter, str(resolve_device(device)), resolve_precision(dtype, resolve_device(device)).name)

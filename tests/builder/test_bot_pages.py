@@ -109,6 +109,16 @@ def test_it_accepts_only_known_drafters(as_alice, acme_bot):
     assert as_alice.post(url, settings_data(acme_bot, drafter="none")).status_code == 302
     acme_bot.refresh_from_db()
     assert acme_bot.drafter == "none"
+    assert as_alice.post(url, settings_data(acme_bot, drafter="suffix")).status_code == 302
+    acme_bot.refresh_from_db()
+    assert acme_bot.drafter == "suffix"
+    assert as_alice.post(url, settings_data(acme_bot, drafter="bogus")).status_code == 400  # the form, with its error
+    acme_bot.refresh_from_db()
+    assert acme_bot.drafter == "suffix"
+    default = {**settings_data(acme_bot), "drafter": ""}  # the select's first option, as a browser posts it
+    assert as_alice.post(url, default).status_code == 302  # back to the platform default
+    acme_bot.refresh_from_db()
+    assert acme_bot.drafter == ""
 
 
 def test_it_links_the_channels_tab_when_the_channels_page_exists(as_alice, acme_bot):

@@ -19,9 +19,19 @@ def test_it_turns_a_stored_message_into_a_stored_reply_with_stats(transactional_
     assert reply.sender == "bot" and reply.text.strip()
     assert reply.stats["new_tokens"] > 0 and reply.stats["target_forwards"] > 0
     assert reply.latency_s > 0 and reply.tokens_per_s > 0 and reply.ttft_s is not None
+    assert acme_bot.drafter == "" and reply.stats["drafter"] == "suffix"  # no choice: the platform default
     received.message.refresh_from_db()
     assert received.message.reply_state == "done"
     wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="delivery")
+
+
+def test_it_decodes_with_the_drafter_the_bot_chose(transactional_db, celery_workers, acme_bot):
+    acme_bot.drafter = "lookup"
+    acme_bot.save(update_fields=["drafter"])
+    acme_bot.publish()
+    received = services.receive(bot=acme_bot, channel="preview", thread_id="t5", text="When are you open?")
+    reply = wait_for(lambda: reply_to(received.message), timeout=120, what="the bot's reply")
+    assert reply.stats["drafter"] == "lookup"
 
 
 def succeeded(worker):
