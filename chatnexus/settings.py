@@ -185,7 +185,9 @@ CHATNEXUS_TARGET = os.environ.get("CHATNEXUS_TARGET", "bundled:smollm2-135m-inst
 # replay workload and on fresh prompts (docs/drafting.md). A bot's own setting overrides it.
 CHATNEXUS_DRAFTER = os.environ.get("CHATNEXUS_DRAFTER", "suffix")
 CHATNEXUS_DEVICE = os.environ.get("CHATNEXUS_DEVICE") or None
-CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or None
+# auto: the fastest weight precision that stays faithful to fp32 on this machine, measured
+# once per machine and cached (inference/engine/precision_probe.py); or fp32|bf16|int8|int4.
+CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or "auto"
 # Upper bound on reply tokens whatever a bot asks for.
 CHATNEXUS_MAX_REPLY_TOKENS = envint("CHATNEXUS_MAX_REPLY_TOKENS", 512)
 CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300)

@@ -85,6 +85,7 @@ def _generate(inbound, config):
         stats = engine.last_stats.as_dict() if engine.last_stats else {}
     stats["wall_s"] = round(time.perf_counter() - started, 4)
     stats["target"] = settings.CHATNEXUS_TARGET
+    stats["precision"] = engine.precision.name
     text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
     return text, stats
 

@@ -22,6 +22,7 @@ from .draft_length import DraftLength, draft_costs
 from .drafters import Drafter, SuffixMemory, make_drafter
 from .loading import BUNDLED_TARGET, load_model, resolve_device
 from .precision import resolve_precision
+from .precision_probe import AUTO, choose_precision
 from .sampling import SamplingParams, make_generator
 from .stats import GenerationResult, GenerationStats
 from .text import IncrementalDetokenizer, StopStringFilter
@@ -36,7 +37,8 @@ class Engine:
     def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
                  dtype: str | torch.dtype | None = None, draft_length: int | None = None):
         self.device = resolve_device(device)
-        self.precision = resolve_precision(dtype, self.device)  # weights: fp32|bf16|fp16|int8|int4 (precision.py)
+        # weights: fp32|bf16|fp16|int8|int4 (precision.py); "auto": the fastest faithful one here (precision_probe.py)
+        self.precision = engine_precision(target, dtype, self.device)
         self.dtype = self.precision.dtype  # activations
         self.model, self.tokenizer = load_model(target, device=self.device, dtype=self.precision)
         self.target_spec = target
@@ -186,6 +188,13 @@ class Engine:
             self.last_stats = stats
 
 
+def engine_precision(target: str, dtype: str | torch.dtype | None, device: torch.device):
+    """A precision name / dtype / None (the device default), or "auto": measured on this machine."""
+    if dtype == AUTO:
+        return choose_precision(target, device)
+    return resolve_precision(dtype, device)
+
+
 def default_eos_token_ids(model, tokenizer) -> list[int]:
     """Tokenizer EOS, generation-config EOS and the chat end-of-turn token(s) in this vocabulary."""
     ids = set()
@@ -210,7 +219,8 @@ _engines_lock = threading.Lock()
 def get_engine(target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
                dtype: str | torch.dtype | None = None) -> Engine:
     """One Engine per (target, drafter, device, dtype) per process."""
-    key = (target, drafter, str(resolve_device(device)), resolve_precision(dtype, resolve_device(device)).name)
+    dev = resolve_device(device)
+    key = (target, drafter, str(dev), dtype if dtype == AUTO else resolve_precision(dtype, dev).name)
     with _engines_lock:
         if key not in _engines:
             _engines[key] = Engine(target=target, drafter=drafter, device=device, dtype=dtype)
