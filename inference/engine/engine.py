@@ -113,9 +113,13 @@ class Engine:
         # a self-paced drafter (suffix) picks its own length per step, up to its cap
         pace = getattr(drafter_, "max_draft_length", None)
         fixed = self.draft_length or pace
-        # adaptive k weighs expected accepted tokens against c_verify(k) of this model (draft_length.py)
-        costs = draft_costs(self.model, drafter_) if fixed is None and self.cost_aware_draft_length else {}
-        length = DraftLength(fixed=fixed, **costs)
+        # adaptive k weighs expected accepted tokens against c_verify(k) of this model (draft_length.py);
+        # a self-paced drafter gets c_verify itself and cuts its drafts by it (suffix.py)
+        cost_aware = self.draft_length is None and self.cost_aware_draft_length
+        costs = draft_costs(self.model, drafter_) if cost_aware else {}
+        if hasattr(drafter_, "set_cost"):
+            drafter_.set_cost(costs.get("cost"))
+        length = DraftLength(fixed=fixed, **(costs if fixed is None else {}))
         return speculative_decode(self.model, drafter_, request, length, stats)
 
     def generate_ids(self, input_ids: torch.Tensor, max_new_tokens: int = 256, temperature: float = 0.0,

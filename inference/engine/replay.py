@@ -16,7 +16,7 @@ and its id its bot — so `--replay inference/data/support_prompts.jsonl` measur
 prompts, with nothing to learn from.
 
 Methods: hf_plain (target alone, HF `generate`, greedy: the reference), none, lookup,
-lookup_k<N>, suffix, suffix+lookup, any other drafter spec (e.g. suffix+lookup+model:<dir>),
+lookup_k<N>, suffix, suffix_k<N> (up to N tokens, no cost-aware cut), suffix+lookup, any other drafter spec (e.g. suffix+lookup+model:<dir>),
 and with --draft: draft (= model:<draft>) and suffix+lookup+draft. Warm-up excluded,
 seeded, message-major (every method on message 1, then on message 2, ...) so load from
 other processes spreads evenly.
@@ -107,8 +107,8 @@ def _fresh_conversation(row: dict, where: str) -> dict:
 
 def drafter_for(name: str, draft: str | None) -> tuple[str, int | None]:
     """Method name -> (drafter spec, fixed draft length or None)."""
-    if m := re.fullmatch(r"lookup_k([1-9]\d*)", name):
-        return "lookup", int(m.group(1))
+    if m := re.fullmatch(r"(lookup|suffix)_k([1-9]\d*)", name):  # suffix_k32: up to 32, no cost-aware cut
+        return m.group(1), int(m.group(2))
     if "draft" in name.split("+"):
         if not draft:
             raise BenchError(f"method {name!r} needs --draft")

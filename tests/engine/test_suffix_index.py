@@ -82,6 +82,22 @@ def test_it_drafts_longer_as_the_match_grows_and_nothing_without_a_match():
     assert is_prefix(long, list(range(110, 160))) and len(long) > 2 * len(short)
 
 
+def test_it_cuts_drafts_where_verifying_more_stops_paying():
+    index = SuffixIndex()
+    for tail in ([70, 71, 72, 73, 74, 75], [80, 81, 82, 83, 84, 85], [70, 71, 72, 73, 74, 75]):
+        index.add([60, 61, 62, 63] + tail)  # after 60..63: 70.. twice, 80.. once: P_i = 2/3 x 0.8^i
+    context = [5, 60, 61, 62, 63]
+    drafter = SuffixDrafter()
+    full = propose(drafter, index, context)  # no cost known: as long as the walk's probability allows
+    assert full == [70, 71, 72, 73]
+    drafter.set_cost(lambda n: 1.0)  # verification free: nothing to cut
+    assert propose(drafter, index, context) == full
+    drafter.set_cost(lambda n: 1.0 + 0.3 * n)  # each draft token costs 0.3 of a step: P_i < ~0.3 does not pay
+    assert propose(drafter, index, context) == full[:2]
+    drafter.set_cost(lambda n: 1.0 + 2.0 * n)  # drafting never pays
+    assert propose(drafter, index, context) == []
+
+
 def test_it_drafts_from_the_conversation_itself_without_a_namespace():
     context = [9, 20, 21, 22, 23, 24, 25, 26, 8, 20, 21, 22]
     assert propose(SuffixDrafter(), None, context, k=4) == [23, 24, 25, 26]

@@ -36,6 +36,11 @@ class CombinedDrafter(Drafter):
         self.drafted = 0  # its length
         self.asked: list[Drafter] = []
 
+    def set_cost(self, cost) -> None:
+        for m in self.members:
+            if hasattr(m, "set_cost"):
+                m.set_cost(cost)
+
     def set_index(self, index) -> None:
         for m in self.members:
             if hasattr(m, "set_index"):

@@ -18,6 +18,13 @@ match wins. Either draft is capped at `factor x match length` (and `max_draft_le
 a long, unambiguous match drafts far past a fixed k, a short or ambiguous one drafts a
 little, no match (shorter than `min_match`) drafts nothing.
 
+Cost-aware cut: each draft token i carries an estimate P_i that tokens 1..i are all accepted
+(the product of the walk's probabilities above). Given the target's measured verify cost
+c(n) (verify_cost.py, set by the engine), the draft is cut to the n that maximises the
+expected tokens per unit of cost, (1 + P_1 + ... + P_n) / c(n) — n = 0 when no prefix beats
+a plain step. Where verifying 32 tokens costs 5 steps (int4 on a 2-core CPU) an uncertain
+tail is dropped; where verification is nearly free (a GPU) long drafts survive.
+
     memory = SuffixMemory(max_tokens=16384)
     memory.remember("bot-12", reply_ids, question_ids)     # after every stored reply
     drafter.set_index(memory.get("bot-12"))                # the engine does this per request
@@ -220,12 +227,17 @@ class SuffixDrafter(Drafter):
         self.min_prob = min_prob  # stop when the draft's estimated probability drops below
         self.max_draft_length = max_draft_length
         self.index: SuffixIndex | None = None
+        self.cost = None  # c_verify(n) of the target, or None: no cut (see the module docstring)
         self.last_score = 0.0  # expected accepted tokens of the last proposal (for `combined`)
         self.begin(torch.empty(1, 0, dtype=torch.long))
 
     @classmethod
     def from_spec(cls, arg: str, target_model, tokenizer, device: torch.device, dtype: torch.dtype):
         return cls(max_draft_length=int(arg) if arg else 32)
+
+    def set_cost(self, cost) -> None:
+        """c_verify(n) -> relative cost of verifying n drafts (None: keep every drafted token)."""
+        self.cost = cost
 
     def set_index(self, index: SuffixIndex | None) -> None:
         """The namespace index for the next request (None: the conversation only)."""
@@ -246,13 +258,13 @@ class SuffixDrafter(Drafter):
     def _cap(self, matched: int, k: int) -> int:
         return min(k, self.max_draft_length, int(self.factor * matched)) if matched >= self.min_match else 0
 
-    def _global(self, k: int) -> tuple[list[int], float]:
-        """Walk the most frequent continuation of the matched suffix."""
+    def _global(self, k: int) -> tuple[list[int], list[float]]:
+        """Walk the most frequent continuation of the matched suffix: (tokens, P(accepted through i))."""
         n = self._cap(self.matched, k)
         if n == 0:
-            return [], 0.0
+            return [], []
         sam, cnt = self.automaton, self.automaton.counts()
-        state, prob, score, out = self.state, 1.0, 0.0, []
+        state, prob, out, probs = self.state, 1.0, [], []
         trust = self.matched / (self.matched + 1)  # a continuation seen once after a long match is a safe bet
         while len(out) < n and sam.next[state]:
             token, child = max(sam.next[state].items(), key=lambda item: cnt[item[1]])
@@ -260,34 +272,46 @@ class SuffixDrafter(Drafter):
             if token == SEP or prob < self.min_prob:
                 break
             out.append(token)
-            score += prob
+            probs.append(prob)
             state = child
-        return out, score
+        return out, probs
 
-    def _local(self, k: int) -> tuple[list[int], float, int]:
+    def _local(self, k: int) -> tuple[list[int], list[float], int]:
         """Copy what followed the first earlier occurrence of the longest repeated suffix."""
         sam = self.local
         state = sam.link[sam.last] if sam.last else -1
         matched = sam.length[state] if state > 0 else 0
         n = self._cap(matched, k)
         if n == 0:
-            return [], 0.0, matched
+            return [], [], matched
         start = sam.first[state] + 1
         p = matched / (matched + 1)  # a longer match is a safer bet
         while n and p ** n < self.min_prob:
             n -= 1
         out = sam.tokens[start:start + n]
-        return out, sum(p ** (i + 1) for i in range(len(out))), matched
+        return out, [p ** (i + 1) for i in range(len(out))], matched
+
+    def _cut(self, probs: list[float]) -> int:
+        """How many drafts to keep: argmax over n of (1 + P_1 + ... + P_n) / c(n) (all without a cost)."""
+        if self.cost is None:
+            return len(probs)
+        best_n, best, expected = 0, 1.0 / self.cost(0), 1.0
+        for n, p in enumerate(probs, 1):
+            expected += p
+            value = expected / self.cost(n)
+            if value > best:
+                best_n, best = n, value
+        return best_n
 
     def propose(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, None]:
         self._extend(ids)
-        local, local_score, local_matched = self._local(k)
-        out, self.last_score = local, local_score
+        out, probs, local_matched = self._local(k)
         if self.automaton is not None and self.matched >= local_matched:
-            glob, glob_score = self._global(k)
+            glob, glob_probs = self._global(k)
             if glob:
-                out, self.last_score = glob, glob_score
-        if not out:
-            self.last_score = 0.0
+                out, probs = glob, glob_probs
+        n = self._cut(probs)
+        self.last_score = sum(probs[:n])
+        if n == 0:
             return ids[0, :0], None  # [0], on the ids' device
-        return torch.tensor(out, dtype=torch.long, device=ids.device), None
+        return torch.tensor(out[:n], dtype=torch.long, device=ids.device), None
