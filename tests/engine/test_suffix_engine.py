@@ -112,3 +112,21 @@ def test_combined_takes_the_longest_expected_proposal_and_asks_the_model_only_wh
     draft, _ = combined.propose(fresh, 16)
     assert model in combined.asked and combined.chosen is model and len(draft) > 0
     combined.update(0, fresh)
+
+
+def test_the_engine_hands_the_suffix_drafter_the_targets_verify_cost(tiny_engine):
+    from inference.engine.verify_cost import verify_cost
+
+    messages = [{"role": "user", "content": "abcabcabc"}]
+    suffix = tiny_engine.get_drafter("suffix")
+    tiny_engine.generate(messages, max_new_tokens=8, drafter="suffix")
+    assert suffix.cost is verify_cost(tiny_engine.model)  # adaptive: drafts are cut by c_verify
+    combined = tiny_engine.get_drafter("suffix+lookup")
+    tiny_engine.generate(messages, max_new_tokens=8, drafter="suffix+lookup")
+    assert combined.members[0].cost is verify_cost(tiny_engine.model)
+    tiny_engine.draft_length = 8
+    try:
+        tiny_engine.generate(messages, max_new_tokens=8, drafter="suffix")
+    finally:
+        tiny_engine.draft_length = None
+    assert suffix.cost is None  # a pinned draft length: no cut
