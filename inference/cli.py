@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drafters", default="none,lookup", help="with --precisions (default none,lookup)")
     p.add_argument("--llamacpp", action="store_true",
                    help="with --precisions: add llama.cpp on the same GGUF (needs llama-cpp-python)")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --precisions: also run every row (llama.cpp's too) reusing the KV of earlier "
+                        "prompts' common prefix, as '<row>/reuse'")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=cmd_bench)
 
@@ -268,7 +271,7 @@ def cmd_precision_bench(args) -> int:
                                   drafters=[d.strip() for d in args.drafters.split(",") if d.strip()],
                                   max_new_tokens=args.max_new_tokens or 96, seed=args.seed,
                                   device=args.device or "cpu", out_dir=args.out, llamacpp=args.llamacpp,
-                                  progress=not args.no_progress)
+                                  reuse=args.reuse, progress=not args.no_progress)
     print(format_precision_table(results))
     print(f"\nwrote {args.out / 'results.json'}")
     return 0

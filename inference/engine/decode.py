@@ -6,7 +6,8 @@
               emitted = verify(draft, logits)      # accepted prefix + correction/bonus token
               cache.crop(len(ids) - 1)             # drop rejected drafts: cache = all but `last`
 Invariant between steps: the target cache holds every token except the newest one, which
-is fed first in the next forward. With the `none` drafter this is plain decoding.
+is fed first in the next forward. With a PrefixCache the prefill starts after the longest
+stored prompt prefix (prefix_cache.py). With the `none` drafter this is plain decoding.
 
 `speculative_decode` yields the new tokens of each step, already cut at EOS and at
 max_new_tokens, so callers can stream them.
@@ -23,7 +24,8 @@ import torch
 from .draft_length import DraftLength
 from .drafters.base import Drafter
 from .errors import EngineError
-from .forward import cache_argument, crop, extend, new_cache, prefill
+from .forward import cache_argument, crop, extend, new_cache
+from .prefix_cache import PrefixCache
 from .sampling import SamplingParams, probs_from_logits, sample
 from .stats import GenerationStats
 from .verify import verify_greedy, verify_sampling
@@ -76,7 +78,7 @@ def cut(tokens: list[int], produced: int, request: DecodeRequest) -> tuple[list[
 
 @torch.inference_mode()
 def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_length: DraftLength,
-                       stats: GenerationStats) -> Iterator[list[int]]:
+                       stats: GenerationStats, prefixes: PrefixCache | None = None) -> Iterator[list[int]]:
     """Yield lists of new token ids, step by step; fills `stats` (stop_reason included)."""
     started = time.perf_counter()
     cache_arg = cache_argument(model)
@@ -89,8 +91,14 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     ids[:, :prompt_len] = request.prompt_ids
     drafter.begin(request.prompt_ids, request.sampling, request.generator)
 
-    cache = new_cache(model)
-    logits = prefill(model, cache_arg, cache, request.prompt_ids)  # [1, 1, V]
+    cache, reused = prefixes.lookup(request.prompt_ids) if prefixes is not None else (None, 0)
+    if cache is None:
+        cache = new_cache(model)
+    # the prompt is encoded once: what a stored prompt already holds (prefix_cache.py) is not prefilled again
+    logits = extend(model, cache_arg, cache, request.prompt_ids[:, reused:], start=reused, keep=1)  # [1, 1, V]
+    stats.prefix_reused = reused
+    if prefixes is not None:
+        prefixes.store(request.prompt_ids, cache)
     tokens, reason = cut([first_token(logits[:, -1], request)], 0, request)
     stats.record_step(drafted=0, accepted=0)
     stats.verify_s += time.perf_counter() - started

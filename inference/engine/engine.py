@@ -21,7 +21,8 @@ from .decode import DecodeRequest, context_budget, speculative_decode
 from .draft_length import DraftLength, draft_costs
 from .drafters import Drafter, SuffixMemory, make_drafter
 from .loading import BUNDLED_TARGET, load_model, resolve_device
-from .precision import resolve_precision
+from .precision import ROW_INVARIANT, resolve_precision
+from .prefix_cache import PrefixCache
 from .precision_probe import AUTO, choose_precision
 from .sampling import SamplingParams, make_generator
 from .stats import GenerationResult, GenerationStats
@@ -35,7 +36,8 @@ Messages = list[dict[str, str]] | str
 
 class Engine:
     def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
-                 dtype: str | torch.dtype | None = None, draft_length: int | None = None):
+                 dtype: str | torch.dtype | None = None, draft_length: int | None = None,
+                 prefix_cache: bool | None = None):
         self.device = resolve_device(device)
         # weights: fp32|bf16|fp16|int8|int4 (precision.py); "auto": the fastest faithful one here (precision_probe.py)
         self.precision = engine_precision(target, dtype, self.device)
@@ -49,6 +51,11 @@ class Engine:
         self.last_stats: GenerationStats | None = None
         self._drafters: dict[str, Drafter] = {}
         self.memory = SuffixMemory()  # namespace (e.g. "bot-12") -> its earlier replies, for `suffix`
+        # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py); on by
+        # default below fp32 on CPU, where the numerics are the precision's own anyway
+        if prefix_cache is None:
+            prefix_cache = self.precision.name in ROW_INVARIANT and self.device.type == "cpu"
+        self.prefixes = PrefixCache() if prefix_cache else None
         self.drafter = self.get_drafter(drafter)  # load (and vocab-check) a draft model now
 
     def get_drafter(self, spec: str) -> Drafter:
@@ -120,7 +127,7 @@ class Engine:
         if hasattr(drafter_, "set_cost"):
             drafter_.set_cost(costs.get("cost"))
         length = DraftLength(fixed=fixed, **(costs if fixed is None else {}))
-        return speculative_decode(self.model, drafter_, request, length, stats)
+        return speculative_decode(self.model, drafter_, request, length, stats, self.prefixes)
 
     def generate_ids(self, input_ids: torch.Tensor, max_new_tokens: int = 256, temperature: float = 0.0,
                      top_k: int = 0, top_p: float = 1.0, seed: int | None = None, drafter: str | None = None,

@@ -32,6 +32,7 @@ import torch
 from .bench import _until_eos, _write_json, machine_description
 from .engine import Engine
 from .loading import BUNDLED_TARGET, _bundled_gguf_path
+from .prefix_cache import PrefixCache
 
 REFERENCE = ("none", "fp32")  # (drafter, precision) every reply is compared with
 
@@ -50,8 +51,12 @@ def _gguf_path(target: str) -> str | None:
     return target if target.endswith(".gguf") else None
 
 
-def make_llamacpp_runner(target: str, max_new_tokens: int, eos_ids: list[int], threads: int):
-    """input_ids [1, S] -> new ids, greedy, from llama.cpp on the same GGUF (same tokens in)."""
+def make_llamacpp_runner(target: str, max_new_tokens: int, eos_ids: list[int], threads: int, reuse: bool = False):
+    """input_ids [1, S] -> new ids, greedy, from llama.cpp on the same GGUF (same tokens in).
+
+    reuse=False: every prompt from scratch. reuse=True: the context is kept between calls and
+    llama-cpp-python skips the longest common prefix with the previous call's tokens.
+    `run.forget()` empties the context."""
     import llama_cpp
 
     path = _gguf_path(target)
@@ -60,7 +65,8 @@ def make_llamacpp_runner(target: str, max_new_tokens: int, eos_ids: list[int], t
     llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_threads=threads, n_batch=512, verbose=False)
 
     def run(input_ids):
-        llm.reset()
+        if not reuse:
+            llm.reset()
         out = []
         for token in llm.generate(input_ids[0].tolist(), top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
             if token in eos_ids:
@@ -69,6 +75,7 @@ def make_llamacpp_runner(target: str, max_new_tokens: int, eos_ids: list[int], t
             if len(out) >= max_new_tokens:
                 break
         return out
+    run.forget = llm.reset
     return run
 
 
@@ -85,13 +92,19 @@ def mean_log_likelihood(model, prompt_ids: torch.Tensor, reply: list[int]) -> fl
 
 def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "int8"), drafters=("none", "lookup"),
                         max_new_tokens=96, seed=0, device="cpu", out_dir, hf_plain=True, llamacpp=False,
-                        progress=True) -> dict:
+                        reuse=False, progress=True) -> dict:
+    """Every precision x drafter, interleaved prompt by prompt. Rows prefill every prompt from
+    scratch, like HF `generate`; with `reuse`, each row below fp32 (where the engine reuses
+    prompts by default) also runs as "<row>/reuse" with its own PrefixCache (prefix_cache.py),
+    and llama.cpp as "llamacpp/reuse" keeping its context between calls (llama-cpp-python
+    reuses the longest common prefix with its previous prompt)."""
     from tqdm import tqdm
     from transformers import GenerationConfig
 
     precisions = list(dict.fromkeys(["fp32", *precisions]))  # fp32 is the reference
     drafters = list(dict.fromkeys(["none", *drafters]))
-    engines = {p: Engine(target=target, drafter="none", device=device, dtype=p) for p in precisions}
+    engines = {p: Engine(target=target, drafter="none", device=device, dtype=p, prefix_cache=False)
+               for p in precisions}
     ref_engine = engines["fp32"]
     eos_ids = list(ref_engine.eos_token_ids)
     inputs = [ref_engine.encode(p["messages"]) for p in prompts]  # [1, S] each
@@ -106,19 +119,30 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
                                             generation_config=config)
             return out[0, input_ids.shape[1]:].tolist(), None
         rows["hf_plain/fp32"] = hf_run
+    prefix_caches: list[PrefixCache] = []
     for p in precisions:
         for d in drafters:
-            def ours(input_ids, engine=engines[p], drafter=d):
-                return engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, seed=seed, drafter=drafter,
-                                           eos_token_ids=eos_ids)
-            rows[f"{d}/{p}"] = ours
+            for prefixes in (None, PrefixCache()) if reuse and p != "fp32" else (None,):
+                def ours(input_ids, engine=engines[p], drafter=d, prefixes=prefixes):
+                    engine.prefixes = prefixes  # one engine per precision, one prefix cache per row
+                    return engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, seed=seed, drafter=drafter,
+                                               eos_token_ids=eos_ids)
+                rows[f"{d}/{p}" + ("/reuse" if prefixes is not None else "")] = ours
+                prefix_caches += [prefixes] if prefixes is not None else []
+    llamacpp_runners = []
     if llamacpp and llama_cpp_available():
-        runner = make_llamacpp_runner(target, max_new_tokens, eos_ids, torch.get_num_threads())
-        if runner is not None:
-            rows["llamacpp"] = lambda ids: (runner(ids), None)
+        for keep in (False, True) if reuse else (False,):
+            runner = make_llamacpp_runner(target, max_new_tokens, eos_ids, torch.get_num_threads(), reuse=keep)
+            if runner is not None:
+                rows["llamacpp" + ("/reuse" if keep else "")] = lambda ids, runner=runner: (runner(ids), None)
+                llamacpp_runners.append(runner)
 
     for run in rows.values():  # warm-up, not timed (also measures c_verify for adaptive k)
         run(inputs[0])
+    for prefixes in prefix_caches:  # nothing carried from the warm-up into the timed runs
+        prefixes.clear()
+    for runner in llamacpp_runners:
+        runner.forget()
     records = {name: [] for name in rows}
     bar = tqdm(total=len(prompts) * len(rows), desc="precision bench", unit="gen", disable=not progress)
     for input_ids in inputs:
@@ -141,7 +165,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
         tps = tokens / seconds if seconds else 0.0
         hf_tps = tps if name == "hf_plain/fp32" else hf_tps
         precision = name.split("/")[1] if "/" in name else None
-        same_precision_plain = records.get(f"none/{precision}")
+        same_precision_plain = records.get(f"none/{precision}" + ("/reuse" if name.endswith("/reuse") else ""))
         stats = [r["stats"] for r in rs if r["stats"] is not None]
         drafted, accepted = sum(s.drafted for s in stats), sum(s.accepted for s in stats)
         forwards = sum(s.target_forwards for s in stats)
@@ -157,6 +181,8 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
             "fp32_mean_log_likelihood": round(sum(lls) / len(lls), 4) if lls else None,
             "acceptance_rate": round(accepted / drafted, 4) if drafted else None,
             "mean_tokens_per_forward": round(tokens / forwards, 3) if forwards else None,
+            "prompt_tokens_reused": (round(sum(s.prefix_reused for s in stats) / sum(s.prompt_tokens for s in stats), 3)
+                                     if stats else None),  # share of prompt tokens not prefilled (prefix_cache.py)
             "prompts": len(rs),
             "new_tokens": tokens,
             "total_s": round(seconds, 3),
@@ -191,7 +217,7 @@ def format_precision_table(results: dict) -> str:
     for m in results["methods"]:
         n = m["prompts"]
         lines.append(
-            f"{m['name']:<18}{m['tokens_per_s']:>8.1f}"
+            f"{m['name']:<18} {m['tokens_per_s']:>7.1f}"
             f"{'-' if m['speedup_vs_hf_fp32'] is None else format(m['speedup_vs_hf_fp32'], '.2f') + 'x':>11}"
             f"{'-' if m['acceptance_rate'] is None else format(100 * m['acceptance_rate'], '.0f') + '%':>8}"
             f"{'-' if m['mean_tokens_per_forward'] is None else format(m['mean_tokens_per_forward'], '.2f'):>8}"

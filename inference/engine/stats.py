@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 class GenerationStats:
     new_tokens: int = 0  # tokens generated (EOS included when it ended the reply)
     prompt_tokens: int = 0  # tokens in the encoded prompt
+    prefix_reused: int = 0  # of those, taken from a stored prompt's cache instead of prefilled (prefix_cache.py)
     target_forwards: int = 0  # target model calls, prefill included
     drafted: int = 0  # draft tokens proposed to the target
     accepted: int = 0  # draft tokens the target accepted

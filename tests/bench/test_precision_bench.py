@@ -1,0 +1,31 @@
+"""The precision benchmark on a tiny random model: every precision x drafter row, prompt reuse
+rows below fp32, faithfulness columns, and speculation lossless at each precision."""
+
+import json
+
+from inference.engine.precision_bench import format_precision_table, run_precision_bench
+
+SYSTEM = "You are the support assistant of a bike shop. Hours 10-19, tune-up $79, repairs in 2 days. " * 2
+PROMPTS = [{"id": f"p{i}", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]}
+           for i, q in enumerate(["When are you open?", "How much is a tune-up?", "Do you fix e-bikes?"])]
+
+
+def test_it_reports_every_row_and_reuses_prompts_below_fp32(tiny_model_dir, tmp_path):
+    results = run_precision_bench(PROMPTS, target=str(tiny_model_dir), precisions=["int8"],
+                                  drafters=["none", "lookup"], max_new_tokens=10, out_dir=tmp_path, reuse=True,
+                                  progress=False)
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    rows = {m["name"]: m for m in results["methods"]}
+    assert list(rows) == ["hf_plain/fp32", "none/fp32", "lookup/fp32", "none/int8", "none/int8/reuse",
+                          "lookup/int8", "lookup/int8/reuse"]
+    for name, m in rows.items():
+        assert m["prompts"] == 3 and m["tokens_per_s"] > 0, name
+        if name != "hf_plain/fp32":
+            assert m["lossless"] == 3, name  # drafts == no drafts at the same precision (and reuse)
+    assert rows["none/fp32"]["identical_to_fp32"] == 3 and rows["lookup/fp32"]["identical_to_fp32"] == 3
+    assert rows["hf_plain/fp32"]["speedup_vs_hf_fp32"] == 1.0
+    assert rows["none/int8/reuse"]["prompt_tokens_reused"] > 0.3  # prompts 2 and 3 share the system prompt
+    assert rows["none/int8"]["prompt_tokens_reused"] == 0 and rows["none/fp32"]["prompt_tokens_reused"] == 0
+    assert set(results["verify_cost"]) == {"fp32", "int8"}
+    table = format_precision_table(results)
+    assert "none/int8/reuse" in table and "3/3" in table
