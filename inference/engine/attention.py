@@ -44,6 +44,12 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
     if (batch != 1 or width > MAX_ROWS or dropout or length < width
             or any(kwargs.get(name) is not None for name in _UNSUPPORTED)
             or (attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()))):
+        if attention_mask is None and width > 1 and length > width:
+            # transformers hands a registered attention function no mask, and SDPA's own
+            # is_causal aligns top-left: with a cache in front (a reused prompt prefix) query j
+            # would see keys 0..j only. Spell out the causal mask, aligned bottom-right.
+            attention_mask = torch.ones(width, length, dtype=torch.bool, device=query.device).tril(
+                diagonal=length - width)[None, None]  # [1, 1, W, L]
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     groups = heads // key.shape[1]

@@ -163,6 +163,8 @@
       ["tokens/forward", fmt(stats.mean_tokens_per_forward, 2)],
       ["first token", typeof stats.ttft_s === "number" ? Math.round(stats.ttft_s * 1000) + " ms" : "–"],
       ["drafter", stats.drafter || "–"],
+      ["precision", stats.precision || "–"],
+      ["prompt reused", typeof stats.prefix_reused === "number" && stats.prompt_tokens ? stats.prefix_reused + " / " + stats.prompt_tokens + " tokens" : "–"],
     ];
     var dl = document.createElement("dl");
     dl.className = "stats";

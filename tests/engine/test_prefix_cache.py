@@ -49,15 +49,18 @@ def test_it_reuses_the_longest_common_prefix_and_hands_out_private_copies(int8_e
     assert prefixes.lookup(torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13]])) == (None, 0)  # nothing in common
 
 
-def test_a_reused_prefix_gives_the_fresh_prefills_next_token_distribution(int8_engine):
+@pytest.mark.parametrize("question", ["How much is a tune-up?", "Tell me everything about tune-ups: " + "price, " * 20],
+                         ids=["short tail", "tail wider than the attention row loop"])
+def test_a_reused_prefix_gives_the_fresh_prefills_next_token_distribution(int8_engine, question):
     prefixes = PrefixCache(min_reuse=8)
-    first, second = prompt(int8_engine, "When are you open?"), prompt(int8_engine, "How much is a tune-up?")
+    first, second = prompt(int8_engine, "When are you open?"), prompt(int8_engine, question)
     prefixes.store(first, prefilled(int8_engine, first))
     cache, reused = prefixes.lookup(second)
     model, arg = int8_engine.model, cache_argument(int8_engine.model)
     with torch.inference_mode():
         reused_logits = extend(model, arg, cache, second[:, reused:], start=reused, keep=1)[0, -1]
         fresh_logits = extend(model, arg, new_cache(model), second, start=0, keep=1)[0, -1]
+    assert second.shape[1] - reused > 64 or "tune-ups" not in question  # the wide case takes the SDPA path
     assert torch.allclose(reused_logits, fresh_logits, atol=2e-2, rtol=0)  # bf16 activations: ~1e-3 apart
     assert reused_logits.argmax() == fresh_logits.argmax()
 

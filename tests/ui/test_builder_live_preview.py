@@ -96,6 +96,7 @@ def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celer
     expect(stats).to_be_visible()
     assert stats.locator("[data-stat=tokens]").text_content() == str(stored.stats["new_tokens"])
     assert stats.locator("[data-stat=drafter]").text_content() == stored.stats["drafter"]
+    assert stats.locator("[data-stat=precision]").text_content() == stored.stats["precision"]
     for name in ("tokens/s", "acceptance", "tokens/forward", "first token"):
         assert stats.locator(f'[data-stat="{name}"]').text_content() not in ("", "–"), name
 
