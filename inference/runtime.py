@@ -18,6 +18,7 @@ def engine_for(drafter: str | None = None):
         drafter or settings.CHATNEXUS_DRAFTER,
         device=settings.CHATNEXUS_DEVICE,
         dtype=settings.CHATNEXUS_DTYPE,
+        prefix_cache=settings.CHATNEXUS_PREFIX_CACHE,
     )
 
 

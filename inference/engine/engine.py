@@ -21,7 +21,7 @@ from .decode import DecodeRequest, context_budget, speculative_decode
 from .draft_length import DraftLength, draft_costs
 from .drafters import Drafter, SuffixMemory, make_drafter
 from .loading import BUNDLED_TARGET, load_model, resolve_device
-from .precision import ROW_INVARIANT, resolve_precision
+from .precision import resolve_precision
 from .prefix_cache import PrefixCache
 from .precision_probe import AUTO, choose_precision
 from .sampling import SamplingParams, make_generator
@@ -37,7 +37,7 @@ Messages = list[dict[str, str]] | str
 class Engine:
     def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
                  dtype: str | torch.dtype | None = None, draft_length: int | None = None,
-                 prefix_cache: bool | None = None):
+                 prefix_cache: bool = False):
         self.device = resolve_device(device)
         # weights: fp32|bf16|fp16|int8|int4 (precision.py); "auto": the fastest faithful one here (precision_probe.py)
         self.precision = engine_precision(target, dtype, self.device)
@@ -51,10 +51,9 @@ class Engine:
         self.last_stats: GenerationStats | None = None
         self._drafters: dict[str, Drafter] = {}
         self.memory = SuffixMemory()  # namespace (e.g. "bot-12") -> its earlier replies, for `suffix`
-        # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py); on by
-        # default below fp32 on CPU, where the numerics are the precision's own anyway
-        if prefix_cache is None:
-            prefix_cache = self.precision.name in ROW_INVARIANT and self.device.type == "cpu"
+        # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py); opt-in:
+        # a reused prefix changes the last bits of a prompt's logits, so a reply may depend on
+        # which prompts came before (drafts stay lossless against plain decoding in the same state)
         self.prefixes = PrefixCache() if prefix_cache else None
         self.drafter = self.get_drafter(drafter)  # load (and vocab-check) a draft model now
 
@@ -228,11 +227,12 @@ _engines_lock = threading.Lock()
 
 
 def get_engine(target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
-               dtype: str | torch.dtype | None = None) -> Engine:
-    """One Engine per (target, drafter, device, dtype) per process."""
+               dtype: str | torch.dtype | None = None, prefix_cache: bool = False) -> Engine:
+    """One Engine per (target, drafter, device, dtype, prefix reuse) per process."""
     dev = resolve_device(device)
-    key = (target, drafter, str(dev), dtype if dtype == AUTO else resolve_precision(dtype, dev).name)
+    key = (target, drafter, str(dev), dtype if dtype == AUTO else resolve_precision(dtype, dev).name, prefix_cache)
     with _engines_lock:
         if key not in _engines:
-            _engines[key] = Engine(target=target, drafter=drafter, device=device, dtype=dtype)
+            _engines[key] = Engine(target=target, drafter=drafter, device=device, dtype=dtype,
+                                   prefix_cache=prefix_cache)
         return _engines[key]

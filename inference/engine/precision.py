@@ -42,8 +42,41 @@ PRECISIONS = tuple(COMPUTE_DTYPES)
 DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
 INT4_GROUP_SIZE = 32  # the GGUF Q4_0/Q4_1 block size
 # precisions whose CPU linears are row-invariant (tests/engine/test_row_invariance.py), so
-# row-invariant attention makes the whole forward so; fp32 linears (MKL) are not
+# row-invariant attention makes the whole forward so; fp32 linears (MKL) are not. int8/int4
+# use aten's own one-row-at-a-time kernels; bf16/fp16 matmuls are row-invariant on CPUs
+# without native bf16 (AVX2, AVX-512F) but not where oneDNN uses AVX512_BF16/AMX kernels
+# for every shape (seen on an AMD EPYC Zen 4: the 576x1536 down projection differs from 5 rows
+# on), so they are probed per shape once per process (cpu_row_invariant).
 ROW_INVARIANT = ("bf16", "fp16", "int8", "int4")
+_row_invariant_probe: dict[tuple, bool] = {}
+BUNDLED_SHAPES = ((576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576))  # (out, in) of SmolLM2-135M
+
+
+def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES) -> bool:
+    """Does this CPU compute each row of a `name`-precision linear the same alone as in a batch,
+    for every (out, in) shape given and verify widths up to 33?"""
+    if name not in ROW_INVARIANT:
+        return False
+    if name in ("int8", "int4"):
+        return True
+    dtype = COMPUTE_DTYPES[name]
+    for n, k in sorted(set(shapes)):
+        key = (name, n, k, torch.get_num_threads())
+        if key not in _row_invariant_probe:
+            gen = torch.Generator().manual_seed(0)
+            weight = torch.randn(n, k, generator=gen).to(dtype)
+            x = torch.randn(33, k, generator=gen).to(dtype)
+            with torch.inference_mode():
+                rows = [torch.nn.functional.linear(x[i:i + 1], weight) for i in range(x.shape[0])]
+                _row_invariant_probe[key] = all(torch.equal(torch.nn.functional.linear(x[:m], weight),
+                                                            torch.cat(rows[:m])) for m in (2, 5, 17, 33))
+        if not _row_invariant_probe[key]:
+            return False
+    return True
+
+
+def linear_shapes(model: nn.Module) -> set[tuple[int, int]]:
+    return {(m.out_features, m.in_features) for m in model.modules() if isinstance(m, nn.Linear)}
 
 
 @dataclass(frozen=True)
@@ -88,7 +121,7 @@ def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
         model = quantize_int8(model)
     elif precision.name == "int4":
         model = quantize_int4(model)
-    if precision.name in ROW_INVARIANT and model.device.type == "cpu":
+    if model.device.type == "cpu" and cpu_row_invariant(precision.name, linear_shapes(model)):
         use_row_invariant_attention(model)
     return model
 

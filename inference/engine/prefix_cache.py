@@ -16,10 +16,11 @@ prefix, at least `min_reuse` tokens, always leaving one prompt token to feed), c
 `max_bytes`. An entry whose ids are a prefix of a newer one is replaced by it.
 
 Reuse changes how a prompt's keys and values are computed (a prefix, then the rest,
-instead of one pass), so the last bits of the logits may differ from a fresh prefill; the
-engine therefore turns it on by default only at reduced precisions (precision.ROW_INVARIANT),
-and keeps fp32 the bit-exact reference path (opt in with `Engine(prefix_cache=True)`).
-Plain and speculative decoding share it, so speculation stays lossless either way.
+instead of one pass), so the last bits of the logits may differ from a fresh prefill, and a
+reply can depend on which prompts came before it (on the bundled model at int4, one reply
+in a test left its fresh-prefill twin at token 28). It is therefore opt-in:
+`Engine(prefix_cache=True)`, `CHATNEXUS_PREFIX_CACHE=1` for the worker. Speculation stays
+lossless against plain decoding in the same cache state.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ SYSTEM = "You are Sprocket, the support assistant of a bike shop. Hours: 10-19. 
 
 @pytest.fixture(scope="module")
 def int8_engine(tiny_target_dir, tiny_draft_dir) -> Engine:
-    return Engine(target=tiny_target_dir, drafter="suffix", device="cpu", dtype="int8")
+    return Engine(target=tiny_target_dir, drafter="suffix", device="cpu", dtype="int8", prefix_cache=True)
 
 
 def prompt(engine, question):
@@ -29,8 +29,8 @@ def prefilled(engine, ids):
     return cache
 
 
-def test_it_is_on_by_default_below_fp32_only(int8_engine, tiny_engine):
-    assert int8_engine.prefixes is not None and tiny_engine.prefixes is None  # tiny_engine: fp32
+def test_it_is_opt_in(int8_engine, tiny_engine):
+    assert int8_engine.prefixes is not None and tiny_engine.prefixes is None  # tiny_engine: the default
 
 
 def test_it_reuses_the_longest_common_prefix_and_hands_out_private_copies(int8_engine):
