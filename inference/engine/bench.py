@@ -29,7 +29,6 @@ import copy
 import datetime
 import json
 import os
-import platform
 import re
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Callable
 import torch
 
 from inference.engine import Engine, load_model
+from inference.engine.threads import cpu_name
 
 HF_METHODS = ("hf_plain", "hf_assisted", "hf_prompt_lookup")
 DEFAULT_METHODS = ("hf_plain", "hf_assisted", "hf_prompt_lookup",
@@ -98,16 +98,7 @@ def load_prompts(path: str | os.PathLike) -> list[dict]:
 
 def machine_description(device: torch.device) -> str:
     """CPU model and core count, torch version, and the device the models run on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    desc = (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+    desc = (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), device {device}")
     if device.type == "cuda":
         desc += f" ({torch.cuda.get_device_name(device)})"

@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import torch
 from .errors import EngineError
 from .forward import cache_argument, extend, new_cache
 from .precision import DEFAULT_PRECISION, Precision, apply_precision, resolve_precision
+from .threads import cpu_name
 
 AUTO = "auto"
 CANDIDATES = ("int4", "int8")  # besides fp32, the reference
@@ -59,13 +59,7 @@ def cache_dir() -> Path:
 
 def machine_key(target: str, candidates, prompts: int, reply_tokens: int) -> str:
     """What the choice depends on: the model, this CPU, this torch, its threads, the probe's settings."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    parts = [target, cpu, torch.__version__, str(torch.get_num_threads()), ",".join(candidates),
+    parts = [target, cpu_name(), torch.__version__, str(torch.get_num_threads()), ",".join(candidates),
              str(prompts), str(reply_tokens), str(MIN_AGREEMENT), str(MAX_KL)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

@@ -7,8 +7,21 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def physical_cores() -> int:
