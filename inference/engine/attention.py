@@ -13,6 +13,7 @@ the whole forward row-invariant, so speculation at int8/int4 is lossless by cons
     row_invariant_attention(module, q [B,H,W,D], k [B,Hkv,L,D], v, mask, scaling=...)
         for j in 0..W-1: out_j = SDPA(q[:, :, j:j+1], k[:, :, :L-W+j+1], v[...])   # no mask needed
 
+Grouped-query heads read their shared key/value head in place (`enable_gqa`, no repeat_kv copy).
 Cost: W small SDPA calls per layer instead of one (verify widths are <= 33). Prompts
 (wider than MAX_ROWS) take the fused SDPA path: plain and speculative decoding prefill a
 prompt identically, so the prompt's cache is the same either way.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "row_invariant"
 MAX_ROWS = 64  # wider forwards (prompts) use fused SDPA; verify steps are at most 33 wide
@@ -52,13 +53,12 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
                 diagonal=length - width)[None, None]  # [1, 1, W, L]
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
-    groups = heads // key.shape[1]
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)  # [B, H, L, D]
+    gqa = heads != key.shape[1]  # grouped-query heads share key/value heads: no repeat_kv copy of the cache
     rows = []
     for j in range(width):
         n = length - width + j + 1  # query j sees keys 0..n-1 (causal)
         rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :n], value[:, :, :n],
-                                                   scale=scaling))  # [B, H, 1, D]
+                                                   scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
     out = rows[0] if width == 1 else torch.cat(rows, dim=2)  # [B, H, W, D]
     return out.transpose(1, 2).contiguous(), None  # [B, W, H, D], as HF attention functions return
 

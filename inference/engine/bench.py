@@ -38,7 +38,7 @@ from typing import Callable
 import torch
 
 from inference.engine import Engine, load_model
-from inference.engine.threads import cpu_name
+from inference.engine.threads import cpu_features, cpu_name
 
 HF_METHODS = ("hf_plain", "hf_assisted", "hf_prompt_lookup")
 DEFAULT_METHODS = ("hf_plain", "hf_assisted", "hf_prompt_lookup",
@@ -98,7 +98,8 @@ def load_prompts(path: str | os.PathLike) -> list[dict]:
 
 def machine_description(device: torch.device) -> str:
     """CPU model and core count, torch version, and the device the models run on."""
-    desc = (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+    flags = cpu_features()
+    desc = (f"{cpu_name()}{f' [{flags}]' if flags else ''}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), device {device}")
     if device.type == "cuda":
         desc += f" ({torch.cuda.get_device_name(device)})"

@@ -24,11 +24,14 @@ import torch
 from .draft_length import DraftLength
 from .drafters.base import Drafter
 from .errors import EngineError
-from .forward import cache_argument, crop, extend, new_cache
+from .forward import cache_argument, crop, extend, new_cache, prefill, reserve
 from .prefix_cache import PrefixCache
 from .sampling import SamplingParams, probs_from_logits, sample
 from .stats import GenerationStats
 from .verify import verify_greedy, verify_sampling
+
+
+MAX_DRAFT_ROOM = 64  # a verify forward appends the draft before rejected tokens are cropped
 
 
 @dataclass
@@ -92,10 +95,13 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     drafter.begin(request.prompt_ids, request.sampling, request.generator)
 
     cache, reused = prefixes.lookup(request.prompt_ids) if prefixes is not None else (None, 0)
+    capacity = prompt_len + request.max_new_tokens + MAX_DRAFT_ROOM  # one allocation for the whole reply
     if cache is None:
-        cache = new_cache(model)
+        cache = new_cache(model, capacity)
+    else:
+        reserve(cache, capacity)
     # the prompt is encoded once: what a stored prompt already holds (prefix_cache.py) is not prefilled again
-    logits = extend(model, cache_arg, cache, request.prompt_ids[:, reused:], start=reused, keep=1)  # [1, 1, V]
+    logits = prefill(model, cache_arg, cache, request.prompt_ids[:, reused:], start=reused)  # [1, 1, V]
     stats.prefix_reused = reused
     if prefixes is not None:
         prefixes.store(request.prompt_ids, cache)

@@ -16,12 +16,22 @@
   de-quantised weights gives back exactly their q's; only the scale/zero are rounded to
   bf16 (the kernel's fp32 path, which would keep them exact, is ~7x slower). CPU only;
   refused elsewhere and when this torch build lacks the kernel.
+- Prompts (prefill) at int8/int4: a weight-only kernel re-expands its weights for every
+  row block and runs at ~150 GFLOP/s on a 2-core Zen 4, where a bf16 GEMM with native
+  AVX512_BF16 runs at ~400. Where a one-off measurement (`dense_prefill_pays`) shows bf16
+  GEMMs that much faster, each quantised decoder linear also keeps its de-quantised weight
+  in bf16 (2 bytes per weight) and forwards inside `dense_prefill()` use it. Decode and
+  verify steps always use the quantised kernel (row invariance), and plain and
+  speculative decoding prefill alike, so speculation stays lossless.
 
 Defaults (DEFAULT_PRECISION): fp32 on CPU, bf16 on CUDA — see the note there.
 """
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -121,9 +131,71 @@ def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
         model = quantize_int8(model)
     elif precision.name == "int4":
         model = quantize_int4(model)
+    if precision.quantized and dense_prefill_pays():
+        keep_dense_weights(model)
     if model.device.type == "cpu" and cpu_row_invariant(precision.name, linear_shapes(model)):
         use_row_invariant_attention(model)
     return model
+
+
+# ----------------------------------------------------------------------------- dense prefill
+
+_DENSE = ContextVar("chatnexus_dense_prefill", default=False)
+_dense_pays: dict[int, bool] = {}
+DENSE_PREFILL_GAIN = 1.3  # keep bf16 copies only where a prompt-wide bf16 GEMM is this much faster
+
+
+@contextmanager
+def dense_prefill():
+    """Inside, quantised linears holding a bf16 copy of their weight (keep_dense_weights) use it."""
+    token = _DENSE.set(True)
+    try:
+        yield
+    finally:
+        _DENSE.reset(token)
+
+
+def dense_prefill_pays(rows: int = 256, shape: tuple[int, int] = (1536, 576)) -> bool:
+    """Is a prompt-wide bf16 GEMM >= DENSE_PREFILL_GAIN x faster than the int4 kernel on this CPU?
+    Measured once per process and thread count (~50 ms): on CPUs without native bf16 it is slower."""
+    threads = torch.get_num_threads()
+    if threads not in _dense_pays:
+        n, k = shape
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(rows, k, generator=gen).to(torch.bfloat16)
+        weight = torch.randn(n, k, generator=gen).to(torch.bfloat16)
+        q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        scales = torch.rand(k // INT4_GROUP_SIZE, n, 2, generator=gen).to(torch.bfloat16)
+
+        def best(fn) -> float:
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - started)
+            return min(times)
+
+        with torch.inference_mode():
+            dense = best(lambda: torch.nn.functional.linear(x, weight))
+            quantised = best(lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, INT4_GROUP_SIZE, scales))
+        _dense_pays[threads] = quantised >= DENSE_PREFILL_GAIN * dense
+    return _dense_pays[threads]
+
+
+def keep_dense_weights(model: nn.Module) -> None:
+    """Give every quantised decoder linear (not the lm_head: a prompt needs 1 row of logits) its bf16 weight."""
+    head = model.get_output_embeddings()
+    for module in model.modules():
+        if isinstance(module, (Int8Linear, Int4Linear)) and module is not head:
+            module.dense = module.weight.to(torch.bfloat16)
+
+
+def _dense_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """y from the bf16 copy inside dense_prefill(), else None (use the quantised kernel)."""
+    if module.dense is None or not _DENSE.get():
+        return None
+    return torch.nn.functional.linear(x.to(torch.bfloat16), module.dense).to(x.dtype)
 
 
 class Int8Linear(nn.Module):
@@ -144,6 +216,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
         self.register_buffer("scales", scale.to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+        self.dense: torch.Tensor | None = None  # bf16 weight for prompts (keep_dense_weights)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -151,6 +224,9 @@ class Int8Linear(nn.Module):
         return self.weight_int8.float() * self.scales.float()[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N] in x's dtype
+        y = _dense_forward(self, x)
+        if y is not None:
+            return y if self.bias is None else y + self.bias
         shape = x.shape
         y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight_int8,
                                                self.scales)
@@ -223,8 +299,20 @@ class Int4Linear(nn.Module):
         self.register_buffer("scales_and_zeros", torch.stack((scale, zero), -1).transpose(0, 1).contiguous()
                              .to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+        self.dense: torch.Tensor | None = None  # bf16 weight for prompts (keep_dense_weights)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The de-quantised weight [N, K] as the kernel sees it: (q - 8) * scale + zero (not per step)."""
+        n, k = self.out_features, self.in_features
+        eye = torch.eye(k, dtype=torch.bfloat16)  # the kernel applied to the identity gives W^T, exactly in bf16
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group_size,
+                                                          self.scales_and_zeros).float().T.contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N]
+        y = _dense_forward(self, x)
+        if y is not None:
+            return y if self.bias is None else y + self.bias
         shape = x.shape
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed,
                                                         self.group_size, self.scales_and_zeros)

@@ -42,12 +42,13 @@ import torch
 from .errors import EngineError
 from .forward import cache_argument, extend, new_cache
 from .precision import DEFAULT_PRECISION, Precision, apply_precision, resolve_precision
-from .threads import cpu_name
+from .threads import cpu_features, cpu_name
 
 AUTO = "auto"
 CANDIDATES = ("int4", "int8")  # besides fp32, the reference
 MIN_AGREEMENT = 0.95
 MAX_KL = 0.01
+PROBE_VERSION = 2  # bump when the engine's kernels change what a step costs (2: in-place KV cache, dense prefill)
 CALIBRATION_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "support_prompts.jsonl"
 
 
@@ -58,9 +59,11 @@ def cache_dir() -> Path:
 
 
 def machine_key(target: str, candidates, prompts: int, reply_tokens: int) -> str:
-    """What the choice depends on: the model, this CPU, this torch, its threads, the probe's settings."""
-    parts = [target, cpu_name(), torch.__version__, str(torch.get_num_threads()), ",".join(candidates),
-             str(prompts), str(reply_tokens), str(MIN_AGREEMENT), str(MAX_KL)]
+    """What the choice depends on: the model, this CPU (name and vector extensions: "AMD EPYC"
+    covers several generations), this torch, its threads, the probe's settings and version."""
+    parts = [target, cpu_name(), cpu_features(), torch.__version__, str(torch.get_num_threads()),
+             ",".join(candidates), str(prompts), str(reply_tokens), str(MIN_AGREEMENT), str(MAX_KL),
+             str(PROBE_VERSION)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -24,6 +24,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# the vector extensions CPU kernels dispatch on (the rest of /proc/cpuinfo's flags do not change speed)
+KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_bf16", "amx_int8", "amx_tile", "avx_vnni", "asimd", "sve", "bf16", "i8mm")
+
+
+def cpu_features() -> str:
+    """The kernel-relevant flags this CPU reports, e.g. "avx2,avx512_bf16,avx512f,fma" ("" if unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return ",".join(sorted(flags.intersection(KERNEL_FLAGS)))
+    except OSError:
+        pass
+    return ""
+
+
 def physical_cores() -> int:
     """Distinct (package, core) pairs in /proc/cpuinfo, limited to the CPUs this process may use."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,134 @@
+"""The preallocated KV cache (forward.PreallocatedLayer) and the dense bf16 prefill of
+quantised linears (precision.dense_prefill): same keys, values and tokens as the simple
+way, without its copies."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from inference.engine import Engine
+from inference.engine.forward import PreallocatedLayer, cache_argument, crop, extend, new_cache, prefill
+from inference.engine.precision import Int4Linear, Int8Linear, dense_prefill, keep_dense_weights
+
+GEN = torch.Generator().manual_seed(3)
+PROMPT = torch.randint(3, 259, (1, 40), generator=GEN)
+STEPS = torch.randint(3, 259, (1, 30), generator=GEN)
+
+
+def run(model, cache) -> tuple[list[torch.Tensor], DynamicCache]:
+    """Prefill PROMPT, then a mix of verify-like forwards and roll-backs; the logits of each."""
+    arg = cache_argument(model)
+    logits = [extend(model, arg, cache, PROMPT, 0, keep=1)]
+    length = PROMPT.shape[1]
+    for width, keep_tokens in ((1, 1), (5, 2), (1, 1), (9, 9), (3, 0), (7, 4)):
+        x = STEPS[:, :width]
+        logits.append(extend(model, arg, cache, x, length, keep=width))
+        length += keep_tokens
+        crop(cache, length)
+    return logits, cache
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_target_dir):
+    return Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype="fp32").model
+
+
+@pytest.mark.parametrize("capacity", [0, 8, 200], ids=["grow-from-empty", "grow-by-doubling", "one-allocation"])
+def test_the_preallocated_cache_holds_what_a_dynamic_cache_holds(tiny_model, capacity):
+    with torch.inference_mode():
+        expected_logits, expected = run(tiny_model, DynamicCache(config=tiny_model.config))
+        logits, cache = run(tiny_model, new_cache(tiny_model, capacity))
+    assert all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+    assert cache.get_seq_length() == expected.get_seq_length() == PROMPT.shape[1] + 17
+    for ours, theirs in zip(cache.layers, expected.layers):
+        assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+    for ours, theirs in zip(logits, expected_logits):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_decode_steps_write_in_place_without_reallocating(tiny_model):
+    arg = cache_argument(tiny_model)
+    cache = new_cache(tiny_model, capacity=100)
+    with torch.inference_mode():
+        prefill(tiny_model, arg, cache, PROMPT)
+        layer = cache.layers[0]
+        buffer = layer._key_buffer.data_ptr()
+        length = PROMPT.shape[1]
+        for j in range(20):
+            extend(tiny_model, arg, cache, STEPS[:, j:j + 1], length, keep=1)
+            length += 1
+            assert layer.keys.data_ptr() == buffer  # a view of the same buffer, not a new tensor
+        crop(cache, length - 5)
+        assert layer.keys.shape[-2] == length - 5 and layer._key_buffer.data_ptr() == buffer
+        extend(tiny_model, arg, cache, STEPS.repeat(1, 3)[:, :70], length - 5, keep=1)  # past capacity: grows
+    assert layer._key_buffer.shape[-2] >= length - 5 + 70 and layer.keys.shape[-2] == length - 5 + 70
+
+
+def test_a_deep_copy_keeps_only_the_live_positions_and_is_private(tiny_model):
+    arg = cache_argument(tiny_model)
+    cache = new_cache(tiny_model, capacity=500)
+    with torch.inference_mode():
+        prefill(tiny_model, arg, cache, PROMPT)
+        snapshot = copy.deepcopy(cache)
+        before = snapshot.layers[0].keys.clone()
+        extend(tiny_model, arg, cache, STEPS[:, :4], PROMPT.shape[1], keep=1)
+        crop(cache, 10)
+        extend(tiny_model, arg, cache, STEPS[:, :30], 10, keep=1)  # overwrites positions 10.. of the original
+    layer = snapshot.layers[0]
+    assert layer._key_buffer.shape[-2] == PROMPT.shape[1]  # not the 500-position buffer
+    assert torch.equal(layer.keys, before)
+
+
+# ----------------------------------------------------------------------------- dense prefill
+
+
+@pytest.fixture(scope="module")
+def int4_engine(tiny_target_dir) -> Engine:
+    engine = Engine(target=tiny_target_dir, drafter="lookup", device="cpu", dtype="int4")
+    keep_dense_weights(engine.model)  # whether or not this CPU's bf16 GEMMs pay, exercise the path
+    return engine
+
+
+def test_quantised_linears_keep_their_kernels_weights_in_bf16(int4_engine):
+    linears = [m for m in int4_engine.model.modules() if isinstance(m, (Int4Linear, Int8Linear))]
+    head = int4_engine.model.get_output_embeddings()
+    assert head.dense is None  # a prompt needs one row of logits: no bf16 copy of the head
+    body = [m for m in linears if m is not head]
+    assert body and all(m.dense is not None and m.dense.dtype == torch.bfloat16 for m in body)
+    x = torch.randn(50, body[0].in_features, generator=GEN)
+    with torch.inference_mode():
+        kernel = body[0](x)
+        with dense_prefill():
+            dense = body[0](x)
+    assert torch.equal(dense, torch.nn.functional.linear(x.bfloat16(), body[0].dense).float())
+    torch.testing.assert_close(dense, kernel, rtol=0.05, atol=0.05)  # the same weights, other rounding
+    assert not torch.equal(dense, kernel)  # so the test can tell which path ran
+
+
+def test_prefill_uses_the_dense_weights_and_steps_the_kernel(int4_engine):
+    model = int4_engine.model
+    arg = cache_argument(model)
+    with torch.inference_mode():
+        dense = prefill(model, arg, new_cache(model), PROMPT)
+        kernel = extend(model, arg, new_cache(model), PROMPT, 0, keep=1)
+        with dense_prefill():
+            assert torch.equal(extend(model, arg, new_cache(model), PROMPT, 0, keep=1), dense)
+    assert not torch.equal(dense, kernel)
+
+
+@pytest.mark.parametrize("prompt", ["Hello there, how are you today? Hello there, how", "abcabcabcabc"])
+def test_speculation_stays_lossless_with_a_dense_prefill(int4_engine, prompt):
+    ids = int4_engine.encode(prompt)
+    plain, _ = int4_engine.generate_ids(ids, max_new_tokens=40, drafter="none")
+    for k in (None, 3, 8):
+        int4_engine.draft_length = k
+        try:
+            drafted, stats = int4_engine.generate_ids(ids, max_new_tokens=40, drafter="lookup")
+        finally:
+            int4_engine.draft_length = None
+        assert drafted == plain
+    assert stats.drafted > 0
