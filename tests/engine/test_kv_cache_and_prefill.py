@@ -1,6 +1,7 @@
-"""The preallocated KV cache (forward.PreallocatedLayer) and the dense bf16 prefill of
-quantised linears (precision.dense_prefill): same keys, values and tokens as the simple
-way, without its copies."""
+"""The preallocated KV cache (forward.PreallocatedLayer), the dense bf16 prefill of
+quantised linears (precision.dense_prefill) and the fused q/k/v and gate/up linears
+(precision.fuse_shared_input_linears): same keys, values and tokens as the simple way,
+without its copies and calls."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import copy
 
 import pytest
 import torch
-from transformers import DynamicCache
+from transformers import AutoModelForCausalLM, DynamicCache
 
 from inference.engine import Engine
 from inference.engine.forward import PreallocatedLayer, cache_argument, crop, extend, new_cache, prefill
-from inference.engine.precision import Int4Linear, Int8Linear, dense_prefill, keep_dense_weights
+from inference.engine import precision as precision_module
+from inference.engine.precision import (Int4Linear, Int8Linear, SharedInputMember, apply_precision, dense_prefill,
+                                        keep_dense_weights, resolve_precision)
 
 GEN = torch.Generator().manual_seed(3)
 PROMPT = torch.randint(3, 259, (1, 40), generator=GEN)
@@ -132,3 +135,36 @@ def test_speculation_stays_lossless_with_a_dense_prefill(int4_engine, prompt):
             int4_engine.draft_length = None
         assert drafted == plain
     assert stats.drafted > 0
+
+
+# ----------------------------------------------------------------------------- fused q/k/v and gate/up
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_linears_sharing_an_input_run_as_one_with_the_same_results(tiny_target_dir, precision):
+    """q/k/v and gate/up become one quantised linear each; every output equals the member's own."""
+    fused = Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype=precision).model
+    attention = fused.model.layers[0].self_attn
+    mlp = fused.model.layers[0].mlp
+    assert all(isinstance(getattr(attention, n), SharedInputMember) for n in ("q_proj", "k_proj", "v_proj"))
+    assert all(isinstance(getattr(mlp, n), SharedInputMember) for n in ("gate_proj", "up_proj"))
+    assert isinstance(attention.o_proj, (Int4Linear, Int8Linear)) and isinstance(mlp.down_proj, (Int4Linear, Int8Linear))
+    reference = AutoModelForCausalLM.from_pretrained(tiny_target_dir).eval()
+    saved = precision_module.SHARED_INPUT_GROUPS
+    precision_module.SHARED_INPUT_GROUPS = ()  # the same quantisation, one linear per projection
+    try:
+        apply_precision(reference, resolve_precision(precision, torch.device("cpu")))
+    finally:
+        precision_module.SHARED_INPUT_GROUPS = saved
+    x = torch.randn(1, 7, attention.q_proj.in_features, generator=GEN)
+    ref_attention = reference.model.layers[0].self_attn
+    with torch.inference_mode():
+        for name in ("k_proj", "q_proj", "v_proj"):  # any order, same input object
+            assert torch.equal(getattr(attention, name)(x), getattr(ref_attention, name)(x))
+        assert getattr(attention.q_proj.group, "_input") is None  # all served: nothing held
+        y = x.clone()
+        assert torch.equal(attention.q_proj(x), ref_attention.q_proj(x))
+        assert torch.equal(attention.k_proj(y), ref_attention.k_proj(y))  # another tensor: computed afresh
+        arg = cache_argument(reference)
+        assert torch.equal(extend(fused, arg, new_cache(fused), PROMPT, 0, keep=5),
+                           extend(reference, arg, new_cache(reference), PROMPT, 0, keep=5))
