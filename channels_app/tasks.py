@@ -3,11 +3,22 @@
 Claims the message with a conditional UPDATE (pending -> sending) that must change
 exactly one row, so a duplicate task sends nothing. Transient failures go back to
 pending and retry with exponential backoff; permanent ones are stored on the message.
+
+A claim is a lease (CHATNEXUS_DELIVERY_LEASE_S): a worker killed mid-send leaves the
+message "sending", and Celery hands the task (acks_late, reject_on_worker_lost) to
+another worker, which finds the claim and checks back when the lease runs out; a claim
+older than the lease is taken over and the message sent. Adapters record what the
+provider accepted as soon as it did (WhatsApp: each part's Twilio sid) and skip it then;
+a worker killed between the provider's acceptance and that record causes one duplicate —
+delivery is at least once, never a reply stuck in "sending".
 """
 import logging
+from datetime import timedelta
 
 from celery import shared_task
-from django.db.models import F
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
 
 from bots.models import Message
 
@@ -20,11 +31,23 @@ MAX_ATTEMPTS = 6
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_ATTEMPTS)
 def deliver(self, message_id):
-    claimed = Message.objects.filter(id=message_id, delivery_status=Message.Delivery.PENDING).update(
-        delivery_status=Message.Delivery.SENDING, delivery_attempts=F("delivery_attempts") + 1
+    now = timezone.now()
+    lease = timedelta(seconds=settings.CHATNEXUS_DELIVERY_LEASE_S)
+    stale = Q(delivery_claimed_at__lt=now - lease) | Q(delivery_claimed_at__isnull=True)  # null: claimed before leases
+    claimable = Q(delivery_status=Message.Delivery.PENDING) | (Q(delivery_status=Message.Delivery.SENDING) & stale)
+    claimed = Message.objects.filter(claimable, id=message_id).update(
+        delivery_status=Message.Delivery.SENDING, delivery_attempts=F("delivery_attempts") + 1, delivery_claimed_at=now
     )
     if claimed != 1:
-        return  # already sent, being sent, or failed for good
+        claim = (
+            Message.objects.filter(id=message_id, delivery_status=Message.Delivery.SENDING)
+            .values_list("delivery_claimed_at", flat=True)
+            .first()
+        )
+        if claim is not None:  # being sent, or its worker died: check back when the lease ends
+            wait = max((claim + lease - now).total_seconds(), 0) + 1
+            raise self.retry(countdown=wait, max_retries=None)
+        return  # already sent, or failed for good
     message = Message.objects.select_related("conversation", "bot").get(id=message_id)
     try:
         external_id = adapter_for(message.channel).send(message)
@@ -35,7 +58,8 @@ def deliver(self, message_id):
             delivery_error=f"{error.code} {error}".strip(),
         )
         if retry:
-            raise self.retry(countdown=min(2 ** message.delivery_attempts, 300), exc=error)
+            # the cap is delivery_attempts (rechecks of a claim are retries too, not attempts)
+            raise self.retry(countdown=min(2 ** message.delivery_attempts, 300), exc=error, max_retries=None)
         log.warning("deliver: message %s failed for good: %s", message_id, error)
         return
     except Exception as error:  # an adapter bug: record it, do not lose the message silently

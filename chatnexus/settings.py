@@ -252,6 +252,9 @@ CELERY_WORKER_PROC_ALIVE_TIMEOUT = envint("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 30
 # Point the twilio client somewhere else than https://api.twilio.com (tests: a stub on loopback).
 TWILIO_API_BASE_URL = os.environ.get("TWILIO_API_BASE_URL") or None
 TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15)
+# A delivery claimed longer ago than this (its worker died mid-send) may be claimed again and
+# re-sent; a task finding a younger claim checks back when it expires. Longer than any send.
+CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
 # Largest inbound email accepted (webhook body or IMAP message); larger webhooks get 413.
 CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)
 # Default cap on auto-replies to one sender per day (a channel setting overrides it).

@@ -88,6 +88,7 @@ class Message(models.Model):
     delivery_status = models.CharField(max_length=10, choices=Delivery.choices, blank=True, default="")
     delivery_error = models.TextField(blank=True)
     delivery_attempts = models.PositiveIntegerField(default=0)
+    delivery_claimed_at = models.DateTimeField(null=True, blank=True)  # when a deliver task set "sending"
     # Decoding stats of a bot reply (GenerationStats.as_dict() + latency_s).
     stats = models.JSONField(default=dict, blank=True)
     latency_s = models.FloatField(null=True, blank=True)  # inbound stored -> reply stored

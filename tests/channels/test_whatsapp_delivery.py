@@ -1,9 +1,13 @@
 """WhatsApp end to end through real Celery workers: signed webhook → stored message →
 bundled model → deliver task → the stub Twilio API; and delivery failures."""
+import time
+
 import pytest
+from django.utils import timezone
 
 from bots import services
 from bots.models import Message
+from channels_app.tasks import deliver
 from tests.conftest import wait_for
 
 from .conftest import CUSTOMER, whatsapp_params
@@ -95,3 +99,34 @@ def test_it_resends_only_the_missing_parts_after_a_failure(transactional_db, wha
     assert " ".join(delivered) == text
     reply.refresh_from_db()
     assert reply.meta["twilio_sids"] == [r["sid"] for r in requests if "sid" in r]
+
+
+def test_a_reply_left_sending_by_a_dead_worker_is_sent_once_its_claim_expires(transactional_db, whatsapp_channel, twilio_stub, workers):
+    """A worker SIGKILLed inside the send leaves the reply "sending" and Celery hands the task to
+    another worker: it must neither send while the claim is young nor leave the reply stuck, and
+    must not send again what Twilio already accepted."""
+    reply, _ = services.record_reply(stored_inbound(whatsapp_channel), "Thanks, we got it.", {})
+    wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == Message.Delivery.SENT, timeout=60, what="delivery")
+    assert len(twilio_stub.messages(to=CUSTOMER)) == 1
+
+    def die_mid_send(accepted: bool):
+        """What a dead worker leaves: claimed a moment ago (lease: 8 s in tests), never finished."""
+        meta = Message.objects.get(id=reply.id).meta if accepted else {}  # Twilio's sid recorded, or not yet
+        Message.objects.filter(id=reply.id).update(
+            delivery_status=Message.Delivery.SENDING, delivery_claimed_at=timezone.now(), meta=meta, external_id=""
+        )
+        deliver.delay(reply.id)  # the task Celery hands to another worker
+
+    die_mid_send(accepted=False)  # killed before Twilio answered
+    time.sleep(3)
+    assert Message.objects.get(id=reply.id).delivery_status == Message.Delivery.SENDING  # the claim still holds
+    assert len(twilio_stub.messages(to=CUSTOMER)) == 1
+    wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == Message.Delivery.SENT, timeout=60, what="re-delivery")
+    sent = twilio_stub.messages(to=CUSTOMER)
+    assert len(sent) == 2 and Message.objects.get(id=reply.id).external_id == sent[-1]["sid"]
+
+    die_mid_send(accepted=True)  # killed after Twilio accepted the message: finish without resending
+    wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == Message.Delivery.SENT, timeout=60, what="recovery")
+    assert len(twilio_stub.messages(to=CUSTOMER)) == 2
+    reply.refresh_from_db()
+    assert reply.external_id == sent[-1]["sid"] and reply.delivery_attempts == 3
