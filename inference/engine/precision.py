@@ -33,6 +33,7 @@ Defaults (DEFAULT_PRECISION): fp32 on CPU, bf16 on CUDA — see the note there.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -135,7 +136,7 @@ def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
         model = quantize_int8(model)
     elif precision.name == "int4":
         model = quantize_int4(model)
-    if precision.quantized and dense_prefill_pays():
+    if precision.quantized and dense_prefill_wanted():
         keep_dense_weights(model)
     if model.device.type == "cpu" and cpu_row_invariant(precision.name, linear_shapes(model)):
         use_row_invariant_attention(model)
@@ -157,6 +158,17 @@ def dense_prefill():
         yield
     finally:
         _DENSE.reset(token)
+
+
+def dense_prefill_wanted() -> bool:
+    """CHATNEXUS_DENSE_PREFILL: "0" never keeps bf16 copies (saves 2 bytes per quantised weight,
+    prompts then run on the quantised kernel), "1" always, "auto" (the default) where they pay."""
+    choice = os.environ.get("CHATNEXUS_DENSE_PREFILL", "auto").strip().lower()
+    if choice in ("0", "false", "no", "off"):
+        return False
+    if choice in ("1", "true", "yes", "on"):
+        return True
+    return dense_prefill_pays()
 
 
 def dense_prefill_pays(rows: int = 256, shape: tuple[int, int] = (1536, 576)) -> bool:

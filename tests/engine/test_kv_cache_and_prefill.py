@@ -112,6 +112,15 @@ def test_quantised_linears_keep_their_kernels_weights_in_bf16(int4_engine):
     assert not torch.equal(dense, kernel)  # so the test can tell which path ran
 
 
+@pytest.mark.parametrize("setting, kept", [("0", False), ("1", True)])
+def test_chatnexus_dense_prefill_turns_the_bf16_copies_off_or_on(tiny_target_dir, monkeypatch, setting, kept):
+    monkeypatch.setenv("CHATNEXUS_DENSE_PREFILL", setting)
+    model = apply_precision(AutoModelForCausalLM.from_pretrained(tiny_target_dir).eval(),
+                            resolve_precision("int4", torch.device("cpu")))
+    body = [m for m in model.modules() if isinstance(m, Int4Linear)]
+    assert body and all((m.dense is not None) == kept for m in body)
+
+
 def test_prefill_uses_the_dense_weights_and_steps_the_kernel(int4_engine):
     model = int4_engine.model
     arg = cache_argument(model)
