@@ -60,9 +60,6 @@ class PreallocatedLayer(DynamicLayer):
             buffers.append(buffer)
         self._key_buffer, self._value_buffer = buffers
 
-    def crop(self, tokens_to_remove: int) -> None:
-        super().crop(tokens_to_remove)  # shortens the views; the buffer keeps its room
-
     def reset(self) -> None:
         self._key_buffer = self._value_buffer = None
         super().reset()

@@ -241,12 +241,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N] in x's dtype
         y = _dense_forward(self, x)
-        if y is not None:
-            return y if self.bias is None else y + self.bias
-        shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight_int8,
-                                               self.scales)
-        y = y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        if y is None:
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.weight_int8,
+                                                   self.scales)
+            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
 
@@ -328,12 +326,10 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N]
         y = _dense_forward(self, x)
-        if y is not None:
-            return y if self.bias is None else y + self.bias
-        shape = x.shape
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed,
-                                                        self.group_size, self.scales_and_zeros)
-        y = y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        if y is None:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.packed,
+                                                            self.group_size, self.scales_and_zeros)
+            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
 
@@ -358,7 +354,7 @@ class SharedInputGroup:
     def __init__(self, fused: nn.Module, sizes: list[int]):
         self.fused, self.sizes = fused, sizes
         self._input: torch.Tensor | None = None  # the input the pending outputs were computed from
-        self._outputs: list[torch.Tensor | None] = [None] * len(sizes)
+        self._outputs: list[torch.Tensor | None] = []  # one per member until that member took it
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
         if self._input is not x or self._outputs[index] is None:
@@ -384,12 +380,11 @@ class SharedInputMember(nn.Module):
         return self.group.output(self.index, x)
 
 
-def fuse_shared_input_linears(model: nn.Module, make) -> int:
+def fuse_shared_input_linears(model: nn.Module, make) -> None:
     """Each SHARED_INPUT_GROUPS set of sibling nn.Linears (same input size, no bias) becomes
     make(one nn.Linear holding their rows in order) shared through SharedInputMembers, where
     `make` accepts it (returns a module). Quantisation is per output row (per row group for
-    int4), so the fused weights are exactly the members' own. Returns the groups fused."""
-    fused = 0
+    int4), so the fused weights are exactly the members' own."""
     for parent in list(model.modules()):
         for names in SHARED_INPUT_GROUPS:
             members = [getattr(parent, name, None) for name in names]
@@ -406,8 +401,6 @@ def fuse_shared_input_linears(model: nn.Module, make) -> int:
             group = SharedInputGroup(quantised, [m.out_features for m in members])
             for index, (name, member) in enumerate(zip(names, members)):
                 setattr(parent, name, SharedInputMember(group, index, member.in_features, member.out_features))
-            fused += 1
-    return fused
 
 
 def quantize_int4(model: nn.Module) -> nn.Module:

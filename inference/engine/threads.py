@@ -12,16 +12,21 @@ import platform
 import torch
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of `keys` (None if none or unreadable)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(keys):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 # the vector extensions CPU kernels dispatch on (the rest of /proc/cpuinfo's flags do not change speed)
@@ -31,15 +36,8 @@ KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "av
 
 def cpu_features() -> str:
     """The kernel-relevant flags this CPU reports, e.g. "avx2,avx512_bf16,avx512f,fma" ("" if unknown)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    return ",".join(sorted(flags.intersection(KERNEL_FLAGS)))
-    except OSError:
-        pass
-    return ""
+    flags = set((_cpuinfo("flags", "Features") or "").split())
+    return ",".join(sorted(flags.intersection(KERNEL_FLAGS)))
 
 
 def physical_cores() -> int:
