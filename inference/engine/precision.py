@@ -131,6 +131,9 @@ def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
     Below fp32 on CPU the attention becomes row-invariant (attention.py): with aten's
     row-invariant bf16/int8/int4 linears, a (k+1)-token verify forward then gives every
     token bit for bit the logits of a 1-token step — lossless speculation at that precision."""
+    from .lean import forget  # lean.py reads this module's linears
+
+    forget(model)  # its lean forward (if one was built) looked up the linears replaced below
     model = model.to(dtype=precision.dtype)
     if precision.name == "int8":
         model = quantize_int8(model)
@@ -205,6 +208,46 @@ def keep_dense_weights(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, (Int8Linear, Int4Linear)) and module is not head:
             module.dense = module.weight.to(torch.bfloat16)
+
+
+def dense_prefill_active() -> bool:
+    """Are we inside dense_prefill()?"""
+    return _DENSE.get()
+
+
+def direct_linear(module: nn.Module, dense: bool):
+    """A plain function computing module(x) bit for bit (inside dense_prefill() when `dense`),
+    with the kernel call and nothing else: no nn.Module dispatch, no per-call checks. For the
+    lean forward (lean.py), built once per model; modules it does not know are called as is."""
+    weight_dense = getattr(module, "dense", None) if dense else None
+    bias = getattr(module, "bias", None)
+    if isinstance(module, (Int8Linear, Int4Linear)) and weight_dense is not None:
+        def run(x):  # _dense_forward
+            y = torch.nn.functional.linear(x.to(torch.bfloat16), weight_dense).to(x.dtype)
+            return y if bias is None else y + bias
+    elif isinstance(module, Int4Linear):
+        packed, scales, group, k, n = (module.packed, module.scales_and_zeros, module.group_size,
+                                       module.in_features, module.out_features)
+
+        def run(x):
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, k).to(torch.bfloat16), packed, group, scales)
+            y = y.reshape(*x.shape[:-1], n).to(x.dtype)
+            return y if bias is None else y + bias
+    elif isinstance(module, Int8Linear):
+        weight, scales, k, n = module.weight_int8, module.scales, module.in_features, module.out_features
+
+        def run(x):
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, k).to(torch.bfloat16), weight, scales)
+            y = y.reshape(*x.shape[:-1], n).to(x.dtype)
+            return y if bias is None else y + bias
+    elif type(module) is nn.Linear:
+        weight = module.weight
+
+        def run(x):
+            return torch.nn.functional.linear(x, weight, bias)
+    else:
+        return module
+    return run
 
 
 def _dense_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
