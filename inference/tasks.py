@@ -190,6 +190,7 @@ def _history(inbound):
 
 @worker_process_init.connect
 def _preload_model(**_):
-    """Load the model when the worker process starts, not on the first customer's message."""
+    """Load the model (and measure what the adaptive draft length needs) when the worker
+    process starts, not on the first customer's message."""
     if os.environ.get("CHATNEXUS_PRELOAD_MODEL") == "1":
-        runtime.engine_for()
+        runtime.engine_for().warm_up()

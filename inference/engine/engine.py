@@ -57,6 +57,12 @@ class Engine:
         self.prefixes = PrefixCache() if prefix_cache else None
         self.drafter = self.get_drafter(drafter)  # load (and vocab-check) a draft model now
 
+    def warm_up(self) -> None:
+        """Pay the one-off costs now rather than on the first reply: the c_verify(k) measurement
+        the adaptive draft length needs (~1-2 s on a 2-core CPU; draft_length.py)."""
+        if self.draft_length is None and self.cost_aware_draft_length:
+            draft_costs(self.model, self.drafter)
+
     def get_drafter(self, spec: str) -> Drafter:
         """Drafter instances are cached per spec."""
         if spec not in self._drafters:

@@ -125,12 +125,15 @@ def resolve_precision(value: str | torch.dtype | Precision | None, device: torch
 # ----------------------------------------------------------------------------- quantisation
 
 
-def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
+def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool | None = None) -> nn.Module:
     """Cast to the compute dtype (fp32 for int8/int4), then quantise the linear layers if asked.
 
     Below fp32 on CPU the attention becomes row-invariant (attention.py): with aten's
     row-invariant bf16/int8/int4 linears, a (k+1)-token verify forward then gives every
-    token bit for bit the logits of a 1-token step — lossless speculation at that precision."""
+    token bit for bit the logits of a 1-token step — lossless speculation at that precision.
+    `dense_copies`: keep bf16 copies of quantised weights for prompts (None: as
+    CHATNEXUS_DENSE_PREFILL and the machine say; the precision probe, which reads no prompts
+    through them that matter, passes False)."""
     from .lean import forget  # lean.py reads this module's linears
 
     forget(model)  # its lean forward (if one was built) looked up the linears replaced below
@@ -139,7 +142,7 @@ def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
         model = quantize_int8(model)
     elif precision.name == "int4":
         model = quantize_int4(model)
-    if precision.quantized and dense_prefill_wanted():
+    if precision.quantized and (dense_prefill_wanted() if dense_copies is None else dense_copies):
         keep_dense_weights(model)
     if model.device.type == "cpu" and cpu_row_invariant(precision.name, linear_shapes(model)):
         use_row_invariant_attention(model)

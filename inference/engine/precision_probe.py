@@ -48,7 +48,7 @@ AUTO = "auto"
 CANDIDATES = ("int4", "int8")  # besides fp32, the reference
 MIN_AGREEMENT = 0.95
 MAX_KL = 0.01
-PROBE_VERSION = 2  # bump when the engine's kernels change what a step costs (2: in-place KV cache, dense prefill)
+PROBE_VERSION = 3  # bump when the engine's kernels change what a step costs (2: in-place KV cache, dense prefill; 3: lean forward)
 CALIBRATION_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "support_prompts.jsonl"
 
 
@@ -111,7 +111,9 @@ def measure(target: str, device: torch.device, *, candidates=CANDIDATES, prompts
                         "step_ms": round(1000 * measure_verify_cost(reference, ks=(0,), reps=5).step_s, 2)}}
     for name in candidates:
         try:
-            model = apply_precision(copy.deepcopy(reference), resolve_precision(name, device))
+            # no bf16 prompt copies: the probe times decode steps and scores teacher-forced
+            # passes, which run on the quantised kernels a reply's decode steps use
+            model = apply_precision(copy.deepcopy(reference), resolve_precision(name, device), dense_copies=False)
         except EngineError as e:  # e.g. no int4 kernel in this torch build
             results[name] = {"error": str(e)}
             continue

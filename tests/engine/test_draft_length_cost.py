@@ -58,3 +58,23 @@ def test_verify_cost_interpolates_and_never_drops_below_one_step():
 def test_it_measures_a_model(tiny_engine):
     cost = measure_verify_cost(tiny_engine.model, ks=(0, 1, 4), reps=1)
     assert cost.relative[0] == 1.0 and cost.step_s > 0 and len(cost.relative) == 3
+
+
+def test_warm_up_measures_the_costs_before_the_first_reply(tiny_target_dir):
+    """The worker calls warm_up at start (CHATNEXUS_PRELOAD_MODEL=1): the first reply must not
+    pay the c_verify measurement. A fresh engine (own model copy) shows the before and after."""
+    import copy
+
+    from inference.engine import Engine
+    from inference.engine.verify_cost import _measured
+
+    engine = Engine(target=tiny_target_dir, drafter="lookup", device="cpu", dtype="fp32")
+    engine.model = copy.deepcopy(engine.model)  # not the process-wide shared model another test measured
+    engine.drafter = engine.get_drafter("lookup")
+    assert engine.model not in _measured
+    engine.warm_up()
+    assert engine.model in _measured
+    plain = Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype="fp32")
+    plain.model = copy.deepcopy(plain.model)
+    plain.warm_up()  # no drafts, nothing to measure
+    assert plain.model not in _measured
