@@ -253,23 +253,33 @@ def serialize_message(message: Message) -> dict:
 
 
 def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
-    """Queue again what a lost broker forgot: inbound messages still waiting for a reply and
-    replies still waiting to be sent (the embedded in-memory broker starts empty after a restart).
+    """Queue again what a lost broker forgot: inbound messages still waiting for a reply,
+    replies still waiting to be sent, and sends whose claim (lease) ran out with no outcome —
+    their worker died and its task is gone. Run by ``serve`` at start (the embedded in-memory
+    broker starts empty) and by the beat job ``bots.tasks.sweep_unfinished`` (a Redis that
+    lost its queue).
 
-    Safe to run any time: both tasks are idempotent. Returns (replies, deliveries) queued.
+    Safe to run any time: both tasks are idempotent (a message still queued gets a second
+    task, which finds the work done and does nothing). Returns (replies, deliveries) queued.
     """
     from datetime import timedelta
+
+    from django.conf import settings
+    from django.db.models import Q
 
     from channels_app.tasks import deliver
     from inference.tasks import generate_reply
 
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    pending = Message.objects.filter(
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_s)
+    lease_over = now - timedelta(seconds=settings.CHATNEXUS_DELIVERY_LEASE_S)
+    pending = list(Message.objects.filter(
         direction=Message.Direction.INBOUND, reply_state=Message.ReplyState.PENDING, created__lte=cutoff
-    ).values_list("id", flat=True)
-    unsent = Message.objects.filter(
-        direction=Message.Direction.OUTBOUND, delivery_status=Message.Delivery.PENDING, created__lte=cutoff
-    ).values_list("id", flat=True)
+    ).values_list("id", flat=True))
+    unsent = list(Message.objects.filter(direction=Message.Direction.OUTBOUND, created__lte=cutoff).filter(
+        Q(delivery_status=Message.Delivery.PENDING)
+        | Q(delivery_status=Message.Delivery.SENDING, delivery_claimed_at__lte=lease_over)
+    ).values_list("id", flat=True))
     for message_id in pending:
         generate_reply.delay(message_id)
     for message_id in unsent:

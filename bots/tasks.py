@@ -1,9 +1,13 @@
 """Background jobs of the bots app (queue ``default``)."""
+import logging
+
 from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
 
 from .models import Conversation, Membership
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
@@ -26,3 +30,16 @@ def notify_agents_of_handoff(conversation_id):
         from_email=None,
         recipient_list=emails,
     )
+
+
+@shared_task(acks_late=True)
+def sweep_unfinished():
+    """Beat job (every CHATNEXUS_SWEEP_SECONDS): queue again the replies and deliveries a lost
+    broker forgot (services.requeue_unfinished), for messages older than
+    CHATNEXUS_SWEEP_AFTER_S — younger work may still be legitimately waiting in the queue."""
+    from . import services
+
+    replies, deliveries = services.requeue_unfinished(older_than_s=settings.CHATNEXUS_SWEEP_AFTER_S)
+    if replies or deliveries:
+        log.warning("sweep: re-queued %d pending replies and %d unfinished deliveries", replies, deliveries)
+    return replies, deliveries

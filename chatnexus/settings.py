@@ -260,6 +260,15 @@ CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)
 # Default cap on auto-replies to one sender per day (a channel setting overrides it).
 CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY = envint("CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY", 5)
 CHATNEXUS_SMTP_TIMEOUT_S = envint("CHATNEXUS_SMTP_TIMEOUT_S", 20)
+# Every CHATNEXUS_SWEEP_SECONDS (0: never), re-queue replies and deliveries older than
+# CHATNEXUS_SWEEP_AFTER_S that are still unfinished: tasks a restarted broker lost.
+CHATNEXUS_SWEEP_SECONDS = envint("CHATNEXUS_SWEEP_SECONDS", 300)
+CHATNEXUS_SWEEP_AFTER_S = envint("CHATNEXUS_SWEEP_AFTER_S", 900)
+if CHATNEXUS_SWEEP_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["sweep-unfinished"] = {
+        "task": "bots.tasks.sweep_unfinished",
+        "schedule": CHATNEXUS_SWEEP_SECONDS,
+    }
 CHATNEXUS_IMAP_POLL_SECONDS = envint("CHATNEXUS_IMAP_POLL_SECONDS", 60)
 if CHATNEXUS_IMAP_POLL_SECONDS > 0:
     CELERY_BEAT_SCHEDULE["poll-imap-mailboxes"] = {

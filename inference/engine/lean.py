@@ -13,13 +13,16 @@ operations in the same order with less Python around them:
   attention, MLP and norms (the norms' formula is inlined, op for op as LlamaRMSNorm);
 - rotary embedding is applied to the queries and keys together (they sit side by side in the
   fused q/k/v output): the same elementwise ops on one tensor instead of two, so the same bits;
-- q/k/v and gate/up run as the one fused quantised linear they already are (precision.py's
-  SharedInputGroup), without the per-member hand-off;
+- the linears are direct kernel calls looked up once per model (precision.direct_linear:
+  the int4/int8 kernel, the bf16 copy inside dense_prefill(), or F.linear), and q/k/v and
+  gate/up run as the one fused quantised linear they already are (SharedInputGroup),
+  without the per-member hand-off;
 - the causal mask and rotary cos/sin are built once per forward (as transformers does), the
   attention function is the one the model is configured with (row-invariant attention under
   int8/int4: speculation stays lossless).
 
-Saves ~15 % of an int4 decode step on the bundled model (docs/cpu-speed.md). The result is
+Saves 20-25 % of an int4 decode step and 8-14 % of an fp32 one on the bundled model (2-core
+Xeon, docs/cpu-speed.md). The result is
 bit-identical to the model's own forward (tests/engine/test_lean_forward.py checks every
 precision), so faithfulness and losslessness are unchanged. Models it does not know (any
 architecture but LlamaForCausalLM with the stock layer classes) keep transformers' forward.

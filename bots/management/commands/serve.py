@@ -60,4 +60,11 @@ class Command(BaseCommand):
         replies, deliveries = requeue_unfinished()
         if replies or deliveries:
             self.stdout.write(f"Re-queued {replies} pending replies and {deliveries} pending deliveries.")
+        # Periodic jobs (settings.CELERY_BEAT_SCHEDULE: IMAP polling, the unfinished-work sweep)
+        # from a beat thread in this process, as `celery worker -B` would run them.
+        if settings.CELERY_BEAT_SCHEDULE:
+            from celery.beat import EmbeddedService
+
+            beat = EmbeddedService(app, thread=True, schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"))
+            beat.start()
         return worker

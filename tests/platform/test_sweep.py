@@ -1,0 +1,111 @@
+"""Work a lost broker forgot is queued again: the beat job ``bots.tasks.sweep_unfinished``
+(services.requeue_unfinished) on real PostgreSQL, Redis and Celery workers, and the embedded
+platform (``manage.py serve``: SQLite, in-memory broker) running it from its own beat thread."""
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from bots.models import Conversation, Message
+from bots.tasks import sweep_unfinished
+from chatnexus.celery import app
+from tests.conftest import ROOT, Service, free_port, wait_for
+
+
+def stored_without_a_task(bot, thread, text, age_s):
+    """An inbound message as receive() stores it, whose task never reached the broker."""
+    conversation, _ = Conversation.objects.get_or_create(
+        organization=bot.organization, bot=bot, channel="preview", external_id=thread
+    )
+    message = Message.objects.create(
+        organization=bot.organization, bot=bot, conversation=conversation, channel="preview",
+        direction="in", sender="customer", text=text, reply_state="pending",
+    )
+    Message.objects.filter(id=message.id).update(created=timezone.now() - timedelta(seconds=age_s))
+    return message
+
+
+def claimed_reply(bot, thread, claimed_s_ago):
+    """A bot reply whose send a worker claimed `claimed_s_ago` seconds ago and never finished."""
+    conversation, _ = Conversation.objects.get_or_create(
+        organization=bot.organization, bot=bot, channel="preview", external_id=thread
+    )
+    message = Message.objects.create(
+        organization=bot.organization, bot=bot, conversation=conversation, channel="preview",
+        direction="out", sender="bot", text="We open at nine.", delivery_status="sending",
+        delivery_claimed_at=timezone.now() - timedelta(seconds=claimed_s_ago),
+    )
+    Message.objects.filter(id=message.id).update(created=timezone.now() - timedelta(hours=1))
+    return message
+
+
+def test_the_sweep_answers_and_delivers_what_the_broker_lost(transactional_db, celery_workers, acme_bot):
+    age = settings.CHATNEXUS_SWEEP_AFTER_S
+    lost = stored_without_a_task(acme_bot, "sweep-1", "When are you open?", age_s=age + 60)
+    young = stored_without_a_task(acme_bot, "sweep-2", "Hello?", age_s=age // 2)  # may still be queued
+    dead_send = claimed_reply(acme_bot, "sweep-3", claimed_s_ago=settings.CHATNEXUS_DELIVERY_LEASE_S + 60)
+    live_send = claimed_reply(acme_bot, "sweep-4", claimed_s_ago=0)  # its worker is still at it
+
+    assert sweep_unfinished.apply().get() == (1, 1)  # the job's body, queueing to the real workers
+
+    reply = wait_for(lambda: Message.objects.filter(reply_to=lost).first(), timeout=300, what="the lost message's reply")
+    assert reply.text.strip() and reply.sender == "bot"
+    wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="the reply's delivery")
+    wait_for(lambda: Message.objects.get(id=dead_send.id).delivery_status == "sent", what="the dead send, redone")
+    assert Message.objects.get(id=young.id).reply_state == "pending"
+    assert not Message.objects.filter(reply_to=young).exists()
+    assert Message.objects.get(id=live_send.id).delivery_status == "sending"
+    assert sweep_unfinished.apply().get() == (0, 0)  # nothing left over
+
+
+def test_the_beat_schedule_names_real_tasks():
+    app.loader.import_default_modules()
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        assert entry["task"] in app.tasks, name
+    assert "sweep-unfinished" in settings.CELERY_BEAT_SCHEDULE
+
+
+def manage(env, *args, timeout=120):
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+LOSE_A_MESSAGE = """
+from datetime import timedelta
+from django.utils import timezone
+from bots.models import Bot, Conversation, Message
+bot = Bot.objects.get(organization__slug="demo-bikes")
+conversation = Conversation.objects.create(organization=bot.organization, bot=bot, channel="preview", external_id="lost")
+message = Message.objects.create(organization=bot.organization, bot=bot, conversation=conversation, channel="preview",
+                                 direction="in", sender="customer", text="What are your opening hours?",
+                                 reply_state="pending")
+Message.objects.filter(id=message.id).update(created=timezone.now() - timedelta(seconds=30))
+print(message.id)
+"""
+
+
+def test_the_embedded_platform_sweeps_from_its_own_beat_thread(tmp_path):
+    """`serve` (no Redis, SQLite) runs the beat schedule in-process: a message stored while it
+    runs, with no task queued for it, is answered by the sweep alone."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="chatnexus.settings", CHATNEXUS_VAR_DIR=str(tmp_path / "var"),
+               CHATNEXUS_SWEEP_SECONDS="2", CHATNEXUS_SWEEP_AFTER_S="10", CHATNEXUS_IMAP_POLL_SECONDS="0",
+               CHATNEXUS_DTYPE="fp32", CHATNEXUS_MAX_REPLY_TOKENS="24", PYTHONUNBUFFERED="1")
+    manage(env, "migrate", "--noinput")
+    manage(env, "demo")
+    server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(free_port()), "--no-preload"],
+                     env, "ChatNexus is up", tmp_path)
+    try:
+        server.wait_ready(timeout=120)
+        message_id = int(manage(env, "shell", "-c", LOSE_A_MESSAGE).strip().splitlines()[-1])
+        check = f"from bots.models import Message; print(Message.objects.filter(reply_to_id={message_id}).count())"
+        wait_for(lambda: manage(env, "shell", "-c", check).strip().endswith("1"), timeout=180, interval=2,
+                 what="the swept message's reply")
+        assert "sweep_unfinished" in server.output()
+    finally:
+        server.stop()
