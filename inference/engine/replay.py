@@ -21,6 +21,11 @@ and with --draft: draft (= model:<draft>) and suffix+lookup+draft. Warm-up exclu
 seeded, message-major (every method on message 1, then on message 2, ...) so load from
 other processes spreads evenly.
 
+The reference (speedup 1.00x, "identical" counts against it) is hf_plain when it runs, else
+the first method: `--methods none,suffix --dtype int4` measures drafts against our own plain
+int4 loop (HF `generate` does not prefill through the int4 model's bf16 prompt copies, so its
+int4 replies need not be the engine's).
+
 Beside each result: the Leviathan et al. (2023) bound S = (1 - a^(g+1)) / ((1 - a)(g c + 1))
 from the measured acceptance a, mean draft length g (drafted tokens / steps that drafted)
 and c, the measured extra cost of one draft token: a verify step of g draft tokens (plus
@@ -203,6 +208,7 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
         "conversations": len(conversations),
         "messages": total,
         "bots": sorted({c["bot"] for c in conversations}),
+        "reference": reference_name(records),
         "methods": summary,
         "by_history": _by_history(records),
         # the reference replies, to see how repetitive the traffic really is
@@ -252,8 +258,13 @@ def leviathan_bound(alpha: float, gamma: float, c: float) -> float:
     return tokens / (gamma * c + 1)
 
 
+def reference_name(records: dict[str, list[dict]]) -> str:
+    """What speedups and "identical" are measured against: hf_plain if it ran, else the first method."""
+    return "hf_plain" if "hf_plain" in records else next(iter(records))
+
+
 def _summarize(records: dict[str, list[dict]], base: Engine, sample_conv: dict) -> list[dict]:
-    reference = records.get("hf_plain")
+    reference = records[reference_name(records)]
     plain_tps = None
     context = base.encode([{"role": "system", "content": sample_conv["system"]},
                            {"role": "user", "content": sample_conv["turns"][0]}])
@@ -263,11 +274,11 @@ def _summarize(records: dict[str, list[dict]], base: Engine, sample_conv: dict) 
         new_tokens = sum(len(r["ids"]) for r in rows)
         total_s = sum(r["seconds"] for r in rows)
         tps = new_tokens / total_s if total_s > 0 else 0.0
-        if name == "hf_plain":
+        if name == reference_name(records):
             plain_tps = tps
         row = {"name": name, "tokens_per_s": round(tps, 3), "speedup": None, "acceptance_rate": None,
                "mean_tokens_per_forward": None,
-               "identical": None if reference is None else sum(r["ids"] == ref["ids"] for r, ref in zip(rows, reference)),
+               "identical": sum(r["ids"] == ref["ids"] for r, ref in zip(rows, reference)),
                "prompts": len(rows), "new_tokens": new_tokens, "total_s": round(total_s, 3),
                "gamma": None, "c": None, "leviathan_bound": None, "accepted_hist": None}
         stats = [r["stats"] for r in rows if r["stats"] is not None]
@@ -298,8 +309,8 @@ def _summarize(records: dict[str, list[dict]], base: Engine, sample_conv: dict) 
 
 
 def _by_history(records: dict[str, list[dict]]) -> dict:
-    """Speedup over hf_plain per bucket of the bot's earlier replies (0, 1-2, 3-5, ...)."""
-    reference = records.get("hf_plain")
+    """Speedup over the reference per bucket of the bot's earlier replies (0, 1-2, 3-5, ...)."""
+    reference = records[reference_name(records)]
     buckets = [b for b in HISTORY_BUCKETS if any(b[0] <= r["history"] <= b[1] for r in next(iter(records.values())))]
     labels = [str(lo) if lo == hi else (f"{lo}+" if hi >= 10 ** 9 else f"{lo}-{hi}") for lo, hi in buckets]
     out = {"buckets": labels, "messages": [], "speedup": {}}
@@ -310,8 +321,6 @@ def _by_history(records: dict[str, list[dict]]) -> dict:
 
     for lo, hi in buckets:
         out["messages"].append(sum(lo <= r["history"] <= hi for r in next(iter(records.values()))))
-    if reference is None:
-        return out
     for name, rows in records.items():
         out["speedup"][name] = []
         for lo, hi in buckets:
@@ -345,11 +354,12 @@ def format_replay_table(results: dict) -> str:
               "c = measured cost of a draft token in a verify step / a plain step"]
     by = results["by_history"]
     if by["speedup"]:
-        lines += ["", "speedup over hf_plain by the bot's earlier replies:",
+        reference = results.get("reference", "hf_plain")
+        lines += ["", f"speedup over {reference} by the bot's earlier replies:",
                   f"  {'replies':<14}" + "".join(f"{b:>8}" for b in by["buckets"]),
                   f"  {'messages':<14}" + "".join(f"{n:>8}" for n in by["messages"])]
         lines += [f"  {name:<14}" + "".join(f"{fmt(s, '.2f'):>8}" for s in values)
-                  for name, values in by["speedup"].items() if name != "hf_plain"]
+                  for name, values in by["speedup"].items() if name != reference]
     hists = [(m["name"], m["accepted_hist"]) for m in results["methods"] if m.get("accepted_hist")]
     if hists:
         lines += ["", "accepted draft tokens per verify step (share of steps):"]
@@ -358,7 +368,7 @@ def format_replay_table(results: dict) -> str:
 
 
 def plot_by_history(results: dict, path: str | os.PathLike) -> None:
-    """Speedup over hf_plain vs the bot's earlier replies, one line per method."""
+    """Speedup over the reference vs the bot's earlier replies, one line per method."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -366,14 +376,16 @@ def plot_by_history(results: dict, path: str | os.PathLike) -> None:
     by = results["by_history"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     x = range(len(by["buckets"]))
+    reference = results.get("reference", "hf_plain")
     for name, values in by["speedup"].items():
-        if name == "hf_plain":
+        if name == reference:
             continue
         ax.plot(x, [float("nan") if v is None else v for v in values], marker="o", label=name)
     ax.axhline(1.0, color="#9aa5b1", linestyle="--", linewidth=1)
     ax.set_xticks(list(x), [f"{b}\n({n} msg)" for b, n in zip(by["buckets"], by["messages"])], fontsize=8)
     ax.set_xlabel("the bot's earlier replies when the message arrives")
-    ax.set_ylabel("speedup over target alone (HF generate)")
+    ax.set_ylabel("speedup over target alone (HF generate)" if reference == "hf_plain"
+                  else f"speedup over {reference} (target alone, our loop)")
     ax.set_title(f"traffic replay: {results['target']}, {results['messages']} messages, "
                  f"{results['max_new_tokens']} new tokens max", fontsize=9)
     ax.legend(fontsize=8)

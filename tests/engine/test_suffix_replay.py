@@ -81,3 +81,22 @@ def test_a_prompt_file_replays_as_fresh_conversations(tmp_path):
     conversations = load_replay(prompts, limit=3)
     assert [c["bot"] for c in conversations] == [c["id"] for c in conversations]  # each its own bot
     assert all(len(c["turns"]) == 1 and c["system"] for c in conversations)
+
+
+def test_without_hf_plain_the_first_method_is_the_reference(tiny_target_dir, tmp_path, capsys):
+    """An int4 replay measures drafts against our own plain loop: `--methods none,suffix`."""
+    workload = tmp_path / "replay.jsonl"
+    workload.write_text('{"id": "c1", "bot": "a", "system": "Be brief.", "turns": ["Hi", "Open?"]}\n'
+                        '{"id": "c2", "bot": "a", "system": "Be brief.", "turns": ["Hi", "Open?"]}\n')
+    code = main(["bench", "--replay", str(workload), "--target", tiny_target_dir, "--device", "cpu",
+                 "--max-new-tokens", "12", "--methods", "none,suffix", "--out", str(tmp_path / "out"),
+                 "--no-progress"])
+    assert code == 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["reference"] == "none"
+    by_name = {m["name"]: m for m in saved["methods"]}
+    assert by_name["none"]["speedup"] == 1.0 and by_name["none"]["identical"] == 4
+    assert by_name["suffix"]["identical"] == 4  # lossless against the plain loop
+    assert by_name["suffix"]["speedup"] == round(by_name["suffix"]["tokens_per_s"] / by_name["none"]["tokens_per_s"], 3)
+    assert set(saved["by_history"]["speedup"]) == {"none", "suffix"}
+    assert "speedup over none by the bot's earlier replies" in capsys.readouterr().out
