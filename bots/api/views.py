@@ -17,20 +17,27 @@ from ..tenancy import scoped
 from . import serializers as s
 
 
+ORGANIZATION_HEADER = "HTTP_X_ORGANIZATION"  # X-Organization: <slug>
+
+
 def _resolve_membership(request):
-    """Token-authenticated requests pass the middleware anonymous: find their organisation here."""
+    """The membership a request acts through. Token-authenticated requests pass the middleware
+    anonymous: find it here. A user in several organisations picks one with the
+    ``X-Organization: <slug>`` header (any API request); without it, the session's choice (the
+    web app's switcher) or the oldest membership. Returns None when the user is not a member of
+    the organisation named (or of any)."""
     django_request = request._request
-    if getattr(django_request, "membership", None) is None and request.user.is_authenticated:
-        membership = (
-            Membership.objects.select_related("organization").filter(user=request.user).order_by("id").first()
-        )
+    wanted = django_request.META.get(ORGANIZATION_HEADER, "").strip()
+    if request.user.is_authenticated and (wanted or getattr(django_request, "membership", None) is None):
+        memberships = Membership.objects.select_related("organization").filter(user=request.user).order_by("id")
+        membership = memberships.filter(organization__slug=wanted).first() if wanted else memberships.first()
         django_request.membership = membership
         django_request.organization = membership.organization if membership else None
-    return django_request.membership
+    return getattr(django_request, "membership", None)
 
 
 class IsMember(permissions.BasePermission):
-    message = "You are not a member of an organisation."
+    message = "You are not a member of an organisation (or of the one X-Organization names)."
 
     def has_permission(self, request, view):
         return request.user.is_authenticated and _resolve_membership(request) is not None

@@ -100,3 +100,22 @@ def test_it_takes_customer_messages_on_the_api_channel(api, alice, acme_bot, glo
     other = {**body, "bot": globex_bot.id, "external_id": "m2"}
     assert client.post("/api/conversations/inbound/", other, format="json").status_code == 400
     assert client.post("/api/conversations/inbound/", {"bot": acme_bot.id}, format="json").status_code == 400
+
+
+def test_a_member_of_two_organisations_picks_one_with_a_header(api, alice, acme, globex, acme_bot, globex_bot):
+    from bots.models import Membership
+
+    Membership.objects.create(user=alice, organization=globex, role="agent")  # newer: not the default
+    client = api(alice)
+    names = lambda response: sorted(b["name"] for b in response.json()["results"])  # noqa: E731
+    assert names(client.get("/api/bots/")) == [acme_bot.name]  # no header: the oldest membership (owner)
+    assert names(client.get("/api/bots/", HTTP_X_ORGANIZATION="acme")) == [acme_bot.name]
+    # In Globex alice is an agent: conversations yes, bots (owners and admins only) no.
+    assert client.get("/api/bots/", HTTP_X_ORGANIZATION="globex").status_code == 403
+    make_conversation(globex_bot, "in globex")
+    make_conversation(acme_bot, "in acme")
+    in_globex = client.get("/api/conversations/", HTTP_X_ORGANIZATION="globex").json()
+    assert in_globex["count"] == 1 and in_globex["results"][0]["bot"] == globex_bot.id
+    assert client.get("/api/conversations/").json()["results"][0]["bot"] == acme_bot.id
+    refused = client.get("/api/conversations/", HTTP_X_ORGANIZATION="initech")  # not hers: no fallback
+    assert refused.status_code == 403 and "X-Organization" in refused.json()["detail"]
