@@ -225,24 +225,18 @@ def direct_linear(module: nn.Module, dense: bool):
     weight_dense = getattr(module, "dense", None) if dense else None
     bias = getattr(module, "bias", None)
     if isinstance(module, (Int8Linear, Int4Linear)) and weight_dense is not None:
-        def run(x):  # _dense_forward
-            y = torch.nn.functional.linear(x.to(torch.bfloat16), weight_dense).to(x.dtype)
-            return y if bias is None else y + bias
+        def run(x):
+            return _with_bias(_dense_mm(x, weight_dense), bias)
     elif isinstance(module, Int4Linear):
-        packed, scales, group, k, n = (module.packed, module.scales_and_zeros, module.group_size,
-                                       module.in_features, module.out_features)
+        packed, scales, group, n = module.packed, module.scales_and_zeros, module.group_size, module.out_features
 
         def run(x):
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, k).to(torch.bfloat16), packed, group, scales)
-            y = y.reshape(*x.shape[:-1], n).to(x.dtype)
-            return y if bias is None else y + bias
+            return _with_bias(_int4_mm(x, packed, group, scales, n), bias)
     elif isinstance(module, Int8Linear):
-        weight, scales, k, n = module.weight_int8, module.scales, module.in_features, module.out_features
+        weight, scales, n = module.weight_int8, module.scales, module.out_features
 
         def run(x):
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, k).to(torch.bfloat16), weight, scales)
-            y = y.reshape(*x.shape[:-1], n).to(x.dtype)
-            return y if bias is None else y + bias
+            return _with_bias(_int8_mm(x, weight, scales, n), bias)
     elif type(module) is nn.Linear:
         weight = module.weight
 
@@ -257,7 +251,29 @@ def _dense_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """y from the bf16 copy inside dense_prefill(), else None (use the quantised kernel)."""
     if module.dense is None or not _DENSE.get():
         return None
-    return torch.nn.functional.linear(x.to(torch.bfloat16), module.dense).to(x.dtype)
+    return _dense_mm(x, module.dense)
+
+
+# The kernel calls of the quantised linears, shared by their forward() and direct_linear():
+# x [..., K] in, y [..., N] out in x's dtype (the kernels' fast paths want bf16 activations).
+
+def _dense_mm(x: torch.Tensor, weight_bf16: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.linear(x.to(torch.bfloat16), weight_bf16).to(x.dtype)
+
+
+def _int8_mm(x: torch.Tensor, weight_int8: torch.Tensor, scales: torch.Tensor, n: int) -> torch.Tensor:
+    y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), weight_int8, scales)
+    return y.reshape(*x.shape[:-1], n).to(x.dtype)
+
+
+def _int4_mm(x: torch.Tensor, packed: torch.Tensor, group: int, scales_and_zeros: torch.Tensor, n: int) -> torch.Tensor:
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), packed, group,
+                                                    scales_and_zeros)
+    return y.reshape(*x.shape[:-1], n).to(x.dtype)
+
+
+def _with_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return y if bias is None else y + bias
 
 
 class Int8Linear(nn.Module):
@@ -288,10 +304,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N] in x's dtype
         y = _dense_forward(self, x)
         if y is None:
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.weight_int8,
-                                                   self.scales)
-            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        return y if self.bias is None else y + self.bias
+            y = _int8_mm(x, self.weight_int8, self.scales, self.out_features)
+        return _with_bias(y, self.bias)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -373,10 +387,8 @@ class Int4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., K] -> [..., N]
         y = _dense_forward(self, x)
         if y is None:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.packed,
-                                                            self.group_size, self.scales_and_zeros)
-            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        return y if self.bias is None else y + self.bias
+            y = _int4_mm(x, self.packed, self.group_size, self.scales_and_zeros, self.out_features)
+        return _with_bias(y, self.bias)
 
 
 # ----------------------------------------------------------------------------- shared-input fusion

@@ -264,7 +264,8 @@ def reference_name(records: dict[str, list[dict]]) -> str:
 
 
 def _summarize(records: dict[str, list[dict]], base: Engine, sample_conv: dict) -> list[dict]:
-    reference = records[reference_name(records)]
+    reference_method = reference_name(records)
+    reference = records[reference_method]
     plain_tps = None
     context = base.encode([{"role": "system", "content": sample_conv["system"]},
                            {"role": "user", "content": sample_conv["turns"][0]}])
@@ -274,7 +275,7 @@ def _summarize(records: dict[str, list[dict]], base: Engine, sample_conv: dict) 
         new_tokens = sum(len(r["ids"]) for r in rows)
         total_s = sum(r["seconds"] for r in rows)
         tps = new_tokens / total_s if total_s > 0 else 0.0
-        if name == reference_name(records):
+        if name == reference_method:
             plain_tps = tps
         row = {"name": name, "tokens_per_s": round(tps, 3), "speedup": None, "acceptance_rate": None,
                "mean_tokens_per_forward": None,
