@@ -255,6 +255,8 @@ TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15)
 # A delivery claimed longer ago than this (its worker died mid-send) may be claimed again and
 # re-sent; a task finding a younger claim checks back when it expires. Longer than any send.
 CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
+# A widget socket must send its hello frame (visitor token) within this many seconds.
+CHATNEXUS_WIDGET_HELLO_TIMEOUT_S = envint("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", 10)
 # Largest inbound email accepted (webhook body or IMAP message); larger webhooks get 413.
 CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)
 # Default cap on auto-replies to one sender per day (a channel setting overrides it).

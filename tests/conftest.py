@@ -88,6 +88,7 @@ def service_env(smtp_server=None, **extra):
     env["DATABASE_URL"] = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("CHATNEXUS_DELIVERY_LEASE_S", "8")  # a dead worker's claim expires within a test's patience
+    env.setdefault("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", "3")  # a silent widget socket is closed within a test's patience
     if smtp_server is not None:
         env["EMAIL_HOST"] = smtp_server.host
         env["EMAIL_PORT"] = str(smtp_server.port)

@@ -1,13 +1,21 @@
-"""``WidgetConsumer``: the website widget's websocket, ``/ws/widget/<public_key>/?token=...``.
+"""``WidgetConsumer``: the website widget's websocket, ``/ws/widget/<public_key>/``.
 
-Thin: the decisions live in ``inbound``. On connect: origin allow-list (4403),
-visitor token (4401 when tampered; a new one is issued when absent), connection rate
-limit (4429), then the ``session`` and ``history`` frames. On each frame: validate,
-rate-limit, ``receive()``; problems answer with an ``error`` frame and keep the socket.
+Thin: the decisions live in ``inbound``. The socket's first frame is
+``{"type": "hello", "token": "<visitor token or empty>"}``: the token never rides in the
+URL, where proxies and access logs would keep it. No hello within
+``CHATNEXUS_WIDGET_HELLO_TIMEOUT_S``, or another first frame: closed with 4400. (A
+``?token=`` in the URL is still read, only for widget scripts loaded before the hello.)
+Then: origin allow-list (4403), visitor token (4401 when tampered; a new one is issued
+when absent), connection rate limit (4429), then the ``session`` and ``history`` frames.
+On each later frame: validate, rate-limit, ``receive()``; problems answer with an
+``error`` frame and keep the socket.
 Conversation events from ``bots.events.push`` are forwarded as they come.
 """
+import asyncio
 import json
 from urllib.parse import parse_qs
+
+from django.conf import settings
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -22,16 +30,33 @@ FORWARDED_EVENTS = {"message", "reply.start", "reply.delta", "reply.done", "conv
 class WidgetConsumer(AsyncWebsocketConsumer):
     session = None
     group = None
+    greeted = False  # the hello frame (or a legacy URL token) has been taken
+    deadline = None
 
     async def connect(self):
-        headers = dict(self.scope.get("headers") or [])
-        origin = headers.get(b"origin", b"").decode("latin-1")
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        token = (query.get("token") or [""])[0]
-        client_ip = (self.scope.get("client") or ["?"])[0]
-        public_key = self.scope["url_route"]["kwargs"]["public_key"]
         # Accept first so the refusal reason reaches the widget (a rejected handshake is a bare 403).
         await self.accept()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        legacy_token = (query.get("token") or [""])[0]
+        if legacy_token:
+            await self._open(legacy_token)
+        else:
+            self.deadline = asyncio.ensure_future(self._hello_deadline())
+
+    async def _hello_deadline(self):
+        await asyncio.sleep(settings.CHATNEXUS_WIDGET_HELLO_TIMEOUT_S)
+        if not self.greeted:
+            self.greeted = True
+            refusal = inbound.Refusal("bad_frame", "No hello frame arrived; reconnect to chat.", close_code=4400)
+            await self.send_json(refusal.frame())
+            await self.close(code=refusal.close_code)
+
+    async def _open(self, token):
+        self.greeted = True
+        headers = dict(self.scope.get("headers") or [])
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        client_ip = (self.scope.get("client") or ["?"])[0]
+        public_key = self.scope["url_route"]["kwargs"]["public_key"]
         result = await database_sync_to_async(inbound.open_session)(public_key, origin, token, client_ip)
         if isinstance(result, inbound.Refusal):
             await self.send_json(result.frame())
@@ -44,10 +69,22 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await self.send_json(await database_sync_to_async(inbound.history)(result.conversation_id))
 
     async def disconnect(self, code):
+        if self.deadline is not None:
+            self.deadline.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
+        if not self.greeted:
+            self.deadline.cancel()
+            token = inbound.parse_hello(text_data)
+            if isinstance(token, inbound.Refusal):
+                self.greeted = True
+                await self.send_json(token.frame())
+                await self.close(code=token.close_code)
+                return
+            await self._open(token)
+            return
         if self.session is None:
             return
         frame = inbound.parse_frame(text_data, self.session.options)

@@ -169,9 +169,9 @@
   // -- connection: reconnect with backoff; every (re)connect resyncs from the server's history
   function connect() {
     if (fatal || (ws && ws.readyState < 2)) return;
-    var url = origin.replace(/^http/, "ws") + "/ws/widget/" + encodeURIComponent(key) + "/" + (store.token ? "?token=" + encodeURIComponent(store.token) : "");
-    ws = new WebSocket(url);
-    ws.onopen = function () { attempts = 0; };
+    var sock = ws = new WebSocket(origin.replace(/^http/, "ws") + "/ws/widget/" + encodeURIComponent(key) + "/");
+    // The visitor token goes in the first frame, never in the URL (access logs keep URLs).
+    ws.onopen = function () { attempts = 0; sock.send(JSON.stringify({ type: "hello", token: store.token || "" })); };
     ws.onmessage = function (e) { try { handle(JSON.parse(e.data)); } catch (err) { /* ignore a bad frame */ } };
     ws.onclose = function (e) {
       connected = false;

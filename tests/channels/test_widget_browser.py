@@ -78,6 +78,9 @@ def test_it_streams_a_reply_and_keeps_history_across_reloads(
     panel.locator(".msg.me").get_by_text("What are your opening hours?").wait_for()
     wait_for(lambda: letters(reply.text) in letters(panel.locator(".msg.bot:not(.greeting)").first.inner_text()), what="history")
     assert Message.objects.filter(conversation=inbound.conversation).count() == 2
+    # The returning visitor's token went in the hello frame: no socket URL carries it.
+    urls = page.evaluate("window.__sockets.map(s => s.url)")
+    assert urls and not any("token" in u for u in urls), urls
 
     # Keyboard: Escape closes the panel and gives focus back to the launcher.
     panel.get_by_role("textbox", name="Message").press("Escape")

@@ -8,9 +8,10 @@ import json
 
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.channels.widget_helpers import *  # noqa: F401,F403 - fixtures and helpers
-from tests.channels.widget_helpers import frames_until, open_socket, recv
+from tests.channels.widget_helpers import frames_until, open_socket, recv, ws_url
 
 
 def closed_with(ws):
@@ -67,6 +68,33 @@ def test_it_refuses_a_tampered_visitor_token(widget_channel, host_site, live_ser
     # The genuine token still works and names the same visitor.
     ws, again, _ = start(live_server_url, widget_channel, host_site, token)
     assert again["visitor"] == session["visitor"]
+    ws.close()
+
+
+def test_the_visitor_token_travels_in_the_hello_frame_not_the_url(widget_channel, host_site, live_server_url):
+    from bots.models import Message
+
+    ws, session, _ = start(live_server_url, widget_channel, host_site)
+    ws.close()
+    url = ws_url(live_server_url, widget_channel.bot.public_key)
+
+    # A first frame that is not a hello (here: a message) is refused and not stored.
+    ws = connect(url, origin=host_site.origin, open_timeout=20)
+    ws.send(json.dumps({"type": "message", "id": "m1", "text": "hello?"}))
+    assert recv(ws)["code"] == "bad_frame" and closed_with(ws) == 4400
+    # A hello whose token is not a string is a bad token.
+    ws = open_socket(live_server_url, widget_channel.bot.public_key, host_site.origin, hello=False)
+    ws.send(json.dumps({"type": "hello", "token": ["x"]}))
+    assert recv(ws)["code"] == "bad_token" and closed_with(ws) == 4401
+    # Silence: closed when the hello timeout (3 s under test) runs out, with the reason.
+    ws = open_socket(live_server_url, widget_channel.bot.public_key, host_site.origin, hello=False)
+    assert recv(ws)["code"] == "bad_frame" and closed_with(ws) == 4400
+    assert not Message.objects.exists()
+
+    # Scripts loaded before the hello still put the token in the URL: it is still honoured.
+    ws = connect(url + "?token=" + session["token"], origin=host_site.origin, open_timeout=20)
+    again = recv(ws)
+    assert again["type"] == "session" and again["visitor"] == session["visitor"]
     ws.close()
 
 

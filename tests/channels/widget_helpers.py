@@ -83,13 +83,16 @@ def widget_channel(transactional_db, acme, acme_bot, host_site):
     )
 
 
-def ws_url(live_server_url, public_key, token=None):
-    url = live_server_url.replace("http://", "ws://") + f"/ws/widget/{public_key}/"
-    return url + (f"?token={token}" if token else "")
+def ws_url(live_server_url, public_key):
+    return live_server_url.replace("http://", "ws://") + f"/ws/widget/{public_key}/"
 
 
-def open_socket(live_server_url, public_key, origin, token=None):
-    return connect(ws_url(live_server_url, public_key, token), origin=origin, open_timeout=20, close_timeout=5)
+def open_socket(live_server_url, public_key, origin, token=None, hello=True):
+    """A widget socket that has said hello (with ``token``, or as a new visitor) as widget.js does."""
+    ws = connect(ws_url(live_server_url, public_key), origin=origin, open_timeout=20, close_timeout=5)
+    if hello:
+        ws.send(json.dumps({"type": "hello", "token": token or ""}))
+    return ws
 
 
 def recv(ws, timeout=20):
