@@ -78,6 +78,15 @@ def test_it_serves_the_schema_and_docs_without_a_cdn(client, db):
     docs = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in docs.lower() and "cdn.jsdelivr" not in docs and "/static/drf_spectacular_sidecar/" in docs
 
+    # Every member operation documents the organisation header (and nothing else gains it).
+    paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
+    operations = [op for item in paths.values() for method, op in item.items() if method in ("get", "post", "put", "patch", "delete")]
+    assert len(operations) > 10
+    for op in operations:
+        headers = [p for p in op.get("parameters", []) if p["in"] == "header"]
+        assert [p["name"] for p in headers] == ["X-Organization"], op["operationId"]
+        assert not headers[0].get("required", False) and "organisation" in headers[0]["description"]
+
 
 def test_it_shows_and_replaces_the_users_token(client, alice):
     client.force_login(alice)
