@@ -17,6 +17,6 @@ urlpatterns = [
     # WhatsApp (Twilio): incoming messages and delivery status callbacks, signed by Twilio.
     path("whatsapp/<str:key>/", whatsapp_views.incoming, name="whatsapp-inbound"),
     path("whatsapp/<str:key>/status/", whatsapp_views.status, name="whatsapp-status"),
-    # Email: raw-MIME inbound webhook (SendGrid/Mailgun/Postmark-style), per-channel secret.
+    # Email: inbound webhook (raw MIME as SendGrid/Mailgun post it, or Postmark's JSON), per-channel secret.
     path("email/<str:key>/inbound/", email_views.inbound, name="email-inbound"),
 ]

@@ -1,12 +1,15 @@
-"""Email's inbound webhook: the raw MIME message, as inbound-parse services forward it.
+"""Email's inbound webhook: the mail, as inbound-parse services forward it.
 
-``POST /channels/email/<key>/inbound/`` with either the raw message as the body
-(``Content-Type: message/rfc822`` or any non-form type) or a multipart/urlencoded form
-whose ``email`` / ``mime`` / ``body-mime`` / ``raw`` field holds it (SendGrid's "raw"
-mode, Mailgun's ``body-mime``). Authenticated with the channel's ``inbound_secret``:
+``POST /channels/email/<key>/inbound/`` with the raw message as the body
+(``Content-Type: message/rfc822`` or any non-form, non-JSON type), a multipart/urlencoded
+form whose ``email`` / ``mime`` / ``body-mime`` / ``raw`` field holds it (SendGrid's "raw"
+mode, Mailgun's ``body-mime``), or Postmark's inbound JSON (``application/json``, rebuilt
+as MIME by ``postmark.to_mime``). Authenticated with the channel's ``inbound_secret``:
 ``X-ChatNexus-Secret: <secret>``, ``Authorization: Bearer <secret>`` or HTTP basic auth
-with the secret as password. Too large → 413; bad secret → 403; no message → 400;
-anything else is stored (unparseable mail included) and answered 202.
+with the secret as password (Postmark: ``https://inbound:<secret>@host/...``). Too large →
+413; bad secret → 403; no message or JSON that is not Postmark's → 400; anything else is
+stored (unparseable mail included) and answered 202 — 200 to Postmark, which retries any
+other status.
 """
 import base64
 import hmac
@@ -19,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from ..models import ChannelConfig
 from . import inbound as email_inbound
+from . import postmark
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +80,17 @@ def inbound(request, key):
         length = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         return _error(400, "bad Content-Length")
-    if length > limit + 64 * 1024:  # form framing adds a little
+    is_json = (request.content_type or "") == "application/json"
+    # form framing adds a little; Postmark's JSON carries attachments in base64 (4/3) and escapes text
+    if length > (2 * limit if is_json else limit + 64 * 1024):
         return _error(413, f"message larger than {limit} bytes")
-    raw = _raw_message(request, limit)
+    if is_json:
+        try:
+            raw = postmark.to_mime(request.read(2 * limit + 1))
+        except postmark.PostmarkError as exc:
+            return _error(400, str(exc))
+    else:
+        raw = _raw_message(request, limit)
     if raw is None:
         return _error(400, f"no message: send the raw MIME as the body or in a form field ({', '.join(FORM_FIELDS)})")
     if len(raw) > limit:
@@ -92,5 +104,5 @@ def inbound(request, key):
             "answered": message.reply_state != message.ReplyState.SKIPPED,
             "skip_reason": (message.meta or {}).get("skip_reason", ""),
         },
-        status=202,
+        status=200 if is_json else 202,  # Postmark retries every status but 200 (and 403)
     )

@@ -1,0 +1,104 @@
+"""Postmark's inbound webhook JSON -> the raw MIME message the rest of the email channel reads.
+
+Postmark posts a parsed mail: ``From``/``FromFull``, ``To``, ``Cc``, ``ReplyTo``,
+``Subject``, ``Date``, ``TextBody``, ``HtmlBody``, ``Headers`` (``[{"Name", "Value"}]``,
+the original headers), ``Attachments`` (``[{"Name", "Content" (base64), "ContentType"}]``),
+``MessageID`` (Postmark's own id, the same on every retry) and, when the inbound stream
+includes it, ``RawEmail``. With ``RawEmail`` the original bytes are used as they are;
+otherwise a MIME message is rebuilt with the stdlib ``email`` package from the fields and
+the original headers, so everything after it — threading (Message-ID, In-Reply-To,
+References), the never-answer rules (Auto-Submitted, List-Id, Precedence, bounces),
+dedupe, the daily cap — works exactly as for raw MIME. A mail without its own Message-ID
+gets ``<MessageID@inbound.postmarkapp.com>``: a retried post is stored once.
+"""
+import base64
+import binascii
+import json
+from email.message import EmailMessage
+from email.utils import formataddr
+
+# Set from the payload's fields, or describing the original body we do not have.
+_OWN_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-id",
+                "content-type", "content-transfer-encoding", "mime-version"}  # fmt: skip
+
+
+class PostmarkError(ValueError):
+    """The body is not a Postmark inbound payload."""
+
+
+def looks_like_postmark(payload) -> bool:
+    return isinstance(payload, dict) and ("FromFull" in payload or "From" in payload) and (
+        "TextBody" in payload or "HtmlBody" in payload or "RawEmail" in payload)
+
+
+def to_mime(body: bytes) -> bytes:
+    """Postmark's JSON body -> raw MIME bytes. Raises PostmarkError for anything else."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise PostmarkError("the JSON body is not valid JSON") from None
+    if not looks_like_postmark(payload):
+        raise PostmarkError('a JSON body must be a Postmark inbound payload ({"From", "Subject", "TextBody", '
+                            '"Headers", ...}); other services: post the raw MIME')
+    raw = payload.get("RawEmail")
+    if isinstance(raw, str) and raw.strip():
+        return raw.encode("utf-8", errors="surrogateescape")
+    message = EmailMessage()
+    headers = {}
+    for item in payload.get("Headers") or []:
+        if isinstance(item, dict) and isinstance(item.get("Name"), str) and isinstance(item.get("Value"), str):
+            headers.setdefault(item["Name"].strip().lower(), []).append((item["Name"].strip(), item["Value"]))
+    sender = payload.get("FromFull") if isinstance(payload.get("FromFull"), dict) else {}
+    from_value = formataddr((_text(sender.get("Name")), _text(sender.get("Email")))) if sender.get("Email") \
+        else _text(payload.get("From"))
+    message_id = next((value for _, value in headers.get("message-id", [])), "") \
+        or (f"<{_text(payload.get('MessageID'))}@inbound.postmarkapp.com>" if payload.get("MessageID") else "")
+    for name, value in (("From", from_value), ("To", payload.get("To")), ("Cc", payload.get("Cc")),
+                        ("Reply-To", payload.get("ReplyTo")), ("Subject", payload.get("Subject")),
+                        ("Date", payload.get("Date")), ("Message-ID", message_id)):
+        _set(message, name, _text(value))
+    for lower, pairs in headers.items():
+        if lower not in _OWN_HEADERS:
+            for name, value in pairs:
+                _set(message, name, value)
+    text, html = _text(payload.get("TextBody")), _text(payload.get("HtmlBody"))
+    if text or not html:
+        message.set_content(text)
+        if html:
+            message.add_alternative(html, subtype="html")
+    else:
+        message.set_content(html, subtype="html")
+    for attachment in payload.get("Attachments") or []:
+        _attach(message, attachment)
+    return message.as_bytes()
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _set(message: EmailMessage, name: str, value: str) -> None:
+    """Add a header; a value the email package refuses (a newline in it, say) is left out."""
+    if not value.strip():
+        return
+    try:
+        message[name] = value
+    except (ValueError, TypeError):
+        pass
+
+
+def _attach(message: EmailMessage, attachment) -> None:
+    """Attach one file; an attachment that is not base64 is kept as a note of its name only."""
+    if not isinstance(attachment, dict):
+        return
+    name = _text(attachment.get("Name")) or "attachment"
+    maintype, _, subtype = (_text(attachment.get("ContentType")) or "application/octet-stream").partition("/")
+    try:
+        content = base64.b64decode(_text(attachment.get("Content")), validate=True)
+    except (binascii.Error, ValueError):
+        content = b""
+    try:
+        message.add_attachment(content, maintype=maintype or "application", subtype=subtype or "octet-stream",
+                               filename=name)
+    except (ValueError, TypeError):
+        message.add_attachment(content, maintype="application", subtype="octet-stream", filename="attachment")

@@ -1,0 +1,152 @@
+"""Postmark's inbound JSON on the email webhook: rebuilt as MIME, then stored, threaded,
+filtered and deduplicated exactly like raw mail. Payloads follow Postmark's documented
+inbound webhook fields (From/FromFull, To, Subject, Date, TextBody, HtmlBody, Headers,
+Attachments, MessageID, RawEmail).
+"""
+import base64
+import json
+
+import pytest
+
+from bots.models import Conversation, Message
+
+from .conftest import INBOUND_SECRET
+from .mails import mail
+
+pytestmark = pytest.mark.django_db
+
+
+def payload(**changes):
+    body = {
+        "FromName": "Carla Ruiz",
+        "MessageStream": "inbound",
+        "From": "carla@example.com",
+        "FromFull": {"Email": "carla@example.com", "Name": "Carla Ruiz", "MailboxHash": ""},
+        "To": "help@acme-bikes.example",
+        "ToFull": [{"Email": "help@acme-bikes.example", "Name": "", "MailboxHash": ""}],
+        "Cc": "",
+        "CcFull": [],
+        "ReplyTo": "",
+        "OriginalRecipient": "help@acme-bikes.example",
+        "Subject": "Opening hours",
+        "MessageID": "22c74902-a0c1-4511-804f-341342852c90",
+        "Date": "Mon, 3 Jun 2024 10:00:00 +0000",
+        "MailboxHash": "",
+        "TextBody": "Hello, what are your opening hours?",
+        "HtmlBody": "<p>Hello, what are your <b>opening hours</b>?</p>",
+        "StrippedTextReply": "",
+        "Tag": "",
+        "Headers": [
+            {"Name": "X-Spam-Status", "Value": "No"},
+            {"Name": "Message-ID", "Value": "<pm1@example.com>"},
+            {"Name": "MIME-Version", "Value": "1.0"},
+        ],
+        "Attachments": [],
+    }
+    body.update(changes)
+    return body
+
+
+def post(client, key, body, secret=INBOUND_SECRET):
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return client.post(f"/channels/email/{key}/inbound/", data, content_type="application/json",
+                       HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"inbound:{secret}".encode()).decode())
+
+
+def test_it_stores_a_postmark_mail_for_the_bot_and_answers_200(email_channel, client):
+    response = post(client, email_channel.key, payload())
+    assert response.status_code == 200  # Postmark retries anything else
+    assert response.json()["answered"] is True and response.json()["duplicate"] is False
+    message = Message.objects.get()
+    assert message.channel == "email" and message.bot == email_channel.bot
+    assert message.text == "Hello, what are your opening hours?"  # the plain part, not the HTML
+    assert message.external_id == "pm1@example.com"  # the mail's own Message-ID
+    assert message.meta["from_address"] == "carla@example.com"
+    assert message.reply_state == Message.ReplyState.PENDING
+    assert message.conversation.subject == "Opening hours"
+    assert message.conversation.contact_email == "carla@example.com"
+
+
+def test_a_retried_post_is_stored_once_even_without_a_message_id_header(email_channel, client):
+    body = payload(Headers=[{"Name": "X-Spam-Status", "Value": "No"}])
+    first, second = post(client, email_channel.key, body), post(client, email_channel.key, body)
+    assert first.status_code == second.status_code == 200
+    assert second.json() == {**first.json(), "duplicate": True}
+    assert Message.objects.get().external_id == "22c74902-a0c1-4511-804f-341342852c90@inbound.postmarkapp.com"
+
+
+def test_html_only_mail_is_read_as_text(email_channel, client):
+    post(client, email_channel.key, payload(TextBody="", HtmlBody="<div>Do you <i>rent</i> e-bikes?</div>"))
+    assert Message.objects.get().text == "Do you rent e-bikes?"
+
+
+@pytest.mark.parametrize(
+    "header, reason",
+    [("Auto-Submitted", "Auto-Submitted"), ("List-Id", "List-Id"), ("Precedence", "Precedence")],
+)
+def test_the_original_headers_drive_the_never_answer_rules(email_channel, client, header, reason):
+    value = {"Auto-Submitted": "auto-replied", "List-Id": "<riders.lists.example.com>", "Precedence": "bulk"}[header]
+    body = payload(Headers=payload()["Headers"] + [{"Name": header, "Value": value}])
+    assert post(client, email_channel.key, body).json()["answered"] is False
+    message = Message.objects.get()
+    assert message.reply_state == Message.ReplyState.SKIPPED
+    assert reason.lower() in message.meta["skip_reason"].lower()
+
+
+def test_a_reply_threads_by_its_references(email_channel, client, post_mail):
+    post_mail(email_channel.key, mail())  # the first mail came as raw MIME, <q1@example.com>
+    reply = payload(
+        Subject="Re: Opening hours",
+        TextBody="And on Saturdays?\n\nOn Mon, Acme wrote:\n> We open at 9am.",
+        Headers=[{"Name": "Message-ID", "Value": "<pm2@example.com>"},
+                 {"Name": "In-Reply-To", "Value": "<q1@example.com>"},
+                 {"Name": "References", "Value": "<q1@example.com>"}],
+    )  # fmt: skip
+    post(client, email_channel.key, reply)
+    assert Conversation.objects.count() == 1
+    assert Message.objects.get(external_id="pm2@example.com").text == "And on Saturdays?"
+
+
+def test_attachments_are_listed_not_prompted(email_channel, client):
+    attachments = [
+        {"Name": "frame.jpg", "Content": base64.b64encode(b"\xff\xd8\xff\xe0 jpeg").decode(), "ContentType": "image/jpeg",
+         "ContentLength": 9},
+        {"Name": "broken.bin", "Content": "%%% not base64 %%%", "ContentType": "nonsense", "ContentLength": 3},
+    ]  # fmt: skip
+    post(client, email_channel.key, payload(TextBody="Is this frame cracked?", Attachments=attachments))
+    message = Message.objects.get()
+    assert message.text == "Is this frame cracked?"
+    assert [a["filename"] for a in message.meta["attachments"]] == ["frame.jpg", "broken.bin"]
+
+
+def test_raw_email_is_used_as_it_came_when_postmark_includes_it(email_channel, client):
+    raw = mail(body="Straight from the original bytes.", message_id="<raw1@example.com>").decode()
+    post(client, email_channel.key, payload(RawEmail=raw, TextBody="(Postmark's parsed copy)"))
+    message = Message.objects.get()
+    assert message.text == "Straight from the original bytes." and message.external_id == "raw1@example.com"
+
+
+def test_a_header_value_the_mail_package_refuses_is_left_out_and_the_mail_kept(email_channel, client):
+    headers = payload()["Headers"] + [{"Name": "X-Weird", "Value": "line one\nline two"}, {"Name": 5, "Value": None}]
+    assert post(client, email_channel.key, payload(Headers=headers)).status_code == 200
+    assert Message.objects.get().text == "Hello, what are your opening hours?"
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["{not json", "[1, 2]", json.dumps({"event": "delivered", "recipient": "x@example.com"}), b"\xff\xfe{}"],
+    ids=["invalid", "array", "other-service", "bad-utf8"],
+)
+def test_json_that_is_not_postmark_is_a_400_and_stores_nothing(email_channel, client, body):
+    response = post(client, email_channel.key, body)
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert not Message.objects.exists()
+
+
+def test_the_secret_and_the_size_limit_hold_for_json_too(email_channel, client, settings):
+    assert post(client, email_channel.key, payload(), secret="wrong").status_code == 403
+    settings.CHATNEXUS_EMAIL_MAX_BYTES = 10_000
+    assert post(client, email_channel.key, payload(TextBody="x" * 30_000)).status_code == 413
+    assert post(client, email_channel.key, payload(TextBody="y" * 15_000)).status_code == 413  # MIME over the limit
+    assert not Message.objects.exists()
