@@ -5,6 +5,9 @@
               logits = target([last] + draft)      # [1, k'+1, V] — one forward verifies all
               emitted = verify(draft, logits)      # accepted prefix + correction/bonus token
               cache.crop(len(ids) - 1)             # drop rejected drafts: cache = all but `last`
+    tree step (greedy, drafter.drafts_trees, forward.tree_supported): the drafter proposes a
+              tree (draft_ids, parents); one forward verifies every branch (extend_tree),
+              verify_greedy_tree follows the target's, keep_path moves its keys/values into place
 Invariant between steps: the target cache holds every token except the newest one, which
 is fed first in the next forward. With a PrefixCache the prefill starts after the longest
 stored prompt prefix (prefix_cache.py). With the `none` drafter this is plain decoding.
@@ -24,11 +27,11 @@ import torch
 from .draft_length import DraftLength
 from .drafters.base import Drafter
 from .errors import EngineError
-from .forward import cache_argument, crop, extend, new_cache, prefill, reserve
+from .forward import cache_argument, crop, extend, extend_tree, keep_path, new_cache, prefill, reserve, tree_supported
 from .prefix_cache import PrefixCache
 from .sampling import SamplingParams, probs_from_logits, sample
 from .stats import GenerationStats
-from .verify import verify_greedy, verify_sampling
+from .verify import verify_greedy, verify_greedy_tree, verify_sampling
 
 
 MAX_DRAFT_ROOM = 64  # a verify forward appends the draft before rejected tokens are cropped
@@ -113,16 +116,32 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     length, produced = prompt_len + 1, 1
     stats.new_tokens = produced
     yield tokens
+    # greedy decoding verifies a drafter's trees (several continuations) in one forward
+    trees = request.sampling.greedy and drafter.drafts_trees and tree_supported(model)
     while reason is None:
         # never draft past the budget: the step emits up to k + 1 tokens
         k = min(draft_length.next(), request.max_new_tokens - produced - 1)
         t0 = time.perf_counter()
-        draft_ids, draft_probs = drafter.propose(ids[:, :length], k) if k > 0 else (ids[0, :0], None)
+        parents = None
+        if k <= 0:
+            draft_ids, draft_probs = ids[0, :0], None
+        elif trees:
+            (draft_ids, parents), draft_probs = drafter.propose_tree(ids[:, :length], k), None
+            draft_ids, parents = draft_ids[:k], parents[:k]
+            if parents == list(range(-1, len(parents) - 1)):
+                parents = None  # a chain: verified as one
+        else:
+            draft_ids, draft_probs = drafter.propose(ids[:, :length], k)
         draft_ids = draft_ids[:max(k, 0)]  # [k']
         t1 = time.perf_counter()
         step_input = torch.cat((ids[0, length - 1:length], draft_ids))[None]  # [1, k'+1]
-        logits = extend(model, cache_arg, cache, step_input, start=length - 1, keep=step_input.shape[1])
-        emitted = verify(draft_ids, draft_probs, logits[0], request)  # len n + 1
+        if parents is None:
+            logits = extend(model, cache_arg, cache, step_input, start=length - 1, keep=step_input.shape[1])
+            emitted = verify(draft_ids, draft_probs, logits[0], request)  # len n + 1
+        else:  # tree rows sit side by side; the accepted path's keys/values move into place
+            logits = extend_tree(model, cache, step_input, length - 1, parents)
+            emitted, path = verify_greedy_tree(draft_ids, parents, logits[0])
+            keep_path(cache, length - 1, path)
         accepted = len(emitted) - 1
         crop(cache, length + accepted)  # cache = everything but the newest token
         t2 = time.perf_counter()

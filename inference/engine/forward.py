@@ -100,6 +100,64 @@ def extend(model, cache_arg: str, cache: DynamicCache, input_ids: torch.Tensor, 
     return out.logits
 
 
+# ---------------------------------------------------------------------------- draft trees
+
+TREE_ATTENTION = ("sdpa", "eager")  # attention functions that honour an arbitrary 4-D mask
+
+
+def tree_supported(model) -> bool:
+    """Can `model` verify a draft tree in one forward? It needs the lean forward (which takes
+    positions and a mask as given) and an attention function that honours any mask — not the
+    row-invariant one (int8/int4, attention.py), whose rows see a contiguous prefix of keys."""
+    return lean_forward(model) is not None and model.config._attn_implementation in TREE_ATTENTION
+
+
+def tree_layout(parents: list[int], start: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A draft tree flattened after the last token (row 0): node i is row i + 1, parents[i] < i its
+    parent node (-1: the last token). Returns (positions [1, T], allowed [T, start + T] bool: row r
+    sees the cache and its own ancestors in the tree, itself included)."""
+    rows = len(parents) + 1
+    depth = [0] * rows
+    ancestors = [[0]]  # rows each row sees inside the block
+    for i, parent in enumerate(parents, 1):
+        depth[i] = depth[parent + 1] + 1
+        ancestors.append(ancestors[parent + 1] + [i])
+    block = torch.zeros(rows, rows, dtype=torch.bool)
+    for row, seen in enumerate(ancestors):
+        block[row, seen] = True
+    allowed = torch.cat((torch.ones(rows, start, dtype=torch.bool), block), dim=1).to(device)
+    positions = (start + torch.tensor(depth))[None].to(device)
+    return positions, allowed
+
+
+def extend_tree(model, cache: DynamicCache, input_ids: torch.Tensor, start: int, parents: list[int]) -> torch.Tensor:
+    """Verify a draft tree in one forward: input_ids [1, T] = the last token then the tree's nodes
+    (`parents` as in tree_layout), appended at cache positions start..start+T-1, each at the
+    position of its depth and attending to the cache and its ancestors only. Returns logits
+    [1, T, V]: row r is what the target predicts after the path to row r. Call keep_path next."""
+    positions, allowed = tree_layout(parents, start, input_ids.device)
+    if model.config._attn_implementation == "eager":  # an additive mask
+        dtype = model.get_input_embeddings().weight.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    else:
+        mask = allowed
+    return lean_forward(model)(cache, input_ids, positions, input_ids.shape[1], mask=mask[None, None])
+
+
+def keep_path(cache: DynamicCache, start: int, path: list[int]) -> None:
+    """After extend_tree: move the keys/values of the accepted nodes `path` (node indices, root
+    first) to positions start+1.. so the cache reads as if the path alone had been verified;
+    crop() then drops the rest. Node indices grow along a path, so copying in order is safe."""
+    moves = [(start + 1 + j, start + 1 + node) for j, node in enumerate(path) if node != j]
+    if not moves:
+        return
+    dst = torch.tensor([d for d, _ in moves])
+    src = torch.tensor([s for _, s in moves])
+    for layer in cache.layers:
+        for tensor in (layer.keys, layer.values):  # [B, H, n, D] (views of the preallocated buffers)
+            tensor[..., dst.to(tensor.device), :] = tensor[..., src.to(tensor.device), :]
+
+
 def prefill(model, cache_arg: str, cache: DynamicCache, prompt_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
     """prompt_ids: [1, S] (positions start.. onward; the cache holds the first `start`) -> logits
     of the last position: [1, 1, V]. The prompt is encoded once, with the quantised linears'

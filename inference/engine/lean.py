@@ -137,13 +137,17 @@ class LeanLlama:
                       qkv, qkv_split, direct_linear(attention.o_proj, dense), gate_up, gate_up_split,
                       direct_linear(mlp.down_proj, dense), mlp.act_fn)
 
-    def __call__(self, cache, input_ids: torch.Tensor, positions: torch.Tensor, keep: int) -> torch.Tensor:
-        """input_ids, positions: [1, T] -> logits [1, keep, V] of the last `keep` positions."""
+    def __call__(self, cache, input_ids: torch.Tensor, positions: torch.Tensor, keep: int,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, positions: [1, T] -> logits [1, keep, V] of the last `keep` positions.
+        `mask`: the attention mask [1, 1, T, cache + T] to use instead of the causal one (a draft
+        tree's, forward.tree_mask), in the form the model's attention function takes."""
         model = self.model
         inner, config = model.model, model.config
         hidden = inner.embed_tokens(input_ids)  # [1, T, hidden]
-        mask = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
-                                  position_ids=positions)
+        if mask is None:
+            mask = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
+                                      position_ids=positions)
         cos, sin = inner.rotary_emb(hidden, position_ids=positions)  # [1, T, D]
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, T, D]: broadcast over heads
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation,

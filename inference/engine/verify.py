@@ -33,6 +33,23 @@ def verify_greedy(draft_ids: torch.Tensor, target_logits: torch.Tensor) -> list[
     return drafted[:n] + [target_ids[n]]
 
 
+def verify_greedy_tree(draft_ids: torch.Tensor, parents: list[int], target_logits: torch.Tensor) -> tuple[list[int], list[int]]:
+    """A draft tree (node i: draft_ids[i] after node parents[i], -1 = the last token) against
+    target_logits [n+1, V] (row 0: after the last token, row i+1: after node i). From the root,
+    follow the child whose token is the target's argmax while there is one. Returns (emitted
+    tokens: the accepted path's tokens + the target's next one, the accepted node indices)."""
+    target_ids = target_logits.argmax(dim=-1).tolist()  # [n+1], one device sync
+    drafted = draft_ids.tolist()
+    children: dict[tuple[int, int], int] = {}
+    for node, (parent, token) in enumerate(zip(parents, drafted)):
+        children.setdefault((parent, token), node)
+    path, row = [], 0
+    while (node := children.get((row - 1, target_ids[row]))) is not None:
+        path.append(node)
+        row = node + 1
+    return [drafted[node] for node in path] + [target_ids[row]], path
+
+
 def accept_probability(p_draft: torch.Tensor, q_draft: torch.Tensor) -> torch.Tensor:
     """min(1, p(x)/q(x)) for each drafted x: [k] -> [k] (Algorithm 1, line 'r < p/q')."""
     return (p_draft / q_draft).clamp(max=1.0)

@@ -25,13 +25,14 @@ def histories(draw):
     question = draw(st.lists(st.integers(3, 258), min_size=1, max_size=12))
     earlier = draw(st.lists(st.tuples(st.lists(st.integers(3, 258), max_size=30),
                                       st.lists(st.integers(3, 258), max_size=8)), max_size=4))
-    repeat = draw(st.sampled_from(["no", "same", "changed"]))
+    repeat = draw(st.sampled_from(["no", "same", "changed", "both"]))  # both: changed, then the real one (trees branch)
     change_at = draw(st.integers(0, 30))
     return question, earlier, repeat, change_at
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(history=histories(), drafter=st.sampled_from(["suffix", "suffix+lookup", "suffix+lookup+model"]),
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories(), drafter=st.sampled_from(["suffix", "suffix+lookup", "suffix+lookup+model", "suffix:tree",
+                                                  "suffix:tree+lookup+model"]),
        k=st.sampled_from([None, None, 3]), max_new_tokens=st.integers(1, 40))
 def test_it_matches_hf_greedy_over_random_histories(tiny_engine, hf_greedy, history, drafter, k, max_new_tokens):
     question, earlier, repeat, change_at = history
@@ -42,9 +43,11 @@ def test_it_matches_hf_greedy_over_random_histories(tiny_engine, hf_greedy, hist
         tiny_engine.remember(namespace, reply, asked)
     if repeat != "no":
         reply = list(reference)
-        if repeat == "changed" and reply:
+        if repeat in ("changed", "both") and reply:
             reply[change_at % len(reply)] = 3 + (reply[change_at % len(reply)] + 1) % 250
         tiny_engine.remember(namespace, reply, question + [2, 1, 50])
+        if repeat == "both":
+            tiny_engine.remember(namespace, reference, question + [2, 1, 50])
     tiny_engine.draft_length = k
     try:
         ours, stats = tiny_engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, eos_token_ids=EOS,

@@ -64,8 +64,19 @@ class CombinedDrafter(Drafter):
         a = self.acceptance[id(member)]
         return sum(a ** (i + 1) for i in range(n))
 
+    @property
+    def drafts_trees(self) -> bool:
+        return any(m.drafts_trees for m in self.members)
+
     def propose(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        best, best_score, best_member = (ids[0, :0], None), 0.0, None
+        return self._best(ids, k, tree=False)
+
+    def propose_tree(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int]]:
+        """The best member proposal, a tree where that member drafts trees (greedy only)."""
+        return self._best(ids, k, tree=True)
+
+    def _best(self, ids: torch.Tensor, k: int, tree: bool):
+        best, best_score, best_member = (ids[0, :0], [] if tree else None), 0.0, None
         self.asked = []
         cheap = [m for m in self.members if not m.name.startswith("model:")]
         models = [m for m in self.members if m.name.startswith("model:")]
@@ -73,11 +84,11 @@ class CombinedDrafter(Drafter):
             if group is models and best_score >= self.model_below:
                 break
             for m in group:
-                draft_ids, draft_probs = m.propose(ids, self._k(m, k))
+                proposal = (m.propose_tree if tree else m.propose)(ids, self._k(m, k))
                 self.asked.append(m)
-                score = self._score(m, len(draft_ids))
+                score = self._score(m, len(proposal[0]))
                 if score > best_score:
-                    best, best_score, best_member = (draft_ids, draft_probs), score, m
+                    best, best_score, best_member = proposal, score, m
         self.chosen, self.drafted = best_member, len(best[0])
         return best
 

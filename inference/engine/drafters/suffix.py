@@ -32,11 +32,14 @@ tail is dropped; where verification is nearly free (a GPU) long drafts survive.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import torch
 
+from ..errors import EngineError
 from .base import Drafter
 
 SEP = -1  # entry separator in a namespace's automaton; never a real token, so never matched
@@ -221,19 +224,35 @@ class SuffixDrafter(Drafter):
     max_draft_length = 32  # self-paced: the engine lets it choose up to this many tokens
 
     def __init__(self, min_match: int = 2, factor: float = 2.0, min_prob: float = 0.25,
-                 max_draft_length: int = 32):
+                 max_draft_length: int = 32, tree_width: int = 1):
         self.min_match = min_match  # shorter matches draft nothing
         self.factor = factor  # draft at most factor x match length tokens
         self.min_prob = min_prob  # stop when the draft's estimated probability drops below
         self.max_draft_length = max_draft_length
+        self.tree_width = tree_width  # continuations per tree node (propose_tree); 1: chains only
         self.index: SuffixIndex | None = None
         self.cost = None  # c_verify(n) of the target, or None: no cut (see the module docstring)
         self.last_score = 0.0  # expected accepted tokens of the last proposal (for `combined`)
         self.begin(torch.empty(1, 0, dtype=torch.long))
 
+    @property
+    def drafts_trees(self) -> bool:
+        return self.tree_width > 1
+
     @classmethod
     def from_spec(cls, arg: str, target_model, tokenizer, device: torch.device, dtype: torch.dtype):
-        return cls(max_draft_length=int(arg) if arg else 32)
+        """"suffix", "suffix:16" (at most 16 tokens), "suffix:tree" (draft trees of up to 4
+        continuations per node, verified in one forward where the target can: forward.tree_supported),
+        "suffix:16,tree"; "chain" (the default) drafts one continuation."""
+        options = {"max_draft_length": 32}
+        for part in filter(None, (p.strip() for p in arg.split(","))):
+            if part.isdigit() and int(part) > 0:
+                options["max_draft_length"] = int(part)
+            elif part in ("chain", "tree"):
+                options["tree_width"] = 1 if part == "chain" else 4
+            else:
+                raise EngineError(f"suffix drafter option {part!r}: use a length (e.g. 16), 'chain' or 'tree'")
+        return cls(**options)
 
     def set_cost(self, cost) -> None:
         """c_verify(n) -> relative cost of verifying n drafts (None: keep every drafted token)."""
@@ -302,6 +321,54 @@ class SuffixDrafter(Drafter):
             if value > best:
                 best_n, best = n, value
         return best_n
+
+    def _global_tree(self, k: int, width: int) -> tuple[list[int], list[int], list[float]]:
+        """Best-first speculation tree over the matched suffix's continuations (SuffixDecoding's
+        tree): nodes in order of falling P (the estimate that the path to the node is accepted,
+        as in `_global`), at most k nodes and `factor x match` deep, nodes below `min_prob`
+        dropped. Returns (tokens, parents: index of each node's parent, -1 = the last token, P)."""
+        depth_cap = self._cap(self.matched, k)
+        if depth_cap == 0:
+            return [], [], []
+        sam, cnt = self.automaton, self.automaton.counts()
+        trust = self.matched / (self.matched + 1)
+        heap: list[tuple[float, int, int, int, int, int]] = []  # (-P, tie, state, parent, token, depth)
+        tokens, parents, probs = [], [], []
+        tie = itertools.count()  # equal P: first pushed first
+
+        def push_children(state: int, prob: float, node: int, depth: int) -> None:
+            if depth >= depth_cap:
+                return
+            children = sorted(((cnt[c], t, c) for t, c in sam.next[state].items() if t != SEP), reverse=True)
+            for count, token, child in children[:width]:
+                p = prob * trust * count / cnt[state]
+                if p >= self.min_prob:
+                    heapq.heappush(heap, (-p, next(tie), child, node, token, depth + 1))
+
+        push_children(self.state, 1.0, -1, 0)
+        while heap and len(tokens) < min(k, self.max_draft_length):
+            neg_p, _, state, parent, token, depth = heapq.heappop(heap)
+            tokens.append(token)
+            parents.append(parent)
+            probs.append(-neg_p)
+            push_children(state, -neg_p, len(tokens) - 1, depth)
+        return tokens, parents, probs
+
+    def propose_tree(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int]]:
+        """Like `propose`, as a tree: (draft_ids [n], parents [n]) with parents[i] < i the node each
+        token follows (-1: the last token). The global index drafts up to `width` continuations
+        of each node seen in earlier replies; the conversation itself drafts a chain. The tree is
+        cut like a chain: to the best-first prefix maximising (1 + P_1 + ... + P_n) / c(n)."""
+        self._extend(ids)
+        out, probs, local_matched = self._local(k)
+        parents = list(range(-1, len(out) - 1))
+        if self.automaton is not None and self.matched >= local_matched:
+            glob, glob_parents, glob_probs = self._global_tree(k, self.tree_width)
+            if glob:
+                out, parents, probs = glob, glob_parents, glob_probs
+        n = self._cut(probs)
+        self.last_score = sum(probs[:n])
+        return torch.tensor(out[:n], dtype=torch.long, device=ids.device), parents[:n]
 
     def propose(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, None]:
         self._extend(ids)
