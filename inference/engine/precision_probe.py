@@ -14,7 +14,10 @@ On CPU, once per (target, CPU model, torch version, thread count), and cached as
      continues exactly as fp32's would, token by token;
    - kl: mean KL(p_fp32 || p_candidate) over the reply positions, nats per token.
    It is faithful when agreement >= `min_agreement` and kl <= `max_kl`.
-3. Its decode step is timed (best of a few, `verify_cost.measure_verify_cost`, k = 0).
+3. Every precision's decode step is timed, fp32's too: the best of 7, in interleaved
+   rounds (`verify_cost.step_times`), so load from another process while the probe runs
+   slows every precision alike instead of whichever was being timed (a compile running
+   beside a worker's first start once made int8 look faster than int4 here).
 The fastest faithful precision wins; fp32 is always faithful, so there is always an answer.
 Elsewhere (CUDA) `auto` is the device's default (bf16): nothing to measure.
 
@@ -48,7 +51,7 @@ AUTO = "auto"
 CANDIDATES = ("int4", "int8")  # besides fp32, the reference
 MIN_AGREEMENT = 0.95
 MAX_KL = 0.01
-PROBE_VERSION = 3  # bump when the engine's kernels change what a step costs (2: in-place KV cache, dense prefill; 3: lean forward)
+PROBE_VERSION = 4  # bump when what a step costs, or how it is timed, changes (2: in-place KV cache, dense prefill; 3: lean forward; 4: interleaved timing)
 CALIBRATION_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "support_prompts.jsonl"
 
 
@@ -101,14 +104,14 @@ def probe(target: str, device: torch.device, *, candidates=CANDIDATES, prompts: 
 def measure(target: str, device: torch.device, *, candidates=CANDIDATES, prompts: int = 8,
             reply_tokens: int = 32, min_agreement: float = MIN_AGREEMENT, max_kl: float = MAX_KL) -> dict:
     from .loading import load_model
-    from .verify_cost import measure_verify_cost
+    from .verify_cost import step_times
 
     started = time.perf_counter()
     reference, tokenizer = load_model(target, device=device, dtype="fp32")
     sequences = calibration_sequences(reference, tokenizer, prompts, reply_tokens)  # [(ids [1, S], reply start)]
     ref_logprobs = [reply_logprobs(reference, ids, start) for ids, start in sequences]
-    results = {"fp32": {"agreement": 1.0, "kl": 0.0,
-                        "step_ms": round(1000 * measure_verify_cost(reference, ks=(0,), reps=5).step_s, 2)}}
+    results = {"fp32": {"agreement": 1.0, "kl": 0.0}}
+    timed = {"fp32": reference}  # quantised copies are kept for the timing: 1/4 (int8), 1/8 (int4) of fp32's size
     for name in candidates:
         try:
             # no bf16 prompt copies: the probe times decode steps and scores teacher-forced
@@ -125,10 +128,11 @@ def measure(target: str, device: torch.device, *, candidates=CANDIDATES, prompts
             agree += int((logprobs.argmax(-1) == reply).sum())
             total += reply.numel()
             kl += float((ref.exp() * (ref - logprobs)).sum())
-        step_s = measure_verify_cost(model, ks=(0,), reps=5).step_s
-        results[name] = {"agreement": round(agree / total, 4), "kl": round(kl / total, 4),
-                         "step_ms": round(1000 * step_s, 2)}
-        del model
+        results[name] = {"agreement": round(agree / total, 4), "kl": round(kl / total, 4)}
+        timed[name] = model
+    for name, seconds in step_times(timed).items():
+        results[name]["step_ms"] = round(1000 * seconds, 2)
+    del timed
     for name, r in results.items():  # fp32 is the reference: faithful by definition
         r["faithful"] = name == "fp32" or ("error" not in r and r["agreement"] >= min_agreement and r["kl"] <= max_kl)
     chosen = min((n for n, r in results.items() if r["faithful"]), key=lambda n: results[n]["step_ms"])

@@ -74,3 +74,31 @@ def measure_verify_cost(model, ks: tuple[int, ...] = MEASURED_KS, reps: int = 3)
             crop(cache, context)
     step = best[ks[0]]
     return VerifyCost(tuple(ks), tuple(best[k] / step for k in ks), step)
+
+
+@torch.inference_mode()
+def step_times(models: dict, rounds: int = 7) -> dict:
+    """{name: model} -> {name: seconds of one decode step, the best of `rounds`}, timed in
+    interleaved rounds (every model once per round), so a burst of load from another process
+    slows every model alike instead of the one timed during it."""
+    states = {}
+    for name, model in models.items():
+        device = next(model.parameters()).device
+        vocab = model.get_input_embeddings().weight.shape[0]
+        cache_arg, cache = cache_argument(model), new_cache(model)
+        context = min(PROBE_CONTEXT, max(1, getattr(model.config, "max_position_embeddings", 2048) - 2))
+        ids = torch.randint(0, vocab, (1, context + 1), device=device)
+        extend(model, cache_arg, cache, ids[:, :context], start=0, keep=1)
+        states[name] = (model, device, cache_arg, cache, ids, context)
+    best = {name: float("inf") for name in models}
+    for _ in range(rounds + 1):  # the first round warms up the kernels
+        for name, (model, device, cache_arg, cache, ids, context) in states.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            extend(model, cache_arg, cache, ids[:, context:], start=context, keep=1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
+            crop(cache, context)
+    return best

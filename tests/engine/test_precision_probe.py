@@ -70,3 +70,13 @@ def test_the_engine_serves_the_precision_auto_chose(tiny_target_dir, tmp_path, m
 
 def test_auto_on_cuda_is_the_device_default():
     assert choose_precision("never-loaded", torch.device("cuda")).name == "bf16"
+
+
+def test_step_times_times_every_model_in_the_same_rounds(tiny_target_dir):
+    from inference.engine.loading import load_model
+    from inference.engine.verify_cost import step_times
+
+    fp32, _ = load_model(tiny_target_dir, device="cpu", dtype="fp32")
+    int8, _ = load_model(tiny_target_dir, device="cpu", dtype="int8")
+    times = step_times({"fp32": fp32, "int8": int8}, rounds=2)
+    assert set(times) == {"fp32", "int8"} and all(0 < t < 10 for t in times.values())
