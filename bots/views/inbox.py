@@ -9,6 +9,7 @@ from django.contrib import messages as flash
 from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from .. import services
@@ -68,8 +69,22 @@ def conversation_list(request):
 @member_required
 def thread(request, conversation_id):
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
-    thread_messages = conversation.messages.select_related("reply_to").order_by("created", "id")
+    thread_messages = list(conversation.messages.select_related("reply_to").order_by("created", "id"))
+    for message in thread_messages:
+        message.attachment_list = attachments(message)
     return render(request, "inbox/thread.html", {"conversation": conversation, "thread_messages": thread_messages})
+
+
+def attachments(message):
+    """What the customer attached: [{"label", "url"}]. WhatsApp media link to the channel's
+    fetch-from-Twilio view; email attachments are listed by name (their bytes are not kept)."""
+    meta = message.meta or {}
+    found = [{"label": item.get("content_type") or "file",
+              "url": reverse("channels:whatsapp-media", args=[message.id, index])}
+             for index, item in enumerate(meta.get("media") or []) if isinstance(item, dict)]
+    found += [{"label": f"{item.get('filename') or 'attachment'} ({item.get('content_type') or 'file'})", "url": None}
+              for item in meta.get("attachments") or [] if isinstance(item, dict)]
+    return found
 
 
 def message_json(message):
@@ -83,6 +98,7 @@ def message_json(message):
             "tokens_per_s": message.tokens_per_s,
             "acceptance_rate": message.acceptance_rate,
             "agent_name": (message.meta or {}).get("agent_name", ""),
+            "attachments": attachments(message),
         }
     )
     return data

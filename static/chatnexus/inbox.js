@@ -33,7 +33,23 @@
       if (m.latency_s !== null) parts.push("latency " + fmt(m.latency_s, 2) + " s");
     }
     meta.textContent = parts.join(" · ");
-    li.append(who, text, meta);
+    li.append(who, text);
+    if (m.attachments && m.attachments.length) {
+      const ul = document.createElement("ul");
+      ul.className = "attachments";
+      m.attachments.forEach((a, i) => {
+        const item = document.createElement("li");
+        const label = `Attachment ${i + 1}: ${a.label}`;
+        if (a.url) {
+          const link = document.createElement("a");
+          Object.assign(link, { href: a.url, target: "_blank", rel: "noopener", textContent: label });
+          item.append(link);
+        } else item.textContent = label;
+        ul.append(item);
+      });
+      li.append(ul);
+    }
+    li.append(meta);
     return li;
   }
 

@@ -9,6 +9,13 @@ basic auth (AccountSid:AuthToken) answers with Twilio's JSON message resource (a
     stub.fail_next(429, code=20429, message="Too Many Requests")
     stub.fail_request(2, 503, code=20503, message="Service Unavailable")
     stub.requests  # [{"path", "account_sid", "auth", "form"}]
+
+Media, as Twilio serves what customers sent: ``GET /2010-04-01/Accounts/{AccountSid}/Messages/
+{MessageSid}/Media/{MediaSid}`` with basic auth answers 307 to a file URL on another host name
+(``localhost`` instead of ``127.0.0.1``, as Twilio redirects to its CDN), which serves the bytes.
+
+    url = stub.add_media(ACCOUNT_SID, b"...", "image/jpeg")     # the MediaUrl0 of a webhook
+    stub.file_requests  # [{"path", "auth"}] of the file host
 """
 import base64
 import json
@@ -24,6 +31,8 @@ class TwilioStub:
         self.requests = []
         self.failures = []  # (status, code, message) consumed one per request
         self.fail_at = {}  # request number (1-based, since reset) -> (status, code, message)
+        self.media = {}  # media path -> (content type, bytes)
+        self.file_requests = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
@@ -43,6 +52,15 @@ class TwilioStub:
             self.requests.clear()
             self.failures.clear()
             self.fail_at.clear()
+            self.media.clear()
+            self.file_requests.clear()
+
+    def add_media(self, account_sid, content, content_type):
+        """Store a customer's file; returns its Twilio media URL."""
+        path = f"/2010-04-01/Accounts/{account_sid}/Messages/MM{secrets.token_hex(16)}/Media/ME{secrets.token_hex(16)}"
+        with self._lock:
+            self.media[path] = (content_type, content)
+        return self.base_url + path
 
     def fail_next(self, status, code=None, message="error", times=1):
         with self._lock:
@@ -88,6 +106,35 @@ class TwilioStub:
                 resource = _message(parts[2], form)
                 record["sid"] = resource["sid"]
                 return self._json(201, resource)
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                if path.startswith("/files/"):  # the CDN: no credentials needed, none expected
+                    with stub._lock:
+                        stub.file_requests.append({"path": path, "auth": self._auth()})
+                        found = stub.media.get(path[len("/files"):])
+                    if found is None:
+                        return self._json(404, _error(20404, "The requested resource was not found", 404))
+                    content_type, content = found
+                    self.send_response(200)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    return self.wfile.write(content)
+                parts = path.strip("/").split("/")
+                auth = self._auth()
+                with stub._lock:
+                    stub.requests.append({"path": self.path, "account_sid": parts[2] if len(parts) > 2 else "",
+                                          "auth": auth, "form": {}})
+                    known = path in stub.media
+                if auth is None or len(parts) < 3 or auth[0] != parts[2]:
+                    return self._json(401, _error(20003, "Authenticate", 401))
+                if not known:
+                    return self._json(404, _error(20404, "The requested resource was not found", 404))
+                self.send_response(307)
+                self.send_header("Location", f"http://localhost:{stub.port}/files{path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _auth(self):
                 header = self.headers.get("Authorization", "")

@@ -22,6 +22,7 @@ KWARG_KINDS = {
     "membership_id": "membership",
     "invitation_id": "invitation",
     "message_id": "message",
+    "index": "attachment",  # a position in the message's attachments, not an id: always 0
 }
 API_PK_KINDS = {"bots": "bot", "knowledge": "knowledge", "conversations": "conversation", "messages": "message"}
 PUBLIC_KWARGS = {"public_key", "key", "token", "uidb64", "format"}  # public ids by design, or not ids
@@ -60,6 +61,9 @@ ROUTES = routes_with_ids()
 
 def objects_of(org, bot, owner):
     conversation, message = make_conversation(bot, thread=f"iso-{org.slug}")
+    message.meta = {"media": [{"url": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+                               "content_type": "image/jpeg"}]}  # an attachment (the bot has no WhatsApp: 409)
+    message.save(update_fields=["meta"])
     return {
         "bot": bot.id,
         "knowledge": bot.knowledge.first().id,
@@ -67,6 +71,7 @@ def objects_of(org, bot, owner):
         "message": message.id,
         "membership": Membership.objects.get(user=owner, organization=org).id,
         "invitation": Invitation.objects.create(organization=org, email=f"x@{org.slug}.example").id,
+        "attachment": 0,
     }
 
 
