@@ -17,6 +17,14 @@ def mail(
     return (head + "\r\n" + body + "\r\n").encode("utf-8")
 
 
+# A question with a photo attached (<att@example.com>, frame.jpg)
+MAIL_WITH_ATTACHMENT = (
+    b"From: carla@example.com\r\nTo: help@acme-bikes.example\r\nSubject: Photo\r\nMessage-ID: <att@example.com>\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\n'
+    b"Is this frame cracked?\r\n--m\r\nContent-Type: image/jpeg\r\nContent-Disposition: attachment; filename=frame.jpg\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--m--\r\n"
+)
+
 BOUNCE_REPORT = (
     b"From: Mail Delivery System <mailer@mx.example.net>\r\nTo: help@acme-bikes.example\r\nSubject: Undelivered Mail\r\n"
     b"Message-ID: <bounce1@mx.example.net>\r\nMIME-Version: 1.0\r\n"

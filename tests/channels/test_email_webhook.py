@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from bots.models import Conversation, Message
 
 from .conftest import INBOUND_SECRET
-from .mails import NEVER_ANSWER, mail
+from .mails import MAIL_WITH_ATTACHMENT, NEVER_ANSWER, mail
 
 pytestmark = pytest.mark.django_db
 
@@ -140,13 +140,7 @@ def test_it_stores_invalid_utf8_mail_with_replacement_text(email_channel, post_m
 
 
 def test_it_keeps_attachment_names_out_of_the_prompt(email_channel, post_mail):
-    raw = (
-        b"From: carla@example.com\r\nTo: help@acme-bikes.example\r\nSubject: Photo\r\nMessage-ID: <att@example.com>\r\n"
-        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\n'
-        b"Is this frame cracked?\r\n--m\r\nContent-Type: image/jpeg\r\nContent-Disposition: attachment; filename=frame.jpg\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--m--\r\n"
-    )
-    post_mail(email_channel.key, raw)
+    post_mail(email_channel.key, MAIL_WITH_ATTACHMENT)
     message = Message.objects.get()
     assert message.text == "Is this frame cracked?"
     assert message.meta["attachments"][0]["filename"] == "frame.jpg"

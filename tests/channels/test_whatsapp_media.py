@@ -7,7 +7,7 @@ import pytest
 from bots.models import Message
 
 from .conftest import ACCOUNT_SID, AUTH_TOKEN, whatsapp_params
-from .mails import mail
+from .mails import MAIL_WITH_ATTACHMENT, mail
 
 pytestmark = pytest.mark.django_db
 
@@ -87,13 +87,7 @@ def test_markup_is_a_download_never_rendered_on_our_origin(whatsapp_channel, twi
 
 
 def test_email_attachments_are_listed_by_name(email_channel, post_mail, client, alice):
-    raw = (
-        b"From: carla@example.com\r\nTo: help@acme-bikes.example\r\nSubject: Photo\r\nMessage-ID: <att@example.com>\r\n"
-        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\n'
-        b"Is this frame cracked?\r\n--m\r\nContent-Type: image/jpeg\r\nContent-Disposition: attachment; filename=frame.jpg\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--m--\r\n"
-    )
-    post_mail(email_channel.key, raw)
+    post_mail(email_channel.key, MAIL_WITH_ATTACHMENT)
     post_mail(email_channel.key, mail(message_id="<plain@example.com>"))
     message = Message.objects.get(external_id="att@example.com")
     client.force_login(alice)
