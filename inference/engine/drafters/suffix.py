@@ -25,6 +25,10 @@ expected tokens per unit of cost, (1 + P_1 + ... + P_n) / c(n) — n = 0 when no
 a plain step. Where verifying 32 tokens costs 5 steps (int4 on a 2-core CPU) an uncertain
 tail is dropped; where verification is nearly free (a GPU) long drafts survive.
 
+Trees (opt-in, `tree_width` > 1, spec "suffix:tree"): `propose_tree` drafts several of the
+matched suffix's continuations at once, best-first by P, cut the same way; decode.py
+verifies the tree in one target forward (forward.extend_tree) where the target allows it.
+
     memory = SuffixMemory(max_tokens=16384)
     memory.remember("bot-12", reply_ids, question_ids)     # after every stored reply
     drafter.set_index(memory.get("bot-12"))                # the engine does this per request
@@ -356,8 +360,8 @@ class SuffixDrafter(Drafter):
 
     def propose_tree(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int]]:
         """Like `propose`, as a tree: (draft_ids [n], parents [n]) with parents[i] < i the node each
-        token follows (-1: the last token). The global index drafts up to `width` continuations
-        of each node seen in earlier replies; the conversation itself drafts a chain. The tree is
+        token follows (-1: the last token). The global index drafts up to `tree_width`
+        continuations of each node seen in earlier replies; the conversation itself drafts a chain. The tree is
         cut like a chain: to the best-first prefix maximising (1 + P_1 + ... + P_n) / c(n)."""
         self._extend(ids)
         out, probs, local_matched = self._local(k)
