@@ -1,0 +1,53 @@
+"""The widget's sliding-window rate limit (channels_app/widget/ratelimit.py) on the real
+cache (Redis under test), with the clock passed in."""
+import itertools
+
+import pytest
+
+from channels_app.widget.ratelimit import WINDOW_S, hit
+
+_keys = itertools.count()
+START = 1_800_000_000 // WINDOW_S * WINDOW_S  # the start of a window
+
+
+@pytest.fixture
+def key():
+    return f"test:{next(_keys)}:{START}"
+
+
+def test_it_allows_the_limit_and_refuses_the_next(key):
+    assert all(hit(key, 5, now=START + 10 + i).allowed for i in range(5))
+    refused = hit(key, 5, now=START + 20)
+    assert not refused.allowed and refused.retry_after >= 1
+
+
+def test_no_burst_of_twice_the_limit_across_a_window_boundary(key):
+    # 10 events in the last second of a window: a fixed window would allow 10 more at once
+    assert all(hit(key, 10, now=START + 59.5).allowed for _ in range(10))
+    assert not hit(key, 10, now=START + WINDOW_S + 1).allowed
+    # as the old window slides out, room comes back gradually
+    assert hit(key, 10, now=START + WINDOW_S + 30).allowed  # 10 * 0.5 + 2 = 7 <= 10
+
+
+def test_retry_after_says_when_the_estimate_is_back_within_the_limit(key):
+    for _ in range(10):
+        hit(key, 10, now=START + 30)
+    refused = hit(key, 10, now=START + WINDOW_S + 1)  # previous 10, current 1: 10 * 59/60 + 1 > 10
+    assert not refused.allowed
+    # the next event fits when the previous window weighs (1 - t/60) * 10 + 1 + 1 <= 10: t >= 12 s
+    assert refused.retry_after == 12 - 1
+    assert hit(key, 10, now=START + WINDOW_S + 1 + refused.retry_after).allowed
+
+
+def test_retry_after_when_the_current_window_is_full_on_its_own(key):
+    for _ in range(11):
+        verdict = hit(key, 10, now=START + 15)
+    assert not verdict.allowed  # 11 > 10 in one window
+    # next window: 11 * (1 - t/60) + 1 <= 10 from t = 120/11 s on; from now: 45 s + 10.9 s
+    assert verdict.retry_after == 56
+    assert hit(key, 10, now=START + 15 + verdict.retry_after).allowed
+
+
+def test_a_zero_limit_refuses_everything(key):
+    verdict = hit(key, 0, now=START)
+    assert not verdict.allowed and verdict.retry_after >= 1
