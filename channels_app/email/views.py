@@ -82,11 +82,12 @@ def inbound(request, key):
         return _error(400, "bad Content-Length")
     is_json = (request.content_type or "") == "application/json"
     # form framing adds a little; Postmark's JSON carries attachments in base64 (4/3) and escapes text
-    if length > (2 * limit if is_json else limit + 64 * 1024):
+    body_limit = 2 * limit if is_json else limit + 64 * 1024
+    if length > body_limit:
         return _error(413, f"message larger than {limit} bytes")
     if is_json:
         try:
-            raw = postmark.to_mime(request.read(2 * limit + 1))
+            raw = postmark.to_mime(request.read(body_limit + 1))
         except postmark.PostmarkError as exc:
             return _error(400, str(exc))
     else:

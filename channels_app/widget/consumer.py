@@ -47,9 +47,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(settings.CHATNEXUS_WIDGET_HELLO_TIMEOUT_S)
         if not self.greeted:
             self.greeted = True
-            refusal = inbound.Refusal("bad_frame", "No hello frame arrived; reconnect to chat.", close_code=4400)
-            await self.send_json(refusal.frame())
-            await self.close(code=refusal.close_code)
+            await self._refuse(inbound.Refusal("bad_frame", "No hello frame arrived; reconnect to chat.", close_code=4400))
+
+    async def _refuse(self, refusal):
+        """Tell the widget why (an ``error`` frame), then close with the refusal's code."""
+        await self.send_json(refusal.frame())
+        await self.close(code=refusal.close_code)
 
     async def _open(self, token):
         self.greeted = True
@@ -59,8 +62,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
         result = await database_sync_to_async(inbound.open_session)(public_key, origin, token, client_ip)
         if isinstance(result, inbound.Refusal):
-            await self.send_json(result.frame())
-            await self.close(code=result.close_code)
+            await self._refuse(result)
             return
         self.session = result
         await self.send_json({"type": "session", "token": result.token, "visitor": result.visitor_id})
@@ -80,8 +82,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             token = inbound.parse_hello(text_data)
             if isinstance(token, inbound.Refusal):
                 self.greeted = True
-                await self.send_json(token.frame())
-                await self.close(code=token.close_code)
+                await self._refuse(token)
                 return
             await self._open(token)
             return

@@ -91,18 +91,21 @@ def history(conversation_id: int | None) -> dict:
     return {"type": "history", "messages": [public_message(m) for m in recent], "pending": pending}
 
 
+BAD_HELLO = Refusal("bad_frame", 'The first frame must be {"type": "hello", "token": ...}.', close_code=4400)
+
+
 def parse_hello(raw: str | None) -> str | Refusal:
     """The visitor token in the socket's first frame, ``{"type": "hello", "token": "..."}``
     (``""`` for a new visitor). The token travels in a frame, not in the URL, so it stays
     out of proxy and server access logs."""
     if raw is None or len(raw) > 2048:
-        return Refusal("bad_frame", 'The first frame must be {"type": "hello", "token": ...}.', close_code=4400)
+        return BAD_HELLO
     try:
         frame = json.loads(raw)
     except ValueError:
         frame = None
     if not isinstance(frame, dict) or frame.get("type") != "hello":
-        return Refusal("bad_frame", 'The first frame must be {"type": "hello", "token": ...}.', close_code=4400)
+        return BAD_HELLO
     token = frame.get("token") or ""
     if not isinstance(token, str):
         return Refusal("bad_token", "Your chat session is not valid; starting a new one.", close_code=4401)

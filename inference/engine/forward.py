@@ -151,11 +151,12 @@ def keep_path(cache: DynamicCache, start: int, path: list[int]) -> None:
     moves = [(start + 1 + j, start + 1 + node) for j, node in enumerate(path) if node != j]
     if not moves:
         return
-    dst = torch.tensor([d for d, _ in moves])
-    src = torch.tensor([s for _, s in moves])
+    device = cache.layers[0].keys.device
+    dst = torch.tensor([d for d, _ in moves], device=device)
+    src = torch.tensor([s for _, s in moves], device=device)
     for layer in cache.layers:
         for tensor in (layer.keys, layer.values):  # [B, H, n, D] (views of the preallocated buffers)
-            tensor[..., dst.to(tensor.device), :] = tensor[..., src.to(tensor.device), :]
+            tensor[..., dst, :] = tensor[..., src, :]
 
 
 def prefill(model, cache_arg: str, cache: DynamicCache, prompt_ids: torch.Tensor, start: int = 0) -> torch.Tensor:

@@ -53,25 +53,36 @@ def verify_cost(model, reps: int = 3) -> VerifyCost:
         return _measured[model]
 
 
-@torch.inference_mode()
-def measure_verify_cost(model, ks: tuple[int, ...] = MEASURED_KS, reps: int = 3) -> VerifyCost:
+def _forward_timer(model, max_k: int):
+    """A cache holding a short random context for `model`, and timed(k): seconds of one forward
+    over k drafts + 1 after it (the cache rolled back afterwards). Call under inference_mode."""
     device = next(model.parameters()).device
     vocab = model.get_input_embeddings().weight.shape[0]
     cache_arg, cache = cache_argument(model), new_cache(model)
-    context = min(PROBE_CONTEXT, max(1, getattr(model.config, "max_position_embeddings", 2048) - max(ks) - 2))
-    ids = torch.randint(0, vocab, (1, context + max(ks) + 1), device=device)  # [1, S + k + 1]
+    context = min(PROBE_CONTEXT, max(1, getattr(model.config, "max_position_embeddings", 2048) - max_k - 2))
+    ids = torch.randint(0, vocab, (1, context + max_k + 1), device=device)  # [1, S + k + 1]
     extend(model, cache_arg, cache, ids[:, :context], start=0, keep=1)
+
+    def timed(k: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        extend(model, cache_arg, cache, ids[:, context:context + k + 1], start=context, keep=k + 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        crop(cache, context)
+        return seconds
+    return timed
+
+
+@torch.inference_mode()
+def measure_verify_cost(model, ks: tuple[int, ...] = MEASURED_KS, reps: int = 3) -> VerifyCost:
+    timed = _forward_timer(model, max(ks))
     best = {k: float("inf") for k in ks}
     for _ in range(reps + 1):  # the first round warms up the kernels
         for k in ks:  # interleaved, so load from other processes hits every k alike
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            extend(model, cache_arg, cache, ids[:, context:context + k + 1], start=context, keep=k + 1)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            best[k] = min(best[k], time.perf_counter() - t0)
-            crop(cache, context)
+            best[k] = min(best[k], timed(k))
     step = best[ks[0]]
     return VerifyCost(tuple(ks), tuple(best[k] / step for k in ks), step)
 
@@ -81,24 +92,9 @@ def step_times(models: dict, rounds: int = 7) -> dict:
     """{name: model} -> {name: seconds of one decode step, the best of `rounds`}, timed in
     interleaved rounds (every model once per round), so a burst of load from another process
     slows every model alike instead of the one timed during it."""
-    states = {}
-    for name, model in models.items():
-        device = next(model.parameters()).device
-        vocab = model.get_input_embeddings().weight.shape[0]
-        cache_arg, cache = cache_argument(model), new_cache(model)
-        context = min(PROBE_CONTEXT, max(1, getattr(model.config, "max_position_embeddings", 2048) - 2))
-        ids = torch.randint(0, vocab, (1, context + 1), device=device)
-        extend(model, cache_arg, cache, ids[:, :context], start=0, keep=1)
-        states[name] = (model, device, cache_arg, cache, ids, context)
+    timers = {name: _forward_timer(model, 0) for name, model in models.items()}
     best = {name: float("inf") for name in models}
     for _ in range(rounds + 1):  # the first round warms up the kernels
-        for name, (model, device, cache_arg, cache, ids, context) in states.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            extend(model, cache_arg, cache, ids[:, context:], start=context, keep=1)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            best[name] = min(best[name], time.perf_counter() - t0)
-            crop(cache, context)
+        for name, timed in timers.items():
+            best[name] = min(best[name], timed(0))
     return best
