@@ -127,7 +127,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
                     engine.prefixes = prefixes  # one engine per precision, one prefix cache per row
                     return engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, seed=seed, drafter=drafter,
                                                eos_token_ids=eos_ids)
-                rows[f"{d}/{p}" + ("/reuse" if prefixes is not None else "")] = ours
+                rows[f"{_label(d)}/{p}" + ("/reuse" if prefixes is not None else "")] = ours
                 prefix_caches += [prefixes] if prefixes is not None else []
     llamacpp_runners = []
     if llamacpp and llama_cpp_available():
@@ -196,6 +196,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
         "machine": machine_description(torch.device(device)),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "max_new_tokens": max_new_tokens,
+        "drafters": drafters,
         "verify_cost": {p: {"step_ms": round(1000 * verify_cost(e.model).step_s, 2),
                             "c_verify": dict(zip(verify_cost(e.model).ks, (round(c, 3) for c in
                                                                             verify_cost(e.model).relative)))}
@@ -206,6 +207,12 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", results)
     return results
+
+
+def _label(drafter: str) -> str:
+    """A row's drafter name: a draft model's path would hide the row's precision ("model:a/b" -> "draft")."""
+    head, sep, _ = drafter.partition("model:")
+    return head + "draft" if sep else drafter
 
 
 def format_precision_table(results: dict) -> str:

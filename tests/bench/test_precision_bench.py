@@ -29,3 +29,18 @@ def test_it_reports_every_row_and_reuses_prompts_below_fp32(tiny_model_dir, tmp_
     assert set(results["verify_cost"]) == {"fp32", "int8"}
     table = format_precision_table(results)
     assert "none/int8/reuse" in table and "3/3" in table
+
+
+def test_a_draft_model_row_is_named_by_its_precision_and_checked_for_losslessness(tiny_model_dir, tmp_path):
+    spec = f"model:{tiny_model_dir}"  # a path holds "/", which must not be read as the row's precision
+    results = run_precision_bench(PROMPTS[:2], target=str(tiny_model_dir), precisions=["bf16"],
+                                  drafters=[spec, f"suffix+{spec}"], max_new_tokens=8, out_dir=tmp_path,
+                                  hf_plain=False, progress=False)
+    rows = {m["name"]: m for m in results["methods"]}
+    assert list(rows) == ["none/fp32", "draft/fp32", "suffix+draft/fp32", "none/bf16", "draft/bf16",
+                          "suffix+draft/bf16"]
+    assert results["drafters"] == ["none", spec, f"suffix+{spec}"]
+    for name in ("draft/fp32", "draft/bf16", "suffix+draft/bf16"):
+        assert rows[name]["precision"] == name.split("/")[1]
+        assert rows[name]["lossless"] == 2, name
+        assert rows[name]["acceptance_rate"] > 0.9, name  # the target drafting for itself
