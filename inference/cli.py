@@ -66,7 +66,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "int8", "int4", "auto"],
                    help="weight precision (int8/int4: weight-only, CPU); auto: the fastest precision that "
                         "stays faithful to fp32 on this machine, measured once and cached (the worker's default); "
-                        "default: bf16 on cuda, fp32 on cpu (docs/cpu-speed.md)")
+                        "default: fp32 (docs/cpu-speed.md, docs/gpu.md)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: one per physical core)")

@@ -28,7 +28,7 @@
   verify steps always use the quantised kernel (row invariance), and plain and
   speculative decoding prefill alike, so speculation stays lossless.
 
-Defaults (DEFAULT_PRECISION): fp32 on CPU, bf16 on CUDA — see the note there.
+Defaults (DEFAULT_PRECISION): fp32 on CPU and on CUDA — see the note there.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ PRECISIONS = tuple(COMPUTE_DTYPES)
 # activations going into their kernels amplifies fp32 attention's 1e-6 differences between
 # a 1-token and a (k+1)-token forward, and on the bundled model a greedy reply with drafts
 # can then leave the one without (docs/cpu-speed.md). Losslessness comes first.
-DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
+# CUDA is fp32 for the same reason: on an H100, bf16 greedy replies with lookup or a draft
+# model left the bf16 target's own reply on 2 of 3 prompts (cuBLAS rounds a (k+1)-row
+# verify differently from a 1-row step), fp32 ones matched on every prompt (docs/gpu.md).
+DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "fp32"}
 INT4_GROUP_SIZE = 32  # the GGUF Q4_0/Q4_1 block size
 # precisions whose CPU linears are row-invariant (tests/engine/test_row_invariance.py), so
 # row-invariant attention makes the whole forward so; fp32 linears (MKL) are not. int8/int4

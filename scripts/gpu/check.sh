@@ -52,7 +52,9 @@ bench)
     if [ "${QUICK:-0}" = 1 ]; then
         d_budget="--steps 3 --limit 4" d_tokens=16 p_limit=1 p_tokens=8 r_limit=2 r_tokens=8
     else
-        d_budget="--minutes 2" d_tokens=64 p_limit=10 p_tokens=96 r_limit=30 r_tokens=96
+        # sized from the first H100 run (docs/gpu.md): ~40-75 tokens/s per row there, so 10
+        # prompts x 96 tokens x 9 rows outran its limit
+        d_budget="--minutes 2" d_tokens=64 p_limit=4 p_tokens=64 r_limit=10 r_tokens=64
     fi
     draft=/tmp/gpu-distilled
     rm -rf "$draft"
@@ -62,10 +64,10 @@ bench)
     cp "$draft/distill.json" "$OUT/" 2>/dev/null
     drafters=none,lookup,suffix
     [ -f "$draft/config.json" ] && drafters="$drafters,model:$draft"
-    step precision 220 $PY -m inference bench --device "$DEVICE" --precisions fp32,bf16 --drafters "$drafters" \
+    step precision 200 $PY -m inference bench --device "$DEVICE" --precisions fp32,bf16 --drafters "$drafters" \
         --limit "$p_limit" --max-new-tokens "$p_tokens" --out /tmp/gpu-precision --no-progress
     cp /tmp/gpu-precision/results.json "$OUT/precision.json" 2>/dev/null
-    step replay 150 $PY -m inference bench --device "$DEVICE" --dtype bf16 --replay inference/data/replay_support.jsonl \
+    step replay 170 $PY -m inference bench --device "$DEVICE" --dtype bf16 --replay inference/data/replay_support.jsonl \
         --methods hf_plain,none,lookup,suffix --limit "$r_limit" --max-new-tokens "$r_tokens" \
         --out /tmp/gpu-replay --no-progress
     cp /tmp/gpu-replay/results.json "$OUT/replay.json" 2>/dev/null

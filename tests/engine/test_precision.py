@@ -89,9 +89,11 @@ def test_bad_precisions_are_clear_engine_errors():
         resolve_precision("int4", torch.device("cuda"))
 
 
-def test_the_cpu_default_is_fp32_and_cuda_bf16():
+def test_the_default_is_fp32_on_cpu_and_cuda():
+    """bf16 on CUDA measured not lossless with drafts (docs/gpu.md), so it is opt-in."""
     assert resolve_precision(None, torch.device("cpu")).name == "fp32"
-    assert resolve_precision(None, torch.device("cuda")).name == "bf16"
+    assert resolve_precision(None, torch.device("cuda")).name == "fp32"
+    assert resolve_precision("bf16", torch.device("cuda")).name == "bf16"
 
 
 @pytest.mark.parametrize("precision", ["int8", "int4"])

@@ -69,7 +69,7 @@ def test_the_engine_serves_the_precision_auto_chose(tiny_target_dir, tmp_path, m
 
 
 def test_auto_on_cuda_is_the_device_default():
-    assert choose_precision("never-loaded", torch.device("cuda")).name == "bf16"
+    assert choose_precision("never-loaded", torch.device("cuda")).name == "fp32"  # no probe on CUDA
 
 
 def test_step_times_times_every_model_in_the_same_rounds(tiny_target_dir):
