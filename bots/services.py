@@ -6,14 +6,16 @@ that transaction commits. ``record_reply()`` stores the bot's answer exactly
 once per inbound message; ``agent_reply()`` stores a human's. Each queues delivery
 through the conversation's own channel.
 """
+import hashlib
 import logging
 from dataclasses import dataclass
 
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import events
-from .models import Bot, Conversation, Message
+from .models import Attachment, Bot, Conversation, Message
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ def receive(
     meta: dict | None = None,
     answer: bool = True,
     skip_reason: str = "",
+    files: list | None = None,
 ) -> Received:
     """Store an inbound customer message and queue its reply.
 
@@ -47,6 +50,8 @@ def receive(
     thread root); ``external_id`` the channel's id of this message, used to
     deduplicate redeliveries. ``answer=False`` stores it for the inbox without
     answering (``skip_reason`` says why: auto-reply loop, bulk mail, ...).
+    ``files`` [(filename, content type, bytes)] are the customer's attachments, stored
+    with the message in the same transaction (a redelivery stores none again).
     """
     # PostgreSQL refuses NUL in text; keep the message, mark the character.
     text = text[:MAX_INBOUND_CHARS].replace("\x00", "\ufffd")
@@ -71,6 +76,8 @@ def receive(
                 reply_state=reply_state,
                 meta={**(meta or {}), **({"skip_reason": reason} if reason else {})},
             )
+            for index, (filename, content_type, content) in enumerate(files or []):
+                store_attachment(message, index, filename, content_type, content)
             conversation.last_message_at = message.created
             conversation.status = Conversation.Status.OPEN
             conversation.save(update_fields=["last_message_at", "status"])
@@ -84,6 +91,30 @@ def receive(
             raise
         return Received(existing.conversation, existing, created=False)
     return Received(conversation, message, created=True)
+
+
+def store_attachment(message: Message, index: int, filename: str, content_type: str, content: bytes) -> Attachment:
+    """Keep the `index`-th file of a customer's message; once per index (a second call returns the first)."""
+    existing = Attachment.objects.filter(message=message, index=index).first()
+    if existing:
+        return existing
+    attachment = Attachment(
+        organization_id=message.organization_id,
+        message=message,
+        index=index,
+        filename=filename.replace("\x00", "")[:255],
+        content_type=(content_type or "application/octet-stream")[:127],
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+    attachment.file.save("attachment", ContentFile(content), save=False)
+    try:
+        with transaction.atomic():
+            attachment.save()
+    except IntegrityError:  # another worker stored this index first
+        attachment.file.delete(save=False)
+        return Attachment.objects.get(message=message, index=index)
+    return attachment
 
 
 def _conversation_for(bot, channel, thread_id, contact, subject):

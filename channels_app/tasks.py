@@ -24,6 +24,7 @@ from bots.models import Message
 
 from .base import DeliveryError
 from .registry import adapter_for
+from .whatsapp import media
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
@@ -71,6 +72,25 @@ def deliver(self, message_id):
     if external_id:
         updates["external_id"] = external_id
     Message.objects.filter(id=message_id, delivery_status=Message.Delivery.SENDING).update(**updates)
+
+
+MEDIA_ATTEMPTS = 6  # 30 s ... 16 min apart: Twilio or the network having a bad quarter of an hour
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MEDIA_ATTEMPTS)
+def store_whatsapp_media(self, message_id):
+    """Keep a WhatsApp message's media in our storage (whatsapp/media.py), queued when the
+    message is stored; files already kept are skipped, so running twice is harmless. What
+    Twilio does not hand over is tried again with backoff, then left to the inbox's link,
+    which fetches on demand and says why it cannot."""
+    message = Message.objects.filter(id=message_id).first()
+    if message is None:
+        return
+    errors = media.store_all(message)
+    if errors and self.request.retries < MEDIA_ATTEMPTS:
+        raise self.retry(countdown=30 * 2**self.request.retries)
+    for error in errors:
+        log.warning("store_whatsapp_media: message %s: %s", message_id, error.reason)
 
 
 # Celery's autodiscovery imports only ``<app>.tasks``: register the email channel's IMAP tasks.

@@ -136,6 +136,20 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request without it
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic
 
+# Customers' files (email attachments, WhatsApp media): served only through the inbox's
+# member-only view, never from a public URL. Any Django storage backend can replace this
+# one (e.g. django-storages' S3 with the same alias); web and workers must share it.
+ATTACHMENTS_DIR = Path(os.environ.get("CHATNEXUS_ATTACHMENTS_DIR", VAR_DIR / "attachments"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(ATTACHMENTS_DIR), "file_permissions_mode": 0o640,
+                    "directory_permissions_mode": 0o750},
+    },
+}
+
 # Uploads and request bodies: webhooks and mail are bounded (see channels_app).
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
 

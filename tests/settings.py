@@ -5,12 +5,15 @@ local services. pytest-django creates ``test_<name>`` and the suite's worker and
 ASGI server subprocesses are pointed at that same test database.
 """
 import os
+import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatnexus")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("PUBLIC_URL", "http://127.0.0.1:8000")
 os.environ.setdefault("CHATNEXUS_MAX_REPLY_TOKENS", "48")
+# customers' files of this run (the worker and server subprocesses inherit the variable)
+os.environ.setdefault("CHATNEXUS_ATTACHMENTS_DIR", tempfile.mkdtemp(prefix="chatnexus-test-attachments-"))
 # Playwright's sync API keeps an event loop in the test thread; Django's guard would
 # then refuse ORM calls made by the test itself between browser steps.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -1,5 +1,6 @@
 """Models, split by area: tenants (organisations, members), bots (builder config,
-knowledge), conversations (conversations and messages)."""
+knowledge), conversations (conversations and messages), attachments (customers' files)."""
+from .attachments import Attachment
 from .bots import Bot, KnowledgeItem
 from .conversations import Conversation, Message
 from .tenants import Invitation, Membership, Organization
@@ -12,4 +13,5 @@ __all__ = [
     "KnowledgeItem",
     "Conversation",
     "Message",
+    "Attachment",
 ]

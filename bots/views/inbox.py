@@ -10,10 +10,11 @@ from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from .. import services
-from ..models import Bot, Conversation
+from ..files import attachment_response
+from ..models import Attachment, Bot, Conversation
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import member_required
 
@@ -69,7 +70,8 @@ def conversation_list(request):
 @member_required
 def thread(request, conversation_id):
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
-    thread_messages = list(conversation.messages.select_related("reply_to").order_by("created", "id"))
+    thread_messages = list(conversation.messages.select_related("reply_to").prefetch_related("attachments")
+                           .order_by("created", "id"))
     for message in thread_messages:
         message.attachment_list = attachments(message)
     return render(request, "inbox/thread.html", {"conversation": conversation, "thread_messages": thread_messages})
@@ -77,14 +79,25 @@ def thread(request, conversation_id):
 
 def attachments(message):
     """What the customer attached: [{"label", "url"}]. WhatsApp media link to the channel's
-    fetch-from-Twilio view; email attachments are listed by name (their bytes are not kept)."""
+    view (the stored copy, fetched from Twilio first if the background task has not kept it
+    yet); email attachments to `attachment`, or by name only for mail stored before files
+    were kept."""
     meta = message.meta or {}
     found = [{"label": item.get("content_type") or "file",
               "url": reverse("channels:whatsapp-media", args=[message.id, index])}
              for index, item in enumerate(meta.get("media") or []) if isinstance(item, dict)]
-    found += [{"label": f"{item.get('filename') or 'attachment'} ({item.get('content_type') or 'file'})", "url": None}
-              for item in meta.get("attachments") or [] if isinstance(item, dict)]
+    stored = {file.index: file for file in message.attachments.all()} if meta.get("attachments") else {}
+    found += [{"label": f"{item.get('filename') or 'attachment'} ({item.get('content_type') or 'file'})",
+               "url": reverse("inbox:attachment", args=[stored[index].id]) if index in stored else None}
+              for index, item in enumerate(meta.get("attachments") or []) if isinstance(item, dict)]
     return found
+
+
+@member_required
+@require_GET
+def attachment(request, attachment_id):
+    """A file a customer sent, for members of its organisation (bots.files: safe to open)."""
+    return attachment_response(get_scoped_or_404(request, Attachment, id=attachment_id))
 
 
 def message_json(message):
@@ -116,7 +129,8 @@ def thread_json(request, conversation_id):
                 "bot_paused": conversation.bot_paused,
                 "needs_human": conversation.needs_human,
             },
-            "messages": [message_json(m) for m in conversation.messages.order_by("created", "id")],
+            "messages": [message_json(m) for m in conversation.messages.prefetch_related("attachments")
+                         .order_by("created", "id")],
         }
     )
 

@@ -114,4 +114,5 @@ def _store(config, mail: ParsedMail, raw, source):
             meta=meta,
             answer=not reason,
             skip_reason=reason,
+            files=mail.files,
         )

@@ -32,6 +32,7 @@ class ParsedMail:
     text: str  # the whole body as text
     reply_text: str  # body without quoted history and signature
     attachments: list = field(default_factory=list)  # [{"filename", "content_type", "size"}]
+    files: list = field(default_factory=list)  # [(filename, content type, bytes)], one per listed attachment
     headers: dict = field(default_factory=dict)  # the headers the filters look at, lower-case names
     content_type: str = ""
     report_type: str = ""  # multipart/report's report-type (delivery-status for bounces)
@@ -75,7 +76,7 @@ def _read(msg) -> ParsedMail:
     _, reply_to = parseaddr(_header(msg, "Reply-To"))
     to = [address.lower() for _, address in getaddresses([_header(msg, "To"), _header(msg, "Cc")]) if address]
     message_ids = _ids(_header(msg, "Message-ID"))
-    text, attachments = _body(msg)
+    text, attachments, files = _body(msg)
     headers = {name: _header(msg, name) for name in FILTER_HEADERS if msg.get(name) is not None}
     return ParsedMail(
         message_id=message_ids[0] if message_ids else "",
@@ -89,6 +90,7 @@ def _read(msg) -> ParsedMail:
         text=text,
         reply_text=strip_reply(text),
         attachments=attachments,
+        files=files,
         headers=headers,
         content_type=msg.get_content_type(),
         report_type=(msg.get_param("report-type") or "").lower() if msg.get_content_type() == "multipart/report" else "",
@@ -101,7 +103,8 @@ def _read(msg) -> ParsedMail:
 
 
 def _body(msg):
-    """(text, attachments): the best text part, and every other named/attached part."""
+    """(text, attachments, files): the best text part, and every other named/attached part
+    (its description, and its name, type and decoded bytes)."""
     body_part = None
     try:
         body_part = msg.get_body(preferencelist=("plain", "html"))
@@ -109,7 +112,7 @@ def _body(msg):
         body_part = None
     if body_part is None and msg.get_content_maintype() == "text":
         body_part = msg
-    attachments = []
+    attachments, files = [], []
     for part in msg.walk():
         if part is body_part or part.is_multipart():
             continue
@@ -121,12 +124,13 @@ def _body(msg):
                 attachments.append(
                     {"filename": str(filename or ""), "content_type": part.get_content_type(), "size": len(payload)}
                 )
+                files.append((str(filename or ""), part.get_content_type(), payload))
     if body_part is None:
-        return "", attachments
+        return "", attachments, files
     text = decode_part(body_part)
     if body_part.get_content_subtype() == "html":
         text = html_to_text(text)
-    return normalize(text), attachments
+    return normalize(text), attachments, files
 
 
 def decode_part(part) -> str:

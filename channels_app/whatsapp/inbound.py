@@ -16,6 +16,7 @@ from bots import services
 from bots.models import Message
 
 from ..models import ChannelConfig
+from ..tasks import store_whatsapp_media
 from .adapter import KNOWN_ERRORS
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ def store_message(config, inbound: Inbound):
         )
         if received.created and media_only and received.conversation.bot_paused is False:
             services.record_reply(received.message, MEDIA_ONLY_REPLY, {"canned": True})
+        if received.created and inbound.media:
+            transaction.on_commit(lambda: store_whatsapp_media.delay(received.message.id))
     return received
 
 

@@ -1,27 +1,29 @@
-"""What a WhatsApp customer attached, for the inbox: fetched from Twilio when an agent opens it.
+"""What a WhatsApp customer attached, fetched from Twilio into our own storage.
 
 Twilio's media URLs (``MediaUrl<n>`` of the incoming webhook, kept in ``Message.meta["media"]``)
-need the account's credentials, so the inbox links to ``media_view``, which fetches the
-file with the bot's channel credentials and passes it on. Nothing is stored: the file
-stays at Twilio (which keeps media until it is deleted there).
+need the account's credentials. ``store_all`` (the task ``channels_app.tasks.store_whatsapp_media``,
+queued when the message is stored) fetches each file with the bot's channel credentials and
+keeps it as an ``Attachment``, so it outlives its deletion at Twilio or a change of
+credentials; the inbox's ``media_view`` serves the stored copy, fetching first if the task
+has not run yet.
 
 Credentials only ever go to Twilio, for this channel's account: the URL must be https on
 ``api.twilio.com`` (or the host of ``TWILIO_API_BASE_URL``, tests and proxies) under
 ``/2010-04-01/Accounts/<this account>/``; Twilio answers with a redirect to a short-lived
 file URL, and ``requests`` drops the credentials when a redirect leaves the host. Files are
 passed on with ``nosniff`` and a sandbox CSP; anything but common image, audio, video and
-PDF types is a download, never rendered on our origin.
+PDF types is a download, never rendered on our origin (``bots.files``).
 """
 from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 
+from bots import services
+
 from ..models import ChannelConfig
 
 MAX_MEDIA_BYTES = 16 * 1024 * 1024  # WhatsApp caps media at 16 MB
-INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf")
-INLINE_PREFIXES = ("audio/", "video/")
 
 
 class MediaError(Exception):
@@ -40,8 +42,28 @@ def _allowed(url: str, account_sid: str) -> bool:
     return (parts.scheme, parts.netloc) in hosts and parts.path.startswith(f"/2010-04-01/Accounts/{account_sid}/")
 
 
-def fetch(message, index: int) -> tuple[bytes, str, str]:
-    """(content, content type, disposition) of the message's `index`-th attachment, or MediaError."""
+def stored(message, index: int):
+    """The message's `index`-th attachment, from storage, else fetched from Twilio and stored; or MediaError."""
+    found = message.attachments.filter(index=index).first()
+    if found is not None:
+        return found
+    content, content_type = fetch(message, index)
+    return services.store_attachment(message, index, "", content_type, content)
+
+
+def store_all(message) -> list[MediaError]:
+    """Store every attachment of the message that is not stored yet; the errors of those that failed."""
+    errors = []
+    for index in range(len((message.meta or {}).get("media") or [])):
+        try:
+            stored(message, index)
+        except MediaError as error:
+            errors.append(error)
+    return errors
+
+
+def fetch(message, index: int) -> tuple[bytes, str]:
+    """(content, content type) of the message's `index`-th attachment at Twilio, or MediaError."""
     media = (message.meta or {}).get("media") or []
     if not 0 <= index < len(media) or not isinstance(media[index], dict):
         raise MediaError(404, "no such attachment")
@@ -67,6 +89,4 @@ def fetch(message, index: int) -> tuple[bytes, str, str]:
         raise MediaError(502, f"could not reach Twilio: {exc.__class__.__name__}") from None
     if len(content) > MAX_MEDIA_BYTES:
         raise MediaError(502, f"the attachment is larger than {MAX_MEDIA_BYTES // (1024 * 1024)} MB")
-    inline = content_type in INLINE_TYPES or content_type.startswith(INLINE_PREFIXES)
-    disposition = "inline" if inline else f'attachment; filename="attachment-{index + 1}"'
-    return content, content_type, disposition
+    return content, content_type

@@ -1,5 +1,6 @@
 """WhatsApp's inbound face: Twilio's incoming-message webhook and status callback; and the
-inbox's link to a customer's attachment (``media_view``, fetched from Twilio on demand).
+inbox's link to a customer's attachment (``media_view``: the stored copy, fetched from Twilio first
+if it is not stored yet).
 
 Both answer at once: the message is stored and the reply queued (never generated
 here), then Twilio gets an empty TwiML ``<Response/>``. Bad or missing signatures are
@@ -11,6 +12,7 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from bots.files import attachment_response
 from bots.models import Message
 from bots.tenancy import get_scoped_or_404
 from bots.views.decorators import member_required
@@ -68,15 +70,11 @@ def status(request, key):
 @member_required
 @require_GET
 def media_view(request, message_id, index):
-    """A WhatsApp attachment of a message in the member's organisation, fetched from Twilio (media.py)."""
+    """A WhatsApp attachment of a message in the member's organisation: the stored copy, else
+    fetched from Twilio now and stored (media.py)."""
     message = get_scoped_or_404(request, Message, id=message_id)
     try:
-        content, content_type, disposition = media.fetch(message, index)
+        attachment = media.stored(message, index)
     except media.MediaError as error:
         return HttpResponse(error.reason + "\n", status=error.status, content_type="text/plain; charset=utf-8")
-    response = HttpResponse(content, content_type=content_type)
-    response["Content-Disposition"] = disposition
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"
-    response["Cache-Control"] = "private, max-age=300"
-    return response
+    return attachment_response(attachment)

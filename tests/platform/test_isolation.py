@@ -10,6 +10,7 @@ import pytest
 from django.urls import get_resolver, reverse
 from django.urls.resolvers import URLResolver
 
+from bots import services
 from bots.models import Invitation, Membership
 
 from .conftest import make_conversation
@@ -23,6 +24,7 @@ KWARG_KINDS = {
     "invitation_id": "invitation",
     "message_id": "message",
     "index": "attachment",  # a position in the message's attachments, not an id: always 0
+    "attachment_id": "file",
 }
 API_PK_KINDS = {"bots": "bot", "knowledge": "knowledge", "conversations": "conversation", "messages": "message"}
 PUBLIC_KWARGS = {"public_key", "key", "token", "uidb64", "format"}  # public ids by design, or not ids
@@ -64,6 +66,7 @@ def objects_of(org, bot, owner):
     message.meta = {"media": [{"url": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
                                "content_type": "image/jpeg"}]}  # an attachment (the bot has no WhatsApp: 409)
     message.save(update_fields=["meta"])
+    file = services.store_attachment(message, 1, "invoice.pdf", "application/pdf", b"%PDF-1.4 " + org.slug.encode())
     return {
         "bot": bot.id,
         "knowledge": bot.knowledge.first().id,
@@ -72,6 +75,7 @@ def objects_of(org, bot, owner):
         "membership": Membership.objects.get(user=owner, organization=org).id,
         "invitation": Invitation.objects.create(organization=org, email=f"x@{org.slug}.example").id,
         "attachment": 0,
+        "file": file.id,
     }
 
 
