@@ -271,6 +271,11 @@ TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15)
 CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
 # A widget socket must send its hello frame (visitor token) within this many seconds.
 CHATNEXUS_WIDGET_HELLO_TIMEOUT_S = envint("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", 10)
+
+# Sign-in, sign-up and password reset limits (bots/views/accounts.py; counters on the cache)
+CHATNEXUS_AUTH_POSTS_PER_IP = envint("CHATNEXUS_AUTH_POSTS_PER_IP", 30)  # per form, per address, per minute
+CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = envint("CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT", 10)  # per 15 minutes
+CHATNEXUS_PASSWORD_RESETS_PER_EMAIL = envint("CHATNEXUS_PASSWORD_RESETS_PER_EMAIL", 3)  # mails per address per hour
 # Largest inbound email accepted (webhook body or IMAP message); larger webhooks get 413.
 CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)
 # Default cap on auto-replies to one sender per day (a channel setting overrides it).

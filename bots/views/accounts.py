@@ -1,21 +1,91 @@
-"""Sign up, invitations (accept), organisation switcher, API token page.
+"""Sign in, sign up, password reset, invitations (accept), organisation switcher, API token page.
 
-Log in / log out / password reset are Django's own views (see ``bots.urls_accounts``)
-with templates in ``templates/registration/``.
+Log out and the rest of the password views are Django's own (see ``bots.urls_accounts``),
+templates in ``templates/registration/``. Sign-in, sign-up and password reset are
+rate-limited on the cache (chatnexus/ratelimit.py), answering 429 with a page that says
+when to try again:
+
+- every POST of each of those forms: ``CHATNEXUS_AUTH_POSTS_PER_IP`` per address per minute;
+- failed sign-ins: ``CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT`` per username per 15 minutes,
+  after which that username cannot sign in (not even with the right password) until the
+  window slides — guessing a password from many addresses is slow, at the price that a
+  stranger can lock a known username out for 15 minutes;
+- reset mails: ``CHATNEXUS_PASSWORD_RESETS_PER_EMAIL`` per address per hour; past it the
+  page still says "sent" (it never says whether an account exists) and nothing is sent.
 """
+import hashlib
+
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
+from chatnexus import ratelimit
+
 from .. import membership as members
 from ..models import Membership
 from ..tenancy import SESSION_KEY
+
+LOGIN_FAILURE_WINDOW_S = 15 * 60
+RESET_WINDOW_S = 60 * 60
+
+
+def _posts_refused(request, form_name):
+    """The refusing verdict when this address has posted `form_name` too often, else None."""
+    address = request.META.get("REMOTE_ADDR") or "unknown"  # the client, behind a trusted proxy too (uvicorn)
+    verdict = ratelimit.hit(f"auth:{form_name}:ip:{address}", settings.CHATNEXUS_AUTH_POSTS_PER_IP)
+    return None if verdict.allowed else verdict
+
+
+def _too_many(request, verdict, what):
+    minutes = -(-verdict.retry_after // 60)
+    response = render(request, "registration/rate_limited.html", {"what": what, "minutes": minutes}, status=429)
+    response["Retry-After"] = str(verdict.retry_after)
+    return response
+
+
+def _hashed(kind, value):
+    """A cache key for a username or an email address that does not keep it in clear."""
+    return f"auth:{kind}:" + hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]
+
+
+class LoginView(auth_views.LoginView):
+    def post(self, request, *args, **kwargs):
+        refused = _posts_refused(request, "login")
+        if refused is None:
+            verdict = ratelimit.peek(_hashed("login-failures", request.POST.get("username", "")),
+                                     settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT, window_s=LOGIN_FAILURE_WINDOW_S)
+            refused = None if verdict.allowed else verdict
+        if refused is not None:
+            return _too_many(request, refused, "sign-in attempts")
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        ratelimit.hit(_hashed("login-failures", form.data.get("username", "")),
+                      settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT, window_s=LOGIN_FAILURE_WINDOW_S)
+        return super().form_invalid(form)
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    def post(self, request, *args, **kwargs):
+        refused = _posts_refused(request, "password-reset")
+        if refused is not None:
+            return _too_many(request, refused, "password reset requests")
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        verdict = ratelimit.hit(_hashed("reset-mails", form.cleaned_data["email"]),
+                                settings.CHATNEXUS_PASSWORD_RESETS_PER_EMAIL, window_s=RESET_WINDOW_S)
+        if not verdict.allowed:
+            return HttpResponseRedirect(self.get_success_url())  # as if sent: nothing to learn, nothing to flood
+        return super().form_valid(form)
 
 
 class SignUpForm(UserCreationForm):
@@ -34,6 +104,8 @@ class SignUpForm(UserCreationForm):
 
 
 def signup(request):
+    if request.method == "POST" and (refused := _posts_refused(request, "signup")) is not None:
+        return _too_many(request, refused, "sign-up attempts")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user, org = members.sign_up(

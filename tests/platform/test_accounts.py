@@ -1,10 +1,13 @@
 """Sign up, log in, log out, password reset (mail through a real SMTP server)."""
+import itertools
 import re
 
+import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from bots.models import Membership, Organization
+from tests.conftest import make_member
 
 
 def test_it_signs_up_a_user_with_an_organisation_and_logs_them_in(client, db):
@@ -66,3 +69,67 @@ def test_it_resets_a_password_by_email(client, alice, smtp_settings):
 def test_it_does_not_reveal_unknown_emails_on_reset(client, db, smtp_settings):
     response = client.post(reverse("password_reset"), {"email": "nobody@example.com"})
     assert response.status_code == 302 and smtp_settings.messages == []
+
+
+# --- limits (bots/views/accounts.py): counters live in the cache (shared by the whole run),
+# so each test signs in as a user, and from an address, of its own
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def address():
+    return f"198.51.100.{next(_numbers)}"
+
+
+@pytest.fixture
+def user(acme):
+    return make_member(acme, f"limited{next(_numbers)}", "agent")  # password "correct-horse-battery"
+
+
+def test_a_username_that_keeps_failing_is_paused_even_for_the_right_password(client, acme, user, settings, address):
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 3
+    for _ in range(3):
+        response = client.post(reverse("login"), {"username": user.username, "password": "wrong"}, REMOTE_ADDR=address)
+        assert response.status_code == 200 and not response.wsgi_request.user.is_authenticated
+    response = client.post(reverse("login"), {"username": f" {user.username.upper()}", "password": "correct-horse-battery"},
+                           REMOTE_ADDR="203.0.113.9")  # another address, the name spelt differently
+    assert response.status_code == 429 and b"Too many sign-in attempts" in response.content
+    assert 0 < int(response["Retry-After"]) <= 2 * 15 * 60  # the failures slide out of a 15-minute window
+    assert not response.wsgi_request.user.is_authenticated
+    other = make_member(acme, f"limited{next(_numbers)}", "agent")
+    response = client.post(reverse("login"), {"username": other.username, "password": "correct-horse-battery"},
+                           REMOTE_ADDR=address)
+    assert response.status_code == 302  # other accounts are not affected
+
+
+def test_successful_sign_ins_do_not_count_as_failures(client, user, settings, address):
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 2
+    for _ in range(4):
+        response = client.post(reverse("login"), {"username": user.username, "password": "correct-horse-battery"},
+                               REMOTE_ADDR=address)
+        assert response.status_code == 302
+        client.logout()
+
+
+def test_an_address_that_posts_too_often_is_refused_per_form(client, db, settings, address):
+    settings.CHATNEXUS_AUTH_POSTS_PER_IP = 2
+    for _ in range(2):
+        assert client.post(reverse("login"), {"username": "x", "password": "y"}, REMOTE_ADDR=address).status_code == 200
+    assert client.post(reverse("login"), {"username": "z", "password": "y"}, REMOTE_ADDR=address).status_code == 429
+    assert client.post(reverse("login"), {"username": "z", "password": "y"}, REMOTE_ADDR="203.0.113.7").status_code == 200
+    signup = {"username": "dana", "email": "dana@example.com", "organization_name": "Dana's",
+              "password1": "a-long-passphrase-42", "password2": "a-long-passphrase-42"}
+    for _ in range(2):  # the sign-up form has its own count
+        assert client.post(reverse("signup"), {**signup, "password2": "typo"}, REMOTE_ADDR=address).status_code == 200
+    response = client.post(reverse("signup"), signup, REMOTE_ADDR=address)
+    assert response.status_code == 429 and b"Too many sign-up attempts" in response.content
+    assert not get_user_model().objects.filter(username="dana").exists()
+
+
+def test_reset_mails_to_one_address_are_capped_without_saying_so(client, user, settings, smtp_settings, address):
+    settings.CHATNEXUS_PASSWORD_RESETS_PER_EMAIL = 2
+    for _ in range(4):
+        response = client.post(reverse("password_reset"), {"email": user.email}, REMOTE_ADDR=address)
+        assert response.status_code == 302 and response["Location"] == reverse("password_reset_done")
+    assert [m["to"] for m in smtp_settings.messages] == [[user.email]] * 2

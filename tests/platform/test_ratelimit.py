@@ -1,10 +1,10 @@
-"""The widget's sliding-window rate limit (channels_app/widget/ratelimit.py) on the real
+"""The sliding-window rate limit (chatnexus/ratelimit.py: the widget's, sign-in's) on the real
 cache (Redis under test), with the clock passed in."""
 import itertools
 
 import pytest
 
-from channels_app.widget.ratelimit import WINDOW_S, hit
+from chatnexus.ratelimit import WINDOW_S, hit, peek
 
 _keys = itertools.count()
 START = 1_800_000_000 // WINDOW_S * WINDOW_S  # the start of a window
@@ -51,3 +51,24 @@ def test_retry_after_when_the_current_window_is_full_on_its_own(key):
 def test_a_zero_limit_refuses_everything(key):
     verdict = hit(key, 0, now=START)
     assert not verdict.allowed and verdict.retry_after >= 1
+
+
+def test_peek_counts_nothing(key):
+    assert all(hit(key, 3, now=START + 1).allowed for _ in range(2))
+    for _ in range(5):
+        assert peek(key, 3, now=START + 2).allowed  # the third would fit, and still does
+    assert hit(key, 3, now=START + 3).allowed
+    refused = peek(key, 3, now=START + 4)
+    assert not refused.allowed and refused.retry_after > 0
+    assert not hit(key, 3, now=START + 4).allowed
+
+
+def test_a_longer_window_slides_the_same_way(key):
+    quarter = 15 * 60
+    start = START // quarter * quarter
+    assert all(hit(key, 4, now=start + 10, window_s=quarter).allowed for _ in range(4))
+    refused = hit(key, 4, now=start + 20, window_s=quarter)
+    assert not refused.allowed and WINDOW_S < refused.retry_after <= 2 * quarter
+    assert hit(key, 4, now=start + 20).allowed  # a one-minute count under the same key is another counter
+    assert not hit(key, 4, now=start + quarter + 60, window_s=quarter).allowed  # 5 * 14/15 + 1 > 4
+    assert hit(key, 4, now=start + 2 * quarter + 1, window_s=quarter).allowed  # the full window slid out

@@ -1,0 +1,69 @@
+"""Sliding-window rate limits on the Django cache (Redis in distributed mode, so every
+web process shares the counters). Used by the widget (channels_app/widget/ratelimit.py)
+and by sign-in, sign-up and password reset (bots/views/accounts.py).
+
+``hit(key, limit, window_s=60)`` counts one event and says whether the events of the last
+window are still within ``limit``; ``peek`` says the same without counting; the caller
+turns a refusal into a clear message. The last window is estimated from two fixed
+counters, the current one and the one before, weighting the previous by the share of it
+still inside the sliding window (the counter Cloudflare describes for its own limits):
+two keys per limit, one atomic ``incr`` per event, and no burst of twice the limit across
+a window boundary as with a plain fixed window.
+"""
+import math
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache
+
+WINDOW_S = 60
+
+
+@dataclass
+class Verdict:
+    allowed: bool
+    retry_after: int  # seconds until the estimate is back within the limit (when refused)
+
+
+def _count(cache_key: str, window_s: int) -> int:
+    if cache.add(cache_key, 1, timeout=2 * window_s + 5):
+        return 1
+    try:
+        return cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.set(cache_key, 1, timeout=2 * window_s + 5)
+        return 1
+
+
+def hit(key: str, limit: int, now: float | None = None, window_s: int = WINDOW_S) -> Verdict:
+    """Count one event under `key`; allowed while the last `window_s` seconds hold at most `limit`."""
+    return _verdict(key, limit, now, window_s, count=True)
+
+
+def peek(key: str, limit: int, now: float | None = None, window_s: int = WINDOW_S) -> Verdict:
+    """Would one more event under `key` fit? Counts nothing."""
+    return _verdict(key, limit, now, window_s, count=False)
+
+
+def _verdict(key, limit, now, window_s, count) -> Verdict:
+    now = time.time() if now is None else now
+    limit = max(0, int(limit))
+    window = int(now // window_s)
+    elapsed = now - window * window_s  # seconds into the current window
+    name = f"cn:rl:{window_s}:{key}:{window}"
+    current = _count(name, window_s) if count else int(cache.get(name) or 0) + 1
+    previous = int(cache.get(f"cn:rl:{window_s}:{key}:{window - 1}") or 0)
+    weight = 1 - elapsed / window_s  # share of the previous window still in the sliding one
+    if previous * weight + current <= limit:
+        return Verdict(allowed=True, retry_after=0)
+    return Verdict(allowed=False, retry_after=_retry_after(previous, current, limit, elapsed, window_s))
+
+
+def _retry_after(previous: int, current: int, limit: int, elapsed: float, window_s: int) -> int:
+    """Seconds until one more event fits (previous * weight + current + 1 <= limit), if nothing
+    else arrives meanwhile (refused events count too: a client that keeps trying waits longer)."""
+    if current + 1 <= limit and previous:  # the previous window's share has to shrink
+        wait = window_s * (1 - (limit - current - 1) / previous) - elapsed
+    else:  # the current window is full on its own: it has to slide out too
+        wait = (window_s - elapsed) + window_s * (1 - (limit - 1) / current)
+    return max(1, math.ceil(wait))
