@@ -9,13 +9,15 @@ through the conversation's own channel.
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from . import events
-from .models import Attachment, Bot, Conversation, Message
+from .models import Attachment, Bot, Conversation, Message, Organization
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,26 @@ def store_attachment(message: Message, index: int, filename: str, content_type: 
         attachment.file.delete(save=False)
         return Attachment.objects.get(message=message, index=index)
     return attachment
+
+
+def delete_conversations(conversations) -> int:
+    """Erase conversations (a queryset): their messages, and once committed their customers'
+    files (bots/signals.py); their bots' drafting memory is rebuilt without them. Returns
+    how many conversations went."""
+    with transaction.atomic():
+        bot_ids = set(conversations.values_list("bot_id", flat=True))
+        _, deleted = conversations.delete()
+        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)
+    return deleted.get(Conversation._meta.label, 0)
+
+
+def purge_expired(now=None) -> int:
+    """Delete the conversations whose last message is older than their organisation's retention."""
+    now = now or timezone.now()
+    expired = Q()
+    for org_id, days in Organization.objects.filter(retention_days__isnull=False).values_list("id", "retention_days"):
+        expired |= Q(organization_id=org_id, last_message_at__lt=now - timedelta(days=days))
+    return delete_conversations(Conversation.objects.filter(expired)) if expired else 0
 
 
 def _conversation_for(bot, channel, thread_id, contact, subject):

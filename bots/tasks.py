@@ -43,3 +43,15 @@ def sweep_unfinished():
     if replies or deliveries:
         log.warning("sweep: re-queued %d pending replies and %d unfinished deliveries", replies, deliveries)
     return replies, deliveries
+
+
+@shared_task(acks_late=True)
+def purge_expired_conversations():
+    """Beat job (hourly): delete conversations past their organisation's retention period
+    (services.purge_expired); running twice deletes nothing more."""
+    from . import services
+
+    deleted = services.purge_expired()
+    if deleted:
+        log.info("retention: deleted %d conversations", deleted)
+    return deleted

@@ -290,6 +290,11 @@ if CHATNEXUS_SWEEP_SECONDS > 0:
         "task": "bots.tasks.sweep_unfinished",
         "schedule": CHATNEXUS_SWEEP_SECONDS,
     }
+# Conversations past their organisation's retention period (set on the team page) go hourly.
+CELERY_BEAT_SCHEDULE["purge-expired-conversations"] = {
+    "task": "bots.tasks.purge_expired_conversations",
+    "schedule": 3600,
+}
 CHATNEXUS_IMAP_POLL_SECONDS = envint("CHATNEXUS_IMAP_POLL_SECONDS", 60)
 if CHATNEXUS_IMAP_POLL_SECONDS > 0:
     CELERY_BEAT_SCHEDULE["poll-imap-mailboxes"] = {

@@ -27,11 +27,20 @@ def namespace_for(bot_id):
     return f"bot-{bot_id}"
 
 
-def ensure_memory(engine, bot_id, stored_replies):
+# (id of an engine's memory, bot id) -> the bot's `erasures` its index was built at
+_built_at: dict[tuple[int, int], int] = {}
+
+
+def ensure_memory(engine, bot_id, stored_replies, erasures=0):
     """Build the bot's suffix index in this process on its first message (and after the
-    index was evicted): ``stored_replies(bot_id)`` -> [(reply text, question text)], oldest first.
-    Call it holding ``generation_lock``."""
+    index was evicted, or conversations of the bot were deleted since it was built: its
+    ``erasures`` count moved): ``stored_replies(bot_id)`` -> [(reply text, question text)],
+    oldest first. Call it holding ``generation_lock``."""
     namespace = namespace_for(bot_id)
+    key = (id(engine.memory), bot_id)
+    if _built_at.get(key, erasures) != erasures:
+        engine.memory.forget(namespace)  # it may hold replies of deleted conversations
+    _built_at[key] = erasures
     if namespace in engine.memory:
         return
     engine.memory.get(namespace)  # created even when empty: the database is asked once

@@ -80,7 +80,7 @@ def _generate(inbound, config):
     events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
     started = time.perf_counter()
     with runtime.generation_lock:
-        runtime.ensure_memory(engine, inbound.bot_id, _stored_replies)
+        runtime.ensure_memory(engine, inbound.bot_id, _stored_replies, inbound.bot.erasures)
         text = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0))
         stats = engine.last_stats.as_dict() if engine.last_stats else {}
     stats["wall_s"] = round(time.perf_counter() - started, 4)

@@ -5,7 +5,7 @@ is a 404. Bots, knowledge and stats are for owners and admins; agents use
 conversations and messages (as in the inbox).
 """
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions, status, viewsets
+from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -98,12 +98,19 @@ class KnowledgeViewSet(viewsets.ModelViewSet):
         return items.filter(bot_id=bot) if bot else items
 
 
-class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
-    """Conversations; filter by ``?channel=``, ``?bot=``, ``?status=``, ``?needs_human=1``."""
+class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Conversations; filter by ``?channel=``, ``?bot=``, ``?status=``, ``?needs_human=1``.
+    DELETE (owners and admins) erases one: messages, customers' files, the bot's memory of it."""
 
     queryset = Conversation.objects.none()  # for the schema only; get_queryset() scopes by organisation
     serializer_class = s.ConversationSerializer
     permission_classes = [IsMember]
+
+    def get_permissions(self):
+        return [IsManager()] if self.action == "destroy" else super().get_permissions()
+
+    def perform_destroy(self, instance):
+        services.delete_conversations(Conversation.objects.filter(id=instance.id))
 
     def get_queryset(self):
         conversations = scoped(self.request, Conversation).exclude(channel="preview").order_by("-last_message_at")

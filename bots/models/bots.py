@@ -65,6 +65,10 @@ class Bot(models.Model):
     published_version = models.PositiveIntegerField(default=0)
     published_at = models.DateTimeField(null=True, blank=True)
 
+    # Bumped whenever conversations of the bot are deleted: inference workers then rebuild the
+    # bot's suffix index from what is still stored (inference/runtime.py).
+    erasures = models.PositiveIntegerField(default=0)
+
     DRAFT_FIELDS = (
         "name", "role", "company", "avatar_color", "tone", "voice_notes", "use_emoji",
         "reply_length", "greeting", "instructions", "topics_to_avoid", "fallback_answer",

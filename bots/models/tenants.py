@@ -14,6 +14,9 @@ class Organization(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=80, unique=True)
     created = models.DateTimeField(auto_now_add=True)
+    # Conversations are deleted this many days after their last message (None: kept);
+    # bots.tasks.purge_expired_conversations, daily.
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self):
         return self.name

@@ -16,7 +16,7 @@ from .. import services
 from ..files import attachment_response
 from ..models import Attachment, Bot, Conversation
 from ..tenancy import get_scoped_or_404, scoped
-from .decorators import member_required
+from .decorators import manager_required, member_required
 
 MAX_AGENT_REPLY = 10_000
 ACTIONS = ("take-over", "give-back", "close", "reopen")
@@ -145,6 +145,17 @@ def reply(request, conversation_id):
         return redirect("inbox:thread", conversation.id)
     services.agent_reply(conversation, request.user, text)
     return redirect("inbox:thread", conversation.id)
+
+
+@manager_required
+@require_POST
+def delete(request, conversation_id):
+    """Owners and admins erase a conversation: messages, attachments, and the bot's memory of it."""
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    name = conversation.contact_name or conversation.contact_email or conversation.contact_phone or "the conversation"
+    services.delete_conversations(Conversation.objects.filter(id=conversation.id))
+    flash.success(request, f"Deleted the conversation with {name}.")
+    return redirect("inbox:list")
 
 
 @member_required

@@ -1,11 +1,12 @@
 """The team page: members, roles, invitations (owners and admins invite; owners change roles)."""
 from django import forms
 from django.contrib import messages
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from .. import membership as members
-from ..models import Invitation, Membership
+from ..models import Invitation, Membership, Organization
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
 
@@ -76,4 +77,25 @@ def member_remove(request, membership_id):
 def invitation_cancel(request, invitation_id):
     get_scoped_or_404(request, Invitation, id=invitation_id, accepted__isnull=True).delete()
     messages.success(request, "Invitation cancelled.")
+    return redirect("org:members")
+
+
+class RetentionForm(forms.Form):
+    retention_days = forms.IntegerField(required=False, min_value=1, max_value=3650)
+
+
+@member_required
+@require_POST
+def retention(request):
+    """Owners set how long conversations are kept (empty: until deleted); applied hourly by the beat."""
+    if request.membership.role != Membership.Role.OWNER:
+        raise Http404
+    form = RetentionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Retention is a number of days from 1 to 3650, or empty to keep conversations.")
+        return redirect("org:members")
+    days = form.cleaned_data["retention_days"]
+    Organization.objects.filter(id=request.organization.id).update(retention_days=days)
+    messages.success(request, f"Conversations are now deleted {days} days after their last message." if days
+                     else "Conversations are now kept until someone deletes them.")
     return redirect("org:members")

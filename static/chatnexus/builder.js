@@ -1,4 +1,4 @@
-/* ChatNexus builder: tabs, confirm-before-delete, the live system-prompt preview
+/* ChatNexus builder: tabs, the live system-prompt preview
  * and the live test chat (websocket ws/preview/<bot_id>/).
  *
  * Model output is only ever put on the page with textContent, never innerHTML.
@@ -6,14 +6,6 @@
  */
 (function () {
   "use strict";
-
-  // Forms with data-confirm ask first (delete bot, delete knowledge).
-  document.addEventListener("submit", function (event) {
-    var form = event.target;
-    if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
-      event.preventDefault();
-    }
-  });
 
   var root = document.getElementById("builder");
   if (!root) return;

@@ -22,3 +22,26 @@ def test_it_rebuilds_a_bots_index_once_and_remembers_new_replies(tiny_engine):
     assert index.replies == 3
     assert runtime.namespace_for(13) not in tiny_engine.memory  # other bots untouched
     tiny_engine.memory.forget(runtime.namespace_for(12))
+
+
+def test_deleted_conversations_leave_the_index_when_the_bots_erasures_move(tiny_engine):
+    stored = [("We open at nine.", "When do you open?"), ("Your order 4411 ships Monday.", "Where is 4411?")]
+
+    def stored_replies(bot_id):
+        return list(stored)
+
+    def remembered():
+        index = tiny_engine.memory.get(runtime.namespace_for(21))
+        return index.replies
+
+    with runtime.generation_lock:
+        runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=0)
+        assert remembered() == 2
+        stored.pop()  # the second conversation is deleted (bots.services.delete_conversations)
+        runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=0)
+        assert remembered() == 2  # not told yet: the index is kept
+        runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=1)
+        assert remembered() == 1  # rebuilt from what is still stored
+        runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=1)
+        assert remembered() == 1
+    tiny_engine.memory.forget(runtime.namespace_for(21))

@@ -3,7 +3,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from bots.models import Bot, KnowledgeItem
+from bots.models import Bot, Conversation, KnowledgeItem
 
 from .conftest import make_conversation
 
@@ -128,3 +128,13 @@ def test_a_member_of_two_organisations_picks_one_with_a_header(api, alice, acme,
     assert client.get("/api/conversations/").json()["results"][0]["bot"] == acme_bot.id
     refused = client.get("/api/conversations/", HTTP_X_ORGANIZATION="initech")  # not hers: no fallback
     assert refused.status_code == 403 and "X-Organization" in refused.json()["detail"]
+
+
+def test_owners_and_admins_delete_a_conversation_agents_and_strangers_cannot(api, alice, bob, charlie, acme_bot):
+    conversation, _ = make_conversation(acme_bot, channel="widget", thread="api-erase")
+    assert api(bob).delete(f"/api/conversations/{conversation.id}/").status_code == 403  # an agent
+    assert api(charlie).delete(f"/api/conversations/{conversation.id}/").status_code == 404  # Globex
+    assert Conversation.objects.filter(id=conversation.id).exists()
+    assert api(alice).delete(f"/api/conversations/{conversation.id}/").status_code == 204
+    assert not Conversation.objects.filter(id=conversation.id).exists()
+    assert Bot.objects.get(id=acme_bot.id).erasures == 1

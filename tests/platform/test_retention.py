@@ -1,0 +1,81 @@
+"""Erasing conversations: an owner or admin deletes one from the inbox; an owner sets a
+retention period and the hourly beat job deletes what is older. Messages, customers'
+files (on disk) and the bot's drafting memory go with them; nothing of another
+organisation, and nothing younger, is touched."""
+from datetime import timedelta
+from pathlib import Path
+
+from django.utils import timezone
+
+from bots import services
+from bots.models import Attachment, Bot, Conversation, Message
+from bots.tasks import purge_expired_conversations
+
+from .conftest import make_conversation
+
+
+def with_file(bot, thread):
+    """A conversation whose message carries a customer's file; (conversation, path of the file)."""
+    conversation, _ = make_conversation(bot, thread=thread, files=[("scan.pdf", "application/pdf", b"%PDF-1.4 x")])
+    return conversation, Path(Attachment.objects.get(message__conversation=conversation).file.path)
+
+
+def test_an_admin_deletes_a_conversation_with_its_files(client, alice, acme_bot, django_capture_on_commit_callbacks):
+    conversation, path = with_file(acme_bot, "erase-me")
+    kept, kept_path = with_file(acme_bot, "keep-me")
+    client.force_login(alice)
+    page = client.get(f"/inbox/{conversation.id}/").content.decode()
+    assert f'action="/inbox/{conversation.id}/delete/"' in page and "data-confirm=" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/inbox/{conversation.id}/delete/")
+    assert response.status_code == 302 and response["Location"] == "/inbox/"
+    assert not Conversation.objects.filter(id=conversation.id).exists()
+    assert not Message.objects.filter(conversation_id=conversation.id).exists() and not path.exists()
+    assert Conversation.objects.filter(id=kept.id).exists() and kept_path.is_file()
+    assert Bot.objects.get(id=acme_bot.id).erasures == acme_bot.erasures + 1  # workers rebuild its memory
+
+
+def test_agents_cannot_delete_and_do_not_see_the_button(client, bob, acme_bot):
+    conversation, path = with_file(acme_bot, "agent-try")
+    client.force_login(bob)
+    assert "/delete/" not in client.get(f"/inbox/{conversation.id}/").content.decode()
+    assert client.post(f"/inbox/{conversation.id}/delete/").status_code == 404
+    assert Conversation.objects.filter(id=conversation.id).exists() and path.is_file()
+
+
+def test_the_beat_job_deletes_only_what_is_past_its_organisations_retention(acme, globex, acme_bot, globex_bot,
+                                                                            django_capture_on_commit_callbacks):
+    now = timezone.now()
+    acme.retention_days = 30
+    acme.save()
+    old, old_path = with_file(acme_bot, "old")
+    recent, _ = make_conversation(acme_bot, thread="recent")
+    unlimited, _ = make_conversation(globex_bot, thread="globex-old")  # Globex keeps everything
+    Conversation.objects.filter(id__in=[old.id, unlimited.id]).update(last_message_at=now - timedelta(days=31))
+    Conversation.objects.filter(id=recent.id).update(last_message_at=now - timedelta(days=29))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert purge_expired_conversations() == 1
+    assert set(Conversation.objects.values_list("id", flat=True)) == {recent.id, unlimited.id}
+    assert not old_path.exists()
+    assert purge_expired_conversations() == 0  # nothing more to do
+    assert services.purge_expired(now=now + timedelta(days=2)) == 1  # the recent one expires in time
+
+
+def test_only_owners_set_the_retention(client, alice, acme):
+    from tests.conftest import make_member
+
+    admin = make_member(acme, "ada", "admin")
+    client.force_login(admin)
+    assert client.post("/team/retention/", {"retention_days": "7"}).status_code == 404
+    client.force_login(alice)
+    assert 'id="retention"' in client.get("/team/").content.decode()
+    client.post("/team/retention/", {"retention_days": "90"})
+    acme.refresh_from_db()
+    assert acme.retention_days == 90
+    response = client.post("/team/retention/", {"retention_days": "0"}, follow=True)
+    assert "from 1 to 3650" in response.content.decode()
+    acme.refresh_from_db()
+    assert acme.retention_days == 90  # unchanged
+    client.post("/team/retention/", {"retention_days": ""})
+    acme.refresh_from_db()
+    assert acme.retention_days is None
