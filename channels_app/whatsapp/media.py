@@ -44,6 +44,8 @@ def _allowed(url: str, account_sid: str) -> bool:
 
 def stored(message, index: int):
     """The message's `index`-th attachment, from storage, else fetched from Twilio and stored; or MediaError."""
+    if message.channel != "whatsapp":  # other channels' files open through the inbox's own view
+        raise MediaError(404, "no such attachment")
     found = message.attachments.filter(index=index).first()
     if found is not None:
         return found

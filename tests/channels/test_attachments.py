@@ -186,3 +186,10 @@ def test_deleting_a_conversation_deletes_its_files(email_channel, post_mail, dja
     with django_capture_on_commit_callbacks(execute=True):
         kept.message.conversation.delete()
     assert not Attachment.objects.exists() and not path.exists()
+
+
+def test_the_whatsapp_route_serves_whatsapp_files_only(email_channel, post_mail, client, alice):
+    post_mail(email_channel.key, MAIL_WITH_ATTACHMENT)
+    message = Message.objects.get(external_id="att@example.com")
+    client.force_login(alice)
+    assert client.get(f"/channels/whatsapp/media/{message.id}/0/").status_code == 404

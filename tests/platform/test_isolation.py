@@ -62,7 +62,7 @@ ROUTES = routes_with_ids()
 
 
 def objects_of(org, bot, owner):
-    conversation, message = make_conversation(bot, thread=f"iso-{org.slug}")
+    conversation, message = make_conversation(bot, thread=f"iso-{org.slug}", channel="whatsapp")
     message.meta = {"media": [{"url": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
                                "content_type": "image/jpeg"}]}  # an attachment (the bot has no WhatsApp: 409)
     message.save(update_fields=["meta"])
