@@ -107,7 +107,7 @@ def test_a_reply_threads_by_its_references(email_channel, client, post_mail):
     assert Message.objects.get(external_id="pm2@example.com").text == "And on Saturdays?"
 
 
-def test_attachments_are_listed_not_prompted(email_channel, client):
+def test_attachments_are_kept_not_prompted(email_channel, client):
     attachments = [
         {"Name": "frame.jpg", "Content": base64.b64encode(b"\xff\xd8\xff\xe0 jpeg").decode(), "ContentType": "image/jpeg",
          "ContentLength": 9},
@@ -117,6 +117,9 @@ def test_attachments_are_listed_not_prompted(email_channel, client):
     message = Message.objects.get()
     assert message.text == "Is this frame cracked?"
     assert [a["filename"] for a in message.meta["attachments"]] == ["frame.jpg", "broken.bin"]
+    kept = {a.filename: (a.content_type, a.file.read()) for a in message.attachments.all()}
+    assert kept["frame.jpg"] == ("image/jpeg", b"\xff\xd8\xff\xe0 jpeg")
+    assert set(kept) == {"frame.jpg", "broken.bin"}  # kept as it came, whatever it holds
 
 
 def test_raw_email_is_used_as_it_came_when_postmark_includes_it(email_channel, client):
