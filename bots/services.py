@@ -302,7 +302,17 @@ def serialize_message(message: Message) -> dict:
         "reply_to": message.reply_to_id,
         "stats": message.stats or None,
         "delivery_status": message.delivery_status,
+        "rating": message.rating,
     }
+
+
+def rate_reply(conversation_id: int, message_id: int, rating: int) -> bool:
+    """The customer rates a bot reply of their conversation (again: the last rating counts);
+    False when the conversation has no such bot reply."""
+    if rating not in Message.Rating.values:
+        raise ValueError(f"a rating is one of {Message.Rating.values}")
+    return bool(Message.objects.filter(id=message_id, conversation_id=conversation_id, sender=Message.Sender.BOT)
+                .update(rating=rating))
 
 
 def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:

@@ -62,7 +62,7 @@ def summary(organization, bot=None, days=14, now=None):
     )
     replies = list(
         Message.objects.filter(**scope, created__gte=since, sender=Message.Sender.BOT).values_list(
-            "created", "latency_s", "ttft_s", "tokens_per_s", "stats"
+            "created", "latency_s", "ttft_s", "tokens_per_s", "stats", "rating"
         )
     )
 
@@ -91,6 +91,7 @@ def summary(organization, bot=None, days=14, now=None):
     accepted = sum(s.get("accepted", 0) or 0 for s in stats)
     new_tokens = sum(s.get("new_tokens", 0) or 0 for s in stats)
     forwards = sum(s.get("target_forwards", 0) or 0 for s in stats)
+    ratings = [r[5] for r in replies if r[5] is not None]
     conversation_ids = {c[0] for c in conversations} | {m[5] for m in messages}
     channels = {}
     for _id, _created, channel in conversations:
@@ -111,6 +112,9 @@ def summary(organization, bot=None, days=14, now=None):
         "handoff_rate": _round(
             len(handoff_conversations) / len(conversation_ids) if conversation_ids else None
         ),
+        "rated_replies": len(ratings),
+        # share of the replies customers rated that they found helpful (widget thumbs)
+        "helpful_rate": _round(sum(r > 0 for r in ratings) / len(ratings) if ratings else None),
         "channels": channels,
         "series": [
             {

@@ -45,7 +45,7 @@ class MessageSerializer(serializers.ModelSerializer):
         model = Message
         fields = ["id", "conversation", "channel", "direction", "sender", "text", "reply_to", "reply_state",
                   "delivery_status", "delivery_error", "stats", "latency_s", "ttft_s", "tokens_per_s",
-                  "acceptance_rate", "created"]  # fmt: skip
+                  "acceptance_rate", "rating", "created"]  # fmt: skip
         read_only_fields = fields
 
 

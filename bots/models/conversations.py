@@ -64,6 +64,10 @@ class Message(models.Model):
         FAILED = "failed", "Failed"
         NONE = "", "—"  # outbound messages
 
+    class Rating(models.IntegerChoices):
+        HELPFUL = 1, "Helpful"
+        NOT_HELPFUL = -1, "Not helpful"
+
     class Delivery(models.TextChoices):
         NONE = "", "—"  # inbound messages
         PENDING = "pending", "Pending"
@@ -95,6 +99,8 @@ class Message(models.Model):
     ttft_s = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
     acceptance_rate = models.FloatField(null=True, blank=True)
+    # A bot reply as the customer rated it in the widget (None: not rated).
+    rating = models.SmallIntegerField(choices=Rating.choices, null=True, blank=True)
     meta = models.JSONField(default=dict, blank=True)  # channel specifics (headers, media, errors)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 

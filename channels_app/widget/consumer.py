@@ -95,6 +95,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if frame["type"] == "ping":
             await self.send_json({"type": "pong"})
             return
+        if frame["type"] == "rate":
+            result = await database_sync_to_async(inbound.rate)(self.session, frame)
+            await self.send_json(result.frame() if isinstance(result, inbound.Refusal) else result)
+            return
         result = await database_sync_to_async(inbound.take_message)(self.session, frame)
         if isinstance(result, inbound.Refusal):
             await self.send_json({**result.frame(), "client_id": frame["id"]})

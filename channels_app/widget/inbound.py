@@ -75,7 +75,7 @@ def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Se
 def public_message(message: Message) -> dict:
     """A message as the visitor may see it (no decoding stats or delivery internals)."""
     data = services.serialize_message(message)
-    return {k: data[k] for k in ("id", "direction", "sender", "text", "created", "reply_to")}
+    return {k: data[k] for k in ("id", "direction", "sender", "text", "created", "reply_to", "rating")}
 
 
 def history(conversation_id: int | None) -> dict:
@@ -113,7 +113,8 @@ def parse_hello(raw: str | None) -> str | Refusal:
 
 
 def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
-    """A visitor frame, validated: ``{"type": "message"|"handoff", "text", "id", "email"}``."""
+    """A visitor frame, validated: ``{"type": "message"|"handoff", "text", "id", "email"}``, a rating
+    ``{"type": "rate", "message", "rating"}`` or a ping."""
     limit = int(opts["max_message_chars"])
     if raw is None:
         return Refusal("bad_frame", "Messages must be JSON text frames.")
@@ -128,8 +129,10 @@ def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
     kind = frame.get("type")
     if kind == "ping":
         return {"type": "ping"}
+    if kind == "rate":
+        return _parse_rating(frame)
     if kind not in ("message", "handoff"):
-        return Refusal("bad_frame", 'Unknown frame type; expected "message" or "handoff".')
+        return Refusal("bad_frame", 'Unknown frame type; expected "message", "handoff" or "rate".')
     client_id = frame.get("id")
     if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
         return Refusal("bad_frame", 'Each message needs an "id": 1-64 letters, digits, "-" or "_".')
@@ -152,15 +155,40 @@ def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
     return {"type": kind, "text": text, "id": client_id, "email": email}
 
 
+def _too_fast(session: Session) -> Refusal | None:
+    """Messages and ratings share the visitor's and the bot's per-minute limits."""
+    verdict = ratelimit.check_message(session.public_key, session.visitor_id, session.options)
+    if verdict is None:
+        return None
+    return Refusal(
+        "rate_limited",
+        f"You're sending messages too quickly. Please wait {verdict.retry_after} seconds and try again.",
+        retry_after=verdict.retry_after,
+    )
+
+
+def _parse_rating(frame: dict) -> dict | Refusal:
+    """``{"type": "rate", "message": <a bot reply's id>, "rating": 1 | -1}``."""
+    message_id, rating = frame.get("message"), frame.get("rating")
+    if type(message_id) is not int or type(rating) is not int or rating not in Message.Rating.values:
+        return Refusal("bad_frame", 'A rating is {"type": "rate", "message": <reply id>, "rating": 1 or -1}.')
+    return {"type": "rate", "message": message_id, "rating": rating}
+
+
+def rate(session: Session, frame: dict) -> dict | Refusal:
+    """Store the visitor's rating of a bot reply in their own conversation; the ``rated`` frame."""
+    if (refusal := _too_fast(session)) is not None:
+        return refusal
+    if session.conversation_id is None or not services.rate_reply(session.conversation_id, frame["message"],
+                                                                  frame["rating"]):
+        return Refusal("not_found", "There is no such reply in this conversation.")
+    return {"type": "rated", "message": frame["message"], "rating": frame["rating"]}
+
+
 def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
     """Rate-limit and store the visitor's message; ``(conversation_id, echo of the message)``."""
-    verdict = ratelimit.check_message(session.public_key, session.visitor_id, session.options)
-    if verdict is not None:
-        return Refusal(
-            "rate_limited",
-            f"You're sending messages too quickly. Please wait {verdict.retry_after} seconds and try again.",
-            retry_after=verdict.retry_after,
-        )
+    if (refusal := _too_fast(session)) is not None:
+        return refusal
     bot = Bot.objects.get(id=session.bot_id)
     handoff = frame["type"] == "handoff"
     received = services.receive(

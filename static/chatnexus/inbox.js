@@ -32,6 +32,7 @@
       if (m.ttft_s !== null) parts.push("TTFT " + fmt(m.ttft_s, 2) + " s");
       if (m.latency_s !== null) parts.push("latency " + fmt(m.latency_s, 2) + " s");
     }
+    if (m.rating) parts.push("customer: " + (m.rating > 0 ? "helpful" : "not helpful"));
     meta.textContent = parts.join(" · ");
     li.append(who, text);
     if (m.attachments && m.attachments.length) {

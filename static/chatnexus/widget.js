@@ -19,7 +19,7 @@
 
   var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000 };
   var ws = null, attempts = 0, fatal = false, retryAfter = 0, timer = null, connected = false;
-  var outbox = [], byId = {}, byClient = {}, streams = {}, typingFor = null, hadHistory = false;
+  var outbox = [], byId = {}, byClient = {}, streams = {}, rows = {}, typingFor = null, hadHistory = false;
 
   // -- DOM helpers (no innerHTML anywhere)
   function el(tag, attrs, text) {
@@ -62,6 +62,8 @@
     ".msg.me{align-self:flex-end;background:var(--c);color:#fff;border:0}.msg.me a{color:#fff}.msg.failed{opacity:.6;border:1px dashed #b91c1c}" +
     ".msg.system{align-self:center;background:#fff7ed;border-color:#fed7aa;font-size:13px}.msg code{font-family:monospace;background:rgba(0,0,0,.06);padding:0 3px;border-radius:3px}" +
     ".typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#9ca3af;animation:b 1s infinite}.typing span:nth-child(2){animation-delay:.15s}.typing span:nth-child(3){animation-delay:.3s}" +
+    ".rate{align-self:flex-start;display:flex;gap:2px;margin-top:-6px}.rate button{border:0;background:none;cursor:pointer;opacity:.45;font-size:13px;padding:2px 4px;border-radius:6px}" +
+    ".rate button[aria-pressed=true]{opacity:1;background:#e5e7eb}" +
     "@keyframes b{50%{opacity:.3}}.status{padding:6px 12px;font-size:12px;color:#b91c1c;background:#fef2f2}.status:empty{display:none}" +
     "form{display:flex;flex-wrap:wrap;gap:6px;padding:8px;border-top:1px solid #e5e7eb;margin:0}" +
     "input,textarea{flex:1 1 60%;min-width:0;border:1px solid #d1d5db;border-radius:8px;padding:8px;color:#1f2330;background:#fff;resize:none}" +
@@ -123,6 +125,25 @@
     byId[m.id] = node;
     if (m.reply_to) delete streams[m.reply_to];
     if (m.direction === "out") hideTyping();
+    if (m.sender === "bot") rateRow(m);
+  }
+  // A thumbs up / down under each bot reply; the last choice counts (stored by the server).
+  function rateRow(m) {
+    var row = rows[m.id];
+    if (!row) {
+      row = rows[m.id] = el("div", { class: "rate", role: "group", "aria-label": "Rate this answer" });
+      [[1, "\uD83D\uDC4D", "Helpful"], [-1, "\uD83D\uDC4E", "Not helpful"]].forEach(function (r) {
+        var b = el("button", { type: "button", title: r[2], "aria-label": r[2], "aria-pressed": "false", "data-rating": String(r[0]) }, r[1]);
+        b.addEventListener("click", function () { if (connected) ws.send(JSON.stringify({ type: "rate", message: m.id, rating: r[0] })); });
+        row.appendChild(b);
+      });
+    }
+    byId[m.id].parentNode.insertBefore(row, byId[m.id].nextSibling);
+    markRating(m.id, m.rating);
+  }
+  function markRating(id, rating) {
+    if (!rows[id]) return;
+    Array.prototype.forEach.call(rows[id].children, function (b) { b.setAttribute("aria-pressed", String(Number(b.getAttribute("data-rating")) === rating)); });
   }
   var typing = el("div", { class: "msg typing", role: "status" });
   typing.append(el("span"), el("span"), el("span"));
@@ -132,7 +153,7 @@
   function handle(f) {
     if (f.type === "session") { store.token = f.token; save(); }
     else if (f.type === "history") {
-      connected = true; status.textContent = ""; byId = {}; streams = {}; hideTyping();
+      connected = true; status.textContent = ""; byId = {}; streams = {}; rows = {}; hideTyping();
       while (log.firstChild) log.removeChild(log.firstChild);
       if (look.greeting) bubble("bot greeting", look.greeting);
       f.messages.forEach(function (m) { showMessage(m); });
@@ -153,6 +174,7 @@
       render(node, node._text);
       scroll();
     } else if (f.type === "reply.done" && f.message) showMessage(f.message);
+    else if (f.type === "rated") markRating(f.message, f.rating);
     else if (f.type === "error") {
       status.textContent = f.message;
       if (f.retry_after) retryAfter = f.retry_after * 1000;

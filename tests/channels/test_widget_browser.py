@@ -69,6 +69,13 @@ def test_it_streams_a_reply_and_keeps_history_across_reloads(
     assert inbound.text == "What are your opening hours?"
     wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="the widget adapter to deliver")
 
+    # The visitor rates the reply; the server stores it and says so.
+    panel.get_by_role("button", name="Helpful", exact=True).click()
+    wait_for(lambda: Message.objects.get(id=reply.id).rating == 1, what="the rating stored")
+    wait_for(lambda: panel.get_by_role("button", name="Helpful", exact=True).get_attribute("aria-pressed") == "true",
+             what="the rating shown")
+    assert panel.get_by_role("button", name="Not helpful").get_attribute("aria-pressed") == "false"
+
     # The host page's styles did not reach inside the widget.
     assert launcher.evaluate("el => getComputedStyle(el).backgroundColor") != "rgb(255, 0, 0)"
 
@@ -78,6 +85,7 @@ def test_it_streams_a_reply_and_keeps_history_across_reloads(
     panel.locator(".msg.me").get_by_text("What are your opening hours?").wait_for()
     wait_for(lambda: letters(reply.text) in letters(panel.locator(".msg.bot:not(.greeting)").first.inner_text()), what="history")
     assert Message.objects.filter(conversation=inbound.conversation).count() == 2
+    assert panel.get_by_role("button", name="Helpful", exact=True).get_attribute("aria-pressed") == "true"  # from history
     # The returning visitor's token went in the hello frame: no socket URL carries it.
     urls = page.evaluate("window.__sockets.map(s => s.url)")
     assert urls and not any("token" in u for u in urls), urls

@@ -204,3 +204,38 @@ def test_it_hands_the_conversation_to_a_human(widget_channel, host_site, live_se
     assert inbound.reply_state == "skipped"
     assert Message.objects.get(direction="out").text == HANDOFF_REPLY
     ws.close()
+
+
+def test_a_visitor_rates_the_bots_replies_in_their_own_conversation_only(widget_channel, host_site, live_server_url):
+    from bots import services
+    from bots.models import Message
+
+    ws, session, _ = start(live_server_url, widget_channel, host_site)
+    echo = send(ws, type="message", text="Do you fix e-bikes?", id="q1")
+    question = Message.objects.get(id=echo["message"]["id"])
+    reply, _ = services.record_reply(question, "Yes, every make.", {})
+
+    def rate(sock, **frame):
+        sock.send(json.dumps({"type": "rate", **frame}))
+        return frames_until(sock, lambda f: f["type"] in ("rated", "error"))[-1]
+
+    assert rate(ws, message=reply.id, rating=-1) == {"type": "rated", "message": reply.id, "rating": -1}
+    assert rate(ws, message=reply.id, rating=1) == {"type": "rated", "message": reply.id, "rating": 1}  # changed
+    assert Message.objects.get(id=reply.id).rating == 1
+    assert rate(ws, message=question.id, rating=1)["code"] == "not_found"  # the visitor's own message
+    for bad in ({"message": reply.id, "rating": 5}, {"message": str(reply.id), "rating": 1}, {"rating": 1},
+                {"message": reply.id, "rating": True}):
+        assert rate(ws, **bad)["code"] == "bad_frame", bad
+    ws.close()
+
+    stranger, _, _ = start(live_server_url, widget_channel, host_site)  # another visitor, no conversation yet
+    assert rate(stranger, message=reply.id, rating=-1)["code"] == "not_found"
+    send(stranger, type="message", text="Hello", id="s1")  # now with a conversation of their own
+    assert rate(stranger, message=reply.id, rating=-1)["code"] == "not_found"
+    stranger.close()
+    assert Message.objects.get(id=reply.id).rating == 1
+
+    ws, _, history = start(live_server_url, widget_channel, host_site, session["token"])
+    assert [(m["text"], m["rating"]) for m in history["messages"]] == [("Do you fix e-bikes?", None),
+                                                                     ("Yes, every make.", 1)]
+    ws.close()

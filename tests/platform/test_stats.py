@@ -77,3 +77,21 @@ def test_it_renders_the_dashboards_with_local_chart_library(client, alice, acme_
     assert "Last 30 days" in page
     assert client.get(reverse("dashboards:org"), {"format": "json"}).json()["replies"] == 1
     assert client.get("/static/chatnexus/vendor/chart.umd.min.js").status_code == 200
+
+
+def test_customer_ratings_give_the_helpful_share(client, alice, acme_bot):
+    replies = []
+    for thread in "abcd":
+        _, inbound = make_conversation(acme_bot, thread=thread)
+        replies.append(answer(inbound, 1.0, new_tokens=4, target_forwards=4))
+    assert stats.summary(alice.memberships.first().organization)["helpful_rate"] is None  # nobody rated yet
+    for reply, rating in zip(replies, [1, 1, -1]):  # the fourth is not rated
+        assert services.rate_reply(reply.conversation_id, reply.id, rating)
+    assert not services.rate_reply(replies[3].conversation_id, replies[0].id, 1)  # not in that conversation
+    data = stats.summary(alice.memberships.first().organization)
+    assert data["rated_replies"] == 3 and data["helpful_rate"] == round(2 / 3, 3)
+    client.force_login(alice)
+    page = client.get(reverse("dashboards:org")).content.decode()
+    assert '<strong data-stat="helpful">67 % of 3</strong>' in page
+    thread = client.get(f"/inbox/{replies[2].conversation_id}/").content.decode()
+    assert "customer: not helpful" in thread
