@@ -87,7 +87,9 @@ def store_whatsapp_media(self, message_id):
     if message is None:
         return
     errors = media.store_all(message)
-    if errors and self.request.retries < MEDIA_ATTEMPTS:
+    # 502: Twilio or the network failed, perhaps for a while; 404/409 (an address that is not
+    # this account's media, a channel without credentials) will not change by waiting
+    if any(error.status == 502 for error in errors) and self.request.retries < MEDIA_ATTEMPTS:
         raise self.retry(countdown=30 * 2**self.request.retries)
     for error in errors:
         log.warning("store_whatsapp_media: message %s: %s", message_id, error.reason)
