@@ -216,8 +216,9 @@ def record_reply(inbound: Message, text: str, stats: dict) -> tuple[Message, boo
     return reply, True
 
 
-def agent_reply(conversation: Conversation, user, text: str) -> Message:
-    """A human agent answers; the bot stays paused until given back."""
+def agent_reply(conversation: Conversation, user, text: str, meta: dict | None = None) -> Message:
+    """A human agent answers; the bot stays paused until given back. ``meta``: what the
+    channel needs besides the text (a WhatsApp template's content SID and variables)."""
     with transaction.atomic():
         message = Message.objects.create(
             organization_id=conversation.organization_id,
@@ -228,7 +229,7 @@ def agent_reply(conversation: Conversation, user, text: str) -> Message:
             sender=Message.Sender.AGENT,
             text=text,
             delivery_status=Message.Delivery.PENDING,
-            meta={"agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()},
+            meta={**(meta or {}), "agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()},
         )
         conversation.bot_paused = True
         conversation.needs_human = False
@@ -325,10 +326,7 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     Safe to run any time: both tasks are idempotent (a message still queued gets a second
     task, which finds the work done and does nothing). Returns (replies, deliveries) queued.
     """
-    from datetime import timedelta
-
     from django.conf import settings
-    from django.db.models import Q
 
     from channels_app.tasks import deliver
     from inference.tasks import generate_reply

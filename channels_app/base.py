@@ -26,6 +26,11 @@ class Adapter:
             raise DeliveryError(f"the bot's {self.label} channel is not connected", transient=False, code="config")
         return config
 
+    def inbox_notice(self, conversation) -> dict | None:
+        """What the inbox should tell an agent about this conversation's channel right now:
+        {"text", "action" (a URL to POST, or None), "action_label"}; None for nothing."""
+        return None
+
     def send(self, message) -> str:
         """Deliver the outbound ``message`` (a ``bots.models.Message``); return the
         channel's external id for it ('' if the channel has none)."""

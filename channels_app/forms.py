@@ -93,7 +93,7 @@ class WidgetForm(ChannelForm):
 
 
 class WhatsAppForm(ChannelForm):
-    SETTINGS = ("account_sid", "phone_number", "messaging_service_sid")
+    SETTINGS = ("account_sid", "phone_number", "messaging_service_sid", "reengage_content_sid")
     SECRETS = ("auth_token",)
     REQUIRED_SECRETS = ("auth_token",)
 
@@ -105,6 +105,11 @@ class WhatsAppForm(ChannelForm):
                                     error_messages={"invalid": "Write the number as whatsapp:+<country code><number>."})
     messaging_service_sid = forms.RegexField(regex=r"^MG[0-9a-fA-F]{32}$", required=False, label="Messaging Service SID (optional)",
                                              error_messages={"invalid": "A Messaging Service SID is MG followed by 32 hex digits."})
+    reengage_content_sid = forms.RegexField(
+        regex=r"^HX[0-9a-fA-F]{32}$", required=False, label="Re-engagement template (Content SID, optional)",
+        help_text="An approved WhatsApp template (Twilio Content Template Builder, HX…). When a customer's "
+                  "24-hour window has closed, agents can send it from the inbox; {{1}} is the customer's name.",
+        error_messages={"invalid": "A Content SID is HX followed by 32 hex digits."})
 
 
 class EmailForm(ChannelForm):

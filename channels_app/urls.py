@@ -19,6 +19,7 @@ urlpatterns = [
     path("whatsapp/<str:key>/status/", whatsapp_views.status, name="whatsapp-status"),
     # A customer's WhatsApp attachment for the inbox (members, own organisation), fetched from Twilio.
     path("whatsapp/media/<int:message_id>/<int:index>/", whatsapp_views.media_view, name="whatsapp-media"),
+    path("whatsapp/conversations/<int:conversation_id>/reengage/", whatsapp_views.reengage, name="whatsapp-reengage"),
     # Email: inbound webhook (raw MIME as SendGrid/Mailgun post it, or Postmark's JSON), per-channel secret.
     path("email/<str:key>/inbound/", email_views.inbound, name="email-inbound"),
 ]

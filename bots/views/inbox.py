@@ -74,7 +74,11 @@ def thread(request, conversation_id):
                            .order_by("created", "id"))
     for message in thread_messages:
         message.attachment_list = attachments(message)
-    return render(request, "inbox/thread.html", {"conversation": conversation, "thread_messages": thread_messages})
+    from channels_app.registry import adapter_for
+
+    notice = adapter_for(conversation.channel).inbox_notice(conversation)
+    return render(request, "inbox/thread.html",
+                  {"conversation": conversation, "thread_messages": thread_messages, "channel_notice": notice})
 
 
 def attachments(message):

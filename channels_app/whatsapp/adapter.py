@@ -6,12 +6,14 @@ after a 429/5xx sends only what is still missing. 429, 5xx and network errors ar
 transient (the deliver task retries with backoff); other 4xx errors are permanent and
 stored with Twilio's code and a readable explanation.
 """
+import json
 import logging
 
 import requests
 from django.conf import settings
 from django.db import transaction
 from django.urls import NoReverseMatch, reverse
+from django.utils.timesince import timesince
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -20,6 +22,7 @@ from bots.models import Message
 
 from ..base import Adapter, DeliveryError
 from ..models import ChannelConfig
+from . import window
 from .split import split_text
 
 log = logging.getLogger(__name__)
@@ -62,19 +65,37 @@ class WhatsAppAdapter(Adapter):
     name = "whatsapp"
     label = "WhatsApp"
 
+    def inbox_notice(self, conversation):
+        closed = window.notice(conversation)
+        if closed is None:
+            return None
+        text = (f"The customer's 24-hour WhatsApp window closed {timesince(closed['closes_at'])} ago: "
+                "a free-text reply will not reach them (Twilio error 63016).")
+        if not closed["template"]:
+            return {"text": text + " Add an approved re-engagement template in the bot's WhatsApp settings "
+                                   "to write to them first.", "action": None, "action_label": ""}
+        return {"text": text + " Send the re-engagement template; when they answer, the window opens again.",
+                "action": reverse("channels:whatsapp-reengage", args=[conversation.id]),
+                "action_label": "Send the re-engagement template"}
+
     def send(self, message):
         config = self.connected_config(message)
         client = twilio_client(config)
         sender = _sender(config)
         to = message.conversation.external_id
         status_callback = settings.PUBLIC_URL + route("whatsapp-status", config.key) + f"?m={message.id}"
-        sids = list((message.meta or {}).get("twilio_sids", []))
-        parts = split_text(message.text) or [" "]
-        for index, body in enumerate(parts):
+        meta = message.meta or {}
+        sids = list(meta.get("twilio_sids", []))
+        if meta.get("content_sid"):  # an approved template (window.py): one message, no body
+            parts = [{"content_sid": meta["content_sid"],
+                      "content_variables": json.dumps(meta.get("content_variables") or {})}]
+        else:
+            parts = [{"body": body} for body in split_text(message.text) or [" "]]
+        for index, content in enumerate(parts):
             if index < len(sids):
                 continue  # accepted by Twilio on an earlier attempt
             try:
-                created = client.messages.create(to=to, body=body, status_callback=status_callback, **sender)
+                created = client.messages.create(to=to, status_callback=status_callback, **content, **sender)
             except TwilioRestException as error:
                 raise _delivery_error(error) from error
             except (requests.RequestException, TwilioException) as error:

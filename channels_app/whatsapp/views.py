@@ -8,16 +8,18 @@ here), then Twilio gets an empty TwiML ``<Response/>``. Bad or missing signature
 """
 import logging
 
+from django.contrib import messages
 from django.http import HttpResponse
+from django.shortcuts import redirect
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from bots.files import attachment_response
-from bots.models import Message
+from bots.models import Conversation, Message
 from bots.tenancy import get_scoped_or_404
 from bots.views.decorators import member_required
 
-from . import inbound, media
+from . import inbound, media, window
 from .inbound import Rejected
 
 log = logging.getLogger(__name__)
@@ -78,3 +80,15 @@ def media_view(request, message_id, index):
     except media.MediaError as error:
         return HttpResponse(error.reason + "\n", status=error.status, content_type="text/plain; charset=utf-8")
     return attachment_response(attachment)
+
+
+@member_required
+@require_POST
+def reengage(request, conversation_id):
+    """An agent sends the channel's re-engagement template to a customer whose window closed (window.py)."""
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id, channel="whatsapp")
+    if window.reengage(conversation, request.user) is None:
+        messages.error(request, "This bot's WhatsApp channel has no re-engagement template.")
+    else:
+        messages.success(request, "Re-engagement template queued; the customer's answer re-opens the window.")
+    return redirect("inbox:thread", conversation.id)

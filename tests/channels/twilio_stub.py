@@ -103,6 +103,8 @@ class TwilioStub:
                     return self._json(status, _error(code or status, message, status))
                 if not form.get("To") or not (form.get("From") or form.get("MessagingServiceSid")):
                     return self._json(400, _error(21604, "A 'To' and 'From' phone number is required.", 400))
+                if not form.get("Body") and not form.get("ContentSid") and not form.get("MediaUrl"):
+                    return self._json(400, _error(21602, "Message body is required.", 400))
                 resource = _message(parts[2], form)
                 record["sid"] = resource["sid"]
                 return self._json(201, resource)
