@@ -5,6 +5,7 @@ from .views import inbox
 
 urlpatterns = [
     path("", inbox.conversation_list, name="list"),
+    path("export.csv", inbox.export, name="export"),
     path("<int:conversation_id>/", inbox.thread, name="thread"),
     path("<int:conversation_id>/messages.json", inbox.thread_json, name="thread-json"),
     path("<int:conversation_id>/reply/", inbox.reply, name="reply"),

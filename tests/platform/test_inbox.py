@@ -71,3 +71,49 @@ def test_it_takes_over_gives_back_closes_and_reopens(client, bob, acme_bot):
     assert post("close").status == "closed"
     assert post("reopen").status == "open"
     assert client.get(reverse("inbox:close", args=[conversation.id])).status_code == 405
+
+
+def _answered(bot, thread, text="Hi", reply_text="Hello!", rating=None):
+    conversation, inbound = make_conversation(bot, thread=thread, text=text)
+    Message.objects.filter(id=inbound.id).update(reply_state="pending")
+    inbound.refresh_from_db()
+    reply, _ = services.record_reply(inbound, reply_text, {})
+    if rating is not None:
+        services.rate_reply(conversation.id, reply.id, rating)
+    return conversation
+
+
+def test_it_finds_conversations_with_a_reply_rated_not_helpful(client, bob, acme_bot):
+    liked = _answered(acme_bot, "liked", rating=1)
+    disliked = _answered(acme_bot, "disliked", rating=-1)
+    _answered(acme_bot, "unrated")
+    client.force_login(bob)
+    page = client.get(reverse("inbox:list"), {"not_helpful": "on"}).content.decode()
+    assert f"/inbox/{disliked.id}/" in page and f"/inbox/{liked.id}/" not in page
+    assert page.count('class="conversation') == 1
+
+
+def test_managers_export_the_filtered_conversations_as_csv(client, alice, bob, acme_bot, globex_bot):
+    import csv
+    import io
+
+    widget = _answered(acme_bot, "w1", text="=HYPERLINK(\"http://evil\")", reply_text="We open at 9.", rating=-1)
+    _answered(acme_bot, "e1", text="Email question")
+    Conversation.objects.filter(external_id="e1").update(channel="email")
+    _answered(globex_bot, "g1", text="Globex secret")
+    client.force_login(alice)
+    assert 'id="export"' in client.get(reverse("inbox:list")).content.decode()
+    response = client.get(reverse("inbox:export"), {"channel": "widget"})
+    assert response.status_code == 200 and response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"].startswith('attachment; filename="conversations-')
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(r["conversation"], r["sender"], r["text"], r["rating"]) for r in rows] == [
+        (str(widget.id), "customer", "'=HYPERLINK(\"http://evil\")", ""),  # never a formula in a spreadsheet
+        (str(widget.id), "bot", "We open at 9.", "Not helpful"),
+    ]
+    everything = b"".join(client.get(reverse("inbox:export")).streaming_content).decode()
+    assert "Email question" in everything and "Globex secret" not in everything
+    assert client.get(reverse("inbox:export"), {"bot": "x"}).status_code == 400
+    client.force_login(bob)  # an agent
+    assert client.get(reverse("inbox:export")).status_code == 404
+    assert 'id="export"' not in client.get(reverse("inbox:list")).content.decode()
