@@ -1,0 +1,57 @@
+"""Probes for load balancers, orchestrators and the compose file; public, and they say
+nothing an outsider could use.
+
+- ``/healthz``: the web process answers (liveness; touches nothing else).
+- ``/readyz``: it can serve — the database answers a query and the cache (Redis in the
+  distributed shape: rate limits, widget events) stores and returns a value. 200 with
+  ``{"status": "ok", ...}``, else 503 naming the part that failed (no error details: they
+  go to the log).
+"""
+import logging
+import secrets
+
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+log = logging.getLogger(__name__)
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    return HttpResponse("ok\n", content_type="text/plain; charset=utf-8")
+
+
+def _database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def _cache():
+    key, value = f"cn:readyz:{secrets.token_hex(4)}", secrets.token_hex(8)
+    cache.set(key, value, timeout=10)
+    if cache.get(key) != value:
+        raise RuntimeError("the cache did not return what was stored")
+    cache.delete(key)
+
+
+CHECKS = {"database": _database, "cache": _cache}
+
+
+@never_cache
+@require_GET
+def readyz(request):
+    report = {}
+    for name, check in CHECKS.items():
+        try:
+            check()
+            report[name] = "ok"
+        except Exception:  # any failure of a dependency means "not ready"; the log has why
+            log.warning("readyz: %s check failed", name, exc_info=True)
+            report[name] = "failing"
+    ready = all(state == "ok" for state in report.values())
+    return JsonResponse({"status": "ok" if ready else "failing", **report}, status=200 if ready else 503)
