@@ -6,6 +6,9 @@ nothing an outsider could use.
   distributed shape: rate limits, widget events) stores and returns a value. 200 with
   ``{"status": "ok", ...}``, else 503 naming the part that failed (no error details: they
   go to the log).
+
+``ProbeMiddleware``, first in ``MIDDLEWARE``, answers them before host validation and
+HTTPS redirects: probes come from inside the network, by IP or ``localhost``, over HTTP.
 """
 import logging
 import secrets
@@ -55,3 +58,14 @@ def readyz(request):
             report[name] = "failing"
     ready = all(state == "ok" for state in report.values())
     return JsonResponse({"status": "ok" if ready else "failing", **report}, status=200 if ready else 503)
+
+
+class ProbeMiddleware:
+    PROBES = {"/healthz": healthz, "/readyz": readyz}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        probe = self.PROBES.get(request.path_info)
+        return probe(request) if probe else self.get_response(request)

@@ -37,3 +37,13 @@ def test_readyz_fails_when_the_database_is_unreachable(transactional_db, client)
         connection.settings_dict["PORT"] = port
     assert response.status_code == 503 and response.json()["database"] == "failing"
     assert response.json()["cache"] == "ok"
+
+
+@pytest.mark.django_db
+def test_probes_answer_an_internal_host_over_http_in_production_settings(client, settings):
+    settings.ALLOWED_HOSTS = ["chat.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/", HTTP_HOST="10.0.0.5:8000").status_code == 400  # the control: pages refuse that host
+    for probe in ("/healthz", "/readyz"):
+        assert client.get(probe, HTTP_HOST="10.0.0.5:8000").status_code == 200, probe
+    assert client.post("/readyz", HTTP_HOST="10.0.0.5:8000").status_code == 405
