@@ -55,6 +55,15 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 # The platform's public base URL (used in snippets, Twilio signature checks, emails).
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 
+# HTTPS: a site published over https keeps its session and CSRF cookies off plain HTTP.
+# The redirect to https, HSTS and trusting the proxy's X-Forwarded-Proto are opt-in: each
+# needs the TLS-terminating proxy in front to be set up for it (else loops or lock-outs).
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", PUBLIC_URL.startswith("https://"))
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+if envbool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
