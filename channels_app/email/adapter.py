@@ -14,11 +14,12 @@ import socket
 from email.utils import formataddr
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMultiAlternatives, get_connection
 
 from bots.models import Message
 
 from ..base import Adapter, DeliveryError
+from .html import to_html
 
 _RE = re.compile(r"^\s*(re|aw|sv|antw|r)\s*(\[\d+\])?\s*:", re.I)
 
@@ -74,7 +75,7 @@ class EmailAdapter(Adapter):
             references = [ref for ref in meta.get("references", []) if ref != in_reply_to] + [in_reply_to]
             headers["In-Reply-To"] = f"<{in_reply_to}>"
             headers["References"] = " ".join(f"<{ref}>" for ref in references[-20:])
-        mail = EmailMessage(
+        mail = EmailMultiAlternatives(
             subject=reply_subject(meta.get("subject") or message.conversation.subject),
             body=message.text,
             from_email=formataddr((config.settings.get("from_name") or config.bot.name, address)),
@@ -82,6 +83,7 @@ class EmailAdapter(Adapter):
             headers=headers,
             connection=smtp_connection(config),
         )
+        mail.attach_alternative(to_html(message.text), "text/html")  # the markdown the bot writes, rendered
         try:
             mail.send()
         except smtplib.SMTPResponseException as error:

@@ -36,7 +36,9 @@ def test_it_answers_a_question_in_the_same_thread(transactional_db, email_channe
     stored = wait_for(
         lambda: Message.objects.filter(direction="out", delivery_status=Message.Delivery.SENT).first(), timeout=30, what="SENT"
     )
-    assert reply.get_content().split() == stored.text.split()  # SMTP turns \n into \r\n
+    assert reply.get_content_type() == "multipart/alternative"
+    assert reply.get_body(("plain",)).get_content().split() == stored.text.split()  # SMTP turns \n into \r\n
+    assert "<html>" in reply.get_body(("html",)).get_content()
     assert stored.external_id == reply["Message-ID"].strip("<>")
     assert stored.conversation.external_id == "older@example.com"  # the thread's root
     assert Message.objects.filter(direction="in").count() == 1
