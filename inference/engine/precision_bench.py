@@ -218,13 +218,14 @@ def _label(drafter: str) -> str:
 def format_precision_table(results: dict) -> str:
     lines = [f"target {results['target']}  max_new_tokens {results['max_new_tokens']}",
              f"machine {results['machine']}", ""]
-    header = (f"{'drafter/precision':<18}{'tok/s':>8}{'vs hf fp32':>11}{'accept':>8}{'tok/fwd':>8}"
+    width = max([18] + [len(m["name"]) + 1 for m in results["methods"]])
+    header = (f"{'drafter/precision':<{width}}{'tok/s':>8}{'vs hf fp32':>11}{'accept':>8}{'tok/fwd':>8}"
               f"{'=fp32':>8}{'fp32 LL':>9}{'lossless':>10}")
     lines += [header, "-" * len(header)]
     for m in results["methods"]:
         n = m["prompts"]
         lines.append(
-            f"{m['name']:<18} {m['tokens_per_s']:>7.1f}"
+            f"{m['name']:<{width}} {m['tokens_per_s']:>7.1f}"
             f"{'-' if m['speedup_vs_hf_fp32'] is None else format(m['speedup_vs_hf_fp32'], '.2f') + 'x':>11}"
             f"{'-' if m['acceptance_rate'] is None else format(100 * m['acceptance_rate'], '.0f') + '%':>8}"
             f"{'-' if m['mean_tokens_per_forward'] is None else format(m['mean_tokens_per_forward'], '.2f'):>8}"

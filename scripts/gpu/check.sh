@@ -63,7 +63,7 @@ bench)
         --batch 16 --no-progress
     cp "$draft/distill.json" "$OUT/" 2>/dev/null
     drafters=none,lookup,suffix
-    [ -f "$draft/config.json" ] && drafters="$drafters,model:$draft"
+    [ -f "$draft/config.json" ] && drafters="$drafters,model:$draft,suffix+lookup+model:$draft"
     step precision 200 $PY -m inference bench --device "$DEVICE" --precisions fp32,bf16 --drafters "$drafters" \
         --limit "$p_limit" --max-new-tokens "$p_tokens" --out /tmp/gpu-precision --no-progress
     cp /tmp/gpu-precision/results.json "$OUT/precision.json" 2>/dev/null
