@@ -9,6 +9,7 @@ from pathlib import PurePath
 
 from django import forms
 
+from . import documents
 from .models import Bot, KnowledgeItem
 
 HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -19,8 +20,8 @@ DRAFTERS = [
     ("suffix+lookup", "Suffix + prompt lookup — the better guess of both, per step"),
     ("none", "None — plain decoding, one token per model call"),
 ]
-DOC_EXTENSIONS = (".txt", ".md", ".markdown")
-MAX_DOC_BYTES = 512 * 1024  # an upload bigger than this is refused
+MAX_DOC_BYTES = 512 * 1024  # a text/markdown/HTML upload bigger than this is refused
+MAX_PDF_BYTES = 10 * 1024 * 1024  # PDFs carry fonts and images besides their text
 MAX_DOC_CHARS = 200_000  # pasted or uploaded document text
 MAX_REPLY_TOKENS = 2048  # the server also caps replies at CHATNEXUS_MAX_REPLY_TOKENS
 
@@ -111,29 +112,26 @@ class FaqForm(forms.ModelForm):
 
 
 class DocumentForm(forms.Form):
-    """A text/markdown document: pasted text, or a ``.txt`` / ``.md`` file (one of the two)."""
+    """A document: pasted text/markdown, or a .txt / .md / .html / .pdf file (one of the two;
+    bots/documents.py reads the file)."""
 
     title = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
     text = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 6}), label="Paste text or markdown", strip=False
     )
-    file = forms.FileField(required=False, label="…or upload a .txt / .md file")
+    file = forms.FileField(required=False, label="…or upload a .txt, .md, .html or .pdf file")
 
     def clean_file(self):
         upload = self.cleaned_data.get("file")
         if not upload:
             return None
-        if PurePath(upload.name).suffix.lower() not in DOC_EXTENSIONS:
-            raise forms.ValidationError("Only .txt and .md (markdown) files can be uploaded.")
-        if upload.size > MAX_DOC_BYTES:
-            raise forms.ValidationError(f"That file is too large: the limit is {MAX_DOC_BYTES // 1024} KB.")
-        raw = upload.read()
+        limit = MAX_PDF_BYTES if PurePath(upload.name).suffix.lower() in documents.PDF_EXTENSIONS else MAX_DOC_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(f"That file is too large: the limit is {limit // 1024} KB.")
         try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise forms.ValidationError("That file is not UTF-8 text.") from None
-        if "\x00" in text:
-            raise forms.ValidationError("That file is not a text file.")
+            text = documents.text_of(upload.name, upload.read())
+        except documents.DocumentError as error:
+            raise forms.ValidationError(str(error)) from None
         return {"name": PurePath(upload.name).stem, "text": text}
 
     def clean(self):
@@ -146,7 +144,7 @@ class DocumentForm(forms.Form):
             raise forms.ValidationError("Paste text or upload a file, not both.")
         body = pasted or (upload["text"].strip() if upload else "")
         if not body:
-            raise forms.ValidationError("Paste some text or choose a .txt / .md file.")
+            raise forms.ValidationError("Paste some text or choose a file.")
         if len(body) > MAX_DOC_CHARS:
             raise forms.ValidationError(f"That document is too long: the limit is {MAX_DOC_CHARS:,} characters.")
         data["body"] = body

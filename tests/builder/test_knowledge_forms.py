@@ -49,11 +49,59 @@ def test_it_adds_an_uploaded_markdown_file(as_alice, acme_bot):
 
 
 def test_it_refuses_other_file_types(as_alice, acme_bot):
-    upload = SimpleUploadedFile("policy.pdf", b"%PDF-1.4 ...", "application/pdf")
+    upload = SimpleUploadedFile("policy.docx", b"PK\x03\x04...", "application/octet-stream")
     response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})
     assert response.status_code == 400
-    assert "Only .txt and .md" in response.content.decode()
+    assert "Only .txt, .md, .html and .pdf" in response.content.decode()
     assert not acme_bot.knowledge.filter(kind="doc").exists()
+
+
+def pdf(*pages: str) -> bytes:
+    """A minimal PDF with one line of Helvetica text per page, offsets computed (no PDF library)."""
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", None, "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for text in pages:
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream.decode()}\nendstream")
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objects)} 0 R "
+                       "/Resources << /Font << /F1 3 0 R >> >> >>")
+        kids.append(f"{len(objects)} 0 R")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def test_it_reads_the_text_of_an_uploaded_pdf(as_alice, acme_bot):
+    upload = SimpleUploadedFile("Opening Hours.pdf", pdf("Open Monday to Friday, 9 to 17.", "Closed on Sundays."),
+                                "application/pdf")
+    response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})
+    assert response.status_code == 302
+    doc = acme_bot.knowledge.get(kind="doc")
+    assert doc.title == "Opening Hours"
+    assert doc.body == "Open Monday to Friday, 9 to 17.\n\nClosed on Sundays."
+
+
+def test_it_refuses_a_damaged_or_textless_pdf_clearly(as_alice, acme_bot):
+    for content, says in ((b"%PDF-1.4 ...", "could not be read"), (pdf(""), "has no text to read")):
+        upload = SimpleUploadedFile("policy.pdf", content, "application/pdf")
+        response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})
+        assert response.status_code == 400 and says in response.content.decode(), says
+    assert not acme_bot.knowledge.filter(kind="doc").exists()
+
+
+def test_it_reads_the_text_of_an_uploaded_web_page(as_alice, acme_bot):
+    page = b"<html><head><style>p{color:red}</style></head><body><h1>Returns</h1><p>Within <b>30</b> days.</p></body></html>"
+    upload = SimpleUploadedFile("returns.html", page, "text/html")
+    assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload}).status_code == 302
+    body = acme_bot.knowledge.get(kind="doc").body
+    assert "Returns" in body and "Within 30 days." in body and "color" not in body and "<" not in body
 
 
 def test_it_refuses_an_oversize_file(as_alice, acme_bot):
