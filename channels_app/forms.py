@@ -7,6 +7,7 @@ never filled back in: left blank they keep the stored value, "clear" removes it.
 from django import forms
 
 from .widget.options import DEFAULTS as WIDGET_DEFAULTS
+from .widget.options import LANGUAGES as WIDGET_LANGUAGES
 from .widget.options import normalize_origin
 
 
@@ -59,7 +60,7 @@ class ChannelForm(forms.Form):
 class WidgetForm(ChannelForm):
     SETTINGS = (
         "allowed_origins", "position", "prechat_email", "connections_per_minute", "messages_per_minute",
-        "bot_connections_per_minute", "bot_messages_per_minute", "max_message_chars",
+        "bot_connections_per_minute", "bot_messages_per_minute", "max_message_chars", "language",
     )  # fmt: skip
     DEFAULTS = WIDGET_DEFAULTS
 
@@ -69,6 +70,8 @@ class WidgetForm(ChannelForm):
         help_text="One website origin per line (scheme + host + optional port, no path). Only these sites may embed the widget.",
     )
     position = forms.ChoiceField(choices=[("right", "Bottom right"), ("left", "Bottom left")])
+    language = forms.ChoiceField(choices=WIDGET_LANGUAGES, required=False, label="Widget language",
+                                 help_text="The widget's buttons and notices; the bot answers in the language of its instructions.")
     prechat_email = forms.BooleanField(required=False, label="Ask for the visitor's email (optional) before the first message")
     connections_per_minute = forms.IntegerField(min_value=1, max_value=10_000, label="Connections per visitor per minute")
     messages_per_minute = forms.IntegerField(min_value=1, max_value=10_000, label="Messages per visitor per minute")
@@ -81,6 +84,9 @@ class WidgetForm(ChannelForm):
         origins = self.initial.get("allowed_origins")
         if isinstance(origins, list):
             self.initial["allowed_origins"] = "\n".join(origins)
+
+    def clean_language(self):
+        return self.cleaned_data["language"] or "auto"
 
     def clean_allowed_origins(self):
         origins, bad = [], []

@@ -16,7 +16,11 @@ DEFAULTS = {
     "bot_connections_per_minute": 600,  # websocket connections to this bot, all visitors together
     "bot_messages_per_minute": 120,  # messages to this bot, all visitors together
     "max_message_chars": 2000,  # longest message a visitor may send
+    "language": "auto",  # the widget's own words: "auto" (the host page's, else the browser's) or a code
 }
+# The languages widget.js carries its words in (its WORDS table).
+LANGUAGES = [("auto", "The website's language (else the visitor's browser's)"), ("en", "English"), ("es", "Español"),
+             ("fr", "Français"), ("de", "Deutsch"), ("pt", "Português"), ("it", "Italiano"), ("nl", "Nederlands")]
 
 
 def normalize_origin(value: str) -> str:
@@ -75,5 +79,6 @@ def public_look(bot: Bot, options: dict) -> dict:
         "position": "left" if options.get("position") == "left" else "right",
         "prechat_email": bool(options.get("prechat_email")),
         "max_message_chars": int(options.get("max_message_chars") or DEFAULTS["max_message_chars"]),
+        "language": options.get("language") if options.get("language") in dict(LANGUAGES) else "auto",
         "handoff": True,
     }

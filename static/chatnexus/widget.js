@@ -17,7 +17,81 @@
   try { store = JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { store = {}; }
   function save() { try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ } }
 
-  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000 };
+  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto" };
+
+  // -- the widget's own words: the bot's widget language, else the host page's <html lang>,
+  // else the browser's, else English (the bot's answers follow its own instructions)
+  var WORDS = {
+    en: { notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
+          close: "Close chat", email: "Your email (optional)", message: "Message", placeholder: "Type your message\u2026",
+          send: "Send", sendLabel: "Send message", typing: "{name} is typing", rate: "Rate this answer",
+          helpful: "Helpful", notHelpful: "Not helpful", unavailable: "Chat is unavailable on this website.",
+          reconnecting: "Connection lost \u2014 reconnecting\u2026", badEmail: "That email address does not look right.",
+          tooFast: "You're sending messages too quickly. Please wait {n} seconds and try again.",
+          tooLong: "Messages are limited to {n} characters.", empty: "Please type a message." },
+    es: { notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
+          close: "Cerrar el chat", email: "Tu correo (opcional)", message: "Mensaje", placeholder: "Escribe tu mensaje\u2026",
+          send: "Enviar", sendLabel: "Enviar mensaje", typing: "{name} est\u00e1 escribiendo", rate: "Valora esta respuesta",
+          helpful: "\u00datil", notHelpful: "No es \u00fatil", unavailable: "El chat no est\u00e1 disponible en este sitio web.",
+          reconnecting: "Conexi\u00f3n perdida \u2014 reconectando\u2026", badEmail: "Esa direcci\u00f3n de correo no parece correcta.",
+          tooFast: "Est\u00e1s enviando mensajes demasiado r\u00e1pido. Espera {n} segundos y vuelve a intentarlo.",
+          tooLong: "Los mensajes tienen un l\u00edmite de {n} caracteres.", empty: "Escribe un mensaje." },
+    fr: { notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
+          close: "Fermer le chat", email: "Votre e-mail (facultatif)", message: "Message", placeholder: "\u00c9crivez votre message\u2026",
+          send: "Envoyer", sendLabel: "Envoyer le message", typing: "{name} \u00e9crit", rate: "\u00c9valuez cette r\u00e9ponse",
+          helpful: "Utile", notHelpful: "Pas utile", unavailable: "Le chat n\u2019est pas disponible sur ce site.",
+          reconnecting: "Connexion perdue \u2014 reconnexion\u2026", badEmail: "Cette adresse e-mail ne semble pas correcte.",
+          tooFast: "Vous envoyez des messages trop vite. Attendez {n} secondes puis r\u00e9essayez.",
+          tooLong: "Les messages sont limit\u00e9s \u00e0 {n} caract\u00e8res.", empty: "\u00c9crivez un message." },
+    de: { notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
+          close: "Chat schlie\u00dfen", email: "Ihre E-Mail (optional)", message: "Nachricht", placeholder: "Nachricht eingeben\u2026",
+          send: "Senden", sendLabel: "Nachricht senden", typing: "{name} schreibt", rate: "Diese Antwort bewerten",
+          helpful: "Hilfreich", notHelpful: "Nicht hilfreich", unavailable: "Der Chat ist auf dieser Website nicht verf\u00fcgbar.",
+          reconnecting: "Verbindung verloren \u2014 verbinde neu\u2026", badEmail: "Diese E-Mail-Adresse scheint nicht zu stimmen.",
+          tooFast: "Sie senden Nachrichten zu schnell. Bitte warten Sie {n} Sekunden und versuchen Sie es erneut.",
+          tooLong: "Nachrichten sind auf {n} Zeichen begrenzt.", empty: "Bitte geben Sie eine Nachricht ein." },
+    pt: { notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
+          close: "Fechar o chat", email: "O seu e-mail (opcional)", message: "Mensagem", placeholder: "Escreva a sua mensagem\u2026",
+          send: "Enviar", sendLabel: "Enviar mensagem", typing: "{name} est\u00e1 a escrever", rate: "Avalie esta resposta",
+          helpful: "\u00datil", notHelpful: "N\u00e3o \u00e9 \u00fatil", unavailable: "O chat n\u00e3o est\u00e1 dispon\u00edvel neste site.",
+          reconnecting: "Liga\u00e7\u00e3o perdida \u2014 a restabelecer\u2026", badEmail: "Esse endere\u00e7o de e-mail n\u00e3o parece correto.",
+          tooFast: "Est\u00e1 a enviar mensagens demasiado depressa. Aguarde {n} segundos e tente de novo.",
+          tooLong: "As mensagens est\u00e3o limitadas a {n} caracteres.", empty: "Escreva uma mensagem." },
+    it: { notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
+          close: "Chiudi la chat", email: "La tua email (facoltativa)", message: "Messaggio", placeholder: "Scrivi il tuo messaggio\u2026",
+          send: "Invia", sendLabel: "Invia messaggio", typing: "{name} sta scrivendo", rate: "Valuta questa risposta",
+          helpful: "Utile", notHelpful: "Non utile", unavailable: "La chat non \u00e8 disponibile su questo sito.",
+          reconnecting: "Connessione persa \u2014 riconnessione\u2026", badEmail: "Questo indirizzo email non sembra corretto.",
+          tooFast: "Stai inviando messaggi troppo in fretta. Attendi {n} secondi e riprova.",
+          tooLong: "I messaggi sono limitati a {n} caratteri.", empty: "Scrivi un messaggio." },
+    nl: { notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
+          close: "Chat sluiten", email: "Je e-mail (optioneel)", message: "Bericht", placeholder: "Typ je bericht\u2026",
+          send: "Verstuur", sendLabel: "Bericht versturen", typing: "{name} is aan het typen", rate: "Beoordeel dit antwoord",
+          helpful: "Nuttig", notHelpful: "Niet nuttig", unavailable: "De chat is niet beschikbaar op deze website.",
+          reconnecting: "Verbinding verbroken \u2014 opnieuw verbinden\u2026", badEmail: "Dat e-mailadres lijkt niet te kloppen.",
+          tooFast: "Je verstuurt te snel berichten. Wacht {n} seconden en probeer het opnieuw.",
+          tooLong: "Berichten zijn beperkt tot {n} tekens.", empty: "Typ een bericht." }
+  };
+  function language() {
+    var wanted = [look.language === "auto" ? "" : look.language, document.documentElement.lang, navigator.language];
+    for (var i = 0; i < wanted.length; i++) {
+      var code = String(wanted[i] || "").toLowerCase().split("-")[0];
+      if (WORDS[code]) return code;
+    }
+    return "en";
+  }
+  function t(key, values) {
+    return WORDS[language()][key].replace(/\{(\w+)\}/g, function (_, k) { return values && values[k] != null ? values[k] : ""; });
+  }
+  // A refusal from the server in the widget's language where its code is known, else as sent.
+  function refusal(f) {
+    if (f.code === "rate_limited" && f.retry_after) return t("tooFast", { n: f.retry_after });
+    if (f.code === "too_long") return t("tooLong", { n: look.max_message_chars });
+    if (f.code === "empty") return t("empty");
+    if (f.code === "bad_email") return t("badEmail");
+    if (f.code === "forbidden_origin") return t("notAllowed");
+    return f.message;
+  }
   var ws = null, attempts = 0, fatal = false, retryAfter = 0, timer = null, connected = false;
   var outbox = [], byId = {}, byClient = {}, streams = {}, rows = {}, typingFor = null, hadHistory = false;
 
@@ -100,8 +174,14 @@
     wrap.className = "wrap " + (look.position === "left" ? "left" : "right");
     avatar.textContent = (look.name || "C").charAt(0).toUpperCase();
     title.textContent = look.name;
-    launcher.setAttribute("aria-label", "Open chat with " + look.name);
-    panel.setAttribute("aria-label", "Chat with " + look.name);
+    launcher.setAttribute("aria-label", t("open", { name: look.name }));
+    panel.setAttribute("aria-label", t("chat", { name: look.name }));
+    human.textContent = t("human"); human.setAttribute("aria-label", t("humanLabel"));
+    closeBtn.setAttribute("aria-label", t("close"));
+    email.placeholder = t("email"); email.setAttribute("aria-label", t("email"));
+    input.placeholder = t("placeholder"); input.setAttribute("aria-label", t("message"));
+    sendBtn.textContent = t("send"); sendBtn.setAttribute("aria-label", t("sendLabel"));
+    wrap.setAttribute("lang", language());
     input.maxLength = look.max_message_chars;
   }
 
@@ -131,8 +211,8 @@
   function rateRow(m) {
     var row = rows[m.id];
     if (!row) {
-      row = rows[m.id] = el("div", { class: "rate", role: "group", "aria-label": "Rate this answer" });
-      [[1, "\uD83D\uDC4D", "Helpful"], [-1, "\uD83D\uDC4E", "Not helpful"]].forEach(function (r) {
+      row = rows[m.id] = el("div", { class: "rate", role: "group", "aria-label": t("rate") });
+      [[1, "\uD83D\uDC4D", t("helpful")], [-1, "\uD83D\uDC4E", t("notHelpful")]].forEach(function (r) {
         var b = el("button", { type: "button", title: r[2], "aria-label": r[2], "aria-pressed": "false", "data-rating": String(r[0]) }, r[1]);
         b.addEventListener("click", function () { if (connected) ws.send(JSON.stringify({ type: "rate", message: m.id, rating: r[0] })); });
         row.appendChild(b);
@@ -147,7 +227,7 @@
   }
   var typing = el("div", { class: "msg typing", role: "status" });
   typing.append(el("span"), el("span"), el("span"));
-  function showTyping(id) { typingFor = id; typing.setAttribute("aria-label", look.name + " is typing"); log.appendChild(typing); scroll(); }
+  function showTyping(id) { typingFor = id; typing.setAttribute("aria-label", t("typing", { name: look.name })); log.appendChild(typing); scroll(); }
   function hideTyping() { typingFor = null; if (typing.parentNode) typing.parentNode.removeChild(typing); }
 
   function handle(f) {
@@ -176,7 +256,7 @@
     } else if (f.type === "reply.done" && f.message) showMessage(f.message);
     else if (f.type === "rated") markRating(f.message, f.rating);
     else if (f.type === "error") {
-      status.textContent = f.message;
+      status.textContent = refusal(f);
       if (f.retry_after) retryAfter = f.retry_after * 1000;
       if (f.client_id && byClient[f.client_id]) {
         byClient[f.client_id].classList.add("failed");
@@ -197,10 +277,10 @@
     ws.onmessage = function (e) { try { handle(JSON.parse(e.data)); } catch (err) { /* ignore a bad frame */ } };
     ws.onclose = function (e) {
       connected = false;
-      if (fatal || e.code === 4403) { fatal = true; if (!status.textContent) status.textContent = "Chat is unavailable on this website."; return; }
+      if (fatal || e.code === 4403) { fatal = true; if (!status.textContent) status.textContent = t("unavailable"); return; }
       var delay = e.code === 4401 ? 0 : retryAfter || Math.min(30000, 1000 * Math.pow(2, attempts)) * (0.5 + Math.random() / 2);
       retryAfter = 0; attempts++;
-      if (e.code !== 4401 && e.code !== 4429) status.textContent = "Connection lost \u2014 reconnecting\u2026";
+      if (e.code !== 4401 && e.code !== 4429) status.textContent = t("reconnecting");
       clearTimeout(timer);
       timer = setTimeout(connect, delay);
     };
@@ -240,7 +320,7 @@
     var frame = { type: "message", text: text, id: newId() };
     var address = email.hidden ? store.email : email.value.trim();
     if (address) {
-      if (!email.hidden && !email.checkValidity()) { status.textContent = "That email address does not look right."; email.focus(); return; }
+      if (!email.hidden && !email.checkValidity()) { status.textContent = t("badEmail"); email.focus(); return; }
       frame.email = store.email = address; save(); email.hidden = true;
     }
     byClient[frame.id] = bubble("me", text);

@@ -144,3 +144,27 @@ def test_it_reconnects_and_resyncs_after_a_dropped_connection(
     assert page.evaluate("window.__frames.filter(f => f.type === 'history').length") >= 2
     assert panel.locator(".msg.me").all_inner_texts() == ["Hello there", "I'd like to talk to a human, please."]
     assert Message.objects.filter(conversation=conversation, direction="in").count() == 2
+
+
+def test_it_speaks_the_host_pages_language(widget_channel, acme_bot, host_site, live_server_url, page):
+    widget_channel.settings["messages_per_minute"] = 1
+    widget_channel.save()
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key, lang="es-MX"))
+    page.get_by_role("button", name="Abrir el chat con Ava").click()
+    panel = page.get_by_role("dialog", name="Chat con Ava")
+    box = panel.get_by_role("textbox", name="Mensaje")
+    assert box.get_attribute("placeholder") == "Escribe tu mensaje\u2026"
+    assert panel.get_by_role("button", name="Hablar con una persona").inner_text() == "Persona"
+    for text in ("Hola", "¿Abren el domingo?"):  # the second is over the limit of 1 a minute
+        box.fill(text)
+        box.press("Enter")
+    panel.get_by_text("Estás enviando mensajes demasiado rápido").wait_for()  # the server's refusal, in Spanish
+
+
+def test_the_bots_widget_language_wins_over_the_pages(widget_channel, acme_bot, host_site, live_server_url, page):
+    widget_channel.settings["language"] = "fr"
+    widget_channel.save()
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key, lang="es"))
+    page.get_by_role("button", name="Ouvrir le chat avec Ava").click()
+    panel = page.get_by_role("dialog", name="Chat avec Ava")
+    assert panel.get_by_role("button", name="Envoyer le message").inner_text() == "Envoyer"

@@ -31,7 +31,16 @@ def test_it_serves_the_published_look_to_an_allowed_origin(client, widget, acme_
     data = response.json()
     assert data["name"] == "Ava" and data["position"] == "left" and data["greeting"] == "Hi! How can I help you today?"
     assert data["prechat_email"] is False and data["max_message_chars"] == 2000
-    assert set(data) == {"name", "avatar_color", "greeting", "position", "prechat_email", "max_message_chars", "handoff"}
+    assert set(data) == {"name", "avatar_color", "greeting", "position", "prechat_email", "max_message_chars", "handoff",
+                         "language"}
+    assert data["language"] == "auto"
+
+
+@pytest.mark.parametrize("stored,served", [("de", "de"), ("auto", "auto"), ("klingon", "auto"), (None, "auto")])
+def test_it_serves_a_known_widget_language_only(client, widget, acme_bot, stored, served):
+    widget.settings["language"] = stored
+    widget.save()
+    assert client.get(config_url(acme_bot), HTTP_ORIGIN=SHOP).json()["language"] == served
 
 
 def test_it_refuses_another_origin_without_cors(client, widget, acme_bot):

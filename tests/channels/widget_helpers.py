@@ -22,7 +22,7 @@ from tests.conftest import free_port
 __all__ = ["host_site", "widget_channel", "open_socket", "recv", "frames_until", "ws_url", "HostSite"]
 
 HOST_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Acme Bikes</title>
 <style>/* a hostile host stylesheet: must not reach inside the widget */
 button {{ background: rgb(255, 0, 0) !important; font-size: 40px !important; }}
@@ -42,7 +42,8 @@ class HostSite:
             def do_GET(self):
                 query = parse_qs(urlsplit(self.path).query)
                 body = HOST_PAGE.format(
-                    platform=html.escape(query.get("platform", [""])[0]), bot=html.escape(query.get("bot", [""])[0])
+                    platform=html.escape(query.get("platform", [""])[0]), bot=html.escape(query.get("bot", [""])[0]),
+                    lang=html.escape(query.get("lang", ["en"])[0]),
                 ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -58,8 +59,8 @@ class HostSite:
         self.thread.start()
         outer.url = self.origin + "/"
 
-    def page_url(self, platform, bot_key):
-        return f"{self.origin}/?platform={platform}&bot={bot_key}"
+    def page_url(self, platform, bot_key, lang="en"):
+        return f"{self.origin}/?platform={platform}&bot={bot_key}&lang={lang}"
 
     def stop(self):
         self.server.shutdown()
