@@ -1,7 +1,8 @@
 """Serializers of the REST API. Foreign keys a client sends are checked against its organisation."""
+from django.urls import reverse
 from rest_framework import serializers
 
-from ..models import Bot, Conversation, KnowledgeItem, Message
+from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message
 
 
 class BotSerializer(serializers.ModelSerializer):
@@ -40,12 +41,26 @@ class KnowledgeSerializer(serializers.ModelSerializer):
         self.fields["bot"].queryset = Bot.objects.filter(organization=org) if org else Bot.objects.none()
 
 
+class AttachmentSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField(help_text="GET it (same authentication) for the file itself")
+
+    class Meta:
+        model = Attachment
+        fields = ["id", "index", "filename", "content_type", "size", "sha256", "url"]
+        read_only_fields = fields
+
+    def get_url(self, attachment) -> str:
+        return reverse("attachment-file", args=[attachment.id])
+
+
 class MessageSerializer(serializers.ModelSerializer):
+    attachments = AttachmentSerializer(many=True, read_only=True, help_text="the customer's files that we keep")
+
     class Meta:
         model = Message
         fields = ["id", "conversation", "channel", "direction", "sender", "text", "reply_to", "reply_state",
                   "delivery_status", "delivery_error", "stats", "latency_s", "ttft_s", "tokens_per_s",
-                  "acceptance_rate", "rating", "created"]  # fmt: skip
+                  "acceptance_rate", "rating", "attachments", "created"]  # fmt: skip
         read_only_fields = fields
 
 

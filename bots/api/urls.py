@@ -10,4 +10,8 @@ router.register("knowledge", views.KnowledgeViewSet, basename="knowledge")
 router.register("conversations", views.ConversationViewSet, basename="conversation")
 router.register("messages", views.MessageViewSet, basename="message")
 
-urlpatterns = [path("stats/", views.StatsView.as_view(), name="api-stats"), *router.urls]
+urlpatterns = [
+    path("stats/", views.StatsView.as_view(), name="api-stats"),
+    path("attachments/<int:attachment_id>/", views.AttachmentFileView.as_view(), name="attachment-file"),
+    *router.urls,
+]

@@ -4,6 +4,7 @@ Every queryset goes through ``bots.tenancy.scoped``: another organisation's obje
 is a 404. Bots, knowledge and stats are for owners and admins; agents use
 conversations and messages (as in the inbox).
 """
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -12,7 +13,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import services, stats
-from ..models import Bot, Conversation, KnowledgeItem, Membership, Message
+from ..files import attachment_response
+from ..models import Attachment, Bot, Conversation, KnowledgeItem, Membership, Message
 from ..tenancy import scoped
 from . import serializers as s
 
@@ -152,7 +154,8 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
     @action(detail=True, methods=["get"])
     def messages(self, request, pk=None):
         conversation = self.get_object()
-        return Response(s.MessageSerializer(conversation.messages.order_by("created", "id"), many=True).data)
+        messages = conversation.messages.prefetch_related("attachments").order_by("created", "id")
+        return Response(s.MessageSerializer(messages, many=True).data)
 
     @extend_schema(request=s.AgentReplySerializer, responses={201: s.MessageSerializer})
     @action(detail=True, methods=["post"])
@@ -186,10 +189,21 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [IsMember]
 
     def get_queryset(self):
-        messages = scoped(self.request, Message).exclude(channel="preview").order_by("-id")
+        messages = scoped(self.request, Message).exclude(channel="preview").prefetch_related("attachments").order_by("-id")
         if conversation := _int_param(self.request, "conversation"):
             messages = messages.filter(conversation_id=conversation)
         return messages
+
+
+class AttachmentFileView(APIView):
+    """A file a customer sent (``messages[].attachments[].url``), for members of its
+    organisation; served like the inbox serves it (bots/files.py)."""
+
+    permission_classes = [IsMember]
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, attachment_id):
+        return attachment_response(get_object_or_404(scoped(request, Attachment), id=attachment_id))
 
 
 def _days(request):

@@ -138,3 +138,17 @@ def test_owners_and_admins_delete_a_conversation_agents_and_strangers_cannot(api
     assert api(alice).delete(f"/api/conversations/{conversation.id}/").status_code == 204
     assert not Conversation.objects.filter(id=conversation.id).exists()
     assert Bot.objects.get(id=acme_bot.id).erasures == 1
+
+
+def test_messages_list_the_customers_files_and_the_api_serves_them(api, alice, charlie, acme_bot):
+    conversation, inbound = make_conversation(acme_bot, channel="email", thread="files",
+                                              files=[("menu.pdf", "application/pdf", b"%PDF-1.4 menu")])
+    client = api(alice)
+    [listed] = [m for m in client.get(f"/api/conversations/{conversation.id}/messages/").json() if m["id"] == inbound.id]
+    [attachment] = listed["attachments"]
+    assert (attachment["filename"], attachment["content_type"], attachment["size"]) == ("menu.pdf", "application/pdf", 13)
+    response = client.get(attachment["url"])
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"%PDF-1.4 menu"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert api(charlie).get(attachment["url"]).status_code == 404  # another organisation
+    assert client.get("/api/messages/", {"conversation": conversation.id}).json()["results"][0]["attachments"]
