@@ -86,3 +86,17 @@ def test_it_signs_visitor_tokens_per_bot():
 )
 def test_it_normalises_origins(value, expected):
     assert normalize_origin(value) == expected
+
+
+def test_the_widget_has_every_word_in_every_language_it_offers():
+    import re
+    from pathlib import Path
+
+    from channels_app.widget.options import LANGUAGES
+
+    source = (Path(__file__).resolve().parents[2] / "static/chatnexus/widget.js").read_text()
+    table = source[source.index("var WORDS = {"):source.index("function language()")]
+    parts = re.split(r"\n    (\w\w): \{", table)[1:]  # code, its words, code, its words...
+    words = {code: set(re.findall(r"(\w+): \"", body)) for code, body in zip(parts[::2], parts[1::2])}
+    assert set(words) == {code for code, _ in LANGUAGES if code != "auto"}  # the builder offers what the widget has
+    assert len(words["en"]) >= 20 and all(keys == words["en"] for keys in words.values())
