@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from .models import Invitation, Membership, Organization
+from .models import Conversation, Invitation, Membership, Organization
 
 Role = Membership.Role
 
@@ -110,4 +110,6 @@ def remove(actor, membership):
         raise MembershipError("Only owners can remove members.")
     if membership.role == Role.OWNER and _owners(membership.organization).count() <= 1:
         raise MembershipError("An organisation needs at least one owner.")
-    membership.delete()
+    with transaction.atomic():
+        Conversation.objects.filter(organization=membership.organization, assignee=membership.user).update(assignee=None)
+        membership.delete()

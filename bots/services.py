@@ -234,7 +234,9 @@ def agent_reply(conversation: Conversation, user, text: str, meta: dict | None =
         conversation.bot_paused = True
         conversation.needs_human = False
         conversation.last_message_at = message.created
-        conversation.save(update_fields=["bot_paused", "needs_human", "last_message_at"])
+        if conversation.assignee_id is None:
+            conversation.assignee = user
+        conversation.save(update_fields=["bot_paused", "needs_human", "last_message_at", "assignee"])
         transaction.on_commit(lambda: _queue_delivery(message))
     return message
 
@@ -277,13 +279,23 @@ def _notify_agents(conversation_id):
     notify_agents_of_handoff.delay(conversation_id)
 
 
-def set_bot_paused(conversation: Conversation, paused: bool):
-    """Take over (pause the bot) or give the conversation back to it."""
+def set_bot_paused(conversation: Conversation, paused: bool, by=None):
+    """Take over (pause the bot; an unassigned conversation becomes ``by``'s) or give it back to the bot."""
     conversation.bot_paused = paused
     if not paused:
         conversation.needs_human = False
-    conversation.save(update_fields=["bot_paused", "needs_human"])
+    elif by is not None and conversation.assignee_id is None:
+        conversation.assignee = by
+    conversation.save(update_fields=["bot_paused", "needs_human", "assignee"])
     events.push(conversation.id, "conversation", bot_paused=paused)
+
+
+def assign(conversation: Conversation, user) -> None:
+    """Give the conversation to ``user`` (a member of its organisation) or to nobody (None)."""
+    if user is not None and not user.memberships.filter(organization_id=conversation.organization_id).exists():
+        raise ValueError("only a member of the conversation's organisation can be assigned")
+    Conversation.objects.filter(id=conversation.id).update(assignee=user)
+    conversation.assignee = user
 
 
 def set_status(conversation: Conversation, status: str):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:conversation_id>/messages.json", inbox.thread_json, name="thread-json"),
     path("<int:conversation_id>/reply/", inbox.reply, name="reply"),
     path("<int:conversation_id>/delete/", inbox.delete, name="delete"),
+    path("<int:conversation_id>/assign/", inbox.assign, name="assign"),
     path("attachments/<int:attachment_id>/", inbox.attachment, name="attachment"),
 ] + [
     path(f"<int:conversation_id>/{action}/", inbox.control, {"action": action}, name=action)

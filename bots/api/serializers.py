@@ -68,7 +68,7 @@ class ConversationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Conversation
         fields = ["id", "bot", "channel", "external_id", "contact_name", "contact_email", "contact_phone",
-                  "subject", "status", "bot_paused", "needs_human", "created", "last_message_at"]  # fmt: skip
+                  "subject", "status", "bot_paused", "needs_human", "assignee", "created", "last_message_at"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -79,6 +79,8 @@ class AgentReplySerializer(serializers.Serializer):
 class ConversationControlSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Conversation.Status.choices, required=False)
     bot_paused = serializers.BooleanField(required=False)
+    assignee = serializers.IntegerField(required=False, allow_null=True,
+                                        help_text="a member's user id, or null for nobody")
 
 
 class InboundSerializer(serializers.Serializer):

@@ -170,12 +170,19 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
     @extend_schema(request=s.ConversationControlSerializer, responses=s.ConversationSerializer)
     @action(detail=True, methods=["post"])
     def control(self, request, pk=None):
-        """Close/reopen (``status``) and take over/give back (``bot_paused``)."""
+        """Close/reopen (``status``), take over/give back (``bot_paused``), assign (``assignee``)."""
         conversation = self.get_object()
         body = s.ConversationControlSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        if "assignee" in body.validated_data:
+            user_id = body.validated_data["assignee"]
+            member = (None if user_id is None else
+                      scoped(request, Membership).filter(user_id=user_id).select_related("user").first())
+            if user_id is not None and member is None:
+                raise ValidationError({"assignee": "Not a member of this organisation."})
+            services.assign(conversation, member.user if member else None)
         if "bot_paused" in body.validated_data:
-            services.set_bot_paused(conversation, body.validated_data["bot_paused"])
+            services.set_bot_paused(conversation, body.validated_data["bot_paused"], by=request.user)
         if "status" in body.validated_data:
             services.set_status(conversation, body.validated_data["status"])
         return Response(s.ConversationSerializer(conversation).data)

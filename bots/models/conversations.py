@@ -5,6 +5,7 @@ idempotency: an inbound message is unique per (bot, channel, external_id) —
 a redelivered webhook is stored once — and a reply is unique per inbound
 message (``reply_to``) — a task that runs twice stores one reply.
 """
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -30,6 +31,10 @@ class Conversation(models.Model):
     # Handoff: the bot stays silent while a human agent has the conversation.
     bot_paused = models.BooleanField(default=False)
     needs_human = models.BooleanField(default=False)
+    # The agent who has it: set when someone takes over or answers an unassigned conversation,
+    # or by hand in the inbox; cleared when they leave the organisation.
+    assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="assigned_conversations")
     meta = models.JSONField(default=dict, blank=True)  # channel specifics (e.g. email recipient address)
     created = models.DateTimeField(auto_now_add=True)
     last_message_at = models.DateTimeField(auto_now_add=True, db_index=True)

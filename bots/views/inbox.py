@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .. import services
 from ..files import attachment_response
-from ..models import Attachment, Bot, Conversation, Message
+from ..models import Attachment, Bot, Conversation, Membership, Message
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
 
@@ -31,13 +31,14 @@ class Filters(forms.Form):
     status = forms.ChoiceField(required=False, choices=[("", "Any")] + Conversation.Status.choices)
     needs_human = forms.BooleanField(required=False)
     not_helpful = forms.BooleanField(required=False)  # a customer rated a bot reply 👎
+    assignee = forms.ChoiceField(required=False, choices=[("", "Anyone"), ("me", "Me"), ("none", "Nobody")])
     q = forms.CharField(required=False, max_length=200)
 
 
 def filtered_conversations(request, data):
     """The organisation's conversations narrowed by the (validated) filter form."""
     form = Filters(data)
-    conversations = scoped(request, Conversation).select_related("bot")
+    conversations = scoped(request, Conversation).select_related("bot", "assignee")
     if form.is_valid():
         f = form.cleaned_data
         if f["channel"]:
@@ -48,6 +49,10 @@ def filtered_conversations(request, data):
             conversations = conversations.filter(status=f["status"])
         if f["needs_human"]:
             conversations = conversations.filter(needs_human=True)
+        if f["assignee"] == "me":
+            conversations = conversations.filter(assignee=request.user)
+        elif f["assignee"] == "none":
+            conversations = conversations.filter(assignee__isnull=True)
         if f["not_helpful"]:
             conversations = conversations.filter(messages__rating=Message.Rating.NOT_HELPFUL).distinct()
         if f["q"]:
@@ -126,8 +131,9 @@ def thread(request, conversation_id):
     from channels_app.registry import adapter_for
 
     notice = adapter_for(conversation.channel).inbox_notice(conversation)
-    return render(request, "inbox/thread.html",
-                  {"conversation": conversation, "thread_messages": thread_messages, "channel_notice": notice})
+    members = scoped(request, Membership).select_related("user").order_by("user__username")
+    return render(request, "inbox/thread.html", {"conversation": conversation, "thread_messages": thread_messages,
+                                                 "channel_notice": notice, "members": members})
 
 
 def attachments(message):
@@ -213,11 +219,26 @@ def delete(request, conversation_id):
 
 @member_required
 @require_POST
+def assign(request, conversation_id):
+    """Give the conversation to a member of the organisation, or to nobody (empty)."""
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    user_id = request.POST.get("assignee", "")
+    member = scoped(request, Membership).filter(user_id=user_id).select_related("user").first() if user_id else None
+    if user_id and member is None:
+        flash.error(request, "Only a member of this organisation can be assigned.")
+    else:
+        services.assign(conversation, member.user if member else None)
+        flash.success(request, f"Assigned to {member.user.get_username()}." if member else "Unassigned.")
+    return redirect("inbox:thread", conversation.id)
+
+
+@member_required
+@require_POST
 def control(request, conversation_id, action):
     """take-over / give-back / close / reopen."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
     if action == "take-over":
-        services.set_bot_paused(conversation, True)
+        services.set_bot_paused(conversation, True, by=request.user)
     elif action == "give-back":
         services.set_bot_paused(conversation, False)
     elif action == "close":

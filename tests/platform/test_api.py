@@ -152,3 +152,13 @@ def test_messages_list_the_customers_files_and_the_api_serves_them(api, alice, c
     assert response["X-Content-Type-Options"] == "nosniff"
     assert api(charlie).get(attachment["url"]).status_code == 404  # another organisation
     assert client.get("/api/messages/", {"conversation": conversation.id}).json()["results"][0]["attachments"]
+
+
+def test_the_api_assigns_members_only(api, alice, bob, charlie, acme_bot):
+    conversation, _ = make_conversation(acme_bot, thread="api-assign")
+    url = f"/api/conversations/{conversation.id}/control/"
+    client = api(alice)
+    assert client.post(url, {"assignee": bob.id}, format="json").json()["assignee"] == bob.id
+    assert client.post(url, {"assignee": charlie.id}, format="json").status_code == 400
+    assert client.post(url, {"assignee": None}, format="json").json()["assignee"] is None
+    assert client.post(url, {"bot_paused": True}, format="json").json()["assignee"] == alice.id  # taking over

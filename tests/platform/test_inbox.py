@@ -117,3 +117,44 @@ def test_managers_export_the_filtered_conversations_as_csv(client, alice, bob, a
     client.force_login(bob)  # an agent
     assert client.get(reverse("inbox:export")).status_code == 404
     assert 'id="export"' not in client.get(reverse("inbox:list")).content.decode()
+
+
+def test_taking_over_or_answering_assigns_an_unassigned_conversation(client, alice, bob, acme_bot):
+    first, _ = make_conversation(acme_bot, thread="t1")
+    second, _ = make_conversation(acme_bot, thread="t2")
+    client.force_login(bob)
+    client.post(reverse("inbox:take-over", args=[first.id]))
+    client.post(reverse("inbox:reply", args=[second.id]), {"text": "Bob here"})
+    assert Conversation.objects.get(id=first.id).assignee == bob
+    assert Conversation.objects.get(id=second.id).assignee == bob
+    client.force_login(alice)
+    client.post(reverse("inbox:reply", args=[second.id]), {"text": "Alice too"})
+    assert Conversation.objects.get(id=second.id).assignee == bob  # an assigned conversation stays assigned
+
+
+def test_members_assign_conversations_to_members_only_and_filter_by_them(client, alice, bob, charlie, acme_bot):
+    mine, _ = make_conversation(acme_bot, thread="a1")
+    other, _ = make_conversation(acme_bot, thread="a2")
+    client.force_login(alice)
+    assert 'id="assign"' in client.get(reverse("inbox:thread", args=[mine.id])).content.decode()
+    client.post(reverse("inbox:assign", args=[mine.id]), {"assignee": alice.id})
+    client.post(reverse("inbox:assign", args=[other.id]), {"assignee": bob.id})
+    response = client.post(reverse("inbox:assign", args=[other.id]), {"assignee": charlie.id}, follow=True)
+    assert "Only a member of this organisation" in response.content.decode()
+    assert Conversation.objects.get(id=other.id).assignee == bob  # unchanged
+    page = client.get(reverse("inbox:list"), {"assignee": "me"}).content.decode()
+    assert f"/inbox/{mine.id}/" in page and f"/inbox/{other.id}/" not in page
+    client.post(reverse("inbox:assign", args=[other.id]), {"assignee": ""})
+    page = client.get(reverse("inbox:list"), {"assignee": "none"}).content.decode()
+    assert f"/inbox/{other.id}/" in page and f"/inbox/{mine.id}/" not in page
+
+
+def test_a_member_who_leaves_has_their_conversations_unassigned(alice, bob, acme_bot):
+    from bots import membership as members
+    from bots.models import Membership
+
+    conversation, _ = make_conversation(acme_bot, thread="leaver")
+    services.assign(conversation, bob)
+    members.remove(Membership.objects.get(user=alice), Membership.objects.get(user=bob))
+    assert Conversation.objects.get(id=conversation.id).assignee is None
+
