@@ -68,7 +68,7 @@ def export(request):
     if not form.is_valid():
         return HttpResponseBadRequest("Bad filters.\n", content_type="text/plain; charset=utf-8")
     rows = (Message.objects.filter(conversation__in=conversations.values("id"))
-            .select_related("conversation", "bot").order_by("conversation_id", "created", "id"))
+            .select_related("conversation__assignee", "bot").order_by("conversation_id", "created", "id"))
     writer = csv.writer(_Echo())
 
     def lines():
@@ -77,6 +77,7 @@ def export(request):
             c = m.conversation
             yield writer.writerow([
                 c.id, m.bot.name, c.channel, c.contact_name, c.contact_email, c.contact_phone, c.subject, c.status,
+                c.assignee.get_username() if c.assignee else "",
                 m.id, m.created.isoformat(), m.direction, m.sender, _cell(m.text), m.delivery_status,
                 "" if m.rating is None else m.get_rating_display(), len((m.meta or {}).get("attachments") or [])
                 + len((m.meta or {}).get("media") or []),
@@ -88,7 +89,7 @@ def export(request):
 
 
 EXPORT_COLUMNS = ["conversation", "bot", "channel", "contact_name", "contact_email", "contact_phone", "subject",
-                  "status", "message", "created", "direction", "sender", "text", "delivery", "rating", "attachments"]
+                  "status", "assignee", "message", "created", "direction", "sender", "text", "delivery", "rating", "attachments"]
 
 
 class _Echo:
