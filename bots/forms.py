@@ -24,6 +24,7 @@ MAX_DOC_BYTES = 512 * 1024  # a text/markdown/HTML upload bigger than this is re
 MAX_PDF_BYTES = 10 * 1024 * 1024  # PDFs carry fonts and images besides their text
 MAX_DOC_CHARS = 200_000  # pasted or uploaded document text
 MAX_REPLY_TOKENS = 2048  # the server also caps replies at CHATNEXUS_MAX_REPLY_TOKENS
+MAX_SUGGESTIONS, MAX_SUGGESTION_CHARS = 4, 120
 
 
 class BotCreateForm(forms.ModelForm):
@@ -52,6 +53,7 @@ class BotSettingsForm(forms.ModelForm):
             "topics_to_avoid": "Topics to avoid",
             "fallback_answer": "Fallback answer",
             "handoff_triggers": "Handoff triggers",
+            "suggestions": "Suggested questions",
             "max_reply_tokens": "Max reply tokens",
         }
         help_texts = {
@@ -60,6 +62,8 @@ class BotSettingsForm(forms.ModelForm):
             "topics_to_avoid": "One per line.",
             "fallback_answer": "What the bot says when its knowledge does not cover the question.",
             "handoff_triggers": "One phrase per line; a customer message containing one hands the conversation to a human.",
+            "suggestions": f"Up to {MAX_SUGGESTIONS}, one per line: buttons under the widget's greeting that ask them "
+                           "for the visitor.",
         }
         widgets = {
             "avatar_color": forms.TextInput(attrs={"type": "color"}),
@@ -67,7 +71,16 @@ class BotSettingsForm(forms.ModelForm):
             "instructions": forms.Textarea(attrs={"rows": 5}),
             "topics_to_avoid": forms.Textarea(attrs={"rows": 3}),
             "handoff_triggers": forms.Textarea(attrs={"rows": 3}),
+            "suggestions": forms.Textarea(attrs={"rows": 3}),
         }
+
+    def clean_suggestions(self):
+        lines = [line.strip() for line in self.cleaned_data["suggestions"].splitlines() if line.strip()]
+        if len(lines) > MAX_SUGGESTIONS:
+            raise forms.ValidationError(f"At most {MAX_SUGGESTIONS} suggested questions.")
+        if any(len(line) > MAX_SUGGESTION_CHARS for line in lines):
+            raise forms.ValidationError(f"Keep each suggested question under {MAX_SUGGESTION_CHARS} characters.")
+        return "\n".join(lines)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -54,6 +54,8 @@ class Bot(models.Model):
         max_length=300, blank=True, default="I'm not sure about that — let me get a colleague to help."
     )
     handoff_triggers = models.TextField(blank=True, default="talk to a human\nspeak to an agent\nreal person")
+    # Questions the widget offers as buttons under the greeting of a new conversation (one per line).
+    suggestions = models.TextField(blank=True, default="")
 
     # -- model settings
     temperature = models.FloatField(default=0.0)  # 0 = greedy (deterministic)
@@ -72,7 +74,7 @@ class Bot(models.Model):
     DRAFT_FIELDS = (
         "name", "role", "company", "avatar_color", "tone", "voice_notes", "use_emoji",
         "reply_length", "greeting", "instructions", "topics_to_avoid", "fallback_answer",
-        "handoff_triggers", "temperature", "max_reply_tokens", "drafter",
+        "handoff_triggers", "suggestions", "temperature", "max_reply_tokens", "drafter",
     )  # fmt: skip
 
     def __str__(self):

@@ -17,54 +17,54 @@
   try { store = JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { store = {}; }
   function save() { try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ } }
 
-  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto" };
+  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [] };
 
   // -- the widget's own words: the bot's widget language, else the host page's <html lang>,
   // else the browser's, else English (the bot's answers follow its own instructions)
   var WORDS = {
-    en: { notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
+    en: { suggestions: "Suggested questions", notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
           close: "Close chat", email: "Your email (optional)", message: "Message", placeholder: "Type your message\u2026",
           send: "Send", sendLabel: "Send message", typing: "{name} is typing", rate: "Rate this answer",
           helpful: "Helpful", notHelpful: "Not helpful", unavailable: "Chat is unavailable on this website.",
           reconnecting: "Connection lost \u2014 reconnecting\u2026", badEmail: "That email address does not look right.",
           tooFast: "You're sending messages too quickly. Please wait {n} seconds and try again.",
           tooLong: "Messages are limited to {n} characters.", empty: "Please type a message." },
-    es: { notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
+    es: { suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
           close: "Cerrar el chat", email: "Tu correo (opcional)", message: "Mensaje", placeholder: "Escribe tu mensaje\u2026",
           send: "Enviar", sendLabel: "Enviar mensaje", typing: "{name} est\u00e1 escribiendo", rate: "Valora esta respuesta",
           helpful: "\u00datil", notHelpful: "No es \u00fatil", unavailable: "El chat no est\u00e1 disponible en este sitio web.",
           reconnecting: "Conexi\u00f3n perdida \u2014 reconectando\u2026", badEmail: "Esa direcci\u00f3n de correo no parece correcta.",
           tooFast: "Est\u00e1s enviando mensajes demasiado r\u00e1pido. Espera {n} segundos y vuelve a intentarlo.",
           tooLong: "Los mensajes tienen un l\u00edmite de {n} caracteres.", empty: "Escribe un mensaje." },
-    fr: { notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
+    fr: { suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
           close: "Fermer le chat", email: "Votre e-mail (facultatif)", message: "Message", placeholder: "\u00c9crivez votre message\u2026",
           send: "Envoyer", sendLabel: "Envoyer le message", typing: "{name} \u00e9crit", rate: "\u00c9valuez cette r\u00e9ponse",
           helpful: "Utile", notHelpful: "Pas utile", unavailable: "Le chat n\u2019est pas disponible sur ce site.",
           reconnecting: "Connexion perdue \u2014 reconnexion\u2026", badEmail: "Cette adresse e-mail ne semble pas correcte.",
           tooFast: "Vous envoyez des messages trop vite. Attendez {n} secondes puis r\u00e9essayez.",
           tooLong: "Les messages sont limit\u00e9s \u00e0 {n} caract\u00e8res.", empty: "\u00c9crivez un message." },
-    de: { notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
+    de: { suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
           close: "Chat schlie\u00dfen", email: "Ihre E-Mail (optional)", message: "Nachricht", placeholder: "Nachricht eingeben\u2026",
           send: "Senden", sendLabel: "Nachricht senden", typing: "{name} schreibt", rate: "Diese Antwort bewerten",
           helpful: "Hilfreich", notHelpful: "Nicht hilfreich", unavailable: "Der Chat ist auf dieser Website nicht verf\u00fcgbar.",
           reconnecting: "Verbindung verloren \u2014 verbinde neu\u2026", badEmail: "Diese E-Mail-Adresse scheint nicht zu stimmen.",
           tooFast: "Sie senden Nachrichten zu schnell. Bitte warten Sie {n} Sekunden und versuchen Sie es erneut.",
           tooLong: "Nachrichten sind auf {n} Zeichen begrenzt.", empty: "Bitte geben Sie eine Nachricht ein." },
-    pt: { notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
+    pt: { suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
           close: "Fechar o chat", email: "O seu e-mail (opcional)", message: "Mensagem", placeholder: "Escreva a sua mensagem\u2026",
           send: "Enviar", sendLabel: "Enviar mensagem", typing: "{name} est\u00e1 a escrever", rate: "Avalie esta resposta",
           helpful: "\u00datil", notHelpful: "N\u00e3o \u00e9 \u00fatil", unavailable: "O chat n\u00e3o est\u00e1 dispon\u00edvel neste site.",
           reconnecting: "Liga\u00e7\u00e3o perdida \u2014 a restabelecer\u2026", badEmail: "Esse endere\u00e7o de e-mail n\u00e3o parece correto.",
           tooFast: "Est\u00e1 a enviar mensagens demasiado depressa. Aguarde {n} segundos e tente de novo.",
           tooLong: "As mensagens est\u00e3o limitadas a {n} caracteres.", empty: "Escreva uma mensagem." },
-    it: { notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
+    it: { suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
           close: "Chiudi la chat", email: "La tua email (facoltativa)", message: "Messaggio", placeholder: "Scrivi il tuo messaggio\u2026",
           send: "Invia", sendLabel: "Invia messaggio", typing: "{name} sta scrivendo", rate: "Valuta questa risposta",
           helpful: "Utile", notHelpful: "Non utile", unavailable: "La chat non \u00e8 disponibile su questo sito.",
           reconnecting: "Connessione persa \u2014 riconnessione\u2026", badEmail: "Questo indirizzo email non sembra corretto.",
           tooFast: "Stai inviando messaggi troppo in fretta. Attendi {n} secondi e riprova.",
           tooLong: "I messaggi sono limitati a {n} caratteri.", empty: "Scrivi un messaggio." },
-    nl: { notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
+    nl: { suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
           close: "Chat sluiten", email: "Je e-mail (optioneel)", message: "Bericht", placeholder: "Typ je bericht\u2026",
           send: "Verstuur", sendLabel: "Bericht versturen", typing: "{name} is aan het typen", rate: "Beoordeel dit antwoord",
           helpful: "Nuttig", notHelpful: "Niet nuttig", unavailable: "De chat is niet beschikbaar op deze website.",
@@ -136,6 +136,7 @@
     ".msg.me{align-self:flex-end;background:var(--c);color:#fff;border:0}.msg.me a{color:#fff}.msg.failed{opacity:.6;border:1px dashed #b91c1c}" +
     ".msg.system{align-self:center;background:#fff7ed;border-color:#fed7aa;font-size:13px}.msg code{font-family:monospace;background:rgba(0,0,0,.06);padding:0 3px;border-radius:3px}" +
     ".typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#9ca3af;animation:b 1s infinite}.typing span:nth-child(2){animation-delay:.15s}.typing span:nth-child(3){animation-delay:.3s}" +
+    ".chips{align-self:flex-start;display:flex;flex-wrap:wrap;gap:6px}.chips button{border:1px solid var(--c);color:var(--c);background:#fff;border-radius:14px;padding:4px 10px;cursor:pointer;font-size:13px}" +
     ".rate{align-self:flex-start;display:flex;gap:2px;margin-top:-6px}.rate button{border:0;background:none;cursor:pointer;opacity:.45;font-size:13px;padding:2px 4px;border-radius:6px}" +
     ".rate button[aria-pressed=true]{opacity:1;background:#e5e7eb}" +
     "@keyframes b{50%{opacity:.3}}.status{padding:6px 12px;font-size:12px;color:#b91c1c;background:#fef2f2}.status:empty{display:none}" +
@@ -197,6 +198,7 @@
   }
   function who(m) { return m.direction === "in" ? "me" : m.sender === "system" ? "system" : "bot"; }
   function showMessage(m, clientId) {
+    hideChips();  // the conversation has begun
     var pend = clientId && byClient[clientId];
     var node = byId[m.id] || pend || (m.reply_to && streams[m.reply_to]);
     if (pend && pend !== node && pend.parentNode) pend.parentNode.removeChild(pend);
@@ -225,6 +227,22 @@
     if (!rows[id]) return;
     Array.prototype.forEach.call(rows[id].children, function (b) { b.setAttribute("aria-pressed", String(Number(b.getAttribute("data-rating")) === rating)); });
   }
+  // The bot's suggested questions, under the greeting of a conversation with nothing in it yet.
+  var chips = el("div", { class: "chips", role: "group" });
+  function showChips() {
+    while (chips.firstChild) chips.removeChild(chips.firstChild);
+    chips.setAttribute("aria-label", t("suggestions"));
+    (look.suggestions || []).forEach(function (question) {
+      var b = el("button", { type: "button" }, question);
+      b.addEventListener("click", function () {
+        input.value = question;
+        form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit"));
+      });
+      chips.appendChild(b);
+    });
+    if (chips.firstChild) log.appendChild(chips);
+  }
+  function hideChips() { if (chips.parentNode) chips.parentNode.removeChild(chips); }
   var typing = el("div", { class: "msg typing", role: "status" });
   typing.append(el("span"), el("span"), el("span"));
   function showTyping(id) { typingFor = id; typing.setAttribute("aria-label", t("typing", { name: look.name })); log.appendChild(typing); scroll(); }
@@ -240,6 +258,7 @@
       for (var c in byClient) if (!byClient[c].parentNode) log.appendChild(byClient[c]);
       if (f.pending) showTyping(f.pending);
       hadHistory = f.messages.length > 0;
+      if (!hadHistory && !Object.keys(byClient).length) showChips();
       email.hidden = !(look.prechat_email && !store.email && !hadHistory);
       flush();
     } else if (f.type === "message") {
@@ -323,6 +342,7 @@
       if (!email.hidden && !email.checkValidity()) { status.textContent = t("badEmail"); email.focus(); return; }
       frame.email = store.email = address; save(); email.hidden = true;
     }
+    hideChips();
     byClient[frame.id] = bubble("me", text);
     input.value = "";
     post(frame);

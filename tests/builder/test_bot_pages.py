@@ -131,3 +131,24 @@ def test_it_links_the_channels_tab_when_the_channels_page_exists(as_alice, acme_
         assert 'class="tab-disabled"' in page
     else:
         assert f'href="{url}"' in page
+
+
+def test_it_saves_suggested_questions_and_the_widget_serves_the_published_ones(as_alice, client, acme_bot):
+    from channels_app.models import ChannelConfig
+
+    ChannelConfig.objects.create(organization=acme_bot.organization, bot=acme_bot, kind="widget")
+    url = reverse("bots:builder", args=[acme_bot.id])
+    response = as_alice.post(url, settings_data(acme_bot, suggestions="  When are you open?\n\nDo you fix e-bikes?  \n"))
+    assert response.status_code == 302
+    acme_bot.refresh_from_db()
+    assert acme_bot.suggestions == "When are you open?\nDo you fix e-bikes?"
+    config = reverse("channels:widget-config", args=[acme_bot.public_key])
+    assert client.get(config).json()["suggestions"] == []  # the draft is not live yet
+    acme_bot.publish()
+    assert client.get(config).json()["suggestions"] == ["When are you open?", "Do you fix e-bikes?"]
+
+    for bad, says in (("\n".join(f"Q{i}?" for i in range(5)), "At most 4"), ("x" * 121, "under 120 characters")):
+        response = as_alice.post(url, settings_data(acme_bot, suggestions=bad))
+        assert response.status_code == 400 and says in response.content.decode(), says
+    acme_bot.refresh_from_db()
+    assert acme_bot.suggestions == "When are you open?\nDo you fix e-bikes?"

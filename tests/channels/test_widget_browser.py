@@ -168,3 +168,25 @@ def test_the_bots_widget_language_wins_over_the_pages(widget_channel, acme_bot, 
     page.get_by_role("button", name="Ouvrir le chat avec Ava").click()
     panel = page.get_by_role("dialog", name="Chat avec Ava")
     assert panel.get_by_role("button", name="Envoyer le message").inner_text() == "Envoyer"
+
+
+def test_a_new_visitor_asks_a_suggested_question_with_one_click(widget_channel, acme_bot, host_site, live_server_url,
+                                                                 page):
+    from bots.models import Message
+
+    acme_bot.suggestions = "When are you open?\nDo you fix e-bikes?"
+    acme_bot.save()
+    acme_bot.publish()
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    chips = panel.get_by_role("group", name="Suggested questions")
+    chips.get_by_role("button", name="When are you open?").wait_for()
+    assert chips.get_by_role("button").all_inner_texts() == ["When are you open?", "Do you fix e-bikes?"]
+    chips.get_by_role("button", name="Do you fix e-bikes?").click()
+    wait_for(lambda: Message.objects.filter(bot=acme_bot, direction="in", text="Do you fix e-bikes?").exists(),
+             what="the suggested question stored")
+    assert chips.count() == 0  # the conversation has begun
+    page.reload()
+    page.get_by_role("dialog", name="Chat with Ava").locator(".msg.me").get_by_text("Do you fix e-bikes?").wait_for()
+    assert page.get_by_role("group", name="Suggested questions").count() == 0  # not for a returning visitor
