@@ -152,3 +152,17 @@ def test_it_saves_suggested_questions_and_the_widget_serves_the_published_ones(a
         assert response.status_code == 400 and says in response.content.decode(), says
     acme_bot.refresh_from_db()
     assert acme_bot.suggestions == "When are you open?\nDo you fix e-bikes?"
+
+
+def test_upgrading_gives_old_published_configs_the_new_default_without_marking_them_changed(acme_bot):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("bots.migrations.0008_bot_suggestions")
+    acme_bot.publish()
+    old = {k: v for k, v in acme_bot.published_config.items() if k != "suggestions"}  # as published before
+    Bot.objects.filter(id=acme_bot.id).update(published_config=old)
+    assert Bot.objects.get(id=acme_bot.id).has_unpublished_changes  # what the upgrade must not leave behind
+    migration.publish_the_default(apps, None)
+    assert not Bot.objects.get(id=acme_bot.id).has_unpublished_changes
