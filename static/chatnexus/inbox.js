@@ -73,3 +73,18 @@
   }
   poll();
 })();
+
+// Saved replies: picking one inserts its text into the reply box ({name} -> the customer's name).
+(function () {
+  const picker = document.getElementById("saved-reply");
+  const box = document.getElementById("reply-text");
+  if (!picker || !box) return;
+  picker.addEventListener("change", function () {
+    const option = picker.selectedOptions[0];
+    if (!option || !option.value) return;
+    const text = option.dataset.text.split("{name}").join(picker.dataset.name || "");
+    box.value = box.value ? box.value.replace(/\s*$/, "\n\n") + text : text;
+    picker.value = "";
+    box.focus();
+  });
+})();

@@ -11,7 +11,7 @@ from django.urls import get_resolver, reverse
 from django.urls.resolvers import URLResolver
 
 from bots import services
-from bots.models import Invitation, Membership
+from bots.models import Invitation, Membership, SavedReply
 
 from .conftest import make_conversation
 
@@ -25,6 +25,7 @@ KWARG_KINDS = {
     "message_id": "message",
     "index": "attachment",  # a position in the message's attachments, not an id: always 0
     "attachment_id": "file",
+    "saved_reply_id": "saved_reply",
 }
 API_PK_KINDS = {"bots": "bot", "knowledge": "knowledge", "conversations": "conversation", "messages": "message"}
 PUBLIC_KWARGS = {"public_key", "key", "token", "uidb64", "format"}  # public ids by design, or not ids
@@ -76,6 +77,7 @@ def objects_of(org, bot, owner):
         "invitation": Invitation.objects.create(organization=org, email=f"x@{org.slug}.example").id,
         "attachment": 0,
         "file": file.id,
+        "saved_reply": SavedReply.objects.create(organization=org, title="Hours", text="9 to 17").id,
     }
 
 
