@@ -40,6 +40,18 @@ def _round(value, digits=3):
     return None if value is None else round(value, digits)
 
 
+def _agent_waits(messages):
+    """Seconds from each conversation's first handoff request to the first agent message after it."""
+    asked, waits = {}, []
+    for created, direction, sender, _state, meta, conversation_id in sorted(messages, key=lambda m: m[0]):
+        if direction == Message.Direction.INBOUND and (meta or {}).get("skip_reason") == "handoff":
+            asked.setdefault(conversation_id, created)
+        elif sender == Message.Sender.AGENT and asked.get(conversation_id) is not None:
+            waits.append((created - asked[conversation_id]).total_seconds())
+            asked[conversation_id] = None  # answered: later messages do not count again
+    return waits
+
+
 def summary(organization, bot=None, days=14, now=None):
     """Everything the dashboard shows, as a JSON-ready dict.
 
@@ -73,6 +85,7 @@ def summary(organization, bot=None, days=14, now=None):
         if day in series:
             series[day]["conversations"] += 1
     handoff_conversations = set()
+    waits = _agent_waits(messages)
     for created, direction, _sender, reply_state, meta, conversation_id in messages:
         day = timezone.localdate(created)
         if day in series:
@@ -112,6 +125,10 @@ def summary(organization, bot=None, days=14, now=None):
         "handoff_rate": _round(
             len(handoff_conversations) / len(conversation_ids) if conversation_ids else None
         ),
+        # a customer's handoff request -> the first agent message after it, per conversation
+        "agent_response_median_s": _round(percentile(waits, 50), 1),
+        "agent_response_p95_s": _round(percentile(waits, 95), 1),
+        "handoffs_answered": len(waits),
         "rated_replies": len(ratings),
         # share of the replies customers rated that they found helpful (widget thumbs)
         "helpful_rate": _round(sum(r > 0 for r in ratings) / len(ratings) if ratings else None),

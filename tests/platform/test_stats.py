@@ -95,3 +95,20 @@ def test_customer_ratings_give_the_helpful_share(client, alice, acme_bot):
     assert '<strong data-stat="helpful">67 % of 3</strong>' in page
     thread = client.get(f"/inbox/{replies[2].conversation_id}/").content.decode()
     assert "customer: not helpful" in thread
+
+
+def test_agent_response_time_runs_from_the_handoff_request_to_the_first_agent_message(acme, acme_bot, alice):
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    now = timezone.now()
+    for thread, wait in (("h1", 30), ("h2", 90), ("h3", None)):  # h3: nobody has answered yet
+        received = services.receive(bot=acme_bot, channel="widget", thread_id=thread, text="Human please!")
+        Message.objects.filter(id=received.message.id).update(created=now - timedelta(minutes=10))
+        if wait is not None:
+            reply = services.agent_reply(received.conversation, alice, "Alice here")
+            services.agent_reply(received.conversation, alice, "Still here")  # later messages do not count
+            Message.objects.filter(id=reply.id).update(created=now - timedelta(minutes=10) + timedelta(seconds=wait))
+    data = stats.summary(acme, days=7)
+    assert data["handoffs_answered"] == 2
+    assert data["agent_response_median_s"] == 60.0 and data["agent_response_p95_s"] == 87.0
