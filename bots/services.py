@@ -241,6 +241,21 @@ def agent_reply(conversation: Conversation, user, text: str, meta: dict | None =
     return message
 
 
+def add_note(conversation: Conversation, user, text: str) -> Message:
+    """An agent's internal note on the conversation: kept in the thread for the team; never
+    delivered (no delivery state), never in the widget's history, never in the model's prompt."""
+    return Message.objects.create(
+        organization_id=conversation.organization_id,
+        bot_id=conversation.bot_id,
+        conversation=conversation,
+        channel=conversation.channel,
+        direction=Message.Direction.OUTBOUND,
+        sender=Message.Sender.NOTE,
+        text=text,
+        meta={"agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()},
+    )
+
+
 def _queue_delivery(message):
     from channels_app.tasks import deliver
 

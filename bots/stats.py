@@ -68,7 +68,7 @@ def summary(organization, bot=None, days=14, now=None):
         Conversation.objects.filter(**scope, created__gte=since).values_list("id", "created", "channel")
     )
     messages = list(
-        Message.objects.filter(**scope, created__gte=since).values_list(
+        Message.objects.filter(**scope, created__gte=since).exclude(sender=Message.Sender.NOTE).values_list(
             "created", "direction", "sender", "reply_state", "meta", "conversation_id"
         )
     )

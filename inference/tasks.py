@@ -179,6 +179,7 @@ def _history(inbound):
     recent = (
         Message.objects.filter(conversation_id=inbound.conversation_id, id__lte=inbound.id)
         .exclude(text="")
+        .exclude(sender=Message.Sender.NOTE)  # the team's notes are not the conversation
         .order_by("-id")[:HISTORY_TURNS]
     )
     turns = []

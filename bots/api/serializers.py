@@ -74,6 +74,8 @@ class ConversationSerializer(serializers.ModelSerializer):
 
 class AgentReplySerializer(serializers.Serializer):
     text = serializers.CharField(max_length=10_000, trim_whitespace=True)
+    note = serializers.BooleanField(required=False, default=False,
+                                    help_text="an internal note for the team instead of a reply (never sent)")
 
 
 class ConversationControlSerializer(serializers.Serializer):

@@ -160,11 +160,13 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
     @extend_schema(request=s.AgentReplySerializer, responses={201: s.MessageSerializer})
     @action(detail=True, methods=["post"])
     def reply(self, request, pk=None):
-        """Answer as the signed-in agent; delivered through the conversation's channel; pauses the bot."""
+        """Answer as the signed-in agent (delivered through the conversation's channel; pauses the
+        bot), or with ``note: true`` add an internal note for the team (never sent)."""
         conversation = self.get_object()
         body = s.AgentReplySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        message = services.agent_reply(conversation, request.user, body.validated_data["text"])
+        write = services.add_note if body.validated_data.get("note") else services.agent_reply
+        message = write(conversation, request.user, body.validated_data["text"])
         return Response(s.MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.ConversationControlSerializer, responses=s.ConversationSerializer)

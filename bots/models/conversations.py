@@ -61,6 +61,7 @@ class Message(models.Model):
         BOT = "bot", "Bot"
         AGENT = "agent", "Agent"
         SYSTEM = "system", "System"
+        NOTE = "note", "Internal note"  # an agent's note in the inbox: never sent, never shown to the customer or the model
 
     class ReplyState(models.TextChoices):
         PENDING = "pending", "Waiting for the bot"

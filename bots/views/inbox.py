@@ -204,7 +204,10 @@ def reply(request, conversation_id):
     if not text or len(text) > MAX_AGENT_REPLY:
         flash.error(request, f"Write a reply of 1 to {MAX_AGENT_REPLY} characters.")
         return redirect("inbox:thread", conversation.id)
-    services.agent_reply(conversation, request.user, text)
+    if request.POST.get("note"):
+        services.add_note(conversation, request.user, text)
+    else:
+        services.agent_reply(conversation, request.user, text)
     return redirect("inbox:thread", conversation.id)
 
 

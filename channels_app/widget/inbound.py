@@ -82,7 +82,8 @@ def history(conversation_id: int | None) -> dict:
     """The ``history`` frame: the conversation's latest messages and whether a reply is pending."""
     if conversation_id is None:
         return {"type": "history", "messages": [], "pending": None}
-    recent = list(Message.objects.filter(conversation_id=conversation_id).exclude(text="").order_by("-id")[:HISTORY_LIMIT])
+    recent = list(Message.objects.filter(conversation_id=conversation_id).exclude(text="")
+                  .exclude(sender=Message.Sender.NOTE).order_by("-id")[:HISTORY_LIMIT])
     recent.reverse()
     pending = next(
         (m.id for m in reversed(recent) if m.direction == Message.Direction.INBOUND and m.reply_state == Message.ReplyState.PENDING),

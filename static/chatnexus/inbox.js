@@ -14,7 +14,7 @@
     li.dataset.id = m.id;
     const who = document.createElement("div");
     who.className = "who";
-    who.textContent = m.sender + (m.agent_name ? " · " + m.agent_name : "") + " · " + m.created.replace("T", " ").slice(0, 19);
+    who.textContent = (m.sender === "note" ? "internal note" : m.sender) + (m.agent_name ? " · " + m.agent_name : "") + " · " + m.created.replace("T", " ").slice(0, 19);
     const text = document.createElement("div");
     text.className = "text";
     text.textContent = m.text;

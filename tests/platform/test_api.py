@@ -162,3 +162,12 @@ def test_the_api_assigns_members_only(api, alice, bob, charlie, acme_bot):
     assert client.post(url, {"assignee": charlie.id}, format="json").status_code == 400
     assert client.post(url, {"assignee": None}, format="json").json()["assignee"] is None
     assert client.post(url, {"bot_paused": True}, format="json").json()["assignee"] == alice.id  # taking over
+
+
+def test_the_api_adds_an_internal_note_that_is_never_sent(api, bob, acme_bot):
+    conversation, _ = make_conversation(acme_bot, channel="widget", thread="api-note")
+    response = api(bob).post(f"/api/conversations/{conversation.id}/reply/", {"text": "Refund approved", "note": True},
+                             format="json")
+    assert response.status_code == 201 and response.json()["sender"] == "note"
+    assert response.json()["delivery_status"] == ""
+    assert not Conversation.objects.get(id=conversation.id).bot_paused

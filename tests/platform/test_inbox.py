@@ -158,3 +158,24 @@ def test_a_member_who_leaves_has_their_conversations_unassigned(alice, bob, acme
     members.remove(Membership.objects.get(user=alice), Membership.objects.get(user=bob))
     assert Conversation.objects.get(id=conversation.id).assignee is None
 
+
+
+def test_an_internal_note_stays_with_the_team(client, bob, acme_bot):
+    from bots import stats
+    from channels_app.widget.inbound import history
+    from inference.tasks import _history
+
+    conversation, inbound = make_conversation(acme_bot, thread="noted", text="Where is my order?")
+    client.force_login(bob)
+    response = client.post(reverse("inbox:reply", args=[conversation.id]), {"text": "VIP customer, be quick", "note": "1"})
+    assert response.status_code == 302
+    note = Message.objects.get(sender="note")
+    assert note.text == "VIP customer, be quick" and note.delivery_status == "" and note.meta["agent_name"] == "bob"
+    conversation.refresh_from_db()
+    assert not conversation.bot_paused  # a note is not a reply: the bot keeps the conversation
+    page = client.get(reverse("inbox:thread", args=[conversation.id])).content.decode()
+    assert "VIP customer, be quick" in page and 'class="msg out note"' in page
+    assert [m["text"] for m in history(conversation.id)["messages"]] == ["Where is my order?"]  # not for the customer
+    later = services.receive(bot=acme_bot, channel="widget", thread_id="noted", text="Hello?", answer=False).message
+    assert [turn["content"] for turn in _history(later)] == ["Where is my order?", "Hello?"]  # not for the model
+    assert stats.summary(acme_bot.organization)["messages"] == 2
