@@ -1,13 +1,13 @@
 """The inbox (namespace ``inbox``)."""
 from django.urls import path
 
-from .views import inbox
+from .views import inbox, replies
 
 urlpatterns = [
     path("", inbox.conversation_list, name="list"),
     path("export.csv", inbox.export, name="export"),
-    path("replies/", inbox.saved_replies, name="replies"),
-    path("replies/<int:saved_reply_id>/delete/", inbox.saved_reply_delete, name="reply-delete"),
+    path("replies/", replies.saved_replies, name="replies"),
+    path("replies/<int:saved_reply_id>/delete/", replies.saved_reply_delete, name="reply-delete"),
     path("<int:conversation_id>/", inbox.thread, name="thread"),
     path("<int:conversation_id>/messages.json", inbox.thread_json, name="thread-json"),
     path("<int:conversation_id>/reply/", inbox.reply, name="reply"),
