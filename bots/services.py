@@ -192,14 +192,10 @@ def record_reply(inbound: Message, text: str, stats: dict) -> tuple[Message, boo
     latency = (timezone.now() - inbound.created).total_seconds()
     try:
         with transaction.atomic():
-            reply = Message.objects.create(
-                organization_id=inbound.organization_id,
-                bot_id=inbound.bot_id,
-                conversation_id=inbound.conversation_id,
-                channel=inbound.channel,
-                direction=Message.Direction.OUTBOUND,
-                sender=Message.Sender.BOT,
-                text=text,
+            reply = _outbound(
+                inbound,
+                Message.Sender.BOT,
+                text,
                 reply_to=inbound,
                 delivery_status=Message.Delivery.PENDING,
                 stats=stats,
@@ -220,17 +216,8 @@ def agent_reply(conversation: Conversation, user, text: str, meta: dict | None =
     """A human agent answers; the bot stays paused until given back. ``meta``: what the
     channel needs besides the text (a WhatsApp template's content SID and variables)."""
     with transaction.atomic():
-        message = Message.objects.create(
-            organization_id=conversation.organization_id,
-            bot_id=conversation.bot_id,
-            conversation=conversation,
-            channel=conversation.channel,
-            direction=Message.Direction.OUTBOUND,
-            sender=Message.Sender.AGENT,
-            text=text,
-            delivery_status=Message.Delivery.PENDING,
-            meta={**(meta or {}), "agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()},
-        )
+        message = _outbound(conversation, Message.Sender.AGENT, text, delivery_status=Message.Delivery.PENDING,
+                            meta={**(meta or {}), **_agent(user)})
         conversation.bot_paused = True
         conversation.needs_human = False
         conversation.last_message_at = message.created
@@ -244,16 +231,19 @@ def agent_reply(conversation: Conversation, user, text: str, meta: dict | None =
 def add_note(conversation: Conversation, user, text: str) -> Message:
     """An agent's internal note on the conversation: kept in the thread for the team; never
     delivered (no delivery state), never in the widget's history, never in the model's prompt."""
-    return Message.objects.create(
-        organization_id=conversation.organization_id,
-        bot_id=conversation.bot_id,
-        conversation=conversation,
-        channel=conversation.channel,
-        direction=Message.Direction.OUTBOUND,
-        sender=Message.Sender.NOTE,
-        text=text,
-        meta={"agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()},
-    )
+    return _outbound(conversation, Message.Sender.NOTE, text, meta=_agent(user))
+
+
+def _outbound(source, sender, text, **fields) -> Message:
+    """A new outbound message in the conversation of ``source`` (a Conversation, or one of its messages)."""
+    conversation_id = source.id if isinstance(source, Conversation) else source.conversation_id
+    return Message.objects.create(organization_id=source.organization_id, bot_id=source.bot_id,
+                                  conversation_id=conversation_id, channel=source.channel,
+                                  direction=Message.Direction.OUTBOUND, sender=sender, text=text, **fields)
+
+
+def _agent(user) -> dict:
+    return {"agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()}
 
 
 def _queue_delivery(message):
@@ -273,17 +263,8 @@ def _start_handoff(conversation, inbound):
     conversation.bot_paused = True
     conversation.needs_human = True
     conversation.save(update_fields=["bot_paused", "needs_human"])
-    reply = Message.objects.create(
-        organization_id=conversation.organization_id,
-        bot_id=conversation.bot_id,
-        conversation=conversation,
-        channel=conversation.channel,
-        direction=Message.Direction.OUTBOUND,
-        sender=Message.Sender.SYSTEM,
-        text=HANDOFF_REPLY,
-        reply_to=inbound,
-        delivery_status=Message.Delivery.PENDING,
-    )
+    reply = _outbound(conversation, Message.Sender.SYSTEM, HANDOFF_REPLY, reply_to=inbound,
+                      delivery_status=Message.Delivery.PENDING)
     transaction.on_commit(lambda: _queue_delivery(reply))
     transaction.on_commit(lambda: _notify_agents(conversation.id))
 
