@@ -144,8 +144,11 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
     for runner in llamacpp_runners:
         runner.forget()
     records = {name: [] for name in rows}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "results.partial.json"  # rewritten after every prompt: a run cut short keeps what it did
     bar = tqdm(total=len(prompts) * len(rows), desc="precision bench", unit="gen", disable=not progress)
-    for input_ids in inputs:
+    for done, input_ids in enumerate(inputs, 1):
         for name, run in rows.items():
             torch.manual_seed(seed)
             t0 = time.perf_counter()
@@ -153,6 +156,9 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
             records[name].append({"ids": _until_eos(list(ids), eos_ids), "seconds": time.perf_counter() - t0,
                                   "stats": stats})
             bar.update()
+        _write_json(partial, {"prompts_done": done, "prompts": len(inputs), "rows": {
+            name: {"new_tokens": sum(len(r["ids"]) for r in rs), "seconds": round(sum(r["seconds"] for r in rs), 3)}
+            for name, rs in records.items()}})
     bar.close()
 
     reference = records["none/fp32"]
@@ -203,9 +209,8 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
                         for p, e in engines.items()},
         "methods": methods,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", results)
+    partial.unlink(missing_ok=True)
     return results
 
 

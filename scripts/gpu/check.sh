@@ -66,7 +66,7 @@ bench)
     [ -f "$draft/config.json" ] && drafters="$drafters,model:$draft,suffix+lookup+model:$draft"
     step precision 200 $PY -m inference bench --device "$DEVICE" --precisions fp32,bf16 --drafters "$drafters" \
         --limit "$p_limit" --max-new-tokens "$p_tokens" --out /tmp/gpu-precision --no-progress
-    cp /tmp/gpu-precision/results.json "$OUT/precision.json" 2>/dev/null
+    cp /tmp/gpu-precision/results.json "$OUT/precision.json" 2>/dev/null || cp /tmp/gpu-precision/results.partial.json "$OUT/precision.partial.json" 2>/dev/null
     step replay 170 $PY -m inference bench --device "$DEVICE" --dtype bf16 --replay inference/data/replay_support.jsonl \
         --methods hf_plain,none,lookup,suffix --limit "$r_limit" --max-new-tokens "$r_tokens" \
         --out /tmp/gpu-replay --no-progress

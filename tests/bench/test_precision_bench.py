@@ -15,6 +15,7 @@ def test_it_reports_every_row_and_reuses_prompts_below_fp32(tiny_model_dir, tmp_
                                   drafters=["none", "lookup"], max_new_tokens=10, out_dir=tmp_path, reuse=True,
                                   progress=False)
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert not (tmp_path / "results.partial.json").exists()  # only a run cut short leaves one
     rows = {m["name"]: m for m in results["methods"]}
     assert list(rows) == ["hf_plain/fp32", "none/fp32", "lookup/fp32", "none/int8", "none/int8/reuse",
                           "lookup/int8", "lookup/int8/reuse"]
@@ -44,3 +45,19 @@ def test_a_draft_model_row_is_named_by_its_precision_and_checked_for_losslessnes
         assert rows[name]["precision"] == name.split("/")[1]
         assert rows[name]["lossless"] == 2, name
         assert rows[name]["acceptance_rate"] > 0.9, name  # the target drafting for itself
+
+
+def test_a_run_cut_short_keeps_the_prompts_it_finished(tiny_model_dir, tmp_path):
+    import pytest
+
+    from inference.engine.errors import EngineError
+
+    too_long = {"id": "long", "messages": [{"role": "user", "content": "tune-up " * 2000}]}  # past the context
+    with pytest.raises(EngineError):
+        run_precision_bench([PROMPTS[0], too_long], target=str(tiny_model_dir), precisions=["fp32"],
+                            drafters=["lookup"], max_new_tokens=6, out_dir=tmp_path, hf_plain=False, progress=False)
+    partial = json.loads((tmp_path / "results.partial.json").read_text())
+    assert partial["prompts_done"] == 1 and partial["prompts"] == 2
+    assert set(partial["rows"]) == {"none/fp32", "lookup/fp32"}
+    assert all(row["new_tokens"] > 0 for row in partial["rows"].values())
+    assert not (tmp_path / "results.json").exists()
