@@ -266,6 +266,14 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def write_progress(path: Path, done: int, total: int, records: dict) -> None:
+    """What a run has finished so far, per method (new tokens, seconds): rewritten as it goes,
+    so a run cut short by a time limit still leaves its numbers."""
+    _write_json(path, {"done": done, "total": total, "rows": {
+        name: {"new_tokens": sum(len(r["ids"]) for r in rs), "seconds": round(sum(r["seconds"] for r in rs), 3)}
+        for name, rs in records.items()}})
+
+
 def _summarize(records: dict[str, list[dict]]) -> list[dict]:
     reference = records.get("hf_plain")
     plain_tps = None

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .bench import _until_eos, _write_json, machine_description
+from .bench import _until_eos, _write_json, machine_description, write_progress
 from .engine import Engine
 from .loading import BUNDLED_TARGET, _bundled_gguf_path
 from .prefix_cache import PrefixCache
@@ -156,9 +156,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
             records[name].append({"ids": _until_eos(list(ids), eos_ids), "seconds": time.perf_counter() - t0,
                                   "stats": stats})
             bar.update()
-        _write_json(partial, {"prompts_done": done, "prompts": len(inputs), "rows": {
-            name: {"new_tokens": sum(len(r["ids"]) for r in rs), "seconds": round(sum(r["seconds"] for r in rs), 3)}
-            for name, rs in records.items()}})
+        write_progress(partial, done, len(inputs), records)
     bar.close()
 
     reference = records["none/fp32"]

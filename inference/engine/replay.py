@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from .bench import BenchError, _sum_hists, _sync, _until_eos, format_hist, machine_description
+from .bench import BenchError, _sum_hists, _sync, _until_eos, format_hist, machine_description, write_progress
 from .engine import Engine
 from .forward import cache_argument, crop, extend, new_cache, prefill
 
@@ -170,6 +170,9 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
     records = {name: [] for name in names}
     seen: dict[str, int] = {}  # bot -> replies so far (identical for every method)
     total = sum(len(c["turns"]) for c in conversations)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "results.partial.json"  # rewritten after every message: a run cut short keeps what it did
     bar = tqdm(total=total * len(names), desc="replay", unit="gen", disable=not progress)
     for conv in conversations:
         namespace = f"bot-{conv['bot']}"
@@ -195,6 +198,7 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
                                       "ids": reply, "seconds": seconds, "stats": stats})
                 bar.update()
             seen[conv["bot"]] = history_size + 1
+            write_progress(partial, len(records[names[0]]), total, records)
     bar.close()
 
     summary = _summarize(records, base, conversations[0])
@@ -216,9 +220,8 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
                      "text": base.tokenizer.decode(r["ids"], skip_special_tokens=True)}
                     for r in next(iter(records.values()))],
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
     plot_by_history(results, out / "speedup_by_history.png")
     return results
 

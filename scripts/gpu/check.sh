@@ -70,7 +70,7 @@ bench)
     step replay 170 $PY -m inference bench --device "$DEVICE" --dtype bf16 --replay inference/data/replay_support.jsonl \
         --methods hf_plain,none,lookup,suffix --limit "$r_limit" --max-new-tokens "$r_tokens" \
         --out /tmp/gpu-replay --no-progress
-    cp /tmp/gpu-replay/results.json "$OUT/replay.json" 2>/dev/null
+    cp /tmp/gpu-replay/results.json "$OUT/replay.json" 2>/dev/null || cp /tmp/gpu-replay/results.partial.json "$OUT/replay.partial.json" 2>/dev/null
     ;;
 *)
     echo "usage: scripts/gpu/check.sh smoke|bench" >&2

@@ -57,7 +57,7 @@ def test_a_run_cut_short_keeps_the_prompts_it_finished(tiny_model_dir, tmp_path)
         run_precision_bench([PROMPTS[0], too_long], target=str(tiny_model_dir), precisions=["fp32"],
                             drafters=["lookup"], max_new_tokens=6, out_dir=tmp_path, hf_plain=False, progress=False)
     partial = json.loads((tmp_path / "results.partial.json").read_text())
-    assert partial["prompts_done"] == 1 and partial["prompts"] == 2
+    assert partial["done"] == 1 and partial["total"] == 2
     assert set(partial["rows"]) == {"none/fp32", "lookup/fp32"}
     assert all(row["new_tokens"] > 0 for row in partial["rows"].values())
     assert not (tmp_path / "results.json").exists()

@@ -100,3 +100,18 @@ def test_without_hf_plain_the_first_method_is_the_reference(tiny_target_dir, tmp
     assert by_name["suffix"]["speedup"] == round(by_name["suffix"]["tokens_per_s"] / by_name["none"]["tokens_per_s"], 3)
     assert set(saved["by_history"]["speedup"]) == {"none", "suffix"}
     assert "speedup over none by the bot's earlier replies" in capsys.readouterr().out
+
+
+def test_a_replay_cut_short_keeps_the_messages_it_finished(tiny_target_dir, tmp_path):
+    from inference.engine.errors import EngineError
+
+    workload = tmp_path / "replay.jsonl"
+    rows = [{"id": "c0", "bot": "a", "system": "You are the a bot.", "turns": ["When are you open?", "x " * 2000]}]
+    workload.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    with pytest.raises(EngineError):  # the second message is past the context
+        run_replay(load_replay(workload), target=tiny_target_dir, methods=["none", "suffix"], max_new_tokens=8,
+                   device="cpu", out_dir=out, progress=False)
+    partial = json.loads((out / "results.partial.json").read_text())
+    assert partial["done"] == 1 and partial["total"] == 2 and set(partial["rows"]) == {"none", "suffix"}
+    assert not (out / "results.json").exists()
