@@ -19,7 +19,7 @@ On CPU, once per (target, CPU model, torch version, thread count), and cached as
    slows every precision alike instead of whichever was being timed (a compile running
    beside a worker's first start once made int8 look faster than int4 here).
 The fastest faithful precision wins; fp32 is always faithful, so there is always an answer.
-Elsewhere (CUDA) `auto` is the device's default (bf16): nothing to measure.
+Elsewhere (CUDA) `auto` is the device's default (fp32, the lossless one there: docs/gpu.md): nothing to measure.
 
 The thresholds are a policy: KL measures how far the next-token distributions moved, and
 agreement guards against a precision that moves little on average but flips many choices.
