@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import events
-from .models import Attachment, Bot, Conversation, Message, Organization
+from .models import Attachment, Bot, Conversation, Membership, Message, Organization
 
 log = logging.getLogger(__name__)
 
@@ -286,10 +286,16 @@ def set_bot_paused(conversation: Conversation, paused: bool, by=None):
     events.push(conversation.id, "conversation", bot_paused=paused)
 
 
-def assign(conversation: Conversation, user) -> None:
-    """Give the conversation to ``user`` (a member of its organisation) or to nobody (None)."""
-    if user is not None and not user.memberships.filter(organization_id=conversation.organization_id).exists():
-        raise ValueError("only a member of the conversation's organisation can be assigned")
+def assign(conversation: Conversation, user_id) -> None:
+    """Give the conversation to the member with ``user_id`` or to nobody (None); ValueError
+    when that user is not a member of the conversation's organisation."""
+    user = None
+    if user_id is not None:
+        membership = (Membership.objects.filter(organization_id=conversation.organization_id, user_id=user_id)
+                      .select_related("user").first())
+        if membership is None:
+            raise ValueError("only a member of the conversation's organisation can be assigned")
+        user = membership.user
     Conversation.objects.filter(id=conversation.id).update(assignee=user)
     conversation.assignee = user
 

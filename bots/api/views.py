@@ -177,12 +177,10 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
         body = s.ConversationControlSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         if "assignee" in body.validated_data:
-            user_id = body.validated_data["assignee"]
-            member = (None if user_id is None else
-                      scoped(request, Membership).filter(user_id=user_id).select_related("user").first())
-            if user_id is not None and member is None:
-                raise ValidationError({"assignee": "Not a member of this organisation."})
-            services.assign(conversation, member.user if member else None)
+            try:
+                services.assign(conversation, body.validated_data["assignee"])
+            except ValueError:
+                raise ValidationError({"assignee": "Not a member of this organisation."}) from None
         if "bot_paused" in body.validated_data:
             services.set_bot_paused(conversation, body.validated_data["bot_paused"], by=request.user)
         if "status" in body.validated_data:

@@ -228,12 +228,13 @@ def assign(request, conversation_id):
     """Give the conversation to a member of the organisation, or to nobody (empty)."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
     user_id = request.POST.get("assignee", "")
-    member = scoped(request, Membership).filter(user_id=user_id).select_related("user").first() if user_id else None
-    if user_id and member is None:
+    try:
+        services.assign(conversation, int(user_id) if user_id else None)
+    except ValueError:  # not a number, or not a member
         flash.error(request, "Only a member of this organisation can be assigned.")
     else:
-        services.assign(conversation, member.user if member else None)
-        flash.success(request, f"Assigned to {member.user.get_username()}." if member else "Unassigned.")
+        assignee = conversation.assignee
+        flash.success(request, f"Assigned to {assignee.get_username()}." if assignee else "Unassigned.")
     return redirect("inbox:thread", conversation.id)
 
 
@@ -251,4 +252,3 @@ def control(request, conversation_id, action):
     elif action == "reopen":
         services.set_status(conversation, Conversation.Status.OPEN)
     return redirect("inbox:thread", conversation.id)
-

@@ -30,7 +30,7 @@ def template_sid(conversation) -> str:
 
 
 def notice(conversation, now=None) -> dict | None:
-    """{"closed": bool, "closes_at", "template": content SID or ""} for the inbox, once the window has closed."""
+    """{"closes_at", "template": content SID or ""} once the window has closed; None while it is open."""
     now = now or timezone.now()
     end = closes_at(conversation)
     if end is None or end > now:

@@ -142,6 +142,8 @@ def test_members_assign_conversations_to_members_only_and_filter_by_them(client,
     response = client.post(reverse("inbox:assign", args=[other.id]), {"assignee": charlie.id}, follow=True)
     assert "Only a member of this organisation" in response.content.decode()
     assert Conversation.objects.get(id=other.id).assignee == bob  # unchanged
+    response = client.post(reverse("inbox:assign", args=[other.id]), {"assignee": "bob"}, follow=True)
+    assert "Only a member of this organisation" in response.content.decode()  # not an id: refused, not a 500
     page = client.get(reverse("inbox:list"), {"assignee": "me"}).content.decode()
     assert f"/inbox/{mine.id}/" in page and f"/inbox/{other.id}/" not in page
     client.post(reverse("inbox:assign", args=[other.id]), {"assignee": ""})
@@ -154,7 +156,7 @@ def test_a_member_who_leaves_has_their_conversations_unassigned(alice, bob, acme
     from bots.models import Membership
 
     conversation, _ = make_conversation(acme_bot, thread="leaver")
-    services.assign(conversation, bob)
+    services.assign(conversation, bob.id)
     members.remove(Membership.objects.get(user=alice), Membership.objects.get(user=bob))
     assert Conversation.objects.get(id=conversation.id).assignee is None
 
