@@ -17,6 +17,9 @@ os.environ.setdefault("CHATNEXUS_MAX_REPLY_TOKENS", "48")
 os.environ.setdefault("CHATNEXUS_AUTH_POSTS_PER_IP", "100000")
 # customers' files of this run (the worker and server subprocesses inherit the variable)
 os.environ.setdefault("CHATNEXUS_ATTACHMENTS_DIR", tempfile.mkdtemp(prefix="chatnexus-test-attachments-"))
+# fp32 on CPU: the engine's packed oneDNN kernel always, rather than where a timing says it pays
+# (packed.wanted), so every run tests the same path; tests/engine/test_packed_fp32.py covers both
+os.environ.setdefault("CHATNEXUS_FP32_KERNEL", "packed")
 # Playwright's sync API keeps an event loop in the test thread; Django's guard would
 # then refuse ORM calls made by the test itself between browser steps.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -7,7 +7,8 @@ Run it through the CLI (see `python -m inference bench --help`):
 
 Methods, all greedy, all in one process, all on the same prompts:
 
-    hf_plain          target alone, HF `model.generate` -- the reference for speed and tokens
+    hf_plain          target alone, HF `model.generate` on the stock transformers model --
+                      the reference for speed and tokens
     hf_assisted       HF assisted generation, `--draft` as `assistant_model`
     hf_prompt_lookup  HF prompt lookup decoding, `prompt_lookup_num_tokens=10`
     none              our decode loop without a drafter
@@ -116,28 +117,47 @@ class Method:
     run: Callable[[torch.Tensor], tuple[list[int], object | None]]  # input_ids [1, S]
 
 
+def reference_model(target: str, device, dtype, kind: str = "target"):
+    """The model Hugging Face's methods run: the stock transformers model (`load_model(...,
+    stock=True)`: MKL's F.linear, transformers' attention) — the target alone as a plain
+    transformers user runs it, not the engine's packed kernels. Quantised precisions have no
+    stock form: there HF runs on the engine's quantised model."""
+    from inference.engine.precision import resolve_precision
+    from inference.engine.loading import resolve_device
+
+    stock = not resolve_precision(dtype, resolve_device(device)).quantized
+    return load_model(target, device=device, dtype=dtype, stock=stock)[0]
+
+
+def hf_generate_runner(model, max_new_tokens: int, eos_ids: list[int], assistant=None, **extra):
+    """Greedy HF `model.generate` (with `assistant` as assistant_model, or `extra` generation
+    options): run(input_ids [1, S]) -> (new token ids, None: HF gives no decoding stats)."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
+                              eos_token_id=eos_ids, pad_token_id=eos_ids[0], **extra)
+    kwargs = {"assistant_model": assistant} if assistant is not None else {}
+
+    def run(input_ids):
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config, **kwargs)
+        return out[0, input_ids.shape[1]:].tolist(), None
+    return run
+
+
 def build_methods(names, *, target, draft, device, dtype, max_new_tokens, seed):
     """Construct the selected methods; models are loaded once (load_model caches them).
 
     Every method stops on the same end-of-sequence ids: the engine's (tokenizer EOS,
-    generation-config EOS and chat end-of-turn tokens).
+    generation-config EOS and chat end-of-turn tokens). HF methods run the stock model
+    (reference_model).
     """
-    from transformers import GenerationConfig
-
     base = Engine(target=target, drafter="none", device=device, dtype=dtype)
-    model, eos_ids = base.model, list(base.eos_token_ids)
-    draft_model = load_model(draft, device=device, dtype=dtype)[0] if "hf_assisted" in names else None
+    eos_ids = list(base.eos_token_ids)
+    model = reference_model(target, device, dtype) if any(n in HF_METHODS for n in names) else None
+    draft_model = reference_model(draft, device, dtype) if "hf_assisted" in names else None
 
     def hf(assistant=None, **extra):
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                                  eos_token_id=eos_ids, pad_token_id=eos_ids[0], **extra)
-        kwargs = {"assistant_model": assistant} if assistant is not None else {}
-
-        def run(input_ids):  # [1, S]
-            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                                 generation_config=config, **kwargs)
-            return out[0, input_ids.shape[1]:].tolist(), None  # HF gives no decoding stats
-        return run
+        return hf_generate_runner(model, max_new_tokens, eos_ids, assistant, **extra)
 
     def ours(engine):
         def run(input_ids):

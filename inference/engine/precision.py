@@ -42,8 +42,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import packed as fp32_packed
 from .attention import use_row_invariant_attention
 from .errors import EngineError
+from .packed import PackedLinear, packed_mm
 
 # name -> dtype of activations and of every weight that is not quantised
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
@@ -60,20 +62,22 @@ PRECISIONS = tuple(COMPUTE_DTYPES)
 DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "fp32"}
 INT4_GROUP_SIZE = 32  # the GGUF Q4_0/Q4_1 block size
 # precisions whose CPU linears are row-invariant (tests/engine/test_row_invariance.py), so
-# row-invariant attention makes the whole forward so; fp32 linears (MKL) are not. int8/int4
+# row-invariant attention makes the whole forward so; fp32 linears are where they run on
+# oneDNN's packed kernel (packed.py; probed per shape), not on MKL's (stock F.linear). int8/int4
 # use aten's own one-row-at-a-time kernels; bf16/fp16 matmuls are row-invariant on CPUs
 # without native bf16 (AVX2, AVX-512F) but not where oneDNN uses AVX512_BF16/AMX kernels
 # for every shape (seen on an AMD EPYC Zen 4: the 576x1536 down projection differs from 5 rows
 # on), so they are probed per shape once per process (cpu_row_invariant).
-ROW_INVARIANT = ("bf16", "fp16", "int8", "int4")
+ROW_INVARIANT = ("fp32", "bf16", "fp16", "int8", "int4")
 _row_invariant_probe: dict[tuple, bool] = {}
 BUNDLED_SHAPES = ((576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576))  # (out, in) of SmolLM2-135M
 
 
-def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES) -> bool:
+def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES, packed: bool = False) -> bool:
     """Does this CPU compute each row of a `name`-precision linear the same alone as in a batch,
-    for every (out, in) shape given and verify widths up to 33?"""
-    if name not in ROW_INVARIANT:
+    for every (out, in) shape given and verify widths up to 33? fp32: only through the packed
+    oneDNN kernel (`packed`), never through MKL's."""
+    if name not in ROW_INVARIANT or (name == "fp32" and not packed):
         return False
     if name in ("int8", "int4"):
         return True
@@ -84,17 +88,22 @@ def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES) -> bool:
             gen = torch.Generator().manual_seed(0)
             weight = torch.randn(n, k, generator=gen).to(dtype)
             x = torch.randn(33, k, generator=gen).to(dtype)
+            if name == "fp32":
+                weight, pad = fp32_packed.pack_weight(weight), fp32_packed.one_row_differs(n, k)
+                linear = lambda rows: packed_mm(rows, weight, None, pad)  # noqa: E731
+            else:
+                linear = lambda rows: torch.nn.functional.linear(rows, weight)  # noqa: E731
             with torch.inference_mode():
-                rows = [torch.nn.functional.linear(x[i:i + 1], weight) for i in range(x.shape[0])]
-                _row_invariant_probe[key] = all(torch.equal(torch.nn.functional.linear(x[:m], weight),
-                                                            torch.cat(rows[:m])) for m in (2, 5, 17, 33))
+                rows = [linear(x[i:i + 1]) for i in range(x.shape[0])]
+                _row_invariant_probe[key] = all(torch.equal(linear(x[:m]), torch.cat(rows[:m]))
+                                                for m in (2, 5, 17, 33))
         if not _row_invariant_probe[key]:
             return False
     return True
 
 
 def linear_shapes(model: nn.Module) -> set[tuple[int, int]]:
-    return {(m.out_features, m.in_features) for m in model.modules() if isinstance(m, nn.Linear)}
+    return {(m.out_features, m.in_features) for m in model.modules() if isinstance(m, (nn.Linear, PackedLinear))}
 
 
 @dataclass(frozen=True)
@@ -128,26 +137,38 @@ def resolve_precision(value: str | torch.dtype | Precision | None, device: torch
 # ----------------------------------------------------------------------------- quantisation
 
 
-def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool | None = None) -> nn.Module:
+def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool | None = None,
+                    stock: bool = False) -> nn.Module:
     """Cast to the compute dtype (fp32 for int8/int4), then quantise the linear layers if asked.
 
-    Below fp32 on CPU the attention becomes row-invariant (attention.py): with aten's
-    row-invariant bf16/int8/int4 linears, a (k+1)-token verify forward then gives every
-    token bit for bit the logits of a 1-token step — lossless speculation at that precision.
+    On CPU, fp32 linears move to oneDNN's packed kernel where it pays (packed.py). Where the
+    linears are row-invariant (fp32 packed, int8/int4, bf16 where the CPU allows) the attention
+    becomes row-invariant too (attention.py): a (k+1)-token verify forward then gives every
+    token bit for bit the logits of a 1-token step — lossless speculation by construction.
     `dense_copies`: keep bf16 copies of quantised weights for prompts (None: as
     CHATNEXUS_DENSE_PREFILL and the machine say; the precision probe, which reads no prompts
-    through them that matter, passes False)."""
+    through them that matter, passes False). `stock`: only the cast — transformers' own
+    kernels and attention, the model a plain transformers user runs (the benchmarks' reference)."""
     from .lean import forget  # lean.py reads this module's linears
 
     forget(model)  # its lean forward (if one was built) looked up the linears replaced below
+    if stock and precision.quantized:
+        raise EngineError(f"{precision.name} weights are this engine's own kernels: there is no stock {precision.name}")
     model = model.to(dtype=precision.dtype)
+    if stock:
+        return model
+    shapes = linear_shapes(model)
     if precision.name == "int8":
         model = quantize_int8(model)
     elif precision.name == "int4":
         model = quantize_int4(model)
     if precision.quantized and (dense_prefill_wanted() if dense_copies is None else dense_copies):
         keep_dense_weights(model)
-    if model.device.type == "cpu" and cpu_row_invariant(precision.name, linear_shapes(model)):
+    on_cpu = model.device.type == "cpu"
+    packed = on_cpu and precision.name == "fp32" and fp32_packed.wanted()
+    if packed:
+        fp32_packed.pack_fp32_linears(model)
+    if on_cpu and cpu_row_invariant(precision.name, shapes, packed=packed):
         use_row_invariant_attention(model)
     return model
 
@@ -240,6 +261,11 @@ def direct_linear(module: nn.Module, dense: bool):
 
         def run(x):
             return _with_bias(_int8_mm(x, weight, scales, n), bias)
+    elif isinstance(module, PackedLinear):
+        packed, pad = module.packed, module.pad_one_row
+
+        def run(x):
+            return packed_mm(x, packed, bias, pad)
     elif type(module) is nn.Linear:
         weight = module.weight
 

@@ -5,14 +5,16 @@
 Rows, all greedy, one process, the same prompts, interleaved prompt-major (every row on
 prompt 1, then every row on prompt 2, ...) so load from other processes spreads evenly:
 
-    hf_plain/fp32        transformers `generate`, fp32 — the reference for speed (issue 5)
+    hf_plain/fp32        transformers `generate` on the stock model, fp32 — the reference for
+                         speed (issue 5) and for faithfulness
     <drafter>/<precision> our engine at that precision with that drafter
     llamacpp             llama-cpp-python on the GGUF file itself (`--llamacpp`; needs the
                          optional `llama-cpp-python`, built from source. Our 0.3.36 build
                          with GGML_NATIVE segfaults in llama_decode on this CPU, see
                          docs/cpu-speed.md, hence opt-in rather than automatic)
 
-Faithfulness, per row, against our fp32 `none` reply of the same prompt:
+Faithfulness, per row, against stock transformers' fp32 reply of the same prompt (hf_plain/fp32;
+without it, our fp32 `none` reply, which runs oneDNN's packed fp32 kernel on CPU):
     identical   replies token-identical to fp32 (n/N)
     fp32_ll     mean log-likelihood per reply token under the fp32 model (higher is better;
                 fp32's own replies set the bar)
@@ -29,12 +31,10 @@ from pathlib import Path
 
 import torch
 
-from .bench import _until_eos, _write_json, machine_description, write_progress
+from .bench import _until_eos, _write_json, hf_generate_runner, machine_description, reference_model, write_progress
 from .engine import Engine
 from .loading import BUNDLED_TARGET, _bundled_gguf_path
 from .prefix_cache import PrefixCache
-
-REFERENCE = ("none", "fp32")  # (drafter, precision) every reply is compared with
 
 
 def llama_cpp_available() -> bool:
@@ -99,7 +99,6 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
     and llama.cpp as "llamacpp/reuse" keeping its context between calls (llama-cpp-python
     reuses the longest common prefix with its previous prompt)."""
     from tqdm import tqdm
-    from transformers import GenerationConfig
 
     precisions = list(dict.fromkeys(["fp32", *precisions]))  # fp32 is the reference
     drafters = list(dict.fromkeys(["none", *drafters]))
@@ -111,14 +110,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
 
     rows: dict[str, callable] = {}
     if hf_plain:
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_ids,
-                                  pad_token_id=eos_ids[0])
-
-        def hf_run(input_ids):
-            out = ref_engine.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                                            generation_config=config)
-            return out[0, input_ids.shape[1]:].tolist(), None
-        rows["hf_plain/fp32"] = hf_run
+        rows["hf_plain/fp32"] = hf_generate_runner(reference_model(target, device, "fp32"), max_new_tokens, eos_ids)
     prefix_caches: list[PrefixCache] = []
     for p in precisions:
         for d in drafters:
@@ -159,7 +151,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
         write_progress(partial, done, len(inputs), records)
     bar.close()
 
-    reference = records["none/fp32"]
+    reference = records.get("hf_plain/fp32", records["none/fp32"])  # stock transformers' fp32 replies
     ll = {name: [mean_log_likelihood(ref_engine.model, x, r["ids"]) for x, r in zip(inputs, rs)]
           for name, rs in records.items()}
     methods = []

@@ -51,7 +51,7 @@ AUTO = "auto"
 CANDIDATES = ("int4", "int8")  # besides fp32, the reference
 MIN_AGREEMENT = 0.95
 MAX_KL = 0.01
-PROBE_VERSION = 4  # bump when what a step costs, or how it is timed, changes (2: in-place KV cache, dense prefill; 3: lean forward; 4: interleaved timing)
+PROBE_VERSION = 5  # bump when what a step costs, or how it is timed, changes (2: in-place KV cache, dense prefill; 3: lean forward; 4: interleaved timing; 5: packed fp32)
 CALIBRATION_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "support_prompts.jsonl"
 
 
@@ -103,15 +103,18 @@ def probe(target: str, device: torch.device, *, candidates=CANDIDATES, prompts: 
 @torch.inference_mode()
 def measure(target: str, device: torch.device, *, candidates=CANDIDATES, prompts: int = 8,
             reply_tokens: int = 32, min_agreement: float = MIN_AGREEMENT, max_kl: float = MAX_KL) -> dict:
-    from .loading import load_model
+    from .loading import load_model, release_model
     from .verify_cost import step_times
 
     started = time.perf_counter()
-    reference, tokenizer = load_model(target, device=device, dtype="fp32")
+    # stock fp32 (transformers' own kernels) is the reference and what the candidates are quantised
+    # from; fp32 is timed as the engine serves it (oneDNN's packed kernel where it pays)
+    reference, tokenizer = load_model(target, device=device, dtype="fp32", stock=True)
     sequences = calibration_sequences(reference, tokenizer, prompts, reply_tokens)  # [(ids [1, S], reply start)]
     ref_logprobs = [reply_logprobs(reference, ids, start) for ids, start in sequences]
     results = {"fp32": {"agreement": 1.0, "kl": 0.0}}
-    timed = {"fp32": reference}  # quantised copies are kept for the timing: 1/4 (int8), 1/8 (int4) of fp32's size
+    # quantised copies are kept for the timing: 1/4 (int8), 1/8 (int4) of fp32's size
+    timed = {"fp32": load_model(target, device=device, dtype="fp32")[0]}
     for name in candidates:
         try:
             # no bf16 prompt copies: the probe times decode steps and scores teacher-forced
@@ -133,6 +136,7 @@ def measure(target: str, device: torch.device, *, candidates=CANDIDATES, prompts
     for name, seconds in step_times(timed).items():
         results[name]["step_ms"] = round(1000 * seconds, 2)
     del timed
+    release_model(target, device, "fp32", stock=True)  # the reference served its purpose: free its memory
     for name, r in results.items():  # fp32 is the reference: faithful by definition
         r["faithful"] = name == "fp32" or ("error" not in r and r["agreement"] >= min_agreement and r["kl"] <= max_kl)
     chosen = min((n for n, r in results.items() if r["faithful"]), key=lambda n: results[n]["step_ms"])

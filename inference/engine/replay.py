@@ -15,7 +15,8 @@ reads) is one fresh conversation: its messages are the history, the last one the
 and its id its bot — so `--replay inference/data/support_prompts.jsonl` measures fresh
 prompts, with nothing to learn from.
 
-Methods: hf_plain (target alone, HF `generate`, greedy: the reference), none, lookup,
+Methods: hf_plain (target alone: HF `generate` on the stock transformers model, greedy: the
+reference), none, lookup,
 lookup_k<N>, suffix, suffix_k<N> (up to N tokens, no cost-aware cut), suffix+lookup, any other drafter spec (e.g. suffix+lookup+model:<dir>),
 and with --draft: draft (= model:<draft>) and suffix+lookup+draft. Warm-up excluded,
 seeded, message-major (every method on message 1, then on message 2, ...) so load from
@@ -46,7 +47,8 @@ from pathlib import Path
 
 import torch
 
-from .bench import BenchError, _sum_hists, _sync, _until_eos, format_hist, machine_description, write_progress
+from .bench import (BenchError, _sum_hists, _sync, _until_eos, format_hist, hf_generate_runner, machine_description,
+                    reference_model, write_progress)
 from .engine import Engine
 from .forward import cache_argument, crop, extend, new_cache, prefill
 
@@ -121,18 +123,6 @@ def drafter_for(name: str, draft: str | None) -> tuple[str, int | None]:
     return name, None
 
 
-def _hf_runner(model, max_new_tokens: int, eos_ids: list[int]):
-    from transformers import GenerationConfig
-
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_ids,
-                              pad_token_id=eos_ids[0])
-
-    def run(input_ids, namespace):  # [1, S]; HF knows no namespaces
-        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
-        return out[0, input_ids.shape[1]:].tolist(), None
-    return run
-
-
 # ---------------------------------------------------------------------------- the run
 
 
@@ -147,7 +137,8 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
     runners, engines = {}, {}
     for name in names:
         if name == "hf_plain":
-            runners[name] = _hf_runner(base.model, max_new_tokens, eos_ids)
+            hf = hf_generate_runner(reference_model(target, device, dtype), max_new_tokens, eos_ids)
+            runners[name] = lambda input_ids, namespace, hf=hf: hf(input_ids)  # HF knows no namespaces
             continue
         spec, fixed = drafter_for(name, draft)
         try:

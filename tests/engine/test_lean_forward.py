@@ -116,7 +116,8 @@ def test_models_it_does_not_know_keep_their_own_forward():
 
 def test_requantising_a_model_rebuilds_its_lean_forward():
     """The runner looks weights up once; apply_precision swaps modules, so it must start afresh."""
-    model = copy.deepcopy(load_model(BUNDLED_TARGET, device="cpu", dtype="fp32")[0])  # not the shared one
+    # transformers' own linears, as loaded (the engine's fp32 copy has packed ones), not the shared copy
+    model = copy.deepcopy(load_model(BUNDLED_TARGET, device="cpu", dtype="fp32", stock=True)[0])
     before = lean_forward(model)
     apply_precision(model, resolve_precision("int8", torch.device("cpu")))
     after = lean_forward(model)

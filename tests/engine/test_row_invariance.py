@@ -1,16 +1,18 @@
 """Row invariance: a (k+1)-token verify forward gives each token the logits of a 1-token step.
 
-This is what makes speculation lossless below fp32 (inference/engine/attention.py): the
-bundled model at bf16/int8/int4 must match bit for bit, and with fused SDPA it must not
+This is what makes speculation lossless by construction (inference/engine/attention.py): the
+bundled model at fp32 (oneDNN's packed kernel) and bf16/int8/int4 must match bit for bit, and with fused SDPA it must not
 (otherwise the row loop would be dead weight and this test would prove nothing).
 """
 
 import pytest
 import torch
+from torch import nn
 
 from inference.engine.attention import NAME, row_invariant_attention
 from inference.engine.forward import cache_argument, crop, extend, new_cache, prefill
 from inference.engine.loading import BUNDLED_TARGET, load_model
+from inference.engine.packed import PackedLinear
 from inference.engine.precision import Int4Linear, Int8Linear, cpu_row_invariant
 
 
@@ -43,6 +45,16 @@ def test_the_bundled_model_verifies_bit_for_bit_like_it_decodes(precision):
     else:  # bf16 where oneDNN's native-bf16 matmuls are not row-invariant: no row loop, and no claim
         assert precision == "bf16" and model.config._attn_implementation != NAME
         assert verify_vs_steps(model) > 0.0  # the probe was right: this CPU's bf16 is not row-invariant
+
+
+def test_the_bundled_model_at_fp32_verifies_bit_for_bit_like_it_decodes_and_stock_does_not():
+    model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype="fp32")
+    stock, _ = load_model(BUNDLED_TARGET, device="cpu", dtype="fp32", stock=True)
+    assert isinstance(model.lm_head, PackedLinear) and model.config._attn_implementation == NAME
+    assert type(stock.lm_head) is nn.Linear and stock.config._attn_implementation != NAME
+    assert cpu_row_invariant("fp32", packed=True)
+    assert verify_vs_steps(model) == 0.0
+    assert verify_vs_steps(stock) > 0.0  # MKL + fused SDPA: why stock fp32 speculation is only nearly lossless
 
 
 def test_int8_and_int4_are_row_invariant_on_every_cpu():

@@ -1,0 +1,165 @@
+"""fp32 linears on CPU through oneDNN, with each weight packed once into the kernel's blocked layout.
+
+    if wanted():                  # oneDNN present and no slower than stock here (measured once)
+        pack_fp32_linears(model)  # in place: every fp32 nn.Linear -> PackedLinear
+    y = layer(x)                  # x @ W.T + b in fp32, each row's bits the same at every row count
+
+Why: `torch.nn.functional.linear` on fp32 CPU tensors calls MKL's sgemm/sgemv, which packs
+the weight matrix again on every call and picks a different path for 1, 2 or many rows.
+On the 2-core development machine (AMD EPYC Zen 4) the bundled 135M model's decode step
+spent ~58 ms that way, and a forward over 2 tokens cost 1.6 steps — so verifying a single
+draft token cost more than verifying three. oneDNN's linear with the weight reordered once
+(`torch.ops.mkldnn._reorder_linear_weight`, the op PyTorch's own inductor uses when it
+freezes a CPU model) streams the packed weight straight into its GEMM kernel: ~36 ms a
+step, and a forward over 4-16 tokens costs 1.0-1.5 steps (docs/cpu-speed.md). The maths is
+fp32 throughout; only the order of the additions differs from MKL's.
+
+Row invariance: oneDNN's kernel computes every row of a GEMM the same way whatever the
+number of rows, except that on the development machine a one-row call with a long
+reduction (K > 1024: the MLP's down projection) adds in another order. Where a one-off
+check per shape finds that (`one_row_differs`), `packed_mm` runs one row as two (the row
+twice, a stride-0 view) and keeps the first — ~10 % slower for that linear, so only there.
+Every width then gives each row the same bits, and with the row-invariant attention
+(attention.py) a (k+1)-token verify forward gives each token exactly the logits of a
+1-token step: speculation at fp32 is lossless by construction, as below fp32
+(precision.cpu_row_invariant checks the whole contract per shape on this CPU).
+
+Replies stay what stock transformers gives at fp32 except where two tokens' logits tie to
+within ~1e-6 (the benchmarks count identical replies against stock `generate`). Opt out
+with CHATNEXUS_FP32_KERNEL=stock; "auto" (the default) packs where oneDNN is available and
+a one-off measurement shows the packed kernel no slower than stock at 1 and 8 rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+
+import torch
+from torch import nn
+
+PACK_ROWS_HINT = 16  # the row count the layout is chosen for: verify widths are 1-33
+_pays: dict[int, bool] = {}
+_one_row_differs: dict[tuple[int, int, int], bool] = {}
+
+
+def available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") \
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def wanted() -> bool:
+    """CHATNEXUS_FP32_KERNEL: "stock" (or "0") keeps transformers' F.linear, "packed" (or "1")
+    always packs where oneDNN exists, "auto" (default) packs where it is no slower (pays())."""
+    choice = os.environ.get("CHATNEXUS_FP32_KERNEL", "auto").strip().lower()
+    if choice in ("stock", "0", "false", "no", "off") or not available():
+        return False
+    if choice in ("packed", "1", "true", "yes", "on"):
+        return True
+    return pays()
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[N, K] fp32 -> oneDNN's blocked layout (an opaque mkldnn tensor; .to_dense() gives it back)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous(), PACK_ROWS_HINT)
+
+
+def packed_mm(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, pad_one_row: bool = False
+              ) -> torch.Tensor:
+    """x [..., K] fp32 -> [..., N]; with `pad_one_row`, one row runs as two so it takes the
+    many-row kernel (see above)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if pad_one_row and rows.shape[0] == 1:
+        y = torch.ops.mkldnn._linear_pointwise(rows.expand(2, -1), packed, bias, "none", [], "")[:1]
+    else:
+        y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def one_row_differs(out_features: int, in_features: int) -> bool:
+    """Does a one-row call of an [out, in] packed linear round differently from the same row in
+    a batch on this CPU? Checked once per shape and thread count (a few ms)."""
+    key = (out_features, in_features, torch.get_num_threads())
+    if key not in _one_row_differs:
+        gen = torch.Generator().manual_seed(0)
+        packed = pack_weight(torch.randn(out_features, in_features, generator=gen))
+        x = torch.randn(5, in_features, generator=gen)
+        with torch.inference_mode():
+            batch = packed_mm(x, packed, None)
+            _one_row_differs[key] = any(not torch.equal(packed_mm(x[i:i + 1], packed, None), batch[i:i + 1])
+                                        for i in range(x.shape[0]))
+    return _one_row_differs[key]
+
+
+def pays(shape: tuple[int, int] = (1536, 576), matrices: int = 12) -> bool:
+    """Is the packed kernel no slower than F.linear at 1 and at 8 rows on this CPU? Timed over
+    `matrices` weights (42 MB, more than a CPU's last-level cache: a model's step streams its
+    weights from memory), the best of 6 passes; ~0.1 s once per process and thread count."""
+    threads = torch.get_num_threads()
+    if threads not in _pays:
+        gen = torch.Generator().manual_seed(0)
+        weights = [torch.randn(shape, generator=gen) for _ in range(matrices)]
+        packed = [pack_weight(w) for w in weights]
+
+        def best(fn) -> float:
+            times = []
+            for _ in range(7):
+                started = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - started)
+            return min(times[1:])  # the first pass warms up
+
+        with torch.inference_mode():
+            ratios = []
+            for rows in (1, 8):
+                x = torch.randn(rows, shape[1], generator=gen)
+                ours = best(lambda: [packed_mm(x, p, None) for p in packed])
+                stock = best(lambda: [torch.nn.functional.linear(x, w) for w in weights])
+                ratios.append(ours / stock)
+        _pays[threads] = max(ratios) <= 1.0
+    return _pays[threads]
+
+
+class PackedLinear(nn.Module):
+    """nn.Linear at fp32 with its weight kept only in oneDNN's packed layout (same memory)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = pack_weight(linear.weight)  # a plain attribute: mkldnn tensors do not go into state dicts
+        self.pad_one_row = one_row_differs(self.out_features, self.in_features)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight [N, K] in the usual layout (a copy; for code that reads it, not per step)."""
+        return self.packed.to_dense()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return packed_mm(x, self.packed, self.bias, self.pad_one_row)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # the keys and layout of an nn.Linear
+        destination[prefix + "weight"] = self.weight
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias.detach()
+
+    def __deepcopy__(self, memo):  # mkldnn tensors have no storage for copy.deepcopy to copy
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            clone.__dict__[key] = value.clone() if key == "packed" else copy.deepcopy(value, memo)
+        return clone
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, oneDNN"
+
+
+def pack_fp32_linears(model: nn.Module) -> nn.Module:
+    """Every fp32 nn.Linear of a CPU model -> PackedLinear, in place (a tied lm_head gets its own
+    packed copy; the embedding keeps its table)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.dtype == torch.float32 and child.weight.device.type == "cpu":
+                setattr(parent, name, PackedLinear(child))
+    return model
