@@ -2,13 +2,15 @@
 exactly as a 1-token decode step at that position would, bit for bit.
 
 Why: lossless greedy speculation needs the target's logits for token j of a (k+1)-token
-verify forward to equal those of plain decoding at that position. At fp32 the kernels
-differ by ~1e-6 between widths (MKL GEMM vs GEMV, SDPA), which almost never flips an
-argmax. At int8/int4 weight-only the linears are row-invariant (aten's int8/int4 pack
-kernels compute each row alone — tests/engine/test_row_invariance.py), but their bf16
-activation casts amplify attention's width-dependent rounding into flipped argmaxes.
-Computing attention row by row, each query over exactly its causal prefix of keys, makes
-the whole forward row-invariant, so speculation at int8/int4 is lossless by construction.
+verify forward to equal those of plain decoding at that position. With stock fp32 kernels
+they differ by ~1e-6 between widths (MKL GEMM vs GEMV, SDPA), which almost never flips an
+argmax. The engine's CPU linears are row-invariant — fp32 through oneDNN's packed kernel
+(packed.py), int8/int4 through aten's pack kernels, which compute each row alone
+(tests/engine/test_row_invariance.py) — but attention over several rows at once is not,
+and at int8/int4 the bf16 activation casts amplify its width-dependent rounding into
+flipped argmaxes. Computing attention row by row, each query over exactly its causal
+prefix of keys, makes the whole forward row-invariant, so speculation at fp32 (packed),
+int8 and int4 is lossless by construction.
 
     row_invariant_attention(module, q [B,H,W,D], k [B,Hkv,L,D], v, mask, scaling=...)
         for j in 0..W-1: out_j = SDPA(q[:, :, j:j+1], k[:, :, :L-W+j+1], v[...])   # no mask needed

@@ -3,7 +3,8 @@
     precision = resolve_precision("int8", torch.device("cpu"))   # Precision(name="int8", ...)
     model = apply_precision(model, precision)                    # in place, returns the model
 
-- fp32 / bf16 / fp16: the whole model in that dtype.
+- fp32 / bf16 / fp16: the whole model in that dtype; on CPU, fp32 linears run oneDNN's
+  packed kernel where it pays (packed.py: row-invariant, ~1.6x faster per step here).
 - int8: weight-only int8 (per-row scales) on every nn.Linear, the lm_head included, through
   PyTorch's own CPU kernel (`aten._weight_int8pack_mm`, bf16 activations into it). Not
   `quantize_dynamic` (faster, but batch-dependent: it breaks lossless verification, see
@@ -51,12 +52,9 @@ from .packed import PackedLinear, packed_mm
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
                   "int8": torch.float32, "int4": torch.float32}
 PRECISIONS = tuple(COMPUTE_DTYPES)
-# device type -> default precision (measured: docs/cpu-speed.md)
-# int8/int4 are ~2x faster per CPU step but not yet the default: the bf16 rounding of
-# activations going into their kernels amplifies fp32 attention's 1e-6 differences between
-# a 1-token and a (k+1)-token forward, and on the bundled model a greedy reply with drafts
-# can then leave the one without (docs/cpu-speed.md). Losslessness comes first.
-# CUDA is fp32 for the same reason: on an H100, bf16 greedy replies with lookup or a draft
+# device type -> default precision for Engine() and the CLI (measured: docs/cpu-speed.md); the
+# worker's default is "auto" (precision_probe.py: int4 where it stays faithful and is fastest).
+# CUDA is fp32: on an H100, bf16 greedy replies with lookup or a draft
 # model left the bf16 target's own reply on 2 of 3 prompts (cuBLAS rounds a (k+1)-row
 # verify differently from a 1-row step), fp32 ones matched on every prompt (docs/gpu.md).
 DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "fp32"}

@@ -187,21 +187,25 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
         if hf_tps:
             m["speedup_vs_hf_fp32"] = round(m["tokens_per_s"] / hf_tps, 3)
     from .verify_cost import verify_cost
+    cost_models = {p: e.model for p, e in engines.items()}
+    if hf_plain:  # the same costs for transformers' own fp32 model: what the engine's kernels change
+        cost_models["fp32-stock"] = reference_model(target, device, "fp32")
     results = {
         "target": target,
         "machine": machine_description(torch.device(device)),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "max_new_tokens": max_new_tokens,
         "drafters": drafters,
-        "verify_cost": {p: {"step_ms": round(1000 * verify_cost(e.model).step_s, 2),
-                            "c_verify": dict(zip(verify_cost(e.model).ks, (round(c, 3) for c in
-                                                                            verify_cost(e.model).relative)))}
-                        for p, e in engines.items()},
+        "verify_cost": {p: _cost(verify_cost(model)) for p, model in cost_models.items()},
         "methods": methods,
     }
     _write_json(out / "results.json", results)
     partial.unlink(missing_ok=True)
     return results
+
+
+def _cost(cost) -> dict:
+    return {"step_ms": round(1000 * cost.step_s, 2), "c_verify": dict(zip(cost.ks, (round(c, 3) for c in cost.relative)))}
 
 
 def _label(drafter: str) -> str:
@@ -229,6 +233,6 @@ def format_precision_table(results: dict) -> str:
             f"{'-' if m['lossless'] is None else str(m['lossless']) + '/' + str(n):>10}")
     lines += ["", "c_verify(k) = forward over k drafts + 1 / one decode step:"]
     for p, v in results["verify_cost"].items():
-        lines.append(f"  {p:<5} step {v['step_ms']:.1f} ms  " +
+        lines.append(f"  {p:<10} step {v['step_ms']:.1f} ms  " +
                      "  ".join(f"c({k})={c:.2f}" for k, c in v["c_verify"].items() if int(k) > 0))
     return "\n".join(lines)

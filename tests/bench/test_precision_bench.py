@@ -27,7 +27,7 @@ def test_it_reports_every_row_and_reuses_prompts_below_fp32(tiny_model_dir, tmp_
     assert rows["hf_plain/fp32"]["speedup_vs_hf_fp32"] == 1.0
     assert rows["none/int8/reuse"]["prompt_tokens_reused"] > 0.3  # prompts 2 and 3 share the system prompt
     assert rows["none/int8"]["prompt_tokens_reused"] == 0 and rows["none/fp32"]["prompt_tokens_reused"] == 0
-    assert set(results["verify_cost"]) == {"fp32", "int8"}
+    assert set(results["verify_cost"]) == {"fp32", "int8", "fp32-stock"}  # stock: what hf_plain runs
     table = format_precision_table(results)
     assert "none/int8/reuse" in table and "3/3" in table
 
@@ -61,3 +61,18 @@ def test_a_run_cut_short_keeps_the_prompts_it_finished(tiny_model_dir, tmp_path)
     assert set(partial["rows"]) == {"none/fp32", "lookup/fp32"}
     assert all(row["new_tokens"] > 0 for row in partial["rows"].values())
     assert not (tmp_path / "results.json").exists()
+
+
+def test_hugging_faces_rows_run_the_stock_model_not_the_engines_kernels(tiny_model_dir):
+    from torch import nn
+
+    from inference.engine import Engine
+    from inference.engine.bench import reference_model
+    from inference.engine.packed import PackedLinear
+
+    stock = reference_model(str(tiny_model_dir), "cpu", "fp32")
+    assert type(stock.lm_head) is nn.Linear and stock.config._attn_implementation != "row_invariant"
+    engine = Engine(target=str(tiny_model_dir), drafter="none", device="cpu", dtype="fp32")
+    assert isinstance(engine.model.lm_head, PackedLinear) and engine.model is not stock
+    assert reference_model(str(tiny_model_dir), "cpu", "int8") is Engine(
+        target=str(tiny_model_dir), drafter="none", device="cpu", dtype="int8").model  # no stock int8: HF runs ours
