@@ -35,7 +35,6 @@ Defaults (DEFAULT_PRECISION): fp32 on CPU and on CUDA — see the note there.
 from __future__ import annotations
 
 import os
-import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from torch import nn
 from . import packed as fp32_packed
 from .attention import use_row_invariant_attention
 from .errors import EngineError
-from .packed import PackedLinear, packed_mm
+from .packed import PackedLinear, best_seconds, packed_mm
 
 # name -> dtype of activations and of every weight that is not quantised
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
@@ -212,17 +211,10 @@ def dense_prefill_pays(rows: int = 256, shape: tuple[int, int] = (1536, 576)) ->
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
         scales = torch.rand(k // INT4_GROUP_SIZE, n, 2, generator=gen).to(torch.bfloat16)
 
-        def best(fn) -> float:
-            times = []
-            for _ in range(5):
-                started = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - started)
-            return min(times)
-
         with torch.inference_mode():
-            dense = best(lambda: torch.nn.functional.linear(x, weight))
-            quantised = best(lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, INT4_GROUP_SIZE, scales))
+            dense = best_seconds(lambda: torch.nn.functional.linear(x, weight))
+            quantised = best_seconds(lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, INT4_GROUP_SIZE,
+                                                                                         scales))
         _dense_pays[threads] = quantised >= DENSE_PREFILL_GAIN * dense
     return _dense_pays[threads]
 
