@@ -117,7 +117,7 @@ class Method:
     run: Callable[[torch.Tensor], tuple[list[int], object | None]]  # input_ids [1, S]
 
 
-def reference_model(target: str, device, dtype, kind: str = "target"):
+def reference_model(target: str, device, dtype):
     """The model Hugging Face's methods run: the stock transformers model (`load_model(...,
     stock=True)`: MKL's F.linear, transformers' attention) — the target alone as a plain
     transformers user runs it, not the engine's packed kernels. Quantised precisions have no

@@ -140,6 +140,8 @@ def measure(target: str, device: torch.device, *, candidates=CANDIDATES, prompts
     for name, r in results.items():  # fp32 is the reference: faithful by definition
         r["faithful"] = name == "fp32" or ("error" not in r and r["agreement"] >= min_agreement and r["kl"] <= max_kl)
     chosen = min((n for n, r in results.items() if r["faithful"]), key=lambda n: results[n]["step_ms"])
+    if chosen != "fp32":  # a worker serving int4 need not keep an fp32 copy (4 bytes per weight) around
+        release_model(target, device, "fp32")
     return {"target": target, "chosen": chosen, "results": results, "min_agreement": min_agreement,
             "max_kl": max_kl, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "probe_s": round(time.perf_counter() - started, 1)}

@@ -16,9 +16,9 @@ and its id its bot — so `--replay inference/data/support_prompts.jsonl` measur
 prompts, with nothing to learn from.
 
 Methods: hf_plain (target alone: HF `generate` on the stock transformers model, greedy: the
-reference), none, lookup,
-lookup_k<N>, suffix, suffix_k<N> (up to N tokens, no cost-aware cut), suffix+lookup, any other drafter spec (e.g. suffix+lookup+model:<dir>),
-and with --draft: draft (= model:<draft>) and suffix+lookup+draft. Warm-up excluded,
+reference), none, lookup, lookup_k<N>, suffix, suffix_k<N> (up to N tokens, no cost-aware
+cut), suffix+lookup, any other drafter spec (e.g. suffix+lookup+model:<dir>), and with
+--draft: draft (= model:<draft>) and suffix+lookup+draft. Warm-up excluded,
 seeded, message-major (every method on message 1, then on message 2, ...) so load from
 other processes spreads evenly.
 

@@ -80,3 +80,12 @@ def test_step_times_times_every_model_in_the_same_rounds(tiny_target_dir):
     int8, _ = load_model(tiny_target_dir, device="cpu", dtype="int8")
     times = step_times({"fp32": fp32, "int8": int8}, rounds=2)
     assert set(times) == {"fp32", "int8"} and all(0 < t < 10 for t in times.values())
+
+
+def test_it_keeps_no_fp32_copy_a_worker_does_not_serve(tiny_target_dir):
+    """The stock reference always goes after the probe; the engine's fp32 copy stays only if chosen."""
+    from inference.engine.loading import _loaded
+
+    report = measure(tiny_target_dir, CPU, min_agreement=0.0, max_kl=float("inf"), **SMALL)
+    assert (tiny_target_dir, "cpu", "fp32", True) not in _loaded
+    assert ((tiny_target_dir, "cpu", "fp32", False) in _loaded) == (report["chosen"] == "fp32")
