@@ -41,7 +41,7 @@ from torch import nn
 
 PACK_ROWS_HINT = 16  # the row count the layout is chosen for: verify widths are 1-33
 _pays: dict[int, bool] = {}
-_one_row_differs: dict[tuple[int, int, int], bool] = {}
+_row_checks: dict[tuple[int, int, int], tuple[bool, bool]] = {}  # (out, in, threads) -> _row_check
 
 
 def available() -> bool:
@@ -79,17 +79,31 @@ def packed_mm(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, 
 
 def one_row_differs(out_features: int, in_features: int) -> bool:
     """Does a one-row call of an [out, in] packed linear round differently from the same row in
-    a batch on this CPU? Checked once per shape and thread count (a few ms)."""
+    a batch on this CPU? (`_row_check`, once per shape and thread count.)"""
+    return _row_check(out_features, in_features)[0]
+
+
+def row_invariant(out_features: int, in_features: int) -> bool:
+    """With that padding, does every row of an [out, in] packed linear get the same bits alone
+    as in a batch of 2, 5, 17 or 33 rows? (precision.cpu_row_invariant asks this for fp32.)"""
+    return _row_check(out_features, in_features)[1]
+
+
+def _row_check(out_features: int, in_features: int) -> tuple[bool, bool]:
+    """(one_row_differs, row_invariant) for one shape, from one random packed weight (a few ms,
+    ~0.2 s for a 49152-row lm_head), cached per shape and thread count."""
     key = (out_features, in_features, torch.get_num_threads())
-    if key not in _one_row_differs:
+    if key not in _row_checks:
         gen = torch.Generator().manual_seed(0)
         packed = pack_weight(torch.randn(out_features, in_features, generator=gen))
-        x = torch.randn(5, in_features, generator=gen)
+        x = torch.randn(33, in_features, generator=gen)
         with torch.inference_mode():
-            batch = packed_mm(x, packed, None)
-            _one_row_differs[key] = any(not torch.equal(packed_mm(x[i:i + 1], packed, None), batch[i:i + 1])
-                                        for i in range(x.shape[0]))
-    return _one_row_differs[key]
+            batch = packed_mm(x[:5], packed, None)
+            differs = any(not torch.equal(packed_mm(x[i:i + 1], packed, None), batch[i:i + 1]) for i in range(5))
+            alone = torch.cat([packed_mm(x[i:i + 1], packed, None, differs) for i in range(x.shape[0])])
+            invariant = all(torch.equal(packed_mm(x[:m], packed, None, differs), alone[:m]) for m in (2, 5, 17, 33))
+        _row_checks[key] = (differs, invariant)
+    return _row_checks[key]
 
 
 def pays(shape: tuple[int, int] = (1536, 576), matrices: int = 12) -> bool:

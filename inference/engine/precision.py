@@ -42,10 +42,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import packed as fp32_packed
 from .attention import use_row_invariant_attention
 from .errors import EngineError
-from .packed import PackedLinear, best_seconds, packed_mm
+from .packed import PackedLinear, best_seconds, pack_fp32_linears, packed_mm, row_invariant
+from .packed import wanted as packed_wanted
 
 # name -> dtype of activations and of every weight that is not quantised
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
@@ -78,6 +78,8 @@ def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES, packed: bool = False) ->
         return False
     if name in ("int8", "int4"):
         return True
+    if name == "fp32":  # packed.py checks its own kernel, padding of lone rows included
+        return all(row_invariant(n, k) for n, k in set(shapes))
     dtype = COMPUTE_DTYPES[name]
     for n, k in sorted(set(shapes)):
         key = (name, n, k, torch.get_num_threads())
@@ -85,15 +87,10 @@ def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES, packed: bool = False) ->
             gen = torch.Generator().manual_seed(0)
             weight = torch.randn(n, k, generator=gen).to(dtype)
             x = torch.randn(33, k, generator=gen).to(dtype)
-            if name == "fp32":
-                weight, pad = fp32_packed.pack_weight(weight), fp32_packed.one_row_differs(n, k)
-                linear = lambda rows: packed_mm(rows, weight, None, pad)  # noqa: E731
-            else:
-                linear = lambda rows: torch.nn.functional.linear(rows, weight)  # noqa: E731
             with torch.inference_mode():
-                rows = [linear(x[i:i + 1]) for i in range(x.shape[0])]
-                _row_invariant_probe[key] = all(torch.equal(linear(x[:m]), torch.cat(rows[:m]))
-                                                for m in (2, 5, 17, 33))
+                rows = [torch.nn.functional.linear(x[i:i + 1], weight) for i in range(x.shape[0])]
+                _row_invariant_probe[key] = all(torch.equal(torch.nn.functional.linear(x[:m], weight),
+                                                            torch.cat(rows[:m])) for m in (2, 5, 17, 33))
         if not _row_invariant_probe[key]:
             return False
     return True
@@ -162,9 +159,9 @@ def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool |
     if precision.quantized and (dense_prefill_wanted() if dense_copies is None else dense_copies):
         keep_dense_weights(model)
     on_cpu = model.device.type == "cpu"
-    packed = on_cpu and precision.name == "fp32" and fp32_packed.wanted()
+    packed = on_cpu and precision.name == "fp32" and packed_wanted()
     if packed:
-        fp32_packed.pack_fp32_linears(model)
+        pack_fp32_linears(model)
     if on_cpu and cpu_row_invariant(precision.name, shapes, packed=packed):
         use_row_invariant_attention(model)
     return model
