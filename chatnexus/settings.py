@@ -213,8 +213,8 @@ CHATNEXUS_DEVICE = os.environ.get("CHATNEXUS_DEVICE") or None
 # once per machine and cached (inference/engine/precision_probe.py); or fp32|bf16|int8|int4.
 CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or "auto"
 # Reuse the KV of recent prompts (a bot's system prompt, a conversation's earlier turns):
-# faster replies, but a reply may then depend on the prompts before it (prefix_cache.py).
-CHATNEXUS_PREFIX_CACHE = envbool("CHATNEXUS_PREFIX_CACHE", False)
+# faster replies, the same replies (whole prefill chunks, bit for bit: prefix_cache.py).
+CHATNEXUS_PREFIX_CACHE = envbool("CHATNEXUS_PREFIX_CACHE", True)
 # Upper bound on reply tokens whatever a bot asks for.
 CHATNEXUS_MAX_REPLY_TOKENS = envint("CHATNEXUS_MAX_REPLY_TOKENS", 512)
 CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300)

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the first N prompts (--replay: the first N user messages)")
     p.add_argument("--replay", type=Path, default=None, metavar="FILE.jsonl",
                    help="traffic replay: conversations tagged with a bot id, replayed in order, drafters "
-                        "learning from each bot's earlier replies (methods default: hf_plain,none,lookup,"
+                        "learning from each bot's earlier replies (methods default: hf_plain,none/fresh,none,lookup,"
                         "suffix,suffix+lookup; e.g. inference/data/replay_support.jsonl)")
     p.add_argument("--precisions", default=None, metavar="fp32,bf16,int8,int4",
                    help="precision benchmark: each precision x --drafters, tokens/s and faithfulness to fp32 "

@@ -16,9 +16,10 @@ int8 and int4 is lossless by construction.
         for j in 0..W-1: out_j = SDPA(q[:, :, j:j+1], k[:, :, :L-W+j+1], v[...])   # no mask needed
 
 Grouped-query heads read their shared key/value head in place (`enable_gqa`, no repeat_kv copy).
-Cost: W small SDPA calls per layer instead of one (verify widths are <= 33). Prompts
-(wider than MAX_ROWS) take the fused SDPA path: plain and speculative decoding prefill a
-prompt identically, so the prompt's cache is the same either way.
+Cost: W small SDPA calls per layer instead of one (verify widths are <= 33). Prompts take
+the fused SDPA path at any width (inside `prompt_pass()`, which forward.prefill enters; and
+any forward wider than MAX_ROWS): plain and speculative decoding prefill a prompt
+identically, so the prompt's cache is the same either way.
 
 `use_row_invariant_attention(model)` registers it under "row_invariant" and switches the
 model to it; models it cannot serve exactly (batch > 1, padding masks, sliding windows,
@@ -26,6 +27,9 @@ attention sinks, soft-capping) fall back to SDPA per call.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +40,17 @@ NAME = "row_invariant"
 MAX_ROWS = 64  # wider forwards (prompts) use fused SDPA; verify steps are at most 33 wide
 # kwargs that change the maths in ways the row loop does not implement
 _UNSUPPORTED = ("sliding_window", "s_aux", "softcap", "position_bias")
+_PROMPT = ContextVar("chatnexus_prompt_pass", default=False)
+
+
+@contextmanager
+def prompt_pass():
+    """Inside, attention is fused SDPA at every width: prompt chunks need no row invariance."""
+    token = _PROMPT.set(True)
+    try:
+        yield
+    finally:
+        _PROMPT.reset(token)
 
 
 def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -44,7 +59,7 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
     # query: [B, H, W, D]; key/value: [B, Hkv, L, D], the cache included: the W queries are the last W positions
     batch, heads, width, _ = query.shape
     length = key.shape[2]
-    if (batch != 1 or width > MAX_ROWS or dropout or length < width
+    if (batch != 1 or width > MAX_ROWS or _PROMPT.get() or dropout or length < width
             or any(kwargs.get(name) is not None for name in _UNSUPPORTED)
             or (attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()))):
         if attention_mask is None and width > 1 and length > width:

@@ -149,9 +149,13 @@ def build_methods(names, *, target, draft, device, dtype, max_new_tokens, seed):
 
     Every method stops on the same end-of-sequence ids: the engine's (tokenizer EOS,
     generation-config EOS and chat end-of-turn tokens). HF methods run the stock model
-    (reference_model).
+    (reference_model). Our engines prefill every prompt from scratch, as `generate` does
+    (no prompt prefix reuse: the replay and precision benchmarks measure that).
     """
-    base = Engine(target=target, drafter="none", device=device, dtype=dtype)
+    def engine(drafter, **extra):
+        return Engine(target=target, drafter=drafter, device=device, dtype=dtype, prefix_cache=False, **extra)
+
+    base = engine("none")
     eos_ids = list(base.eos_token_ids)
     model = reference_model(target, device, dtype) if any(n in HF_METHODS for n in names) else None
     draft_model = reference_model(draft, device, dtype) if "hf_assisted" in names else None
@@ -176,12 +180,11 @@ def build_methods(names, *, target, draft, device, dtype, max_new_tokens, seed):
         elif name == "none":
             run = ours(base)
         elif name == "lookup":
-            run = ours(Engine(target=target, drafter="lookup", device=device, dtype=dtype))
+            run = ours(engine("lookup"))
         elif m := re.fullmatch(r"lookup_k(\d+)", name):
-            run = ours(Engine(target=target, drafter="lookup", device=device, dtype=dtype,
-                              draft_length=int(m.group(1))))
+            run = ours(engine("lookup", draft_length=int(m.group(1))))
         elif name == "draft":
-            run = ours(Engine(target=target, drafter=f"model:{draft}", device=device, dtype=dtype))
+            run = ours(engine(f"model:{draft}"))
         else:
             raise ValueError(f"unknown method {name!r}")
         methods.append(Method(name, run))

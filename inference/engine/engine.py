@@ -37,7 +37,7 @@ Messages = list[dict[str, str]] | str
 class Engine:
     def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
                  dtype: str | torch.dtype | None = None, draft_length: int | None = None,
-                 prefix_cache: bool = False):
+                 prefix_cache: bool = True):
         self.device = resolve_device(device)
         # weights: fp32|bf16|fp16|int8|int4 (precision.py); "auto": the fastest faithful one here (precision_probe.py)
         self.precision = engine_precision(target, dtype, self.device)
@@ -51,9 +51,8 @@ class Engine:
         self.last_stats: GenerationStats | None = None
         self._drafters: dict[str, Drafter] = {}
         self.memory = SuffixMemory()  # namespace (e.g. "bot-12") -> its earlier replies, for `suffix`
-        # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py); opt-in:
-        # a reused prefix changes the last bits of a prompt's logits, so a reply may depend on
-        # which prompts came before (drafts stay lossless against plain decoding in the same state)
+        # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py): exact,
+        # whole prefill chunks, so replies are the same with or without it
         self.prefixes = PrefixCache() if prefix_cache else None
         self.drafter = self.get_drafter(drafter)  # load (and vocab-check) a draft model now
 
@@ -233,7 +232,7 @@ _engines_lock = threading.Lock()
 
 
 def get_engine(target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
-               dtype: str | torch.dtype | None = None, prefix_cache: bool = False) -> Engine:
+               dtype: str | torch.dtype | None = None, prefix_cache: bool = True) -> Engine:
     """One Engine per (target, drafter, device, dtype, prefix reuse) per process."""
     dev = resolve_device(device)
     key = (target, drafter, str(dev), dtype if dtype == AUTO else resolve_precision(dtype, dev).name, prefix_cache)

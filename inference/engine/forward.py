@@ -7,6 +7,12 @@ The cache's full-attention layers are `PreallocatedLayer`s: keys and values live
 buffer with room to grow, so a decode step writes its token in place instead of
 `torch.cat`-ing the whole cache into a new tensor (DynamicLayer's way: O(length) copying
 per layer per step), and rolling back rejected draft tokens is free.
+
+Prompts are encoded in chunks that end at fixed positions (multiples of PREFILL_CHUNK), so
+the keys and values of every full chunk are computed by exactly the same operations on
+exactly the same inputs whichever prompt they belong to and wherever its prefill started:
+a prompt prefilled on top of a stored prefix of whole chunks (prefix_cache.py) gets, bit
+for bit, the cache and logits a fresh prefill gives it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,15 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from .attention import prompt_pass
 from .lean import lean_forward
 from .precision import dense_prefill
+
+# Prompt chunk width. Fresh prompts pay for the chunks (measured on the bundled model, 2-core
+# EPYC, ~280-token prompts: +6% prefill time at fp32, +24% at int4 against one pass; 64-wide
+# chunks +23% / +57%), reused prefixes are whole chunks: a bot's ~270-token system prompt
+# reuses 256 tokens. docs/cpu-speed.md, "Prompt prefix reuse".
+PREFILL_CHUNK = 128
 
 
 def cache_argument(model) -> str:
@@ -89,15 +102,17 @@ def reserve(cache: DynamicCache, capacity: int) -> None:
             layer.capacity_hint = capacity
 
 
-def extend(model, cache_arg: str, cache: DynamicCache, input_ids: torch.Tensor, start: int, keep: int) -> torch.Tensor:
-    """Append input_ids [1, T] at positions start..start+T-1; return logits [1, keep, V] of the last `keep`."""
+def extend(model, cache_arg: str, cache: DynamicCache, input_ids: torch.Tensor, start: int,
+           keep: int) -> torch.Tensor | None:
+    """Append input_ids [1, T] at positions start..start+T-1; return logits [1, keep, V] of the
+    last `keep` (keep=0: only fill the cache, return None)."""
     positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None]  # [1, T]
     lean = lean_forward(model) if input_ids.shape[0] == 1 else None
     if lean is not None:  # Llama-family: the same maths with less Python per layer (lean.py)
         return lean(cache, input_ids, positions, keep)
-    out = model(input_ids=input_ids, position_ids=positions, use_cache=True, logits_to_keep=keep,
+    out = model(input_ids=input_ids, position_ids=positions, use_cache=True, logits_to_keep=max(keep, 1),
                 **{cache_arg: cache})
-    return out.logits
+    return out.logits if keep else None
 
 
 # ---------------------------------------------------------------------------- draft trees
@@ -161,10 +176,20 @@ def keep_path(cache: DynamicCache, start: int, path: list[int]) -> None:
 
 def prefill(model, cache_arg: str, cache: DynamicCache, prompt_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
     """prompt_ids: [1, S] (positions start.. onward; the cache holds the first `start`) -> logits
-    of the last position: [1, 1, V]. The prompt is encoded once, with the quantised linears'
-    bf16 copies where they have them (precision.py: dense_prefill)."""
-    with dense_prefill():
-        return extend(model, cache_arg, cache, prompt_ids, start=start, keep=1)
+    of the last position: [1, 1, V]. Encoded chunk by chunk, each ending at the next multiple of
+    PREFILL_CHUNK (or at the prompt's end), with fused attention and the quantised linears' bf16
+    copies where they have them (precision.py: dense_prefill). `start` a multiple of
+    PREFILL_CHUNK (0, or what PrefixCache.lookup returns) gives the fresh prefill's bits."""
+    end = start + prompt_ids.shape[1]
+    with dense_prefill(), prompt_pass():
+        position = start
+        while True:
+            stop = min(end, (position // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
+            logits = extend(model, cache_arg, cache, prompt_ids[:, position - start:stop - start], start=position,
+                            keep=1 if stop == end else 0)  # logits of the prompt's last position only
+            if stop == end:
+                return logits
+            position = stop
 
 
 def crop(cache: DynamicCache, length: int) -> None:

@@ -139,7 +139,7 @@ class LeanLlama:
 
     def __call__(self, cache, input_ids: torch.Tensor, positions: torch.Tensor, keep: int,
                  mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids, positions: [1, T] -> logits [1, keep, V] of the last `keep` positions.
+        """input_ids, positions: [1, T] -> logits [1, keep, V] of the last `keep` positions (None for 0).
         `mask`: the attention mask [1, 1, T, cache + T] to use instead of the causal one (a draft
         tree's, forward.tree_mask), in the form the model's attention function takes."""
         model = self.model
@@ -154,6 +154,8 @@ class LeanLlama:
                                                        llama.eager_attention_forward)
         for index, layer in enumerate(self.layers[dense_prefill_active()]):
             hidden = self._layer(layer, index, hidden, positions, cos, sin, mask, cache, attend)
+        if keep == 0:  # a prompt chunk before the last: only its keys and values are wanted
+            return None
         hidden = _rms_norm(inner.norm, hidden[:, -keep:])  # per row: norming only the kept rows is the same
         return model.lm_head(hidden)
 

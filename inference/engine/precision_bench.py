@@ -94,8 +94,8 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
                         max_new_tokens=96, seed=0, device="cpu", out_dir, hf_plain=True, llamacpp=False,
                         reuse=False, progress=True) -> dict:
     """Every precision x drafter, interleaved prompt by prompt. Rows prefill every prompt from
-    scratch, like HF `generate`; with `reuse`, each row below fp32 (where the engine reuses
-    prompts by default) also runs as "<row>/reuse" with its own PrefixCache (prefix_cache.py),
+    scratch, like HF `generate`; with `reuse`, each row also runs as "<row>/reuse" with its own
+    PrefixCache (prefix_cache.py: exact, the engine's default),
     and llama.cpp as "llamacpp/reuse" keeping its context between calls (llama-cpp-python
     reuses the longest common prefix with its previous prompt)."""
     from tqdm import tqdm
@@ -114,7 +114,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
     prefix_caches: list[PrefixCache] = []
     for p in precisions:
         for d in drafters:
-            for prefixes in (None, PrefixCache()) if reuse and p != "fp32" else (None,):
+            for prefixes in (None, PrefixCache()) if reuse else (None,):
                 def ours(input_ids, engine=engines[p], drafter=d, prefixes=prefixes):
                     engine.prefixes = prefixes  # one engine per precision, one prefix cache per row
                     return engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, seed=seed, drafter=drafter,

@@ -6,21 +6,21 @@ before it. Prefilling those ~300 tokens again is up to half of a reply's time on
 
     prefixes = PrefixCache(max_bytes=256 << 20)
     cache, reused = prefixes.lookup(prompt_ids)   # a private copy holding the first `reused` tokens, or (None, 0)
-    ... prefill prompt_ids[reused:] on top of it ...
+    ... prefill prompt_ids[reused:] on top of it (forward.prefill, start=reused) ...
     prefixes.store(prompt_ids, cache)             # right after the prefill: the cache holds exactly the prompt
 
-Only prompts are stored (never generated tokens), so what a request finds does not depend
-on how earlier replies were drafted. Entries are matched by token ids (longest common
-prefix, at least `min_reuse` tokens, always leaving one prompt token to feed), copied out
-(a request crops and extends its copy freely), and evicted least recently used beyond
-`max_bytes`. An entry whose ids are a prefix of a newer one is replaced by it.
+Reuse is exact. forward.prefill encodes a prompt in chunks ending at multiples of
+PREFILL_CHUNK, and only whole chunks are stored and handed out (`reused` is a multiple of
+it, at most the prompt's length minus one, so one token is left to feed): the reused keys
+and values are the very numbers a fresh prefill computes, and so are the logits after the
+rest — a reply never depends on which prompts came before it
+(tests/engine/test_prefix_cache.py compares caches and replies bit for bit). Hence it is on
+by default (`Engine(prefix_cache=False)`, `CHATNEXUS_PREFIX_CACHE=0` turn it off).
 
-Reuse changes how a prompt's keys and values are computed (a prefix, then the rest,
-instead of one pass), so the last bits of the logits may differ from a fresh prefill, and a
-reply can depend on which prompts came before it (on the bundled model at int4, one reply
-in a test left its fresh-prefill twin at token 28). It is therefore opt-in:
-`Engine(prefix_cache=True)`, `CHATNEXUS_PREFIX_CACHE=1` for the worker. Speculation stays
-lossless against plain decoding in the same cache state.
+Only prompts are stored (never generated tokens). Entries are matched by token ids
+(longest common prefix), copied out (a request crops and extends its copy freely), and
+evicted least recently used beyond `max_bytes`. An entry whose ids are a prefix of a newer
+one is replaced by it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections import OrderedDict
 
 import torch
 
-from .forward import crop
+from .forward import PREFILL_CHUNK, crop
 
 
 def cache_bytes(cache) -> int:
@@ -55,9 +55,9 @@ def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
 
 
 class PrefixCache:
-    def __init__(self, max_bytes: int = 256 << 20, min_reuse: int = 16):
+    def __init__(self, max_bytes: int = 256 << 20, chunk: int = PREFILL_CHUNK):
         self.max_bytes = max_bytes  # bound on the stored caches' tensors
-        self.min_reuse = min_reuse  # shorter common prefixes are not worth a copy
+        self.chunk = chunk  # reuse whole prefill chunks only: forward.prefill's chunk width
         self._entries: OrderedDict[int, tuple[torch.Tensor, object, int]] = OrderedDict()  # key -> (ids, cache, bytes)
         self._next = 0
         self._bytes = 0
@@ -79,9 +79,10 @@ class PrefixCache:
             best_key, best = None, 0
             for key, (entry_ids, _, _) in self._entries.items():
                 n = min(common_prefix(entry_ids, ids), ids.numel() - 1)  # feed at least one token
+                n -= n % self.chunk  # whole chunks
                 if n > best:
                     best_key, best = key, n
-            if best_key is None or best < self.min_reuse:
+            if best_key is None:
                 return None, 0
             self._entries.move_to_end(best_key)
             cache = copy.deepcopy(self._entries[best_key][1])
@@ -91,14 +92,17 @@ class PrefixCache:
         return cache, best
 
     def store(self, prompt_ids: torch.Tensor, cache) -> None:
-        """Keep a copy of `cache`, which holds exactly prompt_ids [1, S]."""
-        ids = prompt_ids[0].detach().clone()
-        if ids.numel() < self.min_reuse:
+        """Keep a copy of the whole chunks of `cache`, which holds exactly prompt_ids [1, S]."""
+        whole = prompt_ids.shape[1] - prompt_ids.shape[1] % self.chunk
+        if whole == 0:
             return
-        size = cache_bytes(cache)
+        ids = prompt_ids[0, :whole].detach().clone()
+        snapshot = copy.deepcopy(cache)
+        crop(snapshot, whole)
+        snapshot = copy.deepcopy(snapshot)  # live positions only: the cropped tail's memory goes
+        size = cache_bytes(snapshot)
         if size > self.max_bytes:
             return
-        snapshot = copy.deepcopy(cache)
         with self._lock:
             for key, (entry_ids, _, entry_bytes) in list(self._entries.items()):
                 if entry_ids.numel() <= ids.numel() and common_prefix(entry_ids, ids) == entry_ids.numel():

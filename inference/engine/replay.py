@@ -16,9 +16,11 @@ and its id its bot — so `--replay inference/data/support_prompts.jsonl` measur
 prompts, with nothing to learn from.
 
 Methods: hf_plain (target alone: HF `generate` on the stock transformers model, greedy: the
-reference), none, lookup, lookup_k<N>, suffix, suffix_k<N> (up to N tokens, no cost-aware
+reference), none (our decoding loop, no drafts), lookup, lookup_k<N>, suffix, suffix_k<N> (up to N tokens, no cost-aware
 cut), suffix+lookup, any other drafter spec (e.g. suffix+lookup+model:<dir>), and with
---draft: draft (= model:<draft>) and suffix+lookup+draft. Warm-up excluded,
+--draft: draft (= model:<draft>) and suffix+lookup+draft. Our methods reuse the KV of
+earlier prompts' whole prefill chunks (prefix_cache.py: exact, the engine's default, as in
+the worker); "<method>/fresh" prefills every prompt from scratch instead. Warm-up excluded,
 seeded, message-major (every method on message 1, then on message 2, ...) so load from
 other processes spreads evenly.
 
@@ -52,7 +54,8 @@ from .bench import (BenchError, _sum_hists, _sync, _until_eos, format_hist, hf_g
 from .engine import Engine
 from .forward import cache_argument, crop, extend, new_cache, prefill
 
-DEFAULT_METHODS = ("hf_plain", "none", "lookup", "suffix", "suffix+lookup")
+DEFAULT_METHODS = ("hf_plain", "none/fresh", "none", "lookup", "suffix", "suffix+lookup")
+FRESH = "/fresh"  # method suffix: the engine without prompt prefix reuse
 HISTORY_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, 20), (21, 40), (41, 80), (81, 10 ** 9))
 
 
@@ -113,7 +116,7 @@ def _fresh_conversation(row: dict, where: str) -> dict:
 
 
 def drafter_for(name: str, draft: str | None) -> tuple[str, int | None]:
-    """Method name -> (drafter spec, fixed draft length or None)."""
+    """Method name (without "/fresh") -> (drafter spec, fixed draft length or None)."""
     if m := re.fullmatch(r"(lookup|suffix)_k([1-9]\d*)", name):  # suffix_k32: up to 32, no cost-aware cut
         return m.group(1), int(m.group(2))
     if "draft" in name.split("+"):
@@ -140,9 +143,11 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
             hf = hf_generate_runner(reference_model(target, device, dtype), max_new_tokens, eos_ids)
             runners[name] = lambda input_ids, namespace, hf=hf: hf(input_ids)  # HF knows no namespaces
             continue
-        spec, fixed = drafter_for(name, draft)
+        fresh = name.endswith(FRESH)  # prefill every prompt from scratch, like HF `generate`
+        spec, fixed = drafter_for(name.removesuffix(FRESH), draft)
         try:
-            engine = Engine(target=target, drafter=spec, device=device, dtype=dtype, draft_length=fixed)
+            engine = Engine(target=target, drafter=spec, device=device, dtype=dtype, draft_length=fixed,
+                            prefix_cache=not fresh)
         except ValueError as e:  # unknown drafter spec
             raise BenchError(f"unknown method {name!r}: {e}") from None
         engines[name] = engine  # its own suffix memory: methods never learn from each other

@@ -1,5 +1,5 @@
 """The precision benchmark on a tiny random model: every precision x drafter row, prompt reuse
-rows below fp32, faithfulness columns, and speculation lossless at each precision."""
+rows, faithfulness columns, and speculation lossless at each precision."""
 
 import json
 
@@ -10,22 +10,24 @@ PROMPTS = [{"id": f"p{i}", "messages": [{"role": "system", "content": SYSTEM}, {
            for i, q in enumerate(["When are you open?", "How much is a tune-up?", "Do you fix e-bikes?"])]
 
 
-def test_it_reports_every_row_and_reuses_prompts_below_fp32(tiny_model_dir, tmp_path):
+def test_it_reports_every_row_and_reuses_prompts_exactly(tiny_model_dir, tmp_path):
     results = run_precision_bench(PROMPTS, target=str(tiny_model_dir), precisions=["int8"],
                                   drafters=["none", "lookup"], max_new_tokens=10, out_dir=tmp_path, reuse=True,
                                   progress=False)
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
     assert not (tmp_path / "results.partial.json").exists()  # only a run cut short leaves one
     rows = {m["name"]: m for m in results["methods"]}
-    assert list(rows) == ["hf_plain/fp32", "none/fp32", "lookup/fp32", "none/int8", "none/int8/reuse",
-                          "lookup/int8", "lookup/int8/reuse"]
+    assert list(rows) == ["hf_plain/fp32", "none/fp32", "none/fp32/reuse", "lookup/fp32", "lookup/fp32/reuse",
+                          "none/int8", "none/int8/reuse", "lookup/int8", "lookup/int8/reuse"]
     for name, m in rows.items():
         assert m["prompts"] == 3 and m["tokens_per_s"] > 0, name
         if name != "hf_plain/fp32":
             assert m["lossless"] == 3, name  # drafts == no drafts at the same precision (and reuse)
-    assert rows["none/fp32"]["identical_to_fp32"] == 3 and rows["lookup/fp32"]["identical_to_fp32"] == 3
+    for name in ("none/fp32", "none/fp32/reuse", "lookup/fp32", "lookup/fp32/reuse"):
+        assert rows[name]["identical_to_fp32"] == 3, name  # reuse is exact
     assert rows["hf_plain/fp32"]["speedup_vs_hf_fp32"] == 1.0
-    assert rows["none/int8/reuse"]["prompt_tokens_reused"] > 0.3  # prompts 2 and 3 share the system prompt
+    for name in ("none/int8/reuse", "none/fp32/reuse"):  # prompts 2 and 3 share the system prompt's first chunk
+        assert rows[name]["prompt_tokens_reused"] > 0.3, name
     assert rows["none/int8"]["prompt_tokens_reused"] == 0 and rows["none/fp32"]["prompt_tokens_reused"] == 0
     assert set(results["verify_cost"]) == {"fp32", "int8", "fp32-stock"}  # stock: what hf_plain runs
     table = format_precision_table(results)

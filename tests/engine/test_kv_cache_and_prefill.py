@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from inference.engine import Engine
+from inference.engine.attention import prompt_pass
 from inference.engine.forward import PreallocatedLayer, cache_argument, crop, extend, new_cache, prefill
 from inference.engine import precision as precision_module
 from inference.engine.precision import (Int4Linear, Int8Linear, SharedInputMember, apply_precision, dense_prefill,
@@ -127,7 +128,7 @@ def test_prefill_uses_the_dense_weights_and_steps_the_kernel(int4_engine):
     with torch.inference_mode():
         dense = prefill(model, arg, new_cache(model), PROMPT)
         kernel = extend(model, arg, new_cache(model), PROMPT, 0, keep=1)
-        with dense_prefill():
+        with dense_prefill(), prompt_pass():  # what prefill enters (one chunk: the prompt is short)
             assert torch.equal(extend(model, arg, new_cache(model), PROMPT, 0, keep=1), dense)
     assert not torch.equal(dense, kernel)
 

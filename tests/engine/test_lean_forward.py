@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from inference.engine.forward import cache_argument, crop, extend, new_cache, prefill
+from inference.engine.attention import prompt_pass
+from inference.engine.forward import PREFILL_CHUNK, cache_argument, crop, extend, new_cache, prefill
 from inference.engine.lean import LeanLlama, lean_forward
 from inference.engine.loading import BUNDLED_TARGET, load_model
 from inference.engine.precision import apply_precision, dense_prefill, resolve_precision
@@ -68,13 +69,13 @@ def test_a_reused_prefix_and_prefill_from_an_offset_match_too():
     model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype="int4")
     arg = cache_argument(model)
     gen = torch.Generator().manual_seed(3)
-    prompt = torch.randint(100, 20000, (1, 150), generator=gen)
+    prompt = torch.randint(100, 20000, (1, PREFILL_CHUNK + 50), generator=gen)
     with torch.inference_mode():
         shared = new_cache(model, 300)
-        prefill(model, arg, shared, prompt[:, :100])
-        ours = prefill(model, arg, copy.deepcopy(shared), prompt[:, 100:], start=100)
-        with dense_prefill():
-            theirs = hf_extend(model, copy.deepcopy(shared), prompt[:, 100:], 100, 1)
+        prefill(model, arg, shared, prompt[:, :PREFILL_CHUNK])
+        ours = prefill(model, arg, copy.deepcopy(shared), prompt[:, PREFILL_CHUNK:], start=PREFILL_CHUNK)
+        with dense_prefill(), prompt_pass():  # what prefill enters; the tail is one chunk
+            theirs = hf_extend(model, copy.deepcopy(shared), prompt[:, PREFILL_CHUNK:], PREFILL_CHUNK, 1)
     assert torch.equal(ours, theirs)
 
 

@@ -1,101 +1,152 @@
 """Prompt prefix reuse: a stored prompt's KV serves a later prompt that starts the same way,
-the reused cache is the right one (same next-token distribution as a fresh prefill), and
-speculation with reuse equals plain decoding with reuse, token for token."""
+in whole prefill chunks, and is exact: the cache and logits after a reused prefix are a
+fresh prefill's bit for bit, so replies never depend on which prompts came before."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 import torch
 
 from inference.engine import Engine
-from inference.engine.forward import cache_argument, extend, new_cache
+from inference.engine.forward import PREFILL_CHUNK, cache_argument, extend, new_cache, prefill
+from inference.engine.loading import BUNDLED_TARGET, load_model
+from inference.engine.precision import dense_prefill
 from inference.engine.prefix_cache import PrefixCache, cache_bytes
 
 SYSTEM = "You are Sprocket, the support assistant of a bike shop. Hours: 10-19. Tune-up: $79. " * 2
+QUESTIONS = ["When are you open?", "How much is a tune-up?", "Do you repair e-bikes?",
+             "Tell me everything about tune-ups: " + "price, " * 20]
 
 
 @pytest.fixture(scope="module")
-def int8_engine(tiny_target_dir, tiny_draft_dir) -> Engine:
-    return Engine(target=tiny_target_dir, drafter="suffix", device="cpu", dtype="int8", prefix_cache=True)
+def int8_engine(tiny_target_dir) -> Engine:
+    return Engine(target=tiny_target_dir, drafter="suffix", device="cpu", dtype="int8")
 
 
-def prompt(engine, question):
-    return engine.encode([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+def prompt(engine, question, system=SYSTEM):
+    return engine.encode([{"role": "system", "content": system}, {"role": "user", "content": question}])
 
 
 def prefilled(engine, ids):
     cache = new_cache(engine.model)
-    extend(engine.model, cache_argument(engine.model), cache, ids, start=0, keep=1)
+    with torch.inference_mode():
+        prefill(engine.model, cache_argument(engine.model), cache, ids)
     return cache
 
 
-def test_it_is_opt_in(int8_engine, tiny_engine):
-    assert int8_engine.prefixes is not None and tiny_engine.prefixes is None  # tiny_engine: the default
+def same_cache(a, b) -> bool:
+    return a.get_seq_length() == b.get_seq_length() and all(
+        torch.equal(x.keys, y.keys) and torch.equal(x.values, y.values) for x, y in zip(a.layers, b.layers))
 
 
-def test_it_reuses_the_longest_common_prefix_and_hands_out_private_copies(int8_engine):
-    prefixes = PrefixCache(min_reuse=8)
-    first, second = prompt(int8_engine, "When are you open?"), prompt(int8_engine, "How much is a tune-up?")
+def test_it_is_on_by_default(int8_engine, tiny_target_dir):
+    assert int8_engine.prefixes is not None
+    assert Engine(target=tiny_target_dir, drafter="none", device="cpu", prefix_cache=False).prefixes is None
+
+
+def test_it_reuses_whole_chunks_of_the_longest_common_prefix_as_private_copies(int8_engine):
+    prefixes = PrefixCache()
+    first, second = prompt(int8_engine, QUESTIONS[0]), prompt(int8_engine, QUESTIONS[1])
     shared = int((first[0, :second.shape[1]] != second[0, :first.shape[1]]).nonzero()[0])
+    assert shared > PREFILL_CHUNK and shared % PREFILL_CHUNK  # the test needs a partial chunk to drop
     assert prefixes.lookup(second) == (None, 0)
     prefixes.store(first, prefilled(int8_engine, first))
     cache, reused = prefixes.lookup(second)
-    assert reused == shared > len(SYSTEM) // 2 and cache.get_seq_length() == reused
+    assert reused == shared - shared % PREFILL_CHUNK and cache.get_seq_length() == reused
     cache.crop(-(reused - 3))  # the caller's copy: the stored entry is untouched
     again, reused_again = prefixes.lookup(second)
-    assert reused_again == shared and again.get_seq_length() == shared
-    whole, n = prefixes.lookup(first)  # the same prompt again: all but its last token
-    assert n == first.shape[1] - 1
-    assert prefixes.lookup(torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13]])) == (None, 0)  # nothing in common
+    assert reused_again == reused and again.get_seq_length() == reused
+    short = torch.arange(5, 5 + PREFILL_CHUNK)[None]  # one chunk exactly: one token must be left to feed
+    prefixes.store(short, prefilled(int8_engine, short))
+    assert prefixes.lookup(short) == (None, 0)
+    assert prefixes.lookup(torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13]])) == (None, 0)
 
 
-@pytest.mark.parametrize("question", ["How much is a tune-up?", "Tell me everything about tune-ups: " + "price, " * 20],
-                         ids=["short tail", "tail wider than the attention row loop"])
-def test_a_reused_prefix_gives_the_fresh_prefills_next_token_distribution(int8_engine, question):
-    prefixes = PrefixCache(min_reuse=8)
-    first, second = prompt(int8_engine, "When are you open?"), prompt(int8_engine, question)
-    prefixes.store(first, prefilled(int8_engine, first))
-    cache, reused = prefixes.lookup(second)
-    model, arg = int8_engine.model, cache_argument(int8_engine.model)
-    with torch.inference_mode():
-        reused_logits = extend(model, arg, cache, second[:, reused:], start=reused, keep=1)[0, -1]
-        fresh_logits = extend(model, arg, new_cache(model), second, start=0, keep=1)[0, -1]
-    assert second.shape[1] - reused > 64 or "tune-ups" not in question  # the wide case takes the SDPA path
-    assert torch.allclose(reused_logits, fresh_logits, atol=2e-2, rtol=0)  # bf16 activations: ~1e-3 apart
-    assert reused_logits.argmax() == fresh_logits.argmax()
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
+def test_a_reused_prefix_gives_the_fresh_prefills_cache_and_logits_bit_for_bit(tiny_target_dir, precision):
+    engine = Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype=precision)
+    model, arg = engine.model, cache_argument(engine.model)
+    prefixes = PrefixCache()
+    prefixes.store(prompt(engine, QUESTIONS[0]), prefilled(engine, prompt(engine, QUESTIONS[0])))
+    for question in QUESTIONS[1:]:  # the last tail is wider than the verify row loop
+        ids = prompt(engine, question)
+        cache, reused = prefixes.lookup(ids)
+        assert reused >= PREFILL_CHUNK
+        with torch.inference_mode():
+            reused_logits = prefill(model, arg, cache, ids[:, reused:], start=reused)
+            fresh = new_cache(model)
+            fresh_logits = prefill(model, arg, fresh, ids)
+        assert torch.equal(reused_logits, fresh_logits) and same_cache(cache, fresh), question
 
 
-def test_the_engine_reuses_prompts_and_stays_lossless(int8_engine):
-    int8_engine.prefixes.clear()
-    first, second = prompt(int8_engine, "When are you open?"), prompt(int8_engine, "How much is a tune-up?")
-    int8_engine.generate_ids(first, max_new_tokens=16, drafter="none")
-    plain, plain_stats = int8_engine.generate_ids(second, max_new_tokens=24, drafter="none")
-    assert plain_stats.prefix_reused > 0
-    for drafter in ("lookup", "suffix"):
-        drafted, stats = int8_engine.generate_ids(second, max_new_tokens=24, drafter=drafter)
-        assert drafted == plain, drafter
-        assert stats.prefix_reused == second.shape[1] - 1  # the very same prompt: all but one token
-    assert int8_engine.prefixes.hits >= 3
+def test_on_the_bundled_model_too_and_one_unchunked_pass_would_not_be():
+    """The bundled target at int4 (bf16 prompt copies) and fp32: reuse at a chunk boundary is
+    exact; encoding the same prompt in one pass instead is not (what the chunks are for)."""
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(100, 20000, (1, PREFILL_CHUNK * 2 + 37), generator=gen)
+    for precision in ("int4", "fp32"):
+        model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype=precision)
+        arg = cache_argument(model)
+        with torch.inference_mode():
+            fresh = new_cache(model)
+            fresh_logits = prefill(model, arg, fresh, ids)
+            shared = new_cache(model)
+            prefill(model, arg, shared, ids[:, :PREFILL_CHUNK * 2])
+            reused_logits = prefill(model, arg, shared, ids[:, PREFILL_CHUNK * 2:], start=PREFILL_CHUNK * 2)
+            with dense_prefill():
+                one_pass = extend(model, arg, new_cache(model), ids, start=0, keep=1)
+        assert torch.equal(reused_logits, fresh_logits) and same_cache(shared, fresh), precision
+        if precision == "int4":
+            assert not torch.equal(one_pass, fresh_logits)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int4"])
+def test_replies_do_not_depend_on_the_prompts_before_them(tiny_target_dir, precision):
+    """Random orders of prompts sharing a system prompt (and a conversation's growing
+    history), random drafters: every reply equals plain decoding without a prefix cache."""
+    cold = Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype=precision, prefix_cache=False)
+    warm = Engine(target=tiny_target_dir, drafter="suffix", device="cpu", dtype=precision)
+    turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[0]},
+            {"role": "assistant", "content": "We open at ten and close at seven, every day but Sunday."},
+            {"role": "user", "content": "And on Sunday?"}]
+    prompts = [prompt(warm, q) for q in QUESTIONS] + [warm.encode(turn), prompt(warm, "Hi", system="Other shop.")]
+    expected = [cold.generate_ids(ids, max_new_tokens=24)[0] for ids in prompts]
+    rng = random.Random(precision)
+    reused = 0
+    for _ in range(3):
+        order = rng.sample(range(len(prompts)), len(prompts))
+        for i in order:
+            drafter = rng.choice(["none", "lookup", "suffix"])
+            reply, stats = warm.generate_ids(prompts[i], max_new_tokens=24, drafter=drafter)
+            assert reply == expected[i], (i, drafter)
+            reused += stats.prefix_reused
+            warm.remember("bot-1", reply)
+    assert reused > 0 and warm.prefixes.hits > 0
 
 
 def test_it_stays_within_its_byte_bound(int8_engine):
-    first = prompt(int8_engine, "When are you open?")
-    one = cache_bytes(prefilled(int8_engine, first))
-    prefixes = PrefixCache(max_bytes=int(2.5 * one), min_reuse=8)
+    first = prompt(int8_engine, QUESTIONS[0])
+    whole = first.shape[1] - first.shape[1] % PREFILL_CHUNK
+    one = cache_bytes(prefilled(int8_engine, first[:, :whole]))
+    prefixes = PrefixCache(max_bytes=int(2.5 * one))
     for i in range(6):
-        ids = prompt(int8_engine, f"Question number {i}: do you sell {'bikes ' * i}?")
+        ids = prompt(int8_engine, f"Question number {i}: do you sell {'bikes ' * i}?", system=f"Shop {i}. " + SYSTEM)
         prefixes.store(ids, prefilled(int8_engine, ids))
         assert prefixes.bytes <= prefixes.max_bytes
     assert 1 <= len(prefixes) <= 2
 
 
 def test_a_longer_prompt_replaces_the_entry_it_extends(int8_engine):
-    prefixes = PrefixCache(min_reuse=8)
-    turn1 = prompt(int8_engine, "When are you open?")
-    turn2 = torch.cat((turn1, prompt(int8_engine, "And on Sunday?")[:, -12:]), dim=1)  # turn1, then more
-    other = prompt(int8_engine, "Do you repair e-bikes?")
+    prefixes = PrefixCache()
+    turn1 = prompt(int8_engine, QUESTIONS[0])
+    turn2 = torch.cat((turn1, prompt(int8_engine, "And on Sunday? " * 10)[:, -PREFILL_CHUNK:]), dim=1)
+    other = prompt(int8_engine, "Hi", system="Another shop entirely. " * 8)
     prefixes.store(turn1, prefilled(int8_engine, turn1))
     prefixes.store(other, prefilled(int8_engine, other))
     prefixes.store(turn2, prefilled(int8_engine, turn2))
     assert len(prefixes) == 2  # turn1 is subsumed by turn2; other stays
-    assert prefixes.lookup(turn2)[1] == turn2.shape[1] - 1
+    n = turn2.shape[1] - 1
+    assert prefixes.lookup(turn2)[1] == n - n % PREFILL_CHUNK > turn1.shape[1] - turn1.shape[1] % PREFILL_CHUNK
+    assert prefixes.lookup(other)[1] == PREFILL_CHUNK  # still there
