@@ -215,6 +215,8 @@ CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or "auto"
 # Reuse the KV of recent prompts (a bot's system prompt, a conversation's earlier turns):
 # faster replies, the same replies (whole prefill chunks, bit for bit: prefix_cache.py).
 CHATNEXUS_PREFIX_CACHE = envbool("CHATNEXUS_PREFIX_CACHE", True)
+# Its bound per worker process, in MiB (128-token chunks, each shared prefix stored once).
+CHATNEXUS_PREFIX_CACHE_MB = envint("CHATNEXUS_PREFIX_CACHE_MB", 256)
 # Upper bound on reply tokens whatever a bot asks for.
 CHATNEXUS_MAX_REPLY_TOKENS = envint("CHATNEXUS_MAX_REPLY_TOKENS", 512)
 CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300)

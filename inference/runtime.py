@@ -19,6 +19,7 @@ def engine_for(drafter: str | None = None):
         device=settings.CHATNEXUS_DEVICE,
         dtype=settings.CHATNEXUS_DTYPE,
         prefix_cache=settings.CHATNEXUS_PREFIX_CACHE,
+        prefix_cache_mb=settings.CHATNEXUS_PREFIX_CACHE_MB,
     )
 
 

@@ -27,7 +27,7 @@ import torch
 from .draft_length import DraftLength
 from .drafters.base import Drafter
 from .errors import EngineError
-from .forward import cache_argument, crop, extend, extend_tree, keep_path, new_cache, prefill, reserve, tree_supported
+from .forward import cache_argument, crop, extend, extend_tree, keep_path, new_cache, prefill, tree_supported
 from .prefix_cache import PrefixCache
 from .sampling import SamplingParams, probs_from_logits, sample
 from .stats import GenerationStats
@@ -97,12 +97,8 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     ids[:, :prompt_len] = request.prompt_ids
     drafter.begin(request.prompt_ids, request.sampling, request.generator)
 
-    cache, reused = prefixes.lookup(request.prompt_ids) if prefixes is not None else (None, 0)
-    capacity = prompt_len + request.max_new_tokens + MAX_DRAFT_ROOM  # one allocation for the whole reply
-    if cache is None:
-        cache = new_cache(model, capacity)
-    else:
-        reserve(cache, capacity)
+    cache = new_cache(model, prompt_len + request.max_new_tokens + MAX_DRAFT_ROOM)  # one allocation per reply
+    reused = prefixes.load(request.prompt_ids, cache) if prefixes is not None else 0
     # the prompt is encoded once: what a stored prompt already holds (prefix_cache.py) is not prefilled again
     logits = prefill(model, cache_arg, cache, request.prompt_ids[:, reused:], start=reused)  # [1, 1, V]
     stats.prefix_reused = reused

@@ -37,7 +37,7 @@ Messages = list[dict[str, str]] | str
 class Engine:
     def __init__(self, target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
                  dtype: str | torch.dtype | None = None, draft_length: int | None = None,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, prefix_cache_mb: int = 256):
         self.device = resolve_device(device)
         # weights: fp32|bf16|fp16|int8|int4 (precision.py); "auto": the fastest faithful one here (precision_probe.py)
         self.precision = engine_precision(target, dtype, self.device)
@@ -53,7 +53,7 @@ class Engine:
         self.memory = SuffixMemory()  # namespace (e.g. "bot-12") -> its earlier replies, for `suffix`
         # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py): exact,
         # whole prefill chunks, so replies are the same with or without it
-        self.prefixes = PrefixCache() if prefix_cache else None
+        self.prefixes = PrefixCache(max_bytes=prefix_cache_mb << 20) if prefix_cache else None
         self.drafter = self.get_drafter(drafter)  # load (and vocab-check) a draft model now
 
     def warm_up(self) -> None:
@@ -232,12 +232,14 @@ _engines_lock = threading.Lock()
 
 
 def get_engine(target: str = BUNDLED_TARGET, drafter: str = "suffix", device: str | None = None,
-               dtype: str | torch.dtype | None = None, prefix_cache: bool = True) -> Engine:
+               dtype: str | torch.dtype | None = None, prefix_cache: bool = True,
+               prefix_cache_mb: int = 256) -> Engine:
     """One Engine per (target, drafter, device, dtype, prefix reuse) per process."""
     dev = resolve_device(device)
-    key = (target, drafter, str(dev), dtype if dtype == AUTO else resolve_precision(dtype, dev).name, prefix_cache)
+    key = (target, drafter, str(dev), dtype if dtype == AUTO else resolve_precision(dtype, dev).name, prefix_cache,
+           prefix_cache_mb)
     with _engines_lock:
         if key not in _engines:
             _engines[key] = Engine(target=target, drafter=drafter, device=device, dtype=dtype,
-                                   prefix_cache=prefix_cache)
+                                   prefix_cache=prefix_cache, prefix_cache_mb=prefix_cache_mb)
         return _engines[key]

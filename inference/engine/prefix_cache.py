@@ -1,37 +1,55 @@
-"""Prompt prefix reuse: the KV cache of recent prompts, copied into a request whose prompt starts the same way.
+"""Prompt prefix reuse: the keys and values of recent prompts' whole prefill chunks, loaded
+into a request whose prompt starts the same way.
 
 A chatbot's prompts repeat themselves: every message to a bot starts with the same system
 prompt (persona, facts, knowledge), and every turn of a conversation re-sends the turns
 before it. Prefilling those ~300 tokens again is up to half of a reply's time on a CPU.
 
     prefixes = PrefixCache(max_bytes=256 << 20)
-    cache, reused = prefixes.lookup(prompt_ids)   # a private copy holding the first `reused` tokens, or (None, 0)
+    cache = new_cache(model, capacity)
+    reused = prefixes.load(prompt_ids, cache)     # the cache now holds the first `reused` tokens (maybe 0)
     ... prefill prompt_ids[reused:] on top of it (forward.prefill, start=reused) ...
     prefixes.store(prompt_ids, cache)             # right after the prefill: the cache holds exactly the prompt
 
 Reuse is exact. forward.prefill encodes a prompt in chunks ending at multiples of
-PREFILL_CHUNK, and only whole chunks are stored and handed out (`reused` is a multiple of
-it, at most the prompt's length minus one, so one token is left to feed): the reused keys
-and values are the very numbers a fresh prefill computes, and so are the logits after the
+PREFILL_CHUNK, and only whole chunks are stored and loaded (`reused` is a multiple of it,
+at most the prompt's length minus one, so one token is left to feed): the loaded keys and
+values are the very numbers a fresh prefill computes, and so are the logits after the
 rest — a reply never depends on which prompts came before it
 (tests/engine/test_prefix_cache.py compares caches and replies bit for bit). Hence it is on
 by default (`Engine(prefix_cache=False)`, `CHATNEXUS_PREFIX_CACHE=0` turn it off).
 
-Only prompts are stored (never generated tokens). Entries are matched by token ids
-(longest common prefix), copied out (a request crops and extends its copy freely), and
-evicted least recently used beyond `max_bytes`. An entry whose ids are a prefix of a newer
-one is replaced by it.
+Storage is a trie of chunks, the way vLLM's automatic prefix caching keeps blocks: a
+chunk is keyed by its parent chunk and its own token ids, so the prefix a thousand
+conversations share (a bot's system prompt) is stored once, and `store` copies only the
+chunks not stored yet. Chunks are evicted least recently used beyond `max_bytes`, each
+with the chunks below it (which no prompt could reach any more); a lookup refreshes its
+whole path, deepest first, so ancestors outlive their descendants. Only prompts are
+stored (never generated tokens), and only caches whose layers are all full-attention
+`PreallocatedLayer`s (a sliding-window layer keeps no whole prompt): others prefill as
+usual.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
 
-from .forward import PREFILL_CHUNK, crop
+from .forward import PREFILL_CHUNK, PreallocatedLayer
+
+ROOT = 0  # the parent of every prompt's first chunk
+
+
+@dataclass
+class _Chunk:
+    parent: int  # the chunk before it (ROOT for a prompt's first)
+    key: tuple  # (parent, token ids): its entry in PrefixCache._index
+    layers: list  # per layer (keys, values), each [B, H, chunk, D]
+    bytes: int
+    children: set = field(default_factory=set)
 
 
 def cache_bytes(cache) -> int:
@@ -45,77 +63,109 @@ def cache_bytes(cache) -> int:
     return total
 
 
-def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
-    """Length of the longest common prefix of two 1-D id tensors."""
-    n = min(a.numel(), b.numel())
-    if n == 0:
-        return 0
-    differ = (a[:n] != b[:n]).nonzero()
-    return int(differ[0]) if differ.numel() else n
+def reusable(cache) -> bool:
+    """Can `cache` take stored chunks (and give its own)? Full-attention preallocated layers only."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is PreallocatedLayer for layer in layers)
 
 
 class PrefixCache:
     def __init__(self, max_bytes: int = 256 << 20, chunk: int = PREFILL_CHUNK):
-        self.max_bytes = max_bytes  # bound on the stored caches' tensors
-        self.chunk = chunk  # reuse whole prefill chunks only: forward.prefill's chunk width
-        self._entries: OrderedDict[int, tuple[torch.Tensor, object, int]] = OrderedDict()  # key -> (ids, cache, bytes)
-        self._next = 0
+        self.max_bytes = max_bytes  # bound on the stored chunks' tensors
+        self.chunk = chunk  # forward.prefill's chunk width: only whole chunks are reused
+        self._chunks: OrderedDict[int, _Chunk] = OrderedDict()  # id -> chunk, least recently used first
+        self._index: dict[tuple, int] = {}  # (parent id, token ids) -> id
+        self._next = ROOT + 1
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0  # requests that reused a prefix
         self.reused_tokens = 0  # prompt tokens they did not prefill
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Chunks stored."""
+        return len(self._chunks)
 
     @property
     def bytes(self) -> int:
         return self._bytes
 
-    def lookup(self, prompt_ids: torch.Tensor) -> tuple[object | None, int]:
-        """prompt_ids [1, S] -> (a private copy of the best entry cropped to the reused length, that length)."""
-        ids = prompt_ids[0]
+    def _keys(self, prompt_ids: torch.Tensor, chunks: int):
+        ids = prompt_ids[0].tolist()
+        return [tuple(ids[i * self.chunk:(i + 1) * self.chunk]) for i in range(chunks)]
+
+    def _path(self, tokens: list[tuple]) -> list[int]:
+        """Ids of the stored chunks that spell the longest prefix of `tokens` (chunk token tuples)."""
+        path, parent = [], ROOT
+        for ids in tokens:
+            found = self._index.get((parent, ids))
+            if found is None:
+                break
+            path.append(found)
+            parent = found
+        return path
+
+    def _touch(self, path: list[int]) -> None:
+        for chunk_id in reversed(path):  # deepest first: ancestors end up more recent
+            self._chunks.move_to_end(chunk_id)
+
+    def load(self, prompt_ids: torch.Tensor, cache) -> int:
+        """prompt_ids [1, S], an empty cache -> how many leading tokens it now holds (whole chunks, < S)."""
+        if not reusable(cache) or cache.get_seq_length():
+            return 0
         with self._lock:
-            best_key, best = None, 0
-            for key, (entry_ids, _, _) in self._entries.items():
-                n = min(common_prefix(entry_ids, ids), ids.numel() - 1)  # feed at least one token
-                n -= n % self.chunk  # whole chunks
-                if n > best:
-                    best_key, best = key, n
-            if best_key is None:
-                return None, 0
-            self._entries.move_to_end(best_key)
-            cache = copy.deepcopy(self._entries[best_key][1])
-        crop(cache, best)
+            path = self._path(self._keys(prompt_ids, (prompt_ids.shape[1] - 1) // self.chunk))
+            if not path:
+                return 0
+            self._touch(path)
+            stored = [self._chunks[chunk_id].layers for chunk_id in path]
+        for index, layer in enumerate(cache.layers):
+            keys = torch.cat([chunk[index][0] for chunk in stored], dim=-2)
+            values = torch.cat([chunk[index][1] for chunk in stored], dim=-2)
+            layer.update(keys, values)  # written into the layer's buffer (sized by new_cache)
+        reused = len(path) * self.chunk
         self.hits += 1
-        self.reused_tokens += best
-        return cache, best
+        self.reused_tokens += reused
+        return reused
 
     def store(self, prompt_ids: torch.Tensor, cache) -> None:
-        """Keep a copy of the whole chunks of `cache`, which holds exactly prompt_ids [1, S]."""
-        whole = prompt_ids.shape[1] - prompt_ids.shape[1] % self.chunk
-        if whole == 0:
+        """Keep the whole chunks of `cache` (which holds exactly prompt_ids [1, S]) not stored yet."""
+        if not reusable(cache):
             return
-        ids = prompt_ids[0, :whole].detach().clone()
-        snapshot = copy.deepcopy(cache)
-        crop(snapshot, whole)
-        snapshot = copy.deepcopy(snapshot)  # live positions only: the cropped tail's memory goes
-        size = cache_bytes(snapshot)
-        if size > self.max_bytes:
-            return
+        tokens = self._keys(prompt_ids, prompt_ids.shape[1] // self.chunk)
         with self._lock:
-            for key, (entry_ids, _, entry_bytes) in list(self._entries.items()):
-                if entry_ids.numel() <= ids.numel() and common_prefix(entry_ids, ids) == entry_ids.numel():
-                    del self._entries[key]  # the new prompt extends it: subsumed
-                    self._bytes -= entry_bytes
-            self._entries[self._next] = (ids, snapshot, size)
-            self._next += 1
-            self._bytes += size
-            while self._bytes > self.max_bytes and self._entries:
-                _, (_, _, entry_bytes) = self._entries.popitem(last=False)
-                self._bytes -= entry_bytes
+            path = self._path(tokens)
+            parent = path[-1] if path else ROOT
+            for i in range(len(path), len(tokens)):
+                span = slice(i * self.chunk, (i + 1) * self.chunk)
+                layers = [(layer.keys[..., span, :].clone(), layer.values[..., span, :].clone())
+                          for layer in cache.layers]
+                size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+                chunk_id, key = self._next, (parent, tokens[i])
+                self._next += 1
+                self._chunks[chunk_id] = _Chunk(parent, key, layers, size)
+                self._index[key] = chunk_id
+                if parent != ROOT:
+                    self._chunks[parent].children.add(chunk_id)
+                self._bytes += size
+                path.append(chunk_id)
+                parent = chunk_id
+            self._touch(path)
+            while self._bytes > self.max_bytes and self._chunks:  # leaves first: see _touch
+                self._evict(next(iter(self._chunks)))
+
+    def _evict(self, chunk_id: int) -> None:
+        """Drop a chunk and everything below it (unreachable without it; _touch keeps every
+        ancestor more recent than its descendants, so this is a leaf in practice)."""
+        chunk = self._chunks.pop(chunk_id)
+        del self._index[chunk.key]
+        self._bytes -= chunk.bytes
+        if chunk.parent in self._chunks:
+            self._chunks[chunk.parent].children.discard(chunk_id)
+        for child in list(chunk.children):
+            self._evict(child)
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._chunks.clear()
+            self._index.clear()
             self._bytes = 0

@@ -1,6 +1,7 @@
 """Prompt prefix reuse: a stored prompt's KV serves a later prompt that starts the same way,
 in whole prefill chunks, and is exact: the cache and logits after a reused prefix are a
-fresh prefill's bit for bit, so replies never depend on which prompts came before."""
+fresh prefill's bit for bit, so replies never depend on which prompts came before. Shared
+chunks are stored once; eviction keeps the byte bound and never strands a chunk."""
 
 from __future__ import annotations
 
@@ -46,22 +47,35 @@ def test_it_is_on_by_default(int8_engine, tiny_target_dir):
     assert Engine(target=tiny_target_dir, drafter="none", device="cpu", prefix_cache=False).prefixes is None
 
 
+def loaded(engine, prefixes, ids):
+    cache = new_cache(engine.model, ids.shape[1] + 8)
+    return cache, prefixes.load(ids, cache)
+
+
 def test_it_reuses_whole_chunks_of_the_longest_common_prefix_as_private_copies(int8_engine):
     prefixes = PrefixCache()
     first, second = prompt(int8_engine, QUESTIONS[0]), prompt(int8_engine, QUESTIONS[1])
     shared = int((first[0, :second.shape[1]] != second[0, :first.shape[1]]).nonzero()[0])
     assert shared > PREFILL_CHUNK and shared % PREFILL_CHUNK  # the test needs a partial chunk to drop
-    assert prefixes.lookup(second) == (None, 0)
-    prefixes.store(first, prefilled(int8_engine, first))
-    cache, reused = prefixes.lookup(second)
+    assert loaded(int8_engine, prefixes, second)[1] == 0
+    fresh = prefilled(int8_engine, first)
+    prefixes.store(first, fresh)
+    cache, reused = loaded(int8_engine, prefixes, second)
     assert reused == shared - shared % PREFILL_CHUNK and cache.get_seq_length() == reused
-    cache.crop(-(reused - 3))  # the caller's copy: the stored entry is untouched
-    again, reused_again = prefixes.lookup(second)
-    assert reused_again == reused and again.get_seq_length() == reused
+    assert same_cache_prefix(cache, fresh, reused)
+    cache.layers[0].keys.zero_()  # the caller's copy: what is stored is untouched
+    again, reused_again = loaded(int8_engine, prefixes, second)
+    assert reused_again == reused and same_cache_prefix(again, fresh, reused)
     short = torch.arange(5, 5 + PREFILL_CHUNK)[None]  # one chunk exactly: one token must be left to feed
     prefixes.store(short, prefilled(int8_engine, short))
-    assert prefixes.lookup(short) == (None, 0)
-    assert prefixes.lookup(torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13]])) == (None, 0)
+    assert loaded(int8_engine, prefixes, short)[1] == 0
+    assert loaded(int8_engine, prefixes, torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13]]))[1] == 0
+    assert prefixes.hits == 2 and prefixes.reused_tokens == 2 * reused
+
+
+def same_cache_prefix(a, b, n) -> bool:
+    return all(torch.equal(x.keys, y.keys[..., :n, :]) and torch.equal(x.values, y.values[..., :n, :])
+               for x, y in zip(a.layers, b.layers))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
@@ -72,7 +86,7 @@ def test_a_reused_prefix_gives_the_fresh_prefills_cache_and_logits_bit_for_bit(t
     prefixes.store(prompt(engine, QUESTIONS[0]), prefilled(engine, prompt(engine, QUESTIONS[0])))
     for question in QUESTIONS[1:]:  # the last tail is wider than the verify row loop
         ids = prompt(engine, question)
-        cache, reused = prefixes.lookup(ids)
+        cache, reused = loaded(engine, prefixes, ids)
         assert reused >= PREFILL_CHUNK
         with torch.inference_mode():
             reused_logits = prefill(model, arg, cache, ids[:, reused:], start=reused)
@@ -126,27 +140,77 @@ def test_replies_do_not_depend_on_the_prompts_before_them(tiny_target_dir, preci
     assert reused > 0 and warm.prefixes.hits > 0
 
 
-def test_it_stays_within_its_byte_bound(int8_engine):
+def test_it_stays_within_its_byte_bound_evicting_least_recently_used_chunks(int8_engine):
     first = prompt(int8_engine, QUESTIONS[0])
-    whole = first.shape[1] - first.shape[1] % PREFILL_CHUNK
-    one = cache_bytes(prefilled(int8_engine, first[:, :whole]))
+    one = cache_bytes(prefilled(int8_engine, first[:, :PREFILL_CHUNK]))  # one chunk
     prefixes = PrefixCache(max_bytes=int(2.5 * one))
+    kept = None
     for i in range(6):
-        ids = prompt(int8_engine, f"Question number {i}: do you sell {'bikes ' * i}?", system=f"Shop {i}. " + SYSTEM)
+        ids = prompt(int8_engine, f"Question number {i}: do you sell {'bikes ' * i}?", system=f"Shop {i}. " + SYSTEM[:70])
+        assert PREFILL_CHUNK < ids.shape[1] < 2 * PREFILL_CHUNK  # one whole chunk each
         prefixes.store(ids, prefilled(int8_engine, ids))
-        assert prefixes.bytes <= prefixes.max_bytes
-    assert 1 <= len(prefixes) <= 2
+        assert prefixes.bytes <= prefixes.max_bytes and len(prefixes) <= 2
+        if kept is None:
+            kept = ids
+        assert loaded(int8_engine, prefixes, kept)[1] == PREFILL_CHUNK  # used every time: never evicted
+    assert loaded(int8_engine, prefixes, prompt(int8_engine, "Question number 1: do you sell bikes ?",
+                                                system="Shop 1. " + SYSTEM[:70]))[1] == 0  # evicted
 
 
-def test_a_longer_prompt_replaces_the_entry_it_extends(int8_engine):
+def test_shared_chunks_are_stored_once_and_the_deepest_go_first(int8_engine):
     prefixes = PrefixCache()
     turn1 = prompt(int8_engine, QUESTIONS[0])
     turn2 = torch.cat((turn1, prompt(int8_engine, "And on Sunday? " * 10)[:, -PREFILL_CHUNK:]), dim=1)
     other = prompt(int8_engine, "Hi", system="Another shop entirely. " * 8)
-    prefixes.store(turn1, prefilled(int8_engine, turn1))
-    prefixes.store(other, prefilled(int8_engine, other))
-    prefixes.store(turn2, prefilled(int8_engine, turn2))
-    assert len(prefixes) == 2  # turn1 is subsumed by turn2; other stays
+    for ids in (turn1, other, turn2, turn1):
+        prefixes.store(ids, prefilled(int8_engine, ids))
+    whole = [ids.shape[1] // PREFILL_CHUNK for ids in (turn1, turn2, other)]
+    assert len(prefixes) == whole[1] + whole[2]  # turn1's chunks are turn2's first ones: stored once
+    assert prefixes.bytes == len(prefixes) * cache_bytes(prefilled(int8_engine, turn1[:, :PREFILL_CHUNK]))
     n = turn2.shape[1] - 1
-    assert prefixes.lookup(turn2)[1] == n - n % PREFILL_CHUNK > turn1.shape[1] - turn1.shape[1] % PREFILL_CHUNK
-    assert prefixes.lookup(other)[1] == PREFILL_CHUNK  # still there
+    assert loaded(int8_engine, prefixes, turn2)[1] == n - n % PREFILL_CHUNK > whole[0] * PREFILL_CHUNK
+    assert loaded(int8_engine, prefixes, other)[1] == PREFILL_CHUNK
+    reused = n - n % PREFILL_CHUNK
+    prefixes.max_bytes = prefixes.bytes - 1  # one chunk too many: the least recently used goes —
+    prefixes.store(other, prefilled(int8_engine, other))
+    assert loaded(int8_engine, prefixes, turn2)[1] == reused - PREFILL_CHUNK  # turn2's deepest (a lookup
+    one = prefixes.bytes // len(prefixes)  # refreshes its path deepest first: ancestors outlive it)
+    prefixes.max_bytes = one
+    prefixes.store(other, prefilled(int8_engine, other))
+    assert len(prefixes) == 1 and prefixes.bytes == one
+    assert loaded(int8_engine, prefixes, other)[1] == PREFILL_CHUNK and loaded(int8_engine, prefixes, turn2)[1] == 0
+
+
+def test_caches_it_cannot_serve_are_left_alone(int8_engine):
+    from transformers import DynamicCache
+
+    prefixes = PrefixCache()
+    ids = prompt(int8_engine, QUESTIONS[0])
+    prefixes.store(ids, prefilled(int8_engine, ids))
+    plain = DynamicCache(config=int8_engine.model.config)  # transformers' own layers: not preallocated
+    assert prefixes.load(ids, plain) == 0 and plain.get_seq_length() == 0
+
+
+def test_under_a_tight_bound_no_chunk_is_ever_stranded(int8_engine):
+    """Random stores and loads of branching conversations: every stored chunk stays reachable
+    (its parent is stored), and whatever is loaded is a fresh prefill's prefix, bit for bit."""
+    from inference.engine.prefix_cache import ROOT
+
+    rng = random.Random(7)
+    base = prompt(int8_engine, QUESTIONS[0])
+    one = cache_bytes(prefilled(int8_engine, base[:, :PREFILL_CHUNK]))
+    prefixes = PrefixCache(max_bytes=4 * one)
+    prompts = [torch.cat((base, torch.randint(3, 250, (1, rng.randrange(100, 300)), generator=torch.Generator()
+                                              .manual_seed(i))), dim=1)[:, :500] for i in range(6)]
+    deepest = 0
+    for _ in range(25):
+        ids = rng.choice(prompts)
+        if rng.random() < 0.5:
+            prefixes.store(ids, prefilled(int8_engine, ids))
+        else:
+            cache, reused = loaded(int8_engine, prefixes, ids)
+            assert reused % PREFILL_CHUNK == 0 and same_cache_prefix(cache, prefilled(int8_engine, ids), reused)
+            deepest = max(deepest, reused)
+        assert prefixes.bytes <= prefixes.max_bytes
+        assert all(c.parent == ROOT or c.parent in prefixes._chunks for c in prefixes._chunks.values())
+    assert deepest >= 2 * PREFILL_CHUNK  # loads went past the shared first chunk
