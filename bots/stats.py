@@ -9,7 +9,9 @@ Speculative decoding figures come from each bot reply's ``Message.stats``
 (sum accepted / sum drafted) and the estimated speedup is the mean number of
 tokens produced per target forward (sum new_tokens / sum target_forwards) — plain
 decoding makes exactly one token per forward, so this is the ceiling of the
-speedup when drafting is free.
+speedup when drafting is free. The prompt reuse rate is the share of prompt tokens the
+worker did not prefill because an earlier prompt's cache held them (sum prefix_reused /
+sum prompt_tokens: a bot's system prompt, a conversation's earlier turns).
 """
 import math
 from datetime import timedelta
@@ -104,6 +106,8 @@ def summary(organization, bot=None, days=14, now=None):
     accepted = sum(s.get("accepted", 0) or 0 for s in stats)
     new_tokens = sum(s.get("new_tokens", 0) or 0 for s in stats)
     forwards = sum(s.get("target_forwards", 0) or 0 for s in stats)
+    prompt_tokens = sum(s.get("prompt_tokens", 0) or 0 for s in stats)
+    reused_tokens = sum(s.get("prefix_reused", 0) or 0 for s in stats)
     ratings = [r[5] for r in replies if r[5] is not None]
     conversation_ids = {c[0] for c in conversations} | {m[5] for m in messages}
     channels = {}
@@ -122,6 +126,7 @@ def summary(organization, bot=None, days=14, now=None):
         "tokens_per_s": _round(mean(r[3] for r in replies), 2),
         "acceptance_rate": _round(accepted / drafted if drafted else None),
         "tokens_per_forward": _round(new_tokens / forwards if forwards else None),
+        "prompt_reuse_rate": _round(reused_tokens / prompt_tokens if prompt_tokens else None),
         "handoff_rate": _round(
             len(handoff_conversations) / len(conversation_ids) if conversation_ids else None
         ),

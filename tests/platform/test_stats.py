@@ -31,8 +31,10 @@ def answer(inbound, latency, **stat):
 def test_it_summarises_an_organisation(acme, acme_bot, globex_bot):
     _, m1 = make_conversation(acme_bot, thread="a")
     _, m2 = make_conversation(acme_bot, thread="b")
-    answer(m1, 1.0, new_tokens=30, target_forwards=10, drafted=40, accepted=20, tokens_per_s=20.0, ttft_s=0.2)
-    answer(m2, 3.0, new_tokens=10, target_forwards=10, drafted=10, accepted=0, tokens_per_s=10.0, ttft_s=0.4)
+    answer(m1, 1.0, new_tokens=30, target_forwards=10, drafted=40, accepted=20, tokens_per_s=20.0, ttft_s=0.2,
+           prompt_tokens=300, prefix_reused=0)
+    answer(m2, 3.0, new_tokens=10, target_forwards=10, drafted=10, accepted=0, tokens_per_s=10.0, ttft_s=0.4,
+           prompt_tokens=300, prefix_reused=256)
     acme_bot.handoff_triggers = "human please"
     acme_bot.save()
     acme_bot.publish()
@@ -48,6 +50,7 @@ def test_it_summarises_an_organisation(acme, acme_bot, globex_bot):
     assert data["tokens_per_s"] == 15.0
     assert data["acceptance_rate"] == 0.4  # (20 + 0) / (40 + 10)
     assert data["tokens_per_forward"] == 2.0  # (30 + 10) / (10 + 10)
+    assert data["prompt_reuse_rate"] == round(256 / 600, 3)
     assert data["handoff_rate"] == round(1 / 3, 3)
     today = data["series"][-1]
     assert len(data["series"]) == 7 and today["day"] == timezone.localdate().isoformat()
@@ -64,15 +67,18 @@ def test_it_summarises_one_bot_and_skips_old_messages(acme, acme_bot):
     make_conversation(other, thread="x")
     data = stats.summary(acme, bot=acme_bot, days=14)
     assert data["messages"] == 0 and data["latency_median_s"] is None and data["acceptance_rate"] is None
+    assert data["prompt_reuse_rate"] is None
 
 
 def test_it_renders_the_dashboards_with_local_chart_library(client, alice, acme_bot):
     _, m1 = make_conversation(acme_bot)
-    answer(m1, 1.5, new_tokens=8, target_forwards=4, drafted=8, accepted=4, tokens_per_s=12.0, ttft_s=0.1)
+    answer(m1, 1.5, new_tokens=8, target_forwards=4, drafted=8, accepted=4, tokens_per_s=12.0, ttft_s=0.1,
+           prompt_tokens=200, prefix_reused=128)
     client.force_login(alice)
     page = client.get(reverse("dashboards:org")).content.decode()
     assert "/static/chatnexus/vendor/chart.umd.min.js" in page and "cdn" not in page.lower()
     assert "2.0×" in page  # tokens per target forward
+    assert '<strong data-stat="prompt-reuse">64 %</strong>' in page  # 128 of 200 prompt tokens
     page = client.get(reverse("dashboards:bot", args=[acme_bot.id]), {"days": "30"}).content.decode()
     assert "Last 30 days" in page
     assert client.get(reverse("dashboards:org"), {"format": "json"}).json()["replies"] == 1
