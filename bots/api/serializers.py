@@ -2,7 +2,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message
+from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message, SavedReply
 
 
 class BotSerializer(serializers.ModelSerializer):
@@ -70,6 +70,22 @@ class ConversationSerializer(serializers.ModelSerializer):
         fields = ["id", "bot", "channel", "external_id", "contact_name", "contact_email", "contact_phone",
                   "subject", "status", "bot_paused", "needs_human", "assignee", "created", "last_message_at"]  # fmt: skip
         read_only_fields = fields
+
+
+class SavedReplySerializer(serializers.ModelSerializer):
+    title = serializers.CharField(max_length=80)
+    text = serializers.CharField(max_length=10_000, help_text="{name} becomes the customer's name when an agent inserts it")
+
+    class Meta:
+        model = SavedReply
+        fields = ["id", "title", "text", "created_by", "created"]
+        read_only_fields = ["created_by", "created"]
+
+    def validate_title(self, title):
+        org = getattr(self.context.get("request"), "organization", None)
+        if SavedReply.title_taken(org, title, exclude_id=getattr(self.instance, "id", None)):
+            raise serializers.ValidationError("There is already a saved reply with this title.")
+        return title
 
 
 class AgentReplySerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ router.register("bots", views.BotViewSet, basename="bot")
 router.register("knowledge", views.KnowledgeViewSet, basename="knowledge")
 router.register("conversations", views.ConversationViewSet, basename="conversation")
 router.register("messages", views.MessageViewSet, basename="message")
+router.register("saved-replies", views.SavedReplyViewSet, basename="saved-reply")
 
 urlpatterns = [
     path("stats/", views.StatsView.as_view(), name="api-stats"),

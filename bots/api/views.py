@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from .. import services, stats
 from ..files import attachment_response
-from ..models import Attachment, Bot, Conversation, KnowledgeItem, Membership, Message
+from ..models import Attachment, Bot, Conversation, KnowledgeItem, Membership, Message, SavedReply
 from ..tenancy import scoped
 from . import serializers as s
 
@@ -98,6 +98,24 @@ class KnowledgeViewSet(viewsets.ModelViewSet):
         items = scoped(self.request, KnowledgeItem).order_by("id")
         bot = _int_param(self.request, "bot")
         return items.filter(bot_id=bot) if bot else items
+
+
+class SavedReplyViewSet(viewsets.ModelViewSet):
+    """The organisation's saved replies (canned answers agents insert): every member reads
+    them, owners and admins add, edit and delete them."""
+
+    queryset = SavedReply.objects.none()  # for the schema only; get_queryset() scopes by organisation
+    serializer_class = s.SavedReplySerializer
+    permission_classes = [IsMember]
+
+    def get_permissions(self):
+        return [IsMember()] if self.action in ("list", "retrieve") else [IsManager()]
+
+    def get_queryset(self):
+        return scoped(self.request, SavedReply).order_by("title")
+
+    def perform_create(self, serializer):
+        serializer.save(organization=self.request.organization, created_by=self.request.user)
 
 
 class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -17,3 +17,8 @@ class SavedReply(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "title"], name="one_saved_reply_per_title")]
         ordering = ["title"]
+
+    @classmethod
+    def title_taken(cls, organization, title, exclude_id=None) -> bool:
+        """Does the organisation already have a saved reply with this title (any case)?"""
+        return cls.objects.filter(organization=organization, title__iexact=title).exclude(id=exclude_id).exists()

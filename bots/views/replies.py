@@ -25,7 +25,7 @@ class SavedReplyForm(forms.ModelForm):
 
     def clean_title(self):
         title = self.cleaned_data["title"].strip()
-        if SavedReply.objects.filter(organization=self.organization, title__iexact=title).exists():
+        if SavedReply.title_taken(self.organization, title):
             raise forms.ValidationError("There is already a saved reply with this title.")
         return title
 

@@ -49,3 +49,40 @@ def test_picking_a_saved_reply_inserts_it_with_the_customers_name(transactional_
     box.fill("Thanks for writing.")
     page.get_by_role("combobox", name="Insert a saved reply").select_option(label="Hours")
     assert box.input_value() == "Thanks for writing.\n\nHi Carla, we open at 9."
+
+
+def test_the_api_lets_managers_keep_them_members_read_them_and_nobody_else_see_them(alice, bob, charlie, acme,
+                                                                                     globex):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    def api(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        return client
+
+    manager, agent, outsider = api(alice), api(bob), api(charlie)
+    created = manager.post("/api/saved-replies/", {"title": " Hours ", "text": "Hi {name}, we open at 9."},
+                           format="json")
+    assert created.status_code == 201, created.content
+    reply = SavedReply.objects.get(id=created.json()["id"])
+    assert (reply.organization, reply.title, reply.created_by) == (acme, "Hours", alice)
+    duplicate = manager.post("/api/saved-replies/", {"title": "HOURS", "text": "again"}, format="json")
+    assert duplicate.status_code == 400 and "already a saved reply" in duplicate.json()["title"][0]
+    too_long = manager.post("/api/saved-replies/", {"title": "Long", "text": "x" * 10_001}, format="json")
+    assert too_long.status_code == 400 and "text" in too_long.json()
+    renamed = manager.patch(f"/api/saved-replies/{reply.id}/", {"title": "Opening hours"}, format="json")
+    assert renamed.status_code == 200 and renamed.json()["title"] == "Opening hours"
+    assert manager.patch(f"/api/saved-replies/{reply.id}/", {"title": "opening HOURS"}, format="json").status_code == 200
+
+    listed = agent.get("/api/saved-replies/").json()  # an agent reads them...
+    assert [r["title"] for r in listed["results"]] == ["opening HOURS"]
+    assert agent.post("/api/saved-replies/", {"title": "X", "text": "Y"}, format="json").status_code == 403
+    assert agent.delete(f"/api/saved-replies/{reply.id}/").status_code == 403  # ...but does not keep them
+
+    SavedReply.objects.create(organization=globex, title="Globex only", text="Theirs")
+    assert [r["title"] for r in outsider.get("/api/saved-replies/").json()["results"]] == ["Globex only"]
+    assert outsider.get(f"/api/saved-replies/{reply.id}/").status_code == 404  # another tenant's id
+    assert outsider.patch(f"/api/saved-replies/{reply.id}/", {"text": "hijack"}, format="json").status_code == 404
+    assert manager.delete(f"/api/saved-replies/{reply.id}/").status_code == 204
+    assert not SavedReply.objects.filter(organization=acme).exists()
