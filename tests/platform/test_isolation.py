@@ -27,7 +27,8 @@ KWARG_KINDS = {
     "attachment_id": "file",
     "saved_reply_id": "saved_reply",
 }
-API_PK_KINDS = {"bots": "bot", "knowledge": "knowledge", "conversations": "conversation", "messages": "message"}
+API_PK_KINDS = {"bots": "bot", "knowledge": "knowledge", "conversations": "conversation", "messages": "message",
+                "saved-replies": "saved_reply"}
 PUBLIC_KWARGS = {"public_key", "key", "token", "uidb64", "format"}  # public ids by design, or not ids
 
 
@@ -50,7 +51,7 @@ def routes_with_ids():
         kinds = {}
         for kwarg in kwargs:
             if kwarg == "pk":
-                prefix = re.match(r"api/\^?(\w+)", route).group(1)
+                prefix = re.match(r"api/\^?([\w-]+)", route).group(1)
                 kinds[kwarg] = API_PK_KINDS[prefix]
             else:
                 assert kwarg in KWARG_KINDS, f"{route}: add the id kind of {kwarg!r} to KWARG_KINDS"
