@@ -22,7 +22,7 @@ from .draft_length import DraftLength, draft_costs
 from .drafters import Drafter, SuffixMemory, make_drafter
 from .loading import BUNDLED_TARGET, load_model, resolve_device
 from .precision import resolve_precision
-from .prefix_cache import PrefixCache
+from .prefix_cache import shared_prefix_cache
 from .precision_probe import AUTO, choose_precision
 from .sampling import SamplingParams, make_generator
 from .stats import GenerationResult, GenerationStats
@@ -52,8 +52,9 @@ class Engine:
         self._drafters: dict[str, Drafter] = {}
         self.memory = SuffixMemory()  # namespace (e.g. "bot-12") -> its earlier replies, for `suffix`
         # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py): exact,
-        # whole prefill chunks, so replies are the same with or without it
-        self.prefixes = PrefixCache(max_bytes=prefix_cache_mb << 20) if prefix_cache else None
+        # whole prefill chunks, so replies are the same with or without it; one per loaded model,
+        # shared by the engines of every drafter
+        self.prefixes = shared_prefix_cache(self.model, prefix_cache_mb << 20) if prefix_cache else None
         self.drafter = self.get_drafter(drafter)  # load (and vocab-check) a draft model now
 
     def warm_up(self) -> None:

@@ -33,6 +33,7 @@ usual.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -169,3 +170,18 @@ class PrefixCache:
             self._chunks.clear()
             self._index.clear()
             self._bytes = 0
+
+
+_shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its PrefixCache
+_shared_lock = threading.Lock()
+
+
+def shared_prefix_cache(model, max_bytes: int) -> PrefixCache:
+    """The prefix cache of a loaded model. Keys and values depend on the model alone, not on
+    the drafter, so every Engine serving the same model (one per drafter a bot picks) shares
+    one cache and one memory bound (the first caller's)."""
+    with _shared_lock:
+        cache = _shared.get(model)
+        if cache is None:
+            cache = _shared[model] = PrefixCache(max_bytes=max_bytes)
+        return cache

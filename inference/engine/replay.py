@@ -53,6 +53,7 @@ from .bench import (BenchError, _sum_hists, _sync, _until_eos, format_hist, hf_g
                     reference_model, write_progress)
 from .engine import Engine
 from .forward import cache_argument, crop, extend, new_cache, prefill
+from .prefix_cache import PrefixCache
 
 DEFAULT_METHODS = ("hf_plain", "none/fresh", "none", "lookup", "suffix", "suffix+lookup")
 FRESH = "/fresh"  # method suffix: the engine without prompt prefix reuse
@@ -150,6 +151,8 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
                             prefix_cache=not fresh)
         except ValueError as e:  # unknown drafter spec
             raise BenchError(f"unknown method {name!r}: {e}") from None
+        if not fresh:  # its own prompt cache too: a method never finds another one's prefills
+            engine.prefixes = PrefixCache()
         engines[name] = engine  # its own suffix memory: methods never learn from each other
 
         def run(input_ids, namespace, engine=engine):
@@ -288,9 +291,13 @@ def _summarize(records: dict[str, list[dict]], base: Engine, sample_conv: dict) 
             forwards = sum(s.target_forwards for s in stats)
             hist = _sum_hists([list(s.accepted_hist) for s in stats])
             draft_steps = sum(hist)
+            prompt_tokens = sum(s.prompt_tokens for s in stats)
             row.update(acceptance_rate=round(accepted / drafted, 4) if drafted else None,
                        mean_tokens_per_forward=round(new_tokens / forwards, 4) if forwards else None,
-                       target_forwards=forwards, accepted_hist=hist)
+                       target_forwards=forwards, accepted_hist=hist,
+                       # share of prompt tokens taken from earlier prompts' cache instead of prefilled
+                       prompt_tokens_reused=round(sum(s.prefix_reused for s in stats) / prompt_tokens, 3)
+                       if prompt_tokens else None)
             if draft_steps:
                 alpha, gamma = accepted / drafted, drafted / draft_steps
                 width = max(1, round(gamma))

@@ -214,3 +214,24 @@ def test_under_a_tight_bound_no_chunk_is_ever_stranded(int8_engine):
         assert prefixes.bytes <= prefixes.max_bytes
         assert all(c.parent == ROOT or c.parent in prefixes._chunks for c in prefixes._chunks.values())
     assert deepest >= 2 * PREFILL_CHUNK  # loads went past the shared first chunk
+
+
+def test_engines_of_one_model_share_one_cache_and_a_replay_gives_each_method_its_own(tiny_target_dir):
+    from inference.engine.replay import run_replay
+
+    suffix = Engine(target=tiny_target_dir, drafter="suffix", device="cpu", dtype="int8")
+    lookup = Engine(target=tiny_target_dir, drafter="lookup", device="cpu", dtype="int8")
+    other_precision = Engine(target=tiny_target_dir, drafter="suffix", device="cpu", dtype="fp32")
+    assert suffix.model is lookup.model and suffix.prefixes is lookup.prefixes  # the KV depends on the model only
+    assert other_precision.prefixes is not suffix.prefixes
+    ids = prompt(suffix, QUESTIONS[0])
+    suffix.generate_ids(ids, max_new_tokens=4)
+    assert lookup.generate_ids(ids, max_new_tokens=4)[1].prefix_reused == PREFILL_CHUNK  # the other drafter's prefill
+
+    conversation = {"id": "c1", "bot": "shop", "system": SYSTEM, "history": [], "turns": [QUESTIONS[0], QUESTIONS[1]]}
+    import tempfile
+    with tempfile.TemporaryDirectory() as out:
+        results = run_replay([conversation], target=tiny_target_dir, methods=["none", "lookup"], max_new_tokens=4,
+                             dtype="int8", out_dir=out, progress=False)
+    reused = {m["name"]: m.get("prompt_tokens_reused") for m in results["methods"]}
+    assert reused["none"] == reused["lookup"] > 0, reused  # each reused its own prompts, not the other's
