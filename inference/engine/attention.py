@@ -19,7 +19,8 @@ Grouped-query heads read their shared key/value head in place (`enable_gqa`, no 
 Cost: W small SDPA calls per layer instead of one (verify widths are <= 33). Prompts take
 the fused SDPA path at any width (inside `prompt_pass()`, which forward.prefill enters; and
 any forward wider than MAX_ROWS): plain and speculative decoding prefill a prompt
-identically, so the prompt's cache is the same either way.
+identically, so the prompt's cache is the same either way. The same flag has quantised
+linears use their bf16 copies (precision.py: dense prefill).
 
 `use_row_invariant_attention(model)` registers it under "row_invariant" and switches the
 model to it; models it cannot serve exactly (batch > 1, padding masks, sliding windows,
@@ -45,12 +46,18 @@ _PROMPT = ContextVar("chatnexus_prompt_pass", default=False)
 
 @contextmanager
 def prompt_pass():
-    """Inside, attention is fused SDPA at every width: prompt chunks need no row invariance."""
+    """Inside, forwards encode a prompt: attention is fused SDPA at every width (prompt chunks
+    need no row invariance) and quantised linears use their bf16 copies where they have them."""
     token = _PROMPT.set(True)
     try:
         yield
     finally:
         _PROMPT.reset(token)
+
+
+def in_prompt_pass() -> bool:
+    """Are we inside prompt_pass()?"""
+    return _PROMPT.get()
 
 
 def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

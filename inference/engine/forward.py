@@ -25,7 +25,6 @@ from transformers.cache_utils import DynamicLayer
 
 from .attention import prompt_pass
 from .lean import lean_forward
-from .precision import dense_prefill
 
 # Prompt chunk width. Fresh prompts pay for the chunks (measured on the bundled model, 2-core
 # EPYC, ~280-token prompts: +6% prefill time at fp32, +24% at int4 against one pass; 64-wide
@@ -177,11 +176,11 @@ def keep_path(cache: DynamicCache, start: int, path: list[int]) -> None:
 def prefill(model, cache_arg: str, cache: DynamicCache, prompt_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
     """prompt_ids: [1, S] (positions start.. onward; the cache holds the first `start`) -> logits
     of the last position: [1, 1, V]. Encoded chunk by chunk, each ending at the next multiple of
-    PREFILL_CHUNK (or at the prompt's end), with fused attention and the quantised linears' bf16
-    copies where they have them (precision.py: dense_prefill). `start` a multiple of
-    PREFILL_CHUNK (0, or what PrefixCache.lookup returns) gives the fresh prefill's bits."""
+    PREFILL_CHUNK (or at the prompt's end), in a prompt pass (attention.prompt_pass: fused
+    attention, the quantised linears' bf16 copies where they have them). `start` a multiple of
+    PREFILL_CHUNK (0, or what PrefixCache.load returns) gives the fresh prefill's bits."""
     end = start + prompt_ids.shape[1]
-    with dense_prefill(), prompt_pass():
+    with prompt_pass():
         position = start
         while True:
             stop = min(end, (position // PREFILL_CHUNK + 1) * PREFILL_CHUNK)

@@ -14,7 +14,7 @@ operations in the same order with less Python around them:
 - rotary embedding is applied to the queries and keys together (they sit side by side in the
   fused q/k/v output): the same elementwise ops on one tensor instead of two, so the same bits;
 - the linears are direct kernel calls looked up once per model (precision.direct_linear:
-  the int4/int8 kernel, the bf16 copy inside dense_prefill(), or F.linear), and q/k/v and
+  the int4/int8 kernel, the bf16 copy inside a prompt pass, or F.linear), and q/k/v and
   gate/up run as the one fused quantised linear they already are (SharedInputGroup),
   without the per-member hand-off;
 - the causal mask and rotary cos/sin are built once per forward (as transformers does), the
@@ -38,7 +38,8 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama import modeling_llama as llama
 
-from .precision import SharedInputMember, dense_prefill_active, direct_linear
+from .attention import in_prompt_pass
+from .precision import SharedInputMember, direct_linear
 
 _runners: "weakref.WeakKeyDictionary[torch.nn.Module, LeanLlama | None]" = weakref.WeakKeyDictionary()
 
@@ -152,7 +153,7 @@ class LeanLlama:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, T, D]: broadcast over heads
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation,
                                                        llama.eager_attention_forward)
-        for index, layer in enumerate(self.layers[dense_prefill_active()]):
+        for index, layer in enumerate(self.layers[in_prompt_pass()]):
             hidden = self._layer(layer, index, hidden, positions, cos, sin, mask, cache, attend)
         if keep == 0:  # a prompt chunk before the last: only its keys and values are wanted
             return None

@@ -25,7 +25,7 @@
   row block and runs at ~150 GFLOP/s on a 2-core Zen 4, where a bf16 GEMM with native
   AVX512_BF16 runs at ~400. Where a one-off measurement (`dense_prefill_pays`) shows bf16
   GEMMs that much faster, each quantised decoder linear also keeps its de-quantised weight
-  in bf16 (2 bytes per weight) and forwards inside `dense_prefill()` use it. Decode and
+  in bf16 (2 bytes per weight) and prompt forwards (inside `attention.prompt_pass()`) use it. Decode and
   verify steps always use the quantised kernel (row invariance), and plain and
   speculative decoding prefill alike, so speculation stays lossless.
 
@@ -35,16 +35,14 @@ Defaults (DEFAULT_PRECISION): fp32 on CPU and on CUDA — see the note there.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .attention import use_row_invariant_attention
+from .attention import in_prompt_pass, use_row_invariant_attention
 from .errors import EngineError
-from .packed import PackedLinear, best_seconds, pack_fp32_linears, packed_mm, row_invariant
+from .packed import PackedLinear, best_seconds, pack_fp32_linears, packed_mm, row_invariant, rows_alone_match_batches
 from .packed import wanted as packed_wanted
 
 # name -> dtype of activations and of every weight that is not quantised
@@ -88,9 +86,8 @@ def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES, packed: bool = False) ->
             weight = torch.randn(n, k, generator=gen).to(dtype)
             x = torch.randn(33, k, generator=gen).to(dtype)
             with torch.inference_mode():
-                rows = [torch.nn.functional.linear(x[i:i + 1], weight) for i in range(x.shape[0])]
-                _row_invariant_probe[key] = all(torch.equal(torch.nn.functional.linear(x[:m], weight),
-                                                            torch.cat(rows[:m])) for m in (2, 5, 17, 33))
+                _row_invariant_probe[key] = rows_alone_match_batches(
+                    lambda rows: torch.nn.functional.linear(rows, weight), x)
         if not _row_invariant_probe[key]:
             return False
     return True
@@ -169,19 +166,8 @@ def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool |
 
 # ----------------------------------------------------------------------------- dense prefill
 
-_DENSE = ContextVar("chatnexus_dense_prefill", default=False)
 _dense_pays: dict[int, bool] = {}
 DENSE_PREFILL_GAIN = 1.3  # keep bf16 copies only where a prompt-wide bf16 GEMM is this much faster
-
-
-@contextmanager
-def dense_prefill():
-    """Inside, quantised linears holding a bf16 copy of their weight (keep_dense_weights) use it."""
-    token = _DENSE.set(True)
-    try:
-        yield
-    finally:
-        _DENSE.reset(token)
 
 
 def dense_prefill_wanted() -> bool:
@@ -224,13 +210,8 @@ def keep_dense_weights(model: nn.Module) -> None:
             module.dense = module.weight.to(torch.bfloat16)
 
 
-def dense_prefill_active() -> bool:
-    """Are we inside dense_prefill()?"""
-    return _DENSE.get()
-
-
 def direct_linear(module: nn.Module, dense: bool):
-    """A plain function computing module(x) bit for bit (inside dense_prefill() when `dense`),
+    """A plain function computing module(x) bit for bit (inside attention.prompt_pass() when `dense`),
     with the kernel call and nothing else: no nn.Module dispatch, no per-call checks. For the
     lean forward (lean.py), built once per model; modules it does not know are called as is."""
     weight_dense = getattr(module, "dense", None) if dense else None
@@ -264,8 +245,8 @@ def direct_linear(module: nn.Module, dense: bool):
 
 
 def _dense_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """y from the bf16 copy inside dense_prefill(), else None (use the quantised kernel)."""
-    if module.dense is None or not _DENSE.get():
+    """y from the bf16 copy inside a prompt pass, else None (use the quantised kernel)."""
+    if module.dense is None or not in_prompt_pass():
         return None
     return _dense_mm(x, module.dense)
 

@@ -22,9 +22,9 @@ by default (`Engine(prefix_cache=False)`, `CHATNEXUS_PREFIX_CACHE=0` turn it off
 Storage is a trie of chunks, the way vLLM's automatic prefix caching keeps blocks: a
 chunk is keyed by its parent chunk and its own token ids, so the prefix a thousand
 conversations share (a bot's system prompt) is stored once, and `store` copies only the
-chunks not stored yet. Chunks are evicted least recently used beyond `max_bytes`, each
-with the chunks below it (which no prompt could reach any more); a lookup refreshes its
-whole path, deepest first, so ancestors outlive their descendants. Only prompts are
+chunks not stored yet. Chunks are evicted least recently used beyond `max_bytes`; every
+load and store refreshes its whole path, deepest first, so a chunk is always less recently
+used than its ancestors and eviction only ever takes a leaf (no chunk is left unreachable). Only prompts are
 stored (never generated tokens), and only caches whose layers are all full-attention
 `PreallocatedLayer`s (a sliding-window layer keeps no whole prompt): others prefill as
 usual.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -46,22 +46,19 @@ ROOT = 0  # the parent of every prompt's first chunk
 
 @dataclass
 class _Chunk:
-    parent: int  # the chunk before it (ROOT for a prompt's first)
-    key: tuple  # (parent, token ids): its entry in PrefixCache._index
+    key: tuple  # (id of the chunk before it or ROOT, its token ids): its entry in PrefixCache._index
     layers: list  # per layer (keys, values), each [B, H, chunk, D]
     bytes: int
-    children: set = field(default_factory=set)
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def cache_bytes(cache) -> int:
     """Bytes held by a DynamicCache's key/value tensors."""
-    total = 0
-    for layer in getattr(cache, "layers", ()):
-        for name in ("keys", "values"):
-            tensor = getattr(layer, name, None)
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel() * tensor.element_size()
-    return total
+    tensors = (getattr(layer, name, None) for layer in getattr(cache, "layers", ()) for name in ("keys", "values"))
+    return tensor_bytes(t for t in tensors if isinstance(t, torch.Tensor))
 
 
 def reusable(cache) -> bool:
@@ -140,30 +137,19 @@ class PrefixCache:
                 span = slice(i * self.chunk, (i + 1) * self.chunk)
                 layers = [(layer.keys[..., span, :].clone(), layer.values[..., span, :].clone())
                           for layer in cache.layers]
-                size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+                size = tensor_bytes(tensor for pair in layers for tensor in pair)
                 chunk_id, key = self._next, (parent, tokens[i])
                 self._next += 1
-                self._chunks[chunk_id] = _Chunk(parent, key, layers, size)
+                self._chunks[chunk_id] = _Chunk(key, layers, size)
                 self._index[key] = chunk_id
-                if parent != ROOT:
-                    self._chunks[parent].children.add(chunk_id)
                 self._bytes += size
                 path.append(chunk_id)
                 parent = chunk_id
             self._touch(path)
-            while self._bytes > self.max_bytes and self._chunks:  # leaves first: see _touch
-                self._evict(next(iter(self._chunks)))
-
-    def _evict(self, chunk_id: int) -> None:
-        """Drop a chunk and everything below it (unreachable without it; _touch keeps every
-        ancestor more recent than its descendants, so this is a leaf in practice)."""
-        chunk = self._chunks.pop(chunk_id)
-        del self._index[chunk.key]
-        self._bytes -= chunk.bytes
-        if chunk.parent in self._chunks:
-            self._chunks[chunk.parent].children.discard(chunk_id)
-        for child in list(chunk.children):
-            self._evict(child)
+            while self._bytes > self.max_bytes and self._chunks:  # a leaf: see _touch
+                _, chunk = self._chunks.popitem(last=False)
+                del self._index[chunk.key]
+                self._bytes -= chunk.bytes
 
     def clear(self) -> None:
         with self._lock:

@@ -148,11 +148,11 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
         spec, fixed = drafter_for(name.removesuffix(FRESH), draft)
         try:
             engine = Engine(target=target, drafter=spec, device=device, dtype=dtype, draft_length=fixed,
-                            prefix_cache=not fresh)
+                            prefix_cache=False)
         except ValueError as e:  # unknown drafter spec
             raise BenchError(f"unknown method {name!r}: {e}") from None
-        if not fresh:  # its own prompt cache too: a method never finds another one's prefills
-            engine.prefixes = PrefixCache()
+        # its own prompt cache (not the model's shared one): a method never finds another one's prefills
+        engine.prefixes = None if fresh else PrefixCache()
         engines[name] = engine  # its own suffix memory: methods never learn from each other
 
         def run(input_ids, namespace, engine=engine):

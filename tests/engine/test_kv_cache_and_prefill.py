@@ -1,5 +1,5 @@
 """The preallocated KV cache (forward.PreallocatedLayer), the dense bf16 prefill of
-quantised linears (precision.dense_prefill) and the fused q/k/v and gate/up linears
+quantised linears (inside attention.prompt_pass) and the fused q/k/v and gate/up linears
 (precision.fuse_shared_input_linears): same keys, values and tokens as the simple way,
 without its copies and calls."""
 
@@ -15,7 +15,7 @@ from inference.engine import Engine
 from inference.engine.attention import prompt_pass
 from inference.engine.forward import PreallocatedLayer, cache_argument, crop, extend, new_cache, prefill
 from inference.engine import precision as precision_module
-from inference.engine.precision import (Int4Linear, Int8Linear, SharedInputMember, apply_precision, dense_prefill,
+from inference.engine.precision import (Int4Linear, Int8Linear, SharedInputMember, apply_precision,
                                         keep_dense_weights, resolve_precision)
 
 GEN = torch.Generator().manual_seed(3)
@@ -106,7 +106,7 @@ def test_quantised_linears_keep_their_kernels_weights_in_bf16(int4_engine):
     x = torch.randn(50, body[0].in_features, generator=GEN)
     with torch.inference_mode():
         kernel = body[0](x)
-        with dense_prefill():
+        with prompt_pass():
             dense = body[0](x)
     assert torch.equal(dense, torch.nn.functional.linear(x.bfloat16(), body[0].dense).float())
     torch.testing.assert_close(dense, kernel, rtol=0.05, atol=0.05)  # the same weights, other rounding
@@ -128,7 +128,7 @@ def test_prefill_uses_the_dense_weights_and_steps_the_kernel(int4_engine):
     with torch.inference_mode():
         dense = prefill(model, arg, new_cache(model), PROMPT)
         kernel = extend(model, arg, new_cache(model), PROMPT, 0, keep=1)
-        with dense_prefill(), prompt_pass():  # what prefill enters (one chunk: the prompt is short)
+        with prompt_pass():  # what prefill enters (one chunk: the prompt is short)
             assert torch.equal(extend(model, arg, new_cache(model), PROMPT, 0, keep=1), dense)
     assert not torch.equal(dense, kernel)
 

@@ -17,7 +17,7 @@ from inference.engine.attention import prompt_pass
 from inference.engine.forward import PREFILL_CHUNK, cache_argument, crop, extend, new_cache, prefill
 from inference.engine.lean import LeanLlama, lean_forward
 from inference.engine.loading import BUNDLED_TARGET, load_model
-from inference.engine.precision import apply_precision, dense_prefill, resolve_precision
+from inference.engine.precision import apply_precision, resolve_precision
 
 WIDTHS = (1, 5, 1, 33, 2, 1, 17)
 
@@ -35,7 +35,7 @@ def run(model, step, seed=0):
     prompt = torch.randint(100, 20000, (1, 120), generator=gen)
     cache = new_cache(model, 400)
     with torch.inference_mode():
-        with dense_prefill():
+        with prompt_pass():
             outputs = [step(model, cache, prompt, 0, 1)]
         length = prompt.shape[1]
         for width in WIDTHS:
@@ -74,7 +74,7 @@ def test_a_reused_prefix_and_prefill_from_an_offset_match_too():
         shared = new_cache(model, 300)
         prefill(model, arg, shared, prompt[:, :PREFILL_CHUNK])
         ours = prefill(model, arg, copy.deepcopy(shared), prompt[:, PREFILL_CHUNK:], start=PREFILL_CHUNK)
-        with dense_prefill(), prompt_pass():  # what prefill enters; the tail is one chunk
+        with prompt_pass():  # what prefill enters; the tail is one chunk
             theirs = hf_extend(model, copy.deepcopy(shared), prompt[:, PREFILL_CHUNK:], PREFILL_CHUNK, 1)
     assert torch.equal(ours, theirs)
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from inference.engine import Engine
+from inference.engine.attention import prompt_pass
 from inference.engine.forward import PREFILL_CHUNK, cache_argument, extend, new_cache, prefill
 from inference.engine.loading import BUNDLED_TARGET, load_model
-from inference.engine.precision import dense_prefill
 from inference.engine.prefix_cache import PrefixCache, cache_bytes
 
 SYSTEM = "You are Sprocket, the support assistant of a bike shop. Hours: 10-19. Tune-up: $79. " * 2
@@ -109,7 +109,7 @@ def test_on_the_bundled_model_too_and_one_unchunked_pass_would_not_be():
             shared = new_cache(model)
             prefill(model, arg, shared, ids[:, :PREFILL_CHUNK * 2])
             reused_logits = prefill(model, arg, shared, ids[:, PREFILL_CHUNK * 2:], start=PREFILL_CHUNK * 2)
-            with dense_prefill():
+            with prompt_pass():
                 one_pass = extend(model, arg, new_cache(model), ids, start=0, keep=1)
         assert torch.equal(reused_logits, fresh_logits) and same_cache(shared, fresh), precision
         if precision == "int4":
@@ -212,7 +212,7 @@ def test_under_a_tight_bound_no_chunk_is_ever_stranded(int8_engine):
             assert reused % PREFILL_CHUNK == 0 and same_cache_prefix(cache, prefilled(int8_engine, ids), reused)
             deepest = max(deepest, reused)
         assert prefixes.bytes <= prefixes.max_bytes
-        assert all(c.parent == ROOT or c.parent in prefixes._chunks for c in prefixes._chunks.values())
+        assert all(c.key[0] == ROOT or c.key[0] in prefixes._chunks for c in prefixes._chunks.values())
     assert deepest >= 2 * PREFILL_CHUNK  # loads went past the shared first chunk
 
 
