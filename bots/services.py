@@ -318,6 +318,8 @@ def serialize_message(message: Message) -> dict:
         "stats": message.stats or None,
         "delivery_status": message.delivery_status,
         "rating": message.rating,
+        "attachments": [{"name": a.filename, "content_type": a.content_type, "size": a.size}
+                        for a in message.attachments.all()],
     }
 
 

@@ -60,7 +60,8 @@ class ChannelForm(forms.Form):
 class WidgetForm(ChannelForm):
     SETTINGS = (
         "allowed_origins", "position", "prechat_email", "connections_per_minute", "messages_per_minute",
-        "bot_connections_per_minute", "bot_messages_per_minute", "max_message_chars", "language",
+        "bot_connections_per_minute", "bot_messages_per_minute", "max_message_chars", "language", "file_uploads",
+        "max_upload_mb",
     )  # fmt: skip
     DEFAULTS = WIDGET_DEFAULTS
 
@@ -78,6 +79,9 @@ class WidgetForm(ChannelForm):
     bot_connections_per_minute = forms.IntegerField(min_value=1, max_value=1_000_000, label="Connections per minute, all visitors")
     bot_messages_per_minute = forms.IntegerField(min_value=1, max_value=1_000_000, label="Messages per minute, all visitors")
     max_message_chars = forms.IntegerField(min_value=1, max_value=20_000, label="Longest message (characters)")
+    file_uploads = forms.BooleanField(required=False, label="Visitors may attach files (images, PDF, text)",
+                                      help_text="Kept with the conversation for your team; the bot reads only the text.")
+    max_upload_mb = forms.IntegerField(min_value=1, max_value=25, label="Largest file (MB)")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -14,6 +14,8 @@ urlpatterns = [
     path("bots/<int:bot_id>/widget-try/", channel_views.widget_try, name="widget-try"),
     # Website widget: the bot's public look for the embed script (CORS per allow-list).
     path("widget/<str:public_key>/config/", widget_views.public_config, name="widget-config"),
+    # Website widget: a visitor's file (visitor token + allow-listed origin, no cookies).
+    path("widget/<str:public_key>/upload/", widget_views.upload, name="widget-upload"),
     # WhatsApp (Twilio): incoming messages and delivery status callbacks, signed by Twilio.
     path("whatsapp/<str:key>/", whatsapp_views.incoming, name="whatsapp-inbound"),
     path("whatsapp/<str:key>/status/", whatsapp_views.status, name="whatsapp-status"),

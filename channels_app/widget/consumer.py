@@ -8,7 +8,8 @@ URL, where proxies and access logs would keep it. No hello within
 Then: origin allow-list (4403), visitor token (4401 when tampered; a new one is issued
 when absent), connection rate limit (4429), then the ``session`` and ``history`` frames.
 On each later frame: validate, rate-limit, ``receive()``; problems answer with an
-``error`` frame and keep the socket.
+``error`` frame and keep the socket. A ``sync`` frame (sent after a file upload over HTTP,
+uploads.py) joins the visitor's conversation if the socket had none yet, then resends history.
 Conversation events from ``bots.events.push`` are forwarded as they come.
 """
 import asyncio
@@ -95,6 +96,15 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if frame["type"] == "ping":
             await self.send_json({"type": "pong"})
             return
+        if frame["type"] == "sync":  # a file sent over HTTP may have started the conversation: follow it
+            if self.group is None:
+                conversation_id = await database_sync_to_async(inbound.conversation_of)(self.session.bot_id,
+                                                                                       self.session.visitor_id)
+                if conversation_id is not None:  # join, then resend what was pushed before we listened
+                    self.session.conversation_id = conversation_id
+                    await self._join(conversation_id)
+                    await self.send_json(await database_sync_to_async(inbound.history)(conversation_id))
+            return
         if frame["type"] == "rate":
             result = await database_sync_to_async(inbound.rate)(self.session, frame)
             await self.send_json(result.frame() if isinstance(result, inbound.Refusal) else result)
@@ -126,7 +136,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if kind == "reply.delta":
             frame["delta"] = event.get("delta", "")
         if "message" in event and isinstance(event["message"], dict):
-            frame["message"] = {k: event["message"].get(k) for k in ("id", "direction", "sender", "text", "created", "reply_to")}
+            frame["message"] = {k: event["message"].get(k)
+                                for k in ("id", "direction", "sender", "text", "created", "reply_to", "attachments")}
         if kind == "conversation":
             frame.update({k: event[k] for k in ("bot_paused", "status") if k in event})
         await self.send_json(frame)

@@ -66,24 +66,27 @@ def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Se
         )
     if visitor_id is None:
         visitor_id, token = tokens.issue(public_key)
-    conversation_id = (
-        Conversation.objects.filter(bot=bot, channel=CHANNEL, external_id=visitor_id).values_list("id", flat=True).first()
-    )
-    return Session(bot.id, public_key, opts, visitor_id, token, conversation_id)
+    return Session(bot.id, public_key, opts, visitor_id, token, conversation_of(bot.id, visitor_id))
+
+
+def conversation_of(bot_id: int, visitor_id: str) -> int | None:
+    """The visitor's conversation with the bot, if they have written (or sent a file) yet."""
+    return Conversation.objects.filter(bot_id=bot_id, channel=CHANNEL, external_id=visitor_id).values_list(
+        "id", flat=True).first()
 
 
 def public_message(message: Message) -> dict:
     """A message as the visitor may see it (no decoding stats or delivery internals)."""
     data = services.serialize_message(message)
-    return {k: data[k] for k in ("id", "direction", "sender", "text", "created", "reply_to", "rating")}
+    return {k: data[k] for k in ("id", "direction", "sender", "text", "created", "reply_to", "rating", "attachments")}
 
 
 def history(conversation_id: int | None) -> dict:
     """The ``history`` frame: the conversation's latest messages and whether a reply is pending."""
     if conversation_id is None:
         return {"type": "history", "messages": [], "pending": None}
-    recent = list(Message.objects.filter(conversation_id=conversation_id).exclude(text="")
-                  .exclude(sender=Message.Sender.NOTE).order_by("-id")[:HISTORY_LIMIT])
+    recent = list(Message.objects.filter(conversation_id=conversation_id).exclude(text="", attachments=None)
+                  .exclude(sender=Message.Sender.NOTE).prefetch_related("attachments").order_by("-id")[:HISTORY_LIMIT])
     recent.reverse()
     pending = next(
         (m.id for m in reversed(recent) if m.direction == Message.Direction.INBOUND and m.reply_state == Message.ReplyState.PENDING),
@@ -128,8 +131,8 @@ def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
     if not isinstance(frame, dict):
         return Refusal("bad_frame", "Messages must be JSON objects.")
     kind = frame.get("type")
-    if kind == "ping":
-        return {"type": "ping"}
+    if kind in ("ping", "sync"):  # sync: after an upload (uploads.py) started the conversation
+        return {"type": kind}
     if kind == "rate":
         return _parse_rating(frame)
     if kind not in ("message", "handoff"):

@@ -17,6 +17,8 @@ DEFAULTS = {
     "bot_messages_per_minute": 120,  # messages to this bot, all visitors together
     "max_message_chars": 2000,  # longest message a visitor may send
     "language": "auto",  # the widget's own words: "auto" (the host page's, else the browser's) or a code
+    "file_uploads": True,  # visitors may attach images, PDFs and text files (uploads.py)
+    "max_upload_mb": 5,  # largest file a visitor may attach
 }
 # The languages widget.js carries its words in (its WORDS table).
 LANGUAGES = [("auto", "The website's language (else the visitor's browser's)"), ("en", "English"), ("es", "Español"),
@@ -82,4 +84,6 @@ def public_look(bot: Bot, options: dict) -> dict:
         "max_message_chars": int(options.get("max_message_chars") or DEFAULTS["max_message_chars"]),
         "language": options.get("language") if options.get("language") in dict(LANGUAGES) else "auto",
         "handoff": True,
+        "uploads": bool(options.get("file_uploads")),
+        "max_upload_mb": int(options.get("max_upload_mb") or DEFAULTS["max_upload_mb"]),
     }

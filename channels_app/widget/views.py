@@ -1,14 +1,17 @@
-"""The widget's public HTTP endpoint: the bot's look, for the embed script.
+"""The widget's public HTTP endpoints: the bot's look, for the embed script, and visitors' files.
 
 ``GET /channels/widget/<public_key>/config/`` answers with JSON. CORS is granted only
 to the bot's allow-listed origins (and the platform itself); another origin gets a
 403 with a clear error, an unknown or disabled widget a 404.
+``POST /channels/widget/<public_key>/upload/``: a visitor's file (uploads.py).
 """
 from django.http import JsonResponse
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
 
 from . import options as widget_options
+from . import uploads
 
 
 @require_GET
@@ -24,6 +27,33 @@ def public_config(request, public_key):
         response = JsonResponse(widget_options.public_look(bot, opts))
         if origin:
             response["Access-Control-Allow-Origin"] = origin
+    response["Cache-Control"] = "no-store"
+    patch_vary_headers(response, ["Origin"])
+    return response
+
+
+@csrf_exempt  # no cookies ride along: the visitor token in the form and the origin allow-list guard it
+@require_POST
+def upload(request, public_key):
+    origin = request.headers.get("Origin", "")
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        length = 0
+    checked = uploads.check_request(public_key, origin, length)  # before the body is read
+    if isinstance(checked, uploads.UploadRefusal):
+        result = checked
+    else:
+        result = uploads.take_upload(*checked, public_key, request.POST, request.FILES)
+    if isinstance(result, uploads.UploadRefusal):
+        response = JsonResponse(result.frame(), status=result.status)
+        if result.retry_after:
+            response["Retry-After"] = str(result.retry_after)
+    else:
+        status, frame = result
+        response = JsonResponse(frame, status=status)
+    if not isinstance(checked, uploads.UploadRefusal) or checked.code not in ("forbidden_origin", "not_found"):
+        response["Access-Control-Allow-Origin"] = origin  # an allow-listed origin: the page may read why
     response["Cache-Control"] = "no-store"
     patch_vary_headers(response, ["Origin"])
     return response

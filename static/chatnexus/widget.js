@@ -17,7 +17,9 @@
   try { store = JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { store = {}; }
   function save() { try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ } }
 
-  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [] };
+  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [], uploads: false, max_upload_mb: 5 };
+  // what the upload endpoint takes (channels_app/widget/uploads.py checks the bytes)
+  var ACCEPT = "image/jpeg,image/png,image/gif,image/webp,application/pdf,text/plain,.jpg,.jpeg,.png,.gif,.webp,.pdf,.txt";
 
   // -- the widget's own words: the bot's widget language, else the host page's <html lang>,
   // else the browser's, else English (the bot's answers follow its own instructions)
@@ -28,49 +30,56 @@
           helpful: "Helpful", notHelpful: "Not helpful", unavailable: "Chat is unavailable on this website.",
           reconnecting: "Connection lost \u2014 reconnecting\u2026", badEmail: "That email address does not look right.",
           tooFast: "You're sending messages too quickly. Please wait {n} seconds and try again.",
-          tooLong: "Messages are limited to {n} characters.", empty: "Please type a message." },
+          tooLong: "Messages are limited to {n} characters.", empty: "Please type a message.",
+          attach: "Attach a file", fileTooBig: "Files are limited to {n} MB.", uploadFailed: "The file could not be sent. Please try again." },
     es: { suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
           close: "Cerrar el chat", email: "Tu correo (opcional)", message: "Mensaje", placeholder: "Escribe tu mensaje\u2026",
           send: "Enviar", sendLabel: "Enviar mensaje", typing: "{name} est\u00e1 escribiendo", rate: "Valora esta respuesta",
           helpful: "\u00datil", notHelpful: "No es \u00fatil", unavailable: "El chat no est\u00e1 disponible en este sitio web.",
           reconnecting: "Conexi\u00f3n perdida \u2014 reconectando\u2026", badEmail: "Esa direcci\u00f3n de correo no parece correcta.",
           tooFast: "Est\u00e1s enviando mensajes demasiado r\u00e1pido. Espera {n} segundos y vuelve a intentarlo.",
-          tooLong: "Los mensajes tienen un l\u00edmite de {n} caracteres.", empty: "Escribe un mensaje." },
+          tooLong: "Los mensajes tienen un l\u00edmite de {n} caracteres.", empty: "Escribe un mensaje.",
+          attach: "Adjuntar un archivo", fileTooBig: "Los archivos tienen un l\u00edmite de {n} MB.", uploadFailed: "No se pudo enviar el archivo. Int\u00e9ntalo de nuevo." },
     fr: { suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
           close: "Fermer le chat", email: "Votre e-mail (facultatif)", message: "Message", placeholder: "\u00c9crivez votre message\u2026",
           send: "Envoyer", sendLabel: "Envoyer le message", typing: "{name} \u00e9crit", rate: "\u00c9valuez cette r\u00e9ponse",
           helpful: "Utile", notHelpful: "Pas utile", unavailable: "Le chat n\u2019est pas disponible sur ce site.",
           reconnecting: "Connexion perdue \u2014 reconnexion\u2026", badEmail: "Cette adresse e-mail ne semble pas correcte.",
           tooFast: "Vous envoyez des messages trop vite. Attendez {n} secondes puis r\u00e9essayez.",
-          tooLong: "Les messages sont limit\u00e9s \u00e0 {n} caract\u00e8res.", empty: "\u00c9crivez un message." },
+          tooLong: "Les messages sont limit\u00e9s \u00e0 {n} caract\u00e8res.", empty: "\u00c9crivez un message.",
+          attach: "Joindre un fichier", fileTooBig: "Les fichiers sont limit\u00e9s \u00e0 {n} Mo.", uploadFailed: "Le fichier n\u2019a pas pu \u00eatre envoy\u00e9. R\u00e9essayez." },
     de: { suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
           close: "Chat schlie\u00dfen", email: "Ihre E-Mail (optional)", message: "Nachricht", placeholder: "Nachricht eingeben\u2026",
           send: "Senden", sendLabel: "Nachricht senden", typing: "{name} schreibt", rate: "Diese Antwort bewerten",
           helpful: "Hilfreich", notHelpful: "Nicht hilfreich", unavailable: "Der Chat ist auf dieser Website nicht verf\u00fcgbar.",
           reconnecting: "Verbindung verloren \u2014 verbinde neu\u2026", badEmail: "Diese E-Mail-Adresse scheint nicht zu stimmen.",
           tooFast: "Sie senden Nachrichten zu schnell. Bitte warten Sie {n} Sekunden und versuchen Sie es erneut.",
-          tooLong: "Nachrichten sind auf {n} Zeichen begrenzt.", empty: "Bitte geben Sie eine Nachricht ein." },
+          tooLong: "Nachrichten sind auf {n} Zeichen begrenzt.", empty: "Bitte geben Sie eine Nachricht ein.",
+          attach: "Datei anh\u00e4ngen", fileTooBig: "Dateien sind auf {n} MB begrenzt.", uploadFailed: "Die Datei konnte nicht gesendet werden. Bitte erneut versuchen." },
     pt: { suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
           close: "Fechar o chat", email: "O seu e-mail (opcional)", message: "Mensagem", placeholder: "Escreva a sua mensagem\u2026",
           send: "Enviar", sendLabel: "Enviar mensagem", typing: "{name} est\u00e1 a escrever", rate: "Avalie esta resposta",
           helpful: "\u00datil", notHelpful: "N\u00e3o \u00e9 \u00fatil", unavailable: "O chat n\u00e3o est\u00e1 dispon\u00edvel neste site.",
           reconnecting: "Liga\u00e7\u00e3o perdida \u2014 a restabelecer\u2026", badEmail: "Esse endere\u00e7o de e-mail n\u00e3o parece correto.",
           tooFast: "Est\u00e1 a enviar mensagens demasiado depressa. Aguarde {n} segundos e tente de novo.",
-          tooLong: "As mensagens est\u00e3o limitadas a {n} caracteres.", empty: "Escreva uma mensagem." },
+          tooLong: "As mensagens est\u00e3o limitadas a {n} caracteres.", empty: "Escreva uma mensagem.",
+          attach: "Anexar um ficheiro", fileTooBig: "Os ficheiros est\u00e3o limitados a {n} MB.", uploadFailed: "N\u00e3o foi poss\u00edvel enviar o ficheiro. Tente de novo." },
     it: { suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
           close: "Chiudi la chat", email: "La tua email (facoltativa)", message: "Messaggio", placeholder: "Scrivi il tuo messaggio\u2026",
           send: "Invia", sendLabel: "Invia messaggio", typing: "{name} sta scrivendo", rate: "Valuta questa risposta",
           helpful: "Utile", notHelpful: "Non utile", unavailable: "La chat non \u00e8 disponibile su questo sito.",
           reconnecting: "Connessione persa \u2014 riconnessione\u2026", badEmail: "Questo indirizzo email non sembra corretto.",
           tooFast: "Stai inviando messaggi troppo in fretta. Attendi {n} secondi e riprova.",
-          tooLong: "I messaggi sono limitati a {n} caratteri.", empty: "Scrivi un messaggio." },
+          tooLong: "I messaggi sono limitati a {n} caratteri.", empty: "Scrivi un messaggio.",
+          attach: "Allega un file", fileTooBig: "I file sono limitati a {n} MB.", uploadFailed: "Impossibile inviare il file. Riprova." },
     nl: { suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
           close: "Chat sluiten", email: "Je e-mail (optioneel)", message: "Bericht", placeholder: "Typ je bericht\u2026",
           send: "Verstuur", sendLabel: "Bericht versturen", typing: "{name} is aan het typen", rate: "Beoordeel dit antwoord",
           helpful: "Nuttig", notHelpful: "Niet nuttig", unavailable: "De chat is niet beschikbaar op deze website.",
           reconnecting: "Verbinding verbroken \u2014 opnieuw verbinden\u2026", badEmail: "Dat e-mailadres lijkt niet te kloppen.",
           tooFast: "Je verstuurt te snel berichten. Wacht {n} seconden en probeer het opnieuw.",
-          tooLong: "Berichten zijn beperkt tot {n} tekens.", empty: "Typ een bericht." }
+          tooLong: "Berichten zijn beperkt tot {n} tekens.", empty: "Typ een bericht.",
+          attach: "Bestand toevoegen", fileTooBig: "Bestanden zijn beperkt tot {n} MB.", uploadFailed: "Het bestand kon niet worden verstuurd. Probeer het opnieuw." }
   };
   function language() {
     var wanted = [look.language === "auto" ? "" : look.language, document.documentElement.lang, navigator.language];
@@ -90,6 +99,8 @@
     if (f.code === "empty") return t("empty");
     if (f.code === "bad_email") return t("badEmail");
     if (f.code === "forbidden_origin") return t("notAllowed");
+    if (f.code === "too_large") return t("fileTooBig", { n: look.max_upload_mb });
+    if (f.code === "upload_failed") return t("uploadFailed");
     return f.message;
   }
   var ws = null, attempts = 0, fatal = false, retryAfter = 0, timer = null, connected = false;
@@ -142,7 +153,8 @@
     "@keyframes b{50%{opacity:.3}}.status{padding:6px 12px;font-size:12px;color:#b91c1c;background:#fef2f2}.status:empty{display:none}" +
     "form{display:flex;flex-wrap:wrap;gap:6px;padding:8px;border-top:1px solid #e5e7eb;margin:0}" +
     "input,textarea{flex:1 1 60%;min-width:0;border:1px solid #d1d5db;border-radius:8px;padding:8px;color:#1f2330;background:#fff;resize:none}" +
-    ".email{flex-basis:100%}form button{border:0;border-radius:8px;padding:8px 14px;background:var(--c);color:#fff;cursor:pointer}" +
+    ".email{flex-basis:100%}.file{display:block;margin-top:2px;font-size:13px;opacity:.9}.file:first-child{margin-top:0}" +
+    "form .attach{background:#fff;color:var(--c);border:1px solid var(--c);padding:8px 10px}form button{border:0;border-radius:8px;padding:8px 14px;background:var(--c);color:#fff;cursor:pointer}" +
     "button:focus-visible,input:focus-visible,textarea:focus-visible{outline:2px solid #111;outline-offset:2px}button:disabled{opacity:.5;cursor:default}";
 
   // -- build the UI
@@ -165,7 +177,10 @@
   email.hidden = true;
   var input = el("textarea", { rows: "1", placeholder: "Type your message\u2026", "aria-label": "Message" });
   var sendBtn = el("button", { type: "submit", "aria-label": "Send message" }, "Send");
-  form.append(email, input, sendBtn);
+  var attachBtn = el("button", { type: "button", class: "attach", "aria-label": "Attach a file", title: "Attach a file" }, "\uD83D\uDCCE");
+  var picker = el("input", { type: "file", accept: ACCEPT, hidden: "" });
+  attachBtn.hidden = true;
+  form.append(email, input, attachBtn, picker, sendBtn);
   panel.append(header, log, status, form);
   wrap.append(panel, launcher);
   root.append(el("style", 0, CSS), wrap);
@@ -182,6 +197,7 @@
     email.placeholder = t("email"); email.setAttribute("aria-label", t("email"));
     input.placeholder = t("placeholder"); input.setAttribute("aria-label", t("message"));
     sendBtn.textContent = t("send"); sendBtn.setAttribute("aria-label", t("sendLabel"));
+    attachBtn.setAttribute("aria-label", t("attach")); attachBtn.title = t("attach"); attachBtn.hidden = !look.uploads;
     wrap.setAttribute("lang", language());
     input.maxLength = look.max_message_chars;
   }
@@ -196,6 +212,10 @@
     scroll();
     return node;
   }
+  // The names of a message's files, one line each, under its text.
+  function addFiles(node, files) {
+    (files || []).forEach(function (f) { node.appendChild(el("span", { class: "file" }, "\uD83D\uDCCE " + (f.name || f.content_type || ""))); });
+  }
   function who(m) { return m.direction === "in" ? "me" : m.sender === "system" ? "system" : "bot"; }
   function showMessage(m, clientId) {
     hideChips();  // the conversation has begun
@@ -204,6 +224,7 @@
     if (pend && pend !== node && pend.parentNode) pend.parentNode.removeChild(pend);
     if (node) { render(node, m.text); node.classList.remove("failed"); }
     else node = bubble(who(m), m.text);
+    addFiles(node, m.attachments);
     byId[m.id] = node;
     if (m.reply_to) delete streams[m.reply_to];
     if (m.direction === "out") hideTyping();
@@ -348,6 +369,29 @@
     post(frame);
   });
   human.addEventListener("click", function () { post({ type: "handoff", id: newId() }); });
+  // A file goes over HTTP (multipart, no cookies), with the text typed so far as its caption;
+  // then "sync" lets the socket follow the conversation the file may have started.
+  attachBtn.addEventListener("click", function () { if (!fatal) picker.click(); });
+  picker.addEventListener("change", function () {
+    var file = picker.files && picker.files[0];
+    picker.value = "";
+    if (!file || fatal) return;
+    if (file.size > look.max_upload_mb * 1024 * 1024) { status.textContent = t("fileTooBig", { n: look.max_upload_mb }); return; }
+    var id = newId(), text = input.value.trim(), body = new FormData();
+    body.append("token", store.token || ""); body.append("id", id); body.append("text", text); body.append("file", file);
+    hideChips();
+    var node = byClient[id] = bubble("me", text);
+    addFiles(node, [{ name: file.name }]);
+    input.value = "";
+    function failed() { handle({ type: "error", code: "upload_failed", message: t("uploadFailed"), client_id: id }); }
+    fetch(origin + "/channels/widget/" + encodeURIComponent(key) + "/upload/", { method: "POST", body: body, credentials: "omit" })
+      .then(function (r) { return r.json(); })
+      .then(function (f) {
+        if (f.type === "error") { f.client_id = id; handle(f); return; }
+        handle(f);
+        if (connected) ws.send(JSON.stringify({ type: "sync" }));
+      }, failed);
+  });
 
   function start() {
     applyLook();

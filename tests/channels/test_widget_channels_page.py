@@ -40,7 +40,7 @@ def test_it_saves_widget_settings_and_rejects_a_bad_origin(client, alice, acme_b
         "channel": "widget", "widget-enabled": "on", "widget-allowed_origins": "https://Shop.Example.com/\nhttp://localhost:3000",
         "widget-position": "left", "widget-prechat_email": "on", "widget-connections_per_minute": "5",
         "widget-messages_per_minute": "3", "widget-bot_connections_per_minute": "100", "widget-bot_messages_per_minute": "50",
-        "widget-max_message_chars": "500", "widget-language": "de",
+        "widget-max_message_chars": "500", "widget-language": "de", "widget-max_upload_mb": "3",
     }  # fmt: skip
     assert client.post(url(acme_bot), data).status_code == 302
     config = ChannelConfig.objects.get(bot=acme_bot, kind="widget")
@@ -49,6 +49,8 @@ def test_it_saves_widget_settings_and_rejects_a_bad_origin(client, alice, acme_b
     assert config.settings["position"] == "left" and config.settings["prechat_email"] is True
     assert config.settings["messages_per_minute"] == 3 and config.settings["max_message_chars"] == 500
     assert config.settings["language"] == "de"
+    assert config.settings["file_uploads"] is False and config.settings["max_upload_mb"] == 3  # the box left unticked
+    assert client.post(url(acme_bot), {**data, "widget-max_upload_mb": "26"}).status_code == 400  # over 25 MB
     assert client.post(url(acme_bot), {**data, "widget-language": "xx"}).status_code == 400  # not one we speak
 
     response = client.post(url(acme_bot), {**data, "widget-allowed_origins": "https://shop.example.com/cart"})
