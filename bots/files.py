@@ -1,11 +1,23 @@
-"""Serving a customer's file to an agent without letting it act on our origin.
+"""Customers' files: served to an agent without letting them act on our origin, and read
+for the model.
 
 Only common image, audio, video and PDF types render in the browser; anything else
 (HTML, SVG, scripts, unknown types) is a download. Every response carries ``nosniff``
 and a CSP that allows no script, so even a mislabelled file cannot run.
+
+``prompt_text`` is what the model sees of a customer's message: its text, then the text of
+its readable files (plain text, markdown, HTML, PDF — ``bots.documents``), each cut at
+``MAX_FILE_PROMPT_CHARS``, and a one-line note for any other file (an image is named, not
+described: the model reads text only).
 """
+import logging
+
 from django.http import FileResponse
 from django.utils.http import content_disposition_header
+
+from .documents import DocumentError, text_of
+
+log = logging.getLogger(__name__)
 
 INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf")
 INLINE_PREFIXES = ("audio/", "video/")
@@ -23,3 +35,36 @@ def attachment_response(attachment):
     response["Content-Security-Policy"] = CSP
     response["Cache-Control"] = "private, max-age=300"
     return response
+
+
+READABLE_TYPES = {"text/plain": ".txt", "text/markdown": ".md", "text/html": ".html", "application/pdf": ".pdf"}
+MAX_FILE_PROMPT_CHARS = 4000  # of a message's files' text together; ~1,000 tokens
+
+
+def prompt_text(message) -> str:
+    """The message's text followed by what the model may know of its files (never raises)."""
+    parts = [message.text] if message.text else []
+    room = MAX_FILE_PROMPT_CHARS
+    for attachment in message.attachments.all():
+        name = attachment.filename or f"attachment {attachment.index + 1}"
+        suffix = READABLE_TYPES.get((attachment.content_type or "").split(";")[0].strip().lower())
+        if suffix is None:
+            parts.append(f"[The customer attached {name} ({attachment.content_type}); you cannot see it.]")
+            continue
+        if room <= 0:
+            parts.append(f"[The customer attached {name}; its text is left out (too long).]")
+            continue
+        try:
+            with attachment.file.open("rb") as stored:
+                text = text_of(f"file{suffix}", stored.read()).strip()
+        except (DocumentError, OSError) as error:
+            log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)
+            parts.append(f"[The customer attached {name}; its text could not be read.]")
+            continue
+        if not text:
+            parts.append(f"[The customer attached {name}; it has no text.]")
+            continue
+        shown = text[:room]
+        room -= len(shown)
+        parts.append(f"[Attached file {name}{', beginning' if len(shown) < len(text) else ''}:]\n{shown}")
+    return "\n\n".join(parts)

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from bots import events, services
+from bots.files import prompt_text
 from bots.models import Conversation, Message
 from bots.prompts import build_messages
 
@@ -178,14 +179,17 @@ def _history(inbound):
     """The last turns of the conversation up to and including ``inbound``, as chat messages."""
     recent = (
         Message.objects.filter(conversation_id=inbound.conversation_id, id__lte=inbound.id)
-        .exclude(text="")
+        .exclude(text="", attachments=None)
         .exclude(sender=Message.Sender.NOTE)  # the team's notes are not the conversation
+        .prefetch_related("attachments")
         .order_by("-id")[:HISTORY_TURNS]
     )
     turns = []
     for message in reversed(list(recent)):
-        role = "user" if message.direction == Message.Direction.INBOUND else "assistant"
-        turns.append({"role": role, "content": message.text})
+        if message.direction == Message.Direction.INBOUND:  # with the text of the customer's files
+            turns.append({"role": "user", "content": prompt_text(message)})
+        else:
+            turns.append({"role": "assistant", "content": message.text})
     return turns
 
 

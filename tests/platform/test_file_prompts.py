@@ -1,0 +1,63 @@
+"""What the model reads of a customer's files: the text of text, HTML and PDF attachments
+after the message (bounded), a note naming any other file, never an exception."""
+import pytest
+
+from bots import services
+from bots.files import MAX_FILE_PROMPT_CHARS
+from tests.builder.test_knowledge_forms import pdf
+
+pytestmark = pytest.mark.django_db
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF a customer's photo"
+
+
+def receive(bot, text, *files, thread="t1"):
+    return services.receive(bot=bot, channel="widget", thread_id=thread, text=text, files=list(files),
+                            answer=bool(text)).message
+
+
+def test_the_model_reads_the_customers_text_and_pdf_files(acme_bot):
+    from inference.tasks import _history
+
+    message = receive(acme_bot, "Is this invoice right?", ("notes.txt", "text/plain", b"Order 4411, blue frame"),
+                      ("invoice.pdf", "application/pdf", pdf("Total due EUR 129.00")),
+                      ("photo.jpg", "image/jpeg", JPEG), ("page.html", "text/html", b"<p>Ship to <b>Leeds</b></p>"))
+    turn = _history(message)[-1]
+    assert turn["role"] == "user"
+    assert turn["content"] == (
+        "Is this invoice right?\n\n"
+        "[Attached file notes.txt:]\nOrder 4411, blue frame\n\n"
+        "[Attached file invoice.pdf:]\nTotal due EUR 129.00\n\n"
+        "[The customer attached photo.jpg (image/jpeg); you cannot see it.]\n\n"
+        "[Attached file page.html:]\nShip to Leeds"
+    )
+
+
+def test_a_file_alone_stays_in_the_conversation_and_long_files_are_cut(acme_bot):
+    from inference.tasks import _history
+
+    long_text = "".join(f"line {i}\n" for i in range(2000)).encode()  # ~16,000 characters
+    receive(acme_bot, "", ("terms.txt", "text/plain", long_text), ("more.txt", "text/plain", b"never shown"))
+    question = receive(acme_bot, "What do my terms say about returns?")
+    first, second = [turn["content"] for turn in _history(question)]
+    assert first.startswith("[Attached file terms.txt, beginning:]\nline 0\nline 1\n")
+    shown = first.split(":]\n", 1)[1].split("\n\n[", 1)[0]
+    assert len(shown) == MAX_FILE_PROMPT_CHARS  # the files' text together is bounded
+    assert first.endswith("[The customer attached more.txt; its text is left out (too long).]")
+    assert second == "What do my terms say about returns?"
+
+
+def test_an_unreadable_file_is_named_never_raised(acme_bot):
+    from bots.models import Attachment
+    from inference.tasks import _history
+
+    message = receive(acme_bot, "See attached", ("scan.pdf", "application/pdf", b"%PDF-1.4 garbage"),
+                      ("gone.txt", "text/plain", b"deleted from storage"), ("empty.txt", "text/plain", b"  \n"))
+    gone = Attachment.objects.get(filename="gone.txt")
+    gone.file.storage.delete(gone.file.name)
+    assert _history(message)[-1]["content"] == (
+        "See attached\n\n"
+        "[The customer attached scan.pdf; its text could not be read.]\n\n"
+        "[The customer attached gone.txt; its text could not be read.]\n\n"
+        "[The customer attached empty.txt; it has no text.]"
+    )
