@@ -5,7 +5,9 @@ to the bot's allow-listed origins (and the platform itself); another origin gets
 403 with a clear error, an unknown or disabled widget a 404.
 ``POST /channels/widget/<public_key>/upload/``: a visitor's file (uploads.py).
 """
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -44,7 +46,12 @@ def upload(request, public_key):
     if isinstance(checked, uploads.UploadRefusal):
         result = checked
     else:
-        result = uploads.take_upload(*checked, public_key, request.POST, request.FILES)
+        try:
+            fields, files = request.POST, request.FILES
+        except (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent):
+            fields = None
+        result = uploads.UploadRefusal(400, "bad_upload", "That upload could not be read; please try again.") \
+            if fields is None else uploads.take_upload(*checked, public_key, fields, files)
     if isinstance(result, uploads.UploadRefusal):
         response = JsonResponse(result.frame(), status=result.status)
         if result.retry_after:

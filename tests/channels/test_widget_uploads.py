@@ -155,6 +155,21 @@ def test_it_refuses_what_it_must_and_stores_nothing(case, status, code, widget_c
     assert not Message.objects.exists() and not Attachment.objects.exists() and not Conversation.objects.exists()
 
 
+@pytest.mark.parametrize("content_type, body", [
+    ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"),
+    ("multipart/form-data", b"no boundary at all"),
+    ("application/json", b'{"token": "x", "file": "aGVsbG8="}'),
+])  # fmt: skip
+def test_a_malformed_post_gets_a_clear_error_not_a_500(content_type, body, widget_channel, host_site, live_server_url):
+    from bots.models import Message
+
+    response = requests.post(f"{live_server_url}/channels/widget/{widget_channel.bot.public_key}/upload/", data=body,
+                             headers={"Origin": host_site.origin, "Content-Type": content_type}, timeout=30)
+    assert response.status_code in (400, 401), response.text
+    assert response.json()["type"] == "error" and response.json()["message"]
+    assert not Message.objects.exists()
+
+
 def test_files_count_against_the_message_rate_limit(widget_channel, host_site, live_server_url):
     from bots.models import Attachment
 
