@@ -142,15 +142,19 @@ def attachments(message):
     """What the customer attached: [{"label", "url"}]. WhatsApp media link to the channel's
     view (the stored copy, fetched from Twilio first if the background task has not kept it
     yet); email attachments to `attachment`, or by name only for mail stored before files
-    were kept."""
+    were kept; files sent from the widget (stored, listed nowhere else) to `attachment`."""
     meta = message.meta or {}
     found = [{"label": item.get("content_type") or "file",
               "url": reverse("channels:whatsapp-media", args=[message.id, index])}
              for index, item in enumerate(meta.get("media") or []) if isinstance(item, dict)]
-    stored = {file.index: file for file in message.attachments.all()} if meta.get("attachments") else {}
-    found += [{"label": f"{item.get('filename') or 'attachment'} ({item.get('content_type') or 'file'})",
-               "url": reverse("inbox:attachment", args=[stored[index].id]) if index in stored else None}
-              for index, item in enumerate(meta.get("attachments") or []) if isinstance(item, dict)]
+    stored = {file.index: file for file in message.attachments.all()}
+    if meta.get("attachments"):
+        found += [{"label": f"{item.get('filename') or 'attachment'} ({item.get('content_type') or 'file'})",
+                   "url": reverse("inbox:attachment", args=[stored[index].id]) if index in stored else None}
+                  for index, item in enumerate(meta.get("attachments") or []) if isinstance(item, dict)]
+    elif not meta.get("media"):
+        found += [{"label": file.label, "url": reverse("inbox:attachment", args=[file.id])}
+                  for _, file in sorted(stored.items())]
     return found
 
 

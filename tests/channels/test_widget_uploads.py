@@ -67,6 +67,28 @@ def test_a_file_alone_is_kept_answered_and_followed_by_the_socket(widget_channel
     ws.close()
 
 
+def test_the_team_finds_the_file_in_the_inbox_and_nobody_else_does(widget_channel, host_site, live_server_url,
+                                                                    client, alice, charlie):
+    from django.urls import reverse
+
+    from bots.models import Attachment, Conversation
+
+    ws, token = new_visitor(live_server_url, widget_channel, host_site)
+    assert upload(live_server_url, widget_channel.bot.public_key, host_site.origin, token).status_code == 201
+    conversation, attachment = Conversation.objects.get(), Attachment.objects.get()
+    link = reverse("inbox:attachment", args=[attachment.id])
+    client.force_login(alice)
+    page = client.get(reverse("inbox:thread", args=[conversation.id])).content.decode()
+    assert f'href="{link}"' in page and "receipt.png (image/png)" in page
+    polled = client.get(reverse("inbox:thread-json", args=[conversation.id])).json()
+    assert polled["messages"][0]["attachments"] == [{"label": "receipt.png (image/png)", "url": link}]
+    served = client.get(link)
+    assert b"".join(served.streaming_content) == PNG and served["X-Content-Type-Options"] == "nosniff"
+    client.force_login(charlie)  # another organisation
+    assert client.get(link).status_code == 404
+    ws.close()
+
+
 def test_a_caption_goes_to_the_bot_with_the_file(widget_channel, host_site, live_server_url):
     from bots.models import Attachment, Message
 
