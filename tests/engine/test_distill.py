@@ -103,3 +103,21 @@ def test_the_cli_exits_2_with_one_line_for_a_bad_target(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and str(missing) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_data_is_the_targets_own_greedy_replies_whatever_the_batch(tiny_target_dir, distilled):
+    """Prompts of different lengths share a batch (left-padded): each stored reply must still be
+    what the target alone answers to that prompt. (The engine's CPU model computes attention
+    row by row without a padding mask, so generating the data with it gave padded rows other
+    replies.)"""
+    out, _ = distilled
+    data = torch.load(out / "checkpoint" / "data.pt", weights_only=False)
+    engine = Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype="fp32", prefix_cache=False)
+    lengths = set()
+    for seq in data["sequences"]:
+        reply_len = seq["reply_len"]
+        prompt = seq["ids"][:-reply_len]
+        lengths.add(len(prompt))
+        reply, _ = engine.generate_ids(prompt[None], max_new_tokens=SMALL["max_new_tokens"])
+        assert seq["ids"][-reply_len:].tolist() == reply, seq["id"]
+    assert len(lengths) > 1  # the batches did hold prompts of different lengths
