@@ -24,7 +24,9 @@ linears use their bf16 copies (precision.py: dense prefill).
 
 `use_row_invariant_attention(model)` registers it under "row_invariant" and switches the
 model to it; models it cannot serve exactly (batch > 1, padding masks, sliding windows,
-attention sinks, soft-capping) fall back to SDPA per call.
+attention sinks, soft-capping) fall back to SDPA per call. SDPA's mask function is registered
+for it too, so transformers builds a padded batch's mask (model.generate over prompts of
+different lengths); the engine's lean forward (one sequence) builds none, as before.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from contextvars import ContextVar
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "row_invariant"
@@ -88,6 +91,10 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
 
 
 AttentionInterface.register(NAME, row_invariant_attention)
+# The masks SDPA takes, so a padded batch (model.generate over prompts of different lengths)
+# reaches the fallback above with its padding mask; without a mask function registered,
+# transformers builds none for this attention and padded rows would attend to the padding.
+AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
 def use_row_invariant_attention(model) -> None:

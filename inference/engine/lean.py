@@ -38,6 +38,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama import modeling_llama as llama
 
+from .attention import NAME as ROW_INVARIANT
 from .attention import in_prompt_pass
 from .precision import SharedInputMember, direct_linear
 
@@ -146,7 +147,7 @@ class LeanLlama:
         model = self.model
         inner, config = model.model, model.config
         hidden = inner.embed_tokens(input_ids)  # [1, T, hidden]
-        if mask is None:
+        if mask is None and config._attn_implementation != ROW_INVARIANT:  # it needs no mask for one sequence
             mask = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
                                       position_ids=positions)
         cos, sin = inner.rotary_emb(hidden, position_ids=positions)  # [1, T, D]

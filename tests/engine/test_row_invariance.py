@@ -98,3 +98,23 @@ def test_row_invariant_attention_equals_causal_sdpa_up_to_rounding():
     expected = torch.nn.functional.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, scale=0.25)
     assert torch.allclose(out, expected.transpose(1, 2), atol=1e-6)
     assert out.shape == (1, 5, 4, 16)
+
+
+def test_a_padded_batch_on_the_engines_model_gives_each_prompt_its_own_reply(tiny_target_dir):
+    """model.generate over left-padded prompts of different lengths (what distill's data step
+    does) must answer each prompt as the engine does alone: the row-invariant attention falls
+    back to SDPA for batches, which needs the padding mask transformers only builds for an
+    attention with a registered mask function."""
+    from inference.engine import Engine
+    from inference.engine.distill import generate_replies
+
+    engine = Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype="fp32", prefix_cache=False)
+    assert engine.model.config._attn_implementation == "row_invariant"
+    prompts = [engine.encode([{"role": "user", "content": text}])[0]
+               for text in ("Hi", "Where is my parcel? It was due on Monday.", "Do you fix e-bikes?")]
+    assert len({len(p) for p in prompts}) == 3
+    pad = engine.eos_token_ids[0]
+    batched = generate_replies(engine.model, prompts, 12, list(engine.eos_token_ids), pad)
+    for prompt, reply in zip(prompts, batched):
+        alone, _ = engine.generate_ids(prompt[None], max_new_tokens=12)
+        assert reply == alone
