@@ -31,6 +31,10 @@ class Adapter:
         {"text", "action" (a URL to POST, or None), "action_label"}; None for nothing."""
         return None
 
+    def keep_files(self, message) -> None:
+        """Before the model reads the inbound ``message`` (``bots.files.prompt_text``): make sure
+        its files are in our storage. Channels that store them with the message need nothing."""
+
     def send(self, message) -> str:
         """Deliver the outbound ``message`` (a ``bots.models.Message``); return the
         channel's external id for it ('' if the channel has none)."""

@@ -73,7 +73,7 @@ def _generate(inbound, config):
     max_new = min(int(config.get("max_reply_tokens") or 160), settings.CHATNEXUS_MAX_REPLY_TOKENS)
     messages = build_messages(
         config,
-        _history(inbound),
+        _turns(inbound),
         inbound.text,
         count_tokens=lambda m: runtime.count_tokens(engine, m),
         max_prompt_tokens=runtime.context_length(engine) - max_new,
@@ -173,6 +173,19 @@ def _stored_replies(bot_id):
         .order_by("-id")[:REMEMBERED_REPLIES]
     )
     return [(reply.text, reply.reply_to.text) for reply in reversed(list(replies))]
+
+
+def _turns(inbound):
+    """The conversation for the model, once the channel has kept the message's files (WhatsApp
+    media are fetched by a task that may not have run yet); a file that cannot be kept is
+    left out, never the reply."""
+    from channels_app.registry import adapter_for
+
+    try:
+        adapter_for(inbound.channel).keep_files(inbound)
+    except Exception:  # noqa: BLE001 - the reply goes on without the file
+        log.exception("message %s: its files could not be kept before the reply", inbound.id)
+    return _history(inbound)
 
 
 def _history(inbound):

@@ -65,6 +65,23 @@ class WhatsAppAdapter(Adapter):
     name = "whatsapp"
     label = "WhatsApp"
 
+    def keep_files(self, message) -> None:
+        """Media are kept by a default-queue task queued with the message; a reply that would
+        read one (text, HTML, PDF) must not race it, so those are kept here if not yet (photos
+        and voice notes, which the model cannot read, are left to the task: no wait for them).
+        A failure is only logged: the reply is written without that file."""
+        from bots.files import READABLE_TYPES
+
+        from .media import MediaError, stored
+
+        for index, item in enumerate((message.meta or {}).get("media") or []):
+            if str(item.get("content_type") or "").split(";")[0].strip().lower() not in READABLE_TYPES:
+                continue
+            try:
+                stored(message, index)
+            except MediaError as error:
+                log.warning("message %s: media %s not kept before the reply: %s", message.id, index, error.reason)
+
     def inbox_notice(self, conversation):
         closed = window.notice(conversation)
         if closed is None:

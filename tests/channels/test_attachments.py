@@ -193,3 +193,29 @@ def test_the_whatsapp_route_serves_whatsapp_files_only(email_channel, post_mail,
     message = Message.objects.get(external_id="att@example.com")
     client.force_login(alice)
     assert client.get(f"/channels/whatsapp/media/{message.id}/0/").status_code == 404
+
+
+def test_the_model_reads_a_whatsapp_pdf_the_media_task_has_not_kept_yet(whatsapp_channel, twilio_stub, signed_post):
+    from bots.models import Attachment
+    from inference.tasks import _turns
+    from tests.builder.test_knowledge_forms import pdf
+
+    url = twilio_stub.add_media(ACCOUNT_SID, pdf("Total due EUR 129.00"), "application/pdf")
+    photo = twilio_stub.add_media(ACCOUNT_SID, JPEG, "image/jpeg")
+    message = receive_media(signed_post, whatsapp_channel, (photo, "image/jpeg"), (url, "application/pdf"),
+                            body="Is this invoice right?")
+    assert not Attachment.objects.exists()  # no worker here: the media task has not run
+    turns = _turns(message)
+    assert turns[-1] == {"role": "user", "content": "Is this invoice right?\n\n[Attached file attachment 2:]\nTotal due EUR 129.00"}
+    # only what the model can read was fetched before the reply; the photo waits for the task
+    assert [(a.index, a.content_type) for a in Attachment.objects.filter(message=message)] == [(1, "application/pdf")]
+    asked = len(twilio_stub.requests)
+    assert _turns(message) == turns and len(twilio_stub.requests) == asked  # kept once: Twilio not asked again
+
+
+def test_a_reply_is_written_without_a_file_twilio_will_not_hand_over(whatsapp_channel, twilio_stub, signed_post):
+    from inference.tasks import _turns
+
+    gone = twilio_stub.base_url + f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM1/Media/ME404"  # unknown to Twilio
+    message = receive_media(signed_post, whatsapp_channel, (gone, "application/pdf"), body="Is this invoice right?")
+    assert _turns(message)[-1] == {"role": "user", "content": "Is this invoice right?"}
