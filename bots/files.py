@@ -24,9 +24,14 @@ INLINE_PREFIXES = ("audio/", "video/")
 CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"
 
 
+def media_type(content_type: str | None) -> str:
+    """A content type without its parameters, lower case: "Text/Plain; charset=utf-8" -> "text/plain"."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def attachment_response(attachment):
     """The stored file of a ``bots.Attachment``; a download without a name is ``attachment-<n>``."""
-    content_type = (attachment.content_type or "application/octet-stream").split(";")[0].strip().lower()
+    content_type = media_type(attachment.content_type or "application/octet-stream")
     inline = content_type in INLINE_TYPES or content_type.startswith(INLINE_PREFIXES)
     response = FileResponse(attachment.file.open("rb"), content_type=content_type)
     name = attachment.filename or ("" if inline else f"attachment-{attachment.index + 1}")
@@ -41,13 +46,19 @@ READABLE_TYPES = {"text/plain": ".txt", "text/markdown": ".md", "text/html": ".h
 MAX_FILE_PROMPT_CHARS = 4000  # of a message's files' text together; ~1,000 tokens
 
 
+def readable(content_type: str | None) -> bool:
+    """Does prompt_text read files of this type (rather than name them)? (WhatsApp keeps these
+    before a reply, channels_app.whatsapp.adapter.)"""
+    return media_type(content_type) in READABLE_TYPES
+
+
 def prompt_text(message) -> str:
     """The message's text followed by what the model may know of its files (never raises)."""
     parts = [message.text] if message.text else []
     room = MAX_FILE_PROMPT_CHARS
     for attachment in message.attachments.all():
         name = attachment.filename or f"attachment {attachment.index + 1}"
-        suffix = READABLE_TYPES.get((attachment.content_type or "").split(";")[0].strip().lower())
+        suffix = READABLE_TYPES.get(media_type(attachment.content_type))
         if suffix is None:
             parts.append(f"[The customer attached {name} ({attachment.content_type}); you cannot see it.]")
             continue

@@ -18,6 +18,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from bots.files import readable
 from bots.models import Message
 
 from ..base import Adapter, DeliveryError
@@ -70,12 +71,10 @@ class WhatsAppAdapter(Adapter):
         read one (text, HTML, PDF) must not race it, so those are kept here if not yet (photos
         and voice notes, which the model cannot read, are left to the task: no wait for them).
         A failure is only logged: the reply is written without that file."""
-        from bots.files import READABLE_TYPES
-
         from .media import MediaError, stored
 
         for index, item in enumerate((message.meta or {}).get("media") or []):
-            if str(item.get("content_type") or "").split(";")[0].strip().lower() not in READABLE_TYPES:
+            if not readable(str(item.get("content_type") or "")):
                 continue
             try:
                 stored(message, index)

@@ -20,6 +20,7 @@ import requests
 from django.conf import settings
 
 from bots import services
+from bots.files import media_type
 
 from ..models import ChannelConfig
 
@@ -85,8 +86,8 @@ def fetch(message, index: int) -> tuple[bytes, str]:
                 raise MediaError(502, f"Twilio answered {r.status_code} for this attachment "
                                       "(deleted, or the credentials changed)")
             content = r.raw.read(MAX_MEDIA_BYTES + 1, decode_content=True)
-            content_type = (r.headers.get("Content-Type") or media[index].get("content_type")
-                            or "application/octet-stream").split(";")[0].strip().lower()
+            content_type = media_type(r.headers.get("Content-Type") or media[index].get("content_type")
+                                      or "application/octet-stream")
     except requests.RequestException as exc:
         raise MediaError(502, f"could not reach Twilio: {exc.__class__.__name__}") from None
     if len(content) > MAX_MEDIA_BYTES:

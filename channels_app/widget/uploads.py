@@ -23,6 +23,7 @@ import mimetypes
 from django.db import transaction
 
 from bots import services
+from bots.files import media_type
 from bots.models import Bot
 
 from . import options as widget_options
@@ -56,7 +57,7 @@ class UploadRefusal(Refusal):
 def sniff(declared: str, filename: str, head: bytes) -> str | None:
     """The file's content type when its bytes are one we take and agree with what it claims to
     be (the declared type, else its name's), else None."""
-    claimed = (declared or "").split(";")[0].strip().lower() or (mimetypes.guess_type(filename)[0] or "")
+    claimed = media_type(declared) or (mimetypes.guess_type(filename)[0] or "")
     if claimed == "application/octet-stream":  # browsers' word for "unknown": go by the name
         claimed = mimetypes.guess_type(filename)[0] or ""
     if claimed in SIGNATURES:

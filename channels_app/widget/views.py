@@ -46,12 +46,10 @@ def upload(request, public_key):
     if isinstance(checked, uploads.UploadRefusal):
         result = checked
     else:
-        try:
-            fields, files = request.POST, request.FILES
+        try:  # request.POST / FILES parse the body
+            result = uploads.take_upload(*checked, public_key, request.POST, request.FILES)
         except (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent):
-            fields = None
-        result = uploads.UploadRefusal(400, "bad_upload", "That upload could not be read; please try again.") \
-            if fields is None else uploads.take_upload(*checked, public_key, fields, files)
+            result = uploads.UploadRefusal(400, "bad_upload", "That upload could not be read; please try again.")
     if isinstance(result, uploads.UploadRefusal):
         response = JsonResponse(result.frame(), status=result.status)
         if result.retry_after:
