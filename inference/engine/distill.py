@@ -5,8 +5,7 @@
     python -m inference chat --drafter model:var/drafts/distilled-L2
 
 1. data: the target answers the shipped prompts (inference/data/distill_prompts.jsonl, and
-   --data conversations) greedily, in left-padded batches run by stock transformers (the
-   engine's CPU model takes no padding mask); one more target forward per sequence stores its top-k
+   --data conversations) greedily, in left-padded batches; one more target forward per sequence stores its top-k
    log-probs at every reply position (fp16 values + int32 ids, k per position, not V).
 2. draft: the target's first N decoder layers + embeddings + final norm + head
    (bench.layer_draft), so it shares the tokenizer by construction.
@@ -35,7 +34,7 @@ from tqdm import tqdm
 from .bench import layer_draft, load_prompts, machine_description
 from .engine import Engine
 from .errors import EngineError
-from .loading import BUNDLED_TARGET, _save_plain_safetensors, load_model, release_model
+from .loading import BUNDLED_TARGET, _save_plain_safetensors
 
 SHIPPED_DISTILL_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "distill_prompts.jsonl"
 WARMUP_STEPS = 10  # linear lr warm-up, then cosine decay to 10% over --steps / --minutes
@@ -127,19 +126,9 @@ def generate_replies(model, prompts: list[torch.Tensor], max_new_tokens: int, eo
 
 def generate_data(engine, conversations: list[dict], sequences: list[dict], cfg: DistillConfig,
                   budget: Budget, save) -> list[dict]:
-    """Answer every conversation not yet in `sequences` greedily, in batches; store ids and teacher top-k.
-
-    The target runs as stock transformers here (loaded for this step, released after): the
-    engine's CPU model computes attention row by row for exact speculation and takes no
-    padding mask, so in a left-padded batch its shorter prompts would get other replies."""
-    stock, _ = load_model(cfg.target, device=engine.device, dtype=engine.precision, stock=True)
-    try:
-        return _generate_data(stock, engine, conversations, sequences, cfg, budget, save)
-    finally:
-        release_model(cfg.target, device=engine.device, dtype=engine.precision, stock=True)
-
-
-def _generate_data(model, engine, conversations, sequences, cfg, budget, save) -> list[dict]:
+    """Answer every conversation not yet in `sequences` greedily, in left-padded batches; store ids
+    and teacher top-k. (The engine's row-by-row CPU attention falls back to SDPA with the padding
+    mask for a batch: attention.py.)"""
     done = {s["id"] for s in sequences}
     context = getattr(engine.model.config, "max_position_embeddings", None) or 1 << 30
     prompts = [(c["id"], engine.encode(c["messages"])[0]) for c in conversations if c["id"] not in done]  # [S]
@@ -151,10 +140,11 @@ def _generate_data(model, engine, conversations, sequences, cfg, budget, save) -
         if budget.spent():
             break
         chunk = todo[b:b + cfg.gen_batch]
-        replies = generate_replies(model, [p for _, p in chunk], cfg.max_new_tokens, list(engine.eos_token_ids), pad_id)
+        replies = generate_replies(engine.model, [p for _, p in chunk], cfg.max_new_tokens,
+                                   list(engine.eos_token_ids), pad_id)
         for (cid, prompt), reply in zip(chunk, replies):
             ids = torch.cat([prompt, torch.tensor(reply, device=prompt.device)])[None]  # [1, S+R]
-            top_logp, top_ids = teacher_topk(model, ids, len(reply), cfg.top_k)
+            top_logp, top_ids = teacher_topk(engine.model, ids, len(reply), cfg.top_k)
             sequences.append({"id": cid, "ids": ids[0].cpu(), "reply_len": len(reply),
                               "top_logp": top_logp, "top_ids": top_ids})
         save(sequences)
