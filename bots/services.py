@@ -212,6 +212,13 @@ def record_reply(inbound: Message, text: str, stats: dict) -> tuple[Message, boo
     return reply, True
 
 
+def canned_reply(received: Received, text: str) -> None:
+    """A fixed reply to a new message the model does not answer (a file or photo alone), unless
+    the team has taken the conversation over."""
+    if received.created and not received.conversation.bot_paused:
+        record_reply(received.message, text, {"canned": True})
+
+
 def agent_reply(conversation: Conversation, user, text: str, meta: dict | None = None) -> Message:
     """A human agent answers; the bot stays paused until given back. ``meta``: what the
     channel needs besides the text (a WhatsApp template's content SID and variables)."""
@@ -304,6 +311,19 @@ def set_status(conversation: Conversation, status: str):
     conversation.status = status
     conversation.save(update_fields=["status"])
     events.push(conversation.id, "conversation", status=status)
+
+
+def recent_turns(conversation_id: int, limit: int, up_to: int | None = None) -> list[Message]:
+    """The conversation's latest ``limit`` messages of the exchange itself (with text or files;
+    not the team's notes), oldest first, attachments prefetched; with ``up_to``, none after
+    that message id. What the widget shows and what the model reads as the history."""
+    messages = Message.objects.filter(conversation_id=conversation_id)
+    if up_to is not None:
+        messages = messages.filter(id__lte=up_to)
+    recent = list(messages.exclude(text="", attachments=None).exclude(sender=Message.Sender.NOTE)
+                  .prefetch_related("attachments").order_by("-id")[:limit])
+    recent.reverse()
+    return recent
 
 
 def serialize_message(message: Message) -> dict:

@@ -190,15 +190,8 @@ def _turns(inbound):
 
 def _history(inbound):
     """The last turns of the conversation up to and including ``inbound``, as chat messages."""
-    recent = (
-        Message.objects.filter(conversation_id=inbound.conversation_id, id__lte=inbound.id)
-        .exclude(text="", attachments=None)
-        .exclude(sender=Message.Sender.NOTE)  # the team's notes are not the conversation
-        .prefetch_related("attachments")
-        .order_by("-id")[:HISTORY_TURNS]
-    )
     turns = []
-    for message in reversed(list(recent)):
+    for message in services.recent_turns(inbound.conversation_id, HISTORY_TURNS, up_to=inbound.id):
         if message.direction == Message.Direction.INBOUND:  # with the text of the customer's files
             turns.append({"role": "user", "content": prompt_text(message)})
         else:

@@ -13,6 +13,7 @@ from django.db import transaction
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from bots import services
+from bots.files import readable
 from bots.models import Message
 
 from ..models import ChannelConfig
@@ -22,7 +23,7 @@ from .adapter import KNOWN_ERRORS
 log = logging.getLogger(__name__)
 
 MEDIA_ONLY_REPLY = (
-    "Thanks for sending that! I can only read text messages for now — "
+    "Thanks for sending that! I can't see photos or play voice notes and videos — "
     "could you tell me in words what you need?"
 )
 MAX_MEDIA = 10  # Twilio sends at most 10 media per message
@@ -106,8 +107,10 @@ def parse_message(params) -> Inbound:
 
 
 def store_message(config, inbound: Inbound):
-    """Store the message (once per MessageSid); a media-only message gets a canned text answer."""
-    media_only = bool(inbound.media) and not inbound.body.strip()
+    """Store the message (once per MessageSid). Media alone that the model cannot read (photos,
+    voice notes, video) get a canned text answer; a document it can read (PDF, text) is answered."""
+    media_only = (bool(inbound.media) and not inbound.body.strip()
+                  and not any(readable(item["content_type"]) for item in inbound.media))
     meta = {"media": inbound.media} if inbound.media else {}
     with transaction.atomic():
         received = services.receive(
@@ -121,8 +124,8 @@ def store_message(config, inbound: Inbound):
             answer=not media_only,
             skip_reason="media only: answered with a canned text reply" if media_only else "",
         )
-        if received.created and media_only and received.conversation.bot_paused is False:
-            services.record_reply(received.message, MEDIA_ONLY_REPLY, {"canned": True})
+        if media_only:
+            services.canned_reply(received, MEDIA_ONLY_REPLY)
         if received.created and inbound.media:
             transaction.on_commit(lambda: store_whatsapp_media.delay(received.message.id))
     return received

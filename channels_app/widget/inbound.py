@@ -85,9 +85,7 @@ def history(conversation_id: int | None) -> dict:
     """The ``history`` frame: the conversation's latest messages and whether a reply is pending."""
     if conversation_id is None:
         return {"type": "history", "messages": [], "pending": None}
-    recent = list(Message.objects.filter(conversation_id=conversation_id).exclude(text="", attachments=None)
-                  .exclude(sender=Message.Sender.NOTE).prefetch_related("attachments").order_by("-id")[:HISTORY_LIMIT])
-    recent.reverse()
+    recent = services.recent_turns(conversation_id, HISTORY_LIMIT)
     pending = next(
         (m.id for m in reversed(recent) if m.direction == Message.Direction.INBOUND and m.reply_state == Message.ReplyState.PENDING),
         None,

@@ -23,15 +23,15 @@ import mimetypes
 from django.db import transaction
 
 from bots import services
-from bots.files import media_type
+from bots.files import media_type, readable
 from bots.models import Bot
 
 from . import options as widget_options
 from . import ratelimit, tokens
 from .inbound import CHANNEL, CLIENT_ID, Refusal, public_message
 
-FILE_ONLY_REPLY = (
-    "Thanks, your file is saved with this conversation for our team. I can only read text — "
+IMAGE_ONLY_REPLY = (  # an image with no words: the model reads PDFs and text files, not pictures
+    "Thanks, your image is saved with this conversation for our team. I can't see images — "
     "could you tell me in words what you need?"
 )
 
@@ -128,6 +128,7 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files) -> tuple[i
         return UploadRefusal(429, "rate_limited", f"You're sending messages too quickly. Please wait "
                              f"{verdict.retry_after} seconds and try again.", retry_after=verdict.retry_after)
     name = (upload.name or "").replace("\x00", "")[-255:]
+    answer = bool(text) or readable(content_type)  # a PDF or text file alone: the model reads it
     with transaction.atomic():
         received = services.receive(
             bot=bot,
@@ -136,11 +137,11 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files) -> tuple[i
             text=text,
             external_id=f"{visitor_id}:{client_id}",  # as on the socket: a retried upload is stored once
             meta={"widget": True},
-            answer=bool(text),
-            skip_reason="" if text else "file only: answered with a canned text reply",
+            answer=answer,
+            skip_reason="" if answer else "image only: answered with a canned text reply",
             files=[(name, content_type, content)],
         )
-        if received.created and not text and not received.conversation.bot_paused:
-            services.record_reply(received.message, FILE_ONLY_REPLY, {"canned": True})
+        if not answer:
+            services.canned_reply(received, IMAGE_ONLY_REPLY)
     frame = {"type": "message", "message": public_message(received.message), "client_id": client_id}
     return (201 if received.created else 200), frame

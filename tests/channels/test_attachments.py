@@ -195,6 +195,17 @@ def test_the_whatsapp_route_serves_whatsapp_files_only(email_channel, post_mail,
     assert client.get(f"/channels/whatsapp/media/{message.id}/0/").status_code == 404
 
 
+def test_a_whatsapp_pdf_alone_is_answered_by_the_model_from_its_text(whatsapp_channel, twilio_stub, signed_post):
+    from inference.tasks import _turns
+    from tests.builder.test_knowledge_forms import pdf
+
+    url = twilio_stub.add_media(ACCOUNT_SID, pdf("Total due EUR 129.00"), "application/pdf")
+    message = receive_media(signed_post, whatsapp_channel, (url, "application/pdf"), body="")
+    assert message.reply_state == Message.ReplyState.PENDING  # no canned "can't see photos" reply
+    assert not Message.objects.filter(direction=Message.Direction.OUTBOUND).exists()
+    assert _turns(message)[-1] == {"role": "user", "content": "[Attached file attachment 1:]\nTotal due EUR 129.00"}
+
+
 def test_the_model_reads_a_whatsapp_pdf_the_media_task_has_not_kept_yet(whatsapp_channel, twilio_stub, signed_post):
     from bots.models import Attachment
     from inference.tasks import _turns

@@ -141,10 +141,18 @@ def test_it_answers_a_media_only_message_with_canned_text(whatsapp_channel, sign
     assert inbound.meta["media"] == [{"url": "https://api.twilio.com/media/ME1", "content_type": "image/jpeg"}]
     reply = Message.objects.get(direction=Message.Direction.OUTBOUND)
     assert reply.reply_to == inbound
-    assert "only read text" in reply.text
+    assert "can't see photos" in reply.text
     assert reply.delivery_status == Message.Delivery.PENDING
     inbound.refresh_from_db()
     assert inbound.reply_state == Message.ReplyState.DONE
+
+
+def test_a_document_alone_is_left_to_the_model_which_reads_it(whatsapp_channel, signed_post):
+    params = whatsapp_params(Body="", NumMedia="2", MediaUrl0="https://x/ME3", MediaContentType0="image/jpeg",
+                             MediaUrl1="https://x/ME4", MediaContentType1="application/pdf")
+    assert signed_post(path(whatsapp_channel), params).status_code == 200
+    inbound = Message.objects.get()  # no canned reply: the worker keeps the PDF, then the model answers
+    assert inbound.reply_state == Message.ReplyState.PENDING
 
 
 def test_it_keeps_media_urls_of_a_captioned_message_and_lets_the_bot_answer(whatsapp_channel, signed_post):

@@ -2,7 +2,8 @@
 
 Real HTTP (multipart, as widget.js posts it), the real websocket for the conversation a
 file starts, the attachments storage the inbox reads. No inference worker: a caption is
-stored and queued, a file alone gets the canned reply.
+stored and queued, a PDF or text file alone is queued for the model, an image alone gets the
+canned reply.
 """
 import hashlib
 import json
@@ -32,9 +33,9 @@ def upload(live_server_url, public_key, origin, token, *, client_id="f1", text="
                          data={"token": token, "id": client_id, "text": text}, timeout=30)
 
 
-def test_a_file_alone_is_kept_answered_and_followed_by_the_socket(widget_channel, host_site, live_server_url):
+def test_an_image_alone_is_kept_answered_and_followed_by_the_socket(widget_channel, host_site, live_server_url):
     from bots.models import Attachment, Message
-    from channels_app.widget.uploads import FILE_ONLY_REPLY
+    from channels_app.widget.uploads import IMAGE_ONLY_REPLY
 
     ws, token = new_visitor(live_server_url, widget_channel, host_site)
     response = upload(live_server_url, widget_channel.bot.public_key, host_site.origin, token)
@@ -45,19 +46,19 @@ def test_a_file_alone_is_kept_answered_and_followed_by_the_socket(widget_channel
     assert frame["message"]["attachments"] == [{"name": "receipt.png", "content_type": "image/png", "size": len(PNG)}]
 
     inbound = Message.objects.get(direction="in")
-    assert inbound.channel == "widget" and inbound.text == "" and inbound.meta["skip_reason"].startswith("file only")
+    assert inbound.channel == "widget" and inbound.text == "" and inbound.meta["skip_reason"].startswith("image only")
     attachment = Attachment.objects.get(message=inbound)
     assert attachment.organization_id == widget_channel.organization_id
     with attachment.file.open("rb") as stored:
         assert stored.read() == PNG
     assert attachment.sha256 == hashlib.sha256(PNG).hexdigest()
-    assert Message.objects.get(direction="out").text == FILE_ONLY_REPLY
+    assert Message.objects.get(direction="out").text == IMAGE_ONLY_REPLY
 
     # The socket had no conversation when it opened; "sync" joins the one the file started.
     ws.send(json.dumps({"type": "sync"}))
     history = frames_until(ws, lambda f: f["type"] == "history")[-1]
     assert [(m["direction"], m["text"], [a["name"] for a in m["attachments"]]) for m in history["messages"]] == [
-        ("in", "", ["receipt.png"]), ("out", FILE_ONLY_REPLY, [])]
+        ("in", "", ["receipt.png"]), ("out", IMAGE_ONLY_REPLY, [])]
     # Joined: the next message of the conversation reaches the socket live.
     assert upload(live_server_url, widget_channel.bot.public_key, host_site.origin, token, client_id="f2",
                   text="Here is the back too").status_code == 201
@@ -100,6 +101,25 @@ def test_a_caption_goes_to_the_bot_with_the_file(widget_channel, host_site, live
     inbound = Message.objects.get()
     assert inbound.text == "Is this invoice right?" and inbound.reply_state == "pending"  # queued for the model
     assert Attachment.objects.get(message=inbound).content_type == "application/pdf"
+    ws.close()
+
+
+@pytest.mark.parametrize("name,content_type,text", [("invoice.pdf", "application/pdf", "Total due EUR 129.00"),
+                                                     ("order.txt", "text/plain", "Order 1042, blue frame")])
+def test_a_document_alone_goes_to_the_model_which_reads_it(name, content_type, text, widget_channel, host_site,
+                                                           live_server_url):
+    from bots.models import Message
+    from inference.tasks import _turns
+    from tests.builder.test_knowledge_forms import pdf
+
+    content = pdf(text) if content_type == "application/pdf" else text.encode()
+    ws, token = new_visitor(live_server_url, widget_channel, host_site)
+    assert upload(live_server_url, widget_channel.bot.public_key, host_site.origin, token,
+                  file=(name, content, content_type)).status_code == 201
+    inbound = Message.objects.get()
+    assert inbound.text == "" and inbound.reply_state == "pending"  # queued for the model: no canned reply
+    assert not Message.objects.filter(direction="out").exists()
+    assert _turns(inbound)[-1] == {"role": "user", "content": f"[Attached file {name}:]\n{text}"}
     ws.close()
 
 
