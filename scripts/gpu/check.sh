@@ -4,7 +4,8 @@
 #
 #   scripts/gpu/check.sh smoke   # tiny random models: lossless greedy speculation on CUDA
 #   scripts/gpu/check.sh bench   # bundled target: distill on the GPU, precision x drafter, replay
-#   scripts/gpu/check.sh replay  # bundled target, fp32: the traffic replay alone (R_LIMIT messages, 40)
+#   scripts/gpu/check.sh replay  # bundled target, fp32: the traffic replay alone (R_LIMIT messages, 40;
+#                                # R_METHODS, default hf_plain,lookup,suffix+lookup,suffix:wide)
 #
 # Inputs, staged by the caller (docs/gpu.md): wheels of transformers and gguf (STAGE/*.whl)
 # and the bundled GGUF (STAGE/model.gguf, or STAGE/model.gguf.part* to concatenate);
@@ -77,7 +78,7 @@ replay)
     bundle_model || exit 1
     [ "${QUICK:-0}" = 1 ] && r_limit=2 r_tokens=8 || r_limit=${R_LIMIT:-40} r_tokens=64
     step replay "${R_SECONDS:-330}" $PY -m inference bench --device "$DEVICE" --dtype fp32 \
-        --replay inference/data/replay_support.jsonl --methods hf_plain,none,lookup,suffix,suffix+lookup \
+        --replay inference/data/replay_support.jsonl --methods "${R_METHODS:-hf_plain,lookup,suffix+lookup,suffix:wide}" \
         --limit "$r_limit" --max-new-tokens "$r_tokens" --out /tmp/gpu-replay --no-progress
     cp /tmp/gpu-replay/results.json "$OUT/replay.json" 2>/dev/null || cp /tmp/gpu-replay/results.partial.json "$OUT/replay.partial.json" 2>/dev/null
     cp /tmp/gpu-replay/speedup_by_history.png "$OUT/" 2>/dev/null

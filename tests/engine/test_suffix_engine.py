@@ -32,7 +32,7 @@ def histories(draw):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories(), drafter=st.sampled_from(["suffix", "suffix+lookup", "suffix+lookup+model", "suffix:tree",
-                                                  "suffix:tree+lookup+model"]),
+                                                  "suffix:tree+lookup+model", "suffix:wide"]),
        k=st.sampled_from([None, None, 3]), max_new_tokens=st.integers(1, 40))
 def test_it_matches_hf_greedy_over_random_histories(tiny_engine, hf_greedy, history, drafter, k, max_new_tokens):
     question, earlier, repeat, change_at = history

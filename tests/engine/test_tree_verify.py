@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference.engine.drafters import SuffixDrafter, SuffixIndex, make_drafter
+from inference.engine.drafters.suffix import ShareCalibration
 from inference.engine.forward import (cache_argument, crop, extend, extend_tree, keep_path, new_cache, prefill,
                                       tree_layout, tree_supported)
 from inference.engine.verify import verify_greedy_tree
 
 EOS = [2]
 _namespaces = itertools.count()
+
+
+@pytest.fixture
+def tree_attention(tiny_engine):
+    """The tiny target with an attention that honours tree masks (whatever a test before left)."""
+    model = tiny_engine.model
+    before = model.config._attn_implementation
+    model.set_attn_implementation("sdpa")
+    assert tree_supported(model)
+    yield tiny_engine
+    model.set_attn_implementation(before)
 
 
 def one_hot_logits(tokens, vocab=10):
@@ -91,6 +104,18 @@ def test_a_tree_forward_gives_each_path_its_own_chain_logits_and_cache(tiny_engi
     model.set_attn_implementation("sdpa")
 
 
+def _paths(drafts: list[int], parents: list[int]) -> set[tuple[int, ...]]:
+    """Every root-to-node path of a drafted tree."""
+    paths = set()
+    for i in range(len(drafts)):
+        path, node = [], i
+        while node != -1:
+            path.insert(0, drafts[node])
+            node = parents[node]
+        paths.add(tuple(path))
+    return paths
+
+
 def test_the_suffix_drafter_branches_where_earlier_replies_differ():
     index = SuffixIndex()
     question = [10, 11, 12, 13, 14, 15, 16, 17]
@@ -103,13 +128,7 @@ def test_the_suffix_drafter_branches_where_earlier_replies_differ():
     drafts, parents = drafter.propose_tree(ids, 16)
     drafts = drafts.tolist()
     assert drafts[0] == 21 and all(-1 <= p < i for i, p in enumerate(parents))
-    paths = set()
-    for i in range(len(drafts)):  # every root-to-node path
-        path, node = [], i
-        while node != -1:
-            path.insert(0, drafts[node])
-            node = parents[node]
-        paths.add(tuple(path))
+    paths = _paths(drafts, parents)
     assert (21, 22, 23) in paths and (21, 30, 31) in paths  # both earlier continuations
     # the default drafts chains: one continuation
     chain = SuffixDrafter()
@@ -121,7 +140,44 @@ def test_the_suffix_drafter_branches_where_earlier_replies_differ():
     assert not chain.drafts_trees and make_drafter("suffix:16,tree", None, None, "cpu", torch.float32).tree_width == 4
 
 
-def test_the_engine_takes_the_second_branch_in_one_forward_and_stays_identical(tiny_engine, hf_greedy):
+def test_wide_trees_also_draft_what_followed_shorter_contexts():
+    """After "5 6" the bot said "7 8 9"; after another "6" it said "60 61 62". A tree over the
+    longest match only drafts the first; a wide tree drafts both, and what the conversation
+    itself said after "6" (a local copy) too."""
+    index = SuffixIndex()
+    index.add([5, 6, 7, 8, 9])
+    index.add([50, 6, 60, 61, 62])
+    ids = torch.tensor([[1, 2, 6, 70, 71, 3, 5, 6]])  # the conversation: "6 70 71" earlier
+    trees = {}
+    for name, drafter in (("tree", SuffixDrafter(tree_width=4)), ("wide", SuffixDrafter(wide=True))):
+        drafter.set_index(index)
+        drafter.begin(None)
+        drafts, parents = drafter.propose_tree(ids, 16)
+        assert all(-1 <= p < i for i, p in enumerate(parents))
+        trees[name] = _paths(drafts.tolist(), parents)
+    assert (7, 8, 9) in trees["tree"] and not any(60 in path or 70 in path for path in trees["tree"])
+    assert {(7, 8, 9), (60, 61, 62), (70, 71)} <= trees["wide"]
+    assert make_drafter("suffix:wide", None, None, "cpu", torch.float32).drafts_trees
+
+
+def test_wide_tree_calibration_scores_only_what_the_target_decided():
+    """Each node is scored given its parent: right or wrong where the target's tokens reach its
+    depth, nothing under a wrong parent or past what the target said."""
+    def scored(truth):
+        calibration = ShareCalibration(prior_trials=0.0, decay=1.0)
+        # 5 -> 6 -> 8 and 5 -> 7, after 3 tokens; shares 0.95, 0.55, 0.35, 0.15 (one bucket each)
+        calibration.drafted(3, [5, 6, 7, 8], [-1, 0, 0, 1], [0.95, 0.55, 0.35, 0.15])
+        calibration.learn(torch.tensor([[1, 2, 3] + truth]))
+        return {b: (calibration.hits[b], calibration.trials[b]) for b in range(10) if calibration.trials[b]}
+
+    assert scored([5, 6, 9]) == {9: (1, 1), 5: (1, 1), 3: (0, 1), 1: (0, 1)}  # 8 is wrong: the target said 9
+    assert scored([5]) == {9: (1, 1)}  # the target stopped after 5: 6, 7, 8 unknown
+    assert scored([4, 6]) == {9: (0, 1)}  # 5 wrong: its subtree is not scored
+    calibration = ShareCalibration()
+    assert calibration.estimate(0.95) > calibration.estimate(0.5) > calibration.estimate(0.05)
+
+
+def test_the_engine_takes_the_second_branch_in_one_forward_and_stays_identical(tree_attention, tiny_engine, hf_greedy):
     """A bot gave a changed reply, then the real one: a chain drafts the first and is cut at the
     change; a tree drafts both, and its first verify step gets past the change."""
     from inference.engine.stats import GenerationStats
@@ -133,7 +189,8 @@ def test_the_engine_takes_the_second_branch_in_one_forward_and_stays_identical(t
     changed = list(reference)
     changed[3] = next(t for t in range(3, 250) if t != reference[3])
     first_step = {}
-    for spec in ("suffix:tree", "suffix", "suffix:tree+lookup"):
+    tiny_engine.cost_aware_draft_length = False  # the drafts as drafted: a verify costs ~nothing (a GPU)
+    for spec in ("suffix:tree", "suffix", "suffix:tree+lookup", "suffix:wide"):
         namespace = f"tree-{spec}"
         for reply in (changed, reference):
             tiny_engine.remember(namespace, reply, question[1:])
@@ -144,8 +201,9 @@ def test_the_engine_takes_the_second_branch_in_one_forward_and_stays_identical(t
             tiny_engine.memory.forget(namespace)
         assert [t for step in steps for t in step] == reference, spec
         first_step[spec] = len(steps[1])  # steps[0]: the prompt's token
+    tiny_engine.cost_aware_draft_length = True
     assert first_step["suffix"] <= 3 < first_step["suffix:tree"], first_step  # the chain stops at the change
-    assert first_step["suffix:tree+lookup"] > 3, first_step
+    assert first_step["suffix:tree+lookup"] > 3 and first_step["suffix:wide"] > 3, first_step
 
 
 def test_row_invariant_attention_keeps_chains(tiny_target_dir):
@@ -164,8 +222,8 @@ def test_row_invariant_attention_keeps_chains(tiny_target_dir):
 @given(question=st.lists(st.integers(3, 258), min_size=1, max_size=10),
        variants=st.lists(st.tuples(st.integers(0, 39), st.integers(3, 258)), min_size=1, max_size=4),
        order=st.randoms(use_true_random=False), max_new_tokens=st.integers(2, 40))
-def test_trees_match_hf_greedy_over_branching_histories(tiny_engine, hf_greedy, question, variants, order,
-                                                        max_new_tokens):
+def test_trees_match_hf_greedy_over_branching_histories(tree_attention, tiny_engine, hf_greedy, question, variants,
+                                                        order, max_new_tokens):
     """The bot said the reply and variants of it (one token changed each), in random order: the
     suffix index branches at every change, and the output is still the target's alone."""
     input_ids = torch.tensor([[1] + question + [2, 1, 50]])
@@ -182,12 +240,15 @@ def test_trees_match_hf_greedy_over_branching_histories(tiny_engine, hf_greedy, 
         tiny_engine.remember(namespace, reply, question + [2, 1, 50])
     tiny_engine.cost_aware_draft_length = False  # no cost cut and no probability floor: the widest trees
     tiny_engine.get_drafter("suffix:tree").min_prob = 0.0
+    tiny_engine.get_drafter("suffix:wide").min_wide_prob = 0.0
     try:
-        ours, stats = tiny_engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, eos_token_ids=EOS,
-                                               drafter="suffix:tree", namespace=namespace)
+        for spec in ("suffix:tree", "suffix:wide"):
+            ours, stats = tiny_engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, eos_token_ids=EOS,
+                                                   drafter=spec, namespace=namespace)
+            assert ours == reference, spec
+            assert stats.new_tokens == len(ours)
     finally:
         tiny_engine.cost_aware_draft_length = True
         tiny_engine.get_drafter("suffix:tree").min_prob = SuffixDrafter().min_prob
+        tiny_engine.get_drafter("suffix:wide").min_wide_prob = SuffixDrafter().min_wide_prob
         tiny_engine.memory.forget(namespace)
-    assert ours == reference
-    assert stats.new_tokens == len(ours)
