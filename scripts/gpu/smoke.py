@@ -26,7 +26,7 @@ from transformers import LlamaForCausalLM  # noqa: E402
 
 from inference.engine import Engine  # noqa: E402
 
-DRAFTERS = ("none", "lookup", "suffix", "suffix:tree", "model")
+DRAFTERS = ("none", "lookup", "suffix", "suffix:tree", "suffix:wide", "model")
 
 
 def main() -> int:
