@@ -46,6 +46,18 @@ class Conversation(models.Model):
         ordering = ["-last_message_at"]
 
     @property
+    def display_name(self) -> str:
+        """Who the team is talking to: the contact's name, email or phone; an anonymous website
+        visitor as "Website visitor" and the end of their id (told apart, not a random token)."""
+        known = self.contact_name or self.contact_email or self.contact_phone
+        if known:
+            return known
+        if self.channel in ("widget", "preview"):
+            label = "Website visitor" if self.channel == "widget" else "Test chat"
+            return f"{label} …{self.external_id[-4:]}" if self.external_id else label
+        return self.external_id
+
+    @property
     def group_name(self):
         """Channel-layer group that receives this conversation's live events."""
         return f"conversation-{self.id}"

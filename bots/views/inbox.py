@@ -220,7 +220,7 @@ def reply(request, conversation_id):
 def delete(request, conversation_id):
     """Owners and admins erase a conversation: messages, attachments, and the bot's memory of it."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
-    name = conversation.contact_name or conversation.contact_email or conversation.contact_phone or "the conversation"
+    name = conversation.display_name
     services.delete_conversations(Conversation.objects.filter(id=conversation.id))
     flash.success(request, f"Deleted the conversation with {name}.")
     return redirect("inbox:list")

@@ -23,6 +23,18 @@ def test_it_lists_conversations_and_filters_them(client, bob, acme_bot):
     assert client.get(reverse("inbox:list"), {"bot": "abc"}).status_code == 400
 
 
+def test_it_names_each_contact_as_well_as_it_can(client, bob, acme_bot):
+    visitor, _ = make_conversation(acme_bot, channel="widget", thread="v_Q2rS9tUvWxYz")
+    phone, _ = make_conversation(acme_bot, channel="whatsapp", thread="whatsapp:+447700900123",
+                                 contact={"phone": "+447700900123"})
+    named, _ = make_conversation(acme_bot, channel="widget", thread="v_other", contact={"name": "Wendy Widget"})
+    client.force_login(bob)
+    page = client.get(reverse("inbox:list")).content.decode()
+    assert "Website visitor …WxYz" in page and "v_Q2rS9tUvWxYz" not in page  # not a random token
+    assert "+447700900123" in page and "Wendy Widget" in page
+    assert "<h1>Website visitor …WxYz</h1>" in client.get(reverse("inbox:thread", args=[visitor.id])).content.decode()
+
+
 def test_it_shows_a_thread_with_reply_stats(client, bob, acme_bot):
     conversation, inbound = make_conversation(acme_bot, text="When are you open?")
     Message.objects.filter(id=inbound.id).update(reply_state="pending")
