@@ -77,8 +77,13 @@ def test_it_renders_the_dashboards_with_local_chart_library(client, alice, acme_
     client.force_login(alice)
     page = client.get(reverse("dashboards:org")).content.decode()
     assert "/static/chatnexus/vendor/chart.umd.min.js" in page and "cdn" not in page.lower()
-    assert "2.0×" in page  # tokens per target forward
+    assert "2.00×" in page  # tokens per target forward
     assert '<strong data-stat="prompt-reuse">64 %</strong>' in page  # 128 of 200 prompt tokens
+    # one precision per kind of number, on the tiles and in the bots table alike
+    assert '<strong data-stat="latency">1.50 / 1.50 s</strong>' in page
+    assert '<strong data-stat="ttft">0.10 / 0.10 s</strong>' in page
+    assert '<strong data-stat="tokens-per-s">12.0</strong>' in page
+    assert "<td>1.50 s</td><td>12.0</td><td>50 %</td><td>0 %</td><td>—</td>" in page
     page = client.get(reverse("dashboards:bot", args=[acme_bot.id]), {"days": "30"}).content.decode()
     assert "Last 30 days" in page
     assert client.get(reverse("dashboards:org"), {"format": "json"}).json()["replies"] == 1
