@@ -52,9 +52,8 @@ class Conversation(models.Model):
         known = self.contact_name or self.contact_email or self.contact_phone
         if known:
             return known
-        if self.channel in ("widget", "preview"):
-            label = "Website visitor" if self.channel == "widget" else "Test chat"
-            return f"{label} …{self.external_id[-4:]}" if self.external_id else label
+        if self.channel == "widget":
+            return f"Website visitor …{self.external_id[-4:]}"
         return self.external_id
 
     @property

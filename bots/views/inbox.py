@@ -9,6 +9,7 @@ import csv
 from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
+from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -107,6 +108,9 @@ def _cell(text):
 @member_required
 def conversation_list(request):
     form, conversations = filtered_conversations(request, request.GET)
+    latest = Message.objects.filter(conversation=OuterRef("pk")).exclude(sender=Message.Sender.NOTE).order_by("-id")
+    conversations = conversations.annotate(last_text=Subquery(latest.values("text")[:1]),
+                                           last_sender=Subquery(latest.values("sender")[:1]))
     page = Paginator(conversations, 50).get_page(request.GET.get("page"))
     channels = (
         scoped(request, Conversation).exclude(channel="preview").values_list("channel", flat=True).distinct()

@@ -35,6 +35,18 @@ def test_it_names_each_contact_as_well_as_it_can(client, bob, acme_bot):
     assert "<h1>Website visitor …WxYz</h1>" in client.get(reverse("inbox:thread", args=[visitor.id])).content.decode()
 
 
+def test_each_conversation_shows_its_latest_message(client, bob, acme_bot):
+    asked, inbound = make_conversation(acme_bot, thread="v1", text="Do you fix e-bikes?")
+    services.record_reply(inbound, "Yes, every day but Sunday.", {})
+    noted, _ = make_conversation(acme_bot, thread="v2", text="Where is my order 1042?")
+    services.add_note(noted, bob, "Checking with the warehouse")  # notes are not the conversation
+    client.force_login(bob)
+    rows = {row.split("</a>")[0].rsplit(">", 1)[-1]: row
+            for row in client.get(reverse("inbox:list")).content.decode().split('<tr class="conversation')[1:]}
+    assert "Bot: Yes, every day but Sunday." in rows[asked.display_name]
+    assert "Where is my order 1042?" in rows[noted.display_name] and "warehouse" not in rows[noted.display_name]
+
+
 def test_it_shows_a_thread_with_reply_stats(client, bob, acme_bot):
     conversation, inbound = make_conversation(acme_bot, text="When are you open?")
     Message.objects.filter(id=inbound.id).update(reply_state="pending")
