@@ -113,6 +113,22 @@
     if (text != null) node.textContent = text;
     return node;
   }
+  // An inline SVG icon (drawn in the button's colour): emoji glyphs are missing on pages
+  // whose system has no emoji font, and would show as an empty box.
+  var ICONS = {  // Material Icons "chat_bubble" and "attach_file" (Apache License 2.0)
+    chat: "M20 2H4c-1.1 0-2 .9-2 2v18l4-4h14c1.1 0 2-.9 2-2V4c0-1.1-.9-2-2-2z",
+    clip: "M16.5 6v11.5c0 2.21-1.79 4-4 4s-4-1.79-4-4V5c0-1.38 1.12-2.5 2.5-2.5s2.5 1.12 2.5 2.5v10.5c0 .55-.45 " +
+          "1-1 1s-1-.45-1-1V6H10v9.5c0 1.38 1.12 2.5 2.5 2.5s2.5-1.12 2.5-2.5V5c0-2.21-1.79-4-4-4S7 2.79 7 5v12.5c0 " +
+          "3.04 2.46 5.5 5.5 5.5s5.5-2.46 5.5-5.5V6h-1.5z"
+  };
+  function icon(name, size) {
+    var ns = "http://www.w3.org/2000/svg", svg = document.createElementNS(ns, "svg"), path = document.createElementNS(ns, "path");
+    svg.setAttribute("viewBox", "0 0 24 24"); svg.setAttribute("width", size); svg.setAttribute("height", size);
+    svg.setAttribute("fill", "currentColor"); svg.setAttribute("aria-hidden", "true"); svg.setAttribute("focusable", "false");
+    path.setAttribute("d", ICONS[name]);
+    svg.appendChild(path);
+    return svg;
+  }
   // A tiny markdown subset built from DOM nodes: **bold**, *italic*, `code`, [text](https://link).
   var MD = /(\*\*[^*\n]+\*\*|`[^`\n]+`|\[[^\]\n]+\]\(https?:\/\/[^\s)]+\)|\*[^*\n]+\*)/g;
   function render(node, text) {
@@ -134,7 +150,7 @@
   }
 
   var CSS = ":host{all:initial}*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:14px;line-height:1.45}" +
-    ".launcher{position:fixed;bottom:20px;right:20px;width:56px;height:56px;border-radius:50%;border:0;background:var(--c);color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000;font-size:24px}" +
+    ".launcher{position:fixed;bottom:20px;right:20px;width:56px;height:56px;border-radius:50%;border:0;background:var(--c);color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000;display:flex;align-items:center;justify-content:center}" +
     ".left .launcher{left:20px;right:auto}.left .panel{left:20px;right:auto}" +
     ".panel{position:fixed;bottom:88px;right:20px;width:min(370px,calc(100vw - 24px));height:min(560px,calc(100vh - 110px));display:flex;flex-direction:column;background:#fff;color:#1f2330;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}" +
     ".panel[hidden]{display:none}@media (max-width:480px){.panel,.left .panel{left:8px;right:8px;bottom:76px;width:auto;height:calc(100vh - 90px)}}" +
@@ -161,7 +177,8 @@
   var host = el("div", { id: "chatnexus-widget" });
   var root = host.attachShadow({ mode: "open" });
   var wrap = el("div", { class: "wrap" });
-  var launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "cn-panel", "aria-label": "Open chat" }, "\uD83D\uDCAC");
+  var launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "cn-panel", "aria-label": "Open chat" });
+  launcher.appendChild(icon("chat", 26));
   var panel = el("div", { id: "cn-panel", class: "panel", role: "dialog", "aria-label": "Chat" });
   panel.hidden = true;
   var header = el("header");
@@ -177,7 +194,8 @@
   email.hidden = true;
   var input = el("textarea", { rows: "1", placeholder: "Type your message\u2026", "aria-label": "Message" });
   var sendBtn = el("button", { type: "submit", "aria-label": "Send message" }, "Send");
-  var attachBtn = el("button", { type: "button", class: "attach", "aria-label": "Attach a file", title: "Attach a file" }, "\uD83D\uDCCE");
+  var attachBtn = el("button", { type: "button", class: "attach", "aria-label": "Attach a file", title: "Attach a file" });
+  attachBtn.appendChild(icon("clip", 18));
   var picker = el("input", { type: "file", accept: ACCEPT, hidden: "" });
   attachBtn.hidden = true;
   form.append(email, input, attachBtn, picker, sendBtn);

@@ -44,6 +44,8 @@ def test_it_streams_a_reply_and_keeps_history_across_reloads(
     page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
 
     launcher = page.get_by_role("button", name="Open chat with Ava")
+    # its icon is drawn (SVG), not an emoji glyph that a system without an emoji font shows as a box
+    assert launcher.evaluate("el => el.querySelector('svg path') !== null && el.textContent.trim() === ''")
     launcher.click()
     panel = page.get_by_role("dialog", name="Chat with Ava")
     panel.get_by_text("Hi! How can I help you today?").wait_for()
