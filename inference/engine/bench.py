@@ -373,6 +373,15 @@ def format_hist(hist: list[int] | None, width: int = 9) -> str:
     return f"mean {mean:.2f} | " + " ".join(parts)
 
 
+def hist_lines(methods: list[dict]) -> list[str]:
+    """The table's closing block: each method's accepted-drafts histogram (methods that drafted)."""
+    hists = [(m["name"], m.get("accepted_hist")) for m in methods if m.get("accepted_hist") and sum(m["accepted_hist"])]
+    if not hists:
+        return []
+    return ["", "accepted draft tokens per verify step (share of steps):"] + [
+        f"  {name:<16}{format_hist(hist)}" for name, hist in hists]
+
+
 def format_table(results: dict) -> str:
     """A readable table of one run, then the accepted-length histograms."""
     lines = [f"target {results['target']}  draft {results['draft'] or '-'}  "
@@ -386,12 +395,7 @@ def format_table(results: dict) -> str:
                      f"{_fmt(None if m['acceptance_rate'] is None else 100 * m['acceptance_rate'], '.0f', '%'):>8}"
                      f"{_fmt(m['mean_tokens_per_forward'], '.2f'):>9}"
                      f"{_fmt(m['identical'], 'd') + '/' + str(m['prompts']):>11}")
-    hists = [(m["name"], m.get("accepted_hist")) for m in results["methods"]
-             if m.get("accepted_hist") and sum(m["accepted_hist"])]
-    if hists:
-        lines += ["", "accepted draft tokens per verify step (share of steps):"]
-        lines += [f"  {name:<16}{format_hist(hist)}" for name, hist in hists]
-    return "\n".join(lines)
+    return "\n".join(lines + hist_lines(results["methods"]))
 
 
 def plot_speedup(results: dict, path: str | os.PathLike) -> None:

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from .bench import (BenchError, _sum_hists, _sync, _until_eos, format_hist, hf_generate_runner, machine_description,
+from .bench import (BenchError, _sum_hists, _sync, _until_eos, hf_generate_runner, hist_lines, machine_description,
                     reference_model, write_progress)
 from .engine import Engine
 from .forward import cache_argument, crop, extend, new_cache, prefill
@@ -367,11 +367,7 @@ def format_replay_table(results: dict) -> str:
                   f"  {'messages':<14}" + "".join(f"{n:>8}" for n in by["messages"])]
         lines += [f"  {name:<14}" + "".join(f"{fmt(s, '.2f'):>8}" for s in values)
                   for name, values in by["speedup"].items() if name != reference]
-    hists = [(m["name"], m["accepted_hist"]) for m in results["methods"] if m.get("accepted_hist")]
-    if hists:
-        lines += ["", "accepted draft tokens per verify step (share of steps):"]
-        lines += [f"  {name:<16}{format_hist(hist)}" for name, hist in hists]
-    return "\n".join(lines)
+    return "\n".join(lines + hist_lines(results["methods"]))
 
 
 def plot_by_history(results: dict, path: str | os.PathLike) -> None:
