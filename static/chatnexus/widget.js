@@ -318,6 +318,8 @@
       if (f.retry_after) retryAfter = f.retry_after * 1000;
       if (f.client_id && byClient[f.client_id]) {
         byClient[f.client_id].classList.add("failed");
+        // the refused words go back into the box (unless something new is typed there), to edit and resend
+        if (!input.value && byClient[f.client_id].dataset.text) { input.value = byClient[f.client_id].dataset.text; input.focus(); }
         outbox = outbox.filter(function (o) { return o.id !== f.client_id; });
         delete byClient[f.client_id];
       }
@@ -383,6 +385,7 @@
     }
     hideChips();
     byClient[frame.id] = bubble("me", text);
+    byClient[frame.id].dataset.text = text;
     input.value = "";
     post(frame);
   });
@@ -399,6 +402,7 @@
     body.append("token", store.token || ""); body.append("id", id); body.append("text", text); body.append("file", file);
     hideChips();
     var node = byClient[id] = bubble("me", text);
+    node.dataset.text = text;
     addFiles(node, [{ name: file.name }]);
     input.value = "";
     function failed() { handle({ type: "error", code: "upload_failed", message: t("uploadFailed"), client_id: id }); }

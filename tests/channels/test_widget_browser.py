@@ -238,3 +238,26 @@ def test_the_attach_button_is_absent_when_the_bot_takes_no_files(widget_channel,
     panel = page.get_by_role("dialog", name="Chat with Ava")
     panel.get_by_role("button", name="Send message").wait_for()
     assert panel.get_by_role("button", name="Attach a file").count() == 0
+
+
+def test_a_refused_message_goes_back_into_the_box_to_send_again(widget_channel, acme_bot, host_site, live_server_url,
+                                                               page):
+    from bots.models import Message
+
+    widget_channel.settings["messages_per_minute"] = 1
+    widget_channel.save()
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    box = panel.get_by_role("textbox", name="Message")
+    box.fill("Do you fix e-bikes?")
+    box.press("Enter")
+    wait_for(lambda: Message.objects.filter(bot=acme_bot, direction="in").exists(), what="the first message")
+    assert box.input_value() == ""
+    second = "And how long does a new chain take?"
+    box.fill(second)
+    box.press("Enter")
+    panel.get_by_text("You're sending messages too quickly.", exact=False).wait_for()  # refused, in words
+    assert box.input_value() == second  # the visitor's words are not lost: back in the box to send later
+    assert list(Message.objects.filter(bot=acme_bot, direction="in").values_list("text", flat=True)) == [
+        "Do you fix e-bikes?"]
