@@ -37,6 +37,24 @@ def test_it_counts_every_substring_like_brute_force(text, pattern):
 
 
 @settings(max_examples=60, deadline=None)
+@given(text=st.lists(st.integers(0, 3), min_size=1, max_size=40), more=st.lists(st.integers(0, 3), max_size=12),
+       slack=st.integers(0, 12))
+def test_counts_with_slack_are_exact_once_the_text_outgrows_it(text, more, slack):
+    """counts(slack) may reuse counts up to `slack` tokens old (new states counted once, every
+    state has one), and recounts exactly past that; counts() is always exact."""
+    sam = SuffixAutomaton(text)
+    sam.counts()
+    for token in more:
+        sam.append(token)
+    exact = SuffixAutomaton(text + more).counts()
+    lazy = sam.counts(slack=slack)
+    assert len(lazy) == sam.states and all(c >= 1 for c in lazy[1:])
+    if len(more) > slack:
+        assert lazy == exact
+    assert sam.counts() == exact
+
+
+@settings(max_examples=60, deadline=None)
 @given(text=st.lists(st.integers(0, 3), max_size=30), context=st.lists(st.integers(0, 3), max_size=30))
 def test_it_tracks_the_longest_suffix_of_the_context_that_occurs(text, context):
     sam = SuffixAutomaton(text)

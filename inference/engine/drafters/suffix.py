@@ -76,6 +76,7 @@ class SuffixAutomaton:
         self.tokens: list[int] = []
         self.last = 0  # state of the whole text
         self._counts: list[int] | None = None
+        self._counted = 0  # text length when _counts was computed
         for token in tokens or ():
             self.append(token)
 
@@ -115,20 +116,24 @@ class SuffixAutomaton:
                     p = link[p]
                 link[q] = link[cur] = clone
         self.last = cur
-        self._counts = None
 
-    def counts(self) -> list[int]:
-        """Occurrences per state (= size of its end-position set); recomputed lazily, O(states)."""
-        if self._counts is None:
-            buckets: list[list[int]] = [[] for _ in range(len(self.tokens) + 1)]
-            for v, n in enumerate(self.length):
-                buckets[n].append(v)
-            cnt = list(self.own)
-            for n in range(len(buckets) - 1, 0, -1):  # longest first: children before their link
-                for v in buckets[n]:
-                    cnt[self.link[v]] += cnt[v]
-            self._counts = cnt
-        return self._counts
+    def counts(self, slack: int = 0) -> list[int]:
+        """Occurrences per state (= size of its end-position set); recomputed lazily, O(states).
+        With `slack`, counts computed at most `slack` tokens ago will do: states made since count
+        once, and occurrences the older ones gained since are not added (for a growing text whose
+        counts only steer drafts, like a request's own automaton)."""
+        if self._counts is not None and len(self.tokens) - self._counted <= slack:
+            self._counts.extend([1] * (len(self.length) - len(self._counts)))
+            return self._counts
+        buckets: list[list[int]] = [[] for _ in range(len(self.tokens) + 1)]
+        for v, n in enumerate(self.length):
+            buckets[n].append(v)
+        cnt = list(self.own)
+        for n in range(len(buckets) - 1, 0, -1):  # longest first: children before their link
+            for v in buckets[n]:
+                cnt[self.link[v]] += cnt[v]
+        self._counts, self._counted = cnt, len(self.tokens)
+        return cnt
 
     def step(self, state: int, matched: int, token: int) -> tuple[int, int]:
         """Extend a match (state, matched length) by `token`: the longest suffix still occurring."""
@@ -433,7 +438,8 @@ class SuffixDrafter(Drafter):
             sources.append((self.automaton, self.state, self.matched))
         out = []
         for sam, state, matched in sources:
-            cnt = sam.counts() if state > 0 else None
+            # the conversation's automaton grows every step: recount it after it grew by 1/8 (or 64)
+            cnt = sam.counts(slack=max(64, len(sam) // 8) if sam is local else 0) if state > 0 else None
             while state > 0 and matched >= 1:
                 out.append((sam, cnt, state, 2.0 ** min(matched, 32)))
                 state = sam.link[state]
