@@ -169,7 +169,7 @@
     "@keyframes b{50%{opacity:.3}}.status{padding:6px 12px;font-size:12px;color:#b91c1c;background:#fef2f2}.status:empty{display:none}" +
     "form{display:flex;flex-wrap:wrap;gap:6px;padding:8px;border-top:1px solid #e5e7eb;margin:0}" +
     "input,textarea{flex:1 1 60%;min-width:0;border:1px solid #d1d5db;border-radius:8px;padding:8px;color:#1f2330;background:#fff;resize:none}" +
-    ".email{flex-basis:100%}.file{display:block;margin-top:2px;font-size:13px;opacity:.9}.file:first-child{margin-top:0}" +
+    ".email{flex-basis:100%}.file{display:flex;align-items:center;gap:4px;margin-top:2px;font-size:13px;opacity:.9}.file:first-child{margin-top:0}" +
     "form .attach{background:#fff;color:var(--c);border:1px solid var(--c);padding:8px 10px}form button{border:0;border-radius:8px;padding:8px 14px;background:var(--c);color:#fff;cursor:pointer}" +
     "button:focus-visible,input:focus-visible,textarea:focus-visible{outline:2px solid #111;outline-offset:2px}button:disabled{opacity:.5;cursor:default}";
 
@@ -232,7 +232,11 @@
   }
   // The names of a message's files, one line each, under its text.
   function addFiles(node, files) {
-    (files || []).forEach(function (f) { node.appendChild(el("span", { class: "file" }, "\uD83D\uDCCE " + (f.name || f.content_type || ""))); });
+    (files || []).forEach(function (f) {
+      var line = el("span", { class: "file" });
+      line.append(icon("clip", 14), document.createTextNode(f.name || f.content_type || ""));
+      node.appendChild(line);
+    });
   }
   function who(m) { return m.direction === "in" ? "me" : m.sender === "system" ? "system" : "bot"; }
   function showMessage(m, clientId) {
