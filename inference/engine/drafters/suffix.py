@@ -336,6 +336,7 @@ class SuffixDrafter(Drafter):
         self.index = index
 
     def begin(self, prompt_ids, sampling=None, generator=None) -> None:
+        self.calibration.pending = None  # a tree drafted for a request that stopped early is not scored
         self.local = SuffixAutomaton()
         self.automaton = self.index.automaton if self.index is not None else None
         self.state, self.matched = 0, 0  # match in the global automaton
