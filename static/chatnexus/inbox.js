@@ -24,7 +24,10 @@
     if (m.direction === "out") parts.push("delivery: " + (m.delivery_status || "—") + (m.delivery_error ? " — " + m.delivery_error : ""));
     if (m.direction === "in" && m.reply_state) parts.push("reply: " + m.reply_state);
     const s = m.stats;
-    if (s) {
+    if (s && s.canned) {
+      parts.push("canned reply (no model)");
+      if (m.latency_s !== null) parts.push("latency " + fmt(m.latency_s, 2) + " s");
+    } else if (s) {
       parts.push(s.new_tokens + " tokens");
       if (m.tokens_per_s) parts.push(fmt(m.tokens_per_s, 1) + " tok/s");
       if (s.drafted) parts.push("acceptance " + fmt(m.acceptance_rate, 2));

@@ -1,0 +1,40 @@
+"""The inbox thread page in Chromium: messages that arrive while it is open are drawn by
+inbox.js (polling messages.json) the way the server draws them."""
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import log_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transactional_db, live_server_url, page,
+                                                                       alice, acme_bot):
+    from bots import services
+
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="v_browser01", text="When are you open?",
+                             answer=False)
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/inbox/{first.conversation.id}/")
+    expect(page.locator("h1")).to_have_text("Website visitor …er01")
+
+    # while the page is open: a model reply, then a photo alone and its canned reply
+    services.record_reply(first.message, "Nine to six, Monday to Saturday.",
+                          {"new_tokens": 9, "drafted": 10, "accepted": 6, "acceptance_rate": 0.6, "tokens_per_s": 21.5,
+                           "ttft_s": 0.12, "mean_tokens_per_forward": 1.8})
+    photo = services.receive(bot=acme_bot, channel="widget", thread_id="v_browser01", text="", answer=False,
+                             files=[("chain.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(64))])
+    services.canned_reply(photo, "Thanks, your image is saved.")
+
+    reply = page.locator("li.msg", has_text="Nine to six")
+    expect(reply.locator(".meta")).to_contain_text("9 tokens · 21.5 tok/s · acceptance 0.60 · 1.80 tok/forward",
+                                                   timeout=15_000)
+    canned = page.locator("li.msg", has_text="Thanks, your image is saved.")
+    expect(canned.locator(".meta")).to_contain_text("canned reply (no model)")
+    expect(page.locator("li.msg", has_text="chain.png")).to_have_count(1)
+    expect(page.locator("main")).not_to_contain_text("undefined")
+
+    page.reload()  # the server's own rendering says the same
+    expect(page.locator("li.msg", has_text="Thanks, your image is saved.").locator(".meta")).to_contain_text(
+        "canned reply (no model)")
+    expect(page.locator("li.msg", has_text="Nine to six").locator(".meta")).to_contain_text("9 tokens")
