@@ -11,6 +11,8 @@ its readable files (plain text, markdown, HTML, PDF — ``bots.documents``), eac
 described: the model reads text only).
 """
 import logging
+import threading
+from collections import OrderedDict
 
 from django.http import FileResponse
 from django.utils.http import content_disposition_header
@@ -52,24 +54,60 @@ def readable(content_type: str | None) -> bool:
     return media_type(content_type) in READABLE_TYPES
 
 
+NO_TEXT_REPLY = (  # a message of files alone, none of which had any text to read
+    "Thanks for the file! I couldn't find any text in it that I can read — "
+    "could you tell me in words what you need?"
+)
+_texts: OrderedDict[tuple[int, str], str | None] = OrderedDict()  # (attachment id, sha256) -> text
+_texts_lock = threading.Lock()  # the embedded server runs its workers as threads
+
+
+def _file_text(attachment) -> str | None:
+    """The text of a readable attachment ("" when it has none), None when it cannot be read.
+    Kept for the last few files (cut to what a prompt can hold), so the worker's check and its
+    prompt read a PDF once; a storage error is not kept (the next call tries again)."""
+    key = (attachment.id, attachment.sha256)
+    with _texts_lock:
+        if key in _texts:
+            _texts.move_to_end(key)
+            return _texts[key]
+    try:
+        with attachment.file.open("rb") as stored:
+            text = text_of(f"file{READABLE_TYPES[media_type(attachment.content_type)]}", stored.read()).strip()
+    except OSError as error:
+        log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)
+        return None
+    except DocumentError as error:
+        log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)
+        text = None
+    with _texts_lock:
+        _texts[key] = None if text is None else text[:MAX_FILE_PROMPT_CHARS + 1]
+        while len(_texts) > 32:
+            _texts.popitem(last=False)
+    return None if text is None else text[:MAX_FILE_PROMPT_CHARS + 1]
+
+
+def has_text_to_read(message) -> bool:
+    """Does the model get any words from this message: its text, or the text of one of its files?"""
+    if message.text.strip():
+        return True
+    return any(readable(a.content_type) and _file_text(a) for a in message.attachments.all())
+
+
 def prompt_text(message) -> str:
     """The message's text followed by what the model may know of its files (never raises)."""
     parts = [message.text] if message.text else []
     room = MAX_FILE_PROMPT_CHARS
     for attachment in message.attachments.all():
         name = attachment.filename or f"attachment {attachment.index + 1}"
-        suffix = READABLE_TYPES.get(media_type(attachment.content_type))
-        if suffix is None:
+        if not readable(attachment.content_type):
             parts.append(f"[The customer attached {name} ({attachment.content_type}); you cannot see it.]")
             continue
         if room <= 0:
             parts.append(f"[The customer attached {name}; its text is left out (too long).]")
             continue
-        try:
-            with attachment.file.open("rb") as stored:
-                text = text_of(f"file{suffix}", stored.read()).strip()
-        except (DocumentError, OSError) as error:
-            log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)
+        text = _file_text(attachment)
+        if text is None:
             parts.append(f"[The customer attached {name}; its text could not be read.]")
             continue
         if not text:

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from bots import events, services
-from bots.files import prompt_text
+from bots.files import NO_TEXT_REPLY, has_text_to_read, prompt_text
 from bots.models import Conversation, Message
 from bots.prompts import build_messages
 
@@ -68,12 +68,16 @@ def generate_reply(self, message_id):
 
 
 def _generate(inbound, config):
-    """Build the prompt, run the engine (streaming deltas live); return (text, stats)."""
+    """Build the prompt, run the engine (streaming deltas live); return (text, stats). Files alone
+    with no text to read (a scanned PDF, a file that could not be fetched) get a canned reply."""
+    turns = _turns(inbound)
+    if not has_text_to_read(inbound):
+        return NO_TEXT_REPLY, {"canned": True}
     engine = _engine(config.get("drafter") or None)
     max_new = min(int(config.get("max_reply_tokens") or 160), settings.CHATNEXUS_MAX_REPLY_TOKENS)
     messages = build_messages(
         config,
-        _turns(inbound),
+        turns,
         inbound.text,
         count_tokens=lambda m: runtime.count_tokens(engine, m),
         max_prompt_tokens=runtime.context_length(engine) - max_new,
@@ -155,8 +159,9 @@ def repetition_cut(text, min_chars=12):
 
 
 def _remember(inbound, config, reply):
-    """Teach the bot's suffix index the stored reply (preview conversations run a draft config: skipped)."""
-    if inbound.conversation.channel == "preview":
+    """Teach the bot's suffix index the stored reply (preview conversations run a draft config,
+    and canned replies are not the model's: skipped)."""
+    if inbound.conversation.channel == "preview" or (reply.stats or {}).get("canned"):
         return
     try:
         runtime.remember_reply(_engine(config.get("drafter") or None), inbound.bot_id, reply.text, inbound.text)

@@ -61,3 +61,19 @@ def test_an_unreadable_file_is_named_never_raised(acme_bot):
         "[The customer attached gone.txt; its text could not be read.]\n\n"
         "[The customer attached empty.txt; it has no text.]"
     )
+
+
+def test_files_alone_with_nothing_to_read_get_a_canned_reply_without_the_model(acme_bot):
+    from bots.files import NO_TEXT_REPLY, has_text_to_read
+    from bots.models import Message
+    from inference.tasks import generate_reply
+
+    scanned = receive(acme_bot, "", ("scan.pdf", "application/pdf", pdf()), ("photo.jpg", "image/jpeg", JPEG),
+                      thread="t-scan")  # a PDF of images only: no text in it
+    Message.objects.filter(id=scanned.id).update(reply_state=Message.ReplyState.PENDING)
+    generate_reply(scanned.id)  # run here, in this process: answered before any model is asked
+    reply = Message.objects.get(reply_to=scanned)
+    assert reply.text == NO_TEXT_REPLY and reply.stats == {"canned": True}
+
+    readable = receive(acme_bot, "", ("terms.txt", "text/plain", b"Returns within 30 days"), thread="t-text")
+    assert has_text_to_read(readable)  # a file with words goes to the model (the widget tests queue it)
