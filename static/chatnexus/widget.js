@@ -115,11 +115,15 @@
   }
   // An inline SVG icon (drawn in the button's colour): emoji glyphs are missing on pages
   // whose system has no emoji font, and would show as an empty box.
-  var ICONS = {  // Material Icons "chat_bubble" and "attach_file" (Apache License 2.0)
+  var ICONS = {  // Material Icons "chat_bubble", "attach_file", "thumb_up", "thumb_down" (Apache License 2.0)
     chat: "M20 2H4c-1.1 0-2 .9-2 2v18l4-4h14c1.1 0 2-.9 2-2V4c0-1.1-.9-2-2-2z",
     clip: "M16.5 6v11.5c0 2.21-1.79 4-4 4s-4-1.79-4-4V5c0-1.38 1.12-2.5 2.5-2.5s2.5 1.12 2.5 2.5v10.5c0 .55-.45 " +
           "1-1 1s-1-.45-1-1V6H10v9.5c0 1.38 1.12 2.5 2.5 2.5s2.5-1.12 2.5-2.5V5c0-2.21-1.79-4-4-4S7 2.79 7 5v12.5c0 " +
-          "3.04 2.46 5.5 5.5 5.5s5.5-2.46 5.5-5.5V6h-1.5z"
+          "3.04 2.46 5.5 5.5 5.5s5.5-2.46 5.5-5.5V6h-1.5z",
+    up: "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 " +
+        "7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z",
+    down: "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2c0 1.1.9 2 2 2h6.31l-.95 4.57-.03.32c0 " +
+          ".41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5c0-1.1-.9-2-2-2zm4 0v12h4V3h-4z"
   };
   function icon(name, size) {
     var ns = "http://www.w3.org/2000/svg", svg = document.createElementNS(ns, "svg"), path = document.createElementNS(ns, "path");
@@ -257,8 +261,9 @@
     var row = rows[m.id];
     if (!row) {
       row = rows[m.id] = el("div", { class: "rate", role: "group", "aria-label": t("rate") });
-      [[1, "\uD83D\uDC4D", t("helpful")], [-1, "\uD83D\uDC4E", t("notHelpful")]].forEach(function (r) {
-        var b = el("button", { type: "button", title: r[2], "aria-label": r[2], "aria-pressed": "false", "data-rating": String(r[0]) }, r[1]);
+      [[1, "up", t("helpful")], [-1, "down", t("notHelpful")]].forEach(function (r) {
+        var b = el("button", { type: "button", title: r[2], "aria-label": r[2], "aria-pressed": "false", "data-rating": String(r[0]) });
+        b.appendChild(icon(r[1], 14));
         b.addEventListener("click", function () { if (connected) ws.send(JSON.stringify({ type: "rate", message: m.id, rating: r[0] })); });
         row.appendChild(b);
       });

@@ -72,6 +72,7 @@ def test_it_streams_a_reply_and_keeps_history_across_reloads(
     wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="the widget adapter to deliver")
 
     # The visitor rates the reply; the server stores it and says so.
+    assert panel.get_by_role("button", name="Helpful", exact=True).evaluate("el => el.querySelector('svg path') !== null")
     panel.get_by_role("button", name="Helpful", exact=True).click()
     wait_for(lambda: Message.objects.get(id=reply.id).rating == 1, what="the rating stored")
     wait_for(lambda: panel.get_by_role("button", name="Helpful", exact=True).get_attribute("aria-pressed") == "true",
