@@ -94,14 +94,16 @@ def summary(organization, bot=None, days=14, now=None):
             series[day]["inbound" if direction == Message.Direction.INBOUND else "outbound"] += 1
         if (meta or {}).get("skip_reason") == "handoff":
             handoff_conversations.add(conversation_id)
-    for created, latency, *_ in replies:
+    # speed is the model's: canned replies (a photo alone, no model) would pull every latency to ~0
+    model_replies = [r for r in replies if not (r[4] or {}).get("canned")]
+    for created, latency, *_ in model_replies:
         day = timezone.localdate(created)
         if day in series and latency is not None:
             series[day]["latencies"].append(latency)
 
-    latencies = [r[1] for r in replies]
-    ttfts = [r[2] for r in replies]
-    stats = [r[4] or {} for r in replies]
+    latencies = [r[1] for r in model_replies]
+    ttfts = [r[2] for r in model_replies]
+    stats = [r[4] or {} for r in model_replies]
     drafted = sum(s.get("drafted", 0) or 0 for s in stats)
     accepted = sum(s.get("accepted", 0) or 0 for s in stats)
     new_tokens = sum(s.get("new_tokens", 0) or 0 for s in stats)
@@ -123,7 +125,7 @@ def summary(organization, bot=None, days=14, now=None):
         "latency_p95_s": _round(percentile(latencies, 95)),
         "ttft_median_s": _round(percentile(ttfts, 50)),
         "ttft_p95_s": _round(percentile(ttfts, 95)),
-        "tokens_per_s": _round(mean(r[3] for r in replies), 2),
+        "tokens_per_s": _round(mean(r[3] for r in model_replies), 2),
         "acceptance_rate": _round(accepted / drafted if drafted else None),
         "tokens_per_forward": _round(new_tokens / forwards if forwards else None),
         "prompt_reuse_rate": _round(reused_tokens / prompt_tokens if prompt_tokens else None),

@@ -57,6 +57,18 @@ def test_it_summarises_an_organisation(acme, acme_bot, globex_bot):
     assert today["conversations"] == 3 and today["inbound"] == 3 and today["outbound"] == 3
 
 
+def test_speed_is_the_models_canned_replies_left_out(acme, acme_bot):
+    _, asked = make_conversation(acme_bot, thread="a")
+    answer(asked, 2.0, new_tokens=20, tokens_per_s=25.0, ttft_s=0.3)
+    photo = services.receive(bot=acme_bot, channel="widget", thread_id="b", text="", answer=False,
+                             files=[("chain.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(16))])
+    services.canned_reply(photo, "Thanks, your image is saved.")  # answered at once, without the model
+    data = stats.summary(acme, days=7)
+    assert data["replies"] == 2
+    assert data["latency_median_s"] == 2.0 and data["ttft_median_s"] == 0.3 and data["tokens_per_s"] == 25.0
+    assert data["series"][-1]["latency_median_s"] == 2.0
+
+
 def test_it_summarises_one_bot_and_skips_old_messages(acme, acme_bot):
     from bots.models import Bot
 
