@@ -64,8 +64,9 @@ _texts_lock = threading.Lock()  # the embedded server runs its workers as thread
 
 def _file_text(attachment) -> str | None:
     """The text of a readable attachment ("" when it has none), None when it cannot be read.
-    Kept for the last few files (cut to what a prompt can hold), so the worker's check and its
-    prompt read a PDF once; a storage error is not kept (the next call tries again)."""
+    Kept for the last few files (cut to what a prompt can hold): every reply re-reads the files
+    of the turns in its history, and the worker's check (`has_text_to_read`) reads them before
+    the prompt does; a storage error is not kept (the next call tries again)."""
     key = (attachment.id, attachment.sha256)
     with _texts_lock:
         if key in _texts:
@@ -73,18 +74,19 @@ def _file_text(attachment) -> str | None:
             return _texts[key]
     try:
         with attachment.file.open("rb") as stored:
-            text = text_of(f"file{READABLE_TYPES[media_type(attachment.content_type)]}", stored.read()).strip()
-    except OSError as error:
+            content = stored.read()
+        text = text_of(f"file{READABLE_TYPES[media_type(attachment.content_type)]}", content).strip()
+        text = text[:MAX_FILE_PROMPT_CHARS + 1]
+    except (OSError, DocumentError) as error:
         log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)
-        return None
-    except DocumentError as error:
-        log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)
+        if isinstance(error, OSError):
+            return None  # storage trouble may pass: not kept
         text = None
     with _texts_lock:
-        _texts[key] = None if text is None else text[:MAX_FILE_PROMPT_CHARS + 1]
+        _texts[key] = text
         while len(_texts) > 32:
             _texts.popitem(last=False)
-    return None if text is None else text[:MAX_FILE_PROMPT_CHARS + 1]
+    return text
 
 
 def has_text_to_read(message) -> bool:

@@ -15,8 +15,9 @@ readable by the page (CORS for allow-listed origins).
 
 Accepted files go through ``bots.services.receive()`` like any message: stored with the
 message in one transaction, in the attachments storage, never served publicly (the inbox
-serves them to members, ``bots.files``). A caption is answered by the bot as usual; a file
-alone gets a canned reply (the model reads text only), unless an agent has the conversation.
+serves them to members, ``bots.files``). A caption is answered by the bot as usual, and so is a
+PDF or text file alone (the model reads its text); an image alone gets a canned reply, unless
+an agent has the conversation.
 """
 import mimetypes
 
