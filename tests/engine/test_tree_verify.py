@@ -240,7 +240,7 @@ def test_trees_match_hf_greedy_over_branching_histories(tree_attention, tiny_eng
         tiny_engine.remember(namespace, reply, question + [2, 1, 50])
     tiny_engine.cost_aware_draft_length = False  # no cost cut and no probability floor: the widest trees
     tiny_engine.get_drafter("suffix:tree").min_prob = 0.0
-    tiny_engine.get_drafter("suffix:wide").min_wide_prob = 0.0
+    tiny_engine.get_drafter("suffix:wide").min_wide_share = 0.0
     try:
         for spec in ("suffix:tree", "suffix:wide"):
             ours, stats = tiny_engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, eos_token_ids=EOS,
@@ -250,5 +250,5 @@ def test_trees_match_hf_greedy_over_branching_histories(tree_attention, tiny_eng
     finally:
         tiny_engine.cost_aware_draft_length = True
         tiny_engine.get_drafter("suffix:tree").min_prob = SuffixDrafter().min_prob
-        tiny_engine.get_drafter("suffix:wide").min_wide_prob = SuffixDrafter().min_wide_prob
+        tiny_engine.get_drafter("suffix:wide").min_wide_share = SuffixDrafter().min_wide_share
         tiny_engine.memory.forget(namespace)

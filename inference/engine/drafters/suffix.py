@@ -299,7 +299,7 @@ class SuffixDrafter(Drafter):
         self.max_draft_length = max_draft_length
         self.tree_width = tree_width  # continuations per tree node (propose_tree); 1: chains only
         self.wide = wide  # trees over every matching context, not only the longest (propose_tree)
-        self.min_wide_prob = 0.01  # wide trees: nodes with a smaller share are never drafted
+        self.min_wide_share = 0.01  # wide trees: nodes with a smaller share are never drafted
         self.calibration = ShareCalibration()  # wide trees: a node's share -> how often such nodes are right
         self.index: SuffixIndex | None = None
         self.cost = None  # c_verify(n) of the target, or None: no cut (see the module docstring)
@@ -434,14 +434,15 @@ class SuffixDrafter(Drafter):
         shorter one down its suffix links, weighted 2^length (longer evidence counts more)."""
         local = self.local
         start = local.link[local.last] if local.last else 0
-        sources = [(local, start, local.length[start] if start > 0 else 0)]
+        # the conversation's automaton grows every step: recounted after it grew by 1/8 (or 64)
+        sources = [(local, start, local.length[start], max(64, len(local) // 8))]
         if self.automaton is not None:
-            sources.append((self.automaton, self.state, self.matched))
+            sources.append((self.automaton, self.state, self.matched, 0))
         out = []
-        for sam, state, matched in sources:
-            # the conversation's automaton grows every step: recount it after it grew by 1/8 (or 64)
-            cnt = sam.counts(slack=max(64, len(sam) // 8) if sam is local else 0) if state > 0 else None
-            while state > 0 and matched >= 1:
+        for sam, state, matched, slack in sources:
+            if state > 0:
+                cnt = sam.counts(slack)
+            while state > 0:
                 out.append((sam, cnt, state, 2.0 ** min(matched, 32)))
                 state = sam.link[state]
                 matched = sam.length[state]
@@ -449,17 +450,17 @@ class SuffixDrafter(Drafter):
 
     def _wide_tree(self, k: int) -> tuple[list[int], list[int], list[float]]:
         """Best-first tree over the continuations of *every* matching context (`_contexts`), not
-        only the longest one's: a node's P is the weighted share of the contexts' occurrences
-        that continue with its path, sum(w * count(context + path)) / sum(w * count(context)).
-        Merges the bot's index and the conversation. Returns (tokens, parents, P) like
-        `_global_tree`."""
+        only the longest one's: a node's share is the weighted fraction of the contexts'
+        occurrences that continue with its path, sum(w * count(context + path)) / sum(w *
+        count(context)). Merges the bot's index and the conversation. Returns (tokens, parents,
+        shares), shares falling, like `_global_tree`'s P."""
         contexts = self._contexts()
         total = sum(w * cnt[state] for _, cnt, state, w in contexts)
         if not total:
             return [], [], []
         limit = min(k, self.max_draft_length)
-        heap: list[tuple[float, int, int, int, list, int]] = []  # (-P, tie, token, parent, members, depth)
-        tokens, parents, probs = [], [], []
+        heap: list[tuple[float, int, int, int, list, int]] = []  # (-share, tie, token, parent, members, depth)
+        tokens, parents, shares = [], [], []
         tie = itertools.count()
 
         def push_children(members: list, node: int, depth: int) -> None:
@@ -473,45 +474,54 @@ class SuffixDrafter(Drafter):
                         entry[0] += w * cnt[child]
                         entry[1].append((sam, cnt, child, w))
             for token, (weight, kids) in merged.items():
-                p = weight / total
-                if p >= self.min_wide_prob:
-                    heapq.heappush(heap, (-p, next(tie), token, node, kids, depth + 1))
+                share = weight / total
+                if share >= self.min_wide_share:
+                    heapq.heappush(heap, (-share, next(tie), token, node, kids, depth + 1))
 
         push_children(contexts, -1, 0)
         while heap and len(tokens) < limit:
-            neg_p, _, token, parent, members, depth = heapq.heappop(heap)
+            neg_share, _, token, parent, members, depth = heapq.heappop(heap)
             tokens.append(token)
             parents.append(parent)
-            probs.append(-neg_p)
+            shares.append(-neg_share)
             push_children(members, len(tokens) - 1, depth)
+        return tokens, parents, shares
+
+    def _calibrated_wide_tree(self, length: int, k: int) -> tuple[list[int], list[int], list[float]]:
+        """`_wide_tree` with P: each node's share given its parent's, calibrated by how often such
+        nodes were right, multiplied down its path; the tree is remembered for `update` to score."""
+        tokens, parents, shares = self._wide_tree(k)
+        steps = [share / (shares[parent] if parent >= 0 else 1.0) for share, parent in zip(shares, parents)]
+        probs: list[float] = []
+        for step, parent in zip(steps, parents):
+            probs.append(self.calibration.estimate(step) * (probs[parent] if parent >= 0 else 1.0))
+        self.calibration.drafted(length, tokens, parents, steps)
         return tokens, parents, probs
 
     def propose_tree(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int]]:
         """Like `propose`, as a tree: (draft_ids [n], parents [n]) with parents[i] < i the node each
         token follows (-1: the last token). The global index drafts up to `tree_width`
-        continuations of each node seen in earlier replies; the conversation itself drafts a chain. The tree is
-        cut like a chain: to the best-first prefix maximising (1 + P_1 + ... + P_n) / c(n)."""
+        continuations of each node seen in earlier replies; the conversation itself drafts a chain
+        (wide: `_calibrated_wide_tree`). The tree is cut like a chain: to the best-first prefix
+        maximising (1 + P_1 + ... + P_n) / c(n)."""
         self._extend(ids)
         if self.wide:
-            out, parents, shares = self._wide_tree(k)
-            # each node's share given its parent's, calibrated, multiplied down the path
-            steps = [share / (shares[parent] if parent >= 0 else 1.0) for share, parent in zip(shares, parents)]
-            probs = []
-            for step, parent in zip(steps, parents):
-                probs.append(self.calibration.estimate(step) * (probs[parent] if parent >= 0 else 1.0))
-            self.calibration.drafted(ids.shape[1], out, parents, steps)
-            n = self._cut(probs)
-            self.last_score = sum(probs[:n])
-            return torch.tensor(out[:n], dtype=torch.long, device=ids.device), parents[:n]
+            out, parents, probs = self._calibrated_wide_tree(ids.shape[1], k)
+        else:
+            out, parents, probs = self._longest_match_tree(k)
+        n = self._cut(probs)
+        self.last_score = sum(probs[:n])
+        return torch.tensor(out[:n], dtype=torch.long, device=ids.device), parents[:n]
+
+    def _longest_match_tree(self, k: int) -> tuple[list[int], list[int], list[float]]:
+        """The conversation's chain, or the bot's index's tree where its match is at least as long."""
         out, probs, local_matched = self._local(k)
         parents = list(range(-1, len(out) - 1))
         if self.automaton is not None and self.matched >= local_matched:
             glob, glob_parents, glob_probs = self._global_tree(k, self.tree_width)
             if glob:
                 out, parents, probs = glob, glob_parents, glob_probs
-        n = self._cut(probs)
-        self.last_score = sum(probs[:n])
-        return torch.tensor(out[:n], dtype=torch.long, device=ids.device), parents[:n]
+        return out, parents, probs
 
     def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
         if self.wide:
