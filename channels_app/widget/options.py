@@ -71,6 +71,13 @@ def origin_allowed(options: dict, origin: str) -> bool:
     return origin in allowed
 
 
+def accepted_files() -> str:
+    """The file chooser's ``accept``: the types the upload endpoint takes (uploads.py checks the bytes)."""
+    from .uploads import ACCEPT  # uploads.py reads these options: imported here, not at the top
+
+    return ACCEPT
+
+
 def public_look(bot: Bot, options: dict) -> dict:
     """What the embed script may know about the bot: its published look, nothing else."""
     live = bot.live_config()
@@ -85,5 +92,6 @@ def public_look(bot: Bot, options: dict) -> dict:
         "language": options.get("language") if options.get("language") in dict(LANGUAGES) else "auto",
         "handoff": True,
         "uploads": bool(options.get("file_uploads")),
+        "accept": accepted_files(),
         "max_upload_mb": int(options.get("max_upload_mb") or DEFAULTS["max_upload_mb"]),
     }

@@ -17,9 +17,7 @@
   try { store = JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { store = {}; }
   function save() { try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ } }
 
-  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [], uploads: false, max_upload_mb: 5 };
-  // what the upload endpoint takes (channels_app/widget/uploads.py checks the bytes)
-  var ACCEPT = "image/jpeg,image/png,image/gif,image/webp,application/pdf,text/plain,.jpg,.jpeg,.png,.gif,.webp,.pdf,.txt";
+  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [], uploads: false, max_upload_mb: 5, accept: "" };
 
   // -- the widget's own words: the bot's widget language, else the host page's <html lang>,
   // else the browser's, else English (the bot's answers follow its own instructions)
@@ -200,7 +198,7 @@
   var sendBtn = el("button", { type: "submit", "aria-label": "Send message" }, "Send");
   var attachBtn = el("button", { type: "button", class: "attach", "aria-label": "Attach a file", title: "Attach a file" });
   attachBtn.appendChild(icon("clip", 18));
-  var picker = el("input", { type: "file", accept: ACCEPT, hidden: "" });
+  var picker = el("input", { type: "file", hidden: "" });
   attachBtn.hidden = true;
   form.append(email, input, attachBtn, picker, sendBtn);
   panel.append(header, log, status, form);
@@ -220,6 +218,7 @@
     input.placeholder = t("placeholder"); input.setAttribute("aria-label", t("message"));
     sendBtn.textContent = t("send"); sendBtn.setAttribute("aria-label", t("sendLabel"));
     attachBtn.setAttribute("aria-label", t("attach")); attachBtn.title = t("attach"); attachBtn.hidden = !look.uploads;
+    picker.accept = look.accept;  // the types the server takes (its config)
     wrap.setAttribute("lang", language());
     input.maxLength = look.max_message_chars;
   }

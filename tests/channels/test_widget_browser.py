@@ -198,7 +198,7 @@ def test_a_new_visitor_asks_a_suggested_question_with_one_click(widget_channel, 
 def test_a_visitor_attaches_a_file_and_sees_it_answered_and_kept(widget_channel, acme_bot, host_site, live_server_url,
                                                                  page):
     from bots.models import Attachment, Message
-    from channels_app.widget.uploads import IMAGE_ONLY_REPLY
+    from channels_app.widget.uploads import ACCEPT, IMAGE_ONLY_REPLY
 
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     page.add_init_script(RECORD_FRAMES)
@@ -206,6 +206,7 @@ def test_a_visitor_attaches_a_file_and_sees_it_answered_and_kept(widget_channel,
     page.get_by_role("button", name="Open chat with Ava").click()
     panel = page.get_by_role("dialog", name="Chat with Ava")
     page.wait_for_function("window.__frames.some(f => f.type === 'history')")  # connected: the token is known
+    assert panel.locator("input[type=file]").get_attribute("accept") == ACCEPT  # from the widget's config
     with page.expect_file_chooser() as chooser:
         panel.get_by_role("button", name="Attach a file").click()
     chooser.value.set_files({"name": "broken-chain.png", "mimeType": "image/png", "buffer": png})

@@ -32,7 +32,9 @@ def test_it_serves_the_published_look_to_an_allowed_origin(client, widget, acme_
     assert data["name"] == "Ava" and data["position"] == "left" and data["greeting"] == "Hi! How can I help you today?"
     assert data["prechat_email"] is False and data["max_message_chars"] == 2000
     assert set(data) == {"name", "avatar_color", "greeting", "position", "prechat_email", "max_message_chars", "handoff",
-                         "language", "suggestions", "uploads", "max_upload_mb"}
+                         "language", "suggestions", "uploads", "max_upload_mb", "accept"}
+    assert data["accept"].split(",")[:6] == ["image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf",
+                                             "text/plain"]  # the file chooser offers what the upload takes
     assert data["language"] == "auto"
 
 
