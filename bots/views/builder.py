@@ -48,14 +48,14 @@ def _channels_url(bot):
 def bot_list(request):
     bots = scoped(request, Bot).order_by("name", "id")
     can_manage = bool(request.membership and request.membership.can_manage)
-    return render(request, "bots/list.html", {"bots": bots, "can_manage": can_manage, "form": BotCreateForm()})
+    return render(request, "bots/list.html", {"bots": bots, "can_manage": can_manage, "form": _create_form(request)})
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def bot_create(request):
     require_manager(request)
-    form = BotCreateForm(request.POST or None)
+    form = _create_form(request, request.POST or None)
     if request.method == "POST" and form.is_valid():
         bot = form.save(commit=False)
         bot.organization = request.organization
@@ -64,6 +64,12 @@ def bot_create(request):
         return redirect(_builder_url(bot))
     status = 400 if request.method == "POST" else 200
     return render(request, "bots/create.html", {"form": form}, status=status)
+
+
+def _create_form(request, data=None) -> BotCreateForm:
+    """The new-bot form; its company starts as the organisation's name (what most bots answer for)."""
+    organization = request.organization
+    return BotCreateForm(data, initial={"company": organization.name} if organization else None)
 
 
 @login_required

@@ -26,6 +26,15 @@ def test_it_creates_a_bot_in_the_managers_organisation(as_alice, acme):
     assert response["Location"].startswith(reverse("bots:builder", args=[bot.id]))
 
 
+def test_the_new_bot_forms_start_with_the_organisations_name_as_company(as_alice, acme):
+    for page in (reverse("bots:create"), reverse("bots:list")):
+        form = as_alice.get(page).context["form"]
+        assert form["company"].value() == acme.name, page
+    # a posted value wins over the suggestion, an emptied one stays empty
+    as_alice.post(reverse("bots:create"), {"name": "Max", "company": ""})
+    assert Bot.objects.get(name="Max").company == ""
+
+
 def test_it_refuses_a_bot_without_a_name(as_alice):
     response = as_alice.post(reverse("bots:create"), {"name": ""})
     assert response.status_code == 400
