@@ -1,5 +1,6 @@
 """Error pages are the product's own (with DEBUG off, as deployed): a lost admin gets a way
-back, a stale form a reason and what to do, a crash no traceback."""
+back, a stale form a reason and what to do, a crash no traceback; and the site has an icon
+(browsers asked for /favicon.ico on every page and got 404s)."""
 import pytest
 from django.test import Client
 
@@ -36,3 +37,14 @@ def test_a_crash_gets_a_plain_page_without_a_traceback(settings):
     assert response.status_code == 500
     body = response.content.decode()
     assert "Something went wrong" in body and "secret detail" not in body and "Traceback" not in body
+
+
+@pytest.mark.django_db
+def test_pages_name_an_icon_and_favicon_ico_leads_to_it(client):
+    from django.contrib.staticfiles import finders
+
+    login = client.get("/accounts/login/").content.decode()
+    assert 'rel="icon"' in login and "chatnexus/favicon.svg" in login
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("chatnexus/favicon.svg")
+    assert finders.find("chatnexus/favicon.svg")  # the file it points at ships
