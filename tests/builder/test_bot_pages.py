@@ -88,6 +88,13 @@ def test_it_saves_edits_to_the_draft_only(as_alice, acme_bot):
     assert b"Unpublished changes" in as_alice.get(url).content
 
 
+def test_a_never_published_bot_says_so_once_without_an_unpublished_changes_badge(as_alice):
+    as_alice.post(reverse("bots:create"), {"name": "Max", "company": "Acme"})
+    page = as_alice.get(reverse("bots:builder", args=[Bot.objects.get(name="Max").id])).content
+    assert b"Not published yet" in page
+    assert b"Unpublished changes" not in page  # everything is unpublished: the line above says it
+
+
 def test_it_publishes_the_draft(as_alice, acme_bot):
     as_alice.post(reverse("bots:builder", args=[acme_bot.id]), settings_data(acme_bot, greeting="Hello there"))
     response = as_alice.post(reverse("bots:publish", args=[acme_bot.id]))
