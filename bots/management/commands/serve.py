@@ -44,7 +44,7 @@ class Command(BaseCommand):
             from inference.runtime import engine_for
 
             self.stdout.write("Loading the model. The first start on a machine converts the bundled GGUF (~15 s) and\n"
-                              "measures which weight precision is fastest and faithful here (1-3 minutes, once; cached).")
+                              "measures which weight precision is fastest and faithful here (about a minute, once; cached).")
             started = time.monotonic()
             engine = engine_for()
             self.stdout.write(f"Model ready in {time.monotonic() - started:.0f} s: {engine.target_spec}, "
