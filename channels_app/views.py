@@ -67,4 +67,8 @@ def widget_try(request, bot_id):
     """A blank page on the platform's own origin with the widget embedded, to try it."""
     require_manager(request)
     bot = get_scoped_or_404(request, Bot, id=bot_id)
-    return render(request, "channels/widget_try.html", {"bot": bot, "public_url": settings.PUBLIC_URL})
+    widget_on = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=ChannelConfig.Kind.WIDGET,
+                                             enabled=True).exists()
+    # without a saved, enabled widget the script would find no config and show nothing: say why instead
+    return render(request, "channels/widget_try.html", {"bot": bot, "public_url": settings.PUBLIC_URL, "widget_on": widget_on,
+                                                        "channels_url": reverse("channels:bot", args=[bot.id]) + "#widget"})

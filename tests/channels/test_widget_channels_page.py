@@ -110,3 +110,25 @@ def test_it_rejects_an_unknown_channel(client, alice, acme_bot, channel):
     client.force_login(alice)
     assert client.post(url(acme_bot), {"channel": channel}).status_code == 400
     assert not ChannelConfig.objects.exists()
+
+
+def test_each_channel_says_whether_it_is_on_and_try_it_waits_for_a_saved_widget(client, alice, acme_bot):
+    client.force_login(alice)
+    try_url = reverse("channels:widget-try", args=[acme_bot.id])
+    page = client.get(url(acme_bot)).content.decode()
+    for kind in ("widget", "whatsapp", "email"):
+        assert f'id="{kind}-state">not set up<' in page
+    assert try_url not in page and 'id="widget-try-later"' in page
+    tried = client.get(try_url).content.decode()  # the script would find no widget: the page says why
+    assert 'id="widget-off"' in tried and "widget.js" not in tried
+
+    config = ChannelConfig.objects.create(organization=acme_bot.organization, bot=acme_bot, kind="widget")
+    page = client.get(url(acme_bot)).content.decode()
+    assert 'id="widget-state">on<' in page and f'href="{try_url}"' in page
+    tried = client.get(try_url).content.decode()
+    assert f'data-bot="{acme_bot.public_key}"' in tried and 'id="widget-off"' not in tried
+
+    config.enabled = False
+    config.save()
+    assert 'id="widget-state">off<' in client.get(url(acme_bot)).content.decode()
+    assert 'id="widget-off"' in client.get(try_url).content.decode()

@@ -2,7 +2,7 @@
 
 Creates (or brings back to the demo state) the user ``demo`` / ``demo-password``,
 the organisation "Demo Bikes", and a published bot with a persona, FAQs and a
-document. Prints where to log in.
+document, its website widget on. Prints where to log in.
 """
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -62,6 +62,13 @@ class Command(BaseCommand):
             KnowledgeItem.objects.create(bot=bot, kind=KnowledgeItem.Kind.DOC, title="About Demo Bikes", body=DOCUMENT)
         if bot.published_config is None or bot.has_unpublished_changes:
             bot.publish()
+        # the website widget on, with the default settings: "Try it on a blank page" works at once
+        # (the platform's own origin needs no allow-list entry)
+        from channels_app.models import ChannelConfig
+        from channels_app.widget.options import DEFAULTS as WIDGET_DEFAULTS
+
+        ChannelConfig.objects.get_or_create(organization=org, bot=bot, kind=ChannelConfig.Kind.WIDGET,
+                                            defaults={"settings": dict(WIDGET_DEFAULTS)})
 
         url = settings.PUBLIC_URL
         self.stdout.write(self.style.SUCCESS("Demo ready."))
