@@ -52,8 +52,8 @@ class Conversation(models.Model):
         known = self.contact_name or self.contact_email or self.contact_phone
         if known:
             return known
-        if self.channel == "widget":
-            return f"Website visitor …{self.external_id[-4:]}"
+        if self.channel == "widget":  # the id's last 4 letters or digits (its "-" / "_" read as typos)
+            return f"Website visitor …{''.join(c for c in self.external_id if c.isalnum())[-4:]}"
         return self.external_id
 
     @property

@@ -28,10 +28,12 @@ def test_it_names_each_contact_as_well_as_it_can(client, bob, acme_bot):
     phone, _ = make_conversation(acme_bot, channel="whatsapp", thread="whatsapp:+447700900123",
                                  contact={"phone": "+447700900123"})
     named, _ = make_conversation(acme_bot, channel="widget", thread="v_other", contact={"name": "Wendy Widget"})
+    dashed, _ = make_conversation(acme_bot, channel="widget", thread="v_Q2rS9tUvW8-9e7")
     client.force_login(bob)
     page = client.get(reverse("inbox:list")).content.decode()
     assert "Website visitor …WxYz" in page and "v_Q2rS9tUvWxYz" not in page  # not a random token
     assert "+447700900123" in page and "Wendy Widget" in page
+    assert "Website visitor …89e7" in page  # letters and digits only: not "…-9e7"
     assert "<h1>Website visitor …WxYz</h1>" in client.get(reverse("inbox:thread", args=[visitor.id])).content.decode()
 
 
