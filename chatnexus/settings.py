@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",  # naturaltime: "now", "3 minutes ago" in the inbox
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",

@@ -22,7 +22,7 @@
   // -- the widget's own words: the bot's widget language, else the host page's <html lang>,
   // else the browser's, else English (the bot's answers follow its own instructions)
   var WORDS = {
-    en: { suggestions: "Suggested questions", notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
+    en: { team: "From the team", suggestions: "Suggested questions", notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
           close: "Close chat", email: "Your email (optional)", message: "Message", placeholder: "Type your message\u2026",
           send: "Send", sendLabel: "Send message", typing: "{name} is typing", rate: "Rate this answer",
           helpful: "Helpful", notHelpful: "Not helpful", unavailable: "Chat is unavailable on this website.",
@@ -30,7 +30,7 @@
           tooFast: "You're sending messages too quickly. Please wait {n} seconds and try again.",
           tooLong: "Messages are limited to {n} characters.", empty: "Please type a message.",
           attach: "Attach a file", fileTooBig: "Files are limited to {n} MB.", uploadFailed: "The file could not be sent. Please try again." },
-    es: { suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
+    es: { team: "Del equipo", suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
           close: "Cerrar el chat", email: "Tu correo (opcional)", message: "Mensaje", placeholder: "Escribe tu mensaje\u2026",
           send: "Enviar", sendLabel: "Enviar mensaje", typing: "{name} est\u00e1 escribiendo", rate: "Valora esta respuesta",
           helpful: "\u00datil", notHelpful: "No es \u00fatil", unavailable: "El chat no est\u00e1 disponible en este sitio web.",
@@ -38,7 +38,7 @@
           tooFast: "Est\u00e1s enviando mensajes demasiado r\u00e1pido. Espera {n} segundos y vuelve a intentarlo.",
           tooLong: "Los mensajes tienen un l\u00edmite de {n} caracteres.", empty: "Escribe un mensaje.",
           attach: "Adjuntar un archivo", fileTooBig: "Los archivos tienen un l\u00edmite de {n} MB.", uploadFailed: "No se pudo enviar el archivo. Int\u00e9ntalo de nuevo." },
-    fr: { suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
+    fr: { team: "De l\u2019\u00e9quipe", suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
           close: "Fermer le chat", email: "Votre e-mail (facultatif)", message: "Message", placeholder: "\u00c9crivez votre message\u2026",
           send: "Envoyer", sendLabel: "Envoyer le message", typing: "{name} \u00e9crit", rate: "\u00c9valuez cette r\u00e9ponse",
           helpful: "Utile", notHelpful: "Pas utile", unavailable: "Le chat n\u2019est pas disponible sur ce site.",
@@ -46,7 +46,7 @@
           tooFast: "Vous envoyez des messages trop vite. Attendez {n} secondes puis r\u00e9essayez.",
           tooLong: "Les messages sont limit\u00e9s \u00e0 {n} caract\u00e8res.", empty: "\u00c9crivez un message.",
           attach: "Joindre un fichier", fileTooBig: "Les fichiers sont limit\u00e9s \u00e0 {n} Mo.", uploadFailed: "Le fichier n\u2019a pas pu \u00eatre envoy\u00e9. R\u00e9essayez." },
-    de: { suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
+    de: { team: "Vom Team", suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
           close: "Chat schlie\u00dfen", email: "Ihre E-Mail (optional)", message: "Nachricht", placeholder: "Nachricht eingeben\u2026",
           send: "Senden", sendLabel: "Nachricht senden", typing: "{name} schreibt", rate: "Diese Antwort bewerten",
           helpful: "Hilfreich", notHelpful: "Nicht hilfreich", unavailable: "Der Chat ist auf dieser Website nicht verf\u00fcgbar.",
@@ -54,7 +54,7 @@
           tooFast: "Sie senden Nachrichten zu schnell. Bitte warten Sie {n} Sekunden und versuchen Sie es erneut.",
           tooLong: "Nachrichten sind auf {n} Zeichen begrenzt.", empty: "Bitte geben Sie eine Nachricht ein.",
           attach: "Datei anh\u00e4ngen", fileTooBig: "Dateien sind auf {n} MB begrenzt.", uploadFailed: "Die Datei konnte nicht gesendet werden. Bitte erneut versuchen." },
-    pt: { suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
+    pt: { team: "Da equipa", suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
           close: "Fechar o chat", email: "O seu e-mail (opcional)", message: "Mensagem", placeholder: "Escreva a sua mensagem\u2026",
           send: "Enviar", sendLabel: "Enviar mensagem", typing: "{name} est\u00e1 a escrever", rate: "Avalie esta resposta",
           helpful: "\u00datil", notHelpful: "N\u00e3o \u00e9 \u00fatil", unavailable: "O chat n\u00e3o est\u00e1 dispon\u00edvel neste site.",
@@ -62,7 +62,7 @@
           tooFast: "Est\u00e1 a enviar mensagens demasiado depressa. Aguarde {n} segundos e tente de novo.",
           tooLong: "As mensagens est\u00e3o limitadas a {n} caracteres.", empty: "Escreva uma mensagem.",
           attach: "Anexar um ficheiro", fileTooBig: "Os ficheiros est\u00e3o limitados a {n} MB.", uploadFailed: "N\u00e3o foi poss\u00edvel enviar o ficheiro. Tente de novo." },
-    it: { suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
+    it: { team: "Dal team", suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
           close: "Chiudi la chat", email: "La tua email (facoltativa)", message: "Messaggio", placeholder: "Scrivi il tuo messaggio\u2026",
           send: "Invia", sendLabel: "Invia messaggio", typing: "{name} sta scrivendo", rate: "Valuta questa risposta",
           helpful: "Utile", notHelpful: "Non utile", unavailable: "La chat non \u00e8 disponibile su questo sito.",
@@ -70,7 +70,7 @@
           tooFast: "Stai inviando messaggi troppo in fretta. Attendi {n} secondi e riprova.",
           tooLong: "I messaggi sono limitati a {n} caratteri.", empty: "Scrivi un messaggio.",
           attach: "Allega un file", fileTooBig: "I file sono limitati a {n} MB.", uploadFailed: "Impossibile inviare il file. Riprova." },
-    nl: { suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
+    nl: { team: "Van het team", suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
           close: "Chat sluiten", email: "Je e-mail (optioneel)", message: "Bericht", placeholder: "Typ je bericht\u2026",
           send: "Verstuur", sendLabel: "Bericht versturen", typing: "{name} is aan het typen", rate: "Beoordeel dit antwoord",
           helpful: "Nuttig", notHelpful: "Niet nuttig", unavailable: "De chat is niet beschikbaar op deze website.",
@@ -163,6 +163,7 @@
     ".log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f7f7fb}" +
     ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere;align-self:flex-start;background:#fff;border:1px solid #e5e7eb}" +
     ".msg.me{align-self:flex-end;background:var(--c);color:#fff;border:0}.msg.me a{color:#fff}.msg.failed{opacity:.6;border:1px dashed #b91c1c}" +
+    ".msg.agent{border-color:var(--c)}.msg.agent::before{content:attr(data-from);display:block;font-size:11px;font-weight:600;color:var(--c);margin-bottom:2px}" +
     ".msg.system{align-self:center;background:#fff7ed;border-color:#fed7aa;font-size:13px}.msg code{font-family:monospace;background:rgba(0,0,0,.06);padding:0 3px;border-radius:3px}" +
     ".typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#9ca3af;animation:b 1s infinite}.typing span:nth-child(2){animation-delay:.15s}.typing span:nth-child(3){animation-delay:.3s}" +
     ".chips{align-self:flex-start;display:flex;flex-wrap:wrap;gap:6px}.chips button{border:1px solid var(--c);color:var(--c);background:#fff;border-radius:14px;padding:4px 10px;cursor:pointer;font-size:13px}" +
@@ -241,7 +242,7 @@
       node.appendChild(line);
     });
   }
-  function who(m) { return m.direction === "in" ? "me" : m.sender === "system" ? "system" : "bot"; }
+  function who(m) { return m.direction === "in" ? "me" : m.sender === "system" ? "system" : m.sender === "agent" ? "agent" : "bot"; }
   function showMessage(m, clientId) {
     hideChips();  // the conversation has begun
     var pend = clientId && byClient[clientId];
@@ -249,6 +250,7 @@
     if (pend && pend !== node && pend.parentNode) pend.parentNode.removeChild(pend);
     if (node) { render(node, m.text); node.classList.remove("failed"); }
     else node = bubble(who(m), m.text);
+    if (m.sender === "agent") node.setAttribute("data-from", t("team"));  // a person of the team wrote it, not the bot
     addFiles(node, m.attachments);
     byId[m.id] = node;
     if (m.reply_to) delete streams[m.reply_to];

@@ -144,6 +144,12 @@ def test_it_reconnects_and_resyncs_after_a_dropped_connection(
     services.agent_reply(Conversation.objects.get(id=conversation.id), alice, "Hi, this is Sam from Acme.")
     panel.get_by_text("Hi, this is Sam from Acme.").wait_for()
     panel.get_by_text(services.HANDOFF_REPLY).wait_for()
+    # the visitor sees that a person wrote it: labelled, unlike the bot's replies
+    agent = panel.locator(".msg.agent")
+    assert agent.all_inner_texts() == ["Hi, this is Sam from Acme."]
+    assert agent.evaluate("el => getComputedStyle(el, '::before').content") == '"From the team"'
+    assert panel.locator(".msg:not(.agent)", has_text=services.HANDOFF_REPLY).evaluate(
+        "el => getComputedStyle(el, '::before').content") in ("none", "normal")
     assert page.evaluate("window.__frames.filter(f => f.type === 'history').length") >= 2
     assert panel.locator(".msg.me").all_inner_texts() == ["Hello there", "I'd like to talk to a human, please."]
     assert Message.objects.filter(conversation=conversation, direction="in").count() == 2

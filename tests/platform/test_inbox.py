@@ -37,6 +37,22 @@ def test_it_names_each_contact_as_well_as_it_can(client, bob, acme_bot):
     assert "<h1>Website visitor …WxYz</h1>" in client.get(reverse("inbox:thread", args=[visitor.id])).content.decode()
 
 
+def test_the_list_says_when_in_words_a_person_would_use(client, bob, acme_bot):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bots.models import Conversation
+
+    fresh, _ = make_conversation(acme_bot, thread="v-now")
+    older, _ = make_conversation(acme_bot, thread="v-older")
+    Conversation.objects.filter(id=older.id).update(last_message_at=timezone.now() - timedelta(hours=3))
+    client.force_login(bob)
+    page = client.get(reverse("inbox:list")).content.decode()
+    assert "0\xa0minutes ago" not in page and "0 minutes ago" not in page
+    assert ">now<" in page and "3\xa0hours ago" in page
+
+
 def test_each_conversation_shows_its_latest_message(client, bob, acme_bot):
     asked, inbound = make_conversation(acme_bot, thread="v1", text="Do you fix e-bikes?")
     services.record_reply(inbound, "Yes, every day but Sunday.", {})
