@@ -175,6 +175,10 @@ def message_json(message):
         {
             "delivery_error": message.delivery_error,
             "reply_state": message.reply_state,
+            # the words the server's template shows (inbox.js draws new messages the same way)
+            "sender_label": message.get_sender_display(),
+            "reply_state_label": message.get_reply_state_display() if message.reply_state else "",
+            "skip_reason": (message.meta or {}).get("skip_reason", ""),
             "latency_s": message.latency_s,
             "ttft_s": message.ttft_s,
             "tokens_per_s": message.tokens_per_s,

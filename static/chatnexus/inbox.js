@@ -14,7 +14,11 @@
     li.dataset.id = m.id;
     const who = document.createElement("div");
     who.className = "who";
-    who.textContent = (m.sender === "note" ? "internal note" : m.sender) + (m.agent_name ? " · " + m.agent_name : "") + " · " + m.created.replace("T", " ").slice(0, 19);
+    who.textContent = m.sender_label + (m.agent_name ? " · " + m.agent_name : "") + " · ";
+    const when = document.createElement("span");
+    when.className = "muted";
+    when.textContent = m.created.replace("T", " ").slice(0, 19);
+    who.append(when);
     const text = document.createElement("div");
     text.className = "text";
     text.textContent = m.text;
@@ -22,7 +26,7 @@
     meta.className = "meta muted";
     const parts = [];
     if (m.direction === "out") parts.push("delivery: " + (m.delivery_status || "—") + (m.delivery_error ? " — " + m.delivery_error : ""));
-    if (m.direction === "in" && m.reply_state) parts.push("reply: " + m.reply_state);
+    if (m.direction === "in" && m.reply_state) parts.push("reply: " + m.reply_state_label + (m.skip_reason ? " (" + m.skip_reason + ")" : ""));
     const s = m.stats;
     if (s && s.canned) {
       parts.push("canned reply (no model)");

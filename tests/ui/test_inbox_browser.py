@@ -1,5 +1,6 @@
 """The inbox thread page in Chromium: messages that arrive while it is open are drawn by
-inbox.js (polling messages.json) the way the server draws them."""
+inbox.js (polling messages.json) the way the server draws them — the same stats, and the same
+words for who wrote each message and what became of it ("Customer", "reply: Answered")."""
 import pytest
 from playwright.sync_api import expect
 
@@ -34,7 +35,11 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
     expect(page.locator("li.msg", has_text="chain.png")).to_have_count(1)
     expect(page.locator("main")).not_to_contain_text("undefined")
 
+    expect(page.locator("li.msg", has_text="When are you open?").locator(".meta")).to_contain_text("reply: Answered")
+    drawn_by_js = page.locator("li.msg .who").all_inner_texts()
     page.reload()  # the server's own rendering says the same
+    assert page.locator("li.msg .who").all_inner_texts() == drawn_by_js  # "Customer · ...", not "customer · ..."
+    assert drawn_by_js[0].startswith("Customer ·") and drawn_by_js[1].startswith("Bot ·")
     expect(page.locator("li.msg", has_text="Thanks, your image is saved.").locator(".meta")).to_contain_text(
         "canned reply (no model)")
     expect(page.locator("li.msg", has_text="Nine to six").locator(".meta")).to_contain_text("9 tokens")
