@@ -96,10 +96,19 @@ def test_it_renders_the_dashboards_with_local_chart_library(client, alice, acme_
     assert '<strong data-stat="ttft">0.10 / 0.10 s</strong>' in page
     assert '<strong data-stat="tokens-per-s">12.0</strong>' in page
     assert "<td>1.50 s</td><td>12.0</td><td>50 %</td><td>0 %</td><td>—</td>" in page
+    assert 'id="no-data"' not in page
     page = client.get(reverse("dashboards:bot", args=[acme_bot.id]), {"days": "30"}).content.decode()
     assert "Last 30 days" in page
     assert client.get(reverse("dashboards:org"), {"format": "json"}).json()["replies"] == 1
     assert client.get("/static/chatnexus/vendor/chart.umd.min.js").status_code == 200
+
+
+def test_an_empty_period_says_so_instead_of_showing_bare_charts(client, alice, acme_bot):
+    client.force_login(alice)
+    page = client.get(reverse("dashboards:org")).content.decode()
+    assert 'id="no-data"' in page and "No conversations in the last 14 days yet" in page
+    page = client.get(reverse("dashboards:bot", args=[acme_bot.id]), {"days": "7"}).content.decode()
+    assert "No conversations in the last 7 days for Ava yet" in page
 
 
 def test_customer_ratings_give_the_helpful_share(client, alice, acme_bot):
