@@ -1,11 +1,11 @@
-"""Models, split by area: tenants (organisations, members), bots (builder config,
+"""Models, split by area: tenants (organisations, members, API tokens), bots (builder config,
 knowledge), conversations (conversations and messages), attachments (customers' files), replies
 (saved replies)."""
 from .attachments import Attachment
 from .bots import Bot, KnowledgeItem
 from .conversations import Conversation, Message
 from .replies import SavedReply
-from .tenants import Invitation, Membership, Organization
+from .tenants import ApiToken, Invitation, Membership, Organization
 
 __all__ = [
     "Organization",
@@ -17,4 +17,5 @@ __all__ = [
     "Message",
     "Attachment",
     "SavedReply",
+    "ApiToken",
 ]

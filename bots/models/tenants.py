@@ -1,9 +1,10 @@
-"""Organisations (tenants), their members and invitations.
+"""Organisations (tenants), their members and invitations; users' API tokens.
 
 Every row a customer can see belongs to exactly one organisation; views and API
 querysets are scoped through ``bots.tenancy`` so another organisation's object is
 a 404, never a leak.
 """
+import hashlib
 import secrets
 
 from django.conf import settings
@@ -53,3 +54,33 @@ class Invitation(models.Model):
     invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     accepted = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+
+
+def token_digest(key: str) -> str:
+    """What is stored of an API token: its SHA-256 (a token is 256 random bits: no salt or slow hash needed)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A user's REST API token. Only its digest is stored, so a copy of the database grants no
+    API access; the token itself is shown once, when it is made (`issue`)."""
+
+    PREFIX = "cnx_"  # recognisable in logs and by secret scanners
+    SHOWN = 12  # leading characters kept to tell tokens apart ("cnx_AbCdEfGh…")
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token")
+    digest = models.CharField(max_length=64, unique=True)
+    start = models.CharField(max_length=16)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    @classmethod
+    def issue(cls, user) -> str:
+        """Make `user` a new token (the old one stops working) and return it: the only time it is seen."""
+        key = cls.PREFIX + secrets.token_urlsafe(32)
+        cls.objects.filter(user=user).delete()
+        cls.objects.create(user=user, digest=token_digest(key), start=key[:cls.SHOWN])
+        return key
+
+    def __str__(self):
+        return f"{self.user} · {self.start}…"

@@ -25,12 +25,11 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
-from rest_framework.authtoken.models import Token
 
 from chatnexus import ratelimit
 
 from .. import membership as members
-from ..models import Membership
+from ..models import ApiToken, Membership
 from ..tenancy import SESSION_KEY
 
 LOGIN_FAILURE_WINDOW_S = 15 * 60
@@ -173,11 +172,13 @@ def switch_organization(request):
 
 @login_required
 def api_token(request):
-    """Show the user's API token; POST creates it or replaces it with a new one."""
+    """The user's API token: POST makes one (replacing the old), shown on that response only;
+    afterwards the page shows how it starts and when it was made and used (only its digest is stored)."""
     if request.method == "POST":
-        Token.objects.filter(user=request.user).delete()
-        Token.objects.create(user=request.user)
-        messages.success(request, "A new API token was created; the old one no longer works.")
-        return redirect("api-token")
-    token = Token.objects.filter(user=request.user).first()
+        replaced = ApiToken.objects.filter(user=request.user).exists()
+        key = ApiToken.issue(request.user)
+        response = render(request, "accounts/api_token.html", {"new_key": key, "replaced": replaced})
+        response["Cache-Control"] = "no-store"  # the one page that shows the token: not kept by the browser
+        return response
+    token = ApiToken.objects.filter(user=request.user).first()
     return render(request, "accounts/api_token.html", {"token": token})

@@ -1,9 +1,10 @@
-"""The REST API: token auth, bots CRUD + publish, knowledge, conversations, agent replies, stats, schema."""
+"""The REST API: token auth (only digests stored), bots CRUD + publish, knowledge, conversations, agent replies, stats, schema."""
+import hashlib
+
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from bots.models import Bot, Conversation, KnowledgeItem
+from bots.models import ApiToken, Bot, Conversation, KnowledgeItem
 
 from .conftest import make_conversation
 
@@ -12,7 +13,7 @@ from .conftest import make_conversation
 def api():
     def as_user(user):
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(user)}")
         return client
 
     return as_user
@@ -88,14 +89,49 @@ def test_it_serves_the_schema_and_docs_without_a_cdn(client, db):
         assert not headers[0].get("required", False) and "organisation" in headers[0]["description"]
 
 
-def test_it_shows_and_replaces_the_users_token(client, alice):
+def test_it_shows_a_new_token_once_and_stores_only_its_digest(client, alice):
+    from django.db import connection
+
     client.force_login(alice)
     assert b"You have no token yet" in client.get("/accounts/api-token/").content
-    client.post("/accounts/api-token/")
-    first = Token.objects.get(user=alice).key
-    assert first.encode() in client.get("/accounts/api-token/").content
-    client.post("/accounts/api-token/")
-    assert Token.objects.get(user=alice).key != first
+    made = client.post("/accounts/api-token/")
+    assert made["Cache-Control"] == "no-store"
+    first = made.context["new_key"]
+    assert first.startswith("cnx_") and len(first) > 40 and first.encode() in made.content
+    assert b"previous one" not in made.content  # nothing was replaced
+    later = client.get("/accounts/api-token/").content.decode()
+    assert first not in later and first[:12] in later  # shown once; afterwards how it starts
+    with connection.cursor() as cursor:  # the token is nowhere in the database, only its SHA-256
+        cursor.execute("SELECT digest, start FROM bots_apitoken")
+        [(digest, start)] = cursor.fetchall()
+    assert first not in (digest, start) and digest == hashlib.sha256(first.encode()).hexdigest()
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {first}")
+    assert api.get("/api/bots/").status_code == 200
+    assert ApiToken.objects.get(user=alice).last_used is not None
+    replaced = client.post("/accounts/api-token/")
+    second = replaced.context["new_key"]
+    assert second != first and b"previous one no longer works" in replaced.content
+    assert api.get("/api/bots/").status_code == 401  # the old token is dead
+    api.credentials(HTTP_AUTHORIZATION=f"Token {second}")
+    assert api.get("/api/bots/").status_code == 200
+    api.credentials(HTTP_AUTHORIZATION=f"Token {second[:-1]}")
+    assert api.get("/api/bots/").status_code == 401
+
+
+def test_the_migration_turns_stored_plaintext_tokens_into_digests_that_still_work(alice):
+    import importlib
+
+    from django.apps import apps
+    from rest_framework.authtoken.models import Token
+
+    key = Token.objects.create(user=alice).key  # a token made before 0011
+    importlib.import_module("bots.migrations.0011_api_token").hash_existing_tokens(apps, None)
+    assert not Token.objects.exists()  # no plaintext left
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/bots/").status_code == 200
 
 
 def test_it_takes_customer_messages_on_the_api_channel(api, alice, acme_bot, globex_bot):

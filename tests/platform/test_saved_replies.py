@@ -53,12 +53,12 @@ def test_picking_a_saved_reply_inserts_it_with_the_customers_name(transactional_
 
 def test_the_api_lets_managers_keep_them_members_read_them_and_nobody_else_see_them(alice, bob, charlie, acme,
                                                                                      globex):
-    from rest_framework.authtoken.models import Token
+    from bots.models import ApiToken
     from rest_framework.test import APIClient
 
     def api(user):
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(user)}")
         return client
 
     manager, agent, outsider = api(alice), api(bob), api(charlie)
