@@ -138,23 +138,51 @@ def _stream(engine, messages, inbound, max_new_tokens, temperature):
 
 
 SEGMENT = re.compile(r"(?<=[.!?])\s+|\n+")
+LOOP_MIN_CHARS = 24  # a stretch this long said twice in a row, without a sentence break, is a loop
+NEAR_MIN_WORDS = 5  # sentences this long that differ by one added word ("We also offer X") repeat
 
 
 def repetition_cut(text, min_chars=12):
-    """Small models fall into loops ("I'm sorry. I'm sorry. ..."). When a finished sentence or
-    line of at least ``min_chars`` repeats one seen earlier in the reply, return the reply up to
-    that repeat; else None. Cutting keeps the reply a prefix of the model's own output."""
-    seen = set()
+    """Small models fall into loops ("I'm sorry. I'm sorry. ..."). Return the reply up to the
+    first finished repeat, else None. A repeat is a sentence or line of at least ``min_chars``
+    seen earlier in the reply, or one word longer or shorter than an earlier one of at least
+    NEAR_MIN_WORDS words ("We also offer a tune-up." after "We offer a tune-up."), or a stretch
+    of at least LOOP_MIN_CHARS said twice in a row without a sentence break ("80 km range We
+    offer 1,890 euros, 80 km range We offer 1,890 euros"). Cutting keeps the reply a prefix of
+    the model's own output."""
+    seen, sentences = set(), []
     pieces = SEGMENT.split(text)
     offset = 0
     for piece in pieces[:-1]:  # the last piece may still be growing
         start = text.index(piece, offset)
-        key = " ".join(piece.split()).lower()
+        words = piece.lower().split()
+        key = " ".join(words)
         if len(key) >= min_chars:
-            if key in seen:
+            if key in seen or any(_one_word_apart(words, earlier) for earlier in sentences):
                 return text[:start].rstrip()
             seen.add(key)
+            sentences.append(words)
         offset = start + len(piece)
+    return _loop_cut(text)
+
+
+def _one_word_apart(a: list[str], b: list[str]) -> bool:
+    """Is one word list the other with one word added (and both at least NEAR_MIN_WORDS long)?"""
+    if len(a) < len(b):
+        a, b = b, a
+    if len(a) != len(b) + 1 or len(b) < NEAR_MIN_WORDS:
+        return False
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(b))
+    return a[i + 1:] == b[i:]
+
+
+def _loop_cut(text: str, longest: int = 400):
+    """The text before a stretch that ends the text said twice in a row, or None."""
+    end = len(text.rstrip())
+    for size in range(LOOP_MIN_CHARS, min(longest, end // 2) + 1):
+        second = text[end - size:end]
+        if text[end - 2 * size:end - size] == second and len(second.split()) >= 4:
+            return text[:end - size].rstrip()
     return None
 
 

@@ -10,6 +10,12 @@ from inference.tasks import repetition_cut
         ("I'm ready to assist you.\n\nI'm ready to assist you.\n\nI'm re", "I'm ready to assist you."),
         ("We open at 9am. Bring your bike. We open at 9am. Bring", "We open at 9am. Bring your bike."),
         ("The answer to your question is:\nThe answer to your question is:\nThe", "The answer to your question is:"),
+        # one word more than an earlier sentence (seen from the bundled model on the demo bot)
+        ("We repair all brands.\nWe also offer a tune-up for e-bikes.\nWe offer a tune-up for e-bikes.\nW",
+         "We repair all brands.\nWe also offer a tune-up for e-bikes."),
+        # a stretch said twice in a row with no sentence break between (same)
+        ("A: 49 euros, 80 km range We offer 1,890 euros, 80 km range We offer 1,890 euros, 80 km range",
+         "A: 49 euros, 80 km range We offer 1,890 euros, 80 km range"),
     ],
 )
 def test_it_cuts_a_reply_at_the_first_repeat(text, expected):
@@ -22,6 +28,11 @@ def test_it_cuts_a_reply_at_the_first_repeat(text, expected):
         "We are open Monday to Friday, 9am to 6pm. On Saturdays we open at 10am.",
         "Yes. Yes. Sure thing.",  # short pieces may repeat
         "A tune-up is $79. A tune-up is $79",  # the last piece may still be growing: not a finished repeat
+        # sentences alike but saying different things: not one word added
+        "We open at 9am on Monday. We open at 10am on Saturday. Closed on Sunday.",
+        "Delivery is free over 50 euros. Delivery costs 5 euros otherwise. Thanks!",
+        "Yes, we sell it. Yes, we do sell it.",  # one word more, but short sentences may echo
+        "Your order number is 12345 12345.",  # a short stretch twice is no loop
     ],
 )
 def test_it_leaves_a_reply_without_finished_repeats_alone(text):
