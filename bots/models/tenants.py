@@ -8,7 +8,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 
 
 class Organization(models.Model):
@@ -78,8 +78,9 @@ class ApiToken(models.Model):
     def issue(cls, user) -> str:
         """Make `user` a new token (the old one stops working) and return it: the only time it is seen."""
         key = cls.PREFIX + secrets.token_urlsafe(32)
-        cls.objects.filter(user=user).delete()
-        cls.objects.create(user=user, digest=token_digest(key), start=key[:cls.SHOWN])
+        with transaction.atomic():
+            cls.objects.filter(user=user).delete()
+            cls.objects.create(user=user, digest=token_digest(key), start=key[:cls.SHOWN])
         return key
 
     def __str__(self):
