@@ -47,6 +47,7 @@ class Command(BaseCommand):
                               "measures which weight precision is fastest and faithful here (about a minute, once; cached).")
             started = time.monotonic()
             engine = engine_for()
+            engine.warm_up()  # the c_verify measurement the adaptive draft length needs, before the first reply
             self.stdout.write(f"Model ready in {time.monotonic() - started:.0f} s: {engine.target_spec}, "
                               f"{engine.precision.name} weights on {engine.device}.")
         worker = start_worker(
