@@ -9,7 +9,7 @@ import csv
 from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Subquery
 from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -108,6 +108,9 @@ def _cell(text):
 @member_required
 def conversation_list(request):
     form, conversations = filtered_conversations(request, request.GET)
+    stamp = _stamp(conversations)
+    if request.GET.get("format") == "stamp":  # inbox.js polls this to say when the list is out of date
+        return JsonResponse({"stamp": stamp}, status=200 if form.is_valid() else 400)
     latest = Message.objects.filter(conversation=OuterRef("pk")).exclude(sender=Message.Sender.NOTE).order_by("-id")
     conversations = conversations.annotate(last_text=Subquery(latest.values("text")[:1]),
                                            last_sender=Subquery(latest.values("sender")[:1]))
@@ -122,8 +125,15 @@ def conversation_list(request):
         "channels": sorted(set(channels)),
         "statuses": Conversation.Status.choices,
         "query": request.GET.urlencode(),
+        "stamp": stamp,
     }
     return render(request, "inbox/list.html", context, status=200 if form.is_valid() else 400)
+
+
+def _stamp(conversations) -> str:
+    """Changes whenever the filtered list would: a conversation comes, goes or gets a message."""
+    seen = conversations.order_by().aggregate(n=Count("id"), latest=Max("last_message_at"))
+    return f"{seen['n']}:{seen['latest'].isoformat() if seen['latest'] else ''}"
 
 
 @member_required

@@ -81,6 +81,25 @@
   poll();
 })();
 
+// Inbox list: poll the list's stamp (same filters) and say when there is something new to show,
+// rather than redrawing the table under the agent's cursor.
+(function () {
+  const list = document.getElementById("inbox-list");
+  const news = document.getElementById("inbox-news");
+  if (!list || !news) return;
+  async function poll() {
+    try {
+      const response = await fetch(list.dataset.poll, { headers: { Accept: "application/json" } });
+      if (response.ok && (await response.json()).stamp !== list.dataset.stamp) {
+        news.hidden = false;
+        return;  // shown until the agent reloads
+      }
+    } catch (e) { /* offline for a moment: try again */ }
+    setTimeout(poll, 5000);
+  }
+  setTimeout(poll, 5000);
+})();
+
 // Saved replies: picking one inserts its text into the reply box ({name} -> the customer's name).
 (function () {
   const picker = document.getElementById("saved-reply");

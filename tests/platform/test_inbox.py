@@ -53,6 +53,25 @@ def test_the_list_says_when_in_words_a_person_would_use(client, bob, acme_bot):
     assert ">now<" in page and "3\xa0hours ago" in page
 
 
+def test_the_lists_stamp_moves_with_what_the_filtered_list_would_show(client, alice, acme_bot):
+    from bots.models import Bot
+
+    other = Bot.objects.create(organization=acme_bot.organization, name="Max")
+    make_conversation(acme_bot, thread="v-1")
+    client.force_login(alice)
+
+    def stamp(**filters):
+        return client.get(reverse("inbox:list"), {**filters, "format": "stamp"}).json()["stamp"]
+
+    everything, ava_only = stamp(), stamp(bot=acme_bot.id)
+    assert client.get(reverse("inbox:list")).context["stamp"] == everything  # what the page starts from
+    make_conversation(other, thread="v-2")  # another bot's customer writes
+    assert stamp() != everything and stamp(bot=acme_bot.id) == ava_only
+    make_conversation(acme_bot, thread="v-1", text="Still there?")  # a new message, same conversation
+    assert stamp(bot=acme_bot.id) != ava_only
+    assert client.get(reverse("inbox:list"), {"bot": "abc", "format": "stamp"}).status_code == 400
+
+
 def test_each_conversation_shows_its_latest_message(client, bob, acme_bot):
     asked, inbound = make_conversation(acme_bot, thread="v1", text="Do you fix e-bikes?")
     services.record_reply(inbound, "Yes, every day but Sunday.", {})

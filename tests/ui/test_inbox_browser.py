@@ -1,6 +1,7 @@
 """The inbox thread page in Chromium: messages that arrive while it is open are drawn by
 inbox.js (polling messages.json) the way the server draws them — the same stats, and the same
-words for who wrote each message and what became of it ("Customer", "reply: Answered")."""
+words for who wrote each message and what became of it ("Customer", "reply: Answered"); the
+list says when new messages came in (polling its stamp) and shows them on request."""
 import pytest
 from playwright.sync_api import expect
 
@@ -43,3 +44,23 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
     expect(page.locator("li.msg", has_text="Thanks, your image is saved.").locator(".meta")).to_contain_text(
         "canned reply (no model)")
     expect(page.locator("li.msg", has_text="Nine to six").locator(".meta")).to_contain_text("9 tokens")
+
+
+def test_the_list_says_when_new_messages_came_in_and_shows_them_on_request(transactional_db, live_server_url,
+                                                                           page, alice, acme_bot):
+    from bots import services
+
+    services.receive(bot=acme_bot, channel="widget", thread_id="v_listed01", text="Hello", answer=False)
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/inbox/")
+    news = page.locator("#inbox-news")
+    expect(page.locator("tr.conversation")).to_have_count(1)
+    expect(news).to_be_hidden()
+    services.receive(bot=acme_bot, channel="whatsapp", thread_id="whatsapp:+15550001111", text="Are you open?",
+                     answer=False, contact={"phone": "+15550001111"})
+    expect(news).to_be_visible(timeout=15_000)
+    expect(page.locator("tr.conversation")).to_have_count(1)  # the table is not redrawn under the agent
+    news.get_by_role("link", name="Show it").click()
+    expect(page.locator("tr.conversation")).to_have_count(2)
+    expect(page.locator("#conversations")).to_contain_text("+15550001111")
+    expect(news).to_be_hidden()
