@@ -1,7 +1,23 @@
-"""Django admin for staff: tenants, bots, knowledge, conversations and messages."""
+"""Django admin for staff: tenants, bots, knowledge, conversations and messages, API tokens."""
 from django.contrib import admin
+from rest_framework.authtoken.models import TokenProxy
 
-from .models import Bot, Conversation, Invitation, KnowledgeItem, Membership, Message, Organization
+from .models import ApiToken, Bot, Conversation, Invitation, KnowledgeItem, Membership, Message, Organization
+
+# DRF's plaintext tokens are not how the API authenticates here (bots.api.auth): no admin for them
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff see whose token it is and when it was used, and can revoke it; nobody sees a token."""
+
+    list_display = ["user", "start", "created", "last_used"]
+    readonly_fields = ["user", "start", "digest", "created", "last_used"]
+
+    def has_add_permission(self, request):
+        return False  # tokens are made by their user, at /accounts/api-token/
 
 
 class MembershipInline(admin.TabularInline):

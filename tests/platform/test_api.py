@@ -207,3 +207,13 @@ def test_the_api_adds_an_internal_note_that_is_never_sent(api, bob, acme_bot):
     assert response.status_code == 201 and response.json()["sender"] == "note"
     assert response.json()["delivery_status"] == ""
     assert not Conversation.objects.get(id=conversation.id).bot_paused
+
+
+def test_staff_can_revoke_tokens_in_the_admin_but_not_make_or_read_them(client, alice, django_user_model):
+    staff = django_user_model.objects.create_superuser("root", "root@example.com", "pw-long-enough-1")
+    ApiToken.issue(alice)
+    client.force_login(staff)
+    listing = client.get("/admin/bots/apitoken/").content.decode()
+    assert "alice" in listing and "cnx_" in listing
+    assert client.get("/admin/bots/apitoken/add/").status_code == 403
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 404  # DRF's plaintext tokens: not offered
