@@ -237,4 +237,7 @@ def _preload_model(**_):
     """Load the model (and measure what the adaptive draft length needs) when the worker
     process starts, not on the first customer's message."""
     if os.environ.get("CHATNEXUS_PRELOAD_MODEL") == "1":
-        runtime.engine_for().warm_up()
+        try:
+            runtime.engine_for().warm_up()
+        except EngineError as e:  # the worker still starts: each reply then fails with this reason, stored
+            log.error("cannot load the model (%s): %s", settings.CHATNEXUS_TARGET, e)

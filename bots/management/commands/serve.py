@@ -9,7 +9,7 @@ import logging
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,16 @@ class Command(BaseCommand):
 
             self.stdout.write("Loading the model. The first start on a machine converts the bundled GGUF (~15 s) and\n"
                               "measures which weight precision is fastest and faithful here (about a minute, once; cached).")
+            from inference.engine.errors import EngineError
+
             started = time.monotonic()
-            engine = engine_for()
-            engine.warm_up()  # the c_verify measurement the adaptive draft length needs, before the first reply
+            try:
+                engine = engine_for()
+                engine.warm_up()  # the c_verify measurement the adaptive draft length needs, before the first reply
+            except EngineError as e:  # a missing or unreadable model: say so, no traceback, do not start
+                raise CommandError(f"cannot load the model ({settings.CHATNEXUS_TARGET}): {e}\n"
+                                   "Set CHATNEXUS_TARGET to a GGUF file, a model folder or a Hugging Face id "
+                                   "(unset: the bundled model).") from None
             self.stdout.write(f"Model ready in {time.monotonic() - started:.0f} s: {engine.target_spec}, "
                               f"{engine.precision.name} weights on {engine.device}.")
         worker = start_worker(
