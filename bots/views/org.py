@@ -33,11 +33,17 @@ def member_list(request):
             except members.MembershipError as error:
                 form.add_error(None, str(error))
             else:
-                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                if members.mail_leaves_the_server():
+                    messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                else:
+                    messages.warning(request, f"Invitation made for {form.cleaned_data['email']}, but mail is not set up on "
+                                              "this server (EMAIL_HOST): it was only written to the server's log. "
+                                              "Send them its link from Pending invitations below.")
                 return redirect("org:members")
     context = {
         "members": scoped(request, Membership).select_related("user").order_by("id"),
-        "invitations": scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id"),
+        "invitations": [(invitation, members.invite_link(invitation))
+                        for invitation in scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id")],
         "form": form,
         "roles": Membership.Role.choices,
         "is_owner": request.membership.role == Membership.Role.OWNER,

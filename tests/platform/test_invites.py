@@ -70,3 +70,22 @@ def test_it_rejects_an_invalid_email(client, alice, smtp_settings):
     client.force_login(alice)
     assert invite(client, "not an email").status_code == 400
     assert not Invitation.objects.exists()
+
+
+def test_managers_see_each_pending_invitations_link_and_agents_do_not(client, alice, bob, smtp_settings):
+    client.force_login(alice)
+    invite(client, "erin@example.com")
+    link = accept_link(smtp_settings.messages[0])
+    page = client.get(reverse("org:members")).content.decode()
+    assert link in page and "Invitation sent to erin@example.com" in page  # mail really left: plain success
+    client.force_login(bob)  # an agent
+    assert link not in client.get(reverse("org:members")).content.decode()
+
+
+def test_without_mail_set_up_the_page_says_the_invitation_only_reached_the_log(client, alice, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # the embedded default
+    client.force_login(alice)
+    page = client.get(invite(client, "erin@example.com")["Location"]).content.decode()
+    assert "mail is not set up on this server" in page and "Invitation sent" not in page
+    token = Invitation.objects.get(email="erin@example.com").token
+    assert f"/accounts/invite/{token}/" in page  # the link to pass on
