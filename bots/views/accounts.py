@@ -72,6 +72,14 @@ class LoginView(auth_views.LoginView):
         return super().form_invalid(form)
 
 
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    """"Check your email" — and, where this server sends no mail, who can help instead (says
+    nothing about whether the address has an account)."""
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "mail_off": not members.mail_leaves_the_server()}
+
+
 class PasswordResetView(auth_views.PasswordResetView):
     def post(self, request, *args, **kwargs):
         refused = _posts_refused(request, "password-reset")

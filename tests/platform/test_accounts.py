@@ -69,6 +69,15 @@ def test_it_resets_a_password_by_email(client, alice, smtp_settings):
 def test_it_does_not_reveal_unknown_emails_on_reset(client, db, smtp_settings):
     response = client.post(reverse("password_reset"), {"email": "nobody@example.com"})
     assert response.status_code == 302 and smtp_settings.messages == []
+    assert 'id="mail-off"' not in client.get(response["Location"]).content.decode()  # mail is set up here
+
+
+def test_without_mail_set_up_the_reset_page_says_where_the_link_went_for_any_address(client, alice, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # the embedded default
+    pages = [client.get(client.post(reverse("password_reset"), {"email": email})["Location"]).content.decode()
+             for email in ("alice@example.com", "nobody@example.com")]
+    assert 'id="mail-off"' in pages[0] and "went to its log" in pages[0]
+    assert pages[0] == pages[1]  # the same words whether or not the address has an account
 
 
 # --- limits (bots/views/accounts.py): counters live in the cache (shared by the whole run),
