@@ -177,12 +177,16 @@ def _one_word_apart(a: list[str], b: list[str]) -> bool:
 
 
 def _loop_cut(text: str, longest: int = 400):
-    """The text before a stretch that ends the text said twice in a row, or None."""
+    """When the text ends with a stretch said twice in a row: the text before the second time,
+    back to its last sentence or line break if it has one (a loop's period can start mid-sentence,
+    and a reply should not end there); else None."""
     end = len(text.rstrip())
     for size in range(LOOP_MIN_CHARS, min(longest, end // 2) + 1):
         second = text[end - size:end]
         if text[end - 2 * size:end - size] == second and len(second.split()) >= 4:
-            return text[:end - size].rstrip()
+            before = text[:end - size]
+            breaks = [m.start() for m in SEGMENT.finditer(before) if before[:m.start()].strip()]
+            return before[:breaks[-1]].rstrip() if breaks else before.rstrip()
     return None
 
 

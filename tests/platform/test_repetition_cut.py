@@ -16,6 +16,11 @@ from inference.tasks import repetition_cut
         # a stretch said twice in a row with no sentence break between (same)
         ("A: 49 euros, 80 km range We offer 1,890 euros, 80 km range We offer 1,890 euros, 80 km range",
          "A: 49 euros, 80 km range We offer 1,890 euros, 80 km range"),
+        # a loop whose period starts mid-sentence ends the reply at the last sentence break before
+        # it, not at "... but I can" (seen in an email auto-reply)
+        ("Hi,\n\nI'm not sure about that, but I'm sure I can help you with your bike.\n\n"
+         "I'm not sure about that, but I can help you with your bike.\n\nI'm not sure about that, but I can",
+         "Hi,\n\nI'm not sure about that, but I'm sure I can help you with your bike."),
     ],
 )
 def test_it_cuts_a_reply_at_the_first_repeat(text, expected):
