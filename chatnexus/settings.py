@@ -237,6 +237,9 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ChatNexus <noreply@localhost>")
+# Date headers in TIME_ZONE (UTC): "+0000". Django's default writes "-0000", which RFC 5322
+# defines as "the local time zone is unknown".
+EMAIL_USE_LOCALTIME = True
 
 # ---------------------------------------------------------------------------
 # REST API

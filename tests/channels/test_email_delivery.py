@@ -32,6 +32,7 @@ def test_it_answers_a_question_in_the_same_thread(transactional_db, email_channe
     assert reply["In-Reply-To"] == "<q1@example.com>"
     assert reply["References"] == "<older@example.com> <q1@example.com>"
     assert reply["Auto-Submitted"] == "auto-replied"
+    assert reply["Date"].endswith("+0000")  # UTC, not "-0000" (RFC 5322: time zone unknown)
     assert reply["Message-ID"].endswith("@acme-bikes.example>")
     stored = wait_for(
         lambda: Message.objects.filter(direction="out", delivery_status=Message.Delivery.SENT).first(), timeout=30, what="SENT"
