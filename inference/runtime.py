@@ -23,6 +23,15 @@ def engine_for(drafter: str | None = None):
     )
 
 
+def preload():
+    """The configured engine, loaded and warmed up (the c_verify measurement the adaptive draft
+    length needs) now, when a worker starts, rather than on the first reply. Both ways of running
+    workers call this: `manage.py serve`'s in-process workers and Celery worker processes."""
+    engine = engine_for()
+    engine.warm_up()
+    return engine
+
+
 def namespace_for(bot_id):
     """The suffix-index namespace of a bot: drafts never cross bots (nor organisations)."""
     return f"bot-{bot_id}"

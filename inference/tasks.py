@@ -242,6 +242,6 @@ def _preload_model(**_):
     process starts, not on the first customer's message."""
     if os.environ.get("CHATNEXUS_PRELOAD_MODEL") == "1":
         try:
-            runtime.engine_for().warm_up()
+            runtime.preload()
         except EngineError as e:  # the worker still starts: each reply then fails with this reason, stored
             log.error("cannot load the model (%s): %s", settings.CHATNEXUS_TARGET, e)

@@ -41,16 +41,14 @@ class Command(BaseCommand):
         from chatnexus.celery import app
 
         if preload:
-            from inference.runtime import engine_for
+            from inference import runtime
+            from inference.engine.errors import EngineError
 
             self.stdout.write("Loading the model. The first start on a machine converts the bundled GGUF (~15 s) and\n"
                               "measures which weight precision is fastest and faithful here (about a minute, once; cached).")
-            from inference.engine.errors import EngineError
-
             started = time.monotonic()
             try:
-                engine = engine_for()
-                engine.warm_up()  # the c_verify measurement the adaptive draft length needs, before the first reply
+                engine = runtime.preload()
             except EngineError as e:  # a missing or unreadable model: say so, no traceback, do not start
                 raise CommandError(f"cannot load the model ({settings.CHATNEXUS_TARGET}): {e}\n"
                                    "Set CHATNEXUS_TARGET to a GGUF file, a model folder or a Hugging Face id "
