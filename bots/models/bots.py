@@ -98,7 +98,8 @@ class Bot(models.Model):
         self.save(update_fields=["published_config", "published_version", "published_at", "updated"])
 
     def live_config(self, draft=False):
-        """What the pipeline uses: the published config (or the draft, for the builder preview)."""
+        """What the pipeline uses: the published config; the draft for the builder preview and for a
+        bot never published (its channels answer from what was saved, as the builder says)."""
         if draft or self.published_config is None:
             return self.draft_config()
         return self.published_config

@@ -92,7 +92,21 @@ def test_a_never_published_bot_says_so_once_without_an_unpublished_changes_badge
     as_alice.post(reverse("bots:create"), {"name": "Max", "company": "Acme"})
     page = as_alice.get(reverse("bots:builder", args=[Bot.objects.get(name="Max").id])).content
     assert b"Not published yet" in page
+    assert b"channels answer with the saved draft" in page  # what live_config does (and the channels page says)
     assert b"Unpublished changes" not in page  # everything is unpublished: the line above says it
+
+
+def test_channels_answer_a_never_published_bot_from_its_saved_draft(as_alice):
+    as_alice.post(reverse("bots:create"), {"name": "Max", "company": "Acme"})
+    bot = Bot.objects.get(name="Max")
+    bot.greeting = "Saved, never published"
+    bot.save()
+    assert bot.published_config is None
+    assert bot.live_config()["greeting"] == "Saved, never published"
+    bot.publish()
+    bot.greeting = "Saved after publishing"
+    bot.save()
+    assert bot.live_config()["greeting"] == "Saved, never published"  # the published one, not the newer draft
 
 
 def test_it_publishes_the_draft(as_alice, acme_bot):
