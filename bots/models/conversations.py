@@ -13,6 +13,14 @@ from .bots import Bot
 from .tenants import Organization
 
 
+CHANNEL_NAMES = {"widget": "Website widget", "whatsapp": "WhatsApp", "email": "Email", "api": "API",
+                 "preview": "Test chat"}  # how pages name a conversation's channel
+
+
+def channel_name(channel: str) -> str:
+    return CHANNEL_NAMES.get(channel, channel)
+
+
 class Conversation(models.Model):
     class Status(models.TextChoices):
         OPEN = "open", "Open"
@@ -55,6 +63,10 @@ class Conversation(models.Model):
         if self.channel == "widget":  # the id's last 4 letters or digits (its "-" / "_" read as typos)
             return f"Website visitor …{''.join(c for c in self.external_id if c.isalnum())[-4:]}"
         return self.external_id
+
+    @property
+    def channel_name(self) -> str:
+        return channel_name(self.channel)
 
     @property
     def group_name(self):

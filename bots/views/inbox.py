@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import services
 from ..files import attachment_response
 from ..models import Attachment, Bot, Conversation, Membership, Message, SavedReply
+from ..models.conversations import channel_name
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
 
@@ -122,7 +123,7 @@ def conversation_list(request):
         "form": form,
         "page": page,
         "bots": scoped(request, Bot).order_by("name"),
-        "channels": sorted(set(channels)),
+        "channels": sorted((channel, channel_name(channel)) for channel in set(channels)),
         "statuses": Conversation.Status.choices,
         "query": request.GET.urlencode(),
         "stamp": stamp,

@@ -23,6 +23,20 @@ def test_it_lists_conversations_and_filters_them(client, bob, acme_bot):
     assert client.get(reverse("inbox:list"), {"bot": "abc"}).status_code == 400
 
 
+def test_channels_are_named_as_people_say_them_and_filtered_by_their_code(client, bob, acme_bot):
+    make_conversation(acme_bot, channel="whatsapp", thread="whatsapp:+15550001", contact={"name": "Wanda"})
+    widget, _ = make_conversation(acme_bot, channel="widget", thread="v1", contact={"name": "Wendy"})
+    client.force_login(bob)
+    page = client.get(reverse("inbox:list")).content.decode()
+    assert '<option value="whatsapp">WhatsApp</option>' in page
+    assert '<option value="widget">Website widget</option>' in page
+    assert "<td>WhatsApp</td>" in page and "<td>Website widget</td>" in page and "<td>whatsapp</td>" not in page
+    page = client.get(reverse("inbox:list"), {"channel": "whatsapp"}).content.decode()
+    assert '<option value="whatsapp" selected>WhatsApp</option>' in page and "Wendy" not in page
+    thread = client.get(reverse("inbox:thread", args=[widget.id])).content.decode()
+    assert "Website widget · " in thread
+
+
 def test_it_names_each_contact_as_well_as_it_can(client, bob, acme_bot):
     visitor, _ = make_conversation(acme_bot, channel="widget", thread="v_Q2rS9tUvWxYz")
     phone, _ = make_conversation(acme_bot, channel="whatsapp", thread="whatsapp:+447700900123",
