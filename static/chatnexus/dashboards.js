@@ -5,6 +5,8 @@
   if (!el || typeof Chart === "undefined") return;
   const series = JSON.parse(el.textContent);
   const labels = series.map((d) => d.day.slice(5));
+  // The charts fill their box (.chart in app.css: a fixed height), so a phone-wide one stays readable.
+  const base = { animation: false, maintainAspectRatio: false };
   new Chart(document.getElementById("chart-volume"), {
     type: "bar",
     data: {
@@ -15,7 +17,7 @@
         { label: "Outbound messages", data: series.map((d) => d.outbound), backgroundColor: "#c7d2fe" },
       ],
     },
-    options: { animation: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
+    options: { ...base, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
   });
   new Chart(document.getElementById("chart-latency"), {
     type: "line",
@@ -23,7 +25,7 @@
       labels,
       datasets: [{ label: "Median latency (s)", data: series.map((d) => d.latency_median_s), borderColor: "#4f46e5", spanGaps: true }],
     },
-    options: { animation: false, scales: { y: { beginAtZero: true } } },
+    options: { ...base, scales: { y: { beginAtZero: true } } },
   });
   window.chatnexusChartsReady = true;
 })();
