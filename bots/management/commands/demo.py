@@ -52,6 +52,8 @@ class Command(BaseCommand):
                 "reply_length": Bot.Length.SHORT,
                 "greeting": "Hi! I'm Ava from Demo Bikes. Ask me about bikes, repairs or opening hours.",
                 "instructions": "Answer questions about Demo Bikes using the facts. Do not make up prices.",
+                # buttons in the widget before the first message (questions the facts answer)
+                "suggestions": "When are you open?\nHow much is the Tejo e-bike?\nIs delivery free?\nWhere is your shop?",
                 "topics_to_avoid": "politics\ncompetitors' prices",
                 "max_reply_tokens": 96,
             },
