@@ -1,10 +1,11 @@
-"""Sign up, log in, log out, password reset, invitations, org switcher, API token."""
+"""Your account, sign up, log in, log out, password reset, invitations, org switcher, API token."""
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from .views import accounts
 
 urlpatterns = [
+    path("", accounts.account, name="account"),
     path("signup/", accounts.signup, name="signup"),
     path("login/", accounts.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

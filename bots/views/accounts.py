@@ -1,4 +1,5 @@
-"""Sign in, sign up, password reset, invitations (accept), organisation switcher, API token page.
+"""Sign in, sign up, password reset, invitations (accept), your account page (organisations and
+the switcher, links to password and API token), API token page.
 
 Log out and the rest of the password views are Django's own (see ``bots.urls_accounts``),
 templates in ``templates/registration/``. Sign-in, sign-up and password reset are
@@ -162,6 +163,17 @@ def _join(request, invitation, user):
     request.session[SESSION_KEY] = membership.organization_id
     messages.success(request, f"You joined {membership.organization.name}.")
     return redirect("bots:list" if membership.can_manage else "inbox:list")
+
+
+@login_required
+def account(request):
+    """The signed-in user's page (their name in the top bar links here): who they are, their
+    organisations and roles (switch between them), password and API token."""
+    return render(request, "accounts/account.html", {"my_organizations": my_organizations(request.user)})
+
+
+def my_organizations(user):
+    return Membership.objects.filter(user=user).select_related("organization").order_by("organization__name")
 
 
 @login_required

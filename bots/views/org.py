@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from .. import membership as members
+from . import accounts
 from ..models import Invitation, Membership, Organization
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
@@ -47,7 +48,7 @@ def member_list(request):
         "form": form,
         "roles": Membership.Role.choices,
         "is_owner": request.membership.role == Membership.Role.OWNER,
-        "my_organizations": Membership.objects.filter(user=request.user).select_related("organization"),
+        "my_organizations": accounts.my_organizations(request.user),
     }
     return render(request, "org/members.html", context, status=400 if form.errors else 200)
 

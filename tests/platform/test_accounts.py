@@ -142,3 +142,21 @@ def test_reset_mails_to_one_address_are_capped_without_saying_so(client, user, s
         response = client.post(reverse("password_reset"), {"email": user.email}, REMOTE_ADDR=address)
         assert response.status_code == 302 and response["Location"] == reverse("password_reset_done")
     assert [m["to"] for m in smtp_settings.messages] == [[user.email]] * 2
+
+
+def test_your_name_in_the_top_bar_opens_your_account_with_your_organisations(client, alice, charlie, globex):
+    Membership.objects.create(user=alice, organization=globex, role="agent")
+    client.force_login(alice)
+    bots_page = client.get(reverse("bots:list")).content.decode()
+    assert f'<a href="{reverse("account")}" id="account-link"' in bots_page
+    page = client.get(reverse("account"))
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "alice" in text and "Acme — Owner" in text and "Globex — Agent" in text
+    assert reverse("password_change") in text and reverse("api-token") in text
+    assert "Switch organisation" in text
+    assert "charlie" not in text  # another organisation's member is not listed
+    client.post(reverse("switch-organization"), {"organization": globex.id})
+    assert client.get(reverse("account")).context["organization"] == globex
+    client.logout()
+    assert client.get(reverse("account"))["Location"].startswith(reverse("login"))
