@@ -2,7 +2,7 @@
 
 Who may connect (origin allow-list, signed visitor tokens), what a visitor may send
 (frame validation, size and rate limits), and what they get back (history, echoes).
-No inference worker here: messages are stored and queued, not answered.
+The real workers answer what is queued; each test waits for them to finish (``workers_done``).
 """
 import json
 
@@ -12,6 +12,8 @@ from websockets.sync.client import connect
 
 from tests.channels.widget_helpers import *  # noqa: F401,F403 - fixtures and helpers
 from tests.channels.widget_helpers import frames_until, open_socket, recv, ws_url
+
+pytestmark = pytest.mark.usefixtures("workers_done")
 
 
 def closed_with(ws):

@@ -20,17 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 
 
-@pytest.fixture(autouse=True)
-def _workers_done(celery_workers, transactional_db):
-    """After each test: every message answered (or not to be answered) and every reply delivered."""
-    yield
-    from bots.models import Message
-
-    def settled():
-        return not (Message.objects.filter(reply_state="pending").exists()
-                    or Message.objects.filter(direction="out", delivery_status__in=["pending", "sending"]).exists())
-
-    wait_for(settled, timeout=240, what="the workers to finish this test's messages")
+pytestmark = pytest.mark.usefixtures("workers_done")
 
 
 def model_reply(inbound):

@@ -3,6 +3,9 @@
 - ``host_site``: a customer's website on a *different origin* than the platform
   (``http://127.0.0.2:<port>``), serving a page that embeds the widget snippet.
 - ``widget_channel``: Acme's bot with its widget enabled for that website.
+- ``workers_done``: real Celery workers, and after the test every message answered (or not to
+  be answered) and every reply delivered — messages a test leaves queued would otherwise be
+  answered during a later test, or while the test database is emptied (a deadlocked TRUNCATE).
 - ``open_socket`` / ``frames_until``: a real websocket client (``websockets``) against
   the live ASGI server, for the consumer's non-browser tests.
 
@@ -17,9 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
-__all__ = ["host_site", "widget_channel", "open_socket", "recv", "frames_until", "ws_url", "HostSite"]
+__all__ = ["host_site", "widget_channel", "workers_done", "open_socket", "recv", "frames_until", "ws_url", "HostSite"]
 
 HOST_PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -82,6 +85,18 @@ def widget_channel(transactional_db, acme, acme_bot, host_site):
     return ChannelConfig.objects.create(
         organization=acme, bot=acme_bot, kind="widget", settings={"allowed_origins": [host_site.origin]}
     )
+
+
+@pytest.fixture
+def workers_done(celery_workers, transactional_db):
+    yield celery_workers
+    from bots.models import Message
+
+    def settled():
+        return not (Message.objects.filter(reply_state="pending").exists()
+                    or Message.objects.filter(direction="out", delivery_status__in=["pending", "sending"]).exists())
+
+    wait_for(settled, timeout=240, what="the workers to finish this test's messages")
 
 
 def ws_url(live_server_url, public_key):
