@@ -160,3 +160,12 @@ def test_your_name_in_the_top_bar_opens_your_account_with_your_organisations(cli
     assert client.get(reverse("account")).context["organization"] == globex
     client.logout()
     assert client.get(reverse("account"))["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("page,section", [("bots:list", "Bots"), ("inbox:list", "Inbox"), ("dashboards:org", "Dashboard"),
+                                          ("org:members", "Team"), ("account", None)])
+def test_the_top_bar_marks_the_section_you_are_in(client, alice, page, section):
+    client.force_login(alice)
+    html = client.get(reverse(page)).content.decode()
+    current = re.findall(r'<a href="[^"]*" aria-current="page">([^<]+)</a>', html)
+    assert current == ([section] if section else [])
