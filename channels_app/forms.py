@@ -28,7 +28,9 @@ class ChannelForm(forms.Form):
         for name in self.SECRETS:
             self.fields[name].widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
             self.fields[name].required = False
-            self.fields[f"clear_{name}"] = forms.BooleanField(required=False, label=f"Remove the stored {self.fields[name].label.lower()}")
+            label = self.fields[name].label
+            label = label[0].lower() + label[1:] if label[1:2].islower() else label  # "auth token", but "SMTP password"
+            self.fields[f"clear_{name}"] = forms.BooleanField(required=False, label=f"Remove the stored {label}")
 
     def clean(self):
         data = super().clean()

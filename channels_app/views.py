@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 from django.urls import NoReverseMatch, reverse
 
 from bots.models import Bot
@@ -32,6 +33,7 @@ def bot_channels(request, bot_id):
     configs = {c.kind: c for c in ChannelConfig.objects.filter(organization=request.organization, bot=bot)}
     forms = {kind: form_class(config=configs.get(kind), prefix=kind) for kind, form_class in FORMS.items()}
     status = 200
+    email_check = request.session.pop(_check_key(bot), None) if request.method == "GET" else None
     if request.method == "POST":
         kind = request.POST.get("channel", "")
         if kind not in FORMS:
@@ -44,7 +46,12 @@ def bot_channels(request, bot_id):
             messages.success(request, f"{config.get_kind_display()} settings saved.")
             return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
         status = 400
-    return render(request, "channels/bot_channels.html", _context(bot, configs, forms), status=status)
+    return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "email_check": email_check},
+                  status=status)
+
+
+def _check_key(bot):
+    return f"email-check-{bot.id}"
 
 
 def _context(bot, configs, forms):
@@ -60,6 +67,26 @@ def _context(bot, configs, forms):
         "whatsapp_status": _public_url("whatsapp-status", whatsapp.key) if whatsapp else "",
         "email_webhook": _public_url("email-inbound", email.key) if email else "",
     }
+
+
+@login_required
+@require_POST
+def email_check(request, bot_id):
+    """"Send a test email": the saved email settings tried as the channel uses them (email/check.py).
+    The results show in the email section of the Channels page (kept in the session for the one
+    page view after the redirect). The mail goes to the person who asked (or, without an address
+    on their account, to the bot's own address)."""
+    from .email.check import check
+
+    require_manager(request)
+    bot = get_scoped_or_404(request, Bot, id=bot_id)
+    config = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=ChannelConfig.Kind.EMAIL).first()
+    if config is None:
+        results = [(False, "Save the email settings first, then send a test email.")]
+    else:
+        results = check(config, request.user.email or config.settings.get("address", ""))
+    request.session[_check_key(bot)] = results
+    return redirect(reverse("channels:bot", args=[bot.id]) + "#email")
 
 
 @login_required

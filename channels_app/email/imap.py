@@ -47,7 +47,8 @@ def poll_mailbox(config_id):
         cache.delete(lock)
 
 
-def _connect(config):
+def connect(config):
+    """A logged-in IMAP client for the channel's mailbox (raises imaplib.IMAP4.error or OSError)."""
     channel = config.settings
     host = channel["imap_host"]
     use_ssl = channel.get("imap_use_ssl", True)
@@ -60,12 +61,10 @@ def _connect(config):
 
 def fetch_new(config) -> int:
     """Fetch and store the mailbox's mail newer than the last UID seen; returns how many."""
-    client = _connect(config)
+    client = connect(config)
     stored = 0
     try:
-        typ, data = client.select(_quoted(config.settings.get("imap_folder") or "INBOX"), readonly=True)
-        if typ != "OK":
-            raise imaplib.IMAP4.error(f"cannot select folder: {data!r}")
+        select_folder(client, config.settings.get("imap_folder") or "INBOX")
         validity = _uidvalidity(client)
         state_key = f"imap-uid:{config.id}:{validity}"
         last = int(cache.get(state_key) or 0)
@@ -86,6 +85,14 @@ def fetch_new(config) -> int:
         except (OSError, imaplib.IMAP4.error):
             pass
     return stored
+
+
+def select_folder(client, folder) -> int:
+    """Open ``folder`` read-only (the mailbox's flags stay as the user left them); how many messages it holds."""
+    typ, data = client.select(_quoted(folder), readonly=True)
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"cannot select folder: {data!r}")
+    return int(data[0]) if data and data[0] and data[0].isdigit() else 0
 
 
 def _uidvalidity(client):

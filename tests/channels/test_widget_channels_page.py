@@ -75,6 +75,7 @@ def test_it_never_renders_secrets_back(client, alice, acme_bot):
     assert TOKEN not in body
     assert "Auth token: <strong class=\"secret-set\">set</strong>" in body
     assert f"/channels/whatsapp/{config.key}/" in body  # the webhook URL to paste into Twilio
+    assert "Remove the stored auth token" in body and "Remove the stored SMTP password" in body  # acronyms kept
 
     # Saving again with the secret left blank keeps it; a failed form does not echo it either.
     assert client.post(url(acme_bot), {**data, "whatsapp-auth_token": ""}).status_code == 302

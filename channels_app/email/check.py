@@ -1,0 +1,95 @@
+""""Send a test email" on the Channels page: try the email channel's saved settings the way
+the channel will use them, and say what happened in words.
+
+- SMTP: a short mail from the bot's address, through the channel's SMTP server (the
+  platform's own mail settings when it names none), to the person who asked;
+- IMAP, when set: log in and open the folder the poller reads (read-only), and count its mail.
+
+Each check answers ``(ok, sentence)``; nothing raises, nothing is stored.
+"""
+import imaplib
+import smtplib
+import socket
+from email.utils import formataddr
+
+from django.core.mail import EmailMessage
+
+from bots.membership import mail_leaves_the_server
+
+from .adapter import smtp_connection
+from .imap import connect, select_folder
+
+
+def smtp(config, recipient: str) -> tuple[bool, str]:
+    channel = config.settings
+    address = (channel.get("address") or "").strip()
+    if "@" not in address:
+        return False, "SMTP not tried: the channel has no bot address yet."
+    where = f"{channel['smtp_host']}:{channel.get('smtp_port') or 587}" if channel.get("smtp_host") else \
+        "the platform's own mail settings"
+    mail = EmailMessage(
+        subject=f"Test email from {config.bot.name} (ChatNexus)",
+        body=f"This is a test from the email channel of {config.bot.name}: its replies are sent like this one, "
+             f"from {address}, through {where}.",
+        from_email=formataddr((channel.get("from_name") or config.bot.name, address)),
+        to=[recipient],
+        headers={"Auto-Submitted": "auto-generated"},
+        connection=smtp_connection(config),
+    )
+    try:
+        mail.send()
+    except smtplib.SMTPAuthenticationError as error:
+        return False, f"SMTP: {where} refused the user name or password ({error.smtp_code} {_text(error.smtp_error)})."
+    except smtplib.SMTPRecipientsRefused as error:
+        return False, f"SMTP: {where} refused the recipient {recipient}: {_refusals(error.recipients)}."
+    except smtplib.SMTPSenderRefused as error:
+        return False, f"SMTP: {where} refused to send from {address} ({error.smtp_code} {_text(error.smtp_error)})."
+    except smtplib.SMTPResponseException as error:
+        return False, f"SMTP: {where} answered {error.smtp_code} {_text(error.smtp_error)}."
+    except (smtplib.SMTPException, OSError, socket.timeout) as error:
+        return False, f"SMTP: could not talk to {where}: {error or type(error).__name__}."
+    if not channel.get("smtp_host") and not mail_leaves_the_server():
+        return True, (f"SMTP: the test email to {recipient} was only written to this server's log: the channel names "
+                      "no SMTP server and the platform has no mail server set up (EMAIL_HOST).")
+    return True, f"SMTP: sent a test email from {address} to {recipient} through {where}."
+
+
+def imap(config) -> tuple[bool, str]:
+    channel = config.settings
+    host = f"{channel['imap_host']}:{channel.get('imap_port') or ''}".rstrip(":")
+    folder = channel.get("imap_folder") or "INBOX"
+    try:
+        client = connect(config)
+    except imaplib.IMAP4.error as error:
+        return False, f"IMAP: {host} refused the login: {_text(error)}."
+    except (OSError, socket.timeout) as error:
+        return False, f"IMAP: could not talk to {host}: {error or type(error).__name__}."
+    try:
+        count = select_folder(client, folder)
+    except imaplib.IMAP4.error as error:
+        return False, f"IMAP: logged in to {host}, but the folder {folder!r} cannot be opened: {_text(error)}."
+    except (OSError, socket.timeout) as error:
+        return False, f"IMAP: {host} stopped answering: {error or type(error).__name__}."
+    finally:
+        try:
+            client.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+    return True, f"IMAP: logged in to {host}; the folder {folder!r} holds {count} messages. New ones are fetched periodically."
+
+
+def check(config, recipient: str) -> list[tuple[bool, str]]:
+    results = [smtp(config, recipient)]
+    if config.settings.get("imap_host"):
+        results.append(imap(config))
+    return results
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return " ".join(str(value).split())[:300]
+
+
+def _refusals(recipients) -> str:
+    return "; ".join(f"{code} {_text(text)}" for code, text in recipients.values())

@@ -1,0 +1,91 @@
+""""Send a test email" on the Channels page: the saved email settings tried for real — a mail
+through the channel's SMTP server (aiosmtpd on loopback) and a login to its IMAP folder (the
+loopback IMAP stub) — each result said in words on the page, a wrong setting never a 500."""
+import pytest
+from django.urls import reverse
+
+from tests.conftest import free_port
+
+from .conftest import BOT_ADDRESS
+from .test_email_imap import imap_channel, imap_server  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db
+
+
+def check(client, bot):
+    response = client.post(reverse("channels:email-check", args=[bot.id]))
+    assert response.status_code == 302 and response["Location"].endswith("#email")
+    page = client.get(response["Location"].split("#")[0])
+    assert page.status_code == 200
+    return page.context["email_check"], page.content.decode()
+
+
+def test_it_sends_a_test_email_from_the_bots_address_to_whoever_asked(client, alice, email_channel, mailbox):
+    client.force_login(alice)
+    results, page = check(client, email_channel.bot)
+    assert results == [[True, f"SMTP: sent a test email from {BOT_ADDRESS} to alice@example.com through "
+                              f"{mailbox.host}:{mailbox.port}."]]
+    assert 'id="email-check-results"' in page
+    [sent] = mailbox.messages
+    assert sent["to"] == ["alice@example.com"] and sent["from"] == BOT_ADDRESS
+    assert sent["message"]["Subject"] == f"Test email from {email_channel.bot.name} (ChatNexus)"
+    assert sent["message"]["Auto-Submitted"] == "auto-generated"
+    # shown once: a reload of the page does not repeat it
+    assert client.get(reverse("channels:bot", args=[email_channel.bot.id])).context["email_check"] is None
+
+
+def test_an_smtp_server_that_does_not_answer_is_said_in_words(client, alice, email_channel, mailbox):
+    port = free_port()  # nothing listens there
+    email_channel.settings["smtp_port"] = port
+    email_channel.save()
+    client.force_login(alice)
+    [(ok, sentence)] = check(client, email_channel.bot)[0]
+    assert not ok and sentence.startswith(f"SMTP: could not talk to {mailbox.host}:{port}: ")
+    assert mailbox.messages == []
+
+
+def test_it_logs_in_to_the_imap_folder_and_counts_its_mail(client, alice, imap_channel, imap_server):
+    imap_server.add(b"From: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n")
+    client.force_login(alice)
+    smtp, imap = check(client, imap_channel.bot)[0]
+    assert smtp[0] is True
+    assert imap == [True, f"IMAP: logged in to {imap_server.host}:{imap_server.port}; the folder 'INBOX' holds 1 "
+                          "messages. New ones are fetched periodically."]
+    assert any(c.startswith("EXAMINE") for c in imap_server.commands)  # read-only: the mailbox's flags stay
+    assert not any(c.startswith(("SELECT", "UID")) for c in imap_server.commands)
+
+
+def test_a_refused_imap_login_is_said_in_words(client, alice, imap_channel, imap_server):
+    imap_channel.secrets = {**imap_channel.secrets, "imap_password": "wrong"}
+    imap_channel.save()
+    client.force_login(alice)
+    ok, sentence = check(client, imap_channel.bot)[0][1]
+    assert not ok and sentence.startswith(f"IMAP: {imap_server.host}:{imap_server.port} refused the login: ")
+    assert "invalid credentials" in sentence
+
+
+def test_without_an_smtp_server_on_the_embedded_default_it_says_the_mail_only_reached_the_log(
+        client, alice, email_channel, mailbox, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    del email_channel.settings["smtp_host"]
+    email_channel.save()
+    client.force_login(alice)
+    [(ok, sentence)] = check(client, email_channel.bot)[0]
+    assert ok and "only written to this server's log" in sentence and "EMAIL_HOST" in sentence
+    assert mailbox.messages == []
+
+
+def test_without_saved_email_settings_it_says_to_save_them_first(client, alice, acme_bot, mailbox):
+    client.force_login(alice)
+    assert check(client, acme_bot)[0] == [[False, "Save the email settings first, then send a test email."]]
+    assert mailbox.messages == []
+
+
+def test_only_the_bots_managers_may_send_one(client, bob, charlie, email_channel, mailbox):
+    url = reverse("channels:email-check", args=[email_channel.bot.id])
+    client.force_login(bob)  # Acme's agent
+    assert client.post(url).status_code == 404
+    client.force_login(charlie)  # Globex's owner
+    assert client.post(url).status_code == 404
+    assert client.get(url).status_code == 405
+    assert mailbox.messages == []
