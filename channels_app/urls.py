@@ -12,7 +12,8 @@ urlpatterns = [
     # Per-bot "Channels" page (managers): widget, WhatsApp, email settings and setup steps.
     path("bots/<int:bot_id>/", channel_views.bot_channels, name="bot"),
     path("bots/<int:bot_id>/widget-try/", channel_views.widget_try, name="widget-try"),
-    path("bots/<int:bot_id>/email-check/", channel_views.email_check, name="email-check"),
+    # "Send a test email" / "Check the Twilio settings": the saved settings tried for real
+    path("bots/<int:bot_id>/check/<str:kind>/", channel_views.channel_check, name="check"),
     # Website widget: the bot's public look for the embed script (CORS per allow-list).
     path("widget/<str:public_key>/config/", widget_views.public_config, name="widget-config"),
     # Website widget: a visitor's file (visitor token + allow-listed origin, no cookies).

@@ -8,6 +8,7 @@ encrypted and never rendered back: the page says "set" or "not set".
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django.urls import NoReverseMatch, reverse
@@ -15,7 +16,10 @@ from django.urls import NoReverseMatch, reverse
 from bots.models import Bot
 from bots.tenancy import get_scoped_or_404, require_manager
 
+from .email import check as email_check
 from .forms import FORMS
+from .registry import adapter_for
+from .whatsapp import check as whatsapp_check
 from .models import ChannelConfig
 
 
@@ -33,7 +37,7 @@ def bot_channels(request, bot_id):
     configs = {c.kind: c for c in ChannelConfig.objects.filter(organization=request.organization, bot=bot)}
     forms = {kind: form_class(config=configs.get(kind), prefix=kind) for kind, form_class in FORMS.items()}
     status = 200
-    email_check = request.session.pop(_check_key(bot), None) if request.method == "GET" else None
+    checks = {kind: request.session.pop(_check_key(bot, kind), None) for kind in CHECKS} if request.method == "GET" else {}
     if request.method == "POST":
         kind = request.POST.get("channel", "")
         if kind not in FORMS:
@@ -46,12 +50,12 @@ def bot_channels(request, bot_id):
             messages.success(request, f"{config.get_kind_display()} settings saved.")
             return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
         status = 400
-    return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "email_check": email_check},
+    return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "checks": checks},
                   status=status)
 
 
-def _check_key(bot):
-    return f"email-check-{bot.id}"
+def _check_key(bot, kind):
+    return f"{kind}-check-{bot.id}"
 
 
 def _context(bot, configs, forms):
@@ -69,24 +73,30 @@ def _context(bot, configs, forms):
     }
 
 
+CHECKS = {  # kind -> the check of its saved settings, given the config and who asked
+    "email": lambda config, user: email_check.check(config, user.email or config.settings.get("address", "")),
+    "whatsapp": lambda config, user: whatsapp_check.check(config),
+}
+
+
 @login_required
 @require_POST
-def email_check(request, bot_id):
-    """"Send a test email": the saved email settings tried as the channel uses them (email/check.py).
-    The results show in the email section of the Channels page (kept in the session for the one
-    page view after the redirect). The mail goes to the person who asked (or, without an address
-    on their account, to the bot's own address)."""
-    from .email.check import check
-
+def channel_check(request, bot_id, kind):
+    """"Send a test email" / "Check the Twilio settings": the saved settings tried as the channel
+    uses them (email/check.py, whatsapp/check.py). The results show in the channel's section of
+    the Channels page (kept in the session for the one page view after the redirect). A test
+    email goes to the person who asked (or, without an address on their account, to the bot's own)."""
     require_manager(request)
     bot = get_scoped_or_404(request, Bot, id=bot_id)
-    config = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=ChannelConfig.Kind.EMAIL).first()
+    if kind not in CHECKS:
+        raise Http404
+    config = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=kind).first()
     if config is None:
-        results = [(False, "Save the email settings first, then send a test email.")]
+        results = [(False, f"Save the {adapter_for(kind).label} settings first.")]
     else:
-        results = check(config, request.user.email or config.settings.get("address", ""))
-    request.session[_check_key(bot)] = results
-    return redirect(reverse("channels:bot", args=[bot.id]) + "#email")
+        results = CHECKS[kind](config, request.user)
+    request.session[_check_key(bot, kind)] = results
+    return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
 
 
 @login_required

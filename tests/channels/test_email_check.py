@@ -13,11 +13,11 @@ pytestmark = pytest.mark.django_db
 
 
 def check(client, bot):
-    response = client.post(reverse("channels:email-check", args=[bot.id]))
+    response = client.post(reverse("channels:check", args=[bot.id, "email"]))
     assert response.status_code == 302 and response["Location"].endswith("#email")
     page = client.get(response["Location"].split("#")[0])
     assert page.status_code == 200
-    return page.context["email_check"], page.content.decode()
+    return page.context["checks"]["email"], page.content.decode()
 
 
 def test_it_sends_a_test_email_from_the_bots_address_to_whoever_asked(client, alice, email_channel, mailbox):
@@ -31,7 +31,7 @@ def test_it_sends_a_test_email_from_the_bots_address_to_whoever_asked(client, al
     assert sent["message"]["Subject"] == f"Test email from {email_channel.bot.name} (ChatNexus)"
     assert sent["message"]["Auto-Submitted"] == "auto-generated"
     # shown once: a reload of the page does not repeat it
-    assert client.get(reverse("channels:bot", args=[email_channel.bot.id])).context["email_check"] is None
+    assert client.get(reverse("channels:bot", args=[email_channel.bot.id])).context["checks"]["email"] is None
 
 
 def test_an_smtp_server_that_does_not_answer_is_said_in_words(client, alice, email_channel, mailbox):
@@ -77,12 +77,12 @@ def test_without_an_smtp_server_on_the_embedded_default_it_says_the_mail_only_re
 
 def test_without_saved_email_settings_it_says_to_save_them_first(client, alice, acme_bot, mailbox):
     client.force_login(alice)
-    assert check(client, acme_bot)[0] == [[False, "Save the email settings first, then send a test email."]]
+    assert check(client, acme_bot)[0] == [[False, "Save the email settings first."]]
     assert mailbox.messages == []
 
 
 def test_only_the_bots_managers_may_send_one(client, bob, charlie, email_channel, mailbox):
-    url = reverse("channels:email-check", args=[email_channel.bot.id])
+    url = reverse("channels:check", args=[email_channel.bot.id, "email"])
     client.force_login(bob)  # Acme's agent
     assert client.post(url).status_code == 404
     client.force_login(charlie)  # Globex's owner

@@ -10,6 +10,11 @@ basic auth (AccountSid:AuthToken) answers with Twilio's JSON message resource (a
     stub.fail_request(2, 503, code=20503, message="Service Unavailable")
     stub.requests  # [{"path", "account_sid", "auth", "form"}]
 
+The account, as the Channels page's "Check the Twilio settings" asks for it: ``GET
+/2010-04-01/Accounts/{AccountSid}.json`` answers Twilio's account resource (``stub.account_status``,
+default ``active``) or 401 with error 20003. ``stub.tokens[AccountSid] = token`` makes every call
+of that account check the Auth Token as Twilio does (otherwise any token is taken).
+
 Media, as Twilio serves what customers sent: ``GET /2010-04-01/Accounts/{AccountSid}/Messages/
 {MessageSid}/Media/{MediaSid}`` with basic auth answers 307 to a file URL on another host name
 (``localhost`` instead of ``127.0.0.1``, as Twilio redirects to its CDN), which serves the bytes.
@@ -33,6 +38,8 @@ class TwilioStub:
         self.fail_at = {}  # request number (1-based, since reset) -> (status, code, message)
         self.media = {}  # media path -> (content type, bytes)
         self.file_requests = []
+        self.tokens = {}  # account sid -> the only auth token Twilio accepts for it (unset: any)
+        self.account_status = {}  # account sid -> "active" (default), "suspended", "closed"
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
@@ -54,6 +61,8 @@ class TwilioStub:
             self.fail_at.clear()
             self.media.clear()
             self.file_requests.clear()
+            self.tokens.clear()
+            self.account_status.clear()
 
     def add_media(self, account_sid, content, content_type):
         """Store a customer's file; returns its Twilio media URL."""
@@ -77,6 +86,9 @@ class TwilioStub:
             found = [r for r in self.requests if r["path"].endswith("/Messages.json")]
         return [r for r in found if to is None or r["form"].get("To") == to]
 
+    def _authenticated(self, auth, account_sid):
+        return auth is not None and auth[0] == account_sid and self.tokens.get(account_sid, auth[1]) == auth[1]
+
     def _handler(stub):  # noqa: N805 - the handler closes over the stub
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -96,7 +108,7 @@ class TwilioStub:
                         failure = stub.failures.pop(0)
                 if len(parts) != 4 or parts[0] != "2010-04-01" or parts[1] != "Accounts" or parts[3] != "Messages.json":
                     return self._json(404, _error(20404, "The requested resource was not found", 404))
-                if auth is None or auth[0] != parts[2]:
+                if not stub._authenticated(auth, parts[2]):
                     return self._json(401, _error(20003, "Authenticate", 401))
                 if failure:
                     status, code, message = failure
@@ -129,7 +141,12 @@ class TwilioStub:
                     stub.requests.append({"path": self.path, "account_sid": parts[2] if len(parts) > 2 else "",
                                           "auth": auth, "form": {}})
                     known = path in stub.media
-                if auth is None or len(parts) < 3 or auth[0] != parts[2]:
+                if len(parts) == 3 and parts[:2] == ["2010-04-01", "Accounts"] and parts[2].endswith(".json"):
+                    sid = parts[2][: -len(".json")]
+                    if not stub._authenticated(auth, sid):
+                        return self._json(401, _error(20003, "Authenticate", 401))
+                    return self._json(200, _account(sid, stub.account_status.get(sid, "active")))
+                if len(parts) < 3 or not stub._authenticated(auth, parts[2]):
                     return self._json(401, _error(20003, "Authenticate", 401))
                 if not known:
                     return self._json(404, _error(20404, "The requested resource was not found", 404))
@@ -158,6 +175,12 @@ class TwilioStub:
 
 def _error(code, message, status):
     return {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+
+
+def _account(sid, status):
+    return {"sid": sid, "friendly_name": "Acme Bikes", "status": status, "type": "Full", "owner_account_sid": sid,
+            "date_created": "Mon, 02 Feb 2026 10:00:00 +0000", "date_updated": "Mon, 02 Feb 2026 10:00:00 +0000",
+            "auth_token": "", "uri": f"/2010-04-01/Accounts/{sid}.json", "subresource_uris": {}}
 
 
 def _message(account_sid, form):
