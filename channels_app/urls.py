@@ -13,7 +13,8 @@ urlpatterns = [
     path("bots/<int:bot_id>/", channel_views.bot_channels, name="bot"),
     path("bots/<int:bot_id>/widget-try/", channel_views.widget_try, name="widget-try"),
     # "Send a test email" / "Check the Twilio settings": the saved settings tried for real
-    path("bots/<int:bot_id>/check/<str:kind>/", channel_views.channel_check, name="check"),
+    *[path(f"bots/<int:bot_id>/check/{kind}/", channel_views.channel_check, {"kind": kind}, name=f"check-{kind}")
+      for kind in channel_views.CHECKS],
     # Website widget: the bot's public look for the embed script (CORS per allow-list).
     path("widget/<str:public_key>/config/", widget_views.public_config, name="widget-config"),
     # Website widget: a visitor's file (visitor token + allow-listed origin, no cookies).

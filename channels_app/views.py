@@ -8,7 +8,6 @@ encrypted and never rendered back: the page says "set" or "not set".
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django.urls import NoReverseMatch, reverse
@@ -88,8 +87,6 @@ def channel_check(request, bot_id, kind):
     email goes to the person who asked (or, without an address on their account, to the bot's own)."""
     require_manager(request)
     bot = get_scoped_or_404(request, Bot, id=bot_id)
-    if kind not in CHECKS:
-        raise Http404
     config = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=kind).first()
     if config is None:
         results = [(False, f"Save the {adapter_for(kind).label} settings first.")]

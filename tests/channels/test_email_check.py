@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def check(client, bot):
-    response = client.post(reverse("channels:check", args=[bot.id, "email"]))
+    response = client.post(reverse("channels:check-email", args=[bot.id]))
     assert response.status_code == 302 and response["Location"].endswith("#email")
     page = client.get(response["Location"].split("#")[0])
     assert page.status_code == 200
@@ -82,7 +82,7 @@ def test_without_saved_email_settings_it_says_to_save_them_first(client, alice, 
 
 
 def test_only_the_bots_managers_may_send_one(client, bob, charlie, email_channel, mailbox):
-    url = reverse("channels:check", args=[email_channel.bot.id, "email"])
+    url = reverse("channels:check-email", args=[email_channel.bot.id])
     client.force_login(bob)  # Acme's agent
     assert client.post(url).status_code == 404
     client.force_login(charlie)  # Globex's owner

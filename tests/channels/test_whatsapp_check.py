@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 
 def check(client, bot):
-    response = client.post(reverse("channels:check", args=[bot.id, "whatsapp"]))
+    response = client.post(reverse("channels:check-whatsapp", args=[bot.id]))
     assert response.status_code == 302 and response["Location"].endswith("#whatsapp")
     page = client.get(response["Location"].split("#")[0])
     assert page.status_code == 200 and 'id="whatsapp-check-results"' in page.content.decode()
@@ -61,9 +61,9 @@ def test_without_saved_credentials_or_settings_it_says_what_to_save(client, alic
 
 
 def test_only_the_bots_managers_may_check_and_only_real_channels(client, alice, bob, whatsapp_channel, twilio_stub):
-    url = reverse("channels:check", args=[whatsapp_channel.bot.id, "whatsapp"])
+    url = reverse("channels:check-whatsapp", args=[whatsapp_channel.bot.id])
     client.force_login(bob)  # Acme's agent
     assert client.post(url).status_code == 404
     client.force_login(alice)
-    assert client.post(reverse("channels:check", args=[whatsapp_channel.bot.id, "widget"])).status_code == 404
+    assert client.post(f"/channels/bots/{whatsapp_channel.bot.id}/check/widget/").status_code == 404
     assert twilio_stub.requests == []
