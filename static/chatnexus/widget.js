@@ -154,8 +154,8 @@
   var CSS = ":host{all:initial}*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:14px;line-height:1.45}" +
     ".launcher{position:fixed;bottom:20px;right:20px;width:56px;height:56px;border-radius:50%;border:0;background:var(--c);color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000;display:flex;align-items:center;justify-content:center}" +
     ".left .launcher{left:20px;right:auto}.left .panel{left:20px;right:auto}" +
-    ".panel{position:fixed;bottom:88px;right:20px;width:min(370px,calc(100vw - 24px));height:min(560px,calc(100vh - 110px));display:flex;flex-direction:column;background:#fff;color:#1f2330;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}" +
-    ".panel[hidden]{display:none}@media (max-width:480px){.panel,.left .panel{left:8px;right:8px;bottom:76px;width:auto;height:calc(100vh - 90px)}}" +
+    ".panel{position:fixed;bottom:88px;right:20px;width:min(370px,calc(100vw - 24px));height:min(560px,calc(100vh - 110px));height:min(560px,calc(100dvh - 110px));display:flex;flex-direction:column;background:#fff;color:#1f2330;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}" +
+    ".panel[hidden]{display:none}@media (max-width:480px){.panel,.left .panel{left:8px;right:8px;bottom:76px;width:auto;height:calc(100vh - 90px);height:calc(100dvh - 90px)}}" +
     "header{display:flex;align-items:center;gap:8px;padding:10px 12px;background:var(--c);color:#fff}" +
     ".avatar{width:30px;height:30px;border-radius:50%;background:#fff;color:var(--c);display:flex;align-items:center;justify-content:center;font-weight:700}" +
     ".title{flex:1;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}" +
