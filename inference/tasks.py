@@ -86,8 +86,10 @@ def _generate(inbound, config):
     started = time.perf_counter()
     with runtime.generation_lock:
         runtime.ensure_memory(engine, inbound.bot_id, _stored_replies, inbound.bot.erasures)
-        text = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0))
+        text, cut = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0))
         stats = engine.last_stats.as_dict() if engine.last_stats else {}
+    if cut:
+        stats["stop_reason"] = "repetition"  # the worker ended it (repetition_cut), not the model
     stats["wall_s"] = round(time.perf_counter() - started, 4)
     stats["target"] = settings.CHATNEXUS_TARGET
     stats["precision"] = engine.precision.name
@@ -117,7 +119,8 @@ def _mark_failed(inbound, error):
 
 
 def _stream(engine, messages, inbound, max_new_tokens, temperature):
-    """Run the engine, pushing each text delta live; return the whole reply text."""
+    """Run the engine, pushing each text delta live; return (the reply text, whether it was cut
+    where the model began repeating itself)."""
     text = ""
     try:
         for delta in engine.stream(
@@ -131,10 +134,11 @@ def _stream(engine, messages, inbound, max_new_tokens, temperature):
             events.push(inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta=delta)
             cut = repetition_cut(text)
             if cut is not None:  # closing the stream ends generation; last_stats still set
-                return cut
+                return cut, True
     except SoftTimeLimitExceeded:
         log.warning("generate_reply: message %s hit the time limit after %d chars", inbound.id, len(text))
-    return text
+    cut = repetition_cut(text, finished=True)  # a reply that ends on a repeat ("We open at 9. We open at 9.")
+    return (cut, True) if cut is not None else (text, False)
 
 
 SEGMENT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -142,18 +146,19 @@ LOOP_MIN_CHARS = 24  # a stretch this long said twice in a row, without a senten
 NEAR_MIN_WORDS = 5  # sentences this long that differ by one added word ("We also offer X") repeat
 
 
-def repetition_cut(text, min_chars=12):
+def repetition_cut(text, min_chars=12, finished=False):
     """Small models fall into loops ("I'm sorry. I'm sorry. ..."). Return the reply up to the
     first finished repeat, else None. A repeat is a sentence or line of at least ``min_chars``
     seen earlier in the reply, or one word longer or shorter than an earlier one of at least
     NEAR_MIN_WORDS words ("We also offer a tune-up." after "We offer a tune-up."), or a stretch
     of at least LOOP_MIN_CHARS said twice in a row without a sentence break ("80 km range We
     offer 1,890 euros, 80 km range We offer 1,890 euros"). Cutting keeps the reply a prefix of
-    the model's own output."""
+    the model's own output. While the reply streams its last piece may still be growing;
+    ``finished`` (the model has stopped) counts it too."""
     seen, sentences = set(), []
     pieces = SEGMENT.split(text)
     offset = 0
-    for piece in pieces[:-1]:  # the last piece may still be growing
+    for piece in pieces if finished else pieces[:-1]:
         start = text.index(piece, offset)
         words = piece.lower().split()
         key = " ".join(words)

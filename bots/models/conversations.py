@@ -133,6 +133,13 @@ class Message(models.Model):
     meta = models.JSONField(default=dict, blank=True)  # channel specifics (headers, media, errors)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    STOP_NOTES = {"length": "stopped at the reply length limit", "repetition": "cut where it began repeating itself"}
+
+    @property
+    def stop_note(self) -> str:
+        """Why a model reply ended, when it was not the model's own choice ("eos", a stop string)."""
+        return self.STOP_NOTES.get((self.stats or {}).get("stop_reason", ""), "")
+
     class Meta:
         constraints = [
             models.UniqueConstraint(

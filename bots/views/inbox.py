@@ -194,6 +194,7 @@ def message_json(message):
             "ttft_s": message.ttft_s,
             "tokens_per_s": message.tokens_per_s,
             "acceptance_rate": message.acceptance_rate,
+            "stop_note": message.stop_note,
             "agent_name": (message.meta or {}).get("agent_name", ""),
             "attachments": attachments(message),
         }

@@ -38,6 +38,7 @@
       if (s.mean_tokens_per_forward) parts.push(fmt(s.mean_tokens_per_forward, 2) + " tok/forward");
       if (m.ttft_s !== null) parts.push("TTFT " + fmt(m.ttft_s, 2) + " s");
       if (m.latency_s !== null) parts.push("latency " + fmt(m.latency_s, 2) + " s");
+      if (m.stop_note) parts.push(m.stop_note);
     }
     if (m.rating) parts.push("customer: " + (m.rating > 0 ? "helpful" : "not helpful"));
     meta.textContent = parts.join(" · ");

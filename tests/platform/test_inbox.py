@@ -1,4 +1,5 @@
 """The inbox: filters, thread page with stats, agent replies, take over / give back, close / reopen."""
+import pytest
 from django.urls import reverse
 
 from bots import services
@@ -112,6 +113,19 @@ def test_it_shows_a_thread_with_reply_stats(client, bob, acme_bot):
     data = client.get(reverse("inbox:thread-json", args=[conversation.id])).json()
     assert [m["text"] for m in data["messages"]] == ["When are you open?", "Nine to six."]
     assert data["messages"][1]["stats"]["new_tokens"] == 7
+    assert "stopped at" not in page and data["messages"][1]["stop_note"] == ""  # the model ended it ("eos")
+
+
+@pytest.mark.parametrize("stop_reason,note", [("length", "stopped at the reply length limit"),
+                                              ("repetition", "cut where it began repeating itself")])
+def test_a_reply_the_model_did_not_end_itself_says_why_it_stopped(client, bob, acme_bot, stop_reason, note):
+    conversation, inbound = make_conversation(acme_bot, text="When are you open?")
+    Message.objects.filter(id=inbound.id).update(reply_state="pending")
+    inbound.refresh_from_db()
+    services.record_reply(inbound, "Nine to six.", {"new_tokens": 160, "stop_reason": stop_reason})
+    client.force_login(bob)
+    assert note in client.get(reverse("inbox:thread", args=[conversation.id])).content.decode()
+    assert client.get(reverse("inbox:thread-json", args=[conversation.id])).json()["messages"][1]["stop_note"] == note
 
 
 def test_it_sends_an_agent_reply_and_pauses_the_bot(client, bob, acme_bot):

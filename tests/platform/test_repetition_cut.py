@@ -42,3 +42,26 @@ def test_it_cuts_a_reply_at_the_first_repeat(text, expected):
 )
 def test_it_leaves_a_reply_without_finished_repeats_alone(text):
     assert repetition_cut(text) is None
+
+
+def test_once_the_model_has_stopped_its_last_sentence_counts_too():
+    ended = "We open at nine every morning. We open at nine every morning."  # the model stopped here (fp32)
+    assert repetition_cut(ended) is None  # while streaming, the last sentence may still be growing
+    assert repetition_cut(ended, finished=True) == "We open at nine every morning."
+    assert repetition_cut("We are open Monday to Friday. Closed on Sunday.", finished=True) is None
+
+
+def test_the_worker_cuts_a_real_reply_that_repeats_itself_and_says_so(transactional_db, celery_workers, acme_bot):
+    """The bundled model, primed by a looping earlier reply, repeats itself (fp32, int8 and int4
+    alike, measured); the stored reply says it once and its stats say why it stopped."""
+    from bots import services
+    from bots.models import Message
+    from tests.conftest import wait_for
+
+    loop = "We open at nine every morning. We open at nine every morning. We open at nine every morning."
+    first = services.receive(bot=acme_bot, channel="preview", thread_id="loop", text="When do you open?", answer=False)
+    services.record_reply(first.message, loop, {})
+    asked = services.receive(bot=acme_bot, channel="preview", thread_id="loop", text="When do you open?").message
+    reply = wait_for(lambda: Message.objects.filter(reply_to=asked).first(), timeout=180, what="the reply")
+    assert reply.stats["stop_reason"] == "repetition" and reply.stop_note == "cut where it began repeating itself"
+    assert reply.text.count("We open at nine") == 1, reply.text
