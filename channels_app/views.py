@@ -9,17 +9,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_POST
 
 from bots.models import Bot
 from bots.tenancy import get_scoped_or_404, require_manager
 
 from .email import check as email_check
 from .forms import FORMS
+from .models import ChannelConfig
 from .registry import adapter_for
 from .whatsapp import check as whatsapp_check
-from .models import ChannelConfig
 
 
 def _public_url(name, key):

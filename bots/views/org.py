@@ -6,9 +6,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from .. import membership as members
-from . import accounts
 from ..models import Invitation, Membership, Organization
 from ..tenancy import get_scoped_or_404, scoped
+from . import accounts
 from .decorators import manager_required, member_required
 
 
