@@ -36,7 +36,8 @@ def bot_channels(request, bot_id):
     configs = {c.kind: c for c in ChannelConfig.objects.filter(organization=request.organization, bot=bot)}
     forms = {kind: form_class(config=configs.get(kind), prefix=kind) for kind, form_class in FORMS.items()}
     status = 200
-    checks = {kind: request.session.pop(_check_key(bot, kind), None) for kind in CHECKS} if request.method == "GET" else {}
+    # what the last save or check said, shown in that channel's section (the page opens scrolled to it)
+    notes = {kind: request.session.pop(_notes_key(bot, kind), None) for kind in FORMS} if request.method == "GET" else {}
     if request.method == "POST":
         kind = request.POST.get("channel", "")
         if kind not in FORMS:
@@ -46,15 +47,15 @@ def bot_channels(request, bot_id):
         if form.is_valid():
             config = configs.get(kind) or ChannelConfig(organization=request.organization, bot=bot, kind=kind)
             form.apply(config).save()
-            messages.success(request, f"{config.get_kind_display()} settings saved.")
+            request.session[_notes_key(bot, kind)] = [(True, f"{config.get_kind_display()} settings saved.")]
             return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
         status = 400
-    return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "checks": checks},
+    return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "notes": notes},
                   status=status)
 
 
-def _check_key(bot, kind):
-    return f"{kind}-check-{bot.id}"
+def _notes_key(bot, kind):
+    return f"channel-notes-{kind}-{bot.id}"
 
 
 def _context(bot, configs, forms):
@@ -83,7 +84,7 @@ CHECKS = {  # kind -> the check of its saved settings, given the config and who 
 def channel_check(request, bot_id, kind):
     """"Send a test email" / "Check the Twilio settings": the saved settings tried as the channel
     uses them (email/check.py, whatsapp/check.py). The results show in the channel's section of
-    the Channels page (kept in the session for the one page view after the redirect). A test
+    the Channels page (kept in the session for the one page view after the redirect, like "saved"). A test
     email goes to the person who asked (or, without an address on their account, to the bot's own)."""
     require_manager(request)
     bot = get_scoped_or_404(request, Bot, id=bot_id)
@@ -92,7 +93,7 @@ def channel_check(request, bot_id, kind):
         results = [(False, f"Save the {adapter_for(kind).label} settings first.")]
     else:
         results = CHECKS[kind](config, request.user)
-    request.session[_check_key(bot, kind)] = results
+    request.session[_notes_key(bot, kind)] = results
     return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
 
 

@@ -17,7 +17,7 @@ def check(client, bot):
     assert response.status_code == 302 and response["Location"].endswith("#email")
     page = client.get(response["Location"].split("#")[0])
     assert page.status_code == 200
-    return page.context["checks"]["email"], page.content.decode()
+    return page.context["notes"]["email"], page.content.decode()
 
 
 def test_it_sends_a_test_email_from_the_bots_address_to_whoever_asked(client, alice, email_channel, mailbox):
@@ -25,13 +25,13 @@ def test_it_sends_a_test_email_from_the_bots_address_to_whoever_asked(client, al
     results, page = check(client, email_channel.bot)
     assert results == [[True, f"SMTP: sent a test email from {BOT_ADDRESS} to alice@example.com through "
                               f"{mailbox.host}:{mailbox.port}."]]
-    assert 'id="email-check-results"' in page
+    assert 'id="email-notes"' in page
     [sent] = mailbox.messages
     assert sent["to"] == ["alice@example.com"] and sent["from"] == BOT_ADDRESS
     assert sent["message"]["Subject"] == f"Test email from {email_channel.bot.name} (ChatNexus)"
     assert sent["message"]["Auto-Submitted"] == "auto-generated"
     # shown once: a reload of the page does not repeat it
-    assert client.get(reverse("channels:bot", args=[email_channel.bot.id])).context["checks"]["email"] is None
+    assert client.get(reverse("channels:bot", args=[email_channel.bot.id])).context["notes"]["email"] is None
 
 
 def test_an_smtp_server_that_does_not_answer_is_said_in_words(client, alice, email_channel, mailbox):

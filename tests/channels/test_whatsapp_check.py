@@ -13,8 +13,8 @@ def check(client, bot):
     response = client.post(reverse("channels:check-whatsapp", args=[bot.id]))
     assert response.status_code == 302 and response["Location"].endswith("#whatsapp")
     page = client.get(response["Location"].split("#")[0])
-    assert page.status_code == 200 and 'id="whatsapp-check-results"' in page.content.decode()
-    return page.context["checks"]["whatsapp"]
+    assert page.status_code == 200 and 'id="whatsapp-notes"' in page.content.decode()
+    return page.context["notes"]["whatsapp"]
 
 
 def test_twilio_accepts_the_saved_credentials(client, alice, whatsapp_channel, twilio_stub):

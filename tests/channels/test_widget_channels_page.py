@@ -42,7 +42,12 @@ def test_it_saves_widget_settings_and_rejects_a_bad_origin(client, alice, acme_b
         "widget-messages_per_minute": "3", "widget-bot_connections_per_minute": "100", "widget-bot_messages_per_minute": "50",
         "widget-max_message_chars": "500", "widget-language": "de", "widget-max_upload_mb": "3",
     }  # fmt: skip
-    assert client.post(url(acme_bot), data).status_code == 302
+    response = client.post(url(acme_bot), data)
+    assert response.status_code == 302 and response["Location"].endswith("#widget")
+    # "saved" shows in the widget's own section, where the page opens (not in a flash out of view at the top)
+    page = client.get(url(acme_bot)).content.decode()
+    assert '<ul class="flash channel-notes" id="widget-notes" role="status"><li class="success">Website widget settings saved.</li>' in page
+    assert "settings saved" not in client.get(url(acme_bot)).content.decode()  # said once
     config = ChannelConfig.objects.get(bot=acme_bot, kind="widget")
     assert config.enabled and config.organization_id == acme_bot.organization_id
     assert config.settings["allowed_origins"] == ["https://shop.example.com", "http://localhost:3000"]
