@@ -16,6 +16,11 @@ def _public_key():
     return "bot_" + secrets.token_urlsafe(18)
 
 
+def suggestion_list(text) -> list[str]:
+    """A config's suggested questions as the widget and the test chat show them: one per line, at most 4."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()][:4]
+
+
 class Bot(models.Model):
     class Tone(models.TextChoices):
         FRIENDLY = "friendly", "Friendly"

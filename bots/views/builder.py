@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm
 from ..knowledge import retrieve
 from ..models import Bot, KnowledgeItem
+from ..models.bots import suggestion_list
 from ..prompts import system_prompt
 from ..tenancy import get_scoped_or_404, require_manager, scoped
 
@@ -100,6 +101,7 @@ def _render_builder(request, bot, *, settings_form=None, faq_form=None, doc_form
         "active_tab": tab if tab in TABS else "persona",
         "prompt": system_prompt(bot.draft_config()),
         "unpublished": bot.has_unpublished_changes,
+        "suggestions": suggestion_list(bot.suggestions),  # the draft's, as chips in the test chat
     }
     return render(request, "bots/builder.html", context, status=status)
 

@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from bots.models import Bot
+from bots.models.bots import suggestion_list
 
 from ..models import ChannelConfig
 
@@ -85,7 +86,7 @@ def public_look(bot: Bot, options: dict) -> dict:
         "name": live.get("name") or bot.name,
         "avatar_color": live.get("avatar_color") or "#4f46e5",
         "greeting": live.get("greeting") or "",
-        "suggestions": [line.strip() for line in (live.get("suggestions") or "").splitlines() if line.strip()][:4],
+        "suggestions": suggestion_list(live.get("suggestions")),
         "position": "left" if options.get("position") == "left" else "right",
         "prechat_email": bool(options.get("prechat_email")),
         "max_message_chars": int(options.get("max_message_chars") or DEFAULTS["max_message_chars"]),

@@ -102,6 +102,7 @@
   var chatStatus = document.getElementById("chat-status");
   var chatError = document.getElementById("chat-error");
   var greeting = log.querySelector(".greeting");
+  var chips = document.getElementById("chat-chips"); // the draft's suggested questions, as in the widget
   var bubbles = {}; // reply_to (or "m" + message id) -> bot bubble
   var socket = null;
   var clientSeq = 0;
@@ -232,6 +233,7 @@
         bubbles = {};
         log.textContent = "";
         if (greeting) log.appendChild(greeting);
+        if (chips) log.appendChild(chips);
         showError("");
         break;
       case "error":
@@ -272,12 +274,20 @@
       return;
     }
     showError("");
+    if (chips && chips.parentNode) chips.parentNode.removeChild(chips); // the conversation has begun
     var id = "c" + Date.now().toString(36) + "-" + ++clientSeq;
     var mine = addBubble("user");
     mine.dataset.clientId = id;
     mine.querySelector(".text").textContent = text;
     socket.send(JSON.stringify({ type: "message", id: id, text: text }));
     chatInput.value = "";
+  });
+
+  if (chips) chips.addEventListener("click", function (event) {
+    var chip = event.target.closest("button.chip");
+    if (!chip) return;
+    chatInput.value = chip.textContent;
+    chatForm.requestSubmit();
   });
 
   document.getElementById("chat-reset").addEventListener("click", function () {

@@ -47,9 +47,11 @@ def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celer
     expect(page.locator("#prompt-preview")).to_contain_text("You are Ava, the bike shop assistant at Dana's Bikes.")
     page.click("a[data-tab=voice]")
     page.select_option("#id_tone", "friendly")
+    page.click("a[data-tab=behaviour]")
+    page.fill("#id_suggestions", f"{QUESTION}\nDo you sell helmets?")
     page.click("#save-draft")
     expect(page.locator(".flash")).to_contain_text("Draft saved")
-    expect(page.locator("a[data-tab=voice]")).to_have_class(re.compile("active"))
+    expect(page.locator("a[data-tab=behaviour]")).to_have_class(re.compile("active"))
 
     # Knowledge: one FAQ pair.
     page.click("a[data-tab=knowledge]")
@@ -74,9 +76,12 @@ def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celer
 
     # Ask the live test chat the FAQ question; the reply streams in.
     expect(page.locator("#chat-status")).to_have_attribute("data-state", "open")
-    page.fill("#chat-input", QUESTION)
-    page.click("#chat-send")
+    # the draft's suggested questions are buttons under the greeting, as in the widget: one asks it
+    chips = page.get_by_role("group", name="Suggested questions")
+    expect(chips.get_by_role("button")).to_have_text([QUESTION, "Do you sell helmets?"])
+    chips.get_by_role("button", name=QUESTION).click()
     expect(page.locator(".msg.user").last).to_have_text(QUESTION)
+    expect(chips).to_have_count(0)  # the conversation has begun
     reply = page.locator(".msg.bot[data-reply-to]").last
     expect(reply).to_have_attribute("data-state", "done", timeout=180_000)
 
@@ -105,3 +110,4 @@ def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celer
     # Reset starts a new preview conversation.
     page.click("#chat-reset")
     expect(page.locator(".msg.bot[data-reply-to]")).to_have_count(0)
+    expect(page.get_by_role("group", name="Suggested questions")).to_have_count(1)  # back with the greeting
