@@ -22,6 +22,8 @@ def test_it_lets_the_owner_open_the_builder(client, alice, acme_bot):
 def test_it_lets_the_owner_change_a_role_and_remove_a_member(client, alice, bob):
     client.force_login(alice)
     bob_membership = Membership.objects.get(user=bob)
+    page = client.get(reverse("org:members")).content.decode()  # app.js asks before a data-confirm form posts
+    assert 'data-confirm="Remove bob from Acme? Their conversations become unassigned."' in page
     client.post(reverse("org:member-role", args=[bob_membership.id]), {"role": "admin"})
     bob_membership.refresh_from_db()
     assert bob_membership.role == "admin"
