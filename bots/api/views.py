@@ -207,7 +207,9 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
 
 
 class MessageViewSet(viewsets.ReadOnlyModelViewSet):
-    """Messages; filter by ``?conversation=<id>``."""
+    """Messages, newest first; filter by ``?conversation=<id>``, ``?reply_to=<id>`` (the bot's reply to
+    a message posted through ``conversations/inbound``: empty until it is written) and
+    ``?after=<id>`` (only messages newer than that one: what a poller has not seen yet)."""
 
     queryset = Message.objects.none()  # for the schema only; get_queryset() scopes by organisation
     serializer_class = s.MessageSerializer
@@ -217,6 +219,10 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
         messages = scoped(self.request, Message).exclude(channel="preview").prefetch_related("attachments").order_by("-id")
         if conversation := _int_param(self.request, "conversation"):
             messages = messages.filter(conversation_id=conversation)
+        if reply_to := _int_param(self.request, "reply_to"):
+            messages = messages.filter(reply_to_id=reply_to)
+        if after := _int_param(self.request, "after"):
+            messages = messages.filter(id__gt=after)
         return messages
 
 

@@ -147,6 +147,26 @@ def test_it_takes_customer_messages_on_the_api_channel(api, alice, acme_bot, glo
     assert client.post("/api/conversations/inbound/", {"bot": acme_bot.id}, format="json").status_code == 400
 
 
+def test_a_backend_polls_for_the_bots_reply_to_its_message(transactional_db, celery_workers, api, alice, charlie,
+                                                            acme_bot):
+    """As a backend without a widget would: post the customer's message, then poll for the reply
+    the real worker writes (``?reply_to=``), and for what is new in the conversation (``?after=``)."""
+    from tests.conftest import wait_for
+
+    client = api(alice)
+    posted = client.post("/api/conversations/inbound/", {"bot": acme_bot.id, "thread": "user-9", "text": "Open today?"},
+                         format="json").json()
+    replies = lambda: client.get("/api/messages/", {"reply_to": posted["id"]}).json()["results"]  # noqa: E731
+    [reply] = wait_for(replies, timeout=180, what="the bot's reply through the API")
+    assert reply["reply_to"] == posted["id"] and reply["sender"] == "bot" and reply["text"].strip()
+    newer = client.get("/api/messages/", {"conversation": posted["conversation"], "after": posted["id"]}).json()
+    assert [m["id"] for m in newer["results"]] == [reply["id"]]
+    assert client.get("/api/messages/", {"conversation": posted["conversation"], "after": reply["id"]}).json()["results"] == []
+    assert api(charlie).get("/api/messages/", {"reply_to": posted["id"]}).json()["results"] == []  # Globex sees none
+    assert client.get("/api/messages/", {"reply_to": "soon"}).status_code == 400
+    assert client.get("/api/messages/", {"after": "x"}).status_code == 400
+
+
 def test_a_member_of_two_organisations_picks_one_with_a_header(api, alice, acme, globex, acme_bot, globex_bot):
     from bots.models import Membership
 
