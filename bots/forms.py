@@ -11,6 +11,7 @@ from django import forms
 
 from . import documents
 from .models import Bot, KnowledgeItem
+from .models.bots import MAX_SUGGESTIONS, suggestion_list
 
 HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 DRAFTERS = [
@@ -24,7 +25,7 @@ MAX_DOC_BYTES = 512 * 1024  # a text/markdown/HTML upload bigger than this is re
 MAX_PDF_BYTES = 10 * 1024 * 1024  # PDFs carry fonts and images besides their text
 MAX_DOC_CHARS = 200_000  # pasted or uploaded document text
 MAX_REPLY_TOKENS = 2048  # the server also caps replies at CHATNEXUS_MAX_REPLY_TOKENS
-MAX_SUGGESTIONS, MAX_SUGGESTION_CHARS = 4, 120
+MAX_SUGGESTION_CHARS = 120
 
 
 class BotCreateForm(forms.ModelForm):
@@ -75,7 +76,7 @@ class BotSettingsForm(forms.ModelForm):
         }
 
     def clean_suggestions(self):
-        lines = [line.strip() for line in self.cleaned_data["suggestions"].splitlines() if line.strip()]
+        lines = suggestion_list(self.cleaned_data["suggestions"], limit=None)
         if len(lines) > MAX_SUGGESTIONS:
             raise forms.ValidationError(f"At most {MAX_SUGGESTIONS} suggested questions.")
         if any(len(line) > MAX_SUGGESTION_CHARS for line in lines):

@@ -16,9 +16,12 @@ def _public_key():
     return "bot_" + secrets.token_urlsafe(18)
 
 
-def suggestion_list(text) -> list[str]:
-    """A config's suggested questions as the widget and the test chat show them: one per line, at most 4."""
-    return [line.strip() for line in (text or "").splitlines() if line.strip()][:4]
+MAX_SUGGESTIONS = 4  # suggested questions: buttons under the greeting (widget, test chat)
+
+
+def suggestion_list(text, limit=MAX_SUGGESTIONS) -> list[str]:
+    """A config's suggested questions, one per line (blank lines dropped), at most ``limit`` (None: all)."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()][:limit]
 
 
 class Bot(models.Model):
