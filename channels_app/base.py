@@ -11,6 +11,13 @@ class DeliveryError(Exception):
         self.code = code
 
 
+def one_line(value, limit: int = 300) -> str:
+    """An error's words for a sentence on a page: bytes decoded, whitespace collapsed, at most ``limit`` characters."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return " ".join(str(value).split())[:limit]
+
+
 class Adapter:
     """A channel's *send* face. Inbound faces are views/consumers in the channel's module."""
 

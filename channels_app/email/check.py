@@ -16,6 +16,7 @@ from django.core.mail import EmailMessage
 
 from bots.membership import mail_leaves_the_server
 
+from ..base import one_line
 from .adapter import smtp_connection
 from .imap import connect, select_folder
 
@@ -39,13 +40,13 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
     try:
         mail.send()
     except smtplib.SMTPAuthenticationError as error:
-        return False, f"SMTP: {where} refused the user name or password ({error.smtp_code} {_text(error.smtp_error)})."
+        return False, f"SMTP: {where} refused the user name or password ({error.smtp_code} {one_line(error.smtp_error)})."
     except smtplib.SMTPRecipientsRefused as error:
         return False, f"SMTP: {where} refused the recipient {recipient}: {_refusals(error.recipients)}."
     except smtplib.SMTPSenderRefused as error:
-        return False, f"SMTP: {where} refused to send from {address} ({error.smtp_code} {_text(error.smtp_error)})."
+        return False, f"SMTP: {where} refused to send from {address} ({error.smtp_code} {one_line(error.smtp_error)})."
     except smtplib.SMTPResponseException as error:
-        return False, f"SMTP: {where} answered {error.smtp_code} {_text(error.smtp_error)}."
+        return False, f"SMTP: {where} answered {error.smtp_code} {one_line(error.smtp_error)}."
     except (smtplib.SMTPException, OSError, socket.timeout) as error:
         return False, f"SMTP: could not talk to {where}: {error or type(error).__name__}."
     if not channel.get("smtp_host") and not mail_leaves_the_server():
@@ -61,13 +62,13 @@ def imap(config) -> tuple[bool, str]:
     try:
         client = connect(config)
     except imaplib.IMAP4.error as error:
-        return False, f"IMAP: {host} refused the login: {_text(error)}."
+        return False, f"IMAP: {host} refused the login: {one_line(error)}."
     except (OSError, socket.timeout) as error:
         return False, f"IMAP: could not talk to {host}: {error or type(error).__name__}."
     try:
         count = select_folder(client, folder)
     except imaplib.IMAP4.error as error:
-        return False, f"IMAP: logged in to {host}, but the folder {folder!r} cannot be opened: {_text(error)}."
+        return False, f"IMAP: logged in to {host}, but the folder {folder!r} cannot be opened: {one_line(error)}."
     except (OSError, socket.timeout) as error:
         return False, f"IMAP: {host} stopped answering: {error or type(error).__name__}."
     finally:
@@ -85,11 +86,5 @@ def check(config, recipient: str) -> list[tuple[bool, str]]:
     return results
 
 
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return " ".join(str(value).split())[:300]
-
-
 def _refusals(recipients) -> str:
-    return "; ".join(f"{code} {_text(text)}" for code, text in recipients.values())
+    return "; ".join(f"{code} {one_line(text)}" for code, text in recipients.values())

@@ -6,7 +6,7 @@ No message is sent (a test WhatsApp needs a customer who wrote first); nothing i
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from ..base import DeliveryError
+from ..base import DeliveryError, one_line
 from .adapter import twilio_client
 
 
@@ -24,15 +24,11 @@ def check(config) -> list[tuple[bool, str]]:
                             "copy both again from the Twilio console.")]
         if error.status == 404:
             return [(False, f"Twilio knows no account {sid} (error {error.code}).")]
-        return [(False, f"Twilio answered {error.status} (error {error.code}): {_text(error.msg)}.")]
+        return [(False, f"Twilio answered {error.status} (error {error.code}): {one_line(error.msg)}.")]
     except (requests.RequestException, TwilioException, OSError) as error:
-        return [(False, f"Could not reach Twilio: {_text(error)}.")]
+        return [(False, f"Could not reach Twilio: {one_line(error)}.")]
     name = account.friendly_name or sid
     if account.status != "active":
         return [(False, f"Twilio accepted the Account SID and Auth Token, but the account {name!r} is {account.status}: "
                         "it cannot send.")]
     return [(True, f"Twilio accepted the Account SID and Auth Token: the account {name!r} is active.")]
-
-
-def _text(value) -> str:
-    return " ".join(str(value).split())[:300]
