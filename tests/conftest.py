@@ -97,6 +97,23 @@ def service_env(smtp_server=None, **extra):
     return env
 
 
+def embedded_env(tmp_path, **extra):
+    """Environment for `manage.py` on the embedded default, as scripts/run.sh runs it: SQLite
+    under ``tmp_path``, no Redis (in-memory broker and channel layer), IMAP polling off."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="chatnexus.settings", CHATNEXUS_VAR_DIR=str(tmp_path / "var"),
+               CHATNEXUS_IMAP_POLL_SECONDS="0", **extra)
+    return env
+
+
+def manage(env, *args, timeout=120):
+    """Run ``manage.py *args`` in ``env``; its output, or the test fails with it."""
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 class Service:
     def __init__(self, name, args, env, ready_marker, log_dir):
         self.name = name

@@ -1,8 +1,6 @@
 """Work a lost broker forgot is queued again: the beat job ``bots.tasks.sweep_unfinished``
 (services.requeue_unfinished) on real PostgreSQL, Redis and Celery workers, and the embedded
 platform (``manage.py serve``: SQLite, in-memory broker) running it from its own beat thread."""
-import os
-import subprocess
 import sys
 from datetime import timedelta
 
@@ -12,7 +10,7 @@ from django.utils import timezone
 from bots.models import Conversation, Message
 from bots.tasks import sweep_unfinished
 from chatnexus.celery import app
-from tests.conftest import ROOT, Service, free_port, wait_for
+from tests.conftest import Service, embedded_env, free_port, manage, wait_for
 
 
 def stored_without_a_task(bot, thread, text, age_s):
@@ -68,13 +66,6 @@ def test_the_beat_schedule_names_real_tasks():
     assert "sweep-unfinished" in settings.CELERY_BEAT_SCHEDULE
 
 
-def manage(env, *args, timeout=120):
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 LOSE_A_MESSAGE = """
 from datetime import timedelta
 from django.utils import timezone
@@ -92,10 +83,8 @@ print(message.id)
 def test_the_embedded_platform_sweeps_from_its_own_beat_thread(tmp_path):
     """`serve` (no Redis, SQLite) runs the beat schedule in-process: a message stored while it
     runs, with no task queued for it, is answered by the sweep alone."""
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(DJANGO_SETTINGS_MODULE="chatnexus.settings", CHATNEXUS_VAR_DIR=str(tmp_path / "var"),
-               CHATNEXUS_SWEEP_SECONDS="2", CHATNEXUS_SWEEP_AFTER_S="10", CHATNEXUS_IMAP_POLL_SECONDS="0",
-               CHATNEXUS_DTYPE="fp32", CHATNEXUS_MAX_REPLY_TOKENS="24", PYTHONUNBUFFERED="1")
+    env = embedded_env(tmp_path, CHATNEXUS_SWEEP_SECONDS="2", CHATNEXUS_SWEEP_AFTER_S="10", CHATNEXUS_DTYPE="fp32",
+                       CHATNEXUS_MAX_REPLY_TOKENS="24", PYTHONUNBUFFERED="1")
     manage(env, "migrate", "--noinput")
     manage(env, "demo")
     server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(free_port()), "--no-preload"],

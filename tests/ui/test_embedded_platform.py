@@ -3,33 +3,22 @@
 driven in Chromium. Log in as the demo user, open every page of the top bar and of the demo
 bot, ask one of its suggested questions in its widget on the "Try it" page, and find the conversation in
 the inbox. No page may fail and the server may log no traceback."""
-import os
-import subprocess
 import sys
 
 from playwright.sync_api import expect
 
-from tests.conftest import ROOT, Service, free_port
+from tests.conftest import Service, embedded_env, free_port, manage
 
 PAGES = ["/bots/", "/inbox/", "/dashboard/", "/team/", "/accounts/api-token/", "/inbox/replies/", "/api/docs/"]
-
-
-def manage(env, *args):
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def test_a_newcomer_logs_in_opens_every_page_and_talks_to_the_demo_bot(tmp_path, page):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(DJANGO_SETTINGS_MODULE="chatnexus.settings", CHATNEXUS_VAR_DIR=str(tmp_path / "var"),
-               PUBLIC_URL=base, CHATNEXUS_IMAP_POLL_SECONDS="0", CHATNEXUS_DTYPE="fp32",
-               CHATNEXUS_MAX_REPLY_TOKENS="24", PYTHONUNBUFFERED="1")
-    manage(env, "migrate", "--noinput")
-    assert "Log in demo / demo-password" in manage(env, "demo")
+    env = embedded_env(tmp_path, PUBLIC_URL=base, CHATNEXUS_DTYPE="fp32", CHATNEXUS_MAX_REPLY_TOKENS="24",
+                       PYTHONUNBUFFERED="1")
+    manage(env, "migrate", "--noinput", timeout=180)
+    assert "Log in demo / demo-password" in manage(env, "demo", timeout=180)
     server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(port)], env, "Uvicorn running",
                      tmp_path)
     failed = []
