@@ -60,7 +60,18 @@ def test_it_matches_hf_greedy_over_random_histories(tiny_engine, hf_greedy, hist
 
 
 def test_it_drafts_a_repeated_answer_in_few_forwards(tiny_engine, hf_greedy):
-    """Guards the property test against passing vacuously: a remembered reply is accepted whole."""
+    """Guards the property test against passing vacuously: a remembered reply is accepted whole.
+
+    Drafts are taken as drafted: the cost cut (suffix.py) shortens them by c_verify(n) measured on
+    this machine at this moment, which a busy full run makes dearer (CI once saw 5 forwards)."""
+    tiny_engine.cost_aware_draft_length = False
+    try:
+        _drafts_a_repeated_answer(tiny_engine, hf_greedy)
+    finally:
+        tiny_engine.cost_aware_draft_length = True
+
+
+def _drafts_a_repeated_answer(tiny_engine, hf_greedy):
     messages = [{"role": "user", "content": "When are you open on Sunday?"}]
     input_ids = tiny_engine.encode(messages)
     reference = hf_greedy(tiny_engine.model, input_ids, 48, EOS)
