@@ -150,4 +150,30 @@ class EmailForm(ChannelForm):
     max_replies_per_sender_per_day = forms.IntegerField(min_value=0, max_value=1000, label="Auto-replies per sender per day")
 
 
-FORMS = {"widget": WidgetForm, "whatsapp": WhatsAppForm, "email": EmailForm}
+class ApiForm(ChannelForm):
+    """The API channel's reply webhook (bots/api/webhook.py); the API itself needs no settings."""
+
+    SETTINGS = ("webhook_url",)
+    SECRETS = ("webhook_secret",)
+    REQUIRED_SECRETS = ("webhook_secret",)
+
+    webhook_url = forms.URLField(max_length=2000, label="Reply webhook URL", assume_scheme="https",
+                                 help_text="Every message sent on an API conversation is POSTed here as JSON.")
+    webhook_secret = forms.CharField(min_length=16, max_length=200, label="Signing secret",
+                                     help_text="At least 16 characters, e.g. from openssl rand -hex 32. "
+                                               "Each POST is signed with it (X-ChatNexus-Signature).")
+
+    def clean_webhook_url(self):
+        from bots.api.webhook import refused_address
+
+        url = self.cleaned_data["webhook_url"]
+        try:
+            refused = refused_address(url)
+        except OSError:
+            raise forms.ValidationError("This host name does not resolve.") from None
+        if refused:
+            raise forms.ValidationError(f"Not allowed: {refused}.")
+        return url
+
+
+FORMS = {"widget": WidgetForm, "whatsapp": WhatsAppForm, "email": EmailForm, "api": ApiForm}

@@ -17,6 +17,7 @@ class ChannelConfig(models.Model):
         WIDGET = "widget", "Website widget"
         WHATSAPP = "whatsapp", "WhatsApp (Twilio)"
         EMAIL = "email", "Email"
+        API = "api", "API"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="channel_configs")
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="channel_configs")

@@ -12,7 +12,7 @@ urlpatterns = [
     # Per-bot "Channels" page (managers): widget, WhatsApp, email settings and setup steps.
     path("bots/<int:bot_id>/", channel_views.bot_channels, name="bot"),
     path("bots/<int:bot_id>/widget-try/", channel_views.widget_try, name="widget-try"),
-    # "Send a test email" / "Check the Twilio settings": the saved settings tried for real
+    # "Send a test email" / "Check the Twilio settings" / "Send a test event": the saved settings tried for real
     *[path(f"bots/<int:bot_id>/check/{kind}/", channel_views.channel_check, {"kind": kind}, name=f"check-{kind}")
       for kind in channel_views.CHECKS],
     # Website widget: the bot's public look for the embed script (CORS per allow-list).

@@ -1,4 +1,4 @@
-"""The per-bot "Channels" page: connect the website widget, WhatsApp and email.
+"""The per-bot "Channels" page: connect the website widget, WhatsApp, email and your own backend (API).
 
 ``/channels/bots/<id>/`` — managers (owners, admins) of the bot's organisation only;
 another organisation's bot is a 404. One form per channel (``forms.FORMS``), posted
@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
+from bots.api import webhook
 from bots.models import Bot
 from bots.tenancy import get_scoped_or_404, require_manager
 
@@ -76,13 +77,14 @@ def _context(bot, configs, forms):
 CHECKS = {  # kind -> the check of its saved settings, given the config and who asked
     "email": lambda config, user: email_check.check(config, user.email or config.settings.get("address", "")),
     "whatsapp": lambda config, user: whatsapp_check.check(config),
+    "api": lambda config, user: webhook.check(config),
 }
 
 
 @login_required
 @require_POST
 def channel_check(request, bot_id, kind):
-    """"Send a test email" / "Check the Twilio settings": the saved settings tried as the channel
+    """"Send a test email" / "Check the Twilio settings" / "Send a test event" (API webhook): the saved settings tried as the channel
     uses them (email/check.py, whatsapp/check.py). The results show in the channel's section of
     the Channels page (kept in the session for the one page view after the redirect, like "saved"). A test
     email goes to the person who asked (or, without an address on their account, to the bot's own)."""

@@ -285,6 +285,9 @@ TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15)
 # A delivery claimed longer ago than this (its worker died mid-send) may be claimed again and
 # re-sent; a task finding a younger claim checks back when it expires. Longer than any send.
 CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
+# The API channel's reply webhook may call addresses of this server's own network (loopback,
+# private, link-local) only when this is on: a backend on the same LAN (bots/api/webhook.py).
+CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = envbool("CHATNEXUS_WEBHOOK_ALLOW_PRIVATE", False)
 # A widget socket must send its hello frame (visitor token) within this many seconds.
 CHATNEXUS_WIDGET_HELLO_TIMEOUT_S = envint("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", 10)
 

@@ -89,6 +89,7 @@ def service_env(smtp_server=None, **extra):
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("CHATNEXUS_DELIVERY_LEASE_S", "8")  # a dead worker's claim expires within a test's patience
     env.setdefault("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", "3")  # a silent widget socket is closed within a test's patience
+    env.setdefault("CHATNEXUS_WEBHOOK_ALLOW_PRIVATE", "1")  # the API channel's webhook receiver is on loopback
     if smtp_server is not None:
         env["EMAIL_HOST"] = smtp_server.host
         env["EMAIL_PORT"] = str(smtp_server.port)

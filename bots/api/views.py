@@ -148,7 +148,9 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
     @extend_schema(request=s.InboundSerializer, responses={201: s.MessageSerializer, 200: s.MessageSerializer})
     @action(detail=False, methods=["post"], permission_classes=[IsManager])
     def inbound(self, request):
-        """Post a customer message on the ``api`` channel; the bot's reply appears in ``messages``.
+        """Post a customer message on the ``api`` channel; the bot's reply appears in ``messages``
+        (``GET /api/messages/?reply_to=<id>``) and, when the bot's API channel has a reply webhook,
+        is POSTed there signed (bots/api/webhook.py).
 
         201 when stored (the reply is queued), 200 when ``external_id`` was seen before.
         """
