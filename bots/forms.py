@@ -28,6 +28,18 @@ MAX_REPLY_TOKENS = 2048  # the server also caps replies at CHATNEXUS_MAX_REPLY_T
 MAX_SUGGESTION_CHARS = 120
 
 
+class LineEndings:
+    """Browsers send a textarea's line breaks as CRLF: keep LF, as the demo, the API and a version
+    restore write them — else a form saved unchanged would differ from the published config."""
+
+    def clean(self):
+        data = super().clean()
+        for name, value in data.items():
+            if isinstance(value, str) and "\r" in value:
+                data[name] = value.replace("\r\n", "\n").replace("\r", "\n")
+        return data
+
+
 class BotCreateForm(forms.ModelForm):
     class Meta:
         model = Bot
@@ -35,7 +47,7 @@ class BotCreateForm(forms.ModelForm):
         labels = {"name": "Bot name", "company": "Company"}
 
 
-class BotSettingsForm(forms.ModelForm):
+class BotSettingsForm(LineEndings, forms.ModelForm):
     """Every draft field of a bot: persona, brand voice, behaviour, model settings."""
 
     drafter = forms.ChoiceField(choices=DRAFTERS, required=False, help_text="How the engine guesses tokens ahead for the model to verify.")
@@ -104,7 +116,7 @@ class BotSettingsForm(forms.ModelForm):
         return value
 
 
-class FaqForm(forms.ModelForm):
+class FaqForm(LineEndings, forms.ModelForm):
     class Meta:
         model = KnowledgeItem
         fields = ["title", "body"]
@@ -125,7 +137,7 @@ class FaqForm(forms.ModelForm):
         return item
 
 
-class DocumentForm(forms.Form):
+class DocumentForm(LineEndings, forms.Form):
     """A document: pasted text/markdown, or a .txt / .md / .html / .pdf file (one of the two;
     bots/documents.py reads the file)."""
 
@@ -171,7 +183,7 @@ class DocumentForm(forms.Form):
         )
 
 
-class DocumentEditForm(forms.ModelForm):
+class DocumentEditForm(LineEndings, forms.ModelForm):
     class Meta:
         model = KnowledgeItem
         fields = ["title", "body"]

@@ -1,5 +1,5 @@
 """The no-code bot builder: bot list, create/delete, the builder page, knowledge,
-publishing and the system-prompt preview. Mounted at ``/bots/`` (namespace ``bots``)."""
+publishing, versions and the system-prompt preview. Mounted at ``/bots/`` (namespace ``bots``)."""
 from django.urls import path
 
 from .views import builder
@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:bot_id>/", builder.bot_builder, name="builder"),
     path("<int:bot_id>/delete/", builder.bot_delete, name="delete"),
     path("<int:bot_id>/publish/", builder.bot_publish, name="publish"),
+    path("<int:bot_id>/versions/<int:number>/restore/", builder.version_restore, name="version_restore"),
     path("<int:bot_id>/preview-prompt/", builder.prompt_preview, name="prompt_preview"),
     path("<int:bot_id>/knowledge/faq/", builder.faq_add, name="faq_add"),
     path("<int:bot_id>/knowledge/document/", builder.document_add, name="document_add"),

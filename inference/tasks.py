@@ -54,6 +54,8 @@ def generate_reply(self, message_id):
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
     try:
         text, stats = _generate(inbound, config)
+        if conversation.channel != "preview":  # which published version answered (0: the never-published draft)
+            stats["bot_version"] = inbound.bot.published_version if inbound.bot.published_config is not None else 0
     except (OperationalError, SoftTimeLimitExceeded):
         raise  # database hiccup: retried by autoretry_for; time limit: Celery's own handling
     except Exception as error:  # noqa: BLE001 - a broken model or prompt must not leave the customer hanging silently

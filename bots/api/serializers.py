@@ -25,6 +25,21 @@ class BotSerializer(serializers.ModelSerializer):
         return value
 
 
+class BotVersionSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    published_at = serializers.DateTimeField()
+    published_by = serializers.CharField(allow_null=True, help_text="who published it (null: unknown)")
+    changes = serializers.ListField(child=serializers.CharField(), help_text="what it changed from the version before")
+    replies = serializers.IntegerField(help_text="bot replies this version gave")
+    helpful = serializers.IntegerField(help_text="of them rated 👍")
+    not_helpful = serializers.IntegerField(help_text="of them rated 👎")
+    config = serializers.JSONField(help_text="the settings and knowledge it published")
+
+
+class RestoreSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)
+
+
 class KnowledgeSerializer(serializers.ModelSerializer):
     bot = serializers.PrimaryKeyRelatedField(queryset=Bot.objects.none())
 

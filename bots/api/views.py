@@ -14,8 +14,9 @@ from rest_framework.views import APIView
 
 from .. import services, stats
 from ..files import attachment_response
-from ..models import Attachment, Bot, Conversation, KnowledgeItem, Membership, Message, SavedReply
+from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
 from ..tenancy import scoped
+from ..versions import version_rows
 from . import serializers as s
 
 
@@ -78,13 +79,37 @@ class BotViewSet(viewsets.ModelViewSet):
     def publish(self, request, pk=None):
         """Freeze the draft (and knowledge) into the published config the channels answer with."""
         bot = self.get_object()
-        bot.publish()
+        bot.publish(by=request.user)
         return Response(self.get_serializer(bot).data)
+
+    @extend_schema(responses=s.BotVersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request, pk=None):
+        """Every published version, newest first: what changed, replies given, 👍 and 👎 counts."""
+        rows = version_rows(self.get_object())
+        return Response(s.BotVersionSerializer([{**row, **_version_fields(row["version"])} for row in rows], many=True).data)
+
+    @extend_schema(request=s.RestoreSerializer, responses=s.BotSerializer)
+    @action(detail=True, methods=["post"])
+    def restore(self, request, pk=None):
+        """Put a published version's settings and knowledge back into the draft (publish to make it live)."""
+        bot = self.get_object()
+        body = s.RestoreSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = get_object_or_404(scoped(request, BotVersion), bot=bot, number=body.validated_data["version"])
+        bot.restore(version)
+        return Response(self.get_serializer(Bot.objects.get(id=bot.id)).data)
 
     @extend_schema(parameters=[OpenApiParameter("days", int)], responses=dict)
     @action(detail=True, methods=["get"])
     def stats(self, request, pk=None):
         return Response(stats.summary(request.organization, bot=self.get_object(), days=_days(request)))
+
+
+def _version_fields(version):
+    by = version.published_by
+    return {"number": version.number, "published_at": version.published_at, "config": version.config,
+            "published_by": (by.get_full_name() or by.username) if by else None}
 
 
 class KnowledgeViewSet(viewsets.ModelViewSet):

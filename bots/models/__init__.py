@@ -1,8 +1,8 @@
 """Models, split by area: tenants (organisations, members, API tokens), bots (builder config,
-knowledge), conversations (conversations and messages), attachments (customers' files), replies
+knowledge, published versions), conversations (conversations and messages), attachments (customers' files), replies
 (saved replies)."""
 from .attachments import Attachment
-from .bots import Bot, KnowledgeItem
+from .bots import Bot, BotVersion, KnowledgeItem
 from .conversations import Conversation, Message
 from .replies import SavedReply
 from .tenants import ApiToken, Invitation, Membership, Organization
@@ -12,6 +12,7 @@ __all__ = [
     "Membership",
     "Invitation",
     "Bot",
+    "BotVersion",
     "KnowledgeItem",
     "Conversation",
     "Message",

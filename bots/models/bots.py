@@ -2,10 +2,12 @@
 
 The builder edits the *draft* fields in place. ``publish()`` freezes the draft and
 the knowledge into ``published_config``, the only thing the pipeline reads, so
-edits go live only when published.
+edits go live only when published. Each publish is kept as a ``BotVersion``;
+``restore()`` brings one back into the draft (the builder's Versions tab).
 """
 import secrets
 
+from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -99,11 +101,36 @@ class Bot(models.Model):
         return self.published_config != self.draft_config()
 
     @transaction.atomic
-    def publish(self):
+    def publish(self, by=None):
+        """Make the draft live as the next version (kept in ``versions``); ``by``: who published."""
+        locked = Bot.objects.select_for_update().only("published_version").get(id=self.id)  # one publish at a time
+        self.published_version = locked.published_version + 1
         self.published_config = self.draft_config()
-        self.published_version += 1
         self.published_at = timezone.now()
         self.save(update_fields=["published_config", "published_version", "published_at", "updated"])
+        return BotVersion.objects.create(organization_id=self.organization_id, bot=self, number=self.published_version,
+                                         config=self.published_config, published_at=self.published_at,
+                                         published_by=by if getattr(by, "pk", None) else None)
+
+    @transaction.atomic
+    def restore(self, version):
+        """Bring ``version``'s settings and knowledge back into the draft, exactly: afterwards
+        ``draft_config() == version.config`` (knowledge items keep their ids). Not live until published."""
+        config = version.config
+        for field in self.DRAFT_FIELDS:
+            if field in config:
+                setattr(self, field, config[field])
+        self.save(update_fields=[*self.DRAFT_FIELDS, "updated"])
+        wanted = {item["id"]: item for item in config.get("knowledge", [])}
+        self.knowledge.exclude(id__in=wanted).delete()
+        mine = set(self.knowledge.values_list("id", flat=True))
+        taken = set(KnowledgeItem.objects.filter(id__in=set(wanted) - mine).values_list("id", flat=True))
+        for item_id, item in wanted.items():
+            fields = {"kind": item["kind"], "title": item["title"], "body": item["body"]}
+            if item_id in mine:
+                KnowledgeItem.objects.filter(id=item_id).update(**fields)
+            else:  # deleted since: back under its old id (ids are never handed out twice) unless that is taken
+                KnowledgeItem.objects.create(bot=self, **fields, **({} if item_id in taken else {"id": item_id}))
 
     def live_config(self, draft=False):
         """What the pipeline uses: the published config; the draft for the builder preview and for a
@@ -127,3 +154,22 @@ class KnowledgeItem(models.Model):
 
     def as_dict(self):
         return {"id": self.id, "kind": self.kind, "title": self.title, "body": self.body}
+
+
+class BotVersion(models.Model):
+    """One publish of a bot: what went live, when, and who made it live."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    config = models.JSONField()  # the draft as published (Bot.draft_config()), knowledge included
+    published_at = models.DateTimeField()
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["bot", "number"], name="one_version_number_per_bot")]
+        ordering = ["-number"]
+
+    def __str__(self):
+        return f"{self.bot} v{self.number}"

@@ -14,12 +14,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm
 from ..knowledge import retrieve
-from ..models import Bot, KnowledgeItem
+from ..models import Bot, BotVersion, KnowledgeItem
 from ..models.bots import suggestion_list
 from ..prompts import system_prompt
 from ..tenancy import get_scoped_or_404, require_manager, scoped
+from ..versions import changes, version_rows
 
-TABS = ("persona", "voice", "behaviour", "knowledge", "model")
+TABS = ("persona", "voice", "behaviour", "knowledge", "model", "versions")
 MAX_SAMPLE_QUESTION = 500
 
 
@@ -89,6 +90,7 @@ def bot_delete(request, bot_id):
 
 def _render_builder(request, bot, *, settings_form=None, faq_form=None, doc_form=None, tab="persona", status=200):
     knowledge = list(bot.knowledge.order_by("id"))
+    draft = bot.draft_config()
     context = {
         "bot": bot,
         "form": settings_form or BotSettingsForm(instance=bot),
@@ -99,8 +101,11 @@ def _render_builder(request, bot, *, settings_form=None, faq_form=None, doc_form
         "knowledge_count": len(knowledge),
         "channels_url": _channels_url(bot),
         "active_tab": tab if tab in TABS else "persona",
-        "prompt": system_prompt(bot.draft_config()),
-        "unpublished": bot.has_unpublished_changes,
+        "prompt": system_prompt(draft),
+        "unpublished": bot.published_config != draft,
+        "draft": draft,
+        "draft_changes": changes(bot.published_config, draft) if bot.published_config is not None else [],
+        "versions": version_rows(bot),
         "suggestions": suggestion_list(bot.suggestions),  # the draft's, as chips in the test chat
     }
     return render(request, "bots/builder.html", context, status=status)
@@ -143,9 +148,20 @@ def _tab_of_errors(form):
 @require_POST
 def bot_publish(request, bot_id):
     bot = _managed_bot(request, bot_id)
-    bot.publish()
+    bot.publish(by=request.user)
     messages.success(request, f"Published version {bot.published_version}. It is live on every channel.")
     return redirect(_builder_url(bot, request.POST.get("tab", "persona")))
+
+
+@login_required
+@require_POST
+def version_restore(request, bot_id, number):
+    """Put a published version's settings and knowledge back into the draft (not live until published)."""
+    bot = _managed_bot(request, bot_id)
+    version = get_scoped_or_404(request, BotVersion, bot=bot, number=number)
+    bot.restore(version)
+    messages.success(request, f"Version {number} is back in the draft. Publish to make it live again.")
+    return redirect(_builder_url(bot, "versions"))
 
 
 @login_required

@@ -6,13 +6,14 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from ..forms import LineEndings
 from ..models import SavedReply
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
 from .inbox import MAX_AGENT_REPLY
 
 
-class SavedReplyForm(forms.ModelForm):
+class SavedReplyForm(LineEndings, forms.ModelForm):
     class Meta:
         model = SavedReply
         fields = ["title", "text"]

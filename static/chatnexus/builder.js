@@ -26,7 +26,7 @@
       a.setAttribute("aria-selected", on ? "true" : "false");
     });
     panels.forEach(function (p) { p.hidden = p.dataset.panel !== name; });
-    settingsForm.hidden = name === "knowledge";
+    settingsForm.hidden = name === "knowledge" || name === "versions";
     root.querySelectorAll(".tab-field").forEach(function (input) { input.value = name; });
     root.dataset.activeTab = name;
   }
@@ -42,6 +42,7 @@
   // A form that failed validation opens on its tab; otherwise the URL's hash wins.
   var hasErrors = root.querySelector(".has-error, .form-errors");
   showTab(hasErrors ? root.dataset.activeTab : (location.hash.slice(1) || root.dataset.activeTab));
+  window.addEventListener("hashchange", function () { showTab(location.hash.slice(1)); });  // a link to #versions
 
   // ---------------------------------------------------------------------------
   // System prompt preview: debounced POST of the unsaved form to a JSON endpoint.

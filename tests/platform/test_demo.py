@@ -1,5 +1,5 @@
 """`manage.py demo` (what scripts/run.sh runs): the demo organisation, user and published bot,
-safe to run again — and its website widget on, so the README's "Try it on a blank page"
+safe to run again (it never publishes the user's draft) — and its website widget on, so the README's "Try it on a blank page"
 shows the chat at once (it used to show a blank page until the widget settings were saved)."""
 import pytest
 from django.conf import settings
@@ -17,8 +17,11 @@ def test_the_demo_bot_is_published_with_its_widget_on_and_running_it_again_chang
     widget = ChannelConfig.objects.get(bot=bot, kind="widget")
     assert bot.published_version == 1 and widget.enabled and widget.organization_id == bot.organization_id
 
-    call_command("demo", stdout=open("/dev/null", "w"))
+    Bot.objects.filter(id=bot.id).update(greeting="A draft greeting, not published")  # the user's draft
+    call_command("demo", stdout=open("/dev/null", "w"))  # scripts/run.sh runs it at every start
     assert ChannelConfig.objects.filter(bot=bot).count() == 1 and Bot.objects.count() == 1
+    bot = Bot.objects.get(id=bot.id)
+    assert bot.published_version == 1 and bot.has_unpublished_changes  # the draft was not published behind their back
 
     # the widget script on the platform's own page (the try page) gets the bot's look
     response = client.get(reverse("channels:widget-config", args=[bot.public_key]), HTTP_ORIGIN=settings.PUBLIC_URL)

@@ -1,8 +1,8 @@
 """The README's first command, as a newcomer uses it: ``manage.py demo`` then ``manage.py serve``
 (the embedded default: SQLite, in-memory broker and channel layer, workers in the process),
 driven in Chromium. Log in as the demo user, open every page of the top bar and of the demo
-bot, ask one of its suggested questions in its widget on the "Try it" page, and find the conversation in
-the inbox. No page may fail and the server may log no traceback."""
+bot, ask one of its suggested questions in its widget on the "Try it" page, find the conversation in
+the inbox, and the rated reply under its version in the builder. No page may fail and the server may log no traceback."""
 import sys
 
 from playwright.sync_api import expect
@@ -60,6 +60,17 @@ def test_a_newcomer_logs_in_opens_every_page_and_talks_to_the_demo_bot(tmp_path,
         row.get_by_role("link").click()
         expect(page.locator(".msg.out").first).to_contain_text(answer[:20])
         expect(page.locator(".msg.in").first).to_contain_text("Is delivery free?")
+
+        widget_page.get_by_role("button", name="Helpful", exact=True).click()  # rate it: the Versions tab counts it
+        version = page.locator("#version-list tr[data-version='1']")
+        for _ in range(40):  # the rating travels over the widget's socket: look again until it is stored
+            page.goto(builder + "#versions")  # on SQLite, whose JSON lookups behind the counts differ from PostgreSQL's
+            if version.locator("td").nth(4).inner_text() == "1":
+                break
+            page.wait_for_timeout(250)
+        expect(version).to_contain_text("First version")
+        expect(version.locator("td").nth(3)).to_have_text("1")  # the reply just given
+        expect(version.locator("td").nth(4)).to_have_text("1")  # rated helpful
     finally:
         server.stop()
     assert failed == []

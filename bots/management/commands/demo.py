@@ -62,7 +62,7 @@ class Command(BaseCommand):
             for question, answer in FAQS:
                 KnowledgeItem.objects.create(bot=bot, kind=KnowledgeItem.Kind.FAQ, title=question, body=answer)
             KnowledgeItem.objects.create(bot=bot, kind=KnowledgeItem.Kind.DOC, title="About Demo Bikes", body=DOCUMENT)
-        if bot.published_config is None or bot.has_unpublished_changes:
+        if bot.published_config is None:  # once: a draft the user left unpublished stays a draft
             bot.publish()
         # the website widget on, with the default settings: "Try it on a blank page" works at once
         # (the platform's own origin needs no allow-list entry)

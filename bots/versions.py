@@ -1,0 +1,56 @@
+"""A bot's published versions as the builder's Versions tab shows them: what each one changed,
+how many replies it gave and how customers rated them; and what the draft would change.
+
+Each bot reply records the version that answered it (``stats["bot_version"]``, written by the
+inference task; 0 for a bot answering from its never-published draft).
+"""
+from django.db.models import Count, Q
+from django.db.models.fields.json import KT
+
+from .models import Bot, Message
+
+
+def _label(field: str) -> str:
+    from .forms import BotSettingsForm
+
+    form_field = BotSettingsForm.base_fields.get(field)
+    return (form_field.label if form_field is not None and form_field.label else field.replace("_", " ").capitalize())
+
+
+def changes(old: dict, new: dict) -> list[str]:
+    """What ``new`` changes from ``old`` in words: the settings' labels, then the knowledge
+    ("Knowledge: 1 added, 2 changed"); [] when nothing changed."""
+    said = [_label(field) for field in Bot.DRAFT_FIELDS if old.get(field) != new.get(field)]
+    before = {item["id"]: item for item in old.get("knowledge", [])}
+    after = {item["id"]: item for item in new.get("knowledge", [])}
+    counts = [
+        (sum(1 for i in after if i not in before), "added"),
+        (sum(1 for i in after if i in before and after[i] != before[i]), "changed"),
+        (sum(1 for i in before if i not in after), "removed"),
+    ]
+    parts = [f"{n} {word}" for n, word in counts if n]
+    if parts:
+        said.append("Knowledge: " + ", ".join(parts))
+    return said
+
+
+def version_rows(bot: Bot) -> list[dict]:
+    """Newest first: {"version", "changes", "replies", "helpful", "not_helpful"} per published version."""
+    versions = list(bot.versions.select_related("published_by").order_by("number"))
+    counted = (Message.objects.filter(bot=bot, sender=Message.Sender.BOT).exclude(channel="preview")
+               .annotate(version=KT("stats__bot_version")).values("version")
+               .annotate(replies=Count("id"), helpful=Count("id", filter=Q(rating=Message.Rating.HELPFUL)),
+                         not_helpful=Count("id", filter=Q(rating=Message.Rating.NOT_HELPFUL))))
+    by_version = {str(row["version"]): row for row in counted}  # the JSON number: text on PostgreSQL, int on SQLite
+    rows, previous = [], None
+    for version in versions:
+        numbers = by_version.get(str(version.number), {})
+        if previous is not None:
+            said = changes(previous, version.config) or ["Nothing: published again unchanged"]
+        else:  # versions were kept from the 0012 migration on: an older bot's first kept one is not its first
+            said = ["First version"] if version.number == 1 else ["Earlier versions were not kept"]
+        rows.append({"version": version, "changes": said,
+                     "replies": numbers.get("replies", 0), "helpful": numbers.get("helpful", 0),
+                     "not_helpful": numbers.get("not_helpful", 0)})
+        previous = version.config
+    return rows[::-1]
