@@ -8,6 +8,8 @@ encrypted and never rendered back: the page says "set" or "not set".
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
@@ -74,10 +76,24 @@ def _context(bot, configs, forms):
     }
 
 
-CHECKS = {  # kind -> the check of its saved settings, given the config and who asked
-    "email": lambda config, user: email_check.check(config, user.email or config.settings.get("address", "")),
-    "whatsapp": lambda config, user: whatsapp_check.check(config),
-    "api": lambda config, user: webhook.check(config),
+def _test_email(config, request):
+    """To the address typed beside the button (the asker's own, prefilled); never the bot's own,
+    where IMAP would fetch it as a customer's mail."""
+    to = request.POST.get("to", "").strip()
+    try:
+        validate_email(to)
+    except ValidationError:
+        return [(False, "Write the address the test email should go to.")]
+    if to.lower() == (config.settings.get("address") or "").strip().lower():
+        return [(False, f"Not to {to}, the bot's own address: the mail would come back in as a customer's. "
+                        "Send it to your own address.")]
+    return email_check.check(config, to)
+
+
+CHECKS = {  # kind -> the check of its saved settings, given the config and the request
+    "email": _test_email,
+    "whatsapp": lambda config, request: whatsapp_check.check(config),
+    "api": lambda config, request: webhook.check(config),
 }
 
 
@@ -87,14 +103,14 @@ def channel_check(request, bot_id, kind):
     """"Send a test email" / "Check the Twilio settings" / "Send a test event" (API webhook): the saved settings tried as the channel
     uses them (email/check.py, whatsapp/check.py). The results show in the channel's section of
     the Channels page (kept in the session for the one page view after the redirect, like "saved"). A test
-    email goes to the person who asked (or, without an address on their account, to the bot's own)."""
+    email goes to the address typed beside its button (prefilled with the asker's)."""
     require_manager(request)
     bot = get_scoped_or_404(request, Bot, id=bot_id)
     config = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=kind).first()
     if config is None:
         results = [(False, f"Save the {adapter_for(kind).label} settings first.")]
     else:
-        results = CHECKS[kind](config, request.user)
+        results = CHECKS[kind](config, request)
     request.session[_notes_key(bot, kind)] = results
     return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
 

@@ -12,8 +12,8 @@ from .test_email_imap import imap_channel, imap_server  # noqa: F401 - fixtures
 pytestmark = pytest.mark.django_db
 
 
-def check(client, bot):
-    response = client.post(reverse("channels:check-email", args=[bot.id]))
+def check(client, bot, to="alice@example.com"):
+    response = client.post(reverse("channels:check-email", args=[bot.id]), {"to": to})
     assert response.status_code == 302 and response["Location"].endswith("#email")
     page = client.get(response["Location"].split("#")[0])
     assert page.status_code == 200
@@ -31,7 +31,25 @@ def test_it_sends_a_test_email_from_the_bots_address_to_whoever_asked(client, al
     assert sent["message"]["Subject"] == f"Test email from {email_channel.bot.name} (ChatNexus)"
     assert sent["message"]["Auto-Submitted"] == "auto-generated"
     # shown once: a reload of the page does not repeat it
-    assert client.get(reverse("channels:bot", args=[email_channel.bot.id])).context["notes"]["email"] is None
+    page = client.get(reverse("channels:bot", args=[email_channel.bot.id]))
+    assert page.context["notes"]["email"] is None
+    assert 'name="to" id="email-check-to" value="alice@example.com"' in page.content.decode()  # prefilled: hers
+
+
+def test_it_goes_to_the_address_typed_never_to_the_bots_own(client, alice, email_channel, mailbox):
+    alice.email = ""  # no address on her account: before, the test mail went to the bot's own mailbox
+    alice.save()
+    client.force_login(alice)
+    assert 'name="to" id="email-check-to" value=""' in client.get(reverse("channels:bot", args=[email_channel.bot.id])).content.decode()
+    assert check(client, email_channel.bot, to="")[0] == [[False, "Write the address the test email should go to."]]
+    assert check(client, email_channel.bot, to="not an address")[0] == [[False, "Write the address the test email should go to."]]
+    [(ok, sentence)] = check(client, email_channel.bot, to=BOT_ADDRESS.upper())[0]
+    assert not ok and sentence.startswith(f"Not to {BOT_ADDRESS.upper()}, the bot's own address")
+    assert mailbox.messages == []
+    [(ok, sentence)] = check(client, email_channel.bot, to="it-team@acme.example")[0]
+    assert ok and "to it-team@acme.example" in sentence
+    [sent] = mailbox.messages
+    assert sent["to"] == ["it-team@acme.example"]
 
 
 def test_an_smtp_server_that_does_not_answer_is_said_in_words(client, alice, email_channel, mailbox):
