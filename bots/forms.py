@@ -8,8 +8,9 @@ import re
 from pathlib import PurePath
 
 from django import forms
+from django.db import transaction
 
-from . import documents
+from . import documents, faq_import
 from .models import Bot, KnowledgeItem
 from .models.bots import MAX_SUGGESTIONS, suggestion_list
 
@@ -135,6 +136,43 @@ class FaqForm(LineEndings, forms.ModelForm):
         if commit:
             item.save()
         return item
+
+
+class FaqImportForm(forms.Form):
+    """FAQ pairs from a CSV file (bots/faq_import.py reads it); ``save`` adds new questions and
+    updates the answers of questions the bot has already."""
+
+    prefix = "import"  # its file input is not the document form's on the same page
+    file = forms.FileField(label="CSV file (question, answer)",
+                           help_text="Save the spreadsheet as CSV: one FAQ per row, the question in one column and its "
+                                     "answer in the next; a header row naming them is optional.")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > faq_import.MAX_BYTES:
+            raise forms.ValidationError(f"That file is too large: the limit is {faq_import.MAX_BYTES // 1024} KB.")
+        try:
+            return faq_import.pairs(upload.read())
+        except faq_import.FaqImportError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    @transaction.atomic
+    def save(self, bot) -> tuple[int, int]:
+        """(added, updated): a question already there, whatever its case and spacing, gets the new answer."""
+        key = lambda text: " ".join(text.lower().split())  # noqa: E731
+        existing = {key(item.title): item for item in bot.knowledge.filter(kind=KnowledgeItem.Kind.FAQ).order_by("-id")}
+        added = updated = 0
+        for question, answer in dict((key(q), (q, a)) for q, a in self.cleaned_data["file"]).values():
+            item = existing.get(key(question))
+            if item is None:
+                existing[key(question)] = KnowledgeItem.objects.create(bot=bot, kind=KnowledgeItem.Kind.FAQ,
+                                                                       title=question, body=answer)
+                added += 1
+            elif item.body != answer:
+                item.body = answer
+                item.save(update_fields=["body", "updated"])
+                updated += 1
+        return added, updated
 
 
 class DocumentForm(LineEndings, forms.Form):

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:bot_id>/versions/<int:number>/restore/", builder.version_restore, name="version_restore"),
     path("<int:bot_id>/preview-prompt/", builder.prompt_preview, name="prompt_preview"),
     path("<int:bot_id>/knowledge/faq/", builder.faq_add, name="faq_add"),
+    path("<int:bot_id>/knowledge/faq/import/", builder.faq_import, name="faq_import"),
     path("<int:bot_id>/knowledge/document/", builder.document_add, name="document_add"),
     path("<int:bot_id>/knowledge/<int:item_id>/", builder.knowledge_edit, name="knowledge_edit"),
     path("<int:bot_id>/knowledge/<int:item_id>/delete/", builder.knowledge_delete, name="knowledge_delete"),

@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm
+from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
 from ..knowledge import retrieve
 from ..models import Bot, BotVersion, KnowledgeItem
 from ..models.bots import suggestion_list
@@ -88,13 +88,15 @@ def bot_delete(request, bot_id):
 # The builder page
 
 
-def _render_builder(request, bot, *, settings_form=None, faq_form=None, doc_form=None, tab="persona", status=200):
+def _render_builder(request, bot, *, settings_form=None, faq_form=None, doc_form=None, import_form=None, tab="persona",
+                    status=200):
     knowledge = list(bot.knowledge.order_by("id"))
     draft = bot.draft_config()
     context = {
         "bot": bot,
         "form": settings_form or BotSettingsForm(instance=bot),
         "faq_form": faq_form or FaqForm(),
+        "import_form": import_form or FaqImportForm(),
         "doc_form": doc_form or DocumentForm(),
         "faqs": [item for item in knowledge if item.kind == KnowledgeItem.Kind.FAQ],
         "documents": [item for item in knowledge if item.kind == KnowledgeItem.Kind.DOC],
@@ -201,6 +203,20 @@ def faq_add(request, bot_id):
         return _render_builder(request, bot, faq_form=form, tab="knowledge", status=400)
     form.save(bot=bot)
     messages.success(request, "FAQ added to the draft.")
+    return redirect(_builder_url(bot, "knowledge"))
+
+
+@login_required
+@require_POST
+def faq_import(request, bot_id):
+    bot = _managed_bot(request, bot_id)
+    form = FaqImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _render_builder(request, bot, import_form=form, tab="knowledge", status=400)
+    added, updated = form.save(bot)
+    unchanged = len(form.cleaned_data["file"]) - added - updated
+    words = [f"{added} added", f"{updated} updated"] + ([f"{unchanged} already there"] if unchanged else [])
+    messages.success(request, f"FAQ pairs imported into the draft: {', '.join(words)}.")
     return redirect(_builder_url(bot, "knowledge"))
 
 

@@ -1,0 +1,96 @@
+"""FAQ pairs out of a spreadsheet saved as CSV: the builder's "Import FAQ pairs".
+
+Columns: a header naming the question and answer columns (``question`` / ``answer``, ``q`` /
+``a``, ``faq`` / ``reply``, any case) or, without one, the first two columns. Spreadsheets save
+CSV in their own ways, so: UTF-8 with or without a byte-order mark, else Windows-1252 (Excel's
+"CSV" on Windows); commas, semicolons (Excel in much of Europe) or tabs. Every failure is an
+``FaqImportError`` with a sentence for the form — nothing is saved unless the whole file reads.
+"""
+import csv
+import io
+
+MAX_BYTES = 1024 * 1024
+MAX_ROWS = 500
+MAX_QUESTION = 200  # KnowledgeItem.title
+MAX_ANSWER = 5_000
+QUESTION_NAMES = {"question", "questions", "q", "faq", "title"}
+ANSWER_NAMES = {"answer", "answers", "a", "reply", "response", "body"}
+
+
+class FaqImportError(ValueError):
+    pass
+
+
+def _text(raw: bytes) -> str:
+    if b"\x00" in raw[:4096]:
+        raise FaqImportError("That is not a CSV file (save the spreadsheet as CSV first).")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _delimiter(text: str) -> str:
+    """The separator that splits every row of a sample into two or more cells: a tab, else a
+    semicolon, else a comma (prose holds commas far more often than the others, so a rarer one
+    that fits every row wins; csv.Sniffer picks the comma in "Q?;Yes, from 15 €")."""
+    sample = text[:16384]
+    if len(text) > len(sample):
+        sample = sample[:sample.rfind("\n") + 1] or sample
+    best, most = ",", -1
+    for delimiter in ("\t", ";", ","):
+        try:
+            widths = [len(row) for row in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter) if any(row)]
+        except csv.Error:
+            continue
+        if widths and min(widths) >= 2:
+            return delimiter
+        if sum(width >= 2 for width in widths) > most:
+            best, most = delimiter, sum(width >= 2 for width in widths)
+    return best
+
+
+def pairs(raw: bytes) -> list[tuple[str, str]]:
+    """[(question, answer)] in the file's order, blank rows skipped; FaqImportError otherwise."""
+    if len(raw) > MAX_BYTES:
+        raise FaqImportError(f"That file is too large: the limit is {MAX_BYTES // 1024} KB.")
+    text = _text(raw)
+    try:
+        rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))]
+    except csv.Error as error:
+        raise FaqImportError(f"That file cannot be read as CSV: {error}.") from None
+    numbered = [(n, row) for n, row in enumerate(rows, 1) if any(row)]
+    if not numbered:
+        raise FaqImportError("That file has no rows.")
+    q, a = 0, 1
+    header = [cell.lower() for cell in numbered[0][1]]
+    if any(cell in QUESTION_NAMES for cell in header) and any(cell in ANSWER_NAMES for cell in header):
+        q = next(i for i, cell in enumerate(header) if cell in QUESTION_NAMES)
+        a = next(i for i, cell in enumerate(header) if cell in ANSWER_NAMES)
+        numbered = numbered[1:]
+    if len(numbered) > MAX_ROWS:
+        raise FaqImportError(f"That file has {len(numbered)} rows: at most {MAX_ROWS} can be imported at once.")
+    found, incomplete, too_long = [], [], []
+    for n, row in numbered:
+        question = row[q] if len(row) > q else ""
+        answer = row[a] if len(row) > a else ""
+        if not question or not answer:
+            incomplete.append(n)
+        elif len(question) > MAX_QUESTION or len(answer) > MAX_ANSWER:
+            too_long.append(n)
+        else:
+            found.append((question, answer))
+    if incomplete:
+        raise FaqImportError(f"Rows without both a question and an answer: {_rows(incomplete)}. "
+                             "Each row needs the question in one column and the answer in the next.")
+    if too_long:
+        raise FaqImportError(f"Rows too long (a question at most {MAX_QUESTION} characters, an answer "
+                             f"{MAX_ANSWER:,}): {_rows(too_long)}.")
+    if not found:
+        raise FaqImportError("That file has a header but no FAQ rows.")
+    return found
+
+
+def _rows(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:10]))
+    return shown + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
