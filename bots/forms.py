@@ -67,6 +67,7 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "topics_to_avoid": "Topics to avoid",
             "fallback_answer": "Fallback answer",
             "handoff_triggers": "Handoff triggers",
+            "handoff_message": "Handoff message",
             "suggestions": "Suggested questions",
             "max_reply_tokens": "Max reply tokens",
         }
@@ -76,6 +77,8 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "topics_to_avoid": "One per line.",
             "fallback_answer": "What the bot says when its knowledge does not cover the question.",
             "handoff_triggers": "One phrase per line; a customer message containing one hands the conversation to a human.",
+            "handoff_message": "What the customer is told then (and after the widget's \u201cTalk to a human\u201d button), "
+                               "in your customers' language.",
             "suggestions": f"Up to {MAX_SUGGESTIONS}, one per line: buttons under the widget's greeting that ask them "
                            "for the visitor.",
         }

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from . import events
 from .models import Attachment, Bot, Conversation, Membership, Message, Organization
+from .models.bots import HANDOFF_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -263,14 +264,16 @@ def _queue_delivery(message):
 # Handoff and conversation state
 
 
-HANDOFF_REPLY = "I've asked a member of our team to join this conversation. They'll reply here shortly."
+HANDOFF_REPLY = HANDOFF_MESSAGE  # the bot's handoff message when it leaves it blank
 
 
 def _start_handoff(conversation, inbound):
     conversation.bot_paused = True
     conversation.needs_human = True
     conversation.save(update_fields=["bot_paused", "needs_human"])
-    reply = _outbound(conversation, Message.Sender.SYSTEM, HANDOFF_REPLY, reply_to=inbound,
+    config = conversation.bot.live_config(draft=conversation.channel == "preview")
+    text = (config.get("handoff_message") or "").strip() or HANDOFF_REPLY
+    reply = _outbound(conversation, Message.Sender.SYSTEM, text, reply_to=inbound,
                       delivery_status=Message.Delivery.PENDING)
     transaction.on_commit(lambda: _queue_delivery(reply))
     transaction.on_commit(lambda: _notify_agents(conversation.id))

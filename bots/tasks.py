@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 
 from .models import Conversation, Membership
+from .models.conversations import channel_name
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ def notify_agents_of_handoff(conversation_id):
     link = f"{settings.PUBLIC_URL}/inbox/{conversation.id}/"
     send_mail(
         subject=f"[{conversation.bot.name}] A customer asked for a human",
-        message=f"A customer on {conversation.channel} asked to talk to a person.\n\nOpen the conversation: {link}\n",
+        message=f"A customer asked to talk to a person ({channel_name(conversation.channel)}, "
+                f"{conversation.bot.name}).\n\nOpen the conversation: {link}\n",
         from_email=None,
         recipient_list=emails,
     )

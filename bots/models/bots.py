@@ -18,6 +18,7 @@ def _public_key():
     return "bot_" + secrets.token_urlsafe(18)
 
 
+HANDOFF_MESSAGE = "I've asked a member of our team to join this conversation. They'll reply here shortly."
 MAX_SUGGESTIONS = 4  # suggested questions: buttons under the greeting (widget, test chat)
 
 
@@ -64,6 +65,8 @@ class Bot(models.Model):
         max_length=300, blank=True, default="I'm not sure about that — let me get a colleague to help."
     )
     handoff_triggers = models.TextField(blank=True, default="talk to a human\nspeak to an agent\nreal person")
+    # What the customer is told when the conversation goes to the team (blank: HANDOFF_MESSAGE).
+    handoff_message = models.CharField(max_length=300, blank=True, default=HANDOFF_MESSAGE)
     # Questions the widget offers as buttons under the greeting of a new conversation (one per line).
     suggestions = models.TextField(blank=True, default="")
 
@@ -84,7 +87,7 @@ class Bot(models.Model):
     DRAFT_FIELDS = (
         "name", "role", "company", "avatar_color", "tone", "voice_notes", "use_emoji",
         "reply_length", "greeting", "instructions", "topics_to_avoid", "fallback_answer",
-        "handoff_triggers", "suggestions", "temperature", "max_reply_tokens", "drafter",
+        "handoff_triggers", "handoff_message", "suggestions", "temperature", "max_reply_tokens", "drafter",
     )  # fmt: skip
 
     def __str__(self):

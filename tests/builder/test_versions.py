@@ -151,3 +151,18 @@ def test_a_form_saved_unchanged_from_a_browser_changes_nothing(as_alice, acme_bo
     assert KnowledgeItem.objects.get(id=faq.id).body == "Mon–Fri 9–6.\nSat 10–4."
     as_alice.post(reverse("bots:document_add", args=[bot.id]), {"title": "Returns", "text": "30 days.\r\nReceipt needed."})
     assert KnowledgeItem.objects.get(bot=bot, title="Returns").body == "30 days.\nReceipt needed."
+
+
+def test_upgrading_to_the_handoff_message_marks_no_bot_changed(acme_bot):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("bots.migrations.0013_bot_handoff_message")
+    old = {k: v for k, v in acme_bot.published_config.items() if k != "handoff_message"}  # as published before
+    Bot.objects.filter(id=acme_bot.id).update(published_config=old)
+    BotVersion.objects.filter(bot=acme_bot).update(config=old)
+    assert Bot.objects.get(id=acme_bot.id).has_unpublished_changes  # what the upgrade must not leave behind
+    migration.publish_the_default(apps, None)
+    bot = Bot.objects.get(id=acme_bot.id)
+    assert not bot.has_unpublished_changes and bot.versions.get().config == bot.draft_config()

@@ -6,6 +6,7 @@ from tests.conftest import wait_for
 
 from bots import services
 from bots.models import Conversation, Message
+from bots.models.conversations import channel_name
 
 
 def reply_to(inbound):
@@ -70,9 +71,25 @@ def test_it_hands_off_to_a_human_and_emails_the_team(transactional_db, celery_wo
     mails = wait_for(lambda: mailbox.messages, what="the handoff email")
     assert sorted(mails[0]["to"]) == ["alice@example.com", "bob@example.com"]
     assert f"/inbox/{conversation.id}/" in mails[0]["message"].get_content()
+    assert f"a person ({channel_name('preview')}, {acme_bot.name})" in mails[0]["message"].get_content()  # not "preview"
     # While the agent has it, the bot stays silent.
     later = services.receive(bot=acme_bot, channel="preview", thread_id="t4", text="Hello?")
     assert later.message.reply_state == "skipped"
+
+
+def test_the_handoff_message_is_the_bots_own_as_published(db, acme_bot):
+    acme_bot.handoff_message = "Un membre de l'équipe va vous répondre ici."
+    acme_bot.save()
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="fr-1", text="Je veux talk to a human")
+    assert Message.objects.get(reply_to=first.message).text == services.HANDOFF_REPLY  # the draft is not live yet
+    acme_bot.publish()
+    second = services.receive(bot=acme_bot, channel="widget", thread_id="fr-2", text="Je veux talk to a human")
+    assert Message.objects.get(reply_to=second.message).text == "Un membre de l'équipe va vous répondre ici."
+    acme_bot.handoff_message = "  "
+    acme_bot.save()
+    acme_bot.publish()
+    blank = services.receive(bot=acme_bot, channel="widget", thread_id="fr-3", text="talk to a human")
+    assert Message.objects.get(reply_to=blank.message).text == services.HANDOFF_REPLY  # blank: the default
 
 
 def test_it_retrieves_knowledge_from_its_own_bot_only(db, acme_bot, globex_bot):
