@@ -68,6 +68,7 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "fallback_answer": "Fallback answer",
             "handoff_triggers": "Handoff triggers",
             "handoff_message": "Handoff message",
+            "away_message": "Away message",
             "suggestions": "Suggested questions",
             "max_reply_tokens": "Max reply tokens",
         }
@@ -79,6 +80,7 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "handoff_triggers": "One phrase per line; a customer message containing one hands the conversation to a human.",
             "handoff_message": "What the customer is told then (and after the widget's \u201cTalk to a human\u201d button), "
                                "in your customers' language.",
+            "away_message": "Said instead when a customer asks for a person outside your team hours (Team page).",
             "suggestions": f"Up to {MAX_SUGGESTIONS}, one per line: buttons under the widget's greeting that ask them "
                            "for the visitor.",
         }

@@ -16,9 +16,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import events
+from . import events, hours
 from .models import Attachment, Bot, Conversation, Membership, Message, Organization
-from .models.bots import HANDOFF_MESSAGE
+from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +272,14 @@ def _start_handoff(conversation, inbound):
     conversation.needs_human = True
     conversation.save(update_fields=["bot_paused", "needs_human"])
     config = conversation.bot.live_config(draft=conversation.channel == "preview")
-    text = (config.get("handoff_message") or "").strip() or HANDOFF_REPLY
+    organization = conversation.organization
+    away = not hours.is_open(organization.team_hours, organization.timezone)  # bots/hours.py
+    if away:
+        text = (config.get("away_message") or "").strip() or AWAY_MESSAGE
+    else:
+        text = (config.get("handoff_message") or "").strip() or HANDOFF_REPLY
     reply = _outbound(conversation, Message.Sender.SYSTEM, text, reply_to=inbound,
-                      delivery_status=Message.Delivery.PENDING)
+                      delivery_status=Message.Delivery.PENDING, meta={"outside_team_hours": True} if away else {})
     transaction.on_commit(lambda: _queue_delivery(reply))
     transaction.on_commit(lambda: _notify_agents(conversation.id))
 

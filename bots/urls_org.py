@@ -9,4 +9,5 @@ urlpatterns = [
     path("members/<int:membership_id>/remove/", org.member_remove, name="member-remove"),
     path("invitations/<int:invitation_id>/cancel/", org.invitation_cancel, name="invitation-cancel"),
     path("retention/", org.retention, name="retention"),
+    path("hours/", org.team_hours, name="hours"),
 ]

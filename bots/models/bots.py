@@ -19,6 +19,7 @@ def _public_key():
 
 
 HANDOFF_MESSAGE = "I've asked a member of our team to join this conversation. They'll reply here shortly."
+AWAY_MESSAGE = "Our team is away right now. I've passed your message on: they'll reply here when they're back."
 MAX_SUGGESTIONS = 4  # suggested questions: buttons under the greeting (widget, test chat)
 
 
@@ -67,6 +68,8 @@ class Bot(models.Model):
     handoff_triggers = models.TextField(blank=True, default="talk to a human\nspeak to an agent\nreal person")
     # What the customer is told when the conversation goes to the team (blank: HANDOFF_MESSAGE).
     handoff_message = models.CharField(max_length=300, blank=True, default=HANDOFF_MESSAGE)
+    # ... instead, outside the organisation's team hours (bots/hours.py; blank: AWAY_MESSAGE).
+    away_message = models.CharField(max_length=300, blank=True, default=AWAY_MESSAGE)
     # Questions the widget offers as buttons under the greeting of a new conversation (one per line).
     suggestions = models.TextField(blank=True, default="")
 
@@ -87,7 +90,7 @@ class Bot(models.Model):
     DRAFT_FIELDS = (
         "name", "role", "company", "avatar_color", "tone", "voice_notes", "use_emoji",
         "reply_length", "greeting", "instructions", "topics_to_avoid", "fallback_answer",
-        "handoff_triggers", "handoff_message", "suggestions", "temperature", "max_reply_tokens", "drafter",
+        "handoff_triggers", "handoff_message", "away_message", "suggestions", "temperature", "max_reply_tokens", "drafter",
     )  # fmt: skip
 
     def __str__(self):

@@ -18,6 +18,9 @@ class Organization(models.Model):
     # Conversations are deleted this many days after their last message (None: kept);
     # bots.tasks.purge_expired_conversations, daily.
     retention_days = models.PositiveIntegerField(null=True, blank=True)
+    # When the team answers (bots/hours.py): {"mon": ["09:00", "18:00"], ...} in `timezone`; {}: not set.
+    team_hours = models.JSONField(default=dict, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
 
     def __str__(self):
         return self.name

@@ -1,10 +1,13 @@
-"""The team page: members, roles, invitations (owners and admins invite; owners change roles)."""
+"""The team page: members, roles, invitations (owners and admins invite; owners change roles),
+team hours (owners and admins) and conversation retention (owners)."""
 from django import forms
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from .. import hours
 from .. import membership as members
 from ..models import Invitation, Membership, Organization
 from ..tenancy import get_scoped_or_404, scoped
@@ -49,6 +52,8 @@ def member_list(request):
         "roles": Membership.Role.choices,
         "is_owner": request.membership.role == Membership.Role.OWNER,
         "my_organizations": accounts.my_organizations(request.user),
+        "hours_summary": hours.summary(request.organization.team_hours),
+        "hours_form": TeamHoursForm(initial=TeamHoursForm.initial_for(request.organization)),
     }
     return render(request, "org/members.html", context, status=400 if form.errors else 200)
 
@@ -106,3 +111,67 @@ def retention(request):
     messages.success(request, f"Conversations are now deleted {days} days after their last message." if days
                      else "Conversations are now kept until someone deletes them.")
     return redirect("org:members")
+
+
+class TeamHoursForm(forms.Form):
+    """One span a day in the organisation's time zone; a day not ticked is closed; no day ticked
+    at all clears the setting (always staffed)."""
+
+    timezone = forms.ChoiceField(choices=[])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["timezone"].choices = [(name, name) for name in hours.zone_names()]
+        for day in hours.DAYS:
+            self.fields[f"{day}_open"] = forms.BooleanField(required=False, label=hours.DAY_NAMES[day])
+            for end, label in (("from", "from"), ("to", "to")):
+                self.fields[f"{day}_{end}"] = forms.TimeField(
+                    required=False, input_formats=["%H:%M"], label=f"{hours.DAY_NAMES[day]} {label}",
+                    widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+
+    def rows(self):
+        """(day ticked, from, to) bound fields per day, Monday first, for the page."""
+        return [(self[f"{day}_open"], self[f"{day}_from"], self[f"{day}_to"]) for day in hours.DAYS]
+
+    @classmethod
+    def initial_for(cls, organization):
+        initial = {"timezone": organization.timezone}
+        for day in hours.DAYS:
+            span = organization.team_hours.get(day)
+            initial.update({f"{day}_open": bool(span), f"{day}_from": span[0] if span else "09:00",
+                            f"{day}_to": span[1] if span else "17:00"})
+        return initial
+
+    def clean(self):
+        data = super().clean()
+        for day in hours.DAYS:
+            if not data.get(f"{day}_open"):
+                continue
+            start, end = data.get(f"{day}_from"), data.get(f"{day}_to")
+            if start is None or end is None:
+                self.add_error(f"{day}_from", f"{hours.DAY_NAMES[day]}: give the time the team starts and stops (HH:MM).")
+            elif start == end:
+                self.add_error(f"{day}_to", f"{hours.DAY_NAMES[day]}: the team cannot stop when it starts.")
+        return data
+
+    def team_hours(self) -> dict:
+        data = self.cleaned_data
+        return {day: [data[f"{day}_from"].strftime("%H:%M"), data[f"{day}_to"].strftime("%H:%M")]
+                for day in hours.DAYS if data.get(f"{day}_open")}
+
+
+@manager_required
+@require_POST
+def team_hours(request):
+    """Owners and admins set when the team answers: a handoff outside it gets the bot's away message."""
+    form = TeamHoursForm(request.POST)
+    if not form.is_valid():
+        problems = [error for errors in form.errors.values() for error in errors]
+        messages.error(request, "Team hours not saved: " + " ".join(problems))
+        return redirect(reverse("org:members") + "#hours")
+    team_hours = form.team_hours()
+    Organization.objects.filter(id=request.organization.id).update(team_hours=team_hours,
+                                                                   timezone=form.cleaned_data["timezone"])
+    messages.success(request, "Team hours saved." if team_hours else
+                     "Team hours cleared: a customer who asks for a person always gets the handoff message.")
+    return redirect(reverse("org:members") + "#hours")

@@ -153,13 +153,13 @@ def test_a_form_saved_unchanged_from_a_browser_changes_nothing(as_alice, acme_bo
     assert KnowledgeItem.objects.get(bot=bot, title="Returns").body == "30 days.\nReceipt needed."
 
 
-def test_upgrading_to_the_handoff_message_marks_no_bot_changed(acme_bot):
+def test_upgrading_to_the_handoff_and_away_messages_marks_no_bot_changed(acme_bot):
     import importlib
 
     from django.apps import apps
 
-    migration = importlib.import_module("bots.migrations.0013_bot_handoff_message")
-    old = {k: v for k, v in acme_bot.published_config.items() if k != "handoff_message"}  # as published before
+    migration = importlib.import_module("bots.migrations.0013_handoff_and_team_hours")
+    old = {k: v for k, v in acme_bot.published_config.items() if k not in ("handoff_message", "away_message")}
     Bot.objects.filter(id=acme_bot.id).update(published_config=old)
     BotVersion.objects.filter(bot=acme_bot).update(config=old)
     assert Bot.objects.get(id=acme_bot.id).has_unpublished_changes  # what the upgrade must not leave behind
