@@ -73,7 +73,7 @@ def test_files_alone_with_nothing_to_read_get_a_canned_reply_without_the_model(a
     Message.objects.filter(id=scanned.id).update(reply_state=Message.ReplyState.PENDING)
     generate_reply(scanned.id)  # run here, in this process: answered before any model is asked
     reply = Message.objects.get(reply_to=scanned)
-    assert reply.text == NO_TEXT_REPLY and reply.stats == {"canned": True}
+    assert reply.text == NO_TEXT_REPLY and reply.stats == {"canned": True, "bot_version": acme_bot.published_version}
 
     readable = receive(acme_bot, "", ("terms.txt", "text/plain", b"Returns within 30 days"), thread="t-text")
     assert has_text_to_read(readable)  # a file with words goes to the model (the widget tests queue it)

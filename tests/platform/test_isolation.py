@@ -26,6 +26,7 @@ KWARG_KINDS = {
     "index": "attachment",  # a position in the message's attachments, not an id: always 0
     "attachment_id": "file",
     "saved_reply_id": "saved_reply",
+    "number": "version",  # a published version's number within its bot (each fixture bot has version 1)
 }
 API_PK_KINDS = {"bots": "bot", "knowledge": "knowledge", "conversations": "conversation", "messages": "message",
                 "saved-replies": "saved_reply"}
@@ -79,6 +80,7 @@ def objects_of(org, bot, owner):
         "attachment": 0,
         "file": file.id,
         "saved_reply": SavedReply.objects.create(organization=org, title="Hours", text="9 to 17").id,
+        "version": bot.versions.get(number=1).number,
     }
 
 
