@@ -1,13 +1,16 @@
-"""Your account, sign up, log in, log out, password reset, invitations, org switcher, API token."""
+"""Your account, sign up, log in (and its two-factor step), log out, password reset, invitations, org
+switcher, API token, two-factor sign-in."""
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import accounts
+from .views import accounts, two_factor
 
 urlpatterns = [
     path("", accounts.account, name="account"),
     path("signup/", accounts.signup, name="signup"),
     path("login/", accounts.LoginView.as_view(), name="login"),
+    path("login/code/", two_factor.login_code, name="login-code"),
+    path("two-factor/", two_factor.manage, name="two-factor"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password/reset/", accounts.PasswordResetView.as_view(), name="password_reset"),
     path("password/reset/sent/", accounts.PasswordResetDoneView.as_view(), name="password_reset_done"),

@@ -1,9 +1,17 @@
 """URL map: each area brings its own urls module."""
 from django.contrib import admin
+from django.contrib.auth.views import redirect_to_login
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, reverse
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+def _admin_login(request, extra_context=None):
+    """The admin signs in through our sign-in page, so its two-factor step cannot be skipped."""
+    return redirect_to_login(request.GET.get("next") or reverse("admin:index"), login_url=reverse("login"))
+
+
+admin.site.login = _admin_login
 
 urlpatterns = [
     # browsers ask for /favicon.ico on pages that name no icon (the widget's try page, JSON)

@@ -5,7 +5,7 @@ from .attachments import Attachment
 from .bots import Bot, BotVersion, KnowledgeItem
 from .conversations import Conversation, Message
 from .replies import SavedReply
-from .tenants import ApiToken, Invitation, Membership, Organization
+from .tenants import ApiToken, Invitation, Membership, Organization, TwoFactor
 
 __all__ = [
     "Organization",
@@ -19,4 +19,5 @@ __all__ = [
     "Attachment",
     "SavedReply",
     "ApiToken",
+    "TwoFactor",
 ]

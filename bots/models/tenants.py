@@ -1,4 +1,4 @@
-"""Organisations (tenants), their members and invitations; users' API tokens.
+"""Organisations (tenants), their members and invitations; users' API tokens and second factors.
 
 Every row a customer can see belongs to exactly one organisation; views and API
 querysets are scoped through ``bots.tenancy`` so another organisation's object is
@@ -9,6 +9,8 @@ import secrets
 
 from django.conf import settings
 from django.db import models, transaction
+
+from channels_app.crypto import EncryptedJSONField
 
 
 class Organization(models.Model):
@@ -88,3 +90,14 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.user} · {self.start}…"
+
+
+class TwoFactor(models.Model):
+    """A user's second sign-in factor (bots/twofactor.py): the TOTP secret, encrypted at rest,
+    the last time step accepted (no code twice), and digests of unused recovery codes."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="two_factor")
+    secrets = EncryptedJSONField(default=dict)  # {"totp": base32 secret}
+    last_step = models.BigIntegerField(default=0)
+    recovery_digests = models.JSONField(default=list)
+    created = models.DateTimeField(auto_now_add=True)

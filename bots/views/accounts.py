@@ -13,6 +13,8 @@ when to try again:
   stranger can lock a known username out for 15 minutes;
 - reset mails: ``CHATNEXUS_PASSWORD_RESETS_PER_EMAIL`` per address per hour; past it the
   page still says "sent" (it never says whether an account exists) and nothing is sent.
+
+An account with two-factor sign-in on is signed in only after its code (views/two_factor.py).
 """
 import hashlib
 
@@ -30,8 +32,9 @@ from django.views.decorators.http import require_POST
 from chatnexus import ratelimit
 
 from .. import membership as members
-from ..models import ApiToken, Membership
+from ..models import ApiToken, Membership, TwoFactor
 from ..tenancy import SESSION_KEY
+from . import two_factor
 
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 RESET_WINDOW_S = 60 * 60
@@ -71,6 +74,13 @@ class LoginView(auth_views.LoginView):
         ratelimit.hit(_hashed("login-failures", form.data.get("username", "")),
                       settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT, window_s=LOGIN_FAILURE_WINDOW_S)
         return super().form_invalid(form)
+
+    def form_valid(self, form):
+        """The right password: signed in, unless the account has a second factor to ask for first."""
+        user = form.get_user()
+        if TwoFactor.objects.filter(user=user).exists():
+            return two_factor.start(self.request, user, self.get_success_url())
+        return super().form_valid(form)
 
 
 class PasswordResetDoneView(auth_views.PasswordResetDoneView):

@@ -1,0 +1,151 @@
+"""Two-factor sign-in: turned on from your account with an authenticator app's code (computed here
+with pyotp, as the app would), then asked for after the password; a code works once, a recovery
+code works once, wrong codes are limited like wrong passwords, the secret is encrypted at rest."""
+import itertools
+import re
+import time
+
+import pyotp
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+from bots.models import TwoFactor
+from tests.conftest import make_member
+
+pytestmark = pytest.mark.django_db
+PASSWORD = "correct-horse-battery"  # make_member's
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def alice(acme, client):
+    """An owner of her own for each test, signing in from her own address: the sign-in limits
+    count per username and per address on the shared cache, across the whole run."""
+    n = next(_numbers)
+    client.defaults["REMOTE_ADDR"] = f"198.51.100.{100 + n}"
+    return make_member(acme, f"twofactor{n}", "owner")
+
+
+@pytest.fixture
+def bob(acme):
+    return make_member(acme, f"plain{next(_numbers)}", "agent")
+
+
+def turn_on(client, user):
+    client.force_login(user)
+    page = client.get(reverse("two-factor"))
+    assert page.status_code == 200 and "<svg" in page.content.decode()  # the QR code to scan
+    secret = re.search(r'id="two-factor-secret">([A-Z2-7 ]+)<', page.content.decode()).group(1).replace(" ", "")
+    wrong = client.post(reverse("two-factor"), {"action": "enable", "code": "000000"})
+    assert wrong.status_code == 400 and "That code does not match" in wrong.content.decode()
+    assert not TwoFactor.objects.filter(user=user).exists()
+    done = client.post(reverse("two-factor"), {"action": "enable", "code": pyotp.TOTP(secret).now()})
+    codes = re.findall(r"<code>([0-9a-f]{5}-[0-9a-f]{5})</code>", done.content.decode())
+    assert done.status_code == 200 and len(codes) == 10
+    client.logout()
+    return secret, codes
+
+
+def password_step(client, user, next_url=""):
+    response = client.post(reverse("login"), {"username": user.username, "password": PASSWORD, "next": next_url})
+    assert response.status_code == 302 and response["Location"] == reverse("login-code")
+    assert client.get(reverse("bots:list")).status_code == 302  # not signed in yet
+    return response
+
+
+def test_turned_on_it_asks_for_a_code_after_the_password(client, alice):
+    secret, _ = turn_on(client, alice)
+    password_step(client, alice, next_url="/inbox/")
+    page = client.get(reverse("login-code"))
+    assert page.status_code == 200 and alice.username in page.content.decode()
+    assert client.post(reverse("login-code"), {"code": "123456"}).status_code == 400
+    # the code of the step after the one used to turn it on (that one is spent)
+    code = pyotp.TOTP(secret).at(time.time() + 30)
+    response = client.post(reverse("login-code"), {"code": code})
+    assert response.status_code == 302 and response["Location"] == "/inbox/"
+    assert client.get(reverse("bots:list")).status_code == 200
+
+    client.logout()
+    password_step(client, alice)
+    again = client.post(reverse("login-code"), {"code": code})  # seen over a shoulder: spent
+    assert again.status_code == 400 and "was used already" in again.content.decode()
+
+
+def test_a_recovery_code_works_once_and_new_ones_replace_the_old(client, alice):
+    _, codes = turn_on(client, alice)
+    password_step(client, alice)
+    response = client.post(reverse("login-code"), {"code": codes[0].upper()})
+    assert response.status_code == 302
+    assert "9 left" in client.get(response["Location"]).content.decode()
+    client.logout()
+    password_step(client, alice)
+    assert client.post(reverse("login-code"), {"code": codes[0]}).status_code == 400
+
+    client.force_login(alice)
+    assert "That is not your password." in client.post(
+        reverse("two-factor"), {"action": "recovery", "password": "nope"}).content.decode()
+    renewed = client.post(reverse("two-factor"), {"action": "recovery", "password": PASSWORD}).content.decode()
+    new_codes = re.findall(r"<code>([0-9a-f]{5}-[0-9a-f]{5})</code>", renewed)
+    assert len(new_codes) == 10 and not set(new_codes) & set(codes)
+    client.logout()
+    password_step(client, alice)
+    assert client.post(reverse("login-code"), {"code": codes[1]}).status_code == 400  # the old ones stopped working
+    assert client.post(reverse("login-code"), {"code": new_codes[1]}).status_code == 302
+
+
+def test_turning_it_off_takes_the_password(client, alice):
+    turn_on(client, alice)
+    client.force_login(alice)
+    assert client.post(reverse("two-factor"), {"action": "disable", "password": "nope"}).status_code == 400
+    assert TwoFactor.objects.filter(user=alice).exists()
+    assert client.post(reverse("two-factor"), {"action": "disable", "password": PASSWORD}).status_code == 302
+    client.logout()
+    response = client.post(reverse("login"), {"username": alice.username, "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"] != reverse("login-code")
+
+
+def test_the_secret_is_encrypted_at_rest_and_accounts_without_it_sign_in_as_before(client, alice, bob):
+    secret, _ = turn_on(client, alice)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secrets FROM bots_twofactor WHERE user_id = %s", [alice.id])
+        stored = cursor.fetchone()[0]
+    assert secret not in stored and TwoFactor.objects.get(user=alice).secrets["totp"] == secret
+    response = client.post(reverse("login"), {"username": bob.username, "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"] == reverse("bots:list")
+
+
+def test_wrong_codes_are_limited_like_wrong_passwords(client, alice, settings):
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 3
+    secret, _ = turn_on(client, alice)
+    password_step(client, alice)
+    for _ in range(3):
+        assert client.post(reverse("login-code"), {"code": "000000"}).status_code == 400
+    limited = client.post(reverse("login-code"), {"code": pyotp.TOTP(secret).at(time.time() + 30)})
+    assert limited.status_code == 429  # even the right code, until the window slides
+    assert client.get(reverse("bots:list")).status_code == 302
+
+
+def test_the_code_step_expires_and_needs_the_password_step(client, alice, settings):
+    from bots.views import two_factor
+
+    assert client.get(reverse("login-code")).status_code == 302  # nothing pending: back to the password
+    turn_on(client, alice)
+    password_step(client, alice)
+    session = client.session
+    session[two_factor.PENDING_KEY] = {**session[two_factor.PENDING_KEY], "at": time.time() - two_factor.PENDING_S - 1}
+    session.save()
+    response = client.post(reverse("login-code"), {"code": "000000"})
+    assert response.status_code == 302 and response["Location"] == reverse("login")
+
+
+def test_the_admin_signs_in_through_the_same_two_steps(client, alice):
+    secret, _ = turn_on(client, alice)
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    response = client.post("/admin/login/?next=/admin/", {"username": alice.username, "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    assert client.get("/admin/").status_code == 302  # not signed in by the admin's own form
+    password_step(client, alice, next_url="/admin/")
+    response = client.post(reverse("login-code"), {"code": pyotp.TOTP(secret).at(time.time() + 30)})
+    assert response["Location"] == "/admin/" and client.get("/admin/").status_code == 200
