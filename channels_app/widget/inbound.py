@@ -146,7 +146,7 @@ def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
             validate_email(email)
         except ValidationError:
             return Refusal("bad_email", "That email address does not look right.")
-    text = HANDOFF_TEXT if kind == "handoff" else frame.get("text")
+    text = frame.get("text") if kind == "message" else frame.get("text") or HANDOFF_TEXT  # the widget's words, in its language
     if not isinstance(text, str):
         return Refusal("bad_frame", '"text" must be a string.')
     text = text.strip()

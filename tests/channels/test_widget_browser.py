@@ -177,6 +177,8 @@ def test_the_bots_widget_language_wins_over_the_pages(widget_channel, acme_bot, 
     page.get_by_role("button", name="Ouvrir le chat avec Ava").click()
     panel = page.get_by_role("dialog", name="Chat avec Ava")
     assert panel.get_by_role("button", name="Envoyer le message").inner_text() == "Envoyer"
+    panel.get_by_role("button", name="Parler \u00e0 une personne").click()  # the request is in French too
+    panel.locator(".msg.me", has_text="J\u2019aimerais parler \u00e0 une personne").wait_for()
 
 
 def test_a_new_visitor_asks_a_suggested_question_with_one_click(widget_channel, acme_bot, host_site, live_server_url,

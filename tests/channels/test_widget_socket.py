@@ -196,6 +196,7 @@ def test_it_gives_a_returning_visitor_their_history_and_nobody_else(widget_chann
 def test_it_hands_the_conversation_to_a_human(widget_channel, host_site, live_server_url):
     from bots.models import Conversation, Message
     from bots.services import HANDOFF_REPLY
+    from channels_app.widget.inbound import HANDOFF_TEXT
 
     ws, _, _ = start(live_server_url, widget_channel, host_site)
     echo = send(ws, type="handoff", id="h1")
@@ -203,8 +204,17 @@ def test_it_hands_the_conversation_to_a_human(widget_channel, host_site, live_se
     conversation = Conversation.objects.get()
     assert conversation.bot_paused and conversation.needs_human
     inbound = Message.objects.get(direction="in")
-    assert inbound.reply_state == "skipped"
+    assert inbound.reply_state == "skipped" and inbound.text == HANDOFF_TEXT  # an older widget sends no words
     assert Message.objects.get(direction="out").text == HANDOFF_REPLY
+    ws.close()
+
+
+def test_the_handoff_request_is_in_the_widgets_language(widget_channel, host_site, live_server_url):
+    from bots.models import Message
+
+    ws, _, _ = start(live_server_url, widget_channel, host_site)
+    send(ws, type="handoff", id="h2", text="Ich möchte bitte mit einem Menschen sprechen.")
+    assert Message.objects.get(direction="in").text == "Ich möchte bitte mit einem Menschen sprechen."
     ws.close()
 
 
