@@ -195,6 +195,7 @@ def message_json(message):
             "tokens_per_s": message.tokens_per_s,
             "acceptance_rate": message.acceptance_rate,
             "stop_note": message.stop_note,
+            "outside_team_hours": bool((message.meta or {}).get("outside_team_hours")),
             "agent_name": (message.meta or {}).get("agent_name", ""),
             "attachments": attachments(message),
         }

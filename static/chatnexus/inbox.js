@@ -39,7 +39,9 @@
       if (m.ttft_s !== null) parts.push("TTFT " + fmt(m.ttft_s, 2) + " s");
       if (m.latency_s !== null) parts.push("latency " + fmt(m.latency_s, 2) + " s");
       if (m.stop_note) parts.push(m.stop_note);
+      if (s.bot_version) parts.push("version " + s.bot_version);
     }
+    if (m.outside_team_hours) parts.push("sent outside team hours");
     if (m.rating) parts.push("customer: " + (m.rating > 0 ? "helpful" : "not helpful"));
     meta.textContent = parts.join(" · ");
     li.append(who, text);

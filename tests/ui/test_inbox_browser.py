@@ -3,7 +3,11 @@ inbox.js (polling messages.json) the way the server draws them — the same stat
 words for who wrote each message and what became of it ("Customer", "reply: Answered"); the
 list says when new messages came in (polling its stamp) and shows them on request."""
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
+
+from bots.hours import DAYS
+from bots.models import Organization
 
 from .conftest import log_in
 
@@ -23,15 +27,21 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
     # while the page is open: a model reply, then a photo alone and its canned reply
     services.record_reply(first.message, "Nine to six, Monday to Saturday.",
                           {"new_tokens": 9, "drafted": 10, "accepted": 6, "acceptance_rate": 0.6, "tokens_per_s": 21.5,
-                           "ttft_s": 0.12, "mean_tokens_per_forward": 1.8, "stop_reason": "repetition"})
+                           "ttft_s": 0.12, "mean_tokens_per_forward": 1.8, "stop_reason": "repetition",
+                           "bot_version": 2})
     photo = services.receive(bot=acme_bot, channel="widget", thread_id="v_browser01", text="", answer=False,
                              files=[("chain.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(64))])
     services.canned_reply(photo, "Thanks, your image is saved.")
+    today = timezone.now().weekday()  # team hours that do not hold now: the handoff notice says so
+    Organization.objects.filter(id=acme_bot.organization_id).update(team_hours={DAYS[(today + 3) % 7]: ["09:00", "10:00"]})
+    services.receive(bot=acme_bot, channel="widget", thread_id="v_browser01", text="Can I talk to a human?")
 
     reply = page.locator("li.msg", has_text="Nine to six")
     expect(reply.locator(".meta")).to_contain_text("9 tokens · 21.5 tok/s · acceptance 0.60 · 1.80 tok/forward",
                                                    timeout=15_000)
-    expect(reply.locator(".meta")).to_contain_text("· cut where it began repeating itself")
+    expect(reply.locator(".meta")).to_contain_text("· cut where it began repeating itself · version 2")
+    away = page.locator("li.msg.system")
+    expect(away.locator(".meta")).to_contain_text("sent outside team hours")
     canned = page.locator("li.msg", has_text="Thanks, your image is saved.")
     expect(canned.locator(".meta")).to_contain_text("canned reply (no model)")
     expect(page.locator("li.msg", has_text="chain.png")).to_have_count(1)
@@ -46,7 +56,8 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
         "canned reply (no model)")
     expect(page.locator("li.msg", has_text="Nine to six").locator(".meta")).to_contain_text("9 tokens")
     expect(page.locator("li.msg", has_text="Nine to six").locator(".meta")).to_contain_text(
-        "· cut where it began repeating itself")
+        "· cut where it began repeating itself · version 2")
+    expect(page.locator("li.msg.system .meta")).to_contain_text("sent outside team hours")
 
 
 def test_the_list_says_when_new_messages_came_in_and_shows_them_on_request(transactional_db, live_server_url,
