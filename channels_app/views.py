@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
+from bots import audit
 from bots.api import webhook
 from bots.models import Bot
 from bots.tenancy import get_scoped_or_404, require_manager
@@ -49,12 +50,22 @@ def bot_channels(request, bot_id):
         form = forms[kind] = FORMS[kind](request.POST, config=configs.get(kind), prefix=kind)
         if form.is_valid():
             config = configs.get(kind) or ChannelConfig(organization=request.organization, bot=bot, kind=kind)
+            secrets_before = dict(config.secrets)
             form.apply(config).save()
+            audit.record(request.organization, request.user, "channel.saved", _saved_words(config, bot, secrets_before, form))
             request.session[_notes_key(bot, kind)] = [(True, f"{config.get_kind_display()} settings saved.")]
             return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
         status = 400
     return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "notes": notes},
                   status=status)
+
+
+def _saved_words(config, bot, secrets_before, form):
+    """"Saved the WhatsApp (Twilio) settings of Ava (new Auth token)": which secrets changed, never their values."""
+    changed = [("new " if name in config.secrets else "removed the ") + str(form.fields[name].label)
+               for name in form.SECRETS if config.secrets.get(name) != secrets_before.get(name)]
+    state = "" if config.enabled else ", turned off"
+    return f"Saved the {config.get_kind_display()} settings of {bot.name}{state}" + (f" ({', '.join(changed)})" if changed else "")
 
 
 def _notes_key(bot, kind):

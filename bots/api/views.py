@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import services, stats
+from .. import audit, services, stats
 from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
 from ..tenancy import scoped
@@ -72,7 +72,13 @@ class BotViewSet(viewsets.ModelViewSet):
         return scoped(self.request, Bot).order_by("id")
 
     def perform_create(self, serializer):
-        serializer.save(organization=self.request.organization)
+        bot = serializer.save(organization=self.request.organization)
+        audit.record(self.request.organization, self.request.user, "bot.created", f"Created the bot {bot.name} through the API")
+
+    def perform_destroy(self, instance):
+        name = instance.name
+        instance.delete()
+        audit.record(self.request.organization, self.request.user, "bot.deleted", f"Deleted the bot {name} through the API")
 
     @extend_schema(request=None, responses=s.BotSerializer)
     @action(detail=True, methods=["post"])
@@ -97,7 +103,7 @@ class BotViewSet(viewsets.ModelViewSet):
         body = s.RestoreSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         version = get_object_or_404(scoped(request, BotVersion), bot=bot, number=body.validated_data["version"])
-        bot.restore(version)
+        bot.restore(version, by=request.user)
         return Response(self.get_serializer(Bot.objects.get(id=bot.id)).data)
 
     @extend_schema(parameters=[OpenApiParameter("days", int)], responses=dict)
@@ -155,7 +161,10 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
         return [IsManager()] if self.action == "destroy" else super().get_permissions()
 
     def perform_destroy(self, instance):
+        name, where = instance.display_name, f"{instance.channel_name}, {instance.bot.name}"
         services.delete_conversations(Conversation.objects.filter(id=instance.id))
+        audit.record(self.request.organization, self.request.user, "conversation.deleted",
+                     f"Deleted the conversation with {name} ({where}) through the API")
 
     def get_queryset(self):
         conversations = scoped(self.request, Conversation).exclude(channel="preview").order_by("-last_message_at")

@@ -5,7 +5,7 @@ from .attachments import Attachment
 from .bots import Bot, BotVersion, KnowledgeItem
 from .conversations import Conversation, Message
 from .replies import SavedReply
-from .tenants import ApiToken, Invitation, Membership, Organization, TwoFactor
+from .tenants import ApiToken, AuditEvent, Invitation, Membership, Organization, TwoFactor
 
 __all__ = [
     "Organization",
@@ -20,4 +20,5 @@ __all__ = [
     "SavedReply",
     "ApiToken",
     "TwoFactor",
+    "AuditEvent",
 ]

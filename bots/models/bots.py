@@ -114,12 +114,15 @@ class Bot(models.Model):
         self.published_config = self.draft_config()
         self.published_at = timezone.now()
         self.save(update_fields=["published_config", "published_version", "published_at", "updated"])
+        from ..audit import record
+
+        record(self.organization, by, "bot.published", f"Published {self.name} version {self.published_version}")
         return BotVersion.objects.create(organization_id=self.organization_id, bot=self, number=self.published_version,
                                          config=self.published_config, published_at=self.published_at,
                                          published_by=by if getattr(by, "pk", None) else None)
 
     @transaction.atomic
-    def restore(self, version):
+    def restore(self, version, by=None):
         """Bring ``version``'s settings and knowledge back into the draft, exactly: afterwards
         ``draft_config() == version.config`` (knowledge items keep their ids). Not live until published."""
         config = version.config
@@ -137,6 +140,9 @@ class Bot(models.Model):
                 KnowledgeItem.objects.filter(id=item_id).update(**fields)
             else:  # deleted since: back under its old id (ids are never handed out twice) unless that is taken
                 KnowledgeItem.objects.create(bot=self, **fields, **({} if item_id in taken else {"id": item_id}))
+        from ..audit import record
+
+        record(self.organization, by, "bot.restored", f"Restored version {version.number} of {self.name} into its draft")
 
     def live_config(self, draft=False):
         """What the pipeline uses: the published config; the draft for the builder preview and for a

@@ -101,3 +101,19 @@ class TwoFactor(models.Model):
     last_step = models.BigIntegerField(default=0)
     recovery_digests = models.JSONField(default=list)
     created = models.DateTimeField(auto_now_add=True)
+
+
+class AuditEvent(models.Model):
+    """Something a member did that changes the organisation's bots, channels, team or data
+    (bots/audit.py): who, what, when — the Team page's Activity for owners and admins."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    actor_name = models.CharField(max_length=150, blank=True)  # kept when the user is deleted
+    action = models.CharField(max_length=40)  # e.g. "bot.published", "channel.saved", "member.removed"
+    text = models.CharField(max_length=300)  # the sentence the page shows
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]

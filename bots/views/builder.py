@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from .. import audit
 from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
 from ..knowledge import retrieve
 from ..models import Bot, BotVersion, KnowledgeItem
@@ -62,6 +63,7 @@ def bot_create(request):
         bot = form.save(commit=False)
         bot.organization = request.organization
         bot.save()
+        audit.record(request.organization, request.user, "bot.created", f"Created the bot {bot.name}")
         messages.success(request, f"Created {bot.name}. Set it up, then publish it.")
         return redirect(_builder_url(bot))
     status = 400 if request.method == "POST" else 200
@@ -80,6 +82,7 @@ def bot_delete(request, bot_id):
     bot = _managed_bot(request, bot_id)
     name = bot.name
     bot.delete()
+    audit.record(request.organization, request.user, "bot.deleted", f"Deleted the bot {name}")
     messages.success(request, f"Deleted {name}.")
     return redirect("bots:list")
 
@@ -161,7 +164,7 @@ def version_restore(request, bot_id, number):
     """Put a published version's settings and knowledge back into the draft (not live until published)."""
     bot = _managed_bot(request, bot_id)
     version = get_scoped_or_404(request, BotVersion, bot=bot, number=number)
-    bot.restore(version)
+    bot.restore(version, by=request.user)
     messages.success(request, f"Version {number} is back in the draft. Publish to make it live again.")
     return redirect(_builder_url(bot, "versions"))
 

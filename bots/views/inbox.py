@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import services
+from .. import audit, services
 from ..files import attachment_response
 from ..models import Attachment, Bot, Conversation, Membership, Message, SavedReply
 from ..models.conversations import channel_name
@@ -243,6 +243,8 @@ def delete(request, conversation_id):
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
     name = conversation.display_name
     services.delete_conversations(Conversation.objects.filter(id=conversation.id))
+    audit.record(request.organization, request.user, "conversation.deleted",
+                 f"Deleted the conversation with {name} ({conversation.channel_name}, {conversation.bot.name})")
     flash.success(request, f"Deleted the conversation with {name}.")
     return redirect("inbox:list")
 

@@ -7,9 +7,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from .. import hours
+from .. import audit, hours
 from .. import membership as members
-from ..models import Invitation, Membership, Organization
+from ..models import Invitation, Membership, Organization, TwoFactor
 from ..tenancy import get_scoped_or_404, scoped
 from . import accounts
 from .decorators import manager_required, member_required
@@ -37,6 +37,8 @@ def member_list(request):
             except members.MembershipError as error:
                 form.add_error(None, str(error))
             else:
+                audit.record(request.organization, request.user, "member.invited",
+                             f"Invited {form.cleaned_data['email']} as {Membership.Role(form.cleaned_data['role']).label}")
                 if members.mail_leaves_the_server():
                     messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
                 else:
@@ -54,6 +56,9 @@ def member_list(request):
         "my_organizations": accounts.my_organizations(request.user),
         "hours_summary": hours.summary(request.organization.team_hours),
         "hours_form": TeamHoursForm(initial=TeamHoursForm.initial_for(request.organization)),
+        "activity": audit.latest(request.organization) if request.membership.can_manage else [],
+        "two_factor_users": set(TwoFactor.objects.filter(user__memberships__organization=request.organization)
+                                .values_list("user_id", flat=True)),
     }
     return render(request, "org/members.html", context, status=400 if form.errors else 200)
 
@@ -67,6 +72,8 @@ def member_role(request, membership_id):
     except members.MembershipError as error:
         messages.error(request, str(error))
     else:
+        audit.record(request.organization, request.user, "member.role",
+                     f"Made {membership.user.get_username()} {membership.get_role_display()}")
         messages.success(request, f"{membership.user.get_username()} is now {membership.get_role_display()}.")
     return redirect("org:members")
 
@@ -80,6 +87,7 @@ def member_remove(request, membership_id):
     except members.MembershipError as error:
         messages.error(request, str(error))
     else:
+        audit.record(request.organization, request.user, "member.removed", f"Removed {membership.user.get_username()}")
         messages.success(request, f"{membership.user.get_username()} was removed.")
     return redirect("org:members")
 
@@ -87,7 +95,10 @@ def member_remove(request, membership_id):
 @manager_required
 @require_POST
 def invitation_cancel(request, invitation_id):
-    get_scoped_or_404(request, Invitation, id=invitation_id, accepted__isnull=True).delete()
+    invitation = get_scoped_or_404(request, Invitation, id=invitation_id, accepted__isnull=True)
+    invitation.delete()
+    audit.record(request.organization, request.user, "member.invitation_cancelled",
+                 f"Cancelled the invitation of {invitation.email}")
     messages.success(request, "Invitation cancelled.")
     return redirect("org:members")
 
@@ -108,6 +119,9 @@ def retention(request):
         return redirect("org:members")
     days = form.cleaned_data["retention_days"]
     Organization.objects.filter(id=request.organization.id).update(retention_days=days)
+    audit.record(request.organization, request.user, "organization.retention",
+                 f"Set conversations to be deleted {days} days after their last message" if days
+                 else "Set conversations to be kept until someone deletes them")
     messages.success(request, f"Conversations are now deleted {days} days after their last message." if days
                      else "Conversations are now kept until someone deletes them.")
     return redirect("org:members")
@@ -172,6 +186,9 @@ def team_hours(request):
     team_hours = form.team_hours()
     Organization.objects.filter(id=request.organization.id).update(team_hours=team_hours,
                                                                    timezone=form.cleaned_data["timezone"])
+    spans = "; ".join(f"{day} {span}" for day, span in hours.summary(team_hours) if span != "closed")
+    audit.record(request.organization, request.user, "organization.team_hours",
+                 f"Set team hours ({form.cleaned_data['timezone']}): {spans}" if team_hours else "Cleared the team hours")
     messages.success(request, "Team hours saved." if team_hours else
                      "Team hours cleared: a customer who asks for a person always gets the handoff message.")
     return redirect(reverse("org:members") + "#hours")

@@ -1,0 +1,21 @@
+"""The organisation's activity log: one sentence per change a member makes to its bots, channels,
+team or data, with who made it and when (``AuditEvent``; shown on the Team page to owners and
+admins). What changed is named, never a secret's value.
+
+    audit.record(request.organization, request.user, "channel.saved", "Saved the WhatsApp settings of Ava")
+"""
+from .models import AuditEvent
+
+SHOWN = 50  # the Team page's latest
+
+
+def record(organization, actor, action: str, text: str) -> AuditEvent | None:
+    if organization is None:
+        return None
+    name = (actor.get_full_name() or actor.get_username()) if getattr(actor, "pk", None) else ""
+    return AuditEvent.objects.create(organization=organization, actor=actor if name else None, actor_name=name,
+                                     action=action, text=text[:300])
+
+
+def latest(organization, limit: int = SHOWN):
+    return AuditEvent.objects.filter(organization=organization).order_by("-created", "-id")[:limit]

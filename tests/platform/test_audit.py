@@ -1,0 +1,95 @@
+"""The Team page's Activity: who changed the organisation's bots, channels, team and data, and
+when — one sentence each, never a secret's value; owners and admins of that organisation only."""
+import pytest
+from django.urls import reverse
+
+from bots.models import AuditEvent, Bot, Invitation, Membership
+from tests.conftest import make_member
+
+from .conftest import make_conversation
+
+pytestmark = pytest.mark.django_db
+TOKEN = "a-twilio-auth-token-nobody-may-read"
+
+
+def said(org):
+    return [(event.actor_name, event.action, event.text) for event in AuditEvent.objects.filter(organization=org)
+            .order_by("id")]
+
+
+def test_each_change_is_recorded_with_who_made_it(client, alice, bob, acme, acme_bot, globex):
+    client.force_login(alice)
+    client.post(reverse("bots:create"), {"name": "Zed", "company": "Acme Bikes"})
+    zed = Bot.objects.get(name="Zed")
+    client.post(reverse("bots:publish", args=[zed.id]))
+    client.post(reverse("bots:version_restore", args=[zed.id, 1]))
+    client.post(reverse("channels:bot", args=[acme_bot.id]), {
+        "channel": "whatsapp", "whatsapp-enabled": "on", "whatsapp-account_sid": "AC" + "1" * 32,
+        "whatsapp-auth_token": TOKEN, "whatsapp-phone_number": "whatsapp:+14155238886"})
+    client.post(reverse("org:members"), {"email": "new@acme.example", "role": "agent"})
+    client.post(reverse("org:invitation-cancel", args=[Invitation.objects.get(email="new@acme.example").id]))
+    carol = make_member(acme, "carol", "agent")
+    client.post(reverse("org:member-role", args=[Membership.objects.get(user=carol).id]), {"role": "admin"})
+    client.post(reverse("org:member-remove", args=[Membership.objects.get(user=carol).id]))
+    client.post(reverse("org:retention"), {"retention_days": "30"})
+    client.post(reverse("org:hours"), {"timezone": "Europe/Paris", "mon_open": "on", "mon_from": "09:00",
+                                        "mon_to": "17:00"})
+    conversation, _ = make_conversation(acme_bot, thread="gone", contact={"name": "Dana"})
+    client.post(reverse("inbox:delete", args=[conversation.id]))
+    client.post(reverse("bots:delete", args=[zed.id]))
+
+    assert said(acme) == [
+        ("", "bot.published", "Published Ava version 1"),  # the fixture's, by nobody signed in: "the system"
+        ("alice", "bot.created", "Created the bot Zed"),
+        ("alice", "bot.published", "Published Zed version 1"),
+        ("alice", "bot.restored", "Restored version 1 of Zed into its draft"),
+        ("alice", "channel.saved", "Saved the WhatsApp (Twilio) settings of Ava (new Auth token)"),
+        ("alice", "member.invited", "Invited new@acme.example as Agent"),
+        ("alice", "member.invitation_cancelled", "Cancelled the invitation of new@acme.example"),
+        ("alice", "member.role", "Made carol Admin"),
+        ("alice", "member.removed", "Removed carol"),
+        ("alice", "organization.retention", "Set conversations to be deleted 30 days after their last message"),
+        ("alice", "organization.team_hours", "Set team hours (Europe/Paris): Monday 09:00–17:00"),
+        ("alice", "conversation.deleted", "Deleted the conversation with Dana (Website widget, Ava)"),
+        ("alice", "bot.deleted", "Deleted the bot Zed"),
+    ]
+    assert not AuditEvent.objects.filter(text__contains=TOKEN).exists() and said(globex) == []
+
+    page = client.get(reverse("org:members")).content.decode()
+    assert 'id="activity"' in page and "Saved the WhatsApp (Twilio) settings of Ava (new Auth token)" in page
+    assert TOKEN not in page
+    client.force_login(bob)  # an agent: no Activity
+    assert 'id="activity"' not in client.get(reverse("org:members")).content.decode()
+
+
+def test_the_team_list_shows_who_signs_in_with_two_factors(client, alice, bob):
+    from bots.models import TwoFactor
+
+    TwoFactor.objects.create(user=bob, secrets={"totp": "JBSWY3DPEHPK3PXP"})
+    client.force_login(alice)
+    page = client.get(reverse("org:members")).content.decode()
+    rows = {row.split("</td>")[0].split(">")[-1].strip(): row for row in page.split("<tr>")[2:]}
+    assert 'class="badge on">on' in rows["bob"] and 'class="badge off">off' in rows["alice (you)"]
+    assert "turn it on" in rows["alice (you)"] and "turn it on" not in rows["bob"]
+
+
+def test_changes_through_the_api_are_recorded_too(alice, acme, acme_bot):
+    from rest_framework.test import APIClient
+
+    from bots.models import ApiToken
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(alice)}")
+    bot = client.post("/api/bots/", {"name": "Api Bot"}, format="json").json()
+    client.post(f"/api/bots/{bot['id']}/publish/")
+    client.post(f"/api/bots/{bot['id']}/restore/", {"version": 1}, format="json")
+    conversation, _ = make_conversation(acme_bot, thread="api-gone", channel="api")
+    assert client.delete(f"/api/conversations/{conversation.id}/").status_code == 204
+    assert client.delete(f"/api/bots/{bot['id']}/").status_code == 204
+    assert said(acme)[1:] == [
+        ("alice", "bot.created", "Created the bot Api Bot through the API"),
+        ("alice", "bot.published", "Published Api Bot version 1"),
+        ("alice", "bot.restored", "Restored version 1 of Api Bot into its draft"),
+        ("alice", "conversation.deleted", "Deleted the conversation with api-gone (API, Ava) through the API"),
+        ("alice", "bot.deleted", "Deleted the bot Api Bot through the API"),
+    ]
