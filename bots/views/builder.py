@@ -122,6 +122,9 @@ def bot_builder(request, bot_id):
     """GET: the builder. POST: save the settings form to the draft (not live until published)."""
     bot = _managed_bot(request, bot_id)
     if request.method == "GET":
+        question = request.GET.get("faq", "").strip()[:200]  # "Add as FAQ" from the dashboard's questions to answer
+        if question:
+            return _render_builder(request, bot, faq_form=FaqForm(initial={"title": question}), tab="knowledge")
         return _render_builder(request, bot)
     tab = request.POST.get("tab", "persona")
     form = BotSettingsForm(request.POST, instance=bot)

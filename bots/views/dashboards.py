@@ -1,8 +1,9 @@
-"""Dashboards: the organisation's and each bot's numbers and charts (``bots.stats``)."""
+"""Dashboards: the organisation's and each bot's numbers and charts (``bots.stats``), and each
+bot's questions to answer (``bots.gaps``)."""
 from django.http import JsonResponse
 from django.shortcuts import render
 
-from .. import stats
+from .. import gaps, stats
 from ..models import Bot
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required
@@ -39,6 +40,5 @@ def bot_dashboard(request, bot_id):
     data = stats.summary(request.organization, bot=bot, days=days)
     if request.GET.get("format") == "json":
         return JsonResponse(data)
-    return render(
-        request, "dashboards/dashboard.html", {"stats": data, "bot": bot, "days": days, "day_choices": DAY_CHOICES}
-    )
+    return render(request, "dashboards/dashboard.html", {"stats": data, "bot": bot, "days": days, "day_choices": DAY_CHOICES,
+                                                         "gaps": gaps.questions_to_answer(bot, days)})

@@ -1,0 +1,67 @@
+"""Questions to answer: what customers asked that the bot did not answer well — the knowledge to
+add next. A bot's dashboard lists them with an "Add as FAQ" link into the builder.
+
+A customer message counts when the bot's reply to it
+- used the bot's fallback answer word for word (any published version's, or the draft's), or
+- was rated not helpful (👎 in the widget), or
+- was followed by the customer asking for a person (their next message was a handoff).
+The same question asked again (any case or spacing) is one row with a count.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from .models import Bot, Message
+
+SCANNED = 2000  # newest replies looked at: a bound on the page's work
+SHOWN = 30
+
+REASONS = {"fallback": "fallback answer", "not_helpful": "rated not helpful", "handoff": "then asked for a person"}
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _fallbacks(bot: Bot) -> set[str]:
+    texts = {bot.fallback_answer} | {v.config.get("fallback_answer", "") for v in bot.versions.only("config")}
+    return {_key(t) for t in texts if t and t.strip()}
+
+
+def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
+    """Rows {"question", "count", "reasons" (words), "last", "conversation_id"}: the most asked
+    first, then the most recent."""
+    since = timezone.now() - timedelta(days=days)
+    found: dict[str, dict] = {}
+
+    def note(question: Message, reason: str):
+        if not question.text.strip():
+            return
+        row = found.setdefault(_key(question.text), {"question": question.text.strip(), "ids": set(), "reasons": set(),
+                                                     "last": question.created, "conversation_id": question.conversation_id})
+        row["ids"].add(question.id)
+        row["reasons"].add(reason)
+        if question.created > row["last"]:
+            row.update(last=question.created, question=question.text.strip(), conversation_id=question.conversation_id)
+
+    fallbacks = _fallbacks(bot)
+    replies = (Message.objects.filter(bot=bot, sender=Message.Sender.BOT, created__gte=since, reply_to__isnull=False)
+               .exclude(channel="preview").select_related("reply_to").order_by("-id")[:SCANNED])
+    for reply in replies:
+        if reply.rating == Message.Rating.NOT_HELPFUL:
+            note(reply.reply_to, "not_helpful")
+        if fallbacks and any(fallback in _key(reply.text) for fallback in fallbacks):
+            note(reply.reply_to, "fallback")
+    handoffs = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
+                                       meta__skip_reason="handoff").exclude(channel="preview").order_by("-id")[:200])
+    for handoff in handoffs:
+        before = (Message.objects.filter(conversation_id=handoff.conversation_id, direction=Message.Direction.INBOUND,
+                                         id__lt=handoff.id).order_by("-id").first())
+        if before is not None and (before.meta or {}).get("skip_reason") != "handoff":
+            note(before, "handoff")
+    rows = sorted(found.values(), key=lambda row: (-len(row["ids"]), -row["last"].timestamp()))[:limit]
+    return [{"question": row["question"], "count": len(row["ids"]), "last": row["last"],
+             "conversation_id": row["conversation_id"],
+             "reasons": [REASONS[reason] for reason in REASONS if reason in row["reasons"]]} for row in rows]
