@@ -124,7 +124,9 @@ def bot_builder(request, bot_id):
     if request.method == "GET":
         question = request.GET.get("faq", "").strip()[:200]  # "Add as FAQ" from the dashboard's questions to answer
         if question:
-            return _render_builder(request, bot, faq_form=FaqForm(initial={"title": question}), tab="knowledge")
+            form = FaqForm(initial={"title": question})
+            form.fields["body"].widget.attrs["autofocus"] = True  # the answer is what is left to write
+            return _render_builder(request, bot, faq_form=form, tab="knowledge")
         return _render_builder(request, bot)
     tab = request.POST.get("tab", "persona")
     form = BotSettingsForm(request.POST, instance=bot)
