@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import events, hours
-from .models import Attachment, Bot, Conversation, Membership, Message, Organization
+from .models import Attachment, Bot, Conversation, Membership, Message, Organization, Tag
 from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -313,6 +313,34 @@ def assign(conversation: Conversation, user_id) -> None:
         user = membership.user
     Conversation.objects.filter(id=conversation.id).update(assignee=user)
     conversation.assignee = user
+
+
+def tag_name(name: str) -> str:
+    """A tag as typed, tidied: spaces collapsed, at most Tag.MAX_LENGTH characters; ValueError when empty."""
+    name = " ".join(str(name).split())[:Tag.MAX_LENGTH]
+    if not name:
+        raise ValueError("a tag needs a name")
+    return name
+
+
+def organization_tag(organization_id: int, name: str) -> Tag:
+    """The organisation's tag called ``name`` (any case), made when it has none yet."""
+    name = tag_name(name)
+    tag = Tag.objects.filter(organization_id=organization_id, name__iexact=name).first()
+    if tag is not None:
+        return tag
+    try:
+        with transaction.atomic():
+            return Tag.objects.create(organization_id=organization_id, name=name)
+    except IntegrityError:  # made at the same moment by someone else
+        return Tag.objects.get(organization_id=organization_id, name__iexact=name)
+
+
+def set_tags(conversation: Conversation, names) -> list[str]:
+    """The conversation's tags become exactly ``names`` (made for the organisation as needed)."""
+    tags = {tag.id: tag for tag in (organization_tag(conversation.organization_id, name) for name in names)}
+    conversation.tags.set(tags.values())
+    return sorted(tag.name for tag in tags.values())
 
 
 def set_status(conversation: Conversation, status: str):

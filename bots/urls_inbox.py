@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:conversation_id>/reply/", inbox.reply, name="reply"),
     path("<int:conversation_id>/delete/", inbox.delete, name="delete"),
     path("<int:conversation_id>/assign/", inbox.assign, name="assign"),
+    path("<int:conversation_id>/tags/", inbox.tags, name="tags"),
     path("attachments/<int:attachment_id>/", inbox.attachment, name="attachment"),
 ] + [
     path(f"<int:conversation_id>/{action}/", inbox.control, {"action": action}, name=action)

@@ -2,7 +2,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message, SavedReply
+from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message, SavedReply, Tag
 
 
 class BotSerializer(serializers.ModelSerializer):
@@ -80,10 +80,14 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class ConversationSerializer(serializers.ModelSerializer):
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name",
+                                        help_text="the team's tags (set them with control)")
+
     class Meta:
         model = Conversation
         fields = ["id", "bot", "channel", "external_id", "contact_name", "contact_email", "contact_phone",
-                  "subject", "status", "bot_paused", "needs_human", "assignee", "created", "last_message_at"]  # fmt: skip
+                  "subject", "status", "bot_paused", "needs_human", "assignee", "tags", "created",
+                  "last_message_at"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -114,6 +118,8 @@ class ConversationControlSerializer(serializers.Serializer):
     bot_paused = serializers.BooleanField(required=False)
     assignee = serializers.IntegerField(required=False, allow_null=True,
                                         help_text="a member's user id, or null for nobody")
+    tags = serializers.ListField(child=serializers.CharField(max_length=Tag.MAX_LENGTH), required=False,
+                                 max_length=50, help_text="the conversation's tags, all of them (names)")
 
 
 class InboundSerializer(serializers.Serializer):

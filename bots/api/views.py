@@ -177,7 +177,9 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
             conversations = conversations.filter(status=params["status"])
         if params.get("needs_human") in ("1", "true"):
             conversations = conversations.filter(needs_human=True)
-        return conversations
+        if params.get("tag"):
+            conversations = conversations.filter(tags__name__iexact=params["tag"].strip())
+        return conversations.prefetch_related("tags")
 
     @extend_schema(request=s.InboundSerializer, responses={201: s.MessageSerializer, 200: s.MessageSerializer})
     @action(detail=False, methods=["post"], permission_classes=[IsManager])
@@ -226,7 +228,8 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
     @extend_schema(request=s.ConversationControlSerializer, responses=s.ConversationSerializer)
     @action(detail=True, methods=["post"])
     def control(self, request, pk=None):
-        """Close/reopen (``status``), take over/give back (``bot_paused``), assign (``assignee``)."""
+        """Close/reopen (``status``), take over/give back (``bot_paused``), assign (``assignee``), set the
+        tags (``tags``: the whole list of names; new names become the organisation's tags)."""
         conversation = self.get_object()
         body = s.ConversationControlSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -239,6 +242,8 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
             services.set_bot_paused(conversation, body.validated_data["bot_paused"], by=request.user)
         if "status" in body.validated_data:
             services.set_status(conversation, body.validated_data["status"])
+        if "tags" in body.validated_data:
+            services.set_tags(conversation, body.validated_data["tags"])
         return Response(s.ConversationSerializer(conversation).data)
 
 

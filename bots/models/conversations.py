@@ -8,6 +8,7 @@ message (``reply_to``) — a task that runs twice stores one reply.
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from .bots import Bot
 from .tenants import Organization
@@ -19,6 +20,23 @@ CHANNEL_NAMES = {"widget": "Website widget", "whatsapp": "WhatsApp", "email": "E
 
 def channel_name(channel: str) -> str:
     return CHANNEL_NAMES.get(channel, channel)
+
+
+class Tag(models.Model):
+    """A label the team puts on conversations ("billing", "bug"), per organisation; one name once,
+    whatever its case."""
+
+    MAX_LENGTH = 40
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=MAX_LENGTH)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(Lower("name"), "organization", name="one_tag_name_per_organization")]
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
 
 
 class Conversation(models.Model):
@@ -41,6 +59,7 @@ class Conversation(models.Model):
     needs_human = models.BooleanField(default=False)
     # The agent who has it: set when someone takes over or answers an unassigned conversation,
     # or by hand in the inbox; cleared when they leave the organisation.
+    tags = models.ManyToManyField(Tag, blank=True, related_name="conversations")
     assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="assigned_conversations")
     meta = models.JSONField(default=dict, blank=True)  # channel specifics (e.g. email recipient address)

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .. import audit, services
 from ..files import attachment_response
-from ..models import Attachment, Bot, Conversation, Membership, Message, SavedReply
+from ..models import Attachment, Bot, Conversation, Membership, Message, SavedReply, Tag
 from ..models.conversations import channel_name
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
@@ -35,6 +35,7 @@ class Filters(forms.Form):
     not_helpful = forms.BooleanField(required=False)  # a customer rated a bot reply 👎
     assignee = forms.ChoiceField(required=False, choices=[("", "Anyone"), ("me", "Me"), ("none", "Nobody")])
     q = forms.CharField(required=False, max_length=200)
+    tag = forms.CharField(required=False, max_length=40)
 
 
 def filtered_conversations(request, data):
@@ -59,6 +60,8 @@ def filtered_conversations(request, data):
             conversations = conversations.filter(messages__rating=Message.Rating.NOT_HELPFUL).distinct()
         if f["q"]:
             conversations = conversations.filter(messages__text__icontains=f["q"]).distinct()
+        if f["tag"]:
+            conversations = conversations.filter(tags__name__iexact=f["tag"].strip())
     return form, conversations.exclude(channel="preview").order_by("-last_message_at")
 
 
@@ -70,7 +73,8 @@ def export(request):
     if not form.is_valid():
         return HttpResponseBadRequest("Bad filters.\n", content_type="text/plain; charset=utf-8")
     rows = (Message.objects.filter(conversation__in=conversations.values("id"))
-            .select_related("conversation__assignee", "bot").order_by("conversation_id", "created", "id"))
+            .select_related("conversation__assignee", "bot").prefetch_related("conversation__tags")
+            .order_by("conversation_id", "created", "id"))
     writer = csv.writer(_Echo())
 
     def lines():
@@ -82,7 +86,7 @@ def export(request):
                 c.assignee.get_username() if c.assignee else "",
                 m.id, m.created.isoformat(), m.direction, m.sender, _cell(m.text), m.delivery_status,
                 "" if m.rating is None else m.get_rating_display(), len((m.meta or {}).get("attachments") or [])
-                + len((m.meta or {}).get("media") or []),
+                + len((m.meta or {}).get("media") or []), ", ".join(sorted(t.name for t in c.tags.all())),
             ])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
@@ -91,7 +95,8 @@ def export(request):
 
 
 EXPORT_COLUMNS = ["conversation", "bot", "channel", "contact_name", "contact_email", "contact_phone", "subject",
-                  "status", "assignee", "message", "created", "direction", "sender", "text", "delivery", "rating", "attachments"]
+                  "status", "assignee", "message", "created", "direction", "sender", "text", "delivery", "rating", "attachments",
+                  "tags"]
 
 
 class _Echo:
@@ -115,7 +120,7 @@ def conversation_list(request):
     latest = Message.objects.filter(conversation=OuterRef("pk")).exclude(sender=Message.Sender.NOTE).order_by("-id")
     conversations = conversations.annotate(last_text=Subquery(latest.values("text")[:1]),
                                            last_sender=Subquery(latest.values("sender")[:1]))
-    page = Paginator(conversations, 50).get_page(request.GET.get("page"))
+    page = Paginator(conversations.prefetch_related("tags"), 50).get_page(request.GET.get("page"))
     channels = (
         scoped(request, Conversation).exclude(channel="preview").values_list("channel", flat=True).distinct()
     )
@@ -125,6 +130,7 @@ def conversation_list(request):
         "bots": scoped(request, Bot).order_by("name"),
         "channels": sorted((channel, channel_name(channel)) for channel in set(channels)),
         "statuses": Conversation.Status.choices,
+        "tags": scoped(request, Tag).order_by("name"),
         "query": request.GET.urlencode(),
         "stamp": stamp,
     }
@@ -150,7 +156,26 @@ def thread(request, conversation_id):
     members = scoped(request, Membership).select_related("user").order_by("user__username")
     return render(request, "inbox/thread.html", {"conversation": conversation, "thread_messages": thread_messages,
                                                  "channel_notice": notice, "members": members,
-                                                 "saved_replies": scoped(request, SavedReply)})
+                                                 "saved_replies": scoped(request, SavedReply),
+                                                 "all_tags": scoped(request, Tag).order_by("name")})
+
+
+@member_required
+@require_POST
+def tags(request, conversation_id):
+    """Add a tag (``add``: a name, made for the organisation if new) or take one off (``remove``: its id)."""
+    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    names = [tag.name for tag in conversation.tags.all()]
+    if "remove" in request.POST:
+        names = [tag.name for tag in conversation.tags.all() if str(tag.id) != request.POST["remove"]]
+    else:
+        try:
+            names.append(services.tag_name(request.POST.get("add", "")))
+        except ValueError:
+            flash.error(request, "Write the tag's name first.")
+            return redirect(reverse("inbox:thread", args=[conversation.id]) + "#tags")
+    services.set_tags(conversation, names)
+    return redirect(reverse("inbox:thread", args=[conversation.id]) + "#tags")
 
 
 def attachments(message):

@@ -78,3 +78,22 @@ def test_the_list_says_when_new_messages_came_in_and_shows_them_on_request(trans
     expect(page.locator("tr.conversation")).to_have_count(2)
     expect(page.locator("#conversations")).to_contain_text("+15550001111")
     expect(news).to_be_hidden()
+
+
+def test_tags_are_added_with_enter_and_taken_off_with_their_cross(transactional_db, live_server_url, page, alice,
+                                                                  acme_bot):
+    from bots import services
+
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="v_tagged01", text="My invoice is wrong",
+                             answer=False)
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/inbox/{first.conversation.id}/")
+    for name in ("billing", "urgent"):
+        page.fill("#tag-add", name)
+        page.press("#tag-add", "Enter")  # the add form's own button: never a chip's ×
+        expect(page.locator("#tags .tag", has_text=name)).to_be_visible()
+    page.get_by_role("button", name="Remove the tag billing").click()
+    expect(page.locator("#tags .tag")).to_have_count(1)
+    expect(page.locator("#tags .tag")).to_contain_text("urgent")
+    page.goto(f"{live_server_url}/inbox/?tag=urgent")
+    expect(page.locator("tr.conversation")).to_have_count(1)
