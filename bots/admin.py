@@ -1,8 +1,10 @@
-"""Django admin for staff: tenants, bots, knowledge, conversations and messages, API tokens."""
+"""Django admin for staff: tenants, bots, knowledge, conversations and messages, API tokens, activity
+logs (read-only) and second factors (a locked-out user's can be deleted)."""
 from django.contrib import admin
 from rest_framework.authtoken.models import TokenProxy
 
-from .models import ApiToken, Bot, Conversation, Invitation, KnowledgeItem, Membership, Message, Organization
+from .models import (ApiToken, AuditEvent, Bot, Conversation, Invitation, KnowledgeItem, Membership, Message,
+                     Organization, TwoFactor)
 
 # DRF's plaintext tokens are not how the API authenticates here (bots.api.auth): no admin for them
 if admin.site.is_registered(TokenProxy):
@@ -96,3 +98,30 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["channel", "direction", "sender", "reply_state", "delivery_status"]
     search_fields = ["text", "external_id"]
     raw_id_fields = ["organization", "bot", "conversation", "reply_to"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The organisations' activity logs, read-only: a log nobody can edit."""
+
+    list_display = ["created", "organization", "actor_name", "action", "text"]
+    list_filter = ["action"]
+    search_fields = ["text", "actor_name", "organization__name"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TwoFactor)
+class TwoFactorAdmin(admin.ModelAdmin):
+    """Staff can turn a locked-out user's two-factor sign-in off (delete); nobody sees its secret."""
+
+    list_display = ["user", "created"]
+    fields = ["user", "created"]
+    readonly_fields = ["user", "created"]
+
+    def has_add_permission(self, request):
+        return False

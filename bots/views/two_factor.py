@@ -10,7 +10,8 @@
 import time
 
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, get_user_model, login
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -20,6 +21,7 @@ from chatnexus import ratelimit
 
 from .. import twofactor
 from ..models import TwoFactor
+from .accounts import LOGIN_FAILURE_WINDOW_S, _hashed, _posts_refused, _too_many
 
 PENDING_KEY = "two-factor-pending"  # {"user", "backend", "next", "at"}
 SETUP_KEY = "two-factor-setup-secret"
@@ -36,8 +38,6 @@ def start(request, user, next_url: str):
 
 @require_http_methods(["GET", "POST"])
 def login_code(request):
-    from .accounts import LOGIN_FAILURE_WINDOW_S, _hashed, _posts_refused, _too_many
-
     pending = request.session.get(PENDING_KEY)
     if not pending or time.time() - pending["at"] > PENDING_S:
         request.session.pop(PENDING_KEY, None)
@@ -66,8 +66,6 @@ def login_code(request):
         login(request, user, backend=pending["backend"])
         if kind == "recovery":
             left = len(TwoFactor.objects.get(user=user).recovery_digests)
-            from django.contrib import messages
-
             messages.warning(request, f"You signed in with a recovery code; {left} left. Make new ones on your "
                                       "account's two-factor page if you are running out.")
         safe = url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
@@ -96,8 +94,6 @@ def manage(request):
                 context["error"] = "That is not your password."
             elif action == "disable":
                 two_factor.delete()
-                from django.contrib import messages
-
                 messages.success(request, "Two-factor sign-in is off: your password alone signs you in.")
                 return redirect("account")
             else:
