@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import audit, services, stats
+from .. import audit, services, stats, transfer
 from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
 from ..tenancy import scoped
@@ -87,6 +87,24 @@ class BotViewSet(viewsets.ModelViewSet):
         bot = self.get_object()
         bot.publish(by=request.user)
         return Response(self.get_serializer(bot).data)
+
+    @extend_schema(responses=dict)
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        """The bot's draft settings and knowledge as a file to import elsewhere (``bots/import``)."""
+        return Response(transfer.export(self.get_object()))
+
+    @extend_schema(request=dict, responses={201: s.BotSerializer})
+    @action(detail=False, methods=["post"], url_path="import")
+    def import_bot(self, request):
+        """A new, unpublished bot from an ``export``'s JSON (the request body)."""
+        try:
+            bot = transfer.import_bot(request.organization, transfer.read(request.body))
+        except transfer.TransferError as error:
+            raise ValidationError({"detail": str(error)}) from None
+        audit.record(request.organization, request.user, "bot.created",
+                     f"Imported the bot {bot.name} from a file through the API")
+        return Response(self.get_serializer(bot).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=s.BotVersionSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -10,9 +10,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import audit
+from .. import audit, transfer
 from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
 from ..knowledge import retrieve
 from ..models import Bot, BotVersion, KnowledgeItem
@@ -74,6 +75,34 @@ def _create_form(request, data=None) -> BotCreateForm:
     """The new-bot form; its company starts as the organisation's name (what most bots answer for)."""
     organization = request.organization
     return BotCreateForm(data, initial={"company": organization.name} if organization else None)
+
+
+@login_required
+@require_GET
+def bot_export(request, bot_id):
+    """The bot's draft settings and knowledge as a JSON file (bots/transfer.py)."""
+    bot = _managed_bot(request, bot_id)
+    response = JsonResponse(transfer.export(bot), json_dumps_params={"indent": 2, "ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="{slugify(bot.name) or "bot"}.chatnexus.json"'
+    return response
+
+
+@login_required
+@require_POST
+def bot_import(request):
+    """A new, unpublished bot from an exported file; the bot list says what is wrong otherwise."""
+    require_manager(request)
+    upload = request.FILES.get("file")
+    try:
+        if upload is None:
+            raise transfer.TransferError("Choose a file exported from ChatNexus first.")
+        bot = transfer.import_bot(request.organization, transfer.read(upload.read()))
+    except transfer.TransferError as error:
+        messages.error(request, f"Nothing imported: {error}")
+        return redirect("bots:list")
+    audit.record(request.organization, request.user, "bot.created", f"Imported the bot {bot.name} from a file")
+    messages.success(request, f"Imported {bot.name} with {bot.knowledge.count()} knowledge items. Try it, then publish it.")
+    return redirect(_builder_url(bot))
 
 
 @login_required

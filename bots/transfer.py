@@ -1,0 +1,91 @@
+"""A bot as a file: its draft settings and knowledge exported as JSON, and imported as a new,
+unpublished bot — to move a bot from a staging server to production, keep a copy, or start
+from a colleague's.
+
+    {"chatnexus_bot": 1, "settings": {<Bot.DRAFT_FIELDS>}, "knowledge": [{"kind", "title", "body"}, ...]}
+
+Import checks everything the builder checks (``BotSettingsForm``, the FAQ and document limits)
+and creates nothing unless the whole file passes; settings the file lacks (an older export)
+take their defaults, unknown ones are ignored. Conversations, channels and versions stay where
+they are: a file carries no customer data and no secrets.
+"""
+from __future__ import annotations
+
+import json
+
+from django.db import transaction
+
+from .models import Bot, KnowledgeItem
+
+FORMAT = 1
+MAX_BYTES = 5 * 1024 * 1024
+MAX_ITEMS = 2000
+
+
+class TransferError(ValueError):
+    pass
+
+
+def export(bot: Bot) -> dict:
+    config = bot.draft_config()
+    return {
+        "chatnexus_bot": FORMAT,
+        "settings": {field: config[field] for field in Bot.DRAFT_FIELDS},
+        "knowledge": [{"kind": item["kind"], "title": item["title"], "body": item["body"]} for item in config["knowledge"]],
+    }
+
+
+def _checked_knowledge(items) -> list[dict]:
+    from .faq_import import MAX_ANSWER, MAX_QUESTION
+    from .forms import MAX_DOC_CHARS
+
+    if not isinstance(items, list) or len(items) > MAX_ITEMS:
+        raise TransferError(f'"knowledge" must be a list of at most {MAX_ITEMS} items.')
+    checked = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict) or item.get("kind") not in KnowledgeItem.Kind.values:
+            raise TransferError(f'Knowledge item {number}: "kind" must be one of {", ".join(KnowledgeItem.Kind.values)}.')
+        title, body = item.get("title", ""), item.get("body", "")
+        if not isinstance(title, str) or not isinstance(body, str) or not body.strip():
+            raise TransferError(f'Knowledge item {number}: "title" and "body" must be text, and "body" not empty.')
+        limit = MAX_ANSWER if item["kind"] == KnowledgeItem.Kind.FAQ else MAX_DOC_CHARS
+        if len(title) > MAX_QUESTION or len(body) > limit:
+            raise TransferError(f"Knowledge item {number} is too long (a title at most {MAX_QUESTION} characters, "
+                                f"a body {limit:,}).")
+        if item["kind"] == KnowledgeItem.Kind.FAQ and not title.strip():
+            raise TransferError(f"Knowledge item {number}: a FAQ pair needs its question (title).")
+        checked.append({"kind": item["kind"], "title": title, "body": body})
+    return checked
+
+
+def read(raw: bytes) -> dict:
+    """The parsed file; TransferError with a sentence when it is not an exported bot."""
+    if len(raw) > MAX_BYTES:
+        raise TransferError(f"That file is too large: the limit is {MAX_BYTES // (1024 * 1024)} MB.")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        raise TransferError("That is not a JSON file exported from ChatNexus.") from None
+    if not isinstance(data, dict) or data.get("chatnexus_bot") != FORMAT:
+        raise TransferError("That JSON file is not a ChatNexus bot export (no \"chatnexus_bot\": 1).")
+    if not isinstance(data.get("settings"), dict):
+        raise TransferError('The file has no "settings".')
+    return data
+
+
+@transaction.atomic
+def import_bot(organization, data: dict) -> Bot:
+    """A new, unpublished bot of ``organization`` from ``read()``'s data; TransferError naming what is wrong."""
+    from .forms import BotSettingsForm
+
+    knowledge = _checked_knowledge(data.get("knowledge", []))
+    defaults = Bot()
+    fields = {field: data["settings"].get(field, getattr(defaults, field)) for field in Bot.DRAFT_FIELDS}
+    form_data = {k: ("on" if v is True else "" if v is False else str(v)) for k, v in fields.items() if v is not None}
+    form = BotSettingsForm({k: v for k, v in form_data.items() if v != ""}, instance=Bot(organization=organization))
+    if not form.is_valid():
+        problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+        raise TransferError(f"The file's settings do not pass the builder's checks — {problems}")
+    bot = form.save()
+    KnowledgeItem.objects.bulk_create(KnowledgeItem(bot=bot, **item) for item in knowledge)
+    return bot

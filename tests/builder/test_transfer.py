@@ -1,0 +1,83 @@
+"""A bot exported as a file and imported as a new, unpublished bot (here, or on another server):
+the same draft settings and knowledge; a file that is not one, or does not pass the builder's
+checks, creates nothing and says why."""
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from bots import transfer
+from bots.models import ApiToken, Bot, KnowledgeItem
+
+pytestmark = pytest.mark.django_db
+
+
+def without_ids(config):
+    return {**config, "knowledge": [{k: v for k, v in item.items() if k != "id"} for item in config["knowledge"]]}
+
+
+def upload(client, raw: bytes):
+    return client.post(reverse("bots:import"), {"file": SimpleUploadedFile("ava.chatnexus.json", raw)})
+
+
+def test_a_bot_travels_as_a_file(as_alice, acme_bot, globex):
+    acme_bot.instructions, acme_bot.use_emoji, acme_bot.temperature = "Offer a test ride.", True, 0.4
+    acme_bot.suggestions = "When are you open?\nDo you fix e-bikes?"
+    acme_bot.save()
+    KnowledgeItem.objects.create(bot=acme_bot, kind="doc", title="Returns", body="30 days, with the receipt. Ünïcode ✓")
+    response = as_alice.get(reverse("bots:export", args=[acme_bot.id]))
+    assert response.status_code == 200 and 'filename="ava.chatnexus.json"' in response["Content-Disposition"]
+    raw = response.content
+    assert b'"chatnexus_bot": 1' in raw and "Ünïcode ✓".encode() in raw
+
+    imported = upload(as_alice, raw)
+    copy = Bot.objects.exclude(id=acme_bot.id).get(organization=acme_bot.organization)
+    assert imported.status_code == 302 and imported["Location"].startswith(reverse("bots:builder", args=[copy.id]))
+    assert without_ids(copy.draft_config()) == without_ids(acme_bot.draft_config())
+    assert copy.published_version == 0 and copy.public_key != acme_bot.public_key
+    assert "Imported Ava with 2 knowledge items." in as_alice.get(imported["Location"]).content.decode()
+
+
+def test_an_older_export_takes_the_defaults_of_what_it_lacks(acme):
+    data = {"chatnexus_bot": 1, "settings": {"name": "Old", "tone": "formal"}, "knowledge": []}
+    bot = transfer.import_bot(acme, transfer.read(json.dumps(data).encode()))
+    assert (bot.name, bot.tone, bot.handoff_message) == ("Old", "formal", Bot().handoff_message)
+
+
+@pytest.mark.parametrize("raw, says", [
+    (b"not json", "That is not a JSON file exported from ChatNexus."),
+    (b'{"name": "Ava"}', 'not a ChatNexus bot export'),
+    (json.dumps({"chatnexus_bot": 1, "settings": {"name": "X", "temperature": 5}}).encode(),
+     "temperature: Ensure this value is less than or equal to 2.0."),
+    (json.dumps({"chatnexus_bot": 1, "settings": {"name": "X", "drafter": "model:/etc/passwd"}}).encode(),
+     "drafter: Select a valid choice."),
+    (json.dumps({"chatnexus_bot": 1, "settings": {"name": "X"}, "knowledge": [{"kind": "faq", "title": "", "body": "b"}]})
+     .encode(), "Knowledge item 1: a FAQ pair needs its question"),
+    (json.dumps({"chatnexus_bot": 1, "settings": {"name": "X"}, "knowledge": [{"kind": "zzz", "body": "b"}]}).encode(),
+     'Knowledge item 1: "kind" must be one of faq, doc.'),
+])
+def test_a_file_that_is_not_a_good_export_creates_nothing(as_alice, acme_bot, raw, says):
+    before = Bot.objects.count(), KnowledgeItem.objects.count()
+    response = upload(as_alice, raw)
+    assert response.status_code == 302 and response["Location"] == reverse("bots:list")
+    page = as_alice.get(reverse("bots:list")).content.decode()
+    assert "Nothing imported: " in page and says in page.replace("&quot;", '"').replace("&#x27;", "'")
+    assert (Bot.objects.count(), KnowledgeItem.objects.count()) == before
+
+
+def test_only_managers_import_and_export_and_the_api_does_both(client, bob, charlie, alice, acme_bot):
+    client.force_login(bob)  # an agent
+    assert client.get(reverse("bots:export", args=[acme_bot.id])).status_code == 404
+    assert upload(client, json.dumps(transfer.export(acme_bot)).encode()).status_code == 404
+    client.force_login(charlie)  # another organisation
+    assert client.get(reverse("bots:export", args=[acme_bot.id])).status_code == 404
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(alice)}")
+    exported = api.get(f"/api/bots/{acme_bot.id}/export/").json()
+    created = api.post("/api/bots/import/", exported, format="json")
+    assert created.status_code == 201 and created.json()["name"] == "Ava" and created.json()["published_version"] == 0
+    bad = api.post("/api/bots/import/", {"chatnexus_bot": 2}, format="json")
+    assert bad.status_code == 400 and "not a ChatNexus bot export" in bad.json()["detail"]
