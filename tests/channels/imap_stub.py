@@ -7,10 +7,11 @@ NOOP and LOGOUT, with UIDs and UIDVALIDITY. Records the commands it was sent.
 """
 import re
 import socketserver
-import threading
+
+from .loopback import LoopbackServer
 
 
-class IMAPStub:
+class IMAPStub(LoopbackServer):
     def __init__(self, user, password, uidvalidity=7):
         self.user, self.password, self.uidvalidity = user, password, uidvalidity
         self.messages = {}  # uid -> raw bytes
@@ -34,17 +35,7 @@ class IMAPStub:
             def send(self, data):
                 self.wfile.write(data + b"\r\n")
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host, self.port = self.server.server_address
-
-    def start(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler))
 
     def add(self, raw: bytes) -> int:
         uid = self._next_uid

@@ -30,8 +30,10 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
+from .loopback import LoopbackServer
 
-class TwilioStub:
+
+class TwilioStub(LoopbackServer):
     def __init__(self, host="127.0.0.1", port=0):
         self.requests = []
         self.failures = []  # (status, code, message) consumed one per request
@@ -41,18 +43,8 @@ class TwilioStub:
         self.tokens = {}  # account sid -> the only auth token Twilio accepts for it (unset: any)
         self.account_status = {}  # account sid -> "active" (default), "suspended", "closed"
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
-        self.server.daemon_threads = True
-        self.host, self.port = self.server.server_address
+        self._serve(ThreadingHTTPServer((host, port), self._handler()))
         self.base_url = f"http://{self.host}:{self.port}"
-
-    def start(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
     def reset(self):
         with self._lock:

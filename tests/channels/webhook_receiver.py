@@ -11,24 +11,16 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .loopback import LoopbackServer
 
-class WebhookReceiver:
+
+class WebhookReceiver(LoopbackServer):
     def __init__(self, host="127.0.0.1"):
         self.requests = []
         self.statuses = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer((host, 0), self._handler())
-        self.server.daemon_threads = True
-        self.host, self.port = self.server.server_address
+        self._serve(ThreadingHTTPServer((host, 0), self._handler()))
         self.url = f"http://{self.host}:{self.port}/hooks/chatnexus"
-
-    def start(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
     def answer(self, *statuses):
         with self._lock:
