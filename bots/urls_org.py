@@ -10,4 +10,5 @@ urlpatterns = [
     path("invitations/<int:invitation_id>/cancel/", org.invitation_cancel, name="invitation-cancel"),
     path("retention/", org.retention, name="retention"),
     path("hours/", org.team_hours, name="hours"),
+    path("tags/<int:tag_id>/", org.tag_edit, name="tag-edit"),
 ]

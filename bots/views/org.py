@@ -3,13 +3,14 @@ team hours (owners and admins) and conversation retention (owners)."""
 from django import forms
 from django.contrib import messages
 from django.http import Http404
+from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from .. import audit, hours
+from .. import audit, hours, services
 from .. import membership as members
-from ..models import Invitation, Membership, Organization, TwoFactor
+from ..models import Invitation, Membership, Organization, Tag, TwoFactor
 from ..tenancy import get_scoped_or_404, scoped
 from . import accounts
 from .decorators import manager_required, member_required
@@ -57,6 +58,7 @@ def member_list(request):
         "hours_summary": hours.summary(request.organization.team_hours),
         "hours_form": TeamHoursForm(initial=TeamHoursForm.initial_for(request.organization)),
         "activity": audit.latest(request.organization) if request.membership.can_manage else [],
+        "tags": scoped(request, Tag).annotate(used=Count("conversations")).order_by("name"),
         "two_factor_users": set(TwoFactor.objects.filter(user__memberships__organization=request.organization)
                                 .values_list("user_id", flat=True)),
     }
@@ -192,3 +194,29 @@ def team_hours(request):
     messages.success(request, "Team hours saved." if team_hours else
                      "Team hours cleared: a customer who asks for a person always gets the handoff message.")
     return redirect(reverse("org:members") + "#hours")
+
+
+@manager_required
+@require_POST
+def tag_edit(request, tag_id):
+    """Owners and admins rename a tag (``name``) or delete it (``delete``: off every conversation)."""
+    tag = get_scoped_or_404(request, Tag, id=tag_id)
+    old = tag.name
+    if "delete" in request.POST:
+        used = tag.conversations.count()
+        tag.delete()
+        audit.record(request.organization, request.user, "tag.deleted", f"Deleted the tag {old} (on {used} conversations)")
+        messages.success(request, f"Deleted the tag {old}.")
+        return redirect(reverse("org:members") + "#tags")
+    try:
+        name = services.tag_name(request.POST.get("name", ""))
+    except ValueError:
+        messages.error(request, "A tag needs a name.")
+        return redirect(reverse("org:members") + "#tags")
+    if scoped(request, Tag).filter(name__iexact=name).exclude(id=tag.id).exists():
+        messages.error(request, f"There is already a tag called {name}.")
+        return redirect(reverse("org:members") + "#tags")
+    Tag.objects.filter(id=tag.id).update(name=name)
+    audit.record(request.organization, request.user, "tag.renamed", f"Renamed the tag {old} to {name}")
+    messages.success(request, f"Renamed the tag {old} to {name}.")
+    return redirect(reverse("org:members") + "#tags")

@@ -26,7 +26,8 @@ KWARG_KINDS = {
     "index": "attachment",  # a position in the message's attachments, not an id: always 0
     "attachment_id": "file",
     "saved_reply_id": "saved_reply",
-    "number": "version",  # a published version's number within its bot (each fixture bot has version 1)
+    "number": "version",
+    "tag_id": "tag",  # a published version's number within its bot (each fixture bot has version 1)
 }
 API_PK_KINDS = {"bots": "bot", "knowledge": "knowledge", "conversations": "conversation", "messages": "message",
                 "saved-replies": "saved_reply"}
@@ -81,6 +82,7 @@ def objects_of(org, bot, owner):
         "file": file.id,
         "saved_reply": SavedReply.objects.create(organization=org, title="Hours", text="9 to 17").id,
         "version": bot.versions.get(number=1).number,
+        "tag": services.organization_tag(org.id, "billing").id,
     }
 
 

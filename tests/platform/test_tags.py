@@ -65,3 +65,31 @@ def test_the_api_reads_sets_and_filters_tags(alice, charlie, acme_bot, globex_bo
     other = APIClient()
     other.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(charlie)}")
     assert other.post(url, {"tags": ["mine"]}, format="json").status_code == 404
+
+
+def test_managers_rename_and_delete_tags_on_the_team_page(client, alice, bob, acme, acme_bot, globex):
+    from bots.models import AuditEvent
+
+    conversation, _ = make_conversation(acme_bot, thread="t-manage")
+    client.force_login(alice)
+    tag(client, conversation, add="billing")
+    tag(client, conversation, add="urgent")
+    billing, urgent = Tag.objects.get(name="billing"), Tag.objects.get(name="urgent")
+    theirs = Tag.objects.create(organization=globex, name="vip")
+    page = client.get(reverse("org:members")).content.decode()
+    assert 'id="tags"' in page and 'value="billing"' in page and "vip" not in page
+
+    edit = lambda t, **data: client.post(reverse("org:tag-edit", args=[t.id]), data)  # noqa: E731
+    assert edit(billing, name="URGENT").status_code == 302  # taken, whatever its case
+    assert "There is already a tag called URGENT." in client.get(reverse("org:members")).content.decode()
+    edit(billing, name="  Invoices ")
+    assert Tag.objects.get(id=billing.id).name == "Invoices"
+    edit(urgent, delete="1")
+    assert [t.name for t in Conversation.objects.get(id=conversation.id).tags.all()] == ["Invoices"]
+    assert not Tag.objects.filter(id=urgent.id).exists()
+    assert edit(theirs, name="mine").status_code == 404 and Tag.objects.get(id=theirs.id).name == "vip"
+    assert [e.text for e in AuditEvent.objects.filter(action__startswith="tag.").order_by("id")] == [
+        "Renamed the tag billing to Invoices", "Deleted the tag urgent (on 1 conversations)"]
+    client.force_login(bob)  # an agent: tags on conversations, not the list
+    assert 'id="tags"' not in client.get(reverse("org:members")).content.decode()
+    assert edit(Tag.objects.get(id=billing.id), delete="1").status_code == 404
