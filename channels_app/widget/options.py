@@ -3,6 +3,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from bots import hours
 from bots.models import Bot
 from bots.models.bots import suggestion_list
 
@@ -53,7 +54,7 @@ def widget_settings(config: ChannelConfig | None) -> dict:
 
 def load(public_key: str):
     """``(bot, config, settings)`` for an enabled widget, or ``None``."""
-    bot = Bot.objects.filter(public_key=public_key).first()
+    bot = Bot.objects.select_related("organization").filter(public_key=public_key).first()
     if bot is None:
         return None
     config = ChannelConfig.objects.filter(bot=bot, kind=ChannelConfig.Kind.WIDGET, enabled=True).first()
@@ -92,6 +93,8 @@ def public_look(bot: Bot, options: dict) -> dict:
         "max_message_chars": int(options.get("max_message_chars") or DEFAULTS["max_message_chars"]),
         "language": options.get("language") if options.get("language") in dict(LANGUAGES) else "auto",
         "handoff": True,
+        # outside the organisation's team hours (bots/hours.py): the widget says a person replies later
+        "team_away": not hours.is_open(bot.organization.team_hours, bot.organization.timezone),
         "uploads": bool(options.get("file_uploads")),
         "accept": accepted_files(),
         "max_upload_mb": int(options.get("max_upload_mb") or DEFAULTS["max_upload_mb"]),

@@ -17,12 +17,12 @@
   try { store = JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { store = {}; }
   function save() { try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ } }
 
-  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [], uploads: false, max_upload_mb: 5, accept: "" };
+  var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [], uploads: false, max_upload_mb: 5, accept: "", team_away: false };
 
   // -- the widget's own words: the bot's widget language, else the host page's <html lang>,
   // else the browser's, else English (the bot's answers follow its own instructions)
   var WORDS = {
-    en: { humanRequest: "I'd like to talk to a human, please.", team: "From the team", suggestions: "Suggested questions", notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
+    en: { away: "Our team is away right now: the bot can help, and a person will reply here when they are back.", humanRequest: "I'd like to talk to a human, please.", team: "From the team", suggestions: "Suggested questions", notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
           close: "Close chat", email: "Your email (optional)", message: "Message", placeholder: "Type your message\u2026",
           send: "Send", sendLabel: "Send message", typing: "{name} is typing", rate: "Rate this answer",
           helpful: "Helpful", notHelpful: "Not helpful", unavailable: "Chat is unavailable on this website.",
@@ -30,7 +30,7 @@
           tooFast: "You're sending messages too quickly. Please wait {n} seconds and try again.",
           tooLong: "Messages are limited to {n} characters.", empty: "Please type a message.",
           attach: "Attach a file", fileTooBig: "Files are limited to {n} MB.", uploadFailed: "The file could not be sent. Please try again." },
-    es: { humanRequest: "Me gustar\u00eda hablar con una persona, por favor.", team: "Del equipo", suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
+    es: { away: "Nuestro equipo no est\u00e1 disponible ahora: el bot puede ayudarte y una persona responder\u00e1 aqu\u00ed cuando vuelva.", humanRequest: "Me gustar\u00eda hablar con una persona, por favor.", team: "Del equipo", suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
           close: "Cerrar el chat", email: "Tu correo (opcional)", message: "Mensaje", placeholder: "Escribe tu mensaje\u2026",
           send: "Enviar", sendLabel: "Enviar mensaje", typing: "{name} est\u00e1 escribiendo", rate: "Valora esta respuesta",
           helpful: "\u00datil", notHelpful: "No es \u00fatil", unavailable: "El chat no est\u00e1 disponible en este sitio web.",
@@ -38,7 +38,7 @@
           tooFast: "Est\u00e1s enviando mensajes demasiado r\u00e1pido. Espera {n} segundos y vuelve a intentarlo.",
           tooLong: "Los mensajes tienen un l\u00edmite de {n} caracteres.", empty: "Escribe un mensaje.",
           attach: "Adjuntar un archivo", fileTooBig: "Los archivos tienen un l\u00edmite de {n} MB.", uploadFailed: "No se pudo enviar el archivo. Int\u00e9ntalo de nuevo." },
-    fr: { humanRequest: "J\u2019aimerais parler \u00e0 une personne, s\u2019il vous pla\u00eet.", team: "De l\u2019\u00e9quipe", suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
+    fr: { away: "Notre \u00e9quipe est absente pour le moment : le bot peut vous aider, et une personne vous r\u00e9pondra ici \u00e0 son retour.", humanRequest: "J\u2019aimerais parler \u00e0 une personne, s\u2019il vous pla\u00eet.", team: "De l\u2019\u00e9quipe", suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
           close: "Fermer le chat", email: "Votre e-mail (facultatif)", message: "Message", placeholder: "\u00c9crivez votre message\u2026",
           send: "Envoyer", sendLabel: "Envoyer le message", typing: "{name} \u00e9crit", rate: "\u00c9valuez cette r\u00e9ponse",
           helpful: "Utile", notHelpful: "Pas utile", unavailable: "Le chat n\u2019est pas disponible sur ce site.",
@@ -46,7 +46,7 @@
           tooFast: "Vous envoyez des messages trop vite. Attendez {n} secondes puis r\u00e9essayez.",
           tooLong: "Les messages sont limit\u00e9s \u00e0 {n} caract\u00e8res.", empty: "\u00c9crivez un message.",
           attach: "Joindre un fichier", fileTooBig: "Les fichiers sont limit\u00e9s \u00e0 {n} Mo.", uploadFailed: "Le fichier n\u2019a pas pu \u00eatre envoy\u00e9. R\u00e9essayez." },
-    de: { humanRequest: "Ich m\u00f6chte bitte mit einem Menschen sprechen.", team: "Vom Team", suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
+    de: { away: "Unser Team ist gerade nicht da: Der Bot kann helfen, und ein Mensch antwortet hier, sobald es zur\u00fcck ist.", humanRequest: "Ich m\u00f6chte bitte mit einem Menschen sprechen.", team: "Vom Team", suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
           close: "Chat schlie\u00dfen", email: "Ihre E-Mail (optional)", message: "Nachricht", placeholder: "Nachricht eingeben\u2026",
           send: "Senden", sendLabel: "Nachricht senden", typing: "{name} schreibt", rate: "Diese Antwort bewerten",
           helpful: "Hilfreich", notHelpful: "Nicht hilfreich", unavailable: "Der Chat ist auf dieser Website nicht verf\u00fcgbar.",
@@ -54,7 +54,7 @@
           tooFast: "Sie senden Nachrichten zu schnell. Bitte warten Sie {n} Sekunden und versuchen Sie es erneut.",
           tooLong: "Nachrichten sind auf {n} Zeichen begrenzt.", empty: "Bitte geben Sie eine Nachricht ein.",
           attach: "Datei anh\u00e4ngen", fileTooBig: "Dateien sind auf {n} MB begrenzt.", uploadFailed: "Die Datei konnte nicht gesendet werden. Bitte erneut versuchen." },
-    pt: { humanRequest: "Gostaria de falar com uma pessoa, por favor.", team: "Da equipa", suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
+    pt: { away: "A nossa equipa n\u00e3o est\u00e1 dispon\u00edvel agora: o bot pode ajudar e uma pessoa responder\u00e1 aqui quando voltar.", humanRequest: "Gostaria de falar com uma pessoa, por favor.", team: "Da equipa", suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
           close: "Fechar o chat", email: "O seu e-mail (opcional)", message: "Mensagem", placeholder: "Escreva a sua mensagem\u2026",
           send: "Enviar", sendLabel: "Enviar mensagem", typing: "{name} est\u00e1 a escrever", rate: "Avalie esta resposta",
           helpful: "\u00datil", notHelpful: "N\u00e3o \u00e9 \u00fatil", unavailable: "O chat n\u00e3o est\u00e1 dispon\u00edvel neste site.",
@@ -62,7 +62,7 @@
           tooFast: "Est\u00e1 a enviar mensagens demasiado depressa. Aguarde {n} segundos e tente de novo.",
           tooLong: "As mensagens est\u00e3o limitadas a {n} caracteres.", empty: "Escreva uma mensagem.",
           attach: "Anexar um ficheiro", fileTooBig: "Os ficheiros est\u00e3o limitados a {n} MB.", uploadFailed: "N\u00e3o foi poss\u00edvel enviar o ficheiro. Tente de novo." },
-    it: { humanRequest: "Vorrei parlare con una persona, per favore.", team: "Dal team", suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
+    it: { away: "Il nostro team non \u00e8 disponibile ora: il bot pu\u00f2 aiutarti e una persona risponder\u00e0 qui al suo ritorno.", humanRequest: "Vorrei parlare con una persona, per favore.", team: "Dal team", suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
           close: "Chiudi la chat", email: "La tua email (facoltativa)", message: "Messaggio", placeholder: "Scrivi il tuo messaggio\u2026",
           send: "Invia", sendLabel: "Invia messaggio", typing: "{name} sta scrivendo", rate: "Valuta questa risposta",
           helpful: "Utile", notHelpful: "Non utile", unavailable: "La chat non \u00e8 disponibile su questo sito.",
@@ -70,7 +70,7 @@
           tooFast: "Stai inviando messaggi troppo in fretta. Attendi {n} secondi e riprova.",
           tooLong: "I messaggi sono limitati a {n} caratteri.", empty: "Scrivi un messaggio.",
           attach: "Allega un file", fileTooBig: "I file sono limitati a {n} MB.", uploadFailed: "Impossibile inviare il file. Riprova." },
-    nl: { humanRequest: "Ik wil graag met een mens praten.", team: "Van het team", suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
+    nl: { away: "Ons team is er nu niet: de bot kan helpen, en een mens antwoordt hier zodra het terug is.", humanRequest: "Ik wil graag met een mens praten.", team: "Van het team", suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
           close: "Chat sluiten", email: "Je e-mail (optioneel)", message: "Bericht", placeholder: "Typ je bericht\u2026",
           send: "Verstuur", sendLabel: "Bericht versturen", typing: "{name} is aan het typen", rate: "Beoordeel dit antwoord",
           helpful: "Nuttig", notHelpful: "Niet nuttig", unavailable: "De chat is niet beschikbaar op deze website.",
@@ -169,6 +169,7 @@
     ".chips{align-self:flex-start;display:flex;flex-wrap:wrap;gap:6px}.chips button{border:1px solid var(--c);color:var(--c);background:#fff;border-radius:14px;padding:4px 10px;cursor:pointer;font-size:13px}" +
     ".rate{align-self:flex-start;display:flex;gap:2px;margin-top:-6px}.rate button{border:0;background:none;cursor:pointer;opacity:.45;font-size:13px;padding:2px 4px;border-radius:6px}" +
     ".rate button[aria-pressed=true]{opacity:1;background:#e5e7eb}" +
+    ".away{padding:6px 12px;font-size:12px;color:#7c2d12;background:#fff7ed;border-bottom:1px solid #fed7aa}" +
     "@keyframes b{50%{opacity:.3}}.status{padding:6px 12px;font-size:12px;color:#b91c1c;background:#fef2f2}.status:empty{display:none}" +
     "form{display:flex;flex-wrap:wrap;gap:6px;padding:8px;border-top:1px solid #e5e7eb;margin:0}" +
     "input,textarea{flex:1 1 60%;min-width:0;border:1px solid #d1d5db;border-radius:8px;padding:8px;color:#1f2330;background:#fff;resize:none}" +
@@ -190,6 +191,8 @@
   var human = el("button", { type: "button", class: "human", "aria-label": "Talk to a human" }, "Human");
   var closeBtn = el("button", { type: "button", class: "close", "aria-label": "Close chat" }, "\u2715");
   header.append(avatar, title, human, closeBtn);
+  var awayNote = el("div", { class: "away" });  // outside the team's hours (the bot's config says so)
+  awayNote.hidden = true;
   var log = el("div", { class: "log", role: "log", "aria-live": "polite" });
   var status = el("div", { class: "status", role: "alert" });
   var form = el("form");
@@ -202,7 +205,7 @@
   var picker = el("input", { type: "file", hidden: "" });
   attachBtn.hidden = true;
   form.append(email, input, attachBtn, picker, sendBtn);
-  panel.append(header, log, status, form);
+  panel.append(header, awayNote, log, status, form);
   wrap.append(panel, launcher);
   root.append(el("style", 0, CSS), wrap);
 
@@ -222,6 +225,7 @@
     picker.accept = look.accept;  // the types the server takes (its config)
     wrap.setAttribute("lang", language());
     input.maxLength = look.max_message_chars;
+    awayNote.textContent = t("away"); awayNote.hidden = !look.team_away;
   }
 
   // -- messages

@@ -7,6 +7,7 @@ Celery inference worker with the bundled model (reply streamed token by token), 
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.channels.widget_helpers import *  # noqa: F401,F403 - fixtures
 from tests.conftest import wait_for
@@ -177,8 +178,25 @@ def test_the_bots_widget_language_wins_over_the_pages(widget_channel, acme_bot, 
     page.get_by_role("button", name="Ouvrir le chat avec Ava").click()
     panel = page.get_by_role("dialog", name="Chat avec Ava")
     assert panel.get_by_role("button", name="Envoyer le message").inner_text() == "Envoyer"
+    assert panel.locator(".away").is_hidden()  # no team hours: nobody is away
     panel.get_by_role("button", name="Parler \u00e0 une personne").click()  # the request is in French too
     panel.locator(".msg.me", has_text="J\u2019aimerais parler \u00e0 une personne").wait_for()
+
+
+def test_outside_team_hours_the_widget_says_a_person_replies_later(widget_channel, acme_bot, host_site,
+                                                                   live_server_url, page):
+    from django.utils import timezone
+
+    from bots.hours import DAYS
+    from bots.models import Organization
+
+    today = timezone.now().weekday()
+    Organization.objects.filter(id=acme_bot.organization_id).update(team_hours={DAYS[(today + 3) % 7]: ["09:00", "10:00"]})
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key, lang="de"))
+    page.get_by_role("button", name="Chat mit Ava \u00f6ffnen").click()
+    panel = page.get_by_role("dialog", name="Chat mit Ava")
+    expect(panel.locator(".away")).to_have_text(
+        "Unser Team ist gerade nicht da: Der Bot kann helfen, und ein Mensch antwortet hier, sobald es zur\u00fcck ist.")
 
 
 def test_a_new_visitor_asks_a_suggested_question_with_one_click(widget_channel, acme_bot, host_site, live_server_url,

@@ -32,7 +32,8 @@ def test_it_serves_the_published_look_to_an_allowed_origin(client, widget, acme_
     assert data["name"] == "Ava" and data["position"] == "left" and data["greeting"] == "Hi! How can I help you today?"
     assert data["prechat_email"] is False and data["max_message_chars"] == 2000
     assert set(data) == {"name", "avatar_color", "greeting", "position", "prechat_email", "max_message_chars", "handoff",
-                         "language", "suggestions", "uploads", "max_upload_mb", "accept"}
+                         "language", "suggestions", "uploads", "max_upload_mb", "accept", "team_away"}
+    assert data["team_away"] is False  # no team hours set: always staffed
     assert data["accept"].split(",")[:6] == ["image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf",
                                              "text/plain"]  # the file chooser offers what the upload takes
     assert data["language"] == "auto"
@@ -43,6 +44,19 @@ def test_it_serves_a_known_widget_language_only(client, widget, acme_bot, stored
     widget.settings["language"] = stored
     widget.save()
     assert client.get(config_url(acme_bot), HTTP_ORIGIN=SHOP).json()["language"] == served
+
+
+def test_it_says_when_the_team_is_away(client, widget, acme_bot):
+    from django.utils import timezone
+
+    from bots.hours import DAYS
+    from bots.models import Organization
+
+    today = timezone.now().weekday()
+    Organization.objects.filter(id=acme_bot.organization_id).update(team_hours={DAYS[(today + 3) % 7]: ["09:00", "10:00"]})
+    assert client.get(config_url(acme_bot), HTTP_ORIGIN=SHOP).json()["team_away"] is True
+    Organization.objects.filter(id=acme_bot.organization_id).update(team_hours={d: ["00:00", "00:00"] for d in DAYS})
+    assert client.get(config_url(acme_bot), HTTP_ORIGIN=SHOP).json()["team_away"] is False
 
 
 def test_it_refuses_another_origin_without_cors(client, widget, acme_bot):
