@@ -11,4 +11,5 @@ urlpatterns = [
     path("retention/", org.retention, name="retention"),
     path("hours/", org.team_hours, name="hours"),
     path("tags/<int:tag_id>/", org.tag_edit, name="tag-edit"),
+    path("activity/", org.activity, name="activity"),
 ]

@@ -93,3 +93,26 @@ def test_changes_through_the_api_are_recorded_too(alice, acme, acme_bot):
         ("alice", "conversation.deleted", "Deleted the conversation with api-gone (API, Ava) through the API"),
         ("alice", "bot.deleted", "Deleted the bot Api Bot through the API"),
     ]
+
+
+def test_the_whole_log_pages_and_downloads(client, alice, bob, acme, globex):
+    import csv
+    import io
+
+    from bots import audit
+
+    for n in range(audit.SHOWN + 5):
+        audit.record(acme, alice, "test.event", f"Event {n}")
+    audit.record(globex, None, "test.event", "Globex's own")
+    client.force_login(alice)
+    first = client.get(reverse("org:activity"))
+    assert [e.text for e in first.context["page"]][:2] == [f"Event {audit.SHOWN + 4}", f"Event {audit.SHOWN + 3}"]
+    assert len(first.context["page"]) == audit.SHOWN and "older →" in first.content.decode()
+    second = client.get(reverse("org:activity"), {"page": 2})
+    assert [e.text for e in second.context["page"]] == [f"Event {n}" for n in range(4, -1, -1)]
+    download = client.get(reverse("org:activity"), {"format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(download.streaming_content).decode())))
+    assert len(rows) == audit.SHOWN + 5 and rows[0]["who"] == "alice" and rows[-1]["what"] == "Event 0"
+    assert "Globex" not in b"".join(client.get(reverse("org:activity"), {"format": "csv"}).streaming_content).decode()
+    client.force_login(bob)  # an agent
+    assert client.get(reverse("org:activity")).status_code == 404
