@@ -36,7 +36,7 @@ def export(bot: Bot) -> dict:
 
 
 def _checked_knowledge(items) -> list[dict]:
-    from .faq_import import MAX_ANSWER, MAX_QUESTION
+    from .faq_import import MAX_QUESTION
     from .forms import MAX_DOC_CHARS
 
     if not isinstance(items, list) or len(items) > MAX_ITEMS:
@@ -48,10 +48,9 @@ def _checked_knowledge(items) -> list[dict]:
         title, body = item.get("title", ""), item.get("body", "")
         if not isinstance(title, str) or not isinstance(body, str) or not body.strip():
             raise TransferError(f'Knowledge item {number}: "title" and "body" must be text, and "body" not empty.')
-        limit = MAX_ANSWER if item["kind"] == KnowledgeItem.Kind.FAQ else MAX_DOC_CHARS
-        if len(title) > MAX_QUESTION or len(body) > limit:
+        if len(title) > MAX_QUESTION or len(body) > MAX_DOC_CHARS:  # what the builder takes (a document's cap)
             raise TransferError(f"Knowledge item {number} is too long (a title at most {MAX_QUESTION} characters, "
-                                f"a body {limit:,}).")
+                                f"a body {MAX_DOC_CHARS:,}).")
         if item["kind"] == KnowledgeItem.Kind.FAQ and not title.strip():
             raise TransferError(f"Knowledge item {number}: a FAQ pair needs its question (title).")
         checked.append({"kind": item["kind"], "title": title, "body": body})

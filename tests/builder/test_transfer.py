@@ -27,6 +27,7 @@ def test_a_bot_travels_as_a_file(as_alice, acme_bot, globex):
     acme_bot.suggestions = "When are you open?\nDo you fix e-bikes?"
     acme_bot.save()
     KnowledgeItem.objects.create(bot=acme_bot, kind="doc", title="Returns", body="30 days, with the receipt. Ünïcode ✓")
+    KnowledgeItem.objects.create(bot=acme_bot, kind="faq", title="Warranty terms?", body="Long. " * 1200)  # the builder takes it
     response = as_alice.get(reverse("bots:export", args=[acme_bot.id]))
     assert response.status_code == 200 and 'filename="ava.chatnexus.json"' in response["Content-Disposition"]
     raw = response.content
@@ -37,7 +38,7 @@ def test_a_bot_travels_as_a_file(as_alice, acme_bot, globex):
     assert imported.status_code == 302 and imported["Location"].startswith(reverse("bots:builder", args=[copy.id]))
     assert without_ids(copy.draft_config()) == without_ids(acme_bot.draft_config())
     assert copy.published_version == 0 and copy.public_key != acme_bot.public_key
-    assert "Imported Ava with 2 knowledge items." in as_alice.get(imported["Location"]).content.decode()
+    assert "Imported Ava with 3 knowledge items." in as_alice.get(imported["Location"]).content.decode()
 
 
 def test_an_older_export_takes_the_defaults_of_what_it_lacks(acme):
