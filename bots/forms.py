@@ -11,6 +11,7 @@ from django import forms
 from django.db import transaction
 
 from . import documents, faq_import
+from .knowledge import folded
 from .models import Bot, KnowledgeItem
 from .models.bots import MAX_SUGGESTIONS, suggestion_list
 
@@ -164,13 +165,12 @@ class FaqImportForm(forms.Form):
     @transaction.atomic
     def save(self, bot) -> tuple[int, int]:
         """(added, updated): a question already there, whatever its case and spacing, gets the new answer."""
-        key = lambda text: " ".join(text.lower().split())  # noqa: E731
-        existing = {key(item.title): item for item in bot.knowledge.filter(kind=KnowledgeItem.Kind.FAQ).order_by("-id")}
+        existing = {folded(item.title): item for item in bot.knowledge.filter(kind=KnowledgeItem.Kind.FAQ).order_by("-id")}
         added = updated = 0
-        for question, answer in dict((key(q), (q, a)) for q, a in self.cleaned_data["file"]).values():
-            item = existing.get(key(question))
+        for question, answer in dict((folded(q), (q, a)) for q, a in self.cleaned_data["file"]).values():
+            item = existing.get(folded(question))
             if item is None:
-                existing[key(question)] = KnowledgeItem.objects.create(bot=bot, kind=KnowledgeItem.Kind.FAQ,
+                existing[folded(question)] = KnowledgeItem.objects.create(bot=bot, kind=KnowledgeItem.Kind.FAQ,
                                                                        title=question, body=answer)
                 added += 1
             elif item.body != answer:

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from .knowledge import folded
 from .models import Bot, Message
 
 SCANNED = 2000  # newest replies looked at: a bound on the page's work
@@ -21,13 +22,9 @@ SHOWN = 30
 REASONS = {"fallback": "fallback answer", "not_helpful": "rated not helpful", "handoff": "then asked for a person"}
 
 
-def _key(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def _fallbacks(bot: Bot) -> set[str]:
     texts = {bot.fallback_answer} | {v.config.get("fallback_answer", "") for v in bot.versions.only("config")}
-    return {_key(t) for t in texts if t and t.strip()}
+    return {folded(t) for t in texts if t and t.strip()}
 
 
 def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
@@ -39,7 +36,7 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
     def note(question: Message, reason: str):
         if not question.text.strip():
             return
-        row = found.setdefault(_key(question.text), {"question": question.text.strip(), "ids": set(), "reasons": set(),
+        row = found.setdefault(folded(question.text), {"question": question.text.strip(), "ids": set(), "reasons": set(),
                                                      "last": question.created, "conversation_id": question.conversation_id})
         row["ids"].add(question.id)
         row["reasons"].add(reason)
@@ -52,7 +49,7 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
     for reply in replies:
         if reply.rating == Message.Rating.NOT_HELPFUL:
             note(reply.reply_to, "not_helpful")
-        if fallbacks and any(fallback in _key(reply.text) for fallback in fallbacks):
+        if fallbacks and any(fallback in folded(reply.text) for fallback in fallbacks):
             note(reply.reply_to, "fallback")
     handoffs = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
                                        meta__skip_reason="handoff").exclude(channel="preview").order_by("-id")[:200])

@@ -16,6 +16,12 @@ STOPWORDS = set(
 CHUNK_CHARS = 600
 
 
+def folded(text: str) -> str:
+    """The text as it is matched against other text: lower case, runs of spaces and line breaks
+    as one space ("Do you sell  HELMETS?" is "do you sell helmets?")."""
+    return " ".join(text.lower().split())
+
+
 def tokens(text):
     return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS]
 

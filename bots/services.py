@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import events, hours
+from .knowledge import folded
 from .models import Attachment, Bot, Conversation, Membership, Message, Organization, Tag
 from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE
 
@@ -171,7 +172,7 @@ def _reply_state(bot, conversation, text, answer, skip_reason):
 
 
 def is_handoff_request(config, text):
-    lowered = " ".join(text.lower().split())
+    lowered = folded(text)
     triggers = [t.strip().lower() for t in config.get("handoff_triggers", "").splitlines() if t.strip()]
     return any(trigger in lowered for trigger in triggers)
 
