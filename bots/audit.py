@@ -5,6 +5,7 @@ admins). What changed is named, never a secret's value.
     audit.record(request.organization, request.user, "channel.saved", "Saved the WhatsApp settings of Ava")
 """
 from .models import AuditEvent
+from .models.tenants import person_name
 
 SHOWN = 50  # the Team page's latest
 
@@ -12,7 +13,7 @@ SHOWN = 50  # the Team page's latest
 def record(organization, actor, action: str, text: str) -> AuditEvent | None:
     if organization is None:
         return None
-    name = (actor.get_full_name() or actor.get_username()) if getattr(actor, "pk", None) else ""
+    name = person_name(actor) if getattr(actor, "pk", None) else ""
     return AuditEvent.objects.create(organization=organization, actor=actor if name else None, actor_name=name,
                                      action=action, text=text[:300])
 

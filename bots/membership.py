@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from .models import Conversation, Invitation, Membership, Organization
+from .models.tenants import person_name
 
 Role = Membership.Role
 
@@ -57,7 +58,7 @@ def invite(*, organization, inviter_membership, email, role):
         organization=organization, email=email, role=role, invited_by=inviter_membership.user
     )
     link = invite_link(invitation)
-    inviter = inviter_membership.user.get_full_name() or inviter_membership.user.get_username()
+    inviter = person_name(inviter_membership.user)
     send_mail(
         subject=f"You're invited to {organization.name} on ChatNexus",
         message=(

@@ -20,6 +20,7 @@ from . import events, hours
 from .knowledge import folded
 from .models import Attachment, Bot, Conversation, Membership, Message, Organization, Tag
 from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE
+from .models.tenants import person_name
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def _outbound(source, sender, text, **fields) -> Message:
 
 
 def _agent(user) -> dict:
-    return {"agent_id": user.id, "agent_name": user.get_full_name() or user.get_username()}
+    return {"agent_id": user.id, "agent_name": person_name(user)}
 
 
 def _queue_delivery(message):

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from .. import audit, services, stats, transfer
 from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
+from ..models.tenants import person_name
 from ..tenancy import scoped
 from ..versions import version_rows
 from . import serializers as s
@@ -133,7 +134,7 @@ class BotViewSet(viewsets.ModelViewSet):
 def _version_fields(version):
     by = version.published_by
     return {"number": version.number, "published_at": version.published_at, "config": version.config,
-            "published_by": (by.get_full_name() or by.username) if by else None}
+            "published_by": person_name(by) if by else None}
 
 
 class KnowledgeViewSet(viewsets.ModelViewSet):

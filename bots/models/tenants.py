@@ -13,6 +13,11 @@ from django.db import models, transaction
 from channels_app.crypto import EncryptedJSONField
 
 
+def person_name(user) -> str:
+    """How pages, mails and logs name a member: their full name, else their username."""
+    return user.get_full_name() or user.get_username()
+
+
 class Organization(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=80, unique=True)
