@@ -18,5 +18,10 @@ def record(organization, actor, action: str, text: str) -> AuditEvent | None:
                                      action=action, text=text[:300])
 
 
+def events(organization):
+    """The organisation's log, newest first."""
+    return AuditEvent.objects.filter(organization=organization).order_by("-created", "-id")
+
+
 def latest(organization, limit: int = SHOWN):
-    return AuditEvent.objects.filter(organization=organization).order_by("-created", "-id")[:limit]
+    return events(organization)[:limit]

@@ -4,16 +4,13 @@ Agents answer (``services.agent_reply`` → delivered through the conversation's
 channel), take over or give back to the bot, close and reopen. The thread page
 refreshes by polling ``thread_json`` (small, cheap, works through any proxy).
 """
-import csv
-
 from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, OuterRef, Subquery
-from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import audit, services
@@ -22,6 +19,7 @@ from ..models import Attachment, Bot, Conversation, Membership, Message, SavedRe
 from ..models.conversations import channel_name
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
+from .downloads import cell, csv_download
 
 MAX_AGENT_REPLY = 10_000
 ACTIONS = ("take-over", "give-back", "close", "reopen")
@@ -75,40 +73,24 @@ def export(request):
     rows = (Message.objects.filter(conversation__in=conversations.values("id"))
             .select_related("conversation__assignee", "bot").prefetch_related("conversation__tags")
             .order_by("conversation_id", "created", "id"))
-    writer = csv.writer(_Echo())
 
     def lines():
-        yield writer.writerow(EXPORT_COLUMNS)
         for m in rows.iterator(chunk_size=500):
             c = m.conversation
-            yield writer.writerow([
+            yield [
                 c.id, m.bot.name, c.channel, c.contact_name, c.contact_email, c.contact_phone, c.subject, c.status,
                 c.assignee.get_username() if c.assignee else "",
-                m.id, m.created.isoformat(), m.direction, m.sender, _cell(m.text), m.delivery_status,
+                m.id, m.created.isoformat(), m.direction, m.sender, cell(m.text), m.delivery_status,
                 "" if m.rating is None else m.get_rating_display(), len((m.meta or {}).get("attachments") or [])
                 + len((m.meta or {}).get("media") or []), ", ".join(sorted(t.name for t in c.tags.all())),
-            ])
+            ]
 
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="conversations-{timezone.localdate().isoformat()}.csv"'
-    return response
+    return csv_download("conversations", EXPORT_COLUMNS, lines())
 
 
 EXPORT_COLUMNS = ["conversation", "bot", "channel", "contact_name", "contact_email", "contact_phone", "subject",
                   "status", "assignee", "message", "created", "direction", "sender", "text", "delivery", "rating", "attachments",
                   "tags"]
-
-
-class _Echo:
-    """csv.writer writes into this and hands the line back (the documented streaming-CSV pattern)."""
-
-    def write(self, value):
-        return value
-
-
-def _cell(text):
-    """A customer's text opened in a spreadsheet must not run as a formula (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 @member_required

@@ -1,24 +1,21 @@
 """The team page: members, roles, invitations (owners and admins invite; owners change roles),
 team hours, tags and the activity log (owners and admins), conversation retention (owners)."""
-import csv
-import itertools
-
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from .. import audit, hours, services
 from .. import membership as members
-from ..models import AuditEvent, Invitation, Membership, Organization, Tag, TwoFactor
+from ..models import Invitation, Membership, Organization, Tag, TwoFactor
 from ..tenancy import get_scoped_or_404, scoped
 from . import accounts
 from .decorators import manager_required, member_required
+from .downloads import csv_download
 
 
 class InviteForm(forms.Form):
@@ -230,20 +227,9 @@ def tag_edit(request, tag_id):
 @manager_required
 def activity(request):
     """The whole activity log, 50 a page, newest first; ``?format=csv`` all of it as a file."""
-    events = AuditEvent.objects.filter(organization=request.organization).order_by("-created", "-id")
+    events = audit.events(request.organization)
     if request.GET.get("format") == "csv":
-        writer = csv.writer(_Echo())
-        rows = (writer.writerow([e.created.isoformat(), e.actor_name, e.action, e.text]) for e in events.iterator())
-        response = StreamingHttpResponse(itertools.chain([writer.writerow(["when", "who", "action", "what"])], rows),
-                                         content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="activity-{timezone.localdate().isoformat()}.csv"'
-        return response
+        return csv_download("activity", ["when", "who", "action", "what"],
+                            ([e.created.isoformat(), e.actor_name, e.action, e.text] for e in events.iterator()))
     page = Paginator(events, audit.SHOWN).get_page(request.GET.get("page"))
     return render(request, "org/activity.html", {"page": page})
-
-
-class _Echo:
-    """csv.writer writes into this and hands the line back (streamed CSV)."""
-
-    def write(self, value):
-        return value
