@@ -114,5 +114,11 @@ def test_the_whole_log_pages_and_downloads(client, alice, bob, acme, globex):
     rows = list(csv.DictReader(io.StringIO(b"".join(download.streaming_content).decode())))
     assert len(rows) == audit.SHOWN + 5 and rows[0]["who"] == "alice" and rows[-1]["what"] == "Event 0"
     assert "Globex" not in b"".join(client.get(reverse("org:activity"), {"format": "csv"}).streaming_content).decode()
+    alice.first_name = '=HYPERLINK("http://evil.example")'  # a member's own name, opened in a spreadsheet
+    alice.save()
+    audit.record(acme, alice, "test.event", "Event by a formula")
+    rows = list(csv.DictReader(io.StringIO(b"".join(client.get(reverse("org:activity"), {"format": "csv"})
+                                                   .streaming_content).decode())))
+    assert rows[0]["who"] == "'" + alice.first_name  # shown as text, never run
     client.force_login(bob)  # an agent
     assert client.get(reverse("org:activity")).status_code == 404
