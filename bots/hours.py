@@ -53,6 +53,11 @@ def is_open(hours: dict, zone_name: str, now: datetime | None = None) -> bool:
     return False
 
 
+def team_away(organization, now: datetime | None = None) -> bool:
+    """Whether ``organization``'s team is outside its hours now (never when it set none)."""
+    return not is_open(organization.team_hours, organization.timezone, now)
+
+
 def summary(hours: dict) -> list[tuple[str, str]]:
     """[(day name, "09:00–18:00" or "closed")] Monday first, for pages."""
     return [(DAY_NAMES[day], "–".join(hours[day]) if hours.get(day) else "closed") for day in DAYS]

@@ -274,8 +274,7 @@ def _start_handoff(conversation, inbound):
     conversation.needs_human = True
     conversation.save(update_fields=["bot_paused", "needs_human"])
     config = conversation.bot.live_config(draft=conversation.channel == "preview")
-    organization = conversation.organization
-    away = not hours.is_open(organization.team_hours, organization.timezone)  # bots/hours.py
+    away = hours.team_away(conversation.organization)
     if away:
         text = (config.get("away_message") or "").strip() or AWAY_MESSAGE
     else:

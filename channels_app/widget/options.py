@@ -94,7 +94,7 @@ def public_look(bot: Bot, options: dict) -> dict:
         "language": options.get("language") if options.get("language") in dict(LANGUAGES) else "auto",
         "handoff": True,
         # outside the organisation's team hours (bots/hours.py): the widget says a person replies later
-        "team_away": not hours.is_open(bot.organization.team_hours, bot.organization.timezone),
+        "team_away": hours.team_away(bot.organization),
         "uploads": bool(options.get("file_uploads")),
         "accept": accepted_files(),
         "max_upload_mb": int(options.get("max_upload_mb") or DEFAULTS["max_upload_mb"]),
