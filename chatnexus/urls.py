@@ -6,6 +6,7 @@ from django.urls import include, path, reverse
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+
 def _admin_login(request, extra_context=None):
     """The admin signs in through our sign-in page, so its two-factor step cannot be skipped."""
     return redirect_to_login(request.GET.get("next") or reverse("admin:index"), login_url=reverse("login"))

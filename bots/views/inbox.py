@@ -33,7 +33,7 @@ class Filters(forms.Form):
     not_helpful = forms.BooleanField(required=False)  # a customer rated a bot reply 👎
     assignee = forms.ChoiceField(required=False, choices=[("", "Anyone"), ("me", "Me"), ("none", "Nobody")])
     q = forms.CharField(required=False, max_length=200)
-    tag = forms.CharField(required=False, max_length=40)
+    tag = forms.CharField(required=False, max_length=Tag.MAX_LENGTH)
 
 
 def filtered_conversations(request, data):
@@ -147,10 +147,8 @@ def thread(request, conversation_id):
 def tags(request, conversation_id):
     """Add a tag (``add``: a name, made for the organisation if new) or take one off (``remove``: its id)."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
-    names = [tag.name for tag in conversation.tags.all()]
-    if "remove" in request.POST:
-        names = [tag.name for tag in conversation.tags.all() if str(tag.id) != request.POST["remove"]]
-    else:
+    names = [tag.name for tag in conversation.tags.all() if str(tag.id) != request.POST.get("remove")]
+    if "remove" not in request.POST:
         try:
             names.append(services.tag_name(request.POST.get("add", "")))
         except ValueError:

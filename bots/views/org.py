@@ -60,7 +60,8 @@ def member_list(request):
         "hours_summary": hours.summary(request.organization.team_hours),
         "hours_form": TeamHoursForm(initial=TeamHoursForm.initial_for(request.organization)),
         "activity": audit.latest(request.organization) if request.membership.can_manage else [],
-        "tags": scoped(request, Tag).annotate(used=Count("conversations")).order_by("name"),
+        "tags": scoped(request, Tag).annotate(used=Count("conversations")).order_by("name")
+        if request.membership.can_manage else [],
         "two_factor_users": set(TwoFactor.objects.filter(user__memberships__organization=request.organization)
                                 .values_list("user_id", flat=True)),
     }
