@@ -218,6 +218,9 @@ CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or "auto"
 CHATNEXUS_PREFIX_CACHE = envbool("CHATNEXUS_PREFIX_CACHE", True)
 # Its bound per worker process, in MiB (128-token chunks, each shared prefix stored once).
 CHATNEXUS_PREFIX_CACHE_MB = envint("CHATNEXUS_PREFIX_CACHE_MB", 256)
+# Seconds after which a worker times its model's verify cost again and refines the curve its
+# draft lengths are cut by (inference/engine/verify_cost.py; ~0.3-0.6 s on a 2-core CPU); 0: never.
+CHATNEXUS_VERIFY_COST_REFRESH_S = envint("CHATNEXUS_VERIFY_COST_REFRESH_S", 600)
 # Upper bound on reply tokens whatever a bot asks for.
 CHATNEXUS_MAX_REPLY_TOKENS = envint("CHATNEXUS_MAX_REPLY_TOKENS", 512)
 CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300)

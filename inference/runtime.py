@@ -13,7 +13,7 @@ generation_lock = threading.Lock()
 
 def engine_for(drafter: str | None = None):
     """The process-wide engine for the configured target (drafter instances are cached per spec)."""
-    return get_engine(
+    engine = get_engine(
         settings.CHATNEXUS_TARGET,
         drafter or settings.CHATNEXUS_DRAFTER,
         device=settings.CHATNEXUS_DEVICE,
@@ -21,6 +21,10 @@ def engine_for(drafter: str | None = None):
         prefix_cache=settings.CHATNEXUS_PREFIX_CACHE,
         prefix_cache_mb=settings.CHATNEXUS_PREFIX_CACHE_MB,
     )
+    # a worker lives for days: its c_verify curve is timed again now and then, so one taken
+    # while the machine was busy does not keep its drafts short for good (verify_cost.py)
+    engine.verify_cost_refresh_s = settings.CHATNEXUS_VERIFY_COST_REFRESH_S or None
+    return engine
 
 
 def preload():

@@ -73,8 +73,9 @@ def best_length(alpha: float, cost: Callable[[int], float], draft_cost: float, k
     return max(range(k_max + 1), key=lambda k: expected_tokens(alpha, k) / (cost(k) + k * draft_cost))
 
 
-def draft_costs(target_model, drafter) -> dict:
-    """DraftLength(cost=..., draft_cost=...) for this target and drafter, measured once per model.
+def draft_costs(target_model, drafter, max_age: float | None = None) -> dict:
+    """DraftLength(cost=..., draft_cost=...) for this target and drafter, measured once per model
+    (and refined when older than `max_age` seconds: verify_cost.py).
 
     No drafts (the `none` drafter) need no cost model. A draft model's per-token cost is its
     decode step over the target's; other drafters (lookup) cost ~nothing per token."""
@@ -82,7 +83,7 @@ def draft_costs(target_model, drafter) -> dict:
 
     if getattr(drafter, "name", "none") == "none":
         return {}
-    cost = verify_cost(target_model)
+    cost = verify_cost(target_model, max_age=max_age)
     draft_model = getattr(drafter, "model", None)
-    draft_cost = verify_cost(draft_model).step_s / cost.step_s if draft_model is not None else 0.0
+    draft_cost = verify_cost(draft_model, max_age=max_age).step_s / cost.step_s if draft_model is not None else 0.0
     return {"cost": cost, "draft_cost": draft_cost}

@@ -47,6 +47,9 @@ class Engine:
         self.drafter_spec = drafter
         self.draft_length = draft_length  # None = adaptive, int = fixed k
         self.cost_aware_draft_length = True  # adaptive k capped by c_verify(k) (draft_length.py)
+        # seconds after which c_verify is timed again and refined (verify_cost.py); None: measured
+        # once (benchmarks: no timing in the middle of a timed reply); the worker sets it
+        self.verify_cost_refresh_s: float | None = None
         self.eos_token_ids = default_eos_token_ids(self.model, self.tokenizer)  # public: benchmarks reuse it
         self.last_stats: GenerationStats | None = None
         self._drafters: dict[str, Drafter] = {}
@@ -61,7 +64,7 @@ class Engine:
         """Pay the one-off costs now rather than on the first reply: the c_verify(k) measurement
         the adaptive draft length needs (~1-2 s on a 2-core CPU; draft_length.py)."""
         if self.draft_length is None and self.cost_aware_draft_length:
-            draft_costs(self.model, self.drafter)
+            draft_costs(self.model, self.drafter, self.verify_cost_refresh_s)
 
     def get_drafter(self, spec: str) -> Drafter:
         """Drafter instances are cached per spec."""
@@ -128,7 +131,7 @@ class Engine:
         # adaptive k weighs expected accepted tokens against c_verify(k) of this model (draft_length.py);
         # a self-paced drafter gets c_verify itself and cuts its drafts by it (suffix.py)
         cost_aware = self.draft_length is None and self.cost_aware_draft_length
-        costs = draft_costs(self.model, drafter_) if cost_aware else {}
+        costs = draft_costs(self.model, drafter_, self.verify_cost_refresh_s) if cost_aware else {}
         if hasattr(drafter_, "set_cost"):
             drafter_.set_cost(costs.get("cost"))
         length = DraftLength(fixed=fixed, **(costs if fixed is None else {}))

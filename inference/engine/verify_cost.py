@@ -1,6 +1,7 @@
 """c_verify(k): the cost of one target forward over k draft tokens (+1) relative to one decode step.
 
     cost = verify_cost(model)          # measured once per model per process (~1 s on CPU)
+    cost = verify_cost(model, max_age=600)  # ... and refined when the last timing is older
     cost(0) == 1.0; cost(8) -> e.g. 1.4 for int8 weights on a 2-core Xeon, 2.1 for int4
 
 On a CPU, a decode step reads every weight once; verifying k tokens reads them once too but
@@ -8,6 +9,12 @@ does k+1 times the arithmetic, so c_verify(k) grows with k — slowly where the 
 by memory (bf16: ~1.2 at k=16), fast where the matmul kernel is built for one row (int4:
 ~3 at k=16). The adaptive draft length (draft_length.py) weighs expected accepted tokens
 against this cost.
+
+A measurement taken while other processes load the machine is distorted, and not evenly: a
+verify over 16 tokens slows more than a one-token step, so drafts come out shorter than they
+should for as long as the curve is kept. Given `max_age`, a curve older than that is timed
+again and merged with the old one by keeping, for each k, the fastest forward seen: load only
+ever adds time, so every refresh brings the curve closer to the machine's own.
 """
 
 from __future__ import annotations
@@ -32,6 +39,15 @@ class VerifyCost:
     relative: tuple[float, ...]  # forward time over k+1 tokens / forward time over 1 token
     step_s: float  # seconds of one decode step (k = 0)
 
+    def seconds(self) -> tuple[float, ...]:
+        """The forward times measured, per k in `ks`."""
+        return tuple(r * self.step_s for r in self.relative)
+
+    def merged(self, other: "VerifyCost") -> "VerifyCost":
+        """The curve of the fastest time either measured for each k (same `ks`)."""
+        best = [min(a, b) for a, b in zip(self.seconds(), other.seconds())]
+        return VerifyCost(self.ks, tuple(t / best[0] for t in best), best[0])
+
     def __call__(self, k: int) -> float:
         """c_verify(k), linear between measured points, extrapolated linearly past the last."""
         if k <= 0:
@@ -41,16 +57,26 @@ class VerifyCost:
         return max(1.0, c0 + (c1 - c0) * (k - k0) / (k1 - k0))
 
 
-_measured: "weakref.WeakKeyDictionary[torch.nn.Module, VerifyCost]" = weakref.WeakKeyDictionary()
+# model -> (its curve, time.monotonic() when last timed)
+_measured: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[VerifyCost, float]]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def verify_cost(model, reps: int = 3) -> VerifyCost:
-    """Measure (once per model per process) c_verify(k) for MEASURED_KS; the best of `reps` each."""
+def verify_cost(model, reps: int = 3, max_age: float | None = None) -> VerifyCost:
+    """c_verify(k) of `model` for MEASURED_KS, the best of `reps` timings each: measured once per
+    model per process, and — given `max_age` (seconds) — timed again when older than that and
+    merged with what was measured before (`VerifyCost.merged`)."""
     with _lock:
-        if model not in _measured:
-            _measured[model] = measure_verify_cost(model, reps=reps)
-        return _measured[model]
+        entry = _measured.get(model)
+        if entry is None:
+            cost = measure_verify_cost(model, reps=reps)
+        elif max_age is not None and time.monotonic() - entry[1] >= max_age:
+            # the kernels are warm in a serving process: one timed round, no warm-up (~0.3-0.6 s on 2 cores)
+            cost = entry[0].merged(measure_verify_cost(model, ks=entry[0].ks, reps=1, warm_up=False))
+        else:
+            return entry[0]
+        _measured[model] = (cost, time.monotonic())
+        return cost
 
 
 def _forward_timer(model, max_k: int):
@@ -77,10 +103,10 @@ def _forward_timer(model, max_k: int):
 
 
 @torch.inference_mode()
-def measure_verify_cost(model, ks: tuple[int, ...] = MEASURED_KS, reps: int = 3) -> VerifyCost:
+def measure_verify_cost(model, ks: tuple[int, ...] = MEASURED_KS, reps: int = 3, warm_up: bool = True) -> VerifyCost:
     timed = _forward_timer(model, max(ks))
     best = {k: float("inf") for k in ks}
-    for _ in range(reps + 1):  # the first round warms up the kernels
+    for _ in range(reps + warm_up):  # a first round warms up the kernels
         for k in ks:  # interleaved, so load from other processes hits every k alike
             best[k] = min(best[k], timed(k))
     step = best[ks[0]]
