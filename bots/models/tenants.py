@@ -25,9 +25,11 @@ class Organization(models.Model):
     # Conversations are deleted this many days after their last message (None: kept);
     # bots.tasks.purge_expired_conversations, daily.
     retention_days = models.PositiveIntegerField(null=True, blank=True)
-    # When the team answers (bots/hours.py): {"mon": ["09:00", "18:00"], ...} in `timezone`; {}: not set.
+    # When the team answers (bots/hours.py): {"mon": [["09:00", "12:30"], ["13:30", "18:00"]], ...}
+    # in `timezone`; {}: not set. `closed_dates`: ["2026-12-25", ...], days the team does not work.
     team_hours = models.JSONField(default=dict, blank=True)
     timezone = models.CharField(max_length=64, default="UTC")
+    closed_dates = models.JSONField(default=list, blank=True)
 
     def __str__(self):
         return self.name

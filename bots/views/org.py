@@ -1,5 +1,7 @@
 """The team page: members, roles, invitations (owners and admins invite; owners change roles),
 team hours, tags and the activity log (owners and admins), conversation retention (owners)."""
+from datetime import date
+
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -7,6 +9,7 @@ from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone as dj_timezone
 from django.views.decorators.http import require_POST
 
 from .. import audit, hours, services
@@ -49,6 +52,11 @@ def member_list(request):
                                               "this server (EMAIL_HOST): it was only written to the server's log. "
                                               "Send them its link from Pending invitations below.")
                 return redirect("org:members")
+    return team_page(request, form)
+
+
+def team_page(request, form, hours_form=None):
+    """The Team page, with the invitation form and (when a save failed) the team hours form as sent."""
     context = {
         "members": scoped(request, Membership).select_related("user").order_by("id"),
         "invitations": [(invitation, members.invite_link(invitation))
@@ -58,14 +66,16 @@ def member_list(request):
         "is_owner": request.membership.role == Membership.Role.OWNER,
         "my_organizations": accounts.my_organizations(request.user),
         "hours_summary": hours.summary(request.organization.team_hours),
-        "hours_form": TeamHoursForm(initial=TeamHoursForm.initial_for(request.organization)),
+        "closed_upcoming": hours.upcoming(request.organization.closed_dates, request.organization.timezone),
+        "hours_form": hours_form or TeamHoursForm(initial=TeamHoursForm.initial_for(request.organization)),
         "activity": audit.latest(request.organization) if request.membership.can_manage else [],
         "tags": scoped(request, Tag).annotate(used=Count("conversations")).order_by("name")
         if request.membership.can_manage else [],
         "two_factor_users": set(TwoFactor.objects.filter(user__memberships__organization=request.organization)
                                 .values_list("user_id", flat=True)),
     }
-    return render(request, "org/members.html", context, status=400 if form.errors else 200)
+    failed = form.errors or (hours_form is not None and hours_form.errors)
+    return render(request, "org/members.html", context, status=400 if failed else 200)
 
 
 @member_required
@@ -133,50 +143,88 @@ def retention(request):
 
 
 class TeamHoursForm(forms.Form):
-    """One span a day in the organisation's time zone; a day not ticked is closed; no day ticked
-    at all clears the setting (always staffed)."""
+    """Up to two spans a day (a lunch break) in the organisation's time zone, and dates the team
+    does not work; a day not ticked is closed; no day ticked and no date clears the setting
+    (always staffed)."""
 
+    MAX_CLOSED_DATES = 100
     timezone = forms.ChoiceField(choices=[])
+    closed_dates = forms.CharField(
+        required=False, label="Closed on", widget=forms.Textarea(attrs={"rows": 3, "placeholder": "2026-12-25"}),
+        help_text="Holidays and other days off: dates as YYYY-MM-DD, one a line (or separated by commas). "
+                  "Dates gone by are dropped when you save.")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["timezone"].choices = [(name, name) for name in hours.zone_names()]
         for day in hours.DAYS:
-            self.fields[f"{day}_open"] = forms.BooleanField(required=False, label=hours.DAY_NAMES[day])
-            for end, label in (("from", "from"), ("to", "to")):
-                self.fields[f"{day}_{end}"] = forms.TimeField(
-                    required=False, input_formats=["%H:%M"], label=f"{hours.DAY_NAMES[day]} {label}",
+            name = hours.DAY_NAMES[day]
+            self.fields[f"{day}_open"] = forms.BooleanField(required=False, label=name)
+            for key, label in (("from", "from"), ("to", "to"), ("from2", "then from"), ("to2", "then to")):
+                self.fields[f"{day}_{key}"] = forms.TimeField(
+                    required=False, input_formats=["%H:%M"], label=f"{name} {label}",
                     widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
 
     def rows(self):
-        """(day ticked, from, to) bound fields per day, Monday first, for the page."""
-        return [(self[f"{day}_open"], self[f"{day}_from"], self[f"{day}_to"]) for day in hours.DAYS]
+        """(day ticked, from, to, then from, then to) bound fields per day, Monday first, for the page."""
+        return [tuple(self[f"{day}_{key}"] for key in ("open", "from", "to", "from2", "to2")) for day in hours.DAYS]
 
     @classmethod
     def initial_for(cls, organization):
-        initial = {"timezone": organization.timezone}
+        initial = {"timezone": organization.timezone,
+                   "closed_dates": "\n".join(map(str, hours.upcoming(organization.closed_dates, organization.timezone)))}
         for day in hours.DAYS:
-            span = organization.team_hours.get(day)
-            initial.update({f"{day}_open": bool(span), f"{day}_from": span[0] if span else "09:00",
-                            f"{day}_to": span[1] if span else "17:00"})
+            spans = hours.spans(organization.team_hours.get(day))
+            first, second = (spans + [["09:00", "17:00"], [None, None]])[:2] if spans else (["09:00", "17:00"], [None, None])
+            initial.update({f"{day}_open": bool(spans), f"{day}_from": first[0], f"{day}_to": first[1],
+                            f"{day}_from2": second[0], f"{day}_to2": second[1]})
         return initial
+
+    def clean_closed_dates(self):
+        today = dj_timezone.now().astimezone(hours.zone(self.data.get("timezone", ""))).date()
+        dates = set()
+        for word in self.cleaned_data["closed_dates"].replace(",", " ").split():
+            try:
+                dates.add(date.fromisoformat(word))
+            except ValueError:
+                raise forms.ValidationError(f"Closed on: “{word[:20]}” is not a date written YYYY-MM-DD.") from None
+        dates = sorted(d for d in dates if d >= today)
+        if len(dates) > self.MAX_CLOSED_DATES:
+            raise forms.ValidationError(f"Closed on: at most {self.MAX_CLOSED_DATES} dates to come.")
+        return [d.isoformat() for d in dates]
 
     def clean(self):
         data = super().clean()
         for day in hours.DAYS:
             if not data.get(f"{day}_open"):
                 continue
+            name = hours.DAY_NAMES[day]
             start, end = data.get(f"{day}_from"), data.get(f"{day}_to")
+            start2, end2 = data.get(f"{day}_from2"), data.get(f"{day}_to2")
             if start is None or end is None:
-                self.add_error(f"{day}_from", f"{hours.DAY_NAMES[day]}: give the time the team starts and stops (HH:MM).")
+                self.add_error(f"{day}_from", f"{name}: give the time the team starts and stops (HH:MM).")
             elif start == end:
-                self.add_error(f"{day}_to", f"{hours.DAY_NAMES[day]}: the team cannot stop when it starts.")
+                self.add_error(f"{day}_to", f"{name}: the team cannot stop when it starts.")
+            elif (start2 is None) != (end2 is None):
+                self.add_error(f"{day}_from2", f"{name}: give both times of the second span, or neither.")
+            elif start2 is not None:
+                if end < start:
+                    self.add_error(f"{day}_from2", f"{name}: only the day's last span can run past midnight.")
+                elif start2 < end:
+                    self.add_error(f"{day}_from2", f"{name}: the second span starts before the first ends.")
+                elif start2 == end2:
+                    self.add_error(f"{day}_to2", f"{name}: the team cannot stop when it starts.")
         return data
 
     def team_hours(self) -> dict:
-        data = self.cleaned_data
-        return {day: [data[f"{day}_from"].strftime("%H:%M"), data[f"{day}_to"].strftime("%H:%M")]
-                for day in hours.DAYS if data.get(f"{day}_open")}
+        data, result = self.cleaned_data, {}
+        for day in hours.DAYS:
+            if data.get(f"{day}_open"):
+                spans = [(data[f"{day}_from"], data[f"{day}_to"])]
+                if data.get(f"{day}_from2") is not None:
+                    spans.append((data[f"{day}_from2"], data[f"{day}_to2"]))
+                result[day] = [[a.strftime("%H:%M"), b.strftime("%H:%M")] for a, b in spans]
+        return result
 
 
 @manager_required
@@ -184,17 +232,20 @@ class TeamHoursForm(forms.Form):
 def team_hours(request):
     """Owners and admins set when the team answers: a handoff outside it gets the bot's away message."""
     form = TeamHoursForm(request.POST)
-    if not form.is_valid():
+    if not form.is_valid():  # the page again, with what was typed, so nothing has to be typed twice
         problems = [error for errors in form.errors.values() for error in errors]
         messages.error(request, "Team hours not saved: " + " ".join(problems))
-        return redirect(reverse("org:members") + "#hours")
-    team_hours = form.team_hours()
-    Organization.objects.filter(id=request.organization.id).update(team_hours=team_hours,
-                                                                   timezone=form.cleaned_data["timezone"])
+        return team_page(request, InviteForm(), hours_form=form)
+    team_hours, closed = form.team_hours(), form.cleaned_data["closed_dates"]
+    Organization.objects.filter(id=request.organization.id).update(
+        team_hours=team_hours, closed_dates=closed, timezone=form.cleaned_data["timezone"])
     spans = "; ".join(f"{day} {span}" for day, span in hours.summary(team_hours) if span != "closed")
+    what = [f"team hours ({form.cleaned_data['timezone']}): {spans}" if team_hours else "",
+            ("closed on " + ", ".join(closed) if len(closed) <= 8
+             else f"closed on {len(closed)} dates from {closed[0]} to {closed[-1]}") if closed else ""]
     audit.record(request.organization, request.user, "organization.team_hours",
-                 f"Set team hours ({form.cleaned_data['timezone']}): {spans}" if team_hours else "Cleared the team hours")
-    messages.success(request, "Team hours saved." if team_hours else
+                 "Set " + " and ".join(filter(None, what)) if any(what) else "Cleared the team hours")
+    messages.success(request, "Team hours saved." if any(what) else
                      "Team hours cleared: a customer who asks for a person always gets the handoff message.")
     return redirect(reverse("org:members") + "#hours")
 
