@@ -373,6 +373,7 @@
   // -- interactions
   function open(restoring) {
     panel.hidden = false; launcher.setAttribute("aria-expanded", "true");
+    if (restoring !== true) refreshLook();
     if (!log.firstChild && look.greeting) bubble("bot greeting", look.greeting);
     store.open = true; save(); connect();
     if (restoring !== true) input.focus();
@@ -429,14 +430,25 @@
       }, failed);
   });
 
+  // the bot's look and whether its team is away; fetched again when the chat is opened or its tab
+  // comes back after LOOK_STALE_MS, so a page left open across the team's hours says the right thing
+  var LOOK_STALE_MS = 5 * 60 * 1000, lookFetched = 0;
+  function loadLook() {
+    lookFetched = Date.now();
+    return fetch(origin + "/channels/widget/" + encodeURIComponent(key) + "/config/", { credentials: "omit" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) { for (var k in look) if (data[k] != null) look[k] = data[k]; applyLook(); } })
+      .catch(function () { /* the websocket reports why (e.g. this origin is not allowed) */ });
+  }
+  function refreshLook() { if (Date.now() - lookFetched > LOOK_STALE_MS) loadLook(); }
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && !panel.hidden) refreshLook();
+  });
+
   function start() {
     applyLook();
     document.body.appendChild(host);
-    fetch(origin + "/channels/widget/" + encodeURIComponent(key) + "/config/", { credentials: "omit" })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (data) { if (data) { for (var k in look) if (data[k] != null) look[k] = data[k]; applyLook(); } })
-      .catch(function () { /* the websocket reports why (e.g. this origin is not allowed) */ })
-      .then(function () { if (store.open) open(true); });
+    loadLook().then(function () { if (store.open) open(true); });
   }
   if (document.body) start();
   else document.addEventListener("DOMContentLoaded", start);

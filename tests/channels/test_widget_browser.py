@@ -199,6 +199,35 @@ def test_outside_team_hours_the_widget_says_a_person_replies_later(widget_channe
         "Unser Team ist gerade nicht da: Der Bot kann helfen, und ein Mensch antwortet hier, sobald es zur\u00fcck ist.")
 
 
+def test_a_page_left_open_learns_that_the_team_went_away(widget_channel, acme_bot, host_site, live_server_url, page):
+    """The away note follows the team's hours when the chat is opened again minutes later, not
+    only when the page loads."""
+    from django.utils import timezone
+
+    from bots.hours import DAYS
+    from bots.models import Organization
+
+    page.clock.install()  # the browser's clock, moved on below instead of waiting
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url) if "/config/" in request.url else None)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel.get_by_role("button", name="Send message").wait_for()
+    assert panel.locator(".away").is_hidden()  # no team hours: nobody is away
+    panel.get_by_role("button", name="Close chat").click()
+
+    today = timezone.now().weekday()
+    Organization.objects.filter(id=acme_bot.organization_id).update(team_hours={DAYS[(today + 3) % 7]: ["09:00", "10:00"]})
+    page.get_by_role("button", name="Open chat with Ava").click()  # at once: the look is fresh, not fetched again
+    panel.get_by_role("button", name="Close chat").click()
+    assert len(fetched) == 1
+    page.clock.fast_forward("06:00")
+    page.get_by_role("button", name="Open chat with Ava").click()
+    expect(panel.locator(".away")).to_be_visible()
+    assert len(fetched) == 2
+
+
 def test_a_new_visitor_asks_a_suggested_question_with_one_click(widget_channel, acme_bot, host_site, live_server_url,
                                                                  page):
     from bots.models import Message
