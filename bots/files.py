@@ -54,10 +54,6 @@ def readable(content_type: str | None) -> bool:
     return media_type(content_type) in READABLE_TYPES
 
 
-NO_TEXT_REPLY = (  # a message of files alone, none of which had any text to read
-    "Thanks for the file! I couldn't find any text in it that I can read — "
-    "could you tell me in words what you need?"
-)
 _texts: OrderedDict[tuple[int, str], str | None] = OrderedDict()  # (attachment id, sha256) -> text
 _texts_lock = threading.Lock()  # the embedded server runs its workers as threads
 

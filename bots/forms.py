@@ -70,6 +70,7 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "handoff_triggers": "Handoff triggers",
             "handoff_message": "Handoff message",
             "away_message": "Away message",
+            "no_text_message": "Reply to files without text",
             "suggestions": "Suggested questions",
             "max_reply_tokens": "Max reply tokens",
         }
@@ -82,6 +83,8 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "handoff_message": "What the customer is told then (and after the widget's \u201cTalk to a human\u201d button), "
                                "in your customers' language.",
             "away_message": "Said instead when a customer asks for a person outside your team hours (Team page).",
+            "no_text_message": "Said when a customer sends only a photo, a voice note or a scanned PDF: files with no "
+                               "text the bot can read. In your customers' language.",
             "suggestions": f"Up to {MAX_SUGGESTIONS}, one per line: buttons under the widget's greeting that ask them "
                            "for the visitor.",
         }

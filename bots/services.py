@@ -19,7 +19,7 @@ from django.utils import timezone
 from . import events, hours
 from .knowledge import folded
 from .models import Attachment, Bot, Conversation, Membership, Message, Organization, Tag
-from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE
+from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE, NO_TEXT_MESSAGE
 from .models.tenants import person_name
 
 log = logging.getLogger(__name__)
@@ -215,11 +215,17 @@ def record_reply(inbound: Message, text: str, stats: dict) -> tuple[Message, boo
     return reply, True
 
 
-def canned_reply(received: Received, text: str) -> None:
-    """A fixed reply to a new message the model does not answer (a file or photo alone), unless
-    the team has taken the conversation over."""
+def no_text_reply(config: dict | None) -> str:
+    """What a bot (its published config) says to files alone with nothing the model can read — a
+    photo, a voice note, a scanned PDF: its builder's words, else NO_TEXT_MESSAGE."""
+    return ((config or {}).get("no_text_message") or "").strip() or NO_TEXT_MESSAGE
+
+
+def canned_reply(received: Received) -> None:
+    """The bot's reply to files without text (``no_text_reply``) to a new message the model does
+    not answer (a photo or voice note alone), unless the team has taken the conversation over."""
     if received.created and not received.conversation.bot_paused:
-        record_reply(received.message, text, {"canned": True})
+        record_reply(received.message, no_text_reply(received.conversation.bot.published_config), {"canned": True})
 
 
 def agent_reply(conversation: Conversation, user, text: str, meta: dict | None = None) -> Message:

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from bots import events, services
-from bots.files import NO_TEXT_REPLY, has_text_to_read, prompt_text
+from bots.files import has_text_to_read, prompt_text
 from bots.models import Conversation, Message
 from bots.prompts import build_messages
 
@@ -74,7 +74,7 @@ def _generate(inbound, config):
     with no text to read (a scanned PDF, a file that could not be fetched) get a canned reply."""
     turns = _turns(inbound)
     if not has_text_to_read(inbound):
-        return NO_TEXT_REPLY, {"canned": True}
+        return services.no_text_reply(config), {"canned": True}
     engine = _engine(config.get("drafter") or None)
     max_new = min(int(config.get("max_reply_tokens") or 160), settings.CHATNEXUS_MAX_REPLY_TOKENS)
     messages = build_messages(

@@ -20,6 +20,8 @@ def _public_key():
 
 HANDOFF_MESSAGE = "I've asked a member of our team to join this conversation. They'll reply here shortly."
 AWAY_MESSAGE = "Our team is away right now. I've passed your message on: they'll reply here when they're back."
+NO_TEXT_MESSAGE = ("Thanks, I've kept your file for our team. I can't see photos, play voice notes or read a "
+                   "file without text — could you tell me in words what you need?")
 MAX_SUGGESTIONS = 4  # suggested questions: buttons under the greeting (widget, test chat)
 
 
@@ -70,6 +72,9 @@ class Bot(models.Model):
     handoff_message = models.CharField(max_length=300, blank=True, default=HANDOFF_MESSAGE)
     # ... instead, outside the organisation's team hours (bots/hours.py; blank: AWAY_MESSAGE).
     away_message = models.CharField(max_length=300, blank=True, default=AWAY_MESSAGE)
+    # The reply to files alone with nothing the model can read: a photo, a voice note, a scanned
+    # PDF (bots/files.py; blank: NO_TEXT_MESSAGE).
+    no_text_message = models.CharField(max_length=300, blank=True, default=NO_TEXT_MESSAGE)
     # Questions the widget offers as buttons under the greeting of a new conversation (one per line).
     suggestions = models.TextField(blank=True, default="")
 
@@ -90,7 +95,7 @@ class Bot(models.Model):
     DRAFT_FIELDS = (
         "name", "role", "company", "avatar_color", "tone", "voice_notes", "use_emoji",
         "reply_length", "greeting", "instructions", "topics_to_avoid", "fallback_answer",
-        "handoff_triggers", "handoff_message", "away_message", "suggestions", "temperature", "max_reply_tokens", "drafter",
+        "handoff_triggers", "handoff_message", "away_message", "no_text_message", "suggestions", "temperature", "max_reply_tokens", "drafter",
     )  # fmt: skip
 
     def __str__(self):

@@ -22,10 +22,6 @@ from .adapter import KNOWN_ERRORS
 
 log = logging.getLogger(__name__)
 
-MEDIA_ONLY_REPLY = (
-    "Thanks for sending that! I can't see photos or play voice notes and videos — "
-    "could you tell me in words what you need?"
-)
 MAX_MEDIA = 10  # Twilio sends at most 10 media per message
 
 
@@ -125,7 +121,7 @@ def store_message(config, inbound: Inbound):
             skip_reason="media only: answered with a canned text reply" if media_only else "",
         )
         if media_only:
-            services.canned_reply(received, MEDIA_ONLY_REPLY)
+            services.canned_reply(received)
         if received.created and inbound.media:
             transaction.on_commit(lambda: store_whatsapp_media.delay(received.message.id))
     return received

@@ -31,11 +31,6 @@ from . import options as widget_options
 from . import ratelimit, tokens
 from .inbound import CHANNEL, CLIENT_ID, Refusal, public_message
 
-IMAGE_ONLY_REPLY = (  # an image with no words: the model reads PDFs and text files, not pictures
-    "Thanks, your image is saved with this conversation for our team. I can't see images — "
-    "could you tell me in words what you need?"
-)
-
 # content type -> how its files begin (the declared type must agree with the bytes)
 SIGNATURES = {
     "image/jpeg": (b"\xff\xd8\xff",),
@@ -143,6 +138,6 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files) -> tuple[i
             files=[(name, content_type, content)],
         )
         if not answer:
-            services.canned_reply(received, IMAGE_ONLY_REPLY)
+            services.canned_reply(received)
     frame = {"type": "message", "message": public_message(received.message), "client_id": client_id}
     return (201 if received.created else 200), frame

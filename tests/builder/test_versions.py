@@ -166,3 +166,18 @@ def test_upgrading_to_the_handoff_and_away_messages_marks_no_bot_changed(acme_bo
     migration.publish_the_default(apps, None)
     bot = Bot.objects.get(id=acme_bot.id)
     assert not bot.has_unpublished_changes and bot.versions.get().config == bot.draft_config()
+
+
+def test_upgrading_to_the_reply_to_files_without_text_marks_no_bot_changed(acme_bot):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("bots.migrations.0018_bot_no_text_message")
+    old = {k: v for k, v in acme_bot.published_config.items() if k != "no_text_message"}
+    Bot.objects.filter(id=acme_bot.id).update(published_config=old)
+    BotVersion.objects.filter(bot=acme_bot).update(config=old)
+    assert Bot.objects.get(id=acme_bot.id).has_unpublished_changes  # what the upgrade must not leave behind
+    migration.publish_the_default(apps, None)
+    bot = Bot.objects.get(id=acme_bot.id)
+    assert not bot.has_unpublished_changes and bot.versions.get().config == bot.draft_config()

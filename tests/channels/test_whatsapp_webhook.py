@@ -147,6 +147,19 @@ def test_it_answers_a_media_only_message_with_canned_text(whatsapp_channel, sign
     assert inbound.reply_state == Message.ReplyState.DONE
 
 
+def test_a_photo_alone_gets_the_bots_own_words_once_published(whatsapp_channel, signed_post):
+    bot = whatsapp_channel.bot
+    bot.no_text_message = "Merci pour la photo ! Je ne vois pas les images : pouvez-vous l'écrire ?"
+    bot.save()
+    photo = whatsapp_params(Body="", NumMedia="1", MediaUrl0="https://api.twilio.com/media/ME2",
+                            MediaContentType0="image/jpeg", MessageSid="SMphoto1")
+    assert signed_post(path(whatsapp_channel), photo).status_code == 200
+    assert "can't see photos" in Message.objects.get(direction=Message.Direction.OUTBOUND).text  # the draft is not live
+    bot.publish()
+    assert signed_post(path(whatsapp_channel), dict(photo, MessageSid="SMphoto2")).status_code == 200
+    assert Message.objects.filter(direction=Message.Direction.OUTBOUND).latest("id").text == bot.no_text_message
+
+
 def test_a_document_alone_is_left_to_the_model_which_reads_it(whatsapp_channel, signed_post):
     params = whatsapp_params(Body="", NumMedia="2", MediaUrl0="https://x/ME3", MediaContentType0="image/jpeg",
                              MediaUrl1="https://x/ME4", MediaContentType1="application/pdf")

@@ -253,7 +253,8 @@ def test_a_new_visitor_asks_a_suggested_question_with_one_click(widget_channel, 
 def test_a_visitor_attaches_a_file_and_sees_it_answered_and_kept(widget_channel, acme_bot, host_site, live_server_url,
                                                                  page):
     from bots.models import Attachment, Message
-    from channels_app.widget.uploads import ACCEPT, IMAGE_ONLY_REPLY
+    from bots.models.bots import NO_TEXT_MESSAGE
+    from channels_app.widget.uploads import ACCEPT
 
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     page.add_init_script(RECORD_FRAMES)
@@ -266,19 +267,19 @@ def test_a_visitor_attaches_a_file_and_sees_it_answered_and_kept(widget_channel,
         panel.get_by_role("button", name="Attach a file").click()
     chooser.value.set_files({"name": "broken-chain.png", "mimeType": "image/png", "buffer": png})
 
-    panel.get_by_text(IMAGE_ONLY_REPLY).wait_for()  # reached over the socket the upload's "sync" joined
+    panel.get_by_text(NO_TEXT_MESSAGE).wait_for()  # reached over the socket the upload's "sync" joined
     assert panel.locator(".msg.me").all_inner_texts() == ["broken-chain.png"]
     assert panel.locator(".msg.me .file svg").count() == 1  # the clip is drawn, not an emoji glyph
     attachment = Attachment.objects.get(message__bot=acme_bot, message__channel="widget")
     with attachment.file.open("rb") as stored:
         assert stored.read() == png
-    assert Message.objects.filter(bot=acme_bot, direction="out", text=IMAGE_ONLY_REPLY).count() == 1
+    assert Message.objects.filter(bot=acme_bot, direction="out", text=NO_TEXT_MESSAGE).count() == 1
 
     # a file over the bot's limit is refused in the page, before any upload
     widget_channel.settings["max_upload_mb"] = 1
     widget_channel.save()
     page.reload()
-    panel.get_by_text(IMAGE_ONLY_REPLY).wait_for()  # history after a reload: the file's line too
+    panel.get_by_text(NO_TEXT_MESSAGE).wait_for()  # history after a reload: the file's line too
     assert panel.locator(".msg.me").all_inner_texts() == ["broken-chain.png"]
     with page.expect_file_chooser() as chooser:
         panel.get_by_role("button", name="Attach a file").click()

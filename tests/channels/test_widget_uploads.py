@@ -49,7 +49,7 @@ def upload(live_server_url, public_key, origin, token, *, client_id="f1", text="
 
 def test_an_image_alone_is_kept_answered_and_followed_by_the_socket(widget_channel, host_site, live_server_url):
     from bots.models import Attachment, Message
-    from channels_app.widget.uploads import IMAGE_ONLY_REPLY
+    from bots.models.bots import NO_TEXT_MESSAGE
 
     ws, token = new_visitor(live_server_url, widget_channel, host_site)
     response = upload(live_server_url, widget_channel.bot.public_key, host_site.origin, token)
@@ -66,13 +66,13 @@ def test_an_image_alone_is_kept_answered_and_followed_by_the_socket(widget_chann
     with attachment.file.open("rb") as stored:
         assert stored.read() == PNG
     assert attachment.sha256 == hashlib.sha256(PNG).hexdigest()
-    assert Message.objects.get(direction="out").text == IMAGE_ONLY_REPLY
+    assert Message.objects.get(direction="out").text == NO_TEXT_MESSAGE
 
     # The socket had no conversation when it opened; "sync" joins the one the file started.
     ws.send(json.dumps({"type": "sync"}))
     history = frames_until(ws, lambda f: f["type"] == "history")[-1]
     assert [(m["direction"], m["text"], [a["name"] for a in m["attachments"]]) for m in history["messages"]] == [
-        ("in", "", ["receipt.png"]), ("out", IMAGE_ONLY_REPLY, [])]
+        ("in", "", ["receipt.png"]), ("out", NO_TEXT_MESSAGE, [])]
     # Joined: the next message of the conversation reaches the socket live.
     assert upload(live_server_url, widget_channel.bot.public_key, host_site.origin, token, client_id="f2",
                   text="Here is the back too").status_code == 201

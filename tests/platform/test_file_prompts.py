@@ -64,7 +64,8 @@ def test_an_unreadable_file_is_named_never_raised(acme_bot):
 
 
 def test_files_alone_with_nothing_to_read_get_a_canned_reply_without_the_model(acme_bot):
-    from bots.files import NO_TEXT_REPLY, has_text_to_read
+    from bots.files import has_text_to_read
+    from bots.models.bots import NO_TEXT_MESSAGE
     from bots.models import Message
     from inference.tasks import generate_reply
 
@@ -73,7 +74,15 @@ def test_files_alone_with_nothing_to_read_get_a_canned_reply_without_the_model(a
     Message.objects.filter(id=scanned.id).update(reply_state=Message.ReplyState.PENDING)
     generate_reply(scanned.id)  # run here, in this process: answered before any model is asked
     reply = Message.objects.get(reply_to=scanned)
-    assert reply.text == NO_TEXT_REPLY and reply.stats == {"canned": True, "bot_version": acme_bot.published_version}
+    assert reply.text == NO_TEXT_MESSAGE and reply.stats == {"canned": True, "bot_version": acme_bot.published_version}
+
+    acme_bot.no_text_message = "¡Gracias por el archivo! No encuentro texto que pueda leer: ¿me lo escribes?"
+    acme_bot.save()
+    acme_bot.publish()  # the bot's own words, in its customers' language, once published
+    photo = receive(acme_bot, "", ("photo.jpg", "image/jpeg", JPEG), thread="t-photo")
+    Message.objects.filter(id=photo.id).update(reply_state=Message.ReplyState.PENDING)
+    generate_reply(photo.id)
+    assert Message.objects.get(reply_to=photo).text == acme_bot.no_text_message
 
     readable = receive(acme_bot, "", ("terms.txt", "text/plain", b"Returns within 30 days"), thread="t-text")
     assert has_text_to_read(readable)  # a file with words goes to the model (the widget tests queue it)

@@ -31,7 +31,7 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
                            "bot_version": 2})
     photo = services.receive(bot=acme_bot, channel="widget", thread_id="v_browser01", text="", answer=False,
                              files=[("chain.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(64))])
-    services.canned_reply(photo, "Thanks, your image is saved.")
+    services.canned_reply(photo)
     today = timezone.now().weekday()  # team hours that do not hold now: the handoff notice says so
     Organization.objects.filter(id=acme_bot.organization_id).update(team_hours={DAYS[(today + 3) % 7]: ["09:00", "10:00"]})
     services.receive(bot=acme_bot, channel="widget", thread_id="v_browser01", text="Can I talk to a human?")
@@ -42,7 +42,7 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
     expect(reply.locator(".meta")).to_contain_text("· cut where it began repeating itself · version 2")
     away = page.locator("li.msg.system")
     expect(away.locator(".meta")).to_contain_text("sent outside team hours")
-    canned = page.locator("li.msg", has_text="Thanks, your image is saved.")
+    canned = page.locator("li.msg", has_text="I've kept your file for our team")
     expect(canned.locator(".meta")).to_contain_text("canned reply (no model)")
     expect(page.locator("li.msg", has_text="chain.png")).to_have_count(1)
     expect(page.locator("main")).not_to_contain_text("undefined")
@@ -52,7 +52,7 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
     page.reload()  # the server's own rendering says the same
     assert page.locator("li.msg .who").all_inner_texts() == drawn_by_js  # "Customer · ...", not "customer · ..."
     assert drawn_by_js[0].startswith("Customer ·") and drawn_by_js[1].startswith("Bot ·")
-    expect(page.locator("li.msg", has_text="Thanks, your image is saved.").locator(".meta")).to_contain_text(
+    expect(page.locator("li.msg", has_text="I've kept your file for our team").locator(".meta")).to_contain_text(
         "canned reply (no model)")
     expect(page.locator("li.msg", has_text="Nine to six").locator(".meta")).to_contain_text("9 tokens")
     expect(page.locator("li.msg", has_text="Nine to six").locator(".meta")).to_contain_text(
