@@ -3,7 +3,15 @@ team or data, with who made it and when (``AuditEvent``; shown on the Team page 
 admins). What changed is named, never a secret's value.
 
     audit.record(request.organization, request.user, "channel.saved", "Saved the WhatsApp settings of Ava")
+
+Kept for CHATNEXUS_ACTIVITY_RETENTION_DAYS (365; 0: for good), then dropped by the hourly
+retention job (``purge_old``), whatever the organisation keeps its conversations for.
 """
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
 from .models import AuditEvent
 from .models.tenants import person_name
 
@@ -25,3 +33,11 @@ def events(organization):
 
 def latest(organization, limit: int = SHOWN):
     return events(organization)[:limit]
+
+
+def purge_old(now=None) -> int:
+    """Delete the events older than CHATNEXUS_ACTIVITY_RETENTION_DAYS (none when it is 0)."""
+    days = settings.CHATNEXUS_ACTIVITY_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    return AuditEvent.objects.filter(created__lt=(now or timezone.now()) - timedelta(days=days)).delete()[0]

@@ -50,10 +50,14 @@ def sweep_unfinished():
 @shared_task(acks_late=True)
 def purge_expired_conversations():
     """Beat job (hourly): delete conversations past their organisation's retention period
-    (services.purge_expired); running twice deletes nothing more."""
-    from . import services
+    (services.purge_expired), and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS
+    (audit.purge_old); running twice deletes nothing more. Returns the conversations deleted."""
+    from . import audit, services
 
     deleted = services.purge_expired()
     if deleted:
         log.info("retention: deleted %d conversations", deleted)
+    events = audit.purge_old()
+    if events:
+        log.info("retention: deleted %d activity log entries", events)
     return deleted

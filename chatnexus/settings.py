@@ -312,7 +312,10 @@ if CHATNEXUS_SWEEP_SECONDS > 0:
         "task": "bots.tasks.sweep_unfinished",
         "schedule": CHATNEXUS_SWEEP_SECONDS,
     }
-# Conversations past their organisation's retention period (set on the team page) go hourly.
+# Activity log entries (Team page) are kept this many days; 0: for good.
+CHATNEXUS_ACTIVITY_RETENTION_DAYS = envint("CHATNEXUS_ACTIVITY_RETENTION_DAYS", 365)
+# Conversations past their organisation's retention period (set on the team page) go hourly,
+# and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS.
 CELERY_BEAT_SCHEDULE["purge-expired-conversations"] = {
     "task": "bots.tasks.purge_expired_conversations",
     "schedule": 3600,

@@ -79,3 +79,23 @@ def test_only_owners_set_the_retention(client, alice, acme):
     client.post("/team/retention/", {"retention_days": ""})
     acme.refresh_from_db()
     assert acme.retention_days is None
+
+
+def test_the_beat_job_drops_activity_older_than_its_retention(settings, alice, acme, globex):
+    from bots import audit
+    from bots.models import AuditEvent
+
+    old = audit.record(acme, alice, "bot.created", "Created the bot Old")
+    edge = audit.record(globex, alice, "bot.created", "Created the bot Edge")
+    new = audit.record(acme, alice, "bot.created", "Created the bot New")
+    now = timezone.now()
+    AuditEvent.objects.filter(id=old.id).update(created=now - timedelta(days=366))
+    AuditEvent.objects.filter(id=edge.id).update(created=now - timedelta(days=364))
+    settings.CHATNEXUS_ACTIVITY_RETENTION_DAYS = 0  # kept for good
+    purge_expired_conversations()
+    assert AuditEvent.objects.count() == 3
+    settings.CHATNEXUS_ACTIVITY_RETENTION_DAYS = 365
+    purge_expired_conversations()
+    assert set(AuditEvent.objects.values_list("id", flat=True)) == {edge.id, new.id}
+    purge_expired_conversations()  # again: nothing more
+    assert AuditEvent.objects.count() == 2
