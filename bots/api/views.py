@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from .. import audit, services, stats, transfer
 from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
+from ..models.conversations import search
 from ..models.tenants import person_name
 from ..tenancy import scoped
 from ..versions import version_rows
@@ -169,7 +170,8 @@ class SavedReplyViewSet(viewsets.ModelViewSet):
 
 
 class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Conversations; filter by ``?channel=``, ``?bot=``, ``?status=``, ``?needs_human=1``.
+    """Conversations; filter by ``?channel=``, ``?bot=``, ``?status=``, ``?needs_human=1``, ``?tag=``,
+    and search with ``?q=`` (a message's words, the customer's name, email or phone, the subject).
     DELETE (owners and admins) erases one: messages, customers' files, the bot's memory of it."""
 
     queryset = Conversation.objects.none()  # for the schema only; get_queryset() scopes by organisation
@@ -198,6 +200,8 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
             conversations = conversations.filter(needs_human=True)
         if params.get("tag"):
             conversations = conversations.filter(tags__name__iexact=params["tag"].strip())
+        if params.get("q"):
+            conversations = search(conversations, params["q"][:200])
         return conversations.prefetch_related("tags")
 
     @extend_schema(request=s.InboundSerializer, responses={201: s.MessageSerializer, 200: s.MessageSerializer})

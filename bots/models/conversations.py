@@ -39,6 +39,15 @@ class Tag(models.Model):
         return self.name
 
 
+def search(conversations, q: str):
+    """The conversations with ``q`` (any case) in a message's words or in who the customer is:
+    name, email, phone, or the subject of their mail (the inbox's Search, the API's ``?q=``)."""
+    q = q.strip()
+    return conversations.filter(
+        Q(messages__text__icontains=q) | Q(contact_name__icontains=q) | Q(contact_email__icontains=q)
+        | Q(contact_phone__icontains=q) | Q(subject__icontains=q)).distinct() if q else conversations
+
+
 class Conversation(models.Model):
     class Status(models.TextChoices):
         OPEN = "open", "Open"

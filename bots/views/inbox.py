@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import audit, services
 from ..files import attachment_response
 from ..models import Attachment, Bot, Conversation, Membership, Message, SavedReply, Tag
-from ..models.conversations import channel_name
+from ..models.conversations import channel_name, search
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
 from .downloads import cell, csv_download
@@ -57,7 +57,7 @@ def filtered_conversations(request, data):
         if f["not_helpful"]:
             conversations = conversations.filter(messages__rating=Message.Rating.NOT_HELPFUL).distinct()
         if f["q"]:
-            conversations = conversations.filter(messages__text__icontains=f["q"]).distinct()
+            conversations = search(conversations, f["q"])
         if f["tag"]:
             conversations = conversations.filter(tags__name__iexact=f["tag"].strip())
     return form, conversations.exclude(channel="preview").order_by("-last_message_at")

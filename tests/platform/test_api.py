@@ -237,3 +237,12 @@ def test_staff_can_revoke_tokens_in_the_admin_but_not_make_or_read_them(client, 
     assert "alice" in listing and "cnx_" in listing
     assert client.get("/admin/bots/apitoken/add/").status_code == 403
     assert client.get("/admin/authtoken/tokenproxy/").status_code == 404  # DRF's plaintext tokens: not offered
+
+
+def test_conversations_are_searched_as_in_the_inbox(api, bob, acme_bot, globex_bot):
+    chain, _ = make_conversation(acme_bot, text="My chain keeps slipping", thread="v1")
+    eve, _ = make_conversation(acme_bot, channel="email", thread="t1", contact={"email": "eve@shop.example"})
+    make_conversation(globex_bot, text="chain for eve@shop.example", thread="g1")  # another organisation's
+    client = api(bob)
+    ids = lambda q: [c["id"] for c in client.get("/api/conversations/", {"q": q}).json()["results"]]  # noqa: E731
+    assert ids("CHAIN") == [chain.id] and ids("eve@shop") == [eve.id] and ids("nothing like it") == []

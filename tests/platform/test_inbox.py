@@ -24,6 +24,28 @@ def test_it_lists_conversations_and_filters_them(client, bob, acme_bot):
     assert client.get(reverse("inbox:list"), {"bot": "abc"}).status_code == 400
 
 
+def test_search_finds_words_of_a_message_and_who_the_customer_is(client, bob, acme_bot, globex_bot):
+    by_words, _ = make_conversation(acme_bot, text="My chain keeps slipping", thread="v1", contact={"name": "Wendy"})
+    by_mail, _ = make_conversation(acme_bot, channel="email", thread="t1", subject="Invoice 2041",
+                                   contact={"name": "Eve Example", "email": "eve@shop.example"})
+    by_phone, _ = make_conversation(acme_bot, channel="whatsapp", thread="+15551234567",
+                                    contact={"name": "Carla", "phone": "+15551234567"})
+    make_conversation(globex_bot, text="eve@shop.example chain", thread="g1")  # another organisation's
+    client.force_login(bob)
+
+    def found(q):
+        page = client.get(reverse("inbox:list"), {"q": q}).content.decode()
+        return {c.id for c in (by_words, by_mail, by_phone) if f"/inbox/{c.id}/" in page}, page
+
+    assert found("CHAIN")[0] == {by_words.id}
+    assert found("eve@shop")[0] == {by_mail.id} and found("Example")[0] == {by_mail.id}
+    assert found("invoice 2041")[0] == {by_mail.id}
+    assert found("5551234")[0] == {by_phone.id}
+    assert found(" wendy ")[0] == {by_words.id}
+    ids, page = found("chain")
+    assert "g1" not in page and ids == {by_words.id}
+
+
 def test_channels_are_named_as_people_say_them_and_filtered_by_their_code(client, bob, acme_bot):
     make_conversation(acme_bot, channel="whatsapp", thread="whatsapp:+15550001", contact={"name": "Wanda"})
     widget, _ = make_conversation(acme_bot, channel="widget", thread="v1", contact={"name": "Wendy"})
