@@ -88,6 +88,8 @@ def receive(
             conversation.save(update_fields=["last_message_at", "status"])
             if reason == "handoff":
                 _start_handoff(conversation, message)
+            elif reason == AGENT_HAS_IT and channel != "preview":
+                transaction.on_commit(lambda: _notify_team_of_message(message.id))
             transaction.on_commit(lambda: _after_inbound(message))
     except IntegrityError:
         # A concurrent delivery of the same external id won the insert: it is stored once.
@@ -165,7 +167,7 @@ def _reply_state(bot, conversation, text, answer, skip_reason):
     if not answer:
         return Message.ReplyState.SKIPPED, skip_reason or "filtered"
     if conversation.bot_paused:
-        return Message.ReplyState.SKIPPED, "agent has the conversation"
+        return Message.ReplyState.SKIPPED, AGENT_HAS_IT
     config = bot.live_config(draft=conversation.channel == "preview")
     if is_handoff_request(config, text):
         return Message.ReplyState.SKIPPED, "handoff"
@@ -176,6 +178,15 @@ def is_handoff_request(config, text):
     lowered = folded(text)
     triggers = [t.strip().lower() for t in config.get("handoff_triggers", "").splitlines() if t.strip()]
     return any(trigger in lowered for trigger in triggers)
+
+
+AGENT_HAS_IT = "agent has the conversation"  # why the bot did not answer a message: the team has it
+
+
+def _notify_team_of_message(message_id):
+    from .tasks import notify_team_of_message
+
+    notify_team_of_message.delay(message_id)
 
 
 def _after_inbound(message):
@@ -278,7 +289,8 @@ HANDOFF_REPLY = HANDOFF_MESSAGE  # the bot's handoff message when it leaves it b
 def _start_handoff(conversation, inbound):
     conversation.bot_paused = True
     conversation.needs_human = True
-    conversation.save(update_fields=["bot_paused", "needs_human"])
+    conversation.team_notified_at = timezone.now()  # the handoff email below; more messages wait for an answer
+    conversation.save(update_fields=["bot_paused", "needs_human", "team_notified_at"])
     config = conversation.bot.live_config(draft=conversation.channel == "preview")
     away = hours.team_away(conversation.organization)
     if away:

@@ -4,24 +4,26 @@ import logging
 from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db.models import Max, Q
+from django.utils import timezone
 
-from .models import Conversation, Membership
+from .models import Conversation, Membership, Message
 from .models.conversations import channel_name
 
 log = logging.getLogger(__name__)
+EXCERPT_CHARS = 500  # of the customer's message, in the email about it
+
+
+def _member_emails(organization) -> list[str]:
+    return sorted({m.user.email for m in Membership.objects.select_related("user").filter(organization=organization)
+                   if m.user.email})
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def notify_agents_of_handoff(conversation_id):
     """Email the organisation's members that a customer asked for a human."""
     conversation = Conversation.objects.select_related("bot", "organization").get(id=conversation_id)
-    emails = sorted(
-        {
-            m.user.email
-            for m in Membership.objects.select_related("user").filter(organization=conversation.organization)
-            if m.user.email
-        }
-    )
+    emails = _member_emails(conversation.organization)
     if not emails:
         return
     link = f"{settings.PUBLIC_URL}/inbox/{conversation.id}/"
@@ -32,6 +34,48 @@ def notify_agents_of_handoff(conversation_id):
         from_email=None,
         recipient_list=emails,
     )
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def notify_team_of_message(message_id):
+    """A customer wrote in a conversation the team has (the bot is paused): email the agent it is
+    assigned to (else every member) — once per stretch the customer waits: not again until an
+    agent has answered since the last email (``Conversation.team_notified_at``)."""
+    message = Message.objects.select_related("conversation__assignee", "conversation__organization", "bot").filter(
+        id=message_id).first()
+    if message is None:  # deleted since
+        return
+    conversation = message.conversation
+    if not conversation.bot_paused:  # given back to the bot meanwhile
+        return
+    answered = conversation.messages.filter(sender=Message.Sender.AGENT).aggregate(last=Max("created"))["last"]
+    previous = conversation.team_notified_at
+    waiting = Q(team_notified_at__isnull=True) | (Q(team_notified_at__lt=answered) if answered else Q(pk__in=[]))
+    if not Conversation.objects.filter(waiting, id=conversation.id).update(team_notified_at=timezone.now()):
+        return  # told already, and nobody has answered since
+    assignee = conversation.assignee
+    if assignee is not None and assignee.email:
+        emails, whose = [assignee.email], "assigned to you"
+    else:
+        emails, whose = _member_emails(conversation.organization), "your team has"
+    if not emails:
+        return
+    excerpt = message.text if len(message.text) <= EXCERPT_CHARS else message.text[:EXCERPT_CHARS] + "…"
+    files = message.attachments.count()
+    try:
+        send_mail(
+            subject=f"[{message.bot.name}] {conversation.display_name} wrote",
+            message=f"{conversation.display_name} wrote ({channel_name(conversation.channel)}, {message.bot.name}) "
+                    f"in a conversation {whose}; the bot is not answering it.\n\n{excerpt or '(no text)'}\n"
+                    + (f"\n{files} file(s) attached.\n" if files else "")
+                    + f"\nAnswer it: {settings.PUBLIC_URL}/inbox/{conversation.id}/\n"
+                      "\nNo more emails about this conversation until someone answers it.\n",
+            from_email=None,
+            recipient_list=emails,
+        )
+    except Exception:
+        Conversation.objects.filter(id=conversation.id).update(team_notified_at=previous)  # the retry may send it
+        raise
 
 
 @shared_task(acks_late=True)

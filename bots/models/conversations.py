@@ -66,6 +66,9 @@ class Conversation(models.Model):
     # Handoff: the bot stays silent while a human agent has the conversation.
     bot_paused = models.BooleanField(default=False)
     needs_human = models.BooleanField(default=False)
+    # When the team was last emailed about this conversation (a handoff, or a customer writing while
+    # an agent has it): one email per stretch the customer waits, not one per message (bots/tasks.py).
+    team_notified_at = models.DateTimeField(null=True, blank=True)
     # The agent who has it: set when someone takes over or answers an unassigned conversation,
     # or by hand in the inbox; cleared when they leave the organisation.
     tags = models.ManyToManyField(Tag, blank=True, related_name="conversations")

@@ -103,3 +103,39 @@ def test_it_retrieves_knowledge_from_its_own_bot_only(db, acme_bot, globex_bot):
     hours = "What are your opening hours?"
     system = build_messages(acme_bot.live_config(), [{"role": "user", "content": hours}], hours)[0]["content"]
     assert "Monday to Friday" in system
+
+
+def test_a_customer_who_writes_while_the_team_has_it_gets_the_agent_emailed_once_a_wait(
+        transactional_db, celery_workers, mailbox, alice, bob, acme_bot):
+    worker = celery_workers["default"]
+
+    def notices_done():
+        return len(re.findall(r"notify_team_of_message\[[^\]]+\] succeeded", worker.output()))
+
+    def customer(text):
+        before = notices_done()
+        received = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text=text)
+        wait_for(lambda: notices_done() > before, what="the notice task")
+        return received
+
+    handoff = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text="Can I talk to a human?")
+    wait_for(lambda: len(mailbox.messages) == 1, what="the handoff email")
+    customer("Hello? Anyone there?")  # the team was just told: no second email for the same wait
+    assert len(mailbox.messages) == 1
+
+    conversation = Conversation.objects.get(id=handoff.conversation.id)
+    services.agent_reply(conversation, bob, "Hi, Bob here. How can I help?")  # Bob has it now
+    customer("How much is a tune-up? " + "x" * 600)
+    mail = wait_for(lambda: mailbox.messages[1:], what="the email to the assignee")[0]
+    body = mail["message"].get_content()
+    assert mail["to"] == ["bob@example.com"] and "Website visitor" in mail["message"]["Subject"]
+    assert "How much is a tune-up?" in body and "x" * 600 not in body  # an excerpt
+    assert f"/inbox/{conversation.id}/" in body and "assigned to you" in body
+    customer("Also, do you fix e-bikes?")  # still unanswered since the last email
+    assert len(mailbox.messages) == 2
+
+    services.agent_reply(conversation, bob, "Yes, we do.")
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)  # given back to the bot
+    later = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text="Great, thanks")
+    assert later.message.reply_state == "pending"  # the bot answers it: nobody is emailed
+    assert len(mailbox.messages) == 2
