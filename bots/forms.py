@@ -9,8 +9,9 @@ from pathlib import PurePath
 
 from django import forms
 from django.db import transaction
+from django.utils import timezone
 
-from . import documents, faq_import
+from . import documents, faq_import, webpages
 from .knowledge import folded
 from .models import Bot, KnowledgeItem
 from .models.bots import MAX_SUGGESTIONS, suggestion_list
@@ -184,14 +185,29 @@ class FaqImportForm(forms.Form):
 
 
 class DocumentForm(LineEndings, forms.Form):
-    """A document: pasted text/markdown, or a .txt / .md / .html / .pdf file (one of the two;
-    bots/documents.py reads the file)."""
+    """A document: pasted text/markdown, a .txt / .md / .html / .pdf file (bots/documents.py reads
+    it), or a web page fetched now (bots/webpages.py) — one of the three."""
 
-    title = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
+    title = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name or the page's title.")
     text = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 6}), label="Paste text or markdown", strip=False
     )
     file = forms.FileField(required=False, label="…or upload a .txt, .md, .html or .pdf file")
+    url = forms.URLField(required=False, max_length=500, assume_scheme="https", label="…or fetch a web page",
+                         help_text="Its text is read now; “Fetch again” in the list reads it again when the page changes.",
+                         widget=forms.URLInput(attrs={"placeholder": "https://www.example.com/delivery"}))
+
+    def clean_url(self):
+        url = self.cleaned_data.get("url")
+        if not url:
+            return None
+        if (self.data.get("text") or "").strip() or self.files.get("file"):
+            return {"url": url, "title": "", "text": ""}  # not fetched: clean() says to give one source
+        try:
+            title, text = webpages.fetch(url)
+        except documents.DocumentError as error:
+            raise forms.ValidationError(str(error)) from None
+        return {"url": url, "title": title, "text": text}
 
     def clean_file(self):
         upload = self.cleaned_data.get("file")
@@ -209,23 +225,26 @@ class DocumentForm(LineEndings, forms.Form):
     def clean(self):
         data = super().clean()
         pasted = (data.get("text") or "").strip()
-        upload = data.get("file")
+        upload, page = data.get("file"), data.get("url")
         if self.errors:
             return data
-        if pasted and upload:
-            raise forms.ValidationError("Paste text or upload a file, not both.")
-        body = pasted or (upload["text"].strip() if upload else "")
+        if sum(map(bool, (pasted, upload, page))) > 1:
+            raise forms.ValidationError("Paste text, upload a file or give a web page: one of them.")
+        body = pasted or (upload["text"].strip() if upload else "") or (page["text"] if page else "")
         if not body:
-            raise forms.ValidationError("Paste some text or choose a file.")
+            raise forms.ValidationError("The page has no text to read." if page else "Paste some text or choose a file.")
         if len(body) > MAX_DOC_CHARS:
             raise forms.ValidationError(f"That document is too long: the limit is {MAX_DOC_CHARS:,} characters.")
         data["body"] = body
-        data["title"] = (data.get("title") or "").strip() or (upload["name"] if upload else "Document")
+        data["title"] = ((data.get("title") or "").strip() or (upload["name"] if upload else "")
+                         or (page["title"] if page else "") or "Document")
         return data
 
     def save(self, bot):
+        page = self.cleaned_data.get("url")
         return KnowledgeItem.objects.create(
-            bot=bot, kind=KnowledgeItem.Kind.DOC, title=self.cleaned_data["title"][:200], body=self.cleaned_data["body"]
+            bot=bot, kind=KnowledgeItem.Kind.DOC, title=self.cleaned_data["title"][:200], body=self.cleaned_data["body"],
+            source_url=page["url"] if page else "", fetched_at=timezone.now() if page else None,
         )
 
 

@@ -19,4 +19,5 @@ urlpatterns = [
     path("<int:bot_id>/knowledge/document/", builder.document_add, name="document_add"),
     path("<int:bot_id>/knowledge/<int:item_id>/", builder.knowledge_edit, name="knowledge_edit"),
     path("<int:bot_id>/knowledge/<int:item_id>/delete/", builder.knowledge_delete, name="knowledge_delete"),
+    path("<int:bot_id>/knowledge/<int:item_id>/fetch/", builder.knowledge_refetch, name="knowledge_refetch"),
 ]

@@ -291,6 +291,8 @@ CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
 # The API channel's reply webhook may call addresses of this server's own network (loopback,
 # private, link-local) only when this is on: a backend on the same LAN (bots/api/webhook.py).
 CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = envbool("CHATNEXUS_WEBHOOK_ALLOW_PRIVATE", False)
+# The same for knowledge fetched from a web page (the builder's "fetch a web page": bots/webpages.py).
+CHATNEXUS_FETCH_ALLOW_PRIVATE = envbool("CHATNEXUS_FETCH_ALLOW_PRIVATE", False)
 # A widget socket must send its hello frame (visitor token) within this many seconds.
 CHATNEXUS_WIDGET_HELLO_TIMEOUT_S = envint("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", 10)
 

@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
-from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 
 from channels_app.base import DeliveryError, one_line
+
+from .. import egress
 
 TIMEOUT_S = (5, 15)  # connect, read
 TRANSIENT_STATUSES = {408, 425, 429}  # and every 5xx
@@ -55,21 +54,9 @@ def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300, now: f
 
 
 def refused_address(url: str) -> str:
-    """Why ``url`` may not be called ('' when it may): not http(s), or a host that resolves to an
-    address of the worker's own network. Raises OSError when the name does not resolve."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "the webhook URL must start with http:// or https:// and name a host"
-    if settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE:
-        return ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    for *_, sockaddr in socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP):
-        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
-        if not address.is_global or address.is_multicast:
-            host = f"{address}" if parts.hostname == str(address) else f"{parts.hostname} ({address})"
-            return (f"{host} is an address of this server's own network "
-                    "(set CHATNEXUS_WEBHOOK_ALLOW_PRIVATE=1 to allow it)")
-    return ""
+    """Why the webhook ``url`` may not be called ('' when it may): bots/egress.py."""
+    return egress.refused_address(url, settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE, "CHATNEXUS_WEBHOOK_ALLOW_PRIVATE",
+                                  "the webhook URL")
 
 
 def post(config, event: str, payload: dict, delivery: str) -> requests.Response:

@@ -166,6 +166,10 @@ class KnowledgeItem(models.Model):
     kind = models.CharField(max_length=3, choices=Kind.choices, default=Kind.FAQ)
     title = models.CharField(max_length=200, blank=True)  # FAQ question or document title
     body = models.TextField()  # FAQ answer or document text
+    # A document fetched from a web page: its address, to fetch it again (bots/webpages.py). Not part
+    # of the published config: what the bot knows is the text.
+    source_url = models.URLField(max_length=500, blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)  # when that page was last read
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

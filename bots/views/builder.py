@@ -7,14 +7,16 @@ is a 404) and everything but the list needs a manager (owner/admin); agents get 
 """
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import audit, transfer
-from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
+from .. import audit, transfer, webpages
+from ..documents import DocumentError
+from ..forms import MAX_DOC_CHARS, BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
 from ..knowledge import retrieve
 from ..models import Bot, BotVersion, KnowledgeItem
 from ..models.bots import suggestion_list
@@ -282,6 +284,33 @@ def knowledge_edit(request, bot_id, item_id):
         return redirect(_builder_url(bot, "knowledge"))
     status = 400 if request.method == "POST" else 200
     return render(request, "bots/knowledge_edit.html", {"bot": bot, "item": item, "form": form}, status=status)
+
+
+@login_required
+@require_POST
+def knowledge_refetch(request, bot_id, item_id):
+    """Read a document fetched from a web page again: its text becomes the page's current text."""
+    bot = _managed_bot(request, bot_id)
+    item = get_scoped_or_404(request, KnowledgeItem, id=item_id, bot=bot)
+    if not item.source_url:
+        raise Http404("not fetched from a web page")
+    try:
+        _, text = webpages.fetch(item.source_url)
+    except DocumentError as error:
+        messages.error(request, f"“{item.title}” not fetched again: {error}")
+        return redirect(_builder_url(bot, "knowledge"))
+    if not text or len(text) > MAX_DOC_CHARS:
+        messages.error(request, f"“{item.title}” not fetched again: the page now has "
+                                + ("no text to read." if not text else f"more than {MAX_DOC_CHARS:,} characters."))
+    elif text == item.body:
+        item.fetched_at = timezone.now()
+        item.save(update_fields=["fetched_at"])
+        messages.success(request, f"“{item.title}”: the page has not changed.")
+    else:
+        item.body, item.fetched_at = text, timezone.now()
+        item.save(update_fields=["body", "fetched_at", "updated"])
+        messages.success(request, f"“{item.title}” fetched again: {len(text):,} characters, in the draft.")
+    return redirect(_builder_url(bot, "knowledge"))
 
 
 @login_required

@@ -1,0 +1,147 @@
+"""Knowledge from a web page: the builder's "fetch a web page" (and its "Fetch again").
+
+    title, text = fetch("https://shop.example/delivery")   # or DocumentError, with a sentence
+
+HTML becomes readable text (scripts, styles, navigation, footers and forms left out), plain
+text and markdown stay as they are, a PDF goes through pypdf (bots/documents.py). Calls go out
+only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py) —
+checked again for every redirect, followed by hand, at most five. At most MAX_PAGE_BYTES are
+read; anything slower than TIMEOUT_S, larger, of another type, or answering other than 2xx is
+refused with a sentence saying which.
+"""
+from __future__ import annotations
+
+import re
+from email.message import Message as HeaderParser
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from django.conf import settings
+
+from channels_app.email.parse import _HTMLText
+
+from . import egress
+from .documents import DocumentError, text_of
+
+MAX_PAGE_BYTES = 2 * 1024 * 1024
+MAX_REDIRECTS = 5
+TIMEOUT_S = (5, 15)  # connect, read
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+TEXT_TYPES = ("text/plain", "text/markdown")
+PDF_TYPES = ("application/pdf",)
+
+
+class _PageText(_HTMLText):
+    """A page's readable text: the email channel's HTML reader, leaving out what every page of a
+    site repeats (navigation, footers) and what is not prose."""
+
+    SKIP = _HTMLText.SKIP | {"nav", "footer", "noscript", "svg", "template", "iframe", "form", "aside", "button"}
+
+
+class _Title(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.inside, self.parts = False, []
+
+    def handle_starttag(self, tag, attrs):
+        self.inside = self.inside or tag == "title"
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self.inside = False
+
+    def handle_data(self, data):
+        if self.inside:
+            self.parts.append(data)
+
+
+def _html_title(html: str) -> str:
+    parser = _Title()
+    try:
+        parser.feed(html[:200_000])
+    except Exception:  # noqa: BLE001 - lenient parser; no title then
+        return ""
+    return " ".join("".join(parser.parts).split())
+
+
+def _page_text(html: str) -> str:
+    parser = _PageText()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # noqa: BLE001 - html.parser is lenient; belt and braces
+        return re.sub(r"<[^>]*>", " ", html)
+    lines = (line.strip() for line in "".join(parser.out).split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _charset(content_type: str, head: bytes) -> str:
+    header = HeaderParser()
+    header["content-type"] = content_type
+    declared = header.get_param("charset")
+    if not declared:
+        found = re.search(rb"""<meta[^>]+charset=["']?([\w-]+)""", head[:4096], re.I)
+        declared = found.group(1).decode("ascii") if found else "utf-8"
+    try:
+        "".encode(declared)
+    except LookupError:
+        return "utf-8"
+    return declared
+
+
+def _get(url: str) -> requests.Response:
+    """GET ``url``, following redirects by hand so each hop is checked; the last response, streamed."""
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            refused = egress.refused_address(url, settings.CHATNEXUS_FETCH_ALLOW_PRIVATE,
+                                             "CHATNEXUS_FETCH_ALLOW_PRIVATE", "the page's address")
+        except OSError:
+            raise DocumentError(f"{urlsplit(url).hostname or url} was not found (no such host).") from None
+        if refused:
+            raise DocumentError(f"That page cannot be fetched: {refused}.")
+        try:
+            response = requests.get(url, stream=True, timeout=TIMEOUT_S, allow_redirects=False, headers={
+                "User-Agent": f"ChatNexus-Knowledge/1 (+{settings.PUBLIC_URL})",
+                "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.1"})
+        except requests.Timeout:
+            raise DocumentError("The page took too long to answer.") from None
+        except requests.RequestException:
+            raise DocumentError("The page could not be reached.") from None
+        if response.is_redirect and response.headers.get("location"):
+            response.close()
+            url = urljoin(url, response.headers["location"])
+            continue
+        return response
+    raise DocumentError(f"The page redirected more than {MAX_REDIRECTS} times.")
+
+
+def fetch(url: str) -> tuple[str, str]:
+    """(title, text) of the page at ``url``; DocumentError with a sentence for the form otherwise."""
+    response = _get(url.strip())
+    with response:
+        if not 200 <= response.status_code < 300:
+            raise DocumentError(f"The page answered {response.status_code} {response.reason or ''}".rstrip() + ".")
+        content_type = response.headers.get("content-type", "")
+        kind = content_type.split(";")[0].strip().lower()
+        if kind not in HTML_TYPES + TEXT_TYPES + PDF_TYPES:
+            raise DocumentError(f"That address gives {kind or 'something of no stated type'}, "
+                                "not a web page, a text file or a PDF.")
+        raw = bytearray()
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                raw += chunk
+                if len(raw) > MAX_PAGE_BYTES:
+                    raise DocumentError(f"That page is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB.")
+        except requests.RequestException:
+            raise DocumentError("The page stopped halfway; try again.") from None
+    raw = bytes(raw)
+    fallback_title = (urlsplit(response.url).hostname or "") + urlsplit(response.url).path.rstrip("/")
+    if kind in PDF_TYPES:
+        return fallback_title, text_of("page.pdf", raw)
+    text = raw.decode(_charset(content_type, raw), errors="replace")
+    if "\x00" in text:
+        raise DocumentError("That page is not text.")
+    if kind in TEXT_TYPES:
+        return fallback_title, text.strip()
+    return (_html_title(text) or fallback_title)[:200], _page_text(text)

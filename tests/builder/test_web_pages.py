@@ -1,0 +1,145 @@
+"""Knowledge fetched from a web page (bots/webpages.py): a real HTTP server on loopback plays the
+business's website; the builder's form and "Fetch again" go to it over the network."""
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.urls import reverse
+
+from bots import webpages
+from bots.models import KnowledgeItem
+from tests.channels.loopback import LoopbackServer
+
+DELIVERY = """<!doctype html><html><head><meta charset="utf-8"><title>Delivery &amp; returns — Acme Bikes</title>
+<style>body { color: red }</style><script>var tracking = "do not read me";</script></head>
+<body><nav><a href="/">Home</a> <a href="/shop">Shop</a></nav>
+<main><h1>Delivery</h1><p>We deliver in 2&ndash;3 working days, free over €50.</p>
+<ul><li>Returns within 30 days</li><li>Refunds in 5 days</li></ul></main>
+<form><button>Subscribe</button></form><footer>© Acme Bikes · Privacy</footer></body></html>"""
+
+
+class Website(LoopbackServer):
+    """Pages by path: (status, content type, body bytes, extra headers); every request recorded."""
+
+    def __init__(self):
+        self.pages, self.requests = {}, []
+        website = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                website.requests.append(self.path)
+                status, content_type, body, headers = website.pages.get(self.path, (404, "text/html", b"gone", {}))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def page(self, path, body, content_type="text/html; charset=utf-8", status=200, **headers):
+        self.pages[path] = (status, content_type, body.encode() if isinstance(body, str) else body, headers)
+        return self.base + path
+
+
+@pytest.fixture
+def website(settings):
+    settings.CHATNEXUS_FETCH_ALLOW_PRIVATE = True  # the "website" is on loopback
+    server = Website().start()
+    yield server
+    server.stop()
+
+
+def test_a_page_becomes_a_document_with_its_title_and_readable_text(as_alice, acme_bot, website):
+    url = website.page("/delivery", DELIVERY)
+    response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": url})
+    assert response.status_code == 302
+    item = KnowledgeItem.objects.get(bot=acme_bot, source_url=url)
+    assert item.kind == "doc" and item.title == "Delivery & returns — Acme Bikes"
+    assert "We deliver in 2–3 working days, free over €50." in item.body and "- Returns within 30 days" in item.body
+    for noise in ("tracking", "color: red", "Home", "Subscribe", "Privacy", "Acme Bikes"):
+        assert noise not in item.body, noise
+    page = as_alice.get(reverse("bots:builder", args=[acme_bot.id])).content.decode()
+    assert url in page and reverse("bots:knowledge_refetch", args=[acme_bot.id, item.id]) in page
+
+
+def test_fetch_again_reads_the_page_as_it_is_now(as_alice, acme_bot, website):
+    url = website.page("/hours", "<title>Hours</title><p>Open 9 to 5.</p>")
+    as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": url, "title": "Opening hours"})
+    item = KnowledgeItem.objects.get(bot=acme_bot, source_url=url)
+    assert item.title == "Opening hours" and item.body == "Open 9 to 5."
+    refetch = reverse("bots:knowledge_refetch", args=[acme_bot.id, item.id])
+
+    first_read = item.fetched_at
+    as_alice.post(refetch)
+    assert "the page has not changed" in as_alice.get(reverse("bots:builder", args=[acme_bot.id])).content.decode()
+    assert KnowledgeItem.objects.get(id=item.id).fetched_at > first_read
+    website.page("/hours", "<title>Hours</title><p>Open 8 to 6, Saturdays too.</p>")
+    as_alice.post(refetch)
+    item.refresh_from_db()
+    assert item.body == "Open 8 to 6, Saturdays too." and item.title == "Opening hours"
+    assert acme_bot.__class__.objects.get(id=acme_bot.id).has_unpublished_changes  # in the draft, not live
+
+    website.page("/hours", "down for maintenance", status=503)
+    as_alice.post(refetch)
+    item.refresh_from_db()
+    assert item.body == "Open 8 to 6, Saturdays too."  # a failed fetch changes nothing
+    assert "not fetched again: The page answered 503" in as_alice.get(
+        reverse("bots:builder", args=[acme_bot.id])).content.decode()
+
+
+def test_redirects_text_and_pdf_are_followed_and_read(as_alice, acme_bot, website):
+    from tests.builder.test_knowledge_forms import pdf
+
+    website.page("/old", "", status=301, Location="/new")
+    website.page("/new", "Plain words about brakes.", content_type="text/plain")
+    assert webpages.fetch(website.base + "/old") == ("127.0.0.1/new", "Plain words about brakes.")
+    website.page("/terms.pdf", pdf("Warranty: two years on frames."), content_type="application/pdf")
+    assert "Warranty: two years on frames." in webpages.fetch(website.base + "/terms.pdf")[1]
+    website.page("/latin1", "<p>Caf\xe9 cr\xe8me</p>".encode("latin-1"), content_type="text/html; charset=iso-8859-1")
+    assert webpages.fetch(website.base + "/latin1")[1] == "Café crème"
+    website.page("/loop", "", status=302, Location="/loop")
+    with pytest.raises(webpages.DocumentError, match="redirected more than 5 times"):
+        webpages.fetch(website.base + "/loop")
+
+
+@pytest.mark.parametrize("path, page, says", [
+    ("/missing", None, "The page answered 404 Not Found."),
+    ("/photo.png", (b"\x89PNG\r\n\x1a\n", "image/png"), "That address gives image/png, not a web page"),
+    ("/huge", ("x" * (webpages.MAX_PAGE_BYTES + 10), "text/plain"), "That page is larger than 2 MB."),
+    ("/empty", ("<html><script>only()</script></html>", "text/html"), "The page has no text to read."),
+])
+def test_a_page_that_cannot_be_read_is_refused_with_a_reason(as_alice, acme_bot, website, path, page, says):
+    if page is not None:
+        website.page(path, page[0], content_type=page[1])
+    response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": website.base + path})
+    assert response.status_code == 400 and says in response.content.decode()
+    assert not KnowledgeItem.objects.filter(bot=acme_bot, kind="doc").exists()
+
+
+def test_the_servers_own_network_is_refused_unless_allowed(as_alice, acme_bot, website, settings):
+    settings.CHATNEXUS_FETCH_ALLOW_PRIVATE = False
+    url = website.page("/delivery", DELIVERY)
+    response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": url})
+    assert response.status_code == 400
+    assert ("127.0.0.1 is an address of this server&#x27;s own network "
+            "(set CHATNEXUS_FETCH_ALLOW_PRIVATE=1 to allow it)") in response.content.decode()
+    for address in ("http://169.254.169.254/latest/meta-data/", "http://10.0.0.8/", "http://[::1]/", "ftp://example.com/"):
+        with pytest.raises(webpages.DocumentError):
+            webpages.fetch(address)
+    assert website.requests == []  # nothing reached the server
+    response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]),
+                             {"url": url, "text": "and pasted words too"})
+    assert "Paste text, upload a file or give a web page: one of them." in response.content.decode()
+
+
+def test_another_organisation_cannot_fetch_a_bots_pages_again(as_charlie, acme_bot, website):
+    url = website.page("/hours", "<p>Open 9 to 5.</p>")
+    item = KnowledgeItem.objects.create(bot=acme_bot, kind="doc", title="Hours", body="old", source_url=url)
+    assert as_charlie.post(reverse("bots:knowledge_refetch", args=[acme_bot.id, item.id])).status_code == 404
+    assert website.requests == [] and KnowledgeItem.objects.get(id=item.id).body == "old"
