@@ -22,7 +22,7 @@
   // -- the widget's own words: the bot's widget language, else the host page's <html lang>,
   // else the browser's, else English (the bot's answers follow its own instructions)
   var WORDS = {
-    en: { away: "Our team is away right now: the bot can help, and a person will reply here when they are back.", humanRequest: "I'd like to talk to a human, please.", team: "From the team", suggestions: "Suggested questions", notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
+    en: { unread: "new messages: {n}", away: "Our team is away right now: the bot can help, and a person will reply here when they are back.", humanRequest: "I'd like to talk to a human, please.", team: "From the team", suggestions: "Suggested questions", notAllowed: "This website is not allowed to use this chat.", open: "Open chat with {name}", chat: "Chat with {name}", human: "Human", humanLabel: "Talk to a human",
           close: "Close chat", email: "Your email (optional)", message: "Message", placeholder: "Type your message\u2026",
           send: "Send", sendLabel: "Send message", typing: "{name} is typing", rate: "Rate this answer",
           helpful: "Helpful", notHelpful: "Not helpful", unavailable: "Chat is unavailable on this website.",
@@ -30,7 +30,7 @@
           tooFast: "You're sending messages too quickly. Please wait {n} seconds and try again.",
           tooLong: "Messages are limited to {n} characters.", empty: "Please type a message.",
           attach: "Attach a file", fileTooBig: "Files are limited to {n} MB.", uploadFailed: "The file could not be sent. Please try again." },
-    es: { away: "Nuestro equipo no est\u00e1 disponible ahora: el bot puede ayudarte y una persona responder\u00e1 aqu\u00ed cuando vuelva.", humanRequest: "Me gustar\u00eda hablar con una persona, por favor.", team: "Del equipo", suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
+    es: { unread: "mensajes nuevos: {n}", away: "Nuestro equipo no est\u00e1 disponible ahora: el bot puede ayudarte y una persona responder\u00e1 aqu\u00ed cuando vuelva.", humanRequest: "Me gustar\u00eda hablar con una persona, por favor.", team: "Del equipo", suggestions: "Preguntas sugeridas", notAllowed: "Este sitio web no tiene permiso para usar este chat.", open: "Abrir el chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Hablar con una persona",
           close: "Cerrar el chat", email: "Tu correo (opcional)", message: "Mensaje", placeholder: "Escribe tu mensaje\u2026",
           send: "Enviar", sendLabel: "Enviar mensaje", typing: "{name} est\u00e1 escribiendo", rate: "Valora esta respuesta",
           helpful: "\u00datil", notHelpful: "No es \u00fatil", unavailable: "El chat no est\u00e1 disponible en este sitio web.",
@@ -38,7 +38,7 @@
           tooFast: "Est\u00e1s enviando mensajes demasiado r\u00e1pido. Espera {n} segundos y vuelve a intentarlo.",
           tooLong: "Los mensajes tienen un l\u00edmite de {n} caracteres.", empty: "Escribe un mensaje.",
           attach: "Adjuntar un archivo", fileTooBig: "Los archivos tienen un l\u00edmite de {n} MB.", uploadFailed: "No se pudo enviar el archivo. Int\u00e9ntalo de nuevo." },
-    fr: { away: "Notre \u00e9quipe est absente pour le moment : le bot peut vous aider, et une personne vous r\u00e9pondra ici \u00e0 son retour.", humanRequest: "J\u2019aimerais parler \u00e0 une personne, s\u2019il vous pla\u00eet.", team: "De l\u2019\u00e9quipe", suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
+    fr: { unread: "nouveaux messages\u00a0: {n}", away: "Notre \u00e9quipe est absente pour le moment : le bot peut vous aider, et une personne vous r\u00e9pondra ici \u00e0 son retour.", humanRequest: "J\u2019aimerais parler \u00e0 une personne, s\u2019il vous pla\u00eet.", team: "De l\u2019\u00e9quipe", suggestions: "Questions sugg\u00e9r\u00e9es", notAllowed: "Ce site n\u2019est pas autoris\u00e9 \u00e0 utiliser ce chat.", open: "Ouvrir le chat avec {name}", chat: "Chat avec {name}", human: "Humain", humanLabel: "Parler \u00e0 une personne",
           close: "Fermer le chat", email: "Votre e-mail (facultatif)", message: "Message", placeholder: "\u00c9crivez votre message\u2026",
           send: "Envoyer", sendLabel: "Envoyer le message", typing: "{name} \u00e9crit", rate: "\u00c9valuez cette r\u00e9ponse",
           helpful: "Utile", notHelpful: "Pas utile", unavailable: "Le chat n\u2019est pas disponible sur ce site.",
@@ -46,7 +46,7 @@
           tooFast: "Vous envoyez des messages trop vite. Attendez {n} secondes puis r\u00e9essayez.",
           tooLong: "Les messages sont limit\u00e9s \u00e0 {n} caract\u00e8res.", empty: "\u00c9crivez un message.",
           attach: "Joindre un fichier", fileTooBig: "Les fichiers sont limit\u00e9s \u00e0 {n} Mo.", uploadFailed: "Le fichier n\u2019a pas pu \u00eatre envoy\u00e9. R\u00e9essayez." },
-    de: { away: "Unser Team ist gerade nicht da: Der Bot kann helfen, und ein Mensch antwortet hier, sobald es zur\u00fcck ist.", humanRequest: "Ich m\u00f6chte bitte mit einem Menschen sprechen.", team: "Vom Team", suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
+    de: { unread: "neue Nachrichten: {n}", away: "Unser Team ist gerade nicht da: Der Bot kann helfen, und ein Mensch antwortet hier, sobald es zur\u00fcck ist.", humanRequest: "Ich m\u00f6chte bitte mit einem Menschen sprechen.", team: "Vom Team", suggestions: "Vorgeschlagene Fragen", notAllowed: "Diese Website darf diesen Chat nicht verwenden.", open: "Chat mit {name} \u00f6ffnen", chat: "Chat mit {name}", human: "Mensch", humanLabel: "Mit einem Menschen sprechen",
           close: "Chat schlie\u00dfen", email: "Ihre E-Mail (optional)", message: "Nachricht", placeholder: "Nachricht eingeben\u2026",
           send: "Senden", sendLabel: "Nachricht senden", typing: "{name} schreibt", rate: "Diese Antwort bewerten",
           helpful: "Hilfreich", notHelpful: "Nicht hilfreich", unavailable: "Der Chat ist auf dieser Website nicht verf\u00fcgbar.",
@@ -54,7 +54,7 @@
           tooFast: "Sie senden Nachrichten zu schnell. Bitte warten Sie {n} Sekunden und versuchen Sie es erneut.",
           tooLong: "Nachrichten sind auf {n} Zeichen begrenzt.", empty: "Bitte geben Sie eine Nachricht ein.",
           attach: "Datei anh\u00e4ngen", fileTooBig: "Dateien sind auf {n} MB begrenzt.", uploadFailed: "Die Datei konnte nicht gesendet werden. Bitte erneut versuchen." },
-    pt: { away: "A nossa equipa n\u00e3o est\u00e1 dispon\u00edvel agora: o bot pode ajudar e uma pessoa responder\u00e1 aqui quando voltar.", humanRequest: "Gostaria de falar com uma pessoa, por favor.", team: "Da equipa", suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
+    pt: { unread: "mensagens novas: {n}", away: "A nossa equipa n\u00e3o est\u00e1 dispon\u00edvel agora: o bot pode ajudar e uma pessoa responder\u00e1 aqui quando voltar.", humanRequest: "Gostaria de falar com uma pessoa, por favor.", team: "Da equipa", suggestions: "Perguntas sugeridas", notAllowed: "Este site n\u00e3o tem permiss\u00e3o para usar este chat.", open: "Abrir o chat com {name}", chat: "Chat com {name}", human: "Pessoa", humanLabel: "Falar com uma pessoa",
           close: "Fechar o chat", email: "O seu e-mail (opcional)", message: "Mensagem", placeholder: "Escreva a sua mensagem\u2026",
           send: "Enviar", sendLabel: "Enviar mensagem", typing: "{name} est\u00e1 a escrever", rate: "Avalie esta resposta",
           helpful: "\u00datil", notHelpful: "N\u00e3o \u00e9 \u00fatil", unavailable: "O chat n\u00e3o est\u00e1 dispon\u00edvel neste site.",
@@ -62,7 +62,7 @@
           tooFast: "Est\u00e1 a enviar mensagens demasiado depressa. Aguarde {n} segundos e tente de novo.",
           tooLong: "As mensagens est\u00e3o limitadas a {n} caracteres.", empty: "Escreva uma mensagem.",
           attach: "Anexar um ficheiro", fileTooBig: "Os ficheiros est\u00e3o limitados a {n} MB.", uploadFailed: "N\u00e3o foi poss\u00edvel enviar o ficheiro. Tente de novo." },
-    it: { away: "Il nostro team non \u00e8 disponibile ora: il bot pu\u00f2 aiutarti e una persona risponder\u00e0 qui al suo ritorno.", humanRequest: "Vorrei parlare con una persona, per favore.", team: "Dal team", suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
+    it: { unread: "nuovi messaggi: {n}", away: "Il nostro team non \u00e8 disponibile ora: il bot pu\u00f2 aiutarti e una persona risponder\u00e0 qui al suo ritorno.", humanRequest: "Vorrei parlare con una persona, per favore.", team: "Dal team", suggestions: "Domande suggerite", notAllowed: "Questo sito non \u00e8 autorizzato a usare questa chat.", open: "Apri la chat con {name}", chat: "Chat con {name}", human: "Persona", humanLabel: "Parla con una persona",
           close: "Chiudi la chat", email: "La tua email (facoltativa)", message: "Messaggio", placeholder: "Scrivi il tuo messaggio\u2026",
           send: "Invia", sendLabel: "Invia messaggio", typing: "{name} sta scrivendo", rate: "Valuta questa risposta",
           helpful: "Utile", notHelpful: "Non utile", unavailable: "La chat non \u00e8 disponibile su questo sito.",
@@ -70,7 +70,7 @@
           tooFast: "Stai inviando messaggi troppo in fretta. Attendi {n} secondi e riprova.",
           tooLong: "I messaggi sono limitati a {n} caratteri.", empty: "Scrivi un messaggio.",
           attach: "Allega un file", fileTooBig: "I file sono limitati a {n} MB.", uploadFailed: "Impossibile inviare il file. Riprova." },
-    nl: { away: "Ons team is er nu niet: de bot kan helpen, en een mens antwoordt hier zodra het terug is.", humanRequest: "Ik wil graag met een mens praten.", team: "Van het team", suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
+    nl: { unread: "nieuwe berichten: {n}", away: "Ons team is er nu niet: de bot kan helpen, en een mens antwoordt hier zodra het terug is.", humanRequest: "Ik wil graag met een mens praten.", team: "Van het team", suggestions: "Voorgestelde vragen", notAllowed: "Deze website mag deze chat niet gebruiken.", open: "Chat met {name} openen", chat: "Chat met {name}", human: "Mens", humanLabel: "Met een mens praten",
           close: "Chat sluiten", email: "Je e-mail (optioneel)", message: "Bericht", placeholder: "Typ je bericht\u2026",
           send: "Verstuur", sendLabel: "Bericht versturen", typing: "{name} is aan het typen", rate: "Beoordeel dit antwoord",
           helpful: "Nuttig", notHelpful: "Niet nuttig", unavailable: "De chat is niet beschikbaar op deze website.",
@@ -154,6 +154,7 @@
   var CSS = ":host{all:initial}*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:14px;line-height:1.45}" +
     ".launcher{position:fixed;bottom:20px;right:20px;width:56px;height:56px;border-radius:50%;border:0;background:var(--c);color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000;display:flex;align-items:center;justify-content:center}" +
     ".left .launcher{left:20px;right:auto}.left .panel{left:20px;right:auto}" +
+    ".badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;font-weight:700;line-height:20px;text-align:center}.badge[hidden]{display:none}" +
     ".panel{position:fixed;bottom:88px;right:20px;width:min(370px,calc(100vw - 24px));height:min(560px,calc(100vh - 110px));height:min(560px,calc(100dvh - 110px));display:flex;flex-direction:column;background:#fff;color:#1f2330;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}" +
     ".panel[hidden]{display:none}@media (max-width:480px){.panel,.left .panel{left:8px;right:8px;bottom:76px;width:auto;height:calc(100vh - 90px);height:calc(100dvh - 90px)}}" +
     "header{display:flex;align-items:center;gap:8px;padding:10px 12px;background:var(--c);color:#fff}" +
@@ -183,6 +184,9 @@
   var wrap = el("div", { class: "wrap" });
   var launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-controls": "cn-panel", "aria-label": "Open chat" });
   launcher.appendChild(icon("chat", 26));
+  var badge = el("span", { class: "badge", "aria-hidden": "true" });  // replies that came while the chat was closed
+  badge.hidden = true;
+  launcher.appendChild(badge);
   var panel = el("div", { id: "cn-panel", class: "panel", role: "dialog", "aria-label": "Chat" });
   panel.hidden = true;
   var header = el("header");
@@ -214,7 +218,7 @@
     wrap.className = "wrap " + (look.position === "left" ? "left" : "right");
     avatar.textContent = (look.name || "C").charAt(0).toUpperCase();
     title.textContent = look.name;
-    launcher.setAttribute("aria-label", t("open", { name: look.name }));
+    showUnread();
     panel.setAttribute("aria-label", t("chat", { name: look.name }));
     human.textContent = t("human"); human.setAttribute("aria-label", t("humanLabel"));
     closeBtn.setAttribute("aria-label", t("close"));
@@ -247,7 +251,26 @@
     });
   }
   function who(m) { return m.direction === "in" ? "me" : m.sender === "system" ? "system" : m.sender === "agent" ? "agent" : "bot"; }
+  // Replies (the bot's, the team's) that arrive while the chat is closed: counted on the launcher,
+  // kept across reloads, cleared when the chat is opened. store.seen: the newest reply id seen open.
+  function noteReply(m) {
+    if (m.direction !== "out" || !m.id) return;
+    if (!panel.hidden) { store.seen = Math.max(store.seen || 0, m.id); save(); return; }
+    if (m.id <= (store.seen || 0) || (store.unreadIds || []).indexOf(m.id) >= 0) return;
+    store.unreadIds = (store.unreadIds || []).concat([m.id]).slice(-99); save(); showUnread();
+  }
+  function showUnread() {
+    var n = (store.unreadIds || []).length;
+    badge.textContent = n > 9 ? "9+" : n ? String(n) : ""; badge.hidden = n === 0;
+    launcher.setAttribute("aria-label", t("open", { name: look.name }) + (n ? " (" + t("unread", { n: n }) + ")" : ""));
+  }
+  function markSeen() {
+    var ids = (store.unreadIds || []).concat([store.seen || 0]);
+    store.seen = Math.max.apply(null, ids); store.unreadIds = []; save(); showUnread();
+  }
+
   function showMessage(m, clientId) {
+    noteReply(m);
     hideChips();  // the conversation has begun
     var pend = clientId && byClient[clientId];
     var node = byId[m.id] || pend || (m.reply_to && streams[m.reply_to]);
@@ -373,6 +396,7 @@
   // -- interactions
   function open(restoring) {
     panel.hidden = false; launcher.setAttribute("aria-expanded", "true");
+    markSeen();
     if (restoring !== true) refreshLook();
     if (!log.firstChild && look.greeting) bubble("bot greeting", look.greeting);
     store.open = true; save(); connect();

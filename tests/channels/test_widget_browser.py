@@ -156,6 +156,38 @@ def test_it_reconnects_and_resyncs_after_a_dropped_connection(
     assert Message.objects.filter(conversation=conversation, direction="in").count() == 2
 
 
+def test_a_reply_that_comes_while_the_chat_is_closed_shows_on_the_launcher(
+    widget_channel, acme_bot, alice, host_site, live_server_url, page
+):
+    from bots import services
+    from bots.models import Conversation
+
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel.get_by_role("button", name="Talk to a human").click()
+    panel.get_by_text(services.HANDOFF_REPLY).wait_for()  # a reply seen with the chat open: not counted
+    conversation = Conversation.objects.get(bot=acme_bot, channel="widget")
+    panel.get_by_role("button", name="Close chat").click()
+    launcher = page.locator(".launcher")
+    assert launcher.locator(".badge").is_hidden()
+
+    page.evaluate("window.__sockets.forEach(s => s.close())")  # it comes back through the resync
+    services.agent_reply(Conversation.objects.get(id=conversation.id), alice, "Hi, this is Sam from Acme.")
+    expect(launcher.locator(".badge")).to_have_text("1")
+    assert launcher.get_attribute("aria-label") == "Open chat with Ava (new messages: 1)"
+    page.reload()  # still there for a visitor who comes back later
+    expect(page.locator(".launcher .badge")).to_have_text("1")
+    page.get_by_role("button", name="Open chat with Ava (new messages: 1)").click()
+    page.get_by_role("dialog", name="Chat with Ava").get_by_text("Hi, this is Sam from Acme.").wait_for()
+    assert page.locator(".launcher .badge").is_hidden()
+    page.get_by_role("button", name="Close chat").click()
+    page.reload()
+    page.get_by_role("button", name="Open chat with Ava").wait_for()
+    assert page.locator(".launcher .badge").is_hidden()  # seen is seen, across reloads too
+
+
 def test_it_speaks_the_host_pages_language(widget_channel, acme_bot, host_site, live_server_url, page):
     widget_channel.settings["messages_per_minute"] = 1
     widget_channel.save()
