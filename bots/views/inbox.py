@@ -7,7 +7,7 @@ refreshes by polling ``thread_json`` (small, cheap, works through any proxy).
 from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -139,7 +139,25 @@ def thread(request, conversation_id):
     return render(request, "inbox/thread.html", {"conversation": conversation, "thread_messages": thread_messages,
                                                  "channel_notice": notice, "members": members,
                                                  "saved_replies": scoped(request, SavedReply),
-                                                 "all_tags": scoped(request, Tag).order_by("name")})
+                                                 "all_tags": scoped(request, Tag).order_by("name"),
+                                                 "same_customer": same_customer(request, conversation)})
+
+
+SAME_CUSTOMER_SHOWN = 10
+
+
+def same_customer(request, conversation):
+    """The organisation's other conversations with the same email address or phone number (any
+    channel, any bot), newest first: what the customer said before, where."""
+    known = Q()
+    if conversation.contact_email:
+        known |= Q(contact_email__iexact=conversation.contact_email)
+    if conversation.contact_phone:
+        known |= Q(contact_phone=conversation.contact_phone)
+    if not known:
+        return []
+    return list(scoped(request, Conversation).filter(known).exclude(id=conversation.id).exclude(channel="preview")
+                .select_related("bot").order_by("-last_message_at")[:SAME_CUSTOMER_SHOWN])
 
 
 @member_required

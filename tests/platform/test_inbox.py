@@ -292,3 +292,26 @@ def test_an_internal_note_stays_with_the_team(client, bob, acme_bot):
     later = services.receive(bot=acme_bot, channel="widget", thread_id="noted", text="Hello?", answer=False).message
     assert [turn["content"] for turn in _history(later)] == ["Where is my order?", "Hello?"]  # not for the model
     assert stats.summary(acme_bot.organization)["messages"] == 2
+
+
+def test_a_thread_lists_the_customers_other_conversations(client, bob, acme, acme_bot, globex_bot):
+    from bots.models import Bot
+
+    other_bot = Bot.objects.create(organization=acme, name="Sales")
+    mail, _ = make_conversation(acme_bot, channel="email", thread="t1", subject="Broken chain",
+                                contact={"name": "Eve", "email": "Eve@Shop.example"})
+    widget, _ = make_conversation(other_bot, channel="widget", thread="v1", contact={"email": "eve@shop.example"})
+    phone, _ = make_conversation(acme_bot, channel="whatsapp", thread="+15550001", contact={"phone": "+15550001"})
+    stranger, _ = make_conversation(acme_bot, channel="widget", thread="v2", contact={"email": "zed@example.com"})
+    theirs, _ = make_conversation(globex_bot, channel="email", thread="g1", contact={"email": "eve@shop.example"})
+    anonymous, _ = make_conversation(acme_bot, channel="widget", thread="v3")
+    client.force_login(bob)
+
+    page = client.get(reverse("inbox:thread", args=[widget.id])).content.decode()
+    assert "Other conversations with eve@shop.example" in page
+    assert f'href="/inbox/{mail.id}/"' in page and "Email · Ava · Broken chain" in page
+    for other in (phone, stranger, theirs, anonymous):  # another customer, another organisation's, nobody known
+        assert f'href="/inbox/{other.id}/"' not in page
+    assert f'href="/inbox/{widget.id}/"' in client.get(reverse("inbox:thread", args=[mail.id])).content.decode()
+    assert 'id="same-customer"' not in client.get(reverse("inbox:thread", args=[anonymous.id])).content.decode()
+    assert 'id="same-customer"' not in client.get(reverse("inbox:thread", args=[phone.id])).content.decode()
