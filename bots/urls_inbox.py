@@ -6,6 +6,7 @@ from .views import inbox, replies
 urlpatterns = [
     path("", inbox.conversation_list, name="list"),
     path("export.csv", inbox.export, name="export"),
+    path("bulk/", inbox.bulk, name="bulk"),
     path("replies/", replies.saved_replies, name="replies"),
     path("replies/<int:saved_reply_id>/delete/", replies.saved_reply_delete, name="reply-delete"),
     path("<int:conversation_id>/", inbox.thread, name="thread"),

@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, OuterRef, Q, Subquery
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -115,8 +115,53 @@ def conversation_list(request):
         "tags": scoped(request, Tag).order_by("name"),
         "query": request.GET.urlencode(),
         "stamp": stamp,
+        "members": scoped(request, Membership).select_related("user").order_by("user__username"),
+        "bulk_actions": BULK_ACTIONS,
     }
     return render(request, "inbox/list.html", context, status=200 if form.is_valid() else 400)
+
+
+BULK_ACTIONS = {"close": "Close", "reopen": "Reopen", "assign": "Assign to", "tag": "Add the tag"}
+MAX_BULK = 200  # conversations one bulk action takes (the list shows 50 a page)
+
+
+@member_required
+@require_POST
+def bulk(request):
+    """One action on the conversations ticked in the list: close, reopen, assign (``assignee``:
+    a member, or empty for nobody) or add a tag (``tag``). Ids of other organisations' conversations
+    are not found, like any other unknown id; back to the list with its filters (``query``)."""
+    back = reverse("inbox:list") + (f"?{QueryDict(request.POST.get('query', '')).urlencode()}"
+                                    if request.POST.get("query") else "")
+    action = request.POST.get("action", "")
+    ids = [int(value) for value in request.POST.getlist("ids") if value.isdigit()][:MAX_BULK]
+    conversations = list(scoped(request, Conversation).filter(id__in=ids).exclude(channel="preview"))
+    if action not in BULK_ACTIONS or not conversations:
+        flash.error(request, "Tick the conversations first." if action in BULK_ACTIONS else "Choose what to do.")
+        return redirect(back)
+    try:
+        if action in ("close", "reopen"):
+            status = Conversation.Status.CLOSED if action == "close" else Conversation.Status.OPEN
+            for conversation in conversations:
+                services.set_status(conversation, status)
+            done = "Closed" if action == "close" else "Reopened"
+        elif action == "assign":
+            user_id = request.POST.get("assignee", "")
+            for conversation in conversations:
+                services.assign(conversation, int(user_id) if user_id else None)
+            assignee = conversations[0].assignee
+            done = f"Assigned to {assignee.get_username()}:" if assignee else "Unassigned"
+        else:
+            name = services.tag_name(request.POST.get("tag", ""))
+            for conversation in conversations:
+                services.set_tags(conversation, [tag.name for tag in conversation.tags.all()] + [name])
+            done = f"Tagged “{name}”:"
+    except ValueError:  # not a member (the first conversation raised: nothing assigned), or no tag name
+        flash.error(request, "Only a member of this organisation can be assigned." if action == "assign"
+                    else "Write the tag's name first.")
+        return redirect(back)
+    flash.success(request, f"{done} {len(conversations)} conversation{'s' if len(conversations) != 1 else ''}.")
+    return redirect(back)
 
 
 def _stamp(conversations) -> str:

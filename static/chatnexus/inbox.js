@@ -103,6 +103,24 @@
   setTimeout(poll, 5000);
 })();
 
+// Inbox list, bulk actions: "tick all" ticks the page's rows; the assignee and tag boxes show only
+// for the action that takes them.
+(function () {
+  const all = document.getElementById("tick-all");
+  const action = document.getElementById("bulk-action");
+  if (!all || !action) return;
+  const ticks = () => Array.from(document.querySelectorAll("input.tick"));
+  all.addEventListener("change", () => ticks().forEach((t) => { t.checked = all.checked; }));
+  document.addEventListener("change", (e) => {
+    if (e.target.classList && e.target.classList.contains("tick")) all.checked = ticks().every((t) => t.checked);
+  });
+  function showInputs() {
+    document.querySelectorAll("#bulk-form [data-for]").forEach((el) => { el.hidden = el.dataset.for !== action.value; });
+  }
+  action.addEventListener("change", showInputs);
+  showInputs();
+})();
+
 // Saved replies: picking one inserts its text into the reply box ({name} -> the customer's name).
 (function () {
   const picker = document.getElementById("saved-reply");

@@ -315,3 +315,36 @@ def test_a_thread_lists_the_customers_other_conversations(client, bob, acme, acm
     assert f'href="/inbox/{widget.id}/"' in client.get(reverse("inbox:thread", args=[mail.id])).content.decode()
     assert 'id="same-customer"' not in client.get(reverse("inbox:thread", args=[anonymous.id])).content.decode()
     assert 'id="same-customer"' not in client.get(reverse("inbox:thread", args=[phone.id])).content.decode()
+
+
+def test_ticked_conversations_are_closed_assigned_and_tagged_at_once(client, alice, bob, acme_bot, globex_bot):
+    ours = [make_conversation(acme_bot, thread=f"v{i}")[0] for i in range(3)]
+    theirs, _ = make_conversation(globex_bot, thread="g1")
+    client.force_login(bob)  # an agent may: these are the inbox's own actions
+    bulk = reverse("inbox:bulk")
+    ids = [ours[0].id, ours[1].id, theirs.id]
+
+    response = client.post(bulk, {"action": "close", "ids": ids, "query": "status=open&bot=" + str(acme_bot.id)})
+    assert response.status_code == 302 and response["Location"] == f"/inbox/?status=open&bot={acme_bot.id}"
+    statuses = dict(Conversation.objects.values_list("id", "status"))
+    assert [statuses[c.id] for c in ours] == ["closed", "closed", "open"] and statuses[theirs.id] == "open"
+    assert "Closed 2 conversations." in client.get(response["Location"]).content.decode()
+
+    client.post(bulk, {"action": "assign", "assignee": str(alice.id), "ids": [ours[1].id, ours[2].id]})
+    assert [Conversation.objects.get(id=c.id).assignee_id for c in ours] == [None, alice.id, alice.id]
+    client.post(bulk, {"action": "tag", "tag": "Refunds", "ids": [c.id for c in ours]})
+    client.post(bulk, {"action": "tag", "tag": "refunds", "ids": [ours[0].id]})  # the same tag: once
+    assert [sorted(Conversation.objects.get(id=c.id).tags.values_list("name", flat=True)) for c in ours] == [
+        ["Refunds"]] * 3
+    assert not Conversation.objects.get(id=theirs.id).tags.exists()
+
+    from django.contrib.auth import get_user_model
+    outsider = get_user_model().objects.create_user("mallory")
+    for bad, says in (({"action": "assign", "assignee": str(outsider.id), "ids": [ours[0].id]},
+                       "Only a member of this organisation can be assigned."),
+                      ({"action": "close", "ids": [theirs.id]}, "Tick the conversations first."),
+                      ({"action": "explode", "ids": [ours[0].id]}, "Choose what to do."),
+                      ({"action": "tag", "tag": "  ", "ids": [ours[0].id]}, "Write the tag&#x27;s name first.")):
+        response = client.post(bulk, bad)
+        assert response.status_code == 302 and says in client.get(response["Location"]).content.decode(), says
+    assert Conversation.objects.get(id=ours[0].id).assignee_id is None and Conversation.objects.get(id=theirs.id).status == "open"

@@ -97,3 +97,33 @@ def test_tags_are_added_with_enter_and_taken_off_with_their_cross(transactional_
     expect(page.locator("#tags .tag")).to_contain_text("urgent")
     page.goto(f"{live_server_url}/inbox/?tag=urgent")
     expect(page.locator("tr.conversation")).to_have_count(1)
+
+
+def test_an_agent_ticks_every_conversation_on_the_page_and_closes_them(transactional_db, live_server_url, page,
+                                                                         alice, acme_bot):
+    from bots import services
+    from bots.models import Conversation
+
+    for visitor in ("v_bulk01", "v_bulk02", "v_bulk03"):
+        services.receive(bot=acme_bot, channel="widget", thread_id=visitor, text="Hello", answer=False)
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/inbox/?status=open")
+    expect(page.locator("#bulk-assignee")).to_be_hidden()  # shown only for the action that takes it
+    page.get_by_label("Tick every conversation on this page").check()
+    assert page.locator("input.tick:checked").count() == 3
+    page.locator("input.tick").first.uncheck()
+    assert not page.get_by_label("Tick every conversation on this page").is_checked()
+    page.get_by_label("With the ticked conversations").select_option("tag")
+    expect(page.locator("#bulk-tag")).to_be_visible()
+    page.locator("#bulk-tag").fill("Follow up")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("body")).to_contain_text("Tagged “Follow up”: 2 conversations.")
+    expect(page.locator("#conversations .tag", has_text="Follow up")).to_have_count(2)
+
+    page.get_by_label("Tick every conversation on this page").check()
+    page.get_by_label("With the ticked conversations").select_option("close")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("body")).to_contain_text("Closed 3 conversations.")
+    assert page.url.endswith("/inbox/?status=open")  # back to the same filtered list, now empty
+    expect(page.locator("#conversations")).to_contain_text("No conversations yet.")
+    assert set(Conversation.objects.filter(bot=acme_bot).values_list("status", flat=True)) == {"closed"}
