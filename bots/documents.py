@@ -15,6 +15,7 @@ HTML_EXTENSIONS = (".html", ".htm")
 PDF_EXTENSIONS = (".pdf",)
 EXTENSIONS = TEXT_EXTENSIONS + HTML_EXTENSIONS + PDF_EXTENSIONS
 MAX_PDF_PAGES = 300
+MAX_DOC_CHARS = 200_000  # a document's text, however it came (pasted, a file, a web page)
 
 
 class DocumentError(ValueError):

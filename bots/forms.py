@@ -26,7 +26,7 @@ DRAFTERS = [
 ]
 MAX_DOC_BYTES = 512 * 1024  # a text/markdown/HTML upload bigger than this is refused
 MAX_PDF_BYTES = 10 * 1024 * 1024  # PDFs carry fonts and images besides their text
-MAX_DOC_CHARS = 200_000  # pasted or uploaded document text
+MAX_DOC_CHARS = documents.MAX_DOC_CHARS  # pasted, uploaded or fetched document text
 MAX_REPLY_TOKENS = 2048  # the server also caps replies at CHATNEXUS_MAX_REPLY_TOKENS
 MAX_SUGGESTION_CHARS = 120
 

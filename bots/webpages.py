@@ -18,11 +18,12 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
+from django.utils import timezone
 
 from channels_app.email.parse import _HTMLText
 
 from . import egress
-from .documents import DocumentError, text_of
+from .documents import MAX_DOC_CHARS, DocumentError, text_of
 
 MAX_PAGE_BYTES = 2 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -145,3 +146,18 @@ def fetch(url: str) -> tuple[str, str]:
     if kind in TEXT_TYPES:
         return fallback_title, text.strip()
     return (_html_title(text) or fallback_title)[:200], _page_text(text)
+
+
+def read_again(item) -> bool:
+    """Fetch a document's page (``item.source_url``) again: its text becomes the page's text now.
+    True when the text changed; DocumentError, the document untouched, when the page could not be
+    read or has no text, or too much."""
+    _, text = fetch(item.source_url)
+    if not text:
+        raise DocumentError("The page now has no text to read.")
+    if len(text) > MAX_DOC_CHARS:
+        raise DocumentError(f"The page now has more than {MAX_DOC_CHARS:,} characters.")
+    changed = text != item.body
+    item.body, item.fetched_at = text, timezone.now()
+    item.save(update_fields=["body", "fetched_at", "updated"] if changed else ["fetched_at"])
+    return changed

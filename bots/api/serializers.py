@@ -1,7 +1,10 @@
 """Serializers of the REST API. Foreign keys a client sends are checked against its organisation."""
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework import serializers
 
+from .. import webpages
+from ..documents import MAX_DOC_CHARS, DocumentError
 from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message, SavedReply, Tag
 
 
@@ -41,12 +44,33 @@ class RestoreSerializer(serializers.Serializer):
 
 
 class KnowledgeSerializer(serializers.ModelSerializer):
+    """A FAQ pair or a document. A document given a ``source_url`` and no ``body`` is fetched from
+    that web page now (its title too, unless given); ``POST .../fetch/`` reads it again."""
+
     bot = serializers.PrimaryKeyRelatedField(queryset=Bot.objects.none())
 
     class Meta:
         model = KnowledgeItem
-        fields = ["id", "bot", "kind", "title", "body", "created", "updated"]
-        read_only_fields = ["created", "updated"]
+        fields = ["id", "bot", "kind", "title", "body", "source_url", "fetched_at", "created", "updated"]
+        read_only_fields = ["fetched_at", "created", "updated"]
+        extra_kwargs = {"body": {"required": False}}
+
+    def validate(self, data):
+        url = data.get("source_url")
+        if url and not data.get("body") and (self.instance is None or url != self.instance.source_url):
+            if data.get("kind", getattr(self.instance, "kind", KnowledgeItem.Kind.FAQ)) != KnowledgeItem.Kind.DOC:
+                raise serializers.ValidationError({"source_url": "Only a document (kind \"doc\") is read from a web page."})
+            try:
+                title, text = webpages.fetch(url)
+            except DocumentError as error:
+                raise serializers.ValidationError({"source_url": str(error)}) from None
+            if not text or len(text) > MAX_DOC_CHARS:
+                raise serializers.ValidationError({"source_url": "The page has no text to read." if not text else
+                                                   f"The page has more than {MAX_DOC_CHARS:,} characters."})
+            data.update(body=text, title=data.get("title") or title[:200], fetched_at=timezone.now())
+        elif self.instance is None and not data.get("body"):
+            raise serializers.ValidationError({"body": "This field is required (or, for a document, a source_url)."})
+        return data
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

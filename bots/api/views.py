@@ -12,7 +12,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import audit, services, stats, transfer
+from .. import audit, services, stats, transfer, webpages
+from ..documents import DocumentError
 from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
 from ..models.conversations import search
@@ -149,6 +150,20 @@ class KnowledgeViewSet(viewsets.ModelViewSet):
         items = scoped(self.request, KnowledgeItem).order_by("id")
         bot = _int_param(self.request, "bot")
         return items.filter(bot_id=bot) if bot else items
+
+    @extend_schema(request=None, responses=s.KnowledgeSerializer)
+    @action(detail=True, methods=["post"])
+    def fetch(self, request, pk=None):
+        """Read a document's web page (``source_url``) again: its text becomes the page's text now
+        (in the draft). 400 with the reason when the page cannot be read; nothing changes then."""
+        item = self.get_object()
+        if not item.source_url:
+            raise ValidationError({"source_url": ["This document was not read from a web page."]})
+        try:
+            webpages.read_again(item)
+        except DocumentError as error:
+            raise ValidationError({"source_url": [str(error)]}) from None
+        return Response(s.KnowledgeSerializer(item, context={"request": request}).data)
 
 
 class SavedReplyViewSet(viewsets.ModelViewSet):

@@ -10,13 +10,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import audit, transfer, webpages
 from ..documents import DocumentError
-from ..forms import MAX_DOC_CHARS, BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
+from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
 from ..knowledge import retrieve
 from ..models import Bot, BotVersion, KnowledgeItem
 from ..models.bots import suggestion_list
@@ -295,21 +294,12 @@ def knowledge_refetch(request, bot_id, item_id):
     if not item.source_url:
         raise Http404("not fetched from a web page")
     try:
-        _, text = webpages.fetch(item.source_url)
+        changed = webpages.read_again(item)
     except DocumentError as error:
         messages.error(request, f"“{item.title}” not fetched again: {error}")
-        return redirect(_builder_url(bot, "knowledge"))
-    if not text or len(text) > MAX_DOC_CHARS:
-        messages.error(request, f"“{item.title}” not fetched again: the page now has "
-                                + ("no text to read." if not text else f"more than {MAX_DOC_CHARS:,} characters."))
-    elif text == item.body:
-        item.fetched_at = timezone.now()
-        item.save(update_fields=["fetched_at"])
-        messages.success(request, f"“{item.title}”: the page has not changed.")
     else:
-        item.body, item.fetched_at = text, timezone.now()
-        item.save(update_fields=["body", "fetched_at", "updated"])
-        messages.success(request, f"“{item.title}” fetched again: {len(text):,} characters, in the draft.")
+        messages.success(request, f"“{item.title}” fetched again: {len(item.body):,} characters, in the draft."
+                         if changed else f"“{item.title}”: the page has not changed.")
     return redirect(_builder_url(bot, "knowledge"))
 
 

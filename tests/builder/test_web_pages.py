@@ -143,3 +143,37 @@ def test_another_organisation_cannot_fetch_a_bots_pages_again(as_charlie, acme_b
     item = KnowledgeItem.objects.create(bot=acme_bot, kind="doc", title="Hours", body="old", source_url=url)
     assert as_charlie.post(reverse("bots:knowledge_refetch", args=[acme_bot.id, item.id])).status_code == 404
     assert website.requests == [] and KnowledgeItem.objects.get(id=item.id).body == "old"
+
+
+def test_the_api_reads_a_page_into_a_document_and_again(alice, acme_bot, charlie, website):
+    from rest_framework.test import APIClient
+
+    from bots.models import ApiToken
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(alice)}")
+    url = website.page("/delivery", DELIVERY)
+    created = api.post("/api/knowledge/", {"bot": acme_bot.id, "kind": "doc", "source_url": url}, format="json")
+    assert created.status_code == 201, created.content
+    item = created.json()
+    assert item["title"] == "Delivery & returns — Acme Bikes" and "free over €50" in item["body"] and item["fetched_at"]
+
+    website.page("/delivery", "<title>Delivery</title><p>Free delivery over €40 now.</p>")
+    again = api.post(f"/api/knowledge/{item['id']}/fetch/")
+    assert again.status_code == 200 and again.json()["body"] == "Free delivery over €40 now."
+    website.page("/delivery", "gone", status=410)
+    failed = api.post(f"/api/knowledge/{item['id']}/fetch/")
+    assert failed.status_code == 400 and "The page answered 410" in failed.json()["source_url"][0]
+    assert KnowledgeItem.objects.get(id=item["id"]).body == "Free delivery over €40 now."
+
+    for bad, field in (({"bot": acme_bot.id, "kind": "faq", "source_url": url}, "source_url"),
+                       ({"bot": acme_bot.id, "kind": "doc"}, "body"),
+                       ({"bot": acme_bot.id, "kind": "doc", "source_url": website.base + "/nope"}, "source_url")):
+        response = api.post("/api/knowledge/", bad, format="json")
+        assert response.status_code == 400 and field in response.json(), (bad, response.content)
+    faq = api.post("/api/knowledge/", {"bot": acme_bot.id, "kind": "faq", "title": "Q?", "body": "A."}, format="json")
+    assert faq.status_code == 201 and api.post(f"/api/knowledge/{faq.json()['id']}/fetch/").status_code == 400
+
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(charlie)}")
+    assert other.post(f"/api/knowledge/{item['id']}/fetch/").status_code == 404
