@@ -61,6 +61,18 @@ def workload(engine: Engine, replay: str, replies: str) -> list[tuple[str, list[
     return items
 
 
+def start_reply(drafter, memory: SuffixMemory, bot: str, prompt: list[int], cost) -> DraftLength:
+    """Point the drafter at the bot's index and the cost curve, begin a reply after ``prompt``;
+    the draft length policy to use (the drafter's own pace, else adaptive under ``cost``)."""
+    if hasattr(drafter, "set_index"):
+        drafter.set_index(memory.get(f"bot-{bot}"))
+    if hasattr(drafter, "set_cost"):
+        drafter.set_cost(cost)
+    pace = getattr(drafter, "max_draft_length", None)
+    drafter.begin(torch.tensor([prompt]))
+    return DraftLength(fixed=pace) if pace else DraftLength(cost=cost)
+
+
 def replay(items, spec: str, cost) -> dict:
     drafter = make_drafter(spec, None, None, torch.device("cpu"), torch.float32)
     memory = SuffixMemory()
@@ -69,13 +81,7 @@ def replay(items, spec: str, cost) -> dict:
     spent = 0.0
     started = time.perf_counter()
     for bot, prompt, reply, question in items:
-        if hasattr(drafter, "set_index"):
-            drafter.set_index(memory.get(f"bot-{bot}"))
-        if hasattr(drafter, "set_cost"):
-            drafter.set_cost(cost)
-        pace = getattr(drafter, "max_draft_length", None)
-        length = DraftLength(fixed=pace) if pace else DraftLength(cost=cost)
-        drafter.begin(torch.tensor([prompt]))
+        length = start_reply(drafter, memory, bot, prompt, cost)
         seq, pos = list(prompt), 0
         while pos < len(reply):
             k = length.next()

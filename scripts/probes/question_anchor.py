@@ -25,9 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "probes"))
 
-from copy_bound import workload  # noqa: E402
+from copy_bound import start_reply, workload  # noqa: E402
 from inference.engine import Engine  # noqa: E402
-from inference.engine.draft_length import DraftLength  # noqa: E402
 from inference.engine.drafters import make_drafter  # noqa: E402
 from inference.engine.drafters.suffix import SuffixMemory  # noqa: E402
 
@@ -60,15 +59,7 @@ def replay(items, cost, spec: str | None, anchored: bool, top: int = 8, cap: int
             score[key] = max(score.get(key, 0.0), jaccard(asked, earlier_question))
         candidates = [list(k) for k, _ in sorted(score.items(), key=lambda kv: -kv[1])][:top]
         pointers = [0] * len(candidates)
-        length = None
-        if drafter is not None:
-            if hasattr(drafter, "set_index"):
-                drafter.set_index(memory.get(f"bot-{bot}"))
-            if hasattr(drafter, "set_cost"):
-                drafter.set_cost(cost)
-            pace = getattr(drafter, "max_draft_length", None)
-            length = DraftLength(fixed=pace) if pace else DraftLength(cost=cost)
-            drafter.begin(torch.tensor([prompt]))
+        length = start_reply(drafter, memory, bot, prompt, cost) if drafter is not None else None
         seq, pos = list(prompt), 0
         while pos < len(reply):
             draft = drafter.propose(torch.tensor([seq]), length.next())[0].tolist() if drafter else []

@@ -153,28 +153,17 @@ def test_a_form_saved_unchanged_from_a_browser_changes_nothing(as_alice, acme_bo
     assert KnowledgeItem.objects.get(bot=bot, title="Returns").body == "30 days.\nReceipt needed."
 
 
-def test_upgrading_to_the_handoff_and_away_messages_marks_no_bot_changed(acme_bot):
+@pytest.mark.parametrize("migration, new_fields", [
+    ("0013_handoff_and_team_hours", ("handoff_message", "away_message")),
+    ("0018_bot_no_text_message", ("no_text_message",)),
+])
+def test_upgrading_to_a_new_setting_marks_no_bot_changed(acme_bot, migration, new_fields):
     import importlib
 
     from django.apps import apps
 
-    migration = importlib.import_module("bots.migrations.0013_handoff_and_team_hours")
-    old = {k: v for k, v in acme_bot.published_config.items() if k not in ("handoff_message", "away_message")}
-    Bot.objects.filter(id=acme_bot.id).update(published_config=old)
-    BotVersion.objects.filter(bot=acme_bot).update(config=old)
-    assert Bot.objects.get(id=acme_bot.id).has_unpublished_changes  # what the upgrade must not leave behind
-    migration.publish_the_default(apps, None)
-    bot = Bot.objects.get(id=acme_bot.id)
-    assert not bot.has_unpublished_changes and bot.versions.get().config == bot.draft_config()
-
-
-def test_upgrading_to_the_reply_to_files_without_text_marks_no_bot_changed(acme_bot):
-    import importlib
-
-    from django.apps import apps
-
-    migration = importlib.import_module("bots.migrations.0018_bot_no_text_message")
-    old = {k: v for k, v in acme_bot.published_config.items() if k != "no_text_message"}
+    migration = importlib.import_module(f"bots.migrations.{migration}")
+    old = {k: v for k, v in acme_bot.published_config.items() if k not in new_fields}
     Bot.objects.filter(id=acme_bot.id).update(published_config=old)
     BotVersion.objects.filter(bot=acme_bot).update(config=old)
     assert Bot.objects.get(id=acme_bot.id).has_unpublished_changes  # what the upgrade must not leave behind
