@@ -2,14 +2,18 @@
 add next. A bot's dashboard lists them with an "Add as FAQ" link into the builder.
 
 A customer message counts when the bot's reply to it
-- used the bot's fallback answer word for word (any published version's, or the draft's), or
+- used the bot's fallback answer (any published version's, or the draft's): word for word, or a
+  sentence of the reply close to it (difflib's ratio ≥ FALLBACK_LIKENESS: "I am not sure about
+  that, let me get a colleague to help you!" — models paraphrase), or
 - was rated not helpful (👎 in the widget), or
 - was followed by the customer asking for a person (their next message was a handoff).
 The same question asked again (any case or spacing) is one row with a count.
 """
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from difflib import SequenceMatcher
 
 from django.utils import timezone
 
@@ -18,6 +22,8 @@ from .models import Bot, Message
 
 SCANNED = 2000  # newest replies looked at: a bound on the page's work
 SHOWN = 30
+FALLBACK_LIKENESS = 0.8  # a reply's sentence this close to a fallback answer is that answer, reworded
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
 REASONS = {"fallback": "fallback answer", "not_helpful": "rated not helpful", "handoff": "then asked for a person"}
 
@@ -25,6 +31,18 @@ REASONS = {"fallback": "fallback answer", "not_helpful": "rated not helpful", "h
 def _fallbacks(bot: Bot) -> set[str]:
     texts = {bot.fallback_answer} | {v.config.get("fallback_answer", "") for v in bot.versions.only("config")}
     return {folded(t) for t in texts if t and t.strip()}
+
+
+def used_fallback(reply_text: str, fallbacks: set[str]) -> bool:
+    """Whether a reply says one of the (folded) fallback answers: within it, or as one of its
+    sentences (or two running together) close enough to one (FALLBACK_LIKENESS)."""
+    text = folded(reply_text)
+    if any(fallback in text for fallback in fallbacks):
+        return True
+    sentences = [s for s in SENTENCE_END.split(text) if s]
+    pieces = sentences + [" ".join(pair) for pair in zip(sentences, sentences[1:])]
+    return any(SequenceMatcher(None, piece, fallback).ratio() >= FALLBACK_LIKENESS
+               for fallback in fallbacks for piece in pieces if 0.5 <= len(piece) / len(fallback) <= 2)
 
 
 def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
@@ -49,7 +67,7 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
     for reply in replies:
         if reply.rating == Message.Rating.NOT_HELPFUL:
             note(reply.reply_to, "not_helpful")
-        if fallbacks and any(fallback in folded(reply.text) for fallback in fallbacks):
+        if fallbacks and used_fallback(reply.text, fallbacks):
             note(reply.reply_to, "fallback")
     handoffs = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
                                        meta__skip_reason="handoff").exclude(channel="preview").order_by("-id")[:200])

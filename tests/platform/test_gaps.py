@@ -58,3 +58,18 @@ def test_a_bot_with_nothing_to_answer_says_so(client, alice, acme_bot):
     client.force_login(alice)
     page = client.get(reverse("dashboards:bot", args=[acme_bot.id]))
     assert page.context["gaps"] == [] and "None in the last 14 days." in page.content.decode()
+
+
+@pytest.mark.parametrize("reply, counts", [
+    ("I'm not sure about that — let me get a colleague to help.", True),  # word for word
+    ("Thanks for asking! I am not sure about that, let me get a colleague to help you.", True),  # reworded
+    ("I'm not sure about that. Let me get a colleague to help!", True),  # split in two sentences
+    ("We're open nine to six. I'm sure about that: come and see us.", False),
+    ("Sure, a colleague fixed that for me yesterday.", False),
+    ("No.", False),
+])
+def test_a_reply_that_rewords_the_fallback_answer_counts_too(reply, counts):
+    from bots.gaps import used_fallback
+    from bots.knowledge import folded
+
+    assert used_fallback(reply, {folded("I'm not sure about that — let me get a colleague to help.")}) is counts
