@@ -146,6 +146,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request without it
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic
+# With DEBUG on, static files are looked up on every request: one edited while the server runs is
+# served whole (off, whitenoise keeps each file's size from startup and cuts an edited one short).
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # Customers' files (email attachments, WhatsApp media): served only through the inbox's
 # member-only view, never from a public URL. Any Django storage backend can replace this
