@@ -175,7 +175,8 @@ class TeamHoursForm(forms.Form):
                    "closed_dates": "\n".join(map(str, hours.upcoming(organization.closed_dates, organization.timezone)))}
         for day in hours.DAYS:
             spans = hours.spans(organization.team_hours.get(day))
-            first, second = (spans + [["09:00", "17:00"], [None, None]])[:2] if spans else (["09:00", "17:00"], [None, None])
+            first = spans[0] if spans else ["09:00", "17:00"]
+            second = spans[1] if len(spans) > 1 else [None, None]
             initial.update({f"{day}_open": bool(spans), f"{day}_from": first[0], f"{day}_to": first[1],
                             f"{day}_from2": second[0], f"{day}_to2": second[1]})
         return initial

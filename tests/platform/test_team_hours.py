@@ -180,3 +180,20 @@ def test_managers_set_a_second_span_and_closed_dates(client, alice, acme):
     acme.refresh_from_db()
     assert acme.team_hours == {} and acme.closed_dates == [str(today)]
     assert "Closed on" in client.get(reverse("org:members")).content.decode()
+
+
+@pytest.mark.django_db
+def test_saving_the_team_page_unchanged_keeps_the_hours(client, alice, acme):
+    """What the page shows is what it saves: a one-span day shows no second span."""
+    from bots.views.org import TeamHoursForm
+
+    Organization.objects.filter(id=acme.id).update(team_hours={"tue": ["09:00", "18:00"], **LUNCH},
+                                                   timezone="Europe/Paris")
+    acme.refresh_from_db()
+    shown = TeamHoursForm.initial_for(acme)
+    assert (shown["tue_from2"], shown["tue_to2"]) == (None, None) and shown["fri_from2"] == "20:00"
+    client.force_login(alice)
+    posted = {key: "on" if value is True else "" if value in (None, False) else value for key, value in shown.items()}
+    assert client.post(reverse("org:hours"), posted).status_code == 302
+    acme.refresh_from_db()
+    assert acme.team_hours == {"tue": [["09:00", "18:00"]], **LUNCH}
