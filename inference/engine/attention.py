@@ -15,6 +15,13 @@ int8 and int4 is lossless by construction.
     row_invariant_attention(module, q [B,H,W,D], k [B,Hkv,L,D], v, mask, scaling=...)
         for j in 0..W-1: out_j = SDPA(q[:, :, j:j+1], k[:, :, :L-W+j+1], v[...])   # no mask needed
 
+Draft trees (a 4-D boolean mask from forward.extend_tree: row j sees the cache and its own
+ancestors in the block) keep the same guarantee: row j's path — its ancestors' keys/values,
+root first — is written into the slots right after the cache, so it sees exactly the contiguous
+keys the chain forward of that path would have in the same place, and the block's own
+keys/values are put back afterwards. A row whose path already sits there (every row of a
+chain) copies nothing.
+
 Grouped-query heads read their shared key/value head in place (`enable_gqa`, no repeat_kv copy).
 Cost: W small SDPA calls per layer instead of one (verify widths are <= 33). Prompts take
 the fused SDPA path at any width (inside `prompt_pass()`, which forward.prefill enters; and
@@ -81,6 +88,12 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     gqa = heads != key.shape[1]  # grouped-query heads share key/value heads: no repeat_kv copy of the cache
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.dtype == torch.bool:
+        allowed = attention_mask[0, 0]  # [W, L]: a draft tree's (forward.tree_layout), or a plain causal mask
+        if bool(allowed[:, :length - width].all()):
+            return _tree_rows(query, key, value, allowed[:, length - width:], scaling, gqa)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
     rows = []
     for j in range(width):
         n = length - width + j + 1  # query j sees keys 0..n-1 (causal)
@@ -88,6 +101,32 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
                                                    scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
     out = rows[0] if width == 1 else torch.cat(rows, dim=2)  # [B, H, W, D]
     return out.transpose(1, 2).contiguous(), None  # [B, W, H, D], as HF attention functions return
+
+
+def _tree_rows(query, key, value, block, scaling, gqa):
+    """Row-invariant attention over a draft tree: `block` [W, W] bool, row j sees rows block[j]
+    of the block (its ancestors and itself, ascending) besides the whole cache before it."""
+    width, start = query.shape[2], key.shape[2] - query.shape[2]
+    held = list(range(width))  # which block row's keys/values sit in slot start + i now
+    saved = None
+    rows = []
+    for j in range(width):
+        path = torch.nonzero(block[j]).flatten().tolist()
+        depth = len(path)
+        if held[:depth] != path:
+            if saved is None:  # the block as the forward wrote it, to copy paths from and put back
+                saved = key[:, :, start:].clone(), value[:, :, start:].clone()
+            index = torch.tensor(path, device=key.device)
+            key[:, :, start:start + depth] = saved[0][:, :, index]
+            value[:, :, start:start + depth] = saved[1][:, :, index]
+            held[:depth] = path
+        end = start + depth
+        rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
+                                                   scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
+    if saved is not None:
+        key[:, :, start:], value[:, :, start:] = saved
+    out = rows[0] if width == 1 else torch.cat(rows, dim=2)
+    return out.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(NAME, row_invariant_attention)

@@ -116,13 +116,14 @@ def extend(model, cache_arg: str, cache: DynamicCache, input_ids: torch.Tensor, 
 
 # ---------------------------------------------------------------------------- draft trees
 
-TREE_ATTENTION = ("sdpa", "eager")  # attention functions that honour an arbitrary 4-D mask
+# attention functions that honour a tree's 4-D mask: any mask (sdpa, eager), or the row-invariant
+# one (fp32 packed, int8, int4: attention.py), which lays each row's path out as its chain would
+TREE_ATTENTION = ("sdpa", "eager", "row_invariant")
 
 
 def tree_supported(model) -> bool:
     """Can `model` verify a draft tree in one forward? It needs the lean forward (which takes
-    positions and a mask as given) and an attention function that honours any mask — not the
-    row-invariant one (int8/int4, attention.py), whose rows see a contiguous prefix of keys."""
+    positions and a mask as given) and an attention function that honours a tree's mask."""
     return lean_forward(model) is not None and model.config._attn_implementation in TREE_ATTENTION
 
 

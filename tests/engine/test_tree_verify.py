@@ -78,6 +78,7 @@ def _chain_logits(model, prompt, path_tokens):
 
 def test_a_tree_forward_gives_each_path_its_own_chain_logits_and_cache(tiny_engine):
     model = tiny_engine.model
+    before = model.config._attn_implementation  # put back below: engines of other tests share the model
     for implementation in ("sdpa", "eager"):
         model.set_attn_implementation(implementation)
         assert tree_supported(model)
@@ -101,7 +102,7 @@ def test_a_tree_forward_gives_each_path_its_own_chain_logits_and_cache(tiny_engi
         for ours, theirs in zip(cache.layers, chain_cache.layers):
             torch.testing.assert_close(ours.keys, theirs.keys, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(ours.values, theirs.values, atol=1e-5, rtol=1e-5)
-    model.set_attn_implementation("sdpa")
+    model.set_attn_implementation(before)
 
 
 def _paths(drafts: list[int], parents: list[int]) -> set[tuple[int, ...]]:
@@ -206,16 +207,55 @@ def test_the_engine_takes_the_second_branch_in_one_forward_and_stays_identical(t
     assert first_step["suffix:tree+lookup"] > 3 and first_step["suffix:wide"] > 3, first_step
 
 
-def test_row_invariant_attention_keeps_chains(tiny_target_dir):
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_row_invariant_trees_give_each_path_its_chains_logits_and_cache_bit_for_bit(tiny_target_dir, dtype):
+    """Where speculation is lossless by construction (row-invariant attention: packed fp32, int8,
+    int4), a tree forward gives each node exactly the logits of its path's chain, and the block's
+    keys/values are left as the forward wrote them."""
     from inference.engine import Engine
 
-    engine = Engine(target=tiny_target_dir, drafter="suffix:tree", device="cpu", dtype="int8")
-    assert engine.model.config._attn_implementation == "row_invariant"
-    assert not tree_supported(engine.model)  # its rows see contiguous keys only
-    ours, _ = engine.generate_ids(torch.tensor([[1, 70, 71, 2, 1, 50]]), max_new_tokens=12, eos_token_ids=EOS)
-    plain, _ = engine.generate_ids(torch.tensor([[1, 70, 71, 2, 1, 50]]), max_new_tokens=12, eos_token_ids=EOS,
-                                   drafter="none")
-    assert ours == plain
+    engine = Engine(target=tiny_target_dir, drafter="suffix:wide", device="cpu", dtype=dtype, prefix_cache=False)
+    model = engine.model
+    assert model.config._attn_implementation == "row_invariant" and tree_supported(model)
+    prompt = torch.tensor([[1, 40, 41, 42, 43, 44, 2, 1, 50]])
+    last, drafts, parents = 60, [61, 62, 63, 71, 72, 81], [-1, 0, 1, -1, 3, 3]
+    cache_arg, cache = cache_argument(model), new_cache(model, 64)
+    with torch.inference_mode():
+        prefill(model, cache_arg, cache, prompt)
+        start = prompt.shape[1]
+        tree_logits = extend_tree(model, cache, torch.tensor([[last] + drafts]), start, parents)[0]
+    for node, path in {-1: [], 0: [61], 1: [61, 62], 2: [61, 62, 63], 3: [71], 4: [71, 72], 5: [71, 81]}.items():
+        _, chain, chain_cache = _chain_logits(model, prompt, [last] + path)
+        assert torch.equal(tree_logits[node + 1], chain[-1]), node
+        if node in (-1, 5):  # the block after the forward: row 0 and node 5 where the forward put them
+            at = start + node + 1
+            for ours, theirs in zip(cache.layers, chain_cache.layers):
+                assert torch.equal(ours.keys[..., at, :], theirs.keys[..., start + len(path), :])
+    with torch.inference_mode():
+        keep_path(cache, start, [3, 5])
+    crop(cache, start + 3)
+    _, _, chain_cache = _chain_logits(model, prompt, [last, 71, 81])
+    for ours, theirs in zip(cache.layers, chain_cache.layers):
+        assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_row_invariant_trees_stay_lossless_in_the_engine(tiny_target_dir, dtype):
+    from inference.engine import Engine
+    from inference.engine.stats import GenerationStats
+
+    engine = Engine(target=tiny_target_dir, drafter="suffix:wide", device="cpu", dtype=dtype)
+    engine.cost_aware_draft_length = False  # the widest trees
+    question = [1, 70, 71, 72, 73, 74, 75, 2, 1, 50]
+    input_ids = torch.tensor([question])
+    plain, _ = engine.generate_ids(input_ids, max_new_tokens=30, eos_token_ids=EOS, drafter="none")
+    changed = list(plain)
+    changed[3] = next(t for t in range(3, 250) if t != plain[3])
+    for reply in (changed, plain):
+        engine.remember("rows", reply, question[1:])
+    steps = list(engine.decode_steps(input_ids, 30, 0.0, 0, 1.0, None, "suffix:wide", EOS, GenerationStats(), "rows"))
+    assert [t for step in steps for t in step] == plain
+    assert len(steps[1]) > 3  # the tree got past the changed token in its first step: really a tree
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
