@@ -76,29 +76,39 @@ def _chain_logits(model, prompt, path_tokens):
     return first[0, -1], rest[0], cache
 
 
+# A prompt, the last token, and a tree of drafts after it: node i's parent is PARENTS[i] (-1: the
+# last token); PATHS maps each node to the drafts on its path (-1: none, the last token's row).
+PROMPT, LAST = torch.tensor([[1, 40, 41, 42, 43, 44, 2, 1, 50]]), 60
+DRAFTS, PARENTS = [61, 62, 63, 71, 72, 81], [-1, 0, 1, -1, 3, 3]
+PATHS = {-1: [], 0: [61], 1: [61, 62], 2: [61, 62, 63], 3: [71], 4: [71, 72], 5: [71, 81]}
+
+
+def _tree_forward(model):
+    """(logits [T, V] of the tree forward after PROMPT, the cache it left, where the block starts)."""
+    cache_arg, cache = cache_argument(model), new_cache(model, 64)
+    with torch.inference_mode():
+        prefill(model, cache_arg, cache, PROMPT)
+        start = PROMPT.shape[1]
+        logits = extend_tree(model, cache, torch.tensor([[LAST] + DRAFTS]), start, PARENTS)[0]
+    return logits, cache, start
+
+
 def test_a_tree_forward_gives_each_path_its_own_chain_logits_and_cache(tiny_engine):
     model = tiny_engine.model
     before = model.config._attn_implementation  # put back below: engines of other tests share the model
     for implementation in ("sdpa", "eager"):
         model.set_attn_implementation(implementation)
         assert tree_supported(model)
-        prompt = torch.tensor([[1, 40, 41, 42, 43, 44, 2, 1, 50]])
-        last = 60
-        drafts, parents = [61, 62, 63, 71, 72, 81], [-1, 0, 1, -1, 3, 3]
-        cache_arg, cache = cache_argument(model), new_cache(model, 64)
-        with torch.inference_mode():
-            prefill(model, cache_arg, cache, prompt)
-            start = prompt.shape[1]
-            tree_logits = extend_tree(model, cache, torch.tensor([[last] + drafts]), start, parents)[0]
+        tree_logits, cache, start = _tree_forward(model)
         # row of each node == the chain forward of its path (within float noise)
-        for node, path in {-1: [], 0: [61], 1: [61, 62], 2: [61, 62, 63], 3: [71], 4: [71, 72], 5: [71, 81]}.items():
-            _, chain, _ = _chain_logits(model, prompt, [last] + path)
+        for node, path in PATHS.items():
+            _, chain, _ = _chain_logits(model, PROMPT, [LAST] + path)
             torch.testing.assert_close(tree_logits[node + 1], chain[-1], atol=1e-5, rtol=1e-5)
-        # accept 71 -> 81: the cache then equals the cache of the chain [last, 71, 81]
+        # accept 71 -> 81: the cache then equals the cache of the chain [LAST, 71, 81]
         with torch.inference_mode():
             keep_path(cache, start, [3, 5])
         crop(cache, start + 3)
-        _, _, chain_cache = _chain_logits(model, prompt, [last, 71, 81])
+        _, _, chain_cache = _chain_logits(model, PROMPT, [LAST, 71, 81])
         for ours, theirs in zip(cache.layers, chain_cache.layers):
             torch.testing.assert_close(ours.keys, theirs.keys, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(ours.values, theirs.values, atol=1e-5, rtol=1e-5)
@@ -217,15 +227,9 @@ def test_row_invariant_trees_give_each_path_its_chains_logits_and_cache_bit_for_
     engine = Engine(target=tiny_target_dir, drafter="suffix:wide", device="cpu", dtype=dtype, prefix_cache=False)
     model = engine.model
     assert model.config._attn_implementation == "row_invariant" and tree_supported(model)
-    prompt = torch.tensor([[1, 40, 41, 42, 43, 44, 2, 1, 50]])
-    last, drafts, parents = 60, [61, 62, 63, 71, 72, 81], [-1, 0, 1, -1, 3, 3]
-    cache_arg, cache = cache_argument(model), new_cache(model, 64)
-    with torch.inference_mode():
-        prefill(model, cache_arg, cache, prompt)
-        start = prompt.shape[1]
-        tree_logits = extend_tree(model, cache, torch.tensor([[last] + drafts]), start, parents)[0]
-    for node, path in {-1: [], 0: [61], 1: [61, 62], 2: [61, 62, 63], 3: [71], 4: [71, 72], 5: [71, 81]}.items():
-        _, chain, chain_cache = _chain_logits(model, prompt, [last] + path)
+    tree_logits, cache, start = _tree_forward(model)
+    for node, path in PATHS.items():
+        _, chain, chain_cache = _chain_logits(model, PROMPT, [LAST] + path)
         assert torch.equal(tree_logits[node + 1], chain[-1]), node
         if node in (-1, 5):  # the block after the forward: row 0 and node 5 where the forward put them
             at = start + node + 1
@@ -234,7 +238,7 @@ def test_row_invariant_trees_give_each_path_its_chains_logits_and_cache_bit_for_
     with torch.inference_mode():
         keep_path(cache, start, [3, 5])
     crop(cache, start + 3)
-    _, _, chain_cache = _chain_logits(model, prompt, [last, 71, 81])
+    _, _, chain_cache = _chain_logits(model, PROMPT, [LAST, 71, 81])
     for ours, theirs in zip(cache.layers, chain_cache.layers):
         assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
 
