@@ -15,8 +15,9 @@ EXCERPT_CHARS = 500  # of the customer's message, in the email about it
 
 
 def _member_emails(organization) -> list[str]:
-    return sorted({m.user.email for m in Membership.objects.select_related("user").filter(organization=organization)
-                   if m.user.email})
+    """The addresses of the organisation's members who want these emails (Membership.notify_by_email)."""
+    return sorted({m.user.email for m in Membership.objects.select_related("user").filter(
+        organization=organization, notify_by_email=True) if m.user.email})
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
@@ -40,7 +41,8 @@ def notify_agents_of_handoff(conversation_id):
 def notify_team_of_message(message_id):
     """A customer wrote in a conversation the team has (the bot is paused): email the agent it is
     assigned to (else every member) — once per stretch the customer waits: not again until an
-    agent has answered since the last email (``Conversation.team_notified_at``)."""
+    agent has answered since the last email (``Conversation.team_notified_at``). Members who turned
+    these emails off (their account page) get none; an assignee who did is not replaced by others."""
     message = Message.objects.select_related("conversation__assignee", "conversation__organization", "bot").filter(
         id=message_id).first()
     if message is None:  # deleted since
@@ -54,8 +56,10 @@ def notify_team_of_message(message_id):
     if not Conversation.objects.filter(waiting, id=conversation.id).update(team_notified_at=timezone.now()):
         return  # told already, and nobody has answered since
     assignee = conversation.assignee
-    if assignee is not None and assignee.email:
-        emails, whose = [assignee.email], "assigned to you"
+    if assignee is not None:  # theirs: emailed if they want it, nobody else
+        wants = Membership.objects.filter(organization=conversation.organization, user=assignee,
+                                          notify_by_email=True).exists()
+        emails, whose = ([assignee.email] if wants and assignee.email else []), "assigned to you"
     else:
         emails, whose = _member_emails(conversation.organization), "your team has"
     if not emails:

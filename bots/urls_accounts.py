@@ -7,6 +7,7 @@ from .views import accounts, two_factor
 
 urlpatterns = [
     path("", accounts.account, name="account"),
+    path("notifications/", accounts.notifications, name="account-notifications"),
     path("signup/", accounts.signup, name="signup"),
     path("login/", accounts.LoginView.as_view(), name="login"),
     path("login/code/", two_factor.login_code, name="login-code"),

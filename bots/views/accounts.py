@@ -27,6 +27,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from chatnexus import ratelimit
@@ -179,8 +180,22 @@ def _join(request, invitation, user):
 @login_required
 def account(request):
     """The signed-in user's page (their name in the top bar links here): who they are, their
-    organisations and roles (switch between them), password and API token."""
+    organisations and roles (switch between them), email notices per organisation, password and
+    API token."""
     return render(request, "accounts/account.html", {"my_organizations": my_organizations(request.user)})
+
+
+@login_required
+@require_POST
+def notifications(request):
+    """Per organisation, whether the user is emailed when a conversation needs a person
+    (``notify_<organisation id>`` ticked: yes)."""
+    for membership in Membership.objects.filter(user=request.user):
+        wanted = f"notify_{membership.organization_id}" in request.POST
+        if membership.notify_by_email != wanted:
+            Membership.objects.filter(id=membership.id).update(notify_by_email=wanted)
+    messages.success(request, "Email notices saved.")
+    return redirect(reverse("account") + "#organizations")
 
 
 def my_organizations(user):

@@ -139,3 +139,26 @@ def test_a_customer_who_writes_while_the_team_has_it_gets_the_agent_emailed_once
     later = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text="Great, thanks")
     assert later.message.reply_state == "pending"  # the bot answers it: nobody is emailed
     assert len(mailbox.messages) == 2
+
+
+def test_members_who_turned_email_notices_off_get_none(db, smtp_settings, client, alice, bob, acme, globex, acme_bot):
+    from bots.models import Membership
+    from bots.tasks import notify_agents_of_handoff, notify_team_of_message
+
+    client.force_login(bob)
+    assert 'name="notify_%d" checked' % acme.id in client.get("/accounts/").content.decode()
+    client.post("/accounts/notifications/", {})  # nothing ticked: off for every organisation of his
+    assert not Membership.objects.get(user=bob, organization=acme).notify_by_email
+    assert Membership.objects.get(user=alice, organization=acme).notify_by_email  # others' untouched
+
+    handoff = services.receive(bot=acme_bot, channel="widget", thread_id="quiet", text="Can I talk to a human?")
+    notify_agents_of_handoff(handoff.conversation.id)  # run here, as the worker would
+    assert [m["to"] for m in smtp_settings.messages] == [["alice@example.com"]]
+
+    conversation = Conversation.objects.get(id=handoff.conversation.id)
+    services.agent_reply(conversation, bob, "Bob here.")  # assigned to Bob, who wants no emails
+    later = services.receive(bot=acme_bot, channel="widget", thread_id="quiet", text="Thanks, and the price?")
+    notify_team_of_message(later.message.id)
+    assert len(smtp_settings.messages) == 1  # nobody else is emailed in his place
+    client.post("/accounts/notifications/", {f"notify_{acme.id}": "on"})
+    assert Membership.objects.get(user=bob, organization=acme).notify_by_email
