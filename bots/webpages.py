@@ -6,12 +6,14 @@ HTML becomes readable text (scripts, styles, navigation, footers and forms left 
 text and markdown stay as they are, a PDF goes through pypdf (bots/documents.py). Calls go out
 only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py) —
 checked again for every redirect, followed by hand, at most five. At most MAX_PAGE_BYTES are
-read; anything slower than TIMEOUT_S, larger, of another type, or answering other than 2xx is
-refused with a sentence saying which.
+read, within CHATNEXUS_FETCH_TIMEOUT_S in all (redirects and a slow trickle of bytes included: the
+builder's request waits for it); anything slower, larger, of another type, or answering other
+than 2xx is refused with a sentence saying which.
 """
 from __future__ import annotations
 
 import re
+import time
 from email.message import Message as HeaderParser
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -91,9 +93,23 @@ def _charset(content_type: str, head: bytes) -> str:
     return declared
 
 
-def _get(url: str) -> requests.Response:
+class _Deadline:
+    def __init__(self):
+        self.at = time.monotonic() + settings.CHATNEXUS_FETCH_TIMEOUT_S
+
+    def check(self):
+        if time.monotonic() > self.at:
+            raise DocumentError("The page took too long to answer.")
+
+    def timeout(self) -> tuple[float, float]:
+        left = max(0.1, self.at - time.monotonic())
+        return min(TIMEOUT_S[0], left), min(TIMEOUT_S[1], left)
+
+
+def _get(url: str, deadline: _Deadline) -> requests.Response:
     """GET ``url``, following redirects by hand so each hop is checked; the last response, streamed."""
     for _ in range(MAX_REDIRECTS + 1):
+        deadline.check()
         try:
             refused = egress.refused_address(url, settings.CHATNEXUS_FETCH_ALLOW_PRIVATE,
                                              "CHATNEXUS_FETCH_ALLOW_PRIVATE", "the page's address")
@@ -102,7 +118,7 @@ def _get(url: str) -> requests.Response:
         if refused:
             raise DocumentError(f"That page cannot be fetched: {refused}.")
         try:
-            response = requests.get(url, stream=True, timeout=TIMEOUT_S, allow_redirects=False, headers={
+            response = requests.get(url, stream=True, timeout=deadline.timeout(), allow_redirects=False, headers={
                 "User-Agent": f"ChatNexus-Knowledge/1 (+{settings.PUBLIC_URL})",
                 "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.1"})
         except requests.Timeout:
@@ -119,7 +135,8 @@ def _get(url: str) -> requests.Response:
 
 def fetch(url: str) -> tuple[str, str]:
     """(title, text) of the page at ``url``; DocumentError with a sentence for the form otherwise."""
-    response = _get(url.strip())
+    deadline = _Deadline()
+    response = _get(url.strip(), deadline)
     with response:
         if not 200 <= response.status_code < 300:
             raise DocumentError(f"The page answered {response.status_code} {response.reason or ''}".rstrip() + ".")
@@ -129,13 +146,17 @@ def fetch(url: str) -> tuple[str, str]:
             raise DocumentError(f"That address gives {kind or 'something of no stated type'}, "
                                 "not a web page, a text file or a PDF.")
         raw = bytearray()
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                raw += chunk
-                if len(raw) > MAX_PAGE_BYTES:
-                    raise DocumentError(f"That page is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB.")
-        except requests.RequestException:
-            raise DocumentError("The page stopped halfway; try again.") from None
+        while True:
+            try:  # what has arrived (read1), not a full chunk: a page that trickles in meets the deadline
+                chunk = response.raw.read1(64 * 1024, decode_content=True)
+            except Exception:  # noqa: BLE001 - urllib3's read errors, the connection dropped: all the same here
+                raise DocumentError("The page stopped halfway; try again.") from None
+            if not chunk:
+                break
+            deadline.check()
+            raw += chunk
+            if len(raw) > MAX_PAGE_BYTES:
+                raise DocumentError(f"That page is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB.")
     raw = bytes(raw)
     fallback_title = (urlsplit(response.url).hostname or "") + urlsplit(response.url).path.rstrip("/")
     if kind in PDF_TYPES:

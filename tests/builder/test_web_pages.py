@@ -1,5 +1,6 @@
 """Knowledge fetched from a web page (bots/webpages.py): a real HTTP server on loopback plays the
 business's website; the builder's form and "Fetch again" go to it over the network."""
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -27,6 +28,19 @@ class Website(LoopbackServer):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 website.requests.append(self.path)
+                if self.path == "/trickle":  # a page that never quite finishes: a byte every 0.2 s
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    for _ in range(1000):
+                        try:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.2)
+                    return
                 status, content_type, body, headers = website.pages.get(self.path, (404, "text/html", b"gone", {}))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -177,3 +191,11 @@ def test_the_api_reads_a_page_into_a_document_and_again(alice, acme_bot, charlie
     other = APIClient()
     other.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(charlie)}")
     assert other.post(f"/api/knowledge/{item['id']}/fetch/").status_code == 404
+
+
+def test_a_page_that_trickles_in_is_given_up_at_the_deadline(website, settings):
+    settings.CHATNEXUS_FETCH_TIMEOUT_S = 1
+    started = time.monotonic()
+    with pytest.raises(webpages.DocumentError, match="The page took too long to answer."):
+        webpages.fetch(website.base + "/trickle")
+    assert time.monotonic() - started < 5  # not the 200 s the page would take
