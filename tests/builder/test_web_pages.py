@@ -117,6 +117,9 @@ def test_redirects_text_and_pdf_are_followed_and_read(as_alice, acme_bot, websit
     assert "Warranty: two years on frames." in webpages.fetch(website.base + "/terms.pdf")[1]
     website.page("/latin1", "<p>Caf\xe9 cr\xe8me</p>".encode("latin-1"), content_type="text/html; charset=iso-8859-1")
     assert webpages.fetch(website.base + "/latin1")[1] == "Café crème"
+    import gzip
+    website.page("/zipped", gzip.compress("<p>Packed words about wheels.</p>".encode()), **{"Content-Encoding": "gzip"})
+    assert webpages.fetch(website.base + "/zipped")[1] == "Packed words about wheels."  # as most servers send pages
     website.page("/loop", "", status=302, Location="/loop")
     with pytest.raises(webpages.DocumentError, match="redirected more than 5 times"):
         webpages.fetch(website.base + "/loop")
