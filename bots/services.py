@@ -48,6 +48,7 @@ def receive(
     answer: bool = True,
     skip_reason: str = "",
     files: list | None = None,
+    automated: bool = False,
 ) -> Received:
     """Store an inbound customer message and queue its reply.
 
@@ -57,6 +58,10 @@ def receive(
     answering (``skip_reason`` says why: auto-reply loop, bulk mail, ...).
     ``files`` [(filename, content type, bytes)] are the customer's attachments, stored
     with the message in the same transaction (a redelivery stores none again).
+    ``automated``: a machine sent it (an auto-reply, a bounce, list mail): stored, never answered,
+    and the team is not emailed about it. A person's message in a conversation the team has (the
+    bot paused) gets the team emailed (tasks.notify_team_of_message), even one the bot would not
+    have answered anyway (a photo alone).
     """
     # PostgreSQL refuses NUL in text; keep the message, mark the character.
     text = text[:MAX_INBOUND_CHARS].replace("\x00", "\ufffd")
@@ -68,6 +73,7 @@ def receive(
     try:
         with transaction.atomic():
             conversation = _conversation_for(bot, channel, thread_id, contact, subject)
+            team_has_it = conversation.bot_paused
             reply_state, reason = _reply_state(bot, conversation, text, answer, skip_reason)
             message = Message.objects.create(
                 organization_id=bot.organization_id,
@@ -88,7 +94,7 @@ def receive(
             conversation.save(update_fields=["last_message_at", "status"])
             if reason == "handoff":
                 _start_handoff(conversation, message)
-            elif reason == AGENT_HAS_IT and channel != "preview":
+            elif team_has_it and not automated and channel != "preview":
                 transaction.on_commit(lambda: _notify_team_of_message(message.id))
             transaction.on_commit(lambda: _after_inbound(message))
     except IntegrityError:

@@ -45,8 +45,16 @@ def skip_reason(mail: ParsedMail, config) -> str:
     limit = daily_limit(config)
     sent = replies_today(config, mail.from_address)
     if sent >= limit:
-        return f"reply limit reached ({limit} auto-replies to {mail.from_address} in 24 hours)"
+        return f"{QUOTA} ({limit} auto-replies to {mail.from_address} in 24 hours)"
     return ""
+
+
+QUOTA = "reply limit reached"  # the one reason above that a person's own mail gets
+
+
+def automated(reason: str) -> bool:
+    """Did a machine send the mail ``skip_reason`` gave this reason for (not a person over the quota)?"""
+    return bool(reason) and not reason.startswith(QUOTA)
 
 
 def _bounce(mail):

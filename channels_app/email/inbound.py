@@ -115,4 +115,5 @@ def _store(config, mail: ParsedMail, raw, source):
             answer=not reason,
             skip_reason=reason,
             files=mail.files,
+            automated=filters.automated(reason),
         )

@@ -112,9 +112,9 @@ def test_a_customer_who_writes_while_the_team_has_it_gets_the_agent_emailed_once
     def notices_done():
         return len(re.findall(r"notify_team_of_message\[[^\]]+\] succeeded", worker.output()))
 
-    def customer(text):
+    def customer(text, **kwargs):
         before = notices_done()
-        received = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text=text)
+        received = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text=text, **kwargs)
         wait_for(lambda: notices_done() > before, what="the notice task")
         return received
 
@@ -134,11 +134,22 @@ def test_a_customer_who_writes_while_the_team_has_it_gets_the_agent_emailed_once
     customer("Also, do you fix e-bikes?")  # still unanswered since the last email
     assert len(mailbox.messages) == 2
 
+    services.agent_reply(conversation, bob, "Send me a photo of the motor?")
+    customer("", answer=False, skip_reason="image only: answered with a canned text reply",
+             files=[("motor.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(16))])  # a photo alone: still a person
+    mail = wait_for(lambda: mailbox.messages[2:], what="the email about the photo")[0]
+    assert "1 file(s) attached." in mail["message"].get_content()
+    services.agent_reply(conversation, bob, "Got it, thanks.")
+    services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text="Out of office until Monday",
+                     answer=False, skip_reason="automatic reply", automated=True)  # a machine: nobody is told
+    customer("One more thing.")  # a person again: the notice task runs, and it is the fourth email
+    assert len(mailbox.messages) == 4 and "One more thing." in mailbox.messages[3]["message"].get_content()
+
     services.agent_reply(conversation, bob, "Yes, we do.")
     services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)  # given back to the bot
     later = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text="Great, thanks")
     assert later.message.reply_state == "pending"  # the bot answers it: nobody is emailed
-    assert len(mailbox.messages) == 2
+    assert len(mailbox.messages) == 4
 
 
 def test_members_who_turned_email_notices_off_get_none(db, smtp_settings, client, alice, bob, acme, globex, acme_bot):
