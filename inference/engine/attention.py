@@ -38,6 +38,7 @@ different lengths); the engine's lean forward (one sequence) builds none, as bef
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -88,45 +89,57 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     gqa = heads != key.shape[1]  # grouped-query heads share key/value heads: no repeat_kv copy of the cache
+    paths = None  # a chain: row j sees the block's rows 0..j
     if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.dtype == torch.bool:
-        allowed = attention_mask[0, 0]  # [W, L]: a draft tree's (forward.tree_layout), or a plain causal mask
-        if bool(allowed[:, :length - width].all()):
-            return _tree_rows(query, key, value, allowed[:, length - width:], scaling, gqa)
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, **kwargs)
-    rows = []
-    for j in range(width):
-        n = length - width + j + 1  # query j sees keys 0..n-1 (causal)
-        rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :n], value[:, :, :n],
-                                                   scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
-    out = rows[0] if width == 1 else torch.cat(rows, dim=2)  # [B, H, W, D]
-    return out.transpose(1, 2).contiguous(), None  # [B, W, H, D], as HF attention functions return
+        paths = _block_paths(attention_mask, length - width)  # a draft tree's (forward.tree_layout)
+        if paths is None:  # the cache in front not wholly visible: not a mask the row loop serves
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, **kwargs)
+    return _attend_rows(query, key, value, scaling, gqa, paths)
 
 
-def _tree_rows(query, key, value, block, scaling, gqa):
-    """Row-invariant attention over a draft tree: `block` [W, W] bool, row j sees rows block[j]
-    of the block (its ancestors and itself, ascending) besides the whole cache before it."""
+# (a weak reference to the last tree mask seen, its rows' paths): every layer of a forward gets the
+# same mask object, so it is read once per forward, not once per layer
+_last_paths: tuple = (lambda: None, None)
+
+
+def _block_paths(mask: torch.Tensor, start: int) -> list[list[int]] | None:
+    """For a [1, 1, W, L] boolean mask whose rows all see the cache (keys 0..start-1): each row's
+    visible rows of the block, ascending (its ancestors and itself); None for any other mask."""
+    global _last_paths
+    seen, paths = _last_paths
+    if seen() is not mask:
+        allowed = mask[0, 0]
+        paths = ([[i for i, visible in enumerate(row) if visible] for row in allowed[:, start:].tolist()]
+                 if bool(allowed[:, :start].all()) else None)
+        _last_paths = (weakref.ref(mask), paths)
+    return paths
+
+
+def _attend_rows(query, key, value, scaling, gqa, paths=None):
+    """Each query row alone over its keys: the whole cache, then the block's rows paths[j]
+    (ascending; None: a chain, rows 0..j). A tree row's path is first copied into the slots right
+    after the cache, where its chain would have it; the block is put back at the end."""
     width, start = query.shape[2], key.shape[2] - query.shape[2]
     held = list(range(width))  # which block row's keys/values sit in slot start + i now
     saved = None
     rows = []
     for j in range(width):
-        path = torch.nonzero(block[j]).flatten().tolist()
-        depth = len(path)
-        if held[:depth] != path:
+        depth = j + 1 if paths is None else len(paths[j])
+        if paths is not None and held[:depth] != paths[j]:
             if saved is None:  # the block as the forward wrote it, to copy paths from and put back
                 saved = key[:, :, start:].clone(), value[:, :, start:].clone()
-            index = torch.tensor(path, device=key.device)
+            index = torch.tensor(paths[j], device=key.device)
             key[:, :, start:start + depth] = saved[0][:, :, index]
             value[:, :, start:start + depth] = saved[1][:, :, index]
-            held[:depth] = path
-        end = start + depth
+            held[:depth] = paths[j]
+        end = start + depth  # query j sees keys 0..end-1
         rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
                                                    scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
     if saved is not None:
         key[:, :, start:], value[:, :, start:] = saved
-    out = rows[0] if width == 1 else torch.cat(rows, dim=2)
-    return out.transpose(1, 2).contiguous(), None
+    out = rows[0] if width == 1 else torch.cat(rows, dim=2)  # [B, H, W, D]
+    return out.transpose(1, 2).contiguous(), None  # [B, W, H, D], as HF attention functions return
 
 
 AttentionInterface.register(NAME, row_invariant_attention)
