@@ -173,7 +173,7 @@ def _reply_state(bot, conversation, text, answer, skip_reason):
     if not answer:
         return Message.ReplyState.SKIPPED, skip_reason or "filtered"
     if conversation.bot_paused:
-        return Message.ReplyState.SKIPPED, AGENT_HAS_IT
+        return Message.ReplyState.SKIPPED, "agent has the conversation"
     config = bot.live_config(draft=conversation.channel == "preview")
     if is_handoff_request(config, text):
         return Message.ReplyState.SKIPPED, "handoff"
@@ -184,9 +184,6 @@ def is_handoff_request(config, text):
     lowered = folded(text)
     triggers = [t.strip().lower() for t in config.get("handoff_triggers", "").splitlines() if t.strip()]
     return any(trigger in lowered for trigger in triggers)
-
-
-AGENT_HAS_IT = "agent has the conversation"  # why the bot did not answer a message: the team has it
 
 
 def _notify_team_of_message(message_id):
@@ -232,10 +229,16 @@ def record_reply(inbound: Message, text: str, stats: dict) -> tuple[Message, boo
     return reply, True
 
 
+def bot_words(config: dict | None, field: str, default: str) -> str:
+    """One of a bot's set messages (handoff, away, files without text) from its config: the
+    builder's words, else ``default`` when it left them blank."""
+    return ((config or {}).get(field) or "").strip() or default
+
+
 def no_text_reply(config: dict | None) -> str:
     """What a bot (its published config) says to files alone with nothing the model can read — a
-    photo, a voice note, a scanned PDF: its builder's words, else NO_TEXT_MESSAGE."""
-    return ((config or {}).get("no_text_message") or "").strip() or NO_TEXT_MESSAGE
+    photo, a voice note, a scanned PDF."""
+    return bot_words(config, "no_text_message", NO_TEXT_MESSAGE)
 
 
 def canned_reply(received: Received) -> None:
@@ -299,10 +302,7 @@ def _start_handoff(conversation, inbound):
     conversation.save(update_fields=["bot_paused", "needs_human", "team_notified_at"])
     config = conversation.bot.live_config(draft=conversation.channel == "preview")
     away = hours.team_away(conversation.organization)
-    if away:
-        text = (config.get("away_message") or "").strip() or AWAY_MESSAGE
-    else:
-        text = (config.get("handoff_message") or "").strip() or HANDOFF_REPLY
+    text = bot_words(config, "away_message", AWAY_MESSAGE) if away else bot_words(config, "handoff_message", HANDOFF_REPLY)
     reply = _outbound(conversation, Message.Sender.SYSTEM, text, reply_to=inbound,
                       delivery_status=Message.Delivery.PENDING, meta={"outside_team_hours": True} if away else {})
     transaction.on_commit(lambda: _queue_delivery(reply))
@@ -359,6 +359,13 @@ def organization_tag(organization_id: int, name: str) -> Tag:
             return Tag.objects.create(organization_id=organization_id, name=name)
     except IntegrityError:  # made at the same moment by someone else
         return Tag.objects.get(organization_id=organization_id, name__iexact=name)
+
+
+def add_tag(conversation: Conversation, name: str) -> Tag:
+    """Put the organisation's tag ``name`` (made if new) on the conversation; ValueError when empty."""
+    tag = organization_tag(conversation.organization_id, name)
+    conversation.tags.add(tag)
+    return tag
 
 
 def set_tags(conversation: Conversation, names) -> list[str]:

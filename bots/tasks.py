@@ -14,10 +14,11 @@ log = logging.getLogger(__name__)
 EXCERPT_CHARS = 500  # of the customer's message, in the email about it
 
 
-def _member_emails(organization) -> list[str]:
-    """The addresses of the organisation's members who want these emails (Membership.notify_by_email)."""
-    return sorted({m.user.email for m in Membership.objects.select_related("user").filter(
-        organization=organization, notify_by_email=True) if m.user.email})
+def _member_emails(organization, user=None) -> list[str]:
+    """The addresses of the organisation's members (or of ``user`` alone) who want these emails
+    (Membership.notify_by_email)."""
+    members = Membership.objects.select_related("user").filter(organization=organization, notify_by_email=True)
+    return sorted({m.user.email for m in (members.filter(user=user) if user is not None else members) if m.user.email})
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
@@ -52,16 +53,14 @@ def notify_team_of_message(message_id):
         return
     answered = conversation.messages.filter(sender=Message.Sender.AGENT).aggregate(last=Max("created"))["last"]
     previous = conversation.team_notified_at
-    waiting = Q(team_notified_at__isnull=True) | (Q(team_notified_at__lt=answered) if answered else Q(pk__in=[]))
+    waiting = Q(team_notified_at__isnull=True)
+    if answered:
+        waiting |= Q(team_notified_at__lt=answered)
     if not Conversation.objects.filter(waiting, id=conversation.id).update(team_notified_at=timezone.now()):
         return  # told already, and nobody has answered since
-    assignee = conversation.assignee
-    if assignee is not None:  # theirs: emailed if they want it, nobody else
-        wants = Membership.objects.filter(organization=conversation.organization, user=assignee,
-                                          notify_by_email=True).exists()
-        emails, whose = ([assignee.email] if wants and assignee.email else []), "assigned to you"
-    else:
-        emails, whose = _member_emails(conversation.organization), "your team has"
+    assignee = conversation.assignee  # theirs: emailed if they want it, nobody else in their place
+    emails = _member_emails(conversation.organization, user=assignee)
+    whose = "assigned to you" if assignee is not None else "your team has"
     if not emails:
         return
     excerpt = message.text if len(message.text) <= EXCERPT_CHARS else message.text[:EXCERPT_CHARS] + "…"

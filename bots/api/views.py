@@ -16,7 +16,7 @@ from .. import audit, services, stats, transfer, webpages
 from ..documents import DocumentError
 from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
-from ..models.conversations import search
+from ..models.conversations import narrowed
 from ..models.tenants import person_name
 from ..tenancy import scoped
 from ..versions import version_rows
@@ -205,18 +205,9 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
     def get_queryset(self):
         conversations = scoped(self.request, Conversation).exclude(channel="preview").order_by("-last_message_at")
         params = self.request.query_params
-        if params.get("channel"):
-            conversations = conversations.filter(channel=params["channel"])
-        if bot := _int_param(self.request, "bot"):
-            conversations = conversations.filter(bot_id=bot)
-        if params.get("status"):
-            conversations = conversations.filter(status=params["status"])
-        if params.get("needs_human") in ("1", "true"):
-            conversations = conversations.filter(needs_human=True)
-        if params.get("tag"):
-            conversations = conversations.filter(tags__name__iexact=params["tag"].strip())
-        if params.get("q"):
-            conversations = search(conversations, params["q"][:200])
+        conversations = narrowed(conversations, channel=params.get("channel", ""), bot=_int_param(self.request, "bot"),
+                                 status=params.get("status", ""), needs_human=params.get("needs_human") in ("1", "true"),
+                                 tag=params.get("tag", ""), q=params.get("q", "")[:200])
         return conversations.prefetch_related("tags")
 
     @extend_schema(request=s.InboundSerializer, responses={201: s.MessageSerializer, 200: s.MessageSerializer})

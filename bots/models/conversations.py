@@ -39,13 +39,28 @@ class Tag(models.Model):
         return self.name
 
 
-def search(conversations, q: str):
-    """The conversations with ``q`` (any case) in a message's words or in who the customer is:
-    name, email, phone, or the subject of their mail (the inbox's Search, the API's ``?q=``)."""
-    q = q.strip()
-    return conversations.filter(
-        Q(messages__text__icontains=q) | Q(contact_name__icontains=q) | Q(contact_email__icontains=q)
-        | Q(contact_phone__icontains=q) | Q(subject__icontains=q)).distinct() if q else conversations
+def narrowed(conversations, *, channel: str = "", bot: int | None = None, status: str = "",
+             needs_human: bool = False, tag: str = "", q: str = ""):
+    """The conversations the inbox's filters and the API's query parameters ask for (each one
+    left empty narrows nothing): a channel, a bot, a status, those needing a person, a tag (its
+    name in any case), and ``q`` (any case) in a message's words or in who the customer is — name,
+    email, phone, or the subject of their mail."""
+    if channel:
+        conversations = conversations.filter(channel=channel)
+    if bot:
+        conversations = conversations.filter(bot_id=bot)
+    if status:
+        conversations = conversations.filter(status=status)
+    if needs_human:
+        conversations = conversations.filter(needs_human=True)
+    if tag:
+        conversations = conversations.filter(tags__name__iexact=tag.strip())
+    if q.strip():
+        q = q.strip()
+        conversations = conversations.filter(
+            Q(messages__text__icontains=q) | Q(contact_name__icontains=q) | Q(contact_email__icontains=q)
+            | Q(contact_phone__icontains=q) | Q(subject__icontains=q)).distinct()
+    return conversations
 
 
 class Conversation(models.Model):

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import audit, services
 from ..files import attachment_response
 from ..models import Attachment, Bot, Conversation, Membership, Message, SavedReply, Tag
-from ..models.conversations import channel_name, search
+from ..models.conversations import channel_name, narrowed
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
 from .downloads import cell, csv_download
@@ -42,24 +42,14 @@ def filtered_conversations(request, data):
     conversations = scoped(request, Conversation).select_related("bot", "assignee")
     if form.is_valid():
         f = form.cleaned_data
-        if f["channel"]:
-            conversations = conversations.filter(channel=f["channel"])
-        if f["bot"]:
-            conversations = conversations.filter(bot_id=f["bot"])
-        if f["status"]:
-            conversations = conversations.filter(status=f["status"])
-        if f["needs_human"]:
-            conversations = conversations.filter(needs_human=True)
+        conversations = narrowed(conversations, channel=f["channel"], bot=f["bot"], status=f["status"],
+                                 needs_human=f["needs_human"], tag=f["tag"], q=f["q"])
         if f["assignee"] == "me":
             conversations = conversations.filter(assignee=request.user)
         elif f["assignee"] == "none":
             conversations = conversations.filter(assignee__isnull=True)
         if f["not_helpful"]:
             conversations = conversations.filter(messages__rating=Message.Rating.NOT_HELPFUL).distinct()
-        if f["q"]:
-            conversations = search(conversations, f["q"])
-        if f["tag"]:
-            conversations = conversations.filter(tags__name__iexact=f["tag"].strip())
     return form, conversations.exclude(channel="preview").order_by("-last_message_at")
 
 
@@ -154,7 +144,7 @@ def bulk(request):
         else:
             name = services.tag_name(request.POST.get("tag", ""))
             for conversation in conversations:
-                services.set_tags(conversation, [tag.name for tag in conversation.tags.all()] + [name])
+                services.add_tag(conversation, name)
             done = f"Tagged “{name}”:"
     except ValueError:  # not a member (the first conversation raised: nothing assigned), or no tag name
         flash.error(request, "Only a member of this organisation can be assigned." if action == "assign"
@@ -210,14 +200,14 @@ def same_customer(request, conversation):
 def tags(request, conversation_id):
     """Add a tag (``add``: a name, made for the organisation if new) or take one off (``remove``: its id)."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
-    names = [tag.name for tag in conversation.tags.all() if str(tag.id) != request.POST.get("remove")]
-    if "remove" not in request.POST:
+    if "remove" in request.POST:
+        services.set_tags(conversation, [tag.name for tag in conversation.tags.all()
+                                         if str(tag.id) != request.POST["remove"]])
+    else:
         try:
-            names.append(services.tag_name(request.POST.get("add", "")))
+            services.add_tag(conversation, request.POST.get("add", ""))
         except ValueError:
             flash.error(request, "Write the tag's name first.")
-            return redirect(reverse("inbox:thread", args=[conversation.id]) + "#tags")
-    services.set_tags(conversation, names)
     return redirect(reverse("inbox:thread", args=[conversation.id]) + "#tags")
 
 
