@@ -33,8 +33,9 @@ def zone_names() -> list[str]:
     return sorted(available_timezones())
 
 
-def _parse(value: str) -> time:
-    return time.fromisoformat(value)
+def local_now(zone_name: str, now: datetime | None = None) -> datetime:
+    """``now`` (aware; default: the current time) as a wall-clock time in the zone."""
+    return (now or dj_timezone.now()).astimezone(zone(zone_name))
 
 
 def spans(value) -> list[list[str]]:
@@ -44,23 +45,26 @@ def spans(value) -> list[list[str]]:
     return [list(value)] if isinstance(value[0], str) else [list(span) for span in value]
 
 
+def _times(value) -> list[tuple[time, time]]:
+    return [(time.fromisoformat(start), time.fromisoformat(end)) for start, end in spans(value)]
+
+
 def is_open(hours: dict, zone_name: str, now: datetime | None = None, closed_dates=()) -> bool:
     """Whether ``now`` (aware; default: the current time) falls in the team hours and not on one of
     ``closed_dates`` ("YYYY-MM-DD"); True when neither is set. Dates closed with no hours set close
     those whole days only."""
-    local = (now or dj_timezone.now()).astimezone(zone(zone_name))
+    local = local_now(zone_name, now)
     today = local.date()
     if not hours:
         return today.isoformat() not in closed_dates
     clock = local.time().replace(tzinfo=None)
     if today.isoformat() not in closed_dates:
-        for start, end in map(lambda span: (_parse(span[0]), _parse(span[1])), spans(hours.get(DAYS[today.weekday()]))):
+        for start, end in _times(hours.get(DAYS[today.weekday()])):
             if (start <= clock < end) if end > start else clock >= start:
                 return True
     yesterday = today - timedelta(days=1)
     if yesterday.isoformat() not in closed_dates:
-        for span in spans(hours.get(DAYS[yesterday.weekday()]))[-1:]:  # yesterday's last span, past midnight
-            start, end = _parse(span[0]), _parse(span[1])
+        for start, end in _times(hours.get(DAYS[yesterday.weekday()]))[-1:]:  # yesterday's last span, past midnight
             if end <= start and clock < end:
                 return True
     return False
@@ -79,5 +83,5 @@ def summary(hours: dict) -> list[tuple[str, str]]:
 
 def upcoming(closed_dates, zone_name: str, now: datetime | None = None) -> list[date]:
     """The closed dates from today on (in the zone), in order, for pages."""
-    today = (now or dj_timezone.now()).astimezone(zone(zone_name)).date()
+    today = local_now(zone_name, now).date()
     return sorted(d for d in map(date.fromisoformat, closed_dates) if d >= today)

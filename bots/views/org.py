@@ -9,7 +9,6 @@ from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone as dj_timezone
 from django.views.decorators.http import require_POST
 
 from .. import audit, hours, services
@@ -182,7 +181,7 @@ class TeamHoursForm(forms.Form):
         return initial
 
     def clean_closed_dates(self):
-        today = dj_timezone.now().astimezone(hours.zone(self.data.get("timezone", ""))).date()
+        today = hours.local_now(self.data.get("timezone", "")).date()
         dates = set()
         for word in self.cleaned_data["closed_dates"].replace(",", " ").split():
             try:
