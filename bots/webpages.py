@@ -22,7 +22,7 @@ import requests
 from django.conf import settings
 from django.utils import timezone
 
-from channels_app.email.parse import _HTMLText
+from channels_app.email.parse import _HTMLText, html_to_text
 
 from . import egress
 from .documents import MAX_DOC_CHARS, DocumentError, text_of
@@ -69,14 +69,7 @@ def _html_title(html: str) -> str:
 
 
 def _page_text(html: str) -> str:
-    parser = _PageText()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # noqa: BLE001 - html.parser is lenient; belt and braces
-        return re.sub(r"<[^>]*>", " ", html)
-    lines = (line.strip() for line in "".join(parser.out).split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return re.sub(r"\n{3,}", "\n\n", html_to_text(html, _PageText)).strip()
 
 
 def _charset(content_type: str, head: bytes) -> str:
@@ -169,15 +162,22 @@ def fetch(url: str) -> tuple[str, str]:
     return (_html_title(text) or fallback_title)[:200], _page_text(text)
 
 
+def fetch_document(url: str, again: bool = False) -> tuple[str, str]:
+    """``fetch``, and a DocumentError too when the page has no text or more than a document takes."""
+    title, text = fetch(url)
+    has = "now has" if again else "has"
+    if not text:
+        raise DocumentError(f"The page {has} no text to read.")
+    if len(text) > MAX_DOC_CHARS:
+        raise DocumentError(f"The page {has} more than {MAX_DOC_CHARS:,} characters.")
+    return title, text
+
+
 def read_again(item) -> bool:
     """Fetch a document's page (``item.source_url``) again: its text becomes the page's text now.
     True when the text changed; DocumentError, the document untouched, when the page could not be
     read or has no text, or too much."""
-    _, text = fetch(item.source_url)
-    if not text:
-        raise DocumentError("The page now has no text to read.")
-    if len(text) > MAX_DOC_CHARS:
-        raise DocumentError(f"The page now has more than {MAX_DOC_CHARS:,} characters.")
+    _, text = fetch_document(item.source_url, again=True)
     changed = text != item.body
     item.body, item.fetched_at = text, timezone.now()
     item.save(update_fields=["body", "fetched_at", "updated"] if changed else ["fetched_at"])

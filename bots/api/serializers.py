@@ -4,7 +4,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from .. import webpages
-from ..documents import MAX_DOC_CHARS, DocumentError
+from ..documents import DocumentError
 from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message, SavedReply, Tag
 
 
@@ -61,12 +61,9 @@ class KnowledgeSerializer(serializers.ModelSerializer):
             if data.get("kind", getattr(self.instance, "kind", KnowledgeItem.Kind.FAQ)) != KnowledgeItem.Kind.DOC:
                 raise serializers.ValidationError({"source_url": "Only a document (kind \"doc\") is read from a web page."})
             try:
-                title, text = webpages.fetch(url)
+                title, text = webpages.fetch_document(url)
             except DocumentError as error:
                 raise serializers.ValidationError({"source_url": str(error)}) from None
-            if not text or len(text) > MAX_DOC_CHARS:
-                raise serializers.ValidationError({"source_url": "The page has no text to read." if not text else
-                                                   f"The page has more than {MAX_DOC_CHARS:,} characters."})
             data.update(body=text, title=data.get("title") or title[:200], fetched_at=timezone.now())
         elif self.instance is None and not data.get("body"):
             raise serializers.ValidationError({"body": "This field is required (or, for a document, a source_url)."})

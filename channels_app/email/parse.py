@@ -197,8 +197,9 @@ class _HTMLText(HTMLParser):
         self.out.append(data)
 
 
-def html_to_text(html: str) -> str:
-    parser = _HTMLText()
+def html_to_text(html: str, reader: type[_HTMLText] = _HTMLText) -> str:
+    """HTML's readable text, line by line (``reader``: the parser, e.g. one that skips more tags)."""
+    parser = reader()
     try:
         parser.feed(html)
         parser.close()
