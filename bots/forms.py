@@ -26,7 +26,6 @@ DRAFTERS = [
 ]
 MAX_DOC_BYTES = 512 * 1024  # a text/markdown/HTML upload bigger than this is refused
 MAX_PDF_BYTES = 10 * 1024 * 1024  # PDFs carry fonts and images besides their text
-MAX_DOC_CHARS = documents.MAX_DOC_CHARS  # pasted, uploaded or fetched document text
 MAX_REPLY_TOKENS = 2048  # the server also caps replies at CHATNEXUS_MAX_REPLY_TOKENS
 MAX_SUGGESTION_CHARS = 120
 
@@ -233,8 +232,8 @@ class DocumentForm(LineEndings, forms.Form):
         body = pasted or (upload["text"].strip() if upload else "") or (page["text"] if page else "")
         if not body:
             raise forms.ValidationError("The page has no text to read." if page else "Paste some text or choose a file.")
-        if len(body) > MAX_DOC_CHARS:
-            raise forms.ValidationError(f"That document is too long: the limit is {MAX_DOC_CHARS:,} characters.")
+        if len(body) > documents.MAX_DOC_CHARS:
+            raise forms.ValidationError(f"That document is too long: the limit is {documents.MAX_DOC_CHARS:,} characters.")
         data["body"] = body
         data["title"] = ((data.get("title") or "").strip() or (upload["name"] if upload else "")
                          or (page["title"] if page else "") or "Document")
@@ -257,6 +256,6 @@ class DocumentEditForm(LineEndings, forms.ModelForm):
 
     def clean_body(self):
         body = self.cleaned_data["body"]
-        if len(body) > MAX_DOC_CHARS:
-            raise forms.ValidationError(f"That document is too long: the limit is {MAX_DOC_CHARS:,} characters.")
+        if len(body) > documents.MAX_DOC_CHARS:
+            raise forms.ValidationError(f"That document is too long: the limit is {documents.MAX_DOC_CHARS:,} characters.")
         return body

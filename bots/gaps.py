@@ -15,6 +15,7 @@ import re
 from datetime import timedelta
 from difflib import SequenceMatcher
 
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from .knowledge import folded
@@ -69,13 +70,16 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
             note(reply.reply_to, "not_helpful")
         if fallbacks and used_fallback(reply.text, fallbacks):
             note(reply.reply_to, "fallback")
+    # each handoff's customer message before it, in one query (not one per handoff)
+    before = Subquery(Message.objects.filter(conversation_id=OuterRef("conversation_id"),
+                                             direction=Message.Direction.INBOUND, id__lt=OuterRef("id"))
+                      .order_by("-id").values("id")[:1])
     handoffs = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
-                                       meta__skip_reason="handoff").exclude(channel="preview").order_by("-id")[:200])
-    for handoff in handoffs:
-        before = (Message.objects.filter(conversation_id=handoff.conversation_id, direction=Message.Direction.INBOUND,
-                                         id__lt=handoff.id).order_by("-id").first())
-        if before is not None and (before.meta or {}).get("skip_reason") != "handoff":
-            note(before, "handoff")
+                                       meta__skip_reason="handoff").exclude(channel="preview")
+                .annotate(before=before).order_by("-id")[:200])
+    for question in Message.objects.filter(id__in=[h.before for h in handoffs if h.before is not None]):
+        if (question.meta or {}).get("skip_reason") != "handoff":
+            note(question, "handoff")
     rows = sorted(found.values(), key=lambda row: (-len(row["ids"]), -row["last"].timestamp()))[:limit]
     return [{"question": row["question"], "count": len(row["ids"]), "last": row["last"],
              "conversation_id": row["conversation_id"],

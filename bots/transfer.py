@@ -15,6 +15,7 @@ import json
 
 from django.db import transaction
 
+from .documents import MAX_DOC_CHARS
 from .models import Bot, KnowledgeItem
 
 FORMAT = 1
@@ -37,7 +38,6 @@ def export(bot: Bot) -> dict:
 
 def _checked_knowledge(items) -> list[dict]:
     from .faq_import import MAX_QUESTION
-    from .forms import MAX_DOC_CHARS
 
     if not isinstance(items, list) or len(items) > MAX_ITEMS:
         raise TransferError(f'"knowledge" must be a list of at most {MAX_ITEMS} items.')
