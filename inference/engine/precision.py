@@ -17,7 +17,15 @@
   de-quantised weights gives back exactly their q's; only the scale/zero are rounded to
   bf16 (the kernel's fp32 path, which would keep them exact, is ~7x slower). CPU only;
   refused elsewhere and when this torch build lacks the kernel.
-- q/k/v and gate/up at int8/int4 are each quantised as one linear over their stacked rows
+- int4a8: the same GGUF Q4_1 weights (q, d and m fp16 per block of 32, exactly), the lm_head
+  as Q8_0 blocks, and the activations quantised to int8 per row and block of 32 inside
+  ChatNexus' own AVX-512 VNNI kernels (kernels/q4a8.cpp: llama.cpp's Q4_1 x Q8_1 arithmetic,
+  exact integer dot products). ~2-4x aten's int4 kernel per call, and closer to fp32 than
+  int4 (whose bf16 activations and scales lose more). Its models also run attention rows,
+  rotary and each RMSNorm (fused into the next linear) in that C++ (lean.py). CPU with
+  AVX-512 VNNI and a C++ compiler only; refused elsewhere (EngineError), where `auto` picks
+  among the others.
+- q/k/v and gate/up at int8/int4/int4a8 are each quantised as one linear over their stacked rows
   (`fuse_shared_input_linears`): quantisation is per row, so the weights are the same, and
   each output column is computed as before (bit-identical logits, tested) with 4 kernel
   calls per layer instead of 7.
@@ -47,7 +55,8 @@ from .packed import wanted as packed_wanted
 
 # name -> dtype of activations and of every weight that is not quantised
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-                  "int8": torch.float32, "int4": torch.float32}
+                  "int8": torch.float32, "int4": torch.float32, "int4a8": torch.float32}
+QUANTIZED = ("int8", "int4", "int4a8")
 PRECISIONS = tuple(COMPUTE_DTYPES)
 # device type -> default precision for Engine() and the CLI (measured: docs/cpu-speed.md); the
 # worker's default is "auto" (precision_probe.py: int4 where it stays faithful and is fastest).
@@ -63,7 +72,7 @@ INT4_GROUP_SIZE = 32  # the GGUF Q4_0/Q4_1 block size
 # without native bf16 (AVX2, AVX-512F) but not where oneDNN uses AVX512_BF16/AMX kernels
 # for every shape (seen on an AMD EPYC Zen 4: the 576x1536 down projection differs from 5 rows
 # on), so they are probed per shape once per process (cpu_row_invariant).
-ROW_INVARIANT = ("fp32", "bf16", "fp16", "int8", "int4")
+ROW_INVARIANT = ("fp32", "bf16", "fp16", "int8", "int4", "int4a8")
 _row_invariant_probe: dict[tuple, bool] = {}
 BUNDLED_SHAPES = ((576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576))  # (out, in) of SmolLM2-135M
 
@@ -74,7 +83,7 @@ def cpu_row_invariant(name: str, shapes=BUNDLED_SHAPES, packed: bool = False) ->
     oneDNN kernel (`packed`), never through MKL's."""
     if name not in ROW_INVARIANT or (name == "fp32" and not packed):
         return False
-    if name in ("int8", "int4"):
+    if name in QUANTIZED:
         return True
     if name == "fp32":  # packed.py checks its own kernel, padding of lone rows included
         return all(row_invariant(n, k) for n, k in set(shapes))
@@ -99,12 +108,12 @@ def linear_shapes(model: nn.Module) -> set[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class Precision:
-    name: str  # "fp32" | "bf16" | "fp16" | "int8" | "int4"
+    name: str  # "fp32" | "bf16" | "fp16" | "int8" | "int4" | "int4a8"
     dtype: torch.dtype  # activations, embeddings, norms (and all weights unless quantised)
 
     @property
     def quantized(self) -> bool:
-        return self.name in ("int8", "int4")
+        return self.name in QUANTIZED
 
 
 def resolve_precision(value: str | torch.dtype | Precision | None, device: torch.device) -> Precision:
@@ -114,7 +123,7 @@ def resolve_precision(value: str | torch.dtype | Precision | None, device: torch
     if value is None:
         value = DEFAULT_PRECISION.get(device.type, "fp32")
     if isinstance(value, torch.dtype):
-        names = {dt: name for name, dt in COMPUTE_DTYPES.items() if name not in ("int8", "int4")}
+        names = {dt: name for name, dt in COMPUTE_DTYPES.items() if name not in QUANTIZED}
         if value not in names:
             raise EngineError(f"unsupported dtype {value}; use one of {list(PRECISIONS)}")
         value = names[value]
@@ -122,6 +131,8 @@ def resolve_precision(value: str | torch.dtype | Precision | None, device: torch
         raise EngineError(f"unknown dtype/precision {value!r}; use one of {list(PRECISIONS)}")
     if value == "int4":
         check_int4_supported(device)
+    elif value == "int4a8":
+        check_int4a8_supported(device)
     return Precision(value, COMPUTE_DTYPES[value])
 
 
@@ -153,24 +164,26 @@ def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool |
         model = quantize_int8(model)
     elif precision.name == "int4":
         model = quantize_int4(model)
-    if precision.quantized and (dense_prefill_wanted() if dense_copies is None else dense_copies):
+    elif precision.name == "int4a8":
+        model = quantize_int4a8(model)
+    if precision.quantized and (dense_prefill_wanted(precision.name) if dense_copies is None else dense_copies):
         keep_dense_weights(model)
     on_cpu = model.device.type == "cpu"
     packed = on_cpu and precision.name == "fp32" and packed_wanted()
     if packed:
         pack_fp32_linears(model)
     if on_cpu and cpu_row_invariant(precision.name, shapes, packed=packed):
-        use_row_invariant_attention(model)
+        use_row_invariant_attention(model, attend_rows=precision.name == "int4a8")
     return model
 
 
 # ----------------------------------------------------------------------------- dense prefill
 
-_dense_pays: dict[int, bool] = {}
+_dense_pays: dict[tuple[int, str], bool] = {}
 DENSE_PREFILL_GAIN = 1.3  # keep bf16 copies only where a prompt-wide bf16 GEMM is this much faster
 
 
-def dense_prefill_wanted() -> bool:
+def dense_prefill_wanted(precision: str = "int4") -> bool:
     """CHATNEXUS_DENSE_PREFILL: "0" never keeps bf16 copies (saves 2 bytes per quantised weight,
     prompts then run on the quantised kernel), "1" always, "auto" (the default) where they pay."""
     choice = os.environ.get("CHATNEXUS_DENSE_PREFILL", "auto").strip().lower()
@@ -178,35 +191,42 @@ def dense_prefill_wanted() -> bool:
         return False
     if choice in ("1", "true", "yes", "on"):
         return True
-    return dense_prefill_pays()
+    return dense_prefill_pays(kernel="int4a8" if precision == "int4a8" else "int4")
 
 
-def dense_prefill_pays(rows: int = 256, shape: tuple[int, int] = (1536, 576)) -> bool:
-    """Is a prompt-wide bf16 GEMM >= DENSE_PREFILL_GAIN x faster than the int4 kernel on this CPU?
-    Measured once per process and thread count (~50 ms): on CPUs without native bf16 it is slower."""
-    threads = torch.get_num_threads()
-    if threads not in _dense_pays:
+def dense_prefill_pays(rows: int = 256, shape: tuple[int, int] = (1536, 576), kernel: str = "int4") -> bool:
+    """Is a prompt-wide bf16 GEMM >= DENSE_PREFILL_GAIN x faster than the quantised kernel (aten's
+    int4 one, or int4a8's) on this CPU? Measured once per process, thread count and kernel
+    (~50 ms): on CPUs without native bf16 it is slower, and int4a8's VNNI kernel is faster than
+    bf16 without AMX (docs/cpu-speed.md)."""
+    key = (torch.get_num_threads(), kernel)
+    if key not in _dense_pays:
         n, k = shape
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(rows, k, generator=gen).to(torch.bfloat16)
+        x = torch.randn(rows, k, generator=gen)
         weight = torch.randn(n, k, generator=gen).to(torch.bfloat16)
-        q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-        scales = torch.rand(k // INT4_GROUP_SIZE, n, 2, generator=gen).to(torch.bfloat16)
-
+        if kernel == "int4a8":
+            layer = Int4A8Linear(nn.Linear(k, n, bias=False))
+            run_quantised = lambda: layer(x)  # noqa: E731
+        else:
+            q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+            scales = torch.rand(k // INT4_GROUP_SIZE, n, 2, generator=gen).to(torch.bfloat16)
+            x16 = x.to(torch.bfloat16)
+            run_quantised = lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x16, packed,  # noqa: E731
+                                                                               INT4_GROUP_SIZE, scales)
         with torch.inference_mode():
-            dense = best_seconds(lambda: torch.nn.functional.linear(x, weight))
-            quantised = best_seconds(lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, INT4_GROUP_SIZE,
-                                                                                         scales))
-        _dense_pays[threads] = quantised >= DENSE_PREFILL_GAIN * dense
-    return _dense_pays[threads]
+            dense = best_seconds(lambda: torch.nn.functional.linear(x.to(torch.bfloat16), weight))
+            quantised = best_seconds(run_quantised)
+        _dense_pays[key] = quantised >= DENSE_PREFILL_GAIN * dense
+    return _dense_pays[key]
 
 
 def keep_dense_weights(model: nn.Module) -> None:
     """Give every quantised decoder linear (not the lm_head: a prompt needs 1 row of logits) its bf16 weight."""
     head = model.get_output_embeddings()
     for module in model.modules():
-        if isinstance(module, (Int8Linear, Int4Linear)) and module is not head:
+        if isinstance(module, DENSE_COPY_LINEARS) and module is not head:
             module.dense = module.weight.to(torch.bfloat16)
 
 
@@ -216,9 +236,14 @@ def direct_linear(module: nn.Module, dense: bool):
     lean forward (lean.py), built once per model; modules it does not know are called as is."""
     weight_dense = getattr(module, "dense", None) if dense else None
     bias = getattr(module, "bias", None)
-    if isinstance(module, (Int8Linear, Int4Linear)) and weight_dense is not None:
+    if isinstance(module, DENSE_COPY_LINEARS) and weight_dense is not None:
         def run(x):
             return _with_bias(_dense_mm(x, weight_dense), bias)
+    elif isinstance(module, VnniLinear):
+        kernel, packed, scales, n = module.kernel, module.packed, module.scales, module.out_features
+
+        def run(x):
+            return _with_bias(_vnni_mm(kernel, x, packed, scales, n), bias)
     elif isinstance(module, Int4Linear):
         packed, scales, group, n = module.packed, module.scales_and_zeros, module.group_size, module.out_features
 
@@ -470,3 +495,156 @@ def quantize_int4(model: nn.Module) -> nn.Module:
     fuse_shared_input_linears(model, make)
     _replace_linears(model, make)
     return quantize_int8(model)
+
+
+# ----------------------------------------------------------------------------- int4a8
+
+
+def check_int4a8_supported(device: torch.device) -> None:
+    """int4a8 runs ChatNexus' own AVX-512 VNNI kernels (kernels/q4a8.cpp), built once per machine."""
+    if device.type != "cpu":
+        raise EngineError(f"int4a8 is a CPU precision (asked for {device}); use bf16 or fp32 on CUDA")
+    from . import kernels
+
+    kernels.load()
+
+
+class VnniLinear(nn.Module):
+    """y = x W^T + b on kernels/q4a8.cpp: W quantised in blocks of 32 along the input, x quantised
+    to int8 per row and block of 32 inside the kernel (llama.cpp's Q4_1 x Q8_1 / Q8_0 x Q8_0
+    arithmetic). Each row is computed alone (row-invariant), so speculation stays lossless."""
+
+    kernel = ""  # the torch.ops.chatnexus op
+
+    def _finish(self, linear: nn.Linear, packed: torch.Tensor, scales: torch.Tensor) -> None:
+        from . import kernels
+
+        kernels.load()  # EngineError where they cannot run: better at load time than at the first reply
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales", scales)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+        self.dense: torch.Tensor | None = None  # bf16 weight for prompts (keep_dense_weights)
+
+    @staticmethod
+    def fits(linear: nn.Linear) -> bool:
+        return linear.in_features % INT4_GROUP_SIZE == 0 and linear.out_features % 16 == 0
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The de-quantised weight [N, K] (not per step)."""
+        return self.dequantized()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _dense_forward(self, x)
+        if y is None:
+            y = _vnni_mm(self.kernel, x, self.packed, self.scales, self.out_features)
+        return _with_bias(y, self.bias)
+
+
+def _vnni_mm(kernel: str, x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, n: int,
+             norm: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+    """x [..., K] -> [..., N]; with `norm`, RMSNorm(x) with that weight and eps first, in the same call."""
+    y = getattr(torch.ops.chatnexus, kernel)(x.reshape(-1, x.shape[-1]), packed, scales, n, norm, eps)
+    return y.reshape(*x.shape[:-1], n).to(x.dtype)
+
+
+def direct_norm_linear(norm_weight: torch.Tensor, eps: float, module: nn.Module, dense: bool):
+    """For the lean forward: a function computing module(RMSNorm(x)) in one kernel call where
+    `module` runs the int4a8 kernels (not inside a prompt pass with bf16 copies); else None.
+    The norm is the kernel's own fp32 loop (not bit for bit LlamaRMSNorm: int4a8 is this engine's
+    own precision, and plain and speculative decoding run the same call)."""
+    if not isinstance(module, VnniLinear) or (dense and module.dense is not None):
+        return None
+    kernel, packed, scales, n, bias = module.kernel, module.packed, module.scales, module.out_features, module.bias
+
+    def run(x):
+        return _with_bias(_vnni_mm(kernel, x, packed, scales, n, norm_weight, eps), bias)
+    return run
+
+
+def _blocks(linear: nn.Linear) -> torch.Tensor:
+    weight = linear.weight.detach().float()
+    n, k = weight.shape
+    return weight.reshape(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE)  # [N, B, 32]
+
+
+def _tiles(values: torch.Tensor) -> torch.Tensor:
+    """[N, B] per-block values -> [N/16, B, 16]: a tile's 16 outputs side by side, block by block."""
+    n, b = values.shape
+    return values.reshape(n // 16, 16, b).permute(0, 2, 1)
+
+
+class Int4A8Linear(VnniLinear):
+    """int4 weights as GGUF's Q4_1: W[n, g] = d * q + m, q in 0..15, d and m fp16 per block of 32
+    (the de-quantised Q4_1 weights give back exactly their q, d and m)."""
+
+    kernel = "int4a8_linear"
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        groups = _blocks(linear)
+        lo, hi = groups.amin(-1), groups.amax(-1)  # [N, B]
+        d = ((hi - lo) / 15).clamp(min=1e-8).half()
+        m = lo.half()
+        q = ((groups - m.float()[..., None]) / d.float()[..., None]).round().clamp(0, 15).to(torch.uint8)
+        n, blocks = d.shape
+        # k = 32 b + 8 i + 4 h + r  ->  [tile, b, i, output, r] bytes, h = 0 low nibble, 1 high
+        v = q.reshape(n // 16, 16, blocks, 4, 2, 4).permute(0, 2, 3, 1, 5, 4)
+        packed = (v[..., 0] | (v[..., 1] << 4)).contiguous().reshape(-1)
+        scales = torch.stack((_tiles(d), _tiles(m)), 2).contiguous().reshape(-1)  # [tile, b, (d, m), 16]
+        self._finish(linear, packed, scales)
+
+    def dequantized(self) -> torch.Tensor:
+        n, k = self.out_features, self.in_features
+        tiles, blocks = n // 16, k // INT4_GROUP_SIZE
+        v = self.packed.reshape(tiles, blocks, 4, 16, 4)
+        q = torch.stack((v & 0x0F, v >> 4), -1)  # [tile, b, i, output, r, h]
+        q = q.permute(0, 3, 1, 2, 5, 4).reshape(n, k).float()
+        scales = self.scales.reshape(tiles, blocks, 2, 16).float()
+        d, m = (scales[:, :, j].permute(0, 2, 1).reshape(n, blocks) for j in (0, 1))
+        return (q.reshape(n, blocks, -1) * d[..., None] + m[..., None]).reshape(n, k)
+
+
+class Int8A8Linear(VnniLinear):
+    """int8 weights as GGUF's Q8_0: W[n, g] = d * q, q in -127..127, d fp16 per block of 32."""
+
+    kernel = "int8a8_linear"
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        groups = _blocks(linear)
+        d = (groups.abs().amax(-1) / 127).clamp(min=1e-8).half()  # [N, B]
+        q = (groups / d.float()[..., None]).round().clamp(-127, 127).to(torch.int16)
+        n, blocks = d.shape
+        # k = 32 b + 4 j + r  ->  [tile, b, j, output, r], stored as q + 128
+        v = (q + 128).to(torch.uint8).reshape(n // 16, 16, blocks, 8, 4).permute(0, 2, 3, 1, 4)
+        self._finish(linear, v.contiguous().reshape(-1), _tiles(d).contiguous().reshape(-1))
+
+    def dequantized(self) -> torch.Tensor:
+        n, k = self.out_features, self.in_features
+        tiles, blocks = n // 16, k // INT4_GROUP_SIZE
+        q = self.packed.reshape(tiles, blocks, 8, 16, 4).permute(0, 3, 1, 2, 4).reshape(n, blocks, 32).float() - 128
+        d = self.scales.reshape(tiles, blocks, 16).float().permute(0, 2, 1).reshape(n, blocks)
+        return (q * d[..., None]).reshape(n, k)
+
+
+def quantize_int4a8(model: nn.Module) -> nn.Module:
+    """Decoder linears -> Int4A8Linear (q/k/v and gate/up fused), the lm_head -> Int8A8Linear (the GGUF
+    stores it as Q8_0); any linear whose shape the kernels do not take -> Int8Linear."""
+    if model.device.type != "cpu":
+        raise EngineError("int4a8 is a CPU precision; use bf16 or fp32 on CUDA")
+    _untie_lm_head(model)
+    head = model.get_output_embeddings()
+
+    def make(linear: nn.Linear) -> VnniLinear | None:
+        if not VnniLinear.fits(linear):
+            return None
+        return Int8A8Linear(linear) if linear is head else Int4A8Linear(linear)
+
+    fuse_shared_input_linears(model, make)
+    _replace_linears(model, make)
+    return quantize_int8(model)
+
+
+DENSE_COPY_LINEARS = (Int8Linear, Int4Linear, VnniLinear)

@@ -8,7 +8,7 @@ On CPU, once per (target, CPU model, torch version, thread count), and cached as
 
 1. fp32 answers the shipped calibration prompts (inference/data/support_prompts.jsonl, the
    first `prompts`, greedy, `reply_tokens` each) — the reference replies.
-2. Each candidate (int4, int8; fp32 is the reference) is built from a copy of the fp32
+2. Each candidate (int4a8, int4, int8; fp32 is the reference) is built from a copy of the fp32
    model and reads the prompts + reference replies in one forward each (teacher forcing):
    - agreement: how often its argmax is the token fp32 chose — the chance a greedy reply
      continues exactly as fp32's would, token by token;
@@ -48,10 +48,10 @@ from .precision import DEFAULT_PRECISION, Precision, apply_precision, resolve_pr
 from .threads import cpu_features, cpu_name
 
 AUTO = "auto"
-CANDIDATES = ("int4", "int8")  # besides fp32, the reference
+CANDIDATES = ("int4a8", "int4", "int8")  # besides fp32, the reference (int4a8 where its kernels build)
 MIN_AGREEMENT = 0.95
 MAX_KL = 0.01
-PROBE_VERSION = 5  # bump when what a step costs, or how it is timed, changes (2: in-place KV cache, dense prefill; 3: lean forward; 4: interleaved timing; 5: packed fp32)
+PROBE_VERSION = 6  # bump when what a step costs, or how it is timed, changes (2: in-place KV cache, dense prefill; 3: lean forward; 4: interleaved timing; 5: packed fp32; 6: int4a8)
 CALIBRATION_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "support_prompts.jsonl"
 
 

@@ -15,6 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from inference.engine.attention import prompt_pass
 from inference.engine.forward import PREFILL_CHUNK, cache_argument, crop, extend, new_cache, prefill
+from inference.engine.kernels import missing_cpu_flags
 from inference.engine.lean import LeanLlama, lean_forward
 from inference.engine.loading import BUNDLED_TARGET, load_model
 from inference.engine.precision import apply_precision, resolve_precision
@@ -63,6 +64,27 @@ def test_the_bundled_model_gets_its_own_logits_bit_for_bit(precision):
         assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
         assert torch.equal(ours, theirs)
     assert torch.equal(lean_keys, hf_keys)
+
+
+@pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
+def test_int4a8_fuses_each_norm_into_its_kernel_call_and_stays_close():
+    """int4a8's lean forward runs norm + q/k/v, norm + gate/up and the final norm + lm_head as one
+    kernel call each (the kernel's own fp32 RMSNorm): close to the model's own forward, not bit
+    for bit. Plain and speculative decoding both run the lean forward, so speculation stays lossless
+    (test_precision.py, test_row_invariance.py)."""
+    model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype="int4a8")
+    runner = lean_forward(model)
+    layer = runner.layers[False][0]
+    assert layer.norm_qkv is not None and layer.norm_gate_up is not None and runner.norm_head is not None
+    assert runner.rotary_kernel
+    lean_logits, _ = run(model, lambda m, c, x, s, k: extend(m, cache_argument(m), c, x, s, k))
+    hf_logits, _ = run(model, hf_extend)
+    agree = total = 0
+    for ours, theirs in zip(lean_logits, hf_logits):
+        assert ours.shape == theirs.shape
+        assert (ours - theirs).abs().max() < 0.05 * theirs.abs().max()
+        agree, total = agree + int((ours.argmax(-1) == theirs.argmax(-1)).sum()), total + ours.shape[-2]
+    assert agree >= 0.75 * total  # random tokens: flat distributions, near-ties flip
 
 
 def test_a_reused_prefix_and_prefill_from_an_offset_match_too():

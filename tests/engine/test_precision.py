@@ -9,9 +9,12 @@ from torch import nn
 
 from inference.engine import Engine, EngineError, load_model
 from inference.engine.packed import PackedLinear
-from inference.engine.precision import Int4Linear, Int8Linear, resolve_precision
+from inference.engine.kernels import missing_cpu_flags
+from inference.engine.precision import Int4Linear, Int8Linear, VnniLinear, resolve_precision
 
-PRECISIONS = ["fp32", "bf16", "int8", "int4"]
+# int4a8 runs our AVX-512 VNNI kernels: on a CPU without them it is refused (test_q4a8.py)
+needs_vnni = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
+PRECISIONS = ["fp32", "bf16", "int8", "int4", pytest.param("int4a8", marks=needs_vnni)]
 PROMPTS = ["Hello there, how are you today? Hello there, how", "abcabcabcabc",
            [{"role": "user", "content": "Refunds within 30 days. Refunds within 30 days. Refunds"}]]
 
@@ -24,7 +27,7 @@ def precision_engine(request, tiny_target_dir, tiny_draft_dir) -> Engine:
 def test_it_loads_and_generates_at_each_precision(precision_engine):
     result = precision_engine.generate("Hello", max_new_tokens=12, drafter="none")
     assert len(result.token_ids) > 0
-    assert precision_engine.precision.name in PRECISIONS
+    assert precision_engine.precision.name in ("fp32", "bf16", "int8", "int4", "int4a8")
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["text", "repeats", "chat"])
@@ -49,6 +52,8 @@ def test_the_draft_model_runs_at_the_targets_precision(precision_engine):
         assert Int8Linear in kinds and nn.Linear not in kinds
     elif precision_engine.precision.name == "int4":
         assert Int4Linear in kinds
+    elif precision_engine.precision.name == "int4a8":
+        assert any(issubclass(kind, VnniLinear) for kind in kinds) and nn.Linear not in kinds
     else:
         assert next(draft.parameters()).dtype == precision_engine.precision.dtype
 
@@ -97,7 +102,7 @@ def test_the_default_is_fp32_on_cpu_and_cuda():
     assert resolve_precision("bf16", torch.device("cuda")).name == "bf16"
 
 
-@pytest.mark.parametrize("precision", ["int8", "int4"])
+@pytest.mark.parametrize("precision", ["int8", "int4", pytest.param("int4a8", marks=needs_vnni)])
 def test_the_bundled_model_stays_lossless_with_drafts_at_reduced_precision(precision):
     """Once an xfail (int8: the lookup reply left the plain one at token 30 of the first prompt);
     row-invariant attention (attention.py) fixed it by construction."""

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from inference.engine import Engine
+from inference.engine.kernels import missing_cpu_flags
 from inference.engine.precision_probe import choose_precision, measure, probe
 
 CPU = torch.device("cpu")
@@ -23,7 +24,8 @@ def loose(tiny_target_dir) -> dict:
 
 def test_it_measures_every_candidate_against_fp32(loose):
     results = loose["results"]
-    assert set(results) == {"fp32", "int8", "int4"}
+    assert set(results) == {"fp32", "int8", "int4", "int4a8"}
+    assert ("error" in results["int4a8"]) == bool(missing_cpu_flags())  # measured wherever its kernels run
     assert results["fp32"] == {**results["fp32"], "agreement": 1.0, "kl": 0.0, "faithful": True}
     for name in ("int8", "int4"):
         r = results[name]

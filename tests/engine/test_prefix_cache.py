@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from inference.engine import Engine
-from inference.engine.attention import prompt_pass
-from inference.engine.forward import PREFILL_CHUNK, cache_argument, extend, new_cache, prefill
+from inference.engine.forward import PREFILL_CHUNK, cache_argument, new_cache, prefill
+from inference.engine.kernels import missing_cpu_flags
 from inference.engine.loading import BUNDLED_TARGET, load_model
 from inference.engine.prefix_cache import PrefixCache, cache_bytes
 
@@ -95,20 +95,20 @@ def test_a_reused_prefix_gives_the_fresh_prefills_cache_and_logits_bit_for_bit(t
         assert torch.equal(reused_logits, fresh_logits) and same_cache(cache, fresh), question
 
 
-def test_on_the_bundled_model_too_and_one_unchunked_pass_would_not_be():
-    """The bundled target at int4 (bf16 prompt copies) and fp32, on 1 thread (the suite's) and
-    2 (a worker's on these machines): reuse at a chunk boundary is exact; encoding the same
-    prompt in one pass instead is not (what the chunks are for) at some thread count — which
-    one is the CPU's: on the EPYCs already on 1 thread, on a Xeon with AMX only on 2, where the
-    1-thread kernels happen to give a 293-row pass the bits of 128-row chunks."""
+def test_on_the_bundled_model_too_at_every_thread_count():
+    """The bundled target at int4, int4a8 (where this CPU runs it) and fp32, on 1 thread (the
+    suite's) and 2 (a worker's on these machines): reuse at a chunk boundary is exact. Encoding
+    the same prompt in one pass instead is not, on some CPUs (the EPYCs on 1 thread, a Xeon with
+    AMX on 2): what the chunks are for. On others (the fourteenth session's Xeon without AMX) one
+    pass happens to give the chunks' bits, so that part is a property of the CPU, not asserted."""
     gen = torch.Generator().manual_seed(5)
     ids = torch.randint(100, 20000, (1, PREFILL_CHUNK * 2 + 37), generator=gen)
     threads = torch.get_num_threads()
-    one_pass_differs = []
+    precisions = ("int4", "fp32") + (() if missing_cpu_flags() else ("int4a8",))
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            for precision in ("int4", "fp32"):
+            for precision in precisions:
                 model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype=precision)
                 arg = cache_argument(model)
                 with torch.inference_mode():
@@ -117,14 +117,9 @@ def test_on_the_bundled_model_too_and_one_unchunked_pass_would_not_be():
                     shared = new_cache(model)
                     prefill(model, arg, shared, ids[:, :PREFILL_CHUNK * 2])
                     reused_logits = prefill(model, arg, shared, ids[:, PREFILL_CHUNK * 2:], start=PREFILL_CHUNK * 2)
-                    with prompt_pass():
-                        one_pass = extend(model, arg, new_cache(model), ids, start=0, keep=1)
                 assert torch.equal(reused_logits, fresh_logits) and same_cache(shared, fresh), (precision, count)
-                if precision == "int4":
-                    one_pass_differs.append(not torch.equal(one_pass, fresh_logits))
     finally:
         torch.set_num_threads(threads)
-    assert any(one_pass_differs)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int4"])

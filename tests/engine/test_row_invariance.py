@@ -13,7 +13,10 @@ from inference.engine.attention import NAME, row_invariant_attention
 from inference.engine.forward import cache_argument, crop, extend, new_cache, prefill
 from inference.engine.loading import BUNDLED_TARGET, load_model
 from inference.engine.packed import PackedLinear
+from inference.engine.kernels import missing_cpu_flags
 from inference.engine.precision import Int4Linear, Int8Linear, cpu_row_invariant
+
+needs_vnni = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
 
 
 def verify_vs_steps(model, widths=(2, 5, 17, 33)) -> float:
@@ -36,7 +39,7 @@ def verify_vs_steps(model, widths=(2, 5, 17, 33)) -> float:
     return worst
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4", pytest.param("int4a8", marks=needs_vnni)])
 def test_the_bundled_model_verifies_bit_for_bit_like_it_decodes(precision):
     model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype=precision)
     if cpu_row_invariant(precision):
@@ -58,7 +61,8 @@ def test_the_bundled_model_at_fp32_verifies_bit_for_bit_like_it_decodes_and_stoc
 
 
 def test_int8_and_int4_are_row_invariant_on_every_cpu():
-    assert cpu_row_invariant("int8") and cpu_row_invariant("int4") and not cpu_row_invariant("fp32")
+    assert cpu_row_invariant("int8") and cpu_row_invariant("int4") and cpu_row_invariant("int4a8")
+    assert not cpu_row_invariant("fp32")
 
 
 def test_fused_attention_would_differ_at_int8():

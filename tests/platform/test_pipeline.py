@@ -21,7 +21,7 @@ def test_it_turns_a_stored_message_into_a_stored_reply_with_stats(transactional_
     assert reply.stats["new_tokens"] > 0 and reply.stats["target_forwards"] > 0
     assert reply.latency_s > 0 and reply.tokens_per_s > 0 and reply.ttft_s is not None
     assert acme_bot.drafter == "" and reply.stats["drafter"] == "suffix"  # no choice: the platform default
-    assert reply.stats["precision"] in ("fp32", "int8", "int4")  # CHATNEXUS_DTYPE=auto: measured by the worker
+    assert reply.stats["precision"] in ("fp32", "int8", "int4", "int4a8")  # CHATNEXUS_DTYPE=auto: measured by the worker
     received.message.refresh_from_db()
     assert received.message.reply_state == "done"
     wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="delivery")

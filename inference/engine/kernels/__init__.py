@@ -1,0 +1,124 @@
+"""ChatNexus' own CPU kernels: int4/int8 weights x int8 activations on AVX-512 VNNI (q4a8.cpp).
+
+    from inference.engine import kernels
+    kernels.load()          # builds once per machine and torch version (~1 min), then loads; EngineError if it cannot
+    torch.ops.chatnexus.int4a8_linear(x, packed, scales, n)
+
+Why our own: aten's int4 CPU kernel (the one torchao's CPU int4 path uses too, and the one
+inductor's generated kernel ties) multiplies ~3.4 weights per cycle per core on bf16
+activations; llama.cpp's approach — activations quantised to int8 per block of 32, exact
+integer dot products with VNNI — does several times that. No well-kept library ships it for
+torch on x86 today (intel-extension-for-pytorch's last release needs torch 2.8; torchao's
+PyPI wheels carry CUDA kernels only), so it is ~150 lines of C++ here, built with torch's own
+extension builder (a C++ compiler and ninja are needed; without them the precision is not
+offered, and `auto` picks among the others).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import platform
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from ..errors import EngineError
+from ..threads import cpu_features
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("q4a8.cpp")
+# what q4a8.cpp is compiled for (and must find on the CPU running it)
+REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512_vnni", "f16c", "fma")
+CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mf16c", "-mfma"]
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "loaded": True, or "error": the EngineError raised the first time
+
+
+def missing_cpu_flags() -> list[str]:
+    have = set(cpu_features().split(","))
+    return [flag for flag in REQUIRED_FLAGS if flag not in have]
+
+
+def build_dir() -> Path:
+    from ..loading import model_cache_dir
+
+    return model_cache_dir("kernels")
+
+
+def _ninja() -> str | None:
+    """ninja on PATH, or the one the `ninja` wheel installs next to this interpreter."""
+    found = shutil.which("ninja")
+    if found:
+        return found
+    if importlib.util.find_spec("ninja") is not None:
+        candidate = Path(sys.executable).parent / "ninja"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def load() -> None:
+    """Build (first time on this machine and torch version) and load the kernels; EngineError
+    saying why where that cannot be done. Safe to call often: the outcome is remembered."""
+    with _lock:
+        if "error" in _state:
+            raise _state["error"]  # type: ignore[misc]
+        if _state.get("loaded"):
+            return
+        try:
+            _build_and_load()
+        except EngineError as e:
+            _state["error"] = e
+            raise
+        _state["loaded"] = True
+
+
+def available() -> bool:
+    try:
+        load()
+    except EngineError:
+        return False
+    return True
+
+
+def load_error() -> str | None:
+    """Why load() failed (None when it has not, or has not been called)."""
+    error = _state.get("error")
+    return None if error is None else str(error)
+
+
+def _build_and_load() -> None:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise EngineError(f"the int4a8 kernels are written for x86-64 with AVX-512 VNNI (this is {platform.machine()}); "
+                          "use int4 or int8")
+    missing = missing_cpu_flags()
+    if missing:
+        raise EngineError(f"the int4a8 kernels need AVX-512 VNNI; this CPU lacks {', '.join(missing)}: use int4 or int8")
+    ninja = _ninja()
+    if ninja is None:
+        raise EngineError("building the int4a8 kernels needs ninja (pip install ninja) and a C++ compiler; use int4 or int8")
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(CFLAGS).encode() + torch.__version__.encode()).hexdigest()[:12]
+    name = f"chatnexus_q4a8_{digest}"
+    directory = build_dir() / name
+    directory.mkdir(parents=True, exist_ok=True)
+    library = directory / f"{name}.so"
+    try:
+        if library.is_file():
+            torch.ops.load_library(str(library))
+            return
+        from torch.utils import cpp_extension
+
+        os.environ["PATH"] = f"{Path(ninja).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        log.info("building the int4a8 CPU kernels in %s (once per machine and torch version)", directory)
+        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(directory),
+                           is_python_module=False, verbose=False)
+    except Exception as e:  # a compiler error, a missing header, a stale library: say so, serve another precision
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EngineError(f"could not build or load the int4a8 kernels ({first}); use int4 or int8") from e

@@ -1,0 +1,380 @@
+// int4 / int8 weights x int8 activations on AVX-512 VNNI, one row at a time (row-invariant).
+//
+// The arithmetic of llama.cpp's Q4_1 x Q8_1 and Q8_0 x Q8_0 dot products: activations are
+// quantised per row in blocks of 32 (d = max|x| / 127, a = round(x / d)), each block's integer
+// dot product is exact (vpdpbusd), and blocks are summed in fp32 in order:
+//   int4: y[n] = sum_b  d_w[n,b] * d_a[b] * sum_i q[n,i] a[i]   +   m_w[n,b] * d_a[b] * sum_i a[i]
+//   int8: y[n] = sum_b  d_w[n,b] * d_a[b] * sum_i q[n,i] a[i]
+// Lanes are 16 outputs; each row's instructions are the same whatever the other rows (and the
+// thread split is over outputs only), so a row's result never depends on the batch around it:
+// the property lossless verification needs (tests/engine/test_q4a8.py).
+//
+// Weight layout (packed once by precision.py), per tile of 16 outputs t and block of 32 inputs b:
+//   int4: 256 bytes = 4 x [16 outputs][4 bytes]; in group i, output j's byte r holds
+//         q[16t+j, 32b+8i+r] in its low nibble and q[16t+j, 32b+8i+4+r] in its high one;
+//         scales: [16 x fp16 d][16 x fp16 m]
+//   int8: 512 bytes = 8 x [16 outputs][4 bytes], q + 128 as uint8 (vpdpbusd multiplies unsigned
+//         by signed bytes; the +128 is taken back with 128 * sum(a)); scales: [16 x fp16 d].
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kTile = 16;
+constexpr int64_t kRows = 8;  // rows sharing one pass over a tile's weights
+
+struct QuantRows {
+  at::Tensor q, d, s, isum;  // int8 [M, K]; fp32 [M, B]: d, d * sum(a); int32 [M, B]: sum(a)
+};
+
+QuantRows quantize_rows(const at::Tensor& x) {
+  const int64_t m = x.size(0), k = x.size(1), blocks = k / kBlock;
+  QuantRows out{at::empty({m, k}, at::kChar), at::empty({m, blocks}, at::kFloat), at::empty({m, blocks}, at::kFloat),
+                at::empty({m, blocks}, at::kInt)};
+  const float* xp = x.data_ptr<float>();
+  int8_t* qp = out.q.data_ptr<int8_t>();
+  float* dp = out.d.data_ptr<float>();
+  float* sp = out.s.data_ptr<float>();
+  int32_t* ip = out.isum.data_ptr<int32_t>();
+  for (int64_t i = 0; i < m * blocks; ++i) {
+    const float* xb = xp + i * kBlock;
+    const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = amax / 127.0f;
+    const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv));  // round half to even
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + i * kBlock), _mm512_cvtsepi32_epi8(i0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + i * kBlock + 16), _mm512_cvtsepi32_epi8(i1));
+    const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    dp[i] = d;
+    sp[i] = d * static_cast<float>(sum);
+    ip[i] = sum;
+  }
+  return out;
+}
+
+inline __m512i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// R rows x T tiles of 16 outputs at once: T > 1 gives a single row independent chains to
+// overlap (a block's eight vpdpbusd into one accumulator would wait on each other), and each
+// block's integer dot product is split over two accumulators (even and odd groups), summed
+// exactly before the fp32 part. Per output the fp32 arithmetic is the same whatever R and T.
+template <int R, int T>
+void int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_t tile_scales, int64_t blocks,
+                int64_t k, const QuantRows& a, int64_t row, float* y, int64_t n) {
+  const int8_t* aq = a.q.data_ptr<int8_t>() + row * k;
+  const float* ad = a.d.data_ptr<float>() + row * blocks;
+  const float* as = a.s.data_ptr<float>() + row * blocks;
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 acc[T][R];
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m512i even[T][R], odd[T][R];
+    for (int t = 0; t < T; ++t)
+      for (int r = 0; r < R; ++r) even[t][r] = odd[t][r] = _mm512_setzero_si512();
+    for (int i = 0; i < 4; ++i) {
+      for (int t = 0; t < T; ++t) {
+        const __m512i packed = _mm512_loadu_si512(w + t * tile_bytes + b * 256 + 64 * i);
+        const __m512i lo = _mm512_and_si512(packed, low);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
+        for (int r = 0; r < R; ++r) {
+          const int8_t* ab = aq + r * k + b * kBlock + 8 * i;
+          even[t][r] = _mm512_dpbusd_epi32(even[t][r], lo, broadcast4(ab));
+          odd[t][r] = _mm512_dpbusd_epi32(odd[t][r], hi, broadcast4(ab + 4));
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const uint16_t* st = sc + t * tile_scales + b * 32;
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(st)));
+      const __m512 mn = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(st + 16)));
+      for (int r = 0; r < R; ++r) {
+        const __m512i dot = _mm512_add_epi32(even[t][r], odd[t][r]);
+        acc[t][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(ad[r * blocks + b])),
+                                    acc[t][r]);
+        acc[t][r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(as[r * blocks + b]), acc[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * n + t * kTile, acc[t][r]);
+}
+
+template <int R, int T>
+void int8_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_t tile_scales, int64_t blocks,
+                int64_t k, const QuantRows& a, int64_t row, float* y, int64_t n) {
+  const int8_t* aq = a.q.data_ptr<int8_t>() + row * k;
+  const float* ad = a.d.data_ptr<float>() + row * blocks;
+  const int32_t* ai = a.isum.data_ptr<int32_t>() + row * blocks;
+  __m512 acc[T][R];
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m512i even[T][R], odd[T][R];
+    for (int t = 0; t < T; ++t)
+      for (int r = 0; r < R; ++r) even[t][r] = odd[t][r] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; j += 2) {
+      for (int t = 0; t < T; ++t) {
+        const uint8_t* wb = w + t * tile_bytes + b * 512 + 64 * j;
+        const __m512i w0 = _mm512_loadu_si512(wb), w1 = _mm512_loadu_si512(wb + 64);
+        for (int r = 0; r < R; ++r) {
+          const int8_t* ab = aq + r * k + b * kBlock + 4 * j;
+          even[t][r] = _mm512_dpbusd_epi32(even[t][r], w0, broadcast4(ab));
+          odd[t][r] = _mm512_dpbusd_epi32(odd[t][r], w1, broadcast4(ab + 4));
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + t * tile_scales + b * 16)));
+      for (int r = 0; r < R; ++r) {
+        const __m512i dot = _mm512_add_epi32(even[t][r], odd[t][r]);
+        const __m512i exact = _mm512_sub_epi32(dot, _mm512_set1_epi32(128 * ai[r * blocks + b]));
+        acc[t][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(d, _mm512_set1_ps(ad[r * blocks + b])),
+                                    acc[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * n + t * kTile, acc[t][r]);
+}
+
+using TileFn = void (*)(const uint8_t*, const uint16_t*, int64_t, int64_t, int64_t, int64_t, const QuantRows&, int64_t,
+                        float*, int64_t);
+constexpr int kGroup[] = {0, 4, 4, 2, 2, 1, 1, 1, 1};  // tiles taken together for 1..8 rows
+
+
+// x * rsqrt(mean(x^2) + eps) * weight per row (RMSNorm), in fp32, before the kernel quantises it
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight_in, double eps) {
+  const int64_t m = x.size(0), k = x.size(1);
+  TORCH_CHECK(weight_in.numel() == k, "norm weight must have K values");
+  const at::Tensor weight = weight_in.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty({m, k}, at::kFloat);
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = xp + r * k;
+    __m512 squares = _mm512_setzero_ps();
+    for (int64_t i = 0; i < k; i += 16) {
+      const __m512 v = _mm512_loadu_ps(row + i);
+      squares = _mm512_fmadd_ps(v, v, squares);
+    }
+    const float scale = 1.0f / std::sqrt(_mm512_reduce_add_ps(squares) / static_cast<float>(k) + static_cast<float>(eps));
+    const __m512 s = _mm512_set1_ps(scale);
+    for (int64_t i = 0; i < k; i += 16)
+      _mm512_storeu_ps(op + r * k + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(row + i), s), _mm512_loadu_ps(wp + i)));
+  }
+  return out;
+}
+
+at::Tensor run(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& scales, int64_t n, bool int4,
+               const std::optional<at::Tensor>& norm, double eps) {
+  TORCH_CHECK(x_in.dim() == 2, "x must be [M, K]");
+  TORCH_CHECK(weight.scalar_type() == at::kByte && weight.is_contiguous(), "weight must be packed uint8");
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.is_contiguous(), "scales must be packed fp16");
+  at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const int64_t m = x.size(0), k = x.size(1);
+  TORCH_CHECK(k % kBlock == 0 && n % kTile == 0, "K must be a multiple of 32 and N of 16");
+  if (norm.has_value()) x = rms_norm(x, *norm, eps);
+  const int64_t blocks = k / kBlock, tiles = n / kTile;
+  const int64_t tile_bytes = blocks * (int4 ? 256 : 512), tile_scales = blocks * (int4 ? 32 : 16);
+  TORCH_CHECK(weight.numel() == tiles * tile_bytes && scales.numel() == tiles * tile_scales,
+              "packed weight/scales do not match N and K");
+  at::Tensor y = at::empty({m, n}, at::kFloat);
+  if (m == 0) return y;
+  const QuantRows a = quantize_rows(x);
+  const uint8_t* wp = weight.data_ptr<uint8_t>();
+  const uint16_t* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
+  float* yp = y.data_ptr<float>();
+  // [rows - 1][0]: one tile at a time; [rows - 1][1]: kGroup[rows] tiles at a time
+  static const TileFn int4_fns[][2] = {
+      {int4_tiles<1, 1>, int4_tiles<1, 4>}, {int4_tiles<2, 1>, int4_tiles<2, 4>}, {int4_tiles<3, 1>, int4_tiles<3, 2>},
+      {int4_tiles<4, 1>, int4_tiles<4, 2>}, {int4_tiles<5, 1>, int4_tiles<5, 1>}, {int4_tiles<6, 1>, int4_tiles<6, 1>},
+      {int4_tiles<7, 1>, int4_tiles<7, 1>}, {int4_tiles<8, 1>, int4_tiles<8, 1>}};
+  static const TileFn int8_fns[][2] = {
+      {int8_tiles<1, 1>, int8_tiles<1, 4>}, {int8_tiles<2, 1>, int8_tiles<2, 4>}, {int8_tiles<3, 1>, int8_tiles<3, 2>},
+      {int8_tiles<4, 1>, int8_tiles<4, 2>}, {int8_tiles<5, 1>, int8_tiles<5, 1>}, {int8_tiles<6, 1>, int8_tiles<6, 1>},
+      {int8_tiles<7, 1>, int8_tiles<7, 1>}, {int8_tiles<8, 1>, int8_tiles<8, 1>}};
+  const auto& fns = int4 ? int4_fns : int8_fns;
+  at::parallel_for(0, tiles, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t row = 0; row < m; row += kRows) {
+      const int64_t rows = std::min(kRows, m - row), group = kGroup[rows];
+      for (int64_t t = begin; t < end;) {
+        const bool grouped = group > 1 && t + group <= end;
+        fns[rows - 1][grouped](wp + t * tile_bytes, sp + t * tile_scales, tile_bytes, tile_scales, blocks, k, a, row,
+                               yp + row * n + t * kTile, n);
+        t += grouped ? group : 1;
+      }
+    }
+  });
+  return y;
+}
+
+at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales, int64_t n,
+                       const std::optional<at::Tensor>& norm, double eps) {
+  return run(x, weight, scales, n, true, norm, eps);
+}
+
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales, int64_t n,
+                       const std::optional<at::Tensor>& norm, double eps) {
+  return run(x, weight, scales, n, false, norm, eps);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Attention of W query rows over a cache, each row alone: row j of [1, H, W, D] sees keys
+// 0 .. L - W + j (the cache, then the block's rows up to itself). Same code for every row
+// whatever W, and threads split (row, head) pairs only: row-invariant like the linears.
+// Replaces one SDPA call per row (~30 us of set-up each for a single query row) in
+// attention.py's row loop for int4a8 models.
+
+// e^x for x <= 0 (softmax after subtracting the max): Cody-Waite range reduction, degree-6
+// polynomial, relative error ~2e-7.
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+void attend_one(const float* q, const float* k, const float* v, int64_t k_stride, int64_t v_stride, int64_t keys,
+                int64_t dim, float scale, float* scores, float* out) {
+  const int64_t chunks = dim / 16;
+  __m512 qv[16];
+  for (int64_t c = 0; c < chunks; ++c) qv[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), _mm512_set1_ps(scale));
+  float best = -INFINITY;
+  for (int64_t t = 0; t < keys; ++t) {
+    const float* kt = k + t * k_stride;
+    __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt));
+    for (int64_t c = 1; c < chunks; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kt + 16 * c), acc);
+    const float s = _mm512_reduce_add_ps(acc);
+    scores[t] = s;
+    best = s > best ? s : best;
+  }
+  const __m512 top = _mm512_set1_ps(best);
+  __m512 total = _mm512_setzero_ps();
+  int64_t t = 0;
+  for (; t + 16 <= keys; t += 16) {
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(scores + t), top));
+    _mm512_storeu_ps(scores + t, e);
+    total = _mm512_add_ps(total, e);
+  }
+  if (t < keys) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (keys - t)) - 1);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, scores + t), top));
+    _mm512_mask_storeu_ps(scores + t, tail, e);
+    total = _mm512_add_ps(total, _mm512_maskz_mov_ps(tail, e));
+  }
+  const float inverse = 1.0f / _mm512_reduce_add_ps(total);
+  __m512 acc[16];
+  for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t u = 0; u < keys; ++u) {
+    const __m512 p = _mm512_set1_ps(scores[u]);
+    const float* vt = v + u * v_stride;
+    for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vt + 16 * c), acc[c]);
+  }
+  for (int64_t c = 0; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(inverse)));
+}
+
+at::Tensor attend_rows(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, double scale) {
+  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4 && query.size(0) == 1, "[1, H, W, D] tensors");
+  TORCH_CHECK(query.scalar_type() == at::kFloat && key.scalar_type() == at::kFloat && value.scalar_type() == at::kFloat,
+              "fp32 query, key and value");
+  const int64_t heads = query.size(1), width = query.size(2), dim = query.size(3);
+  const int64_t kv_heads = key.size(1), length = key.size(2);
+  TORCH_CHECK(dim % 16 == 0 && dim <= 256, "head size must be a multiple of 16, at most 256");
+  TORCH_CHECK(heads % kv_heads == 0 && length >= width && value.size(2) == length, "shapes do not match");
+  TORCH_CHECK(key.stride(3) == 1 && value.stride(3) == 1, "key and value rows must be contiguous");
+  const at::Tensor q = query.contiguous();
+  at::Tensor out = at::empty({1, width, heads, dim}, at::kFloat);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = key.data_ptr<float>();
+  const float* vp = value.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t group = heads / kv_heads, start = length - width;
+  at::parallel_for(0, width * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(length) + 16);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t row = i / heads, head = i % heads, kv = head / group;
+      attend_one(qp + (head * width + row) * dim, kp + kv * key.stride(1), vp + kv * value.stride(1), key.stride(2),
+                 value.stride(2), start + row + 1, dim, static_cast<float>(scale), scores.data(),
+                 op + (row * heads + head) * dim);
+    }
+  });
+  return out;
+}
+
+// Rotary embedding of the query and key heads of a fused q/k/v output [1, T, C] (the first
+// `rotated` columns), as transformers' apply_rotary_pos_emb: x * cos + rotate_half(x) * sin,
+// with a multiply, a multiply and an add rounded separately (no fused multiply-add), so the
+// bits are those of the torch ops. cos, sin: [T, D]. Returns [1, rotated / D, T, D].
+at::Tensor rotary_qk(const at::Tensor& qkv_in, const at::Tensor& cos_in, const at::Tensor& sin_in, int64_t rotated,
+                     int64_t dim) {
+  TORCH_CHECK(qkv_in.dim() == 3 && qkv_in.size(0) == 1 && qkv_in.scalar_type() == at::kFloat, "fp32 [1, T, C] q/k/v");
+  const at::Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+  const int64_t width = qkv.size(1), columns = qkv.size(2), heads = rotated / dim, half = dim / 2;
+  TORCH_CHECK(rotated % dim == 0 && rotated <= columns && dim % 2 == 0, "rotated columns must be whole heads");
+  TORCH_CHECK(cos.numel() == width * dim && sin.numel() == width * dim && cos.scalar_type() == at::kFloat &&
+              sin.scalar_type() == at::kFloat, "fp32 cos and sin of [T, D]");
+  at::Tensor out = at::empty({1, heads, width, dim}, at::kFloat);
+  const float* xp = qkv.data_ptr<float>();
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t t = 0; t < width; ++t) {
+      const float* x = xp + t * columns + h * dim;
+      const float* c = cp + t * dim;
+      const float* s = sp + t * dim;
+      float* o = op + (h * width + t) * dim;
+      for (int64_t d = 0; d < dim; ++d) {
+        const float turned = d < half ? -x[d + half] : x[d - half];
+        const float a = x[d] * c[d];
+        const float b = turned * s[d];
+        o[d] = a + b;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(chatnexus, m) {
+  // norm: RMSNorm weight applied to x first (with eps), in the same call
+  m.def("int4a8_linear(Tensor x, Tensor weight, Tensor scales, int n, Tensor? norm=None, float eps=0.0) -> Tensor");
+  m.def("int8a8_linear(Tensor x, Tensor weight, Tensor scales, int n, Tensor? norm=None, float eps=0.0) -> Tensor");
+  m.def("attend_rows(Tensor query, Tensor key, Tensor value, float scale) -> Tensor");
+  m.def("rotary_qk(Tensor qkv, Tensor cos, Tensor sin, int rotated, int dim) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(chatnexus, CPU, m) {
+  m.impl("int4a8_linear", int4_linear);
+  m.impl("int8a8_linear", int8_linear);
+  m.impl("attend_rows", attend_rows);
+  m.impl("rotary_qk", rotary_qk);
+}
