@@ -8,6 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     CHATNEXUS_VAR_DIR=/var/lib/chatnexus HF_HOME=/models/hf CHATNEXUS_MODEL_CACHE=/models/chatnexus
 
 WORKDIR /app
+# g++: the int4a8 CPU kernels (inference/engine/kernels/q4a8.cpp) are built once, on the machine
+# that runs them, into CHATNEXUS_MODEL_CACHE/kernels/ (the models volume); without a compiler a
+# CPU worker serves int4 instead
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt ./
 RUN pip install --index-url "$TORCH_INDEX" "torch>=2.5" \
  && pip install -r requirements.txt \

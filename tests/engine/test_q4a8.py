@@ -19,7 +19,6 @@ from inference.engine.precision import Int4A8Linear, Int8A8Linear, resolve_preci
 
 needs_vnni = pytest.mark.skipif(bool(kernels.missing_cpu_flags()),
                                 reason=f"this CPU lacks {kernels.missing_cpu_flags()} (the int4a8 kernels need AVX-512 VNNI)")
-pytestmark = needs_vnni
 
 
 def quantised_activations(x: torch.Tensor):
@@ -65,6 +64,7 @@ def q8_0_linear(n: int, k: int, seed: int):
     return linear, q, d
 
 
+@needs_vnni
 @pytest.mark.parametrize("n,k", [(16, 32), (960, 576), (576, 1536), (48, 96)])
 def test_int4a8_computes_q4_1_times_q8_blocks(n, k):
     linear, q, d, m = q4_1_linear(n, k, seed=n + k)
@@ -79,6 +79,7 @@ def test_int4a8_computes_q4_1_times_q8_blocks(n, k):
     assert not torch.allclose(y, x @ linear.weight.T, rtol=1e-5, atol=1e-5)
 
 
+@needs_vnni
 @pytest.mark.parametrize("n,k", [(16, 32), (49152 // 64, 576)])
 def test_int8a8_computes_q8_0_times_q8_blocks(n, k):
     linear, q, d = q8_0_linear(n, k, seed=k)
@@ -89,6 +90,7 @@ def test_int8a8_computes_q8_0_times_q8_blocks(n, k):
     assert torch.allclose(layer(x).double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
 
 
+@needs_vnni
 @pytest.mark.parametrize("make", [Int4A8Linear, Int8A8Linear], ids=["int4a8", "int8a8"])
 def test_each_row_is_computed_alone(make):
     """Rows 0..32 of a batch == the same rows one at a time (the kernel takes rows 4 at a time)."""
@@ -101,6 +103,7 @@ def test_each_row_is_computed_alone(make):
             assert torch.equal(layer(x[:width]), alone[:width]), (n, k, width)
 
 
+@needs_vnni
 def test_zero_rows_blocks_and_odd_inputs():
     linear, _, _, _ = q4_1_linear(32, 64, seed=3)
     layer = Int4A8Linear(linear)
@@ -116,12 +119,14 @@ def test_zero_rows_blocks_and_odd_inputs():
         torch.ops.chatnexus.int4a8_linear(torch.zeros(1, 48), layer.packed, layer.scales, 32)
 
 
+@needs_vnni
 def test_int4a8_is_a_cpu_precision():
     with pytest.raises(EngineError, match="CPU precision"):
         resolve_precision("int4a8", torch.device("cuda"))
     assert resolve_precision("int4a8", torch.device("cpu")).quantized
 
 
+@needs_vnni
 def test_the_fused_norm_is_rmsnorm_then_the_kernel():
     linear, _, _, _ = q4_1_linear(64, 96, seed=4)
     layer = Int4A8Linear(linear)
@@ -134,6 +139,7 @@ def test_the_fused_norm_is_rmsnorm_then_the_kernel():
     assert torch.allclose(fused, apart, rtol=1e-4, atol=1e-4)  # ...and the fused call is that norm
 
 
+@needs_vnni
 def test_the_rotary_kernel_gives_the_bits_of_transformers_formula():
     from inference.engine.lean import _rotate
 
@@ -148,6 +154,7 @@ def test_the_rotary_kernel_gives_the_bits_of_transformers_formula():
     assert torch.equal(ours, theirs)
 
 
+@needs_vnni
 def test_attend_rows_is_causal_attention_row_by_row():
     gen = torch.Generator().manual_seed(7)
     heads, kv_heads, width, length, dim = 9, 3, 6, 70, 64
@@ -163,3 +170,15 @@ def test_attend_rows_is_causal_attention_row_by_row():
         end = length - width + j + 1
         alone = torch.ops.chatnexus.attend_rows(query[:, :, j:j + 1], keys[:, :, :end], values[:, :, :end], 0.125)
         assert torch.equal(alone[:, 0], out[:, j])
+
+
+@pytest.mark.parametrize("machine,flags,expected", [
+    ("x86_64", "avx2,fma,f16c", "lacks avx512f, avx512bw, avx512_vnni: use int4 or int8"),
+    ("x86_64", "avx2,avx512bw,avx512f,f16c,fma", "lacks avx512_vnni"),
+    ("aarch64", "asimd,i8mm", "written for x86-64 with AVX-512 VNNI (this is aarch64)"),
+    ("x86_64", "avx2,avx512_vnni,avx512bw,avx512f,f16c,fma", None),
+])
+def test_cpus_without_avx512_vnni_are_told_why_and_what_to_use(machine, flags, expected):
+    reason = kernels.unsupported_reason(machine, flags)
+    assert reason == expected if expected is None else expected in reason
+

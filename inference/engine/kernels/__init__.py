@@ -40,9 +40,21 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}  # "loaded": True, or "error": the EngineError raised the first time
 
 
-def missing_cpu_flags() -> list[str]:
-    have = set(cpu_features().split(","))
+def missing_cpu_flags(flags: str | None = None) -> list[str]:
+    """REQUIRED_FLAGS that `flags` (comma-separated; default: this CPU's) lacks."""
+    have = set((cpu_features() if flags is None else flags).split(","))
     return [flag for flag in REQUIRED_FLAGS if flag not in have]
+
+
+def unsupported_reason(machine: str | None = None, flags: str | None = None) -> str | None:
+    """Why these kernels cannot run on a CPU (default: this one), or None where they can."""
+    machine = platform.machine() if machine is None else machine
+    if machine not in ("x86_64", "AMD64"):
+        return f"the int4a8 kernels are written for x86-64 with AVX-512 VNNI (this is {machine}); use int4 or int8"
+    missing = missing_cpu_flags(flags)
+    if missing:
+        return f"the int4a8 kernels need AVX-512 VNNI; this CPU lacks {', '.join(missing)}: use int4 or int8"
+    return None
 
 
 def build_dir() -> Path:
@@ -94,12 +106,9 @@ def load_error() -> str | None:
 
 
 def _build_and_load() -> None:
-    if platform.machine() not in ("x86_64", "AMD64"):
-        raise EngineError(f"the int4a8 kernels are written for x86-64 with AVX-512 VNNI (this is {platform.machine()}); "
-                          "use int4 or int8")
-    missing = missing_cpu_flags()
-    if missing:
-        raise EngineError(f"the int4a8 kernels need AVX-512 VNNI; this CPU lacks {', '.join(missing)}: use int4 or int8")
+    reason = unsupported_reason()
+    if reason:
+        raise EngineError(reason)
     ninja = _ninja()
     if ninja is None:
         raise EngineError("building the int4a8 kernels needs ninja (pip install ninja) and a C++ compiler; use int4 or int8")

@@ -69,6 +69,13 @@ inline __m512i broadcast4(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// y[r, 16 t .. 16 t + 15] = acc[t][r] for a block of rows and tiles (row stride n)
+template <int R, int T>
+inline void store_tiles(const __m512 (&acc)[T][R], float* y, int64_t n) {
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * n + t * kTile, acc[t][r]);
+}
+
 // R rows x T tiles of 16 outputs at once: T > 1 gives a single row independent chains to
 // overlap (a block's eight vpdpbusd into one accumulator would wait on each other), and each
 // block's integer dot product is split over two accumulators (even and odd groups), summed
@@ -80,13 +87,9 @@ void int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_
   const float* ad = a.d.data_ptr<float>() + row * blocks;
   const float* as = a.s.data_ptr<float>() + row * blocks;
   const __m512i low = _mm512_set1_epi8(0x0F);
-  __m512 acc[T][R];
-  for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  __m512 acc[T][R] = {};  // zeros
   for (int64_t b = 0; b < blocks; ++b) {
-    __m512i even[T][R], odd[T][R];
-    for (int t = 0; t < T; ++t)
-      for (int r = 0; r < R; ++r) even[t][r] = odd[t][r] = _mm512_setzero_si512();
+    __m512i even[T][R] = {}, odd[T][R] = {};  // zeros
     for (int i = 0; i < 4; ++i) {
       for (int t = 0; t < T; ++t) {
         const __m512i packed = _mm512_loadu_si512(w + t * tile_bytes + b * 256 + 64 * i);
@@ -111,8 +114,7 @@ void int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_
       }
     }
   }
-  for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * n + t * kTile, acc[t][r]);
+  store_tiles(acc, y, n);
 }
 
 template <int R, int T>
@@ -121,13 +123,9 @@ void int8_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_
   const int8_t* aq = a.q.data_ptr<int8_t>() + row * k;
   const float* ad = a.d.data_ptr<float>() + row * blocks;
   const int32_t* ai = a.isum.data_ptr<int32_t>() + row * blocks;
-  __m512 acc[T][R];
-  for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  __m512 acc[T][R] = {};  // zeros
   for (int64_t b = 0; b < blocks; ++b) {
-    __m512i even[T][R], odd[T][R];
-    for (int t = 0; t < T; ++t)
-      for (int r = 0; r < R; ++r) even[t][r] = odd[t][r] = _mm512_setzero_si512();
+    __m512i even[T][R] = {}, odd[T][R] = {};  // zeros
     for (int j = 0; j < 8; j += 2) {
       for (int t = 0; t < T; ++t) {
         const uint8_t* wb = w + t * tile_bytes + b * 512 + 64 * j;
@@ -149,8 +147,7 @@ void int8_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_
       }
     }
   }
-  for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * n + t * kTile, acc[t][r]);
+  store_tiles(acc, y, n);
 }
 
 using TileFn = void (*)(const uint8_t*, const uint16_t*, int64_t, int64_t, int64_t, int64_t, const QuantRows&, int64_t,
