@@ -569,6 +569,12 @@ def _blocks(linear: nn.Linear) -> torch.Tensor:
     return weight.reshape(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE)  # [N, B, 32]
 
 
+def _divisor(d: torch.Tensor) -> torch.Tensor:
+    """d [N, B] as fp32 [N, B, 1] to divide a block by, 1 where d is 0 (or underflowed in fp16)."""
+    d = d.float()
+    return torch.where(d > 0, d, torch.ones_like(d))[..., None]
+
+
 def _tiles(values: torch.Tensor) -> torch.Tensor:
     """[N, B] per-block values -> [N/16, B, 16]: a tile's 16 outputs side by side, block by block."""
     n, b = values.shape
@@ -585,9 +591,9 @@ class Int4A8Linear(VnniLinear):
         super().__init__()
         groups = _blocks(linear)
         lo, hi = groups.amin(-1), groups.amax(-1)  # [N, B]
-        d = ((hi - lo) / 15).clamp(min=1e-8).half()
+        d = ((hi - lo) / 15).half()  # 0 for a constant block (then every q is 0 and m is the value)
         m = lo.half()
-        q = ((groups - m.float()[..., None]) / d.float()[..., None]).round().clamp(0, 15).to(torch.uint8)
+        q = ((groups - m.float()[..., None]) / _divisor(d)).round().clamp(0, 15).to(torch.uint8)
         n, blocks = d.shape
         # k = 32 b + 8 i + 4 h + r  ->  [tile, b, i, output, r] bytes, h = 0 low nibble, 1 high
         v = q.reshape(n // 16, 16, blocks, 4, 2, 4).permute(0, 2, 3, 1, 5, 4)
@@ -614,8 +620,8 @@ class Int8A8Linear(VnniLinear):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         groups = _blocks(linear)
-        d = (groups.abs().amax(-1) / 127).clamp(min=1e-8).half()  # [N, B]
-        q = (groups / d.float()[..., None]).round().clamp(-127, 127).to(torch.int16)
+        d = (groups.abs().amax(-1) / 127).half()  # [N, B]; 0 for a block of zeros
+        q = (groups / _divisor(d)).round().clamp(-127, 127).to(torch.int16)
         n, blocks = d.shape
         # k = 32 b + 4 j + r  ->  [tile, b, j, output, r], stored as q + 128
         v = (q + 128).to(torch.uint8).reshape(n // 16, 16, blocks, 8, 4).permute(0, 2, 3, 1, 4)

@@ -120,6 +120,24 @@ def test_zero_rows_blocks_and_odd_inputs():
 
 
 @needs_vnni
+@pytest.mark.parametrize("make", [Int4A8Linear, Int8A8Linear], ids=["int4a8", "int8a8"])
+def test_constant_and_zero_blocks_stay_exact(make):
+    """A block whose weights are all equal (d = 0) or all zero: no division by zero, no NaN."""
+    linear = nn.Linear(64, 16, bias=False)
+    with torch.no_grad():
+        linear.weight[:, :32] = 0.0
+        linear.weight[:8, 32:] = 0.25 if make is Int4A8Linear else 0.0
+    layer = make(linear)
+    if make is Int4A8Linear:
+        assert torch.equal(layer.weight[:, :32], linear.weight[:, :32])
+        assert torch.equal(layer.weight[:8, 32:], linear.weight[:8, 32:])
+    else:
+        assert torch.equal(layer.weight[:8], linear.weight[:8])
+    y = layer(torch.randn(3, 64))
+    assert torch.isfinite(y).all()
+
+
+@needs_vnni
 def test_int4a8_is_a_cpu_precision():
     with pytest.raises(EngineError, match="CPU precision"):
         resolve_precision("int4a8", torch.device("cuda"))
