@@ -33,18 +33,27 @@ constexpr int64_t kTile = 16;
 constexpr int64_t kRows = 8;  // rows sharing one pass over a tile's weights
 
 struct QuantRows {
-  at::Tensor q, d, s, isum;  // int8 [M, K]; fp32 [M, B]: d, d * sum(a); int32 [M, B]: sum(a)
+  const int8_t* q;  // [M, K]
+  const float* d;   // [M, B]: each block's scale
+  const float* s;   // [M, B]: d * sum(a)
+  const int32_t* isum;  // [M, B]: sum(a)
 };
 
-QuantRows quantize_rows(const at::Tensor& x) {
-  const int64_t m = x.size(0), k = x.size(1), blocks = k / kBlock;
-  QuantRows out{at::empty({m, k}, at::kChar), at::empty({m, blocks}, at::kFloat), at::empty({m, blocks}, at::kFloat),
-                at::empty({m, blocks}, at::kInt)};
-  const float* xp = x.data_ptr<float>();
-  int8_t* qp = out.q.data_ptr<int8_t>();
-  float* dp = out.d.data_ptr<float>();
-  float* sp = out.s.data_ptr<float>();
-  int32_t* ip = out.isum.data_ptr<int32_t>();
+// Quantised activations live in a buffer of the calling thread, reused call after call (no
+// allocation per linear); the worker threads of one call only read it.
+QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
+  const int64_t blocks = k / kBlock;
+  thread_local std::vector<float> floats;
+  thread_local std::vector<int32_t> ints;
+  thread_local std::vector<int8_t> bytes;
+  floats.resize(static_cast<size_t>(2 * m * blocks));
+  ints.resize(static_cast<size_t>(m * blocks));
+  bytes.resize(static_cast<size_t>(m * k));
+  QuantRows out{bytes.data(), floats.data(), floats.data() + m * blocks, ints.data()};
+  int8_t* qp = bytes.data();
+  float* dp = floats.data();
+  float* sp = floats.data() + m * blocks;
+  int32_t* ip = ints.data();
   for (int64_t i = 0; i < m * blocks; ++i) {
     const float* xb = xp + i * kBlock;
     const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
@@ -83,9 +92,9 @@ inline void store_tiles(const __m512 (&acc)[T][R], float* y, int64_t n) {
 template <int R, int T>
 void int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_t tile_scales, int64_t blocks,
                 int64_t k, const QuantRows& a, int64_t row, float* y, int64_t n) {
-  const int8_t* aq = a.q.data_ptr<int8_t>() + row * k;
-  const float* ad = a.d.data_ptr<float>() + row * blocks;
-  const float* as = a.s.data_ptr<float>() + row * blocks;
+  const int8_t* aq = a.q + row * k;
+  const float* ad = a.d + row * blocks;
+  const float* as = a.s + row * blocks;
   const __m512i low = _mm512_set1_epi8(0x0F);
   __m512 acc[T][R] = {};  // zeros
   for (int64_t b = 0; b < blocks; ++b) {
@@ -120,9 +129,9 @@ void int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_
 template <int R, int T>
 void int8_tiles(const uint8_t* w, const uint16_t* sc, int64_t tile_bytes, int64_t tile_scales, int64_t blocks,
                 int64_t k, const QuantRows& a, int64_t row, float* y, int64_t n) {
-  const int8_t* aq = a.q.data_ptr<int8_t>() + row * k;
-  const float* ad = a.d.data_ptr<float>() + row * blocks;
-  const int32_t* ai = a.isum.data_ptr<int32_t>() + row * blocks;
+  const int8_t* aq = a.q + row * k;
+  const float* ad = a.d + row * blocks;
+  const int32_t* ai = a.isum + row * blocks;
   __m512 acc[T][R] = {};  // zeros
   for (int64_t b = 0; b < blocks; ++b) {
     __m512i even[T][R] = {}, odd[T][R] = {};  // zeros
@@ -156,14 +165,13 @@ constexpr int kGroup[] = {0, 4, 4, 2, 2, 1, 1, 1, 1};  // tiles taken together f
 
 
 // x * rsqrt(mean(x^2) + eps) * weight per row (RMSNorm), in fp32, before the kernel quantises it
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight_in, double eps) {
-  const int64_t m = x.size(0), k = x.size(1);
+const float* rms_norm(const float* xp, int64_t m, int64_t k, const at::Tensor& weight_in, double eps) {
   TORCH_CHECK(weight_in.numel() == k, "norm weight must have K values");
   const at::Tensor weight = weight_in.to(at::kFloat).contiguous();
-  at::Tensor out = at::empty({m, k}, at::kFloat);
-  const float* xp = x.data_ptr<float>();
+  thread_local std::vector<float> normed;
+  normed.resize(static_cast<size_t>(m * k));
   const float* wp = weight.data_ptr<float>();
-  float* op = out.data_ptr<float>();
+  float* op = normed.data();
   for (int64_t r = 0; r < m; ++r) {
     const float* row = xp + r * k;
     __m512 squares = _mm512_setzero_ps();
@@ -176,7 +184,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight_in, double eps
     for (int64_t i = 0; i < k; i += 16)
       _mm512_storeu_ps(op + r * k + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(row + i), s), _mm512_loadu_ps(wp + i)));
   }
-  return out;
+  return op;
 }
 
 at::Tensor run(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& scales, int64_t n, bool int4,
@@ -184,17 +192,18 @@ at::Tensor run(const at::Tensor& x_in, const at::Tensor& weight, const at::Tenso
   TORCH_CHECK(x_in.dim() == 2, "x must be [M, K]");
   TORCH_CHECK(weight.scalar_type() == at::kByte && weight.is_contiguous(), "weight must be packed uint8");
   TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.is_contiguous(), "scales must be packed fp16");
-  at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
   const int64_t m = x.size(0), k = x.size(1);
   TORCH_CHECK(k % kBlock == 0 && n % kTile == 0, "K must be a multiple of 32 and N of 16");
-  if (norm.has_value()) x = rms_norm(x, *norm, eps);
+  const float* xp = x.data_ptr<float>();
+  if (norm.has_value()) xp = rms_norm(xp, m, k, *norm, eps);
   const int64_t blocks = k / kBlock, tiles = n / kTile;
   const int64_t tile_bytes = blocks * (int4 ? 256 : 512), tile_scales = blocks * (int4 ? 32 : 16);
   TORCH_CHECK(weight.numel() == tiles * tile_bytes && scales.numel() == tiles * tile_scales,
               "packed weight/scales do not match N and K");
   at::Tensor y = at::empty({m, n}, at::kFloat);
   if (m == 0) return y;
-  const QuantRows a = quantize_rows(x);
+  const QuantRows a = quantize_rows(xp, m, k);
   const uint8_t* wp = weight.data_ptr<uint8_t>();
   const uint16_t* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
   float* yp = y.data_ptr<float>();
