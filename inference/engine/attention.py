@@ -121,14 +121,34 @@ def _block_paths(mask: torch.Tensor, start: int) -> list[list[int]] | None:
     return paths
 
 
+# (the last tree's paths object, its [W, W] index and [W] depths): built once per forward, not per layer
+_last_path_tensors: tuple = (None, None, None)
+
+
+def _path_tensors(paths: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    global _last_path_tensors
+    seen, index, depths = _last_path_tensors
+    if seen is not paths:
+        index = torch.zeros(width, width, dtype=torch.long)
+        for j, path in enumerate(paths):
+            index[j, :len(path)] = torch.tensor(path)
+        depths = torch.tensor([len(path) for path in paths])
+        _last_path_tensors = (paths, index, depths)
+    return index, depths
+
+
 def _attend_rows(query, key, value, scaling, gqa, paths=None, fast=False):
     """Each query row alone over its keys: the whole cache, then the block's rows paths[j]
     (ascending; None: a chain, rows 0..j). A tree row's path is first copied into the slots right
     after the cache, where its chain would have it; the block is put back at the end. `fast`:
-    the C++ row loop (kernels/q4a8.cpp, attend_rows) instead of one SDPA call per row."""
+    all rows in one C++ call (kernels/q4a8.cpp, attend_rows), a tree row reading its path's keys
+    in place, in its chain's order — no copying."""
     width, start = query.shape[2], key.shape[2] - query.shape[2]
-    if fast and paths is None:
-        return torch.ops.chatnexus.attend_rows(query, key, value, scaling), None  # [B, W, H, D]
+    if fast:  # every row in one C++ call; a tree row reads its path's keys where they are
+        if paths is None:
+            return torch.ops.chatnexus.attend_rows(query, key, value, scaling), None  # [B, W, H, D]
+        index, depths = _path_tensors(paths, width)
+        return torch.ops.chatnexus.attend_rows(query, key, value, scaling, index, depths), None
     held = list(range(width))  # which block row's keys/values sit in slot start + i now
     saved = None
     rows = []
@@ -142,16 +162,10 @@ def _attend_rows(query, key, value, scaling, gqa, paths=None, fast=False):
             value[:, :, start:start + depth] = saved[1][:, :, index]
             held[:depth] = paths[j]
         end = start + depth  # query j sees keys 0..end-1
-        if fast:  # the same C++ code as a chain's row: [B, 1, H, D]
-            rows.append(torch.ops.chatnexus.attend_rows(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
-                                                        scaling))
-        else:
-            rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
-                                                       scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
+        rows.append(F.scaled_dot_product_attention(query[:, :, j:j + 1], key[:, :, :end], value[:, :, :end],
+                                                   scale=scaling, enable_gqa=gqa))  # [B, H, 1, D]
     if saved is not None:
         key[:, :, start:], value[:, :, start:] = saved
-    if fast:
-        return torch.cat(rows, dim=1), None
     out = rows[0] if width == 1 else torch.cat(rows, dim=2)  # [B, H, W, D]
     return out.transpose(1, 2).contiguous(), None  # [B, W, H, D], as HF attention functions return
 

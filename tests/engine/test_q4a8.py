@@ -200,3 +200,27 @@ def test_cpus_without_avx512_vnni_are_told_why_and_what_to_use(machine, flags, e
     reason = kernels.unsupported_reason(machine, flags)
     assert reason == expected if expected is None else expected in reason
 
+
+
+@needs_vnni
+def test_attend_rows_reads_a_tree_rows_path_in_place_like_its_chain():
+    """A draft tree's row j sees the cache and its path's block rows: the same bits as the row of a
+    chain whose keys are that path, laid out one after the other."""
+    gen = torch.Generator().manual_seed(8)
+    heads, kv_heads, dim, start = 9, 3, 64, 40
+    paths = [[0], [0, 1], [0, 2], [0, 1, 3], [0, 2, 4]]  # two branches after row 0
+    width = len(paths)
+    query = torch.randn(1, heads, width, dim, generator=gen)
+    keys = torch.randn(1, kv_heads, start + width, dim, generator=gen)
+    values = torch.randn(1, kv_heads, start + width, dim, generator=gen)
+    index = torch.zeros(width, width, dtype=torch.long)
+    for j, path in enumerate(paths):
+        index[j, :len(path)] = torch.tensor(path)
+    depths = torch.tensor([len(path) for path in paths])
+    tree = torch.ops.chatnexus.attend_rows(query, keys, values, 0.125, index, depths)
+    for j, path in enumerate(paths):
+        rows = torch.cat((torch.arange(start), start + torch.tensor(path)))
+        chain = torch.ops.chatnexus.attend_rows(query[:, :, j:j + 1], keys[:, :, rows], values[:, :, rows], 0.125)
+        assert torch.equal(tree[:, j], chain[:, 0]), j
+    with pytest.raises(RuntimeError, match="path row out of range"):
+        torch.ops.chatnexus.attend_rows(query, keys, values, 0.125, index + width, depths)

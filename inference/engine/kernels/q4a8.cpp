@@ -267,14 +267,18 @@ inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// One query row over `keys` keys: the cache's first `start` rows, then block rows path[0..] (a
+// draft tree's ancestors and the row itself, ascending) or, without a path, the next rows in
+// order (a chain). A tree row thus sees the very key sequence its path's chain row would.
 void attend_one(const float* q, const float* k, const float* v, int64_t k_stride, int64_t v_stride, int64_t keys,
-                int64_t dim, float scale, float* scores, float* out) {
+                int64_t start, const int64_t* path, int64_t dim, float scale, float* scores, float* out) {
+  auto position = [&](int64_t t) { return t < start || path == nullptr ? t : start + path[t - start]; };
   const int64_t chunks = dim / 16;
   __m512 qv[16];
   for (int64_t c = 0; c < chunks; ++c) qv[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), _mm512_set1_ps(scale));
   float best = -INFINITY;
   for (int64_t t = 0; t < keys; ++t) {
-    const float* kt = k + t * k_stride;
+    const float* kt = k + position(t) * k_stride;
     __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt));
     for (int64_t c = 1; c < chunks; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kt + 16 * c), acc);
     const float s = _mm512_reduce_add_ps(acc);
@@ -300,13 +304,15 @@ void attend_one(const float* q, const float* k, const float* v, int64_t k_stride
   for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t u = 0; u < keys; ++u) {
     const __m512 p = _mm512_set1_ps(scores[u]);
-    const float* vt = v + u * v_stride;
+    const float* vt = v + position(u) * v_stride;
     for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vt + 16 * c), acc[c]);
   }
   for (int64_t c = 0; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(inverse)));
 }
 
-at::Tensor attend_rows(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, double scale) {
+// paths (optional, a draft tree's): int64 [W, W], row j's block rows in its first depths[j] entries
+at::Tensor attend_rows(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, double scale,
+                       const std::optional<at::Tensor>& paths_in, const std::optional<at::Tensor>& depths_in) {
   TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4 && query.size(0) == 1, "[1, H, W, D] tensors");
   TORCH_CHECK(query.scalar_type() == at::kFloat && key.scalar_type() == at::kFloat && value.scalar_type() == at::kFloat,
               "fp32 query, key and value");
@@ -322,13 +328,30 @@ at::Tensor attend_rows(const at::Tensor& query, const at::Tensor& key, const at:
   const float* vp = value.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t group = heads / kv_heads, start = length - width;
+  at::Tensor paths, depths;
+  if (paths_in.has_value()) {
+    TORCH_CHECK(depths_in.has_value(), "paths need depths");
+    paths = paths_in->to(at::kLong).contiguous();
+    depths = depths_in->to(at::kLong).contiguous();
+    TORCH_CHECK(paths.dim() == 2 && paths.size(0) == width && paths.size(1) == width && depths.numel() == width,
+                "paths must be [W, W] and depths [W]");
+    const int64_t* pp = paths.data_ptr<int64_t>();
+    const int64_t* dp = depths.data_ptr<int64_t>();
+    for (int64_t j = 0; j < width; ++j) {
+      TORCH_CHECK(dp[j] >= 1 && dp[j] <= width, "a path holds 1..W rows");
+      for (int64_t i = 0; i < dp[j]; ++i) TORCH_CHECK(pp[j * width + i] >= 0 && pp[j * width + i] < width, "path row out of range");
+    }
+  }
+  const int64_t* pp = paths.defined() ? paths.data_ptr<int64_t>() : nullptr;
+  const int64_t* dp = depths.defined() ? depths.data_ptr<int64_t>() : nullptr;
   at::parallel_for(0, width * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(static_cast<size_t>(length) + 16);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t row = i / heads, head = i % heads, kv = head / group;
+      const int64_t keys = start + (dp ? dp[row] : row + 1);
       attend_one(qp + (head * width + row) * dim, kp + kv * key.stride(1), vp + kv * value.stride(1), key.stride(2),
-                 value.stride(2), start + row + 1, dim, static_cast<float>(scale), scores.data(),
-                 op + (row * heads + head) * dim);
+                 value.stride(2), keys, start, pp ? pp + row * width : nullptr, dim, static_cast<float>(scale),
+                 scores.data(), op + (row * heads + head) * dim);
     }
   });
   return out;
@@ -374,7 +397,8 @@ TORCH_LIBRARY(chatnexus, m) {
   // norm: RMSNorm weight applied to x first (with eps), in the same call
   m.def("int4a8_linear(Tensor x, Tensor weight, Tensor scales, int n, Tensor? norm=None, float eps=0.0) -> Tensor");
   m.def("int8a8_linear(Tensor x, Tensor weight, Tensor scales, int n, Tensor? norm=None, float eps=0.0) -> Tensor");
-  m.def("attend_rows(Tensor query, Tensor key, Tensor value, float scale) -> Tensor");
+  m.def("attend_rows(Tensor query, Tensor key, Tensor value, float scale, Tensor? paths=None, Tensor? depths=None) "
+        "-> Tensor");
   m.def("rotary_qk(Tensor qkv, Tensor cos, Tensor sin, int rotated, int dim) -> Tensor");
 }
 
