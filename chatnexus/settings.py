@@ -214,7 +214,7 @@ CHATNEXUS_TARGET = os.environ.get("CHATNEXUS_TARGET", "bundled:smollm2-135m-inst
 CHATNEXUS_DRAFTER = os.environ.get("CHATNEXUS_DRAFTER", "suffix")
 CHATNEXUS_DEVICE = os.environ.get("CHATNEXUS_DEVICE") or None
 # auto: the fastest weight precision that stays faithful to fp32 on this machine, measured
-# once per machine and cached (inference/engine/precision_probe.py); or fp32|bf16|int8|int4.
+# once per machine and cached (inference/engine/precision_probe.py); or fp32|bf16|int8|int4|int4a8.
 CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or "auto"
 # Reuse the KV of recent prompts (a bot's system prompt, a conversation's earlier turns):
 # faster replies, the same replies (whole prefill chunks, bit for bit: prefix_cache.py).
