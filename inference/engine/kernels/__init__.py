@@ -117,17 +117,21 @@ def _build_and_load() -> None:
     name = f"chatnexus_q4a8_{digest}"
     directory = build_dir() / name
     directory.mkdir(parents=True, exist_ok=True)
-    library = directory / f"{name}.so"
+    library, built = directory / f"{name}.so", directory / "built"
     try:
-        if library.is_file():
+        if built.is_file() and library.is_file():  # the marker is written after a whole build: never a half-written .so
             torch.ops.load_library(str(library))
             return
         from torch.utils import cpp_extension
 
         os.environ["PATH"] = f"{Path(ninja).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         log.info("building the int4a8 CPU kernels in %s (once per machine and torch version)", directory)
+        # two processes starting at once: torch's builder takes a lock in the build directory
         cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(directory),
                            is_python_module=False, verbose=False)
+        marker = directory / f"built.{os.getpid()}"
+        marker.write_text(torch.__version__)
+        os.replace(marker, built)
     except Exception as e:  # a compiler error, a missing header, a stale library: say so, serve another precision
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EngineError(f"could not build or load the int4a8 kernels ({first}); use int4 or int8") from e
