@@ -19,11 +19,11 @@
   refused elsewhere and when this torch build lacks the kernel.
 - int4a8: the same GGUF Q4_1 weights (q, d and m fp16 per block of 32, exactly), the lm_head
   as Q8_0 blocks, and the activations quantised to int8 per row and block of 32 inside
-  ChatNexus' own AVX-512 VNNI kernels (kernels/q4a8.cpp: llama.cpp's Q4_1 x Q8_1 arithmetic,
+  ChatNexus' own AVX-512 VNNI / AVX2 kernels (kernels/q4a8.cpp: llama.cpp's Q4_1 x Q8_1 arithmetic,
   exact integer dot products). ~2-4x aten's int4 kernel per call, and closer to fp32 than
   int4 (whose bf16 activations and scales lose more). Its models also run attention rows,
   rotary and each RMSNorm (fused into the next linear) in that C++ (lean.py). CPU with
-  AVX-512 VNNI and a C++ compiler only; refused elsewhere (EngineError), where `auto` picks
+  AVX2 (AVX-512 VNNI where present) and a C++ compiler only; refused elsewhere (EngineError), where `auto` picks
   among the others.
 - q/k/v and gate/up at int8/int4/int4a8 are each quantised as one linear over their stacked rows
   (`fuse_shared_input_linears`): quantisation is per row, so the weights are the same, and
@@ -501,7 +501,7 @@ def quantize_int4(model: nn.Module) -> nn.Module:
 
 
 def check_int4a8_supported(device: torch.device) -> None:
-    """int4a8 runs ChatNexus' own AVX-512 VNNI kernels (kernels/q4a8.cpp), built once per machine."""
+    """int4a8 runs ChatNexus' own AVX-512 VNNI / AVX2 kernels (kernels/q4a8.cpp), built once per machine."""
     if device.type != "cpu":
         raise EngineError(f"int4a8 is a CPU precision (asked for {device}); use bf16 or fp32 on CUDA")
     from . import kernels

@@ -13,8 +13,8 @@ from inference.engine.kernels import missing_cpu_flags
 from inference.engine.precision import Int4Linear, Int8Linear, VnniLinear, resolve_precision
 
 # int4a8 runs our AVX-512 VNNI kernels: on a CPU without them it is refused (test_q4a8.py)
-needs_vnni = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
-PRECISIONS = ["fp32", "bf16", "int8", "int4", pytest.param("int4a8", marks=needs_vnni)]
+needs_kernels = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
+PRECISIONS = ["fp32", "bf16", "int8", "int4", pytest.param("int4a8", marks=needs_kernels)]
 PROMPTS = ["Hello there, how are you today? Hello there, how", "abcabcabcabc",
            [{"role": "user", "content": "Refunds within 30 days. Refunds within 30 days. Refunds"}]]
 
@@ -102,7 +102,7 @@ def test_the_default_is_fp32_on_cpu_and_cuda():
     assert resolve_precision("bf16", torch.device("cuda")).name == "bf16"
 
 
-@pytest.mark.parametrize("precision", ["int8", "int4", pytest.param("int4a8", marks=needs_vnni)])
+@pytest.mark.parametrize("precision", ["int8", "int4", pytest.param("int4a8", marks=needs_kernels)])
 def test_the_bundled_model_stays_lossless_with_drafts_at_reduced_precision(precision):
     """Once an xfail (int8: the lookup reply left the plain one at token 30 of the first prompt);
     row-invariant attention (attention.py) fixed it by construction."""

@@ -16,9 +16,26 @@ from torch import nn
 from inference.engine import kernels
 from inference.engine.errors import EngineError
 from inference.engine.precision import Int4A8Linear, Int8A8Linear, resolve_precision
+from inference.engine.threads import cpu_features
 
-needs_vnni = pytest.mark.skipif(bool(kernels.missing_cpu_flags()),
-                                reason=f"this CPU lacks {kernels.missing_cpu_flags()} (the int4a8 kernels need AVX-512 VNNI)")
+needs_kernels = pytest.mark.skipif(bool(kernels.missing_cpu_flags()),
+                                   reason=f"this CPU lacks {kernels.missing_cpu_flags()} (the int4a8 kernels need AVX2)")
+
+
+def has_avx512() -> bool:
+    return not kernels.missing_cpu_flags() and "avx512_vnni" in cpu_features() and "avx512bw" in cpu_features()
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def isa(request):
+    """Runs a test on each instruction set this CPU has (AVX2 everywhere the kernels run)."""
+    if request.param == "avx512" and not has_avx512():
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    kernels.load()
+    before = torch.ops.chatnexus.kernel_isa()
+    torch.ops.chatnexus.kernel_isa(request.param)
+    yield request.param
+    torch.ops.chatnexus.kernel_isa(before)
 
 
 def quantised_activations(x: torch.Tensor):
@@ -64,9 +81,9 @@ def q8_0_linear(n: int, k: int, seed: int):
     return linear, q, d
 
 
-@needs_vnni
+@needs_kernels
 @pytest.mark.parametrize("n,k", [(16, 32), (960, 576), (576, 1536), (48, 96)])
-def test_int4a8_computes_q4_1_times_q8_blocks(n, k):
+def test_int4a8_computes_q4_1_times_q8_blocks(n, k, isa):
     linear, q, d, m = q4_1_linear(n, k, seed=n + k)
     layer = Int4A8Linear(linear)
     assert torch.equal(layer.weight, linear.weight)  # the packed q, d and m are the Q4_1 ones, exactly
@@ -79,9 +96,9 @@ def test_int4a8_computes_q4_1_times_q8_blocks(n, k):
     assert not torch.allclose(y, x @ linear.weight.T, rtol=1e-5, atol=1e-5)
 
 
-@needs_vnni
+@needs_kernels
 @pytest.mark.parametrize("n,k", [(16, 32), (49152 // 64, 576)])
-def test_int8a8_computes_q8_0_times_q8_blocks(n, k):
+def test_int8a8_computes_q8_0_times_q8_blocks(n, k, isa):
     linear, q, d = q8_0_linear(n, k, seed=k)
     layer = Int8A8Linear(linear)
     assert torch.equal(layer.weight, linear.weight)
@@ -90,9 +107,9 @@ def test_int8a8_computes_q8_0_times_q8_blocks(n, k):
     assert torch.allclose(layer(x).double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
 
 
-@needs_vnni
+@needs_kernels
 @pytest.mark.parametrize("make", [Int4A8Linear, Int8A8Linear], ids=["int4a8", "int8a8"])
-def test_each_row_is_computed_alone(make):
+def test_each_row_is_computed_alone(make, isa):
     """Rows 0..32 of a batch == the same rows one at a time (the kernel takes rows 4 at a time)."""
     torch.manual_seed(0)
     for n, k in ((1536, 576), (576, 1536)):
@@ -103,8 +120,8 @@ def test_each_row_is_computed_alone(make):
             assert torch.equal(layer(x[:width]), alone[:width]), (n, k, width)
 
 
-@needs_vnni
-def test_zero_rows_blocks_and_odd_inputs():
+@needs_kernels
+def test_zero_rows_blocks_and_odd_inputs(isa):
     linear, _, _, _ = q4_1_linear(32, 64, seed=3)
     layer = Int4A8Linear(linear)
     assert layer(torch.zeros(0, 64)).shape == (0, 32)
@@ -119,9 +136,9 @@ def test_zero_rows_blocks_and_odd_inputs():
         torch.ops.chatnexus.int4a8_linear(torch.zeros(1, 48), layer.packed, layer.scales, 32)
 
 
-@needs_vnni
+@needs_kernels
 @pytest.mark.parametrize("make", [Int4A8Linear, Int8A8Linear], ids=["int4a8", "int8a8"])
-def test_constant_and_zero_blocks_stay_exact(make):
+def test_constant_and_zero_blocks_stay_exact(make, isa):
     """A block whose weights are all equal (d = 0) or all zero: no division by zero, no NaN."""
     linear = nn.Linear(64, 16, bias=False)
     with torch.no_grad():
@@ -137,15 +154,15 @@ def test_constant_and_zero_blocks_stay_exact(make):
     assert torch.isfinite(y).all()
 
 
-@needs_vnni
+@needs_kernels
 def test_int4a8_is_a_cpu_precision():
     with pytest.raises(EngineError, match="CPU precision"):
         resolve_precision("int4a8", torch.device("cuda"))
     assert resolve_precision("int4a8", torch.device("cpu")).quantized
 
 
-@needs_vnni
-def test_the_fused_norm_is_rmsnorm_then_the_kernel():
+@needs_kernels
+def test_the_fused_norm_is_rmsnorm_then_the_kernel(isa):
     linear, _, _, _ = q4_1_linear(64, 96, seed=4)
     layer = Int4A8Linear(linear)
     gen = torch.Generator().manual_seed(5)
@@ -157,7 +174,7 @@ def test_the_fused_norm_is_rmsnorm_then_the_kernel():
     assert torch.allclose(fused, apart, rtol=1e-4, atol=1e-4)  # ...and the fused call is that norm
 
 
-@needs_vnni
+@needs_kernels
 def test_the_rotary_kernel_gives_the_bits_of_transformers_formula():
     from inference.engine.lean import _rotate
 
@@ -172,8 +189,8 @@ def test_the_rotary_kernel_gives_the_bits_of_transformers_formula():
     assert torch.equal(ours, theirs)
 
 
-@needs_vnni
-def test_attend_rows_is_causal_attention_row_by_row():
+@needs_kernels
+def test_attend_rows_is_causal_attention_row_by_row(isa):
     gen = torch.Generator().manual_seed(7)
     heads, kv_heads, width, length, dim = 9, 3, 6, 70, 64
     query = torch.randn(1, heads, width, dim, generator=gen)
@@ -191,19 +208,20 @@ def test_attend_rows_is_causal_attention_row_by_row():
 
 
 @pytest.mark.parametrize("machine,flags,expected", [
-    ("x86_64", "avx2,fma,f16c", "lacks avx512f, avx512bw, avx512_vnni: use int4 or int8"),
-    ("x86_64", "avx2,avx512bw,avx512f,f16c,fma", "lacks avx512_vnni"),
-    ("aarch64", "asimd,i8mm", "written for x86-64 with AVX-512 VNNI (this is aarch64)"),
+    ("x86_64", "", "lacks avx2, fma, f16c: use int4 or int8"),
+    ("x86_64", "avx2,f16c", "need AVX2, FMA and F16C; this CPU lacks fma"),
+    ("aarch64", "asimd,i8mm", "written for x86-64 with AVX2 or AVX-512 (this is aarch64)"),
+    ("x86_64", "avx2,f16c,fma", None),
     ("x86_64", "avx2,avx512_vnni,avx512bw,avx512f,f16c,fma", None),
 ])
-def test_cpus_without_avx512_vnni_are_told_why_and_what_to_use(machine, flags, expected):
+def test_cpus_without_avx2_are_told_why_and_what_to_use(machine, flags, expected):
     reason = kernels.unsupported_reason(machine, flags)
     assert reason == expected if expected is None else expected in reason
 
 
 
-@needs_vnni
-def test_attend_rows_reads_a_tree_rows_path_in_place_like_its_chain():
+@needs_kernels
+def test_attend_rows_reads_a_tree_rows_path_in_place_like_its_chain(isa):
     """A draft tree's row j sees the cache and its path's block rows: the same bits as the row of a
     chain whose keys are that path, laid out one after the other."""
     gen = torch.Generator().manual_seed(8)
@@ -224,3 +242,26 @@ def test_attend_rows_reads_a_tree_rows_path_in_place_like_its_chain():
         assert torch.equal(tree[:, j], chain[:, 0]), j
     with pytest.raises(RuntimeError, match="path row out of range"):
         torch.ops.chatnexus.attend_rows(query, keys, values, 0.125, index + width, depths)
+
+
+@needs_kernels
+@pytest.mark.skipif(not has_avx512(), reason="this CPU has no AVX-512 VNNI to compare with")
+@pytest.mark.parametrize("make", [Int4A8Linear, Int8A8Linear], ids=["int4a8", "int8a8"])
+def test_avx2_and_avx512_linears_give_the_same_bits(make):
+    """Same integer dot products, same fp32 operations per output: a model's linears do not depend
+    on which of the two instruction sets ran them."""
+    torch.manual_seed(1)
+    layer = make(nn.Linear(576, 960, bias=False))
+    x = torch.randn(11, 576)
+    ops = torch.ops.chatnexus
+    kernels.load()
+    before = ops.kernel_isa()
+    try:
+        ops.kernel_isa("avx512")
+        wide = layer(x)
+        ops.kernel_isa("avx2")
+        narrow = layer(x)
+    finally:
+        ops.kernel_isa(before)
+    assert torch.equal(wide, narrow)
+

@@ -16,7 +16,7 @@ from inference.engine.packed import PackedLinear
 from inference.engine.kernels import missing_cpu_flags
 from inference.engine.precision import Int4Linear, Int8Linear, cpu_row_invariant
 
-needs_vnni = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
+needs_kernels = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
 
 
 def verify_vs_steps(model, widths=(2, 5, 17, 33)) -> float:
@@ -39,7 +39,7 @@ def verify_vs_steps(model, widths=(2, 5, 17, 33)) -> float:
     return worst
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8", "int4", pytest.param("int4a8", marks=needs_vnni)])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4", pytest.param("int4a8", marks=needs_kernels)])
 def test_the_bundled_model_verifies_bit_for_bit_like_it_decodes(precision):
     model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype=precision)
     if cpu_row_invariant(precision):
@@ -122,3 +122,15 @@ def test_a_padded_batch_on_the_engines_model_gives_each_prompt_its_own_reply(tin
     for prompt, reply in zip(prompts, batched):
         alone, _ = engine.generate_ids(prompt[None], max_new_tokens=12)
         assert reply == alone
+
+
+@needs_kernels
+def test_the_bundled_model_at_int4a8_verifies_bit_for_bit_on_avx2_too():
+    """int4a8's AVX2 path (CPUs without AVX-512 VNNI; pinned here) is row-invariant as well."""
+    model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype="int4a8")
+    before = torch.ops.chatnexus.kernel_isa()
+    try:
+        torch.ops.chatnexus.kernel_isa("avx2")
+        assert verify_vs_steps(model) == 0.0
+    finally:
+        torch.ops.chatnexus.kernel_isa(before)

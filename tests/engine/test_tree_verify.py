@@ -23,7 +23,7 @@ from inference.engine.forward import (cache_argument, crop, extend, extend_tree,
 from inference.engine.kernels import missing_cpu_flags
 from inference.engine.verify import verify_greedy_tree
 
-needs_vnni = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
+needs_kernels = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
 
 EOS = [2]
 _namespaces = itertools.count()
@@ -220,7 +220,7 @@ def test_the_engine_takes_the_second_branch_in_one_forward_and_stays_identical(t
     assert first_step["suffix:tree+lookup"] > 3 and first_step["suffix:wide"] > 3, first_step
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int4", pytest.param("int4a8", marks=needs_vnni)])
+@pytest.mark.parametrize("dtype", ["int8", "int4", pytest.param("int4a8", marks=needs_kernels)])
 def test_row_invariant_trees_give_each_path_its_chains_logits_and_cache_bit_for_bit(tiny_target_dir, dtype):
     """Where speculation is lossless by construction (row-invariant attention: packed fp32, int8,
     int4), a tree forward gives each node exactly the logits of its path's chain, and the block's
@@ -246,7 +246,7 @@ def test_row_invariant_trees_give_each_path_its_chains_logits_and_cache_bit_for_
         assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int4", pytest.param("int4a8", marks=needs_vnni)])
+@pytest.mark.parametrize("dtype", ["int8", "int4", pytest.param("int4a8", marks=needs_kernels)])
 def test_row_invariant_trees_stay_lossless_in_the_engine(tiny_target_dir, dtype):
     from inference.engine import Engine
     from inference.engine.stats import GenerationStats

@@ -1,4 +1,4 @@
-"""ChatNexus' own CPU kernels: int4/int8 weights x int8 activations on AVX-512 VNNI (q4a8.cpp).
+"""ChatNexus' own CPU kernels: int4/int8 weights x int8 activations on AVX-512 VNNI or AVX2 (q4a8.cpp).
 
     from inference.engine import kernels
     kernels.load()          # builds once per machine and torch version (~1 min), then loads; EngineError if it cannot
@@ -11,7 +11,8 @@ integer dot products with VNNI — does several times that. No well-kept library
 torch on x86 today (intel-extension-for-pytorch's last release needs torch 2.8; torchao's
 PyPI wheels carry CUDA kernels only), so it is ~150 lines of C++ here, built with torch's own
 extension builder (a C++ compiler and ninja are needed; without them the precision is not
-offered, and `auto` picks among the others).
+offered, and `auto` picks among the others). One build holds both instruction sets; the ops
+use AVX-512 VNNI where the CPU has it, else AVX2 (same bits for the linears).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from ..threads import cpu_features
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("q4a8.cpp")
 # what q4a8.cpp is compiled for (and must find on the CPU running it)
-REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512_vnni", "f16c", "fma")
-CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mf16c", "-mfma"]
+# the base instruction set (AVX2 + FMA + F16C); AVX-512 VNNI is used where present (q4a8.cpp's v512)
+REQUIRED_FLAGS = ("avx2", "fma", "f16c")
+CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-mavx2", "-mfma", "-mf16c"]
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "loaded": True, or "error": the EngineError raised the first time
 
@@ -50,11 +52,17 @@ def unsupported_reason(machine: str | None = None, flags: str | None = None) -> 
     """Why these kernels cannot run on a CPU (default: this one), or None where they can."""
     machine = platform.machine() if machine is None else machine
     if machine not in ("x86_64", "AMD64"):
-        return f"the int4a8 kernels are written for x86-64 with AVX-512 VNNI (this is {machine}); use int4 or int8"
+        return f"the int4a8 kernels are written for x86-64 with AVX2 or AVX-512 (this is {machine}); use int4 or int8"
     missing = missing_cpu_flags(flags)
     if missing:
-        return f"the int4a8 kernels need AVX-512 VNNI; this CPU lacks {', '.join(missing)}: use int4 or int8"
+        return f"the int4a8 kernels need AVX2, FMA and F16C; this CPU lacks {', '.join(missing)}: use int4 or int8"
     return None
+
+
+def isa() -> str:
+    """The instruction set the loaded kernels use here: "avx512" (AVX-512 VNNI) or "avx2"."""
+    load()
+    return torch.ops.chatnexus.kernel_isa()
 
 
 def build_dir() -> Path:

@@ -1,4 +1,4 @@
-// int4 / int8 weights x int8 activations on AVX-512 VNNI, one row at a time (row-invariant).
+// int4 / int8 weights x int8 activations on AVX-512 VNNI (or AVX2), one row at a time (row-invariant).
 //
 // The arithmetic of llama.cpp's Q4_1 x Q8_1 and Q8_0 x Q8_0 dot products: activations are
 // quantised per row in blocks of 32 (d = max|x| / 127, a = round(x / d)), each block's integer
@@ -15,15 +15,24 @@
 //         scales: [16 x fp16 d][16 x fp16 m]
 //   int8: 512 bytes = 8 x [16 outputs][4 bytes], q + 128 as uint8 (vpdpbusd multiplies unsigned
 //         by signed bytes; the +128 is taken back with 128 * sum(a)); scales: [16 x fp16 d].
+//
+// Two instruction sets, chosen once per process (kernel_isa): AVX-512 VNNI (namespace v512,
+// compiled for it with a target pragma) and AVX2 + FMA + F16C (v256, the file's base flags).
+// The AVX2 linears take each tile's 16 outputs as two halves of 8 and emulate vpdpbusd with
+// vpmaddubsw + vpmaddwd (exact: no int16 sum can saturate here); every output's integer dot
+// products and fp32 operations are the same, so both give the same bits (tested). Attention and
+// the fused norm sum their lanes in another order on AVX2: close, not bit for bit.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <immintrin.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace {
@@ -38,6 +47,10 @@ struct QuantRows {
   const float* s;   // [M, B]: d * sum(a)
   const int32_t* isum;  // [M, B]: sum(a)
 };
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
+namespace v512 {
 
 // Quantised activations live in a buffer of the calling thread, reused call after call (no
 // allocation per linear); the worker threads of one call only read it.
@@ -165,12 +178,9 @@ constexpr int kGroup[] = {0, 4, 4, 2, 2, 1, 1, 1, 1};  // tiles taken together f
 
 
 // x * rsqrt(mean(x^2) + eps) * weight per row (RMSNorm), in fp32, before the kernel quantises it
-const float* rms_norm(const float* xp, int64_t m, int64_t k, const at::Tensor& weight_in, double eps) {
-  TORCH_CHECK(weight_in.numel() == k, "norm weight must have K values");
-  const at::Tensor weight = weight_in.to(at::kFloat).contiguous();
+const float* rms_norm(const float* xp, int64_t m, int64_t k, const float* wp, double eps) {
   thread_local std::vector<float> normed;
   normed.resize(static_cast<size_t>(m * k));
-  const float* wp = weight.data_ptr<float>();
   float* op = normed.data();
   for (int64_t r = 0; r < m; ++r) {
     const float* row = xp + r * k;
@@ -187,26 +197,11 @@ const float* rms_norm(const float* xp, int64_t m, int64_t k, const at::Tensor& w
   return op;
 }
 
-at::Tensor run(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& scales, int64_t n, bool int4,
-               const std::optional<at::Tensor>& norm, double eps) {
-  TORCH_CHECK(x_in.dim() == 2, "x must be [M, K]");
-  TORCH_CHECK(weight.scalar_type() == at::kByte && weight.is_contiguous(), "weight must be packed uint8");
-  TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.is_contiguous(), "scales must be packed fp16");
-  const at::Tensor x = x_in.to(at::kFloat).contiguous();
-  const int64_t m = x.size(0), k = x.size(1);
-  TORCH_CHECK(k % kBlock == 0 && n % kTile == 0, "K must be a multiple of 32 and N of 16");
-  const float* xp = x.data_ptr<float>();
-  if (norm.has_value()) xp = rms_norm(xp, m, k, *norm, eps);
+void linear(const float* xp, int64_t m, int64_t k, int64_t n, bool int4, const uint8_t* wp, const uint16_t* sp,
+            float* yp) {
   const int64_t blocks = k / kBlock, tiles = n / kTile;
   const int64_t tile_bytes = blocks * (int4 ? 256 : 512), tile_scales = blocks * (int4 ? 32 : 16);
-  TORCH_CHECK(weight.numel() == tiles * tile_bytes && scales.numel() == tiles * tile_scales,
-              "packed weight/scales do not match N and K");
-  at::Tensor y = at::empty({m, n}, at::kFloat);
-  if (m == 0) return y;
   const QuantRows a = quantize_rows(xp, m, k);
-  const uint8_t* wp = weight.data_ptr<uint8_t>();
-  const uint16_t* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
-  float* yp = y.data_ptr<float>();
   // [rows - 1][0]: one tile at a time; [rows - 1][1]: kGroup[rows] tiles at a time
   static const TileFn int4_fns[][2] = {
       {int4_tiles<1, 1>, int4_tiles<1, 4>}, {int4_tiles<2, 1>, int4_tiles<2, 4>}, {int4_tiles<3, 1>, int4_tiles<3, 2>},
@@ -228,6 +223,293 @@ at::Tensor run(const at::Tensor& x_in, const at::Tensor& weight, const at::Tenso
       }
     }
   });
+}
+
+}  // namespace v512
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA + F16C: the same layouts and arithmetic, 8 lanes at a time.
+namespace v256 {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+
+QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
+  const int64_t blocks = k / kBlock;
+  thread_local std::vector<float> floats;
+  thread_local std::vector<int32_t> ints;
+  thread_local std::vector<int8_t> bytes;
+  floats.resize(static_cast<size_t>(2 * m * blocks));
+  ints.resize(static_cast<size_t>(m * blocks));
+  bytes.resize(static_cast<size_t>(m * k));
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < m * blocks; ++i) {
+    const float* xb = xp + i * kBlock;
+    __m256 v[4], top = _mm256_setzero_ps();
+    for (int c = 0; c < 4; ++c) {
+      v[c] = _mm256_loadu_ps(xb + 8 * c);
+      top = _mm256_max_ps(top, _mm256_andnot_ps(sign, v[c]));
+    }
+    const float amax = hmax(top);
+    const float d = amax / 127.0f;
+    const __m256 inv = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    alignas(32) int32_t q[32];
+    for (int c = 0; c < 4; ++c)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 8 * c), _mm256_cvtps_epi32(_mm256_mul_ps(v[c], inv)));
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      bytes[i * kBlock + j] = static_cast<int8_t>(q[j]);  // |q| <= 127
+      sum += q[j];
+    }
+    floats[i] = d;
+    floats[m * blocks + i] = d * static_cast<float>(sum);
+    ints[i] = sum;
+  }
+  return QuantRows{bytes.data(), floats.data(), floats.data() + m * blocks, ints.data()};
+}
+
+// sum of 4 adjacent u8 x s8 products per int32 lane, as vpdpbusd without the accumulate
+inline __m256i dot4(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+inline __m256i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// R rows of one tile: halves h = 0, 1 hold outputs 0-7 and 8-15
+template <int R>
+void int4_tile(const uint8_t* w, const uint16_t* sc, int64_t blocks, int64_t k, const QuantRows& a, int64_t row,
+               float* y, int64_t n) {
+  const int8_t* aq = a.q + row * k;
+  const float* ad = a.d + row * blocks;
+  const float* as = a.s + row * blocks;
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  __m256 acc[2][R] = {};
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256i dot[2][R] = {};
+    for (int i = 0; i < 4; ++i) {
+      for (int h = 0; h < 2; ++h) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * 256 + 64 * i + 32 * h));
+        const __m256i lo = _mm256_and_si256(packed, low);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+        for (int r = 0; r < R; ++r) {
+          const int8_t* ab = aq + r * k + b * kBlock + 8 * i;
+          dot[h][r] = _mm256_add_epi32(dot[h][r], _mm256_add_epi32(dot4(lo, broadcast4(ab)), dot4(hi, broadcast4(ab + 4))));
+        }
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 8 * h)));
+      const __m256 mn = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 + 8 * h)));
+      for (int r = 0; r < R; ++r) {
+        acc[h][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[h][r]), _mm256_mul_ps(d, _mm256_set1_ps(ad[r * blocks + b])),
+                                    acc[h][r]);
+        acc[h][r] = _mm256_fmadd_ps(mn, _mm256_set1_ps(as[r * blocks + b]), acc[h][r]);
+      }
+    }
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * n + 8 * h, acc[h][r]);
+}
+
+// int8 weights: stored as q + 128; q's sign moves onto the activation (vpsignb) so that the
+// unsigned operand is |q| <= 127 and no int16 pair sum saturates
+template <int R>
+void int8_tile(const uint8_t* w, const uint16_t* sc, int64_t blocks, int64_t k, const QuantRows& a, int64_t row,
+               float* y, int64_t n) {
+  const int8_t* aq = a.q + row * k;
+  const float* ad = a.d + row * blocks;
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m256 acc[2][R] = {};
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256i dot[2][R] = {};
+    for (int j = 0; j < 8; ++j) {
+      for (int h = 0; h < 2; ++h) {
+        const __m256i q = _mm256_xor_si256(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * 512 + 64 * j + 32 * h)), flip);  // q as int8
+        const __m256i magnitude = _mm256_sign_epi8(q, q);
+        for (int r = 0; r < R; ++r)
+          dot[h][r] = _mm256_add_epi32(dot[h][r],
+                                       dot4(magnitude, _mm256_sign_epi8(broadcast4(aq + r * k + b * kBlock + 4 * j), q)));
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 16 + 8 * h)));
+      for (int r = 0; r < R; ++r)
+        acc[h][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[h][r]), _mm256_mul_ps(d, _mm256_set1_ps(ad[r * blocks + b])),
+                                    acc[h][r]);
+    }
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * n + 8 * h, acc[h][r]);
+}
+
+using TileFn = void (*)(const uint8_t*, const uint16_t*, int64_t, int64_t, const QuantRows&, int64_t, float*, int64_t);
+constexpr int64_t kRows = 2;  // 16 ymm registers: two rows of a tile at a time
+
+void linear(const float* xp, int64_t m, int64_t k, int64_t n, bool int4, const uint8_t* wp, const uint16_t* sp,
+            float* yp) {
+  const int64_t blocks = k / kBlock, tiles = n / kTile;
+  const int64_t tile_bytes = blocks * (int4 ? 256 : 512), tile_scales = blocks * (int4 ? 32 : 16);
+  const QuantRows a = quantize_rows(xp, m, k);
+  static const TileFn int4_fns[] = {int4_tile<1>, int4_tile<2>};
+  static const TileFn int8_fns[] = {int8_tile<1>, int8_tile<2>};
+  const TileFn* fns = int4 ? int4_fns : int8_fns;
+  at::parallel_for(0, tiles, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t row = 0; row < m; row += kRows) {
+      const int64_t rows = std::min(kRows, m - row);
+      for (int64_t t = begin; t < end; ++t)
+        fns[rows - 1](wp + t * tile_bytes, sp + t * tile_scales, blocks, k, a, row, yp + row * n + t * kTile, n);
+    }
+  });
+}
+
+const float* rms_norm(const float* xp, int64_t m, int64_t k, const float* wp, double eps) {
+  thread_local std::vector<float> normed;
+  normed.resize(static_cast<size_t>(m * k));
+  float* op = normed.data();
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = xp + r * k;
+    __m256 squares = _mm256_setzero_ps();
+    for (int64_t i = 0; i < k; i += 8) {
+      const __m256 v = _mm256_loadu_ps(row + i);
+      squares = _mm256_fmadd_ps(v, v, squares);
+    }
+    const float scale = 1.0f / std::sqrt(hsum(squares) / static_cast<float>(k) + static_cast<float>(eps));
+    const __m256 s = _mm256_set1_ps(scale);
+    for (int64_t i = 0; i < k; i += 8)
+      _mm256_storeu_ps(op + r * k + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(row + i), s), _mm256_loadu_ps(wp + i)));
+  }
+  return op;
+}
+
+// e^x for x <= 0, as v512's (2^n built from its exponent bits: n >= -126 after the clamp)
+inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(power));
+}
+
+void attend_one(const float* q, const float* k, const float* v, int64_t k_stride, int64_t v_stride, int64_t keys,
+                int64_t start, const int64_t* path, int64_t dim, float scale, float* scores, float* out) {
+  auto position = [&](int64_t t) { return t < start || path == nullptr ? t : start + path[t - start]; };
+  const int64_t chunks = dim / 8;
+  __m256 qv[32];
+  for (int64_t c = 0; c < chunks; ++c) qv[c] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * c), _mm256_set1_ps(scale));
+  float best = -INFINITY;
+  for (int64_t t = 0; t < keys; ++t) {
+    const float* kt = k + position(t) * k_stride;
+    __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kt));
+    for (int64_t c = 1; c < chunks; ++c) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kt + 8 * c), acc);
+    const float s = hsum(acc);
+    scores[t] = s;
+    best = s > best ? s : best;
+  }
+  const __m256 top = _mm256_set1_ps(best);
+  __m256 total = _mm256_setzero_ps();
+  int64_t t = 0;
+  for (; t + 8 <= keys; t += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + t), top));
+    _mm256_storeu_ps(scores + t, e);
+    total = _mm256_add_ps(total, e);
+  }
+  for (; t < keys; ++t) {  // the tail, one key at a time through the same polynomial
+    const float e = _mm256_cvtss_f32(exp_nonpositive(_mm256_set1_ps(scores[t] - best)));
+    scores[t] = e;
+    total = _mm256_add_ps(total, _mm256_setr_ps(e, 0, 0, 0, 0, 0, 0, 0));
+  }
+  const float inverse = 1.0f / hsum(total);
+  __m256 acc[32];
+  for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t u = 0; u < keys; ++u) {
+    const __m256 p = _mm256_set1_ps(scores[u]);
+    const float* vt = v + position(u) * v_stride;
+    for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + 8 * c), acc[c]);
+  }
+  for (int64_t c = 0; c < chunks; ++c) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], _mm256_set1_ps(inverse)));
+}
+
+}  // namespace v256
+
+// ---------------------------------------------------------------------------------------------
+// Which instruction set the ops use: AVX-512 VNNI where the CPU has it, else AVX2; kernel_isa()
+// can pin either (tests run both on a machine with AVX-512).
+std::atomic<int> isa_choice{0};  // 0: not chosen yet, 1: avx2, 2: avx512
+
+bool use_avx512() {
+  int choice = isa_choice.load(std::memory_order_relaxed);
+  if (choice == 0) {
+    __builtin_cpu_init();
+    const bool wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    choice = wide ? 2 : 1;
+    isa_choice.store(choice, std::memory_order_relaxed);
+  }
+  return choice == 2;
+}
+
+std::string kernel_isa(std::optional<std::string> pin) {
+  if (pin.has_value()) {
+    TORCH_CHECK(*pin == "avx2" || *pin == "avx512", "kernel_isa: avx2 or avx512");
+    if (*pin == "avx512") {
+      isa_choice.store(0);
+      TORCH_CHECK(use_avx512(), "this CPU has no AVX-512 VNNI");
+    }
+    isa_choice.store(*pin == "avx512" ? 2 : 1);
+  }
+  return use_avx512() ? "avx512" : "avx2";
+}
+
+at::Tensor run(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& scales, int64_t n, bool int4,
+               const std::optional<at::Tensor>& norm, double eps) {
+  TORCH_CHECK(x_in.dim() == 2, "x must be [M, K]");
+  TORCH_CHECK(weight.scalar_type() == at::kByte && weight.is_contiguous(), "weight must be packed uint8");
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.is_contiguous(), "scales must be packed fp16");
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const int64_t m = x.size(0), k = x.size(1);
+  TORCH_CHECK(k % kBlock == 0 && n % kTile == 0, "K must be a multiple of 32 and N of 16");
+  const int64_t blocks = k / kBlock, tiles = n / kTile;
+  TORCH_CHECK(weight.numel() == tiles * blocks * (int4 ? 256 : 512) && scales.numel() == tiles * blocks * (int4 ? 32 : 16),
+              "packed weight/scales do not match N and K");
+  at::Tensor y = at::empty({m, n}, at::kFloat);
+  if (m == 0) return y;
+  at::Tensor norm_weight;
+  if (norm.has_value()) {
+    TORCH_CHECK(norm->numel() == k, "norm weight must have K values");
+    norm_weight = norm->to(at::kFloat).contiguous();
+  }
+  const bool wide = use_avx512();
+  const float* xp = x.data_ptr<float>();
+  if (norm.has_value())
+    xp = wide ? v512::rms_norm(xp, m, k, norm_weight.data_ptr<float>(), eps)
+              : v256::rms_norm(xp, m, k, norm_weight.data_ptr<float>(), eps);
+  const uint8_t* wp = weight.data_ptr<uint8_t>();
+  const uint16_t* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
+  (wide ? v512::linear : v256::linear)(xp, m, k, n, int4, wp, sp, y.data_ptr<float>());
   return y;
 }
 
@@ -248,6 +530,10 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::
 // whatever W, and threads split (row, head) pairs only: row-invariant like the linears.
 // Replaces one SDPA call per row (~30 us of set-up each for a single query row) in
 // attention.py's row loop for int4a8 models.
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
+namespace v512 {
 
 // e^x for x <= 0 (softmax after subtracting the max): Cody-Waite range reduction, degree-6
 // polynomial, relative error ~2e-7.
@@ -310,6 +596,27 @@ void attend_one(const float* q, const float* k, const float* v, int64_t k_stride
   for (int64_t c = 0; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(inverse)));
 }
 
+}  // namespace v512
+#pragma GCC pop_options
+
+using AttendOne = void (*)(const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                           const int64_t*, int64_t, float, float*, float*);
+
+// every (row, head) pair through one instruction set's attend_one, threads splitting the pairs
+void attend_all(AttendOne attend_one, const float* qp, const float* kp, const float* vp, int64_t k_head, int64_t v_head,
+                int64_t k_row, int64_t v_row, int64_t heads, int64_t width, int64_t group, int64_t start,
+                int64_t length, int64_t dim, float scale, const int64_t* pp, const int64_t* dp, float* op) {
+  at::parallel_for(0, width * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(length) + 16);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t row = i / heads, head = i % heads, kv = head / group;
+      const int64_t keys = start + (dp ? dp[row] : row + 1);
+      attend_one(qp + (head * width + row) * dim, kp + kv * k_head, vp + kv * v_head, k_row, v_row, keys, start,
+                 pp ? pp + row * width : nullptr, dim, scale, scores.data(), op + (row * heads + head) * dim);
+    }
+  });
+}
+
 // paths (optional, a draft tree's): int64 [W, W], row j's block rows in its first depths[j] entries
 at::Tensor attend_rows(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, double scale,
                        const std::optional<at::Tensor>& paths_in, const std::optional<at::Tensor>& depths_in) {
@@ -344,16 +651,9 @@ at::Tensor attend_rows(const at::Tensor& query, const at::Tensor& key, const at:
   }
   const int64_t* pp = paths.defined() ? paths.data_ptr<int64_t>() : nullptr;
   const int64_t* dp = depths.defined() ? depths.data_ptr<int64_t>() : nullptr;
-  at::parallel_for(0, width * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(length) + 16);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t row = i / heads, head = i % heads, kv = head / group;
-      const int64_t keys = start + (dp ? dp[row] : row + 1);
-      attend_one(qp + (head * width + row) * dim, kp + kv * key.stride(1), vp + kv * value.stride(1), key.stride(2),
-                 value.stride(2), keys, start, pp ? pp + row * width : nullptr, dim, static_cast<float>(scale),
-                 scores.data(), op + (row * heads + head) * dim);
-    }
-  });
+  attend_all(use_avx512() ? v512::attend_one : v256::attend_one, qp, kp, vp, key.stride(1), value.stride(1),
+             key.stride(2), value.stride(2), heads, width, group, start, length, dim, static_cast<float>(scale), pp, dp,
+             op);
   return out;
 }
 
@@ -400,6 +700,8 @@ TORCH_LIBRARY(chatnexus, m) {
   m.def("attend_rows(Tensor query, Tensor key, Tensor value, float scale, Tensor? paths=None, Tensor? depths=None) "
         "-> Tensor");
   m.def("rotary_qk(Tensor qkv, Tensor cos, Tensor sin, int rotated, int dim) -> Tensor");
+  // the instruction set the ops use ("avx512" or "avx2"); `isa` pins one
+  m.def("kernel_isa(str? isa=None) -> str", kernel_isa);
 }
 
 TORCH_LIBRARY_IMPL(chatnexus, CPU, m) {
