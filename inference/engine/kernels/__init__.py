@@ -1,7 +1,7 @@
 """ChatNexus' own CPU kernels: int4/int8 weights x int8 activations on AVX-512 VNNI or AVX2 (q4a8.cpp).
 
     from inference.engine import kernels
-    kernels.load()          # builds once per machine and torch version (~1 min), then loads; EngineError if it cannot
+    kernels.load()          # builds once per machine and torch version (~15 s here), then loads; EngineError if it cannot
     torch.ops.chatnexus.int4a8_linear(x, packed, scales, n)
 
 Why our own: aten's int4 CPU kernel (the one torchao's CPU int4 path uses too, and the one
@@ -9,7 +9,7 @@ inductor's generated kernel ties) multiplies ~3.4 weights per cycle per core on 
 activations; llama.cpp's approach — activations quantised to int8 per block of 32, exact
 integer dot products with VNNI — does several times that. No well-kept library ships it for
 torch on x86 today (intel-extension-for-pytorch's last release needs torch 2.8; torchao's
-PyPI wheels carry CUDA kernels only), so it is ~150 lines of C++ here, built with torch's own
+PyPI wheels carry CUDA kernels only), so it is ~700 lines of C++ here, built with torch's own
 extension builder (a C++ compiler and ninja are needed; without them the precision is not
 offered, and `auto` picks among the others). One build holds both instruction sets; the ops
 use AVX-512 VNNI where the CPU has it, else AVX2 (same bits for the linears).
