@@ -240,10 +240,7 @@ def direct_linear(module: nn.Module, dense: bool):
         def run(x):
             return _with_bias(_dense_mm(x, weight_dense), bias)
     elif isinstance(module, VnniLinear):
-        kernel, packed, scales, n = module.kernel, module.packed, module.scales, module.out_features
-
-        def run(x):
-            return _with_bias(_vnni_mm(kernel, x, packed, scales, n), bias)
+        return _vnni_function(module)
     elif isinstance(module, Int4Linear):
         packed, scales, group, n = module.packed, module.scales_and_zeros, module.group_size, module.out_features
 
@@ -556,6 +553,11 @@ def direct_norm_linear(norm_weight: torch.Tensor, eps: float, module: nn.Module,
     own precision, and plain and speculative decoding run the same call)."""
     if not isinstance(module, VnniLinear) or (dense and module.dense is not None):
         return None
+    return _vnni_function(module, norm_weight, eps)
+
+
+def _vnni_function(module: "VnniLinear", norm_weight: torch.Tensor | None = None, eps: float = 0.0):
+    """module(x), or module(RMSNorm(x)) with `norm_weight`, as one kernel call with nothing around it."""
     kernel, packed, scales, n, bias = module.kernel, module.packed, module.scales, module.out_features, module.bias
 
     def run(x):

@@ -48,13 +48,16 @@ struct QuantRows {
   const int32_t* isum;  // [M, B]: sum(a)
 };
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
-namespace v512 {
+// Where both instruction sets' quantize_rows write: buffers of the calling thread, reused call
+// after call (no allocation per linear); the worker threads of one call only read them.
+struct RowsScratch {
+  int8_t* q;
+  float* d;
+  float* s;
+  int32_t* isum;
+};
 
-// Quantised activations live in a buffer of the calling thread, reused call after call (no
-// allocation per linear); the worker threads of one call only read it.
-QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
+RowsScratch rows_scratch(int64_t m, int64_t k) {
   const int64_t blocks = k / kBlock;
   thread_local std::vector<float> floats;
   thread_local std::vector<int32_t> ints;
@@ -62,11 +65,27 @@ QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
   floats.resize(static_cast<size_t>(2 * m * blocks));
   ints.resize(static_cast<size_t>(m * blocks));
   bytes.resize(static_cast<size_t>(m * k));
-  QuantRows out{bytes.data(), floats.data(), floats.data() + m * blocks, ints.data()};
-  int8_t* qp = bytes.data();
-  float* dp = floats.data();
-  float* sp = floats.data() + m * blocks;
-  int32_t* ip = ints.data();
+  return RowsScratch{bytes.data(), floats.data(), floats.data() + m * blocks, ints.data()};
+}
+
+// the fused RMSNorm's output, likewise
+float* norm_scratch(int64_t m, int64_t k) {
+  thread_local std::vector<float> normed;
+  normed.resize(static_cast<size_t>(m * k));
+  return normed.data();
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
+namespace v512 {
+
+QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
+  const int64_t blocks = k / kBlock;
+  const RowsScratch out = rows_scratch(m, k);
+  int8_t* qp = out.q;
+  float* dp = out.d;
+  float* sp = out.s;
+  int32_t* ip = out.isum;
   for (int64_t i = 0; i < m * blocks; ++i) {
     const float* xb = xp + i * kBlock;
     const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
@@ -82,7 +101,7 @@ QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
     sp[i] = d * static_cast<float>(sum);
     ip[i] = sum;
   }
-  return out;
+  return QuantRows{out.q, out.d, out.s, out.isum};
 }
 
 inline __m512i broadcast4(const int8_t* p) {
@@ -179,9 +198,7 @@ constexpr int kGroup[] = {0, 4, 4, 2, 2, 1, 1, 1, 1};  // tiles taken together f
 
 // x * rsqrt(mean(x^2) + eps) * weight per row (RMSNorm), in fp32, before the kernel quantises it
 const float* rms_norm(const float* xp, int64_t m, int64_t k, const float* wp, double eps) {
-  thread_local std::vector<float> normed;
-  normed.resize(static_cast<size_t>(m * k));
-  float* op = normed.data();
+  float* op = norm_scratch(m, k);
   for (int64_t r = 0; r < m; ++r) {
     const float* row = xp + r * k;
     __m512 squares = _mm512_setzero_ps();
@@ -246,12 +263,7 @@ inline float hmax(__m256 v) {
 
 QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
   const int64_t blocks = k / kBlock;
-  thread_local std::vector<float> floats;
-  thread_local std::vector<int32_t> ints;
-  thread_local std::vector<int8_t> bytes;
-  floats.resize(static_cast<size_t>(2 * m * blocks));
-  ints.resize(static_cast<size_t>(m * blocks));
-  bytes.resize(static_cast<size_t>(m * k));
+  const RowsScratch out = rows_scratch(m, k);
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < m * blocks; ++i) {
     const float* xb = xp + i * kBlock;
@@ -268,14 +280,14 @@ QuantRows quantize_rows(const float* xp, int64_t m, int64_t k) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(q + 8 * c), _mm256_cvtps_epi32(_mm256_mul_ps(v[c], inv)));
     int32_t sum = 0;
     for (int j = 0; j < 32; ++j) {
-      bytes[i * kBlock + j] = static_cast<int8_t>(q[j]);  // |q| <= 127
+      out.q[i * kBlock + j] = static_cast<int8_t>(q[j]);  // |q| <= 127
       sum += q[j];
     }
-    floats[i] = d;
-    floats[m * blocks + i] = d * static_cast<float>(sum);
-    ints[i] = sum;
+    out.d[i] = d;
+    out.s[i] = d * static_cast<float>(sum);
+    out.isum[i] = sum;
   }
-  return QuantRows{bytes.data(), floats.data(), floats.data() + m * blocks, ints.data()};
+  return QuantRows{out.q, out.d, out.s, out.isum};
 }
 
 // sum of 4 adjacent u8 x s8 products per int32 lane, as vpdpbusd without the accumulate
@@ -378,9 +390,7 @@ void linear(const float* xp, int64_t m, int64_t k, int64_t n, bool int4, const u
 }
 
 const float* rms_norm(const float* xp, int64_t m, int64_t k, const float* wp, double eps) {
-  thread_local std::vector<float> normed;
-  normed.resize(static_cast<size_t>(m * k));
-  float* op = normed.data();
+  float* op = norm_scratch(m, k);
   for (int64_t r = 0; r < m; ++r) {
     const float* row = xp + r * k;
     __m256 squares = _mm256_setzero_ps();
