@@ -40,6 +40,11 @@ namespace {
 constexpr int64_t kBlock = 32;
 constexpr int64_t kTile = 16;
 constexpr int64_t kRows = 8;  // rows sharing one pass over a tile's weights
+// Tiles of outputs whose weights stay in cache while every block of rows passes over them: the
+// weights are read from memory once per call, not once per block of rows (a 9-row verify, or a
+// prompt chunk, would otherwise stream them again for each block). Per output the arithmetic does
+// not depend on the order, so the bits do not change.
+constexpr int64_t kPanel = 4;
 
 struct QuantRows {
   const int8_t* q;  // [M, K]
@@ -229,14 +234,17 @@ void linear(const float* xp, int64_t m, int64_t k, int64_t n, bool int4, const u
       {int8_tiles<4, 1>, int8_tiles<4, 2>}, {int8_tiles<5, 1>, int8_tiles<5, 1>}, {int8_tiles<6, 1>, int8_tiles<6, 1>},
       {int8_tiles<7, 1>, int8_tiles<7, 1>}, {int8_tiles<8, 1>, int8_tiles<8, 1>}};
   const auto& fns = int4 ? int4_fns : int8_fns;
-  at::parallel_for(0, tiles, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t row = 0; row < m; row += kRows) {
-      const int64_t rows = std::min(kRows, m - row), group = kGroup[rows];
-      for (int64_t t = begin; t < end;) {
-        const bool grouped = group > 1 && t + group <= end;
-        fns[rows - 1][grouped](wp + t * tile_bytes, sp + t * tile_scales, tile_bytes, tile_scales, blocks, k, a, row,
-                               yp + row * n + t * kTile, n);
-        t += grouped ? group : 1;
+  at::parallel_for(0, tiles, kPanel, [&](int64_t begin, int64_t end) {
+    for (int64_t panel = begin; panel < end; panel += kPanel) {
+      const int64_t stop = std::min(end, panel + kPanel);
+      for (int64_t row = 0; row < m; row += kRows) {
+        const int64_t rows = std::min(kRows, m - row), group = kGroup[rows];
+        for (int64_t t = panel; t < stop;) {
+          const bool grouped = group > 1 && t + group <= stop;
+          fns[rows - 1][grouped](wp + t * tile_bytes, sp + t * tile_scales, tile_bytes, tile_scales, blocks, k, a,
+                                 row, yp + row * n + t * kTile, n);
+          t += grouped ? group : 1;
+        }
       }
     }
   });
@@ -380,11 +388,14 @@ void linear(const float* xp, int64_t m, int64_t k, int64_t n, bool int4, const u
   static const TileFn int4_fns[] = {int4_tile<1>, int4_tile<2>};
   static const TileFn int8_fns[] = {int8_tile<1>, int8_tile<2>};
   const TileFn* fns = int4 ? int4_fns : int8_fns;
-  at::parallel_for(0, tiles, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t row = 0; row < m; row += kRows) {
-      const int64_t rows = std::min(kRows, m - row);
-      for (int64_t t = begin; t < end; ++t)
-        fns[rows - 1](wp + t * tile_bytes, sp + t * tile_scales, blocks, k, a, row, yp + row * n + t * kTile, n);
+  at::parallel_for(0, tiles, kPanel, [&](int64_t begin, int64_t end) {
+    for (int64_t panel = begin; panel < end; panel += kPanel) {
+      const int64_t stop = std::min(end, panel + kPanel);
+      for (int64_t row = 0; row < m; row += kRows) {
+        const int64_t rows = std::min(kRows, m - row);
+        for (int64_t t = panel; t < stop; ++t)
+          fns[rows - 1](wp + t * tile_bytes, sp + t * tile_scales, blocks, k, a, row, yp + row * n + t * kTile, n);
+      }
     }
   });
 }
