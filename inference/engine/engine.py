@@ -78,8 +78,12 @@ class Engine:
         if isinstance(reply, str):
             reply = self.tokenizer(reply, add_special_tokens=False).input_ids
         if isinstance(question, str):
-            question = self.tokenizer(question + self._question_suffix(), add_special_tokens=False).input_ids
+            question = self.question_ids(question)
         self.memory.remember(namespace, list(reply), None if question is None else list(question))
+
+    def question_ids(self, question: str) -> list[int]:
+        """The tokens a reply is remembered after: the user message and the template's turn change."""
+        return self.tokenizer(question + self._question_suffix(), add_special_tokens=False).input_ids
 
     def _question_suffix(self) -> str:
         """What the chat template puts between a last user message and the reply ("<|im_end|>...")."""

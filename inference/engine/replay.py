@@ -33,6 +33,9 @@ Beside each result: the Leviathan et al. (2023) bound S = (1 - a^(g+1)) / ((1 - 
 from the measured acceptance a, mean draft length g (drafted tokens / steps that drafted)
 and c, the measured extra cost of one draft token: a verify step of g draft tokens (plus
 the drafter's own time per step) costs (g c + 1) plain steps — timed on the target here.
+Under the table, the drafting headroom (headroom.py): each drafter replayed offline against
+the recorded replies with verification free (tokens per forward, exact for greedy), and the
+bound no copy drafter can pass — what a machine whose verify costs nothing (a GPU) could gain.
 Writes DIR/results.json and DIR/speedup_by_history.png (speedup vs the number of the bot's
 earlier replies), returns the results; `format_replay_table` prints them.
 """
@@ -53,6 +56,7 @@ from .bench import (BenchError, _sum_hists, _sync, _until_eos, hf_generate_runne
                     reference_model, write_progress)
 from .engine import Engine
 from .forward import cache_argument, crop, extend, new_cache, prefill
+from .headroom import format_headroom, headroom
 from .prefix_cache import PrefixCache
 
 DEFAULT_METHODS = ("hf_plain", "none/fresh", "none", "lookup", "suffix", "suffix+lookup")
@@ -167,6 +171,8 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
 
     histories = {name: {} for name in names}  # method -> conversation id -> messages so far
     records = {name: [] for name in names}
+    reference = "hf_plain" if "hf_plain" in names else names[0]  # as reference_name() will say
+    recorded: list[dict] = []  # the reference's prompts and replies, for the drafting headroom
     seen: dict[str, int] = {}  # bot -> replies so far (identical for every method)
     total = sum(len(c["turns"]) for c in conversations)
     out = Path(out_dir)
@@ -195,6 +201,9 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
                     engines[name].remember(namespace, list(new_ids), question=turn)
                 records[name].append({"conversation": conv["id"], "bot": conv["bot"], "history": history_size,
                                       "ids": reply, "seconds": seconds, "stats": stats})
+                if name == reference:
+                    recorded.append({"bot": conv["bot"], "prompt": input_ids[0].tolist(), "reply": reply + list(new_ids)[len(reply):len(reply) + 1],  # + its EOS
+                                     "question": base.question_ids(turn)})
                 bar.update()
             seen[conv["bot"]] = history_size + 1
             write_progress(partial, len(records[names[0]]), total, records)
@@ -214,6 +223,8 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
         "reference": reference_name(records),
         "methods": summary,
         "by_history": _by_history(records),
+        # tokens per forward if verifying were free, and what any copy drafter could reach (headroom.py)
+        "headroom": headroom(recorded, names, max_new_tokens),
         # the reference replies, to see how repetitive the traffic really is
         "replies": [{"conversation": r["conversation"], "bot": r["bot"], "history": r["history"],
                      "text": base.tokenizer.decode(r["ids"], skip_special_tokens=True)}
@@ -367,6 +378,9 @@ def format_replay_table(results: dict) -> str:
                   f"  {'messages':<14}" + "".join(f"{n:>8}" for n in by["messages"])]
         lines += [f"  {name:<14}" + "".join(f"{fmt(s, '.2f'):>8}" for s in values)
                   for name, values in by["speedup"].items() if name != reference]
+    if results.get("headroom"):
+        measured = {m["name"]: m["mean_tokens_per_forward"] for m in results["methods"]}
+        lines += ["", format_headroom(results["headroom"], measured)]
     return "\n".join(lines + hist_lines(results["methods"]))
 
 
