@@ -1,11 +1,28 @@
 """Calls out to URLs that members type (the API channel's reply webhook, knowledge fetched from
 a web page): never to the server's own network unless the deployment allows it, so a member
-cannot make the server reach its database, a cloud metadata address or an admin port."""
+cannot make the server reach its database, a cloud metadata address or an admin port.
+
+Two layers. ``refused_address`` resolves the name and says, in a sentence, why it may not be
+called (forms and callers show it). The call itself then goes through ``session``: a
+requests-hardened session that resolves the name again, refuses a private address, and
+connects to the very address it checked (the Host header and the TLS name stay the URL's). A
+name that answers with a public address for the first look and 127.0.0.1 for the connection
+(DNS rebinding) therefore reaches nothing: the check and the connection cannot disagree.
+
+    with egress.session(allow_private) as http:
+        response = http.get(url, timeout=..., allow_redirects=False)   # egress.Refused if pinned private
+"""
 from __future__ import annotations
 
 import ipaddress
 import socket
 from urllib.parse import urlsplit
+
+import requests
+from requests_hardened import Config, HTTPSession
+from requests_hardened.ip_filter import InvalidIPAddress as Refused  # a requests.RequestException
+
+__all__ = ["Refused", "refusal", "refused_address", "session"]
 
 
 def refused_address(url: str, allow_private: bool, setting: str, what: str = "the URL") -> str:
@@ -25,3 +42,21 @@ def refused_address(url: str, allow_private: bool, setting: str, what: str = "th
             host = f"{address}" if parts.hostname == str(address) else f"{parts.hostname} ({address})"
             return f"{host} is an address of this server's own network (set {setting}=1 to allow it)"
     return ""
+
+
+def session(allow_private: bool) -> requests.Session:
+    """A session for calls to a member's URL: plain where ``allow_private`` is on, else pinned to
+    the public address it checked at connect time (module docstring); ``Refused`` otherwise.
+    Redirects are never followed by the session (callers that follow them check every hop)."""
+    if allow_private:
+        return requests.Session()
+    return HTTPSession(Config(ip_filter_enable=True, ip_filter_allow_loopback_ips=False, never_redirect=True,
+                              default_timeout=None))
+
+
+def refusal(error: Refused, url: str, setting: str) -> str:
+    """``refused_address``'s sentence for an address the session refused at connect time."""
+    host = urlsplit(url).hostname or url
+    address = error.args[0] if error.args else "?"
+    where = f"{address}" if host == str(address) else f"{host} ({address})"
+    return f"{where} is an address of this server's own network (set {setting}=1 to allow it)"

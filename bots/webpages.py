@@ -4,8 +4,9 @@
 
 HTML becomes readable text (scripts, styles, navigation, footers and forms left out), plain
 text and markdown stay as they are, a PDF goes through pypdf (bots/documents.py). Calls go out
-only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py) —
-checked again for every redirect, followed by hand, at most five. At most MAX_PAGE_BYTES are
+only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py: the
+connection goes to the address that was checked) — checked again for every redirect, followed by
+hand, at most five. At most MAX_PAGE_BYTES are
 read, within CHATNEXUS_FETCH_TIMEOUT_S in all (redirects and a slow trickle of bytes included: the
 builder's request waits for it); anything slower, larger, of another type, or answering other
 than 2xx is refused with a sentence saying which.
@@ -99,7 +100,7 @@ class _Deadline:
         return min(TIMEOUT_S[0], left), min(TIMEOUT_S[1], left)
 
 
-def _get(url: str, deadline: _Deadline) -> requests.Response:
+def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Response:
     """GET ``url``, following redirects by hand so each hop is checked; the last response, streamed."""
     for _ in range(MAX_REDIRECTS + 1):
         deadline.check()
@@ -111,9 +112,12 @@ def _get(url: str, deadline: _Deadline) -> requests.Response:
         if refused:
             raise DocumentError(f"That page cannot be fetched: {refused}.")
         try:
-            response = requests.get(url, stream=True, timeout=deadline.timeout(), allow_redirects=False, headers={
+            response = http.get(url, stream=True, timeout=deadline.timeout(), allow_redirects=False, headers={
                 "User-Agent": f"ChatNexus-Knowledge/1 (+{settings.PUBLIC_URL})",
                 "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.1"})
+        except egress.Refused as error:  # the name answered differently when connecting (DNS rebinding)
+            refused = egress.refusal(error, url, "CHATNEXUS_FETCH_ALLOW_PRIVATE")
+            raise DocumentError(f"That page cannot be fetched: {refused}.") from None
         except requests.Timeout:
             raise DocumentError("The page took too long to answer.") from None
         except requests.RequestException:
@@ -129,8 +133,7 @@ def _get(url: str, deadline: _Deadline) -> requests.Response:
 def fetch(url: str) -> tuple[str, str]:
     """(title, text) of the page at ``url``; DocumentError with a sentence for the form otherwise."""
     deadline = _Deadline()
-    response = _get(url.strip(), deadline)
-    with response:
+    with egress.session(settings.CHATNEXUS_FETCH_ALLOW_PRIVATE) as http, _get(http, url.strip(), deadline) as response:
         if not 200 <= response.status_code < 300:
             raise DocumentError(f"The page answered {response.status_code} {response.reason or ''}".rstrip() + ".")
         content_type = response.headers.get("content-type", "")

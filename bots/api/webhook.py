@@ -79,7 +79,11 @@ def post(config, event: str, payload: dict, delivery: str) -> requests.Response:
         "X-ChatNexus-Signature": signature(secret, body, int(time.time())),
     }
     try:
-        response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+        with egress.session(settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE) as http:
+            response = http.post(url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+    except egress.Refused as error:  # the name answered differently when connecting (DNS rebinding)
+        raise DeliveryError(egress.refusal(error, url, "CHATNEXUS_WEBHOOK_ALLOW_PRIVATE"), transient=False,
+                            code="webhook") from None
     except requests.RequestException as error:
         raise DeliveryError(f"webhook not reached: {one_line(error)}", transient=True, code="webhook") from None
     if 200 <= response.status_code < 300:

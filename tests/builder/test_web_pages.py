@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from bots import webpages
 from bots.models import KnowledgeItem
-from tests.channels.loopback import LoopbackServer
+from tests.channels.loopback import LoopbackServer, rebinding_dns
 
 DELIVERY = """<!doctype html><html><head><meta charset="utf-8"><title>Delivery &amp; returns — Acme Bikes</title>
 <style>body { color: red }</style><script>var tracking = "do not read me";</script></head>
@@ -153,6 +153,19 @@ def test_the_servers_own_network_is_refused_unless_allowed(as_alice, acme_bot, w
     response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]),
                              {"url": url, "text": "and pasted words too"})
     assert "Paste text, upload a file or give a web page: one of them." in response.content.decode()
+
+
+def test_a_name_that_rebinds_to_the_servers_network_reaches_nothing(website, settings, monkeypatch):
+    """The name looks public when checked and points at loopback when connected to: the connection
+    goes to the address that was checked, or nowhere."""
+    settings.CHATNEXUS_FETCH_ALLOW_PRIVATE = False
+    website.page("/admin", "<p>internal only</p>")
+    rebinding_dns(monkeypatch, "rebind.example")
+    with pytest.raises(webpages.DocumentError) as refused:
+        webpages.fetch(f"http://rebind.example:{website.port}/admin")
+    assert str(refused.value) == ("That page cannot be fetched: rebind.example (127.0.0.1) is an address of this "
+                                  "server's own network (set CHATNEXUS_FETCH_ALLOW_PRIVATE=1 to allow it).")
+    assert website.requests == []
 
 
 def test_another_organisation_cannot_fetch_a_bots_pages_again(as_charlie, acme_bot, website):

@@ -18,3 +18,20 @@ class LoopbackServer:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def rebinding_dns(monkeypatch, name: str, first: str = "93.184.215.14") -> None:
+    """The system resolver, except that ``name`` answers ``first`` (a public address) once and
+    127.0.0.1 ever after: a DNS-rebinding attacker's name, whose short-lived record changes
+    between the server's check and its connection."""
+    import socket
+
+    real, asked = socket.getaddrinfo, []
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host != name:
+            return real(host, *args, **kwargs)
+        asked.append(host)
+        return real(first if len(asked) == 1 else "127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)

@@ -18,6 +18,7 @@ from channels_app.models import ChannelConfig
 from tests.conftest import wait_for
 from tests.platform.conftest import make_conversation
 
+from .loopback import rebinding_dns
 from .webhook_receiver import WebhookReceiver
 
 SECRET = "webhook-signing-secret-for-tests"
@@ -105,6 +106,23 @@ def test_a_webhook_saved_while_allowed_is_refused_at_send_time_once_not(api_chan
     with pytest.raises(DeliveryError) as refused:
         ApiAdapter().send(reply)
     assert not refused.value.transient and "an address of this server's own network" in str(refused.value)
+    assert receiver.requests == []
+
+
+@pytest.mark.django_db
+def test_a_webhook_name_that_rebinds_to_the_servers_network_reaches_nothing(api_channel, alice, acme_bot, receiver,
+                                                                            settings, monkeypatch):
+    settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = False
+    api_channel.settings = {"webhook_url": f"http://rebind.example:{receiver.port}/hooks/chatnexus"}
+    api_channel.save()
+    rebinding_dns(monkeypatch, "rebind.example")  # public when checked, loopback when connected to
+    conversation, _ = make_conversation(acme_bot, channel="api", thread="user-1")
+    reply = services.agent_reply(conversation, alice, "Hello from the team")
+    with pytest.raises(DeliveryError) as refused:
+        ApiAdapter().send(reply)
+    assert not refused.value.transient
+    assert str(refused.value) == ("rebind.example (127.0.0.1) is an address of this server's own network "
+                                  "(set CHATNEXUS_WEBHOOK_ALLOW_PRIVATE=1 to allow it)")
     assert receiver.requests == []
 
 
