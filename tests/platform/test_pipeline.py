@@ -149,6 +149,7 @@ def test_a_customer_who_writes_while_the_team_has_it_gets_the_agent_emailed_once
     services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)  # given back to the bot
     later = services.receive(bot=acme_bot, channel="widget", thread_id="v-wait", text="Great, thanks")
     assert later.message.reply_state == "pending"  # the bot answers it: nobody is emailed
+    wait_for(lambda: Message.objects.get(id=later.message.id).reply_state == "done", what="the bot's reply")
     assert len(mailbox.messages) == 4
 
 
