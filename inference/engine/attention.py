@@ -56,6 +56,8 @@ _PROMPT = ContextVar("chatnexus_prompt_pass", default=False)
 # an attention module with this attribute set runs its rows through kernels/q4a8.cpp's attend_rows
 # (precision.py sets it on int4a8 models: that precision's kernels, built and loaded by then)
 ATTEND_ROWS = "chatnexus_attend_rows"
+# a model with this attribute set encodes prompts through its decode path (forward.rows_prefill)
+ROWS_PREFILL = "chatnexus_rows_prefill"
 
 
 @contextmanager

@@ -13,6 +13,12 @@ the keys and values of every full chunk are computed by exactly the same operati
 exactly the same inputs whichever prompt they belong to and wherever its prefill started:
 a prompt prefilled on top of a stored prefix of whole chunks (prefix_cache.py) gets, bit
 for bit, the cache and logits a fresh prefill gives it.
+
+Models whose decode path is fast enough for prompts too (int4a8: `rows_prefill`) encode them
+through it instead, ROW_PREFILL_WIDTH rows a forward: every kernel of that path computes each
+row alone (row-invariant, the property lossless speculation rests on), so a prompt's keys and
+values are those of decoding it token by token, however it is cut — a stored prefix can end
+anywhere (prefix_cache.py then stores REUSE_CHUNK-token pieces), not only at a multiple of 128.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .attention import prompt_pass
+from .attention import ROWS_PREFILL, prompt_pass
 from .lean import lean_forward
 
 # Prompt chunk width. Fresh prompts pay for the chunks (measured on the bundled model, 2-core
@@ -31,6 +37,22 @@ from .lean import lean_forward
 # chunks +23% / +57%), reused prefixes are whole chunks: a bot's ~270-token system prompt
 # reuses 256 tokens. docs/cpu-speed.md, "Prompt prefix reuse".
 PREFILL_CHUNK = 128
+# Row-by-row prompts (rows_prefill models): rows per forward (row-invariant attention serves at
+# most attention.MAX_ROWS), and the prefix cache's piece. On the Xeon measured, 64-row forwards
+# of an int4a8 model prefill 40/150/300/440-token prompts in 30/109/216/352 ms, against
+# 54/135/238/365 ms for the bf16 prompt pass (docs/cpu-speed.md).
+ROW_PREFILL_WIDTH = 64
+REUSE_CHUNK = 16
+
+
+def rows_prefill(model) -> bool:
+    """Does `model` encode prompts through its row-invariant decode path (module docstring)?"""
+    return bool(getattr(model, ROWS_PREFILL, False))
+
+
+def reuse_chunk(model) -> int:
+    """The prefix granularity at which `model`'s prompt caches are exact (prefix_cache.py)."""
+    return REUSE_CHUNK if rows_prefill(model) else PREFILL_CHUNK
 
 
 def cache_argument(model) -> str:
@@ -179,8 +201,18 @@ def prefill(model, cache_arg: str, cache: DynamicCache, prompt_ids: torch.Tensor
     of the last position: [1, 1, V]. Encoded chunk by chunk, each ending at the next multiple of
     PREFILL_CHUNK (or at the prompt's end), in a prompt pass (attention.prompt_pass: fused
     attention, the quantised linears' bf16 copies where they have them). `start` a multiple of
-    PREFILL_CHUNK (0, or what PrefixCache.load returns) gives the fresh prefill's bits."""
+    PREFILL_CHUNK (0, or what PrefixCache.load returns) gives the fresh prefill's bits. A
+    rows_prefill model encodes it through its decode path instead, from any `start`."""
     end = start + prompt_ids.shape[1]
+    if rows_prefill(model):  # the decode path, ROW_PREFILL_WIDTH rows at a time: exact from any start
+        position = start
+        while True:
+            stop = min(end, position + ROW_PREFILL_WIDTH)
+            logits = extend(model, cache_arg, cache, prompt_ids[:, position - start:stop - start], start=position,
+                            keep=1 if stop == end else 0)
+            if stop == end:
+                return logits
+            position = stop
     with prompt_pass():
         position = start
         while True:

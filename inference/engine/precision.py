@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import in_prompt_pass, use_row_invariant_attention
+from .attention import ROWS_PREFILL, in_prompt_pass, use_row_invariant_attention
 from .errors import EngineError
 from .packed import PackedLinear, best_seconds, pack_fp32_linears, packed_mm, row_invariant, rows_alone_match_batches
 from .packed import wanted as packed_wanted
@@ -174,7 +174,14 @@ def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool |
         pack_fp32_linears(model)
     if on_cpu and cpu_row_invariant(precision.name, shapes, packed=packed):
         use_row_invariant_attention(model, attend_rows=precision.name == "int4a8")
+        # int4a8 prompts go through the decode path (forward.rows_prefill) unless bf16 copies were kept for them
+        setattr(model, ROWS_PREFILL, precision.name == "int4a8" and not has_dense_weights(model))
     return model
+
+
+def has_dense_weights(model: nn.Module) -> bool:
+    """Does any linear keep a bf16 copy for prompts (keep_dense_weights)?"""
+    return any(getattr(module, "dense", None) is not None for module in model.modules())
 
 
 # ----------------------------------------------------------------------------- dense prefill
@@ -191,7 +198,9 @@ def dense_prefill_wanted(precision: str = "int4") -> bool:
         return False
     if choice in ("1", "true", "yes", "on"):
         return True
-    return dense_prefill_pays(kernel="int4a8" if precision == "int4a8" else "int4")
+    if precision == "int4a8":  # its prompts go row by row through its own kernels (forward.rows_prefill)
+        return False
+    return dense_prefill_pays(kernel="int4")
 
 
 def dense_prefill_pays(rows: int = 256, shape: tuple[int, int] = (1536, 576), kernel: str = "int4") -> bool:

@@ -114,7 +114,7 @@ def run_precision_bench(prompts, *, target=BUNDLED_TARGET, precisions=("fp32", "
     prefix_caches: list[PrefixCache] = []
     for p in precisions:
         for d in drafters:
-            for prefixes in (None, PrefixCache()) if reuse else (None,):
+            for prefixes in (None, PrefixCache.for_model(engines[p].model)) if reuse else (None,):
                 def ours(input_ids, engine=engines[p], drafter=d, prefixes=prefixes):
                     engine.prefixes = prefixes  # one engine per precision, one prefix cache per row
                     return engine.generate_ids(input_ids, max_new_tokens=max_new_tokens, seed=seed, drafter=drafter,

@@ -13,7 +13,9 @@ before it. Prefilling those ~300 tokens again is up to half of a reply's time on
 
 Reuse is exact. forward.prefill encodes a prompt in chunks ending at multiples of
 PREFILL_CHUNK, and only whole chunks are stored and loaded (`reused` is a multiple of it,
-at most the prompt's length minus one, so one token is left to feed): the loaded keys and
+at most the prompt's length minus one, so one token is left to feed) — or, for a model that
+encodes prompts row by row (forward.rows_prefill: int4a8), whose caches are exact wherever a
+prefix ends, chunks of REUSE_CHUNK tokens (`shared_prefix_cache` and `for_model` pick): the loaded keys and
 values are the very numbers a fresh prefill computes, and so are the logits after the
 rest — a reply never depends on which prompts came before it
 (tests/engine/test_prefix_cache.py compares caches and replies bit for bit). Hence it is on
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import PREFILL_CHUNK, PreallocatedLayer
+from .forward import PREFILL_CHUNK, PreallocatedLayer, reuse_chunk
 
 ROOT = 0  # the parent of every prompt's first chunk
 
@@ -70,7 +72,7 @@ def reusable(cache) -> bool:
 class PrefixCache:
     def __init__(self, max_bytes: int = 256 << 20, chunk: int = PREFILL_CHUNK):
         self.max_bytes = max_bytes  # bound on the stored chunks' tensors
-        self.chunk = chunk  # forward.prefill's chunk width: only whole chunks are reused
+        self.chunk = chunk  # forward.prefill's chunk width (forward.reuse_chunk): only whole chunks are reused
         self._chunks: OrderedDict[int, _Chunk] = OrderedDict()  # id -> chunk, least recently used first
         self._index: dict[tuple, int] = {}  # (parent id, token ids) -> id
         self._next = ROOT + 1
@@ -78,6 +80,11 @@ class PrefixCache:
         self._lock = threading.Lock()
         self.hits = 0  # requests that reused a prefix
         self.reused_tokens = 0  # prompt tokens they did not prefill
+
+    @classmethod
+    def for_model(cls, model, max_bytes: int = 256 << 20) -> "PrefixCache":
+        """A cache whose chunks are the granularity at which `model`'s prompt caches are exact."""
+        return cls(max_bytes=max_bytes, chunk=reuse_chunk(model))
 
     def __len__(self) -> int:
         """Chunks stored."""
@@ -169,5 +176,5 @@ def shared_prefix_cache(model, max_bytes: int) -> PrefixCache:
     with _shared_lock:
         cache = _shared.get(model)
         if cache is None:
-            cache = _shared[model] = PrefixCache(max_bytes=max_bytes)
+            cache = _shared[model] = PrefixCache.for_model(model, max_bytes)
         return cache

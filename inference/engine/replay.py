@@ -156,7 +156,7 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
         except ValueError as e:  # unknown drafter spec
             raise BenchError(f"unknown method {name!r}: {e}") from None
         # its own prompt cache (not the model's shared one): a method never finds another one's prefills
-        engine.prefixes = None if fresh else PrefixCache()
+        engine.prefixes = None if fresh else PrefixCache.for_model(engine.model)
         engines[name] = engine  # its own suffix memory: methods never learn from each other
 
         def run(input_ids, namespace, engine=engine):
@@ -294,9 +294,10 @@ def _summarize(records: dict[str, list[dict]], base: Engine, sample_conv: dict) 
                "mean_tokens_per_forward": None,
                "identical": sum(r["ids"] == ref["ids"] for r, ref in zip(rows, reference)),
                "prompts": len(rows), "new_tokens": new_tokens, "total_s": round(total_s, 3),
-               "gamma": None, "c": None, "leviathan_bound": None, "accepted_hist": None}
+               "gamma": None, "c": None, "leviathan_bound": None, "accepted_hist": None, "ttft_ms": None}
         stats = [r["stats"] for r in rows if r["stats"] is not None]
-        if stats:
+        if stats:  # mean time to the first token: the prompt's prefill (what prefix reuse saves) + one step
+            row["ttft_ms"] = round(1000 * statistics.fmean(s.ttft_s for s in stats), 1)
             drafted = sum(s.drafted for s in stats)
             accepted = sum(s.accepted for s in stats)
             forwards = sum(s.target_forwards for s in stats)
@@ -360,16 +361,18 @@ def format_replay_table(results: dict) -> str:
              f"{results['conversations']} conversations, bots {', '.join(results['bots'])}",
              f"machine {results['machine']}", ""]
     header = (f"{'method':<16}{'tok/s':>8}{'speedup':>9}{'accept':>8}{'tok/fwd':>9}{'identical':>11}"
-              f"   {'γ':>6}{'c':>7}{'S bound':>9}")
+              f"   {'γ':>6}{'c':>7}{'S bound':>9}{'TTFT ms':>9}")
     lines += [header, "-" * len(header)]
     for m in results["methods"]:
         accept = None if m["acceptance_rate"] is None else 100 * m["acceptance_rate"]
         identical = fmt(m["identical"], "d") + "/" + str(m["prompts"])
         lines.append(f"{m['name']:<16}{m['tokens_per_s']:>8.1f}{fmt(m['speedup'], '.2f', 'x'):>9}"
                      f"{fmt(accept, '.0f', '%'):>8}{fmt(m['mean_tokens_per_forward'], '.2f'):>9}{identical:>11}"
-                     f"   {fmt(m['gamma'], '.2f'):>6}{fmt(m['c'], '.3f'):>7}{fmt(m['leviathan_bound'], '.2f', 'x'):>9}")
+                     f"   {fmt(m['gamma'], '.2f'):>6}{fmt(m['c'], '.3f'):>7}{fmt(m['leviathan_bound'], '.2f', 'x'):>9}"
+                     f"{fmt(m.get('ttft_ms'), '.0f'):>9}")
     lines += ["", "S bound = (1 - α^(γ+1)) / ((1 - α)(γc + 1)), α = accept, γ = mean draft length, "
-              "c = measured cost of a draft token in a verify step / a plain step"]
+              "c = measured cost of a draft token in a verify step / a plain step; TTFT = mean time to a "
+              "reply's first token (its prompt's prefill, less what prefix reuse saved)"]
     by = results["by_history"]
     if by["speedup"]:
         reference = results.get("reference", "hf_plain")

@@ -1,7 +1,8 @@
 """Prompt prefix reuse: a stored prompt's KV serves a later prompt that starts the same way,
-in whole prefill chunks, and is exact: the cache and logits after a reused prefix are a
-fresh prefill's bit for bit, so replies never depend on which prompts came before. Shared
-chunks are stored once; eviction keeps the byte bound and never strands a chunk."""
+in whole prefill chunks (128 tokens; 16 for int4a8, whose prompts go row by row through its
+decode path), and is exact: the cache and logits after a reused prefix are a fresh prefill's
+bit for bit, so replies never depend on which prompts came before. Shared chunks are stored
+once; eviction keeps the byte bound and never strands a chunk."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import pytest
 import torch
 
 from inference.engine import Engine
-from inference.engine.forward import PREFILL_CHUNK, cache_argument, new_cache, prefill
+from inference.engine.forward import (PREFILL_CHUNK, REUSE_CHUNK, cache_argument, extend, new_cache, prefill,
+                                      reuse_chunk, rows_prefill)
 from inference.engine.kernels import missing_cpu_flags
 from inference.engine.loading import BUNDLED_TARGET, load_model
 from inference.engine.prefix_cache import PrefixCache, cache_bytes
 
 SYSTEM = "You are Sprocket, the support assistant of a bike shop. Hours: 10-19. Tune-up: $79. " * 2
+needs_kernels = pytest.mark.skipif(bool(missing_cpu_flags()), reason=f"this CPU lacks {missing_cpu_flags()}")
 QUESTIONS = ["When are you open?", "How much is a tune-up?", "Do you repair e-bikes?",
              "Tell me everything about tune-ups: " + "price, " * 20]
 
@@ -78,16 +81,17 @@ def same_cache_prefix(a, b, n) -> bool:
                for x, y in zip(a.layers, b.layers))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4", pytest.param("int4a8", marks=needs_kernels)])
 def test_a_reused_prefix_gives_the_fresh_prefills_cache_and_logits_bit_for_bit(tiny_target_dir, precision):
     engine = Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype=precision)
     model, arg = engine.model, cache_argument(engine.model)
-    prefixes = PrefixCache()
+    prefixes = PrefixCache.for_model(model)
+    assert prefixes.chunk == (REUSE_CHUNK if precision == "int4a8" else PREFILL_CHUNK)
     prefixes.store(prompt(engine, QUESTIONS[0]), prefilled(engine, prompt(engine, QUESTIONS[0])))
     for question in QUESTIONS[1:]:  # the last tail is wider than the verify row loop
         ids = prompt(engine, question)
         cache, reused = loaded(engine, prefixes, ids)
-        assert reused >= PREFILL_CHUNK
+        assert reused >= prefixes.chunk and reused % prefixes.chunk == 0
         with torch.inference_mode():
             reused_logits = prefill(model, arg, cache, ids[:, reused:], start=reused)
             fresh = new_cache(model)
@@ -122,7 +126,38 @@ def test_on_the_bundled_model_too_at_every_thread_count():
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int4"])
+@needs_kernels
+def test_int4a8_prompts_are_decoded_row_by_row_and_exact_from_any_start():
+    """int4a8 encodes a prompt through its decode path (64 rows a forward): the cache and logits
+    are those of feeding it one token at a time, so a prefix may end anywhere — the prefix cache
+    stores 16-token pieces for it — and the bf16 copies the prompt pass would need are not kept."""
+    model, _ = load_model(BUNDLED_TARGET, device="cpu", dtype="int4a8")
+    assert rows_prefill(model) and reuse_chunk(model) == REUSE_CHUNK
+    assert not any(getattr(module, "dense", None) is not None for module in model.modules())
+    gen = torch.Generator().manual_seed(9)
+    ids = torch.randint(100, 20000, (1, 161), generator=gen)
+    arg = cache_argument(model)
+    with torch.inference_mode():
+        fresh = new_cache(model)
+        fresh_logits = prefill(model, arg, fresh, ids)
+        one_by_one = new_cache(model)
+        for position in range(ids.shape[1]):
+            stepped_logits = extend(model, arg, one_by_one, ids[:, position:position + 1], start=position, keep=1)
+        assert torch.equal(stepped_logits, fresh_logits) and same_cache(one_by_one, fresh)
+        for start in (1, 37, 64, 100, 150):
+            cache = new_cache(model)
+            prefill(model, arg, cache, ids[:, :start])
+            logits = prefill(model, arg, cache, ids[:, start:], start=start)
+            assert torch.equal(logits, fresh_logits) and same_cache(cache, fresh), start
+        stored = new_cache(model)
+        prefill(model, arg, stored, ids[:, :150])
+    prefixes = PrefixCache.for_model(model)
+    prefixes.store(ids[:, :150], stored)
+    cache = new_cache(model, ids.shape[1] + 8)
+    assert prefixes.load(ids, cache) == 144  # nine 16-token pieces of the 150 shared; 128 in 128-token chunks
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int4", pytest.param("int4a8", marks=needs_kernels)])
 def test_replies_do_not_depend_on_the_prompts_before_them(tiny_target_dir, precision):
     """Random orders of prompts sharing a system prompt (and a conversation's growing
     history), random drafters: every reply equals plain decoding without a prefix cache."""

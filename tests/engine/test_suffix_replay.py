@@ -61,6 +61,7 @@ def test_it_replays_in_order_with_identical_outputs_and_learning_per_bot(tiny_ta
                 "leviathan_bound"} <= set(m)
     assert by_name["suffix"]["mean_tokens_per_forward"] > by_name["none"]["mean_tokens_per_forward"]
     assert by_name["suffix"]["leviathan_bound"] is not None
+    assert by_name["hf_plain"]["ttft_ms"] is None and all(by_name[m]["ttft_ms"] > 0 for m in ("none", "suffix"))
     assert saved["by_history"]["buckets"][:2] == ["0", "1-2"]
     assert (out / "speedup_by_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -73,7 +74,7 @@ def test_the_cli_runs_a_replay(tiny_target_dir, tmp_path, capsys):
                  "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "suffix+lookup" in printed and "S bound" in printed and "2/2" in printed
+    assert "suffix+lookup" in printed and "S bound" in printed and "2/2" in printed and "TTFT ms" in printed
 
 
 def test_a_prompt_file_replays_as_fresh_conversations(tmp_path):
