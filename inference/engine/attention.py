@@ -27,7 +27,8 @@ Cost: W small SDPA calls per layer instead of one (verify widths are <= 33). Pro
 the fused SDPA path at any width (inside `prompt_pass()`, which forward.prefill enters; and
 any forward wider than MAX_ROWS): plain and speculative decoding prefill a prompt
 identically, so the prompt's cache is the same either way. The same flag has quantised
-linears use their bf16 copies (precision.py: dense prefill).
+linears use their bf16 copies (precision.py: dense prefill). int4a8 models (ROWS_PREFILL)
+encode prompts through this row loop instead, MAX_ROWS rows a forward (forward.rows_prefill).
 
 `use_row_invariant_attention(model)` registers it under "row_invariant" and switches the
 model to it; models it cannot serve exactly (batch > 1, padding masks, sliding windows,
