@@ -152,4 +152,8 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
         produced += len(tokens)
         stats.new_tokens = produced
         yield tokens
+    if prefixes is not None and prefixes.keeps_replies:
+        # decoding wrote the reply's keys and values as a prefill of it would (forward.rows_prefill):
+        # the conversation's next prompt, which repeats the reply, reuses them too
+        prefixes.store(ids[:, :length - 1], cache)
     stats.stop_reason = reason

@@ -26,8 +26,10 @@ chunk is keyed by its parent chunk and its own token ids, so the prefix a thousa
 conversations share (a bot's system prompt) is stored once, and `store` copies only the
 chunks not stored yet. Chunks are evicted least recently used beyond `max_bytes`; every
 load and store refreshes its whole path, deepest first, so a chunk is always less recently
-used than its ancestors and eviction only ever takes a leaf (no chunk is left unreachable). Only prompts are
-stored (never generated tokens), and only caches whose layers are all full-attention
+used than its ancestors and eviction only ever takes a leaf (no chunk is left unreachable). Prompts are
+stored, and for a rows_prefill model the replies decoded after them too (`keeps_replies`: there
+decoding writes the very keys and values a prefill would, so the conversation's next prompt,
+which repeats the reply, reuses it exactly); only caches whose layers are all full-attention
 `PreallocatedLayer`s (a sliding-window layer keeps no whole prompt): others prefill as
 usual.
 """
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import PREFILL_CHUNK, PreallocatedLayer, reuse_chunk
+from .forward import PREFILL_CHUNK, PreallocatedLayer, reuse_chunk, rows_prefill
 
 ROOT = 0  # the parent of every prompt's first chunk
 
@@ -70,9 +72,12 @@ def reusable(cache) -> bool:
 
 
 class PrefixCache:
-    def __init__(self, max_bytes: int = 256 << 20, chunk: int = PREFILL_CHUNK):
+    def __init__(self, max_bytes: int = 256 << 20, chunk: int = PREFILL_CHUNK, keeps_replies: bool = False):
         self.max_bytes = max_bytes  # bound on the stored chunks' tensors
         self.chunk = chunk  # forward.prefill's chunk width (forward.reuse_chunk): only whole chunks are reused
+        # also store what a reply decoded (decode.py), for the conversation's next prompt: only where
+        # decoding writes the cache a prefill would (forward.rows_prefill), or reuse would not be exact
+        self.keeps_replies = keeps_replies
         self._chunks: OrderedDict[int, _Chunk] = OrderedDict()  # id -> chunk, least recently used first
         self._index: dict[tuple, int] = {}  # (parent id, token ids) -> id
         self._next = ROOT + 1
@@ -84,7 +89,7 @@ class PrefixCache:
     @classmethod
     def for_model(cls, model, max_bytes: int = 256 << 20) -> "PrefixCache":
         """A cache whose chunks are the granularity at which `model`'s prompt caches are exact."""
-        return cls(max_bytes=max_bytes, chunk=reuse_chunk(model))
+        return cls(max_bytes=max_bytes, chunk=reuse_chunk(model), keeps_replies=rows_prefill(model))
 
     def __len__(self) -> int:
         """Chunks stored."""

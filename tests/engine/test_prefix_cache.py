@@ -157,6 +157,28 @@ def test_int4a8_prompts_are_decoded_row_by_row_and_exact_from_any_start():
     assert prefixes.load(ids, cache) == 144  # nine 16-token pieces of the 150 shared; 128 in 128-token chunks
 
 
+@needs_kernels
+def test_at_int4a8_the_next_turn_reuses_the_reply_too():
+    """A reply's keys and values, written while decoding it, are stored after its prompt: the
+    conversation's next prompt, which repeats the reply, prefills only what follows it, and its
+    reply is the one a cache-less engine gives. At int4 a reply is not stored (its prompts go
+    through the prompt pass, whose cache decoding does not write)."""
+    warm = Engine(target=BUNDLED_TARGET, drafter="suffix", device="cpu", dtype="int4a8")
+    warm.prefixes = PrefixCache.for_model(warm.model)
+    cold = Engine(target=BUNDLED_TARGET, drafter="none", device="cpu", dtype="int4a8", prefix_cache=False)
+    turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[1]}]
+    first = warm.encode(turn)
+    reply, _ = warm.generate_ids(first, max_new_tokens=24)
+    turn += [{"role": "assistant", "content": warm.tokenizer.decode(reply, skip_special_tokens=True)},
+             {"role": "user", "content": "And for an e-bike?"}]
+    second = warm.encode(turn)
+    assert torch.equal(second[0, :first.shape[1] + len(reply) - 1], torch.tensor(list(first[0]) + reply[:-1]))
+    again, stats = warm.generate_ids(second, max_new_tokens=24)
+    assert stats.prefix_reused == (first.shape[1] + len(reply) - 1) // REUSE_CHUNK * REUSE_CHUNK > first.shape[1]
+    assert again == cold.generate_ids(second, max_new_tokens=24)[0]
+    assert not PrefixCache.for_model(load_model(BUNDLED_TARGET, device="cpu", dtype="int4")[0]).keeps_replies
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int4", pytest.param("int4a8", marks=needs_kernels)])
 def test_replies_do_not_depend_on_the_prompts_before_them(tiny_target_dir, precision):
     """Random orders of prompts sharing a system prompt (and a conversation's growing
