@@ -39,8 +39,7 @@ def refused_address(url: str, allow_private: bool, setting: str, what: str = "th
     for *_, sockaddr in socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP):
         address = ipaddress.ip_address(sockaddr[0].split("%")[0])
         if not address.is_global or address.is_multicast:
-            host = f"{address}" if parts.hostname == str(address) else f"{parts.hostname} ({address})"
-            return f"{host} is an address of this server's own network (set {setting}=1 to allow it)"
+            return _own_network(parts.hostname, address, setting)
     return ""
 
 
@@ -56,7 +55,9 @@ def session(allow_private: bool) -> requests.Session:
 
 def refusal(error: Refused, url: str, setting: str) -> str:
     """``refused_address``'s sentence for an address the session refused at connect time."""
-    host = urlsplit(url).hostname or url
-    address = error.args[0] if error.args else "?"
-    where = f"{address}" if host == str(address) else f"{host} ({address})"
-    return f"{where} is an address of this server's own network (set {setting}=1 to allow it)"
+    return _own_network(urlsplit(url).hostname or url, error.args[0] if error.args else "?", setting)
+
+
+def _own_network(hostname: str, address, setting: str) -> str:
+    host = f"{address}" if hostname == str(address) else f"{hostname} ({address})"
+    return f"{host} is an address of this server's own network (set {setting}=1 to allow it)"

@@ -24,6 +24,7 @@ anywhere (prefix_cache.py then stores REUSE_CHUNK-token pieces), not only at a m
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 
 import torch
 from transformers import DynamicCache
@@ -204,19 +205,11 @@ def prefill(model, cache_arg: str, cache: DynamicCache, prompt_ids: torch.Tensor
     PREFILL_CHUNK (0, or what PrefixCache.load returns) gives the fresh prefill's bits. A
     rows_prefill model encodes it through its decode path instead, from any `start`."""
     end = start + prompt_ids.shape[1]
-    if rows_prefill(model):  # the decode path, ROW_PREFILL_WIDTH rows at a time: exact from any start
+    rows = rows_prefill(model)  # the decode path, ROW_PREFILL_WIDTH rows at a time: exact from any start
+    with nullcontext() if rows else prompt_pass():
         position = start
         while True:
-            stop = min(end, position + ROW_PREFILL_WIDTH)
-            logits = extend(model, cache_arg, cache, prompt_ids[:, position - start:stop - start], start=position,
-                            keep=1 if stop == end else 0)
-            if stop == end:
-                return logits
-            position = stop
-    with prompt_pass():
-        position = start
-        while True:
-            stop = min(end, (position // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
+            stop = min(end, position + ROW_PREFILL_WIDTH if rows else (position // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
             logits = extend(model, cache_arg, cache, prompt_ids[:, position - start:stop - start], start=position,
                             keep=1 if stop == end else 0)  # logits of the prompt's last position only
             if stop == end:

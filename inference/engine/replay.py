@@ -202,7 +202,8 @@ def run_replay(conversations: list[dict], *, target: str, draft: str | None = No
                 records[name].append({"conversation": conv["id"], "bot": conv["bot"], "history": history_size,
                                       "ids": reply, "seconds": seconds, "stats": stats})
                 if name == reference:
-                    recorded.append({"bot": conv["bot"], "prompt": input_ids[0].tolist(), "reply": reply + list(new_ids)[len(reply):len(reply) + 1],  # + its EOS
+                    recorded.append({"bot": conv["bot"], "prompt": input_ids[0].tolist(),
+                                     "reply": reply + list(new_ids)[len(reply):len(reply) + 1],  # + its EOS
                                      "question": base.question_ids(turn)})
                 bar.update()
             seen[conv["bot"]] = history_size + 1
