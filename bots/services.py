@@ -204,11 +204,18 @@ def _after_inbound(message):
 # Replies
 
 
-def record_reply(inbound: Message, text: str, stats: dict) -> tuple[Message, bool]:
-    """Store the bot's reply to ``inbound`` once; a second call returns the first reply."""
+def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: bool = False) -> tuple[Message | None, bool]:
+    """Store the bot's reply to ``inbound`` once; a second call returns the first reply.
+
+    ``while_pending`` (the model's replies): only while ``inbound`` still waits for the bot. A
+    conversation the team took over meanwhile (``skip_pending``) keeps the person's answer
+    alone: nothing is stored, and (the earlier reply or None, False) comes back."""
     latency = (timezone.now() - inbound.created).total_seconds()
     try:
         with transaction.atomic():
+            if while_pending and not Message.objects.filter(
+                    id=inbound.id, reply_state=Message.ReplyState.PENDING).update(reply_state=Message.ReplyState.DONE):
+                return Message.objects.filter(reply_to=inbound).first(), False
             reply = _outbound(
                 inbound,
                 Message.Sender.BOT,
@@ -260,6 +267,7 @@ def agent_reply(conversation: Conversation, user, text: str, meta: dict | None =
         if conversation.assignee_id is None:
             conversation.assignee = user
         conversation.save(update_fields=["bot_paused", "needs_human", "last_message_at", "assignee"])
+        skip_pending(conversation.id)
         transaction.on_commit(lambda: _queue_delivery(message))
     return message
 
@@ -300,6 +308,7 @@ def _start_handoff(conversation, inbound):
     conversation.needs_human = True
     conversation.team_notified_at = timezone.now()  # the handoff email below; more messages wait for an answer
     conversation.save(update_fields=["bot_paused", "needs_human", "team_notified_at"])
+    skip_pending(conversation.id, "handoff")  # earlier messages still waiting go to the team too
     config = conversation.bot.live_config(draft=conversation.channel == "preview")
     away = hours.team_away(conversation.organization)
     text = bot_words(config, "away_message", AWAY_MESSAGE) if away else bot_words(config, "handoff_message", HANDOFF_REPLY)
@@ -317,13 +326,28 @@ def _notify_agents(conversation_id):
 
 def set_bot_paused(conversation: Conversation, paused: bool, by=None):
     """Take over (pause the bot; an unassigned conversation becomes ``by``'s) or give it back to the bot."""
-    conversation.bot_paused = paused
-    if not paused:
-        conversation.needs_human = False
-    elif by is not None and conversation.assignee_id is None:
-        conversation.assignee = by
-    conversation.save(update_fields=["bot_paused", "needs_human", "assignee"])
+    with transaction.atomic():
+        conversation.bot_paused = paused
+        if not paused:
+            conversation.needs_human = False
+        elif by is not None and conversation.assignee_id is None:
+            conversation.assignee = by
+        conversation.save(update_fields=["bot_paused", "needs_human", "assignee"])
+        if paused:
+            skip_pending(conversation.id)
     events.push(conversation.id, "conversation", bot_paused=paused)
+
+
+def skip_pending(conversation_id: int, reason: str = "agent has the conversation") -> int:
+    """The team has the conversation: customer messages still waiting for the bot are not the
+    bot's to answer any more (a queued reply task finds them skipped, a reply being generated is
+    not stored: ``record_reply(while_pending=True)``). Returns how many were waiting."""
+    waiting = list(Message.objects.select_for_update().filter(
+        conversation_id=conversation_id, direction=Message.Direction.INBOUND, reply_state=Message.ReplyState.PENDING))
+    for message in waiting:
+        Message.objects.filter(id=message.id, reply_state=Message.ReplyState.PENDING).update(
+            reply_state=Message.ReplyState.SKIPPED, meta={**(message.meta or {}), "skip_reason": reason})
+    return len(waiting)
 
 
 def assign(conversation: Conversation, user_id) -> None:

@@ -28,6 +28,7 @@ from .engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 HISTORY_TURNS = 12
+TAKEN_OVER_CHECK_S = 0.5  # while streaming, how often the worker looks whether the team took the conversation over
 REMEMBERED_REPLIES = 200  # a bot's latest stored replies its suffix index is rebuilt from
 
 
@@ -62,7 +63,10 @@ def generate_reply(self, message_id):
         log.exception("generate_reply: message %s failed", message_id)
         _mark_failed(inbound, error)
         return None
-    reply, created = services.record_reply(inbound, text, stats)
+    reply, created = services.record_reply(inbound, text, stats, while_pending=True)
+    if reply is None:  # the team took the conversation over while the model was answering
+        events.push(conversation.id, "reply.cancelled", reply_to=inbound.id)
+        return None
     if created:
         _remember(inbound, config, reply)
         events.push(conversation.id, "reply.done", reply_to=inbound.id, message=services.serialize_message(reply))
@@ -123,7 +127,7 @@ def _mark_failed(inbound, error):
 def _stream(engine, messages, inbound, max_new_tokens, temperature):
     """Run the engine, pushing each text delta live; return (the reply text, whether it was cut
     where the model began repeating itself)."""
-    text = ""
+    text, checked = "", time.monotonic()
     try:
         for delta in engine.stream(
             messages,
@@ -132,6 +136,10 @@ def _stream(engine, messages, inbound, max_new_tokens, temperature):
             seed=inbound.id,  # sampled replies are reproducible per message
             namespace=runtime.namespace_for(inbound.bot_id),  # suffix drafting from this bot's replies only
         ):
+            if time.monotonic() - checked >= TAKEN_OVER_CHECK_S:
+                checked = time.monotonic()
+                if not Message.objects.filter(id=inbound.id, reply_state=Message.ReplyState.PENDING).exists():
+                    return text, False  # the team took the conversation over: record_reply stores nothing
             text += delta
             events.push(inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta=delta)
             cut = repetition_cut(text)

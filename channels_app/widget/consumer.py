@@ -25,7 +25,7 @@ from bots.events import group_for
 
 from . import inbound
 
-FORWARDED_EVENTS = {"message", "reply.start", "reply.delta", "reply.done", "conversation"}
+FORWARDED_EVENTS = {"message", "reply.start", "reply.delta", "reply.done", "reply.cancelled", "conversation"}
 
 
 class WidgetConsumer(AsyncWebsocketConsumer):
@@ -131,7 +131,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if kind not in FORWARDED_EVENTS:
             return
         frame = {"type": kind}
-        if kind in ("reply.start", "reply.delta", "reply.done"):
+        if kind in ("reply.start", "reply.delta", "reply.done", "reply.cancelled"):
             frame["reply_to"] = event.get("reply_to")
         if kind == "reply.delta":
             frame["delta"] = event.get("delta", "")

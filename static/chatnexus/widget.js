@@ -349,6 +349,13 @@
       render(node, node._text);
       scroll();
     } else if (f.type === "reply.done" && f.message) showMessage(f.message);
+    else if (f.type === "reply.cancelled") {
+      // a person took the conversation over while the bot was answering: its words so far go
+      if (typingFor === f.reply_to) hideTyping();
+      var gone = streams[f.reply_to];
+      if (gone && gone.parentNode) gone.parentNode.removeChild(gone);
+      delete streams[f.reply_to];
+    }
     else if (f.type === "rated") markRating(f.message, f.rating);
     else if (f.type === "error") {
       status.textContent = refusal(f);

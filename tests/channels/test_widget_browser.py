@@ -352,3 +352,38 @@ def test_a_refused_message_goes_back_into_the_box_to_send_again(widget_channel, 
     assert box.input_value() == second  # the visitor's words are not lost: back in the box to send later
     assert list(Message.objects.filter(bot=acme_bot, direction="in").values_list("text", flat=True)) == [
         "Do you fix e-bikes?"]
+
+
+def test_a_reply_being_streamed_goes_when_a_person_takes_the_chat_over(
+    widget_channel, acme_bot, alice, host_site, live_server_url, page
+):
+    """No worker here: the test plays the inference worker's events, then the takeover's."""
+    import threading
+
+    from bots import events, services
+    from bots.models import Conversation, Message
+
+    def push(*args, **kwargs):  # as the worker does, from a thread without Playwright's event loop
+        thread = threading.Thread(target=events.push, args=args, kwargs=kwargs)
+        thread.start()
+        thread.join()
+
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
+    panel.get_by_role("textbox", name="Message").press("Enter")
+    page.wait_for_function("window.__frames.some(f => f.type === 'message')")  # stored; the socket follows the conversation
+    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
+    push(inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix every")
+    bot_bubbles = panel.locator(".msg.bot:not(.greeting)")
+    expect(bot_bubbles).to_have_text(["We fix every"])
+
+    services.agent_reply(Conversation.objects.get(id=inbound.conversation_id), alice, "Hi, Sam here: yes, we do.")
+    assert Message.objects.get(id=inbound.id).reply_state == Message.ReplyState.SKIPPED
+    push(inbound.conversation_id, "reply.cancelled", reply_to=inbound.id)  # what the worker then says
+    page.wait_for_function("window.__frames.some(f => f.type === 'reply.cancelled')")
+    expect(bot_bubbles).to_have_count(0)
+    assert panel.locator(".typing").count() == 0

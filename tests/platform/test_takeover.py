@@ -1,0 +1,88 @@
+"""Taking a conversation over: what the bot had not answered yet is the team's, never the bot's.
+A queued reply task finds it skipped, a reply generated meanwhile is not stored, and a reply
+being streamed stops."""
+import pytest
+
+from bots import services
+from bots.models import Message
+from tests.platform.conftest import make_conversation
+
+pytestmark = pytest.mark.django_db
+
+
+def waiting(bot, text="Do you fix e-bikes?", thread="visitor-1"):
+    """A customer message waiting for the bot (its reply task not run: this test runs it)."""
+    conversation, inbound = make_conversation(bot, text=text, thread=thread)
+    Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.PENDING)
+    inbound.refresh_from_db()
+    return conversation, inbound
+
+
+def test_taking_over_skips_what_waits_for_the_bot_and_its_queued_task_answers_nothing(bob, acme_bot):
+    from inference.tasks import generate_reply
+
+    conversation, inbound = waiting(acme_bot)
+    _, elsewhere = waiting(acme_bot, thread="visitor-2")  # another conversation keeps its turn
+    services.set_bot_paused(conversation, True, by=bob)
+
+    inbound.refresh_from_db()
+    assert inbound.reply_state == Message.ReplyState.SKIPPED
+    assert inbound.meta["skip_reason"] == "agent has the conversation"
+    assert generate_reply(inbound.id) is None  # the queued task, run here: no model asked, nothing stored
+    assert not Message.objects.filter(reply_to=inbound).exists()
+    assert Message.objects.get(id=elsewhere.id).reply_state == Message.ReplyState.PENDING
+    assert services.requeue_unfinished() == (1, 0)  # a lost broker's sweep queues only the other one
+
+
+def test_an_agents_reply_and_a_handoff_take_what_waits_too(bob, acme_bot):
+    conversation, first = waiting(acme_bot, thread="agent")
+    services.agent_reply(conversation, bob, "Yes, we do.")
+    assert Message.objects.get(id=first.id).reply_state == Message.ReplyState.SKIPPED
+
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    conversation, earlier = waiting(acme_bot, thread="handoff")
+    services.receive(bot=acme_bot, channel="widget", thread_id="handoff", text="human please")
+    earlier = Message.objects.get(id=earlier.id)
+    assert earlier.reply_state == Message.ReplyState.SKIPPED and earlier.meta["skip_reason"] == "handoff"
+
+
+def test_a_reply_generated_before_the_takeover_is_not_stored(bob, acme_bot):
+    conversation, inbound = waiting(acme_bot)
+    services.set_bot_paused(conversation, True, by=bob)  # while the model was answering
+    assert services.record_reply(inbound, "We do!", {}, while_pending=True) == (None, False)
+    assert not Message.objects.filter(reply_to=inbound).exists()
+
+    _, answered = waiting(acme_bot, thread="visitor-2")
+    reply, created = services.record_reply(answered, "We do!", {}, while_pending=True)
+    assert created and reply.text == "We do!"
+    assert Message.objects.get(id=answered.id).reply_state == Message.ReplyState.DONE
+    # a second task for the same message (a redelivery) gets the stored reply back, stores none
+    assert services.record_reply(answered, "Again", {}, while_pending=True) == (reply, False)
+
+
+@pytest.fixture(scope="module")
+def tiny_target_dir(tmp_path_factory) -> str:
+    from tests.engine.conftest import byte_tokenizer, save, tiny_llama
+
+    tokenizer = byte_tokenizer()
+    return save(tiny_llama(len(tokenizer), layers=2, hidden=64, seed=0), tokenizer, tmp_path_factory.mktemp("target"))
+
+
+def test_a_reply_being_streamed_stops_when_the_team_takes_over(settings, monkeypatch, tiny_target_dir, bob, acme_bot):
+    from inference import runtime, tasks
+
+    settings.CHATNEXUS_TARGET, settings.CHATNEXUS_DTYPE = tiny_target_dir, "fp32"
+    settings.CHATNEXUS_DRAFTER, settings.CHATNEXUS_DEVICE = "none", "cpu"
+    monkeypatch.setattr(tasks, "TAKEN_OVER_CHECK_S", 0.0)  # look before every delta
+    engine = runtime.engine_for()
+    messages = [{"role": "user", "content": "Hello there, do you fix e-bikes?"}]
+
+    _, answered = waiting(acme_bot, thread="visitor-2")
+    text, _ = tasks._stream(engine, messages, answered, 24, 0.0)
+    assert text  # the model's words, streamed
+
+    conversation, inbound = waiting(acme_bot)
+    services.set_bot_paused(conversation, True, by=bob)
+    assert tasks._stream(engine, messages, inbound, 24, 0.0) == ("", False)
