@@ -8,6 +8,7 @@ through the conversation's own channel.
 """
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +34,31 @@ class Received:
     conversation: Conversation
     message: Message
     created: bool  # False when the external id was seen before (a redelivered webhook)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+EXTERNAL_ID_CHARS = 255  # Conversation.external_id and Message.external_id
+
+
+def storable(value):
+    """Text as PostgreSQL keeps it: NUL and lone surrogates (UTF-8 has no bytes for them; a JSON
+    "\\ud83d" alone decodes to one) become U+FFFD, through dicts and lists too."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(item) for item in value]
+    return value
+
+
+def external_key(value: str) -> str:
+    """A channel's id of a thread or message as stored: one longer than the column (a 300-character
+    Message-ID) by its digest — the same every time, so redeliveries and threads still match."""
+    value = storable(value or "")
+    if len(value) <= EXTERNAL_ID_CHARS:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
 def receive(
@@ -63,9 +89,10 @@ def receive(
     bot paused) gets the team emailed (tasks.notify_team_of_message), even one the bot would not
     have answered anyway (a photo alone).
     """
-    # PostgreSQL refuses NUL in text; keep the message, mark the character.
-    text = text[:MAX_INBOUND_CHARS].replace("\x00", "\ufffd")
-    contact = contact or {}
+    # PostgreSQL refuses NUL and lone surrogates in text; keep the message, mark the character.
+    text = storable(text[:MAX_INBOUND_CHARS])
+    contact, subject, meta = storable(contact or {}), storable(subject), storable(meta)
+    thread_id, external_id = external_key(thread_id), external_key(external_id)
     if external_id:
         existing = Message.objects.filter(bot=bot, channel=channel, external_id=external_id).first()
         if existing:
@@ -115,8 +142,8 @@ def store_attachment(message: Message, index: int, filename: str, content_type: 
         organization_id=message.organization_id,
         message=message,
         index=index,
-        filename=filename.replace("\x00", "")[:255],
-        content_type=(content_type or "application/octet-stream")[:127],
+        filename=storable(filename.replace("\x00", ""))[:255],
+        content_type=storable(content_type or "application/octet-stream")[:127],
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
     )

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from ..models import ChannelConfig
-from .inbound import ingest
+from .inbound import ingest, store_unparseable
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def fetch_new(config) -> int:
             if typ == "OK" and raw is not None:
                 if len(raw) > settings.CHATNEXUS_EMAIL_MAX_BYTES:
                     raw = raw[: settings.CHATNEXUS_EMAIL_MAX_BYTES]  # kept (as unparseable at worst), never lost
-                if ingest(config, raw, source="imap").created:
+                if _ingest(config, raw, uid).created:
                     stored += 1
             cache.set(state_key, uid, None)
     finally:
@@ -85,6 +85,18 @@ def fetch_new(config) -> int:
         except (OSError, imaplib.IMAP4.error):
             pass
     return stored
+
+
+def _ingest(config, raw, uid):
+    """One fetched mail stored. A mail that breaks storing (a bug, a database refusal) is kept as
+    unparseable, with its raw text, rather than stopping the mailbox: the poll would otherwise
+    fail on it again every time and never read the mail after it."""
+    try:
+        return ingest(config, raw, source="imap")
+    except Exception as error:  # noqa: BLE001 - one mail must not block the mailbox
+        log.exception("imap: channel %s, UID %s could not be stored; keeping it as unparseable", config.id, uid)
+        # if this fails too (the database is down), the poll stops here and the next one tries the mail again
+        return store_unparseable(config, raw, "imap", f"could not be stored: {type(error).__name__}")
 
 
 def select_folder(client, folder) -> int:

@@ -28,26 +28,18 @@ def ingest(config, raw: bytes, source: str):
     try:
         mail = parse(raw)
     except Unparseable as error:
-        return _store_unparseable(config, raw, source, str(error))
+        return store_unparseable(config, raw, source, str(error))
     return _store(config, mail, raw, source)
 
 
-def scrub(value):
-    """PostgreSQL text and JSON cannot hold NUL characters: replace them, recursively."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {scrub(key): scrub(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(item) for item in value]
-    return value
+scrub = services.storable  # PostgreSQL text and JSON hold neither NUL nor lone surrogates
 
 
 def _digest(raw):
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _store_unparseable(config, raw, source, why):
+def store_unparseable(config, raw, source, why):
     log.warning("email: unparseable mail for channel %s (%s)", config.id, why)
     text = scrub(raw[:MAX_RAW_STORED].decode("utf-8", errors="replace"))
     external_id = _digest(raw)
@@ -66,7 +58,8 @@ def _store_unparseable(config, raw, source, why):
 
 def thread_root(config, mail: ParsedMail) -> str:
     """The conversation's external id: an existing thread this mail refers to, else its root."""
-    candidates = [ref for ref in [*mail.references, mail.in_reply_to] if ref]
+    # as receive() stores them: an id longer than the column by its digest
+    candidates = [services.external_key(ref) for ref in [*mail.references, mail.in_reply_to] if ref]
     if candidates:
         known = (
             Message.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=candidates)

@@ -17,6 +17,8 @@ import json
 from email.message import EmailMessage
 from email.utils import formataddr
 
+from bots.services import storable
+
 # Set from the payload's fields, or describing the original body we do not have.
 _OWN_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-id",
                 "content-type", "content-transfer-encoding", "mime-version"}  # fmt: skip
@@ -37,6 +39,7 @@ def to_mime(body: bytes) -> bytes:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise PostmarkError("the JSON body is not valid JSON") from None
+    payload = storable(payload)  # a lone "\\ud83d" in the JSON: U+FFFD, as MIME and the database can hold it
     if not looks_like_postmark(payload):
         raise PostmarkError('a JSON body must be a Postmark inbound payload ({"From", "Subject", "TextBody", '
                             '"Headers", ...}); other services: post the raw MIME')

@@ -24,7 +24,7 @@ def verify(public_key: str, token: str) -> str | None:
         return None
     try:
         data = signing.loads(token, salt=SALT)
-    except signing.BadSignature:
+    except (signing.BadSignature, UnicodeError):  # forged, or not even text its signer can encode
         return None
     if not isinstance(data, dict) or data.get("b") != public_key or not isinstance(data.get("v"), str):
         return None

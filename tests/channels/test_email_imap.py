@@ -73,3 +73,31 @@ def test_it_survives_wrong_credentials(imap_channel, imap_server):
     imap_server.add(mail())
     assert poll_mailbox(imap_channel.id) == 0
     assert not Message.objects.exists()
+
+
+def test_a_message_id_longer_than_the_column_does_not_block_the_mailbox(imap_channel, imap_server):
+    long_id = f"<{'x' * 300}@example.com>"
+    imap_server.add(mail(message_id=long_id, body="Do you rent bikes?"))
+    imap_server.add(mail(message_id="<after@example.com>", body="Any discounts?"))
+    assert poll_mailbox(imap_channel.id) == 2
+    assert [m.text for m in Message.objects.order_by("id")] == ["Do you rent bikes?", "Any discounts?"]
+    cache.delete(f"imap-uid:{imap_channel.id}:{imap_server.uidvalidity}")
+    assert poll_mailbox(imap_channel.id) == 0  # fetched again: stored once, by the long id's digest
+
+
+def test_a_mail_that_cannot_be_stored_is_kept_as_unparseable_and_the_next_one_read(
+    imap_channel, imap_server, monkeypatch, tmp_path
+):
+    from django.core.files.storage import storages
+
+    from .mails import MAIL_WITH_ATTACHMENT
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(storages["attachments"], "location", str(tmp_path / "a-file" / "attachments"))  # writes fail
+    imap_server.add(MAIL_WITH_ATTACHMENT)
+    imap_server.add(mail(message_id="<after@example.com>", body="Any discounts?"))
+    assert poll_mailbox(imap_channel.id) == 2
+    kept, after = Message.objects.order_by("id")
+    assert kept.reply_state == "skipped" and kept.meta["unparseable"] == "could not be stored: NotADirectoryError"
+    assert "Is this frame cracked?" in kept.meta["raw"]  # nothing of it lost
+    assert after.text == "Any discounts?" and after.reply_state == "pending"

@@ -153,3 +153,11 @@ def test_the_secret_and_the_size_limit_hold_for_json_too(email_channel, client, 
     assert post(client, email_channel.key, payload(TextBody="x" * 30_000)).status_code == 413
     assert post(client, email_channel.key, payload(TextBody="y" * 15_000)).status_code == 413  # MIME over the limit
     assert not Message.objects.exists()
+
+
+def test_a_lone_surrogate_in_the_json_is_stored_as_replacement_text(email_channel, client):
+    body = json.dumps(payload(TextBody="hi \ud83d there", Subject="Hours \udc00", HtmlBody=""))
+    assert "\\ud83d" in body  # as JSON escapes it: valid JSON, yet no UTF-8 can hold it
+    assert post(client, email_channel.key, body).status_code == 200
+    message = Message.objects.get()
+    assert message.text == "hi \ufffd there" and message.conversation.subject == "Hours \ufffd"

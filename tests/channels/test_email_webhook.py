@@ -231,3 +231,14 @@ def test_it_stores_nul_characters_as_replacement_text(email_channel, post_mail):
     assert post_mail(email_channel.key, raw).status_code == 202
     message = Message.objects.get()
     assert message.text == "before\ufffdafter"
+
+
+def test_a_message_id_longer_than_the_column_is_stored_once_and_threads(email_channel, post_mail):
+    long_id = f"<{'x' * 300}@example.com>"
+    assert post_mail(email_channel.key, mail(message_id=long_id)).status_code == 202
+    assert post_mail(email_channel.key, mail(message_id=long_id)).json()["duplicate"]
+    follow_up = mail(message_id="<q9@example.com>", body="And on Sundays?", extra=f"In-Reply-To: {long_id}\r\n")
+    assert post_mail(email_channel.key, follow_up).status_code == 202
+    conversation = Conversation.objects.get()
+    assert [m.text for m in conversation.messages.order_by("id")] == ["Hello, what are your opening hours?", "And on Sundays?"]
+    assert conversation.messages.first().meta["message_id"] == long_id.strip("<>")  # the whole id, for replies' threading

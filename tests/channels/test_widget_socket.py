@@ -251,3 +251,20 @@ def test_a_visitor_rates_the_bots_replies_in_their_own_conversation_only(widget_
     assert [(m["text"], m["rating"]) for m in history["messages"]] == [("Do you fix e-bikes?", None),
                                                                      ("Yes, every make.", 1)]
     ws.close()
+
+
+def test_a_lone_surrogate_is_stored_as_replacement_text_and_a_surrogate_token_is_a_bad_token(
+    widget_channel, host_site, live_server_url
+):
+    from bots.models import Message
+
+    # JSON may escape half an emoji ("\ud83d"): valid JSON, but no UTF-8 text the database can keep
+    ws, _, _ = start(live_server_url, widget_channel, host_site)
+    echo = send(ws, type="message", text="hi \ud83d there", id="sur-1")
+    assert echo["type"] == "message" and echo["message"]["text"] == "hi \ufffd there"
+    assert Message.objects.get().text == "hi \ufffd there"
+    ws.close()
+
+    ws = open_socket(live_server_url, widget_channel.bot.public_key, host_site.origin, hello=False)
+    ws.send(json.dumps({"type": "hello", "token": "\ud800:x"}))
+    assert recv(ws)["code"] == "bad_token" and closed_with(ws) == 4401
