@@ -46,11 +46,19 @@ def sign_up(*, username, email, password, organization_name):
     return user, org
 
 
+RANK = {Role.AGENT: 0, Role.ADMIN: 1, Role.OWNER: 2}
+
+
+def may_invite(membership, role) -> bool:
+    """Whether ``membership`` may invite (and so see the accept link of) someone as ``role``."""
+    return membership.can_manage and (role != Role.OWNER or membership.role == Role.OWNER)
+
+
 def invite(*, organization, inviter_membership, email, role):
     """Create an invitation and email its accept link."""
     if not inviter_membership.can_manage:
         raise MembershipError("Only owners and admins can invite.")
-    if role == Role.OWNER and inviter_membership.role != Role.OWNER:
+    if not may_invite(inviter_membership, role):
         raise MembershipError("Only owners can invite owners.")
     if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
         raise MembershipError(f"{email} is already a member.")
@@ -94,13 +102,18 @@ def accept(invitation, user):
     membership, created = Membership.objects.get_or_create(
         user=user, organization=invitation.organization, defaults={"role": invitation.role}
     )
+    if not created and RANK[Role(invitation.role)] > RANK[Role(membership.role)]:
+        membership.role = invitation.role
+        membership.save(update_fields=["role"])
     invitation.accepted = timezone.now()
     invitation.save(update_fields=["accepted"])
     return membership
 
 
-def _owners(org):
-    return Membership.objects.filter(organization=org, role=Role.OWNER)
+def _owner_count(org) -> int:
+    """Owners of ``org``, their rows locked to the end of the transaction: two owners demoting or
+    removing each other at once are counted one after the other, so one of them is refused."""
+    return len(Membership.objects.select_for_update().filter(organization=org, role=Role.OWNER).values_list("id"))
 
 
 @transaction.atomic
@@ -109,7 +122,7 @@ def change_role(actor, membership, role):
         raise MembershipError("Only owners can change roles.")
     if role not in Role.values:
         raise MembershipError("Unknown role.")
-    if membership.role == Role.OWNER and role != Role.OWNER and _owners(membership.organization).count() <= 1:
+    if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     membership.role = role
     membership.save(update_fields=["role"])
@@ -119,7 +132,7 @@ def change_role(actor, membership, role):
 def remove(actor, membership):
     if actor.role != Role.OWNER:
         raise MembershipError("Only owners can remove members.")
-    if membership.role == Role.OWNER and _owners(membership.organization).count() <= 1:
+    if membership.role == Role.OWNER and _owner_count(membership.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     with transaction.atomic():
         Conversation.objects.filter(organization=membership.organization, assignee=membership.user).update(assignee=None)

@@ -58,7 +58,9 @@ def team_page(request, form, hours_form=None):
     """The Team page, with the invitation form and (when a save failed) the team hours form as sent."""
     context = {
         "members": scoped(request, Membership).select_related("user").order_by("id"),
-        "invitations": [(invitation, members.invite_link(invitation))
+        # an owner invitation's link makes its holder an owner: only owners see it (admins cannot invite owners either)
+        "invitations": [(invitation, members.invite_link(invitation) if members.may_invite(request.membership, invitation.role)
+                         else None)
                         for invitation in scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id")],
         "form": form,
         "roles": Membership.Role.choices,

@@ -89,3 +89,71 @@ def test_without_mail_set_up_the_page_says_the_invitation_only_reached_the_log(c
     assert "mail is not set up on this server" in page and "Invitation sent" not in page
     token = Invitation.objects.get(email="erin@example.com").token
     assert f"/accounts/invite/{token}/" in page  # the link to pass on
+
+
+def test_an_admin_sees_an_owner_invitation_but_not_its_link(client, alice, acme, smtp_settings):
+    """The link makes whoever opens it an owner: an admin, who cannot invite owners, cannot use one either."""
+    from tests.conftest import make_member
+
+    client.force_login(alice)
+    invite(client, "olga@example.com", role="owner")
+    invite(client, "erin@example.com", role="agent")
+    owner_link, agent_link = (accept_link(mail) for mail in smtp_settings.messages)
+    client.force_login(make_member(acme, "adam", "admin"))
+    page = client.get(reverse("org:members")).content.decode()
+    assert "olga@example.com" in page and owner_link not in page and "shown to owners only" in page
+    assert agent_link in page
+    client.force_login(alice)
+    assert owner_link in client.get(reverse("org:members")).content.decode()
+
+
+def test_accepting_an_invitation_for_a_higher_role_raises_an_existing_members_role(client, alice, acme, smtp_settings):
+    from tests.conftest import make_member
+
+    client.force_login(alice)
+    invite(client, "dana@elsewhere.example", role="admin")  # another address of someone already an agent
+    dana = make_member(acme, "dana", "agent")
+    client.force_login(dana)
+    assert client.post(accept_link(smtp_settings.messages[0])).status_code == 302
+    assert Membership.objects.get(user=dana, organization=acme).role == "admin"
+
+
+def test_a_role_change_waits_for_a_concurrent_one_on_the_other_owners(transactional_db, acme, alice):
+    """Two owners demoting each other at once must not leave the organisation with none: the
+    owners are counted under a lock, so the second change waits for the first and sees its result."""
+    import threading
+
+    from django.db import OperationalError, connection, transaction
+
+    from bots import membership as members
+    from tests.conftest import make_member
+
+    olga = make_member(acme, "olga", "owner")
+    alices, olgas = Membership.objects.get(user=alice), Membership.objects.get(user=olga)
+    locked, release = threading.Event(), threading.Event()
+
+    def other_owner_mid_change():  # alice's row taken by a change not yet committed
+        with transaction.atomic():
+            Membership.objects.select_for_update().get(id=alices.id)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=other_owner_mid_change)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with transaction.atomic():
+            connection.cursor().execute("SET LOCAL lock_timeout = '300ms'")
+            try:
+                members.change_role(alices, olgas, "agent")
+            except OperationalError:
+                waited = True
+            else:
+                waited = False
+        assert waited  # it did not count the owners past the other change
+    finally:
+        release.set()
+        holder.join()
+    members.change_role(alices, olgas, "agent")  # once the other is done, it goes through
+    assert Membership.objects.get(id=olgas.id).role == "agent"
