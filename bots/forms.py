@@ -8,13 +8,14 @@ import re
 from pathlib import PurePath
 
 from django import forms
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from . import documents, faq_import, webpages
 from .knowledge import folded
 from .models import Bot, KnowledgeItem
-from .models.bots import MAX_SUGGESTIONS, suggestion_list
+from .models.bots import MAX_SUGGESTIONS, drafter_allowed, suggestion_list
 
 HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 DRAFTERS = [
@@ -110,8 +111,11 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
         # A bot configured elsewhere (API, settings) may use another drafter spec:
         # keep it selectable so saving the other fields does not fail.
         current = self.instance.drafter if self.instance and self.instance.pk else None
-        if current and current not in dict(DRAFTERS):
-            self.fields["drafter"].choices = DRAFTERS + [(current, f"{current} (configured elsewhere)")]
+        offered = DRAFTERS + [(spec, f"{spec} (offered on this server)") for spec in settings.CHATNEXUS_BOT_DRAFTERS
+                              if spec not in dict(DRAFTERS)]
+        if current and current not in dict(offered):
+            offered.append((current, f"{current} (configured elsewhere{'' if drafter_allowed(current) else '; not offered here: the default is used'})"))
+        self.fields["drafter"].choices = offered
 
     def clean_avatar_color(self):
         value = self.cleaned_data["avatar_color"].strip()

@@ -212,6 +212,10 @@ CHATNEXUS_TARGET = os.environ.get("CHATNEXUS_TARGET", "bundled:smollm2-135m-inst
 # suffix: drafts from the bot's earlier replies and the conversation; fastest measured on the
 # replay workload and on fresh prompts (docs/drafting.md). A bot's own setting overrides it.
 CHATNEXUS_DRAFTER = os.environ.get("CHATNEXUS_DRAFTER", "suffix")
+# Drafter specs bots may choose besides the built-in ones (suffix, lookup, suffix+lookup, none),
+# comma-separated, e.g. "suffix:wide,model:/models/my-draft": a spec is loaded in every worker,
+# so tenants choose among what the operator allows, never any path or model id.
+CHATNEXUS_BOT_DRAFTERS = envlist("CHATNEXUS_BOT_DRAFTERS")
 CHATNEXUS_DEVICE = os.environ.get("CHATNEXUS_DEVICE") or None
 # auto: the fastest weight precision that stays faithful to fp32 on this machine, measured
 # once per machine and cached (inference/engine/precision_probe.py); or fp32|bf16|int8|int4|int4a8.

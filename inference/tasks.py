@@ -21,6 +21,7 @@ from django.db import OperationalError
 from bots import events, services
 from bots.files import has_text_to_read, prompt_text
 from bots.models import Conversation, Message
+from bots.models.bots import drafter_allowed
 from bots.prompts import build_messages
 
 from . import runtime
@@ -104,7 +105,12 @@ def _generate(inbound, config):
 
 
 def _engine(drafter):
-    """The engine with the bot's drafter; a drafter that cannot load falls back to the default."""
+    """The engine with the bot's drafter; a drafter that cannot load, or that this server does not
+    offer bots (one stored before CHATNEXUS_BOT_DRAFTERS changed, or imported), falls back to the default."""
+    if drafter and not drafter_allowed(drafter):
+        log.warning("drafter %r is not offered on this server (CHATNEXUS_BOT_DRAFTERS); using %r",
+                    drafter, settings.CHATNEXUS_DRAFTER)
+        drafter = None
     try:
         return runtime.engine_for(drafter)
     except EngineError:

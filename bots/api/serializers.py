@@ -1,4 +1,5 @@
 """Serializers of the REST API. Foreign keys a client sends are checked against its organisation."""
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers
@@ -6,6 +7,7 @@ from rest_framework import serializers
 from .. import webpages
 from ..documents import DocumentError
 from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message, SavedReply, Tag
+from ..models.bots import BUILTIN_DRAFTERS, drafter_allowed
 
 
 class BotSerializer(serializers.ModelSerializer):
@@ -16,6 +18,14 @@ class BotSerializer(serializers.ModelSerializer):
         fields = ["id", "public_key", *Bot.DRAFT_FIELDS, "published_version", "published_at",
                   "has_unpublished_changes", "created", "updated"]  # fmt: skip
         read_only_fields = ["public_key", "published_version", "published_at", "created", "updated"]
+
+    def validate_drafter(self, value):
+        value = value.strip()
+        if not drafter_allowed(value) and (self.instance is None or value != self.instance.drafter):
+            allowed = sorted({*BUILTIN_DRAFTERS, *settings.CHATNEXUS_BOT_DRAFTERS} - {""})
+            raise serializers.ValidationError(f"Not a drafter this server offers: use one of {allowed}, "
+                                              f"or \"\" for the server's default ({settings.CHATNEXUS_DRAFTER}).")
+        return value
 
     def validate_max_reply_tokens(self, value):
         if not 1 <= value <= 4096:

@@ -30,6 +30,14 @@ def suggestion_list(text, limit=MAX_SUGGESTIONS) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()][:limit]
 
 
+BUILTIN_DRAFTERS = ("", "suffix", "lookup", "suffix+lookup", "none")  # "": the worker's CHATNEXUS_DRAFTER
+
+
+def drafter_allowed(spec: str) -> bool:
+    """Whether a bot may use drafter ``spec`` on this server: a built-in one, the worker's default,
+    or one the operator listed in CHATNEXUS_BOT_DRAFTERS."""
+    return spec in BUILTIN_DRAFTERS or spec == settings.CHATNEXUS_DRAFTER or spec in settings.CHATNEXUS_BOT_DRAFTERS
+
 class Bot(models.Model):
     class Tone(models.TextChoices):
         FRIENDLY = "friendly", "Friendly"

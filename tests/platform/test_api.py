@@ -246,3 +246,24 @@ def test_conversations_are_searched_as_in_the_inbox(api, bob, acme_bot, globex_b
     client = api(bob)
     ids = lambda q: [c["id"] for c in client.get("/api/conversations/", {"q": q}).json()["results"]]  # noqa: E731
     assert ids("CHAIN") == [chain.id] and ids("eve@shop") == [eve.id] and ids("nothing like it") == []
+
+
+def test_it_offers_bots_only_the_drafters_this_server_allows(api, alice, acme_bot, settings):
+    """A drafter spec is loaded in every shared worker: a tenant picks among the operator's, never
+    a path, a model id or endless variants (each would be another engine in every worker)."""
+    from inference.tasks import _engine
+
+    client = api(alice)
+    url = f"/api/bots/{acme_bot.id}/"
+    for spec in ("model:/etc/passwd", "lookup+lookup", "suffix:wide"):
+        response = client.patch(url, {"drafter": spec}, format="json")
+        assert response.status_code == 400 and "Not a drafter this server offers" in response.json()["drafter"][0]
+    assert client.patch(url, {"drafter": "suffix+lookup"}, format="json").json()["drafter"] == "suffix+lookup"
+    settings.CHATNEXUS_BOT_DRAFTERS = ["suffix:wide"]  # the operator offers one more
+    assert client.patch(url, {"drafter": "suffix:wide"}, format="json").json()["drafter"] == "suffix:wide"
+
+    # One stored before the operator took it off the list (or imported): the worker uses its default.
+    settings.CHATNEXUS_BOT_DRAFTERS = []
+    assert client.patch(url, {"greeting": "Hey"}, format="json").status_code == 200  # kept, other edits go on
+    settings.CHATNEXUS_DRAFTER = "none"
+    assert _engine("suffix:wide").drafter.name == "none"
