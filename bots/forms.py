@@ -4,6 +4,8 @@ Validation lives here so the builder page and the prompt preview agree on what a
 valid draft is. Documents come pasted or as a small UTF-8 ``.txt`` / ``.md`` upload;
 anything else is refused with a form error (never stored, never a 500).
 """
+import hashlib
+import json
 import re
 from pathlib import PurePath
 
@@ -98,6 +100,23 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "suggestions": forms.Textarea(attrs={"rows": 3}),
         }
 
+    def clean(self):
+        data = super().clean()
+        posted = data.get("draft_stamp")
+        if posted and self.instance.pk and posted != (current := self.stamp(self.instance)):
+            self.data = self.data.copy()
+            self.data["draft_stamp"] = current  # saving the page again, once checked, goes through
+            raise forms.ValidationError(self.STALE, code="stale")
+        return data
+
+    def save(self, commit=True):
+        """Only the draft settings are written: a whole-row save would put back the published
+        version and erasure count this request loaded, undoing a publish or a purge made meanwhile."""
+        bot = super().save(commit=False)
+        if commit:
+            bot.save(update_fields=[*Bot.DRAFT_FIELDS, "updated"] if bot.pk else None)
+        return bot
+
     def clean_suggestions(self):
         lines = suggestion_list(self.cleaned_data["suggestions"], limit=None)
         if len(lines) > MAX_SUGGESTIONS:
@@ -106,8 +125,24 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             raise forms.ValidationError(f"Keep each suggested question under {MAX_SUGGESTION_CHARS} characters.")
         return "\n".join(lines)
 
+    # The draft settings as the page showed them (a digest): a save from a page opened before someone
+    # else's save or a version restore is refused instead of silently putting the old values back.
+    # Absent (an import, an API-like post): not checked.
+    draft_stamp = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    STALE = ("This bot's settings were changed (in another tab, by someone else, or by restoring a version) "
+             "since this page was opened. Nothing was saved: your edits are below; check them against the "
+             "current settings and save again.")
+
+    @staticmethod
+    def stamp(bot) -> str:
+        values = {field: getattr(bot, field) for field in Bot.DRAFT_FIELDS}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.instance and self.instance.pk:
+            self.fields["draft_stamp"].initial = self.stamp(self.instance)
         # A bot configured elsewhere (API, settings) may use another drafter spec:
         # keep it selectable so saving the other fields does not fail.
         current = self.instance.drafter if self.instance and self.instance.pk else None

@@ -19,6 +19,14 @@ class BotSerializer(serializers.ModelSerializer):
                   "has_unpublished_changes", "created", "updated"]  # fmt: skip
         read_only_fields = ["public_key", "published_version", "published_at", "created", "updated"]
 
+    def update(self, instance, validated_data):
+        """Only the fields sent are written (a whole-row save would put back the published version and
+        erasure count this request loaded, undoing a publish or a purge made meanwhile)."""
+        for field, value in validated_data.items():
+            setattr(instance, field, value)
+        instance.save(update_fields=[*validated_data, "updated"])
+        return instance
+
     def validate_drafter(self, value):
         value = value.strip()
         if not drafter_allowed(value) and (self.instance is None or value != self.instance.drafter):

@@ -196,3 +196,50 @@ def test_upgrading_gives_old_published_configs_the_new_default_without_marking_t
     assert Bot.objects.get(id=acme_bot.id).has_unpublished_changes  # what the upgrade must not leave behind
     migration.publish_the_default(apps, None)
     assert not Bot.objects.get(id=acme_bot.id).has_unpublished_changes
+
+
+def test_a_save_from_a_page_opened_before_another_save_is_refused_and_keeps_both(as_alice, acme_bot):
+    import re
+
+    url = reverse("bots:builder", args=[acme_bot.id])
+    page = as_alice.get(url).content.decode()
+    stamp = re.search(r'name="draft_stamp" value="([0-9a-f]+)"', page).group(1)
+    # another tab (or person), opened at the same time, saves a new greeting first
+    assert as_alice.post(url, settings_data(acme_bot, greeting="Hello from tab two", draft_stamp=stamp)).status_code == 302
+    # the first tab still shows the old greeting; saving it would put that back
+    stale = as_alice.post(url, settings_data(acme_bot, name="Avery", draft_stamp=stamp))
+    assert stale.status_code == 400 and "were changed (in another tab" in stale.content.decode()
+    acme_bot.refresh_from_db()
+    assert (acme_bot.name, acme_bot.greeting) == ("Ava", "Hello from tab two")
+    # the page it got back carries the current stamp: checked and sent again, it saves
+    fresh = re.search(r'name="draft_stamp" value="([0-9a-f]+)"', stale.content.decode()).group(1)
+    again = as_alice.post(url, settings_data(acme_bot, name="Avery", draft_stamp=fresh))
+    assert again.status_code == 302
+    acme_bot.refresh_from_db()
+    assert (acme_bot.name, acme_bot.greeting) == ("Avery", "Hello from tab two")
+
+
+def test_saving_settings_does_not_undo_a_publish_or_a_purge_made_meanwhile(acme_bot):
+    from django.db.models import F
+
+    from bots.api.serializers import BotSerializer
+    from bots.forms import BotSettingsForm
+
+    def builder_save(bot):
+        BotSettingsForm(settings_data(bot, name="Avery"), instance=bot).save()
+
+    def api_save(bot):
+        serializer = BotSerializer(bot, data={"greeting": "Hey"}, partial=True)
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+
+    for save in (builder_save, api_save):
+        loaded = Bot.objects.get(id=acme_bot.id)  # what the request loaded
+        Bot.objects.get(id=acme_bot.id).publish()  # meanwhile: a publish ...
+        Bot.objects.filter(id=acme_bot.id).update(erasures=F("erasures") + 1)  # ... and a purge
+        live = Bot.objects.get(id=acme_bot.id)
+        save(loaded)
+        after = Bot.objects.get(id=acme_bot.id)
+        assert (after.published_version, after.erasures, after.published_config) == (
+            live.published_version, live.erasures, live.published_config), save.__name__
+    assert (after.name, after.greeting) == ("Avery", "Hey")
