@@ -97,7 +97,7 @@ def bot_import(request):
     try:
         if upload is None:
             raise transfer.TransferError("Choose a file exported from ChatNexus first.")
-        bot = transfer.import_bot(request.organization, transfer.read(upload.read()))
+        bot = transfer.import_bot(request.organization, transfer.read(upload.read(transfer.MAX_BYTES + 1)))  # no more
     except transfer.TransferError as error:
         messages.error(request, f"Nothing imported: {error}")
         return redirect("bots:list")

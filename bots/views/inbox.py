@@ -19,7 +19,7 @@ from ..models import Attachment, Bot, Conversation, Membership, Message, SavedRe
 from ..models.conversations import channel_name, narrowed
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
-from .downloads import cell, csv_download
+from .downloads import csv_download
 
 MAX_AGENT_REPLY = 10_000
 ACTIONS = ("take-over", "give-back", "close", "reopen")
@@ -70,7 +70,7 @@ def export(request):
             yield [
                 c.id, m.bot.name, c.channel, c.contact_name, c.contact_email, c.contact_phone, c.subject, c.status,
                 c.assignee.get_username() if c.assignee else "",
-                m.id, m.created.isoformat(), m.direction, m.sender, cell(m.text), m.delivery_status,
+                m.id, m.created.isoformat(), m.direction, m.sender, m.text, m.delivery_status,
                 "" if m.rating is None else m.get_rating_display(), len((m.meta or {}).get("attachments") or [])
                 + len((m.meta or {}).get("media") or []), ", ".join(sorted(t.name for t in c.tags.all())),
             ]
@@ -124,7 +124,8 @@ def bulk(request):
     back = reverse("inbox:list") + (f"?{QueryDict(request.POST.get('query', '')).urlencode()}"
                                     if request.POST.get("query") else "")
     action = request.POST.get("action", "")
-    ids = [int(value) for value in request.POST.getlist("ids") if value.isdigit()][:MAX_BULK]
+    ids = [int(value) for value in request.POST.getlist("ids") if value.isascii() and value.isdigit()
+           and len(value) < 19][:MAX_BULK]  # "²" is a digit to isdigit() but no int; ids fit in 64 bits
     conversations = list(scoped(request, Conversation).filter(id__in=ids).exclude(channel="preview"))
     if action not in BULK_ACTIONS or not conversations:
         flash.error(request, "Tick the conversations first." if action in BULK_ACTIONS else "Choose what to do.")

@@ -17,7 +17,7 @@ from ..models import Invitation, Membership, Organization, Tag, TwoFactor
 from ..tenancy import get_scoped_or_404, scoped
 from . import accounts
 from .decorators import manager_required, member_required
-from .downloads import cell, csv_download
+from .downloads import csv_download
 
 
 class InviteForm(forms.Form):
@@ -284,6 +284,6 @@ def activity(request):
     events = audit.events(request.organization)
     if request.GET.get("format") == "csv":
         return csv_download("activity", ["when", "who", "action", "what"],
-                            ([e.created.isoformat(), cell(e.actor_name), e.action, cell(e.text)] for e in events.iterator()))
+                            ([e.created.isoformat(), e.actor_name, e.action, e.text] for e in events.iterator()))
     page = Paginator(events, audit.SHOWN).get_page(request.GET.get("page"))
     return render(request, "org/activity.html", {"page": page})

@@ -212,6 +212,8 @@ def test_managers_export_the_filtered_conversations_as_csv(client, alice, bob, a
     _answered(acme_bot, "e1", text="Email question")
     Conversation.objects.filter(external_id="e1").update(channel="email")
     _answered(globex_bot, "g1", text="Globex secret")
+    # an email's From name and Subject are the customer's words too
+    Conversation.objects.filter(id=widget.id).update(contact_name="=cmd|' /C calc'!A0", subject="@SUM(1+1)")
     client.force_login(alice)
     assert 'id="export"' in client.get(reverse("inbox:list")).content.decode()
     response = client.get(reverse("inbox:export"), {"channel": "widget"})
@@ -222,6 +224,7 @@ def test_managers_export_the_filtered_conversations_as_csv(client, alice, bob, a
         (str(widget.id), "customer", "'=HYPERLINK(\"http://evil\")", ""),  # never a formula in a spreadsheet
         (str(widget.id), "bot", "We open at 9.", "Not helpful"),
     ]
+    assert {(r["contact_name"], r["subject"]) for r in rows} == {("'=cmd|' /C calc'!A0", "'@SUM(1+1)")}
     everything = b"".join(client.get(reverse("inbox:export")).streaming_content).decode()
     assert "Email question" in everything and "Globex secret" not in everything
     assert client.get(reverse("inbox:export"), {"bot": "x"}).status_code == 400
@@ -344,6 +347,7 @@ def test_ticked_conversations_are_closed_assigned_and_tagged_at_once(client, ali
                        "Only a member of this organisation can be assigned."),
                       ({"action": "close", "ids": [theirs.id]}, "Tick the conversations first."),
                       ({"action": "explode", "ids": [ours[0].id]}, "Choose what to do."),
+                      ({"action": "close", "ids": ["²", "99999999999999999999"]}, "Tick the conversations first."),
                       ({"action": "tag", "tag": "  ", "ids": [ours[0].id]}, "Write the tag&#x27;s name first.")):
         response = client.post(bulk, bad)
         assert response.status_code == 302 and says in client.get(response["Location"]).content.decode(), says
