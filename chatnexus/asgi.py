@@ -17,9 +17,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from bots.routing import websocket_urlpatterns as bots_ws  # noqa: E402
 from channels_app.routing import websocket_urlpatterns as channels_ws  # noqa: E402
 
+from .bodylimit import BodyLimit  # noqa: E402
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimit(django_asgi_app),  # bodies over CHATNEXUS_MAX_REQUEST_BYTES: 413, never read
         # The widget does its own origin check per bot (allow-list), so no global
         # AllowedHostsOriginValidator here; the preview checks the session user.
         "websocket": AuthMiddlewareStack(URLRouter(bots_ws + channels_ws)),

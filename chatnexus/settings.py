@@ -166,6 +166,9 @@ STORAGES = {
 
 # Uploads and request bodies: webhooks and mail are bounded (see channels_app).
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
+# Any HTTP request body over this is refused (413) before Django reads it (chatnexus/bodylimit.py):
+# above the largest legitimate one, a widget upload of up to 25 MB.
+CHATNEXUS_MAX_REQUEST_BYTES = envint("CHATNEXUS_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
 
 # ---------------------------------------------------------------------------
 # Redis: Celery broker and Channels layer (distributed), or in-process (embedded)
