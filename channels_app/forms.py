@@ -5,6 +5,7 @@ Each form edits a ``ChannelConfig``: ``SETTINGS`` fields go to ``config.settings
 never filled back in: left blank they keep the stored value, "clear" removes it.
 """
 from django import forms
+from django.utils import timezone
 
 from .widget.options import DEFAULTS as WIDGET_DEFAULTS
 from .widget.options import LANGUAGES as WIDGET_LANGUAGES
@@ -148,6 +149,17 @@ class EmailForm(ChannelForm):
     imap_folder = forms.CharField(max_length=100, required=False, label="IMAP folder")
     inbound_secret = forms.CharField(max_length=200, label="Inbound webhook secret")
     max_replies_per_sender_per_day = forms.IntegerField(min_value=0, max_value=1000, label="Auto-replies per sender per day")
+
+    MAILBOX = ("imap_host", "imap_user", "imap_folder")
+
+    def apply(self, config):
+        """A newly connected mailbox (host, user or folder changed) starts now: mail already in it
+        is not answered (``imap.connected_since``)."""
+        before = tuple(config.settings.get(name) for name in self.MAILBOX)
+        config = super().apply(config)
+        if config.settings.get("imap_host") and tuple(config.settings.get(name) for name in self.MAILBOX) != before:
+            config.settings = {**config.settings, "imap_since": timezone.now().isoformat()}
+        return config
 
 
 class ApiForm(ChannelForm):

@@ -1,18 +1,24 @@
 """IMAP polling: a periodic Celery beat task fetches new mail of every email channel
 that has an IMAP server, and feeds it to ``inbound.ingest`` like the webhook does.
 
-Remembers the last UID seen per mailbox (and its UIDVALIDITY) in the cache; if that is
-lost, mail is fetched again and the Message-ID constraint stores it once. Messages
-are fetched with ``BODY.PEEK[]`` so the mailbox's read flags stay as the user left them.
-A lock per mailbox keeps two overlapping runs from fetching at once.
+Remembers the last UID read per mailbox (host, user, folder and UIDVALIDITY) in the channel's
+settings (``imap_state``), in the database: a restart or a flushed cache does not walk the
+folder again. Mail that was already in the folder when IMAP was connected (its INTERNALDATE
+before ``imap_since``, set when the host, user or folder is saved) is left alone: the first
+poll does not answer a mailbox's whole history. If the state is lost, mail since then is
+fetched again and the Message-ID constraint stores it once. Messages are fetched with
+``BODY.PEEK[]`` so the mailbox's read flags stay as the user left them. A lock per mailbox
+keeps two overlapping runs from fetching at once.
 """
 import imaplib
 import logging
 import re
+from datetime import datetime
 
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 
 from ..models import ChannelConfig
 from .inbound import ingest, store_unparseable
@@ -21,6 +27,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 50  # messages per mailbox per run
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
+_UID = re.compile(rb"UID (\d+)")
+_INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
 
 
 @shared_task(name="channels_app.email.imap.poll_imap", ignore_result=True)
@@ -60,31 +68,68 @@ def connect(config):
 
 
 def fetch_new(config) -> int:
-    """Fetch and store the mailbox's mail newer than the last UID seen; returns how many."""
+    """Fetch and store the mailbox's mail newer than the last UID read; returns how many."""
     client = connect(config)
     stored = 0
     try:
-        select_folder(client, config.settings.get("imap_folder") or "INBOX")
-        validity = _uidvalidity(client)
-        state_key = f"imap-uid:{config.id}:{validity}"
-        last = int(cache.get(state_key) or 0)
+        folder = config.settings.get("imap_folder") or "INBOX"
+        select_folder(client, folder)
+        mailbox = "|".join((config.settings.get("imap_host", ""), config.settings.get("imap_user", ""), folder,
+                            str(_uidvalidity(client))))
+        state = config.settings.get("imap_state") or {}
+        last = state["uid"] if state.get("mailbox") == mailbox else _before_connected(client, connected_since(config))
         typ, data = client.uid("SEARCH", None, f"UID {last + 1}:*")
         uids = sorted(int(uid) for uid in (data[0] or b"").split() if int(uid) > last)[:BATCH]
         for uid in uids:
             typ, parts = client.uid("FETCH", str(uid), "(BODY.PEEK[])")
+            if typ != "OK":
+                break  # the server could not give it now: the next poll asks again, nothing skipped
             raw = next((part[1] for part in parts or [] if isinstance(part, tuple)), None)
-            if typ == "OK" and raw is not None:
+            if raw is not None:  # None: expunged since the search, nothing to read
                 if len(raw) > settings.CHATNEXUS_EMAIL_MAX_BYTES:
                     raw = raw[: settings.CHATNEXUS_EMAIL_MAX_BYTES]  # kept (as unparseable at worst), never lost
                 if _ingest(config, raw, uid).created:
                     stored += 1
-            cache.set(state_key, uid, None)
+            _remember(config, mailbox, uid)
+        if not uids and state.get("mailbox") != mailbox:
+            _remember(config, mailbox, last)  # where this mailbox starts, even with nothing new in it
     finally:
         try:
             client.logout()
         except (OSError, imaplib.IMAP4.error):
             pass
     return stored
+
+
+def connected_since(config) -> datetime:
+    """When IMAP was connected: mail the folder held before is not the bot's to answer."""
+    since = config.settings.get("imap_since")
+    return datetime.fromisoformat(since) if since else config.created
+
+
+def _before_connected(client, since: datetime) -> int:
+    """The UID to start after on a mailbox first seen: the last one before the first mail that
+    arrived at or after ``since`` (by INTERNALDATE), or the newest if none did."""
+    typ, data = client.uid("FETCH", "1:*", "(INTERNALDATE)")
+    dates = []
+    for item in data or []:
+        line = item[0] if isinstance(item, tuple) else item
+        uid, date = _UID.search(line or b""), _INTERNALDATE.search(line or b"")
+        if uid and date:
+            dates.append((int(uid.group(1)), datetime.strptime(date.group(1).decode().strip(), "%d-%b-%Y %H:%M:%S %z")))
+    since = since.replace(microsecond=0)  # INTERNALDATE has whole seconds: a mail that same second is new
+    newer = [uid for uid, date in dates if date >= since]
+    if newer:
+        return min(newer) - 1
+    return max((uid for uid, _ in dates), default=0)
+
+
+def _remember(config, mailbox: str, uid: int) -> None:
+    with transaction.atomic():
+        fresh = ChannelConfig.objects.select_for_update().get(id=config.id)
+        fresh.settings = {**fresh.settings, "imap_state": {"mailbox": mailbox, "uid": uid}}
+        fresh.save(update_fields=["settings"])
+    config.settings = fresh.settings
 
 
 def _ingest(config, raw, uid):

@@ -1,10 +1,14 @@
 """A small IMAP4rev1 server on loopback, speaking enough of the protocol for imaplib:
-CAPABILITY, LOGIN, SELECT/EXAMINE, UID SEARCH, UID FETCH (BODY.PEEK[] / RFC822),
-NOOP and LOGOUT, with UIDs and UIDVALIDITY. Records the commands it was sent.
+CAPABILITY, LOGIN, SELECT/EXAMINE, UID SEARCH, UID FETCH (BODY.PEEK[] / RFC822, or
+INTERNALDATE over a range), NOOP and LOGOUT, with UIDs and UIDVALIDITY. Records the commands it
+was sent.
 
     server = IMAPStub(user="bot", password="pw").start()
-    server.add(raw_bytes)   # appends a message with the next UID
+    server.add(raw_bytes)             # appends a message with the next UID, delivered now
+    server.add(raw_bytes, delivered)  # ... delivered at that datetime (its INTERNALDATE)
+    server.refuse_fetch.add(uid)      # the next FETCH of it answers NO (a passing server error)
 """
+import datetime
 import re
 import socketserver
 
@@ -15,6 +19,8 @@ class IMAPStub(LoopbackServer):
     def __init__(self, user, password, uidvalidity=7):
         self.user, self.password, self.uidvalidity = user, password, uidvalidity
         self.messages = {}  # uid -> raw bytes
+        self.delivered = {}  # uid -> datetime (INTERNALDATE)
+        self.refuse_fetch = set()
         self.commands = []
         self._next_uid = 1
         stub = self
@@ -37,9 +43,10 @@ class IMAPStub(LoopbackServer):
 
         self._serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler))
 
-    def add(self, raw: bytes) -> int:
+    def add(self, raw: bytes, delivered: datetime.datetime | None = None) -> int:
         uid = self._next_uid
         self.messages[uid] = raw
+        self.delivered[uid] = delivered or datetime.datetime.now(datetime.timezone.utc)
         self._next_uid += 1
         return uid
 
@@ -82,8 +89,19 @@ class IMAPStub(LoopbackServer):
                 found = [uids[-1]]  # RFC 3501: n:* always includes the highest UID
             conn.send(("* SEARCH " + " ".join(map(str, found))).strip().encode())
             conn.send(f"{tag} OK SEARCH completed".encode())
+        elif sub.upper() == "FETCH" and "INTERNALDATE" in rest.upper():
+            low = int(rest.split()[0].split(":")[0])
+            for seq, uid in enumerate(sorted(self.messages), 1):
+                if uid >= low:
+                    date = self.delivered[uid].strftime("%d-%b-%Y %H:%M:%S %z")
+                    conn.send(f'* {seq} FETCH (UID {uid} INTERNALDATE "{date}")'.encode())
+            conn.send(f"{tag} OK FETCH completed".encode())
         elif sub.upper() == "FETCH":
             uid = int(rest.split()[0])
+            if uid in self.refuse_fetch:
+                self.refuse_fetch.discard(uid)
+                conn.send(f"{tag} NO [UNAVAILABLE] try again later".encode())
+                return
             raw = self.messages.get(uid)
             if raw is not None:
                 seq = sorted(self.messages).index(uid) + 1

@@ -1,5 +1,6 @@
 """IMAP polling against a loopback IMAP4rev1 stub: new mail is stored once, read-only,
-and what was fetched is remembered (by UID, and by Message-ID when that is lost)."""
+and what was fetched is remembered (by UID in the database, and by Message-ID when that is lost);
+mail already in the folder when IMAP was connected is left alone."""
 import pytest
 from django.core.cache import cache
 
@@ -27,7 +28,13 @@ def imap_channel(email_channel, imap_server):
     email_channel.secrets = {**email_channel.secrets, "imap_password": "imap-pw"}
     email_channel.save()
     yield email_channel
-    cache.delete_many([f"imap-uid:{email_channel.id}:{imap_server.uidvalidity}", f"imap-lock:{email_channel.id}"])
+    cache.delete(f"imap-lock:{email_channel.id}")
+
+
+def forget_uid(channel):
+    channel.refresh_from_db()
+    channel.settings.pop("imap_state", None)
+    channel.save()
 
 
 def test_it_stores_new_mail_from_the_mailbox(imap_channel, imap_server):
@@ -38,7 +45,8 @@ def test_it_stores_new_mail_from_the_mailbox(imap_channel, imap_server):
     assert [m.text for m in stored] == ["Do you rent bikes?", "Any discounts?"]
     assert all(m.meta["source"] == "imap" and m.reply_state == "pending" for m in stored)
     assert any(c.startswith("EXAMINE") for c in imap_server.commands)  # read-only: flags untouched
-    assert all("PEEK" in c for c in imap_server.commands if c.startswith("UID FETCH"))
+    bodies = [c for c in imap_server.commands if c.startswith("UID FETCH") and "INTERNALDATE" not in c]
+    assert bodies and all("PEEK" in c for c in bodies)  # (dates are read on a first poll: no flag changes)
 
 
 def test_it_fetches_only_mail_newer_than_the_last_uid(imap_channel, imap_server):
@@ -55,7 +63,7 @@ def test_it_fetches_only_mail_newer_than_the_last_uid(imap_channel, imap_server)
 def test_it_stores_refetched_mail_once_when_the_uid_memory_is_lost(imap_channel, imap_server):
     imap_server.add(mail(message_id="<i1@example.com>"))
     poll_mailbox(imap_channel.id)
-    cache.delete(f"imap-uid:{imap_channel.id}:{imap_server.uidvalidity}")
+    forget_uid(imap_channel)
     assert poll_mailbox(imap_channel.id) == 0
     assert Message.objects.count() == 1
 
@@ -81,7 +89,7 @@ def test_a_message_id_longer_than_the_column_does_not_block_the_mailbox(imap_cha
     imap_server.add(mail(message_id="<after@example.com>", body="Any discounts?"))
     assert poll_mailbox(imap_channel.id) == 2
     assert [m.text for m in Message.objects.order_by("id")] == ["Do you rent bikes?", "Any discounts?"]
-    cache.delete(f"imap-uid:{imap_channel.id}:{imap_server.uidvalidity}")
+    forget_uid(imap_channel)
     assert poll_mailbox(imap_channel.id) == 0  # fetched again: stored once, by the long id's digest
 
 
@@ -101,3 +109,46 @@ def test_a_mail_that_cannot_be_stored_is_kept_as_unparseable_and_the_next_one_re
     assert kept.reply_state == "skipped" and kept.meta["unparseable"] == "could not be stored: NotADirectoryError"
     assert "Is this frame cracked?" in kept.meta["raw"]  # nothing of it lost
     assert after.text == "Any discounts?" and after.reply_state == "pending"
+
+
+def test_mail_already_in_the_folder_when_imap_was_connected_is_left_alone(client, alice, email_channel, imap_server):
+    """Connecting a support mailbox must not answer its whole history; what arrives after is answered."""
+    from datetime import datetime, timedelta, timezone
+
+    from django.urls import reverse
+
+    last_week = datetime.now(timezone.utc) - timedelta(days=7)
+    imap_server.add(mail(message_id="<old1@example.com>", body="Old question"), last_week)
+    imap_server.add(mail(message_id="<old2@example.com>", body="Older answered thread"), last_week)
+    client.force_login(alice)
+    form = {"channel": "email", "email-enabled": "on", "email-address": "help@acme-bikes.example",
+            "email-imap_host": imap_server.host, "email-imap_port": imap_server.port, "email-imap_user":
+            "help@acme-bikes.example", "email-imap_password": "imap-pw", "email-imap_folder": "INBOX",
+            "email-max_replies_per_sender_per_day": 5}
+    assert client.post(reverse("channels:bot", args=[email_channel.bot_id]), form).status_code == 302
+    email_channel.refresh_from_db()
+    assert email_channel.settings["imap_since"]  # connected now
+
+    assert poll_mailbox(email_channel.id) == 0 and not Message.objects.exists()
+    imap_server.add(mail(message_id="<new@example.com>", body="New question"))
+    assert poll_mailbox(email_channel.id) == 1
+    assert list(Message.objects.values_list("text", flat=True)) == ["New question"]
+    cache.delete(f"imap-lock:{email_channel.id}")
+
+
+def test_the_last_uid_is_kept_in_the_database_not_the_cache(imap_channel, imap_server):
+    imap_server.add(mail(message_id="<i1@example.com>"))
+    assert poll_mailbox(imap_channel.id) == 1
+    cache.clear()  # the embedded default's in-memory cache is gone after every restart
+    imap_server.commands.clear()
+    assert poll_mailbox(imap_channel.id) == 0
+    assert not [c for c in imap_server.commands if "BODY.PEEK" in c]  # nothing fetched again
+
+
+def test_a_fetch_the_server_refuses_is_asked_again_not_skipped(imap_channel, imap_server):
+    first = imap_server.add(mail(message_id="<i1@example.com>", body="First"))
+    imap_server.add(mail(message_id="<i2@example.com>", body="Second"))
+    imap_server.refuse_fetch.add(first)
+    assert poll_mailbox(imap_channel.id) == 0
+    assert poll_mailbox(imap_channel.id) == 2
+    assert [m.text for m in Message.objects.order_by("id")] == ["First", "Second"]
