@@ -9,6 +9,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from bots.models import Message
@@ -36,16 +37,19 @@ def skip_reason(mail: ParsedMail, config) -> str:
     bounce = _bounce(mail)
     if bounce:
         return bounce
-    local = mail.from_address.split("@")[0]
-    if _NO_REPLY.match(local):
-        return f"no-reply sender ({mail.from_address})"
+    # the reply goes to Reply-To when there is one (adapter.py): the checks hold for that address
+    # too, or a sender could aim the bot's replies at anyone, a fresh From each time
+    recipient = mail.reply_to_address or mail.from_address
+    for address in dict.fromkeys((mail.from_address, recipient)):
+        if _NO_REPLY.match(address.split("@")[0]):
+            return f"no-reply sender ({address})"
     ours = config.settings.get("address", "").strip().lower()
-    if ours and mail.from_address == ours:
-        return "sent from our own address"
+    if ours and ours in (mail.from_address, recipient):
+        return "sent from our own address" if mail.from_address == ours else "replies would go to our own address"
     limit = daily_limit(config)
-    sent = replies_today(config, mail.from_address)
+    sent = replies_today(config, recipient)
     if sent >= limit:
-        return f"{QUOTA} ({limit} auto-replies to {mail.from_address} in 24 hours)"
+        return f"{QUOTA} ({limit} auto-replies to {recipient} in 24 hours)"
     return ""
 
 
@@ -77,12 +81,14 @@ def daily_limit(config) -> int:
 
 
 def replies_today(config, address) -> int:
-    """Mails from ``address`` in the last 24 hours that the bot answered or will answer."""
+    """Mails of the last 24 hours that the bot answered or will answer to ``address`` (their
+    Reply-To, else their From)."""
+    no_reply_to = Q(meta__reply_to_address="") | ~Q(meta__has_key="reply_to_address")
     return Message.objects.filter(
+        Q(meta__reply_to_address=address) | (Q(meta__from_address=address) & no_reply_to),
         bot_id=config.bot_id,
         channel="email",
         direction=Message.Direction.INBOUND,
         created__gte=timezone.now() - timedelta(days=1),
-        meta__from_address=address,
         reply_state__in=[Message.ReplyState.PENDING, Message.ReplyState.DONE],
     ).count()

@@ -180,6 +180,26 @@ def test_it_caps_auto_replies_per_sender_per_day(email_channel, post_mail):
     assert "reply limit" in Message.objects.get(external_id="cap2@example.com").meta["skip_reason"]
 
 
+def test_the_cap_and_the_no_reply_rule_hold_for_the_reply_to_address(email_channel, post_mail):
+    """The bot writes to Reply-To: fresh From addresses must not aim more replies at one victim."""
+    email_channel.settings["max_replies_per_sender_per_day"] = 2
+    email_channel.save()
+    for i in range(3):
+        post_mail(email_channel.key, mail(message_id=f"<rt{i}@example.com>", sender=f"r{i}@attacker.example",
+                                          extra="Reply-To: victim@example.net\r\n"))
+    post_mail(email_channel.key, mail(message_id="<direct@example.com>", sender="victim@example.net"))
+    post_mail(email_channel.key, mail(message_id="<nr@example.com>", sender="dan@example.org",
+                                      extra="Reply-To: noreply@example.org\r\n"))
+    post_mail(email_channel.key, mail(message_id="<own@example.com>", sender="eve@example.org",
+                                      extra="Reply-To: help@acme-bikes.example\r\n"))
+    reasons = {m.external_id: (m.reply_state, m.meta.get("skip_reason", "")) for m in Message.objects.all()}
+    assert [reasons[f"rt{i}@example.com"][0] for i in range(3)] == ["pending", "pending", "skipped"]
+    assert "2 auto-replies to victim@example.net" in reasons["rt2@example.com"][1]
+    assert reasons["direct@example.com"][0] == "skipped"  # the victim's own mail counts against the same quota
+    assert reasons["nr@example.com"] == ("skipped", "no-reply sender (noreply@example.org)")
+    assert reasons["own@example.com"] == ("skipped", "replies would go to our own address")
+
+
 def test_it_threads_a_reply_into_the_existing_conversation(email_channel, post_mail, mailbox):
     from bots import services
     from channels_app.tasks import deliver
