@@ -1,7 +1,7 @@
 """The builder's live test chat: a websocket at ``ws/preview/<bot_id>/``.
 
-Only a signed-in manager (owner/admin) of the bot's organisation may connect;
-anyone else is closed with code 4403. A user message goes through the same
+Only a signed-in manager (owner/admin) of the bot's organisation, from a page of this site (its
+Origin), may connect; anyone else is closed with code 4403. A user message goes through the same
 pipeline as every channel (``services.receive`` on channel ``"preview"``, which
 answers from the bot's *draft*), and the conversation's live events — the
 inference worker's ``reply.start`` / ``reply.delta`` / ``reply.done`` and stored
@@ -11,10 +11,12 @@ Each socket (and each "reset") is its own preview conversation: the thread id
 carries a random nonce, so two tabs never share a history.
 """
 import secrets
+from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.db import transaction
 
 from . import events, services
@@ -25,11 +27,26 @@ MAX_TEXT = 2000
 MAX_CLIENT_ID = 100
 
 
+def same_origin(scope) -> bool:
+    """The socket was opened by a page of this site: its Origin is the host it connected to, or
+    PUBLIC_URL's (behind a proxy that rewrites Host). Browsers always send Origin on websockets;
+    the session cookie alone (SameSite=Lax) would let a page of a sibling subdomain in."""
+    headers = dict(scope.get("headers") or [])
+    origin = headers.get(b"origin", b"").decode("latin-1").lower().rstrip("/")
+    if not origin or origin == "null":
+        return False
+    host = headers.get(b"host", b"").decode("latin-1").lower()
+    public = urlsplit(settings.PUBLIC_URL)
+    return urlsplit(origin).netloc in {host, public.netloc.lower()} - {""}
+
+
 class PreviewConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.groups_joined = set()
         self.nonce = secrets.token_hex(8)
-        self.bot = await self._bot_for(self.scope.get("user"), self.scope["url_route"]["kwargs"]["bot_id"])
+        self.bot = None
+        if same_origin(self.scope):  # another site's page cannot drive a signed-in manager's preview
+            self.bot = await self._bot_for(self.scope.get("user"), self.scope["url_route"]["kwargs"]["bot_id"])
         await self.accept()  # accept first so the close code reaches the browser
         if self.bot is None:
             await self.close(code=FORBIDDEN)

@@ -50,11 +50,11 @@ class Socket(ApplicationCommunicator):
         await self.wait(timeout=5)
 
 
-def communicator(user, bot_id):
+def communicator(user, bot_id, origin="http://testserver"):
     scope = {
         "type": "websocket",
         "path": f"/ws/preview/{bot_id}/",
-        "headers": [],
+        "headers": [(b"host", b"testserver")] + ([(b"origin", origin.encode())] if origin else []),
         "subprotocols": [],
         "user": user,
         "url_route": {"args": (), "kwargs": {"bot_id": bot_id}},
@@ -62,8 +62,8 @@ def communicator(user, bot_id):
     return Socket(PreviewConsumer.as_asgi(), scope)
 
 
-async def _refused(user, bot_id):
-    comm = communicator(user, bot_id)
+async def _refused(user, bot_id, **origin):
+    comm = communicator(user, bot_id, **origin)
     connected, _ = await comm.connect()
     assert connected  # accepted first, so the browser sees the close code
     closed = await comm.receive_output(timeout=30)
@@ -78,6 +78,11 @@ def test_it_refuses_another_organisations_manager(transactional_db, charlie, acm
 
 def test_it_refuses_an_agent(transactional_db, bob, acme_bot):
     assert async_to_sync(_refused)(bob, acme_bot.id)["code"] == 4403
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "http://testserver.evil.example", "null", ""])
+def test_it_refuses_the_bots_own_manager_from_another_sites_page(transactional_db, alice, acme_bot, origin):
+    assert async_to_sync(_refused)(alice, acme_bot.id, origin=origin)["code"] == 4403
 
 
 def test_it_refuses_anonymous_users(transactional_db, acme_bot):
