@@ -46,6 +46,7 @@ class Session:
     visitor_id: str
     token: str
     conversation_id: int | None  # None until the visitor's first message
+    client_ip: str = "?"  # messages from one address share a limit (ratelimit.check_message)
 
 
 def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Session | Refusal:
@@ -66,7 +67,7 @@ def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Se
         )
     if visitor_id is None:
         visitor_id, token = tokens.issue(public_key)
-    return Session(bot.id, public_key, opts, visitor_id, token, conversation_of(bot.id, visitor_id))
+    return Session(bot.id, public_key, opts, visitor_id, token, conversation_of(bot.id, visitor_id), client_ip)
 
 
 def conversation_of(bot_id: int, visitor_id: str) -> int | None:
@@ -159,7 +160,7 @@ def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
 
 def _too_fast(session: Session) -> Refusal | None:
     """Messages and ratings share the visitor's and the bot's per-minute limits."""
-    verdict = ratelimit.check_message(session.public_key, session.visitor_id, session.options)
+    verdict = ratelimit.check_message(session.public_key, session.visitor_id, session.options, session.client_ip)
     if verdict is None:
         return None
     return Refusal(

@@ -15,6 +15,10 @@ DEFAULTS = {
     "prechat_email": False,  # ask for an (optional) email before the first message
     "connections_per_minute": 20,  # websocket connections per visitor (or IP without a token)
     "messages_per_minute": 10,  # messages per visitor
+    # messages from one IP address, all its visitors together: tokens are free to mint, so without it
+    # one client could spend the whole bot's budget below and lock every real visitor out (an office
+    # or a phone carrier's NAT shares an address: a few visitors' worth)
+    "ip_messages_per_minute": 30,
     "bot_connections_per_minute": 600,  # websocket connections to this bot, all visitors together
     "bot_messages_per_minute": 120,  # messages to this bot, all visitors together
     "max_message_chars": 2000,  # longest message a visitor may send

@@ -96,7 +96,7 @@ def check_request(public_key: str, origin: str, content_length: int):
     return bot, opts
 
 
-def take_upload(bot: Bot, opts: dict, public_key: str, fields, files) -> tuple[int, dict] | UploadRefusal:
+def take_upload(bot: Bot, opts: dict, public_key: str, fields, files, client_ip: str = "?") -> tuple[int, dict] | UploadRefusal:
     """Validate and store the visitor's file: ``(HTTP status, message frame)`` or a refusal."""
     visitor_id = tokens.verify(public_key, fields.get("token") or "")
     if visitor_id is None:
@@ -119,7 +119,7 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files) -> tuple[i
     content_type = sniff(upload.content_type, upload.name or "", content[:4096])
     if content_type is None:
         return UploadRefusal(415, "file_type", "Only images (JPEG, PNG, GIF, WebP), PDF and text files can be sent.")
-    verdict = ratelimit.check_message(public_key, visitor_id, opts)
+    verdict = ratelimit.check_message(public_key, visitor_id, opts, client_ip)
     if verdict is not None:
         return UploadRefusal(429, "rate_limited", f"You're sending messages too quickly. Please wait "
                              f"{verdict.retry_after} seconds and try again.", retry_after=verdict.retry_after)

@@ -47,7 +47,8 @@ def upload(request, public_key):
         result = checked
     else:
         try:  # request.POST / FILES parse the body
-            result = uploads.take_upload(*checked, public_key, request.POST, request.FILES)
+            result = uploads.take_upload(*checked, public_key, request.POST, request.FILES,
+                                         client_ip=request.META.get("REMOTE_ADDR") or "?")
         except (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent):
             result = uploads.UploadRefusal(400, "bad_upload", "That upload could not be read; please try again.")
     if isinstance(result, uploads.UploadRefusal):

@@ -268,3 +268,19 @@ def test_a_lone_surrogate_is_stored_as_replacement_text_and_a_surrogate_token_is
     ws = open_socket(live_server_url, widget_channel.bot.public_key, host_site.origin, hello=False)
     ws.send(json.dumps({"type": "hello", "token": "\ud800:x"}))
     assert recv(ws)["code"] == "bad_token" and closed_with(ws) == 4401
+
+
+def test_one_address_minting_new_visitors_cannot_spend_the_whole_bots_budget(widget_channel, host_site, live_server_url):
+    """Tokens are free: each new visitor has its own per-visitor budget, but not its own address."""
+    from bots.models import Message
+
+    widget_channel.settings["ip_messages_per_minute"] = 2
+    widget_channel.save()
+    frames = []
+    for i in range(5):  # five fresh visitors, all from 127.0.0.1, one message each
+        ws, _, _ = start(live_server_url, widget_channel, host_site)
+        frames.append(send(ws, type="message", text=f"message {i}", id=f"m{i}"))
+        ws.close()
+    refused = [f for f in frames if f["type"] == "error"]
+    assert refused and all(f["code"] == "rate_limited" for f in refused)
+    assert Message.objects.count() == 5 - len(refused) <= 4
