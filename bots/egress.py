@@ -22,7 +22,7 @@ import requests
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress as Refused  # a requests.RequestException
 
-__all__ = ["Refused", "refusal", "refused_address", "session"]
+__all__ = ["Refused", "refusal", "refused_address", "refused_host", "session"]
 
 
 def refused_address(url: str, allow_private: bool, setting: str, what: str = "the URL") -> str:
@@ -33,13 +33,19 @@ def refused_address(url: str, allow_private: bool, setting: str, what: str = "th
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{what} must start with http:// or https:// and name a host"
+    return refused_host(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private, setting)
+
+
+def refused_host(host: str, port: int, allow_private: bool, setting: str) -> str:
+    """Why ``host`` may not be connected to ('' when it may): it resolves to an address of this
+    server's own network while ``allow_private`` is off. Raises OSError when it does not resolve.
+    For protocols without a pinned session (SMTP, IMAP), call it right before connecting."""
     if allow_private:
         return ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    for *_, sockaddr in socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP):
+    for *_, sockaddr in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP):
         address = ipaddress.ip_address(sockaddr[0].split("%")[0])
         if not address.is_global or address.is_multicast:
-            return _own_network(parts.hostname, address, setting)
+            return _own_network(host, address, setting)
     return ""
 
 

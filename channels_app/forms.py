@@ -158,6 +158,17 @@ class EmailForm(ChannelForm):
 
     MAILBOX = ("imap_host", "imap_user", "imap_folder")
 
+    def clean(self):
+        from .email.adapter import refused_mail_host
+
+        data = super().clean()
+        for kind, default_port in (("smtp", 587), ("imap", 993 if data.get("imap_use_ssl") else 143)):
+            host = (data.get(f"{kind}_host") or "").strip()
+            refused = host and refused_mail_host(host, data.get(f"{kind}_port") or default_port)
+            if refused:
+                self.add_error(f"{kind}_host", f"Not allowed: {refused}.")
+        return data
+
     def apply(self, config):
         """A newly connected mailbox (host, user or folder changed) starts now: mail already in it
         is not answered (``imap.connected_since``)."""

@@ -303,6 +303,8 @@ CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
 CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = envbool("CHATNEXUS_WEBHOOK_ALLOW_PRIVATE", False)
 # The same for knowledge fetched from a web page (the builder's "fetch a web page": bots/webpages.py).
 CHATNEXUS_FETCH_ALLOW_PRIVATE = envbool("CHATNEXUS_FETCH_ALLOW_PRIVATE", False)
+# ... and for an email channel's SMTP and IMAP servers (a mail server on the LAN: set it).
+CHATNEXUS_MAIL_ALLOW_PRIVATE = envbool("CHATNEXUS_MAIL_ALLOW_PRIVATE", False)
 # ... and the most seconds reading one page may take in all (redirects and a slow trickle included).
 CHATNEXUS_FETCH_TIMEOUT_S = envint("CHATNEXUS_FETCH_TIMEOUT_S", 20)
 # A widget socket must send its hello frame (visitor token) within this many seconds.

@@ -20,6 +20,8 @@ os.environ.setdefault("CHATNEXUS_ATTACHMENTS_DIR", tempfile.mkdtemp(prefix="chat
 # fp32 on CPU: the engine's packed oneDNN kernel always, rather than where a timing says it pays
 # (packed.wanted), so every run tests the same path; tests/engine/test_packed_fp32.py covers both
 os.environ.setdefault("CHATNEXUS_FP32_KERNEL", "packed")
+# the SMTP sink and the IMAP stub listen on loopback (the guard itself is tested with it off)
+os.environ.setdefault("CHATNEXUS_MAIL_ALLOW_PRIVATE", "1")
 # Playwright's sync API keeps an event loop in the test thread; Django's guard would
 # then refuse ORM calls made by the test itself between browser steps.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

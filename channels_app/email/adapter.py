@@ -16,6 +16,7 @@ from email.utils import formataddr
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
+from bots import egress
 from bots.models import Message
 
 from ..base import Adapter, DeliveryError
@@ -34,6 +35,17 @@ def reply_subject(subject: str) -> str:
 def message_id_for(message, domain) -> str:
     token = hmac.new(settings.SECRET_KEY.encode(), f"reply:{message.id}".encode(), hashlib.sha256).hexdigest()[:16]
     return f"<chatnexus.{message.id}.{token}@{domain}>"
+
+
+def refused_mail_host(host: str, port) -> str:
+    """Why a member-typed SMTP or IMAP server may not be connected to ('' when it may): an address
+    of this server's own network, unless CHATNEXUS_MAIL_ALLOW_PRIVATE (bots/egress.py). Checked
+    when the channel is saved and again right before every connection (the name may point
+    elsewhere by then). A name that does not resolve is left to the connection to report."""
+    try:
+        return egress.refused_host(host, int(port), settings.CHATNEXUS_MAIL_ALLOW_PRIVATE, "CHATNEXUS_MAIL_ALLOW_PRIVATE")
+    except (OSError, ValueError):
+        return ""
 
 
 def smtp_connection(config):
@@ -84,6 +96,10 @@ class EmailAdapter(Adapter):
             connection=smtp_connection(config),
         )
         mail.attach_alternative(to_html(message.text), "text/html")  # the markdown the bot writes, rendered
+        channel = config.settings
+        refused = channel.get("smtp_host") and refused_mail_host(channel["smtp_host"], channel.get("smtp_port") or 587)
+        if refused:
+            raise DeliveryError(f"SMTP server not allowed: {refused}", transient=False, code="config")
         try:
             mail.send()
         except smtplib.SMTPResponseException as error:

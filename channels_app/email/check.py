@@ -17,8 +17,8 @@ from django.core.mail import EmailMessage
 from bots.membership import mail_leaves_the_server
 
 from ..base import one_line
-from .adapter import smtp_connection
-from .imap import connect, select_folder
+from .adapter import refused_mail_host, smtp_connection
+from .imap import MailHostRefused, connect, select_folder
 
 
 def smtp(config, recipient: str) -> tuple[bool, str]:
@@ -28,6 +28,9 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
         return False, "SMTP not tried: the channel has no bot address yet."
     where = f"{channel['smtp_host']}:{channel.get('smtp_port') or 587}" if channel.get("smtp_host") else \
         "the platform's own mail settings"
+    refused = channel.get("smtp_host") and refused_mail_host(channel["smtp_host"], channel.get("smtp_port") or 587)
+    if refused:
+        return False, f"SMTP not tried: {refused}."
     mail = EmailMessage(
         subject=f"Test email from {config.bot.name} (ChatNexus)",
         body=f"This is a test from the email channel of {config.bot.name}: its replies are sent like this one, "
@@ -61,6 +64,8 @@ def imap(config) -> tuple[bool, str]:
     folder = channel.get("imap_folder") or "INBOX"
     try:
         client = connect(config)
+    except MailHostRefused as error:
+        return False, f"IMAP not tried: {error}."
     except imaplib.IMAP4.error as error:
         return False, f"IMAP: {host} refused the login: {one_line(error)}."
     except (OSError, socket.timeout) as error:

@@ -21,6 +21,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from ..models import ChannelConfig
+from .adapter import refused_mail_host
 from .inbound import ingest, store_unparseable
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ BATCH = 50  # messages per mailbox per run
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _UID = re.compile(rb"UID (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
+
+
+class MailHostRefused(OSError):
+    """The channel's IMAP server is an address of this server's own network (``refused_mail_host``)."""
 
 
 @shared_task(name="channels_app.email.imap.poll_imap", ignore_result=True)
@@ -61,6 +66,9 @@ def connect(config):
     host = channel["imap_host"]
     use_ssl = channel.get("imap_use_ssl", True)
     port = int(channel.get("imap_port") or (993 if use_ssl else 143))
+    refused = refused_mail_host(host, port)
+    if refused:
+        raise MailHostRefused(refused)
     timeout = settings.CHATNEXUS_SMTP_TIMEOUT_S
     client = imaplib.IMAP4_SSL(host, port, timeout=timeout) if use_ssl else imaplib.IMAP4(host, port, timeout=timeout)
     client.login(channel.get("imap_user") or channel.get("address", ""), config.secrets.get("imap_password", ""))

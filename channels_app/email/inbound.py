@@ -57,22 +57,28 @@ def store_unparseable(config, raw, source, why):
 
 
 def thread_root(config, mail: ParsedMail) -> str:
-    """The conversation's external id: an existing thread this mail refers to, else its root."""
+    """The conversation's external id: an existing thread this mail refers to, else its root.
+
+    A reply to one of our own mails (its Message-ID carries an HMAC: only those we wrote to know
+    it) continues that conversation. A mail that refers only to a customer's Message-ID continues
+    it only when it comes from that customer: the id is known to everyone the customer copied,
+    and the bot would otherwise answer a stranger from the customer's whole conversation."""
     # as receive() stores them: an id longer than the column by its digest
     candidates = [services.external_key(ref) for ref in [*mail.references, mail.in_reply_to] if ref]
-    if candidates:
-        known = (
-            Message.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=candidates)
-            .select_related("conversation")
-            .first()
-        )
-        if known:
-            return known.conversation.external_id
-        conversation = Conversation.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=candidates).first()
-        if conversation:
+    if not candidates:
+        return mail.message_id
+    known = (Message.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=candidates)
+             .select_related("conversation"))
+    ours = next((m for m in known if m.direction == Message.Direction.OUTBOUND), None)
+    if ours is not None:
+        return ours.conversation.external_id
+    senders = {address.lower() for address in (mail.from_address, mail.reply_to_address) if address}
+    threads = [m.conversation for m in known] + list(
+        Conversation.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=candidates))
+    for conversation in threads:
+        if conversation.contact_email.lower() in senders:
             return conversation.external_id
-        return candidates[0]
-    return mail.message_id
+    return mail.message_id if threads else candidates[0]  # someone else's thread: a conversation of its own
 
 
 def _store(config, mail: ParsedMail, raw, source):

@@ -107,3 +107,45 @@ def test_only_the_bots_managers_may_send_one(client, bob, charlie, email_channel
     assert client.post(url).status_code == 404
     assert client.get(url).status_code == 405
     assert mailbox.messages == []
+
+
+def test_mail_servers_on_this_servers_own_network_are_refused_unless_allowed(
+    client, alice, settings, imap_channel, imap_server, mailbox  # noqa: F811 - fixtures
+):
+    """SMTP and IMAP hosts are typed by members: like the webhook, never this server's own network
+    (its database, an admin port, cloud metadata) unless the deployment allows it."""
+    from bots import services
+    from bots.models import Message
+    from channels_app.email.imap import poll_mailbox
+    from channels_app.tasks import deliver
+
+    from .mails import mail
+
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = False
+    client.force_login(alice)
+    form = {"channel": "email", "email-enabled": "on", "email-address": BOT_ADDRESS, "email-smtp_host": "127.0.0.1",
+            "email-smtp_port": "5432", "email-imap_host": "localhost", "email-imap_port": "6379",
+            "email-imap_folder": "INBOX", "email-max_replies_per_sender_per_day": "3"}
+    response = client.post(reverse("channels:bot", args=[imap_channel.bot.id]), form)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Not allowed: 127.0.0.1 is an address of this server&#x27;s own network" in page
+    assert "localhost (127.0.0.1) is an address" in page and "CHATNEXUS_MAIL_ALLOW_PRIVATE=1" in page
+
+    # saved before (or pointed there since): checked again before every connection, nothing reached
+    results, _ = check(client, imap_channel.bot)
+    assert [ok for ok, _ in results] == [False, False]
+    assert results[0][1].startswith(f"SMTP not tried: {mailbox.host} is an address of this server's own network")
+    assert results[1][1].startswith(f"IMAP not tried: {imap_server.host} is an address")
+    imap_server.add(mail(message_id="<i1@example.com>"))
+    assert poll_mailbox(imap_channel.id) == 0 and not any(c.startswith("LOGIN") for c in imap_server.commands)
+    services.receive(bot=imap_channel.bot, channel="email", thread_id="t1", text="Hi", external_id="x1@example.com",
+                     meta={"from_address": "carla@example.com", "message_id": "x1@example.com"})
+    reply, _ = services.record_reply(Message.objects.get(external_id="x1@example.com"), "Hello!", {})
+    deliver(reply.id)
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.FAILED and "SMTP server not allowed" in reply.delivery_error
+    assert mailbox.messages == []
+
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = True  # a mail server on the LAN, allowed by the deployment
+    assert [ok for ok, _ in check(client, imap_channel.bot)[0]] == [True, True]

@@ -233,6 +233,34 @@ def test_it_threads_by_references_when_our_reply_id_is_unknown(email_channel, po
     assert Conversation.objects.count() == 1
 
 
+def test_a_stranger_who_knows_a_customers_message_id_gets_a_conversation_of_their_own(email_channel, post_mail, mailbox):
+    """Everyone Carla copied knows her Message-ID; the bot must not answer them from her conversation.
+    A reply to our own mail (whose id only those we wrote to know) still continues it."""
+    from bots import services
+    from channels_app.tasks import deliver
+
+    post_mail(email_channel.key, mail(body="My order 1234 has not arrived"))
+    carlas = Conversation.objects.get()
+    stranger = mail(message_id="<s1@example.org>", sender="mallory@example.org", body="What did she order?",
+                    extra="In-Reply-To: <q1@example.com>\r\nReferences: <q1@example.com>\r\n")
+    post_mail(email_channel.key, stranger)
+    theirs = Message.objects.get(external_id="s1@example.org").conversation
+    assert theirs != carlas and theirs.external_id == "s1@example.org"
+    assert carlas.messages.count() == 1
+
+    own = mail(message_id="<q2@example.com>", body="Any news?", extra="References: <q1@example.com>\r\n")
+    post_mail(email_channel.key, own)  # Carla herself, referring to her own first mail
+    assert Message.objects.get(external_id="q2@example.com").conversation == carlas
+
+    reply, _ = services.record_reply(Message.objects.get(external_id="q2@example.com"), "It ships today.", {})
+    deliver(reply.id)
+    reply.refresh_from_db()
+    colleague = mail(message_id="<c1@example.com>", sender="dan@example.com", body="Thanks, I'm her colleague",
+                     extra=f"In-Reply-To: <{reply.external_id}>\r\n")
+    post_mail(email_channel.key, colleague)  # answers our mail: it reached them, the thread goes on
+    assert Message.objects.get(external_id="c1@example.com").conversation == carlas
+
+
 def test_it_does_not_thread_into_another_bots_conversation(email_channel, post_mail, globex, globex_bot):
     from channels_app.models import ChannelConfig
 
