@@ -26,19 +26,50 @@ def tokens(text):
     return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS]
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _bounded(text: str, limit: int = CHUNK_CHARS):
+    """``text`` in pieces of at most ``limit`` characters: whole if it fits, else by lines, then
+    by sentences, then at spaces (a line without any: cut)."""
+    if len(text) <= limit:
+        yield text
+        return
+    for splitter, joint in ((re.compile(r"\n"), "\n"), (SENTENCE_END, " "), (re.compile(r" "), " ")):
+        parts = [p for p in splitter.split(text) if p.strip()]
+        if len(parts) > 1:
+            buf = ""
+            for part in parts:
+                for piece in _bounded(part, limit):
+                    if buf and len(buf) + 1 + len(piece) > limit:
+                        yield buf
+                        buf = ""
+                    buf = f"{buf}{joint}{piece}" if buf else piece
+            if buf:
+                yield buf
+            return
+    for start in range(0, len(text), limit):
+        yield text[start:start + limit]
+
+
 def chunks(config):
-    """Split the bot's knowledge into retrievable pieces: each FAQ whole, documents by paragraph."""
+    """Split the bot's knowledge into retrievable pieces of about CHUNK_CHARS: FAQ pairs whole (a
+    long answer in pieces, each under its question), documents by paragraph (a paragraph longer
+    than that by lines, then sentences). Before, a document whose lines were never separated by a
+    blank line was one piece, however long — put whole into the prompt, past the model's context."""
     out = []
     for item in config.get("knowledge", []):
         if item["kind"] == "faq":
-            out.append({"source": item["id"], "title": item["title"], "text": f"Q: {item['title']}\nA: {item['body']}"})
+            for answer in _bounded(item["body"]):
+                out.append({"source": item["id"], "title": item["title"], "text": f"Q: {item['title']}\nA: {answer}"})
             continue
         buf = ""
         for para in re.split(r"\n\s*\n", item["body"]):
-            if buf and len(buf) + len(para) > CHUNK_CHARS:
-                out.append({"source": item["id"], "title": item["title"], "text": buf.strip()})
-                buf = ""
-            buf += para + "\n\n"
+            for piece in _bounded(para.strip()):
+                if buf and len(buf) + len(piece) > CHUNK_CHARS:
+                    out.append({"source": item["id"], "title": item["title"], "text": buf.strip()})
+                    buf = ""
+                buf += piece + "\n\n"
         if buf.strip():
             out.append({"source": item["id"], "title": item["title"], "text": buf.strip()})
     return out

@@ -85,7 +85,7 @@ def _generate(inbound, config):
     messages = build_messages(
         config,
         turns,
-        inbound.text,
+        retrieval_query(inbound),
         count_tokens=lambda m: runtime.count_tokens(engine, m),
         max_prompt_tokens=runtime.context_length(engine) - max_new,
     )
@@ -102,6 +102,12 @@ def _generate(inbound, config):
     stats["precision"] = engine.precision.name
     text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
     return text, stats
+
+
+def retrieval_query(inbound) -> str:
+    """What the bot's knowledge is searched with: the customer's words, or for a file sent alone
+    (a text or PDF the model reads) what the file says — before, nothing, so no knowledge at all."""
+    return inbound.text.strip() or prompt_text(inbound)
 
 
 def _engine(drafter):
@@ -241,6 +247,8 @@ def _turns(inbound):
 
     try:
         adapter_for(inbound.channel).keep_files(inbound)
+    except SoftTimeLimitExceeded:
+        raise  # the worker's time limit: not a file problem
     except Exception:  # noqa: BLE001 - the reply goes on without the file
         log.exception("message %s: its files could not be kept before the reply", inbound.id)
     return _history(inbound)

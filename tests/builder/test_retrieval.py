@@ -27,6 +27,23 @@ def test_it_splits_documents_by_paragraph():
     assert all(len(p["text"]) <= 700 for p in pieces)
 
 
+def test_a_document_without_blank_lines_is_still_cut_into_pieces_a_prompt_can_hold():
+    """Before: one piece of 225,000 characters, put whole into the prompt, past the model's context."""
+    from bots.knowledge import CHUNK_CHARS
+
+    lines = [f"Line {i}: frames are covered for {i % 7 + 1} years." for i in range(3000)]
+    lines[1234] = "Batteries are covered for two years, and the warranty transfers to a new owner."
+    config = config_with({"kind": "doc", "title": "Policy", "body": "\n".join(lines)},
+                         {"kind": "doc", "title": "Terms", "body": "All sales final. " * 500 + "x" * 2000},
+                         {"kind": "faq", "title": "Returns?", "body": "Within 30 days. " * 200})
+    pieces = chunks(config)
+    assert all(len(p["text"]) <= CHUNK_CHARS + len("Q: Returns?\nA: ") for p in pieces)
+    assert "".join(p["text"] for p in pieces if p["title"] == "Policy").count("Line ") == 2999  # nothing lost
+    assert all(p["text"].startswith("Q: Returns?\nA: ") for p in pieces if p["title"] == "Returns?")
+    best = retrieve(config, "does the battery warranty transfer to a new owner?")
+    assert "warranty transfers to a new owner" in best[0]["text"] and sum(len(p["text"]) for p in best) < 3 * CHUNK_CHARS + 100
+
+
 def test_it_retrieves_only_from_the_bot_it_is_given(acme_bot, globex_bot):
     # Each bot's config carries its own knowledge; Globex's secret is never a candidate for Acme.
     hits = retrieve(acme_bot.live_config(), "Do you take new patients?")

@@ -86,3 +86,13 @@ def test_files_alone_with_nothing_to_read_get_a_canned_reply_without_the_model(a
 
     readable = receive(acme_bot, "", ("terms.txt", "text/plain", b"Returns within 30 days"), thread="t-text")
     assert has_text_to_read(readable)  # a file with words goes to the model (the widget tests queue it)
+
+
+def test_a_file_sent_alone_finds_the_bots_knowledge_by_what_it_says(acme_bot):
+    from bots.prompts import build_messages
+    from inference.tasks import _history, retrieval_query
+
+    message = receive(acme_bot, "", ("question.txt", "text/plain", b"What are your opening hours on weekdays?"))
+    config = acme_bot.live_config()
+    [system, *_] = build_messages(config, _history(message), retrieval_query(message))
+    assert "Monday to Friday, 9am to 6pm" in system["content"]  # the FAQ that answers the file
