@@ -14,10 +14,12 @@ worker did not prefill because an earlier prompt's cache held them (sum prefix_r
 sum prompt_tokens: a bot's system prompt, a conversation's earlier turns).
 """
 import math
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
+from . import hours
 from .models import Conversation, Message
 
 
@@ -61,21 +63,26 @@ def summary(organization, bot=None, days=14, now=None):
     inbound and outbound messages, median reply latency.
     """
     now = now or timezone.now()
-    today = timezone.localdate(now)
+    # days are the organisation's (its time zone, as team hours): a message at 17:30 in Los Angeles
+    # is that day's, not the next UTC day's; the totals cover exactly the days the series shows
+    zone = hours.zone(organization.timezone)
+    today = timezone.localdate(now, zone)
     first_day = today - timedelta(days=days - 1)
-    since = now - timedelta(days=days)
+    since = datetime.combine(first_day, time.min, tzinfo=zone)
+    # the builder's test chat is not customers' traffic
     scope = {"organization": organization, **({"bot": bot} if bot is not None else {})}
+    customers = ~Q(channel="preview")
 
     conversations = list(
-        Conversation.objects.filter(**scope, created__gte=since).values_list("id", "created", "channel")
+        Conversation.objects.filter(customers, **scope, created__gte=since).values_list("id", "created", "channel")
     )
     messages = list(
-        Message.objects.filter(**scope, created__gte=since).exclude(sender=Message.Sender.NOTE).values_list(
+        Message.objects.filter(customers, **scope, created__gte=since).exclude(sender=Message.Sender.NOTE).values_list(
             "created", "direction", "sender", "reply_state", "meta", "conversation_id"
         )
     )
     replies = list(
-        Message.objects.filter(**scope, created__gte=since, sender=Message.Sender.BOT).values_list(
+        Message.objects.filter(customers, **scope, created__gte=since, sender=Message.Sender.BOT).values_list(
             "created", "latency_s", "ttft_s", "tokens_per_s", "stats", "rating"
         )
     )
@@ -83,13 +90,13 @@ def summary(organization, bot=None, days=14, now=None):
     days_list = [first_day + timedelta(days=i) for i in range(days)]
     series = {d: {"conversations": 0, "inbound": 0, "outbound": 0, "latencies": []} for d in days_list}
     for _id, created, _channel in conversations:
-        day = timezone.localdate(created)
+        day = timezone.localdate(created, zone)
         if day in series:
             series[day]["conversations"] += 1
     handoff_conversations = set()
     waits = _agent_waits(messages)
     for created, direction, _sender, reply_state, meta, conversation_id in messages:
-        day = timezone.localdate(created)
+        day = timezone.localdate(created, zone)
         if day in series:
             series[day]["inbound" if direction == Message.Direction.INBOUND else "outbound"] += 1
         if (meta or {}).get("skip_reason") == "handoff":
@@ -97,7 +104,7 @@ def summary(organization, bot=None, days=14, now=None):
     # speed is the model's: canned replies (a photo alone, no model) would pull every latency to ~0
     model_replies = [r for r in replies if not (r[4] or {}).get("canned")]
     for created, latency, *_ in model_replies:
-        day = timezone.localdate(created)
+        day = timezone.localdate(created, zone)
         if day in series and latency is not None:
             series[day]["latencies"].append(latency)
 

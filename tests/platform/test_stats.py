@@ -57,6 +57,36 @@ def test_it_summarises_an_organisation(acme, acme_bot, globex_bot):
     assert today["conversations"] == 3 and today["inbound"] == 3 and today["outbound"] == 3
 
 
+def test_the_builders_test_chat_is_not_customers_traffic(acme, acme_bot):
+    _, asked = make_conversation(acme_bot, thread="a")
+    _, tried = make_conversation(acme_bot, thread="preview-1", channel="preview")  # a manager trying the draft
+    answer(tried, 9.0, new_tokens=20, tokens_per_s=99.0)
+    data = stats.summary(acme, days=7)
+    assert (data["conversations"], data["messages"], data["replies"]) == (1, 1, 0)
+    assert "preview" not in data["channels"]
+
+
+def test_days_are_the_organisations_not_utc(acme, acme_bot):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    acme.timezone = "America/Los_Angeles"
+    acme.save()
+    la = ZoneInfo("America/Los_Angeles")
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=la)
+    evening = datetime(2026, 3, 9, 17, 30, tzinfo=la)  # already 10 March in UTC
+    conversation, inbound = make_conversation(acme_bot, thread="evening")
+    Message.objects.filter(id=inbound.id).update(created=evening)
+    type(conversation).objects.filter(id=conversation.id).update(created=evening)
+    week_ago = datetime(2026, 3, 3, 23, 0, tzinfo=la)  # before the 7 days shown (4-10 March), 4 March in UTC
+    _, old = make_conversation(acme_bot, thread="old")
+    Message.objects.filter(id=old.id).update(created=week_ago)
+    data = stats.summary(acme, days=7, now=now)
+    by_day = {d["day"]: d["inbound"] for d in data["series"]}
+    assert by_day["2026-03-09"] == 1 and by_day["2026-03-10"] == 0
+    assert data["series"][0]["day"] == "2026-03-04" and data["messages"] == sum(by_day.values()) == 1
+
+
 def test_speed_is_the_models_canned_replies_left_out(acme, acme_bot):
     _, asked = make_conversation(acme_bot, thread="a")
     answer(asked, 2.0, new_tokens=20, tokens_per_s=25.0, ttft_s=0.3)
