@@ -6,6 +6,7 @@ forward what they receive. Nobody else calls ``get_channel_layer()``.
 import logging
 
 from asgiref.sync import async_to_sync
+from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 
 log = logging.getLogger(__name__)
@@ -27,5 +28,7 @@ def push(conversation_id, event_type, **payload):
     message = {"type": "conversation.event", "event": event_type, **payload}
     try:
         async_to_sync(layer.group_send)(group_for(conversation_id), message)
+    except SoftTimeLimitExceeded:
+        raise  # the worker's time limit, arriving during a push: the task must hear it, not a log line
     except Exception:  # noqa: BLE001 - see docstring
         log.warning("live event %s for conversation %s not pushed", event_type, conversation_id, exc_info=True)

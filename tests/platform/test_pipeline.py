@@ -174,3 +174,17 @@ def test_members_who_turned_email_notices_off_get_none(db, smtp_settings, client
     assert len(smtp_settings.messages) == 1  # nobody else is emailed in his place
     client.post("/accounts/notifications/", {f"notify_{acme.id}": "on"})
     assert Membership.objects.get(user=bob, organization=acme).notify_by_email
+
+
+def test_a_customers_name_with_a_line_break_still_reaches_the_team(db, smtp_settings, alice, acme_bot):
+    """Django refuses line breaks in mail headers: a subject built from the name failed every retry."""
+    from bots.tasks import notify_team_of_message
+
+    first = services.receive(bot=acme_bot, channel="api", thread_id="u\n1", text="Hello",
+                             contact={"name": "Ann\nLee"})
+    services.agent_reply(Conversation.objects.get(id=first.conversation.id), alice, "Hi Ann.")
+    later = services.receive(bot=acme_bot, channel="api", thread_id="u\n1", text="And the price?",
+                             contact={"name": "Ann\nLee"})
+    notify_team_of_message(later.message.id)
+    [sent] = smtp_settings.messages
+    assert sent["message"]["Subject"] == f"[{acme_bot.name}] Ann Lee wrote"
