@@ -33,7 +33,11 @@ def refused_address(url: str, allow_private: bool, setting: str, what: str = "th
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{what} must start with http:// or https:// and name a host"
-    return refused_host(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private, setting)
+    try:
+        port = parts.port
+    except ValueError:  # ":99999" passes Django's URLValidator
+        return f"{what} has a port that is not a number from 1 to 65535"
+    return refused_host(parts.hostname, port or (443 if parts.scheme == "https" else 80), allow_private, setting)
 
 
 def refused_host(host: str, port: int, allow_private: bool, setting: str) -> str:
@@ -42,7 +46,11 @@ def refused_host(host: str, port: int, allow_private: bool, setting: str) -> str
     For protocols without a pinned session (SMTP, IMAP), call it right before connecting."""
     if allow_private:
         return ""
-    for *_, sockaddr in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP):
+    try:
+        found = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except UnicodeError:  # a label IDNA cannot encode (too long once in punycode): no such name
+        raise OSError(f"{host} is not a valid host name") from None
+    for *_, sockaddr in found:
         address = ipaddress.ip_address(sockaddr[0].split("%")[0])
         if not address.is_global or address.is_multicast:
             return _own_network(host, address, setting)

@@ -92,6 +92,8 @@ def test_addresses_of_the_servers_own_network_are_refused_unless_allowed(client,
         ("http://localhost:8000/hook", "Not allowed: localhost ("),
         ("ftp://files.example/hook", "Not allowed: the webhook URL must start with http:// or https://"),
         ("https://backend.chatnexus-test.invalid/hook", "This host name does not resolve."),
+        ("https://example.com:99999/hook", "Not allowed: the webhook URL has a port that is not a number from 1 to 65535"),
+        (f"https://{'ü' * 60}.example/hook", "This host name does not resolve."),  # too long for IDNA: was a 500
     ]:
         errors = save(client, acme_bot, webhook_url=url, webhook_secret=SECRET).context["forms"]["api"].errors
         assert words in errors["webhook_url"][0], (url, errors)

@@ -267,3 +267,11 @@ def test_it_offers_bots_only_the_drafters_this_server_allows(api, alice, acme_bo
     assert client.patch(url, {"greeting": "Hey"}, format="json").status_code == 200  # kept, other edits go on
     settings.CHATNEXUS_DRAFTER = "none"
     assert _engine("suffix:wide").drafter.name == "none"
+
+
+@pytest.mark.parametrize("param", ["q", "channel", "status", "tag"])
+def test_a_nul_in_a_query_parameter_is_a_400_not_a_database_error(api, alice, acme_bot, param, client):
+    response = api(alice).get("/api/conversations/", {param: "a\x00b"})
+    assert response.status_code == 400 and "NUL" in response.json()["error"]
+    client.force_login(alice)
+    assert client.get("/inbox/", {param: "a\x00b"}).status_code == 400
