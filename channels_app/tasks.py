@@ -27,7 +27,9 @@ from .registry import adapter_for
 from .whatsapp import media
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 6
+# tries of a send that fails transiently, 2 s ... 5 min apart: about 13 minutes in all, so a
+# provider's or a backend's short outage (a deploy) is ridden out (6 tries gave up after ~1 minute)
+MAX_ATTEMPTS = 10
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_ATTEMPTS)

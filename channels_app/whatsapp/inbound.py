@@ -184,7 +184,12 @@ def apply_status(config, message_id, params):
             explanation = KNOWN_ERRORS.get(int(code)) if code.isdigit() else None
             updates["delivery_error"] = f"{code} Twilio: {explanation or 'message ' + params.get('MessageStatus', '')}".strip()
         overall = _overall(parts, meta.get("twilio_parts", len(sids)))
-        if _RANK[overall] > _RANK.get(message.delivery_status, 0):
+        # Parts still to send (a retry of the rest is waiting, or its worker died mid-send): the
+        # deliver task owns the state until every part is accepted. Moving it to "sent" here would
+        # make that retry find nothing to claim, and the rest would never go out.
+        unsent = len(sids) < meta.get("twilio_parts", len(sids)) and message.delivery_status in (
+            Message.Delivery.PENDING, Message.Delivery.SENDING)
+        if not unsent and _RANK[overall] > _RANK.get(message.delivery_status, 0):
             updates["delivery_status"] = overall
             if not message.external_id:
                 # The callback overtook the deliver task's final write: keep the sid here.

@@ -17,6 +17,7 @@ PDF types is a download, never rendered on our origin (``bots.files``).
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from django.conf import settings
 
 from bots import services
@@ -88,8 +89,10 @@ def fetch(message, index: int) -> tuple[bytes, str]:
             content = r.raw.read(MAX_MEDIA_BYTES + 1, decode_content=True)
             content_type = media_type(r.headers.get("Content-Type") or media[index].get("content_type")
                                       or "application/octet-stream")
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        # reading r.raw directly, urllib3's own errors (a read timeout, a reset mid-file, a bad
+        # gzip stream) are not wrapped by requests: each is Twilio or the network failing
         raise MediaError(502, f"could not reach Twilio: {exc.__class__.__name__}") from None
-    if len(content) > MAX_MEDIA_BYTES:
-        raise MediaError(502, f"the attachment is larger than {MAX_MEDIA_BYTES // (1024 * 1024)} MB")
+    if len(content) > MAX_MEDIA_BYTES:  # will not change by asking again
+        raise MediaError(413, f"the attachment is larger than {MAX_MEDIA_BYTES // (1024 * 1024)} MB")
     return content, content_type

@@ -88,6 +88,27 @@ def test_a_deleted_attachment_is_a_clear_502(whatsapp_channel, twilio_stub, sign
     assert response.status_code == 502 and b"Twilio answered 404" in response.content
 
 
+def test_a_download_cut_off_mid_file_is_a_clear_502_and_the_other_files_are_kept(
+    whatsapp_channel, twilio_stub, signed_post, client, alice
+):
+    """urllib3's own errors while reading the file were no requests error: a 500, and the media
+    task died before the files after it."""
+    from urllib.parse import urlsplit
+
+    from channels_app.whatsapp import media
+
+    cut = twilio_stub.add_media(ACCOUNT_SID, JPEG * 200, "image/jpeg")
+    whole = twilio_stub.add_media(ACCOUNT_SID, JPEG, "image/jpeg")
+    twilio_stub.cut_files.add(urlsplit(cut).path)
+    message = receive_media(signed_post, whatsapp_channel, (cut, "image/jpeg"), (whole, "image/jpeg"))
+    client.force_login(alice)
+    response = client.get(f"/channels/whatsapp/media/{message.id}/0/")
+    assert response.status_code == 502 and b"could not reach Twilio" in response.content
+    [error] = media.store_all(message)
+    assert error.status == 502  # the task tries it again later
+    assert [a.index for a in Attachment.objects.filter(message=message)] == [1]
+
+
 def test_markup_is_a_download_never_rendered_on_our_origin(whatsapp_channel, twilio_stub, signed_post, client, alice):
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     url = twilio_stub.add_media(ACCOUNT_SID, svg, "image/svg+xml")

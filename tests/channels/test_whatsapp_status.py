@@ -104,3 +104,24 @@ def test_it_does_not_touch_another_bots_message(sent_reply, globex, globex_bot, 
     assert callback(signed_post, other, sent_reply, "read").status_code == 404
     sent_reply.refresh_from_db()
     assert sent_reply.delivery_status == Message.Delivery.SENT
+
+
+def test_a_callback_for_the_first_part_leaves_the_rest_to_be_sent(whatsapp_channel, signed_post, twilio_stub):
+    """Part 1 accepted, part 2 refused for now (a retry waits): Twilio's callback for part 1 must not
+    mark the reply sent, or the retry finds nothing to claim and the rest never goes out."""
+    assert signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/", whatsapp_params()).status_code == 200
+    text = " ".join(f"Part of a long answer, sentence {i}." for i in range(100))  # three parts
+    reply, _ = services.record_reply(Message.objects.get(), text, {})
+    twilio_stub.fail_request(2, 503, code=20503, message="Service Unavailable")
+    with pytest.raises(Exception):
+        deliver(reply.id)  # called directly, a retry re-raises: the worker would try again in 2 s
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.PENDING and len(reply.meta["twilio_sids"]) == 1
+
+    assert callback(signed_post, whatsapp_channel, reply, "delivered", sid=reply.meta["twilio_sids"][0]).status_code == 204
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.PENDING  # still the deliver task's
+    deliver(reply.id)  # the retry
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.SENT and len(reply.meta["twilio_sids"]) == 3
+    assert " ".join(r["form"]["Body"] for r in twilio_stub.messages(to=CUSTOMER) if "sid" in r) == text

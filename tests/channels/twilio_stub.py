@@ -37,6 +37,7 @@ class TwilioStub(LoopbackServer):
     def __init__(self, host="127.0.0.1", port=0):
         self.requests = []
         self.failures = []  # (status, code, message) consumed one per request
+        self.cut_files = set()  # media paths whose download stops half-way (the connection drops)
         self.fail_at = {}  # request number (1-based, since reset) -> (status, code, message)
         self.media = {}  # media path -> (content type, bytes)
         self.file_requests = []
@@ -51,6 +52,7 @@ class TwilioStub(LoopbackServer):
             self.requests.clear()
             self.failures.clear()
             self.fail_at.clear()
+            self.cut_files.clear()
             self.media.clear()
             self.file_requests.clear()
             self.tokens.clear()
@@ -126,6 +128,10 @@ class TwilioStub(LoopbackServer):
                     self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(content)))
                     self.end_headers()
+                    if path[len("/files"):] in stub.cut_files:  # the connection drops mid-file
+                        self.wfile.write(content[: len(content) // 2])
+                        self.close_connection = True
+                        return None
                     return self.wfile.write(content)
                 parts = path.strip("/").split("/")
                 auth = self._auth()
