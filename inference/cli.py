@@ -212,6 +212,7 @@ def cmd_chat(args) -> int:
         if not text.strip():
             continue
         history.append({"role": "user", "content": text})
+        history = fit_context(engine, history, decoding_kwargs(args)["max_new_tokens"])
         reply = []
         print("bot> ", end="", flush=True)
         for delta in engine.stream(history, **decoding_kwargs(args)):
@@ -220,6 +221,18 @@ def cmd_chat(args) -> int:
         print()
         history.append({"role": "assistant", "content": "".join(reply)})
         print(stats_line(engine.last_stats), file=sys.stderr, flush=True)
+
+
+def fit_context(engine, history: list[dict], max_new_tokens: int) -> list[dict]:
+    """The conversation with its oldest exchanges dropped (the system prompt and the new message
+    kept) until it and the reply fit the model's context: a long chat goes on instead of ending
+    on "prompt has N tokens"."""
+    room = int(getattr(engine.model.config, "max_position_embeddings", 2048) or 2048) - max_new_tokens
+    system = history[:1] if history and history[0]["role"] == "system" else []
+    turns = history[len(system):]
+    while len(turns) > 1 and engine.encode(system + turns).shape[1] > room:
+        turns = turns[2:] if len(turns) > 2 else turns[1:]  # a user message and its reply
+    return system + turns
 
 
 def cmd_generate(args) -> int:
@@ -327,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)  # None: one per physical core
     try:
         return args.func(args)
-    except (EngineError, BenchError, FileNotFoundError) as e:
+    except (EngineError, BenchError, OSError) as e:  # OSError: a missing or unreadable file, a folder
         # Deliberate, explained failures: one line, no traceback.
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

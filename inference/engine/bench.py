@@ -66,13 +66,15 @@ def load_prompts(path: str | os.PathLike) -> list[dict]:
     Blank lines are skipped. Raises PromptFileError naming the file and line number.
     """
     prompts, seen = [], set()
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named, like bad JSON
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise PromptFileError(f"{where}: not UTF-8 text (save the file as UTF-8)") from None
             except json.JSONDecodeError as e:
                 raise PromptFileError(f"{where}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):

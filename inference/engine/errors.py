@@ -15,3 +15,7 @@ class VocabularyMismatchError(EngineError):
 
 class UnsupportedArchitectureError(EngineError):
     """The checkpoint is not a decoder-only causal LM that transformers can run."""
+
+
+class BadModelFileError(EngineError):
+    """The file is there but is no readable model (not GGUF, empty, cut short)."""

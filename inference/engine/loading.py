@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import struct
 import tempfile
 import threading
 from pathlib import Path
@@ -27,7 +28,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .errors import ModelNotFoundError, UnsupportedArchitectureError, VocabularyMismatchError
+from .errors import (BadModelFileError, EngineError, ModelNotFoundError, UnsupportedArchitectureError,
+                     VocabularyMismatchError)
 from .precision import Precision, apply_precision, resolve_precision
 
 BUNDLED_TARGET = "bundled:smollm2-135m-instruct"
@@ -47,7 +49,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """None -> cuda when available, else cpu."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:  # "gpu", "cuda1"
+        raise EngineError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
 
 
 def resolve_dtype(dtype: str | torch.dtype | Precision | None, device: torch.device) -> torch.dtype:
@@ -190,7 +195,11 @@ def _load_gguf(path: Path, cache_name: str, dtype: torch.dtype):
     except ValueError as exc:
         if "architecture" in str(exc).lower() or "not supported" in str(exc).lower():
             raise UnsupportedArchitectureError(f"GGUF file {str(path)!r}: {str(exc)[:300]}") from exc
-        raise
+        raise BadModelFileError(f"{str(path)!r} is not a readable GGUF model file ({str(exc)[:200]}); "
+                                "download it again, or point --target / CHATNEXUS_TARGET at another model") from exc
+    except (struct.error, EOFError, OSError) as exc:  # cut short, or unreadable
+        raise BadModelFileError(f"{str(path)!r} could not be read as a GGUF model ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); it may be incomplete: download it again") from exc
     check_architecture(model.config, str(path))
     _save_atomically(model, tokenizer, cached)
     return model, tokenizer

@@ -74,13 +74,15 @@ class ReplayFileError(BenchError):
 def load_replay(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
     """Conversations in file order; with `limit`, only the first `limit` user messages."""
     conversations, seen, total = [], set(), 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named, like bad JSON
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                row = json.loads(line)
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ReplayFileError(f"{where}: not UTF-8 text (save the file as UTF-8)") from None
             except json.JSONDecodeError as e:
                 raise ReplayFileError(f"{where}: not valid JSON ({e.msg})") from None
             if isinstance(row, dict) and "turns" not in row and isinstance(row.get("messages"), list):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import EngineError
 from .base import Drafter
 
 
@@ -25,6 +26,8 @@ class PromptLookupDrafter(Drafter):
 
     @classmethod
     def from_spec(cls, arg: str, target_model, tokenizer, device: torch.device, dtype: torch.dtype):
+        if arg and not (arg.isdigit() and 1 <= int(arg) <= 16):
+            raise EngineError(f"lookup drafter option {arg!r}: use the longest n-gram to match, 1 to 16 (e.g. lookup:4)")
         return cls(max_ngram=int(arg) if arg else 3)  # "lookup:4" matches up to 4-grams
 
     def begin(self, prompt_ids, sampling=None, generator=None) -> None:
