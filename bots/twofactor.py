@@ -42,7 +42,7 @@ def qr_svg(uri: str) -> str:
 def matching_step(secret: str, code: str, now: float | None = None) -> int | None:
     """The 30-second time step (now, or one either side) whose code is ``code``; None if none is."""
     code = "".join(code.split())
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not code.isascii() or not code.isdigit():  # "١٢٣٤٥٦" is digits too: no code
         return None
     totp, now = pyotp.TOTP(secret), time.time() if now is None else now
     for offset in (0, -1, 1):

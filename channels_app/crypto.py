@@ -1,22 +1,34 @@
-"""Secrets at rest: channel credentials are stored encrypted (Fernet, AES-128-CBC + HMAC).
+"""Secrets at rest: channel credentials and second factors are stored encrypted (Fernet,
+AES-128-CBC + HMAC).
 
 The key is ``CHATNEXUS_ENCRYPTION_KEY`` (a Fernet key) or, when unset, derived from
-``SECRET_KEY``. A value that does not decrypt is an error, never silently empty.
+``SECRET_KEY``. Rotation: values written under an earlier key still decrypt when that key is
+listed — earlier Fernet keys in ``CHATNEXUS_ENCRYPTION_OLD_KEYS`` (comma-separated), earlier secret
+keys in Django's ``SECRET_KEY_FALLBACKS`` (and ``SECRET_KEY`` itself once
+``CHATNEXUS_ENCRYPTION_KEY`` is set for the first time); ``manage.py reencrypt_secrets`` rewrites
+every stored value under the current key, after which the old ones can go. A value that no listed
+key decrypts is an error, never silently empty.
 """
 import base64
 import hashlib
 import json
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
 
 
-def _fernet():
-    key = settings.ENCRYPTION_KEY
-    if not key:
-        key = base64.urlsafe_b64encode(hashlib.sha256(("chatnexus-secrets:" + settings.SECRET_KEY).encode()).digest())
-    return Fernet(key)
+def _derived(secret_key: str) -> bytes:
+    return base64.urlsafe_b64encode(hashlib.sha256(("chatnexus-secrets:" + secret_key).encode()).digest())
+
+
+def _fernet() -> MultiFernet:
+    """The current key first (it encrypts), then every earlier one listed (they still decrypt)."""
+    current = settings.ENCRYPTION_KEY or _derived(settings.SECRET_KEY)
+    earlier = list(settings.ENCRYPTION_OLD_KEYS)
+    secret_keys = ([settings.SECRET_KEY] if settings.ENCRYPTION_KEY else []) + list(settings.SECRET_KEY_FALLBACKS)
+    earlier += [_derived(key) for key in secret_keys]
+    return MultiFernet([Fernet(key) for key in dict.fromkeys([current, *earlier])])
 
 
 def encrypt(value: str) -> str:

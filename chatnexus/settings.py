@@ -50,6 +50,9 @@ SECRET_KEY = _secret_key()
 # Key for secrets stored in the database (Twilio tokens, SMTP passwords): a
 # Fernet key, or derived from SECRET_KEY when unset.
 ENCRYPTION_KEY = os.environ.get("CHATNEXUS_ENCRYPTION_KEY", "")
+# earlier encryption keys, still read (channels_app/crypto.py: rotation); with SECRET_KEY_FALLBACKS
+ENCRYPTION_OLD_KEYS = envlist("CHATNEXUS_ENCRYPTION_OLD_KEYS")
+SECRET_KEY_FALLBACKS = envlist("SECRET_KEY_FALLBACKS")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 # The platform's public base URL (used in snippets, Twilio signature checks, emails).

@@ -17,6 +17,8 @@ when to try again:
 An account with two-factor sign-in on is signed in only after its code (views/two_factor.py).
 """
 import hashlib
+import unicodedata
+from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
@@ -55,8 +57,11 @@ def _too_many(request, verdict, what):
 
 
 def _hashed(kind, value):
-    """A cache key for a username or an email address that does not keep it in clear."""
-    return f"auth:{kind}:" + hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]
+    """A cache key for a username or an email address that does not keep it in clear. Compared
+    the way Django matches them (NFKC, then case folded: "ａｌｉｃｅ" signs in as alice, "boſ@"
+    resets bos@'s password), so no spelling of one account gets a counter of its own."""
+    folded = unicodedata.normalize("NFKC", value.strip()).casefold()
+    return f"auth:{kind}:" + hashlib.sha256(folded.encode()).hexdigest()[:32]
 
 
 class LoginView(auth_views.LoginView):
@@ -105,7 +110,14 @@ class PasswordResetView(auth_views.PasswordResetView):
                                 settings.CHATNEXUS_PASSWORD_RESETS_PER_EMAIL, window_s=RESET_WINDOW_S)
         if not verdict.allowed:
             return HttpResponseRedirect(self.get_success_url())  # as if sent: nothing to learn, nothing to flood
-        return super().form_valid(form)
+        # the link is the platform's public address (as invitations'), not the Host this request came
+        # through: behind a TLS proxy request.is_secure() is False, and the token went out as http://
+        public = urlsplit(settings.PUBLIC_URL)
+        form.save(domain_override=public.netloc, use_https=public.scheme == "https", request=self.request,
+                  token_generator=self.token_generator, from_email=self.from_email,
+                  email_template_name=self.email_template_name, subject_template_name=self.subject_template_name,
+                  html_email_template_name=self.html_email_template_name, extra_email_context=self.extra_email_context)
+        return HttpResponseRedirect(self.get_success_url())
 
 
 class SignUpForm(UserCreationForm):

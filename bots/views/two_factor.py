@@ -56,7 +56,13 @@ def login_code(request):
             refused = None if verdict.allowed else verdict
         if refused is not None:
             return _too_many(request, refused, "sign-in attempts")
-        kind = twofactor.check(user, request.POST.get("code", ""))
+        try:
+            kind = twofactor.check(user, request.POST.get("code", ""))
+        except ValueError:  # crypto: no listed key decrypts the stored secret (the key changed)
+            context["error"] = ("Your second factor cannot be checked: this server's encryption key changed. "
+                                "Ask its administrator to list the old key, or to run manage.py "
+                                "reencrypt_secrets --forget-unreadable.")
+            return render(request, "registration/login_code.html", context, status=503)
         if kind is None:
             ratelimit.hit(failures, settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT, window_s=LOGIN_FAILURE_WINDOW_S)
             context["error"] = "That code is not right (or was used already). Try the newest one from your app."

@@ -112,6 +112,27 @@ def test_a_username_that_keeps_failing_is_paused_even_for_the_right_password(cli
     assert response.status_code == 302  # other accounts are not affected
 
 
+def test_a_look_alike_spelling_of_a_paused_username_is_paused_too(client, user, settings, address):
+    """Django signs "ｌｉｍｉｔｅｄ7" (fullwidth) in as limited7 (NFKC): it must not get a fresh counter."""
+    import unicodedata
+
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 3
+    for _ in range(3):
+        client.post(reverse("login"), {"username": user.username, "password": "wrong"}, REMOTE_ADDR=address)
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in user.username)
+    assert unicodedata.normalize("NFKC", fullwidth) == user.username
+    response = client.post(reverse("login"), {"username": fullwidth, "password": "correct-horse-battery"},
+                           REMOTE_ADDR="203.0.113.10")
+    assert response.status_code == 429 and not response.wsgi_request.user.is_authenticated
+
+
+def test_the_reset_link_is_the_public_address_even_behind_a_tls_proxy(client, alice, settings, smtp_settings):
+    settings.PUBLIC_URL = "https://chat.example.com"
+    client.post(reverse("password_reset"), {"email": "alice@example.com"})  # the request itself is plain http
+    [mail] = smtp_settings.messages
+    assert "https://chat.example.com/accounts/password/reset/" in mail["message"].get_content()
+
+
 def test_successful_sign_ins_do_not_count_as_failures(client, user, settings, address):
     settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 2
     for _ in range(4):
@@ -142,6 +163,15 @@ def test_reset_mails_to_one_address_are_capped_without_saying_so(client, user, s
         response = client.post(reverse("password_reset"), {"email": user.email}, REMOTE_ADDR=address)
         assert response.status_code == 302 and response["Location"] == reverse("password_reset_done")
     assert [m["to"] for m in smtp_settings.messages] == [[user.email]] * 2
+
+
+def test_a_long_s_spelling_of_an_address_shares_its_reset_cap(client, acme, settings, smtp_settings, address):
+    """"ſ" (long s) folds to s: Django mails the same account, so it must be the same count."""
+    settings.CHATNEXUS_PASSWORD_RESETS_PER_EMAIL = 1
+    sam = make_member(acme, f"sam{next(_numbers)}", "agent")
+    client.post(reverse("password_reset"), {"email": sam.email}, REMOTE_ADDR=address)
+    client.post(reverse("password_reset"), {"email": sam.email.replace("s", "ſ", 1)}, REMOTE_ADDR=address)
+    assert [m["to"] for m in smtp_settings.messages] == [[sam.email]]
 
 
 def test_your_name_in_the_top_bar_opens_your_account_with_your_organisations(client, alice, charlie, globex):

@@ -149,3 +149,54 @@ def test_the_admin_signs_in_through_the_same_two_steps(client, alice):
     password_step(client, alice, next_url="/admin/")
     response = client.post(reverse("login-code"), {"code": pyotp.TOTP(secret).at(time.time() + 30)})
     assert response["Location"] == "/admin/" and client.get("/admin/").status_code == 200
+
+
+def test_a_code_in_other_scripts_digits_is_a_wrong_code_not_a_500(client, alice):
+    turn_on(client, alice)
+    password_step(client, alice)
+    assert client.post(reverse("login-code"), {"code": "١٢٣٤٥٦"}).status_code == 400  # Arabic-Indic digits
+
+
+def test_a_rotated_key_still_reads_old_secrets_and_reencrypt_moves_them_over(client, alice, settings):
+    """SECRET_KEY rotated (or CHATNEXUS_ENCRYPTION_KEY set for the first time): with the old key listed,
+    second factors still work; after reencrypt_secrets the old key can go. Unlisted: a clear page."""
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    secret, _ = turn_on(client, alice)
+    old_secret_key = settings.SECRET_KEY
+    settings.ENCRYPTION_KEY = Fernet.generate_key().decode()  # now set, for the first time
+    password_step(client, alice)
+    page = client.post(reverse("login-code"), {"code": "000000"})
+    assert page.status_code == 400  # read (under SECRET_KEY, still listed once the new key is set), and wrong
+
+    settings.SECRET_KEY = "a-new-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"  # and SECRET_KEY rotated too
+    password_step(client, alice)
+    lost = client.post(reverse("login-code"), {"code": pyotp.TOTP(secret).at(time.time() + 30)})
+    assert lost.status_code == 503 and "encryption key changed" in lost.content.decode()  # not a 500
+
+    settings.SECRET_KEY_FALLBACKS = [old_secret_key]  # the old key listed again
+    call_command("reencrypt_secrets")
+    settings.SECRET_KEY_FALLBACKS = []  # ... and removed once re-encrypted
+    password_step(client, alice)
+    ok = client.post(reverse("login-code"), {"code": pyotp.TOTP(secret).at(time.time() + 30)})
+    assert ok.status_code == 302
+
+
+def test_reencrypt_can_forget_what_no_key_reads(alice, settings, capsys):
+    from django.core.management import call_command
+
+    from bots import twofactor
+    from channels_app.models import ChannelConfig
+
+    twofactor.enable(alice, pyotp.random_base32())
+    config = ChannelConfig.objects.create(organization=alice.memberships.first().organization,
+                                          bot=__import__("bots.models", fromlist=["Bot"]).Bot.objects.create(
+                                              organization=alice.memberships.first().organization, name="B"),
+                                          kind="whatsapp", secrets={"auth_token": "t"})
+    settings.SECRET_KEY = "another-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"  # the old one lost
+    call_command("reencrypt_secrets")
+    assert "could not be read" in capsys.readouterr().err and TwoFactor.objects.filter(user=alice).exists()
+    call_command("reencrypt_secrets", "--forget-unreadable")
+    assert not TwoFactor.objects.filter(user=alice).exists()
+    assert ChannelConfig.objects.get(id=config.id).secrets == {}
