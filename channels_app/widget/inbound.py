@@ -30,11 +30,14 @@ class Refusal:
     message: str  # what the visitor is told
     close_code: int | None = None  # close the socket with this code after telling
     retry_after: int | None = None
+    client_id: str | None = None  # the refused message's id: the widget marks it failed, not sent
 
     def frame(self):
         frame = {"type": "error", "code": self.code, "message": self.message}
         if self.retry_after is not None:
             frame["retry_after"] = self.retry_after
+        if self.client_id is not None:
+            frame["client_id"] = self.client_id
         return frame
 
 
@@ -141,20 +144,20 @@ def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
         return Refusal("bad_frame", 'Each message needs an "id": 1-64 letters, digits, "-" or "_".')
     email = frame.get("email") or ""
     if not isinstance(email, str):
-        return Refusal("bad_frame", '"email" must be a string.')
+        return Refusal("bad_frame", '"email" must be a string.', client_id=client_id)
     if email:
         try:
             validate_email(email)
         except ValidationError:
-            return Refusal("bad_email", "That email address does not look right.")
+            return Refusal("bad_email", "That email address does not look right.", client_id=client_id)
     text = frame.get("text") if kind == "message" else frame.get("text") or HANDOFF_TEXT  # the widget's words, in its language
     if not isinstance(text, str):
-        return Refusal("bad_frame", '"text" must be a string.')
+        return Refusal("bad_frame", '"text" must be a string.', client_id=client_id)
     text = text.strip()
     if not text:
-        return Refusal("empty", "Please type a message.")
+        return Refusal("empty", "Please type a message.", client_id=client_id)
     if len(text) > limit:
-        return Refusal("too_long", f"Messages are limited to {limit} characters; yours has {len(text)}.")
+        return Refusal("too_long", f"Messages are limited to {limit} characters; yours has {len(text)}.", client_id=client_id)
     return {"type": kind, "text": text, "id": client_id, "email": email}
 
 

@@ -327,7 +327,7 @@
   function handle(f) {
     if (f.type === "session") { store.token = f.token; save(); }
     else if (f.type === "history") {
-      connected = true; status.textContent = ""; byId = {}; streams = {}; rows = {}; hideTyping();
+      connected = true; attempts = 0; status.textContent = ""; byId = {}; streams = {}; rows = {}; hideTyping();
       while (log.firstChild) log.removeChild(log.firstChild);
       if (look.greeting) bubble("bot greeting", look.greeting);
       f.messages.forEach(function (m) { showMessage(m); });
@@ -368,16 +368,23 @@
         delete byClient[f.client_id];
       }
       if (f.code === "forbidden_origin") { fatal = true; input.disabled = sendBtn.disabled = human.disabled = true; }
+      if (f.code === "bad_email") {
+        // the browser took it, the server did not ("jo@gmail"): ask again instead of sending it with every message
+        email.value = store.email || ""; delete store.email; save(); email.hidden = false; email.focus();
+      }
       if (f.code === "bad_token") { delete store.token; save(); }
     }
   }
 
   // -- connection: reconnect with backoff; every (re)connect resyncs from the server's history
   function connect() {
+    clearTimeout(timer); timer = null;
     if (fatal || (ws && ws.readyState < 2)) return;
     var sock = ws = new WebSocket(origin.replace(/^http/, "ws") + "/ws/widget/" + encodeURIComponent(key) + "/");
     // The visitor token goes in the first frame, never in the URL (access logs keep URLs).
-    ws.onopen = function () { attempts = 0; sock.send(JSON.stringify({ type: "hello", token: store.token || "" })); };
+    // the backoff starts over once the server has really taken us (its history frame), not on open:
+    // a server that accepts and then fails (its database down) would otherwise be retried every second
+    ws.onopen = function () { sock.send(JSON.stringify({ type: "hello", token: store.token || "" })); };
     ws.onmessage = function (e) { try { handle(JSON.parse(e.data)); } catch (err) { /* ignore a bad frame */ } };
     ws.onclose = function (e) {
       connected = false;
@@ -397,7 +404,7 @@
   function post(frame) {
     outbox.push(frame);
     if (connected) ws.send(JSON.stringify(frame));
-    else connect();
+    else if (!timer) connect();  // a reconnect is already waiting out its backoff: the outbox goes then
   }
 
   // -- interactions

@@ -387,3 +387,32 @@ def test_a_reply_being_streamed_goes_when_a_person_takes_the_chat_over(
     page.wait_for_function("window.__frames.some(f => f.type === 'reply.cancelled')")
     expect(bot_bubbles).to_have_count(0)
     assert panel.locator(".typing").count() == 0
+
+
+def test_an_email_the_server_refuses_is_asked_again_not_sent_with_every_message(
+    widget_channel, acme_bot, host_site, live_server_url, page
+):
+    """"jo@gmail" passes the browser's check but not the server's: before, the widget kept it and every
+    later message was refused with it, across reloads."""
+    from bots.models import Conversation, Message
+
+    widget_channel.settings["prechat_email"] = True
+    widget_channel.save()
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    address = panel.get_by_role("textbox", name="Your email (optional)")
+    address.fill("jo@gmail")
+    panel.get_by_role("textbox", name="Message").fill("Hello there")
+    panel.get_by_role("button", name="Send message").click()
+    page.wait_for_function("window.__frames.some(f => f.type === 'error' && f.code === 'bad_email' && f.client_id)")
+    expect(address).to_be_visible()  # asked again, with what was typed
+    expect(address).to_have_value("jo@gmail")
+    expect(panel.get_by_role("textbox", name="Message")).to_have_value("Hello there")  # the words back, to resend
+    assert not Message.objects.exists()
+
+    address.fill("jo@gmail.com")
+    panel.get_by_role("button", name="Send message").click()
+    wait_for(lambda: Message.objects.filter(text="Hello there").exists(), what="the message stored")
+    assert Conversation.objects.get().contact_email == "jo@gmail.com"
