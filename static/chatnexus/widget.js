@@ -13,9 +13,15 @@
   var key = script.getAttribute("data-bot") || "";
   var origin = new URL(script.src, location.href).origin;
   var storeKey = "chatnexus:" + key;
-  var store = {};
-  try { store = JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { store = {}; }
-  function save() { try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ } }
+  function stored() { try { return JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { return {}; } }
+  var store = stored();
+  // Other tabs of the site share the visitor: a token one of them got since this tab loaded is
+  // kept (and used), never overwritten by this tab's older copy ("" marks a token dropped on purpose).
+  function save() {
+    var latest = stored();
+    if (store.token === undefined && latest.token) store.token = latest.token;
+    try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ }
+  }
 
   var look = { name: "Chat", avatar_color: "#4f46e5", greeting: "", position: "right", prechat_email: false, max_message_chars: 2000, language: "auto", suggestions: [], uploads: false, max_upload_mb: 5, accept: "", team_away: false };
 
@@ -174,6 +180,8 @@
     "@keyframes b{50%{opacity:.3}}.status{padding:6px 12px;font-size:12px;color:#b91c1c;background:#fef2f2}.status:empty{display:none}" +
     "form{display:flex;flex-wrap:wrap;gap:6px;padding:8px;border-top:1px solid #e5e7eb;margin:0}" +
     "input,textarea{flex:1 1 60%;min-width:0;border:1px solid #d1d5db;border-radius:8px;padding:8px;color:#1f2330;background:#fff;resize:none}" +
+    // under 16px, iOS Safari zooms the page when a field gets focus, pushing the fixed panel off screen
+    "@media (max-width:480px){input,textarea{font-size:16px}}" +
     ".email{flex-basis:100%}.file{display:flex;align-items:center;gap:4px;margin-top:2px;font-size:13px;opacity:.9}.file:first-child{margin-top:0}" +
     "form .attach{background:#fff;color:var(--c);border:1px solid var(--c);padding:8px 10px}form button{border:0;border-radius:8px;padding:8px 14px;background:var(--c);color:#fff;cursor:pointer}" +
     "button:focus-visible,input:focus-visible,textarea:focus-visible{outline:2px solid #111;outline-offset:2px}button:disabled{opacity:.5;cursor:default}";
@@ -372,7 +380,7 @@
         // the browser took it, the server did not ("jo@gmail"): ask again instead of sending it with every message
         email.value = store.email || ""; delete store.email; save(); email.hidden = false; email.focus();
       }
-      if (f.code === "bad_token") { delete store.token; save(); }
+      if (f.code === "bad_token") { store.token = ""; save(); }
     }
   }
 
@@ -384,7 +392,10 @@
     // The visitor token goes in the first frame, never in the URL (access logs keep URLs).
     // the backoff starts over once the server has really taken us (its history frame), not on open:
     // a server that accepts and then fails (its database down) would otherwise be retried every second
-    ws.onopen = function () { sock.send(JSON.stringify({ type: "hello", token: store.token || "" })); };
+    ws.onopen = function () {
+      if (!store.token && store.token !== "") store.token = stored().token;  // another tab's visitor, if any
+      sock.send(JSON.stringify({ type: "hello", token: store.token || "" }));
+    };
     ws.onmessage = function (e) { try { handle(JSON.parse(e.data)); } catch (err) { /* ignore a bad frame */ } };
     ws.onclose = function (e) {
       connected = false;

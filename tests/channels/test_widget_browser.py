@@ -51,6 +51,8 @@ def test_it_streams_a_reply_and_keeps_history_across_reloads(
     panel = page.get_by_role("dialog", name="Chat with Ava")
     panel.get_by_text("Hi! How can I help you today?").wait_for()
     assert panel.get_by_role("textbox", name="Message").evaluate("el => el === el.getRootNode().activeElement")
+    # 16px on a phone: under that, iOS Safari zooms the page when the box gets focus
+    assert panel.get_by_role("textbox", name="Message").evaluate("el => getComputedStyle(el).fontSize") == "16px"
 
     panel.get_by_role("textbox", name="Message").fill("What are your opening hours?")
     panel.get_by_role("textbox", name="Message").press("Enter")
@@ -416,3 +418,29 @@ def test_an_email_the_server_refuses_is_asked_again_not_sent_with_every_message(
     panel.get_by_role("button", name="Send message").click()
     wait_for(lambda: Message.objects.filter(text="Hello there").exists(), what="the message stored")
     assert Conversation.objects.get().contact_email == "jo@gmail.com"
+
+
+def test_two_tabs_of_the_site_are_one_visitor(widget_channel, acme_bot, host_site, live_server_url, page):
+    """Tab B, loaded before tab A's visitor wrote, opens the chat afterwards: it must join A's visitor
+    (and keep A's token), not start a second one whose token then overwrites A's."""
+    from bots.models import Conversation
+
+    url = host_site.page_url(live_server_url, acme_bot.public_key)
+    tab_b = page.context.new_page()
+    tab_b.goto(url)  # loaded first, chat closed: no token yet
+    page.goto(url)
+    page.get_by_role("button", name="Open chat with Ava").click()
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel.get_by_role("textbox", name="Message").fill("Hello from tab A")
+    panel.get_by_role("textbox", name="Message").press("Enter")
+    wait_for(lambda: Conversation.objects.filter(bot=acme_bot).exists(), what="the conversation")
+
+    tab_b.get_by_role("button", name="Open chat with Ava").click()
+    tab_b.get_by_role("dialog", name="Chat with Ava").locator(".msg.me").get_by_text("Hello from tab A").wait_for()
+    assert Conversation.objects.filter(bot=acme_bot).count() == 1
+    tab_b.get_by_role("button", name="Close chat").click()  # B saves its state: A's visitor stays
+    page.reload()
+    page.get_by_role("button", name="Open chat with Ava").click()  # (closed in B: the open state is shared too)
+    page.get_by_role("dialog", name="Chat with Ava").locator(".msg.me").get_by_text("Hello from tab A").wait_for()
+    assert Conversation.objects.filter(bot=acme_bot).count() == 1
+    tab_b.close()

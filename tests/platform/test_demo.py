@@ -29,3 +29,18 @@ def test_the_demo_bot_is_published_with_its_widget_on_and_running_it_again_chang
     client.login(username="demo", password="demo-password")
     tried = client.get(reverse("channels:widget-try", args=[bot.id])).content.decode()
     assert f'data-bot="{bot.public_key}"' in tried
+
+
+@pytest.mark.django_db
+def test_running_it_again_keeps_a_password_the_operator_changed(capsys):
+    """scripts/run.sh runs it at every start: demo / demo-password must not come back as the owner."""
+    from django.contrib.auth import get_user_model
+
+    call_command("demo")
+    demo = get_user_model().objects.get(username="demo")
+    demo.set_password("an-operators-own-passphrase")
+    demo.save()
+    call_command("demo")
+    demo.refresh_from_db()
+    assert demo.check_password("an-operators-own-passphrase") and not demo.check_password("demo-password")
+    assert "Log in demo / (the password you set)" in capsys.readouterr().out

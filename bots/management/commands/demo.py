@@ -37,9 +37,13 @@ class Command(BaseCommand):
         org, _ = Organization.objects.get_or_create(slug="demo-bikes", defaults={"name": "Demo Bikes"})
         User = get_user_model()
         user, created = User.objects.get_or_create(username=USERNAME, defaults={"email": "demo@example.com"})
-        if created or not user.check_password(PASSWORD):
+        # the demo password only for a new demo user: scripts/run.sh runs this at every start, and
+        # an operator who changed it must not get demo / demo-password back as the owner each time
+        changed = not created and not user.check_password(PASSWORD)
+        if created or not user.has_usable_password():
             user.set_password(PASSWORD)
             user.save()
+            changed = False
         Membership.objects.update_or_create(user=user, organization=org, defaults={"role": Membership.Role.OWNER})
 
         bot, bot_created = Bot.objects.get_or_create(
@@ -75,5 +79,5 @@ class Command(BaseCommand):
         url = settings.PUBLIC_URL
         self.stdout.write(self.style.SUCCESS("Demo ready."))
         self.stdout.write(f"  Open   {url}/accounts/login/")
-        self.stdout.write(f"  Log in {USERNAME} / {PASSWORD}")
+        self.stdout.write(f"  Log in {USERNAME} / " + ("(the password you set)" if changed else PASSWORD))
         self.stdout.write(f"  Bot    {bot.name} (id {bot.id}, public key {bot.public_key})")
