@@ -2,6 +2,7 @@
 import hashlib
 
 import pytest
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from bots.models import ApiToken, Bot, Conversation, KnowledgeItem
@@ -275,3 +276,31 @@ def test_a_nul_in_a_query_parameter_is_a_400_not_a_database_error(api, alice, ac
     assert response.status_code == 400 and "NUL" in response.json()["error"]
     client.force_login(alice)
     assert client.get("/inbox/", {param: "a\x00b"}).status_code == 400
+
+
+def test_a_new_password_ends_the_api_token_and_signing_in_does_not(client, acme, smtp_settings):
+    """A token an intruder made keeps no access once the owner changes or resets the password."""
+    import re as _re
+
+    from tests.conftest import make_member
+
+    alice = make_member(acme, "tokenholder", "owner")  # her own address: reset mails are capped per address per run
+    client.force_login(alice)
+    client.post("/accounts/api-token/")
+    assert ApiToken.objects.filter(user=alice).exists()
+    client.logout()
+    assert client.login(username="tokenholder", password="correct-horse-battery")  # signing in keeps it
+    assert ApiToken.objects.filter(user=alice).exists()
+
+    client.post(reverse("password_change"), {"old_password": "correct-horse-battery",
+                                             "new_password1": "a-new-passphrase-77", "new_password2": "a-new-passphrase-77"})
+    assert not ApiToken.objects.filter(user=alice).exists()
+
+    token = ApiToken.issue(alice)
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {token}").get("/api/bots/").status_code == 200
+    client.logout()
+    client.post(reverse("password_reset"), {"email": "tokenholder@example.com"})
+    link = _re.search(r"https?://[^/\s]+(/accounts/password/reset/\S+/)", smtp_settings.messages[-1]["message"].get_content()).group(1)
+    form_url = client.get(link, follow=True).redirect_chain[-1][0]
+    client.post(form_url, {"new_password1": "another-passphrase-88", "new_password2": "another-passphrase-88"})
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {token}").get("/api/bots/").status_code == 401
