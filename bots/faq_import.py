@@ -25,9 +25,10 @@ def _text(raw: bytes) -> str:
     if b"\x00" in raw[:4096]:
         raise FaqImportError("That is not a CSV file (save the spreadsheet as CSV first).")
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
+        text = raw.decode("cp1252", errors="replace")
+    return text.replace("\x00", "\ufffd")  # a NUL past the first 4 KB: kept in a cell, refused by PostgreSQL
 
 
 def _delimiter(text: str) -> str:

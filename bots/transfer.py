@@ -17,6 +17,7 @@ from django.db import transaction
 
 from .documents import MAX_DOC_CHARS
 from .models import Bot, KnowledgeItem
+from .services import storable
 
 FORMAT = 1
 MAX_BYTES = 5 * 1024 * 1024
@@ -53,7 +54,7 @@ def _checked_knowledge(items) -> list[dict]:
                                 f"a body {MAX_DOC_CHARS:,}).")
         if item["kind"] == KnowledgeItem.Kind.FAQ and not title.strip():
             raise TransferError(f"Knowledge item {number}: a FAQ pair needs its question (title).")
-        checked.append({"kind": item["kind"], "title": title, "body": body})
+        checked.append({"kind": item["kind"], "title": storable(title), "body": storable(body)})  # NUL, "\ud800"
     return checked
 
 
@@ -63,7 +64,7 @@ def read(raw: bytes) -> dict:
         raise TransferError(f"That file is too large: the limit is {MAX_BYTES // (1024 * 1024)} MB.")
     try:
         data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[" * 200000
         raise TransferError("That is not a JSON file exported from ChatNexus.") from None
     if not isinstance(data, dict) or data.get("chatnexus_bot") != FORMAT:
         raise TransferError("That JSON file is not a ChatNexus bot export (no \"chatnexus_bot\": 1).")
@@ -80,8 +81,11 @@ def import_bot(organization, data: dict) -> Bot:
     knowledge = _checked_knowledge(data.get("knowledge", []))
     defaults = Bot()
     fields = {field: data["settings"].get(field, getattr(defaults, field)) for field in Bot.DRAFT_FIELDS}
-    form_data = {k: ("on" if v is True else "" if v is False else str(v)) for k, v in fields.items() if v is not None}
-    form = BotSettingsForm({k: v for k, v in form_data.items() if v != ""}, instance=Bot(organization=organization))
+    form_data = {k: ("on" if v is True else "" if v is False else storable(str(v))) for k, v in fields.items()
+                 if v is not None}
+    # a blank setting is sent blank: left out, the form would keep the model's default instead
+    # (an exported bot without handoff triggers came back handing off on "talk to a human")
+    form = BotSettingsForm(form_data, instance=Bot(organization=organization))
     if not form.is_valid():
         problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
         raise TransferError(f"The file's settings do not pass the builder's checks — {problems}")

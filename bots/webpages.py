@@ -27,6 +27,7 @@ from channels_app.email.parse import _HTMLText, html_to_text
 
 from . import egress
 from .documents import MAX_DOC_CHARS, DocumentError, text_of
+from .services import storable
 
 MAX_PAGE_BYTES = 2 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -82,7 +83,8 @@ def _charset(content_type: str, head: bytes) -> str:
         declared = found.group(1).decode("ascii") if found else "utf-8"
     try:
         "".encode(declared)
-    except LookupError:
+        b"".decode(declared, errors="replace")  # "idna" has no such handler; "undefined" refuses everything
+    except (LookupError, UnicodeError, TypeError):
         return "utf-8"
     return declared
 
@@ -157,12 +159,16 @@ def fetch(url: str) -> tuple[str, str]:
     fallback_title = (urlsplit(response.url).hostname or "") + urlsplit(response.url).path.rstrip("/")
     if kind in PDF_TYPES:
         return fallback_title, text_of("page.pdf", raw)
-    text = raw.decode(_charset(content_type, raw), errors="replace")
+    try:
+        text = raw.decode(_charset(content_type, raw), errors="replace")
+    except UnicodeError:  # a codec that fails whatever the handler (utf-7's edge cases)
+        text = raw.decode("utf-8", errors="replace")
     if "\x00" in text:
         raise DocumentError("That page is not text.")
+    text = storable(text)  # charset=utf-7 can decode to a lone surrogate, which PostgreSQL refuses
     if kind in TEXT_TYPES:
         return fallback_title, text.strip()
-    return (_html_title(text) or fallback_title)[:200], _page_text(text)
+    return storable(_html_title(text) or fallback_title)[:200], _page_text(text)
 
 
 def fetch_document(url: str, again: bool = False) -> tuple[str, str]:

@@ -78,3 +78,10 @@ def test_only_the_bots_managers_may_import(client, bob, charlie, acme_bot):
         client.force_login(user)
         assert upload(client, acme_bot, b"Q?,A\n").status_code == 404
     assert "Q?" not in faqs(acme_bot)
+
+
+def test_a_nul_past_the_first_4_kb_is_kept_as_replacement_text_not_a_500(as_alice, acme_bot):
+    sheet = b"Question,Answer\n" + b"".join(b"Q%d?,A%d\n" % (i, i) for i in range(400)) + b"Late one?,Yes\x00indeed\n"
+    assert len(sheet) > 4096
+    assert upload(as_alice, acme_bot, sheet).status_code == 302
+    assert faqs(acme_bot)["Late one?"] == "Yes\ufffdindeed"

@@ -96,6 +96,49 @@ def test_it_refuses_a_damaged_or_textless_pdf_clearly(as_alice, acme_bot):
     assert not acme_bot.knowledge.filter(kind="doc").exists()
 
 
+def test_a_pdf_too_costly_to_read_an_unsupported_encryption_or_a_nul_is_handled_in_words(as_alice, acme_bot):
+    """A 300-page PDF sharing one 70 MB content stream took hours of pypdf; a certificate-encrypted
+    PDF raised NotImplementedError (a 500); a NUL in page text reached PostgreSQL (a 500)."""
+    import zlib
+
+    from bots.documents import MAX_PDF_CONTENT_BYTES
+
+    def post(content):
+        upload = SimpleUploadedFile("policy.pdf", content, "application/pdf")
+        return as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})
+
+    heavy = b"BT /F1 12 Tf 72 720 Td (x) Tj ET\n" * (MAX_PDF_CONTENT_BYTES // 30)
+    packed = zlib.compress(heavy, 9)
+    small = b"BT /F1 12 Tf 72 720 Td (placeholder) Tj ET"
+    old = b"<< /Length %d >>\nstream\n%s\nendstream" % (len(small), small)
+    bomb = pdf("placeholder")
+    assert old in bomb
+    bomb = bomb.replace(old, b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream")
+    response = post(fix_xref(bomb))
+    assert response.status_code == 400 and "more page content than can be read here" in response.content.decode()
+
+    encrypted = pdf("Secret").replace(b"/Root 1 0 R >>", b"/Root 1 0 R /Encrypt << /Filter /Adobe.PubSec /V 0 >> >>")
+    response = post(encrypted)
+    assert response.status_code == 400 and "could not be read" in response.content.decode()
+
+    response = post(pdf("a\\000b"))  # a NUL drawn as text
+    assert response.status_code == 302
+    assert acme_bot.knowledge.get(kind="doc").body == "a\ufffdb"
+
+
+def fix_xref(raw: bytes) -> bytes:
+    """The PDF with its cross-reference table recomputed (objects found by their headers)."""
+    import re as _re
+
+    body = raw[:raw.index(b"xref\n")]
+    offsets = [m.start() for m in _re.finditer(rb"\d+ 0 obj\n", body)]
+    xref = len(body)
+    out = body + f"xref\n0 {len(offsets) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    trailer = raw[raw.index(b"trailer"):raw.index(b"startxref")]
+    return out + trailer + f"startxref\n{xref}\n%%EOF\n".encode()
+
+
 def test_it_reads_the_text_of_an_uploaded_web_page(as_alice, acme_bot):
     page = b"<html><head><style>p{color:red}</style></head><body><h1>Returns</h1><p>Within <b>30</b> days.</p></body></html>"
     upload = SimpleUploadedFile("returns.html", page, "text/html")

@@ -41,6 +41,24 @@ def test_a_bot_travels_as_a_file(as_alice, acme_bot, globex):
     assert "Imported Ava with 3 knowledge items." in as_alice.get(imported["Location"]).content.decode()
 
 
+def test_blank_settings_stay_blank_and_odd_text_or_deep_json_is_handled(as_alice, acme_bot):
+    """A cleared setting came back as the default (handoff on "talk to a human" again); a NUL or a
+    lone surrogate reached PostgreSQL (500); "[" * 200000 raised RecursionError (500)."""
+    acme_bot.handoff_triggers, acme_bot.greeting = "", ""
+    acme_bot.save()
+    data = json.loads(as_alice.get(reverse("bots:export", args=[acme_bot.id])).content)
+    data["settings"]["name"] = "Ava\ud800"
+    data["knowledge"] = [{"kind": "doc", "title": "T\x00", "body": "Body \ud83d with a NUL \x00"}]
+    assert upload(as_alice, json.dumps(data).encode()).status_code == 302
+    copy = Bot.objects.exclude(id=acme_bot.id).get(organization=acme_bot.organization)
+    assert (copy.handoff_triggers, copy.greeting, copy.name) == ("", "", "Ava\ufffd")
+    assert copy.knowledge.get().body == "Body \ufffd with a NUL \ufffd"
+
+    response = upload(as_alice, b"[" * 200_000)
+    assert response.status_code == 302
+    assert "That is not a JSON file exported from ChatNexus." in as_alice.get(reverse("bots:list")).content.decode()
+
+
 def test_an_older_export_takes_the_defaults_of_what_it_lacks(acme):
     data = {"chatnexus_bot": 1, "settings": {"name": "Old", "tone": "formal"}, "knowledge": []}
     bot = transfer.import_bot(acme, transfer.read(json.dumps(data).encode()))

@@ -120,6 +120,11 @@ def test_redirects_text_and_pdf_are_followed_and_read(as_alice, acme_bot, websit
     import gzip
     website.page("/zipped", gzip.compress("<p>Packed words about wheels.</p>".encode()), **{"Content-Encoding": "gzip"})
     assert webpages.fetch(website.base + "/zipped")[1] == "Packed words about wheels."  # as most servers send pages
+    for charset in ("undefined", "idna"):  # codecs that refuse every text or the "replace" handler: were a 500
+        website.page(f"/{charset}", b"<p>Odd charset, plain words.</p>", content_type=f"text/html; charset={charset}")
+        assert webpages.fetch(website.base + f"/{charset}")[1] == "Odd charset, plain words."
+    website.page("/utf7", b"<title>A+2AA-B</title><p>C+2AA-D</p>", content_type="text/html; charset=utf-7")
+    assert webpages.fetch(website.base + "/utf7") == ("A\ufffdB", "C\ufffdD")  # a lone surrogate: PostgreSQL refuses it
     website.page("/loop", "", status=302, Location="/loop")
     with pytest.raises(webpages.DocumentError, match="redirected more than 5 times"):
         webpages.fetch(website.base + "/loop")
