@@ -23,7 +23,7 @@ import requests
 from django.conf import settings
 from django.utils import timezone
 
-from channels_app.email.parse import _HTMLText, html_to_text
+from channels_app.email.parse import _HTMLText, html_to_text, tamed
 
 from . import egress
 from .documents import MAX_DOC_CHARS, DocumentError, text_of
@@ -64,7 +64,7 @@ class _Title(HTMLParser):
 def _html_title(html: str) -> str:
     parser = _Title()
     try:
-        parser.feed(html[:200_000])
+        parser.feed(tamed(html[:200_000]))
     except Exception:  # noqa: BLE001 - lenient parser; no title then
         return ""
     return " ".join("".join(parser.parts).split())

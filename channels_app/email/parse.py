@@ -6,6 +6,7 @@ whatever the declared charset or transfer encoding, attachment names, and
 ``reply_text``: the body with quoted history and the signature removed (what the
 model sees). Anything the parser cannot make sense of raises :class:`Unparseable`.
 """
+import bisect
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -197,11 +198,33 @@ class _HTMLText(HTMLParser):
         self.out.append(data)
 
 
+TAG_REACH = 4096  # a "<" with no ">" this far on is no tag
+
+
+def tamed(html: str) -> str:
+    """``html`` with every "<" that no ">" follows within TAG_REACH characters written as "&lt;".
+    html.parser rescans an unclosed tag to the end of the input each time it meets one, so
+    "<x " repeated is quadratic (30 KB: 8 s on Python 3.11.7; a 512 KB upload: most of an hour).
+    Linear here: each "<" looks up the next ">" among their sorted positions."""
+    closes = [m.start() for m in re.finditer(">", html)]
+    out, last = [], 0
+    for m in re.finditer("<", html):
+        i = bisect.bisect_left(closes, m.start())
+        if i == len(closes) or closes[i] - m.start() > TAG_REACH:
+            out.append(html[last:m.start()])
+            out.append("&lt;")
+            last = m.start() + 1
+    if not out:
+        return html
+    out.append(html[last:])
+    return "".join(out)
+
+
 def html_to_text(html: str, reader: type[_HTMLText] = _HTMLText) -> str:
     """HTML's readable text, line by line (``reader``: the parser, e.g. one that skips more tags)."""
     parser = reader()
     try:
-        parser.feed(html)
+        parser.feed(tamed(html))
         parser.close()
     except Exception:  # html.parser is lenient; this is belt and braces
         return re.sub(r"<[^>]*>", " ", html)

@@ -133,3 +133,16 @@ def test_it_reads_a_multipart_without_its_boundary_leniently():
 
 def test_html_to_text_survives_broken_markup():
     assert "hello" in html_to_text("<p>hello<div><<</b></i>&bogus;")
+
+
+def test_a_lone_angle_bracket_is_text_and_cannot_make_parsing_quadratic():
+    """html.parser rescans an unclosed tag to the end of the input at every "<" ("<x " repeated: 30 KB
+    took 8 s, a 512 KB upload most of an hour). A "<" with no ">" within 4 KB is text."""
+    from channels_app.email.parse import TAG_REACH, html_to_text, tamed
+
+    text = html_to_text("<x " * 7_000 + "<p>Real words</p>")
+    assert text.startswith("<x <x ") and text.strip().endswith("Real words")  # kept as the text it is (was dropped)
+    assert html_to_text("<x " * 170_000).startswith("<x <x ")  # the 512 KB upload limit, no ">" at all
+    assert tamed("a < b and <p>c</p>") == "a < b and <p>c</p>"  # a ">" near enough: left alone
+    far = "<" + "y" * (TAG_REACH + 1) + ">"
+    assert tamed(far) == "&lt;" + far[1:]
