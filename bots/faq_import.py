@@ -9,6 +9,8 @@ CSV in their own ways, so: UTF-8 with or without a byte-order mark, else Windows
 import csv
 import io
 
+from .services import storable
+
 MAX_BYTES = 1024 * 1024
 MAX_ROWS = 500
 MAX_QUESTION = 200  # KnowledgeItem.title
@@ -28,7 +30,7 @@ def _text(raw: bytes) -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")
-    return text.replace("\x00", "\ufffd")  # a NUL past the first 4 KB: kept in a cell, refused by PostgreSQL
+    return storable(text)  # a NUL past the first 4 KB: kept in a cell, refused by PostgreSQL
 
 
 def _delimiter(text: str) -> str:

@@ -255,7 +255,8 @@ def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: boo
                 tokens_per_s=stats.get("tokens_per_s"),
                 acceptance_rate=stats.get("acceptance_rate"),
             )
-            Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.DONE)
+            if not while_pending:  # (with it, marked done above, in the same transaction)
+                Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.DONE)
             Conversation.objects.filter(id=inbound.conversation_id).update(last_message_at=reply.created)
             transaction.on_commit(lambda: _queue_delivery(reply))
     except IntegrityError:

@@ -69,9 +69,8 @@ def summary(organization, bot=None, days=14, now=None):
     today = timezone.localdate(now, zone)
     first_day = today - timedelta(days=days - 1)
     since = datetime.combine(first_day, time.min, tzinfo=zone)
-    # the builder's test chat is not customers' traffic
     scope = {"organization": organization, **({"bot": bot} if bot is not None else {})}
-    customers = ~Q(channel="preview")
+    customers = ~Q(channel="preview")  # the builder's test chat is not customers' traffic
 
     conversations = list(
         Conversation.objects.filter(customers, **scope, created__gte=since).values_list("id", "created", "channel")

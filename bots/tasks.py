@@ -7,6 +7,8 @@ from django.core.mail import send_mail
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from channels_app.base import one_line
+
 from .models import Conversation, Membership, Message
 from .models.conversations import channel_name
 
@@ -21,12 +23,6 @@ def _member_emails(organization, user=None) -> list[str]:
     return sorted({m.user.email for m in (members.filter(user=user) if user is not None else members) if m.user.email})
 
 
-
-def one_line(text: str) -> str:
-    """A mail header from names customers chose (a contact name, a thread id): line breaks, which
-    Django refuses in a header (and which a retry would meet again, for good), as spaces."""
-    return " ".join(text.split())[:250]
-
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def notify_agents_of_handoff(conversation_id):
     """Email the organisation's members that a customer asked for a human."""
@@ -36,7 +32,9 @@ def notify_agents_of_handoff(conversation_id):
         return
     link = f"{settings.PUBLIC_URL}/inbox/{conversation.id}/"
     send_mail(
-        subject=one_line(f"[{conversation.bot.name}] A customer asked for a human"),
+        # names customers chose (a contact name, a thread id) may hold line breaks, which Django
+        # refuses in a header (and a retry would meet again, for good): one line
+        subject=one_line(f"[{conversation.bot.name}] A customer asked for a human", 250),
         message=f"A customer asked to talk to a person ({channel_name(conversation.channel)}, "
                 f"{conversation.bot.name}).\n\nOpen the conversation: {link}\n",
         from_email=None,
@@ -73,7 +71,7 @@ def notify_team_of_message(message_id):
     files = message.attachments.count()
     try:
         send_mail(
-            subject=one_line(f"[{message.bot.name}] {conversation.display_name} wrote"),
+            subject=one_line(f"[{message.bot.name}] {conversation.display_name} wrote", 250),
             message=f"{conversation.display_name} wrote ({channel_name(conversation.channel)}, {message.bot.name}) "
                     f"in a conversation {whose}; the bot is not answering it.\n\n{excerpt or '(no text)'}\n"
                     + (f"\n{files} file(s) attached.\n" if files else "")

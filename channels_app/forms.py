@@ -85,12 +85,12 @@ class WidgetForm(ChannelForm):
     bot_connections_per_minute = forms.IntegerField(min_value=1, max_value=1_000_000, label="Connections per minute, all visitors")
     bot_messages_per_minute = forms.IntegerField(min_value=1, max_value=1_000_000, label="Messages per minute, all visitors")
     max_message_chars = forms.IntegerField(min_value=1, max_value=20_000, label="Longest message (characters)")
-
-    def clean_ip_messages_per_minute(self):  # a form from before the setting existed leaves it out
-        return self.cleaned_data["ip_messages_per_minute"] or WIDGET_DEFAULTS["ip_messages_per_minute"]
     file_uploads = forms.BooleanField(required=False, label="Visitors may attach files (images, PDF, text)",
                                       help_text="Kept with the conversation for your team; the bot reads only the text.")
     max_upload_mb = forms.IntegerField(min_value=1, max_value=25, label="Largest file (MB)")
+
+    def clean_ip_messages_per_minute(self):  # a form from before the setting existed leaves it out
+        return self.cleaned_data["ip_messages_per_minute"] or WIDGET_DEFAULTS["ip_messages_per_minute"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -227,7 +227,7 @@ def fit_context(engine, history: list[dict], max_new_tokens: int) -> list[dict]:
     """The conversation with its oldest exchanges dropped (the system prompt and the new message
     kept) until it and the reply fit the model's context: a long chat goes on instead of ending
     on "prompt has N tokens"."""
-    room = int(getattr(engine.model.config, "max_position_embeddings", 2048) or 2048) - max_new_tokens
+    room = engine.context_length - max_new_tokens
     system = history[:1] if history and history[0]["role"] == "system" else []
     turns = history[len(system):]
     while len(turns) > 1 and engine.encode(system + turns).shape[1] > room:

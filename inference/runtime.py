@@ -73,7 +73,3 @@ def count_tokens(engine, messages):
     if hasattr(ids, "keys"):  # BatchEncoding in newer transformers
         ids = ids["input_ids"]
     return len(ids)
-
-
-def context_length(engine):
-    return int(getattr(engine.model.config, "max_position_embeddings", 2048) or 2048)

@@ -87,7 +87,7 @@ def _generate(inbound, config):
         turns,
         retrieval_query(inbound),
         count_tokens=lambda m: runtime.count_tokens(engine, m),
-        max_prompt_tokens=runtime.context_length(engine) - max_new,
+        max_prompt_tokens=engine.context_length - max_new,
     )
     events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
     started = time.perf_counter()

@@ -48,6 +48,12 @@ def refused_mail_host(host: str, port) -> str:
         return ""
 
 
+def refused_smtp_host(config) -> str:
+    """``refused_mail_host`` for the channel's own SMTP server ('' without one: the platform's)."""
+    channel = config.settings
+    return refused_mail_host(channel["smtp_host"], channel.get("smtp_port") or 587) if channel.get("smtp_host") else ""
+
+
 def smtp_connection(config):
     """The channel's SMTP server, or the platform's mail settings when it has none."""
     channel = config.settings
@@ -96,8 +102,7 @@ class EmailAdapter(Adapter):
             connection=smtp_connection(config),
         )
         mail.attach_alternative(to_html(message.text), "text/html")  # the markdown the bot writes, rendered
-        channel = config.settings
-        refused = channel.get("smtp_host") and refused_mail_host(channel["smtp_host"], channel.get("smtp_port") or 587)
+        refused = refused_smtp_host(config)
         if refused:
             raise DeliveryError(f"SMTP server not allowed: {refused}", transient=False, code="config")
         try:

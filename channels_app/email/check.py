@@ -17,7 +17,7 @@ from django.core.mail import EmailMessage
 from bots.membership import mail_leaves_the_server
 
 from ..base import one_line
-from .adapter import refused_mail_host, smtp_connection
+from .adapter import refused_smtp_host, smtp_connection
 from .imap import MailHostRefused, connect, select_folder
 
 
@@ -28,7 +28,7 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
         return False, "SMTP not tried: the channel has no bot address yet."
     where = f"{channel['smtp_host']}:{channel.get('smtp_port') or 587}" if channel.get("smtp_host") else \
         "the platform's own mail settings"
-    refused = channel.get("smtp_host") and refused_mail_host(channel["smtp_host"], channel.get("smtp_port") or 587)
+    refused = refused_smtp_host(config)
     if refused:
         return False, f"SMTP not tried: {refused}."
     mail = EmailMessage(

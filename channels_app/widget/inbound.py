@@ -142,23 +142,32 @@ def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
     client_id = frame.get("id")
     if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
         return Refusal("bad_frame", 'Each message needs an "id": 1-64 letters, digits, "-" or "_".')
+    parsed = _message(frame, kind, limit)
+    if isinstance(parsed, Refusal):
+        parsed.client_id = client_id  # the widget marks that message failed and puts its words back
+        return parsed
+    return {**parsed, "id": client_id}
+
+
+def _message(frame: dict, kind: str, limit: int) -> dict | Refusal:
+    """A message or handoff frame's ``{"type", "text", "email"}``, or why it is refused."""
     email = frame.get("email") or ""
     if not isinstance(email, str):
-        return Refusal("bad_frame", '"email" must be a string.', client_id=client_id)
+        return Refusal("bad_frame", '"email" must be a string.')
     if email:
         try:
             validate_email(email)
         except ValidationError:
-            return Refusal("bad_email", "That email address does not look right.", client_id=client_id)
+            return Refusal("bad_email", "That email address does not look right.")
     text = frame.get("text") if kind == "message" else frame.get("text") or HANDOFF_TEXT  # the widget's words, in its language
     if not isinstance(text, str):
-        return Refusal("bad_frame", '"text" must be a string.', client_id=client_id)
+        return Refusal("bad_frame", '"text" must be a string.')
     text = text.strip()
     if not text:
-        return Refusal("empty", "Please type a message.", client_id=client_id)
+        return Refusal("empty", "Please type a message.")
     if len(text) > limit:
-        return Refusal("too_long", f"Messages are limited to {limit} characters; yours has {len(text)}.", client_id=client_id)
-    return {"type": kind, "text": text, "id": client_id, "email": email}
+        return Refusal("too_long", f"Messages are limited to {limit} characters; yours has {len(text)}.")
+    return {"type": kind, "text": text, "email": email}
 
 
 def _too_fast(session: Session) -> Refusal | None:

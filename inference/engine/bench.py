@@ -60,40 +60,47 @@ class PromptFileError(BenchError):
 # prompts
 
 
-def load_prompts(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL prompt file: one {"id", "messages"} object per line, other keys ignored.
-
-    Blank lines are skipped. Raises PromptFileError naming the file and line number.
-    """
-    prompts, seen = [], set()
+def jsonl_rows(path: str | os.PathLike, error: type[Exception]):
+    """``(where, value)`` for each non-blank line of a JSONL file, ``where`` its "path:line";
+    ``error`` naming the line when it is not UTF-8 text or not JSON."""
     with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named, like bad JSON
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line.decode("utf-8"))
+                value = json.loads(line.decode("utf-8"))
             except UnicodeDecodeError:
-                raise PromptFileError(f"{where}: not UTF-8 text (save the file as UTF-8)") from None
+                raise error(f"{where}: not UTF-8 text (save the file as UTF-8)") from None
             except json.JSONDecodeError as e:
-                raise PromptFileError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise PromptFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            pid, messages = obj.get("id"), obj.get("messages")
-            if not isinstance(pid, str) or not pid:
-                raise PromptFileError(f'{where}: "id" must be a non-empty string')
-            if pid in seen:
-                raise PromptFileError(f'{where}: duplicate id "{pid}"')
-            if not isinstance(messages, list) or not messages:
-                raise PromptFileError(f'{where}: "messages" must be a non-empty list')
-            for i, m in enumerate(messages):
-                if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                        and isinstance(m.get("content"), str)):
-                    raise PromptFileError(
-                        f'{where}: messages[{i}] must be {{"role": str, "content": str}}')
-            seen.add(pid)
-            prompts.append({"id": pid, "messages": [
-                {"role": m["role"], "content": m["content"]} for m in messages]})
+                raise error(f"{where}: not valid JSON ({e.msg})") from None
+            yield where, value
+
+
+def load_prompts(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL prompt file: one {"id", "messages"} object per line, other keys ignored.
+
+    Blank lines are skipped. Raises PromptFileError naming the file and line number.
+    """
+    prompts, seen = [], set()
+    for where, obj in jsonl_rows(path, PromptFileError):
+        if not isinstance(obj, dict):
+            raise PromptFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        pid, messages = obj.get("id"), obj.get("messages")
+        if not isinstance(pid, str) or not pid:
+            raise PromptFileError(f'{where}: "id" must be a non-empty string')
+        if pid in seen:
+            raise PromptFileError(f'{where}: duplicate id "{pid}"')
+        if not isinstance(messages, list) or not messages:
+            raise PromptFileError(f'{where}: "messages" must be a non-empty list')
+        for i, m in enumerate(messages):
+            if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), str)):
+                raise PromptFileError(
+                    f'{where}: messages[{i}] must be {{"role": str, "content": str}}')
+        seen.add(pid)
+        prompts.append({"id": pid, "messages": [
+            {"role": m["role"], "content": m["content"]} for m in messages]})
     if not prompts:
         raise PromptFileError(f"{path}: no prompts in file")
     return prompts

@@ -97,6 +97,11 @@ class Engine:
 
     # ------------------------------------------------------------------ prompts
 
+    @property
+    def context_length(self) -> int:
+        """Tokens the target attends over: prompt and reply together fit in this many."""
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
     def encode(self, messages: Messages) -> torch.Tensor:
         """Chat messages (rendered by the chat template) or a plain prompt -> input_ids [1, S]."""
         if isinstance(messages, str):

@@ -52,8 +52,8 @@ from pathlib import Path
 
 import torch
 
-from .bench import (BenchError, _sum_hists, _sync, _until_eos, hf_generate_runner, hist_lines, machine_description,
-                    reference_model, write_progress)
+from .bench import (BenchError, _sum_hists, _sync, _until_eos, hf_generate_runner, hist_lines, jsonl_rows,
+                    machine_description, reference_model, write_progress)
 from .engine import Engine
 from .forward import cache_argument, crop, extend, new_cache, prefill
 from .headroom import format_headroom, headroom
@@ -74,33 +74,25 @@ class ReplayFileError(BenchError):
 def load_replay(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
     """Conversations in file order; with `limit`, only the first `limit` user messages."""
     conversations, seen, total = [], set(), 0
-    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named, like bad JSON
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise ReplayFileError(f"{where}: not UTF-8 text (save the file as UTF-8)") from None
-            except json.JSONDecodeError as e:
-                raise ReplayFileError(f"{where}: not valid JSON ({e.msg})") from None
-            if isinstance(row, dict) and "turns" not in row and isinstance(row.get("messages"), list):
-                row = _fresh_conversation(row, where)
-            if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("bot"), str)
-                    and isinstance(row.get("system", ""), str) and isinstance(row.get("turns"), list)
-                    and row["turns"] and all(isinstance(t, str) for t in row["turns"])):
-                raise ReplayFileError(f'{where}: expected {{"id": str, "bot": str, "system": str, '
-                                      f'"turns": [str, ...]}}')
-            if row["id"] in seen:
-                raise ReplayFileError(f'{where}: duplicate id "{row["id"]}"')
-            seen.add(row["id"])
-            turns = row["turns"][:None if limit is None else limit - total]
-            if not turns:
-                break
-            total += len(turns)
-            conversations.append({"id": row["id"], "bot": row["bot"], "system": row.get("system", ""),
-                                  "history": row.get("history", []), "turns": turns})
+    rows = jsonl_rows(path, ReplayFileError)
+    for where, row in rows:
+        if isinstance(row, dict) and "turns" not in row and isinstance(row.get("messages"), list):
+            row = _fresh_conversation(row, where)
+        if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("bot"), str)
+                and isinstance(row.get("system", ""), str) and isinstance(row.get("turns"), list)
+                and row["turns"] and all(isinstance(t, str) for t in row["turns"])):
+            raise ReplayFileError(f'{where}: expected {{"id": str, "bot": str, "system": str, '
+                                  f'"turns": [str, ...]}}')
+        if row["id"] in seen:
+            raise ReplayFileError(f'{where}: duplicate id "{row["id"]}"')
+        seen.add(row["id"])
+        turns = row["turns"][:None if limit is None else limit - total]
+        if not turns:
+            break
+        total += len(turns)
+        conversations.append({"id": row["id"], "bot": row["bot"], "system": row.get("system", ""),
+                              "history": row.get("history", []), "turns": turns})
+    rows.close()  # stopped at `limit`: the file closes now
     if not conversations:
         raise ReplayFileError(f"{path}: no conversations in file")
     return conversations

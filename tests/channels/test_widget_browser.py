@@ -31,6 +31,14 @@ Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3})
 """
 
 
+def open_chat(page, host_site, live_server_url, bot):
+    """The bot's widget opened on the host page, every frame it receives recorded; its panel."""
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, bot.public_key))
+    page.get_by_role("button", name=f"Open chat with {bot.name}").click()
+    return page.get_by_role("dialog", name=f"Chat with {bot.name}")
+
+
 def letters(text):
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
@@ -127,10 +135,7 @@ def test_it_reconnects_and_resyncs_after_a_dropped_connection(
 
     widget_channel.settings["prechat_email"] = True
     widget_channel.save()
-    page.add_init_script(RECORD_FRAMES)
-    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
-    page.get_by_role("button", name="Open chat with Ava").click()
-    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
     panel.get_by_role("textbox", name="Your email (optional)").fill("dana@example.com")
     panel.get_by_role("textbox", name="Message").fill("Hello there")
     panel.get_by_role("button", name="Send message").click()
@@ -164,10 +169,7 @@ def test_a_reply_that_comes_while_the_chat_is_closed_shows_on_the_launcher(
     from bots import services
     from bots.models import Conversation
 
-    page.add_init_script(RECORD_FRAMES)
-    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
-    page.get_by_role("button", name="Open chat with Ava").click()
-    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
     panel.get_by_role("button", name="Talk to a human").click()
     panel.get_by_text(services.HANDOFF_REPLY).wait_for()  # a reply seen with the chat open: not counted
     conversation = Conversation.objects.get(bot=acme_bot, channel="widget")
@@ -291,10 +293,7 @@ def test_a_visitor_attaches_a_file_and_sees_it_answered_and_kept(widget_channel,
     from channels_app.widget.uploads import ACCEPT
 
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-    page.add_init_script(RECORD_FRAMES)
-    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
-    page.get_by_role("button", name="Open chat with Ava").click()
-    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
     page.wait_for_function("window.__frames.some(f => f.type === 'history')")  # connected: the token is known
     assert panel.locator("input[type=file]").get_attribute("accept") == ACCEPT  # from the widget's config
     with page.expect_file_chooser() as chooser:
@@ -370,10 +369,7 @@ def test_a_reply_being_streamed_goes_when_a_person_takes_the_chat_over(
         thread.start()
         thread.join()
 
-    page.add_init_script(RECORD_FRAMES)
-    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
-    page.get_by_role("button", name="Open chat with Ava").click()
-    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
     panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
     panel.get_by_role("textbox", name="Message").press("Enter")
     page.wait_for_function("window.__frames.some(f => f.type === 'message')")  # stored; the socket follows the conversation
@@ -400,10 +396,7 @@ def test_an_email_the_server_refuses_is_asked_again_not_sent_with_every_message(
 
     widget_channel.settings["prechat_email"] = True
     widget_channel.save()
-    page.add_init_script(RECORD_FRAMES)
-    page.goto(host_site.page_url(live_server_url, acme_bot.public_key))
-    page.get_by_role("button", name="Open chat with Ava").click()
-    panel = page.get_by_role("dialog", name="Chat with Ava")
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
     address = panel.get_by_role("textbox", name="Your email (optional)")
     address.fill("jo@gmail")
     panel.get_by_role("textbox", name="Message").fill("Hello there")
