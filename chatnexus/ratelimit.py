@@ -23,6 +23,7 @@ WINDOW_S = 60
 class Verdict:
     allowed: bool
     retry_after: int  # seconds until the estimate is back within the limit (when refused)
+    counted: str | None = None  # the counter a hit added to (for refund)
 
 
 def _count(cache_key: str, window_s: int) -> int:
@@ -45,6 +46,16 @@ def peek(key: str, limit: int, now: float | None = None, window_s: int = WINDOW_
     return _verdict(key, limit, now, window_s, count=False)
 
 
+def refund(verdict: Verdict) -> None:
+    """Take back the event `verdict`'s hit counted (once; a counter gone already is left alone)."""
+    if verdict.counted:
+        try:
+            cache.decr(verdict.counted)
+        except ValueError:  # expired meanwhile: nothing left to take back
+            pass
+        verdict.counted = None
+
+
 def _verdict(key, limit, now, window_s, count) -> Verdict:
     now = time.time() if now is None else now
     limit = max(0, int(limit))
@@ -54,9 +65,11 @@ def _verdict(key, limit, now, window_s, count) -> Verdict:
     current = _count(name, window_s) if count else int(cache.get(name) or 0) + 1
     previous = int(cache.get(f"cn:rl:{window_s}:{key}:{window - 1}") or 0)
     weight = 1 - elapsed / window_s  # share of the previous window still in the sliding one
+    counted = name if count else None
     if previous * weight + current <= limit:
-        return Verdict(allowed=True, retry_after=0)
-    return Verdict(allowed=False, retry_after=_retry_after(previous, current, limit, elapsed, window_s))
+        return Verdict(allowed=True, retry_after=0, counted=counted)
+    return Verdict(allowed=False, retry_after=_retry_after(previous, current, limit, elapsed, window_s),
+                   counted=counted)
 
 
 def _retry_after(previous: int, current: int, limit: int, elapsed: float, window_s: int) -> int:

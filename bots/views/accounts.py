@@ -64,24 +64,34 @@ def _hashed(kind, value):
     return f"auth:{kind}:" + hashlib.sha256(folded.encode()).hexdigest()[:32]
 
 
+def failure_counted(username):
+    """Count a sign-in attempt for `username` as a failure before its password or code is
+    checked, so that guesses sent in parallel (a password hash takes a while) are all counted
+    before any of them is checked. Returns ``(attempt, refused)``: the counted attempt to
+    ``ratelimit.refund`` once it turns out right, or the refusing verdict when the account is
+    paused (nothing counted then)."""
+    verdict = ratelimit.hit(_hashed("login-failures", username), settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT,
+                            window_s=LOGIN_FAILURE_WINDOW_S)
+    if not verdict.allowed:
+        ratelimit.refund(verdict)  # a refused try checks nothing: the pause is as long as the failures make it
+        return None, verdict
+    return verdict, None
+
+
 class LoginView(auth_views.LoginView):
+    attempt = None
+
     def post(self, request, *args, **kwargs):
         refused = _posts_refused(request, "login")
         if refused is None:
-            verdict = ratelimit.peek(_hashed("login-failures", request.POST.get("username", "")),
-                                     settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT, window_s=LOGIN_FAILURE_WINDOW_S)
-            refused = None if verdict.allowed else verdict
+            self.attempt, refused = failure_counted(request.POST.get("username", ""))
         if refused is not None:
             return _too_many(request, refused, "sign-in attempts")
         return super().post(request, *args, **kwargs)
 
-    def form_invalid(self, form):
-        ratelimit.hit(_hashed("login-failures", form.data.get("username", "")),
-                      settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT, window_s=LOGIN_FAILURE_WINDOW_S)
-        return super().form_invalid(form)
-
     def form_valid(self, form):
         """The right password: signed in, unless the account has a second factor to ask for first."""
+        ratelimit.refund(self.attempt)  # no failure (a second factor counts its own attempts)
         user = form.get_user()
         if TwoFactor.objects.filter(user=user).exists():
             from .two_factor import start  # two_factor uses this module's limits

@@ -21,7 +21,7 @@ from chatnexus import ratelimit
 
 from .. import twofactor
 from ..models import TwoFactor
-from .accounts import LOGIN_FAILURE_WINDOW_S, _hashed, _posts_refused, _too_many
+from .accounts import _posts_refused, _too_many, failure_counted
 
 PENDING_KEY = "two-factor-pending"  # {"user", "backend", "next", "at"}
 SETUP_KEY = "two-factor-setup-secret"
@@ -49,24 +49,22 @@ def login_code(request):
     context = {"username": user.get_username()}
     if request.method == "POST":
         refused = _posts_refused(request, "login-code")
-        failures = _hashed("login-failures", user.get_username())
         if refused is None:
-            verdict = ratelimit.peek(failures, settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT,
-                                     window_s=LOGIN_FAILURE_WINDOW_S)
-            refused = None if verdict.allowed else verdict
+            attempt, refused = failure_counted(user.get_username())
         if refused is not None:
             return _too_many(request, refused, "sign-in attempts")
         try:
             kind = twofactor.check(user, request.POST.get("code", ""))
         except ValueError:  # crypto: no listed key decrypts the stored secret (the key changed)
+            ratelimit.refund(attempt)  # nothing was checked
             context["error"] = ("Your second factor cannot be checked: this server's encryption key changed. "
                                 "Ask its administrator to list the old key, or to run manage.py "
                                 "reencrypt_secrets --forget-unreadable.")
             return render(request, "registration/login_code.html", context, status=503)
         if kind is None:
-            ratelimit.hit(failures, settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT, window_s=LOGIN_FAILURE_WINDOW_S)
             context["error"] = "That code is not right (or was used already). Try the newest one from your app."
             return render(request, "registration/login_code.html", context, status=400)
+        ratelimit.refund(attempt)
         next_url = pending["next"]
         del request.session[PENDING_KEY]
         login(request, user, backend=pending["backend"])

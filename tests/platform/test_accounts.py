@@ -199,3 +199,42 @@ def test_the_top_bar_marks_the_section_you_are_in(client, alice, page, section):
     html = client.get(reverse(page)).content.decode()
     current = re.findall(r'<a href="[^"]*" aria-current="page">([^<]+)</a>', html)
     assert current == ([section] if section else [])
+
+
+def test_guesses_sent_at_once_are_counted_before_their_passwords_are_checked(transactional_db, acme, settings):
+    """A real password hash takes a while; guesses sent in parallel must not all pass the
+    limit's check before the first of them is counted (the suite's MD5 would hide this)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.contrib.auth.hashers import make_password
+    from django.test import Client
+
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 3
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher",
+                                 "django.contrib.auth.hashers.MD5PasswordHasher"]
+    user = make_member(acme, f"limited{next(_numbers)}", "agent")
+    user.password = make_password("correct-horse-battery", hasher="pbkdf2_sha256")  # Django's default, slow
+    user.save(update_fields=["password"])
+
+    def guess(n):
+        return Client().post(reverse("login"), {"username": user.username, "password": f"wrong-{n}"},
+                             REMOTE_ADDR=f"203.0.113.{100 + n}").status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(guess, range(8)))
+    assert codes == [200] * 3 + [429] * 5  # three guesses checked, however they were timed
+    response = Client().post(reverse("login"), {"username": user.username, "password": "correct-horse-battery"})
+    assert response.status_code == 429  # still paused: the refused guesses were no checks
+
+
+def test_the_right_password_and_refused_tries_do_not_use_up_the_failures(client, user, settings, address):
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 2
+    client.post(reverse("login"), {"username": user.username, "password": "wrong"}, REMOTE_ADDR=address)
+    for _ in range(3):
+        assert client.post(reverse("login"), {"username": user.username, "password": "correct-horse-battery"},
+                           REMOTE_ADDR=address).status_code == 302
+        client.logout()
+    assert client.post(reverse("login"), {"username": user.username, "password": "wrong"},
+                       REMOTE_ADDR=address).status_code == 200  # the second failure: still within 2
+    assert client.post(reverse("login"), {"username": user.username, "password": "correct-horse-battery"},
+                       REMOTE_ADDR=address).status_code == 429
