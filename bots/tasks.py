@@ -27,6 +27,8 @@ def _member_emails(organization, user=None) -> list[str]:
 def notify_agents_of_handoff(conversation_id):
     """Email the organisation's members that a customer asked for a human."""
     conversation = Conversation.objects.select_related("bot", "organization").get(id=conversation_id)
+    if conversation.channel == "preview":  # the builder's test chat: a manager trying the bot, no customer
+        return
     emails = _member_emails(conversation.organization)
     if not emails:
         return

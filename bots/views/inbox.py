@@ -9,7 +9,7 @@ from django.contrib import messages as flash
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.http import HttpResponseBadRequest, JsonResponse, QueryDict
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -155,6 +155,12 @@ def bulk(request):
     return redirect(back)
 
 
+def _conversation(request, conversation_id):
+    """One of the organisation's conversations, by id — not the builder's test chats, which the
+    inbox leaves out everywhere (they are a manager trying the bot, not a customer)."""
+    return get_object_or_404(scoped(request, Conversation).exclude(channel="preview"), id=conversation_id)
+
+
 def _stamp(conversations) -> str:
     """Changes whenever the filtered list would: a conversation comes, goes or gets a message."""
     seen = conversations.order_by().aggregate(n=Count("id"), latest=Max("last_message_at"))
@@ -163,7 +169,7 @@ def _stamp(conversations) -> str:
 
 @member_required
 def thread(request, conversation_id):
-    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    conversation = _conversation(request, conversation_id)
     thread_messages = list(conversation.messages.select_related("reply_to").prefetch_related("attachments")
                            .order_by("created", "id"))
     for message in thread_messages:
@@ -200,7 +206,7 @@ def same_customer(request, conversation):
 @require_POST
 def tags(request, conversation_id):
     """Add a tag (``add``: a name, made for the organisation if new) or take one off (``remove``: its id)."""
-    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    conversation = _conversation(request, conversation_id)
     if "remove" in request.POST:
         services.set_tags(conversation, [tag.name for tag in conversation.tags.all()
                                          if str(tag.id) != request.POST["remove"]])
@@ -265,7 +271,7 @@ def message_json(message):
 @member_required
 def thread_json(request, conversation_id):
     """The conversation's state and messages (all of them: threads are short), for polling."""
-    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    conversation = _conversation(request, conversation_id)
     return JsonResponse(
         {
             "conversation": {
@@ -283,7 +289,7 @@ def thread_json(request, conversation_id):
 @member_required
 @require_POST
 def reply(request, conversation_id):
-    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    conversation = _conversation(request, conversation_id)
     text = request.POST.get("text", "").strip()
     if not text or len(text) > MAX_AGENT_REPLY:
         flash.error(request, f"Write a reply of 1 to {MAX_AGENT_REPLY} characters.")
@@ -299,7 +305,7 @@ def reply(request, conversation_id):
 @require_POST
 def delete(request, conversation_id):
     """Owners and admins erase a conversation: messages, attachments, and the bot's memory of it."""
-    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    conversation = _conversation(request, conversation_id)
     name = conversation.display_name
     services.delete_conversations(Conversation.objects.filter(id=conversation.id))
     audit.record(request.organization, request.user, "conversation.deleted",
@@ -312,7 +318,7 @@ def delete(request, conversation_id):
 @require_POST
 def assign(request, conversation_id):
     """Give the conversation to a member of the organisation, or to nobody (empty)."""
-    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    conversation = _conversation(request, conversation_id)
     user_id = request.POST.get("assignee", "")
     try:
         services.assign(conversation, int(user_id) if user_id else None)
@@ -328,7 +334,7 @@ def assign(request, conversation_id):
 @require_POST
 def control(request, conversation_id, action):
     """take-over / give-back / close / reopen."""
-    conversation = get_scoped_or_404(request, Conversation, id=conversation_id)
+    conversation = _conversation(request, conversation_id)
     if action == "take-over":
         services.set_bot_paused(conversation, True, by=request.user)
     elif action == "give-back":

@@ -151,7 +151,7 @@ def test_a_reply_the_model_did_not_end_itself_says_why_it_stopped(client, bob, a
 
 
 def test_it_sends_an_agent_reply_and_pauses_the_bot(client, bob, acme_bot):
-    conversation, _ = make_conversation(acme_bot, channel="preview")
+    conversation, _ = make_conversation(acme_bot, channel="widget")
     client.force_login(bob)
     response = client.post(reverse("inbox:reply", args=[conversation.id]), {"text": "Hi, Bob here."})
     assert response.status_code == 302
@@ -159,6 +159,21 @@ def test_it_sends_an_agent_reply_and_pauses_the_bot(client, bob, acme_bot):
     assert reply.text == "Hi, Bob here." and reply.meta["agent_name"] == "bob"
     conversation.refresh_from_db()
     assert conversation.bot_paused
+
+
+@pytest.mark.parametrize("who", ["bob", "alice"])
+def test_the_builders_test_chats_are_not_in_the_inbox_by_id_either(client, request, who, acme_bot):
+    """The list leaves them out; their own pages must not open (ids are sequential) nor act on them."""
+    conversation, _ = make_conversation(acme_bot, channel="preview")
+    client.force_login(request.getfixturevalue(who))
+    for name in ("thread", "thread-json"):
+        assert client.get(reverse(f"inbox:{name}", args=[conversation.id])).status_code == 404
+    for name, data in [("reply", {"text": "Hi"}), ("assign", {}), ("tags", {"add": "x"}), ("take-over", {}),
+                       ("close", {}), ("delete", {})]:
+        assert client.post(reverse(f"inbox:{name}", args=[conversation.id]), data).status_code == 404, name
+    conversation.refresh_from_db()
+    assert not conversation.bot_paused and conversation.status == "open"
+    assert not conversation.messages.filter(sender="agent").exists()
 
 
 def test_it_refuses_an_empty_agent_reply(client, bob, acme_bot):

@@ -62,7 +62,7 @@ def test_it_returns_the_first_reply_when_recorded_twice(db, acme_bot):
 
 
 def test_it_hands_off_to_a_human_and_emails_the_team(transactional_db, celery_workers, mailbox, alice, bob, acme_bot):
-    received = services.receive(bot=acme_bot, channel="preview", thread_id="t4", text="Can I talk to a human please?")
+    received = services.receive(bot=acme_bot, channel="widget", thread_id="t4", text="Can I talk to a human please?")
     conversation = Conversation.objects.get(id=received.conversation.id)
     assert conversation.bot_paused and conversation.needs_human
     assert received.message.reply_state == "skipped"
@@ -71,10 +71,20 @@ def test_it_hands_off_to_a_human_and_emails_the_team(transactional_db, celery_wo
     mails = wait_for(lambda: mailbox.messages, what="the handoff email")
     assert sorted(mails[0]["to"]) == ["alice@example.com", "bob@example.com"]
     assert f"/inbox/{conversation.id}/" in mails[0]["message"].get_content()
-    assert f"a person ({channel_name('preview')}, {acme_bot.name})" in mails[0]["message"].get_content()  # not "preview"
+    assert f"a person ({channel_name('widget')}, {acme_bot.name})" in mails[0]["message"].get_content()  # not "widget"
     # While the agent has it, the bot stays silent.
-    later = services.receive(bot=acme_bot, channel="preview", thread_id="t4", text="Hello?")
+    later = services.receive(bot=acme_bot, channel="widget", thread_id="t4", text="Hello?")
     assert later.message.reply_state == "skipped"
+
+
+def test_a_handoff_in_the_builders_test_chat_emails_nobody(db, smtp_settings, alice, bob, acme_bot):
+    """The test chat is a manager trying the bot: the team is not told a customer is waiting."""
+    from bots.tasks import notify_agents_of_handoff
+
+    received = services.receive(bot=acme_bot, channel="preview", thread_id="t5", text="Can I talk to a human please?")
+    assert Message.objects.get(reply_to=received.message).text == services.HANDOFF_REPLY  # the test chat shows it
+    notify_agents_of_handoff(received.conversation.id)  # as the worker would, had it been queued
+    assert smtp_settings.messages == []
 
 
 def test_the_handoff_message_is_the_bots_own_as_published(db, acme_bot):
