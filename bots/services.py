@@ -346,6 +346,19 @@ def _start_handoff(conversation, inbound):
     transaction.on_commit(lambda: _notify_agents(conversation.id))
 
 
+def hand_off_after_failure(inbound):
+    """The model could not answer `inbound` (a broken model, a prompt it cannot take): rather than
+    leave the customer waiting in silence, hand the conversation to the team as the customer's own
+    request for a human would — the bot's handoff (or away) message, the team emailed. Where the
+    team has the conversation already, it only stays flagged."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().select_related("bot").get(id=inbound.conversation_id)
+        if conversation.bot_paused or Message.objects.filter(reply_to=inbound).exists():
+            Conversation.objects.filter(id=conversation.id).update(needs_human=True)
+            return
+        _start_handoff(conversation, inbound)
+
+
 def _notify_agents(conversation_id):
     from .tasks import notify_agents_of_handoff
 

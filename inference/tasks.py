@@ -20,7 +20,7 @@ from django.db import OperationalError
 
 from bots import events, services
 from bots.files import has_text_to_read, prompt_text
-from bots.models import Conversation, Message
+from bots.models import Message
 from bots.models.bots import drafter_allowed
 from bots.prompts import build_messages
 
@@ -127,13 +127,14 @@ def _engine(drafter):
 
 
 def _mark_failed(inbound, error):
-    """Record the failure on the inbound message and flag the conversation for a human."""
+    """Record the failure on the inbound message and hand the conversation to the team: the
+    customer gets the bot's handoff message instead of silence."""
     updated = Message.objects.filter(id=inbound.id, reply_state=Message.ReplyState.PENDING).update(
         reply_state=Message.ReplyState.FAILED, meta={**(inbound.meta or {}), "error": repr(error)[:500]}
     )
     if updated:
-        Conversation.objects.filter(id=inbound.conversation_id).update(needs_human=True)
-        events.push(inbound.conversation_id, "reply.error", reply_to=inbound.id)
+        events.push(inbound.conversation_id, "reply.error", reply_to=inbound.id)  # live views drop what streamed
+        services.hand_off_after_failure(inbound)
 
 
 def _stream(engine, messages, inbound, max_new_tokens, temperature):

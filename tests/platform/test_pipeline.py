@@ -198,3 +198,24 @@ def test_a_customers_name_with_a_line_break_still_reaches_the_team(db, smtp_sett
     notify_team_of_message(later.message.id)
     [sent] = smtp_settings.messages
     assert sent["message"]["Subject"] == f"[{acme_bot.name}] Ann Lee wrote"
+
+
+def test_a_reply_that_fails_hands_the_customer_to_the_team_with_the_handoff_message(db, settings, alice, acme_bot,
+                                                                                    tmp_path):
+    """A model that cannot answer (here its file is missing) must not leave the customer waiting in
+    silence: they get the bot's handoff message, and the team gets the conversation."""
+    from inference.tasks import generate_reply
+
+    settings.CHATNEXUS_TARGET = str(tmp_path / "gone.gguf")
+    received = services.receive(bot=acme_bot, channel="widget", thread_id="v-fail", text="Do you fix e-bikes?")
+    Message.objects.filter(id=received.message.id).update(reply_state="pending")
+    generate_reply(received.message.id)  # run here, as the worker would
+    inbound = Message.objects.get(id=received.message.id)
+    assert inbound.reply_state == "failed" and "gone.gguf" in inbound.meta["error"]
+    notice = Message.objects.get(reply_to=inbound)
+    assert notice.sender == "system" and notice.text == services.HANDOFF_REPLY
+    assert notice.delivery_status == "pending"  # on its way to the customer through the widget
+    conversation = Conversation.objects.get(id=received.conversation.id)
+    assert conversation.needs_human and conversation.bot_paused and conversation.team_notified_at
+    generate_reply(received.message.id)  # run twice: still one notice
+    assert Message.objects.filter(reply_to=inbound).count() == 1
