@@ -448,14 +448,20 @@ def set_status(conversation: Conversation, status: str):
 
 def recent_turns(conversation_id: int, limit: int, up_to: int | None = None) -> list[Message]:
     """The conversation's latest ``limit`` messages of the exchange itself (with text or files;
-    not the team's notes), oldest first, attachments prefetched; with ``up_to``, none after
-    that message id. What the widget shows and what the model reads as the history."""
+    not the team's notes), oldest first, attachments prefetched. What the widget shows and what
+    the model reads as the history. With ``up_to``, what the model answering that message reads:
+    nothing after it, except replies to earlier messages stored since (a customer who wrote twice
+    quickly), each right after the message it answers."""
     messages = Message.objects.filter(conversation_id=conversation_id)
     if up_to is not None:
-        messages = messages.filter(id__lte=up_to)
+        messages = messages.filter(Q(id__lte=up_to) | Q(direction=Message.Direction.OUTBOUND, reply_to_id__lt=up_to))
     recent = list(messages.exclude(text="", attachments=None).exclude(sender=Message.Sender.NOTE)
                   .prefetch_related("attachments").order_by("-id")[:limit])
-    recent.reverse()
+    if up_to is None:
+        recent.reverse()  # as they came
+    else:
+        recent.sort(key=lambda m: (m.reply_to_id if m.direction == Message.Direction.OUTBOUND and m.reply_to_id
+                                   else m.id, m.id))
     return recent
 
 

@@ -219,3 +219,22 @@ def test_a_reply_that_fails_hands_the_customer_to_the_team_with_the_handoff_mess
     assert conversation.needs_human and conversation.bot_paused and conversation.team_notified_at
     generate_reply(received.message.id)  # run twice: still one notice
     assert Message.objects.filter(reply_to=inbound).count() == 1
+
+
+def test_the_history_holds_the_bots_reply_to_an_earlier_message_stored_after_the_next_one(db, acme_bot):
+    """Two messages sent close together: when the second is answered, the reply to the first (stored
+    after the second arrived, so with a higher id) is in the history, right after what it answers —
+    without it the model sees two questions in a row and answers the first again."""
+    from inference.tasks import _history
+
+    first = services.receive(bot=acme_bot, channel="whatsapp", thread_id="+15550001", text="When are you open?")
+    second = services.receive(bot=acme_bot, channel="whatsapp", thread_id="+15550001", text="And on Sundays?")
+    services.record_reply(first.message, "Nine to six, Monday to Saturday.", {"new_tokens": 9})
+    assert _history(second.message) == [
+        {"role": "user", "content": "When are you open?"},
+        {"role": "assistant", "content": "Nine to six, Monday to Saturday."},
+        {"role": "user", "content": "And on Sundays?"},
+    ]
+    later = services.receive(bot=acme_bot, channel="whatsapp", thread_id="+15550001", text="Thanks!")
+    services.record_reply(later.message, "You're welcome.", {"new_tokens": 3})
+    assert "You're welcome." not in str(_history(second.message))  # nothing after the message answered
