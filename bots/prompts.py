@@ -53,15 +53,61 @@ def system_prompt(config, knowledge=()):
 def build_messages(config, history, question, count_tokens=None, max_prompt_tokens=None):
     """Chat messages for the engine: system prompt with knowledge for ``question``, then history.
 
-    ``history`` is a list of ``{"role", "content"}`` ending with the question. Oldest
-    turns are dropped first until ``count_tokens(messages) <= max_prompt_tokens``;
-    the system prompt and the question always stay.
+    ``history`` is a list of ``{"role", "content"}`` ending with the question. With
+    ``count_tokens`` and ``max_prompt_tokens`` it is made to fit, never refused: the oldest turns go
+    first; then a question longer than half the room keeps its beginning and end (a pasted
+    document); then the least relevant knowledge; then the question is cut further; last, the end
+    of the system prompt (a bot's very long instructions).
     """
-    system = {"role": "system", "content": system_prompt(config, retrieve(config, question))}
+    knowledge = list(retrieve(config, question))
     turns = list(history)
-    messages = [system, *turns]
-    if count_tokens and max_prompt_tokens:
-        while len(turns) > 1 and count_tokens(messages) > max_prompt_tokens:
-            turns = turns[1:]
-            messages = [system, *turns]
+
+    def compose():
+        return [{"role": "system", "content": system_prompt(config, knowledge)}, *turns]
+
+    messages = compose()
+    if not (count_tokens and max_prompt_tokens):
+        return messages
+
+    def fits(limit=max_prompt_tokens):
+        return count_tokens(messages) <= limit
+
+    while len(turns) > 1 and not fits():
+        turns = turns[1:]
+        messages = compose()
+    if turns and count_tokens([turns[-1]]) > max_prompt_tokens // 2:
+        turns[-1] = _cut(turns[-1], lambda m: count_tokens([m]) <= max_prompt_tokens // 2, _head_and_tail)
+        messages = compose()
+    while knowledge and not fits():
+        knowledge = knowledge[:-1]
+        messages = compose()
+    if turns and not fits():
+        turns[-1] = _cut(turns[-1], lambda m: count_tokens([messages[0], *turns[:-1], m]) <= max_prompt_tokens,
+                         _head_and_tail)
+        messages = compose()
+    if not fits():
+        messages[0] = _cut(messages[0], lambda m: count_tokens([m, *turns]) <= max_prompt_tokens, _head)
     return messages
+
+
+def _head_and_tail(text, keep):
+    half = keep // 2
+    return text[:half].rstrip() + " […] " + text[len(text) - (keep - half):].lstrip()
+
+
+def _head(text, keep):
+    return text[:keep].rstrip() + " […]"
+
+
+def _cut(message, fits, shorten):
+    """``message`` with its text shortened by ``shorten(text, keep)`` to the most characters that
+    ``fits`` (a binary search: each try is one tokenisation)."""
+    text = message["content"]
+    low, high = 0, len(text)
+    while low < high:
+        keep = (low + high + 1) // 2
+        if fits({**message, "content": shorten(text, keep)}):
+            low = keep
+        else:
+            high = keep - 1
+    return {**message, "content": shorten(text, low)}

@@ -28,3 +28,12 @@ def smtp_settings(settings, mailbox):
     settings.EMAIL_HOST = mailbox.host
     settings.EMAIL_PORT = mailbox.port
     return mailbox
+
+
+@pytest.fixture(scope="session")
+def tiny_target_dir(tmp_path_factory) -> str:
+    """A tiny random Llama with a byte tokenizer (512 positions): a real model the worker runs fast."""
+    from tests.engine.conftest import byte_tokenizer, save, tiny_llama
+
+    tokenizer = byte_tokenizer()
+    return save(tiny_llama(len(tokenizer), layers=2, hidden=64, seed=0), tokenizer, tmp_path_factory.mktemp("target"))

@@ -5,7 +5,7 @@ import re
 from tests.conftest import wait_for
 
 from bots import services
-from bots.models import Conversation, Message
+from bots.models import Bot, Conversation, Message
 from bots.models.conversations import channel_name
 
 
@@ -238,3 +238,44 @@ def test_the_history_holds_the_bots_reply_to_an_earlier_message_stored_after_the
     later = services.receive(bot=acme_bot, channel="whatsapp", thread_id="+15550001", text="Thanks!")
     services.record_reply(later.message, "You're welcome.", {"new_tokens": 3})
     assert "You're welcome." not in str(_history(second.message))  # nothing after the message answered
+
+
+def test_a_message_longer_than_the_models_context_is_shortened_not_failed(db, settings, tiny_target_dir, acme_bot):
+    """A pasted document (or a bot's long instructions) used to make the prompt too long for the
+    model: every reply failed. The question keeps its beginning and end; the reply is the model's."""
+    from inference import runtime
+    from inference.tasks import _generate, generate_reply
+
+    settings.CHATNEXUS_TARGET, settings.CHATNEXUS_DTYPE = tiny_target_dir, "fp32"
+    settings.CHATNEXUS_DRAFTER, settings.CHATNEXUS_DEVICE = "none", "cpu"
+    assert runtime.engine_for().context_length == 512  # bytes: far less than the message below
+    pasted = "Order 4411 arrived broken. " + "The frame is scratched all over. " * 120 + "Can I get a refund?"
+    received = services.receive(bot=acme_bot, channel="widget", thread_id="v-long", text=pasted)
+    Message.objects.filter(id=received.message.id).update(reply_state="pending")
+    generate_reply(received.message.id)
+    inbound = Message.objects.get(id=received.message.id)
+    assert inbound.reply_state == "done", inbound.meta.get("error")
+    assert Message.objects.get(reply_to=inbound).sender == "bot"
+
+    acme_bot.instructions = "Always be kind. " * 400  # the bot's own text alone past the context
+    acme_bot.save()
+    acme_bot.publish()
+    again = services.receive(bot=acme_bot, channel="widget", thread_id="v-long-2", text="Can I get a refund?")
+    text, stats = _generate(Message.objects.get(id=again.message.id), Bot.objects.get(id=acme_bot.id).live_config())
+    assert stats["new_tokens"] > 0
+
+
+def test_a_shortened_question_keeps_its_beginning_and_end(db, acme_bot):
+    from bots.prompts import build_messages
+
+    def words(messages):
+        return sum(len(m["content"].split()) + 3 for m in messages)
+
+    question = "Order 4411 arrived broken. " + "filler " * 500 + "Can I get a refund?"
+    messages = build_messages(acme_bot.live_config(), [{"role": "user", "content": "Hi"},
+                                                       {"role": "assistant", "content": "Hello!"},
+                                                       {"role": "user", "content": question}],
+                              question, count_tokens=words, max_prompt_tokens=200)
+    assert words(messages) <= 200 and len(messages) == 2  # the earlier turns went first
+    assert messages[1]["content"].startswith("Order 4411 arrived broken.")
+    assert messages[1]["content"].endswith("Can I get a refund?") and "[…]" in messages[1]["content"]

@@ -62,14 +62,6 @@ def test_a_reply_generated_before_the_takeover_is_not_stored(bob, acme_bot):
     assert services.record_reply(answered, "Again", {}, while_pending=True) == (reply, False)
 
 
-@pytest.fixture(scope="module")
-def tiny_target_dir(tmp_path_factory) -> str:
-    from tests.engine.conftest import byte_tokenizer, save, tiny_llama
-
-    tokenizer = byte_tokenizer()
-    return save(tiny_llama(len(tokenizer), layers=2, hidden=64, seed=0), tokenizer, tmp_path_factory.mktemp("target"))
-
-
 def test_a_reply_being_streamed_stops_when_the_team_takes_over(settings, monkeypatch, tiny_target_dir, bob, acme_bot):
     from inference import runtime, tasks
 
