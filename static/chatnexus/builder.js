@@ -39,10 +39,32 @@
       showTab(a.dataset.tab);
     });
   });
-  // A form that failed validation opens on its tab; otherwise the URL's hash wins.
-  var hasErrors = root.querySelector(".has-error, .form-errors");
-  showTab(hasErrors ? root.dataset.activeTab : (location.hash.slice(1) || root.dataset.activeTab));
+  // A form that failed validation opens on the tab of its first marked field (else the server's tab),
+  // so the field to fix is in sight; otherwise the URL's hash wins.
+  var firstError = root.querySelector(".has-error");
+  var errorPanel = firstError && firstError.closest("[data-panel]");
+  var hasErrors = firstError || root.querySelector(".form-errors");
+  showTab(errorPanel ? errorPanel.dataset.panel : hasErrors ? root.dataset.activeTab : (location.hash.slice(1) || root.dataset.activeTab));
   window.addEventListener("hashchange", function () { showTab(location.hash.slice(1)); });  // a link to #versions
+
+  // ---------------------------------------------------------------------------
+  // Unsaved settings: leaving the page asks first, and so does Publish (it publishes the saved
+  // draft, not the form). A form sent back with errors holds unsaved edits too.
+
+  var dirty = !!root.querySelector(".form-errors");
+  settingsForm.addEventListener("input", function () { dirty = true; });
+  settingsForm.addEventListener("change", function () { dirty = true; });
+  settingsForm.addEventListener("submit", function () { dirty = false; });
+  window.addEventListener("beforeunload", function (event) {
+    if (!dirty) return;
+    event.preventDefault();
+    event.returnValue = "";  // older browsers ask only when this is set
+  });
+  document.getElementById("publish-form").addEventListener("submit", function (event) {
+    if (!dirty) return;
+    if (window.confirm("Publish the last saved draft? Your unsaved changes will be lost — save them first.")) dirty = false;
+    else event.preventDefault();
+  });
 
   // ---------------------------------------------------------------------------
   // System prompt preview: debounced POST of the unsaved form to a JSON endpoint.
@@ -108,6 +130,7 @@
   var socket = null;
   var clientSeq = 0;
   var refused = false;
+  var readyBefore = false; // a later "ready" is a new socket, and the server's new socket is a new conversation
 
   function setStatus(state, text) {
     chatStatus.dataset.state = state;
@@ -187,10 +210,28 @@
     log.scrollTop = log.scrollHeight;
   }
 
+  function startOver() {
+    bubbles = {};
+    log.textContent = "";
+    if (greeting) log.appendChild(greeting);
+    if (chips) log.appendChild(chips);
+    showError("");
+  }
+
   function handle(event) {
     switch (event.event) {
       case "ready":
         setStatus("open", "connected");
+        if (readyBefore && log.querySelector(".msg.user")) {
+          // what was said before went with the old socket (a streaming reply will never finish): start over
+          startOver();
+          var notice = document.createElement("p");
+          notice.className = "notice";
+          notice.setAttribute("role", "status");
+          notice.textContent = "Connection lost — this is a new test conversation.";
+          log.insertBefore(notice, log.firstChild);
+        }
+        readyBefore = true;
         break;
       case "reply.start": {
         var started = botBubble(event.reply_to);
@@ -231,11 +272,7 @@
         break;
       }
       case "reset":
-        bubbles = {};
-        log.textContent = "";
-        if (greeting) log.appendChild(greeting);
-        if (chips) log.appendChild(chips);
-        showError("");
+        startOver();
         break;
       case "error":
         showError(event.error);

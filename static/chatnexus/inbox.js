@@ -69,11 +69,10 @@
       const response = await fetch(thread.dataset.poll, { headers: { Accept: "application/json" } });
       if (response.ok) {
         const body = await response.text();
-        if (body !== last) {
-          const first = last === "";
+        if (body !== last) {  // the first poll draws too: what came after the page was drawn
           last = body;
           const data = JSON.parse(body);
-          if (!first) list.replaceChildren(...data.messages.map(render));
+          list.replaceChildren(...data.messages.map(render));
           document.getElementById("conv-status").textContent = data.conversation.status;
           document.getElementById("conv-mode").textContent = data.conversation.bot_paused ? "an agent has it" : "the bot answers";
         }

@@ -169,7 +169,7 @@
     "header button{background:transparent;border:1px solid rgba(255,255,255,.7);color:#fff;border-radius:6px;padding:3px 8px;cursor:pointer}" +
     ".log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f7f7fb}" +
     ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere;align-self:flex-start;background:#fff;border:1px solid #e5e7eb}" +
-    ".msg.me{align-self:flex-end;background:var(--c);color:#fff;border:0}.msg.me a{color:#fff}.msg.failed{opacity:.6;border:1px dashed #b91c1c}" +
+    ".msg.me{align-self:flex-end;background:var(--c);color:#fff;border:0}.msg.me a{color:#fff}.msg.failed{opacity:.6;border:1px dashed #b91c1c}.msg.pending{opacity:.7}" +
     ".msg.agent{border-color:var(--c)}.msg.agent::before{content:attr(data-from);display:block;font-size:11px;font-weight:600;color:var(--c);margin-bottom:2px}" +
     ".msg.system{align-self:center;background:#fff7ed;border-color:#fed7aa;font-size:13px}.msg code{font-family:monospace;background:rgba(0,0,0,.06);padding:0 3px;border-radius:3px}" +
     ".typing span{display:inline-block;width:6px;height:6px;margin:0 2px;border-radius:50%;background:#9ca3af;animation:b 1s infinite}.typing span:nth-child(2){animation-delay:.15s}.typing span:nth-child(3){animation-delay:.3s}" +
@@ -208,9 +208,9 @@
   var log = el("div", { class: "log", role: "log", "aria-live": "polite" });
   var status = el("div", { class: "status", role: "alert" });
   var form = el("form");
-  var email = el("input", { class: "email", type: "email", placeholder: "Your email (optional)", "aria-label": "Your email (optional)", autocomplete: "email" });
+  var email = el("input", { class: "email", type: "email", placeholder: "Your email (optional)", "aria-label": "Your email (optional)", autocomplete: "email", dir: "auto" });
   email.hidden = true;
-  var input = el("textarea", { rows: "1", placeholder: "Type your message\u2026", "aria-label": "Message" });
+  var input = el("textarea", { rows: "1", placeholder: "Type your message\u2026", "aria-label": "Message", dir: "auto" });
   var sendBtn = el("button", { type: "submit", "aria-label": "Send message" }, "Send");
   var attachBtn = el("button", { type: "button", class: "attach", "aria-label": "Attach a file", title: "Attach a file" });
   attachBtn.appendChild(icon("clip", 18));
@@ -219,7 +219,14 @@
   form.append(email, input, attachBtn, picker, sendBtn);
   panel.append(header, awayNote, log, status, form);
   wrap.append(panel, launcher);
-  root.append(el("style", 0, CSS), wrap);
+  // A constructed stylesheet: a host page whose CSP forbids inline styles (style-src 'self') would
+  // block a <style> element; the element only where adoptedStyleSheets is missing (older browsers).
+  if ("adoptedStyleSheets" in root) {
+    var sheet = new CSSStyleSheet();
+    sheet.replaceSync(CSS);
+    root.adoptedStyleSheets = [sheet];
+  } else root.append(el("style", 0, CSS));
+  root.append(wrap);
 
   function applyLook() {
     wrap.style.setProperty("--c", /^#[0-9a-fA-F]{3,8}$/.test(look.avatar_color) ? look.avatar_color : "#4f46e5");
@@ -243,7 +250,7 @@
   // -- messages
   function scroll() { log.scrollTop = log.scrollHeight; }
   function bubble(who, text) {
-    var node = el("div", { class: "msg " + who });
+    var node = el("div", { class: "msg " + who, dir: "auto" });  // right-to-left words lay out right
     render(node, text || "");
     log.appendChild(node);
     if (typingFor !== null) log.appendChild(typing);
@@ -283,7 +290,7 @@
     var pend = clientId && byClient[clientId];
     var node = byId[m.id] || pend || (m.reply_to && streams[m.reply_to]);
     if (pend && pend !== node && pend.parentNode) pend.parentNode.removeChild(pend);
-    if (node) { render(node, m.text); node.classList.remove("failed"); }
+    if (node) { render(node, m.text); node.classList.remove("failed", "pending"); }
     else node = bubble(who(m), m.text);
     if (m.sender === "agent") node.setAttribute("data-from", t("team"));  // a person of the team wrote it, not the bot
     addFiles(node, m.attachments);
@@ -347,7 +354,8 @@
       flush();
     } else if (f.type === "message") {
       showMessage(f.message, f.client_id);
-      if (f.client_id) { delete byClient[f.client_id]; outbox = outbox.filter(function (o) { return o.id !== f.client_id; }); }
+      // taken: not sent again, and a refusal's line from before (a bad email, too fast) goes
+      if (f.client_id) { delete byClient[f.client_id]; forget(f.client_id); status.textContent = ""; }
     } else if (f.type === "reply.start") showTyping(f.reply_to);
     else if (f.type === "reply.delta") {
       hideTyping();
@@ -357,23 +365,30 @@
       render(node, node._text);
       scroll();
     } else if (f.type === "reply.done" && f.message) showMessage(f.message);
-    else if (f.type === "reply.cancelled") {
-      // a person took the conversation over while the bot was answering: its words so far go
+    else if (f.type === "reply.cancelled" || f.type === "reply.error") {
+      // a person took the conversation over while the bot was answering, or the bot could not answer
+      // (the conversation goes to the team, and the bot's handoff message follows): its words so far go
       if (typingFor === f.reply_to) hideTyping();
       var gone = streams[f.reply_to];
       if (gone && gone.parentNode) gone.parentNode.removeChild(gone);
       delete streams[f.reply_to];
     }
+    else if (f.type === "conversation") { if (f.bot_paused) hideTyping(); }  // a person has it: the bot is not typing
     else if (f.type === "rated") markRating(f.message, f.rating);
     else if (f.type === "error") {
       status.textContent = refusal(f);
-      if (f.retry_after) retryAfter = f.retry_after * 1000;
-      if (f.client_id && byClient[f.client_id]) {
-        byClient[f.client_id].classList.add("failed");
-        // the refused words go back into the box (unless something new is typed there), to edit and resend
-        if (!input.value && byClient[f.client_id].dataset.text) { input.value = byClient[f.client_id].dataset.text; input.focus(); }
-        outbox = outbox.filter(function (o) { return o.id !== f.client_id; });
-        delete byClient[f.client_id];
+      // Before the history, a refusal is the connection's (the socket closes): the reconnect waits it out.
+      // A message's refusal keeps the socket; its wait is for sending, not for reconnecting.
+      if (f.retry_after && !connected) retryAfter = f.retry_after * 1000;
+      if (f.client_id) {
+        var refused = byClient[f.client_id];
+        if (refused) {
+          refused.classList.remove("pending"); refused.classList.add("failed");
+          // the refused words go back into the box (unless something new is typed there), to edit and resend
+          if (!input.value && refused.dataset.text) { input.value = refused.dataset.text; input.focus(); }
+          delete byClient[f.client_id];
+        }
+        forget(f.client_id);  // a refused handoff (no bubble) too: not sent again on the next connect
       }
       if (f.code === "forbidden_origin") { fatal = true; input.disabled = sendBtn.disabled = human.disabled = true; }
       if (f.code === "bad_email") {
@@ -411,9 +426,25 @@
     if (!connected) return;
     outbox.forEach(function (o) { ws.send(JSON.stringify(o)); });
   }
+  // Frames the server has not taken yet live in the store too: a reload, or another page of the site,
+  // shows them again and sends them once connected (the server stores a client id once).
+  function keepOutbox() { store.outbox = outbox; save(); }
+  function forget(clientId) {
+    outbox = outbox.filter(function (o) { return o.id !== clientId; });
+    keepOutbox();
+  }
+  function restoreOutbox() {
+    (store.outbox || []).forEach(function (frame) {
+      outbox.push(frame);
+      if (frame.type !== "message") return;  // a handoff has no bubble until the server's echo
+      if (!log.firstChild && look.greeting) bubble("bot greeting", look.greeting);
+      byClient[frame.id] = bubble("me pending", frame.text);
+      byClient[frame.id].dataset.text = frame.text;
+    });
+  }
   function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 10); }
   function post(frame) {
-    outbox.push(frame);
+    outbox.push(frame); keepOutbox();
     if (connected) ws.send(JSON.stringify(frame));
     else if (!timer) connect();  // a reconnect is already waiting out its backoff: the outbox goes then
   }
@@ -435,7 +466,8 @@
   closeBtn.addEventListener("click", close);
   panel.addEventListener("keydown", function (e) { if (e.key === "Escape") { e.preventDefault(); close(); } });
   input.addEventListener("keydown", function (e) {
-    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit")); }
+    // Enter while an input method is composing (Japanese, Chinese...) picks the words, it does not send
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) { e.preventDefault(); form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit")); }
   });
   form.addEventListener("submit", function (e) {
     e.preventDefault();
@@ -448,7 +480,7 @@
       frame.email = store.email = address; save(); email.hidden = true;
     }
     hideChips();
-    byClient[frame.id] = bubble("me", text);
+    byClient[frame.id] = bubble("me pending", text);  // until the server's echo
     byClient[frame.id].dataset.text = text;
     input.value = "";
     post(frame);
@@ -465,7 +497,7 @@
     var id = newId(), text = input.value.trim(), body = new FormData();
     body.append("token", store.token || ""); body.append("id", id); body.append("text", text); body.append("file", file);
     hideChips();
-    var node = byClient[id] = bubble("me", text);
+    var node = byClient[id] = bubble("me pending", text);
     node.dataset.text = text;
     addFiles(node, [{ name: file.name }]);
     input.value = "";
@@ -497,7 +529,11 @@
   function start() {
     applyLook();
     document.body.appendChild(host);
-    loadLook().then(function () { if (store.open) open(true); });
+    loadLook().then(function () {
+      restoreOutbox();
+      if (store.open) open(true);
+      else if (outbox.length) connect();  // sent with the chat closed too; replies count on the launcher
+    });
   }
   if (document.body) start();
   else document.addEventListener("DOMContentLoaded", start);

@@ -437,3 +437,236 @@ def test_two_tabs_of_the_site_are_one_visitor(widget_channel, acme_bot, host_sit
     page.get_by_role("dialog", name="Chat with Ava").locator(".msg.me").get_by_text("Hello from tab A").wait_for()
     assert Conversation.objects.filter(bot=acme_bot).count() == 1
     tab_b.close()
+
+
+def as_worker(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` as the worker calls it: from a thread without Playwright's event loop
+    (``events.push`` uses async_to_sync), on its own database connection, closed after."""
+    import threading
+
+    from django.db import connection
+
+    errors = []
+
+    def run():
+        try:
+            function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - raised again below, in the test's thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+
+
+def test_a_reply_that_fails_midway_takes_its_words_away(widget_channel, acme_bot, host_site,
+                                                                      live_server_url, page):
+    """The worker streamed some words, then failed: ``_mark_failed`` hands the conversation to the team and
+    pushes ``reply.error``. The visitor is not left with half an answer."""
+    from bots import events
+    from bots.models import Conversation, Message
+    from inference.tasks import _mark_failed
+
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
+    panel.get_by_role("textbox", name="Message").press("Enter")
+    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
+    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
+    as_worker(events.push, inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix every")
+    bot_bubbles = panel.locator(".msg.bot:not(.greeting)")
+    expect(bot_bubbles.first).to_contain_text("We fix every")
+
+    as_worker(_mark_failed, inbound, RuntimeError("the engine failed"))
+    page.wait_for_function("window.__frames.some(f => f.type === 'reply.error')")
+    expect(bot_bubbles).to_have_count(0)  # half an answer is not an answer
+    assert Message.objects.get(id=inbound.id).reply_state == Message.ReplyState.FAILED
+    assert Conversation.objects.get(id=inbound.conversation_id).needs_human
+    assert Message.objects.get(reply_to=inbound).sender == "system"  # the handoff message, on its way
+
+
+def test_a_reply_that_fails_before_its_first_word_stops_the_typing_dots(widget_channel, acme_bot, host_site,
+                                                                         live_server_url, page):
+    from bots import events
+    from bots.models import Message
+    from inference.tasks import _mark_failed
+
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
+    panel.get_by_role("textbox", name="Message").press("Enter")
+    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
+    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
+    expect(panel.locator(".typing")).to_have_count(1)
+
+    as_worker(_mark_failed, inbound, RuntimeError("the engine failed"))
+    page.wait_for_function("window.__frames.some(f => f.type === 'reply.error')")
+    expect(panel.locator(".typing")).to_have_count(0)  # nobody is typing: not dots forever
+
+
+def test_the_typing_dots_go_when_a_person_takes_the_chat_over(widget_channel, acme_bot, alice, host_site,
+                                                              live_server_url, page):
+    from bots import events, services
+    from bots.models import Conversation, Message
+
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
+    panel.get_by_role("textbox", name="Message").press("Enter")
+    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
+    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
+    expect(panel.locator(".typing")).to_have_count(1)
+
+    as_worker(services.set_bot_paused, Conversation.objects.get(id=inbound.conversation_id), True, by=alice)
+    page.wait_for_function("window.__frames.some(f => f.type === 'conversation' && f.bot_paused)")
+    expect(panel.locator(".typing")).to_have_count(0)  # the bot is not answering any more
+
+
+# While window.__offline is set, the page's sockets go to a port nobody listens on (as with the network
+# down); the next page load is online again. Added before open_chat's RECORD_FRAMES, which wraps it.
+OFFLINE_SWITCH = """
+(() => {
+  const Connect = window.WebSocket;
+  window.WebSocket = function (url, protocols) { return new Connect(window.__offline ? NOWHERE : url, protocols); };
+  window.WebSocket.prototype = Connect.prototype;
+  Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+})();
+"""
+
+# Every frame the widget sends, as window.__sent.
+RECORD_SENT = """
+(() => {
+  window.__sent = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    try { window.__sent.push(JSON.parse(data)); } catch (err) {}
+    return send.call(this, data);
+  };
+})();
+"""
+
+
+def test_a_message_written_while_offline_survives_a_reload_and_is_sent_once(
+    widget_channel, acme_bot, host_site, live_server_url, page
+):
+    from bots.models import Message
+    from tests.conftest import free_port
+
+    page.add_init_script(OFFLINE_SWITCH.replace("NOWHERE", f"'ws://127.0.0.1:{free_port()}/'"))
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    page.wait_for_function("window.__frames.some(f => f.type === 'history')")  # a visitor now: its token is kept
+    page.evaluate("window.__offline = true; window.__sockets.forEach(s => s.close())")
+    panel.get_by_text("Connection lost \u2014 reconnecting\u2026").wait_for()
+    box = panel.get_by_role("textbox", name="Message")
+    box.fill("Are you open on Sunday?")
+    box.press("Enter")
+    mine = panel.locator(".msg.me")
+    expect(mine).to_have_text(["Are you open on Sunday?"])
+    expect(mine).to_have_class(re.compile(r"\bpending\b"))  # not taken by the server yet
+
+    page.reload()  # before the socket came back: online again
+    panel = page.get_by_role("dialog", name="Chat with Ava")
+    mine = panel.locator(".msg.me")
+    wait_for(lambda: Message.objects.filter(bot=acme_bot, direction="in").exists(), what="the message sent after the reload")
+    expect(mine).to_have_text(["Are you open on Sunday?"])
+    expect(mine).not_to_have_class(re.compile(r"\bpending\b"))  # the server's echo came
+
+    page.reload()  # taken: nothing left to send
+    page.wait_for_function("window.__frames.some(f => f.type === 'history')")
+    expect(page.get_by_role("dialog", name="Chat with Ava").locator(".msg.me")).to_have_text(["Are you open on Sunday?"])
+    assert list(Message.objects.filter(bot=acme_bot, direction="in").values_list("text", flat=True)) == [
+        "Are you open on Sunday?"]
+
+
+def test_the_refusal_line_goes_once_a_message_is_taken(widget_channel, acme_bot, host_site, live_server_url, page):
+    from bots.models import Message
+
+    widget_channel.settings["prechat_email"] = True
+    widget_channel.save()
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    address = panel.get_by_role("textbox", name="Your email (optional)")
+    address.fill("jo@gmail")
+    panel.get_by_role("textbox", name="Message").fill("Hello there")
+    panel.get_by_role("button", name="Send message").click()
+    status = panel.locator(".status")
+    expect(status).to_have_text("That email address does not look right.")
+
+    address.fill("jo@gmail.com")
+    panel.get_by_role("button", name="Send message").click()
+    page.wait_for_function("window.__frames.some(f => f.type === 'message' && f.client_id)")
+    expect(status).to_have_text("")  # what was wrong is fixed: the red line goes
+    assert Message.objects.filter(bot=acme_bot, text="Hello there").count() == 1
+
+
+def test_a_refused_handoff_is_not_sent_again_and_the_reconnect_does_not_wait_out_its_limit(
+    widget_channel, acme_bot, host_site, live_server_url, page
+):
+    from bots.models import Conversation, Message
+
+    widget_channel.settings["messages_per_minute"] = 1
+    widget_channel.save()
+    page.add_init_script(RECORD_SENT)
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    box = panel.get_by_role("textbox", name="Message")
+    box.fill("Hello")
+    box.press("Enter")
+    page.wait_for_function("window.__frames.some(f => f.type === 'message' && f.client_id)")
+    panel.get_by_role("button", name="Talk to a human").click()  # the second message within the minute: refused
+    page.wait_for_function("window.__frames.some(f => f.type === 'error' && f.code === 'rate_limited' && f.retry_after)")
+
+    page.evaluate("window.__sockets.forEach(s => s.close())")
+    # the refusal kept its socket: its wait (most of a minute) is for sending again, not for reconnecting
+    page.wait_for_function("window.__frames.filter(f => f.type === 'history').length >= 2", timeout=10_000)
+    assert page.evaluate("window.__sent.filter(f => f.type === 'handoff').length") == 1  # refused is not resent
+    assert not Conversation.objects.get(bot=acme_bot, channel="widget").needs_human
+    assert Message.objects.filter(bot=acme_bot, direction="in").count() == 1
+
+
+def test_the_widget_keeps_its_look_on_a_page_whose_policy_forbids_inline_styles(
+    widget_channel, acme_bot, host_site, live_server_url, page
+):
+    page.add_init_script(RECORD_FRAMES)
+    page.goto(host_site.page_url(live_server_url, acme_bot.public_key, csp="style-src 'self'"))
+    page.get_by_role("button", name=f"Open chat with {acme_bot.name}").click()
+    panel = page.get_by_role("dialog", name=f"Chat with {acme_bot.name}")
+    panel.get_by_text("Hi! How can I help you today?").wait_for()
+    # the policy holds: the host page's own <style> is blocked
+    assert page.locator("#host-button").evaluate("el => getComputedStyle(el).fontSize") != "40px"
+    launcher = page.locator(".launcher")
+    assert launcher.evaluate("el => getComputedStyle(el).position") == "fixed"
+    assert launcher.evaluate("el => getComputedStyle(el).borderRadius") == "50%"
+    assert panel.evaluate("el => getComputedStyle(el).position") == "fixed"
+    assert panel.locator(".msg.greeting").evaluate("el => getComputedStyle(el).borderRadius") == "12px"
+
+
+def test_enter_while_an_input_method_is_composing_does_not_send(widget_channel, acme_bot, host_site, live_server_url,
+                                                               page):
+    page.add_init_script(RECORD_SENT)
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    page.wait_for_function("window.__frames.some(f => f.type === 'history')")
+    box = panel.get_by_role("textbox", name="Message")
+    box.fill("\u306b\u307b\u3093")
+    # Enter picks the input method's words (Japanese, Chinese...): the keydown says it is composing
+    box.dispatch_event("keydown", {"key": "Enter", "code": "Enter", "isComposing": True})
+    expect(box).to_have_value("\u306b\u307b\u3093")
+    assert panel.locator(".msg.me").count() == 0
+    assert page.evaluate("window.__sent.filter(f => f.type === 'message').length") == 0
+
+
+def test_right_to_left_words_lay_out_right_to_left(widget_channel, acme_bot, host_site, live_server_url, page):
+    acme_bot.greeting = "مرحبا! كيف أساعدك؟"  # Arabic: "Hello! How can I help you?"
+    acme_bot.save()
+    acme_bot.publish()
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    greeting = panel.locator(".msg.greeting")
+    expect(greeting).to_have_text(acme_bot.greeting)
+    assert greeting.evaluate("el => getComputedStyle(el).direction") == "rtl"
+    # what the visitor types takes the direction of its words too
+    expect(panel.get_by_role("textbox", name="Message")).to_have_attribute("dir", "auto")
+    expect(panel.locator("input.email")).to_have_attribute("dir", "auto")

@@ -15,7 +15,7 @@ import html
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from websockets.sync.client import connect
@@ -51,6 +51,8 @@ class HostSite:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
+                if query.get("csp"):  # a shop with a Content-Security-Policy
+                    self.send_header("Content-Security-Policy", query["csp"][0])
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -62,8 +64,8 @@ class HostSite:
         self.thread.start()
         outer.url = self.origin + "/"
 
-    def page_url(self, platform, bot_key, lang="en"):
-        return f"{self.origin}/?platform={platform}&bot={bot_key}&lang={lang}"
+    def page_url(self, platform, bot_key, lang="en", csp=""):
+        return f"{self.origin}/?" + urlencode({"platform": platform, "bot": bot_key, "lang": lang, "csp": csp})
 
     def stop(self):
         self.server.shutdown()

@@ -12,6 +12,8 @@ from playwright.sync_api import expect
 
 from bots.models import Bot, Message
 
+from .conftest import log_in
+
 pytestmark = pytest.mark.browser
 
 QUESTION = "What are your opening hours?"
@@ -111,3 +113,98 @@ def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celer
     page.click("#chat-reset")
     expect(page.locator(".msg.bot[data-reply-to]")).to_have_count(0)
     expect(page.get_by_role("group", name="Suggested questions")).to_have_count(1)  # back with the greeting
+
+
+# The page's websockets, as window.__sockets (to drop the test chat's connection).
+RECORD_SOCKETS = """
+window.__sockets = [];
+(() => {
+  const Native = window.WebSocket;
+  window.WebSocket = function (url, protocols) { const ws = new Native(url, protocols); window.__sockets.push(ws); return ws; };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+})();
+"""
+
+
+def test_a_dropped_test_chat_starts_a_new_conversation_and_says_so(transactional_db, live_server_url, page, alice,
+                                                                   acme_bot):
+    """The server's new socket is a new preview conversation: what the old one showed (a reply that will
+    never finish streaming) goes, with a word why."""
+    import threading
+
+    from django.db import transaction
+
+    from bots import events, services
+
+    log_in(page, live_server_url, "alice")
+    page.add_init_script(RECORD_SOCKETS)
+    page.goto(f"{live_server_url}/bots/{acme_bot.id}/")
+    status = page.locator("#chat-status")
+    expect(status).to_have_attribute("data-state", "open")
+    page.fill("#chat-input", QUESTION)
+    page.press("#chat-input", "Enter")
+    expect(page.locator(".msg.user[data-message-id]")).to_have_count(1)  # stored
+    asked = Message.objects.get(bot=acme_bot, channel="preview", direction="in")
+    # the worker starts answering (from a thread, as the worker pushes: no Playwright event loop there)
+    thread = threading.Thread(target=events.push, args=(asked.conversation_id, "reply.start"), kwargs={"reply_to": asked.id})
+    thread.start()
+    thread.join()
+    expect(page.locator("#chat-log .streaming")).to_have_count(1)
+
+    page.evaluate("window.__sockets.forEach(s => s.close())")
+    expect(status).to_have_attribute("data-state", "closed")
+    expect(status).to_have_attribute("data-state", "open", timeout=15_000)
+    expect(page.locator("#chat-log .notice")).to_have_text("Connection lost \u2014 this is a new test conversation.")
+    expect(page.locator("#chat-log .msg.user")).to_have_count(0)
+    expect(page.locator("#chat-log .streaming")).to_have_count(0)
+    with transaction.atomic():  # the old conversation's question is nobody's to answer after the test
+        services.skip_pending(asked.conversation_id, "test over")
+
+
+def test_a_save_that_fails_opens_the_tab_of_the_field_to_fix(transactional_db, live_server_url, page, alice, acme_bot):
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/bots/{acme_bot.id}/#behaviour")
+    page.fill("#id_suggestions", "\n".join(f"Question {n}?" for n in range(1, 6)))  # one more than the 4 allowed
+    page.click("a[data-tab=persona]")
+    page.click("#save-draft")  # from another tab than the field's
+    expect(page.locator(".form-errors")).to_be_visible()
+    expect(page.locator(".field-suggestions.has-error")).to_be_visible()
+    expect(page.locator(".field-suggestions .errorlist")).to_contain_text("At most 4 suggested questions.")
+    expect(page.locator("a[data-tab=behaviour]")).to_have_class(re.compile("active"))
+
+
+PUBLISH_QUESTION = "Publish the last saved draft? Your unsaved changes will be lost \u2014 save them first."
+
+
+def test_unsaved_settings_are_not_lost_without_a_word_on_publish_or_leaving(transactional_db, live_server_url, page,
+                                                                             alice, acme_bot):
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/bots/{acme_bot.id}/")
+    expect(page.locator("#chat-status")).to_have_attribute("data-state", "open")  # builder.js is running
+    page.click("#id_role")
+    page.fill("#id_role", "bike repair expert")  # not saved
+    asked = []
+
+    def say_no(dialog):
+        asked.append((dialog.type, dialog.message))
+        dialog.dismiss()
+
+    page.on("dialog", say_no)
+    with page.expect_event("dialog"):
+        page.click("#publish")  # publishes the saved draft, not the form: asked first
+    expect(page.locator("#id_role")).to_have_value("bike repair expert")
+    assert Bot.objects.get(id=acme_bot.id).published_version == 1
+    with page.expect_event("dialog"):
+        page.get_by_role("link", name="All bots").click()  # leaving: the browser asks
+    expect(page.locator("#id_role")).to_have_value("bike repair expert")
+    assert page.url.startswith(f"{live_server_url}/bots/{acme_bot.id}/")
+    assert [kind for kind, _ in asked] == ["confirm", "beforeunload"]
+    assert asked[0][1] == PUBLISH_QUESTION
+
+    page.click("#save-draft")  # saved: nothing to ask any more
+    expect(page.locator(".flash")).to_contain_text("Draft saved")
+    page.click("#publish")
+    expect(page.locator("#publish-state")).to_contain_text("Version 2 published")
+    assert len(asked) == 2
+    assert Bot.objects.get(id=acme_bot.id).published_config["role"] == "bike repair expert"

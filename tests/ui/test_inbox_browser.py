@@ -127,3 +127,36 @@ def test_an_agent_ticks_every_conversation_on_the_page_and_closes_them(transacti
     assert page.url.endswith("/inbox/?status=open")  # back to the same filtered list, now empty
     expect(page.locator("#conversations")).to_contain_text("No conversations yet.")
     assert set(Conversation.objects.filter(bot=acme_bot).values_list("status", flat=True)) == {"closed"}
+
+
+def test_a_message_that_comes_before_the_first_poll_is_shown(transactional_db, live_server_url, page, alice, acme_bot):
+    from bots import services
+
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="v_early01", text="Do you fix e-bikes?",
+                             answer=False)
+    log_in(page, live_server_url, "alice")
+
+    def customer_writes_first(route):  # after the server drew the page, before inbox.js first asks
+        services.receive(bot=acme_bot, channel="widget", thread_id="v_early01", text="And what does it cost?",
+                         answer=False)
+        route.continue_()
+
+    page.route(lambda url: url.endswith(f"/inbox/{first.conversation.id}/messages.json"), customer_writes_first, times=1)
+    page.goto(f"{live_server_url}/inbox/{first.conversation.id}/")
+    expect(page.locator("li.msg", has_text="And what does it cost?")).to_be_visible(timeout=15_000)
+    expect(page.locator("li.msg")).to_have_count(2)
+
+
+def test_a_message_drawn_again_by_the_page_keeps_its_line_breaks(transactional_db, live_server_url, page, alice,
+                                                                 acme_bot):
+    from bots import services
+
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="v_lines01",
+                             text="My chain broke.\nCan you fix it today?", answer=False)
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/inbox/{first.conversation.id}/")
+    text = page.locator("li.msg .text").first
+    assert text.inner_text() == "My chain broke.\nCan you fix it today?"  # the server's drawing (<br>)
+    services.receive(bot=acme_bot, channel="widget", thread_id="v_lines01", text="Hello?", answer=False)
+    expect(page.locator("li.msg", has_text="Hello?")).to_be_visible(timeout=15_000)  # inbox.js drew the list again
+    assert text.inner_text() == "My chain broke.\nCan you fix it today?"  # its textContent, lines kept
