@@ -198,6 +198,8 @@ def _conversation_for(bot, channel, thread_id, contact, subject):
 
 def _reply_state(bot, conversation, text, answer, skip_reason):
     if not answer:
+        if skip_reason == "handoff" and conversation.bot_paused:  # asked again: the team has it already
+            return Message.ReplyState.SKIPPED, "agent has the conversation"
         return Message.ReplyState.SKIPPED, skip_reason or "filtered"
     if conversation.bot_paused:
         return Message.ReplyState.SKIPPED, "agent has the conversation"

@@ -279,3 +279,16 @@ def test_a_shortened_question_keeps_its_beginning_and_end(db, acme_bot):
     assert words(messages) <= 200 and len(messages) == 2  # the earlier turns went first
     assert messages[1]["content"].startswith("Order 4411 arrived broken.")
     assert messages[1]["content"].endswith("Can I get a refund?") and "[…]" in messages[1]["content"]
+
+
+def test_asking_for_a_human_again_while_the_team_has_the_conversation_is_no_second_handoff(db, acme_bot):
+    """The widget's "Human" button, pressed again (or after an agent took over), used to send the
+    handoff message again, email the whole team again and flag the conversation again."""
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="v-h", text="I'd like a human", answer=False,
+                             skip_reason="handoff")
+    notified = Conversation.objects.get(id=first.conversation.id).team_notified_at
+    again = services.receive(bot=acme_bot, channel="widget", thread_id="v-h", text="I'd like a human", answer=False,
+                             skip_reason="handoff")
+    assert again.message.meta["skip_reason"] == "agent has the conversation"
+    assert Message.objects.filter(conversation=first.conversation, sender="system").count() == 1
+    assert Conversation.objects.get(id=first.conversation.id).team_notified_at == notified
