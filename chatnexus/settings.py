@@ -7,22 +7,39 @@ listed in the README.
 """
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+# Typed readers: an unset or empty variable means the default (compose passes "" for what the
+# operator left out); a value they cannot read stops the start, naming the variable.
 def envbool(name, default=False):
-    return os.environ.get(name, str(default)).strip().lower() in ("1", "true", "yes", "on")
+    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in words:
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected one of {', '.join(words)}")
+    return words[value]
 
 
 def envint(name, default):
-    return int(os.environ.get(name, default))
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected a whole number, e.g. {default}") from None
 
 
 def envlist(name, default=""):
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    value = os.environ.get(name, "").strip() or default
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 # ---------------------------------------------------------------------------
@@ -53,10 +70,15 @@ ENCRYPTION_KEY = os.environ.get("CHATNEXUS_ENCRYPTION_KEY", "")
 # earlier encryption keys, still read (channels_app/crypto.py: rotation); with SECRET_KEY_FALLBACKS
 ENCRYPTION_OLD_KEYS = envlist("CHATNEXUS_ENCRYPTION_OLD_KEYS")
 SECRET_KEY_FALLBACKS = envlist("SECRET_KEY_FALLBACKS")
-ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
-CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 # The platform's public base URL (used in snippets, Twilio signature checks, emails).
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Unless set, the site answers on PUBLIC_URL's host besides this machine's own names, and trusts
+# forms posted from its origin (behind a TLS proxy the app sees http, the browser sends https).
+_public = urlsplit(PUBLIC_URL)
+_public_host = f"[{_public.hostname}]" if ":" in (_public.hostname or "") else (_public.hostname or "")
+_public_origin = f"{_public.scheme}://{_public.netloc.rpartition('@')[2].lower()}" if _public_host else ""
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ",".join(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", _public_host])))
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", _public_origin)
 
 # HTTPS: a site published over https keeps its session and CSRF cookies off plain HTTP.
 # The redirect to https, HSTS and trusting the proxy's X-Forwarded-Proto are opt-in: each
@@ -208,7 +230,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 600)}
+# Redis hands a task nobody acknowledged to another worker after this many seconds, and a task
+# retried with a countdown is held unacknowledged until it is due: a countdown (store_whatsapp_media
+# waits up to 16 min, deliver up to its lease) or a run longer than this would run it twice. A
+# worker machine lost outright has its tasks handed on after this long; the sweep (below) re-queues
+# unfinished replies and deliveries sooner.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {}
 
@@ -317,6 +344,7 @@ CHATNEXUS_WIDGET_HELLO_TIMEOUT_S = envint("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", 10
 # Sign-in, sign-up and password reset limits (bots/views/accounts.py; counters on the cache)
 CHATNEXUS_AUTH_POSTS_PER_IP = envint("CHATNEXUS_AUTH_POSTS_PER_IP", 30)  # per form, per address, per minute
 CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = envint("CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT", 10)  # per 15 minutes
+CHATNEXUS_INVITE_DAYS = envint("CHATNEXUS_INVITE_DAYS", 14)  # how long an invitation's link works
 CHATNEXUS_PASSWORD_RESETS_PER_EMAIL = envint("CHATNEXUS_PASSWORD_RESETS_PER_EMAIL", 3)  # mails per address per hour
 # Largest inbound email accepted (webhook body or IMAP message); larger webhooks get 413.
 CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)

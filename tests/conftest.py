@@ -16,6 +16,7 @@ import time
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -109,7 +110,8 @@ def service_env(smtp_server=None, **extra):
     db = settings.DATABASES["default"]
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    env["DATABASE_URL"] = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    login = quote(db["USER"] or "postgres", safe="") + (f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else "")
+    env["DATABASE_URL"] = f"postgres://{login}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("CHATNEXUS_DELIVERY_LEASE_S", "8")  # a dead worker's claim expires within a test's patience
     env.setdefault("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", "3")  # a silent widget socket is closed within a test's patience

@@ -8,7 +8,9 @@ import os
 import tempfile
 import uuid
 
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatnexus")
+# the password scripts/services.sh gives the postgres role where PostgreSQL asks for one on
+# 127.0.0.1 (Debian's default, scram-sha-256); ignored where it trusts loopback
+os.environ.setdefault("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/chatnexus")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("PUBLIC_URL", "http://127.0.0.1:8000")

@@ -1,0 +1,170 @@
+"""Settings read from the environment, each case in a fresh process with the environment a
+deployment sets: malformed numbers and booleans stop the start naming the variable, an empty
+value means the default, PUBLIC_URL's host is served without listing it twice, and Redis does
+not hand a delayed task to a second worker while the first still waits to run it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dj_database_url
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What one process makes of its environment: a few settings, whether a request for PUBLIC_URL's
+# host passes the host check, and whether a POST from PUBLIC_URL's origin passes the CSRF check
+# as a TLS proxy forwards it (plain http to the app, the browser's https Origin).
+PROBE = """
+import json
+import django
+django.setup()
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.middleware.csrf import CsrfViewMiddleware
+from django.test import RequestFactory
+from urllib.parse import urlsplit
+
+public = urlsplit(settings.PUBLIC_URL.lower())  # as a browser writes the host and the origin
+def host_ok(host):
+    try:
+        RequestFactory().get("/", HTTP_HOST=host).get_host()
+        return True
+    except DisallowedHost:
+        return False
+secret = "a" * 32
+post = RequestFactory().post("/", HTTP_HOST=public.netloc, HTTP_ORIGIN=f"{public.scheme}://{public.netloc}",
+                             HTTP_X_CSRFTOKEN=secret)
+post.COOKIES[settings.CSRF_COOKIE_NAME] = secret
+refused = CsrfViewMiddleware(lambda request: None).process_view(post, lambda request: None, (), {})
+print(json.dumps({
+    "ALLOWED_HOSTS": settings.ALLOWED_HOSTS,
+    "CSRF_TRUSTED_ORIGINS": settings.CSRF_TRUSTED_ORIGINS,
+    "SECURE_HSTS_SECONDS": settings.SECURE_HSTS_SECONDS,
+    "CHATNEXUS_PREFIX_CACHE_MB": settings.CHATNEXUS_PREFIX_CACHE_MB,
+    "SECURE_COOKIES": settings.SESSION_COOKIE_SECURE,
+    "public_host_ok": host_ok(public.netloc),
+    "public_origin_post_ok": refused is None,
+}))
+"""
+
+
+def settings_in(tmp_path, **env):
+    """The probe's result in a fresh process on chatnexus.settings with ``env`` over a clean base."""
+    drop = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
+            "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "CHATNEXUS_PREFIX_CACHE_MB", "PUBLIC_URL", "DEBUG")
+    environment = {k: v for k, v in os.environ.items() if k not in drop}
+    environment.update(DJANGO_SETTINGS_MODULE="chatnexus.settings", SECRET_KEY="x" * 60,
+                       CHATNEXUS_VAR_DIR=str(tmp_path / "var"), **env)
+    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True, text=True,
+                          timeout=120)
+
+
+def values(tmp_path, **env):
+    done = settings_in(tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def refusal(tmp_path, **env):
+    done = settings_in(tmp_path, **env)
+    assert done.returncode != 0, done.stdout
+    return done.stderr.strip().splitlines()[-1]  # the exception's line
+
+
+# ---------------------------------------------------------------------------
+# Numbers and booleans
+
+
+@pytest.mark.parametrize("name, value", [("CHATNEXUS_PREFIX_CACHE_MB", "256M"), ("SECURE_HSTS_SECONDS", "1 year")])
+def test_it_refuses_a_malformed_number_naming_the_variable(tmp_path, name, value):
+    line = refusal(tmp_path, **{name: value})
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured:"), line
+    assert name in line and repr(value) in line
+
+
+def test_it_takes_an_empty_number_for_its_default(tmp_path):
+    got = values(tmp_path, SECURE_HSTS_SECONDS="", CHATNEXUS_PREFIX_CACHE_MB=" ")
+    assert got["SECURE_HSTS_SECONDS"] == 0 and got["CHATNEXUS_PREFIX_CACHE_MB"] == 256
+    assert values(tmp_path, CHATNEXUS_PREFIX_CACHE_MB=" 64 ")["CHATNEXUS_PREFIX_CACHE_MB"] == 64
+
+
+@pytest.mark.parametrize("value, meaning", [("1", True), ("TRUE", True), ("Yes", True), ("on", True),
+                                            ("0", False), ("false", False), ("NO", False), ("Off", False)])
+def test_it_reads_the_usual_words_for_a_boolean(tmp_path, value, meaning):
+    assert values(tmp_path, PUBLIC_URL="http://127.0.0.1:8000", SECURE_COOKIES=value)["SECURE_COOKIES"] is meaning
+    assert values(tmp_path, PUBLIC_URL="https://chat.example.com", SECURE_COOKIES=value)["SECURE_COOKIES"] is meaning
+
+
+def test_it_refuses_a_misspelt_boolean_naming_the_variable(tmp_path):
+    line = refusal(tmp_path, PUBLIC_URL="https://chat.example.com", SECURE_COOKIES="ture")
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured:"), line
+    assert "SECURE_COOKIES" in line and "'ture'" in line
+
+
+def test_it_takes_an_empty_boolean_for_its_default(tmp_path):
+    assert values(tmp_path, PUBLIC_URL="https://chat.example.com", SECURE_COOKIES="")["SECURE_COOKIES"] is True
+    assert values(tmp_path, PUBLIC_URL="http://127.0.0.1:8000", SECURE_COOKIES="")["SECURE_COOKIES"] is False
+
+
+# ---------------------------------------------------------------------------
+# Hosts and origins
+
+
+@pytest.mark.parametrize("unset", [{}, {"ALLOWED_HOSTS": "", "CSRF_TRUSTED_ORIGINS": ""}])  # "": compose's default
+def test_it_serves_public_url_when_hosts_and_origins_are_not_set(tmp_path, unset):
+    got = values(tmp_path, PUBLIC_URL="https://chat.example.com", **unset)
+    assert got["public_host_ok"] and got["public_origin_post_ok"]
+    assert set(got["ALLOWED_HOSTS"]) == {"localhost", "127.0.0.1", "[::1]", "chat.example.com"}
+    assert got["CSRF_TRUSTED_ORIGINS"] == ["https://chat.example.com"]
+
+
+def test_it_keeps_public_urls_port_in_the_origin_only(tmp_path):
+    got = values(tmp_path, PUBLIC_URL="https://Chat.Example.com:8443/support/")
+    assert got["public_host_ok"] and got["public_origin_post_ok"]
+    assert "chat.example.com" in got["ALLOWED_HOSTS"]
+    assert got["CSRF_TRUSTED_ORIGINS"] == ["https://chat.example.com:8443"]
+
+
+def test_it_keeps_hosts_and_origins_that_are_set(tmp_path):
+    got = values(tmp_path, PUBLIC_URL="https://chat.example.com", ALLOWED_HOSTS="app.internal",
+                 CSRF_TRUSTED_ORIGINS="https://app.internal")
+    assert got["ALLOWED_HOSTS"] == ["app.internal"] and got["CSRF_TRUSTED_ORIGINS"] == ["https://app.internal"]
+    assert not got["public_host_ok"] and not got["public_origin_post_ok"]  # the control: as set, nothing added
+
+
+# ---------------------------------------------------------------------------
+# Celery on Redis
+
+
+def test_the_broker_waits_longer_than_any_task_is_delayed_or_runs(settings):
+    """Redis hands an unacknowledged task to another worker after the visibility timeout; a task
+    retried with a countdown (or running) longer than that would run twice."""
+    from channels_app.tasks import MEDIA_ATTEMPTS
+
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    longest = max(
+        30 * 2 ** (MEDIA_ATTEMPTS - 1),  # store_whatsapp_media's last countdown
+        300,  # deliver's backoff cap
+        settings.CHATNEXUS_DELIVERY_LEASE_S + 1,  # deliver waiting for another worker's claim
+        600,  # Celery's retry_backoff_max (bots.tasks, inference.tasks)
+        settings.CHATNEXUS_TASK_TIME_LIMIT + 30,  # generate_reply's hard time limit
+    )
+    assert visibility >= 2 * longest, (visibility, longest)
+
+
+# ---------------------------------------------------------------------------
+# The suite's own subprocesses
+
+
+def test_service_subprocesses_get_the_database_password(settings, monkeypatch):
+    """A server whose PostgreSQL asks for a password (Debian's scram-sha-256 on 127.0.0.1): the
+    worker and ASGI server subprocesses must connect as the suite does."""
+    from tests.conftest import service_env
+
+    db = settings.DATABASES["default"]
+    monkeypatch.setitem(db, "PASSWORD", "p@ss:w/rd")
+    url = dj_database_url.parse(service_env()["DATABASE_URL"])
+    assert (url["USER"], url["PASSWORD"], url["HOST"], int(url["PORT"]), url["NAME"]) == (
+        db["USER"] or "postgres", "p@ss:w/rd", db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432), db["NAME"])
