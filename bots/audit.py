@@ -22,6 +22,7 @@ def record(organization, actor, action: str, text: str) -> AuditEvent | None:
     if organization is None:
         return None
     name = person_name(actor) if getattr(actor, "pk", None) else ""
+    name = name[:AuditEvent._meta.get_field("actor_name").max_length]  # a full name may be 150 + 1 + 150 characters
     return AuditEvent.objects.create(organization=organization, actor=actor if name else None, actor_name=name,
                                      action=action, text=text[:300])
 

@@ -1,7 +1,9 @@
 """The builder's live test chat: a websocket at ``ws/preview/<bot_id>/``.
 
 Only a signed-in manager (owner/admin) of the bot's organisation, from a page of this site (its
-Origin), may connect; anyone else is closed with code 4403. A user message goes through the same
+Origin), may connect; anyone else is closed with code 4403, and so is an open socket whose session
+stops signing its user in (signed out, password changed, deactivated) or who is no longer a
+manager: both are checked again on each message. A user message goes through the same
 pipeline as every channel (``services.receive`` on channel ``"preview"``, which
 answers from the bot's *draft*), and the conversation's live events — the
 inference worker's ``reply.start`` / ``reply.delta`` / ``reply.done`` and stored
@@ -11,12 +13,15 @@ Each socket (and each "reset") is its own preview conversation: the thread id
 carries a random nonce, so two tabs never share a history.
 """
 import secrets
+from importlib import import_module
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib import auth
 from django.db import transaction
 
 from . import events, services
@@ -95,8 +100,9 @@ class PreviewConsumer(AsyncJsonWebsocketConsumer):
     def _receive_and_join(self, text, client_id):
         # Join the conversation's group inside the transaction that stores the
         # message: the reply task is queued only on commit, so no event is missed.
-        # The bot is reloaded (and access re-checked) so the draft is the current one.
-        bot = _managed_bot(self.scope["user"], self.bot.id)
+        # The bot is reloaded (and access re-checked) so the draft is the current one; so is the
+        # user, from the session as it is now: signed out, password changed or deactivated ends it.
+        bot = _managed_bot(_session_user(self.scope), self.bot.id)
         if bot is None:
             return None
         with transaction.atomic():
@@ -123,6 +129,22 @@ class PreviewConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _bot_for(self, user, bot_id):
         return _managed_bot(user, bot_id)
+
+
+def _session_user(scope):
+    """The user the socket's session signs in now, if still the one it connected as; else None.
+    The session is read again from its store (the scope's copy was loaded at connect), and Django
+    checks it as for a page: a sign-out deletes it, a password change leaves its auth hash stale,
+    an inactive user is refused."""
+    session = scope.get("session")
+    key = getattr(session, "session_key", None) if session is not None else None
+    connected = scope.get("user")
+    if not key or connected is None or not connected.is_authenticated:
+        return None
+    user = auth.get_user(SimpleNamespace(session=import_module(settings.SESSION_ENGINE).SessionStore(key)))
+    if not user.is_authenticated or not user.is_active or user.pk != connected.pk:
+        return None
+    return user
 
 
 def _managed_bot(user, bot_id):

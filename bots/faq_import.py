@@ -9,6 +9,7 @@ CSV in their own ways, so: UTF-8 with or without a byte-order mark, else Windows
 import csv
 import io
 
+from .knowledge import folded
 from .services import storable
 
 MAX_BYTES = 1024 * 1024
@@ -73,7 +74,7 @@ def pairs(raw: bytes) -> list[tuple[str, str]]:
         numbered = numbered[1:]
     if len(numbered) > MAX_ROWS:
         raise FaqImportError(f"That file has {len(numbered)} rows: at most {MAX_ROWS} can be imported at once.")
-    found, incomplete, too_long = [], [], []
+    found, incomplete, too_long, asked = [], [], [], {}
     for n, row in numbered:
         question = row[q] if len(row) > q else ""
         answer = row[a] if len(row) > a else ""
@@ -83,6 +84,7 @@ def pairs(raw: bytes) -> list[tuple[str, str]]:
             too_long.append(n)
         else:
             found.append((question, answer))
+            asked.setdefault(folded(question), []).append(n)  # as the import matches questions (any case)
     if incomplete:
         raise FaqImportError(f"Rows without both a question and an answer: {_rows(incomplete)}. "
                              "Each row needs the question in one column and the answer in the next.")
@@ -91,7 +93,18 @@ def pairs(raw: bytes) -> list[tuple[str, str]]:
                              f"{MAX_ANSWER:,}): {_rows(too_long)}.")
     if not found:
         raise FaqImportError("That file has a header but no FAQ rows.")
+    repeated = [rows for rows in asked.values() if len(rows) > 1]
+    if repeated:  # one answer would silently replace the other
+        others = "".join(f"; so do rows {_listed(rows)}" for rows in repeated[1:5])
+        more = f"; and {len(repeated) - 5} more questions" if len(repeated) > 5 else ""
+        raise FaqImportError(f"Rows {_listed(repeated[0])} ask the same question{others}{more}. "
+                             "Keep one row, with the answer you want, for each question.")
     return found
+
+
+def _listed(numbers: list[int]) -> str:
+    """"2 and 3", "1, 3 and 5"."""
+    return ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
 
 
 def _rows(numbers: list[int]) -> str:

@@ -2,7 +2,8 @@
 
 The side-effecting functions views and the API call; views stay thin. Rules:
 owners and admins invite (admins cannot invite owners); only owners change roles
-or remove members; an organisation always keeps at least one owner.
+or remove members; an organisation always keeps at least one owner. An invitation's link works
+for ``CHATNEXUS_INVITE_DAYS`` days, and is replaced when someone who saw it loses manager rights.
 """
 import secrets
 
@@ -72,6 +73,7 @@ def invite(*, organization, inviter_membership, email, role):
         message=(
             f"{inviter} invited you to join {organization.name} on ChatNexus as {invitation.get_role_display()}.\n\n"
             f"Accept the invitation: {link}\n"
+            f"The link works for {(invitation.expires - invitation.created).days} days.\n"
         ),
         from_email=None,
         recipient_list=[email],
@@ -90,7 +92,9 @@ def mail_leaves_the_server() -> bool:
 
 
 def open_invitation(token):
-    return Invitation.objects.select_related("organization").filter(token=token, accepted__isnull=True).first()
+    """The pending invitation of ``token``, or None (unknown, used, or expired)."""
+    invitation = Invitation.objects.select_related("organization").filter(token=token, accepted__isnull=True).first()
+    return None if invitation is None or invitation.expired else invitation
 
 
 @transaction.atomic
@@ -99,6 +103,8 @@ def accept(invitation, user):
     invitation = Invitation.objects.select_for_update().get(id=invitation.id)
     if invitation.accepted is not None:
         raise MembershipError("This invitation was already used.")
+    if invitation.expired:
+        raise MembershipError("This invitation has expired: ask the team for a new one.")
     membership, created = Membership.objects.get_or_create(
         user=user, organization=invitation.organization, defaults={"role": invitation.role}
     )
@@ -108,6 +114,16 @@ def accept(invitation, user):
     invitation.accepted = timezone.now()
     invitation.save(update_fields=["accepted"])
     return membership
+
+
+def _retire_links_seen(organization, role, new_role=None):
+    """A member of ``role`` loses manager rights (``new_role``: demoted; None: removed): every pending
+    invitation whose link the Team page showed them and no longer would gets a new token, so a link
+    they kept cannot bring them back in, or back up."""
+    before, after = Membership(role=role), Membership(role=new_role) if new_role else None
+    lost = [r for r in Role.values if may_invite(before, r) and not (after and may_invite(after, r))]
+    for invitation in Invitation.objects.filter(organization=organization, accepted__isnull=True, role__in=lost):
+        invitation.new_link()
 
 
 def _owner_count(org) -> int:
@@ -124,6 +140,7 @@ def change_role(actor, membership, role):
         raise MembershipError("Unknown role.")
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
+    _retire_links_seen(membership.organization, membership.role, role)
     membership.role = role
     membership.save(update_fields=["role"])
 
@@ -135,5 +152,6 @@ def remove(actor, membership):
     if membership.role == Role.OWNER and _owner_count(membership.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     with transaction.atomic():
+        _retire_links_seen(membership.organization, membership.role)
         Conversation.objects.filter(organization=membership.organization, assignee=membership.user).update(assignee=None)
         membership.delete()

@@ -124,6 +124,8 @@ def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Resp
             raise DocumentError("The page took too long to answer.") from None
         except requests.RequestException:
             raise DocumentError("The page could not be reached.") from None
+        except ValueError:  # requests reads a redirect's Location ahead, even unfollowed: "http://[x/" is none
+            raise DocumentError("The page redirected to something that is not a web address.") from None
         if response.is_redirect and response.headers.get("location"):
             response.close()
             url = urljoin(url, response.headers["location"])

@@ -5,7 +5,9 @@ Each form edits a ``ChannelConfig``: ``SETTINGS`` fields go to ``config.settings
 never filled back in: left blank they keep the stored value, "clear" removes it.
 """
 from django import forms
+from django.conf import settings
 from django.utils import timezone
+from django.utils.encoding import punycode
 
 from .widget.options import DEFAULTS as WIDGET_DEFAULTS
 from .widget.options import LANGUAGES as WIDGET_LANGUAGES
@@ -37,6 +39,8 @@ class ChannelForm(forms.Form):
         data = super().clean()
         stored = self.config.secrets if self.config is not None else {}
         for name in self.REQUIRED_SECRETS:
+            if name in self.errors:  # typed, but not valid: that error says it
+                continue
             if not data.get(name) and (not stored.get(name) or data.get(f"clear_{name}")):
                 self.add_error(name, "Required.")
         return data
@@ -118,7 +122,8 @@ class WhatsAppForm(ChannelForm):
 
     account_sid = forms.RegexField(regex=r"^AC[0-9a-fA-F]{32}$", label="Twilio account SID", help_text="Starts with AC.",
                                    error_messages={"invalid": "A Twilio account SID is AC followed by 32 hex digits."})
-    auth_token = forms.CharField(label="Auth token", max_length=200)
+    auth_token = forms.RegexField(regex=r"^[0-9a-fA-F]{32}$", label="Auth token",
+                                  error_messages={"invalid": "A Twilio auth token is 32 hex digits (Twilio Console, Account Info)."})
     phone_number = forms.RegexField(regex=r"^whatsapp:\+[1-9][0-9]{6,14}$", label="WhatsApp number",
                                     help_text="Like whatsapp:+14155238886",
                                     error_messages={"invalid": "Write the number as whatsapp:+<country code><number>."})
@@ -137,8 +142,8 @@ class EmailForm(ChannelForm):
         "imap_user", "imap_use_ssl", "imap_folder", "max_replies_per_sender_per_day",
     )  # fmt: skip
     SECRETS = ("smtp_password", "imap_password", "inbound_secret")
-    DEFAULTS = {"smtp_port": 587, "smtp_use_tls": True, "imap_port": 993, "imap_use_ssl": True, "imap_folder": "INBOX",
-                "max_replies_per_sender_per_day": 5}  # fmt: skip
+    DEFAULTS = {"smtp_port": 587, "smtp_use_tls": True, "imap_port": 993, "imap_use_ssl": True, "imap_folder": "INBOX"}
+    ASCII_ONLY = ("smtp_user", "smtp_password", "imap_user", "imap_password")  # SMTP and IMAP log in in ASCII
 
     address = forms.EmailField(label="Bot's email address")
     from_name = forms.CharField(max_length=100, required=False, label="From name")
@@ -158,12 +163,35 @@ class EmailForm(ChannelForm):
 
     MAILBOX = ("imap_host", "imap_user", "imap_folder")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial.setdefault("max_replies_per_sender_per_day", settings.CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY)
+
+    def clean_address(self):
+        """Stored with its domain in IDNA (hilfe@xn--mller-shop-9db.de): what mail headers can hold."""
+        from .email.adapter import ascii_address
+
+        try:
+            return ascii_address(self.cleaned_data["address"])
+        except UnicodeError:
+            raise forms.ValidationError("This domain cannot be written in a mail: each part between dots must be "
+                                        "at most 63 characters once in IDNA (xn--…).") from None
+
     def clean(self):
         from .email.adapter import refused_mail_host
 
         data = super().clean()
+        for name in self.ASCII_ONLY:
+            if data.get(name) and not data[name].isascii():
+                self.add_error(name, f"{self.fields[name].label} may hold only ASCII characters (no accents, no curly "
+                                     "quotes): mail servers take the login in ASCII.")
         for kind, default_port in (("smtp", 587), ("imap", 993 if data.get("imap_use_ssl") else 143)):
             host = (data.get(f"{kind}_host") or "").strip()
+            try:
+                punycode(host)
+            except UnicodeError:
+                self.add_error(f"{kind}_host", "Not a host name: each part between dots must be 1 to 63 characters.")
+                continue
             refused = host and refused_mail_host(host, data.get(f"{kind}_port") or default_port)
             if refused:
                 self.add_error(f"{kind}_host", f"Not allowed: {refused}.")

@@ -95,10 +95,21 @@ def _test_email(config, request):
         validate_email(to)
     except ValidationError:
         return [(False, "Write the address the test email should go to.")]
-    if to.lower() == (config.settings.get("address") or "").strip().lower():
+    if _comparable(to) == _comparable(config.settings.get("address") or ""):
         return [(False, f"Not to {to}, the bot's own address: the mail would come back in as a customer's. "
                         "Send it to your own address.")]
     return email_check.check(config, to)
+
+
+def _comparable(address):
+    """An address as the email channel stores its own: lower case, the domain in IDNA."""
+    from .email.adapter import ascii_address
+
+    address = address.strip().lower()
+    try:
+        return ascii_address(address)
+    except UnicodeError:
+        return address
 
 
 CHECKS = {  # kind -> the check of its saved settings, given the config and the request

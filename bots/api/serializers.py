@@ -5,12 +5,16 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from .. import webpages
-from ..documents import DocumentError
+from ..documents import MAX_DOC_CHARS, DocumentError
+from ..forms import HEX_COLOR, MAX_REPLY_TOKENS, MAX_SUGGESTION_CHARS
 from ..models import Attachment, Bot, Conversation, KnowledgeItem, Message, SavedReply, Tag
-from ..models.bots import BUILTIN_DRAFTERS, drafter_allowed
+from ..models.bots import BUILTIN_DRAFTERS, MAX_SUGGESTIONS, drafter_allowed, suggestion_list
 
 
 class BotSerializer(serializers.ModelSerializer):
+    """A bot's draft settings, within the builder form's limits (bots/forms.py BotSettingsForm): what
+    the API saves, the builder saves again and the bot's export imports."""
+
     has_unpublished_changes = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -36,9 +40,23 @@ class BotSerializer(serializers.ModelSerializer):
         return value
 
     def validate_max_reply_tokens(self, value):
-        if not 1 <= value <= 4096:
-            raise serializers.ValidationError("Between 1 and 4096.")
+        if not 1 <= value <= MAX_REPLY_TOKENS:
+            raise serializers.ValidationError(f"Between 1 and {MAX_REPLY_TOKENS}.")
         return value
+
+    def validate_avatar_color(self, value):
+        value = value.strip()
+        if not HEX_COLOR.match(value):
+            raise serializers.ValidationError("Use a hex colour like #4f46e5.")
+        return value.lower()
+
+    def validate_suggestions(self, value):
+        lines = suggestion_list(value, limit=None)
+        if len(lines) > MAX_SUGGESTIONS:
+            raise serializers.ValidationError(f"At most {MAX_SUGGESTIONS} suggested questions.")
+        if any(len(line) > MAX_SUGGESTION_CHARS for line in lines):
+            raise serializers.ValidationError(f"Keep each suggested question under {MAX_SUGGESTION_CHARS} characters.")
+        return "\n".join(lines)
 
     def validate_temperature(self, value):
         if not 0.0 <= value <= 2.0:
@@ -63,7 +81,8 @@ class RestoreSerializer(serializers.Serializer):
 
 class KnowledgeSerializer(serializers.ModelSerializer):
     """A FAQ pair or a document. A document given a ``source_url`` and no ``body`` is fetched from
-    that web page now (its title too, unless given); ``POST .../fetch/`` reads it again."""
+    that web page now (its title too, unless given); ``POST .../fetch/`` reads it again. As in the
+    builder: a body of at most MAX_DOC_CHARS, and a FAQ pair has its question (``title``)."""
 
     bot = serializers.PrimaryKeyRelatedField(queryset=Bot.objects.none())
 
@@ -85,7 +104,15 @@ class KnowledgeSerializer(serializers.ModelSerializer):
             data.update(body=text, title=data.get("title") or title[:200], fetched_at=timezone.now())
         elif self.instance is None and not data.get("body"):
             raise serializers.ValidationError({"body": "This field is required (or, for a document, a source_url)."})
+        kind = data.get("kind", getattr(self.instance, "kind", KnowledgeItem.Kind.FAQ))
+        if kind == KnowledgeItem.Kind.FAQ and not data.get("title", getattr(self.instance, "title", "")).strip():
+            raise serializers.ValidationError({"title": "A FAQ pair needs its question."})
         return data
+
+    def validate_body(self, value):
+        if len(value) > MAX_DOC_CHARS:
+            raise serializers.ValidationError(f"At most {MAX_DOC_CHARS:,} characters (a document's limit in the builder).")
+        return value
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -169,7 +196,7 @@ class InboundSerializer(serializers.Serializer):
     text = serializers.CharField(max_length=20_000)
     external_id = serializers.CharField(max_length=255, required=False, default="", help_text="Deduplicates retries.")
     contact_name = serializers.CharField(max_length=200, required=False, default="")
-    contact_email = serializers.EmailField(required=False, default="")
+    contact_email = serializers.EmailField(max_length=254, required=False, default="")  # Conversation.contact_email
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

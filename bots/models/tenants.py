@@ -6,9 +6,11 @@ a 404, never a leak.
 """
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
+from django.utils import timezone
 
 from channels_app.crypto import EncryptedJSONField
 
@@ -69,6 +71,20 @@ class Invitation(models.Model):
     invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     accepted = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+
+    @property
+    def expires(self):
+        """When the link stops working: ``CHATNEXUS_INVITE_DAYS`` (14) days after the invitation was made."""
+        return self.created + timedelta(days=settings.CHATNEXUS_INVITE_DAYS)
+
+    @property
+    def expired(self) -> bool:
+        return timezone.now() >= self.expires
+
+    def new_link(self):
+        """A new token: the link seen so far stops working (its holders lost the right to it)."""
+        self.token = _invite_token()
+        self.save(update_fields=["token"])
 
 
 def token_digest(key: str) -> str:

@@ -173,7 +173,7 @@ def invite_accept(request, token):
     """Signed in: join. Signed out: create an account for the invited email (or log in first)."""
     invitation = members.open_invitation(token)
     if invitation is None:
-        raise Http404("This invitation does not exist or was already used.")
+        raise Http404("This invitation does not exist, was already used or has expired.")
     if request.user.is_authenticated:
         if request.method == "POST":
             return _join(request, invitation, request.user)

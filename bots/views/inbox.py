@@ -143,7 +143,7 @@ def bulk(request):
             assignee = conversations[0].assignee
             done = f"Assigned to {assignee.get_username()}:" if assignee else "Unassigned"
         else:
-            name = services.tag_name(request.POST.get("tag", ""))
+            name = services.tag_name(services.storable(request.POST.get("tag", "")))  # a NUL: U+FFFD, as stored
             for conversation in conversations:
                 services.add_tag(conversation, name)
             done = f"Tagged “{name}”:"
@@ -212,7 +212,7 @@ def tags(request, conversation_id):
                                          if str(tag.id) != request.POST["remove"]])
     else:
         try:
-            services.add_tag(conversation, request.POST.get("add", ""))
+            services.add_tag(conversation, services.storable(request.POST.get("add", "")))  # a NUL: U+FFFD
         except ValueError:
             flash.error(request, "Write the tag's name first.")
     return redirect(reverse("inbox:thread", args=[conversation.id]) + "#tags")
@@ -290,7 +290,9 @@ def thread_json(request, conversation_id):
 @require_POST
 def reply(request, conversation_id):
     conversation = _conversation(request, conversation_id)
-    text = request.POST.get("text", "").strip()
+    # LF line breaks, as every other form stores them (the browser posts CRLF, which would count twice
+    # against the limit the textarea counted once); a NUL as U+FFFD, as PostgreSQL can keep it
+    text = services.storable(request.POST.get("text", "")).replace("\r\n", "\n").strip()
     if not text or len(text) > MAX_AGENT_REPLY:
         flash.error(request, f"Write a reply of 1 to {MAX_AGENT_REPLY} characters.")
         return redirect("inbox:thread", conversation.id)

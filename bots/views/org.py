@@ -21,7 +21,7 @@ from .downloads import csv_download
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField()
+    email = forms.EmailField(max_length=254)  # Invitation.email's column (an address may be 320 characters)
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.AGENT)
 
 
@@ -59,8 +59,8 @@ def team_page(request, form, hours_form=None):
     context = {
         "members": scoped(request, Membership).select_related("user").order_by("id"),
         # an owner invitation's link makes its holder an owner: only owners see it (admins cannot invite owners either)
-        "invitations": [(invitation, members.invite_link(invitation) if members.may_invite(request.membership, invitation.role)
-                         else None)
+        "invitations": [(invitation, members.invite_link(invitation)
+                         if members.may_invite(request.membership, invitation.role) and not invitation.expired else None)
                         for invitation in scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id")],
         "form": form,
         "roles": Membership.Role.choices,
@@ -112,6 +112,8 @@ def member_remove(request, membership_id):
 @require_POST
 def invitation_cancel(request, invitation_id):
     invitation = get_scoped_or_404(request, Invitation, id=invitation_id, accepted__isnull=True)
+    if not members.may_invite(request.membership, invitation.role):  # an admin's owner invitation: not theirs
+        raise Http404
     invitation.delete()
     audit.record(request.organization, request.user, "member.invitation_cancelled",
                  f"Cancelled the invitation of {invitation.email}")
@@ -265,7 +267,7 @@ def tag_edit(request, tag_id):
         messages.success(request, f"Deleted the tag {old}.")
         return redirect(reverse("org:members") + "#tags")
     try:
-        name = services.tag_name(request.POST.get("name", ""))
+        name = services.tag_name(services.storable(request.POST.get("name", "")))  # a NUL: U+FFFD, as stored
     except ValueError:
         messages.error(request, "A tag needs a name.")
         return redirect(reverse("org:members") + "#tags")

@@ -30,8 +30,8 @@ class SavedReplyForm(LineEndings, forms.ModelForm):
             raise forms.ValidationError("There is already a saved reply with this title.")
         return title
 
-    def clean_text(self):
-        text = self.cleaned_data["text"].strip()
+    def clean_text(self):  # counted with LF line breaks, as stored (LineEndings), not the browser's CRLF
+        text = self.cleaned_data["text"].replace("\r\n", "\n").strip()
         if len(text) > MAX_AGENT_REPLY:
             raise forms.ValidationError(f"At most {MAX_AGENT_REPLY} characters.")
         return text

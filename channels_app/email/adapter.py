@@ -15,11 +15,12 @@ from email.utils import formataddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.utils.encoding import punycode
 
 from bots import egress
 from bots.models import Message
 
-from ..base import Adapter, DeliveryError
+from ..base import Adapter, DeliveryError, one_line
 from .html import to_html
 
 _RE = re.compile(r"^\s*(re|aw|sv|antw|r)\s*(\[\d+\])?\s*:", re.I)
@@ -35,6 +36,23 @@ def reply_subject(subject: str) -> str:
 def message_id_for(message, domain) -> str:
     token = hmac.new(settings.SECRET_KEY.encode(), f"reply:{message.id}".encode(), hashlib.sha256).hexdigest()[:16]
     return f"<chatnexus.{message.id}.{token}@{domain}>"
+
+
+def ascii_address(address: str) -> str:
+    """``address`` with its domain in IDNA (hilfe@müller-shop.de -> hilfe@xn--mller-shop-9db.de),
+    as ``formataddr``, SMTP and our Message-IDs need it. Raises UnicodeError for a local part
+    beyond ASCII or a domain IDNA cannot write (a label over 63 characters)."""
+    local, _, domain = address.rpartition("@")
+    local.encode("ascii")
+    return f"{local}@{punycode(domain)}"
+
+
+def unusable(error: UnicodeError) -> str:
+    """A saved mail setting that Python cannot send to the server (a host name IDNA cannot write;
+    a user or password beyond ASCII, as SMTP and IMAP log in), in words that never repeat a
+    password's characters."""
+    why = "a character beyond ASCII" if isinstance(error, UnicodeEncodeError) else one_line(error)
+    return f"the saved host name, user or password cannot be sent to a mail server ({why}); save the email settings again"
 
 
 def refused_mail_host(host: str, port) -> str:
@@ -86,6 +104,10 @@ class EmailAdapter(Adapter):
         recipient = meta.get("reply_to_address") or meta.get("from_address") or message.conversation.contact_email
         if not recipient:
             raise DeliveryError("no address to reply to", transient=False, code="recipient")
+        try:
+            address = ascii_address(address)  # saved before addresses were stored in IDNA
+        except UnicodeError:
+            raise DeliveryError(f"the bot address {address} cannot be written in a mail", transient=False, code="config") from None
         message_id = message_id_for(message, address.rsplit("@", 1)[1])
         headers = {"Message-ID": message_id, "Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
         in_reply_to = meta.get("message_id") or ""
@@ -116,6 +138,8 @@ class EmailAdapter(Adapter):
             raise DeliveryError(f"SMTP refused the recipient: {error.recipients}", transient=transient, code=str(codes[0] if codes else "")) from error
         except (smtplib.SMTPException, OSError, socket.timeout) as error:
             raise DeliveryError(f"SMTP server unreachable: {error}", transient=True, code="network") from error
+        except UnicodeError as error:  # settings saved before the form checked them
+            raise DeliveryError(f"SMTP settings unusable: {unusable(error)}", transient=False, code="config") from None
         return message_id.strip("<>")
 
 

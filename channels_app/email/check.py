@@ -2,7 +2,7 @@
 the channel will use them, and say what happened in words.
 
 - SMTP: a short mail from the bot's address, through the channel's SMTP server (the
-  platform's own mail settings when it names none), to the person who asked;
+  platform's own mail settings when it names none), to the address typed beside the button;
 - IMAP, when set: log in and open the folder the poller reads (read-only), and count its mail.
 
 Each check answers ``(ok, sentence)``; nothing raises, nothing is stored.
@@ -17,7 +17,7 @@ from django.core.mail import EmailMessage
 from bots.membership import mail_leaves_the_server
 
 from ..base import one_line
-from .adapter import refused_smtp_host, smtp_connection
+from .adapter import ascii_address, refused_smtp_host, smtp_connection, unusable
 from .imap import MailHostRefused, connect, select_folder
 
 
@@ -31,11 +31,15 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
     refused = refused_smtp_host(config)
     if refused:
         return False, f"SMTP not tried: {refused}."
+    try:
+        sender = ascii_address(address)  # saved before addresses were stored in IDNA
+    except UnicodeError:
+        return False, f"SMTP not tried: the bot address {address} cannot be written in a mail; save the email settings again."
     mail = EmailMessage(
         subject=f"Test email from {config.bot.name} (ChatNexus)",
         body=f"This is a test from the email channel of {config.bot.name}: its replies are sent like this one, "
              f"from {address}, through {where}.",
-        from_email=formataddr((channel.get("from_name") or config.bot.name, address)),
+        from_email=formataddr((channel.get("from_name") or config.bot.name, sender)),
         to=[recipient],
         headers={"Auto-Submitted": "auto-generated"},
         connection=smtp_connection(config),
@@ -52,6 +56,8 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
         return False, f"SMTP: {where} answered {error.smtp_code} {one_line(error.smtp_error)}."
     except (smtplib.SMTPException, OSError, socket.timeout) as error:
         return False, f"SMTP: could not talk to {where}: {error or type(error).__name__}."
+    except UnicodeError as error:
+        return False, f"SMTP not tried: {unusable(error)}."
     if not channel.get("smtp_host") and not mail_leaves_the_server():
         return True, (f"SMTP: the test email to {recipient} was only written to this server's log: the channel names "
                       "no SMTP server and the platform has no mail server set up (EMAIL_HOST).")
@@ -70,12 +76,17 @@ def imap(config) -> tuple[bool, str]:
         return False, f"IMAP: {host} refused the login: {one_line(error)}."
     except (OSError, socket.timeout) as error:
         return False, f"IMAP: could not talk to {host}: {error or type(error).__name__}."
+    except UnicodeError as error:
+        return False, f"IMAP not tried: {unusable(error)}."
     try:
         count = select_folder(client, folder)
     except imaplib.IMAP4.error as error:
         return False, f"IMAP: logged in to {host}, but the folder {folder!r} cannot be opened: {one_line(error)}."
     except (OSError, socket.timeout) as error:
         return False, f"IMAP: {host} stopped answering: {error or type(error).__name__}."
+    except UnicodeError:  # the folder's name: IMAP writes it in ASCII (modified UTF-7)
+        return False, (f"IMAP: logged in to {host}, but the folder {folder!r} cannot be asked for: IMAP names folders "
+                       "in ASCII (one with accents is written in modified UTF-7, like Entw&APw-rfe).")
     finally:
         try:
             client.logout()

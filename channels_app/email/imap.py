@@ -21,7 +21,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from ..models import ChannelConfig
-from .adapter import refused_mail_host
+from .adapter import refused_mail_host, unusable
 from .inbound import ingest, store_unparseable
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ def poll_mailbox(config_id):
         return fetch_new(config)
     except (OSError, imaplib.IMAP4.error) as error:
         log.warning("imap: mailbox of channel %s: %s", config_id, error)
+        return 0
+    except UnicodeError as error:  # settings saved before the form checked them
+        log.warning("imap: mailbox of channel %s: %s", config_id, unusable(error))
         return 0
     finally:
         cache.delete(lock)

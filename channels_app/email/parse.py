@@ -13,6 +13,8 @@ from email import message_from_bytes, policy
 from email.utils import getaddresses, parseaddr
 from html.parser import HTMLParser
 
+from bots.services import storable
+
 MAX_ATTACHMENTS_LISTED = 50
 
 
@@ -71,11 +73,12 @@ def _ids(value):
 
 
 def _read(msg) -> ParsedMail:
-    from_name, from_address = parseaddr(_header(msg, "From"))
+    # addresses as PostgreSQL keeps them: the filters query stored mail by them (a NUL would be a DataError)
+    from_name, from_address = storable(parseaddr(_header(msg, "From")))
     if "@" not in from_address and from_address.upper() != "MAILER-DAEMON":
         raise Unparseable("no sender address (From)")
-    _, reply_to = parseaddr(_header(msg, "Reply-To"))
-    to = [address.lower() for _, address in getaddresses([_header(msg, "To"), _header(msg, "Cc")]) if address]
+    _, reply_to = storable(parseaddr(_header(msg, "Reply-To")))
+    to = [address.lower() for _, address in storable(getaddresses([_header(msg, "To"), _header(msg, "Cc")])) if address]
     message_ids = _ids(_header(msg, "Message-ID"))
     text, attachments, files = _body(msg)
     headers = {name: _header(msg, name) for name in FILTER_HEADERS if msg.get(name) is not None}

@@ -48,11 +48,11 @@ def to_mime(body: bytes) -> bytes:
         return raw.encode("utf-8", errors="surrogateescape")
     message = EmailMessage()
     headers = {}
-    for item in payload.get("Headers") or []:
+    for item in _list(payload.get("Headers")):
         if isinstance(item, dict) and isinstance(item.get("Name"), str) and isinstance(item.get("Value"), str):
             headers.setdefault(item["Name"].strip().lower(), []).append((item["Name"].strip(), item["Value"]))
     sender = payload.get("FromFull") if isinstance(payload.get("FromFull"), dict) else {}
-    from_value = formataddr((_text(sender.get("Name")), _text(sender.get("Email")))) if sender.get("Email") \
+    from_value = _address(_text(sender.get("Name")), _text(sender.get("Email"))) if sender.get("Email") \
         else _text(payload.get("From"))
     message_id = next((value for _, value in headers.get("message-id", [])), "") \
         or (f"<{_text(payload.get('MessageID'))}@inbound.postmarkapp.com>" if payload.get("MessageID") else "")
@@ -71,13 +71,28 @@ def to_mime(body: bytes) -> bytes:
             message.add_alternative(html, subtype="html")
     else:
         message.set_content(html, subtype="html")
-    for attachment in payload.get("Attachments") or []:
+    for attachment in _list(payload.get("Attachments")):
         _attach(message, attachment)
     return message.as_bytes()
 
 
 def _text(value) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _list(value) -> list:
+    """A field that should be a list ("Headers", "Attachments"); anything else (1, true) as none."""
+    return value if isinstance(value, list) else []
+
+
+def _address(name: str, email: str) -> str:
+    """``Name <email>``; an address beyond ASCII (josé@example.com, which ``formataddr`` refuses)
+    written as it came, for the header parser to read like any such mail."""
+    try:
+        return formataddr((name, email))
+    except UnicodeError:
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')  # "Ruiz, José": one name, not two addresses
+        return f'"{quoted}" <{email}>' if name else email
 
 
 def _set(message: EmailMessage, name: str, value: str) -> None:

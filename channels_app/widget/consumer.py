@@ -7,9 +7,11 @@ URL, where proxies and access logs would keep it. No hello within
 ``?token=`` in the URL is still read, only for widget scripts loaded before the hello.)
 Then: origin allow-list (4403), visitor token (4401 when tampered; a new one is issued
 when absent), connection rate limit (4429), then the ``session`` and ``history`` frames.
-On each later frame: validate, rate-limit, ``receive()``; problems answer with an
-``error`` frame and keep the socket. A ``sync`` frame (sent after a file upload over HTTP,
-uploads.py) joins the visitor's conversation if the socket had none yet, then resends history.
+On each later frame: the widget's settings again (``inbound.recheck``: turned off or this site
+removed since: 4403, nothing stored), validate, rate-limit with the current limits, ``receive()``;
+other problems answer with an ``error`` frame and keep the socket. A ``sync`` frame (sent after a
+file upload over HTTP, uploads.py) joins the visitor's conversation if the socket had none yet,
+then resends history.
 Conversation events from ``bots.events.push`` are forwarded as they come.
 """
 import asyncio
@@ -25,7 +27,8 @@ from bots.events import group_for
 
 from . import inbound
 
-FORWARDED_EVENTS = {"message", "reply.start", "reply.delta", "reply.done", "reply.cancelled", "conversation"}
+FORWARDED_EVENTS = {"message", "reply.start", "reply.delta", "reply.done", "reply.cancelled", "reply.error",
+                    "conversation"}
 
 
 class WidgetConsumer(AsyncWebsocketConsumer):
@@ -89,6 +92,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             return
         if self.session is None:
             return
+        refusal = await database_sync_to_async(inbound.recheck)(self.session)
+        if refusal is not None:  # the manager turned the widget off or removed this site since it opened
+            self.session = None
+            await self._refuse(refusal)
+            return
         frame = inbound.parse_frame(text_data, self.session.options)
         if isinstance(frame, inbound.Refusal):
             await self.send_json(frame.frame())
@@ -131,7 +139,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if kind not in FORWARDED_EVENTS:
             return
         frame = {"type": kind}
-        if kind in ("reply.start", "reply.delta", "reply.done", "reply.cancelled"):
+        if kind in ("reply.start", "reply.delta", "reply.done", "reply.cancelled", "reply.error"):
             frame["reply_to"] = event.get("reply_to")
         if kind == "reply.delta":
             frame["delta"] = event.get("delta", "")

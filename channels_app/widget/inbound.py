@@ -7,6 +7,7 @@ clear message the visitor sees — never as exceptions that would drop the socke
 """
 import json
 import re
+import time
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -22,6 +23,10 @@ CHANNEL = "widget"
 HISTORY_LIMIT = 100
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HANDOFF_TEXT = "I'd like to talk to a human, please."
+MAX_EMAIL = 254  # what an address may be (RFC 5321's path limit); the validator alone lets 320 through
+# An open socket re-reads its widget's settings at most this often: a manager who turns the widget
+# off or removes a site stops it within seconds, and a stream of frames costs no query each.
+OPTIONS_FRESH_S = 2.0
 
 
 @dataclass
@@ -50,12 +55,18 @@ class Session:
     token: str
     conversation_id: int | None  # None until the visitor's first message
     client_ip: str = "?"  # messages from one address share a limit (ratelimit.check_message)
+    origin: str = ""  # the page's origin, checked again against the allow-list (recheck)
+    checked: float = 0.0  # time.monotonic() when `options` were last read
+
+
+def forbidden_origin() -> Refusal:
+    return Refusal("forbidden_origin", "This website is not allowed to use this chat.", close_code=4403)
 
 
 def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Session | Refusal:
     loaded = widget_options.load(public_key)
     if loaded is None or not widget_options.origin_allowed(loaded[2], origin):
-        return Refusal("forbidden_origin", "This website is not allowed to use this chat.", close_code=4403)
+        return forbidden_origin()
     bot, _config, opts = loaded
     visitor_id = tokens.verify(public_key, token) if token else None
     if token and visitor_id is None:
@@ -70,7 +81,21 @@ def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Se
         )
     if visitor_id is None:
         visitor_id, token = tokens.issue(public_key)
-    return Session(bot.id, public_key, opts, visitor_id, token, conversation_of(bot.id, visitor_id), client_ip)
+    return Session(bot.id, public_key, opts, visitor_id, token, conversation_of(bot.id, visitor_id), client_ip,
+                   origin, time.monotonic())
+
+
+def recheck(session: Session) -> Refusal | None:
+    """Before an open socket's frame: the widget's settings as they are now (at most
+    ``OPTIONS_FRESH_S`` old). Turned off, or the page's site no longer allowed: the forbidden-origin
+    refusal, and the socket closes; otherwise the frame is judged by the current limits."""
+    if time.monotonic() - session.checked < OPTIONS_FRESH_S:
+        return None
+    loaded = widget_options.load(session.public_key)
+    if loaded is None or loaded[0].id != session.bot_id or not widget_options.origin_allowed(loaded[2], session.origin):
+        return forbidden_origin()
+    session.options, session.checked = loaded[2], time.monotonic()
+    return None
 
 
 def conversation_of(bot_id: int, visitor_id: str) -> int | None:
@@ -156,6 +181,8 @@ def _message(frame: dict, kind: str, limit: int) -> dict | Refusal:
         return Refusal("bad_frame", '"email" must be a string.')
     if email:
         try:
+            if len(email) > MAX_EMAIL:
+                raise ValidationError("too long")
             validate_email(email)
         except ValidationError:
             return Refusal("bad_email", "That email address does not look right.")

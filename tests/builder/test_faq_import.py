@@ -63,6 +63,8 @@ def test_spreadsheets_own_ways_of_writing_csv(as_alice, acme_bot, raw):
     (("q,a\n" + "".join(f"Q{i}?,A{i}\n" for i in range(501))).encode(), "That file has 501 rows: at most 500"),
     (("q,a\n" + "x" * 201 + ",fine\n").encode(), "Rows too long (a question at most 200 characters"),
     (b"x" * (1024 * 1024 + 1), "That file is too large: the limit is 1024 KB."),
+    (b"Question,Answer\nDo you rent bikes?,Yes\ndo you RENT  bikes?,No\n", "Rows 2 and 3 ask the same question"),
+    (b"Q1?,A\nQ2?,B\nq1?,C\nQ2?,D\nQ1?,E\n", "Rows 1, 3 and 5 ask the same question; so do rows 2 and 4"),
 ])
 def test_a_file_that_does_not_read_saves_nothing_and_says_why(as_alice, acme_bot, raw, says):
     before = faqs(acme_bot)

@@ -50,13 +50,41 @@ class Socket(ApplicationCommunicator):
         await self.wait(timeout=5)
 
 
-def communicator(user, bot_id, origin="http://testserver"):
+def signed_in_session(user):
+    """The session a browser signed in as ``user`` sends (what AuthMiddlewareStack puts in the scope).
+    Made in a thread of its own that closes its database connection: the helpers below call this
+    from inside their event loop, whose thread would otherwise keep a connection to the test database."""
+    from concurrent.futures import ThreadPoolExecutor
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if not user.is_authenticated:
+        return store()
+
+    def log_in():
+        try:
+            client = Client()
+            client.force_login(user)
+            return client.session.session_key
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return store(pool.submit(log_in).result())
+
+
+def communicator(user, bot_id, origin="http://testserver", session=None):
     scope = {
         "type": "websocket",
         "path": f"/ws/preview/{bot_id}/",
         "headers": [(b"host", b"testserver")] + ([(b"origin", origin.encode())] if origin else []),
         "subprotocols": [],
         "user": user,
+        "session": session if session is not None else signed_in_session(user),
         "url_route": {"args": (), "kwargs": {"bot_id": bot_id}},
     }
     return Socket(PreviewConsumer.as_asgi(), scope)
@@ -148,3 +176,57 @@ def test_it_starts_a_new_conversation_per_session_and_reset(transactional_db, al
     ids = async_to_sync(_two_sessions)(alice, acme_bot.id)
     assert len(set(ids)) == 4
     assert Message.objects.filter(channel="preview").count() == 4
+
+
+async def _chat_then(user, bot_id, session, revoke):
+    """Chat once, ``revoke`` the user's right to the session (sync, database), then try again."""
+    from channels.db import database_sync_to_async
+
+    comm = communicator(user, bot_id, session=session)
+    await comm.connect()
+    await comm.receive_json_from(timeout=30)  # ready
+    await comm.send_json_to({"type": "message", "id": "c1", "text": "Hi"})
+    first = await comm.receive_json_from(timeout=30)
+    await comm.receive_json_from(timeout=30)  # the stored message's event
+    await database_sync_to_async(revoke)()
+    await comm.send_json_to({"type": "message", "id": "c2", "text": "Still there?"})
+    closed = await comm.receive_output(timeout=30)
+    await comm.disconnect()
+    return first, closed
+
+
+def _sign_out(session):
+    def revoke():
+        from django.contrib.auth import logout
+        from django.test import RequestFactory
+
+        request = RequestFactory().post("/accounts/logout/")
+        request.session = session.__class__(session.session_key)
+        request.user = None
+        logout(request)
+    return revoke
+
+
+def _change_password(user):
+    def revoke():
+        user.set_password("a-brand-new-passphrase-7")
+        user.save()
+    return revoke
+
+
+def _deactivate(user):
+    def revoke():
+        type(user).objects.filter(id=user.id).update(is_active=False)
+    return revoke
+
+
+@pytest.mark.parametrize("revocation", ["sign out", "password change", "deactivated"])
+def test_an_open_preview_closes_once_its_session_no_longer_signs_the_user_in(transactional_db, alice, acme_bot,
+                                                                              revocation):
+    session = signed_in_session(alice)
+    revoke = {"sign out": _sign_out(session), "password change": _change_password(alice),
+              "deactivated": _deactivate(alice)}[revocation]
+    first, closed = async_to_sync(_chat_then)(alice, acme_bot.id, session, revoke)
+    assert first["event"] == "accepted"
+    assert closed == {"type": "websocket.close", "code": 4403}
+    assert list(Message.objects.filter(channel="preview").values_list("text", flat=True)) == ["Hi"]

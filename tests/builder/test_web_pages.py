@@ -220,3 +220,11 @@ def test_a_page_that_trickles_in_is_given_up_at_the_deadline(website, settings):
     with pytest.raises(webpages.DocumentError, match="The page took too long to answer."):
         webpages.fetch(website.base + "/trickle")
     assert time.monotonic() - started < 5  # not the 200 s the page would take
+
+
+def test_a_redirect_to_an_address_that_is_not_one_is_refused_with_a_reason(as_alice, acme_bot, website):
+    url = website.page("/moved", "", status=302, Location="http://[x/")
+    response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": url})
+    assert response.status_code == 400
+    assert "The page redirected to something that is not a web address." in response.content.decode()
+    assert not KnowledgeItem.objects.filter(bot=acme_bot, kind="doc").exists()

@@ -161,3 +161,21 @@ def test_a_lone_surrogate_in_the_json_is_stored_as_replacement_text(email_channe
     assert post(client, email_channel.key, body).status_code == 200
     message = Message.objects.get()
     assert message.text == "hi \ufffd there" and message.conversation.subject == "Hours \ufffd"
+
+
+def test_a_sender_address_beyond_ascii_is_stored_and_answered(email_channel, client):
+    body = payload(From="josé@example.com", FromFull={"Email": "josé@example.com", "Name": 'Ruiz, "José"', "MailboxHash": ""})
+    response = post(client, email_channel.key, body)
+    assert response.status_code == 200 and response.json()["answered"] is True
+    message = Message.objects.get()
+    assert message.text == "Hello, what are your opening hours?"
+    assert message.meta["from_address"] == "josé@example.com" and message.meta["from_name"] == 'Ruiz, "José"'
+
+
+@pytest.mark.parametrize("changes", [{"Headers": 1}, {"Attachments": True}, {"Headers": "X-Spam: No"},
+                                     {"Attachments": {"Name": "a.txt"}}], ids=["headers-1", "attachments-true",
+                                                                               "headers-text", "attachments-object"])
+def test_headers_or_attachments_that_are_not_lists_are_ignored_and_the_mail_kept(email_channel, client, changes):
+    response = post(client, email_channel.key, payload(**changes))
+    assert response.status_code == 200
+    assert Message.objects.get().text == "Hello, what are your opening hours?"

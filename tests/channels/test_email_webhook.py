@@ -290,3 +290,16 @@ def test_a_message_id_longer_than_the_column_is_stored_once_and_threads(email_ch
     conversation = Conversation.objects.get()
     assert [m.text for m in conversation.messages.order_by("id")] == ["Hello, what are your opening hours?", "And on Sundays?"]
     assert conversation.messages.first().meta["message_id"] == long_id.strip("<>")  # the whole id, for replies' threading
+
+
+@pytest.mark.parametrize("header", ["From: Carla <carla\x00x@example.com>", "Reply-To: carla\x00x@example.com"])
+def test_a_nul_in_the_senders_address_is_stored_as_replacement_text(email_channel, post_mail, header):
+    name = header.split(":")[0]
+    raw = mail(sender="Carla <carla@example.com>" if name == "Reply-To" else header.split(": ", 1)[1],
+               extra=f"{header}\r\n" if name == "Reply-To" else "")
+    assert post_mail(email_channel.key, raw).status_code == 202
+    message = Message.objects.get()
+    assert "unparseable" not in message.meta
+    key = "from_address" if name == "From" else "reply_to_address"
+    assert message.meta[key] == "carla\ufffdx@example.com"
+    assert message.conversation.contact_email == "carla\ufffdx@example.com"

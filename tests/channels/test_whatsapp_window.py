@@ -79,7 +79,7 @@ def test_only_whatsapp_conversations_of_the_organisation_can_be_reengaged(client
 
 
 def test_the_template_sid_is_checked_in_the_channel_form():
-    base = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "phone_number": "whatsapp:+14155238886"}
+    base = {"account_sid": ACCOUNT_SID, "auth_token": "0123456789abcdef" * 2, "phone_number": "whatsapp:+14155238886"}
     assert WhatsAppForm({**base, "reengage_content_sid": TEMPLATE}).is_valid()
     form = WhatsAppForm({**base, "reengage_content_sid": "HX123"})
     assert not form.is_valid() and "HX followed by 32 hex digits" in str(form.errors)

@@ -9,7 +9,7 @@ from tests.conftest import make_member
 from .conftest import make_conversation
 
 pytestmark = pytest.mark.django_db
-TOKEN = "a-twilio-auth-token-nobody-may-read"
+TOKEN = "a11ce5ec2e7a11ce5ec2e7a11ce5ec2e"  # a Twilio auth token is 32 hex digits
 
 
 def said(org):
@@ -122,3 +122,12 @@ def test_the_whole_log_pages_and_downloads(client, alice, bob, acme, globex):
     assert rows[0]["who"] == "'" + alice.first_name  # shown as text, never run
     client.force_login(bob)  # an agent
     assert client.get(reverse("org:activity")).status_code == 404
+
+
+def test_a_full_name_longer_than_the_column_is_recorded_cut_and_the_action_done(client, alice, acme_bot):
+    alice.first_name, alice.last_name = "A" * 150, "B" * 150  # Django allows 150 + 150: 301 with the space
+    alice.save()
+    client.force_login(alice)
+    assert client.post(reverse("bots:publish", args=[acme_bot.id])).status_code == 302
+    event = AuditEvent.objects.get(action="bot.published", actor=alice)
+    assert event.actor_name == "A" * 150 and event.text == "Published Ava version 2"

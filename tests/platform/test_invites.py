@@ -157,3 +157,92 @@ def test_a_role_change_waits_for_a_concurrent_one_on_the_other_owners(transactio
         holder.join()
     members.change_role(alices, olgas, "agent")  # once the other is done, it goes through
     assert Membership.objects.get(id=olgas.id).role == "agent"
+
+
+def links_on_team_page(client):
+    return re.findall(r"https?://[^/\s<]+(/accounts/invite/[^\s<]+/)", client.get(reverse("org:members")).content.decode())
+
+
+def test_a_removed_admin_cannot_get_back_in_through_a_link_they_saw(client, alice, acme, smtp_settings):
+    """Adam (admin) saw erin's pending admin invitation on the Team page; once removed, its link is dead."""
+    from tests.conftest import make_member
+
+    adam = make_member(acme, "adam", "admin")
+    client.force_login(alice)
+    invite(client, "erin@example.com", role="admin")
+    invite(client, "olga@example.com", role="owner")  # adam never saw this one's link
+    client.force_login(adam)
+    [seen] = links_on_team_page(client)
+    client.force_login(alice)
+    owner_link = next(link for link in links_on_team_page(client) if link != seen)
+    client.post(reverse("org:member-remove", args=[Membership.objects.get(user=adam).id]))
+    assert not Membership.objects.filter(user=adam).exists()
+
+    client.force_login(adam)
+    assert client.post(seen).status_code == 404
+    assert not Membership.objects.filter(user=adam).exists()
+    client.force_login(alice)  # the invitation itself stands, under a new link the owners pass on
+    assert seen not in links_on_team_page(client) and owner_link in links_on_team_page(client)
+    assert Invitation.objects.filter(email="erin@example.com", accepted__isnull=True).exists()
+
+
+def test_a_demoted_manager_cannot_raise_themselves_back_through_a_link_they_saw(client, alice, acme, smtp_settings):
+    from tests.conftest import make_member
+
+    adam, olga = make_member(acme, "adam", "admin"), make_member(acme, "olga", "owner")
+    client.force_login(alice)
+    invite(client, "erin@example.com", role="admin")
+    invite(client, "owen@example.com", role="owner")
+    client.force_login(olga)
+    olga_saw = set(links_on_team_page(client))
+    client.force_login(adam)
+    [adam_saw] = links_on_team_page(client)
+    owner_link = (olga_saw - {adam_saw}).pop()
+
+    client.force_login(alice)
+    client.post(reverse("org:member-role", args=[Membership.objects.get(user=olga).id]), {"role": "admin"})
+    still = set(links_on_team_page(client))
+    assert adam_saw in still and owner_link not in still  # olga still sees the admin link, not the owner one
+    client.post(reverse("org:member-role", args=[Membership.objects.get(user=adam).id]), {"role": "agent"})
+    assert adam_saw not in links_on_team_page(client)
+
+    client.force_login(adam)
+    assert client.post(adam_saw).status_code == 404
+    assert Membership.objects.get(user=adam).role == "agent"
+    client.force_login(olga)
+    assert client.post(owner_link).status_code == 404
+    assert Membership.objects.get(user=olga).role == "admin"
+
+
+def test_an_invitation_expires(client, alice, acme, settings, smtp_settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.CHATNEXUS_INVITE_DAYS = 14
+    client.force_login(alice)
+    invite(client, "erin@example.com", role="agent")
+    link = accept_link(smtp_settings.messages[0])
+    assert "works for 14 days" in smtp_settings.messages[0]["message"].get_content()
+    Invitation.objects.update(created=timezone.now() - timedelta(days=15))
+    assert links_on_team_page(client) == [] and "Expired on" in client.get(reverse("org:members")).content.decode()
+    client.logout()
+    assert client.get(link).status_code == 404
+    response = client.post(link, {"username": "erin", "password1": "erin-passphrase-9", "password2": "erin-passphrase-9"})
+    assert response.status_code == 404 and not get_user_model().objects.filter(username="erin").exists()
+    Invitation.objects.update(created=timezone.now() - timedelta(days=13))
+    assert client.get(link).status_code == 200
+
+
+def test_an_admin_cannot_cancel_an_owner_invitation(client, alice, acme, smtp_settings):
+    from tests.conftest import make_member
+
+    client.force_login(alice)
+    invite(client, "olga@example.com", role="owner")
+    invite(client, "erin@example.com", role="agent")
+    client.force_login(make_member(acme, "adam", "admin"))
+    owner, agent = Invitation.objects.get(role="owner"), Invitation.objects.get(role="agent")
+    assert client.post(reverse("org:invitation-cancel", args=[owner.id])).status_code == 404
+    assert Invitation.objects.filter(id=owner.id).exists()
+    assert client.post(reverse("org:invitation-cancel", args=[agent.id])).status_code == 302
+    assert not Invitation.objects.filter(id=agent.id).exists()

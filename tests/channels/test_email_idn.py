@@ -1,0 +1,146 @@
+"""Email settings beyond ASCII: a bot address on an accented domain is saved in IDNA (punycode) and
+its mail sent; user names and passwords beyond ASCII (SMTP and IMAP log in in ASCII) and host
+names IDNA cannot write are form errors; settings like that stored before are a failure said in
+words on the test email, on a reply and on a poll — never a 500, never "internal error"."""
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from django.urls import reverse
+
+from bots import services
+from bots.models import Message
+from channels_app.email.imap import poll_mailbox
+from channels_app.models import ChannelConfig
+from channels_app.tasks import deliver
+from tests.conftest import SMTPSink, free_port
+
+from .test_email_check import check
+from .test_email_imap import imap_channel, imap_server  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db
+
+ACCENTED = "hilfe@müller-shop.de"
+PUNYCODE = "hilfe@xn--mller-shop-9db.de"
+LONG_LABEL = "a" * 64 + ".example.com"
+
+
+def form(**changes):
+    data = {"channel": "email", "email-enabled": "on", "email-address": "help@acme.example", "email-smtp_host": "127.0.0.1",
+            "email-smtp_port": "25", "email-imap_port": "993", "email-imap_folder": "INBOX",
+            "email-max_replies_per_sender_per_day": "3"}  # fmt: skip
+    data.update({f"email-{name}": value for name, value in changes.items()})
+    return data
+
+
+def save(client, bot, **changes):
+    return client.post(reverse("channels:bot", args=[bot.id]), form(**changes))
+
+
+def a_reply(channel):
+    services.receive(bot=channel.bot, channel="email", thread_id="t1", text="Hi", external_id="x1@example.com",
+                     meta={"from_address": "carla@example.com", "message_id": "x1@example.com"})
+    reply, _ = services.record_reply(Message.objects.get(external_id="x1@example.com"), "Hello!", {})
+    deliver(reply.id)
+    reply.refresh_from_db()
+    return reply
+
+
+@pytest.fixture
+def auth_smtp():
+    """An SMTP server that offers AUTH without TLS (as on a LAN): smtplib logs in to it."""
+    sink = SMTPSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), auth_require_tls=False,
+                            authenticator=lambda *args: AuthResult(success=True))
+    controller.start()
+    sink.host, sink.port = controller.hostname, controller.port
+    yield sink
+    controller.stop()
+
+
+def test_a_bot_address_on_an_accented_domain_is_saved_in_punycode_and_its_mail_sent(client, alice, acme_bot, mailbox):
+    client.force_login(alice)
+    assert save(client, acme_bot, address=ACCENTED, smtp_host=mailbox.host, smtp_port=str(mailbox.port)).status_code == 302
+    config = ChannelConfig.objects.get(bot=acme_bot, kind="email")
+    assert config.settings["address"] == PUNYCODE
+    [(ok, sentence)] = check(client, acme_bot)[0]
+    assert ok, sentence
+    [sent] = mailbox.messages
+    assert sent["from"] == PUNYCODE and sent["message"]["From"].endswith(f"<{PUNYCODE}>")
+    [(ok, sentence)] = check(client, acme_bot, to=ACCENTED.upper())[0]  # typed as the team knows it
+    assert not ok and "the bot's own address" in sentence
+
+
+def test_an_accented_bot_address_stored_before_still_sends(client, alice, email_channel, mailbox):
+    email_channel.settings["address"] = ACCENTED  # saved before addresses were stored in punycode
+    email_channel.save()
+    client.force_login(alice)
+    [(ok, sentence)] = check(client, email_channel.bot)[0]
+    assert ok, sentence
+    reply = a_reply(email_channel)
+    assert reply.delivery_status == Message.Delivery.SENT, reply.delivery_error
+    assert [sent["from"] for sent in mailbox.messages] == [PUNYCODE, PUNYCODE]
+    assert mailbox.messages[1]["message"]["Message-ID"].endswith("@xn--mller-shop-9db.de>")
+
+
+@pytest.mark.parametrize("field", ["smtp_user", "smtp_password", "imap_user", "imap_password"])
+def test_a_user_or_password_beyond_ascii_is_a_form_error(client, alice, acme_bot, field):
+    client.force_login(alice)
+    response = save(client, acme_bot, **{field: "Geheim’wort"})
+    assert response.status_code == 400
+    assert "only ASCII" in response.context["forms"]["email"].errors[field][0]
+    assert not ChannelConfig.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["smtp_host", "imap_host"])
+@pytest.mark.parametrize("host", [LONG_LABEL, "mail..example.com"])
+def test_a_host_name_idna_cannot_write_is_a_form_error(client, alice, acme_bot, field, host):
+    client.force_login(alice)
+    response = save(client, acme_bot, **{field: host})
+    assert response.status_code == 400
+    assert response.context["forms"]["email"].errors[field] == [
+        "Not a host name: each part between dots must be 1 to 63 characters."]
+    assert not ChannelConfig.objects.exists()
+
+
+def test_an_accented_host_name_is_accepted(client, alice, acme_bot, settings):
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = True  # no lookup of the name is needed to save it
+    client.force_login(alice)
+    assert save(client, acme_bot, smtp_host="smtp.müller-shop.de").status_code == 302
+
+
+def test_an_smtp_password_beyond_ascii_stored_before_fails_in_words(client, alice, email_channel, auth_smtp):
+    email_channel.settings.update({"smtp_host": auth_smtp.host, "smtp_port": auth_smtp.port, "smtp_user": "hilfe"})
+    email_channel.secrets = {**email_channel.secrets, "smtp_password": "Geheim’wort"}
+    email_channel.save()
+    client.force_login(alice)
+    [(ok, sentence)] = check(client, email_channel.bot)[0]
+    assert not ok and "cannot be sent to a mail server" in sentence and "’" not in sentence
+    reply = a_reply(email_channel)
+    assert reply.delivery_status == Message.Delivery.FAILED
+    assert reply.delivery_error.startswith("config SMTP settings unusable: ") and "’" not in reply.delivery_error
+    assert auth_smtp.messages == []
+
+
+def test_an_smtp_host_stored_before_with_an_over_long_label_fails_in_words(client, alice, email_channel, settings):
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = True
+    email_channel.settings["smtp_host"] = LONG_LABEL
+    email_channel.save()
+    client.force_login(alice)
+    [(ok, sentence)] = check(client, email_channel.bot)[0]
+    assert not ok and "cannot be sent to a mail server" in sentence
+    reply = a_reply(email_channel)
+    assert reply.delivery_status == Message.Delivery.FAILED
+    assert reply.delivery_error.startswith("config SMTP settings unusable: ")
+
+
+@pytest.mark.parametrize("change", [{"secrets": {"imap_password": "Geheim’wort"}}, {"settings": {"imap_host": LONG_LABEL}}])
+def test_imap_settings_stored_before_that_cannot_be_sent_fail_in_words(client, alice, imap_channel, imap_server, settings,
+                                                                       change):
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = True
+    imap_channel.secrets = {**imap_channel.secrets, **change.get("secrets", {})}
+    imap_channel.settings = {**imap_channel.settings, **change.get("settings", {})}
+    imap_channel.save()
+    client.force_login(alice)
+    ok, sentence = check(client, imap_channel.bot)[0][1]
+    assert not ok and sentence.startswith("IMAP not tried: ") and "cannot be sent to a mail server" in sentence
+    assert poll_mailbox(imap_channel.id) == 0  # said in the worker's log, the next poll tries again
