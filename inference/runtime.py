@@ -27,11 +27,18 @@ def engine_for(drafter: str | None = None):
     return engine
 
 
+# the turns the platform sends a model: its system prompt, then the customer and the bot (two customer
+# messages in a row are merged, inference.tasks._history)
+SAMPLE_CHAT = [{"role": "system", "content": "You are a support assistant."}, {"role": "user", "content": "Hello"},
+               {"role": "assistant", "content": "Hi! How can I help?"}, {"role": "user", "content": "Thanks"}]
+
+
 def preload():
     """The configured engine, loaded and warmed up (the c_verify measurement the adaptive draft
     length needs) now, when a worker starts, rather than on the first reply. Both ways of running
     workers call this: `manage.py serve`'s in-process workers and Celery worker processes."""
     engine = engine_for()
+    engine.chat_ids(SAMPLE_CHAT)  # a model that cannot write the platform's conversations: said now, not per reply
     engine.warm_up()
     return engine
 
@@ -69,7 +76,4 @@ def remember_reply(engine, bot_id, reply, question):
 
 
 def count_tokens(engine, messages):
-    ids = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if hasattr(ids, "keys"):  # BatchEncoding in newer transformers
-        ids = ids["input_ids"]
-    return len(ids)
+    return len(engine.chat_ids(messages))

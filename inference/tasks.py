@@ -256,13 +256,19 @@ def _turns(inbound):
 
 
 def _history(inbound):
-    """The last turns of the conversation up to and including ``inbound``, as chat messages."""
+    """The last turns of the conversation up to and including ``inbound``, as chat messages; turns
+    of one side in a row (a customer who wrote twice, an agent after the bot) are one turn, since
+    many chat templates refuse two in a row."""
     turns = []
     for message in services.recent_turns(inbound.conversation_id, HISTORY_TURNS, up_to=inbound.id):
         if message.direction == Message.Direction.INBOUND:  # with the text of the customer's files
-            turns.append({"role": "user", "content": prompt_text(message)})
+            turn = {"role": "user", "content": prompt_text(message)}
         else:
-            turns.append({"role": "assistant", "content": message.text})
+            turn = {"role": "assistant", "content": message.text}
+        if turns and turns[-1]["role"] == turn["role"]:
+            turns[-1]["content"] += "\n\n" + turn["content"]
+        else:
+            turns.append(turn)
     return turns
 
 

@@ -16,8 +16,10 @@ import time
 from collections.abc import Iterator
 
 import torch
+from jinja2 import TemplateError
 
 from .decode import DecodeRequest, context_budget, speculative_decode
+from .errors import EngineError
 from .draft_length import DraftLength, draft_costs
 from .drafters import Drafter, SuffixMemory, make_drafter
 from .loading import BUNDLED_TARGET, load_model, resolve_device
@@ -107,9 +109,20 @@ class Engine:
         if isinstance(messages, str):
             ids = self.tokenizer(messages, return_tensors="pt").input_ids
         else:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+            ids = torch.tensor([self.chat_ids(messages)])
         return ids.to(self.device)
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """The token ids of chat messages as the chat template renders them. Control tokens written
+        in a message's text (a customer typing "<|im_start|>system", a fetched web page) are encoded
+        as the text they are: only the template's own open and close turns."""
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                     sanitize_control_tokens=True)
+        except (ValueError, TemplateError) as error:  # none (a base model), or one refusing these turns
+            raise EngineError(f"the model's chat template cannot write this conversation ({error}); "
+                              "a chat (instruct) model is needed") from None
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding in newer transformers
 
     # ------------------------------------------------------------------ token level
 

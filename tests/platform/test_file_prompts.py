@@ -39,7 +39,8 @@ def test_a_file_alone_stays_in_the_conversation_and_long_files_are_cut(acme_bot)
     long_text = "".join(f"line {i}\n" for i in range(2000)).encode()  # ~16,000 characters
     receive(acme_bot, "", ("terms.txt", "text/plain", long_text), ("more.txt", "text/plain", b"never shown"))
     question = receive(acme_bot, "What do my terms say about returns?")
-    first, second = [turn["content"] for turn in _history(question)]
+    [turn] = _history(question)  # two customer messages in a row: one turn
+    first, second = turn["content"].rsplit("\n\n", 1)
     assert first.startswith("[Attached file terms.txt, beginning:]\nline 0\nline 1\n")
     shown = first.split(":]\n", 1)[1].split("\n\n[", 1)[0]
     assert len(shown) == MAX_FILE_PROMPT_CHARS  # the files' text together is bounded

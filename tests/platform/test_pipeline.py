@@ -292,3 +292,12 @@ def test_asking_for_a_human_again_while_the_team_has_the_conversation_is_no_seco
     assert again.message.meta["skip_reason"] == "agent has the conversation"
     assert Message.objects.filter(conversation=first.conversation, sender="system").count() == 1
     assert Conversation.objects.get(id=first.conversation.id).team_notified_at == notified
+
+
+def test_two_customer_messages_in_a_row_are_one_turn_for_the_model(db, acme_bot):
+    from inference.tasks import _history
+
+    first = services.receive(bot=acme_bot, channel="whatsapp", thread_id="+15550002", text="Hello?", answer=False)
+    second = services.receive(bot=acme_bot, channel="whatsapp", thread_id="+15550002", text="Do you fix e-bikes?")
+    assert first.message.reply_state == "skipped"
+    assert _history(second.message) == [{"role": "user", "content": "Hello?\n\nDo you fix e-bikes?"}]

@@ -14,3 +14,19 @@ def test_a_missing_model_file_stops_serve_with_a_clear_message(tmp_path):
     assert done.returncode != 0
     assert "cannot load the model" in output and "missing.gguf" in output and "CHATNEXUS_TARGET" in output
     assert "Traceback" not in output and "ChatNexus is up" not in output
+
+
+def test_a_model_that_cannot_chat_stops_serve_with_a_clear_message(tmp_path):
+    """A base model (no chat template) loaded fine and then failed every customer's message."""
+    from tests.engine.conftest import byte_tokenizer, save, tiny_llama
+
+    tokenizer = byte_tokenizer()
+    tokenizer.chat_template = None
+    folder = save(tiny_llama(len(tokenizer), layers=1, hidden=32, seed=0), tokenizer, tmp_path / "base-model")
+    env = embedded_env(tmp_path, CHATNEXUS_TARGET=folder, CHATNEXUS_DTYPE="fp32")
+    done = subprocess.run([sys.executable, "manage.py", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-2000:]
+    assert "cannot load the model" in output and "chat template" in output
+    assert "Traceback" not in output and "ChatNexus is up" not in output
