@@ -14,6 +14,9 @@ from .models.conversations import channel_name
 
 log = logging.getLogger(__name__)
 EXCERPT_CHARS = 500  # of the customer's message, in the email about it
+# The team's emails outlast a mail server down for a while (about 10 to 17 minutes of tries, as
+# deliveries): while a handoff's email is pending, later messages of that wait are not emailed.
+MAIL_RETRIES = {"retry_backoff": True, "retry_backoff_max": 300, "max_retries": 10}
 
 
 def _member_emails(organization, user=None) -> list[str]:
@@ -23,7 +26,7 @@ def _member_emails(organization, user=None) -> list[str]:
     return sorted({m.user.email for m in (members.filter(user=user) if user is not None else members) if m.user.email})
 
 
-@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+@shared_task(acks_late=True, autoretry_for=(Exception,), **MAIL_RETRIES)
 def notify_agents_of_handoff(conversation_id):
     """Email the organisation's members that a customer asked for a human."""
     conversation = Conversation.objects.select_related("bot", "organization").get(id=conversation_id)
@@ -44,7 +47,7 @@ def notify_agents_of_handoff(conversation_id):
     )
 
 
-@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+@shared_task(acks_late=True, autoretry_for=(Exception,), **MAIL_RETRIES)
 def notify_team_of_message(message_id):
     """A customer wrote in a conversation the team has (the bot is paused): email the agent it is
     assigned to (else every member) — once per stretch the customer waits: not again until an

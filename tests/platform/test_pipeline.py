@@ -301,3 +301,33 @@ def test_two_customer_messages_in_a_row_are_one_turn_for_the_model(db, acme_bot)
     second = services.receive(bot=acme_bot, channel="whatsapp", thread_id="+15550002", text="Do you fix e-bikes?")
     assert first.message.reply_state == "skipped"
     assert _history(second.message) == [{"role": "user", "content": "Hello?\n\nDo you fix e-bikes?"}]
+
+
+def test_the_handoff_email_outlasts_a_mail_server_down_for_a_while(db, settings, alice, acme_bot):
+    """Six refusals in a row (a mail server restarting) used to drop the email for good — and with it
+    the team's only word that a customer waits, since later messages are not emailed meanwhile."""
+    from aiosmtpd.controller import Controller
+
+    from bots.tasks import notify_agents_of_handoff
+    from tests.conftest import SMTPSink, free_port
+
+    class Restarting(SMTPSink):
+        refusals = 6
+
+        async def handle_DATA(self, server, session, envelope):
+            if self.refusals:
+                self.refusals -= 1
+                return "451 Try again later"
+            return await super().handle_DATA(server, session, envelope)
+
+    sink = Restarting()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = controller.hostname, controller.port
+        received = services.receive(bot=acme_bot, channel="widget", thread_id="v-smtp", text="Can I talk to a human?")
+        notify_agents_of_handoff.apply(args=[received.conversation.id])  # here, retries run at once
+    finally:
+        controller.stop()
+    assert [m["to"] for m in sink.messages] == [["alice@example.com"]]
