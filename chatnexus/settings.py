@@ -147,9 +147,11 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # WAL + a busy timeout let the embedded worker threads write beside the web process.
+    # WAL + a busy timeout let the embedded worker threads write beside the web process. Transactions
+    # begin IMMEDIATE (taking the write lock, or waiting for it): a deferred one that read before
+    # another thread committed could not write at all ("database is locked" at once, timeout or not).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
