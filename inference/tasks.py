@@ -48,14 +48,16 @@ def generate_reply(self, message_id):
     if inbound is None:
         log.warning("generate_reply: message %s is gone", message_id)
         return
-    existing = Message.objects.filter(reply_to=inbound).first()
-    if existing is not None or inbound.reply_state != Message.ReplyState.PENDING:
+    if not _waiting(inbound.id):
         return  # already answered (or not to be answered): nothing to do twice
 
     conversation = inbound.conversation
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
     try:
-        text, stats = _generate(inbound, config)
+        generated = _generate(inbound, config)
+        if generated is None:
+            return None  # answered by another task while this one waited for the model
+        text, stats = generated
         if conversation.channel != "preview":  # which published version answered (0: the never-published draft)
             stats["bot_version"] = inbound.bot.published_version if inbound.bot.published_config is not None else 0
     except (OperationalError, SoftTimeLimitExceeded):
@@ -75,8 +77,9 @@ def generate_reply(self, message_id):
 
 
 def _generate(inbound, config):
-    """Build the prompt, run the engine (streaming deltas live); return (text, stats). Files alone
-    with no text to read (a scanned PDF, a file that could not be fetched) get a canned reply."""
+    """Build the prompt, run the engine (streaming deltas live); return (text, stats), or None when
+    the message was answered meanwhile. Files alone with no text to read (a scanned PDF, a file
+    that could not be fetched) get a canned reply."""
     turns = _turns(inbound)
     if not has_text_to_read(inbound):
         return services.no_text_reply(config), {"canned": True}
@@ -89,9 +92,13 @@ def _generate(inbound, config):
         count_tokens=lambda m: runtime.count_tokens(engine, m),
         max_prompt_tokens=engine.context_length - max_new,
     )
-    events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
-    started = time.perf_counter()
     with runtime.generation_lock:
+        # a copy of this task (the sweep queues again what waited long) may have waited here for the
+        # model while the first answered: it must not answer again, nor say the bot is typing
+        if not _waiting(inbound.id):
+            return None
+        events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
+        started = time.perf_counter()
         runtime.ensure_memory(engine, inbound.bot_id, _stored_replies, inbound.bot.erasures)
         text, cut = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0))
         stats = engine.last_stats.as_dict() if engine.last_stats else {}
@@ -102,6 +109,12 @@ def _generate(inbound, config):
     stats["precision"] = engine.precision.name
     text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
     return text, stats
+
+
+def _waiting(message_id) -> bool:
+    """Is the message still waiting for the bot (to be answered, and not answered yet)?"""
+    return (Message.objects.filter(id=message_id, reply_state=Message.ReplyState.PENDING).exists()
+            and not Message.objects.filter(reply_to_id=message_id).exists())
 
 
 def retrieval_query(inbound) -> str:

@@ -78,3 +78,46 @@ def test_a_reply_being_streamed_stops_when_the_team_takes_over(settings, monkeyp
     conversation, inbound = waiting(acme_bot)
     services.set_bot_paused(conversation, True, by=bob)
     assert tasks._stream(engine, messages, inbound, 24, 0.0) == ("", False)
+
+
+def test_a_second_task_for_a_message_answered_while_it_waited_for_the_model_does_nothing(
+        transactional_db, settings, tiny_target_dir, acme_bot):
+    """The sweep queues again what waited long; in the embedded server that copy runs beside the
+    first and waits for the model. Once the first has answered, the copy must neither answer again
+    nor tell the widget the bot is typing (dots that never went away)."""
+    import threading
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from bots import events
+    from inference import runtime, tasks
+
+    settings.CHATNEXUS_TARGET, settings.CHATNEXUS_DTYPE = tiny_target_dir, "fp32"
+    settings.CHATNEXUS_DRAFTER, settings.CHATNEXUS_DEVICE = "none", "cpu"
+    runtime.engine_for()  # loaded before the race below
+    conversation, inbound = waiting(acme_bot, thread="visitor-sweep")
+    layer = get_channel_layer()
+    listener = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.group_for(conversation.id), listener)
+
+    with runtime.generation_lock:  # the first task is generating
+        copy = threading.Thread(target=tasks.generate_reply, args=[inbound.id])
+        copy.start()
+        copy.join(1)  # the copy has checked the message and waits for the model
+        services.record_reply(inbound, "We fix e-bikes.", {"new_tokens": 4}, while_pending=True)
+    copy.join(60)
+
+    async def drained():
+        import asyncio
+
+        got = []
+        while True:
+            try:
+                got.append(await asyncio.wait_for(layer.receive(listener), 0.5))
+            except asyncio.TimeoutError:
+                return got
+
+    kinds = [m["event"] for m in async_to_sync(drained)()]
+    assert "reply.start" not in kinds and "reply.delta" not in kinds
+    assert Message.objects.filter(reply_to=inbound).count() == 1
