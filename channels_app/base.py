@@ -42,6 +42,10 @@ class Adapter:
         """Before the model reads the inbound ``message`` (``bots.files.prompt_text``): make sure
         its files are in our storage. Channels that store them with the message need nothing."""
 
+    def settle(self, message) -> None:
+        """After a send was recorded as sent: anything the channel told us while it was under way
+        (WhatsApp: status callbacks that overtook it). Nothing by default."""
+
     def send(self, message) -> str:
         """Deliver the outbound ``message`` (a ``bots.models.Message``); return the
         channel's external id for it ('' if the channel has none)."""

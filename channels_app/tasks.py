@@ -74,6 +74,7 @@ def deliver(self, message_id):
     if external_id:
         updates["external_id"] = external_id
     Message.objects.filter(id=message_id, delivery_status=Message.Delivery.SENDING).update(**updates)
+    adapter_for(message.channel).settle(message)
 
 
 MEDIA_ATTEMPTS = 6  # 30 s ... 16 min apart: Twilio or the network having a bad quarter of an hour

@@ -66,6 +66,24 @@ class WhatsAppAdapter(Adapter):
     name = "whatsapp"
     label = "WhatsApp"
 
+    def settle(self, message) -> None:
+        """Apply the status callbacks that came before their part's sid was recorded (kept by
+        inbound.apply_status), now that it is."""
+        from .inbound import Rejected, apply_status
+
+        early = (Message.objects.filter(id=message.id).values_list("meta", flat=True).first() or {}).get("twilio_early")
+        if not early:
+            return
+        try:
+            config = self.connected_config(message)
+        except DeliveryError:  # disconnected meanwhile: nothing to check the callbacks against
+            return
+        for params in early.values():
+            try:
+                apply_status(config, message.id, params)
+            except Rejected:  # a sid this send never recorded: not ours
+                pass
+
     def keep_files(self, message) -> None:
         """Media are kept by a default-queue task queued with the message; a reply that would
         read one (text, HTML, PDF) must not race it, so those are kept here if not yet (photos

@@ -169,8 +169,21 @@ def apply_status(config, message_id, params):
             .first()
         )
         sids = (message.meta or {}).get("twilio_sids", []) if message else []
-        if message is None or sid not in sids:
+        if message is None:
             raise Rejected(404, "no such outbound message")
+        if sid not in sids:
+            if message.delivery_status not in (Message.Delivery.PENDING, Message.Delivery.SENDING):
+                raise Rejected(404, "no such outbound message")
+            # Twilio called back before our send recorded this part's sid (it does not retry a refused
+            # callback): kept, and applied by the send once it has (WhatsAppAdapter.settle)
+            meta = dict(message.meta or {})
+            early = dict(meta.get("twilio_early", {}))
+            known = _TWILIO_STATUS.get(early.get(sid, {}).get("MessageStatus", "").strip().lower())
+            if known is None or _RANK[status] > _RANK[known]:
+                early[sid] = {key: params.get(key, "") for key in ("MessageSid", "MessageStatus", "ErrorCode")}
+            meta["twilio_early"] = early
+            Message.objects.filter(id=message.id).update(meta=meta)
+            return message.delivery_status
         meta = dict(message.meta)
         parts = dict(meta.get("twilio_status", {}))
         current = parts.get(sid)

@@ -125,3 +125,34 @@ def test_a_callback_for_the_first_part_leaves_the_rest_to_be_sent(whatsapp_chann
     reply.refresh_from_db()
     assert reply.delivery_status == Message.Delivery.SENT and len(reply.meta["twilio_sids"]) == 3
     assert " ".join(r["form"]["Body"] for r in twilio_stub.messages(to=CUSTOMER) if "sid" in r) == text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_status_that_overtakes_the_send_is_kept_and_applied(whatsapp_channel, signed_post, twilio_stub):
+    """Twilio may call back (a fast "undelivered") before our send has recorded the part's sid. It does
+    not retry a refused callback: answered 404, the failure was lost and the reply stayed "sent"."""
+    import threading
+
+    assert signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/", whatsapp_params()).status_code == 200
+    inbound = Message.objects.get()
+    reply, _ = services.record_reply(inbound, "We are open Monday to Friday, 9am to 6pm.", {})
+    answers = []
+
+    def overtake(record):  # Twilio's callback, made while its answer to the send is still on the way
+        def call():
+            params = {"MessageSid": record["sid"], "MessageStatus": "undelivered", "ErrorCode": "63016",
+                      "AccountSid": whatsapp_channel.settings["account_sid"]}
+            answers.append(signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/status/?m={reply.id}", params))
+            from django.db import connection
+
+            connection.close()
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        caller.join()
+
+    twilio_stub.on_create = overtake
+    deliver(reply.id)
+    assert [a.status_code for a in answers] == [204]
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.FAILED and reply.delivery_error.startswith("63016")

@@ -43,6 +43,7 @@ class TwilioStub(LoopbackServer):
         self.file_requests = []
         self.tokens = {}  # account sid -> the only auth token Twilio accepts for it (unset: any)
         self.account_status = {}  # account sid -> "active" (default), "suspended", "closed"
+        self.on_create = None  # called with a created message's record before Twilio answers (a fast callback)
         self._lock = threading.Lock()
         self._serve(ThreadingHTTPServer((host, port), self._handler()))
         self.base_url = f"http://{self.host}:{self.port}"
@@ -57,6 +58,7 @@ class TwilioStub(LoopbackServer):
             self.file_requests.clear()
             self.tokens.clear()
             self.account_status.clear()
+            self.on_create = None
 
     def add_media(self, account_sid, content, content_type):
         """Store a customer's file; returns its Twilio media URL."""
@@ -113,6 +115,8 @@ class TwilioStub(LoopbackServer):
                     return self._json(400, _error(21602, "Message body is required.", 400))
                 resource = _message(parts[2], form)
                 record["sid"] = resource["sid"]
+                if stub.on_create is not None:
+                    stub.on_create(record)
                 return self._json(201, resource)
 
             def do_GET(self):
