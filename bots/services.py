@@ -168,13 +168,20 @@ def delete_conversations(conversations) -> int:
     return deleted.get(Conversation._meta.label, 0)
 
 
+PREVIEW_RETENTION = timedelta(days=1)  # the builder's test chats: nothing shows them once left
+
+
 def purge_expired(now=None) -> int:
-    """Delete the conversations whose last message is older than their organisation's retention."""
+    """Delete the conversations whose last message is older than their organisation's retention,
+    and the builder's test chats a day after their last message."""
     now = now or timezone.now()
+    # test chats are no drafting memory (inference.tasks._stored_replies): their bots need no rebuild
+    _, gone = Conversation.objects.filter(channel="preview", last_message_at__lt=now - PREVIEW_RETENTION).delete()
+    deleted = gone.get(Conversation._meta.label, 0)
     expired = Q()
     for org_id, days in Organization.objects.filter(retention_days__isnull=False).values_list("id", "retention_days"):
         expired |= Q(organization_id=org_id, last_message_at__lt=now - timedelta(days=days))
-    return delete_conversations(Conversation.objects.filter(expired)) if expired else 0
+    return deleted + (delete_conversations(Conversation.objects.filter(expired)) if expired else 0)
 
 
 def _conversation_for(bot, channel, thread_id, contact, subject):

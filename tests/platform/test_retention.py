@@ -99,3 +99,15 @@ def test_the_beat_job_drops_activity_older_than_its_retention(settings, alice, a
     assert set(AuditEvent.objects.values_list("id", flat=True)) == {edge.id, new.id}
     purge_expired_conversations()  # again: nothing more
     assert AuditEvent.objects.count() == 2
+
+
+def test_the_builders_test_chats_are_deleted_a_day_after_their_last_message(db, acme_bot):
+    """Every test-chat socket and reset is a conversation of its own, which nothing shows once left:
+    without a retention period they piled up for good."""
+    old, _ = make_conversation(acme_bot, channel="preview", thread="preview-old")
+    recent, _ = make_conversation(acme_bot, channel="preview", thread="preview-recent")
+    customer, _ = make_conversation(acme_bot, channel="widget", thread="visitor-old")
+    Conversation.objects.filter(id__in=[old.id, customer.id]).update(last_message_at=timezone.now() - timedelta(days=2))
+    assert acme_bot.organization.retention_days is None  # no retention period set
+    purge_expired_conversations()
+    assert set(Conversation.objects.values_list("id", flat=True)) == {recent.id, customer.id}
