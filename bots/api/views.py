@@ -18,6 +18,7 @@ from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
 from ..models.conversations import narrowed
 from ..models.tenants import person_name
+from ..signals import message_ids_settled
 from ..tenancy import scoped
 from ..versions import version_rows
 from . import serializers as s
@@ -292,6 +293,7 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
         if reply_to := _int_param(self.request, "reply_to"):
             messages = messages.filter(reply_to_id=reply_to)
         if after := _int_param(self.request, "after"):
+            message_ids_settled()  # no message with a lower id than those returned can commit later
             messages = messages.filter(id__gt=after)
         return messages
 

@@ -304,3 +304,36 @@ def test_a_new_password_ends_the_api_token_and_signing_in_does_not(client, acme,
     form_url = client.get(link, follow=True).redirect_chain[-1][0]
     client.post(form_url, {"new_password1": "another-passphrase-88", "new_password2": "another-passphrase-88"})
     assert APIClient(HTTP_AUTHORIZATION=f"Token {token}").get("/api/bots/").status_code == 401
+
+
+def test_a_poller_following_after_never_misses_a_message_that_commits_late(transactional_db, api, alice, acme_bot):
+    """Ids are handed out when a message is inserted, not when it commits: a message still being stored
+    (its files written) while a later one commits used to be skipped for good by ``?after=``."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from bots import services
+    from bots.models import Message
+
+    before = make_conversation(acme_bot, thread="seen")[1].id
+    inserted, release = threading.Event(), threading.Event()
+
+    def slow_store():  # a message whose transaction stays open a while after its insert
+        with transaction.atomic():
+            services.receive(bot=acme_bot, channel="api", thread_id="slow", text="First, slowly", answer=False)
+            inserted.set()
+            release.wait(10)
+        connection.close()
+
+    slow = threading.Thread(target=slow_store)
+    slow.start()
+    inserted.wait(10)
+    make_conversation(acme_bot, thread="fast", text="Second, at once")  # a later id, committed first
+    threading.Timer(1.0, release.set).start()  # the slow one commits a moment later
+    client = api(alice)
+    seen = [m["text"] for m in client.get("/api/messages/", {"after": before}).json()["results"]]
+    newest = max(Message.objects.filter(text__in=seen).values_list("id", flat=True), default=before)
+    seen += [m["text"] for m in client.get("/api/messages/", {"after": newest}).json()["results"]]
+    slow.join()
+    assert sorted(seen) == ["First, slowly", "Second, at once"]
