@@ -131,6 +131,31 @@
     const text = option.dataset.text.split("{name}").join(picker.dataset.name || "");
     box.value = box.value ? box.value.replace(/\s*$/, "\n\n") + text : text;
     picker.value = "";
+    box.dispatchEvent(new Event("input", { bubbles: true }));  // kept as a draft, like typed words
     box.focus();
+  });
+})();
+
+// The reply being written survives the thread's own actions (take over, assign, tag, close: each a
+// full-page post and reload): kept per conversation (and agent: a shared tab) in this tab's
+// sessionStorage as it is typed, put back on load, dropped once the reply form is sent.
+(function () {
+  const form = document.getElementById("reply-form");
+  const box = document.getElementById("reply-text");
+  if (!form || !box || !form.dataset.draftKey) return;
+  const key = form.dataset.draftKey;
+  function keep() {
+    try {
+      if (box.value) sessionStorage.setItem(key, box.value);
+      else sessionStorage.removeItem(key);
+    } catch (e) { /* storage off or full: the draft is just not kept */ }
+  }
+  try {
+    const draft = sessionStorage.getItem(key);
+    if (draft && !box.value) box.value = draft;
+  } catch (e) { /* storage off */ }
+  box.addEventListener("input", keep);
+  form.addEventListener("submit", function () {
+    try { sessionStorage.removeItem(key); } catch (e) { /* storage off */ }
   });
 })();

@@ -290,7 +290,7 @@
     var pend = clientId && byClient[clientId];
     var node = byId[m.id] || pend || (m.reply_to && streams[m.reply_to]);
     if (pend && pend !== node && pend.parentNode) pend.parentNode.removeChild(pend);
-    if (node) { render(node, m.text); node.classList.remove("failed", "pending"); }
+    if (node) { render(node, m.text); node.classList.remove("failed", "pending"); node.removeAttribute("aria-busy"); }
     else node = bubble(who(m), m.text);
     if (m.sender === "agent") node.setAttribute("data-from", t("team"));  // a person of the team wrote it, not the bot
     addFiles(node, m.attachments);
@@ -360,16 +360,22 @@
     else if (f.type === "reply.delta") {
       hideTyping();
       var node = streams[f.reply_to];
-      if (!node) { node = streams[f.reply_to] = bubble("bot", ""); node._text = ""; }
+      // busy while it streams: the log is aria-live, and a bubble redrawn with every delta would be
+      // read out again each time; screen readers read it once, whole, when the busy mark goes
+      if (!node) { node = streams[f.reply_to] = bubble("bot", ""); node._text = ""; node.setAttribute("aria-busy", "true"); }
       node._text += f.delta;
       render(node, node._text);
       scroll();
-    } else if (f.type === "reply.done" && f.message) showMessage(f.message);
+    } else if (f.type === "reply.done") {
+      if (f.message) showMessage(f.message);
+      else if (streams[f.reply_to]) streams[f.reply_to].removeAttribute("aria-busy");  // its message follows
+    }
     else if (f.type === "reply.cancelled" || f.type === "reply.error") {
       // a person took the conversation over while the bot was answering, or the bot could not answer
       // (the conversation goes to the team, and the bot's handoff message follows): its words so far go
       if (typingFor === f.reply_to) hideTyping();
       var gone = streams[f.reply_to];
+      if (gone) gone.removeAttribute("aria-busy");
       if (gone && gone.parentNode) gone.parentNode.removeChild(gone);
       delete streams[f.reply_to];
     }

@@ -670,3 +670,35 @@ def test_right_to_left_words_lay_out_right_to_left(widget_channel, acme_bot, hos
     # what the visitor types takes the direction of its words too
     expect(panel.get_by_role("textbox", name="Message")).to_have_attribute("dir", "auto")
     expect(panel.locator("input.email")).to_have_attribute("dir", "auto")
+
+
+def test_a_streaming_reply_is_busy_for_screen_readers_until_it_is_done(widget_channel, acme_bot, host_site,
+                                                                        live_server_url, page):
+    """The log is aria-live: a bubble redrawn with every delta would be read out again and again. Busy
+    while it streams, read once when done."""
+    from bots import events, services
+    from bots.models import Message
+
+    panel = open_chat(page, host_site, live_server_url, acme_bot)
+    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
+    panel.get_by_role("textbox", name="Message").press("Enter")
+    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
+    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
+    as_worker(events.push, inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix every")
+    bot_bubble = panel.locator(".msg.bot:not(.greeting)")
+    expect(bot_bubble).to_have_text("We fix every")
+    expect(bot_bubble).to_have_attribute("aria-busy", "true")
+    as_worker(events.push, inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta=" bike.")
+    expect(bot_bubble).to_have_text("We fix every bike.")
+    expect(bot_bubble).to_have_attribute("aria-busy", "true")
+
+    def done():  # what the worker does once the model has finished
+        reply, _ = services.record_reply(inbound, "We fix every bike.", {"new_tokens": 4}, while_pending=True)
+        events.push(inbound.conversation_id, "reply.done", reply_to=inbound.id, message=services.serialize_message(reply))
+
+    as_worker(done)
+    page.wait_for_function("window.__frames.some(f => f.type === 'reply.done')")
+    expect(bot_bubble).to_have_count(1)
+    expect(bot_bubble).not_to_have_attribute("aria-busy", re.compile(".*"))
+

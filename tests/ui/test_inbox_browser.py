@@ -160,3 +160,37 @@ def test_a_message_drawn_again_by_the_page_keeps_its_line_breaks(transactional_d
     services.receive(bot=acme_bot, channel="widget", thread_id="v_lines01", text="Hello?", answer=False)
     expect(page.locator("li.msg", has_text="Hello?")).to_be_visible(timeout=15_000)  # inbox.js drew the list again
     assert text.inner_text() == "My chain broke.\nCan you fix it today?"  # its textContent, lines kept
+
+
+def test_a_half_typed_reply_survives_the_thread_actions_and_goes_once_sent(transactional_db, live_server_url, page,
+                                                                           alice, acme_bot):
+    """Take over, give back, tag, close: each posts and reloads the page. The reply being written is kept
+    (per conversation, for the tab) until it is sent."""
+    from bots import services
+
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="v_draft01", text="My chain broke.",
+                             answer=False)
+    other = services.receive(bot=acme_bot, channel="widget", thread_id="v_draft02", text="Hello", answer=False)
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/inbox/{first.conversation.id}/")
+    box = page.get_by_label("Reply as alice")
+    box.press_sequentially("Bring it in today, we")  # typed, not pasted in one go
+    page.get_by_role("button", name="Take over").click()
+    expect(page.get_by_role("button", name="Give back to the bot")).to_be_visible()
+    expect(box).to_have_value("Bring it in today, we")
+    box.press_sequentially(" fix it")
+    page.fill("#tag-add", "repairs")
+    page.press("#tag-add", "Enter")
+    expect(page.locator("#tags .tag", has_text="repairs")).to_be_visible()
+    expect(box).to_have_value("Bring it in today, we fix it")
+
+    page.goto(f"{live_server_url}/inbox/{other.conversation.id}/")
+    expect(page.get_by_label("Reply as alice")).to_have_value("")  # another conversation's draft is its own
+
+    page.goto(f"{live_server_url}/inbox/{first.conversation.id}/")
+    expect(box).to_have_value("Bring it in today, we fix it")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("li.msg", has_text="Bring it in today, we fix it")).to_be_visible()
+    expect(box).to_have_value("")
+    page.reload()
+    expect(box).to_have_value("")  # sent: not brought back
