@@ -14,7 +14,6 @@ carries a random nonce, so two tabs never share a history.
 """
 import secrets
 from importlib import import_module
-from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
@@ -22,7 +21,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib import auth
+from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils.crypto import constant_time_compare
 
 from . import events, services
 from .models import Bot, Membership
@@ -133,18 +134,24 @@ class PreviewConsumer(AsyncJsonWebsocketConsumer):
 
 def _session_user(scope):
     """The user the socket's session signs in now, if still the one it connected as; else None.
-    The session is read again from its store (the scope's copy was loaded at connect), and Django
-    checks it as for a page: a sign-out deletes it, a password change leaves its auth hash stale,
-    an inactive user is refused."""
+    The session is read again from its store (the scope's copy was loaded at connect) and checked
+    as Django checks it for a page, without its side effects (no cycle_key() or flush(), whose new
+    cookie no socket frame could carry): a sign-out deletes it, a password change leaves its auth
+    hash stale (a SECRET_KEY_FALLBACKS key still verifies it), an inactive user is refused."""
     session = scope.get("session")
     key = getattr(session, "session_key", None) if session is not None else None
     connected = scope.get("user")
     if not key or connected is None or not connected.is_authenticated:
         return None
-    user = auth.get_user(SimpleNamespace(session=import_module(settings.SESSION_ENGINE).SessionStore(key)))
-    if not user.is_authenticated or not user.is_active or user.pk != connected.pk:
+    data = import_module(settings.SESSION_ENGINE).SessionStore(key).load()  # {} once deleted
+    if str(data.get(auth.SESSION_KEY)) != str(connected.pk):
         return None
-    return user
+    user = get_user_model().objects.filter(pk=connected.pk, is_active=True).first()
+    stored = data.get(auth.HASH_SESSION_KEY) or ""
+    if user is None or not stored:
+        return None
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return user if any(constant_time_compare(stored, known) for known in hashes) else None
 
 
 def _managed_bot(user, bot_id):

@@ -66,19 +66,26 @@ def invite(*, organization, inviter_membership, email, role):
     invitation = Invitation.objects.create(
         organization=organization, email=email, role=role, invited_by=inviter_membership.user
     )
-    link = invite_link(invitation)
-    inviter = person_name(inviter_membership.user)
+    _mail_invitation(invitation)
+    return invitation
+
+
+def _mail_invitation(invitation, renewed=False):
+    organization = invitation.organization
+    inviter = person_name(invitation.invited_by) if invitation.invited_by else f"The {organization.name} team"
+    days = (invitation.expires - invitation.created).days
+    lead = ("The link of your invitation changed; the one sent before no longer works.\n\n" if renewed else "")
     send_mail(
         subject=f"You're invited to {organization.name} on ChatNexus",
         message=(
-            f"{inviter} invited you to join {organization.name} on ChatNexus as {invitation.get_role_display()}.\n\n"
-            f"Accept the invitation: {link}\n"
-            f"The link works for {(invitation.expires - invitation.created).days} days.\n"
+            f"{lead}{inviter} invited you to join {organization.name} on ChatNexus as "
+            f"{invitation.get_role_display()}.\n\n"
+            f"Accept the invitation: {invite_link(invitation)}\n"
+            f"The link works for {days} days from the invitation.\n"
         ),
         from_email=None,
-        recipient_list=[email],
+        recipient_list=[invitation.email],
     )
-    return invitation
 
 
 def invite_link(invitation) -> str:
@@ -119,11 +126,15 @@ def accept(invitation, user):
 def _retire_links_seen(organization, role, new_role=None):
     """A member of ``role`` loses manager rights (``new_role``: demoted; None: removed): every pending
     invitation whose link the Team page showed them and no longer would gets a new token, so a link
-    they kept cannot bring them back in, or back up."""
+    they kept cannot bring them back in, or back up; its invitee is mailed the new link."""
     before, after = Membership(role=role), Membership(role=new_role) if new_role else None
     lost = [r for r in Role.values if may_invite(before, r) and not (after and may_invite(after, r))]
-    for invitation in Invitation.objects.filter(organization=organization, accepted__isnull=True, role__in=lost):
+    pending = Invitation.objects.select_related("organization", "invited_by")
+    for invitation in pending.filter(organization=organization, accepted__isnull=True, role__in=lost):
+        if invitation.expired:
+            continue
         invitation.new_link()
+        transaction.on_commit(lambda invitation=invitation: _mail_invitation(invitation, renewed=True))
 
 
 def _owner_count(org) -> int:

@@ -55,12 +55,13 @@ def build_messages(config, history, question, count_tokens=None, max_prompt_toke
 
     ``history`` is a list of ``{"role", "content"}`` ending with the question. With
     ``count_tokens`` and ``max_prompt_tokens`` it is made to fit, never refused: the oldest turns go
-    first; then a question longer than half the room keeps its beginning and end (a pasted
-    document); then the least relevant knowledge; then the question is cut further; last, the end
-    of the system prompt (a bot's very long instructions).
+    first (and a reply left first without its question); then a question longer than half the room
+    keeps its beginning and end (a pasted document); then the least relevant knowledge; then the
+    question is cut further, to a quarter of the room at least; last, the middle of the system
+    prompt (a bot's very long instructions: who it is, the facts and the rules at the end stay).
     """
     knowledge = list(retrieve(config, question))
-    turns = list(history)
+    turns = _from_the_customer(list(history))
 
     def compose():
         return [{"role": "system", "content": system_prompt(config, knowledge)}, *turns]
@@ -69,34 +70,40 @@ def build_messages(config, history, question, count_tokens=None, max_prompt_toke
     if not (count_tokens and max_prompt_tokens):
         return messages
 
-    def fits(limit=max_prompt_tokens):
-        return count_tokens(messages) <= limit
+    def fits():
+        return count_tokens(messages) <= max_prompt_tokens
 
     while len(turns) > 1 and not fits():
-        turns = turns[1:]
+        turns = _from_the_customer(turns[1:])
         messages = compose()
-    if turns and count_tokens([turns[-1]]) > max_prompt_tokens // 2:
-        turns[-1] = _cut(turns[-1], lambda m: count_tokens([m]) <= max_prompt_tokens // 2, _head_and_tail)
+    room = max_prompt_tokens
+    if not fits() and count_tokens([turns[-1]]) > room // 2:
+        turns[-1] = _cut(turns[-1], lambda m: count_tokens([m]) <= room // 2, _head_and_tail)
         messages = compose()
     while knowledge and not fits():
         knowledge = knowledge[:-1]
         messages = compose()
-    if turns and not fits():
-        turns[-1] = _cut(turns[-1], lambda m: count_tokens([messages[0], *turns[:-1], m]) <= max_prompt_tokens,
-                         _head_and_tail)
+    if not fits() and count_tokens([turns[-1]]) > room // 4:
+        fitting = _cut(turns[-1], lambda m: count_tokens([messages[0], *turns[:-1], m]) <= room, _head_and_tail)
+        floor = _cut(turns[-1], lambda m: count_tokens([m]) <= room // 4, _head_and_tail)
+        turns[-1] = max(fitting, floor, key=lambda m: len(m["content"]))
         messages = compose()
     if not fits():
-        messages[0] = _cut(messages[0], lambda m: count_tokens([m, *turns]) <= max_prompt_tokens, _head)
+        messages[0] = _cut(messages[0], lambda m: count_tokens([m, *turns]) <= room, _head_and_tail)
     return messages
+
+
+def _from_the_customer(turns):
+    """``turns`` without the bot's turns before the customer's first (what a window of the latest
+    messages, or dropping the oldest, can leave): many chat templates refuse to start with them."""
+    while len(turns) > 1 and turns[0]["role"] != "user":
+        turns = turns[1:]
+    return turns
 
 
 def _head_and_tail(text, keep):
     half = keep // 2
     return text[:half].rstrip() + " […] " + text[len(text) - (keep - half):].lstrip()
-
-
-def _head(text, keep):
-    return text[:keep].rstrip() + " […]"
 
 
 def _cut(message, fits, shorten):

@@ -312,7 +312,8 @@ def agent_reply(conversation: Conversation, user, text: str, meta: dict | None =
 def add_note(conversation: Conversation, user, text: str) -> Message:
     """An agent's internal note on the conversation: kept in the thread for the team; never
     delivered (no delivery state), never in the widget's history, never in the model's prompt."""
-    return _outbound(conversation, Message.Sender.NOTE, text, meta=_agent(user))
+    with transaction.atomic():  # as every message is stored (signals.settled_message_ids)
+        return _outbound(conversation, Message.Sender.NOTE, text, meta=_agent(user))
 
 
 def _outbound(source, sender, text, **fields) -> Message:
@@ -415,8 +416,9 @@ def assign(conversation: Conversation, user_id) -> None:
 
 
 def tag_name(name: str) -> str:
-    """A tag as typed, tidied: spaces collapsed, at most Tag.MAX_LENGTH characters; ValueError when empty."""
-    name = " ".join(str(name).split())[:Tag.MAX_LENGTH]
+    """A tag as typed, tidied: spaces collapsed, at most Tag.MAX_LENGTH characters, what the database
+    cannot store as U+FFFD (a NUL); ValueError when empty."""
+    name = storable(" ".join(str(name).split())[:Tag.MAX_LENGTH])
     if not name:
         raise ValueError("a tag needs a name")
     return name

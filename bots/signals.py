@@ -9,26 +9,33 @@ from django.dispatch import receiver
 
 from .models import ApiToken, Attachment, Message
 
-MESSAGE_INSERTS = 0x63_68_61_74  # a PostgreSQL advisory lock key: transactions storing messages hold it shared
+MESSAGE_INSERTS = 0x63_68_61_74  # PostgreSQL advisory locks (this, organisation id): held shared by transactions storing its messages
+SETTLE_TIMEOUT = "10s"  # how long a poller waits for the messages being stored
 
 
 @receiver(pre_save, sender=Message)
 def mark_message_insert(sender, instance, **kwargs):
-    """A transaction about to store a message holds MESSAGE_INSERTS (shared) until it ends, before its
-    id is drawn: see message_ids_settled. (SQLite runs one writing transaction at a time.)"""
+    """A transaction about to store a message holds its organisation's MESSAGE_INSERTS lock (shared)
+    until it ends, taken before the id is drawn: see settled_message_ids. (SQLite runs one writing
+    transaction at a time: ids commit in order there.)"""
     if instance._state.adding and connection.vendor == "postgresql" and connection.in_atomic_block:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [MESSAGE_INSERTS])
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [MESSAGE_INSERTS, instance.organization_id])
 
 
-def message_ids_settled():
-    """Wait until every message whose id is drawn already has been committed (or rolled back).
-    Ids are drawn at insert, not at commit: without this a reader following ids (the API's
-    ``?after=``) could see id N+1 while N was still being stored, and skip N for good. Ids drawn
-    from now on are higher than any now visible."""
-    if connection.vendor == "postgresql":
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MESSAGE_INSERTS])
+def settled_message_ids(organization_id):
+    """The highest message id up to which every message of the organisation is settled: committed,
+    or rolled back and never to be. Ids are drawn at insert, not at commit: without this a reader
+    following ids (the API's ``?after=``) could see id N+1 while N was still being stored, and skip
+    N for good. Waits (SETTLE_TIMEOUT at most; then OperationalError) for the messages being stored;
+    ids drawn later are higher than the mark. None where ids commit in order (SQLite)."""
+    if connection.vendor != "postgresql":
+        return None
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{SETTLE_TIMEOUT}'")
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [MESSAGE_INSERTS, organization_id])
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {Message._meta.db_table}")
+        return cursor.fetchone()[0]
 
 
 @receiver(post_delete, sender=Attachment)

@@ -3,8 +3,10 @@ web process shares the counters). Used by the widget (channels_app/widget/rateli
 and by sign-in, sign-up and password reset (bots/views/accounts.py).
 
 ``hit(key, limit, window_s=60)`` counts one event and says whether the events of the last
-window are still within ``limit``; ``peek`` says the same without counting; the caller
-turns a refusal into a clear message. The last window is estimated from two fixed
+window are still within ``limit``; the caller turns a refusal into a clear message.
+``refund(verdict)`` takes back the event a hit counted: a limit on failures counts every
+attempt before checking it (attempts sent in parallel are all counted before any is checked)
+and refunds the ones that did not fail. The last window is estimated from two fixed
 counters, the current one and the one before, weighting the previous by the share of it
 still inside the sliding window (the counter Cloudflare describes for its own limits):
 two keys per limit, one atomic ``incr`` per event, and no burst of twice the limit across
@@ -38,12 +40,17 @@ def _count(cache_key: str, window_s: int) -> int:
 
 def hit(key: str, limit: int, now: float | None = None, window_s: int = WINDOW_S) -> Verdict:
     """Count one event under `key`; allowed while the last `window_s` seconds hold at most `limit`."""
-    return _verdict(key, limit, now, window_s, count=True)
-
-
-def peek(key: str, limit: int, now: float | None = None, window_s: int = WINDOW_S) -> Verdict:
-    """Would one more event under `key` fit? Counts nothing."""
-    return _verdict(key, limit, now, window_s, count=False)
+    now = time.time() if now is None else now
+    limit = max(0, int(limit))
+    window = int(now // window_s)
+    elapsed = now - window * window_s  # seconds into the current window
+    name = f"cn:rl:{window_s}:{key}:{window}"
+    current = _count(name, window_s)
+    previous = int(cache.get(f"cn:rl:{window_s}:{key}:{window - 1}") or 0)
+    weight = 1 - elapsed / window_s  # share of the previous window still in the sliding one
+    if previous * weight + current <= limit:
+        return Verdict(allowed=True, retry_after=0, counted=name)
+    return Verdict(allowed=False, retry_after=_retry_after(previous, current, limit, elapsed, window_s), counted=name)
 
 
 def refund(verdict: Verdict) -> None:
@@ -54,22 +61,6 @@ def refund(verdict: Verdict) -> None:
         except ValueError:  # expired meanwhile: nothing left to take back
             pass
         verdict.counted = None
-
-
-def _verdict(key, limit, now, window_s, count) -> Verdict:
-    now = time.time() if now is None else now
-    limit = max(0, int(limit))
-    window = int(now // window_s)
-    elapsed = now - window * window_s  # seconds into the current window
-    name = f"cn:rl:{window_s}:{key}:{window}"
-    current = _count(name, window_s) if count else int(cache.get(name) or 0) + 1
-    previous = int(cache.get(f"cn:rl:{window_s}:{key}:{window - 1}") or 0)
-    weight = 1 - elapsed / window_s  # share of the previous window still in the sliding one
-    counted = name if count else None
-    if previous * weight + current <= limit:
-        return Verdict(allowed=True, retry_after=0, counted=counted)
-    return Verdict(allowed=False, retry_after=_retry_after(previous, current, limit, elapsed, window_s),
-                   counted=counted)
 
 
 def _retry_after(previous: int, current: int, limit: int, elapsed: float, window_s: int) -> int:

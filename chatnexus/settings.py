@@ -76,7 +76,8 @@ PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # forms posted from its origin (behind a TLS proxy the app sees http, the browser sends https).
 _public = urlsplit(PUBLIC_URL)
 _public_host = f"[{_public.hostname}]" if ":" in (_public.hostname or "") else (_public.hostname or "")
-_public_origin = f"{_public.scheme}://{_public.netloc.rpartition('@')[2].lower()}" if _public_host else ""
+_public_port = "" if _public.port in (None, {"http": 80, "https": 443}.get(_public.scheme)) else f":{_public.port}"
+_public_origin = f"{_public.scheme}://{_public_host.lower()}{_public_port}" if _public_host else ""  # as browsers send it
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ",".join(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", _public_host])))
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", _public_origin)
 

@@ -4,11 +4,12 @@ Every queryset goes through ``bots.tenancy.scoped``: another organisation's obje
 is a 404. Bots, knowledge and stats are for owners and admins; agents use
 conversations and messages (as in the inbox).
 """
+from django.db import OperationalError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,7 +19,7 @@ from ..files import attachment_response
 from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
 from ..models.conversations import narrowed
 from ..models.tenants import person_name
-from ..signals import message_ids_settled
+from ..signals import settled_message_ids
 from ..tenancy import scoped
 from ..versions import version_rows
 from . import serializers as s
@@ -293,8 +294,13 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
         if reply_to := _int_param(self.request, "reply_to"):
             messages = messages.filter(reply_to_id=reply_to)
         if after := _int_param(self.request, "after"):
-            message_ids_settled()  # no message with a lower id than those returned can commit later
             messages = messages.filter(id__gt=after)
+            try:  # nothing past the mark: a message with a lower id than those returned cannot commit later
+                mark = settled_message_ids(self.request.organization.id)
+            except OperationalError:  # messages being stored for longer than the settle timeout
+                raise Throttled(wait=1, detail="Messages are being stored; ask again in a moment.") from None
+            if mark is not None:
+                messages = messages.filter(id__lte=mark)
         return messages
 
 

@@ -143,7 +143,7 @@ def bulk(request):
             assignee = conversations[0].assignee
             done = f"Assigned to {assignee.get_username()}:" if assignee else "Unassigned"
         else:
-            name = services.tag_name(services.storable(request.POST.get("tag", "")))  # a NUL: U+FFFD, as stored
+            name = services.tag_name(request.POST.get("tag", ""))
             for conversation in conversations:
                 services.add_tag(conversation, name)
             done = f"Tagged “{name}”:"
@@ -212,7 +212,7 @@ def tags(request, conversation_id):
                                          if str(tag.id) != request.POST["remove"]])
     else:
         try:
-            services.add_tag(conversation, services.storable(request.POST.get("add", "")))  # a NUL: U+FFFD
+            services.add_tag(conversation, request.POST.get("add", ""))
         except ValueError:
             flash.error(request, "Write the tag's name first.")
     return redirect(reverse("inbox:thread", args=[conversation.id]) + "#tags")

@@ -59,9 +59,10 @@ def team_page(request, form, hours_form=None):
     context = {
         "members": scoped(request, Membership).select_related("user").order_by("id"),
         # an owner invitation's link makes its holder an owner: only owners see it (admins cannot invite owners either)
-        "invitations": [(invitation, members.invite_link(invitation)
-                         if members.may_invite(request.membership, invitation.role) and not invitation.expired else None)
-                        for invitation in scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id")],
+        # (invitation, its link or None, whether this member may cancel it: those they may make)
+        "invitations": [(invitation, members.invite_link(invitation) if mine and not invitation.expired else None, mine)
+                        for invitation in scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id")
+                        for mine in [members.may_invite(request.membership, invitation.role)]],
         "form": form,
         "roles": Membership.Role.choices,
         "is_owner": request.membership.role == Membership.Role.OWNER,
@@ -267,7 +268,7 @@ def tag_edit(request, tag_id):
         messages.success(request, f"Deleted the tag {old}.")
         return redirect(reverse("org:members") + "#tags")
     try:
-        name = services.tag_name(services.storable(request.POST.get("name", "")))  # a NUL: U+FFFD, as stored
+        name = services.tag_name(request.POST.get("name", ""))
     except ValueError:
         messages.error(request, "A tag needs a name.")
         return redirect(reverse("org:members") + "#tags")

@@ -228,7 +228,14 @@ def rate(session: Session, frame: dict) -> dict | Refusal:
 
 
 def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
-    """Rate-limit and store the visitor's message; ``(conversation_id, echo of the message)``."""
+    """Rate-limit and store the visitor's message; ``(conversation_id, echo of the message)``. A frame
+    sent again (the widget re-sends what it has not seen echoed, after a reload) gets its stored
+    message's echo, whatever the rate: it is no new message."""
+    # Namespaced by visitor: one visitor's client ids can never reach another's conversation.
+    external_id = f"{session.visitor_id}:{frame['id']}"
+    stored = Message.objects.filter(bot_id=session.bot_id, channel=CHANNEL, external_id=external_id).first()
+    if stored is not None:
+        return stored.conversation_id, {"type": "message", "message": public_message(stored), "client_id": frame["id"]}
     if (refusal := _too_fast(session)) is not None:
         return refusal
     bot = Bot.objects.get(id=session.bot_id)
@@ -238,8 +245,7 @@ def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
         channel=CHANNEL,
         thread_id=session.visitor_id,
         text=frame["text"],
-        # Namespaced by visitor: one visitor's client ids can never reach another's conversation.
-        external_id=f"{session.visitor_id}:{frame['id']}",
+        external_id=external_id,
         contact={"email": frame["email"]} if frame["email"] else {},
         meta={"widget": True},
         # A handoff request goes straight to the bot's handoff (pause + tell the team).

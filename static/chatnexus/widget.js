@@ -16,10 +16,16 @@
   function stored() { try { return JSON.parse(localStorage.getItem(storeKey) || "{}") || {}; } catch (e) { return {}; } }
   var store = stored();
   // Other tabs of the site share the visitor: a token one of them got since this tab loaded is
-  // kept (and used), never overwritten by this tab's older copy ("" marks a token dropped on purpose).
+  // kept (and used), never overwritten by this tab's older copy ("" marks a token dropped on purpose);
+  // so are the unsent frames another tab keeps (all but those this tab saw taken or refused).
+  var forgotten = {};
   function save() {
     var latest = stored();
     if (store.token === undefined && latest.token) store.token = latest.token;
+    var mine = {};
+    (store.outbox || []).forEach(function (o) { mine[o.id] = true; });
+    var others = (latest.outbox || []).filter(function (o) { return !mine[o.id] && !forgotten[o.id]; });
+    if (others.length) store.outbox = (store.outbox || []).concat(others);
     try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ }
   }
 
@@ -436,6 +442,7 @@
   // shows them again and sends them once connected (the server stores a client id once).
   function keepOutbox() { store.outbox = outbox; save(); }
   function forget(clientId) {
+    forgotten[clientId] = true;
     outbox = outbox.filter(function (o) { return o.id !== clientId; });
     keepOutbox();
   }

@@ -230,3 +230,32 @@ def test_an_open_preview_closes_once_its_session_no_longer_signs_the_user_in(tra
     assert first["event"] == "accepted"
     assert closed == {"type": "websocket.close", "code": 4403}
     assert list(Message.objects.filter(channel="preview").values_list("text", flat=True)) == ["Hi"]
+
+
+def test_a_session_from_before_a_secret_key_rotation_keeps_chatting_and_stays_signed_in(transactional_db, settings,
+                                                                                       alice, acme_bot):
+    """Django accepts a session hashed under a SECRET_KEY_FALLBACKS key, and on a page moves it to a new
+    session key; a socket cannot send the new cookie, so checking it must change nothing."""
+    from django.conf import settings as live
+
+    old = "an-old-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+    settings.SECRET_KEY = old
+    session = signed_in_session(alice)
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-secret-key-9876543210zyxwvutsrqponmlkjihgfedcba", [old]
+    assert live.SECRET_KEY_FALLBACKS == [old]
+
+    async def chat_twice():
+        comm = communicator(alice, acme_bot.id, session=session)
+        await comm.connect()
+        await comm.receive_json_from(timeout=30)  # ready
+        answers = []
+        for n, text in enumerate(["Hi", "Still there?"]):
+            await comm.send_json_to({"type": "message", "id": f"c{n}", "text": text})
+            answers.append(await comm.receive_json_from(timeout=30))
+            await comm.receive_json_from(timeout=30)  # the stored message's event
+        await comm.disconnect()
+        return answers
+
+    answers = async_to_sync(chat_twice)()
+    assert [a["event"] for a in answers] == ["accepted", "accepted"]
+    assert session.__class__().exists(session.session_key)  # not moved to a key no browser knows

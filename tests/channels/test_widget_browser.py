@@ -485,7 +485,8 @@ def test_a_reply_that_fails_midway_takes_its_words_away(widget_channel, acme_bot
 
     as_worker(_mark_failed, inbound, RuntimeError("the engine failed"))
     page.wait_for_function("window.__frames.some(f => f.type === 'reply.error')")
-    expect(bot_bubbles).to_have_count(0)  # half an answer is not an answer
+    # half an answer is not an answer (the handoff message that follows, where a worker delivers it, is)
+    expect(panel.locator(".msg.bot", has_text="We fix every")).to_have_count(0)
     assert Message.objects.get(id=inbound.id).reply_state == Message.ReplyState.FAILED
     assert Conversation.objects.get(id=inbound.conversation_id).needs_human
     assert Message.objects.get(reply_to=inbound).sender == "system"  # the handoff message, on its way
@@ -702,3 +703,31 @@ def test_a_streaming_reply_is_busy_for_screen_readers_until_it_is_done(widget_ch
     expect(bot_bubble).to_have_count(1)
     expect(bot_bubble).not_to_have_attribute("aria-busy", re.compile(".*"))
 
+
+
+def test_messages_written_offline_in_two_tabs_are_all_kept(widget_channel, acme_bot, host_site, live_server_url,
+                                                           page):
+    """Each tab wrote the visitor's store with its own unsent messages only: the second tab to write
+    erased the first's, which was lost once that tab was closed."""
+    from bots.models import Message
+    from tests.conftest import free_port
+
+    page.context.add_init_script(OFFLINE_SWITCH.replace("NOWHERE", f"'ws://127.0.0.1:{free_port()}/'"))
+    first = open_chat(page, host_site, live_server_url, acme_bot)
+    page.wait_for_function("window.__frames.some(f => f.type === 'history')")
+    other = page.context.new_page()  # the same site in another tab, loaded before the first writes
+    other_panel = open_chat(other, host_site, live_server_url, acme_bot)
+    other.wait_for_function("window.__frames.some(f => f.type === 'history')")
+    for tab in (page, other):
+        tab.evaluate("window.__offline = true; window.__sockets.forEach(s => s.close())")
+    for panel, text in ((first, "From the first tab"), (other_panel, "From the second tab")):
+        panel.get_by_text("Connection lost \u2014 reconnecting\u2026").wait_for()
+        box = panel.get_by_role("textbox", name="Message")
+        box.fill(text)
+        box.press("Enter")
+        expect(panel.locator(".msg.me.pending")).to_have_text([text])
+    page.close()  # the first tab goes, its unsent message with it unless the store kept it
+    other.reload()  # online again
+    wait_for(lambda: Message.objects.filter(bot=acme_bot, direction="in").count() == 2, what="both messages")
+    assert sorted(Message.objects.filter(bot=acme_bot, direction="in").values_list("text", flat=True)) == [
+        "From the first tab", "From the second tab"]

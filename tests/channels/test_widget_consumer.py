@@ -42,7 +42,7 @@ def widget(transactional_db, acme, acme_bot):
 @pytest.fixture
 def no_settings_cache(monkeypatch):
     """Read the widget's settings on every frame (the socket may keep them a few seconds)."""
-    monkeypatch.setattr(inbound, "OPTIONS_FRESH_S", 0, raising=False)
+    monkeypatch.setattr(inbound, "OPTIONS_FRESH_S", 0)
 
 
 class Socket(ApplicationCommunicator):
@@ -187,4 +187,26 @@ def test_the_pre_chat_email_is_at_most_254_characters(widget):
     assert (refused["code"], refused["client_id"]) == ("bad_email", "m1")
     assert taken["type"] == "message"
     assert Conversation.objects.get().contact_email == address(254)
+    assert Message.objects.count() == 1
+
+
+def test_a_message_sent_again_gets_its_echo_even_past_the_rate_limit(widget):
+    """After a reload the widget sends again what it had not seen echoed; it is no new message, so
+    the limit must not refuse it (the widget would mark it failed and put its words back to send)."""
+    widget.settings.update(messages_per_minute=1)
+    widget.save()
+
+    async def chat():
+        ws = Socket(widget.bot.public_key)
+        await ws.open()
+        echoes = []
+        for _ in range(2):
+            await ws.send(type="message", id="m1", text="Do you sell tandems?")
+            echoes.append((await ws.frames_until(lambda f: f.get("client_id") == "m1"))[-1])
+        await ws.close()
+        return echoes
+
+    first, again = async_to_sync(chat)()
+    assert first["type"] == again["type"] == "message"
+    assert again["message"]["id"] == first["message"]["id"]
     assert Message.objects.count() == 1

@@ -308,7 +308,7 @@ def test_an_internal_note_stays_with_the_team(client, bob, acme_bot):
     assert "VIP customer, be quick" in page and 'class="msg out note"' in page
     assert [m["text"] for m in history(conversation.id)["messages"]] == ["Where is my order?"]  # not for the customer
     later = services.receive(bot=acme_bot, channel="widget", thread_id="noted", text="Hello?", answer=False).message
-    assert [turn["content"] for turn in _history(later)] == ["Where is my order?", "Hello?"]  # not for the model
+    assert [turn["content"] for turn in _history(later)] == ["Where is my order?\n\nHello?"]  # not for the model
     assert stats.summary(acme_bot.organization)["messages"] == 2
 
 

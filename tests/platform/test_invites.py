@@ -163,7 +163,8 @@ def links_on_team_page(client):
     return re.findall(r"https?://[^/\s<]+(/accounts/invite/[^\s<]+/)", client.get(reverse("org:members")).content.decode())
 
 
-def test_a_removed_admin_cannot_get_back_in_through_a_link_they_saw(client, alice, acme, smtp_settings):
+def test_a_removed_admin_cannot_get_back_in_through_a_link_they_saw(client, alice, acme, smtp_settings,
+                                                                     django_capture_on_commit_callbacks):
     """Adam (admin) saw erin's pending admin invitation on the Team page; once removed, its link is dead."""
     from tests.conftest import make_member
 
@@ -175,7 +176,8 @@ def test_a_removed_admin_cannot_get_back_in_through_a_link_they_saw(client, alic
     [seen] = links_on_team_page(client)
     client.force_login(alice)
     owner_link = next(link for link in links_on_team_page(client) if link != seen)
-    client.post(reverse("org:member-remove", args=[Membership.objects.get(user=adam).id]))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("org:member-remove", args=[Membership.objects.get(user=adam).id]))
     assert not Membership.objects.filter(user=adam).exists()
 
     client.force_login(adam)
@@ -184,6 +186,9 @@ def test_a_removed_admin_cannot_get_back_in_through_a_link_they_saw(client, alic
     client.force_login(alice)  # the invitation itself stands, under a new link the owners pass on
     assert seen not in links_on_team_page(client) and owner_link in links_on_team_page(client)
     assert Invitation.objects.filter(email="erin@example.com", accepted__isnull=True).exists()
+    [new_link] = [link for link in links_on_team_page(client) if link != owner_link]
+    renewed = [m["message"].get_content() for m in smtp_settings.messages if m["to"] == ["erin@example.com"]][-1]
+    assert new_link in renewed and "no longer works" in renewed  # erin is sent the new link
 
 
 def test_a_demoted_manager_cannot_raise_themselves_back_through_a_link_they_saw(client, alice, acme, smtp_settings):

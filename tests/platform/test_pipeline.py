@@ -331,3 +331,32 @@ def test_the_handoff_email_outlasts_a_mail_server_down_for_a_while(db, settings,
     finally:
         controller.stop()
     assert [m["to"] for m in sink.messages] == [["alice@example.com"]]
+
+
+def test_a_bots_very_long_instructions_give_way_before_the_question_and_the_rules(db, acme_bot):
+    from bots.prompts import build_messages
+
+    def words(messages):
+        return sum(len(m["content"].split()) + 3 for m in messages)
+
+    config = {**acme_bot.live_config(), "instructions": "Always be kind. " * 300, "topics_to_avoid": "politics"}
+    question = "Order 4411 arrived broken. " + "filler " * 60 + "Can I get a refund?"
+    history = [{"role": "assistant", "content": "Hello! How can I help?"},  # a window that starts with the bot
+               {"role": "user", "content": question}]
+    system, turn = build_messages(config, history, question, count_tokens=words, max_prompt_tokens=200)
+    assert words([system, turn]) <= 200
+    assert turn["role"] == "user" and turn["content"].startswith("Order 4411") and turn["content"].endswith("refund?")
+    assert system["content"].startswith("You are Ava") and "Never discuss: politics" in system["content"]
+    assert "[…]" in system["content"]  # the instructions' middle went
+
+
+def test_a_question_that_fits_is_left_whole(db, acme_bot):
+    from bots.prompts import build_messages
+
+    def words(messages):
+        return sum(len(m["content"].split()) + 3 for m in messages)
+
+    question = "Order 4411 arrived broken. " + "filler " * 240 + "Can I get a refund?"
+    messages = build_messages(acme_bot.live_config(), [{"role": "user", "content": question}], question,
+                              count_tokens=words, max_prompt_tokens=400)
+    assert messages[1]["content"] == question  # over half the room, but the prompt fits

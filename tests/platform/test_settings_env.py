@@ -127,6 +127,11 @@ def test_it_keeps_public_urls_port_in_the_origin_only(tmp_path):
     assert got["CSRF_TRUSTED_ORIGINS"] == ["https://chat.example.com:8443"]
 
 
+def test_a_default_port_written_in_public_url_is_left_out_of_the_origin_as_browsers_do(tmp_path):
+    got = values(tmp_path, PUBLIC_URL="https://chat.example.com:443")
+    assert got["CSRF_TRUSTED_ORIGINS"] == ["https://chat.example.com"]  # the Origin header a browser sends there
+
+
 def test_it_keeps_hosts_and_origins_that_are_set(tmp_path):
     got = values(tmp_path, PUBLIC_URL="https://chat.example.com", ALLOWED_HOSTS="app.internal",
                  CSRF_TRUSTED_ORIGINS="https://app.internal")
@@ -141,15 +146,18 @@ def test_it_keeps_hosts_and_origins_that_are_set(tmp_path):
 def test_the_broker_waits_longer_than_any_task_is_delayed_or_runs(settings):
     """Redis hands an unacknowledged task to another worker after the visibility timeout; a task
     retried with a countdown (or running) longer than that would run twice."""
+    from bots.tasks import notify_agents_of_handoff, notify_team_of_message
     from channels_app.tasks import MEDIA_ATTEMPTS
+    from inference.tasks import generate_reply
 
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     longest = max(
         30 * 2 ** (MEDIA_ATTEMPTS - 1),  # store_whatsapp_media's last countdown
-        300,  # deliver's backoff cap
+        300,  # deliver's backoff cap (channels_app.tasks.deliver)
         settings.CHATNEXUS_DELIVERY_LEASE_S + 1,  # deliver waiting for another worker's claim
-        600,  # Celery's retry_backoff_max (bots.tasks, inference.tasks)
-        settings.CHATNEXUS_TASK_TIME_LIMIT + 30,  # generate_reply's hard time limit
+        *(getattr(task, "retry_backoff_max", 600)  # 600: Celery's default
+          for task in (notify_agents_of_handoff, notify_team_of_message, generate_reply)),
+        generate_reply.time_limit,
     )
     assert visibility >= 2 * longest, (visibility, longest)
 

@@ -5,6 +5,7 @@ import pytest
 
 from bots import services
 from bots.models import Message
+from tests.conftest import wait_for
 from tests.platform.conftest import make_conversation
 
 pytestmark = pytest.mark.django_db
@@ -104,7 +105,7 @@ def test_a_second_task_for_a_message_answered_while_it_waited_for_the_model_does
     with runtime.generation_lock:  # the first task is generating
         copy = threading.Thread(target=tasks.generate_reply, args=[inbound.id])
         copy.start()
-        copy.join(1)  # the copy has checked the message and waits for the model
+        wait_for(lambda: waiting_for_the_model(copy), what="the copy waiting for the model")
         services.record_reply(inbound, "We fix e-bikes.", {"new_tokens": 4}, while_pending=True)
     copy.join(60)
 
@@ -121,3 +122,17 @@ def test_a_second_task_for_a_message_answered_while_it_waited_for_the_model_does
     kinds = [m["event"] for m in async_to_sync(drained)()]
     assert "reply.start" not in kinds and "reply.delta" not in kinds
     assert Message.objects.filter(reply_to=inbound).count() == 1
+
+
+def waiting_for_the_model(thread) -> bool:
+    """Is ``thread`` (running inference.tasks) blocked at the generation lock?"""
+    import linecache
+    import sys
+
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "_generate" and "generation_lock" in linecache.getline(frame.f_code.co_filename,
+                                                                                          frame.f_lineno):
+            return True
+        frame = frame.f_back
+    return False
