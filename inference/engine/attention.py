@@ -31,8 +31,10 @@ linears use their bf16 copies (precision.py: dense prefill). int4a8 models (ROWS
 encode prompts through this row loop instead, MAX_ROWS rows a forward (forward.rows_prefill).
 
 `use_row_invariant_attention(model)` registers it under "row_invariant" and switches the
-model to it; models it cannot serve exactly (batch > 1, padding masks, sliding windows,
-attention sinks, soft-capping) fall back to SDPA per call. SDPA's mask function is registered
+model to it; calls it cannot serve exactly (batch > 1, padding masks, sliding windows) fall
+back to SDPA, the model's own attention. Models whose attention is not SDPA's maths (classes
+that do not support SDPA: Gemma-2's soft-capping, gpt-oss's attention sinks) keep their own
+attention and are not switched. SDPA's mask function is registered
 for it too, so transformers builds a padded batch's mask (model.generate over prompts of
 different lengths); the engine's lean forward (one sequence) builds none, as before.
 """
@@ -180,10 +182,15 @@ AttentionInterface.register(NAME, row_invariant_attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
-def use_row_invariant_attention(model, attend_rows: bool = False) -> None:
+def use_row_invariant_attention(model, attend_rows: bool = False) -> bool:
     """Switch every attention layer of `model` to row_invariant_attention (in place); `attend_rows`:
-    its rows through the C++ loop (the int4a8 kernels must be loaded)."""
+    its rows through the C++ loop (the int4a8 kernels must be loaded). Returns False, leaving the
+    model as it is, where its class does not support SDPA: its attention takes arguments
+    (softcap, s_aux) that neither the row loop nor the SDPA fallback implements."""
+    if not getattr(model, "_supports_sdpa", False):
+        return False
     model.set_attn_implementation(NAME)
     for module in model.modules():
         if hasattr(module, "num_key_value_groups"):
             setattr(module, ATTEND_ROWS, attend_rows)
+    return True

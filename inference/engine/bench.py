@@ -138,13 +138,19 @@ def reference_model(target: str, device, dtype):
     return load_model(target, device=device, dtype=dtype, stock=stock)[0]
 
 
+# generate() fills every option left unset from the checkpoint's generation_config, which often
+# asks for penalties (repetition_penalty 1.1, ...): set plain greedy decoding's values explicitly
+PLAIN_GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                "min_length": 0, "min_new_tokens": 0}
+
+
 def hf_generate_runner(model, max_new_tokens: int, eos_ids: list[int], assistant=None, **extra):
     """Greedy HF `model.generate` (with `assistant` as assistant_model, or `extra` generation
     options): run(input_ids [1, S]) -> (new token ids, None: HF gives no decoding stats)."""
     from transformers import GenerationConfig
 
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                              eos_token_id=eos_ids, pad_token_id=eos_ids[0], **extra)
+    config = GenerationConfig(**{**PLAIN_GREEDY, "max_new_tokens": max_new_tokens, "eos_token_id": eos_ids,
+                                 "pad_token_id": eos_ids[0], **extra})
     kwargs = {"assistant_model": assistant} if assistant is not None else {}
 
     def run(input_ids):

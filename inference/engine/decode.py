@@ -27,7 +27,9 @@ import torch
 from .draft_length import DraftLength
 from .drafters.base import Drafter
 from .errors import EngineError
-from .forward import cache_argument, crop, extend, extend_tree, keep_path, new_cache, prefill, tree_supported
+from .forward import (cache_argument, crop, extend, extend_tree, keep_path, new_cache, prefill, track_rollback,
+                      tree_supported)
+from .loading import max_positions
 from .prefix_cache import PrefixCache
 from .sampling import SamplingParams, probs_from_logits, sample
 from .stats import GenerationStats
@@ -48,7 +50,7 @@ class DecodeRequest:
 
 def context_budget(model, prompt_len: int, max_new_tokens: int) -> int:
     """Clip max_new_tokens so prompt + reply fits max_position_embeddings."""
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = max_positions(model)
     if limit is None:
         return max_new_tokens
     if prompt_len >= limit:
@@ -104,6 +106,8 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     stats.prefix_reused = reused
     if prefixes is not None:
         prefixes.store(request.prompt_ids, cache)
+    if drafter.name != "none":  # rejected drafts get cropped: sliding-window layers keep their past from now on
+        track_rollback(cache)
     tokens, reason = cut([first_token(logits[:, -1], request)], 0, request)
     stats.record_step(drafted=0, accepted=0)
     stats.verify_s += time.perf_counter() - started

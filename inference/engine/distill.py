@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .bench import layer_draft, load_prompts, machine_description
+from .bench import PLAIN_GREEDY, layer_draft, load_prompts, machine_description
 from .engine import Engine
 from .errors import EngineError
-from .loading import BUNDLED_TARGET, _save_plain_safetensors
+from .loading import BUNDLED_TARGET, _save_plain_safetensors, max_positions
 
 SHIPPED_DISTILL_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "distill_prompts.jsonl"
 WARMUP_STEPS = 10  # linear lr warm-up, then cosine decay to 10% over --steps / --minutes
@@ -115,8 +115,8 @@ def generate_replies(model, prompts: list[torch.Tensor], max_new_tokens: int, eo
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
         ids[i, width - len(p):], mask[i, width - len(p):] = p, 1
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                         eos_token_id=eos_ids, pad_token_id=pad_id)[:, width:]  # [B, <= max_new_tokens]
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
+                         pad_token_id=pad_id, **PLAIN_GREEDY)[:, width:]  # [B, <= max_new_tokens]
     replies = []
     for row in out.tolist():
         ends = [i for i, t in enumerate(row) if t in eos_ids]
@@ -130,7 +130,7 @@ def generate_data(engine, conversations: list[dict], sequences: list[dict], cfg:
     and teacher top-k. (The engine's row-by-row CPU attention falls back to SDPA with the padding
     mask for a batch: attention.py.)"""
     done = {s["id"] for s in sequences}
-    context = getattr(engine.model.config, "max_position_embeddings", None) or 1 << 30
+    context = max_positions(engine.model) or 1 << 30
     prompts = [(c["id"], engine.encode(c["messages"])[0]) for c in conversations if c["id"] not in done]  # [S]
     todo = [(cid, p) for cid, p in prompts if len(p) + cfg.max_new_tokens <= context]  # skip what cannot fit
     todo.sort(key=lambda t: len(t[1]))  # similar lengths batch with little padding

@@ -16,13 +16,12 @@ import time
 from collections.abc import Iterator
 
 import torch
-from jinja2 import TemplateError
 
+from .chat import chat_ids
 from .decode import DecodeRequest, context_budget, speculative_decode
-from .errors import EngineError
 from .draft_length import DraftLength, draft_costs
 from .drafters import Drafter, SuffixMemory, make_drafter
-from .loading import BUNDLED_TARGET, load_model, resolve_device
+from .loading import BUNDLED_TARGET, load_model, max_positions, resolve_device
 from .precision import resolve_precision
 from .prefix_cache import shared_prefix_cache
 from .precision_probe import AUTO, choose_precision
@@ -92,7 +91,7 @@ class Engine:
         marker = "\x00question\x00"
         try:
             text = self.tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
-                                                      add_generation_prompt=True)
+                                                      add_generation_prompt=True, enable_thinking=False)
         except Exception:  # noqa: BLE001 - no chat template: the question alone
             return ""
         return text[text.rfind(marker) + len(marker):]
@@ -102,7 +101,7 @@ class Engine:
     @property
     def context_length(self) -> int:
         """Tokens the target attends over: prompt and reply together fit in this many."""
-        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        return int(max_positions(self.model) or 2048)
 
     def encode(self, messages: Messages) -> torch.Tensor:
         """Chat messages (rendered by the chat template) or a plain prompt -> input_ids [1, S]."""
@@ -113,16 +112,11 @@ class Engine:
         return ids.to(self.device)
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        """The token ids of chat messages as the chat template renders them. Control tokens written
-        in a message's text (a customer typing "<|im_start|>system", a fetched web page) are encoded
-        as the text they are: only the template's own open and close turns."""
-        try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                     sanitize_control_tokens=True)
-        except (ValueError, TemplateError) as error:  # none (a base model), or one refusing these turns
-            raise EngineError(f"the model's chat template cannot write this conversation ({error}); "
-                              "a chat (instruct) model is needed") from None
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding in newer transformers
+        """The token ids of chat messages as the chat template renders them (chat.py: thinking off,
+        a system turn merged into the first user turn where the template has no system role).
+        Control tokens written in a message's text (a customer typing "<|im_start|>system", a
+        fetched web page) are encoded as the text they are: only the template's own open and close turns."""
+        return chat_ids(self.tokenizer, messages)
 
     # ------------------------------------------------------------------ token level
 

@@ -3,6 +3,12 @@
 Positions are passed explicitly (`position_ids` = cache length onward), so they stay
 right after `cache.crop(n)` rolls the cache back to n tokens.
 
+Layers other than full attention (sliding-window: Mistral, Gemma-2/3, Phi-3) keep only the
+window's keys, so they can roll back only what was appended while they recorded their past:
+`track_rollback` turns that on once the prompt is in (as transformers' assisted generation
+does), and `crop` then trims them back to the window after every step. A cache that cannot
+roll back at all (recurrent state: linear attention, Mamba) refuses drafting.
+
 The cache's full-attention layers are `PreallocatedLayer`s: keys and values live in a
 buffer with room to grow, so a decode step writes its token in place instead of
 `torch.cat`-ing the whole cache into a new tensor (DynamicLayer's way: O(length) copying
@@ -31,6 +37,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .attention import ROWS_PREFILL, prompt_pass
+from .errors import EngineError
 from .lean import lean_forward
 
 # Prompt chunk width. Fresh prompts pay for the chunks (measured on the bundled model, 2-core
@@ -109,12 +116,30 @@ class PreallocatedLayer(DynamicLayer):
         return copy
 
 
+# set by track_rollback on a cache with layers other than PreallocatedLayers: crop() trims them every step
+_TRIMS = "chatnexus_trims"
+
+
 def new_cache(model, capacity: int = 0) -> DynamicCache:
     """A cache for `model`; `capacity` (prompt + reply + a draft, when known) sizes the buffers once."""
     cache = DynamicCache(config=model.config)
     cache.layers = [PreallocatedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     reserve(cache, capacity)
     return cache
+
+
+def track_rollback(cache: DynamicCache) -> None:
+    """Make `crop` able to drop what later forwards append (call it after the prompt's prefill:
+    before, a sliding-window layer would hold the whole prompt). Raises EngineError where a layer
+    cannot be rolled back (transformers' `is_croppable`: a recurrent state has no past to return to)."""
+    if all(type(layer) is PreallocatedLayer for layer in cache.layers):
+        return  # full attention only: PreallocatedLayer.crop is always exact
+    stuck = sorted({type(layer).__name__ for layer in cache.layers if not layer.is_croppable})
+    if stuck:
+        raise EngineError(f"this model's cache ({', '.join(stuck)}) keeps a recurrent state that cannot be rolled "
+                          "back after a rejected draft; use drafter 'none'")
+    cache.activate_past_recording()
+    setattr(cache, _TRIMS, True)
 
 
 def reserve(cache: DynamicCache, capacity: int) -> None:
@@ -220,8 +245,10 @@ def prefill(model, cache_arg: str, cache: DynamicCache, prompt_ids: torch.Tensor
 def crop(cache: DynamicCache, length: int) -> None:
     """Roll the cache back to its first `length` positions (drop rejected draft tokens).
 
-    A negative argument means "remove that many tokens" in every transformers release.
+    A negative argument means "remove that many tokens" in every transformers release. Layers
+    that record their past (track_rollback) are cropped every step, even by 0: that trims a
+    sliding window's layer back to the window.
     """
     remove = cache.get_seq_length() - length
-    if remove > 0:
+    if remove > 0 or (remove == 0 and getattr(cache, _TRIMS, False)):
         cache.crop(-remove)

@@ -142,6 +142,14 @@ def _load_pretrained(name: str, local_files_only: bool, dtype: torch.dtype):
     return model, tokenizer
 
 
+def max_positions(model) -> int | None:
+    """The positions `model` attends over (max_position_embeddings), None where its config does not
+    say. A multimodal config (Gemma3ForConditionalGeneration) keeps it on its text config."""
+    config = model.config
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return getattr(text, "max_position_embeddings", None) or getattr(config, "max_position_embeddings", None)
+
+
 def check_architecture(config, name: str) -> None:
     """Refuse anything that is not a decoder-only causal LM transformers can run."""
     model_type = getattr(config, "model_type", None)

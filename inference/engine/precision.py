@@ -172,8 +172,8 @@ def apply_precision(model: nn.Module, precision: Precision, dense_copies: bool |
     packed = on_cpu and precision.name == "fp32" and packed_wanted()
     if packed:
         pack_fp32_linears(model)
-    if on_cpu and cpu_row_invariant(precision.name, shapes, packed=packed):
-        use_row_invariant_attention(model, attend_rows=precision.name == "int4a8")
+    if on_cpu and cpu_row_invariant(precision.name, shapes, packed=packed) and \
+            use_row_invariant_attention(model, attend_rows=precision.name == "int4a8"):
         # int4a8 prompts go through the decode path (forward.rows_prefill) unless bf16 copies were kept for them
         setattr(model, ROWS_PREFILL, precision.name == "int4a8" and not has_dense_weights(model))
     return model

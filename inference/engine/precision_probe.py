@@ -42,8 +42,10 @@ from pathlib import Path
 
 import torch
 
+from .chat import chat_ids
 from .errors import EngineError
 from .forward import cache_argument, extend, new_cache
+from .loading import max_positions
 from .precision import DEFAULT_PRECISION, Precision, apply_precision, resolve_precision
 from .threads import cpu_features, cpu_name
 
@@ -150,13 +152,13 @@ def measure(target: str, device: torch.device, *, candidates=CANDIDATES, prompts
 def calibration_sequences(model, tokenizer, prompts: int, reply_tokens: int) -> list[tuple[torch.Tensor, int]]:
     """The first `prompts` calibration chats, each + fp32's greedy reply: [(ids [1, S + R], S)]."""
     device = next(model.parameters()).device
-    context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    context = int(max_positions(model) or 2048)
     out = []
     with open(CALIBRATION_PROMPTS) as f:
         chats = [json.loads(line)["messages"] for line, _ in zip(f, range(prompts))]
     for messages in chats:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(device)  # [1, S]
+        # [1, S], as the engine renders chats; EngineError where the model cannot chat (no template)
+        ids = torch.tensor([chat_ids(tokenizer, messages)], device=device)
         ids = ids[:, -max(1, context - reply_tokens):]  # a short-context model reads the end of the chat
         out.append((torch.cat((ids, greedy(model, ids, reply_tokens)), dim=1), ids.shape[1]))
     return out

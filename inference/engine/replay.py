@@ -55,7 +55,7 @@ import torch
 from .bench import (BenchError, _sum_hists, _sync, _until_eos, hf_generate_runner, hist_lines, jsonl_rows,
                     machine_description, reference_model, write_progress)
 from .engine import Engine
-from .forward import cache_argument, crop, extend, new_cache, prefill
+from .forward import cache_argument, crop, extend, new_cache, prefill, track_rollback
 from .headroom import format_headroom, headroom
 from .prefix_cache import PrefixCache
 
@@ -240,6 +240,7 @@ def step_times(model, context_ids: torch.Tensor, draft_tokens: int, repeats: int
     both after `context_ids` [1, S] (medians of `repeats`)."""
     cache_arg, cache = cache_argument(model), new_cache(model)
     prefill(model, cache_arg, cache, context_ids)
+    track_rollback(cache)
     n = context_ids.shape[1]
 
     def timed(width: int) -> float:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import cache_argument, crop, extend, new_cache
+from .forward import cache_argument, crop, extend, new_cache, track_rollback
+from .loading import max_positions
 
 MEASURED_KS = (0, 1, 3, 7, 11, 15)  # draft lengths timed; in between is interpolated linearly
 PROBE_CONTEXT = 64  # tokens already in the cache while timing: a short chat prompt
@@ -85,9 +86,10 @@ def _forward_timer(model, max_k: int):
     device = next(model.parameters()).device
     vocab = model.get_input_embeddings().weight.shape[0]
     cache_arg, cache = cache_argument(model), new_cache(model)
-    context = min(PROBE_CONTEXT, max(1, getattr(model.config, "max_position_embeddings", 2048) - max_k - 2))
+    context = min(PROBE_CONTEXT, max(1, (max_positions(model) or 2048) - max_k - 2))
     ids = torch.randint(0, vocab, (1, context + max_k + 1), device=device)  # [1, S + k + 1]
     extend(model, cache_arg, cache, ids[:, :context], start=0, keep=1)
+    track_rollback(cache)
 
     def timed(k: int) -> float:
         if device.type == "cuda":

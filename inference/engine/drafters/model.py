@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..forward import cache_argument, crop, extend, new_cache
-from ..loading import check_same_vocabulary, load_model
+from ..forward import cache_argument, crop, extend, new_cache, track_rollback
+from ..loading import check_same_vocabulary, load_model, max_positions
 from ..sampling import SamplingParams, probs_from_logits, sample
 from .base import Drafter
 
@@ -24,7 +24,7 @@ class ModelDrafter(Drafter):
         self.name = f"model:{spec}"
         self.cache_arg = cache_argument(model)
         self.target_vocab_size = target_vocab_size  # q must be [k, V_target]; embeddings may be padded
-        self.max_positions = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        self.max_positions = max_positions(model) or 1 << 30
         self.begin(torch.empty(1, 0, dtype=torch.long))
 
     @classmethod
@@ -46,7 +46,9 @@ class ModelDrafter(Drafter):
         self.proposed_from = n
         if k == 0:
             return torch.empty(0, dtype=torch.long, device=ids.device), None
-        logits = extend(self.model, self.cache_arg, self.cache, ids[:, self.cached:], self.cached, keep=1)[0]  # [1, V]
+        logits = self._logits(ids[:, self.cached:], self.cached)  # [1, V]
+        if self.cached == 0:  # the prompt is in: drafts get cropped from now on (sliding windows record their past)
+            track_rollback(self.cache)
         self.cached = n
         tokens, probs = [], []
         for i in range(k):
@@ -58,7 +60,7 @@ class ModelDrafter(Drafter):
                 probs.append(q)
             tokens.append(token)
             if i < k - 1:
-                logits = extend(self.model, self.cache_arg, self.cache, token[None], self.cached, keep=1)[0]
+                logits = self._logits(token[None], self.cached)
                 self.cached += 1
         draft_ids = torch.cat(tokens)  # [k]
         return draft_ids, (torch.cat(probs) if probs else None)  # None at T=0: greedy ignores q
@@ -66,15 +68,18 @@ class ModelDrafter(Drafter):
     def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
         # the cache holds ids + d_1..d_{k-1}; only ids + the accepted drafts are still valid
         valid = self.proposed_from + num_accepted
-        if self.cached > valid:
+        if self.cached >= valid:  # even when nothing is dropped: crop trims sliding windows back
             crop(self.cache, valid)
             self.cached = valid
 
+    def _logits(self, input_ids: torch.Tensor, start: int) -> torch.Tensor:
+        """The draft's next-token logits after input_ids [1, T]: [1, V], cut to the target's rows.
+        Rows past them are padding: never a draft (the target has no embedding for them), and no
+        share of q either (softmax then spreads q over real tokens only, as p is)."""
+        logits = extend(self.model, self.cache_arg, self.cache, input_ids, start, keep=1)[0]  # [1, V_draft]
+        return logits[..., :self.target_vocab_size]
+
     def _match_vocab(self, q: torch.Tensor) -> torch.Tensor:
-        """q: [1, V_draft] -> [1, V_target]; extra rows are padding, never real tokens."""
+        """q: [1, V_draft] -> [1, V_target]; the target's extra rows are padding, never real tokens."""
         extra = self.target_vocab_size - q.shape[-1]
-        if extra > 0:
-            return F.pad(q, (0, extra))
-        if extra < 0:
-            return q[..., :self.target_vocab_size]
-        return q
+        return F.pad(q, (0, extra)) if extra > 0 else q
