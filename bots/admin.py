@@ -62,7 +62,8 @@ class BotAdmin(admin.ModelAdmin):
     list_display = ["name", "organization", "published_version", "published_at", "updated"]
     list_filter = ["tone"]
     search_fields = ["name", "company", "organization__name", "public_key"]
-    readonly_fields = ["public_key", "published_config", "published_version", "published_at"]
+    # erasures: the workers' cue to rebuild drafting memory; a form saved from before a purge would set it back
+    readonly_fields = ["public_key", "published_config", "published_version", "published_at", "erasures"]
     inlines = [KnowledgeInline]
 
 
@@ -91,6 +92,17 @@ class ConversationAdmin(admin.ModelAdmin):
     raw_id_fields = ["organization", "bot"]
     inlines = [MessageInline]
 
+    # as the inbox erases: files, and the bot's drafting memory rebuilt without them (services)
+    def delete_model(self, request, obj):
+        from . import services
+
+        services.delete_conversations(Conversation.objects.filter(id=obj.id))
+
+    def delete_queryset(self, request, queryset):
+        from . import services
+
+        services.delete_conversations(queryset)
+
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
@@ -98,6 +110,16 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["channel", "direction", "sender", "reply_state", "delivery_status"]
     search_fields = ["text", "external_id"]
     raw_id_fields = ["organization", "bot", "conversation", "reply_to"]
+
+    def delete_model(self, request, obj):
+        from . import services
+
+        services.delete_messages(Message.objects.filter(id=obj.id))
+
+    def delete_queryset(self, request, queryset):
+        from . import services
+
+        services.delete_messages(queryset)
 
 
 @admin.register(AuditEvent)

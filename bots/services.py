@@ -168,20 +168,43 @@ def delete_conversations(conversations) -> int:
     return deleted.get(Conversation._meta.label, 0)
 
 
+def delete_messages(messages) -> int:
+    """Erase messages (a queryset) and, once committed, their customers' files; their bots' drafting
+    memory is rebuilt without them. Returns how many messages went."""
+    with transaction.atomic():
+        bot_ids = set(messages.values_list("bot_id", flat=True))
+        _, deleted = messages.delete()
+        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)
+    return deleted.get(Message._meta.label, 0)
+
+
+def erasure_label(conversation) -> str:
+    """How the activity log names an erased conversation: by its number, channel and bot. The log
+    outlives the erasure (CHATNEXUS_ACTIVITY_RETENTION_DAYS): it names no customer."""
+    return f"conversation #{conversation.id} ({conversation.channel_name}, {conversation.bot.name})"
+
+
 PREVIEW_RETENTION = timedelta(days=1)  # the builder's test chats: nothing shows them once left
 
 
 def purge_expired(now=None) -> int:
     """Delete the conversations whose last message is older than their organisation's retention,
-    and the builder's test chats a day after their last message."""
+    and the messages older than it in conversations still going on (a WhatsApp number, a widget
+    visitor and an API thread are one conversation for good: a customer writing now and then kept
+    years of messages); the builder's test chats a day after their last message. Returns the
+    conversations deleted."""
     now = now or timezone.now()
     # test chats are no drafting memory (inference.tasks._stored_replies): their bots need no rebuild
     _, gone = Conversation.objects.filter(channel="preview", last_message_at__lt=now - PREVIEW_RETENTION).delete()
     deleted = gone.get(Conversation._meta.label, 0)
-    expired = Q()
+    expired, old = Q(), Q()
     for org_id, days in Organization.objects.filter(retention_days__isnull=False).values_list("id", "retention_days"):
         expired |= Q(organization_id=org_id, last_message_at__lt=now - timedelta(days=days))
-    return deleted + (delete_conversations(Conversation.objects.filter(expired)) if expired else 0)
+        old |= Q(organization_id=org_id, created__lt=now - timedelta(days=days))
+    if expired:
+        deleted += delete_conversations(Conversation.objects.filter(expired))
+        delete_messages(Message.objects.filter(old))
+    return deleted
 
 
 def _conversation_for(bot, channel, thread_id, contact, subject):

@@ -42,7 +42,8 @@ def settled_message_ids(organization_id):
 def delete_file(sender, instance, **kwargs):
     storage, name = instance.file.storage, instance.file.name
     if name:
-        transaction.on_commit(lambda: storage.delete(name))
+        # robust: a file the storage fails to delete does not keep the deletion's other files
+        transaction.on_commit(lambda: storage.delete(name), robust=True)
 
 
 @receiver(pre_save, sender=settings.AUTH_USER_MODEL)

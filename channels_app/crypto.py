@@ -59,3 +59,8 @@ class EncryptedJSONField(models.TextField):
 
     def get_prep_value(self, value):
         return encrypt(json.dumps(value or {}))
+
+    def value_to_string(self, obj):
+        """What ``dumpdata`` writes: the ciphertext, as stored (``loaddata`` reads it back). Django's
+        default, ``str(dict)``, put every secret in the dump in clear, and could not be loaded."""
+        return self.get_prep_value(self.value_from_object(obj))

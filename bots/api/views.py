@@ -199,10 +199,10 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
         return [IsManager()] if self.action == "destroy" else super().get_permissions()
 
     def perform_destroy(self, instance):
-        name, where = instance.display_name, f"{instance.channel_name}, {instance.bot.name}"
+        label = services.erasure_label(instance)
         services.delete_conversations(Conversation.objects.filter(id=instance.id))
         audit.record(self.request.organization, self.request.user, "conversation.deleted",
-                     f"Deleted the conversation with {name} ({where}) through the API")
+                     f"Deleted {label} through the API")
 
     def get_queryset(self):
         conversations = scoped(self.request, Conversation).exclude(channel="preview").order_by("-last_message_at")

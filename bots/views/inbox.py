@@ -308,10 +308,9 @@ def reply(request, conversation_id):
 def delete(request, conversation_id):
     """Owners and admins erase a conversation: messages, attachments, and the bot's memory of it."""
     conversation = _conversation(request, conversation_id)
-    name = conversation.display_name
+    name, label = conversation.display_name, services.erasure_label(conversation)
     services.delete_conversations(Conversation.objects.filter(id=conversation.id))
-    audit.record(request.organization, request.user, "conversation.deleted",
-                 f"Deleted the conversation with {name} ({conversation.channel_name}, {conversation.bot.name})")
+    audit.record(request.organization, request.user, "conversation.deleted", f"Deleted {label}")
     flash.success(request, f"Deleted the conversation with {name}.")
     return redirect("inbox:list")
 

@@ -22,10 +22,9 @@
   function save() {
     var latest = stored();
     if (store.token === undefined && latest.token) store.token = latest.token;
-    var mine = {};
-    (store.outbox || []).forEach(function (o) { mine[o.id] = true; });
-    var others = (latest.outbox || []).filter(function (o) { return !mine[o.id] && !forgotten[o.id]; });
-    if (others.length) store.outbox = (store.outbox || []).concat(others);
+    var own = outbox || [], mine = {};  // (undefined until the widget's state is set up below)
+    own.forEach(function (o) { mine[o.id] = true; });
+    store.outbox = own.concat((latest.outbox || []).filter(function (o) { return !mine[o.id] && !forgotten[o.id]; }));
     try { localStorage.setItem(storeKey, JSON.stringify(store)); } catch (e) { /* private mode */ }
   }
 
@@ -440,7 +439,7 @@
   }
   // Frames the server has not taken yet live in the store too: a reload, or another page of the site,
   // shows them again and sends them once connected (the server stores a client id once).
-  function keepOutbox() { store.outbox = outbox; save(); }
+  function keepOutbox() { save(); }
   function forget(clientId) {
     forgotten[clientId] = true;
     outbox = outbox.filter(function (o) { return o.id !== clientId; });

@@ -111,3 +111,22 @@ def test_the_builders_test_chats_are_deleted_a_day_after_their_last_message(db, 
     assert acme_bot.organization.retention_days is None  # no retention period set
     purge_expired_conversations()
     assert set(Conversation.objects.values_list("id", flat=True)) == {recent.id, customer.id}
+
+
+def test_retention_also_reaches_old_messages_of_a_conversation_still_going_on(acme, acme_bot,
+                                                                            django_capture_on_commit_callbacks):
+    """A WhatsApp number (a widget visitor, an API thread) is one conversation for good: a customer who
+    writes every few weeks kept years of messages and files, since the conversation never went quiet."""
+    now = timezone.now()
+    acme.retention_days = 30
+    acme.save()
+    conversation, path = with_file(acme_bot, "+15550100")
+    old = Message.objects.get(conversation=conversation)
+    Message.objects.filter(id=old.id).update(created=now - timedelta(days=60))
+    services.receive(bot=acme_bot, channel="widget", thread_id="+15550100", text="Me again!", answer=False)
+    erasures = Bot.objects.get(id=acme_bot.id).erasures
+    with django_capture_on_commit_callbacks(execute=True):
+        assert purge_expired_conversations() == 0  # the conversation stays: it is going on
+    assert list(Message.objects.filter(conversation=conversation).values_list("text", flat=True)) == ["Me again!"]
+    assert not path.exists()  # its file went with the old message
+    assert Bot.objects.get(id=acme_bot.id).erasures == erasures + 1  # workers rebuild its memory
