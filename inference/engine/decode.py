@@ -46,6 +46,7 @@ class DecodeRequest:
     sampling: SamplingParams  # temperature / top-k / top-p, shared by target and draft
     eos_token_ids: frozenset[int]  # any of these ends the reply (and is returned)
     generator: torch.Generator | None  # per-request randomness (sampling only)
+    namespace: str | None = None  # whose stored prompts it may reuse (the worker's: the bot; prefix_cache.py)
 
 
 def context_budget(model, prompt_len: int, max_new_tokens: int) -> int:
@@ -100,12 +101,12 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     drafter.begin(request.prompt_ids, request.sampling, request.generator)
 
     cache = new_cache(model, prompt_len + request.max_new_tokens + MAX_DRAFT_ROOM)  # one allocation per reply
-    reused = prefixes.load(request.prompt_ids, cache) if prefixes is not None else 0
+    reused = prefixes.load(request.prompt_ids, cache, request.namespace) if prefixes is not None else 0
     # the prompt is encoded once: what a stored prompt already holds (prefix_cache.py) is not prefilled again
     logits = prefill(model, cache_arg, cache, request.prompt_ids[:, reused:], start=reused)  # [1, 1, V]
     stats.prefix_reused = reused
     if prefixes is not None:
-        prefixes.store(request.prompt_ids, cache)
+        prefixes.store(request.prompt_ids, cache, request.namespace)
     if drafter.name != "none":  # rejected drafts get cropped: sliding-window layers keep their past from now on
         track_rollback(cache)
     tokens, reason = cut([first_token(logits[:, -1], request)], 0, request)
@@ -159,5 +160,5 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     if prefixes is not None and prefixes.keeps_replies:
         # decoding wrote the reply's keys and values as a prefill of it would (forward.rows_prefill):
         # the conversation's next prompt, which repeats the reply, reuses them too
-        prefixes.store(ids[:, :length - 1], cache)
+        prefixes.store(ids[:, :length - 1], cache, request.namespace)
     stats.stop_reason = reason

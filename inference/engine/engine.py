@@ -127,7 +127,8 @@ class Engine:
         """The token stream of one request: lists of new token ids as steps finish.
 
         `namespace` (e.g. "bot-12") lets a suffix drafter draft from that namespace's earlier
-        replies (see `remember`); None drafts from the conversation only."""
+        replies (see `remember`); None drafts from the conversation only. Stored prompts are
+        reused within a namespace only (another bot's, another tenant's, serve none)."""
         spec = drafter or self.drafter_spec
         stats.drafter = spec
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
@@ -137,6 +138,7 @@ class Engine:
             sampling=sampling,
             eos_token_ids=frozenset(self.eos_token_ids if eos_token_ids is None else eos_token_ids),
             generator=None if sampling.greedy else make_generator(seed, self.device),
+            namespace=namespace,
         )
         drafter_ = self.get_drafter(spec)
         if hasattr(drafter_, "set_index"):

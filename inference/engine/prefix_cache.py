@@ -45,7 +45,14 @@ import torch
 
 from .forward import PREFILL_CHUNK, PreallocatedLayer, reuse_chunk, rows_prefill
 
-ROOT = 0  # the parent of every prompt's first chunk
+ROOT = 0  # the parent of every prompt's first chunk (without a namespace)
+
+
+def _root(namespace):
+    """The parent of a prompt's first chunk under `namespace`: each namespace (the worker's: a bot)
+    has a trie of its own, so a prompt never reuses — nor, through the reused count in its reply's
+    stats, learns of — another namespace's prompts."""
+    return ROOT if namespace is None else ("namespace", namespace)
 
 
 @dataclass
@@ -103,9 +110,9 @@ class PrefixCache:
         ids = prompt_ids[0].tolist()
         return [tuple(ids[i * self.chunk:(i + 1) * self.chunk]) for i in range(chunks)]
 
-    def _path(self, tokens: list[tuple]) -> list[int]:
+    def _path(self, tokens: list[tuple], root) -> list[int]:
         """Ids of the stored chunks that spell the longest prefix of `tokens` (chunk token tuples)."""
-        path, parent = [], ROOT
+        path, parent = [], root
         for ids in tokens:
             found = self._index.get((parent, ids))
             if found is None:
@@ -118,12 +125,13 @@ class PrefixCache:
         for chunk_id in reversed(path):  # deepest first: ancestors end up more recent
             self._chunks.move_to_end(chunk_id)
 
-    def load(self, prompt_ids: torch.Tensor, cache) -> int:
-        """prompt_ids [1, S], an empty cache -> how many leading tokens it now holds (whole chunks, < S)."""
+    def load(self, prompt_ids: torch.Tensor, cache, namespace: str | None = None) -> int:
+        """prompt_ids [1, S], an empty cache -> how many leading tokens it now holds (whole chunks, < S),
+        from what was stored under the same `namespace` only."""
         if not reusable(cache) or cache.get_seq_length():
             return 0
         with self._lock:
-            path = self._path(self._keys(prompt_ids, (prompt_ids.shape[1] - 1) // self.chunk))
+            path = self._path(self._keys(prompt_ids, (prompt_ids.shape[1] - 1) // self.chunk), _root(namespace))
             if not path:
                 return 0
             self._touch(path)
@@ -137,14 +145,16 @@ class PrefixCache:
         self.reused_tokens += reused
         return reused
 
-    def store(self, prompt_ids: torch.Tensor, cache) -> None:
-        """Keep the whole chunks of `cache` (which holds exactly prompt_ids [1, S]) not stored yet."""
+    def store(self, prompt_ids: torch.Tensor, cache, namespace: str | None = None) -> None:
+        """Keep the whole chunks of `cache` (which holds exactly prompt_ids [1, S]) not stored yet,
+        under `namespace`."""
         if not reusable(cache):
             return
         tokens = self._keys(prompt_ids, prompt_ids.shape[1] // self.chunk)
+        root = _root(namespace)
         with self._lock:
-            path = self._path(tokens)
-            parent = path[-1] if path else ROOT
+            path = self._path(tokens, root)
+            parent = path[-1] if path else root
             for i in range(len(path), len(tokens)):
                 span = slice(i * self.chunk, (i + 1) * self.chunk)
                 layers = [(layer.keys[..., span, :].clone(), layer.values[..., span, :].clone())

@@ -298,3 +298,12 @@ def test_engines_of_one_model_share_one_cache_and_a_replay_gives_each_method_its
                              dtype="int8", out_dir=out, progress=False)
     reused = {m["name"]: m.get("prompt_tokens_reused") for m in results["methods"]}
     assert reused["none"] == reused["lookup"] > 0, reused  # each reused its own prompts, not the other's
+
+
+def test_prompts_are_reused_within_their_namespace_only(int8_engine):
+    """The worker's namespace is the bot: the KV one bot's prompts left must not serve (nor, through the
+    reply's reused-token count, reveal to) another bot — possibly another organisation's."""
+    ids = prompt(int8_engine, QUESTIONS[2], system=SYSTEM + " Namespaced.")
+    assert int8_engine.generate_ids(ids, max_new_tokens=2, namespace="bot-1")[1].prefix_reused == 0
+    assert int8_engine.generate_ids(ids, max_new_tokens=2, namespace="bot-2")[1].prefix_reused == 0
+    assert int8_engine.generate_ids(ids, max_new_tokens=2, namespace="bot-1")[1].prefix_reused == PREFILL_CHUNK
