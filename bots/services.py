@@ -161,21 +161,20 @@ def delete_conversations(conversations) -> int:
     """Erase conversations (a queryset): their messages, and once committed their customers'
     files (bots/signals.py); their bots' drafting memory is rebuilt without them. Returns
     how many conversations went."""
-    with transaction.atomic():
-        bot_ids = set(conversations.values_list("bot_id", flat=True))
-        _, deleted = conversations.delete()
-        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)
-    return deleted.get(Conversation._meta.label, 0)
+    return _erase(conversations, Conversation)
 
 
 def delete_messages(messages) -> int:
-    """Erase messages (a queryset) and, once committed, their customers' files; their bots' drafting
-    memory is rebuilt without them. Returns how many messages went."""
+    """Erase messages (a queryset), as delete_conversations; returns how many messages went."""
+    return _erase(messages, Message)
+
+
+def _erase(rows, model) -> int:
     with transaction.atomic():
-        bot_ids = set(messages.values_list("bot_id", flat=True))
-        _, deleted = messages.delete()
-        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)
-    return deleted.get(Message._meta.label, 0)
+        bot_ids = set(rows.values_list("bot_id", flat=True))
+        _, deleted = rows.delete()
+        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)  # workers rebuild their memory
+    return deleted.get(model._meta.label, 0)
 
 
 def erasure_label(conversation) -> str:

@@ -321,3 +321,14 @@ def globex_bot(globex):
     KnowledgeItem.objects.create(bot=bot, kind="faq", title="Do you take new patients?", body="Globex secret: yes, on Tuesdays.")
     bot.publish()
     return bot
+
+
+@pytest.fixture
+def fresh_channel_layer():
+    """A new channel-layer instance per test: each test runs its own event loop, and
+    channels-redis keeps per-instance receive state that must not outlive its loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()

@@ -18,15 +18,7 @@ from bots.consumers import PreviewConsumer
 from bots.models import Conversation, Message
 
 
-@pytest.fixture(autouse=True)
-def fresh_channel_layer():
-    """A new channel-layer instance per test: each test runs its own event loop, and
-    channels-redis keeps per-instance receive state that must not outlive its loop."""
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
+pytestmark = pytest.mark.usefixtures("fresh_channel_layer")  # tests/conftest.py
 
 
 class Socket(ApplicationCommunicator):

@@ -39,6 +39,30 @@ def open_chat(page, host_site, live_server_url, bot):
     return page.get_by_role("dialog", name=f"Chat with {bot.name}")
 
 
+def asked(page, host_site, live_server_url, bot, question="Do you fix e-bikes?"):
+    """The bot's widget opened and ``question`` sent and stored; (the panel, the stored message)."""
+    from bots.models import Message
+
+    panel = open_chat(page, host_site, live_server_url, bot)
+    panel.get_by_role("textbox", name="Message").fill(question)
+    panel.get_by_role("textbox", name="Message").press("Enter")
+    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
+    return panel, Message.objects.get(bot=bot, direction="in")
+
+
+def sent_with_a_refused_email(widget_channel, page, host_site, live_server_url, bot):
+    """The pre-chat email on, "Hello there" sent with "jo@gmail" (the browser's check passes it, the
+    server's does not); (the panel, the email box)."""
+    widget_channel.settings["prechat_email"] = True
+    widget_channel.save()
+    panel = open_chat(page, host_site, live_server_url, bot)
+    address = panel.get_by_role("textbox", name="Your email (optional)")
+    address.fill("jo@gmail")
+    panel.get_by_role("textbox", name="Message").fill("Hello there")
+    panel.get_by_role("button", name="Send message").click()
+    return panel, address
+
+
 def letters(text):
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
@@ -394,13 +418,7 @@ def test_an_email_the_server_refuses_is_asked_again_not_sent_with_every_message(
     later message was refused with it, across reloads."""
     from bots.models import Conversation, Message
 
-    widget_channel.settings["prechat_email"] = True
-    widget_channel.save()
-    panel = open_chat(page, host_site, live_server_url, acme_bot)
-    address = panel.get_by_role("textbox", name="Your email (optional)")
-    address.fill("jo@gmail")
-    panel.get_by_role("textbox", name="Message").fill("Hello there")
-    panel.get_by_role("button", name="Send message").click()
+    panel, address = sent_with_a_refused_email(widget_channel, page, host_site, live_server_url, acme_bot)
     page.wait_for_function("window.__frames.some(f => f.type === 'error' && f.code === 'bad_email' && f.client_id)")
     expect(address).to_be_visible()  # asked again, with what was typed
     expect(address).to_have_value("jo@gmail")
@@ -465,19 +483,14 @@ def as_worker(function, *args, **kwargs):
 
 
 
-def test_a_reply_that_fails_midway_takes_its_words_away(widget_channel, acme_bot, host_site,
-                                                                      live_server_url, page):
+def test_a_reply_that_fails_midway_takes_its_words_away(widget_channel, acme_bot, host_site, live_server_url, page):
     """The worker streamed some words, then failed: ``_mark_failed`` hands the conversation to the team and
     pushes ``reply.error``. The visitor is not left with half an answer."""
     from bots import events
     from bots.models import Conversation, Message
     from inference.tasks import _mark_failed
 
-    panel = open_chat(page, host_site, live_server_url, acme_bot)
-    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
-    panel.get_by_role("textbox", name="Message").press("Enter")
-    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
-    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    panel, inbound = asked(page, host_site, live_server_url, acme_bot)
     as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
     as_worker(events.push, inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix every")
     bot_bubbles = panel.locator(".msg.bot:not(.greeting)")
@@ -495,14 +508,9 @@ def test_a_reply_that_fails_midway_takes_its_words_away(widget_channel, acme_bot
 def test_a_reply_that_fails_before_its_first_word_stops_the_typing_dots(widget_channel, acme_bot, host_site,
                                                                          live_server_url, page):
     from bots import events
-    from bots.models import Message
     from inference.tasks import _mark_failed
 
-    panel = open_chat(page, host_site, live_server_url, acme_bot)
-    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
-    panel.get_by_role("textbox", name="Message").press("Enter")
-    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
-    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    panel, inbound = asked(page, host_site, live_server_url, acme_bot)
     as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
     expect(panel.locator(".typing")).to_have_count(1)
 
@@ -514,13 +522,9 @@ def test_a_reply_that_fails_before_its_first_word_stops_the_typing_dots(widget_c
 def test_the_typing_dots_go_when_a_person_takes_the_chat_over(widget_channel, acme_bot, alice, host_site,
                                                               live_server_url, page):
     from bots import events, services
-    from bots.models import Conversation, Message
+    from bots.models import Conversation
 
-    panel = open_chat(page, host_site, live_server_url, acme_bot)
-    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
-    panel.get_by_role("textbox", name="Message").press("Enter")
-    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
-    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    panel, inbound = asked(page, host_site, live_server_url, acme_bot)
     as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
     expect(panel.locator(".typing")).to_have_count(1)
 
@@ -588,13 +592,7 @@ def test_a_message_written_while_offline_survives_a_reload_and_is_sent_once(
 def test_the_refusal_line_goes_once_a_message_is_taken(widget_channel, acme_bot, host_site, live_server_url, page):
     from bots.models import Message
 
-    widget_channel.settings["prechat_email"] = True
-    widget_channel.save()
-    panel = open_chat(page, host_site, live_server_url, acme_bot)
-    address = panel.get_by_role("textbox", name="Your email (optional)")
-    address.fill("jo@gmail")
-    panel.get_by_role("textbox", name="Message").fill("Hello there")
-    panel.get_by_role("button", name="Send message").click()
+    panel, address = sent_with_a_refused_email(widget_channel, page, host_site, live_server_url, acme_bot)
     status = panel.locator(".status")
     expect(status).to_have_text("That email address does not look right.")
 
@@ -681,11 +679,7 @@ def test_a_streaming_reply_is_busy_for_screen_readers_until_it_is_done(widget_ch
     from bots import events, services
     from bots.models import Message
 
-    panel = open_chat(page, host_site, live_server_url, acme_bot)
-    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
-    panel.get_by_role("textbox", name="Message").press("Enter")
-    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
-    inbound = Message.objects.get(bot=acme_bot, direction="in")
+    panel, inbound = asked(page, host_site, live_server_url, acme_bot)
     # this test plays the worker: one of the suite's real workers, if running, leaves the message alone
     Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.SKIPPED)
     as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)

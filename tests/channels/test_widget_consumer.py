@@ -19,15 +19,7 @@ from channels_app.widget.consumer import WidgetConsumer
 SHOP = "https://shop.example"
 
 
-@pytest.fixture(autouse=True)
-def fresh_channel_layer():
-    """A new channel-layer instance per test: each test runs its own event loop, and
-    channels-redis keeps per-instance receive state that must not outlive its loop."""
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
+pytestmark = pytest.mark.usefixtures("fresh_channel_layer")  # tests/conftest.py
 
 
 @pytest.fixture
@@ -120,7 +112,8 @@ def test_an_open_socket_is_closed_once_the_manager_revokes_the_widget(widget, no
     assert refusal == {"type": "error", "code": "forbidden_origin",
                        "message": "This website is not allowed to use this chat."}
     assert closed == {"type": "websocket.close", "code": 4403}
-    assert list(Message.objects.values_list("text", flat=True)) == ["Do you sell tandems?"]
+    # (a worker of the suite may have answered the first: only the customer's side counts here)
+    assert list(Message.objects.filter(direction="in").values_list("text", flat=True)) == ["Do you sell tandems?"]
 
 
 def test_an_open_socket_follows_lowered_limits(widget, no_settings_cache):
@@ -143,7 +136,7 @@ def test_an_open_socket_follows_lowered_limits(widget, no_settings_cache):
     assert first["type"] == "message"
     assert (too_long["code"], too_long["client_id"]) == ("too_long", "m2")
     assert (too_fast["code"], too_fast["client_id"]) == ("rate_limited", "m3")
-    assert Message.objects.count() == 1
+    assert Message.objects.filter(direction="in").count() == 1
 
 
 def test_a_failed_reply_reaches_the_visitor(widget):
@@ -187,7 +180,7 @@ def test_the_pre_chat_email_is_at_most_254_characters(widget):
     assert (refused["code"], refused["client_id"]) == ("bad_email", "m1")
     assert taken["type"] == "message"
     assert Conversation.objects.get().contact_email == address(254)
-    assert Message.objects.count() == 1
+    assert Message.objects.filter(direction="in").count() == 1
 
 
 def test_a_message_sent_again_gets_its_echo_even_past_the_rate_limit(widget):
@@ -209,4 +202,4 @@ def test_a_message_sent_again_gets_its_echo_even_past_the_rate_limit(widget):
     first, again = async_to_sync(chat)()
     assert first["type"] == again["type"] == "message"
     assert again["message"]["id"] == first["message"]["id"]
-    assert Message.objects.count() == 1
+    assert Message.objects.filter(direction="in").count() == 1
