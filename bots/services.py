@@ -177,6 +177,31 @@ def _erase(rows, model) -> int:
     return deleted.get(model._meta.label, 0)
 
 
+ORPHAN_GRACE = timedelta(hours=1)  # longer than any transaction that writes a file before it commits
+_ATTACHMENT_NAME = re.compile(r"[0-9a-f]{32}")
+
+
+def sweep_orphaned_files(now=None) -> int:
+    """Delete stored customers' files that no attachment row names, once older than ORPHAN_GRACE: a
+    file is written while its message is stored, and when that transaction rolls back (a crash, a
+    refused commit) it stays with no row, where no erasure or retention would reach it. Returns
+    how many went."""
+    from .models.attachments import attachment_storage
+
+    storage, cutoff, swept = attachment_storage(), (now or timezone.now()) - ORPHAN_GRACE, 0
+    folders, _ = storage.listdir("")
+    # only names attachment_path makes (<organisation id>/<32 hex digits>): nothing else is touched
+    for folder in filter(str.isdigit, folders):
+        known = set(Attachment.objects.filter(file__startswith=f"{folder}/").values_list("file", flat=True))
+        for name in storage.listdir(folder)[1]:
+            path = f"{folder}/{name}"
+            if (_ATTACHMENT_NAME.fullmatch(name) and path not in known
+                    and storage.get_modified_time(path) < cutoff):
+                storage.delete(path)
+                swept += 1
+    return swept
+
+
 def erasure_label(conversation) -> str:
     """How the activity log names an erased conversation: by its number, channel and bot. The log
     outlives the erasure (CHATNEXUS_ACTIVITY_RETENTION_DAYS): it names no customer."""

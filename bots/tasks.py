@@ -107,13 +107,17 @@ def sweep_unfinished():
 @shared_task(acks_late=True)
 def purge_expired_conversations():
     """Beat job (hourly): delete conversations past their organisation's retention period
-    (services.purge_expired), and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS
-    (audit.purge_old); running twice deletes nothing more. Returns the conversations deleted."""
+    (services.purge_expired), customers' files no message names (services.sweep_orphaned_files),
+    and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS (audit.purge_old); running
+    twice deletes nothing more. Returns the conversations deleted."""
     from . import audit, services
 
     deleted = services.purge_expired()
     if deleted:
         log.info("retention: deleted %d conversations", deleted)
+    orphans = services.sweep_orphaned_files()
+    if orphans:
+        log.info("retention: deleted %d files no message names (their transactions rolled back)", orphans)
     events = audit.purge_old()
     if events:
         log.info("retention: deleted %d activity log entries", events)

@@ -5,6 +5,7 @@ organisation, and nothing younger, is touched."""
 from datetime import timedelta
 from pathlib import Path
 
+from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from bots import services
@@ -130,3 +131,54 @@ def test_retention_also_reaches_old_messages_of_a_conversation_still_going_on(ac
     assert list(Message.objects.filter(conversation=conversation).values_list("text", flat=True)) == ["Me again!"]
     assert not path.exists()  # its file went with the old message
     assert Bot.objects.get(id=acme_bot.id).erasures == erasures + 1  # workers rebuild its memory
+
+
+def test_files_left_by_a_rolled_back_transaction_are_swept_once_surely_abandoned(acme, acme_bot):
+    """A file is written while its message is stored; when that transaction rolls back (a crash, a
+    refused commit) the file stays on disk with no row, where no erasure or retention reaches it."""
+    import os
+
+    from django.db import transaction
+
+    from bots.models.attachments import attachment_storage
+
+    storage = attachment_storage()
+    before = set(_stored_files(storage))
+    try:
+        with transaction.atomic():
+            services.receive(bot=acme_bot, channel="widget", thread_id="rolled-back", text="Here", answer=False,
+                             files=[("scan.pdf", "application/pdf", b"%PDF-1.4 gone")])
+            raise RuntimeError("the commit fails")
+    except RuntimeError:
+        pass
+    [orphan] = set(_stored_files(storage)) - before
+    kept, kept_path = with_file(acme_bot, "kept")
+    recent, _ = with_file(acme_bot, "in-flight")  # stands for a file whose transaction has not ended yet
+    Attachment.objects.filter(message__conversation=recent).delete()
+    [in_flight] = set(_stored_files(storage)) - before - {orphan, str(kept_path.relative_to(storage.location))}
+    hour_ago = (timezone.now() - timedelta(hours=2)).timestamp()
+    for name in (orphan, str(kept_path.relative_to(storage.location))):
+        os.utime(storage.path(name), (hour_ago, hour_ago))
+    purge_expired_conversations()
+    assert not storage.exists(orphan)
+    assert kept_path.is_file() and storage.exists(in_flight)  # a row's file, and one too young to judge
+
+
+def _stored_files(storage):
+    folders, _ = storage.listdir("")
+    return [f"{folder}/{name}" for folder in folders for name in storage.listdir(folder)[1]]
+
+
+def test_the_sweep_touches_only_names_the_platform_gives_files(acme, acme_bot):
+    import os
+
+    from bots.models.attachments import attachment_storage
+
+    storage = attachment_storage()
+    others = [f"{acme.id}/notes.txt", "backups/0123456789abcdef0123456789abcdef"]  # an operator's files
+    for name in others:
+        storage.save(name, ContentFile(b"not ours"))
+        hours_ago = (timezone.now() - timedelta(hours=3)).timestamp()
+        os.utime(storage.path(name), (hours_ago, hours_ago))
+    purge_expired_conversations()
+    assert all(storage.exists(name) for name in others)
