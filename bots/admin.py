@@ -84,42 +84,39 @@ class MessageInline(admin.TabularInline):
     show_change_link = True
 
 
+class ErasedAsTheInboxErases:
+    """Deletions through the services (``eraser``: their function), as the inbox and retention
+    make them: the customers' files go too, and the bot's drafting memory is rebuilt without them."""
+
+    eraser = ""
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, type(obj).objects.filter(id=obj.id))
+
+    def delete_queryset(self, request, queryset):
+        from . import services
+
+        getattr(services, self.eraser)(queryset)
+
+
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ErasedAsTheInboxErases, admin.ModelAdmin):
     list_display = ["id", "organization", "bot", "channel", "contact_name", "status", "bot_paused", "needs_human", "last_message_at"]  # fmt: skip
     list_filter = ["channel", "status", "bot_paused", "needs_human"]
     search_fields = ["external_id", "contact_name", "contact_email", "contact_phone", "subject"]
     raw_id_fields = ["organization", "bot"]
     inlines = [MessageInline]
 
-    # as the inbox erases: files, and the bot's drafting memory rebuilt without them (services)
-    def delete_model(self, request, obj):
-        from . import services
-
-        services.delete_conversations(Conversation.objects.filter(id=obj.id))
-
-    def delete_queryset(self, request, queryset):
-        from . import services
-
-        services.delete_conversations(queryset)
+    eraser = "delete_conversations"
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ErasedAsTheInboxErases, admin.ModelAdmin):
     list_display = ["id", "conversation", "channel", "sender", "reply_state", "delivery_status", "tokens_per_s", "created"]  # fmt: skip
     list_filter = ["channel", "direction", "sender", "reply_state", "delivery_status"]
     search_fields = ["text", "external_id"]
     raw_id_fields = ["organization", "bot", "conversation", "reply_to"]
-
-    def delete_model(self, request, obj):
-        from . import services
-
-        services.delete_messages(Message.objects.filter(id=obj.id))
-
-    def delete_queryset(self, request, queryset):
-        from . import services
-
-        services.delete_messages(queryset)
+    eraser = "delete_messages"
 
 
 @admin.register(AuditEvent)

@@ -1,7 +1,7 @@
 """A customer's file goes with its row: deleting an attachment (a message, a conversation,
 an organisation, by cascade) deletes the file from its storage once the deletion commits.
 A new password revokes the user's API token. A message being stored marks its transaction
-(message_ids_settled)."""
+(settled_message_ids)."""
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.signals import post_delete, pre_save
@@ -9,7 +9,8 @@ from django.dispatch import receiver
 
 from .models import ApiToken, Attachment, Message
 
-MESSAGE_INSERTS = 0x63_68_61_74  # PostgreSQL advisory locks (this, organisation id): held shared by transactions storing its messages
+# PostgreSQL advisory locks (this, organisation id): held shared by transactions storing its messages
+MESSAGE_INSERTS = 0x63_68_61_74
 SETTLE_TIMEOUT = "10s"  # how long a poller waits for the messages being stored
 
 

@@ -196,7 +196,8 @@ class InboundSerializer(serializers.Serializer):
     text = serializers.CharField(max_length=20_000)
     external_id = serializers.CharField(max_length=255, required=False, default="", help_text="Deduplicates retries.")
     contact_name = serializers.CharField(max_length=200, required=False, default="")
-    contact_email = serializers.EmailField(max_length=254, required=False, default="")  # Conversation.contact_email
+    contact_email = serializers.EmailField(max_length=Conversation._meta.get_field("contact_email").max_length,
+                                           required=False, default="")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

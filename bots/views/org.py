@@ -21,7 +21,7 @@ from .downloads import csv_download
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField(max_length=254)  # Invitation.email's column (an address may be 320 characters)
+    email = forms.EmailField(max_length=Invitation._meta.get_field("email").max_length)  # (an address may be 320)
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.AGENT)
 
 

@@ -23,7 +23,8 @@ CHANNEL = "widget"
 HISTORY_LIMIT = 100
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HANDOFF_TEXT = "I'd like to talk to a human, please."
-MAX_EMAIL = 254  # what an address may be (RFC 5321's path limit); the validator alone lets 320 through
+# what an address may be: Conversation.contact_email's column (RFC 5321's path limit); the validator lets 320 through
+MAX_EMAIL = Conversation._meta.get_field("contact_email").max_length
 # An open socket re-reads its widget's settings at most this often: a manager who turns the widget
 # off or removes a site stops it within seconds, and a stream of frames costs no query each.
 OPTIONS_FRESH_S = 2.0
@@ -233,9 +234,12 @@ def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
     message's echo, whatever the rate: it is no new message."""
     # Namespaced by visitor: one visitor's client ids can never reach another's conversation.
     external_id = f"{session.visitor_id}:{frame['id']}"
+    def echo(message):
+        return message.conversation_id, {"type": "message", "message": public_message(message), "client_id": frame["id"]}
+
     stored = Message.objects.filter(bot_id=session.bot_id, channel=CHANNEL, external_id=external_id).first()
     if stored is not None:
-        return stored.conversation_id, {"type": "message", "message": public_message(stored), "client_id": frame["id"]}
+        return echo(stored)
     if (refusal := _too_fast(session)) is not None:
         return refusal
     bot = Bot.objects.get(id=session.bot_id)
@@ -252,7 +256,7 @@ def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
         answer=not handoff,
         skip_reason="handoff" if handoff else "",
     )
-    return received.conversation.id, {"type": "message", "message": public_message(received.message), "client_id": frame["id"]}
+    return echo(received.message)
 
 
 def reply_if_done(message_id: int) -> dict | None:

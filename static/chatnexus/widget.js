@@ -439,24 +439,28 @@
   }
   // Frames the server has not taken yet live in the store too: a reload, or another page of the site,
   // shows them again and sends them once connected (the server stores a client id once).
-  function keepOutbox() { save(); }
   function forget(clientId) {
     forgotten[clientId] = true;
     outbox = outbox.filter(function (o) { return o.id !== clientId; });
-    keepOutbox();
+    save();
   }
   function restoreOutbox() {
     (store.outbox || []).forEach(function (frame) {
       outbox.push(frame);
       if (frame.type !== "message") return;  // a handoff has no bubble until the server's echo
       if (!log.firstChild && look.greeting) bubble("bot greeting", look.greeting);
-      byClient[frame.id] = bubble("me pending", frame.text);
-      byClient[frame.id].dataset.text = frame.text;
+      mine(frame.id, frame.text);
     });
+  }
+  // the visitor's own bubble, pending until the server's echo; its words kept to put back if refused
+  function mine(id, text) {
+    var node = byClient[id] = bubble("me pending", text);
+    node.dataset.text = text;
+    return node;
   }
   function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 10); }
   function post(frame) {
-    outbox.push(frame); keepOutbox();
+    outbox.push(frame); save();
     if (connected) ws.send(JSON.stringify(frame));
     else if (!timer) connect();  // a reconnect is already waiting out its backoff: the outbox goes then
   }
@@ -492,8 +496,7 @@
       frame.email = store.email = address; save(); email.hidden = true;
     }
     hideChips();
-    byClient[frame.id] = bubble("me pending", text);  // until the server's echo
-    byClient[frame.id].dataset.text = text;
+    mine(frame.id, text);
     input.value = "";
     post(frame);
   });
@@ -509,8 +512,7 @@
     var id = newId(), text = input.value.trim(), body = new FormData();
     body.append("token", store.token || ""); body.append("id", id); body.append("text", text); body.append("file", file);
     hideChips();
-    var node = byClient[id] = bubble("me pending", text);
-    node.dataset.text = text;
+    var node = mine(id, text);
     addFiles(node, [{ name: file.name }]);
     input.value = "";
     function failed() { handle({ type: "error", code: "upload_failed", message: t("uploadFailed"), client_id: id }); }
