@@ -76,7 +76,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def add_decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drafter", default="suffix",
-                   help="none | lookup | suffix | model:<spec>, or joined by '+' e.g. suffix+lookup (default suffix)")
+                   help="none | lookup | suffix | recycle | model:<spec>, or joined by '+' e.g. suffix+lookup "
+                        "(default suffix)")
     p.add_argument("--draft-length", type=draft_length, default=None, metavar="N|adaptive",
                    help="draft tokens per step (default adaptive)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

@@ -61,6 +61,7 @@ def ensure_memory(engine, bot_id, stored_replies, erasures=0):
     key = (id(engine.memory), bot_id)
     if _built_at.get(key, erasures) != erasures:
         engine.memory.forget(namespace)  # it may hold replies of deleted conversations
+        engine.recycled.forget(namespace)  # ... and predictions made reading them
     _built_at[key] = erasures
     if namespace in engine.memory:
         return

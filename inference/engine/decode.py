@@ -8,6 +8,8 @@
     tree step (greedy, drafter.drafts_trees, forward.tree_supported): the drafter proposes a
               tree (draft_ids, parents); one forward verifies every branch (extend_tree),
               verify_greedy_tree follows the target's, keep_path moves its keys/values into place
+A drafter that wants_logits (recycle) is shown every forward's logits: the prefill's last row,
+then every verify row, before it proposes again.
 Invariant between steps: the target cache holds every token except the newest one, which
 is fed first in the next forward. With a PrefixCache the prefill starts after the longest
 stored prompt prefix (prefix_cache.py). With the `none` drafter this is plain decoding.
@@ -109,6 +111,9 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
         prefixes.store(request.prompt_ids, cache, request.namespace)
     if drafter.name != "none":  # rejected drafts get cropped: sliding-window layers keep their past from now on
         track_rollback(cache)
+    observe = drafter.wants_logits  # token recycling: the target's predictions become drafts
+    if observe:
+        drafter.observe(request.prompt_ids[0, -1:], logits[0, -1:])
     tokens, reason = cut([first_token(logits[:, -1], request)], 0, request)
     stats.record_step(drafted=0, accepted=0)
     stats.verify_s += time.perf_counter() - started
@@ -146,6 +151,8 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
         accepted = len(emitted) - 1
         crop(cache, length + accepted)  # cache = everything but the newest token
         t2 = time.perf_counter()
+        if observe:  # every row: the rejected drafts' predictions too
+            drafter.observe(step_input[0], logits[0])
         ids[0, length:length + len(emitted)] = torch.tensor(emitted, dtype=torch.long)
         length += len(emitted)
         drafter.update(accepted, ids[:, :length])

@@ -20,7 +20,7 @@ import torch
 from .chat import chat_ids
 from .decode import DecodeRequest, context_budget, speculative_decode
 from .draft_length import DraftLength, draft_costs
-from .drafters import Drafter, SuffixMemory, make_drafter
+from .drafters import Drafter, RecycleMemory, SuffixMemory, make_drafter
 from .loading import BUNDLED_TARGET, load_model, max_positions, resolve_device
 from .precision import resolve_precision
 from .prefix_cache import shared_prefix_cache
@@ -55,6 +55,7 @@ class Engine:
         self.last_stats: GenerationStats | None = None
         self._drafters: dict[str, Drafter] = {}
         self.memory = SuffixMemory()  # namespace (e.g. "bot-12") -> its earlier replies, for `suffix`
+        self.recycled = RecycleMemory()  # namespace -> the target's predictions after each token, for `recycle`
         # recent prompts' KV, reused by a prompt that starts the same way (prefix_cache.py): exact,
         # whole prefill chunks, so replies are the same with or without it; one per loaded model,
         # shared by the engines of every drafter
@@ -127,7 +128,8 @@ class Engine:
         """The token stream of one request: lists of new token ids as steps finish.
 
         `namespace` (e.g. "bot-12") lets a suffix drafter draft from that namespace's earlier
-        replies (see `remember`); None drafts from the conversation only. Stored prompts are
+        replies (see `remember`), a recycle drafter from the target's predictions in its earlier
+        forwards; None drafts from the conversation only. Stored prompts are
         reused within a namespace only (another bot's, another tenant's, serve none)."""
         spec = drafter or self.drafter_spec
         stats.drafter = spec
@@ -143,6 +145,8 @@ class Engine:
         drafter_ = self.get_drafter(spec)
         if hasattr(drafter_, "set_index"):
             drafter_.set_index(self.memory.get(namespace))
+        if hasattr(drafter_, "set_table"):
+            drafter_.set_table(self.recycled.table(namespace))
         # a self-paced drafter (suffix) picks its own length per step, up to its cap
         pace = getattr(drafter_, "max_draft_length", None)
         fixed = self.draft_length or pace

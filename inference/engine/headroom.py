@@ -22,8 +22,8 @@ they choose — a clairvoyant chooser reaches it.
 
 `messages`: dicts {"bot", "prompt": [ids], "reply": [ids: what the target generated, EOS
 included if it ended the reply], "question": [ids the engine remembers the reply after]},
-in replay order. Draft models are not replayed (they would need the target's and the
-draft's forwards); their methods are skipped.
+in replay order. Draft models and `recycle` are not replayed (they would need the target's
+forwards, and the draft's); their methods are skipped.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ BOUNDS = ("conversation", "memory")
 
 
 def replayable(method: str) -> bool:
-    """Methods whose drafts depend on nothing but the tokens (no draft model, no plain loop)."""
+    """Methods whose drafts depend on nothing but the tokens (no draft model, no recycled
+    predictions, no plain loop)."""
     spec = method.removesuffix("/fresh")
-    return spec not in ("none", "hf_plain", "draft") and "model:" not in spec and "draft" not in spec.split("+")
+    parts = [part.partition(":")[0] for part in spec.partition("model:")[0].split("+")]
+    return spec not in ("none", "hf_plain") and "model:" not in spec and not {"draft", "recycle"} & set(parts)
 
 
 def accepted_length(draft: list[int], parents: list[int], truth: list[int]) -> int:

@@ -78,7 +78,7 @@ replay)
     bundle_model || exit 1
     [ "${QUICK:-0}" = 1 ] && r_limit=2 r_tokens=8 || r_limit=${R_LIMIT:-40} r_tokens=64
     step replay "${R_SECONDS:-330}" $PY -m inference bench --device "$DEVICE" --dtype fp32 \
-        --replay inference/data/replay_support.jsonl --methods "${R_METHODS:-hf_plain,lookup,suffix+lookup,suffix:wide}" \
+        --replay inference/data/replay_support.jsonl --methods "${R_METHODS:-hf_plain,lookup,suffix+lookup,suffix:wide,suffix+recycle}" \
         --limit "$r_limit" --max-new-tokens "$r_tokens" --out /tmp/gpu-replay --no-progress
     cp /tmp/gpu-replay/results.json "$OUT/replay.json" 2>/dev/null || cp /tmp/gpu-replay/results.partial.json "$OUT/replay.partial.json" 2>/dev/null
     cp /tmp/gpu-replay/speedup_by_history.png "$OUT/" 2>/dev/null

@@ -263,6 +263,11 @@ def test_row_invariant_trees_stay_lossless_in_the_engine(tiny_target_dir, dtype)
     steps = list(engine.decode_steps(input_ids, 30, 0.0, 0, 1.0, None, "suffix:wide", EOS, GenerationStats(), "rows"))
     assert [t for step in steps for t in step] == plain
     assert len(steps[1]) > 3  # the tree got past the changed token in its first step: really a tree
+    for _ in range(2):  # recycled trees too (the second time from the first time's forwards), grafted
+        recycled, stats = engine.generate_ids(input_ids, max_new_tokens=30, eos_token_ids=EOS,
+                                              drafter="suffix+recycle", namespace="rows")
+        assert recycled == plain
+    assert stats.accepted > 0
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,4 +1,4 @@
-"""Drafters and their one registry: spec "none" | "lookup" | "suffix" | "model:<model spec>",
+"""Drafters and their one registry: spec "none" | "lookup" | "suffix" | "recycle" | "model:<model spec>",
 or several joined by "+" ("suffix+lookup"): the best proposal of each step wins."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .combined import CombinedDrafter
 from .lookup import PromptLookupDrafter
 from .model import ModelDrafter
 from .none import NoDrafter
+from .recycle import RecycleDrafter, RecycleMemory, RecycleTable
 from .suffix import SuffixDrafter, SuffixIndex, SuffixMemory
 
 # spec prefix (before ":") -> class with from_spec(arg, target_model, tokenizer, device, dtype)
@@ -19,6 +20,7 @@ DRAFTERS: dict[str, type[Drafter]] = {
     "lookup": PromptLookupDrafter,
     "model": ModelDrafter,
     "suffix": SuffixDrafter,
+    "recycle": RecycleDrafter,
 }
 
 
@@ -49,4 +51,5 @@ def make_drafter(spec: str, target_model, tokenizer, device: torch.device | str 
 
 
 __all__ = ["DRAFTERS", "CombinedDrafter", "Drafter", "ModelDrafter", "NoDrafter", "PromptLookupDrafter",
-           "SuffixDrafter", "SuffixIndex", "SuffixMemory", "make_drafter"]
+           "RecycleDrafter", "RecycleMemory", "RecycleTable", "SuffixDrafter", "SuffixIndex", "SuffixMemory",
+           "make_drafter"]

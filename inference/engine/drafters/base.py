@@ -6,6 +6,8 @@ A simplified form of transformers' `candidate_generator` seam:
     propose_tree(ids, k) -> (draft_ids [k'], parents [k'])   only where drafts_trees (greedy:
                                                               several continuations verified at once)
     update(num_accepted, ids_after [1, N'])  after verification (crop caches, catch up)
+    observe(tokens [n], logits [n, V])       only where wants_logits: what each forward (the prefill's
+                                              last row, every verify row) predicted after its tokens
 `draft_probs=None` marks a deterministic drafter: verification then uses q = one-hot.
 """
 
@@ -21,6 +23,7 @@ class Drafter:
 
     name = "none"
     drafts_trees = False  # True: propose_tree() may branch (decode.py verifies trees in one forward)
+    wants_logits = False  # True: decode.py calls observe() after every target forward
 
     def begin(self, prompt_ids: torch.Tensor, sampling: SamplingParams = SamplingParams(),
               generator: torch.Generator | None = None) -> None:
@@ -35,6 +38,9 @@ class Drafter:
         -1: the last token). This default is the chain `propose` drafts."""
         draft_ids, _ = self.propose(ids, k)
         return draft_ids, list(range(-1, len(draft_ids) - 1))
+
+    def observe(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        """tokens [n] a target forward read; logits [n, V] what it predicted after each."""
 
     def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
         """num_accepted of the last proposal survived; ids_after: [1, N'] the accepted sequence."""

@@ -10,6 +10,10 @@ member's measured acceptance rate (running average, per engine). A draft model c
 forward per token, so it is asked only when the cheap members expect less than
 `model_below` accepted tokens.
 
+With a `recycle` member and a target that verifies trees, the recycled tree is not a rival
+but an addition: the best proposal of the others is drafted with the recycled tree grafted on
+(recycle.py, `graft`), one forward verifying both.
+
 Members that proposed are all told the outcome: the chosen one its accepted count, the
 others 0 (so a draft model crops its cache back to the accepted tokens).
 """
@@ -46,6 +50,20 @@ class CombinedDrafter(Drafter):
             if hasattr(m, "set_index"):
                 m.set_index(index)
 
+    def set_table(self, table) -> None:
+        for m in self.members:
+            if hasattr(m, "set_table"):
+                m.set_table(table)
+
+    @property
+    def wants_logits(self) -> bool:
+        return any(m.wants_logits for m in self.members)
+
+    def observe(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        for m in self.members:
+            if m.wants_logits:
+                m.observe(tokens, logits)
+
     def begin(self, prompt_ids, sampling=None, generator=None) -> None:
         for m in self.members:
             m.begin(prompt_ids, *(() if sampling is None else (sampling, generator)))
@@ -78,7 +96,8 @@ class CombinedDrafter(Drafter):
     def _best(self, ids: torch.Tensor, k: int, tree: bool):
         best, best_score, best_member = (ids[0, :0], [] if tree else None), 0.0, None
         self.asked = []
-        cheap = [m for m in self.members if not m.name.startswith("model:")]
+        grafts = [m for m in self.members if tree and hasattr(m, "graft")]
+        cheap = [m for m in self.members if not m.name.startswith("model:") and m not in grafts]
         models = [m for m in self.members if m.name.startswith("model:")]
         for group in (cheap, models):
             if group is models and best_score >= self.model_below:
@@ -90,6 +109,11 @@ class CombinedDrafter(Drafter):
                 if score > best_score:
                     best, best_score, best_member = proposal, score, m
         self.chosen, self.drafted = best_member, len(best[0])
+        for m in grafts:  # (at most one: a spec names each drafter once)
+            best = m.graft(ids, k, best[0], best[1], best_score)
+            self.asked.append(m)
+            if best_member is None:
+                self.chosen, self.drafted = m, len(best[0])
         return best
 
     def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
@@ -99,5 +123,6 @@ class CombinedDrafter(Drafter):
         if m is not None and self.drafted:
             length = self.lengths.get(id(m))
             if length is not None:
-                length.update(self.drafted, num_accepted)
-            self.acceptance[id(m)] = 0.8 * self.acceptance[id(m)] + 0.2 * num_accepted / self.drafted
+                length.update(self.drafted, min(num_accepted, self.drafted))
+            # (a grafted tree may accept past the chosen member's own draft)
+            self.acceptance[id(m)] = 0.8 * self.acceptance[id(m)] + 0.2 * min(num_accepted, self.drafted) / self.drafted

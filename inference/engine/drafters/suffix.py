@@ -232,6 +232,21 @@ class SuffixMemory:
 # ---------------------------------------------------------------------------- drafter
 
 
+def best_prefix(probs: list[float], cost, start: int = 0, expected: float = 1.0) -> int:
+    """How many drafts to keep: argmax over n of (expected + P_1 + ... + P_n) / c(start + n), P_i
+    the estimate that draft i is accepted (non-increasing) and `start` nodes already drafted
+    with `expected` tokens per step between them and the target's own; all where cost is None."""
+    if cost is None:
+        return len(probs)
+    best_n, best = 0, expected / cost(start)
+    for n, p in enumerate(probs, 1):
+        expected += p
+        value = expected / cost(start + n)
+        if value > best:
+            best_n, best = n, value
+    return best_n
+
+
 class ShareCalibration:
     """How often a wide-tree node is right given that its parent was, by its share, learnt online.
 
@@ -384,18 +399,6 @@ class SuffixDrafter(Drafter):
         out = sam.tokens[start:start + n]
         return out, [p ** (i + 1) for i in range(len(out))], matched
 
-    def _cut(self, probs: list[float]) -> int:
-        """How many drafts to keep: argmax over n of (1 + P_1 + ... + P_n) / c(n) (all without a cost)."""
-        if self.cost is None:
-            return len(probs)
-        best_n, best, expected = 0, 1.0 / self.cost(0), 1.0
-        for n, p in enumerate(probs, 1):
-            expected += p
-            value = expected / self.cost(n)
-            if value > best:
-                best_n, best = n, value
-        return best_n
-
     def _global_tree(self, k: int, width: int) -> tuple[list[int], list[int], list[float]]:
         """Best-first speculation tree over the matched suffix's continuations (SuffixDecoding's
         tree): nodes in order of falling P (the estimate that the path to the node is accepted,
@@ -509,7 +512,7 @@ class SuffixDrafter(Drafter):
             out, parents, probs = self._calibrated_wide_tree(ids.shape[1], k)
         else:
             out, parents, probs = self._longest_match_tree(k)
-        n = self._cut(probs)
+        n = best_prefix(probs, self.cost)
         self.last_score = sum(probs[:n])
         return torch.tensor(out[:n], dtype=torch.long, device=ids.device), parents[:n]
 
@@ -534,7 +537,7 @@ class SuffixDrafter(Drafter):
             glob, glob_probs = self._global(k)
             if glob:
                 out, probs = glob, glob_probs
-        n = self._cut(probs)
+        n = best_prefix(probs, self.cost)
         self.last_score = sum(probs[:n])
         if n == 0:
             return ids[0, :0], None  # [0], on the ids' device
