@@ -22,13 +22,19 @@ def push(conversation_id, event_type, **payload):
     Live events are best effort: the database is the source of truth and clients
     resync from it, so a channel-layer hiccup is logged, never raised.
     """
+    message = {"type": "conversation.event", "event": event_type, **payload}
+    send(group_for(conversation_id), message, f"{event_type} for conversation {conversation_id}")
+
+
+def send(group, message, what):
+    """``message`` to every socket in ``group`` (another group than a conversation's: the widget's
+    sockets of one visitor), best effort like ``push``; ``what`` names it in the log."""
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "conversation.event", "event": event_type, **payload}
     try:
-        async_to_sync(layer.group_send)(group_for(conversation_id), message)
+        async_to_sync(layer.group_send)(group, message)
     except SoftTimeLimitExceeded:
         raise  # the worker's time limit, arriving during a push: the task must hear it, not a log line
-    except Exception:  # noqa: BLE001 - see docstring
-        log.warning("live event %s for conversation %s not pushed", event_type, conversation_id, exc_info=True)
+    except Exception:  # noqa: BLE001 - see push
+        log.warning("live event %s not pushed", what, exc_info=True)

@@ -143,11 +143,12 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance and self.instance.pk:
             self.fields["draft_stamp"].initial = self.stamp(self.instance)
-        # A bot configured elsewhere (API, settings) may use another drafter spec:
-        # keep it selectable so saving the other fields does not fail.
-        current = self.instance.drafter if self.instance and self.instance.pk else None
-        offered = DRAFTERS + [(spec, f"{spec} (offered on this server)") for spec in settings.CHATNEXUS_BOT_DRAFTERS
-                              if spec not in dict(DRAFTERS)]
+        # The worker's default spelled out (e.g. "model:…", which the API accepts) is offered too, and
+        # a bot configured elsewhere (API, settings) keeps its spec selectable so saving the other
+        # fields does not fail — also on the unsaved Bot that the prompt preview and an import check.
+        current = self.instance.drafter if self.instance else None
+        servers = dict.fromkeys([settings.CHATNEXUS_DRAFTER, *settings.CHATNEXUS_BOT_DRAFTERS])  # in order, once
+        offered = DRAFTERS + [(spec, f"{spec} (offered on this server)") for spec in servers if spec not in dict(DRAFTERS)]
         if current and current not in dict(offered):
             offered.append((current, f"{current} (configured elsewhere{'' if drafter_allowed(current) else '; not offered here: the default is used'})"))
         self.fields["drafter"].choices = offered

@@ -16,6 +16,7 @@ from datetime import timedelta
 from difflib import SequenceMatcher
 
 from django.db.models import OuterRef, Subquery
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from .knowledge import folded
@@ -30,7 +31,8 @@ REASONS = {"fallback": "fallback answer", "not_helpful": "rated not helpful", "h
 
 
 def _fallbacks(bot: Bot) -> set[str]:
-    texts = {bot.fallback_answer} | {v.config.get("fallback_answer", "") for v in bot.versions.only("config")}
+    # that key alone: a version's config holds all its knowledge
+    texts = {bot.fallback_answer} | set(bot.versions.values_list(KT("config__fallback_answer"), flat=True))
     return {folded(t) for t in texts if t and t.strip()}
 
 
@@ -70,12 +72,14 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
             note(reply.reply_to, "not_helpful")
         if fallbacks and used_fallback(reply.text, fallbacks):
             note(reply.reply_to, "fallback")
-    # each handoff's customer message before it, in one query (not one per handoff)
+    # each handoff request's customer message before it, in one query (not one per handoff); a request
+    # is what the bot's handoff message replies to (what waited with it went to the team too: not requests)
     before = Subquery(Message.objects.filter(conversation_id=OuterRef("conversation_id"),
                                              direction=Message.Direction.INBOUND, id__lt=OuterRef("id"))
                       .order_by("-id").values("id")[:1])
     handoffs = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
-                                       meta__skip_reason="handoff").exclude(channel="preview")
+                                       meta__skip_reason="handoff", reply__sender=Message.Sender.SYSTEM)
+                .exclude(channel="preview")
                 .annotate(before=before).order_by("-id")[:200])
     for question in Message.objects.filter(id__in=[h.before for h in handoffs if h.before is not None]):
         if (question.meta or {}).get("skip_reason") != "handoff":

@@ -6,9 +6,19 @@ only ever see the one bot's knowledge because it is handed that bot's config.
 """
 import math
 import re
+import unicodedata
 from collections import Counter
 
-WORD = re.compile(r"[a-z0-9]+")
+WORD = re.compile(r"[^\W_]+")  # letters and digits of any script: "envíos", "часы", "営業時間"
+# Accents that a question may leave out ("envio" for "envío"; "Ελλαδα"; Arabic written without its
+# vowel marks), taken off after NFKD. Not every combining mark: the kana voicing marks tell バス (bus)
+# from パス (pass), and Indic vowel signs are letters of their words.
+ACCENTS = re.compile("[\u0300-\u036f\u064b-\u065f\u0670]")
+# Han, Hiragana and Katakana: written without spaces, so a run of them is one "word" to WORD. It is
+# matched in overlapping two-character pieces ("営業時間" -> 営業 業時 時間), as search engines index
+# CJK text without a dictionary.
+CJK = re.compile("([\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+                 "\U00020000-\U0002fa1f]+)")
 STOPWORDS = set(
     "a an and are as at be but by can do does for from have how i in is it me my of on or our "
     "the to we what when where which who why will with you your".split()
@@ -23,7 +33,18 @@ def folded(text: str) -> str:
 
 
 def tokens(text):
-    return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS]
+    """The terms ``text`` is matched by: its words case- and accent-folded (NFKD also turns
+    full-width "ＡＢＣ" into "abc"), English stopwords left out, CJK runs in two-character pieces."""
+    plain = unicodedata.normalize("NFC", ACCENTS.sub("", unicodedata.normalize("NFKD", text.casefold())))
+    out = []
+    for word in WORD.findall(plain):
+        for n, part in enumerate(CJK.split(word)):  # odd parts: CJK runs
+            if n % 2 == 0:
+                if part and part not in STOPWORDS:
+                    out.append(part)
+            else:
+                out.extend([part[i:i + 2] for i in range(len(part) - 1)] or [part])
+    return out
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

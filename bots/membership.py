@@ -3,7 +3,10 @@
 The side-effecting functions views and the API call; views stay thin. Rules:
 owners and admins invite (admins cannot invite owners); only owners change roles
 or remove members; an organisation always keeps at least one owner. An invitation's link works
-for ``CHATNEXUS_INVITE_DAYS`` days, and is replaced when someone who saw it loses manager rights.
+for ``CHATNEXUS_INVITE_DAYS`` days, and is replaced when someone who saw it loses manager rights;
+the invitations they made themselves, for a role they may no longer invite, are cancelled instead
+(the invitee may be themselves, at another address). Accepting an invitation voids the others
+pending for the same address; removing a member voids those for theirs.
 """
 import secrets
 
@@ -15,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from . import audit
 from .models import Conversation, Invitation, Membership, Organization
 from .models.tenants import person_name
 
@@ -120,17 +124,34 @@ def accept(invitation, user):
         membership.save(update_fields=["role"])
     invitation.accepted = timezone.now()
     invitation.save(update_fields=["accepted"])
+    # the same invitation sent again ("did you get it?"): its other links must not work once this
+    # one is used, or they would bring the member back in after a removal
+    _pending_to(invitation.organization, invitation.email).exclude(id=invitation.id).delete()
     return membership
 
 
-def _retire_links_seen(organization, role, new_role=None):
-    """A member of ``role`` loses manager rights (``new_role``: demoted; None: removed): every pending
-    invitation whose link the Team page showed them and no longer would gets a new token, so a link
-    they kept cannot bring them back in, or back up; its invitee is mailed the new link."""
-    before, after = Membership(role=role), Membership(role=new_role) if new_role else None
+def _pending_to(organization, email):
+    return Invitation.objects.filter(organization=organization, email__iexact=email, accepted__isnull=True)
+
+
+def _retire_links_seen(actor, membership, new_role=None):
+    """``membership`` loses manager rights (``new_role``: demoted; None: removed). Pending invitations
+    it made itself for a role it may no longer invite are cancelled (in the activity log, by
+    ``actor``): their invitee may be that member at another address. Every other pending invitation
+    whose link the Team page showed it and no longer would gets a new token, so a link it kept cannot
+    bring it back in, or back up; its invitee is mailed the new link."""
+    organization = membership.organization
+    before, after = Membership(role=membership.role), Membership(role=new_role) if new_role else None
     lost = [r for r in Role.values if may_invite(before, r) and not (after and may_invite(after, r))]
-    pending = Invitation.objects.select_related("organization", "invited_by")
-    for invitation in pending.filter(organization=organization, accepted__isnull=True, role__in=lost):
+    pending = Invitation.objects.select_related("organization", "invited_by").filter(
+        organization=organization, accepted__isnull=True, role__in=lost)
+    for invitation in pending.filter(invited_by=membership.user):
+        invitation.delete()
+        role = invitation.get_role_display()
+        audit.record(organization, actor.user, "member.invitation_cancelled",
+                     f"Cancelled the invitation of {invitation.email} as {role}: "
+                     f"{membership.user.get_username()}, who made it, may no longer invite as {role}")
+    for invitation in pending.exclude(invited_by=membership.user):
         if invitation.expired:
             continue
         invitation.new_link()
@@ -151,7 +172,7 @@ def change_role(actor, membership, role):
         raise MembershipError("Unknown role.")
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
-    _retire_links_seen(membership.organization, membership.role, role)
+    _retire_links_seen(actor, membership, role)
     membership.role = role
     membership.save(update_fields=["role"])
 
@@ -163,6 +184,8 @@ def remove(actor, membership):
     if membership.role == Role.OWNER and _owner_count(membership.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     with transaction.atomic():
-        _retire_links_seen(membership.organization, membership.role)
+        _retire_links_seen(actor, membership)
+        if membership.user.email:  # a second invitation to their address, made before they joined
+            _pending_to(membership.organization, membership.user.email).delete()
         Conversation.objects.filter(organization=membership.organization, assignee=membership.user).update(assignee=None)
         membership.delete()

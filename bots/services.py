@@ -122,8 +122,10 @@ def receive(
             if reason == "handoff":
                 _start_handoff(conversation, message)
             elif team_has_it and not automated and channel != "preview":
-                transaction.on_commit(lambda: _notify_team_of_message(message.id))
-            transaction.on_commit(lambda: _after_inbound(message))
+                transaction.on_commit(lambda: _notify_team_of_message(message.id), robust=True)
+            # robust (here and for every queued task below): a broker refusing the task must not turn
+            # a stored message into an error for its sender; the sweep queues what it never got
+            transaction.on_commit(lambda: _after_inbound(message), robust=True)
     except IntegrityError:
         # A concurrent delivery of the same external id won the insert: it is stored once.
         existing = Message.objects.filter(bot=bot, channel=channel, external_id=external_id).first()
@@ -314,7 +316,7 @@ def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: boo
             if not while_pending:  # (with it, marked done above, in the same transaction)
                 Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.DONE)
             Conversation.objects.filter(id=inbound.conversation_id).update(last_message_at=reply.created)
-            transaction.on_commit(lambda: _queue_delivery(reply))
+            transaction.on_commit(lambda: _queue_delivery(reply), robust=True)
     except IntegrityError:
         return Message.objects.get(reply_to=inbound), False
     return reply, True
@@ -327,32 +329,34 @@ def bot_words(config: dict | None, field: str, default: str) -> str:
 
 
 def no_text_reply(config: dict | None) -> str:
-    """What a bot (its published config) says to files alone with nothing the model can read — a
-    photo, a voice note, a scanned PDF."""
+    """What a bot (its live config: the published one, or the draft of a bot never published) says
+    to files alone with nothing the model can read — a photo, a voice note, a scanned PDF."""
     return bot_words(config, "no_text_message", NO_TEXT_MESSAGE)
 
 
 def canned_reply(received: Received) -> None:
     """The bot's reply to files without text (``no_text_reply``) to a new message the model does
-    not answer (a photo or voice note alone), unless the team has taken the conversation over."""
+    not answer (a photo or voice note alone), unless the team has taken the conversation over.
+    From the config the channels answer with (``live_config``): a bot never published uses its draft."""
     if received.created and not received.conversation.bot_paused:
-        record_reply(received.message, no_text_reply(received.conversation.bot.published_config), {"canned": True})
+        record_reply(received.message, no_text_reply(received.conversation.bot.live_config()), {"canned": True})
 
 
 def agent_reply(conversation: Conversation, user, text: str, meta: dict | None = None) -> Message:
-    """A human agent answers; the bot stays paused until given back. ``meta``: what the
+    """A human agent answers; the bot stays paused until given back (or the conversation closed). ``meta``: what the
     channel needs besides the text (a WhatsApp template's content SID and variables)."""
     with transaction.atomic():
-        message = _outbound(conversation, Message.Sender.AGENT, text, delivery_status=Message.Delivery.PENDING,
+        current = _locked(conversation)
+        message = _outbound(current, Message.Sender.AGENT, text, delivery_status=Message.Delivery.PENDING,
                             meta={**(meta or {}), **_agent(user)})
-        conversation.bot_paused = True
-        conversation.needs_human = False
-        conversation.last_message_at = message.created
-        if conversation.assignee_id is None:
-            conversation.assignee = user
-        conversation.save(update_fields=["bot_paused", "needs_human", "last_message_at", "assignee"])
+        current.bot_paused = True
+        current.needs_human = False
+        current.last_message_at = max(current.last_message_at, message.created)
+        if current.assignee_id is None:
+            current.assignee = user
+        _save_state(conversation, current, ["bot_paused", "needs_human", "last_message_at", "assignee"])
         skip_pending(conversation.id)
-        transaction.on_commit(lambda: _queue_delivery(message))
+        transaction.on_commit(lambda: _queue_delivery(message), robust=True)
     return message
 
 
@@ -371,6 +375,20 @@ def _outbound(source, sender, text, **fields) -> Message:
                                   direction=Message.Direction.OUTBOUND, sender=sender, text=text, **fields)
 
 
+def _locked(conversation: Conversation) -> Conversation:
+    """The conversation as stored now, its row locked until the transaction ends. An agent's page
+    loaded it earlier: saving that copy would undo what changed since (an ``assign()``)."""
+    return Conversation.objects.select_for_update().get(id=conversation.id)
+
+
+def _save_state(conversation: Conversation, current: Conversation, fields: list[str]) -> None:
+    """Store ``fields`` of ``current`` (from ``_locked``), and show them on the caller's ``conversation`` too."""
+    current.save(update_fields=fields)
+    for field in fields:
+        name = Conversation._meta.get_field(field).attname  # assignee_id: no query for the user
+        setattr(conversation, name, getattr(current, name))
+
+
 def _agent(user) -> dict:
     return {"agent_id": user.id, "agent_name": person_name(user)}
 
@@ -386,6 +404,9 @@ def _queue_delivery(message):
 
 
 HANDOFF_REPLY = HANDOFF_MESSAGE  # the bot's handoff message when it leaves it blank
+# Why a message still waiting for the bot was not answered when the conversation was handed to the team:
+# not "handoff", which is the customer's request itself (what the dashboards count and time from)
+HANDED_OVER = "handed to the team before an answer"
 
 
 def _start_handoff(conversation, inbound):
@@ -393,14 +414,14 @@ def _start_handoff(conversation, inbound):
     conversation.needs_human = True
     conversation.team_notified_at = timezone.now()  # the handoff email below; more messages wait for an answer
     conversation.save(update_fields=["bot_paused", "needs_human", "team_notified_at"])
-    skip_pending(conversation.id, "handoff")  # earlier messages still waiting go to the team too
+    skip_pending(conversation.id, HANDED_OVER)  # earlier messages still waiting go to the team too
     config = conversation.bot.live_config(draft=conversation.channel == "preview")
     away = hours.team_away(conversation.organization)
     text = bot_words(config, "away_message", AWAY_MESSAGE) if away else bot_words(config, "handoff_message", HANDOFF_REPLY)
     reply = _outbound(conversation, Message.Sender.SYSTEM, text, reply_to=inbound,
                       delivery_status=Message.Delivery.PENDING, meta={"outside_team_hours": True} if away else {})
-    transaction.on_commit(lambda: _queue_delivery(reply))
-    transaction.on_commit(lambda: _notify_agents(conversation.id))
+    transaction.on_commit(lambda: _queue_delivery(reply), robust=True)
+    transaction.on_commit(lambda: _notify_agents(conversation.id), robust=True)
 
 
 def hand_off_after_failure(inbound):
@@ -425,12 +446,13 @@ def _notify_agents(conversation_id):
 def set_bot_paused(conversation: Conversation, paused: bool, by=None):
     """Take over (pause the bot; an unassigned conversation becomes ``by``'s) or give it back to the bot."""
     with transaction.atomic():
-        conversation.bot_paused = paused
+        current = _locked(conversation)
+        current.bot_paused = paused
         if not paused:
-            conversation.needs_human = False
-        elif by is not None and conversation.assignee_id is None:
-            conversation.assignee = by
-        conversation.save(update_fields=["bot_paused", "needs_human", "assignee"])
+            current.needs_human = False
+        elif by is not None and current.assignee_id is None:
+            current.assignee = by
+        _save_state(conversation, current, ["bot_paused", "needs_human", "assignee"])
         if paused:
             skip_pending(conversation.id)
     events.push(conversation.id, "conversation", bot_paused=paused)
@@ -499,9 +521,15 @@ def set_tags(conversation: Conversation, names) -> list[str]:
 
 
 def set_status(conversation: Conversation, status: str):
-    conversation.status = status
-    conversation.save(update_fields=["status"])
-    events.push(conversation.id, "conversation", status=status)
+    """Close or reopen. Closing ends a hand-off (the team is done): the bot answers the customer's next
+    message (the conversation reopens by itself) and the conversation leaves "Needs a human"."""
+    state = {"status": status}
+    if status == Conversation.Status.CLOSED:
+        state.update(bot_paused=False, needs_human=False)
+    Conversation.objects.filter(id=conversation.id).update(**state)
+    for field, value in state.items():
+        setattr(conversation, field, value)
+    events.push(conversation.id, "conversation", **state)
 
 
 def recent_turns(conversation_id: int, limit: int, up_to: int | None = None) -> list[Message]:

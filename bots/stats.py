@@ -14,13 +14,14 @@ worker did not prefill because an earlier prompt's cache held them (sum prefix_r
 sum prompt_tokens: a bot's system prompt, a conversation's earlier turns).
 """
 import math
+from collections import Counter
 from datetime import datetime, time, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
 
 from . import hours
-from .models import Conversation, Message
+from .models import Message
 
 
 def percentile(values, q):
@@ -45,21 +46,26 @@ def _round(value, digits=3):
 
 
 def _agent_waits(messages):
-    """Seconds from each conversation's first handoff request to the first agent message after it."""
+    """Seconds from each conversation's first handoff to the first agent message after it. A handoff
+    is the message the bot's handoff (or away) message replies to — the customer's request for a
+    person, or a message the model failed to answer — not those still waiting that went with it."""
+    handed = {m.reply_to_id for m in messages if m.sender == Message.Sender.SYSTEM}
     asked, waits = {}, []
-    for created, direction, sender, _state, meta, conversation_id in sorted(messages, key=lambda m: m[0]):
-        if direction == Message.Direction.INBOUND and (meta or {}).get("skip_reason") == "handoff":
-            asked.setdefault(conversation_id, created)
-        elif sender == Message.Sender.AGENT and asked.get(conversation_id) is not None:
-            waits.append((created - asked[conversation_id]).total_seconds())
-            asked[conversation_id] = None  # answered: later messages do not count again
+    for m in sorted(messages, key=lambda m: m.created):
+        if m.id in handed:
+            asked.setdefault(m.conversation_id, m.created)
+        elif m.sender == Message.Sender.AGENT and asked.get(m.conversation_id) is not None:
+            waits.append((m.created - asked[m.conversation_id]).total_seconds())
+            asked[m.conversation_id] = None  # answered: later messages do not count again
     return waits
 
 
 def summary(organization, bot=None, days=14, now=None):
     """Everything the dashboard shows, as a JSON-ready dict.
 
-    ``series`` has one entry per day (oldest first): conversations started,
+    Conversations are those with a message in the window (a WhatsApp number, a widget visitor or
+    an API thread is one conversation for good: one started long ago counts when it is active).
+    ``series`` has one entry per day (oldest first): conversations with a message that day,
     inbound and outbound messages, median reply latency.
     """
     now = now or timezone.now()
@@ -72,12 +78,9 @@ def summary(organization, bot=None, days=14, now=None):
     scope = {"organization": organization, **({"bot": bot} if bot is not None else {})}
     customers = ~Q(channel="preview")  # the builder's test chat is not customers' traffic
 
-    conversations = list(
-        Conversation.objects.filter(customers, **scope, created__gte=since).values_list("id", "created", "channel")
-    )
     messages = list(
         Message.objects.filter(customers, **scope, created__gte=since).exclude(sender=Message.Sender.NOTE).values_list(
-            "created", "direction", "sender", "reply_state", "meta", "conversation_id"
+            "id", "created", "direction", "sender", "conversation_id", "channel", "reply_to_id", named=True
         )
     )
     replies = list(
@@ -87,19 +90,16 @@ def summary(organization, bot=None, days=14, now=None):
     )
 
     days_list = [first_day + timedelta(days=i) for i in range(days)]
-    series = {d: {"conversations": 0, "inbound": 0, "outbound": 0, "latencies": []} for d in days_list}
-    for _id, created, _channel in conversations:
-        day = timezone.localdate(created, zone)
+    series = {d: {"conversations": set(), "inbound": 0, "outbound": 0, "latencies": []} for d in days_list}
+    for m in messages:
+        day = timezone.localdate(m.created, zone)
         if day in series:
-            series[day]["conversations"] += 1
-    handoff_conversations = set()
+            series[day]["conversations"].add(m.conversation_id)
+            series[day]["inbound" if m.direction == Message.Direction.INBOUND else "outbound"] += 1
+    conversations = {m.conversation_id: m.channel for m in messages}  # a conversation's messages share its channel
+    # the bot's handoff (or away) message marks each handoff: a customer's request, or a reply the model failed
+    handoff_conversations = {m.conversation_id for m in messages if m.sender == Message.Sender.SYSTEM}
     waits = _agent_waits(messages)
-    for created, direction, _sender, reply_state, meta, conversation_id in messages:
-        day = timezone.localdate(created, zone)
-        if day in series:
-            series[day]["inbound" if direction == Message.Direction.INBOUND else "outbound"] += 1
-        if (meta or {}).get("skip_reason") == "handoff":
-            handoff_conversations.add(conversation_id)
     # speed is the model's: canned replies (a photo alone, no model) would pull every latency to ~0
     model_replies = [r for r in replies if not (r[4] or {}).get("canned")]
     for created, latency, *_ in model_replies:
@@ -117,10 +117,6 @@ def summary(organization, bot=None, days=14, now=None):
     prompt_tokens = sum(s.get("prompt_tokens", 0) or 0 for s in stats)
     reused_tokens = sum(s.get("prefix_reused", 0) or 0 for s in stats)
     ratings = [r[5] for r in replies if r[5] is not None]
-    conversation_ids = {c[0] for c in conversations} | {m[5] for m in messages}
-    channels = {}
-    for _id, _created, channel in conversations:
-        channels[channel] = channels.get(channel, 0) + 1
 
     return {
         "days": days,
@@ -136,20 +132,20 @@ def summary(organization, bot=None, days=14, now=None):
         "tokens_per_forward": _round(new_tokens / forwards if forwards else None),
         "prompt_reuse_rate": _round(reused_tokens / prompt_tokens if prompt_tokens else None),
         "handoff_rate": _round(
-            len(handoff_conversations) / len(conversation_ids) if conversation_ids else None
+            len(handoff_conversations) / len(conversations) if conversations else None
         ),
-        # a customer's handoff request -> the first agent message after it, per conversation
+        # the message handed to the team -> the first agent message after it, per conversation
         "agent_response_median_s": _round(percentile(waits, 50), 1),
         "agent_response_p95_s": _round(percentile(waits, 95), 1),
         "handoffs_answered": len(waits),
         "rated_replies": len(ratings),
         # share of the replies customers rated that they found helpful (widget thumbs)
         "helpful_rate": _round(sum(r > 0 for r in ratings) / len(ratings) if ratings else None),
-        "channels": channels,
+        "channels": dict(Counter(conversations.values())),
         "series": [
             {
                 "day": d.isoformat(),
-                "conversations": series[d]["conversations"],
+                "conversations": len(series[d]["conversations"]),
                 "inbound": series[d]["inbound"],
                 "outbound": series[d]["outbound"],
                 "latency_median_s": _round(percentile(series[d]["latencies"], 50)),

@@ -2,7 +2,7 @@
 
     title, text = fetch("https://shop.example/delivery")   # or DocumentError, with a sentence
 
-HTML becomes readable text (scripts, styles, navigation, footers and forms left out), plain
+HTML becomes readable text (scripts, styles, navigation, footers and form controls left out), plain
 text and markdown stay as they are, a PDF goes through pypdf (bots/documents.py). Calls go out
 only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py: the
 connection goes to the address that was checked) — checked again for every redirect, followed by
@@ -39,22 +39,32 @@ PDF_TYPES = ("application/pdf",)
 
 class _PageText(_HTMLText):
     """A page's readable text: the email channel's HTML reader, leaving out what every page of a
-    site repeats (navigation, footers) and what is not prose."""
+    site repeats (navigation, footers) and what is not prose. Form controls are left out, not
+    whole forms: an ASP.NET page wraps all its content in one <form>."""
 
-    SKIP = _HTMLText.SKIP | {"nav", "footer", "noscript", "svg", "template", "iframe", "form", "aside", "button"}
+    SKIP = _HTMLText.SKIP | {"nav", "footer", "noscript", "svg", "template", "iframe", "aside",
+                             "button", "select", "datalist", "textarea"}
 
 
 class _Title(HTMLParser):
+    """The page's title: its first <title> outside inline SVG (an icon's <title> names the icon:
+    "Cart", "Search")."""
+
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.inside, self.parts = False, []
+        self.inside, self.done, self.svg, self.parts = False, False, 0, []
 
     def handle_starttag(self, tag, attrs):
-        self.inside = self.inside or tag == "title"
+        if tag == "svg":
+            self.svg += 1
+        elif tag == "title" and not self.svg and not self.done:
+            self.inside = True
 
     def handle_endtag(self, tag):
-        if tag == "title":
-            self.inside = False
+        if tag == "svg":
+            self.svg = max(0, self.svg - 1)
+        elif tag == "title" and self.inside:
+            self.inside, self.done = False, True
 
     def handle_data(self, data):
         if self.inside:
@@ -187,9 +197,14 @@ def fetch_document(url: str, again: bool = False) -> tuple[str, str]:
 def read_again(item) -> bool:
     """Fetch a document's page (``item.source_url``) again: its text becomes the page's text now.
     True when the text changed; DocumentError, the document untouched, when the page could not be
-    read or has no text, or too much."""
+    read or has no text, or too much — or when the document was deleted while the page was read
+    (a colleague, a version restore): an UPDATE that must find its row, not a save that raises."""
     _, text = fetch_document(item.source_url, again=True)
     changed = text != item.body
-    item.body, item.fetched_at = text, timezone.now()
-    item.save(update_fields=["body", "fetched_at", "updated"] if changed else ["fetched_at"])
+    now = timezone.now()
+    fields = {"body": text, "fetched_at": now, "updated": now} if changed else {"fetched_at": now}
+    if not type(item).objects.filter(id=item.id).update(**fields):
+        raise DocumentError("This document was deleted meanwhile.")
+    for field, value in fields.items():
+        setattr(item, field, value)
     return changed

@@ -2,7 +2,11 @@
 
 Each form edits a ``ChannelConfig``: ``SETTINGS`` fields go to ``config.settings``
 (plain JSON), ``SECRETS`` fields to ``config.secrets`` (encrypted). Secret inputs are
-never filled back in: left blank they keep the stored value, "clear" removes it.
+never filled back in: left blank they keep the stored value, "clear" removes it. A secret
+sent to a server the settings name (``SECRET_SERVERS``: the SMTP password to the SMTP host,
+port and user) is kept only while they stay as they were: change one, and the password must
+be typed again (or removed; emptying the host drops it), or a manager could point the channel at
+their own server and receive the stored password at the next send or "Send a test email".
 """
 from django import forms
 from django.conf import settings
@@ -14,10 +18,16 @@ from .widget.options import LANGUAGES as WIDGET_LANGUAGES
 from .widget.options import normalize_origin
 
 
+def _as_text(value) -> str:
+    """A setting as compared across saves: 587 and "587" alike, absent (None) and empty alike."""
+    return "" if value is None else str(value)
+
+
 class ChannelForm(forms.Form):
     SETTINGS: tuple = ()
     SECRETS: tuple = ()
     REQUIRED_SECRETS: tuple = ()  # must be stored (now or before) for the channel to work
+    SECRET_SERVERS: dict = {}  # secret -> the settings saying where it is sent: it is kept only while they stay
     DEFAULTS: dict = {}
 
     enabled = forms.BooleanField(required=False, initial=True, label="Enabled")
@@ -43,7 +53,22 @@ class ChannelForm(forms.Form):
                 continue
             if not data.get(name) and (not stored.get(name) or data.get(f"clear_{name}")):
                 self.add_error(name, "Required.")
+        for name in self._secrets_moved():
+            host = self.SECRET_SERVERS[name][0]
+            if (stored.get(name) and data.get(host) and not data.get(name) and not data.get(f"clear_{name}")
+                    and name not in self.errors):
+                label, clear = self.fields[name].label, self.fields[f"clear_{name}"].label
+                self.add_error(name, f"Type the {label} again: the server settings changed, and the stored one is "
+                                     f"sent only to the server it was typed for (or tick “{clear}”).")
         return data
+
+    def _secrets_moved(self):
+        """The secrets whose server (``SECRET_SERVERS``) this save changes; saved without a new value, the
+        stored one is dropped (with no server left, silently). None on a channel's first save."""
+        if self.config is None:
+            return []
+        return [name for name, where in self.SECRET_SERVERS.items()
+                if any(_as_text(self.cleaned_data.get(k)) != _as_text(self.initial.get(k)) for k in where)]
 
     def secret_states(self):
         """``[(label, "set" | "not set")]`` — what the page shows instead of a secret."""
@@ -55,8 +80,9 @@ class ChannelForm(forms.Form):
         config.enabled = self.cleaned_data["enabled"]
         config.settings = {**config.settings, **{k: self.cleaned_data[k] for k in self.SETTINGS}}
         secrets = dict(config.secrets)
+        moved = self._secrets_moved()
         for name in self.SECRETS:
-            if self.cleaned_data.get(f"clear_{name}"):
+            if self.cleaned_data.get(f"clear_{name}") or (name in moved and not self.cleaned_data.get(name)):
                 secrets.pop(name, None)
             elif self.cleaned_data.get(name):
                 secrets[name] = self.cleaned_data[name]
@@ -142,6 +168,8 @@ class EmailForm(ChannelForm):
         "imap_user", "imap_use_ssl", "imap_folder", "max_replies_per_sender_per_day",
     )  # fmt: skip
     SECRETS = ("smtp_password", "imap_password", "inbound_secret")
+    SECRET_SERVERS = {"smtp_password": ("smtp_host", "smtp_port", "smtp_user", "smtp_use_tls"),
+                      "imap_password": ("imap_host", "imap_port", "imap_user", "imap_use_ssl")}
     DEFAULTS = {"smtp_port": 587, "smtp_use_tls": True, "imap_port": 993, "imap_use_ssl": True, "imap_folder": "INBOX"}
     ASCII_ONLY = ("smtp_user", "smtp_password", "imap_user", "imap_password")  # SMTP and IMAP log in in ASCII
 
@@ -150,12 +178,16 @@ class EmailForm(ChannelForm):
     smtp_host = forms.CharField(max_length=255, required=False, label="SMTP host")
     smtp_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="SMTP port")
     smtp_user = forms.CharField(max_length=255, required=False, label="SMTP user")
-    smtp_password = forms.CharField(max_length=500, label="SMTP password")
+    smtp_password = forms.CharField(max_length=500, label="SMTP password",
+                                    help_text="Type it again when you change the SMTP host, port, user or STARTTLS: "
+                                              "the stored one goes only to the server it was typed for.")
     smtp_use_tls = forms.BooleanField(required=False, label="SMTP uses STARTTLS")
     imap_host = forms.CharField(max_length=255, required=False, label="IMAP host (leave empty to use the inbound webhook only)")
     imap_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="IMAP port")
     imap_user = forms.CharField(max_length=255, required=False, label="IMAP user")
-    imap_password = forms.CharField(max_length=500, label="IMAP password")
+    imap_password = forms.CharField(max_length=500, label="IMAP password",
+                                    help_text="Type it again when you change the IMAP host, port, user or SSL: "
+                                              "the stored one goes only to the server it was typed for.")
     imap_use_ssl = forms.BooleanField(required=False, label="IMAP over SSL")
     imap_folder = forms.CharField(max_length=100, required=False, label="IMAP folder")
     inbound_secret = forms.CharField(max_length=200, label="Inbound webhook secret")

@@ -30,13 +30,14 @@ ORGANIZATION_HEADER = "HTTP_X_ORGANIZATION"  # X-Organization: <slug>
 
 def _resolve_membership(request):
     """The membership a request acts through. Token-authenticated requests pass the middleware
-    anonymous: find it here. A user in several organisations picks one with the
-    ``X-Organization: <slug>`` header (any API request); without it, the session's choice (the
-    web app's switcher) or the oldest membership. Returns None when the user is not a member of
-    the organisation named (or of any)."""
+    anonymous, or as whoever the browser's session cookie signs in: find the token user's here.
+    A user in several organisations picks one with the ``X-Organization: <slug>`` header (any API
+    request); without it, the session's choice (the web app's switcher) or the oldest membership.
+    Returns None when the user is not a member of the organisation named (or of any)."""
     django_request = request._request
     wanted = django_request.META.get(ORGANIZATION_HEADER, "").strip()
-    if request.user.is_authenticated and (wanted or getattr(django_request, "membership", None) is None):
+    resolved = getattr(django_request, "membership", None)  # the middleware's, for the session's user
+    if request.user.is_authenticated and (wanted or resolved is None or resolved.user_id != request.user.pk):
         memberships = Membership.objects.select_related("organization").filter(user=request.user).order_by("id")
         membership = memberships.filter(organization__slug=wanted).first() if wanted else memberships.first()
         django_request.membership = membership
@@ -281,7 +282,8 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
 class MessageViewSet(viewsets.ReadOnlyModelViewSet):
     """Messages, newest first; filter by ``?conversation=<id>``, ``?reply_to=<id>`` (the bot's reply to
     a message posted through ``conversations/inbound``: empty until it is written) and
-    ``?after=<id>`` (only messages newer than that one: what a poller has not seen yet)."""
+    ``?after=<id>`` (only messages newer than that one: what a poller has not seen yet, oldest first,
+    so that more than a page of them comes page by page, or poll by poll, with none skipped)."""
 
     queryset = Message.objects.none()  # for the schema only; get_queryset() scopes by organisation
     serializer_class = s.MessageSerializer
@@ -293,8 +295,8 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
             messages = messages.filter(conversation_id=conversation)
         if reply_to := _int_param(self.request, "reply_to"):
             messages = messages.filter(reply_to_id=reply_to)
-        if after := _int_param(self.request, "after"):
-            messages = messages.filter(id__gt=after)
+        if (after := _int_param(self.request, "after")) is not None:  # 0 too: everything
+            messages = messages.filter(id__gt=after).order_by("id")
             try:  # nothing past the mark: a message with a lower id than those returned cannot commit later
                 mark = settled_message_ids(self.request.organization.id)
             except OperationalError:  # messages being stored for longer than the settle timeout

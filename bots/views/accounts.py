@@ -1,5 +1,5 @@
-"""Sign in, sign up, password reset, invitations (accept), your account page (organisations and
-the switcher, links to password and API token), API token page.
+"""Sign in, sign up, password reset and change, invitations (accept), your account page
+(organisations and the switcher, links to password and API token), API token page.
 
 Log out and the rest of the password views are Django's own (see ``bots.urls_accounts``),
 templates in ``templates/registration/``. Sign-in, sign-up and password reset are
@@ -10,7 +10,9 @@ when to try again:
 - failed sign-ins: ``CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT`` per username per 15 minutes,
   after which that username cannot sign in (not even with the right password) until the
   window slides — guessing a password from many addresses is slow, at the price that a
-  stranger can lock a known username out for 15 minutes;
+  stranger can lock a known username out for 15 minutes. The pages that ask a signed-in user
+  for their password again (password change, two-factor) count wrong ones against the same
+  limit (``password_checked``), so a stolen session guesses no faster;
 - reset mails: ``CHATNEXUS_PASSWORD_RESETS_PER_EMAIL`` per address per hour; past it the
   page still says "sent" (it never says whether an account exists) and nothing is sent.
 
@@ -34,6 +36,7 @@ from django.views.decorators.http import require_POST
 
 from chatnexus import ratelimit
 
+from .. import audit
 from .. import membership as members
 from ..models import ApiToken, Membership, TwoFactor
 from ..tenancy import SESSION_KEY
@@ -78,6 +81,20 @@ def failure_counted(username):
     return verdict, None
 
 
+def password_checked(user, password):
+    """``user.check_password(password)`` for a signed-in page that asks for the password again,
+    counted like a sign-in (``failure_counted``): a session (perhaps a stolen one) guesses the
+    password no faster than the sign-in page allows. Returns ``(right, refused)``: ``refused`` is
+    the verdict to answer 429 with when the account is paused (nothing checked then)."""
+    attempt, refused = failure_counted(user.get_username())
+    if refused is not None:
+        return False, refused
+    right = user.check_password(password)
+    if right:
+        ratelimit.refund(attempt)
+    return right, None
+
+
 class LoginView(auth_views.LoginView):
     attempt = None
 
@@ -98,6 +115,28 @@ class LoginView(auth_views.LoginView):
 
             return start(self.request, user, self.get_success_url())
         return super().form_valid(form)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's, with the old password counted like a sign-in's (``failure_counted``): a wrong
+    one is a failure, past the limit the page answers 429 until the window slides."""
+
+    attempt = None
+
+    def post(self, request, *args, **kwargs):
+        self.attempt, refused = failure_counted(request.user.get_username())
+        if refused is not None:
+            return _too_many(request, refused, "password attempts")
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        ratelimit.refund(self.attempt)
+        return super().form_valid(form)
+
+    def form_invalid(self, form):
+        if "old_password" not in form.errors:  # the old password was right (the new one was refused)
+            ratelimit.refund(self.attempt)
+        return super().form_invalid(form)
 
 
 class PasswordResetDoneView(auth_views.PasswordResetDoneView):
@@ -189,11 +228,19 @@ def invite_accept(request, token):
 
 
 def _join(request, invitation, user):
+    before = Membership.objects.filter(user=user, organization=invitation.organization).first()
     try:
         membership = members.accept(invitation, user)
     except members.MembershipError as error:
         messages.error(request, str(error))
         return redirect("inbox:list")
+    through = f"through the invitation to {invitation.email}"
+    if before is None:
+        audit.record(membership.organization, user, "member.joined",
+                     f"Joined as {membership.get_role_display()} {through}")
+    elif membership.role != before.role:
+        audit.record(membership.organization, user, "member.role",
+                     f"Became {membership.get_role_display()} (was {before.get_role_display()}) {through}")
     request.session[SESSION_KEY] = membership.organization_id
     messages.success(request, f"You joined {membership.organization.name}.")
     return redirect("bots:list" if membership.can_manage else "inbox:list")

@@ -61,7 +61,7 @@ def export(request):
     if not form.is_valid():
         return HttpResponseBadRequest("Bad filters.\n", content_type="text/plain; charset=utf-8")
     rows = (Message.objects.filter(conversation__in=conversations.values("id"))
-            .select_related("conversation__assignee", "bot").prefetch_related("conversation__tags")
+            .select_related("conversation__assignee", "bot").prefetch_related("conversation__tags", "attachments")
             .order_by("conversation_id", "created", "id"))
 
     def lines():
@@ -71,8 +71,8 @@ def export(request):
                 c.id, m.bot.name, c.channel, c.contact_name, c.contact_email, c.contact_phone, c.subject, c.status,
                 c.assignee.get_username() if c.assignee else "",
                 m.id, m.created.isoformat(), m.direction, m.sender, m.text, m.delivery_status,
-                "" if m.rating is None else m.get_rating_display(), len((m.meta or {}).get("attachments") or [])
-                + len((m.meta or {}).get("media") or []), ", ".join(sorted(t.name for t in c.tags.all())),
+                "" if m.rating is None else m.get_rating_display(), len(attachments(m)),
+                ", ".join(sorted(t.name for t in c.tags.all())),
             ]
 
     return csv_download("conversations", EXPORT_COLUMNS, lines())

@@ -5,7 +5,8 @@
   for ``PENDING_S`` seconds and sends them here. Wrong codes count against the same limits as
   wrong passwords (per address per minute, per account per 15 minutes).
 - ``/accounts/two-factor/``: turn it on (scan, confirm with a code, get recovery codes once),
-  make new recovery codes, or turn it off — the last two with the password.
+  make new recovery codes, or turn it off — each with the password, wrong ones counted against
+  the sign-in's per-account limit (429 past it).
 """
 import time
 
@@ -21,7 +22,7 @@ from chatnexus import ratelimit
 
 from .. import twofactor
 from ..models import TwoFactor
-from .accounts import _posts_refused, _too_many, failure_counted
+from .accounts import _posts_refused, _too_many, failure_counted, password_checked
 
 PENDING_KEY = "two-factor-pending"  # {"user", "backend", "next", "at"}
 SETUP_KEY = "two-factor-setup-secret"
@@ -83,9 +84,16 @@ def login_code(request):
 def manage(request):
     two_factor = TwoFactor.objects.filter(user=request.user).first()
     context = {"enabled": two_factor is not None}
-    if request.method == "POST":
-        action = request.POST.get("action")
-        if action == "enable" and two_factor is None:
+    action = request.POST.get("action") if request.method == "POST" else None
+    if action in (("recovery", "disable") if two_factor else ("enable",)):
+        # every change takes the password: a session alone (perhaps a stolen one) could otherwise turn it
+        # on with the thief's authenticator and lock the owner out; wrong ones count as failed sign-ins
+        right, refused = password_checked(request.user, request.POST.get("password", ""))
+        if refused is not None:
+            return _too_many(request, refused, "password attempts")
+        if not right:
+            context["error"] = "That is not your password."
+        elif action == "enable":
             secret = request.session.get(SETUP_KEY)
             if secret and twofactor.matching_step(secret, request.POST.get("code", "")) is not None:
                 codes = twofactor.enable(request.user, secret)
@@ -93,16 +101,13 @@ def manage(request):
                 del request.session[SETUP_KEY]
                 return render(request, "accounts/two_factor.html", {"codes": codes, "enabled": True})
             context["error"] = "That code does not match. Check the time on your phone, and enter the newest code."
-        elif action in ("recovery", "disable") and two_factor is not None:
-            if not request.user.check_password(request.POST.get("password", "")):
-                context["error"] = "That is not your password."
-            elif action == "disable":
-                two_factor.delete()
-                messages.success(request, "Two-factor sign-in is off: your password alone signs you in.")
-                return redirect("account")
-            else:
-                codes = twofactor.renew_recovery_codes(two_factor)
-                return render(request, "accounts/two_factor.html", {"codes": codes, "enabled": True})
+        elif action == "disable":
+            two_factor.delete()
+            messages.success(request, "Two-factor sign-in is off: your password alone signs you in.")
+            return redirect("account")
+        else:
+            codes = twofactor.renew_recovery_codes(two_factor)
+            return render(request, "accounts/two_factor.html", {"codes": codes, "enabled": True})
     if context["enabled"]:
         context["recovery_left"] = len(two_factor.recovery_digests)
     else:

@@ -148,9 +148,12 @@ def _text(value):
 
 
 def _last_inbound(message):
-    return (
+    """The mail an agent's reply answers: the latest one a person sent. An auto-acknowledgement,
+    out-of-office or bounce threaded in after it (``meta["automated"]``) would take the reply to a
+    no-reply address; the latest mail of any kind only when a machine sent every one."""
+    mails = (
         Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND, id__lt=message.id)
         .filter(meta__has_key="from_address")
         .order_by("-id")
-        .first()
     )
+    return mails.exclude(meta__contains={"automated": True}).first() or mails.first()

@@ -20,9 +20,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from bots import services
+from bots.models import Message
+
 from ..models import ChannelConfig
 from .adapter import refused_mail_host, unusable
-from .inbound import ingest, store_unparseable
+from .inbound import digest, ingest, scrub, store_unparseable
+from .parse import Unparseable, parse
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +150,31 @@ def _remember(config, mailbox: str, uid: int) -> None:
 def _ingest(config, raw, uid):
     """One fetched mail stored. A mail that breaks storing (a bug, a database refusal) is kept as
     unparseable, with its raw text, rather than stopping the mailbox: the poll would otherwise
-    fail on it again every time and never read the mail after it."""
+    fail on it again every time and never read the mail after it. What fails after the mail's
+    commit (the broker refusing its reply task, say) leaves the stored mail as it is: kept again
+    it would be a second conversation (the beat sweep queues a reply the broker lost)."""
     try:
         return ingest(config, raw, source="imap")
     except Exception as error:  # noqa: BLE001 - one mail must not block the mailbox
+        # if these fail too (the database is down), the poll stops here and the next one tries the mail again
+        stored = _stored_as(config, raw)
+        if stored is not None:
+            log.exception("imap: channel %s, UID %s was stored; what came after failed", config.id, uid)
+            return services.Received(stored.conversation, stored, created=True)
         log.exception("imap: channel %s, UID %s could not be stored; keeping it as unparseable", config.id, uid)
-        # if this fails too (the database is down), the poll stops here and the next one tries the mail again
         return store_unparseable(config, raw, "imap", f"could not be stored: {type(error).__name__}")
+
+
+def _stored_as(config, raw):
+    """The message ``raw`` is stored as, if any: by its Message-ID, or the digest of its bytes
+    (a mail without one, or kept as unparseable), as ``inbound`` stores them."""
+    try:
+        message_id = scrub(parse(raw).message_id)
+    except Unparseable:
+        message_id = ""
+    keys = [services.external_key(message_id), digest(raw)] if message_id else [digest(raw)]
+    return (Message.objects.filter(bot_id=config.bot_id, channel="email", external_id__in=keys)
+            .select_related("conversation").first())
 
 
 def select_folder(client, folder) -> int:

@@ -35,14 +35,15 @@ def ingest(config, raw: bytes, source: str):
 scrub = services.storable  # PostgreSQL text and JSON hold neither NUL nor lone surrogates
 
 
-def _digest(raw):
+def digest(raw):
+    """The external id of a mail without a Message-ID, or kept as unparseable."""
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def store_unparseable(config, raw, source, why):
     log.warning("email: unparseable mail for channel %s (%s)", config.id, why)
     text = scrub(raw[:MAX_RAW_STORED].decode("utf-8", errors="replace"))
-    external_id = _digest(raw)
+    external_id = digest(raw)
     return services.receive(
         bot=config.bot,
         channel="email",
@@ -82,7 +83,7 @@ def thread_root(config, mail: ParsedMail) -> str:
 
 
 def _store(config, mail: ParsedMail, raw, source):
-    external_id = scrub(mail.message_id) or _digest(raw)
+    external_id = scrub(mail.message_id) or digest(raw)
     prompt = scrub(mail.reply_text.strip() or mail.subject or "(empty message)")
     meta = scrub({
         "from_address": mail.from_address,
@@ -102,6 +103,7 @@ def _store(config, mail: ParsedMail, raw, source):
         # Serialises the per-sender reply count (and the thread lookup) per channel.
         type(config).objects.select_for_update().filter(id=config.id).first()
         reason = filters.skip_reason(mail, config)
+        automated = filters.automated(reason)
         return services.receive(
             bot=config.bot,
             channel="email",
@@ -110,9 +112,9 @@ def _store(config, mail: ParsedMail, raw, source):
             external_id=external_id,
             contact=scrub({"email": mail.reply_to_address or mail.from_address, "name": mail.from_name}),
             subject=scrub(mail.subject),
-            meta=meta,
+            meta={**meta, "automated": True} if automated else meta,  # an agent's reply is not sent to it (adapter.py)
             answer=not reason,
             skip_reason=reason,
             files=mail.files,
-            automated=filters.automated(reason),
+            automated=automated,
         )

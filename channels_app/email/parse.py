@@ -72,9 +72,19 @@ def _ids(value):
     return re.findall(r"<([^<>\s]+)>", value or "")
 
 
+def _sender(value):
+    """(name, address) of a From header. A display name with a comma that lost its quotes
+    ("Ruiz, José <j@example.com>", as some mailers write it) reads as two addresses, the first
+    without an @: the first one with an @ is the sender."""
+    name, address = parseaddr(value)
+    if "@" not in address:
+        name, address = next(((n, a) for n, a in getaddresses([value]) if "@" in a), (name, address))
+    return name, address
+
+
 def _read(msg) -> ParsedMail:
     # addresses as PostgreSQL keeps them: the filters query stored mail by them (a NUL would be a DataError)
-    from_name, from_address = storable(parseaddr(_header(msg, "From")))
+    from_name, from_address = storable(_sender(_header(msg, "From")))
     if "@" not in from_address and from_address.upper() != "MAILER-DAEMON":
         raise Unparseable("no sender address (From)")
     _, reply_to = storable(parseaddr(_header(msg, "Reply-To")))
@@ -162,7 +172,9 @@ class _HTMLText(HTMLParser):
     """HTML to readable text: blocks become lines, quotes become '> ' lines, scripts vanish."""
 
     BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "hr", "pre"}
-    SKIP = {"script", "style", "head", "title"}
+    # Not "head": its </head> is optional in HTML5, and skipping until one that never comes lost
+    # the whole body; what a head holds with text (title, script, style) is skipped on its own.
+    SKIP = {"script", "style", "title"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)

@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 from email.message import EmailMessage
-from email.utils import formataddr
 
 from bots.services import storable
 
@@ -26,6 +25,12 @@ _OWN_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-id",
 
 class PostmarkError(ValueError):
     """The body is not a Postmark inbound payload."""
+
+
+class Unbuildable(Exception):
+    """A Postmark payload the email package could not write as MIME (a Message-ID beyond ASCII,
+    say): the webhook keeps the JSON as an unparseable mail rather than answering 500 until
+    Postmark gives up on it."""
 
 
 def looks_like_postmark(payload) -> bool:
@@ -73,7 +78,10 @@ def to_mime(body: bytes) -> bytes:
         message.set_content(html, subtype="html")
     for attachment in _list(payload.get("Attachments")):
         _attach(message, attachment)
-    return message.as_bytes()
+    try:
+        return message.as_bytes()
+    except Exception as error:  # noqa: BLE001 - the stdlib raises many kinds on values it took
+        raise Unbuildable(f"Postmark JSON not writable as MIME: {type(error).__name__}: {error}") from error
 
 
 def _text(value) -> str:
@@ -86,22 +94,23 @@ def _list(value) -> list:
 
 
 def _address(name: str, email: str) -> str:
-    """``Name <email>``; an address beyond ASCII (josé@example.com, which ``formataddr`` refuses)
-    written as it came, for the header parser to read like any such mail."""
-    try:
-        return formataddr((name, email))
-    except UnicodeError:
-        quoted = name.replace("\\", "\\\\").replace('"', '\\"')  # "Ruiz, José": one name, not two addresses
-        return f'"{quoted}" <{email}>' if name else email
+    """``"Name" <email>``: the name always quoted, for the header parser to read like any mail.
+    Not ``formataddr``: its encoded word ("=?utf-8?b?UnVpeiwgSm9zw6k=?=") is decoded and folded
+    again without quotes (``From: Ruiz, =?utf-8?q?Jos=C3=A9?= <j@example.com>``, two addresses and
+    no sender), and it refuses an address beyond ASCII (josé@example.com)."""
+    name = " ".join(name.split())  # a newline in it would have the header refused
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')  # "Ruiz, José": one name, not two addresses
+    return f'"{quoted}" <{email}>' if name else email
 
 
 def _set(message: EmailMessage, name: str, value: str) -> None:
-    """Add a header; a value the email package refuses (a newline in it, say) is left out."""
+    """Add a header; a value the email package refuses (a newline in it, say, or the IndexError its
+    address parser raises for ``help@acme-bikes.example, "``) is left out."""
     if not value.strip():
         return
     try:
         message[name] = value
-    except (ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - the stdlib raises many kinds on hostile input
         pass
 
 
@@ -118,5 +127,5 @@ def _attach(message: EmailMessage, attachment) -> None:
     try:
         message.add_attachment(content, maintype=maintype or "application", subtype=subtype or "octet-stream",
                                filename=name)
-    except (ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - the stdlib raises many kinds on hostile input
         message.add_attachment(content, maintype="application", subtype="octet-stream", filename="attachment")

@@ -86,17 +86,24 @@ def inbound(request, key):
     if length > body_limit:
         return _error(413, f"message larger than {limit} bytes")
     if is_json:
+        body = request.read(body_limit + 1)
         try:
-            raw = postmark.to_mime(request.read(body_limit + 1))
+            raw = postmark.to_mime(body)
         except postmark.PostmarkError as exc:
             return _error(400, str(exc))
+        except postmark.Unbuildable as exc:  # kept as it came, the JSON, rather than lost
+            return _stored(email_inbound.store_unparseable(config, body, "webhook", str(exc)), is_json)
     else:
         raw = _raw_message(request, limit)
     if raw is None:
         return _error(400, f"no message: send the raw MIME as the body or in a form field ({', '.join(FORM_FIELDS)})")
     if len(raw) > limit:
         return _error(413, f"message larger than {limit} bytes")
-    received = email_inbound.ingest(config, raw, source="webhook")
+    return _stored(email_inbound.ingest(config, raw, source="webhook"), is_json)
+
+
+def _stored(received, is_json):
+    """The answer for a mail stored now or before (a redelivery)."""
     message = received.message
     return JsonResponse(
         {

@@ -68,21 +68,23 @@ class WhatsAppAdapter(Adapter):
 
     def settle(self, message) -> None:
         """Apply the status callbacks that came before their part's sid was recorded (kept by
-        inbound.apply_status), now that it is."""
-        from .inbound import Rejected, apply_status
+        inbound.apply_status), now that it is; then those that came while later parts were still
+        to send (inbound.settle_parts)."""
+        from .inbound import Rejected, apply_status, settle_parts
 
-        early = (Message.objects.filter(id=message.id).values_list("meta", flat=True).first() or {}).get("twilio_early")
-        if not early:
-            return
+        meta = Message.objects.filter(id=message.id).values_list("meta", flat=True).first() or {}
+        early = meta.get("twilio_early")
         try:
-            config = self.connected_config(message)
+            config = self.connected_config(message) if early else None
         except DeliveryError:  # disconnected meanwhile: nothing to check the callbacks against
-            return
-        for params in early.values():
+            early = None
+        for params in (early or {}).values():
             try:
                 apply_status(config, message.id, params)
             except Rejected:  # a sid this send never recorded: not ours
                 pass
+        if meta.get("twilio_status"):
+            settle_parts(message.id)
 
     def keep_files(self, message) -> None:
         """Media are kept by a default-queue task queued with the message; a reply that would

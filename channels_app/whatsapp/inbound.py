@@ -194,21 +194,52 @@ def apply_status(config, message_id, params):
         if status == Message.Delivery.FAILED and parts[sid] == Message.Delivery.FAILED:
             code = params.get("ErrorCode", "").replace("\x00", "").strip()[:10]
             meta.setdefault("twilio_errors", {})[sid] = code
-            explanation = KNOWN_ERRORS.get(int(code)) if code.isdigit() else None
-            updates["delivery_error"] = f"{code} Twilio: {explanation or 'message ' + params.get('MessageStatus', '')}".strip()
-        overall = _overall(parts, meta.get("twilio_parts", len(sids)))
+            updates["delivery_error"] = _error_text(code, params.get("MessageStatus", ""))
         # Parts still to send (a retry of the rest is waiting, or its worker died mid-send): the
         # deliver task owns the state until every part is accepted. Moving it to "sent" here would
-        # make that retry find nothing to claim, and the rest would never go out.
+        # make that retry find nothing to claim, and the rest would never go out. (settle_parts
+        # applies what came meanwhile once it has sent them.)
         unsent = len(sids) < meta.get("twilio_parts", len(sids)) and message.delivery_status in (
             Message.Delivery.PENDING, Message.Delivery.SENDING)
-        if not unsent and _RANK[overall] > _RANK.get(message.delivery_status, 0):
-            updates["delivery_status"] = overall
-            if not message.external_id:
+        if not unsent:
+            updates = {**_advance(message, meta, parts, sids), **updates}
+            if "delivery_status" in updates and not message.external_id:
                 # The callback overtook the deliver task's final write: keep the sid here.
                 updates["external_id"] = sids[0]
         Message.objects.filter(id=message.id).update(**updates)
     return updates.get("delivery_status", message.delivery_status)
+
+
+def settle_parts(message_id):
+    """After the deliver task sent the last part: the state the parts' callbacks reported while it
+    still owned the message (apply_status leaves it alone then) — a part that failed meanwhile makes
+    the reply failed, with Twilio's error, even though the task has just written "sent"."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(id=message_id).first()
+        if message is None or message.delivery_status in (Message.Delivery.PENDING, Message.Delivery.SENDING):
+            return
+        meta = message.meta or {}
+        updates = _advance(message, meta, meta.get("twilio_status", {}), meta.get("twilio_sids", []))
+        if updates:
+            Message.objects.filter(id=message.id).update(**updates)
+
+
+def _advance(message, meta, parts, sids) -> dict:
+    """The message's new state from its parts' (``{}`` when that is no step forward). Failed: with the
+    parts' Twilio errors, kept in ``meta["twilio_errors"]`` (the deliver task's last write clears the
+    message's error)."""
+    overall = _overall(parts, meta.get("twilio_parts", len(sids)))
+    if _RANK[overall] <= _RANK.get(message.delivery_status, 0):
+        return {}
+    if overall != Message.Delivery.FAILED:
+        return {"delivery_status": overall}
+    errors = dict.fromkeys(_error_text(code, "failed") for code in (meta.get("twilio_errors") or {}).values())
+    return {"delivery_status": overall, "delivery_error": "; ".join(errors) or "Twilio: message failed"}
+
+
+def _error_text(code, twilio_status):
+    explanation = KNOWN_ERRORS.get(int(code)) if code.isdigit() else None
+    return f"{code} Twilio: {explanation or 'message ' + twilio_status}".strip()
 
 
 def _overall(parts, expected):

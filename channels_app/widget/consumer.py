@@ -10,34 +10,55 @@ when absent), connection rate limit (4429), then the ``session`` and ``history``
 On each later frame: the widget's settings again (``inbound.recheck``: turned off or this site
 removed since: 4403, nothing stored), validate, rate-limit with the current limits, ``receive()``;
 other problems answer with an ``error`` frame and keep the socket. A ``sync`` frame (sent after a
-file upload over HTTP, uploads.py) joins the visitor's conversation if the socket had none yet,
-then resends history.
+file upload over HTTP, uploads.py) joins the visitor's conversation if the socket is not in it
+yet, then resends history.
 Conversation events from ``bots.events.push`` are forwarded as they come.
+
+The socket listens to two groups: its conversation's, and its visitor's (``live.visitor_group``,
+every tab of the visitor). Whenever the conversation is new to the socket (the visitor's first
+message, a conversation the team erased and the next message started again, one that another tab
+or an upload started: ``live.follow``), the socket leaves the old group, joins the new one and
+sends a ``history`` frame: what was pushed before it listened. The layer forgets a group's members
+``group_expiry`` after they joined (a day by default), so the socket joins again on every frame
+from the widget (widget.js pings every few minutes) and on a timer (``refresh_interval``).
 """
 import asyncio
 import json
+import logging
 from urllib.parse import parse_qs
 
 from django.conf import settings
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from bots.events import group_for
 
-from . import inbound
+from . import inbound, live
+
+log = logging.getLogger(__name__)
 
 FORWARDED_EVENTS = {"message", "reply.start", "reply.delta", "reply.done", "reply.cancelled", "reply.error",
                     "conversation"}
+GROUP_REFRESH_S = 3600  # an open socket joins its groups again at least this often (refresh_interval)
+
+
+def refresh_interval(layer) -> float:
+    """Seconds between an open socket's joins: well inside the layer's ``group_expiry``."""
+    return min(GROUP_REFRESH_S, getattr(layer, "group_expiry", 86400) / 4)
 
 
 class WidgetConsumer(AsyncWebsocketConsumer):
     session = None
-    group = None
+    group = None  # the conversation's group, once the visitor has one
+    visitor = None  # the group of the visitor's sockets, every tab (live.visitor_group)
     greeted = False  # the hello frame (or a legacy URL token) has been taken
     deadline = None
+    refresher = None  # the task that joins the groups again (refresh_interval)
 
     async def connect(self):
+        self.listening = asyncio.Lock()  # one change of groups at a time (a frame, an event, the timer)
         # Accept first so the refusal reason reaches the widget (a rejected handshake is a bare 403).
         await self.accept()
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -69,16 +90,21 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self._refuse(result)
             return
         self.session = result
+        self.visitor = live.visitor_group(result.bot_id, result.visitor_id)
+        await self.channel_layer.group_add(self.visitor, self.channel_name)
         await self.send_json({"type": "session", "token": result.token, "visitor": result.visitor_id})
         if result.conversation_id is not None:
-            await self._join(result.conversation_id)
+            await self._follow(result.conversation_id)
         await self.send_json(await database_sync_to_async(inbound.history)(result.conversation_id))
+        self.refresher = asyncio.ensure_future(self._keep_listening())
 
     async def disconnect(self, code):
-        if self.deadline is not None:
-            self.deadline.cancel()
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for task in (self.deadline, self.refresher):
+            if task is not None:
+                task.cancel()
+        for group in (self.group, self.visitor):
+            if group:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         if not self.greeted:
@@ -97,6 +123,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             self.session = None
             await self._refuse(refusal)
             return
+        await self._listen()  # the widget is there: stay in the groups (a ping every few minutes is for this)
         frame = inbound.parse_frame(text_data, self.session.options)
         if isinstance(frame, inbound.Refusal):
             await self.send_json(frame.frame())
@@ -105,13 +132,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "pong"})
             return
         if frame["type"] == "sync":  # a file sent over HTTP may have started the conversation: follow it
-            if self.group is None:
-                conversation_id = await database_sync_to_async(inbound.conversation_of)(self.session.bot_id,
-                                                                                       self.session.visitor_id)
-                if conversation_id is not None:  # join, then resend what was pushed before we listened
-                    self.session.conversation_id = conversation_id
-                    await self._join(conversation_id)
-                    await self.send_json(await database_sync_to_async(inbound.history)(conversation_id))
+            conversation_id = await database_sync_to_async(inbound.conversation_of)(self.session.bot_id,
+                                                                                   self.session.visitor_id)
+            if conversation_id is not None and await self._follow(conversation_id):
+                await self._send_history()
             return
         if frame["type"] == "rate":
             result = await database_sync_to_async(inbound.rate)(self.session, frame)
@@ -122,17 +146,18 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_json({**result.frame(), "client_id": frame["id"]})
             return
         conversation_id, echo = result
-        if self.group is None:
-            # First message: the conversation exists now. Events pushed before we joined
-            # (the echo, perhaps a fast reply) are resent; the reply's deltas follow live.
-            self.session.conversation_id = conversation_id
-            await self._join(conversation_id)
-            await self.send_json(echo)
-            late = await database_sync_to_async(inbound.reply_if_done)(echo["message"]["id"])
-            if late:
-                await self.send_json(late)
-        else:
-            await self.send_json(echo)
+        await self.send_json(echo)
+        if await self._follow(conversation_id):
+            # A conversation new to this socket: the first message, one another tab started that we did
+            # not hear of, or a new one after the team erased ours. All of it, with what was pushed before
+            # we listened (a fast reply); the visitor's other tabs follow too.
+            await self._send_history()
+            await sync_to_async(live.follow)(self.session.bot_id, self.session.visitor_id, conversation_id)
+
+    async def widget_conversation(self, event):
+        """``live.follow``: another tab's message or an upload started the visitor's conversation."""
+        if self.session is not None and await self._follow(event["conversation"]):
+            await self._send_history()
 
     async def conversation_event(self, event):
         kind = event.get("event")
@@ -150,9 +175,37 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             frame.update({k: event[k] for k in ("bot_paused", "status") if k in event})
         await self.send_json(frame)
 
-    async def _join(self, conversation_id):
-        self.group = group_for(conversation_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+    async def _follow(self, conversation_id) -> bool:
+        """Listen to ``conversation_id``'s events, no longer to the conversation before (erased); False
+        when the socket already did."""
+        group = group_for(conversation_id)
+        async with self.listening:
+            if group == self.group:
+                return False
+            if self.group:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group, self.session.conversation_id = group, conversation_id
+            await self.channel_layer.group_add(group, self.channel_name)
+        return True
+
+    async def _send_history(self):
+        await self.send_json(await database_sync_to_async(inbound.history)(self.session.conversation_id))
+
+    async def _listen(self):
+        """Join the groups again: the layer drops a member ``group_expiry`` after it joined."""
+        async with self.listening:
+            for group in (self.visitor, self.group):
+                if group:
+                    await self.channel_layer.group_add(group, self.channel_name)
+
+    async def _keep_listening(self):
+        """A socket nobody writes on for days (a tab left open) still hears the team's answer."""
+        while True:
+            await asyncio.sleep(refresh_interval(self.channel_layer))
+            try:
+                await self._listen()
+            except Exception:  # noqa: BLE001 - the layer's hiccup: try again next time
+                log.warning("widget: could not rejoin the socket's groups", exc_info=True)
 
     async def send_json(self, data):
         await self.send(text_data=json.dumps(data))

@@ -258,8 +258,3 @@ def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
     )
     return echo(received.message)
 
-
-def reply_if_done(message_id: int) -> dict | None:
-    """The stored reply to ``message_id`` if it already exists (joined the group late)."""
-    reply = Message.objects.filter(reply_to_id=message_id).first()
-    return {"type": "message", "message": public_message(reply)} if reply else None

@@ -2,6 +2,7 @@
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils.encoding import punycode
 
 from bots import hours
 from bots.models import Bot
@@ -32,7 +33,9 @@ LANGUAGES = [("auto", "The website's language (else the visitor's browser's)"), 
 
 
 def normalize_origin(value: str) -> str:
-    """``"HTTPS://Shop.example.com:443/"`` -> ``"https://shop.example.com"``; '' when not an origin."""
+    """``"HTTPS://Shop.example.com:443/"`` -> ``"https://shop.example.com"``; '' when not an origin.
+    A host in letters beyond ASCII is written as browsers send it in ``Origin``, in punycode:
+    ``https://müller-shop.de`` -> ``https://xn--mller-shop-9db.de``."""
     try:
         parts = urlsplit((value or "").strip())
         port = parts.port
@@ -43,6 +46,11 @@ def normalize_origin(value: str) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         return ""
     host = parts.hostname.lower()
+    if not host.isascii():
+        try:
+            host = punycode(host)
+        except UnicodeError:  # an empty or over-long label: no browser sends it
+            return ""
     if ":" in host:
         host = f"[{host}]"
     default_port = 443 if parts.scheme == "https" else 80

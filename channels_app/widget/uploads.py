@@ -17,7 +17,8 @@ Accepted files go through ``bots.services.receive()`` like any message: stored w
 message in one transaction, in the attachments storage, never served publicly (the inbox
 serves them to members, ``bots.files``). A caption is answered by the bot as usual, and so is a
 PDF or text file alone (the model reads its text); an image alone gets a canned reply, unless
-an agent has the conversation.
+an agent has the conversation. The visitor's open sockets are told (``live.follow``): a file
+may start the conversation, and every tab then listens to it.
 """
 import mimetypes
 
@@ -28,7 +29,7 @@ from bots.files import media_type, readable
 from bots.models import Bot
 
 from . import options as widget_options
-from . import ratelimit, tokens
+from . import live, ratelimit, tokens
 from .inbound import CHANNEL, CLIENT_ID, Refusal, public_message
 
 # content type -> how its files begin (the declared type must agree with the bytes)
@@ -139,5 +140,8 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files, client_ip:
         )
         if not answer:
             services.canned_reply(received)
+        # the visitor's sockets (this tab's, others') may not listen to the conversation yet: it may be new
+        conversation_id = received.message.conversation_id
+        transaction.on_commit(lambda: live.follow(bot.id, visitor_id, conversation_id))
     frame = {"type": "message", "message": public_message(received.message), "client_id": client_id}
     return (201 if received.created else 200), frame

@@ -388,13 +388,13 @@ def format_hist(hist: list[int] | None, width: int = 9) -> str:
     return f"mean {mean:.2f} | " + " ".join(parts)
 
 
-def hist_lines(methods: list[dict]) -> list[str]:
+def hist_lines(methods: list[dict], width: int = 16) -> list[str]:
     """The table's closing block: each method's accepted-drafts histogram (methods that drafted)."""
     hists = [(m["name"], m.get("accepted_hist")) for m in methods if m.get("accepted_hist") and sum(m["accepted_hist"])]
     if not hists:
         return []
     return ["", "accepted draft tokens per verify step (share of steps):"] + [
-        f"  {name:<16}{format_hist(hist)}" for name, hist in hists]
+        f"  {name:<{width}}{format_hist(hist)}" for name, hist in hists]
 
 
 def format_table(results: dict) -> str:

@@ -356,13 +356,14 @@ def format_replay_table(results: dict) -> str:
              f"workload {results['workload'] or '-'}: {results['messages']} messages, "
              f"{results['conversations']} conversations, bots {', '.join(results['bots'])}",
              f"machine {results['machine']}", ""]
-    header = (f"{'method':<16}{'tok/s':>8}{'speedup':>9}{'accept':>8}{'tok/fwd':>9}{'identical':>11}"
+    w = max([16] + [len(m["name"]) + 2 for m in results["methods"]])  # long names ("suffix+lookup+recycle") too
+    header = (f"{'method':<{w}}{'tok/s':>8}{'speedup':>9}{'accept':>8}{'tok/fwd':>9}{'identical':>11}"
               f"   {'γ':>6}{'c':>7}{'S bound':>9}{'TTFT ms':>9}")
     lines += [header, "-" * len(header)]
     for m in results["methods"]:
         accept = None if m["acceptance_rate"] is None else 100 * m["acceptance_rate"]
         identical = fmt(m["identical"], "d") + "/" + str(m["prompts"])
-        lines.append(f"{m['name']:<16}{m['tokens_per_s']:>8.1f}{fmt(m['speedup'], '.2f', 'x'):>9}"
+        lines.append(f"{m['name']:<{w}}{m['tokens_per_s']:>8.1f}{fmt(m['speedup'], '.2f', 'x'):>9}"
                      f"{fmt(accept, '.0f', '%'):>8}{fmt(m['mean_tokens_per_forward'], '.2f'):>9}{identical:>11}"
                      f"   {fmt(m['gamma'], '.2f'):>6}{fmt(m['c'], '.3f'):>7}{fmt(m['leviathan_bound'], '.2f', 'x'):>9}"
                      f"{fmt(m.get('ttft_ms'), '.0f'):>9}")
@@ -373,14 +374,14 @@ def format_replay_table(results: dict) -> str:
     if by["speedup"]:
         reference = results.get("reference", "hf_plain")
         lines += ["", f"speedup over {reference} by the bot's earlier replies:",
-                  f"  {'replies':<14}" + "".join(f"{b:>8}" for b in by["buckets"]),
-                  f"  {'messages':<14}" + "".join(f"{n:>8}" for n in by["messages"])]
-        lines += [f"  {name:<14}" + "".join(f"{fmt(s, '.2f'):>8}" for s in values)
+                  f"  {'replies':<{w - 2}}" + "".join(f"{b:>8}" for b in by["buckets"]),
+                  f"  {'messages':<{w - 2}}" + "".join(f"{n:>8}" for n in by["messages"])]
+        lines += [f"  {name:<{w - 2}}" + "".join(f"{fmt(s, '.2f'):>8}" for s in values)
                   for name, values in by["speedup"].items() if name != reference]
     if results.get("headroom"):
         measured = {m["name"]: m["mean_tokens_per_forward"] for m in results["methods"]}
         lines += ["", format_headroom(results["headroom"], measured)]
-    return "\n".join(lines + hist_lines(results["methods"]))
+    return "\n".join(lines + hist_lines(results["methods"], w))
 
 
 def plot_by_history(results: dict, path: str | os.PathLike) -> None:

@@ -114,6 +114,10 @@
   }
   var ws = null, attempts = 0, fatal = false, retryAfter = 0, timer = null, connected = false;
   var outbox = [], byId = {}, byClient = {}, streams = {}, rows = {}, typingFor = null, hadHistory = false;
+  var answered = {};  // message id -> true once its reply shows: a late reply.start or delta is stale
+  // An open socket says it is there every few minutes: the server keeps it in its conversation's group
+  // (the channel layer forgets members after a day), and proxies keep an idle connection.
+  var PING_MS = 4 * 60 * 1000;
 
   // -- DOM helpers (no innerHTML anywhere)
   function el(tag, attrs, text) {
@@ -301,6 +305,7 @@
     addFiles(node, m.attachments);
     byId[m.id] = node;
     if (m.reply_to) delete streams[m.reply_to];
+    if (m.reply_to && m.direction === "out") answered[m.reply_to] = true;
     if (m.direction === "out") hideTyping();
     if (m.sender === "bot") rateRow(m);
   }
@@ -347,7 +352,7 @@
   function handle(f) {
     if (f.type === "session") { store.token = f.token; save(); }
     else if (f.type === "history") {
-      connected = true; attempts = 0; status.textContent = ""; byId = {}; streams = {}; rows = {}; hideTyping();
+      connected = true; attempts = 0; status.textContent = ""; byId = {}; streams = {}; rows = {}; answered = {}; hideTyping();
       while (log.firstChild) log.removeChild(log.firstChild);
       if (look.greeting) bubble("bot greeting", look.greeting);
       f.messages.forEach(function (m) { showMessage(m); });
@@ -361,6 +366,8 @@
       showMessage(f.message, f.client_id);
       // taken: not sent again, and a refusal's line from before (a bad email, too fast) goes
       if (f.client_id) { delete byClient[f.client_id]; forget(f.client_id); status.textContent = ""; }
+    } else if (answered[f.reply_to] && (f.type === "reply.start" || f.type === "reply.delta")) {
+      // the reply is shown already (a history frame had it): its stream's last frames are stale, not a new bubble
     } else if (f.type === "reply.start") showTyping(f.reply_to);
     else if (f.type === "reply.delta") {
       hideTyping();
@@ -539,6 +546,8 @@
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible" && !panel.hidden) refreshLook();
   });
+
+  setInterval(function () { if (connected) ws.send(JSON.stringify({ type: "ping" })); }, PING_MS);
 
   function start() {
     applyLook();

@@ -109,6 +109,22 @@ def test_channels_answer_a_never_published_bot_from_its_saved_draft(as_alice):
     assert bot.live_config()["greeting"] == "Saved, never published"  # the published one, not the newer draft
 
 
+def test_a_never_published_bot_answers_files_without_text_in_its_saved_words(as_alice):
+    """The reply to files without text was read from published_config, None until a first publish:
+    a never-published bot said the platform's English default whatever its builder said."""
+    from bots import services
+    from bots.models import Message
+
+    as_alice.post(reverse("bots:create"), {"name": "Max", "company": "Acme"})
+    bot = Bot.objects.get(name="Max")
+    bot.no_text_message = "Danke für das Foto! Bilder kann ich nicht sehen: schreiben Sie mir bitte, worum es geht?"
+    bot.save()
+    photo = services.receive(bot=bot, channel="widget", thread_id="v1", text="", answer=False,  # as the widget's upload
+                             skip_reason="image only", files=[("photo.jpg", "image/jpeg", b"\xff\xd8\xff")])
+    services.canned_reply(photo)
+    assert Message.objects.get(reply_to=photo.message).text == bot.no_text_message
+
+
 def test_it_publishes_the_draft(as_alice, acme_bot):
     as_alice.post(reverse("bots:builder", args=[acme_bot.id]), settings_data(acme_bot, greeting="Hello there"))
     response = as_alice.post(reverse("bots:publish", args=[acme_bot.id]))

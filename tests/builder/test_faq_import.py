@@ -53,6 +53,18 @@ def test_spreadsheets_own_ways_of_writing_csv(as_alice, acme_bot, raw):
     assert faqs(acme_bot)["Do you rent bikes?"] == "Yes, from 15 € a day."
 
 
+@pytest.mark.parametrize("raw", [
+    b'Do you deliver on Sundays?,"No; we deliver Monday to Saturday."\nCan I return an item?,"Yes; within 30 days, unused."',
+    b"Do you deliver on Sundays?,No; we deliver Monday to Saturday.\nCan I return an item?,Yes; within 30 days.\n",
+], ids=["quoted", "unquoted"])
+def test_a_comma_file_whose_answers_hold_semicolons_is_split_at_its_commas(as_alice, acme_bot, raw):
+    """The first separator splitting every row won: ";", giving the question 'Do you deliver on Sundays?,"No'."""
+    assert upload(as_alice, acme_bot, raw).status_code == 302
+    got = faqs(acme_bot)
+    assert got["Do you deliver on Sundays?"] == "No; we deliver Monday to Saturday."
+    assert got["Can I return an item?"].startswith("Yes; within 30 days") and len(got) == 3
+
+
 @pytest.mark.parametrize("raw, says", [
     (b"Question,Answer\nDo you rent bikes?,\n,Only on Sundays\nOk?,Yes\n",
      "Rows without both a question and an answer: 2, 3."),

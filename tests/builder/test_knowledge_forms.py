@@ -147,6 +147,14 @@ def test_it_reads_the_text_of_an_uploaded_web_page(as_alice, acme_bot):
     assert "Returns" in body and "Within 30 days." in body and "color" not in body and "<" not in body
 
 
+def test_it_reads_an_uploaded_web_page_that_leaves_out_its_optional_end_of_head(as_alice, acme_bot):
+    """Everything after <head> was skipped until a </head> (optional in HTML5): no text, refused."""
+    page = b"<!doctype html><html><head><meta charset=utf-8><title>Delivery</title><body><p>We deliver in 2 days.</p>"
+    upload = SimpleUploadedFile("delivery.html", page, "text/html")
+    assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload}).status_code == 302
+    assert acme_bot.knowledge.get(kind="doc").body == "We deliver in 2 days."
+
+
 def test_it_refuses_an_oversize_file(as_alice, acme_bot):
     upload = SimpleUploadedFile("big.txt", b"a" * (MAX_DOC_BYTES + 1), "text/plain")
     response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})

@@ -46,3 +46,14 @@ def test_it_matches_the_pipelines_prompt_for_the_saved_draft(as_alice, acme_bot)
     config = Bot.objects.get(id=acme_bot.id).live_config(draft=True)
     messages = build_messages(config, [{"role": "user", "content": "What are your opening hours?"}], "What are your opening hours?")
     assert body["prompt"] == messages[0]["content"]
+
+
+def test_it_accepts_the_servers_default_drafter_spelled_out(as_alice, acme_bot, settings):
+    """The preview checks the form on an unsaved Bot, so the bot's own drafter was offered only on
+    the builder page: one equal to CHATNEXUS_DRAFTER ("model:…", as the API accepts) showed
+    "ignoring invalid: drafter" on every keystroke."""
+    settings.CHATNEXUS_DRAFTER = "model:var/drafts/ava"
+    Bot.objects.filter(id=acme_bot.id).update(drafter="model:var/drafts/ava")
+    acme_bot.refresh_from_db()
+    body = as_alice.post(reverse("bots:prompt_preview", args=[acme_bot.id]), settings_data(acme_bot)).json()
+    assert body["errors"] == {}

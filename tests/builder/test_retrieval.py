@@ -20,6 +20,28 @@ def test_it_returns_nothing_when_nothing_matches():
     assert retrieve(config, "") == []
 
 
+def test_it_finds_knowledge_written_in_any_script():
+    """Words were [a-z0-9]+: a question in Russian or Japanese had no words, and retrieved nothing."""
+    config = config_with(
+        {"kind": "faq", "title": "Do you deliver?", "body": "Yes, within 10 km."},
+        {"kind": "faq", "title": "Какие у вас часы работы?", "body": "С 9 до 18, без выходных."},
+        {"kind": "faq", "title": "営業時間は何時ですか？", "body": "毎日9時から18時までです。"},
+        {"kind": "faq", "title": "Πού βρίσκεται το κατάστημα;", "body": "Στην Αθήνα."},
+    )
+    assert retrieve(config, "Какие часы работы в субботу?")[0]["title"] == "Какие у вас часы работы?"
+    assert retrieve(config, "営業時間を教えてください")[0]["title"] == "営業時間は何時ですか？"  # no spaces between words
+    assert retrieve(config, "ΠΟΥ ΒΡΙΣΚΕΤΑΙ ΤΟ ΚΑΤΑΣΤΗΜΑ")[0]["title"] == "Πού βρίσκεται το κατάστημα;"  # any case, no accents
+
+
+def test_a_question_typed_without_accents_finds_the_words_written_with_them():
+    """"envíos" was two words, "env" and "os"; "envio" matched neither."""
+    config = config_with(
+        {"kind": "faq", "title": "¿Cuánto cuesta el envío?", "body": "Gratis desde 50 €."},
+        {"kind": "faq", "title": "¿Cuánto cuesta una bici?", "body": "Desde 500 €."},
+    )
+    assert [piece["title"] for piece in retrieve(config, "precio del envio")] == ["¿Cuánto cuesta el envío?"]
+
+
 def test_it_splits_documents_by_paragraph():
     body = "\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(5))
     pieces = chunks(config_with({"kind": "doc", "title": "Manual", "body": body}))

@@ -41,6 +41,19 @@ def test_a_bot_travels_as_a_file(as_alice, acme_bot, globex):
     assert "Imported Ava with 3 knowledge items." in as_alice.get(imported["Location"]).content.decode()
 
 
+def test_a_bot_using_the_servers_default_drafter_spelled_out_travels_too(as_alice, acme_bot, settings):
+    """Import checks the form on an unsaved Bot, which offered only the built-in drafters: a bot whose
+    drafter is CHATNEXUS_DRAFTER written out ("model:…", as the API accepts) could not come back."""
+    settings.CHATNEXUS_DRAFTER = "model:var/drafts/ava"
+    Bot.objects.filter(id=acme_bot.id).update(drafter="model:var/drafts/ava")
+    raw = as_alice.get(reverse("bots:export", args=[acme_bot.id])).content
+    imported = upload(as_alice, raw)
+    copy = Bot.objects.exclude(id=acme_bot.id).filter(organization=acme_bot.organization).first()
+    assert copy is not None  # before: "drafter: Select a valid choice."
+    assert imported["Location"].startswith(reverse("bots:builder", args=[copy.id]))
+    assert copy.drafter == "model:var/drafts/ava"
+
+
 def test_blank_settings_stay_blank_and_odd_text_or_deep_json_is_handled(as_alice, acme_bot):
     """A cleared setting came back as the default (handoff on "talk to a human" again); a NUL or a
     lone surrogate reached PostgreSQL (500); "[" * 200000 raised RecursionError (500)."""

@@ -82,6 +82,26 @@ def test_a_page_becomes_a_document_with_its_title_and_readable_text(as_alice, ac
     assert url in page and reverse("bots:knowledge_refetch", args=[acme_bot.id, item.id]) in page
 
 
+@pytest.mark.parametrize("page", [
+    "<!doctype html><html><head><meta charset=utf-8><title>Delivery</title><body><p>We deliver in 2 days.</p>",
+    '<html><head><title>Delivery</title></head><body><form method="post" action="./delivery.aspx" id="form1">'
+    '<input type="hidden" name="__VIEWSTATE" value="dDwtMTA4"><select name="lang"><option>English</option></select>'
+    "<p>We deliver in 2 days.</p><textarea>Your message</textarea><button>Send</button></form></body></html>",
+], ids=["no-end-of-head", "aspnet-form"])
+def test_a_page_without_its_optional_end_of_head_or_inside_one_form_is_read(website, page):
+    """Everything after <head> was skipped until a </head> that HTML5 leaves optional, and everything
+    in a <form>, which an ASP.NET page wraps around all of its content: both read as ''."""
+    assert webpages.fetch(website.page("/delivery", page)) == ("Delivery", "We deliver in 2 days.")
+
+
+def test_the_title_is_the_pages_not_its_icons(website):
+    """Inline SVG icons have titles of their own: the page's was "Delivery | Acme BikesCartSearch"."""
+    url = website.page("/delivery", '<html><head><title>Delivery | Acme Bikes</title></head><body><a href="/cart">'
+                                    '<svg><title>Cart</title></svg></a><button><svg><title>Search</title></svg></button>'
+                                    "<p>We deliver.</p><title>Second</title></body></html>")
+    assert webpages.fetch(url) == ("Delivery | Acme Bikes", "We deliver.")
+
+
 def test_fetch_again_reads_the_page_as_it_is_now(as_alice, acme_bot, website):
     url = website.page("/hours", "<title>Hours</title><p>Open 9 to 5.</p>")
     as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": url, "title": "Opening hours"})
@@ -212,6 +232,36 @@ def test_the_api_reads_a_page_into_a_document_and_again(alice, acme_bot, charlie
     other = APIClient()
     other.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(charlie)}")
     assert other.post(f"/api/knowledge/{item['id']}/fetch/").status_code == 404
+
+
+def test_fetch_again_of_a_document_deleted_while_its_page_was_read_says_so(alice, as_alice, acme_bot, website,
+                                                                          monkeypatch):
+    """The document was saved with update_fields after the fetch: deleted meanwhile (a colleague, a
+    version restore), Django raised DatabaseError — a 500 on the page and in the API."""
+    from rest_framework.test import APIClient
+
+    from bots.models import ApiToken
+
+    url = website.page("/hours", "<p>Open 9 to 5.</p>")
+    fetch = webpages.fetch
+
+    def slow_fetch(address):  # the page takes its time; someone deletes the document meanwhile
+        KnowledgeItem.objects.filter(source_url=url).delete()
+        return fetch(address)
+
+    monkeypatch.setattr(webpages, "fetch", slow_fetch)
+    item = KnowledgeItem.objects.create(bot=acme_bot, kind="doc", title="Hours", body="old", source_url=url)
+    response = as_alice.post(reverse("bots:knowledge_refetch", args=[acme_bot.id, item.id]))
+    assert response.status_code == 302
+    page = as_alice.get(response["Location"].split("#")[0]).content.decode()
+    assert "“Hours” not fetched again: This document was deleted meanwhile." in page
+    assert not KnowledgeItem.objects.filter(source_url=url).exists()
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(alice)}")
+    item = KnowledgeItem.objects.create(bot=acme_bot, kind="doc", title="Hours", body="old", source_url=url)
+    failed = api.post(f"/api/knowledge/{item.id}/fetch/")
+    assert failed.status_code == 400 and failed.json()["source_url"] == ["This document was deleted meanwhile."]
 
 
 def test_a_page_that_trickles_in_is_given_up_at_the_deadline(website, settings):

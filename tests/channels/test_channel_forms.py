@@ -30,3 +30,70 @@ def test_a_twilio_auth_token_that_is_not_32_hex_digits_is_a_form_error(token):
     form = WhatsAppForm({**WHATSAPP, "auth_token": token})
     assert not form.is_valid()
     assert form.errors["auth_token"] == ["A Twilio auth token is 32 hex digits (Twilio Console, Account Info)."]
+
+
+# --- a stored password goes only to the server it was typed for
+
+
+def email_data(config, **changes):
+    """What the email form posts back unchanged (as the page shows it), with ``changes``."""
+    data = {name: value for name, value in EmailForm(config=config).initial.items() if value not in (None, False)}
+    return {**data, **changes}
+
+
+@pytest.fixture
+def smtp_login(email_channel, settings):
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = True  # host names saved without a lookup
+    email_channel.settings.update({"smtp_user": "help", "imap_host": "imap.acme.example", "imap_user": "help"})
+    email_channel.secrets = {**email_channel.secrets, "smtp_password": "real-smtp-pw", "imap_password": "real-imap-pw"}
+    email_channel.save()
+    return email_channel
+
+
+@pytest.mark.parametrize("change", [{"smtp_host": "mail.attacker.example"}, {"smtp_port": 2525},
+                                    {"smtp_user": "mallory"}, {"smtp_use_tls": True}])
+def test_changing_where_the_smtp_password_goes_asks_for_it_again(smtp_login, change):
+    form = EmailForm(email_data(smtp_login, **change), config=smtp_login)
+    assert not form.is_valid() and list(form.errors) == ["smtp_password"]
+    assert form.errors["smtp_password"][0].startswith("Type the SMTP password again: the server settings changed")
+
+    form = EmailForm(email_data(smtp_login, **change, smtp_password="new-smtp-pw"), config=smtp_login)
+    assert form.is_valid(), form.errors
+    assert form.apply(smtp_login).secrets["smtp_password"] == "new-smtp-pw"
+    assert smtp_login.secrets["imap_password"] == "real-imap-pw"  # IMAP's server did not change
+
+
+@pytest.mark.parametrize("change", [{"imap_host": "imap.attacker.example"}, {"imap_port": 143},
+                                    {"imap_user": "mallory"}, {"imap_use_ssl": False}])
+def test_changing_where_the_imap_password_goes_asks_for_it_again(smtp_login, change):
+    form = EmailForm(email_data(smtp_login, **change), config=smtp_login)
+    assert not form.is_valid() and list(form.errors) == ["imap_password"]
+    form = EmailForm(email_data(smtp_login, **change, clear_imap_password=True), config=smtp_login)
+    assert form.is_valid(), form.errors
+    assert form.apply(smtp_login).secrets == {"inbound_secret": smtp_login.secrets["inbound_secret"],
+                                              "smtp_password": "real-smtp-pw"}
+
+
+def test_the_stored_passwords_stay_while_their_servers_do(smtp_login):
+    form = EmailForm(email_data(smtp_login, from_name="Acme Help", max_replies_per_sender_per_day=9), config=smtp_login)
+    assert form.is_valid(), form.errors
+    secrets = form.apply(smtp_login).secrets
+    assert secrets["smtp_password"] == "real-smtp-pw" and secrets["imap_password"] == "real-imap-pw"
+    form = EmailForm(email_data(smtp_login, imap_host=""), config=smtp_login)  # no IMAP any more: nowhere to send it
+    assert form.is_valid(), form.errors
+    assert "imap_password" not in form.apply(smtp_login).secrets
+
+
+def test_the_channels_page_keeps_the_smtp_password_from_a_new_host(client, alice, smtp_login):
+    from django.urls import reverse
+
+    from channels_app.models import ChannelConfig
+
+    client.force_login(alice)
+    data = {f"email-{name}": value for name, value in email_data(smtp_login, smtp_host="mail.attacker.example").items()}
+    response = client.post(reverse("channels:bot", args=[smtp_login.bot_id]), {"channel": "email", **data})
+    assert response.status_code == 400 and "Type the SMTP password again" in response.content.decode()
+    config = ChannelConfig.objects.get(id=smtp_login.id)
+    assert config.settings["smtp_host"] != "mail.attacker.example" and config.secrets["smtp_password"] == "real-smtp-pw"
+    page = client.get(reverse("channels:bot", args=[smtp_login.bot_id])).content.decode()
+    assert "Type it again when you change the SMTP host, port, user or STARTTLS" in page

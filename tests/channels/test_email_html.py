@@ -37,3 +37,14 @@ def test_the_reply_mail_has_both_parts(email_channel, post_mail, mailbox, alice)
     assert message.get_content_type() == "multipart/alternative"
     assert message.get_body(("plain",)).get_content().replace("\r\n", "\n").strip() == REPLY
     assert "<strong>Yes</strong>" in message.get_body(("html",)).get_content()
+
+
+def test_an_html_mail_that_leaves_out_its_optional_end_of_head_keeps_its_text():
+    """Everything after <head> was skipped until a </head>, which HTML5 leaves optional: no text."""
+    from channels_app.email.parse import parse
+
+    raw = (b"From: Carla Ruiz <carla@example.com>\r\nTo: help@acme-bikes.example\r\nSubject: Delivery\r\n"
+           b"Message-ID: <nohead@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           b"<html><head><meta charset=utf-8><title>Delivery</title><style>p{color:red}</style>"
+           b"<body><p>Do you deliver on Sundays?</p></body></html>\r\n")
+    assert parse(raw).text == "Do you deliver on Sundays?"

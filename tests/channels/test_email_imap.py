@@ -111,6 +111,25 @@ def test_a_mail_that_cannot_be_stored_is_kept_as_unparseable_and_the_next_one_re
     assert after.text == "Any discounts?" and after.reply_state == "pending"
 
 
+@pytest.mark.django_db(transaction=True)  # the reply task is queued on commit
+def test_a_mail_stored_before_its_reply_task_could_be_queued_is_not_stored_again(imap_channel, imap_server, monkeypatch):
+    """Redis refusing the reply task fails ingest after the mail's commit: it used to be kept again as
+    unparseable, in a second conversation. The mail stays pending (the beat sweep queues its reply)."""
+    import kombu.exceptions
+
+    from inference import tasks
+
+    def broker_down(*args, **kwargs):
+        raise kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.generate_reply, "delay", broker_down)
+    imap_server.add(mail(message_id="<i1@example.com>", body="Do you rent bikes?"))
+    assert poll_mailbox(imap_channel.id) == 1
+    stored = Message.objects.get()
+    assert (stored.external_id, stored.text, stored.reply_state) == ("i1@example.com", "Do you rent bikes?", "pending")
+    assert "unparseable" not in stored.meta
+
+
 def test_mail_already_in_the_folder_when_imap_was_connected_is_left_alone(client, alice, email_channel, imap_server):
     """Connecting a support mailbox must not answer its whole history; what arrives after is answered."""
     from datetime import datetime, timedelta, timezone

@@ -146,3 +146,10 @@ def test_a_lone_angle_bracket_is_text_and_cannot_make_parsing_quadratic():
     assert tamed("a < b and <p>c</p>") == "a < b and <p>c</p>"  # a ">" near enough: left alone
     far = "<" + "y" * (TAG_REACH + 1) + ">"
     assert tamed(far) == "&lt;" + far[1:]
+
+
+@pytest.mark.parametrize("sender", ["Ruiz, José <carla@example.com>", "Ruiz, =?utf-8?q?Jos=C3=A9?= <carla@example.com>"])
+def test_a_sender_whose_name_lost_its_quotes_is_read_by_its_address(sender):
+    """The comma splits the unquoted name into two addresses, the first without an @."""
+    mail = parse(HEAD.replace(b"From: Carla Ruiz <carla@example.com>", f"From: {sender}".encode()) + b"\r\nHello\r\n")
+    assert mail.from_address == "carla@example.com"

@@ -129,10 +129,33 @@ def test_raw_email_is_used_as_it_came_when_postmark_includes_it(email_channel, c
     assert message.text == "Straight from the original bytes." and message.external_id == "raw1@example.com"
 
 
-def test_a_header_value_the_mail_package_refuses_is_left_out_and_the_mail_kept(email_channel, client):
-    headers = payload()["Headers"] + [{"Name": "X-Weird", "Value": "line one\nline two"}, {"Name": 5, "Value": None}]
-    assert post(client, email_channel.key, payload(Headers=headers)).status_code == 200
-    assert Message.objects.get().text == "Hello, what are your opening hours?"
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"Headers": payload()["Headers"] + [{"Name": "X-Weird", "Value": "line one\nline two"}, {"Name": 5, "Value": None}]},
+        {"To": 'help@acme-bikes.example, "'},  # the stdlib's address parser raises IndexError on these
+        {"Cc": '"'},
+        {"ReplyTo": 'carla@example.com, "'},
+        {"Headers": payload()["Headers"] + [{"Name": "Sender", "Value": 'carla@example.com, "'}]},
+    ],
+    ids=["newline", "to", "cc", "reply-to", "sender"],
+)
+def test_a_header_value_the_mail_package_refuses_is_left_out_and_the_mail_kept(email_channel, client, changes):
+    response = post(client, email_channel.key, payload(**changes))
+    assert response.status_code == 200 and response.json()["answered"] is True  # not a 500 Postmark retries until it gives up
+    message = Message.objects.get()
+    assert message.text == "Hello, what are your opening hours?"
+    assert message.meta["from_address"] == "carla@example.com" and message.reply_state == Message.ReplyState.PENDING
+
+
+def test_a_payload_the_mail_package_cannot_write_is_kept_as_unparseable(email_channel, client):
+    headers = [{"Name": "Message-ID", "Value": "<pm1@exämple.com>"}]  # taken, then refused when written as bytes
+    first = post(client, email_channel.key, payload(Headers=headers))
+    assert first.status_code == 200 and first.json()["answered"] is False
+    message = Message.objects.get()
+    assert message.reply_state == Message.ReplyState.SKIPPED and "not writable as MIME" in message.meta["unparseable"]
+    assert "Hello, what are your opening hours?" in message.meta["raw"]  # the JSON as it came: nothing lost
+    assert post(client, email_channel.key, payload(Headers=headers)).json()["duplicate"] is True  # Postmark's retry
 
 
 @pytest.mark.parametrize(
@@ -170,6 +193,19 @@ def test_a_sender_address_beyond_ascii_is_stored_and_answered(email_channel, cli
     message = Message.objects.get()
     assert message.text == "Hello, what are your opening hours?"
     assert message.meta["from_address"] == "josé@example.com" and message.meta["from_name"] == 'Ruiz, "José"'
+
+
+@pytest.mark.parametrize("name", ["Ruiz, José", "Schmidt, Jürgen", "Dubois, Hélène", "Smith, Zoë", 'Ruiz, "Pepe" José'])
+def test_a_sender_named_last_name_comma_first_name_is_answered(email_channel, client, name):
+    """An encoded name was folded again without its quotes (``From: Ruiz, =?utf-8?q?Jos=C3=A9?= <...>``):
+    two addresses, the first without an @, and the mail stored as unparseable, never answered."""
+    body = payload(FromFull={"Email": "carla@example.com", "Name": name, "MailboxHash": ""})
+    response = post(client, email_channel.key, body)
+    assert response.status_code == 200 and response.json()["answered"] is True
+    message = Message.objects.get()
+    assert message.reply_state == Message.ReplyState.PENDING
+    assert message.meta["from_address"] == "carla@example.com" and message.meta["from_name"] == name
+    assert message.conversation.contact_email == "carla@example.com"
 
 
 @pytest.mark.parametrize("changes", [{"Headers": 1}, {"Attachments": True}, {"Headers": "X-Spam: No"},

@@ -227,6 +227,30 @@ def test_it_threads_a_reply_into_the_existing_conversation(email_channel, post_m
     assert second.text == "Great, and on Saturdays?"
 
 
+def test_an_agents_reply_goes_to_the_customer_not_to_an_auto_reply_threaded_after_their_mail(
+    email_channel, post_mail, mailbox, alice
+):
+    from bots import services
+    from channels_app.tasks import deliver
+
+    post_mail(email_channel.key, mail())
+    question = Message.objects.get()
+    reply, _ = services.record_reply(question, "We open at 9am.", {})
+    deliver(reply.id)
+    ours = mailbox.messages[0]["message"]["Message-ID"].strip("<>")
+    ack = mail(sender="Helpdesk <noreply@tickets.example.com>", subject="[#42] Re: Opening hours",
+               message_id="<ack@tickets.example.com>", body="We received your request.",
+               extra=f"Auto-Submitted: auto-replied\r\nIn-Reply-To: <{ours}>\r\nReferences: <q1@example.com> <{ours}>\r\n")
+    post_mail(email_channel.key, ack)  # the customer's helpdesk acknowledges our reply
+    assert Message.objects.get(external_id="ack@tickets.example.com").conversation == question.conversation
+
+    agent = services.agent_reply(question.conversation, alice, "Hi Carla, a colleague here: yes, we open at 9.")
+    deliver(agent.id)
+    sent = mailbox.messages[-1]
+    assert sent["to"] == ["carla@example.com"]  # not noreply@tickets.example.com
+    assert sent["message"]["In-Reply-To"] == "<q1@example.com>"
+
+
 def test_it_threads_by_references_when_our_reply_id_is_unknown(email_channel, post_mail):
     post_mail(email_channel.key, mail())
     post_mail(email_channel.key, mail(message_id="<q3@example.com>", extra="References: <q1@example.com> <lost@elsewhere>\r\n"))

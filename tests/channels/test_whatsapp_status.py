@@ -156,3 +156,28 @@ def test_a_status_that_overtakes_the_send_is_kept_and_applied(whatsapp_channel, 
     assert [a.status_code for a in answers] == [204]
     reply.refresh_from_db()
     assert reply.delivery_status == Message.Delivery.FAILED and reply.delivery_error.startswith("63016")
+
+
+def test_a_split_reply_whose_first_part_failed_while_the_rest_waited_keeps_twilios_error(
+        whatsapp_channel, signed_post, twilio_stub):
+    """Part 1 undelivered (its callback came while part 2 waited out a 429), then part 2 went out: the
+    reply ends failed, and the inbox still says why (Twilio's error for part 1), not an empty reason."""
+    assert signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/", whatsapp_params()).status_code == 200
+    text = " ".join(f"Part of a long answer, sentence {i}." for i in range(60))  # two parts
+    reply, _ = services.record_reply(Message.objects.get(), text, {})
+    twilio_stub.fail_request(2, 429, code=20429, message="Too Many Requests")
+    with pytest.raises(Exception):
+        deliver(reply.id)  # called directly, a retry re-raises: the worker would try again in 2 s
+    reply.refresh_from_db()
+    [first] = reply.meta["twilio_sids"]
+    assert callback(signed_post, whatsapp_channel, reply, "undelivered", sid=first, ErrorCode="63016").status_code == 204
+
+    deliver(reply.id)  # the retry: part 2 goes out
+    reply.refresh_from_db()
+    assert reply.meta["twilio_parts"] == 2 and len(reply.meta["twilio_sids"]) == 2
+    assert reply.delivery_status == Message.Delivery.FAILED
+    assert reply.delivery_error.startswith("63016") and "24-hour" in reply.delivery_error
+    # part 2's own callbacks change neither
+    assert callback(signed_post, whatsapp_channel, reply, "delivered", sid=reply.meta["twilio_sids"][1]).status_code == 204
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.FAILED and reply.delivery_error.startswith("63016")

@@ -702,6 +702,29 @@ def test_a_streaming_reply_is_busy_for_screen_readers_until_it_is_done(widget_ch
 
 
 
+def test_a_reply_the_history_already_shows_takes_no_late_stream(widget_channel, acme_bot, host_site, live_server_url,
+                                                                  page):
+    """The socket resynced, and its history frame holds the finished reply, while the reply's last stream
+    frames were still on their way: they must not start a second, partial bubble that stays."""
+    from bots import events, services
+    from bots.models import Message
+
+    panel, inbound = asked(page, host_site, live_server_url, acme_bot)
+    # this test plays the worker: one of the suite's real workers, if running, leaves the message alone
+    Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.SKIPPED)
+    as_worker(services.record_reply, inbound, "We fix every bike.", {"new_tokens": 4})
+    page.evaluate("window.__sockets.forEach(s => s.close())")
+    page.wait_for_function("window.__frames.filter(f => f.type === 'history').length >= 2")
+    bot_bubbles = panel.locator(".msg.bot:not(.greeting)")
+    expect(bot_bubbles).to_have_text(["We fix every bike."])
+
+    as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
+    as_worker(events.push, inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix")
+    page.wait_for_function("window.__frames.some(f => f.type === 'reply.delta')")
+    expect(bot_bubbles).to_have_text(["We fix every bike."])
+    expect(panel.locator(".typing")).to_have_count(0)
+
+
 def test_messages_written_offline_in_two_tabs_are_all_kept(widget_channel, acme_bot, host_site, live_server_url,
                                                            page):
     """Each tab wrote the visitor's store with its own unsent messages only: the second tab to write

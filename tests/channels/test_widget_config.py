@@ -98,10 +98,21 @@ def test_it_signs_visitor_tokens_per_bot():
         ("https://user@shop.example.com", ""),
         ("https://shop.example.com:99999", ""),
         ("null", ""),
+        ("https://Müller-Shop.de/", "https://xn--mller-shop-9db.de"),  # as browsers send it: punycode
+        ("https://xn--mller-shop-9db.de", "https://xn--mller-shop-9db.de"),
+        ("https://müller..de", ""),
     ],
 )
 def test_it_normalises_origins(value, expected):
     assert normalize_origin(value) == expected
+
+
+@pytest.mark.parametrize("stored", ["https://müller-shop.de", "https://xn--mller-shop-9db.de"])
+def test_a_site_with_letters_beyond_ascii_is_allowed_under_the_origin_browsers_send(stored):
+    from channels_app.widget.options import origin_allowed
+
+    assert origin_allowed({"allowed_origins": [stored]}, "https://xn--mller-shop-9db.de")
+    assert not origin_allowed({"allowed_origins": [stored]}, "https://muller-shop.de")
 
 
 def test_the_widget_has_every_word_in_every_language_it_offers():

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 
-from bots import events
+from bots import events, services
 from bots.models import Conversation, Message
 from channels_app.widget import inbound
 from channels_app.widget.consumer import WidgetConsumer
@@ -51,11 +51,11 @@ class Socket(ApplicationCommunicator):
             "url_route": {"args": (), "kwargs": {"public_key": public_key}},
         })
 
-    async def open(self):
-        """Connect and say hello: the session and history frames."""
+    async def open(self, token=""):
+        """Connect and say hello (as ``token``'s visitor, or a new one): the session and history frames."""
         await self.send_input({"type": "websocket.connect"})
         assert (await self.receive_output(timeout=30))["type"] == "websocket.accept"
-        await self.send(type="hello", token="")
+        await self.send(type="hello", token=token)
         return await self.frame(), await self.frame()
 
     async def send(self, **frame):
@@ -73,7 +73,7 @@ class Socket(ApplicationCommunicator):
 
     async def close(self):
         await self.send_input({"type": "websocket.disconnect", "code": 1000})
-        await self.wait(timeout=5)
+        await self.wait(timeout=20)
 
 
 def db(function, *args):
@@ -203,3 +203,131 @@ def test_a_message_sent_again_gets_its_echo_even_past_the_rate_limit(widget):
     assert first["type"] == again["type"] == "message"
     assert again["message"]["id"] == first["message"]["id"]
     assert Message.objects.filter(direction="in").count() == 1
+
+
+def marker(conversation_id):
+    """Push a ``reply.start`` for no message: a socket listening to the conversation hears it."""
+    return db(lambda: events.push(conversation_id, "reply.start", reply_to=0))
+
+
+def heard_marker(frame):
+    return frame["type"] == "reply.start" and frame.get("reply_to") == 0
+
+
+def test_a_socket_open_while_its_conversation_is_erased_follows_the_new_one(widget):
+    """The team erased the conversation while the visitor's tab stayed open: their next message starts a
+    new one, and the socket must listen to that one (typing, replies, ratings), not the erased one."""
+    async def chat():
+        ws = Socket(widget.bot.public_key)
+        await ws.open()
+        await ws.send(type="message", id="m1", text="Do you sell tandems?")
+        await ws.frames_until(lambda f: f.get("client_id") == "m1")
+        await db(lambda: services.delete_conversations(Conversation.objects.all()))
+        await ws.send(type="message", id="m2", text="Hello again")
+        echo = (await ws.frames_until(lambda f: f.get("client_id") == "m2"))[-1]
+        history = (await ws.frames_until(lambda f: f["type"] == "history", timeout=20))[-1]
+        reply = await db(lambda: services.record_reply(Message.objects.get(id=echo["message"]["id"]), "Yes.", {})[0])
+        await marker(reply.conversation_id)
+        heard = await ws.frames_until(heard_marker, timeout=20)
+        await ws.send(type="rate", message=reply.id, rating=1)
+        rated = (await ws.frames_until(lambda f: f["type"] in ("rated", "error")))[-1]
+        await ws.close()
+        return echo, history, heard, rated
+
+    echo, history, heard, rated = async_to_sync(chat)()
+    assert [m["text"] for m in history["messages"]] == ["Hello again"]  # the new conversation, whole
+    assert heard[-1] == {"type": "reply.start", "reply_to": 0}
+    assert rated["type"] == "rated"
+
+
+def upload_a_photo(widget, token, client_id="f1"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    photo = SimpleUploadedFile("bike.png", b"\x89PNG\r\n\x1a\n" + bytes(64), content_type="image/png")
+    response = Client().post(f"/channels/widget/{widget.bot.public_key}/upload/", {"token": token, "id": client_id, "file": photo},
+                             HTTP_ORIGIN=SHOP)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+@pytest.mark.parametrize("by", ["message", "file"])
+def test_a_second_tab_follows_the_conversation_another_tab_starts(widget, by):
+    """Two tabs of one visitor, both open before the visitor wrote: what the first starts (a message, or a
+    file over HTTP) reaches the second too, history first, then live."""
+    async def chat():
+        first, second = Socket(widget.bot.public_key), Socket(widget.bot.public_key)
+        session, _ = await first.open()
+        await second.open(session["token"])
+        if by == "message":
+            await first.send(type="message", id="m1", text="Do you sell tandems?")
+            await first.frames_until(lambda f: f.get("client_id") == "m1")
+        else:
+            await db(upload_a_photo, widget, session["token"])
+        history = (await second.frames_until(lambda f: f["type"] == "history", timeout=20))[-1]
+        await marker(await db(lambda: Conversation.objects.get().id))
+        await second.frames_until(heard_marker, timeout=20)
+        await first.close()
+        await second.close()
+        return history
+
+    history = async_to_sync(chat)()
+    assert history["messages"][0]["direction"] == "in"
+    assert history["messages"][0]["text"] == ("Do you sell tandems?" if by == "message" else "")
+
+
+def test_a_socket_that_joins_a_conversation_by_writing_gets_it_whole(widget):
+    """A tab that opened before the conversation existed, and heard nothing of it, writes: it gets the
+    conversation so far, not only its own echo."""
+    async def chat():
+        ws = Socket(widget.bot.public_key)
+        session, _ = await ws.open()
+        # another tab's message, stored without this socket hearing of it
+        await db(lambda: services.receive(bot=widget.bot, channel="widget", thread_id=session["visitor"],
+                                          text="From the other tab", external_id=f"{session['visitor']}:x1",
+                                          meta={"widget": True}, answer=False))
+        await ws.send(type="message", id="m2", text="And from this one")
+        frames = await ws.frames_until(lambda f: f["type"] == "history", timeout=20)
+        await ws.close()
+        return frames[-1]
+
+    history = async_to_sync(chat)()
+    assert [m["text"] for m in history["messages"]] == ["From the other tab", "And from this one"]
+
+
+@pytest.fixture
+def short_group_expiry(settings):
+    """The channel layer forgets a group's members after a second (as it does after a day)."""
+    layers = {name: {**layer, "CONFIG": {**layer.get("CONFIG", {}), "group_expiry": 1}}
+              for name, layer in settings.CHANNEL_LAYERS.items()}
+    settings.CHANNEL_LAYERS = layers
+
+
+@pytest.mark.parametrize("keeps_it", ["the socket's timer", "the widget's ping"])
+def test_an_open_socket_keeps_listening_past_the_layers_group_expiry(widget, short_group_expiry, keeps_it,
+                                                                    monkeypatch):
+    """A widget left open over a weekend must still show the team's Monday answer: the layer drops
+    members added more than ``group_expiry`` ago from a group, unless they were added again since."""
+    import asyncio
+
+    from channels_app.widget import consumer
+
+    if keeps_it == "the widget's ping":
+        monkeypatch.setattr(consumer, "refresh_interval", lambda layer: 3600)
+
+    async def chat():
+        ws = Socket(widget.bot.public_key)
+        await ws.open()
+        await ws.send(type="message", id="m1", text="Do you sell tandems?")
+        await ws.frames_until(lambda f: f.get("client_id") == "m1")
+        for _ in range(3):  # a weekend
+            await asyncio.sleep(1)
+            if keeps_it == "the widget's ping":
+                await ws.send(type="ping")
+                await ws.frames_until(lambda f: f["type"] == "pong")
+        await marker(await db(lambda: Conversation.objects.get().id))
+        heard = await ws.frames_until(heard_marker, timeout=20)
+        await ws.close()
+        return heard
+
+    assert async_to_sync(chat)()[-1] == {"type": "reply.start", "reply_to": 0}

@@ -60,14 +60,21 @@ def test_the_replay_reports_its_headroom(tiny_target_dir, tmp_path):
     workload = tmp_path / "replay.jsonl"
     rows = [{"id": f"c{i}", "bot": "a", "system": "Be brief.", "turns": ["When are you open?"]} for i in range(3)]
     workload.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    results = run_replay(load_replay(workload), target=tiny_target_dir, methods=["none", "lookup", "suffix"],
+    methods = ["none", "lookup", "suffix", "suffix+lookup+recycle"]
+    results = run_replay(load_replay(workload), target=tiny_target_dir, methods=methods,
                          max_new_tokens=16, device="cpu", out_dir=tmp_path / "out", progress=False)
     room = results["headroom"]
-    assert set(room["free"]) == {"lookup", "suffix"}  # `none` drafts nothing to replay
+    # `none` drafts nothing to replay; recycling needs the target's logits
+    assert set(room["free"]) == {"lookup", "suffix"}
+    assert all(m["identical"] == m["prompts"] == 3 for m in results["methods"])
     assert room["bounds"]["memory"] >= room["bounds"]["conversation"] >= room["free"]["lookup"]
     assert room["bounds"]["memory"] >= room["free"]["suffix"]
     table = format_replay_table(results)
     assert "drafting headroom" in table and "copy bound" in table
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("method"))
+    rows = [line for line in lines if line.split() and line.split()[0] in methods and not line.startswith(" ")]
+    assert len(rows) == len(methods) and {len(row) for row in rows} == {len(header)}  # columns line up
     assert json.loads((tmp_path / "out" / "results.json").read_text())["headroom"] == room
 
 

@@ -238,3 +238,22 @@ def test_the_right_password_and_refused_tries_do_not_use_up_the_failures(client,
                        REMOTE_ADDR=address).status_code == 200  # the second failure: still within 2
     assert client.post(reverse("login"), {"username": user.username, "password": "correct-horse-battery"},
                        REMOTE_ADDR=address).status_code == 429
+
+
+def test_wrong_old_passwords_on_change_password_are_limited_like_sign_ins(client, user, settings, address):
+    """A stolen session cannot guess the password through *Change password* faster than through sign-in."""
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 3
+    client.force_login(user)
+    new = {"new_password1": "a-new-passphrase-77", "new_password2": "a-new-passphrase-77"}
+    mismatched = {"old_password": "correct-horse-battery", "new_password1": "a-new-passphrase-77", "new_password2": "x"}
+    assert client.post(reverse("password_change"), mismatched).status_code == 200  # the right old one: not a failure
+    for n in range(3):
+        response = client.post(reverse("password_change"), {"old_password": f"guess-{n}", **new})
+        assert response.status_code == 200 and "old_password" in response.context["form"].errors
+    limited = client.post(reverse("password_change"), {"old_password": "correct-horse-battery", **new})
+    assert limited.status_code == 429 and b"Too many password attempts" in limited.content
+    user.refresh_from_db()
+    assert user.check_password("correct-horse-battery")  # unchanged
+    client.logout()
+    assert client.post(reverse("login"), {"username": user.username, "password": "correct-horse-battery"},
+                       REMOTE_ADDR=address).status_code == 429  # the same account's limit

@@ -337,3 +337,41 @@ def test_a_poller_following_after_never_misses_a_message_that_commits_late(trans
     seen += [m["text"] for m in client.get("/api/messages/", {"after": newest}).json()["results"]]
     slow.join()
     assert sorted(seen) == ["First, slowly", "Second, at once"]
+
+
+def test_a_poller_following_after_gets_the_oldest_unseen_first_and_skips_none(api, alice, acme_bot):
+    """More messages than a page between two polls: ``?after=`` returns the oldest unseen first, so a
+    poller following the newest id it saw gets the rest next time (newest first, it skipped the
+    oldest for good); ``?after=0`` is everything, not "no filter"."""
+    from bots.models import Message
+
+    first = make_conversation(acme_bot, thread="busy", text="m0")[1].id
+    for i in range(1, 61):
+        make_conversation(acme_bot, thread="busy", text=f"m{i}")
+    client = api(alice)
+    page = client.get("/api/messages/", {"after": first}).json()
+    ids = [m["id"] for m in page["results"]]
+    assert len(ids) == 50 and ids == sorted(ids) and page["next"]
+    ids += [m["id"] for m in client.get("/api/messages/", {"after": max(ids)}).json()["results"]]
+    assert ids == list(Message.objects.filter(id__gt=first).order_by("id").values_list("id", flat=True))
+    everything = [m["id"] for m in client.get("/api/messages/", {"after": 0}).json()["results"]]
+    assert everything[0] == first and everything == sorted(everything)
+    newest_first = [m["id"] for m in client.get("/api/messages/").json()["results"]]  # without after: as before
+    assert newest_first == sorted(newest_first, reverse=True)
+
+
+def test_a_token_request_acts_for_the_tokens_user_whatever_session_cookie_comes_with_it(client, alice, acme, globex,
+                                                                                        acme_bot, globex_bot):
+    """A browser signed in as alice (Acme's owner) sending gina's token (a Globex agent): the request
+    is gina's, with gina's organisation and role, not alice's."""
+    from tests.conftest import make_member
+
+    gina = make_member(globex, "gina", "agent")
+    key = ApiToken.issue(gina)
+    make_conversation(acme_bot, thread="acme-visitor", text="Acme's customer")
+    make_conversation(globex_bot, thread="globex-visitor", text="Globex's customer")
+    client.force_login(alice)
+    assert client.get("/api/stats/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 403  # managers only
+    listed = client.get("/api/conversations/", HTTP_AUTHORIZATION=f"Token {key}").json()["results"]
+    assert [c["bot"] for c in listed] == [globex_bot.id]
+    assert client.get("/api/stats/").status_code == 200  # the session alone is still alice's

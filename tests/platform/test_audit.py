@@ -132,3 +132,22 @@ def test_a_full_name_longer_than_the_column_is_recorded_cut_and_the_action_done(
     assert client.post(reverse("bots:publish", args=[acme_bot.id])).status_code == 302
     event = AuditEvent.objects.get(action="bot.published", actor=alice)
     assert event.actor_name == "A" * 150 and event.text == "Published Ava version 2"
+
+
+def test_joining_through_an_invitation_and_a_role_raised_by_one_are_recorded(client, alice, bob, acme, smtp_settings):
+    from django.contrib.auth import get_user_model
+
+    client.force_login(alice)
+    client.post(reverse("org:members"), {"email": "erin@example.com", "role": "agent"})
+    client.post(reverse("org:members"), {"email": "bob.other@example.com", "role": "admin"})  # bob, at another address
+    erin_invitation, bob_invitation = Invitation.objects.order_by("id")
+    erin = get_user_model().objects.create_user("erin", "erin@example.com", "erin-passphrase-9")
+    client.force_login(erin)
+    client.post(reverse("invite-accept", args=[erin_invitation.token]))
+    client.force_login(bob)
+    client.post(reverse("invite-accept", args=[bob_invitation.token]))
+
+    assert said(acme)[-2:] == [
+        ("erin", "member.joined", "Joined as Agent through the invitation to erin@example.com"),
+        ("bob", "member.role", "Became Admin (was Agent) through the invitation to bob.other@example.com"),
+    ]

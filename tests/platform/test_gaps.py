@@ -2,6 +2,7 @@
 the fallback answer, was rated not helpful, or was followed by a request for a person — the same
 question counted once per asking, the window respected, other bots and the test chat left out;
 "Add as FAQ" opens the builder with the question filled in."""
+import re
 from datetime import timedelta
 from html import unescape
 
@@ -9,7 +10,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from bots import services
+from bots import gaps, services
+from bots.knowledge import folded
 from bots.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -73,3 +75,32 @@ def test_a_reply_that_rewords_the_fallback_answer_counts_too(reply, counts):
     from bots.knowledge import folded
 
     assert used_fallback(reply, {folded("I'm not sure about that — let me get a colleague to help.")}) is counts
+
+
+def test_a_handoff_labels_the_question_before_the_request_not_those_it_swept(acme_bot):
+    """Questions still waiting for the bot when the customer asked for a person go to the team with the
+    request; the one right before the request is what they asked before giving up on the bot."""
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    ask(acme_bot, "t", "What are your opening hours?", "Nine to six.")
+    for text in ("Do you ship to Canada?", "And to Mexico?", "human please"):  # the bot had not answered yet
+        services.receive(bot=acme_bot, channel="widget", thread_id="t", text=text)
+    rows = [(g["question"], g["reasons"]) for g in gaps.questions_to_answer(acme_bot, 7)]
+    assert rows == [("And to Mexico?", ["then asked for a person"])]
+
+
+def test_the_fallback_answers_are_read_without_each_versions_whole_config(acme_bot):
+    """Every published version keeps the whole config, knowledge included: only its fallback answer is read."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    acme_bot.fallback_answer = "Let me ask a colleague."
+    acme_bot.save()
+    acme_bot.publish()
+    with CaptureQueriesContext(connection) as queries:
+        found = gaps._fallbacks(acme_bot)
+    assert folded("Let me ask a colleague.") in found
+    versions = [q["sql"] for q in queries.captured_queries if "bots_botversion" in q["sql"]]
+    assert len(versions) == 1, versions  # one query for all the versions
+    assert not re.search(r'"config"\s*(FROM|,(?!\s*\'))', versions[0]), versions  # never the column itself

@@ -367,3 +367,30 @@ def test_ticked_conversations_are_closed_assigned_and_tagged_at_once(client, ali
         response = client.post(bulk, bad)
         assert response.status_code == 302 and says in client.get(response["Location"]).content.decode(), says
     assert Conversation.objects.get(id=ours[0].id).assignee_id is None and Conversation.objects.get(id=theirs.id).status == "open"
+
+
+def test_the_export_counts_the_files_a_customer_sent_from_the_widget(client, alice, acme_bot):
+    import csv
+    import io
+
+    services.receive(bot=acme_bot, channel="widget", thread_id="photo", text="See this", meta={"widget": True},
+                     answer=False, files=[("chain.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(16)),
+                                          ("bill.pdf", "application/pdf", b"%PDF-1.4")])
+    client.force_login(alice)
+    rows = list(csv.DictReader(io.StringIO(b"".join(client.get(reverse("inbox:export")).streaming_content).decode())))
+    assert [(r["text"], r["attachments"]) for r in rows] == [("See this", "2")]
+
+
+def test_an_agent_keeps_an_assignment_made_since_their_page_loaded(alice, bob, acme_bot):
+    conversation, _ = make_conversation(acme_bot, thread="stale")
+    page = Conversation.objects.get(id=conversation.id)  # alice's page, loaded unassigned
+    services.assign(Conversation.objects.get(id=conversation.id), bob.id)  # meanwhile, someone gives it to bob
+    services.agent_reply(page, alice, "Alice here")
+    assert Conversation.objects.get(id=conversation.id).assignee == bob
+    assert page.assignee == bob and page.bot_paused  # the caller's instance says what is stored
+
+    other, _ = make_conversation(acme_bot, thread="stale-2")
+    page = Conversation.objects.get(id=other.id)
+    services.assign(Conversation.objects.get(id=other.id), bob.id)
+    services.set_bot_paused(page, True, by=alice)
+    assert Conversation.objects.get(id=other.id).assignee == bob

@@ -251,3 +251,77 @@ def test_an_admin_cannot_cancel_an_owner_invitation(client, alice, acme, smtp_se
     assert Invitation.objects.filter(id=owner.id).exists()
     assert client.post(reverse("org:invitation-cancel", args=[agent.id])).status_code == 302
     assert not Invitation.objects.filter(id=agent.id).exists()
+
+
+def test_a_removed_admin_cannot_rejoin_through_an_invitation_they_made_themselves(client, alice, acme, smtp_settings,
+                                                                                   django_capture_on_commit_callbacks):
+    """Adam (admin) invites his own second mailbox: once he is removed, that invitation is cancelled
+    (in the activity log), not renewed and mailed to him again."""
+    from bots.models import AuditEvent
+    from tests.conftest import make_member
+
+    adam = make_member(acme, "adam", "admin")
+    client.force_login(adam)
+    invite(client, "adam.private@example.net", role="admin")
+    [kept] = links_on_team_page(client)
+    client.force_login(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("org:member-remove", args=[Membership.objects.get(user=adam).id]))
+
+    client.force_login(adam)
+    for link in [kept, *(accept_link(m) for m in smtp_settings.messages)]:  # kept, and what his mailbox got
+        assert client.post(link).status_code == 404
+    assert not Membership.objects.filter(user=adam).exists()
+    assert not Invitation.objects.filter(email="adam.private@example.net").exists()
+    assert AuditEvent.objects.filter(organization=acme, action="member.invitation_cancelled",
+                                     text__contains="adam.private@example.net").exists()
+
+
+def test_a_demoted_admin_cannot_raise_themselves_back_through_an_invitation_they_made(
+        client, alice, acme, smtp_settings, django_capture_on_commit_callbacks):
+    from tests.conftest import make_member
+
+    adam = make_member(acme, "adam", "admin")
+    client.force_login(adam)
+    invite(client, "adam.private@example.net", role="admin")
+    [kept] = links_on_team_page(client)
+    client.force_login(alice)
+    invite(client, "olga@example.com", role="agent")  # made by an owner: stays, under a new link
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("org:member-role", args=[Membership.objects.get(user=adam).id]), {"role": "agent"})
+
+    client.force_login(adam)
+    for link in [kept, *(accept_link(m) for m in smtp_settings.messages if m["to"] == ["adam.private@example.net"])]:
+        assert client.post(link).status_code == 404
+    assert Membership.objects.get(user=adam).role == "agent"
+    assert list(Invitation.objects.values_list("email", flat=True)) == ["olga@example.com"]
+
+
+def test_an_invitation_sent_twice_stops_working_once_one_is_used(client, alice, acme, smtp_settings):
+    """Invited twice ("did you get it?", the address typed in another case), erin joins with the first
+    link; removed later, the second link does not bring her back."""
+    client.force_login(alice)
+    invite(client, "erin@example.com")
+    invite(client, "Erin@Example.com")
+    first, second = Invitation.objects.order_by("id")
+    erin = get_user_model().objects.create_user("erin", "erin@example.com", "erin-passphrase-9")
+    client.force_login(erin)
+    assert client.post(reverse("invite-accept", args=[first.token])).status_code == 302
+    assert not Invitation.objects.filter(accepted__isnull=True).exists()  # the other one is void
+
+    client.force_login(alice)
+    client.post(reverse("org:member-remove", args=[Membership.objects.get(user=erin).id]))
+    client.force_login(erin)
+    assert client.post(reverse("invite-accept", args=[second.token])).status_code == 404
+    assert not Membership.objects.filter(user=erin).exists()
+
+
+def test_removing_a_member_voids_the_invitations_pending_for_their_address(client, alice, acme, smtp_settings):
+    from tests.conftest import make_member
+
+    dana = make_member(acme, "dana", "agent")
+    client.force_login(alice)
+    # made before she joined (an address already a member's cannot be invited)
+    Invitation.objects.create(organization=acme, email="DANA@example.com", role="admin", invited_by=alice)
+    client.post(reverse("org:member-remove", args=[Membership.objects.get(user=dana).id]))
+    assert not Invitation.objects.exists()

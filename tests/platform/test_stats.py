@@ -174,3 +174,52 @@ def test_agent_response_time_runs_from_the_handoff_request_to_the_first_agent_me
     data = stats.summary(acme, days=7)
     assert data["handoffs_answered"] == 2
     assert data["agent_response_median_s"] == 60.0 and data["agent_response_p95_s"] == 87.0
+
+
+def test_messages_a_handoff_swept_to_the_team_are_not_the_request(acme, acme_bot, alice):
+    """A customer asks two questions the slow bot has not answered yet, then asks for a person: all three
+    are the team's now, but the agent's response time runs from the request, not from the oldest."""
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    now = timezone.now()
+    waiting = [services.receive(bot=acme_bot, channel="widget", thread_id="t", text=text).message
+               for text in ("Do you ship to Canada?", "And to Mexico?")]
+    request = services.receive(bot=acme_bot, channel="widget", thread_id="t", text="human please").message
+    for message, minutes_ago in zip(waiting + [request], (30, 29, 2)):
+        Message.objects.filter(id=message.id).update(created=now - timedelta(minutes=minutes_ago))
+    reply = services.agent_reply(request.conversation, alice, "Alice here")
+    Message.objects.filter(id=reply.id).update(created=now - timedelta(minutes=1))
+
+    reasons = [m.meta["skip_reason"] for m in Message.objects.filter(id__in=[w.id for w in waiting]).order_by("id")]
+    assert reasons == ["handed to the team before an answer"] * 2
+    data = stats.summary(acme, days=7)
+    assert data["handoffs_answered"] == 1 and data["agent_response_median_s"] == 60.0
+    assert data["handoff_rate"] == 1.0
+
+
+def test_a_handoff_after_the_model_failed_counts_as_a_handoff(acme, acme_bot, alice):
+    """The model could not answer, so the conversation went to the team (services.hand_off_after_failure):
+    a handoff on the dashboard, the agent's wait measured from the message handed over."""
+    make_conversation(acme_bot, thread="fine")
+    conversation, broken = make_conversation(acme_bot, thread="broken")
+    Message.objects.filter(id=broken.id).update(reply_state=Message.ReplyState.FAILED)
+    services.hand_off_after_failure(broken)
+    services.agent_reply(conversation, alice, "Alice here")
+    data = stats.summary(acme, days=7)
+    assert data["handoff_rate"] == 0.5 and data["handoffs_answered"] == 1
+
+
+def test_an_ongoing_conversation_counts_in_the_days_it_has_messages(client, alice, acme, acme_bot):
+    """A WhatsApp number or a widget visitor is one conversation for good: one started weeks ago with a
+    message today is a conversation of these days, on the tiles, the chart and the page."""
+    conversation, old = make_conversation(acme_bot, thread="for-good")
+    type(conversation).objects.filter(id=conversation.id).update(created=timezone.now() - timedelta(days=40))
+    Message.objects.filter(id=old.id).update(created=timezone.now() - timedelta(days=40))
+    make_conversation(acme_bot, thread="for-good", text="Back again")
+    data = stats.summary(acme, days=14)
+    assert (data["conversations"], data["messages"], data["channels"]) == (1, 1, {"widget": 1})
+    assert data["series"][-1]["conversations"] == 1 and data["handoff_rate"] == 0.0
+    client.force_login(alice)
+    page = client.get(reverse("dashboards:org")).content.decode()
+    assert '<strong data-stat="conversations">1</strong>' in page and 'id="no-data"' not in page

@@ -4,9 +4,12 @@ platform (``manage.py serve``: SQLite, in-memory broker) running it from its own
 import sys
 from datetime import timedelta
 
+import kombu.exceptions
+
 from django.conf import settings
 from django.utils import timezone
 
+from bots import services
 from bots.models import Conversation, Message
 from bots.tasks import sweep_unfinished
 from chatnexus.celery import app
@@ -98,3 +101,24 @@ def test_the_embedded_platform_sweeps_from_its_own_beat_thread(tmp_path):
         assert "sweep_unfinished" in server.output()
     finally:
         server.stop()
+
+
+def test_a_message_whose_task_the_broker_refused_is_stored_for_the_sweep(transactional_db, acme_bot, monkeypatch):
+    """The broker refuses the reply task after the message was committed: the caller (a webhook, the
+    IMAP poller) is not told the message failed, which would make it store or send it again."""
+    from inference.tasks import generate_reply
+
+    def refuse(*args, **kwargs):
+        raise kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(generate_reply, "delay", refuse)
+    received = services.receive(bot=acme_bot, channel="api", thread_id="refused", text="Are you open today?")
+    assert received.created
+    stored = Message.objects.get(id=received.message.id)
+    assert stored.reply_state == "pending" and stored.text == "Are you open today?"
+    Message.objects.filter(id=stored.id).update(created=timezone.now() - timedelta(
+        seconds=settings.CHATNEXUS_SWEEP_AFTER_S + 60))
+    queued = []
+    monkeypatch.setattr(generate_reply, "delay", queued.append)  # the broker is back
+    assert services.requeue_unfinished(older_than_s=settings.CHATNEXUS_SWEEP_AFTER_S)[0] == 1
+    assert queued == [stored.id]

@@ -46,7 +46,8 @@ def test_an_agents_reply_and_a_handoff_take_what_waits_too(bob, acme_bot):
     conversation, earlier = waiting(acme_bot, thread="handoff")
     services.receive(bot=acme_bot, channel="widget", thread_id="handoff", text="human please")
     earlier = Message.objects.get(id=earlier.id)
-    assert earlier.reply_state == Message.ReplyState.SKIPPED and earlier.meta["skip_reason"] == "handoff"
+    assert earlier.reply_state == Message.ReplyState.SKIPPED
+    assert earlier.meta["skip_reason"] == "handed to the team before an answer"  # the request is the message that asked
 
 
 def test_a_reply_generated_before_the_takeover_is_not_stored(bob, acme_bot):
@@ -136,3 +137,25 @@ def waiting_for_the_model(thread) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def test_closing_a_conversation_gives_it_back_to_the_bot(bob, acme_bot):
+    """The team finished the hand-off: when the customer writes again weeks later (a widget visitor or a
+    WhatsApp number is one conversation for good), the bot answers, and nobody is asked to step in."""
+    from bots.models import Conversation
+
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    asked = services.receive(bot=acme_bot, channel="widget", thread_id="asked", text="human please").conversation
+    answered = services.receive(bot=acme_bot, channel="widget", thread_id="answered", text="human please").conversation
+    services.agent_reply(answered, bob, "Sorted: your refund is on its way.")
+    for conversation in (asked, answered):  # settled by phone, or in the thread
+        services.set_status(conversation, Conversation.Status.CLOSED)
+        conversation.refresh_from_db()
+        assert not conversation.needs_human and not conversation.bot_paused
+
+        again = services.receive(bot=acme_bot, channel="widget", thread_id=conversation.external_id,
+                                 text="Do you fix e-bikes?")
+        assert again.message.reply_state == Message.ReplyState.PENDING and not again.message.meta.get("skip_reason")
+        assert again.conversation.status == Conversation.Status.OPEN and not again.conversation.needs_human

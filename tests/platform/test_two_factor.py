@@ -37,10 +37,11 @@ def turn_on(client, user):
     page = client.get(reverse("two-factor"))
     assert page.status_code == 200 and "<svg" in page.content.decode()  # the QR code to scan
     secret = re.search(r'id="two-factor-secret">([A-Z2-7 ]+)<', page.content.decode()).group(1).replace(" ", "")
-    wrong = client.post(reverse("two-factor"), {"action": "enable", "code": "000000"})
+    wrong = client.post(reverse("two-factor"), {"action": "enable", "code": "000000", "password": PASSWORD})
     assert wrong.status_code == 400 and "That code does not match" in wrong.content.decode()
     assert not TwoFactor.objects.filter(user=user).exists()
-    done = client.post(reverse("two-factor"), {"action": "enable", "code": pyotp.TOTP(secret).now()})
+    done = client.post(reverse("two-factor"),
+                       {"action": "enable", "code": pyotp.TOTP(secret).now(), "password": PASSWORD})
     codes = re.findall(r"<code>([0-9a-f]{5}-[0-9a-f]{5})</code>", done.content.decode())
     assert done.status_code == 200 and len(codes) == 10
     client.logout()
@@ -103,6 +104,41 @@ def test_turning_it_off_takes_the_password(client, alice):
     client.logout()
     response = client.post(reverse("login"), {"username": alice.username, "password": PASSWORD})
     assert response.status_code == 302 and response["Location"] != reverse("login-code")
+
+
+def test_turning_it_on_takes_the_password(client, alice):
+    """A session alone (a stolen cookie) must not turn it on with the thief's authenticator: the
+    owner would be locked out, and the recovery codes shown to the thief."""
+    client.force_login(alice)
+    client.get(reverse("two-factor"))
+    code = pyotp.TOTP(client.session["two-factor-setup-secret"]).now()
+    for password in ({}, {"password": "nope"}):
+        refused = client.post(reverse("two-factor"), {"action": "enable", "code": code, **password})
+        assert refused.status_code == 400 and "That is not your password." in refused.content.decode()
+        assert not TwoFactor.objects.filter(user=alice).exists()
+    assert 'name="password"' in refused.content.decode()  # the page asks for it
+    done = client.post(reverse("two-factor"), {"action": "enable", "code": code, "password": PASSWORD})
+    assert done.status_code == 200 and TwoFactor.objects.filter(user=alice).exists()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_wrong_passwords_on_the_page_are_limited_like_sign_ins(client, alice, settings, enabled):
+    """The page is no password oracle for a stolen session: its wrong passwords are failed sign-ins."""
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 3
+    if enabled:
+        from bots import twofactor
+
+        twofactor.enable(alice, pyotp.random_base32())
+    client.force_login(alice)
+    action = "disable" if enabled else "enable"
+    for n in range(3):
+        assert client.post(reverse("two-factor"), {"action": action, "password": f"guess-{n}"}).status_code == 400
+    limited = client.post(reverse("two-factor"), {"action": action, "password": PASSWORD})
+    assert limited.status_code == 429 and "Too many password attempts" in limited.content.decode()
+    assert TwoFactor.objects.filter(user=alice).exists() == enabled  # even the right one changes nothing
+    client.logout()
+    response = client.post(reverse("login"), {"username": alice.username, "password": PASSWORD})
+    assert response.status_code == 429  # the same account's limit
 
 
 def test_the_secret_is_encrypted_at_rest_and_accounts_without_it_sign_in_as_before(client, alice, bob):
