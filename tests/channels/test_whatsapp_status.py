@@ -106,16 +106,24 @@ def test_it_does_not_touch_another_bots_message(sent_reply, globex, globex_bot, 
     assert sent_reply.delivery_status == Message.Delivery.SENT
 
 
+def split_reply_with_second_part_refused(channel, signed_post, twilio_stub, text, status, **error):
+    """A customer's message, the bot's reply `text` (several parts), sent with Twilio refusing part 2
+    for now: the deliver task's first try, which re-raises (the worker would retry in 2 s)."""
+    assert signed_post(f"/channels/whatsapp/{channel.key}/", whatsapp_params()).status_code == 200
+    reply, _ = services.record_reply(Message.objects.get(), text, {})
+    twilio_stub.fail_request(2, status, **error)
+    with pytest.raises(Exception):
+        deliver(reply.id)
+    reply.refresh_from_db()
+    return reply
+
+
 def test_a_callback_for_the_first_part_leaves_the_rest_to_be_sent(whatsapp_channel, signed_post, twilio_stub):
     """Part 1 accepted, part 2 refused for now (a retry waits): Twilio's callback for part 1 must not
     mark the reply sent, or the retry finds nothing to claim and the rest never goes out."""
-    assert signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/", whatsapp_params()).status_code == 200
     text = " ".join(f"Part of a long answer, sentence {i}." for i in range(100))  # three parts
-    reply, _ = services.record_reply(Message.objects.get(), text, {})
-    twilio_stub.fail_request(2, 503, code=20503, message="Service Unavailable")
-    with pytest.raises(Exception):
-        deliver(reply.id)  # called directly, a retry re-raises: the worker would try again in 2 s
-    reply.refresh_from_db()
+    reply = split_reply_with_second_part_refused(whatsapp_channel, signed_post, twilio_stub, text, 503,
+                                                 code=20503, message="Service Unavailable")
     assert reply.delivery_status == Message.Delivery.PENDING and len(reply.meta["twilio_sids"]) == 1
 
     assert callback(signed_post, whatsapp_channel, reply, "delivered", sid=reply.meta["twilio_sids"][0]).status_code == 204
@@ -162,13 +170,9 @@ def test_a_split_reply_whose_first_part_failed_while_the_rest_waited_keeps_twili
         whatsapp_channel, signed_post, twilio_stub):
     """Part 1 undelivered (its callback came while part 2 waited out a 429), then part 2 went out: the
     reply ends failed, and the inbox still says why (Twilio's error for part 1), not an empty reason."""
-    assert signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/", whatsapp_params()).status_code == 200
     text = " ".join(f"Part of a long answer, sentence {i}." for i in range(60))  # two parts
-    reply, _ = services.record_reply(Message.objects.get(), text, {})
-    twilio_stub.fail_request(2, 429, code=20429, message="Too Many Requests")
-    with pytest.raises(Exception):
-        deliver(reply.id)  # called directly, a retry re-raises: the worker would try again in 2 s
-    reply.refresh_from_db()
+    reply = split_reply_with_second_part_refused(whatsapp_channel, signed_post, twilio_stub, text, 429,
+                                                 code=20429, message="Too Many Requests")
     [first] = reply.meta["twilio_sids"]
     assert callback(signed_post, whatsapp_channel, reply, "undelivered", sid=first, ErrorCode="63016").status_code == 204
 

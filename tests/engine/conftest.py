@@ -4,6 +4,7 @@
 - `tiny_draft`: 1 layer, the target's embeddings, first layer and head — a correlated draft
   that shares the vocabulary, so drafts really get accepted.
 - `tiny_other_vocab`: a model with a different tokenizer, for the mismatch error.
+- `tree_attention`: `tiny_engine` with an attention that honours draft trees' masks (sdpa).
 - `bundled_engine`: the real bundled SmolLM2-135M, loaded once per session.
 All models are saved to folders and loaded through `load_model`, like real checkpoints.
 """
@@ -83,6 +84,19 @@ def tiny_other_vocab_dir(tmp_path_factory) -> str:
 def tiny_engine(tiny_target_dir, tiny_draft_dir) -> Engine:
     """Target + draft model drafter; per-request drafter overrides give none/lookup."""
     return Engine(target=tiny_target_dir, drafter=f"model:{tiny_draft_dir}", device="cpu", dtype="fp32")
+
+
+@pytest.fixture
+def tree_attention(tiny_engine):
+    """The tiny target with an attention that honours tree masks (whatever a test before left)."""
+    from inference.engine.forward import tree_supported
+
+    model = tiny_engine.model
+    before = model.config._attn_implementation
+    model.set_attn_implementation("sdpa")
+    assert tree_supported(model)
+    yield tiny_engine
+    model.set_attn_implementation(before)
 
 
 @pytest.fixture(scope="session")

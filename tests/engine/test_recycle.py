@@ -31,16 +31,6 @@ def logits_for(rows: list[list[int]], vocab: int = 20) -> torch.Tensor:
     return logits
 
 
-@pytest.fixture
-def tree_attention(tiny_engine):
-    model = tiny_engine.model
-    before = model.config._attn_implementation
-    model.set_attn_implementation("sdpa")
-    assert tree_supported(model)
-    yield tiny_engine
-    model.set_attn_implementation(before)
-
-
 def test_the_table_keeps_each_tokens_latest_top_successors_with_their_probabilities():
     table = RecycleTable()
     table.observe([5, 6], logits_for([[7, 8], [9]]))

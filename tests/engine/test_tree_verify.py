@@ -29,17 +29,6 @@ EOS = [2]
 _namespaces = itertools.count()
 
 
-@pytest.fixture
-def tree_attention(tiny_engine):
-    """The tiny target with an attention that honours tree masks (whatever a test before left)."""
-    model = tiny_engine.model
-    before = model.config._attn_implementation
-    model.set_attn_implementation("sdpa")
-    assert tree_supported(model)
-    yield tiny_engine
-    model.set_attn_implementation(before)
-
-
 def one_hot_logits(tokens, vocab=10):
     logits = torch.full((len(tokens), vocab), -1.0)
     logits[torch.arange(len(tokens)), torch.tensor(tokens)] = 1.0
