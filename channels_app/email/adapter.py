@@ -151,9 +151,16 @@ def _last_inbound(message):
     """The mail an agent's reply answers: the latest one a person sent. An auto-acknowledgement,
     out-of-office or bounce threaded in after it (``meta["automated"]``) would take the reply to a
     no-reply address; the latest mail of any kind only when a machine sent every one."""
+    mails, from_people = _earlier_mails(message)
+    return from_people.first() or mails.first()
+
+
+def _earlier_mails(message):
+    """(the conversation's inbound mails before ``message``, newest first; those a person sent).
+    ``has_key``, not ``contains``: SQLite, the embedded default, has no JSON containment."""
     mails = (
         Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND, id__lt=message.id)
         .filter(meta__has_key="from_address")
         .order_by("-id")
     )
-    return mails.exclude(meta__contains={"automated": True}).first() or mails.first()
+    return mails, mails.exclude(meta__has_key="automated")

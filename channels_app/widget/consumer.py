@@ -23,6 +23,7 @@ sends a ``history`` frame: what was pushed before it listened. The layer forgets
 from the widget (widget.js pings every few minutes) and on a timer (``refresh_interval``).
 """
 import asyncio
+import contextlib
 import json
 import logging
 from urllib.parse import parse_qs
@@ -56,6 +57,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     greeted = False  # the hello frame (or a legacy URL token) has been taken
     deadline = None
     refresher = None  # the task that joins the groups again (refresh_interval)
+    joined_at = float("-inf")  # when the socket last joined its groups again (_listen)
 
     async def connect(self):
         self.listening = asyncio.Lock()  # one change of groups at a time (a frame, an event, the timer)
@@ -102,9 +104,13 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         for task in (self.deadline, self.refresher):
             if task is not None:
                 task.cancel()
-        for group in (self.group, self.visitor):
-            if group:
-                await self.channel_layer.group_discard(group, self.channel_name)
+        if self.refresher is not None:  # a join it already sent must not land after the discards below
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.refresher
+        async with self.listening:
+            for group in (self.group, self.visitor):
+                if group:
+                    await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         if not self.greeted:
@@ -123,11 +129,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             self.session = None
             await self._refuse(refusal)
             return
-        await self._listen()  # the widget is there: stay in the groups (a ping every few minutes is for this)
         frame = inbound.parse_frame(text_data, self.session.options)
         if isinstance(frame, inbound.Refusal):
             await self.send_json(frame.frame())
             return
+        # the widget is there: stay in the groups (its ping every few minutes is for this)
+        await self._listen(at_most_every=getattr(self.channel_layer, "group_expiry", 86400) / 4)
         if frame["type"] == "ping":
             await self.send_json({"type": "pong"})
             return
@@ -191,12 +198,18 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def _send_history(self):
         await self.send_json(await database_sync_to_async(inbound.history)(self.session.conversation_id))
 
-    async def _listen(self):
-        """Join the groups again: the layer drops a member ``group_expiry`` after it joined."""
+    async def _listen(self, at_most_every: float = 0.0):
+        """Join the groups again: the layer drops a member ``group_expiry`` after it joined. Not again
+        within ``at_most_every`` seconds of the last time (a frame from the widget: a flood of them
+        is not a flood of writes to the layer)."""
+        now = asyncio.get_running_loop().time()
+        if now - self.joined_at < at_most_every:
+            return
         async with self.listening:
             for group in (self.visitor, self.group):
                 if group:
                     await self.channel_layer.group_add(group, self.channel_name)
+            self.joined_at = now
 
     async def _keep_listening(self):
         """A socket nobody writes on for days (a tab left open) still hears the team's answer."""

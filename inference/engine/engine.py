@@ -145,7 +145,7 @@ class Engine:
         drafter_ = self.get_drafter(spec)
         if hasattr(drafter_, "set_index"):
             drafter_.set_index(self.memory.get(namespace))
-        if hasattr(drafter_, "set_table"):
+        if drafter_.wants_logits:  # a recycle member: the namespace's table (none made for other drafters)
             drafter_.set_table(self.recycled.table(namespace))
         # a self-paced drafter (suffix) picks its own length per step, up to its cap
         pace = getattr(drafter_, "max_draft_length", None)

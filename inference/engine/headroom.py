@@ -32,6 +32,7 @@ import torch
 
 from .drafters import make_drafter
 from .drafters.suffix import SuffixAutomaton, SuffixMemory
+from .verify import accepted_length  # noqa: F401 - this module's tests and probes read it here too
 
 FREE_DRAFT = 32  # drafted tokens (tree nodes) per step when verifying costs nothing
 BOUNDS = ("conversation", "memory")
@@ -43,18 +44,6 @@ def replayable(method: str) -> bool:
     spec = method.removesuffix("/fresh")
     parts = [part.partition(":")[0] for part in spec.partition("model:")[0].split("+")]
     return spec not in ("none", "hf_plain") and "model:" not in spec and not {"draft", "recycle"} & set(parts)
-
-
-def accepted_length(draft: list[int], parents: list[int], truth: list[int]) -> int:
-    """Draft tokens the target accepts when it goes on with `truth`: the depth of the deepest
-    node whose whole path matches (parents[i] < i, -1: the last token; a chain: i - 1)."""
-    depth, matches, best = [0] * len(draft), [False] * len(draft), 0
-    for i, (token, parent) in enumerate(zip(draft, parents)):
-        depth[i] = 1 if parent < 0 else depth[parent] + 1
-        matches[i] = (parent < 0 or matches[parent]) and depth[i] <= len(truth) and truth[depth[i] - 1] == token
-        if matches[i]:
-            best = max(best, depth[i])
-    return best
 
 
 def free_tokens_per_forward(method: str, messages: list[dict], max_new_tokens: int) -> float:

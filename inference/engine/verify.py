@@ -100,3 +100,15 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor | None, drafted: torc
     if total <= 0:  # p == q numerically: rejection had probability ~0; p itself is the right law
         return p
     return residual / total
+
+
+def accepted_length(draft: list[int], parents: list[int], truth: list[int]) -> int:
+    """Draft tokens the target accepts when it goes on with `truth`: the depth of the deepest
+    node whose whole path matches (parents[i] < i, -1: the last token; a chain: i - 1)."""
+    depth, matches, best = [0] * len(draft), [False] * len(draft), 0
+    for i, (token, parent) in enumerate(zip(draft, parents)):
+        depth[i] = 1 if parent < 0 else depth[parent] + 1
+        matches[i] = (parent < 0 or matches[parent]) and depth[i] <= len(truth) and truth[depth[i] - 1] == token
+        if matches[i]:
+            best = max(best, depth[i])
+    return best

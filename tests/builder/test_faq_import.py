@@ -53,6 +53,17 @@ def test_spreadsheets_own_ways_of_writing_csv(as_alice, acme_bot, raw):
     assert faqs(acme_bot)["Do you rent bikes?"] == "Yes, from 15 € a day."
 
 
+@pytest.mark.parametrize("separator", [";", "\t"], ids=["semicolons", "tabs"])
+def test_numbers_with_a_decimal_comma_do_not_make_a_comma_file(as_alice, acme_bot, separator):
+    """Where the comma is the decimal mark Excel separates with semicolons; every row then also splits
+    cleanly at its comma ("9,99"), and the tie must not go to the comma."""
+    raw = f"Price of the basic plan?{separator}9,99 € per month\nPrice of the pro plan?{separator}19,50 € per month\n"
+    assert upload(as_alice, acme_bot, raw.encode()).status_code == 302
+    imported = faqs(acme_bot)
+    assert imported["Price of the basic plan?"] == "9,99 € per month"
+    assert imported["Price of the pro plan?"] == "19,50 € per month"
+
+
 @pytest.mark.parametrize("raw", [
     b'Do you deliver on Sundays?,"No; we deliver Monday to Saturday."\nCan I return an item?,"Yes; within 30 days, unused."',
     b"Do you deliver on Sundays?,No; we deliver Monday to Saturday.\nCan I return an item?,Yes; within 30 days.\n",

@@ -6,6 +6,7 @@ These run in one transaction (no workers): they check what is stored and answere
 import base64
 
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from bots.models import Conversation, Message
@@ -249,6 +250,20 @@ def test_an_agents_reply_goes_to_the_customer_not_to_an_auto_reply_threaded_afte
     sent = mailbox.messages[-1]
     assert sent["to"] == ["carla@example.com"]  # not noreply@tickets.example.com
     assert sent["message"]["In-Reply-To"] == "<q1@example.com>"
+
+
+def test_the_reply_recipients_queries_compile_for_the_embedded_sqlite_database_too(email_channel):
+    """The suite runs on PostgreSQL; ``scripts/run.sh`` on SQLite, which has no JSON containment
+    lookup: an agent's every email reply failed there in delivery."""
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    from channels_app.email.adapter import _earlier_mails
+
+    sqlite = DatabaseWrapper({**settings.DATABASES["default"], "ENGINE": "django.db.backends.sqlite3",
+                              "NAME": ":memory:"}, alias="sqlite-check")
+    for queryset in _earlier_mails(Message(id=10, conversation_id=1)):
+        sql, params = queryset.query.get_compiler(connection=sqlite).as_sql()  # NotSupportedError for `contains`
+        assert sql.startswith("SELECT") and any("from_address" in str(p) for p in params)
 
 
 def test_it_threads_by_references_when_our_reply_id_is_unknown(email_channel, post_mail):

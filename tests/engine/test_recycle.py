@@ -110,13 +110,14 @@ def test_specs_parse_and_the_headroom_skips_recycling():
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(question=st.lists(st.integers(3, 258), min_size=1, max_size=12),
        earlier=st.lists(st.lists(st.integers(3, 258), min_size=1, max_size=12), max_size=3),
-       spec=st.sampled_from(["recycle", "suffix+recycle", "suffix+lookup+recycle", "recycle:5"]),
+       spec=st.sampled_from(["recycle", "suffix+recycle", "suffix+lookup+recycle", "recycle:5", "suffix+recycle+model"]),
        trees=st.booleans(), max_new_tokens=st.integers(1, 40))
 def test_it_matches_hf_greedy_over_random_histories(tiny_engine, hf_greedy, question, earlier, spec, trees,
                                                     max_new_tokens):
     """Earlier requests of the namespace fill its table (a repeated question's predictions among
     them); drafts cut by nothing (the widest trees); chains as where a target cannot verify trees."""
     namespace = f"recycle-{next(_namespaces)}"
+    spec = spec.replace("model", tiny_engine.drafter_spec)  # the tiny draft model
     input_ids = torch.tensor([[1] + question + [2, 1, 50]])
     reference = hf_greedy(tiny_engine.model, input_ids, max_new_tokens, EOS)
     model = tiny_engine.model
@@ -200,3 +201,52 @@ def test_what_one_namespace_taught_never_drafts_anothers(tree_attention):
         engine.cost_aware_draft_length = True
         engine.recycled.forget("bot-a")
     assert after_a == alone
+
+
+def test_in_a_combination_a_member_is_told_only_what_it_drafted_and_the_draft_model_waits_for_need(
+        tree_attention, hf_greedy):
+    """recycle+model: the recycled tree is grafted onto the draft model's chain. A draft model told
+    that the target took tokens a recycled branch drafted would keep its own rejected drafts in its
+    cache; and the model runs only where the recycled tree expects less than a token."""
+    engine = tree_attention
+    spec = f"recycle+{engine.drafter_spec}"
+    model = next(m for m in engine.get_drafter(spec).members if m.name.startswith("model:"))
+    input_ids = torch.tensor([[1, 60, 61, 62, 63, 64, 2, 1, 50]])
+    reference = hf_greedy(engine.model, input_ids, 40, EOS)
+    last, told, asked = {}, [], []
+    propose, update = model.propose, model.update
+
+    def spy_propose(ids, k):
+        out = propose(ids, k)
+        last["draft"] = (ids.shape[1], out[0].tolist())
+        asked.append(ids.shape[1])
+        return out
+
+    def spy_update(num_accepted, ids_after):
+        if num_accepted:
+            start, own = last["draft"]
+            told.append(own[:num_accepted] == ids_after[0, start:start + num_accepted].tolist())
+        update(num_accepted, ids_after)
+
+    model.propose, model.update = spy_propose, spy_update
+    engine.cost_aware_draft_length = False
+    steps = 0
+    try:
+        for _ in range(3):  # the namespace's table warms up: the same question again
+            ours, stats = engine.generate_ids(input_ids, max_new_tokens=40, eos_token_ids=EOS, drafter=spec,
+                                              namespace="recycle-model")
+            assert ours == reference
+            steps += stats.target_forwards - 1  # (the prefill drafts nothing)
+    finally:
+        del model.propose, model.update
+        engine.cost_aware_draft_length = True
+        engine.recycled.forget("recycle-model")
+    assert told and all(told)
+    assert len(asked) < steps
+
+
+def test_no_table_is_made_for_drafters_that_do_not_recycle(tiny_engine):
+    tiny_engine.generate_ids(torch.tensor([[1, 70, 71, 2, 1, 50]]), max_new_tokens=4, eos_token_ids=EOS,
+                             drafter="suffix+lookup", namespace="no-recycling")
+    tiny_engine.memory.forget("no-recycling")
+    assert "no-recycling" not in tiny_engine.recycled.tables

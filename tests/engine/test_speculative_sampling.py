@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from inference.engine.sampling import SamplingParams, probs_from_logits
@@ -67,8 +68,11 @@ def test_top_k_and_top_p_shape_p_and_q_alike():
     assert cold[0, 0] > 0.99
 
 
-def test_the_engine_samples_from_the_target_with_a_model_drafter(tiny_engine):
-    """Joint law of the first two tokens (the 2nd goes through draft + verify) equals the target's."""
+@pytest.mark.parametrize("drafter", [None, "recycle"], ids=["model", "recycle"])
+def test_the_engine_samples_from_the_target_with_a_drafter(tiny_engine, drafter):
+    """Joint law of the first two tokens (the 2nd goes through draft + verify) equals the target's:
+    with a draft model (q its distribution), and with recycled predictions (one namespace, so its
+    table knows the first tokens after a few trials; q one-hot)."""
     prompt = torch.tensor([[5, 6, 7, 8, 9, 5, 6]])
     params = SamplingParams(temperature=1.0, top_k=3)
     with torch.inference_mode():
@@ -84,11 +88,12 @@ def test_the_engine_samples_from_the_target_with_a_model_drafter(tiny_engine):
     try:
         for seed in range(trials):
             ids, stats = tiny_engine.generate_ids(prompt, max_new_tokens=4, temperature=1.0, top_k=3, seed=seed,
-                                                  eos_token_ids=[])
+                                                  eos_token_ids=[], drafter=drafter, namespace="sampling")
             counts[(ids[0], ids[1])] = counts.get((ids[0], ids[1]), 0) + 1
             drafted += stats.drafted
     finally:
         tiny_engine.draft_length = None
+        tiny_engine.recycled.forget("sampling")
     assert drafted > 0
     distance = 0.5 * sum(abs(counts.get(key, 0) / trials - prob) for key, prob in exact.items())
     distance += 0.5 * sum(c / trials for key, c in counts.items() if key not in exact)

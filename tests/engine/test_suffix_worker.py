@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from inference import runtime
 
 
@@ -34,14 +36,19 @@ def test_deleted_conversations_leave_the_index_when_the_bots_erasures_move(tiny_
         index = tiny_engine.memory.get(runtime.namespace_for(21))
         return index.replies
 
+    namespace = runtime.namespace_for(21)
     with runtime.generation_lock:
         runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=0)
         assert remembered() == 2
+        # the target's predictions while it read the conversations (a recycle drafter's table)
+        tiny_engine.recycled.table(namespace).observe([5, 6], torch.randn(2, 20))
         stored.pop()  # the second conversation is deleted (bots.services.delete_conversations)
         runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=0)
         assert remembered() == 2  # not told yet: the index is kept
+        assert namespace in tiny_engine.recycled.tables
         runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=1)
         assert remembered() == 1  # rebuilt from what is still stored
+        assert namespace not in tiny_engine.recycled.tables  # predictions made reading it: gone too
         runtime.ensure_memory(tiny_engine, 21, stored_replies, erasures=1)
         assert remembered() == 1
     tiny_engine.memory.forget(runtime.namespace_for(21))

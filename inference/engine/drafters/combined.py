@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..draft_length import DraftLength
+from ..verify import accepted_length
 from .base import Drafter
 
 
@@ -37,7 +38,9 @@ class CombinedDrafter(Drafter):
         self.lengths: dict[int, DraftLength] = {}  # adaptive k per member that does not pace itself
         self.acceptance = {id(m): 0.5 for m in members}  # running acceptance rate per member
         self.chosen: Drafter | None = None  # whose proposal went to the target this step
+        self.own: tuple[list[int], list[int] | None] = ([], None)  # its own draft (tokens, tree parents)
         self.drafted = 0  # its length
+        self.start = 0  # tokens before the draft
         self.asked: list[Drafter] = []
 
     def set_cost(self, cost) -> None:
@@ -95,34 +98,46 @@ class CombinedDrafter(Drafter):
 
     def _best(self, ids: torch.Tensor, k: int, tree: bool):
         best, best_score, best_member = (ids[0, :0], [] if tree else None), 0.0, None
-        self.asked = []
-        grafts = [m for m in self.members if tree and hasattr(m, "graft")]
-        cheap = [m for m in self.members if not m.name.startswith("model:") and m not in grafts]
+        self.asked, self.start = [], ids.shape[1]
+        graft = next((m for m in self.members if tree and hasattr(m, "graft")), None)  # recycle: grafted on
+        cheap = [m for m in self.members if not m.name.startswith("model:") and m is not graft]
         models = [m for m in self.members if m.name.startswith("model:")]
+        expected = 0.0  # accepted tokens the proposal so far expects (with the grafted tree, if any)
         for group in (cheap, models):
-            if group is models and best_score >= self.model_below:
-                break
+            if group is models and expected >= self.model_below:
+                break  # the cheap members (and the recycled tree) expect enough: no draft model forward
             for m in group:
                 proposal = (m.propose_tree if tree else m.propose)(ids, self._k(m, k))
                 self.asked.append(m)
                 score = self._score(m, len(proposal[0]))
                 if score > best_score:
                     best, best_score, best_member = proposal, score, m
-        self.chosen, self.drafted = best_member, len(best[0])
-        for m in grafts:  # (at most one: a spec names each drafter once)
-            best = m.graft(ids, k, best[0], best[1], best_score)
-            self.asked.append(m)
+            expected = best_score
+            if graft is not None:
+                merged = graft.graft(ids, k, best[0], best[1], best_score)
+                expected = graft.last_score
+        # what the chosen member drafted itself: it is told how much of that the target accepted
+        self.chosen, self.own = best_member, (best[0].tolist(), list(best[1]) if tree else None)
+        if graft is not None:
+            self.asked.append(graft)
+            best = merged
             if best_member is None:
-                self.chosen, self.drafted = m, len(best[0])
+                self.chosen, self.own = graft, (best[0].tolist(), list(best[1]))
+        self.drafted = len(self.own[0])
         return best
 
     def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
+        draft, parents = self.own
+        if parents is not None or len(draft) < num_accepted:
+            # a grafted tree: the accepted path may leave the chosen member's own draft (a draft model
+            # must keep only its own tokens the target took, and rates count only what it drafted)
+            truth = ids_after[0, self.start:self.start + num_accepted].tolist()
+            num_accepted = accepted_length(draft, parents or list(range(-1, len(draft) - 1)), truth)
         for m in self.asked:
             m.update(num_accepted if m is self.chosen else 0, ids_after)
         m = self.chosen
         if m is not None and self.drafted:
             length = self.lengths.get(id(m))
             if length is not None:
-                length.update(self.drafted, min(num_accepted, self.drafted))
-            # (a grafted tree may accept past the chosen member's own draft)
-            self.acceptance[id(m)] = 0.8 * self.acceptance[id(m)] + 0.2 * min(num_accepted, self.drafted) / self.drafted
+                length.update(self.drafted, num_accepted)
+            self.acceptance[id(m)] = 0.8 * self.acceptance[id(m)] + 0.2 * num_accepted / self.drafted
