@@ -164,23 +164,36 @@ def _owner_count(org) -> int:
     return len(Membership.objects.select_for_update().filter(organization=org, role=Role.OWNER).values_list("id"))
 
 
+def _as_stored(actor, membership, action):
+    """The acting member and the member acted on as stored now, the organisation's memberships
+    locked (in id order, so two owners acting on each other wait instead of deadlocking) to the end
+    of the transaction: the roles the request read may be stale (an owner demoted by another owner
+    a moment ago must not still change roles)."""
+    rows = {m.id: m for m in Membership.objects.select_for_update().filter(
+        organization_id=membership.organization_id).order_by("id")}
+    actor, current = rows.get(actor.id), rows.get(membership.id)
+    if actor is None or actor.role != Role.OWNER:
+        raise MembershipError(f"Only owners can {action}.")
+    if current is None:
+        raise MembershipError("That person is no longer a member.")
+    return actor, current
+
+
 @transaction.atomic
 def change_role(actor, membership, role):
-    if actor.role != Role.OWNER:
-        raise MembershipError("Only owners can change roles.")
+    actor, current = _as_stored(actor, membership, "change roles")
     if role not in Role.values:
         raise MembershipError("Unknown role.")
-    if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organization) <= 1:
+    if current.role == Role.OWNER and role != Role.OWNER and _owner_count(current.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
-    _retire_links_seen(actor, membership, role)
-    membership.role = role
-    membership.save(update_fields=["role"])
+    _retire_links_seen(actor, current, role)
+    current.role = membership.role = role
+    current.save(update_fields=["role"])
 
 
 @transaction.atomic
 def remove(actor, membership):
-    if actor.role != Role.OWNER:
-        raise MembershipError("Only owners can remove members.")
+    actor, membership = _as_stored(actor, membership, "remove members")
     if membership.role == Role.OWNER and _owner_count(membership.organization) <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     with transaction.atomic():

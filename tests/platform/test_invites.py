@@ -1,6 +1,7 @@
 """Invitations: owners and admins invite by email; the link makes a member (and a user if needed)."""
 import re
 
+import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
@@ -157,6 +158,22 @@ def test_a_role_change_waits_for_a_concurrent_one_on_the_other_owners(transactio
         holder.join()
     members.change_role(alices, olgas, "agent")  # once the other is done, it goes through
     assert Membership.objects.get(id=olgas.id).role == "agent"
+
+
+def test_an_owner_demoted_a_moment_ago_can_no_longer_change_roles_or_remove(acme, alice, bob):
+    """The acting owner's role is read again under the lock: the page that loaded it as an owner
+    may be older than another owner's demotion of them."""
+    from bots import membership as members
+    from tests.conftest import make_member
+
+    make_member(acme, "olga", "owner")
+    alices, bobs = Membership.objects.get(user=alice), Membership.objects.get(user=bob)
+    Membership.objects.filter(id=alices.id).update(role="agent")  # olga demoted alice meanwhile
+    with pytest.raises(members.MembershipError, match="Only owners"):
+        members.change_role(alices, bobs, "admin")
+    with pytest.raises(members.MembershipError, match="Only owners"):
+        members.remove(alices, bobs)
+    assert Membership.objects.get(id=bobs.id).role == "agent"
 
 
 def links_on_team_page(client):
