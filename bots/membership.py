@@ -158,17 +158,12 @@ def _retire_links_seen(actor, membership, new_role=None):
         transaction.on_commit(lambda invitation=invitation: _mail_invitation(invitation, renewed=True))
 
 
-def _owner_count(org) -> int:
-    """Owners of ``org``, their rows locked to the end of the transaction: two owners demoting or
-    removing each other at once are counted one after the other, so one of them is refused."""
-    return len(Membership.objects.select_for_update().filter(organization=org, role=Role.OWNER).values_list("id"))
-
-
 def _as_stored(actor, membership, action):
-    """The acting member and the member acted on as stored now, the organisation's memberships
-    locked (in id order, so two owners acting on each other wait instead of deadlocking) to the end
-    of the transaction: the roles the request read may be stale (an owner demoted by another owner
-    a moment ago must not still change roles)."""
+    """The acting member, the member acted on and the organisation's owner count as stored now, the
+    organisation's memberships locked (in id order, so two owners acting on each other wait instead
+    of deadlocking) to the end of the transaction: the roles the request read may be stale (an owner
+    demoted by another owner a moment ago must not still change roles), and two owners demoting or
+    removing each other at once are counted one after the other, so one of them is refused."""
     rows = {m.id: m for m in Membership.objects.select_for_update().filter(
         organization_id=membership.organization_id).order_by("id")}
     actor, current = rows.get(actor.id), rows.get(membership.id)
@@ -176,15 +171,15 @@ def _as_stored(actor, membership, action):
         raise MembershipError(f"Only owners can {action}.")
     if current is None:
         raise MembershipError("That person is no longer a member.")
-    return actor, current
+    return actor, current, sum(m.role == Role.OWNER for m in rows.values())
 
 
 @transaction.atomic
 def change_role(actor, membership, role):
-    actor, current = _as_stored(actor, membership, "change roles")
+    actor, current, owners = _as_stored(actor, membership, "change roles")
     if role not in Role.values:
         raise MembershipError("Unknown role.")
-    if current.role == Role.OWNER and role != Role.OWNER and _owner_count(current.organization) <= 1:
+    if current.role == Role.OWNER and role != Role.OWNER and owners <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     _retire_links_seen(actor, current, role)
     current.role = membership.role = role
@@ -193,8 +188,8 @@ def change_role(actor, membership, role):
 
 @transaction.atomic
 def remove(actor, membership):
-    actor, membership = _as_stored(actor, membership, "remove members")
-    if membership.role == Role.OWNER and _owner_count(membership.organization) <= 1:
+    actor, membership, owners = _as_stored(actor, membership, "remove members")
+    if membership.role == Role.OWNER and owners <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     with transaction.atomic():
         _retire_links_seen(actor, membership)

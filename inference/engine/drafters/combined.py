@@ -103,6 +103,7 @@ class CombinedDrafter(Drafter):
         cheap = [m for m in self.members if not m.name.startswith("model:") and m is not graft]
         models = [m for m in self.members if m.name.startswith("model:")]
         expected = 0.0  # accepted tokens the proposal so far expects (with the grafted tree, if any)
+        grafted_on: Drafter | bool | None = False  # whose proposal the recycled tree was grafted onto
         for group in (cheap, models):
             if group is models and expected >= self.model_below:
                 break  # the cheap members (and the recycled tree) expect enough: no draft model forward
@@ -113,8 +114,8 @@ class CombinedDrafter(Drafter):
                 if score > best_score:
                     best, best_score, best_member = proposal, score, m
             expected = best_score
-            if graft is not None:
-                merged = graft.graft(ids, k, best[0], best[1], best_score)
+            if graft is not None and best_member is not grafted_on:  # (a draft model may have won)
+                merged, grafted_on = graft.graft(ids, k, best[0], best[1], best_score), best_member
                 expected = graft.last_score
         # what the chosen member drafted itself: it is told how much of that the target accepted
         self.chosen, self.own = best_member, (best[0].tolist(), list(best[1]) if tree else None)

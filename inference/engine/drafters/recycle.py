@@ -203,8 +203,8 @@ class RecycleDrafter(Drafter):
         merged, merged_parents = base.tolist(), list(base_parents)
         children = {(parent, token): i for i, (token, parent) in enumerate(zip(merged, merged_parents))}
         where: list[int] = []  # recycled node -> its index in the merged tree, or -2: not placed
-        new: list[tuple[int, int, float]] = []  # appended nodes: (recycled index, merged parent, P)
-        for i, (token, parent, p) in enumerate(zip(tokens, parents, probs)):
+        new: list[tuple[int, int, float]] = []  # appended nodes: (token, merged parent, P)
+        for token, parent, p in zip(tokens, parents, probs):
             at = -1 if parent < 0 else where[parent]
             if at == -2:
                 where.append(-2)
