@@ -2,13 +2,17 @@
 
 The side-effecting functions views and the API call; views stay thin. Rules:
 owners and admins invite (admins cannot invite owners); only owners change roles
-or remove members; an organisation always keeps at least one owner. An invitation's link works
-for ``CHATNEXUS_INVITE_DAYS`` days, and is replaced when someone who saw it loses manager rights;
-the invitations they made themselves, for a role they may no longer invite, are cancelled instead
-(the invitee may be themselves, at another address). Accepting an invitation voids the others
-pending for the same address; removing a member voids those for theirs.
+or remove members; an organisation always keeps at least one owner. Only a digest of an
+invitation's token is stored: its link is mailed to the invitee and shown once to the manager who
+made or renewed it. A link works for ``CHATNEXUS_INVITE_DAYS`` days, and is replaced when someone
+who could have seen it loses manager rights; the invitations they made themselves, for a role they
+may no longer invite, are cancelled instead (the invitee may be themselves, at another address).
+An address has one pending invitation at a time (inviting it again is refused: renew that one);
+accepting one voids any other pending for the same address; removing a member voids those for theirs.
 """
+import logging
 import secrets
+import smtplib
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,6 +25,8 @@ from django.utils.text import slugify
 from . import audit
 from .models import Conversation, Invitation, Membership, Organization
 from .models.tenants import person_name
+
+logger = logging.getLogger(__name__)
 
 Role = Membership.Role
 
@@ -55,46 +61,85 @@ RANK = {Role.AGENT: 0, Role.ADMIN: 1, Role.OWNER: 2}
 
 
 def may_invite(membership, role) -> bool:
-    """Whether ``membership`` may invite (and so see the accept link of) someone as ``role``."""
+    """Whether ``membership`` may invite someone as ``role`` (and so cancel, or renew and see the
+    accept link of, such an invitation)."""
     return membership.can_manage and (role != Role.OWNER or membership.role == Role.OWNER)
 
 
 def invite(*, organization, inviter_membership, email, role):
-    """Create an invitation and email its accept link."""
+    """Create an invitation and email its accept link; return the invitation, its link's token (shown
+    once to the inviter: only its digest is kept) and why the mail could not be sent, or None. An address
+    has one pending invitation at a time (one link that works): inviting it again is refused, the
+    manager is told to send that invitation a new link instead; an expired one gives way."""
     if not inviter_membership.can_manage:
         raise MembershipError("Only owners and admins can invite.")
     if not may_invite(inviter_membership, role):
         raise MembershipError("Only owners can invite owners.")
-    if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
-        raise MembershipError(f"{email} is already a member.")
-    invitation = Invitation.objects.create(
-        organization=organization, email=email, role=role, invited_by=inviter_membership.user
-    )
-    _mail_invitation(invitation)
-    return invitation
+    with transaction.atomic():
+        # the organisation's row locked: the same form sent twice at once (a double click) is
+        # checked one after the other, so the second finds the first invitation
+        Organization.objects.select_for_update().filter(id=organization.id).first()
+        if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
+            raise MembershipError(f"{email} is already a member.")
+        pending = _pending_to(organization, email).order_by("-id")
+        for invitation in pending:
+            if invitation.expired:  # its link no longer works: nothing to renew, the new one replaces it
+                invitation.delete()
+            elif may_invite(inviter_membership, invitation.role):
+                raise MembershipError(
+                    f"{invitation.email} is already invited (as {invitation.get_role_display()}): to send them "
+                    "the invitation again, use “new link” under Pending invitations; to invite them as "
+                    "something else, cancel it first.")
+            else:
+                raise MembershipError(
+                    f"{invitation.email} is already invited (as {invitation.get_role_display()}): only an owner "
+                    "can send it a new link or cancel it.")
+        invitation, token = Invitation.issue(
+            organization=organization, email=email, role=role, invited_by=inviter_membership.user
+        )
+    return invitation, token, _mail_invitation(invitation, token)
 
 
-def _mail_invitation(invitation, renewed=False):
+def renew(membership, invitation):
+    """A new link for a pending invitation, mailed to its invitee (the one sent before stops working);
+    return its token, to show once to ``membership``, who asked for it, and why the mail could not be sent, or None."""
+    if not may_invite(membership, invitation.role):
+        raise MembershipError("Only owners can renew an owner's invitation.")
+    if invitation.expired:
+        raise MembershipError("This invitation has expired: cancel it and invite them again.")
+    token = invitation.renew()
+    return token, _mail_invitation(invitation, token, renewed=True)
+
+
+def _mail_invitation(invitation, token, renewed=False) -> str | None:
+    """Mail the invitee its link; None when the mail server took it, else why not (the invitation
+    stands: the manager is shown the link to pass on)."""
     organization = invitation.organization
     inviter = person_name(invitation.invited_by) if invitation.invited_by else f"The {organization.name} team"
     days = (invitation.expires - invitation.created).days
     lead = ("The link of your invitation changed; the one sent before no longer works.\n\n" if renewed else "")
-    send_mail(
-        subject=f"You're invited to {organization.name} on ChatNexus",
-        message=(
-            f"{lead}{inviter} invited you to join {organization.name} on ChatNexus as "
-            f"{invitation.get_role_display()}.\n\n"
-            f"Accept the invitation: {invite_link(invitation)}\n"
-            f"The link works for {days} days from the invitation.\n"
-        ),
-        from_email=None,
-        recipient_list=[invitation.email],
-    )
+    try:
+        send_mail(
+            subject=f"You're invited to {organization.name} on ChatNexus",
+            message=(
+                f"{lead}{inviter} invited you to join {organization.name} on ChatNexus as "
+                f"{invitation.get_role_display()}.\n\n"
+                f"Accept the invitation: {invite_link(token)}\n"
+                f"The link works for {days} days from the invitation.\n"
+            ),
+            from_email=None,
+            recipient_list=[invitation.email],
+        )
+    except (smtplib.SMTPException, OSError) as error:  # refused, unreachable, timed out
+        logger.warning("invitation %s: the mail to %s could not be sent: %s", invitation.id, invitation.email, error)
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
-def invite_link(invitation) -> str:
-    """The accept link of an invitation (mailed, and shown to the team's managers to pass on)."""
-    return settings.PUBLIC_URL + reverse("invite-accept", args=[invitation.token])
+def invite_link(token) -> str:
+    """The accept link of an invitation's token (mailed, and shown once to the manager who made or
+    renewed it, to pass on)."""
+    return settings.PUBLIC_URL + reverse("invite-accept", args=[token])
 
 
 def mail_leaves_the_server() -> bool:
@@ -104,16 +149,18 @@ def mail_leaves_the_server() -> bool:
 
 def open_invitation(token):
     """The pending invitation of ``token``, or None (unknown, used, or expired)."""
-    invitation = Invitation.objects.select_related("organization").filter(token=token, accepted__isnull=True).first()
+    invitation = Invitation.of_token(token).select_related("organization").filter(accepted__isnull=True).first()
     return None if invitation is None or invitation.expired else invitation
 
 
 @transaction.atomic
-def accept(invitation, user):
-    """Make ``user`` a member with the invited role (an existing membership keeps the higher role)."""
-    invitation = Invitation.objects.select_for_update().get(id=invitation.id)
-    if invitation.accepted is not None:
-        raise MembershipError("This invitation was already used.")
+def accept(token, user):
+    """Make ``user`` a member with the role of the invitation of ``token`` (an existing membership keeps
+    the higher role). The invitation is read again by the token's digest under a lock: a link renewed,
+    used or cancelled since ``open_invitation`` found it no longer works."""
+    invitation = Invitation.of_token(token).select_for_update().first()
+    if invitation is None or invitation.accepted is not None:
+        raise MembershipError("This invitation no longer works: it was used, cancelled or sent a new link.")
     if invitation.expired:
         raise MembershipError("This invitation has expired: ask the team for a new one.")
     membership, created = Membership.objects.get_or_create(
@@ -124,8 +171,8 @@ def accept(invitation, user):
         membership.save(update_fields=["role"])
     invitation.accepted = timezone.now()
     invitation.save(update_fields=["accepted"])
-    # the same invitation sent again ("did you get it?"): its other links must not work once this
-    # one is used, or they would bring the member back in after a removal
+    # another invitation to this address (made before one address could have only one pending): its
+    # link must not work once this one is used, or it would bring the member back in after a removal
     _pending_to(invitation.organization, invitation.email).exclude(id=invitation.id).delete()
     return membership
 
@@ -138,8 +185,8 @@ def _retire_links_seen(actor, membership, new_role=None):
     """``membership`` loses manager rights (``new_role``: demoted; None: removed). Pending invitations
     it made itself for a role it may no longer invite are cancelled (in the activity log, by
     ``actor``): their invitee may be that member at another address. Every other pending invitation
-    whose link the Team page showed it and no longer would gets a new token, so a link it kept cannot
-    bring it back in, or back up; its invitee is mailed the new link."""
+    whose link it could have seen (renewing it on the Team page) and no longer could gets a new token,
+    so a link it kept cannot bring it back in, or back up; its invitee is mailed the new link."""
     organization = membership.organization
     before, after = Membership(role=membership.role), Membership(role=new_role) if new_role else None
     lost = [r for r in Role.values if may_invite(before, r) and not (after and may_invite(after, r))]
@@ -154,8 +201,9 @@ def _retire_links_seen(actor, membership, new_role=None):
     for invitation in pending.exclude(invited_by=membership.user):
         if invitation.expired:
             continue
-        invitation.new_link()
-        transaction.on_commit(lambda invitation=invitation: _mail_invitation(invitation, renewed=True))
+        token = invitation.renew()
+        transaction.on_commit(lambda invitation=invitation, token=token:
+                              _mail_invitation(invitation, token, renewed=True))
 
 
 def _as_stored(actor, membership, action):

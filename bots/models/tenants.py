@@ -60,17 +60,38 @@ class Membership(models.Model):
 
 
 def _invite_token():
-    return secrets.token_urlsafe(32)
+    return secrets.token_urlsafe(32)  # 256 random bits
+
+
+def _unknown_token_digest():
+    """The digest of an invitation made without `Invitation.issue` (the admin, tests): its link is
+    known to nobody until it is renewed."""
+    return token_digest(_invite_token())
 
 
 class Invitation(models.Model):
+    """An invitation to join an organisation as ``role``. Only a digest of its link's token is stored
+    (as for API tokens), so a copy of the database lets no one join; the token itself is in the link
+    mailed to the invitee and shown once to the manager who made or renewed it (`issue`, `renew`)."""
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
     role = models.CharField(max_length=10, choices=Membership.Role.choices, default=Membership.Role.AGENT)
-    token = models.CharField(max_length=64, unique=True, default=_invite_token)
+    digest = models.CharField(max_length=64, unique=True, default=_unknown_token_digest)
     invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     accepted = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+
+    @classmethod
+    def issue(cls, **fields) -> tuple["Invitation", str]:
+        """Create an invitation; return it and its link's token: the only time the token is seen."""
+        token = _invite_token()
+        return cls.objects.create(digest=token_digest(token), **fields), token
+
+    @classmethod
+    def of_token(cls, token: str):
+        """The invitation whose link carries ``token``, as a queryset (empty for any other string)."""
+        return cls.objects.filter(digest=token_digest(token))
 
     @property
     def expires(self):
@@ -81,14 +102,17 @@ class Invitation(models.Model):
     def expired(self) -> bool:
         return timezone.now() >= self.expires
 
-    def new_link(self):
-        """A new token: the link seen so far stops working (its holders lost the right to it)."""
-        self.token = _invite_token()
-        self.save(update_fields=["token"])
+    def renew(self) -> str:
+        """A new token, returned (the only time it is seen): the link seen so far stops working."""
+        token = _invite_token()
+        self.digest = token_digest(token)
+        self.save(update_fields=["digest"])
+        return token
 
 
 def token_digest(key: str) -> str:
-    """What is stored of an API token: its SHA-256 (a token is 256 random bits: no salt or slow hash needed)."""
+    """What is stored of an API or invitation token: its SHA-256 (a token is 256 random bits: no salt
+    or slow hash needed)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 

@@ -1,6 +1,7 @@
 """The team page: members, roles, invitations (owners and admins invite; owners change roles),
 team hours, tags and the activity log (owners and admins), conversation retention (owners)."""
 from datetime import date
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
@@ -15,7 +16,7 @@ from .. import audit, hours, services
 from .. import membership as members
 from ..models import Invitation, Membership, Organization, Tag, TwoFactor
 from ..tenancy import get_scoped_or_404, scoped
-from . import accounts
+from . import accounts, once
 from .decorators import manager_required, member_required
 from .downloads import csv_download
 
@@ -27,13 +28,15 @@ class InviteForm(forms.Form):
 
 @member_required
 def member_list(request):
+    """The Team page; POST invites (owners and admins), then redirects to the page that shows the
+    new invitation's link once (``_show_link_once``)."""
     form = InviteForm(request.POST or None)
     if request.method == "POST":
         if not request.membership.can_manage:
             return redirect("org:members")
         if form.is_valid():
             try:
-                members.invite(
+                invitation, token, mail_error = members.invite(
                     organization=request.organization,
                     inviter_membership=request.membership,
                     email=form.cleaned_data["email"],
@@ -44,25 +47,61 @@ def member_list(request):
             else:
                 audit.record(request.organization, request.user, "member.invited",
                              f"Invited {form.cleaned_data['email']} as {Membership.Role(form.cleaned_data['role']).label}")
-                if members.mail_leaves_the_server():
-                    messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
-                else:
-                    messages.warning(request, f"Invitation made for {form.cleaned_data['email']}, but mail is not set up on "
-                                              "this server (EMAIL_HOST): it was only written to the server's log. "
-                                              "Send them its link from Pending invitations below.")
-                return redirect("org:members")
-    return team_page(request, form)
+                return _show_link_once(request, invitation, token, "Invitation", mail_error)
+        return team_page(request, form)
+    shown = _pop_shown_link(request)
+    response = team_page(request, form, shown_link=shown)
+    return once.no_store(response) if shown else response
 
 
-def team_page(request, form, hours_form=None):
-    """The Team page, with the invitation form and (when a save failed) the team hours form as sent."""
+# The links just made or renewed, waiting in the session for the GET that shows them (views/once.py):
+# {"invitation": id, "token": the link's token} each.
+SHOWN_LINKS = "org.invitation_links_to_show"
+
+
+def _show_link_once(request, invitation, token, what, mail_error):
+    """The answer to the POST that made or renewed ``invitation`` (``what``: "Invitation", "New link"):
+    a redirect to the Team page, which shows its link once (only its digest is stored). POST/redirect/GET:
+    reloading that page, or going back to it, repeats the GET, not the invitation (a second mail) or
+    the renewal (which would kill the link just copied). The token waits in the session, not in the
+    URL (browser history, proxy logs). ``mail_error``: why the mail server did not take its mail, or None."""
+    if mail_error:
+        messages.warning(request, f"{what} made for {invitation.email}, but the email could not be sent "
+                                  f"({mail_error}). Send them its link below: it is shown only now.")
+    elif members.mail_leaves_the_server():
+        messages.success(request, f"{what} sent to {invitation.email}.")
+    else:
+        messages.warning(request, f"{what} made for {invitation.email}, but mail is not set up on this server "
+                                  "(EMAIL_HOST): it was only written to the server's log. "
+                                  "Send them its link below: it is shown only now.")
+    key = once.stash(request, SHOWN_LINKS, {"invitation": invitation.id, "token": token})
+    return redirect(f"{reverse('org:members')}?{urlencode({once.URL_PARAMETER: key})}#shown-link")
+
+
+def _pop_shown_link(request):
+    """(invitation, link) that ``_show_link_once`` left under ``?shown=``, taken out of the session (so
+    shown once), or None: none there, or its link no longer works (renewed, used or cancelled since),
+    or this member may no longer see it."""
+    entry = once.pop(request, SHOWN_LINKS)
+    if entry is None:
+        return None
+    invitation = members.open_invitation(entry["token"])
+    if (invitation is None or invitation.id != entry["invitation"] or invitation.organization_id != request.organization.id
+            or not members.may_invite(request.membership, invitation.role)):
+        return None
+    return invitation, members.invite_link(entry["token"])
+
+
+def team_page(request, form, hours_form=None, shown_link=None):
+    """The Team page, with the invitation form, (when a save failed) the team hours form as sent and
+    (right after making or renewing an invitation) that invitation and its link."""
     context = {
         "members": scoped(request, Membership).select_related("user").order_by("id"),
-        # an owner invitation's link makes its holder an owner: only owners see it (admins cannot invite owners either)
-        # (invitation, its link or None, whether this member may cancel it: those they may make)
-        "invitations": [(invitation, members.invite_link(invitation) if mine and not invitation.expired else None, mine)
-                        for invitation in scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id")
-                        for mine in [members.may_invite(request.membership, invitation.role)]],
+        # (invitation, whether this member may cancel or renew it: those they may make; an owner
+        # invitation's link makes its holder an owner, and admins cannot invite owners)
+        "invitations": [(invitation, members.may_invite(request.membership, invitation.role))
+                        for invitation in scoped(request, Invitation).filter(accepted__isnull=True).order_by("-id")],
+        "shown_link": shown_link,
         "form": form,
         "roles": Membership.Role.choices,
         "is_owner": request.membership.role == Membership.Role.OWNER,
@@ -120,6 +159,24 @@ def invitation_cancel(request, invitation_id):
                  f"Cancelled the invitation of {invitation.email}")
     messages.success(request, "Invitation cancelled.")
     return redirect("org:members")
+
+
+@manager_required
+@require_POST
+def invitation_renew(request, invitation_id):
+    """A new link for a pending invitation (the old one stops working): mailed to the invitee and
+    shown once to this manager, who may have lost the first one."""
+    invitation = get_scoped_or_404(request, Invitation, id=invitation_id, accepted__isnull=True)
+    if not members.may_invite(request.membership, invitation.role):  # an admin's owner invitation: not theirs
+        raise Http404
+    try:
+        token, mail_error = members.renew(request.membership, invitation)
+    except members.MembershipError as error:
+        messages.error(request, str(error))
+        return redirect("org:members")
+    audit.record(request.organization, request.user, "member.invitation_renewed",
+                 f"Sent a new link for the invitation of {invitation.email}")
+    return _show_link_once(request, invitation, token, "New link", mail_error)
 
 
 class RetentionForm(forms.Form):

@@ -1,4 +1,7 @@
-"""Invitations: owners and admins invite by email; the link makes a member (and a user if needed)."""
+"""Invitations: owners and admins invite by email; the link makes a member (and a user if needed).
+Only a digest of a link's token is stored: the link is in the mail and shown once to the manager
+who made or renewed the invitation, on the page the POST redirects to."""
+import hashlib
 import re
 
 import pytest
@@ -9,16 +12,27 @@ from bots.models import Invitation, Membership
 
 
 def invite(client, email, role="agent"):
-    return client.post(reverse("org:members"), {"email": email, "role": role})
+    """The Team page after inviting: the one the POST redirects to, or the form with its errors."""
+    return client.post(reverse("org:members"), {"email": email, "role": role}, follow=True)
 
 
 def accept_link(mail):
     return re.search(r"https?://[^/\s]+(/accounts/invite/\S+/)", mail["message"].get_content()).group(1)
 
 
+def shown_link(response):
+    """The link a page shows once, right after the invitation was made or renewed."""
+    return re.search(r"https?://[^/\s<]+(/accounts/invite/[^\s<]+/)", response.content.decode()).group(1)
+
+
+def renew(client, invitation):
+    """The Team page after asking for a new link (the POST redirects to it)."""
+    return client.post(reverse("org:invitation-renew", args=[invitation.id]), follow=True)
+
+
 def test_it_invites_a_new_person_who_signs_up_through_the_link(client, alice, smtp_settings):
     client.force_login(alice)
-    assert invite(client, "erin@example.com").status_code == 302
+    assert invite(client, "erin@example.com").status_code == 200
     mail = smtp_settings.messages[0]
     assert mail["to"] == ["erin@example.com"] and "Acme" in mail["message"]["Subject"]
     client.logout()
@@ -64,7 +78,7 @@ def test_it_does_not_let_admins_invite_owners(client, acme, smtp_settings):
     client.force_login(admin)
     response = invite(client, "mallory@example.com", role="owner")
     assert response.status_code == 400 and not Invitation.objects.exists()
-    assert invite(client, "mallory@example.com", role="agent").status_code == 302
+    assert invite(client, "mallory@example.com", role="agent").status_code == 200
 
 
 def test_it_rejects_an_invalid_email(client, alice, smtp_settings):
@@ -73,39 +87,94 @@ def test_it_rejects_an_invalid_email(client, alice, smtp_settings):
     assert not Invitation.objects.exists()
 
 
-def test_managers_see_each_pending_invitations_link_and_agents_do_not(client, alice, bob, smtp_settings):
+def test_the_inviter_sees_the_link_once_and_the_team_page_never_again(client, alice, bob, smtp_settings):
+    client.force_login(alice)
+    response = invite(client, "erin@example.com")
+    link = accept_link(smtp_settings.messages[0])
+    page = response.content.decode()
+    assert response.redirect_chain and response.request["PATH_INFO"] == reverse("org:members")
+    assert shown_link(response) == link and "Invitation sent to erin@example.com" in page  # mail really left
+    assert response["Cache-Control"] == "no-store"  # not kept by the browser either
+    later = client.get(reverse("org:members")).content.decode()
+    assert "erin@example.com" in later and "/accounts/invite/" not in later
+    client.force_login(bob)  # an agent
+    assert "/accounts/invite/" not in client.get(reverse("org:members")).content.decode()
+
+
+def test_only_a_digest_of_the_links_token_is_stored(client, alice, smtp_settings):
+    """What a backup, dumpdata or the admin shows of an invitation lets no one join."""
+    import io
+
+    from django.core.management import call_command
+
     client.force_login(alice)
     invite(client, "erin@example.com")
     link = accept_link(smtp_settings.messages[0])
-    page = client.get(reverse("org:members")).content.decode()
-    assert link in page and "Invitation sent to erin@example.com" in page  # mail really left: plain success
-    client.force_login(bob)  # an agent
-    assert link not in client.get(reverse("org:members")).content.decode()
+    stored = Invitation.objects.values().get()
+    client.logout()
+    for value in stored.values():  # no column read from the database works as a link
+        if isinstance(value, str):
+            assert client.get(reverse("invite-accept", args=[value])).status_code == 404
+    assert client.get(link).status_code == 200  # the link itself does
+    token = link.rstrip("/").rsplit("/", 1)[1]
+    dump = io.StringIO()
+    call_command("dumpdata", "bots.invitation", stdout=dump)
+    assert token not in str(stored) and token not in dump.getvalue()
+    assert stored["digest"] == hashlib.sha256(token.encode()).hexdigest()
 
 
 def test_without_mail_set_up_the_page_says_the_invitation_only_reached_the_log(client, alice, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # the embedded default
     client.force_login(alice)
-    page = client.get(invite(client, "erin@example.com")["Location"]).content.decode()
+    response = invite(client, "erin@example.com")
+    page = response.content.decode()
     assert "mail is not set up on this server" in page and "Invitation sent" not in page
-    token = Invitation.objects.get(email="erin@example.com").token
-    assert f"/accounts/invite/{token}/" in page  # the link to pass on
+    link = shown_link(response)  # the link to pass on
+    client.logout()
+    assert client.get(link).status_code == 200
 
 
-def test_an_admin_sees_an_owner_invitation_but_not_its_link(client, alice, acme, smtp_settings):
-    """The link makes whoever opens it an owner: an admin, who cannot invite owners, cannot use one either."""
+def test_a_new_link_replaces_the_old_one(client, alice, smtp_settings):
+    """Lost the link, or the mail? A manager renews it: the invitee is mailed the new link, the
+    manager is shown it once, the old one stops working."""
+    from bots.models import AuditEvent
+
+    client.force_login(alice)
+    invite(client, "erin@example.com")
+    old = accept_link(smtp_settings.messages[0])
+    response = renew(client, Invitation.objects.get())
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    new = shown_link(response)
+    mail = smtp_settings.messages[-1]
+    assert mail["to"] == ["erin@example.com"] and accept_link(mail) == new != old
+    assert "no longer works" in mail["message"].get_content()
+    assert AuditEvent.objects.filter(action="member.invitation_renewed", actor=alice,
+                                     text__contains="erin@example.com").exists()
+    client.logout()
+    assert client.get(old).status_code == 404
+    response = client.post(new, {"username": "erin", "password1": "erin-passphrase-9", "password2": "erin-passphrase-9"})
+    assert response.status_code == 302 and Membership.objects.filter(user__username="erin").exists()
+
+
+def test_an_admin_sees_an_owner_invitation_but_cannot_renew_it(client, alice, acme, smtp_settings):
+    """The link makes whoever opens it an owner: an admin, who cannot invite owners, cannot get one either."""
     from tests.conftest import make_member
 
     client.force_login(alice)
     invite(client, "olga@example.com", role="owner")
     invite(client, "erin@example.com", role="agent")
-    owner_link, agent_link = (accept_link(mail) for mail in smtp_settings.messages)
+    owner_link = accept_link(smtp_settings.messages[0])
+    owner, agent = Invitation.objects.get(role="owner"), Invitation.objects.get(role="agent")
     client.force_login(make_member(acme, "adam", "admin"))
     page = client.get(reverse("org:members")).content.decode()
-    assert "olga@example.com" in page and owner_link not in page and "shown to owners only" in page
-    assert agent_link in page
-    client.force_login(alice)
-    assert owner_link in client.get(reverse("org:members")).content.decode()
+    assert "olga@example.com" in page and "Only owners can cancel it or send it a new link" in page
+    assert reverse("org:invitation-renew", args=[owner.id]) not in page
+    assert reverse("org:invitation-renew", args=[agent.id]) in page
+    assert renew(client, owner).status_code == 404
+    assert client.get(owner_link).status_code == 200 and len(smtp_settings.messages) == 2  # untouched
+    assert renew(client, agent).status_code == 200
+    client.force_login(alice)  # an owner may
+    assert renew(client, owner).status_code == 200 and client.get(owner_link).status_code == 404
 
 
 def test_accepting_an_invitation_for_a_higher_role_raises_an_existing_members_role(client, alice, acme, smtp_settings):
@@ -176,23 +245,19 @@ def test_an_owner_demoted_a_moment_ago_can_no_longer_change_roles_or_remove(acme
     assert Membership.objects.get(id=bobs.id).role == "agent"
 
 
-def links_on_team_page(client):
-    return re.findall(r"https?://[^/\s<]+(/accounts/invite/[^\s<]+/)", client.get(reverse("org:members")).content.decode())
-
-
 def test_a_removed_admin_cannot_get_back_in_through_a_link_they_saw(client, alice, acme, smtp_settings,
                                                                      django_capture_on_commit_callbacks):
-    """Adam (admin) saw erin's pending admin invitation on the Team page; once removed, its link is dead."""
+    """Adam (admin) saw erin's pending admin invitation's link, renewing it; once removed, it is dead."""
     from tests.conftest import make_member
 
     adam = make_member(acme, "adam", "admin")
     client.force_login(alice)
     invite(client, "erin@example.com", role="admin")
     invite(client, "olga@example.com", role="owner")  # adam never saw this one's link
+    owner_link = accept_link(smtp_settings.messages[1])
     client.force_login(adam)
-    [seen] = links_on_team_page(client)
+    seen = shown_link(renew(client, Invitation.objects.get(email="erin@example.com")))
     client.force_login(alice)
-    owner_link = next(link for link in links_on_team_page(client) if link != seen)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("org:member-remove", args=[Membership.objects.get(user=adam).id]))
     assert not Membership.objects.filter(user=adam).exists()
@@ -200,12 +265,11 @@ def test_a_removed_admin_cannot_get_back_in_through_a_link_they_saw(client, alic
     client.force_login(adam)
     assert client.post(seen).status_code == 404
     assert not Membership.objects.filter(user=adam).exists()
-    client.force_login(alice)  # the invitation itself stands, under a new link the owners pass on
-    assert seen not in links_on_team_page(client) and owner_link in links_on_team_page(client)
+    client.logout()  # the invitation itself stands, under a new link mailed to erin; olga's is untouched
     assert Invitation.objects.filter(email="erin@example.com", accepted__isnull=True).exists()
-    [new_link] = [link for link in links_on_team_page(client) if link != owner_link]
-    renewed = [m["message"].get_content() for m in smtp_settings.messages if m["to"] == ["erin@example.com"]][-1]
-    assert new_link in renewed and "no longer works" in renewed  # erin is sent the new link
+    renewed = [m for m in smtp_settings.messages if m["to"] == ["erin@example.com"]][-1]
+    assert "no longer works" in renewed["message"].get_content()
+    assert client.get(accept_link(renewed)).status_code == 200 and client.get(owner_link).status_code == 200
 
 
 def test_a_demoted_manager_cannot_raise_themselves_back_through_a_link_they_saw(client, alice, acme, smtp_settings):
@@ -216,17 +280,16 @@ def test_a_demoted_manager_cannot_raise_themselves_back_through_a_link_they_saw(
     invite(client, "erin@example.com", role="admin")
     invite(client, "owen@example.com", role="owner")
     client.force_login(olga)
-    olga_saw = set(links_on_team_page(client))
+    owner_link = shown_link(renew(client, Invitation.objects.get(role="owner")))
     client.force_login(adam)
-    [adam_saw] = links_on_team_page(client)
-    owner_link = (olga_saw - {adam_saw}).pop()
+    adam_saw = shown_link(renew(client, Invitation.objects.get(role="admin")))
 
     client.force_login(alice)
     client.post(reverse("org:member-role", args=[Membership.objects.get(user=olga).id]), {"role": "admin"})
-    still = set(links_on_team_page(client))
-    assert adam_saw in still and owner_link not in still  # olga still sees the admin link, not the owner one
+    # olga may still invite admins: the admin link stands; not owners: the owner link is renewed
+    assert client.get(adam_saw).status_code == 200 and client.get(owner_link).status_code == 404
     client.post(reverse("org:member-role", args=[Membership.objects.get(user=adam).id]), {"role": "agent"})
-    assert adam_saw not in links_on_team_page(client)
+    assert client.get(adam_saw).status_code == 404
 
     client.force_login(adam)
     assert client.post(adam_saw).status_code == 404
@@ -247,7 +310,10 @@ def test_an_invitation_expires(client, alice, acme, settings, smtp_settings):
     link = accept_link(smtp_settings.messages[0])
     assert "works for 14 days" in smtp_settings.messages[0]["message"].get_content()
     Invitation.objects.update(created=timezone.now() - timedelta(days=15))
-    assert links_on_team_page(client) == [] and "Expired on" in client.get(reverse("org:members")).content.decode()
+    page, invitation = client.get(reverse("org:members")).content.decode(), Invitation.objects.get()
+    assert "Expired on" in page and reverse("org:invitation-renew", args=[invitation.id]) not in page
+    assert "cancel it and invite them again" in renew(client, invitation).content.decode()  # refused
+    assert len(smtp_settings.messages) == 1
     client.logout()
     assert client.get(link).status_code == 404
     response = client.post(link, {"username": "erin", "password1": "erin-passphrase-9", "password2": "erin-passphrase-9"})
@@ -279,8 +345,7 @@ def test_a_removed_admin_cannot_rejoin_through_an_invitation_they_made_themselve
 
     adam = make_member(acme, "adam", "admin")
     client.force_login(adam)
-    invite(client, "adam.private@example.net", role="admin")
-    [kept] = links_on_team_page(client)
+    kept = shown_link(invite(client, "adam.private@example.net", role="admin"))
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("org:member-remove", args=[Membership.objects.get(user=adam).id]))
@@ -300,8 +365,7 @@ def test_a_demoted_admin_cannot_raise_themselves_back_through_an_invitation_they
 
     adam = make_member(acme, "adam", "admin")
     client.force_login(adam)
-    invite(client, "adam.private@example.net", role="admin")
-    [kept] = links_on_team_page(client)
+    kept = shown_link(invite(client, "adam.private@example.net", role="admin"))
     client.force_login(alice)
     invite(client, "olga@example.com", role="agent")  # made by an owner: stays, under a new link
     with django_capture_on_commit_callbacks(execute=True):
@@ -314,22 +378,26 @@ def test_a_demoted_admin_cannot_raise_themselves_back_through_an_invitation_they
     assert list(Invitation.objects.values_list("email", flat=True)) == ["olga@example.com"]
 
 
-def test_an_invitation_sent_twice_stops_working_once_one_is_used(client, alice, acme, smtp_settings):
-    """Invited twice ("did you get it?", the address typed in another case), erin joins with the first
-    link; removed later, the second link does not bring her back."""
+def test_an_invitation_made_twice_stops_working_once_one_is_used(client, alice, acme, smtp_settings):
+    """Two invitations pending for one address (made before inviting an address already invited was
+    refused, the address typed in another case): erin joins with the first link; removed later, the
+    second does not bring her back."""
+    from bots import membership as members
+
     client.force_login(alice)
-    invite(client, "erin@example.com")
-    invite(client, "Erin@Example.com")
-    first, second = Invitation.objects.order_by("id")
+    first = shown_link(invite(client, "erin@example.com"))
+    _, token = Invitation.issue(organization=acme, email="Erin@Example.com", role="agent", invited_by=alice)
+    second = reverse("invite-accept", args=[token])
+    assert client.get(second).status_code == 200 and members.invite_link(token).endswith(second)
     erin = get_user_model().objects.create_user("erin", "erin@example.com", "erin-passphrase-9")
     client.force_login(erin)
-    assert client.post(reverse("invite-accept", args=[first.token])).status_code == 302
+    assert client.post(first).status_code == 302
     assert not Invitation.objects.filter(accepted__isnull=True).exists()  # the other one is void
 
     client.force_login(alice)
     client.post(reverse("org:member-remove", args=[Membership.objects.get(user=erin).id]))
     client.force_login(erin)
-    assert client.post(reverse("invite-accept", args=[second.token])).status_code == 404
+    assert client.post(second).status_code == 404
     assert not Membership.objects.filter(user=erin).exists()
 
 
@@ -342,3 +410,150 @@ def test_removing_a_member_voids_the_invitations_pending_for_their_address(clien
     Invitation.objects.create(organization=acme, email="DANA@example.com", role="admin", invited_by=alice)
     client.post(reverse("org:member-remove", args=[Membership.objects.get(user=dana).id]))
     assert not Invitation.objects.exists()
+
+
+def test_the_migration_turns_clear_tokens_into_digests_and_the_links_sent_keep_working(transactional_db, client, acme):
+    """An invitation made before 0022 kept its token in clear: after it, only the token's digest is
+    left, and the link already mailed still works."""
+    import secrets
+
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("bots", "0021_membership_notify_by_email")], [("bots", "0022_invitation_digest")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        OldInvitation = executor.loader.project_state(before).apps.get_model("bots", "Invitation")
+        tokens = {email: secrets.token_urlsafe(32) for email in ("erin@example.com", "olga@example.com")}
+        for email, token in tokens.items():
+            OldInvitation.objects.create(organization_id=acme.id, email=email, role="agent", token=token)
+        executor.loader.build_graph()
+        executor.migrate(after)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("bots"))
+    with connection.cursor() as cursor:
+        columns = {c.name for c in connection.introspection.get_table_description(cursor, "bots_invitation")}
+    assert "token" not in columns
+    for email, token in tokens.items():
+        invitation = Invitation.objects.get(email=email)
+        assert invitation.digest == hashlib.sha256(token.encode()).hexdigest()
+        assert client.get(reverse("invite-accept", args=[token])).status_code == 200
+        assert client.get(reverse("invite-accept", args=[invitation.digest])).status_code == 404
+
+
+def test_an_invitation_whose_mail_cannot_be_sent_stands_and_its_link_is_shown(client, alice, settings):
+    """A mail server that is down is not a 500 after the invitation was stored: the manager is told
+    why, and shown the link to pass on (the one time it can be)."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 5
+    client.force_login(alice)
+    response = invite(client, "erin@example.com")
+    assert response.status_code == 200 and response.redirect_chain  # shown after the redirect
+    page = response.content.decode()
+    assert "the email could not be sent (ConnectionRefusedError" in page
+    invitation = Invitation.objects.get(email="erin@example.com")
+    link = shown_link(response)
+    assert client.get(link).status_code == 200  # the shown link is the invitation's
+    renewed = renew(client, invitation)
+    assert renewed.status_code == 200 and "the email could not be sent" in renewed.content.decode()
+    assert shown_link(renewed) != link and client.get(link).status_code == 404
+
+
+def test_reloading_the_page_that_shows_a_new_invitations_link_invites_no_one_again(client, alice, smtp_settings):
+    """The POST that makes an invitation redirects (POST/redirect/GET): reloading the page its link is
+    shown on, or going back to it, repeats a GET, which shows the link no more, not the POST."""
+    client.force_login(alice)
+    response = client.post(reverse("org:members"), {"email": "erin@example.com", "role": "agent"})
+    assert response.status_code == 302 and "/accounts/invite/" not in response["Location"]
+    page = client.get(response["Location"])
+    link = shown_link(page)
+    assert page["Cache-Control"] == "no-store" and link == accept_link(smtp_settings.messages[0])
+    assert link.rstrip("/").rsplit("/", 1)[1] not in response["Location"]  # the token waits in the session
+    reloaded = client.get(response["Location"])
+    assert reloaded.status_code == 200 and "/accounts/invite/" not in reloaded.content.decode()
+    assert Invitation.objects.count() == 1 and len(smtp_settings.messages) == 1
+    client.logout()
+    assert client.get(link).status_code == 200
+
+
+def test_reloading_the_page_that_shows_a_renewed_link_does_not_renew_it_again(client, alice, smtp_settings):
+    """A second renewal would kill the link the manager just copied."""
+    client.force_login(alice)
+    invite(client, "erin@example.com")
+    response = client.post(reverse("org:invitation-renew", args=[Invitation.objects.get().id]))
+    assert response.status_code == 302 and "/accounts/invite/" not in response["Location"]
+    link = shown_link(client.get(response["Location"]))
+    assert "/accounts/invite/" not in client.get(response["Location"]).content.decode()
+    assert len(smtp_settings.messages) == 2 and accept_link(smtp_settings.messages[1]) == link
+    client.logout()
+    assert client.get(link).status_code == 200  # the link just copied still works
+
+
+def test_a_second_invitation_to_an_address_already_invited_is_refused(client, alice, acme, smtp_settings):
+    """One pending invitation, and so one working link, per address: a manager who invites it again
+    (the form sent twice, "did you get it?", a second manager) is told to send it a new link instead."""
+    from tests.conftest import make_member
+
+    client.force_login(alice)
+    invite(client, "erin@example.com")
+    response = invite(client, "Erin@Example.com", role="admin")
+    page = response.content.decode()
+    assert response.status_code == 400 and "erin@example.com is already invited" in page and "new link" in page
+    assert Invitation.objects.count() == 1 and len(smtp_settings.messages) == 1
+    invite(client, "olga@example.com", role="owner")
+    client.force_login(make_member(acme, "adam", "admin"))  # may not renew or cancel an owner's invitation
+    response = invite(client, "olga@example.com", role="agent")
+    assert response.status_code == 400 and "only an owner can" in response.content.decode()
+    assert Invitation.objects.filter(email="olga@example.com").count() == 1 and len(smtp_settings.messages) == 2
+
+
+def test_an_expired_invitation_gives_way_to_a_new_one_to_the_same_address(client, alice, smtp_settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client.force_login(alice)
+    invite(client, "erin@example.com")
+    Invitation.objects.update(created=timezone.now() - timedelta(days=30))
+    response = invite(client, "erin@example.com")
+    assert response.status_code == 200 and not Invitation.objects.get().expired
+    client.logout()
+    assert client.get(shown_link(response)).status_code == 200
+
+
+@pytest.mark.parametrize("signed_in", [True, False])
+def test_a_link_renewed_while_it_is_being_opened_lets_no_one_in(client, alice, smtp_settings, monkeypatch, signed_in):
+    """The invitation is read again by the link's token under the lock that accepts it: a new link made
+    between opening the old one and accepting it (a manager renewing a link that leaked) wins."""
+    from bots import membership as members
+
+    client.force_login(alice)
+    invite(client, "erin@example.com")
+    old = accept_link(smtp_settings.messages[0])
+    opened = members.open_invitation
+
+    def renewed_meanwhile(token):
+        invitation = opened(token)
+        if invitation is not None:
+            Invitation.objects.get(id=invitation.id).renew()
+        return invitation
+
+    monkeypatch.setattr(members, "open_invitation", renewed_meanwhile)
+    if signed_in:
+        client.force_login(get_user_model().objects.create_user("erin", "erin@example.com", "erin-passphrase-9"))
+        assert client.post(old).status_code == 302
+    else:
+        client.logout()
+        response = client.post(old, {"username": "erin", "password1": "erin-passphrase-9",
+                                     "password2": "erin-passphrase-9"})
+        assert response.status_code == 404  # as the dead link it is; and no account is left behind
+        assert not get_user_model().objects.filter(username="erin").exists()
+    assert not Membership.objects.filter(user__username="erin").exists()
+    assert Invitation.objects.get().accepted is None
