@@ -6,7 +6,9 @@ A customer message counts when the bot's reply to it
   sentence of the reply close to it (difflib's ratio ≥ FALLBACK_LIKENESS: "I am not sure about
   that, let me get a colleague to help you!" — models paraphrase), or
 - was rated not helpful (👎 in the widget), or
-- was followed by the customer asking for a person (their next message was a handoff).
+- was followed by the customer asking for a person (their next message was a handoff), or
+- never came: the model failed on it or said nothing within the time limit (the message is
+  marked failed and the conversation went to the team, inference/tasks.py).
 The same question asked again (any case or spacing) is one row with a count.
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ SHOWN = 30
 FALLBACK_LIKENESS = 0.8  # a reply's sentence this close to a fallback answer is that answer, reworded
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
-REASONS = {"fallback": "fallback answer", "not_helpful": "rated not helpful", "handoff": "then asked for a person"}
+REASONS = {"fallback": "fallback answer", "not_helpful": "rated not helpful", "handoff": "then asked for a person",
+           "failed": "not answered (the model failed or ran out of time)"}
 
 
 def _fallbacks(bot: Bot) -> set[str]:
@@ -84,6 +87,11 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
     for question in Message.objects.filter(id__in=[h.before for h in handoffs if h.before is not None]):
         if (question.meta or {}).get("skip_reason") != "handoff":
             note(question, "handoff")
+    failed = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
+                                     reply_state=Message.ReplyState.FAILED)
+              .exclude(channel="preview").order_by("-id")[:200])
+    for question in failed:
+        note(question, "failed")
     rows = sorted(found.values(), key=lambda row: (-len(row["ids"]), -row["last"].timestamp()))[:limit]
     return [{"question": row["question"], "count": len(row["ids"]), "last": row["last"],
              "conversation_id": row["conversation_id"],

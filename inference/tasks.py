@@ -6,9 +6,16 @@ decoding stats, and hands delivery to the channel (``channels_app.tasks.deliver`
 
 Idempotent: a reply is unique per inbound message, so a task that runs twice (a
 redelivery after a worker died, a duplicate enqueue) stores and delivers one reply.
+
+Time limit: the engine gets a deadline, CHATNEXUS_TASK_TIME_LIMIT less
+CHATNEXUS_TASK_TIME_MARGIN_S after the task started, and starts no forward after it; the
+reply stored is what was said by then (stop_reason "time"; nothing said: the conversation goes to
+the team with the bot's handoff message, as when the model fails). It holds wherever the task runs:
+Celery enforces its own limits only in worker processes, not in `manage.py serve`'s threads.
+In worker processes its soft limit (the same reply, should a forward outlast the margin) and
+hard limit (30 s later) stay as backstops.
 """
 import logging
-import os
 import re
 import time
 
@@ -44,6 +51,8 @@ REMEMBERED_REPLIES = 200  # a bot's latest stored replies its suffix index is re
     time_limit=settings.CHATNEXUS_TASK_TIME_LIMIT + 30,
 )
 def generate_reply(self, message_id):
+    # as Celery's soft limit counts, from the task's start (waiting for the model included)
+    deadline = time.monotonic() + settings.CHATNEXUS_TASK_TIME_LIMIT - settings.CHATNEXUS_TASK_TIME_MARGIN_S
     inbound = Message.objects.select_related("conversation", "bot").filter(id=message_id).first()
     if inbound is None:
         log.warning("generate_reply: message %s is gone", message_id)
@@ -54,7 +63,7 @@ def generate_reply(self, message_id):
     conversation = inbound.conversation
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
     try:
-        generated = _generate(inbound, config)
+        generated = _generate(inbound, config, deadline)
         if generated is None:
             return None  # answered by another task while this one waited for the model
         text, stats = generated
@@ -62,6 +71,10 @@ def generate_reply(self, message_id):
             stats["bot_version"] = inbound.bot.published_version if inbound.bot.published_config is not None else 0
     except (OperationalError, SoftTimeLimitExceeded):
         raise  # database hiccup: retried by autoretry_for; time limit: Celery's own handling
+    except NothingInTime as error:  # the customer gets the handoff message, the team the conversation
+        log.warning("generate_reply: message %s: %s", message_id, error)
+        _mark_failed(inbound, error)
+        return None
     except Exception as error:  # noqa: BLE001 - a broken model or prompt must not leave the customer hanging silently
         log.exception("generate_reply: message %s failed", message_id)
         _mark_failed(inbound, error)
@@ -76,10 +89,11 @@ def generate_reply(self, message_id):
     return reply.id
 
 
-def _generate(inbound, config):
-    """Build the prompt, run the engine (streaming deltas live); return (text, stats), or None when
-    the message was answered meanwhile. Files alone with no text to read (a scanned PDF, a file
-    that could not be fetched) get a canned reply."""
+def _generate(inbound, config, deadline=None):
+    """Build the prompt, run the engine (streaming deltas live) until ``deadline`` (a
+    ``time.monotonic()`` value); return (text, stats), or None when the message was answered
+    meanwhile. Files alone with no text to read (a scanned PDF, a file that could not be fetched)
+    get a canned reply."""
     turns = _turns(inbound)
     if not has_text_to_read(inbound):
         return services.no_text_reply(config), {"canned": True}
@@ -100,15 +114,22 @@ def _generate(inbound, config):
         events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
         started = time.perf_counter()
         runtime.ensure_memory(engine, inbound.bot_id, _stored_replies, inbound.bot.erasures)
-        text, cut = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0))
+        text, stop = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0), deadline)
         stats = engine.last_stats.as_dict() if engine.last_stats else {}
-    if cut:
-        stats["stop_reason"] = "repetition"  # the worker ended it (repetition_cut), not the model
+    if stop:
+        stats["stop_reason"] = stop  # the worker ended it (repetition_cut, the time limit), not the model
     stats["wall_s"] = round(time.perf_counter() - started, 4)
     stats["target"] = settings.CHATNEXUS_TARGET
     stats["precision"] = engine.precision.name
+    if stop == "time" and not text.strip():
+        raise NothingInTime(f"no reply within the time limit (CHATNEXUS_TASK_TIME_LIMIT, {settings.CHATNEXUS_TASK_TIME_LIMIT} s)")
     text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
     return text, stats
+
+
+class NothingInTime(Exception):
+    """The time limit came before the model said anything: handed to the team like a failure (the
+    fallback answer would pretend the bot answered)."""
 
 
 def _waiting(message_id) -> bool:
@@ -150,10 +171,11 @@ def _mark_failed(inbound, error):
         services.hand_off_after_failure(inbound)
 
 
-def _stream(engine, messages, inbound, max_new_tokens, temperature):
-    """Run the engine, pushing each text delta live; return (the reply text, whether it was cut
-    where the model began repeating itself)."""
-    text, checked = "", time.monotonic()
+def _stream(engine, messages, inbound, max_new_tokens, temperature, deadline=None):
+    """Run the engine until ``deadline``, pushing each text delta live; return (the reply text, why
+    the worker cut it: "repetition" where the model began repeating itself, "time" at the time
+    limit, else None)."""
+    text, checked, timed_out = "", time.monotonic(), False
     try:
         for delta in engine.stream(
             messages,
@@ -161,20 +183,27 @@ def _stream(engine, messages, inbound, max_new_tokens, temperature):
             temperature=temperature,
             seed=inbound.id,  # sampled replies are reproducible per message
             namespace=runtime.namespace_for(inbound.bot_id),  # suffix drafting from this bot's replies only
+            deadline=deadline,  # the engine stops there, in worker threads as in worker processes
         ):
             if time.monotonic() - checked >= TAKEN_OVER_CHECK_S:
                 checked = time.monotonic()
                 if not Message.objects.filter(id=inbound.id, reply_state=Message.ReplyState.PENDING).exists():
-                    return text, False  # the team took the conversation over: record_reply stores nothing
+                    return text, None  # the team took the conversation over: record_reply stores nothing
             text += delta
             events.push(inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta=delta)
             cut = repetition_cut(text)
             if cut is not None:  # closing the stream ends generation; last_stats still set
-                return cut, True
-    except SoftTimeLimitExceeded:
+                return cut, "repetition"
+    except SoftTimeLimitExceeded:  # a worker process's own limit: a forward outlasted the margin
+        timed_out = True
+    # the deadline: the engine stopped (no stats yet if the soft limit came before its first forward)
+    timed_out = timed_out or getattr(engine.last_stats, "stop_reason", None) == "time"
+    if timed_out:  # both end the same way: the reply is what was said so far
         log.warning("generate_reply: message %s hit the time limit after %d chars", inbound.id, len(text))
     cut = repetition_cut(text, finished=True)  # a reply that ends on a repeat ("We open at 9. We open at 9.")
-    return (cut, True) if cut is not None else (text, False)
+    if cut is not None:
+        return cut, "repetition"
+    return text, "time" if timed_out else None
 
 
 SEGMENT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -289,7 +318,7 @@ def _history(inbound):
 def _preload_model(**_):
     """Load the model (and measure what the adaptive draft length needs) when the worker
     process starts, not on the first customer's message."""
-    if os.environ.get("CHATNEXUS_PRELOAD_MODEL") == "1":
+    if settings.CHATNEXUS_PRELOAD_MODEL:  # read like every switch: 1/true/yes/on (chatnexus/settings.py)
         try:
             runtime.preload()
         except EngineError as e:  # the worker still starts: each reply then fails with this reason, stored

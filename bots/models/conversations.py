@@ -179,7 +179,8 @@ class Message(models.Model):
     meta = models.JSONField(default=dict, blank=True)  # channel specifics (headers, media, errors)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    STOP_NOTES = {"length": "stopped at the reply length limit", "repetition": "cut where it began repeating itself"}
+    STOP_NOTES = {"length": "stopped at the reply length limit", "repetition": "cut where it began repeating itself",
+                  "time": "stopped at the time limit"}
 
     @property
     def stop_note(self) -> str:

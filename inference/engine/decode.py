@@ -15,7 +15,9 @@ is fed first in the next forward. With a PrefixCache the prefill starts after th
 stored prompt prefix (prefix_cache.py). With the `none` drafter this is plain decoding.
 
 `speculative_decode` yields the new tokens of each step, already cut at EOS and at
-max_new_tokens, so callers can stream them.
+max_new_tokens, so callers can stream them. A request with a deadline (a `time.monotonic()`
+value) starts no target forward after it: the reply stops where it is, `stop_reason` "time" —
+a prefix of what it would have been (the worker's time limit, inference/tasks.py).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class DecodeRequest:
     eos_token_ids: frozenset[int]  # any of these ends the reply (and is returned)
     generator: torch.Generator | None  # per-request randomness (sampling only)
     namespace: str | None = None  # whose stored prompts it may reuse (the worker's: the bot; prefix_cache.py)
+    deadline: float | None = None  # time.monotonic() after which no target forward starts (None: no limit)
 
 
 def context_budget(model, prompt_len: int, max_new_tokens: int) -> int:
@@ -59,6 +62,11 @@ def context_budget(model, prompt_len: int, max_new_tokens: int) -> int:
     if prompt_len >= limit:
         raise EngineError(f"prompt has {prompt_len} tokens but the model's context is {limit}; shorten it")
     return min(max_new_tokens, limit - prompt_len)
+
+
+def past(deadline: float | None) -> bool:
+    """Has the request's deadline passed? (One clock read per target forward.)"""
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def first_token(logits: torch.Tensor, request: DecodeRequest) -> int:
@@ -97,6 +105,9 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     stats.prompt_tokens = prompt_len
     if request.max_new_tokens <= 0:
         return
+    if past(request.deadline):  # the time is up before the prompt was read: nothing said
+        stats.stop_reason = "time"
+        return
     # ids: [1, S + max_new] buffer; ids[:, :length] is the sequence so far
     ids = torch.empty(1, prompt_len + request.max_new_tokens, dtype=torch.long, device=request.prompt_ids.device)
     ids[:, :prompt_len] = request.prompt_ids
@@ -125,6 +136,9 @@ def speculative_decode(model, drafter: Drafter, request: DecodeRequest, draft_le
     # greedy decoding verifies a drafter's trees (several continuations) in one forward
     trees = request.sampling.greedy and drafter.drafts_trees and tree_supported(model)
     while reason is None:
+        if past(request.deadline):  # checked between target forwards: what was emitted stands
+            reason = "time"
+            break
         # never draft past the budget: the step emits up to k + 1 tokens
         k = min(draft_length.next(), request.max_new_tokens - produced - 1)
         t0 = time.perf_counter()

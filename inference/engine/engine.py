@@ -124,13 +124,15 @@ class Engine:
     def decode_steps(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int,
                      top_p: float, seed: int | None, drafter: str | None,
                      eos_token_ids: list[int] | None, stats: GenerationStats,
-                     namespace: str | None = None) -> Iterator[list[int]]:
+                     namespace: str | None = None, deadline: float | None = None) -> Iterator[list[int]]:
         """The token stream of one request: lists of new token ids as steps finish.
 
         `namespace` (e.g. "bot-12") lets a suffix drafter draft from that namespace's earlier
         replies (see `remember`), a recycle drafter from the target's predictions in its earlier
         forwards; None drafts from the conversation only. Stored prompts are
-        reused within a namespace only (another bot's, another tenant's, serve none)."""
+        reused within a namespace only (another bot's, another tenant's, serve none).
+        `deadline` (a `time.monotonic()` value): no target forward starts after it, and the reply
+        ends there with stop_reason "time", a prefix of the reply without it (decode.py)."""
         spec = drafter or self.drafter_spec
         stats.drafter = spec
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
@@ -141,6 +143,7 @@ class Engine:
             eos_token_ids=frozenset(self.eos_token_ids if eos_token_ids is None else eos_token_ids),
             generator=None if sampling.greedy else make_generator(seed, self.device),
             namespace=namespace,
+            deadline=deadline,
         )
         drafter_ = self.get_drafter(spec)
         if hasattr(drafter_, "set_index"):
@@ -161,14 +164,14 @@ class Engine:
 
     def generate_ids(self, input_ids: torch.Tensor, max_new_tokens: int = 256, temperature: float = 0.0,
                      top_k: int = 0, top_p: float = 1.0, seed: int | None = None, drafter: str | None = None,
-                     eos_token_ids: list[int] | None = None,
-                     namespace: str | None = None) -> tuple[list[int], GenerationStats]:
+                     eos_token_ids: list[int] | None = None, namespace: str | None = None,
+                     deadline: float | None = None) -> tuple[list[int], GenerationStats]:
         """input_ids: [1, S] -> (new token ids, stats). No text, no stop strings."""
         started = time.perf_counter()
         stats = GenerationStats()
         new_ids: list[int] = []
         for tokens in self.decode_steps(input_ids, max_new_tokens, temperature, top_k, top_p, seed, drafter,
-                                        eos_token_ids, stats, namespace):
+                                        eos_token_ids, stats, namespace, deadline):
             new_ids.extend(tokens)
         stats.finish(time.perf_counter() - started)
         self.last_stats = stats
@@ -178,29 +181,33 @@ class Engine:
 
     def stream(self, messages: Messages, max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-               drafter: str | None = None, namespace: str | None = None) -> Iterator[str]:
-        """Yield text deltas as soon as tokens are accepted; sets `last_stats` when done."""
+               drafter: str | None = None, namespace: str | None = None,
+               deadline: float | None = None) -> Iterator[str]:
+        """Yield text deltas as soon as tokens are accepted; sets `last_stats` when done.
+        `deadline`: a `time.monotonic()` value after which no target forward starts (decode_steps)."""
         yield from self._stream(messages, max_new_tokens, temperature, top_k, top_p, seed, stop, drafter, [],
-                                namespace)
+                                namespace, deadline)
 
     def generate(self, messages: Messages, max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-                 drafter: str | None = None, namespace: str | None = None) -> GenerationResult:
+                 drafter: str | None = None, namespace: str | None = None,
+                 deadline: float | None = None) -> GenerationResult:
         """The whole reply at once: exactly the joined deltas of `stream`."""
         token_ids: list[int] = []
         text = "".join(self._stream(messages, max_new_tokens, temperature, top_k, top_p, seed, stop, drafter,
-                                    token_ids, namespace))
+                                    token_ids, namespace, deadline))
         return GenerationResult(text=text, token_ids=token_ids, stats=self.last_stats)
 
     def _stream(self, messages: Messages, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
                 seed: int | None, stop: list[str] | None, drafter: str | None,
-                token_ids: list[int], namespace: str | None = None) -> Iterator[str]:
+                token_ids: list[int], namespace: str | None = None,
+                deadline: float | None = None) -> Iterator[str]:
         started = time.perf_counter()
         stats = GenerationStats()
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stops = StopStringFilter(stop)
         steps = self.decode_steps(self.encode(messages), max_new_tokens, temperature, top_k, top_p, seed,
-                                  drafter, None, stats, namespace)
+                                  drafter, None, stats, namespace, deadline)
         try:
             for tokens in steps:
                 out = []

@@ -21,7 +21,7 @@ class GenerationStats:
     tokens_per_s: float = 0.0  # new_tokens / total_s
     draft_s: float = 0.0  # time spent inside the drafter
     verify_s: float = 0.0  # time spent in target forwards + acceptance
-    stop_reason: str = "length"  # "eos" | "stop" | "length"
+    stop_reason: str = "length"  # "eos" | "stop" | "length" | "time" (the deadline passed)
     drafter: str = "none"  # drafter spec used
 
     def record_step(self, drafted: int, accepted: int) -> None:

@@ -1,5 +1,6 @@
 """A bot's questions to answer (bots/gaps.py) on its dashboard: customer messages whose reply used
-the fallback answer, was rated not helpful, or was followed by a request for a person — the same
+the fallback answer, was rated not helpful, was followed by a request for a person, or never came
+(the model failed or ran out of time) — the same
 question counted once per asking, the window respected, other bots and the test chat left out;
 "Add as FAQ" opens the builder with the question filled in."""
 import re
@@ -104,3 +105,29 @@ def test_the_fallback_answers_are_read_without_each_versions_whole_config(acme_b
     versions = [q["sql"] for q in queries.captured_queries if "bots_botversion" in q["sql"]]
     assert len(versions) == 1, versions  # one query for all the versions
     assert not re.search(r'"config"\s*(FROM|,(?!\s*\'))', versions[0]), versions  # never the column itself
+
+
+def test_a_question_the_model_failed_on_or_ran_out_of_time_for_is_listed(acme_bot, globex_bot):
+    """Such a message is marked failed and handed to the team (inference/tasks.py): no bot reply
+    to look at, so it was missing from the list."""
+    from inference.tasks import NothingInTime, _mark_failed
+
+    def waiting(message):  # as a message the worker took is (receive(answer=False) queues nothing)
+        Message.objects.filter(id=message.id).update(reply_state="pending")
+        return message
+
+    late = services.receive(bot=acme_bot, channel="widget", thread_id="slow", text="Can you fit tubeless tyres?",
+                            answer=False).message
+    waiting(late)
+    _mark_failed(late, NothingInTime("no reply within the time limit"))
+    other = services.receive(bot=globex_bot, channel="widget", thread_id="slow", text="Globex question?",
+                             answer=False).message
+    waiting(other)
+    _mark_failed(other, RuntimeError("broken model"))
+    preview = services.receive(bot=acme_bot, channel="preview", thread_id="p", text="Test chat question?",
+                               answer=False).message
+    waiting(preview)
+    _mark_failed(preview, RuntimeError("broken model"))
+    rows = [(g["question"], g["reasons"]) for g in gaps.questions_to_answer(acme_bot, 7)]
+    assert rows == [("Can you fit tubeless tyres?", ["not answered (the model failed or ran out of time)"])]
+    assert Message.objects.get(id=late.id).reply_state == "failed"

@@ -139,7 +139,8 @@ def test_it_shows_a_thread_with_reply_stats(client, bob, acme_bot):
 
 
 @pytest.mark.parametrize("stop_reason,note", [("length", "stopped at the reply length limit"),
-                                              ("repetition", "cut where it began repeating itself")])
+                                              ("repetition", "cut where it began repeating itself"),
+                                              ("time", "stopped at the time limit")])
 def test_a_reply_the_model_did_not_end_itself_says_why_it_stopped(client, bob, acme_bot, stop_reason, note):
     conversation, inbound = make_conversation(acme_bot, text="When are you open?")
     Message.objects.filter(id=inbound.id).update(reply_state="pending")

@@ -79,7 +79,7 @@ def test_a_reply_being_streamed_stops_when_the_team_takes_over(settings, monkeyp
 
     conversation, inbound = waiting(acme_bot)
     services.set_bot_paused(conversation, True, by=bob)
-    assert tasks._stream(engine, messages, inbound, 24, 0.0) == ("", False)
+    assert tasks._stream(engine, messages, inbound, 24, 0.0) == ("", None)  # taken over: nothing said, no stop
 
 
 def test_a_second_task_for_a_message_answered_while_it_waited_for_the_model_does_nothing(
