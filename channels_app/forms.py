@@ -162,6 +162,13 @@ class WhatsAppForm(ChannelForm):
         error_messages={"invalid": "A Content SID is HX followed by 32 hex digits."})
 
 
+# What an email channel without an SMTP host does (adapter.smtp_connection), as the page says it.
+NO_SMTP_HOST = "Leave empty to send replies through this platform's own mail server."
+NO_SMTP_HOST_NOR_PLATFORM = ("Leave empty and replies are only written to this server's log, not sent: the platform has "
+                             "no mail server set up (EMAIL_HOST). The inbox marks such replies \"written to the server "
+                             "log only\".")
+
+
 class EmailForm(ChannelForm):
     SETTINGS = (
         "address", "from_name", "smtp_host", "smtp_port", "smtp_user", "smtp_use_tls", "imap_host", "imap_port",
@@ -175,7 +182,7 @@ class EmailForm(ChannelForm):
 
     address = forms.EmailField(label="Bot's email address")
     from_name = forms.CharField(max_length=100, required=False, label="From name")
-    smtp_host = forms.CharField(max_length=255, required=False, label="SMTP host")
+    smtp_host = forms.CharField(max_length=255, required=False, label="SMTP host (optional)")
     smtp_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="SMTP port")
     smtp_user = forms.CharField(max_length=255, required=False, label="SMTP user")
     smtp_password = forms.CharField(max_length=500, label="SMTP password",
@@ -196,8 +203,11 @@ class EmailForm(ChannelForm):
     MAILBOX = ("imap_host", "imap_user", "imap_folder")
 
     def __init__(self, *args, **kwargs):
+        from bots.membership import mail_leaves_the_server
+
         super().__init__(*args, **kwargs)
         self.initial.setdefault("max_replies_per_sender_per_day", settings.CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY)
+        self.fields["smtp_host"].help_text = NO_SMTP_HOST if mail_leaves_the_server() else NO_SMTP_HOST_NOR_PLATFORM
 
     def clean_address(self):
         """Stored with its domain in IDNA (hilfe@xn--mller-shop-9db.de): what mail headers can hold."""

@@ -4,7 +4,10 @@ Headers make the reply land in the customer's thread and stop auto-reply loops:
 ``In-Reply-To`` (the mail answered), ``References`` (its references + its id), a
 ``Re:`` subject (never "Re: Re:"), ``Auto-Submitted: auto-replied`` (RFC 3834) and a
 ``Message-ID`` from the bot's own domain, stable across retries so a retried send is
-recognisably the same mail. SMTP 4xx and network errors are transient; 5xx permanent.
+recognisably the same mail. Ids beyond ASCII go in UTF-8 where the server offers SMTPUTF8,
+else downgraded (``send_threaded``); a customer's address beyond ASCII (josé@example.com) goes
+only in UTF-8, never mangled. SMTP 4xx and network errors are transient; 5xx permanent. A reply
+that the platform's console backend only wrote to the log is "sent" with a ``delivery_note``.
 """
 import hashlib
 import hmac
@@ -15,9 +18,11 @@ from email.utils import formataddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.message import sanitize_address
 from django.utils.encoding import punycode
 
 from bots import egress
+from bots.membership import mail_leaves_the_server
 from bots.models import Message
 
 from ..base import Adapter, DeliveryError, one_line
@@ -38,13 +43,112 @@ def message_id_for(message, domain) -> str:
     return f"<chatnexus.{message.id}.{token}@{domain}>"
 
 
+# ---------------------------------------------------------------------------
+# Threading headers
+
+# Longest id a reply names: an id cannot be folded, and a header line over 998 octets is refused
+# (RFC 5322 2.1.1; "500 Line too long" from strict servers), which failed the reply for good.
+MAX_THREAD_ID_BYTES = 900
+
+
+def threading_ids(meta) -> dict:
+    """``{"In-Reply-To": [id], "References": [ids]}`` of a reply to the mail whose ``meta`` is
+    given: its Message-ID, and its references then its Message-ID (the last 20), each as the mail
+    wrote it (``parse._ids``); empty for a mail without a Message-ID."""
+    in_reply_to = meta.get("message_id") or ""
+    if not in_reply_to:
+        return {}
+    references = [ref for ref in meta.get("references", []) if ref != in_reply_to] + [in_reply_to]
+    fits = [ref for ref in references[-20:] if len(f"<{ref}>".encode()) <= MAX_THREAD_ID_BYTES]
+    return {"In-Reply-To": [in_reply_to] if in_reply_to in fits else [], "References": fits}
+
+
+def _field(ids) -> str:
+    return " ".join(f"<{id}>" for id in ids)
+
+
+NO_SMTPUTF8 = "the mail server does not accept international addresses (SMTPUTF8)"
+
+
+def international(address: str) -> bool:
+    """Is the local part of ``address`` beyond ASCII (``josé@example.com``, RFC 6531)? Such a
+    mailbox can be named only in UTF-8: Django writes it as an encoded word
+    (``=?utf-8?b?am9zw6k=?=@example.com``), the name of another mailbox or of none."""
+    return not address.rpartition("@")[0].isascii()
+
+
+def smtp_address(address: str) -> str:
+    """``address`` as an SMTPUTF8 envelope names it: the local part as written, the domain in IDNA."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{punycode(domain)}"
+
+
+def send_threaded(mail: EmailMultiAlternatives, threading: dict) -> None:
+    """Send ``mail`` with its threading headers (``threading_ids``) in a form the SMTP server
+    accepts and the customer's mail client threads by, to the customer's very address.
+
+    A client threads by the very bytes of the ids it remembers. An id beyond ASCII (RFC 6532
+    allows UTF-8 in a Message-ID; mailers write a host name like ``büro-pc`` into theirs) cannot
+    be put in an encoded word — RFC 2047 section 5 allows none in an id, and Django's
+    ``=?utf-8?b?PHBt…?=`` for the whole field matches no id — and smtplib sends non-ASCII header
+    bytes only as the server allows. An address whose local part is beyond ASCII (``international``)
+    has no ASCII form at all. So:
+
+    - all ids and addresses ASCII: the headers as always;
+    - the server offers SMTPUTF8 (RFC 6531: Gmail, Microsoft 365, Postfix 3 and Exim as built by
+      most distributions do): the reply goes as an internationalized mail, ``MAIL FROM:<…>
+      SMTPUTF8 BODY=8BITMIME`` and ``RCPT TO:<josé@example.com>`` with the threading fields and
+      such a ``To`` in UTF-8, the ids byte for byte: it threads, and reaches that mailbox;
+    - an SMTP server without SMTPUTF8 cannot be given such an address: ``DeliveryError``
+      (``NO_SMTPUTF8``), permanent, before anything is sent;
+    - otherwise (or a backend other than SMTP, which writes addresses its own way) 8-bit header
+      bytes may be refused, so the reply is downgraded as RFC 6857 does: In-Reply-To and References
+      keep their ASCII ids (the reply threads by those and by its subject), and the fields whole go
+      as ``Downgraded-In-Reply-To`` / ``Downgraded-References`` in encoded words: ASCII, accepted
+      anywhere, nothing lost."""
+    fields = {name: ids for name, ids in threading.items() if ids}
+    unwritable = [address for address in mail.recipients() if international(address)]
+    if not unwritable and all(id.isascii() for ids in fields.values() for id in ids):
+        mail.extra_headers.update({name: _field(ids) for name, ids in fields.items()})
+        mail.send()
+        return
+    with mail.get_connection() as connection:  # opened once: asked what it offers, then sent on
+        smtp = getattr(connection, "connection", None)
+        if isinstance(smtp, smtplib.SMTP):
+            smtp.ehlo_or_helo_if_needed()
+            if smtp.has_extn("smtputf8"):
+                _send_internationalized(smtp, mail, fields, to_utf8=bool(unwritable))
+                return
+            if unwritable:
+                raise DeliveryError(f"{NO_SMTPUTF8}: cannot reply to {', '.join(unwritable)}", transient=False,
+                                    code="recipient")
+        for name, ids in fields.items():
+            if any(not id.isascii() for id in ids):
+                mail.extra_headers[f"Downgraded-{name}"] = _field(ids)  # Django writes it as encoded words
+            if any(id.isascii() for id in ids):
+                mail.extra_headers[name] = _field(id for id in ids if id.isascii())
+        mail.send()
+
+
+def _send_internationalized(smtp: smtplib.SMTP, mail: EmailMultiAlternatives, fields: dict, to_utf8: bool) -> None:
+    """``mail`` as an SMTPUTF8 mail: the threading ``fields`` and (``to_utf8``) the ``To`` field
+    prepended raw in UTF-8 — Django's headers would encode them — folded between ids, one a line."""
+    message = mail.message()
+    head = "".join(f"{name}: " + "\r\n ".join(f"<{id}>" for id in ids) + "\r\n" for name, ids in fields.items())
+    if to_utf8:
+        del message["To"]  # =?utf-8?b?am9zw6k=?=@example.com
+        head += "To: " + ", ".join(mail.to) + "\r\n"
+    encoding = mail.encoding or settings.DEFAULT_CHARSET
+    smtp.sendmail(sanitize_address(mail.from_email, encoding), [smtp_address(address) for address in mail.recipients()],
+                  head.encode("utf-8") + message.as_bytes(linesep="\r\n"), mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+
+
 def ascii_address(address: str) -> str:
     """``address`` with its domain in IDNA (hilfe@müller-shop.de -> hilfe@xn--mller-shop-9db.de),
     as ``formataddr``, SMTP and our Message-IDs need it. Raises UnicodeError for a local part
     beyond ASCII or a domain IDNA cannot write (a label over 63 characters)."""
-    local, _, domain = address.rpartition("@")
-    local.encode("ascii")
-    return f"{local}@{punycode(domain)}"
+    address.rpartition("@")[0].encode("ascii")
+    return smtp_address(address)
 
 
 def unusable(error: UnicodeError) -> str:
@@ -57,28 +161,24 @@ def unusable(error: UnicodeError) -> str:
 
 def refused_mail_host(host: str, port) -> str:
     """Why a member-typed SMTP or IMAP server may not be connected to ('' when it may): an address
-    of this server's own network, unless CHATNEXUS_MAIL_ALLOW_PRIVATE (bots/egress.py). Checked
-    when the channel is saved and again right before every connection (the name may point
-    elsewhere by then). A name that does not resolve is left to the connection to report."""
+    of this server's own network, unless CHATNEXUS_MAIL_ALLOW_PRIVATE (bots/egress.py). Said when
+    the channel is saved; every connection checks again, on the address it connects to
+    (``pinned``: ``egress.HostRefused``). A name that does not resolve is left to the connection."""
     try:
         return egress.refused_host(host, int(port), settings.CHATNEXUS_MAIL_ALLOW_PRIVATE, "CHATNEXUS_MAIL_ALLOW_PRIVATE")
     except (OSError, ValueError):
         return ""
 
 
-def refused_smtp_host(config) -> str:
-    """``refused_mail_host`` for the channel's own SMTP server ('' without one: the platform's)."""
-    channel = config.settings
-    return refused_mail_host(channel["smtp_host"], channel.get("smtp_port") or 587) if channel.get("smtp_host") else ""
-
-
 def smtp_connection(config):
-    """The channel's SMTP server, or the platform's mail settings when it has none."""
+    """The channel's SMTP server, connected to the address checked (``pinned``: a host of this
+    server's own network raises ``egress.HostRefused`` on send), or the platform's mail settings
+    when it has none."""
     channel = config.settings
     if not channel.get("smtp_host"):
         return get_connection(timeout=settings.CHATNEXUS_SMTP_TIMEOUT_S)
     return get_connection(
-        "django.core.mail.backends.smtp.EmailBackend",
+        "channels_app.email.pinned.EmailBackend",
         host=channel["smtp_host"],
         port=int(channel.get("smtp_port") or 587),
         username=channel.get("smtp_user") or "",
@@ -86,6 +186,11 @@ def smtp_connection(config):
         use_tls=bool(channel.get("smtp_use_tls", False)),
         timeout=settings.CHATNEXUS_SMTP_TIMEOUT_S,
     )
+
+
+# A reply "sent" through the platform's console backend (the embedded default with no EMAIL_HOST):
+# shown beside its delivery status ("sent"), as invitations and the test email say it.
+LOG_ONLY = "written to the server log only: no SMTP server is set up"
 
 
 class EmailAdapter(Adapter):
@@ -110,11 +215,7 @@ class EmailAdapter(Adapter):
             raise DeliveryError(f"the bot address {address} cannot be written in a mail", transient=False, code="config") from None
         message_id = message_id_for(message, address.rsplit("@", 1)[1])
         headers = {"Message-ID": message_id, "Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
-        in_reply_to = meta.get("message_id") or ""
-        if in_reply_to:
-            references = [ref for ref in meta.get("references", []) if ref != in_reply_to] + [in_reply_to]
-            headers["In-Reply-To"] = f"<{in_reply_to}>"
-            headers["References"] = " ".join(f"<{ref}>" for ref in references[-20:])
+        threading = threading_ids(meta)
         mail = EmailMultiAlternatives(
             subject=reply_subject(meta.get("subject") or message.conversation.subject),
             body=message.text,
@@ -124,11 +225,10 @@ class EmailAdapter(Adapter):
             connection=smtp_connection(config),
         )
         mail.attach_alternative(to_html(message.text), "text/html")  # the markdown the bot writes, rendered
-        refused = refused_smtp_host(config)
-        if refused:
-            raise DeliveryError(f"SMTP server not allowed: {refused}", transient=False, code="config")
         try:
-            mail.send()
+            send_threaded(mail, threading)
+        except egress.HostRefused as refused:  # checked on the address connected to
+            raise DeliveryError(f"SMTP server not allowed: {refused}", transient=False, code="config") from None
         except smtplib.SMTPResponseException as error:
             transient = 400 <= error.smtp_code < 500
             raise DeliveryError(f"SMTP {error.smtp_code}: {_text(error.smtp_error)}", transient=transient, code=str(error.smtp_code)) from error
@@ -140,6 +240,9 @@ class EmailAdapter(Adapter):
             raise DeliveryError(f"SMTP server unreachable: {error}", transient=True, code="network") from error
         except UnicodeError as error:  # settings saved before the form checked them
             raise DeliveryError(f"SMTP settings unusable: {unusable(error)}", transient=False, code="config") from None
+        if not config.settings.get("smtp_host") and not mail_leaves_the_server():
+            # "sent" as far as this server can send, which is to its log: the inbox and the API say so
+            Message.objects.filter(id=message.id).update(meta={**(message.meta or {}), "delivery_note": LOG_ONLY})
         return message_id.strip("<>")
 
 

@@ -10,15 +10,17 @@ Each check answers ``(ok, sentence)``; nothing raises, nothing is stored.
 import imaplib
 import smtplib
 import socket
+import ssl
 from email.utils import formataddr
 
 from django.core.mail import EmailMessage
 
+from bots.egress import HostRefused
 from bots.membership import mail_leaves_the_server
 
 from ..base import one_line
-from .adapter import ascii_address, refused_smtp_host, smtp_connection, unusable
-from .imap import MailHostRefused, connect, select_folder
+from .adapter import ascii_address, smtp_connection, unusable
+from .imap import connect, select_folder, untrusted
 
 
 def smtp(config, recipient: str) -> tuple[bool, str]:
@@ -28,9 +30,6 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
         return False, "SMTP not tried: the channel has no bot address yet."
     where = f"{channel['smtp_host']}:{channel.get('smtp_port') or 587}" if channel.get("smtp_host") else \
         "the platform's own mail settings"
-    refused = refused_smtp_host(config)
-    if refused:
-        return False, f"SMTP not tried: {refused}."
     try:
         sender = ascii_address(address)  # saved before addresses were stored in IDNA
     except UnicodeError:
@@ -46,6 +45,8 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
     )
     try:
         mail.send()
+    except HostRefused as refused:  # checked on the address it would connect to
+        return False, f"SMTP not tried: {refused}."
     except smtplib.SMTPAuthenticationError as error:
         return False, f"SMTP: {where} refused the user name or password ({error.smtp_code} {one_line(error.smtp_error)})."
     except smtplib.SMTPRecipientsRefused as error:
@@ -70,10 +71,12 @@ def imap(config) -> tuple[bool, str]:
     folder = channel.get("imap_folder") or "INBOX"
     try:
         client = connect(config)
-    except MailHostRefused as error:
-        return False, f"IMAP not tried: {error}."
+    except HostRefused as refused:
+        return False, f"IMAP not tried: {refused}."
     except imaplib.IMAP4.error as error:
         return False, f"IMAP: {host} refused the login: {one_line(error)}."
+    except ssl.SSLCertVerificationError as error:
+        return False, f"IMAP: {untrusted(host, error)}."
     except (OSError, socket.timeout) as error:
         return False, f"IMAP: could not talk to {host}: {error or type(error).__name__}."
     except UnicodeError as error:

@@ -13,6 +13,7 @@ keeps two overlapping runs from fetching at once.
 import imaplib
 import logging
 import re
+import ssl
 from datetime import datetime
 
 from celery import shared_task
@@ -24,7 +25,8 @@ from bots import services
 from bots.models import Message
 
 from ..models import ChannelConfig
-from .adapter import refused_mail_host, unusable
+from . import pinned
+from .adapter import unusable
 from .inbound import digest, ingest, scrub, store_unparseable
 from .parse import Unparseable, parse
 
@@ -34,10 +36,6 @@ BATCH = 50  # messages per mailbox per run
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _UID = re.compile(rb"UID (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
-
-
-class MailHostRefused(OSError):
-    """The channel's IMAP server is an address of this server's own network (``refused_mail_host``)."""
 
 
 @shared_task(name="channels_app.email.imap.poll_imap", ignore_result=True)
@@ -57,6 +55,9 @@ def poll_mailbox(config_id):
     try:
         config = ChannelConfig.objects.select_related("bot").get(id=config_id)
         return fetch_new(config)
+    except ssl.SSLCertVerificationError as error:  # raised by connect(): config is loaded
+        log.warning("imap: mailbox of channel %s: %s", config_id, untrusted(config.settings["imap_host"], error))
+        return 0
     except (OSError, imaplib.IMAP4.error) as error:
         log.warning("imap: mailbox of channel %s: %s", config_id, error)
         return 0
@@ -68,18 +69,24 @@ def poll_mailbox(config_id):
 
 
 def connect(config):
-    """A logged-in IMAP client for the channel's mailbox (raises imaplib.IMAP4.error or OSError)."""
+    """A logged-in IMAP client for the channel's mailbox (raises imaplib.IMAP4.error or OSError;
+    ``egress.HostRefused``, an OSError, for a server of this server's own network: ``pinned``
+    checks the address it connects to)."""
     channel = config.settings
     host = channel["imap_host"]
     use_ssl = channel.get("imap_use_ssl", True)
     port = int(channel.get("imap_port") or (993 if use_ssl else 143))
-    refused = refused_mail_host(host, port)
-    if refused:
-        raise MailHostRefused(refused)
     timeout = settings.CHATNEXUS_SMTP_TIMEOUT_S
-    client = imaplib.IMAP4_SSL(host, port, timeout=timeout) if use_ssl else imaplib.IMAP4(host, port, timeout=timeout)
+    client = pinned.IMAP4_SSL(host, port, timeout=timeout) if use_ssl else pinned.IMAP4(host, port, timeout=timeout)
     client.login(channel.get("imap_user") or channel.get("address", ""), config.secrets.get("imap_password", ""))
     return client
+
+
+def untrusted(host, error: ssl.SSLCertVerificationError) -> str:
+    """Why the server's certificate was refused, in words (the poll's log, the check page)."""
+    return (f"the TLS certificate of {host} is not trusted ({error.verify_message}), so nothing was sent to it, "
+            "not the password either. A server with a self-signed certificate or one from a private CA needs "
+            "that CA trusted by this server (docs/whatsapp-email.md), or plain IMAP on a network you trust")
 
 
 def fetch_new(config) -> int:

@@ -10,6 +10,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.utils import getaddresses, parseaddr
 from html.parser import HTMLParser
 
@@ -25,9 +26,9 @@ class Unparseable(ValueError):
 @dataclass
 class ParsedMail:
     message_id: str  # without angle brackets; "" if the mail has none
-    from_address: str  # lower-cased
+    from_address: str  # lower-cased as ``mailbox`` does
     from_name: str
-    reply_to_address: str
+    reply_to_address: str  # the same
     to_addresses: list
     subject: str
     in_reply_to: str
@@ -68,8 +69,37 @@ def _header(msg, name):
     return "" if value is None else " ".join(str(value).split())
 
 
+def _raw_header(msg, name) -> str:
+    """The first ``name`` header as the mail wrote it, unfolded: bytes beyond ASCII read as UTF-8
+    (RFC 6532), encoded words left as they are. The parsed header decodes ``=?...?=`` in
+    In-Reply-To and References (unstructured to the email package) but not in Message-ID, so the
+    same id read two ways did not match and a customer's answer to their own mail began a new
+    conversation; a mail with the Message-ID twice is read by the first, as the parsed header."""
+    value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
+    value = value if isinstance(value, str) else str(value)
+    return re.sub(r"[\r\n]", "", value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _ids(value):
-    return re.findall(r"<([^<>\s]+)>", value or "")
+    """The message ids of a Message-ID, In-Reply-To or References value, without angle brackets,
+    each as written: the customer's mail client remembers its id byte for byte, and our reply
+    threads only by the same bytes. Whatever lies between angle brackets counts, spaces and letters
+    beyond ASCII included (RFC 2047 section 5: an encoded word inside an id is part of its text).
+    A value without brackets is read as some mailers write it: the whole field one encoded word
+    (``=?utf-8?b?PHBtMUBleMOkbXBsZS5jb20+?=``, as Django writes a Message-ID beyond ASCII), or a
+    bare ``id@host``. Ids with control characters are no ids."""
+    value = (value or "").replace("\t", " ")
+    found = re.findall(r"<([^<>]*)>", value)
+    if not found and "=?" in value:
+        try:
+            value = str(make_header(decode_header(value)))
+        except Exception:  # noqa: BLE001 - a broken encoded word: read as it stands
+            pass
+        found = re.findall(r"<([^<>]*)>", value)
+    if not found:
+        found = [token.strip(",;") for token in value.split() if "@" in token]
+    ids = (item.strip() for item in found)
+    return [item for item in ids if item and item.isprintable()]
 
 
 def _sender(value):
@@ -82,6 +112,15 @@ def _sender(value):
     return name, address
 
 
+def mailbox(address: str) -> str:
+    """``address`` as it is stored and answered: the domain lower-cased, the local part too when
+    it is ASCII (every server matches those without case). A local part beyond ASCII (RFC 6531,
+    ``José@example.com``) is kept as written: a server need not fold its case, so ``josé@`` may be
+    nobody's mailbox, and the reply goes to the very address the customer wrote from."""
+    local, at, domain = address.rpartition("@")
+    return f"{local.lower() if local.isascii() else local}{at}{domain.lower()}" if at else address.lower()
+
+
 def _read(msg) -> ParsedMail:
     # addresses as PostgreSQL keeps them: the filters query stored mail by them (a NUL would be a DataError)
     from_name, from_address = storable(_sender(_header(msg, "From")))
@@ -89,18 +128,18 @@ def _read(msg) -> ParsedMail:
         raise Unparseable("no sender address (From)")
     _, reply_to = storable(parseaddr(_header(msg, "Reply-To")))
     to = [address.lower() for _, address in storable(getaddresses([_header(msg, "To"), _header(msg, "Cc")])) if address]
-    message_ids = _ids(_header(msg, "Message-ID"))
+    message_ids = _ids(_raw_header(msg, "Message-ID"))
     text, attachments, files = _body(msg)
     headers = {name: _header(msg, name) for name in FILTER_HEADERS if msg.get(name) is not None}
     return ParsedMail(
         message_id=message_ids[0] if message_ids else "",
-        from_address=from_address.lower(),
+        from_address=mailbox(from_address),
         from_name=from_name,
-        reply_to_address=reply_to.lower() if "@" in reply_to else "",
+        reply_to_address=mailbox(reply_to) if "@" in reply_to else "",
         to_addresses=to,
         subject=_header(msg, "Subject"),
-        in_reply_to=(_ids(_header(msg, "In-Reply-To")) or [""])[0],
-        references=_ids(_header(msg, "References")),
+        in_reply_to=(_ids(_raw_header(msg, "In-Reply-To")) or [""])[0],
+        references=_ids(_raw_header(msg, "References")),
         text=text,
         reply_text=strip_reply(text),
         attachments=attachments,

@@ -9,11 +9,14 @@ otherwise a MIME message is rebuilt with the stdlib ``email`` package from the f
 the original headers, so everything after it — threading (Message-ID, In-Reply-To,
 References), the never-answer rules (Auto-Submitted, List-Id, Precedence, bounces),
 dedupe, the daily cap — works exactly as for raw MIME. A mail without its own Message-ID
-gets ``<MessageID@inbound.postmarkapp.com>``: a retried post is stored once.
+gets ``<MessageID@inbound.postmarkapp.com>``: a retried post is stored once. Headers beyond
+ASCII are written in UTF-8 (RFC 6532), as ``parse`` reads them.
 """
 import base64
 import binascii
 import json
+import re
+from email import policy
 from email.message import EmailMessage
 
 from bots.services import storable
@@ -21,6 +24,11 @@ from bots.services import storable
 # Set from the payload's fields, or describing the original body we do not have.
 _OWN_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-id",
                 "content-type", "content-transfer-encoding", "mime-version"}  # fmt: skip
+# Written as Postmark gives them (``_threading``), not through the email package's header objects.
+_THREADING = ("message-id", "in-reply-to", "references")
+# Raw UTF-8 headers: a Message-ID beyond ASCII (RFC 6532 allows one) was refused by the ASCII
+# generator, and the mail kept as unparseable, never answered.
+_UTF8 = policy.default.clone(utf8=True)
 
 
 class PostmarkError(ValueError):
@@ -28,9 +36,8 @@ class PostmarkError(ValueError):
 
 
 class Unbuildable(Exception):
-    """A Postmark payload the email package could not write as MIME (a Message-ID beyond ASCII,
-    say): the webhook keeps the JSON as an unparseable mail rather than answering 500 until
-    Postmark gives up on it."""
+    """A Postmark payload the email package could not write as MIME: the webhook keeps the JSON as
+    an unparseable mail rather than answering 500 until Postmark gives up on it."""
 
 
 def looks_like_postmark(payload) -> bool:
@@ -63,10 +70,11 @@ def to_mime(body: bytes) -> bytes:
         or (f"<{_text(payload.get('MessageID'))}@inbound.postmarkapp.com>" if payload.get("MessageID") else "")
     for name, value in (("From", from_value), ("To", payload.get("To")), ("Cc", payload.get("Cc")),
                         ("Reply-To", payload.get("ReplyTo")), ("Subject", payload.get("Subject")),
-                        ("Date", payload.get("Date")), ("Message-ID", message_id)):
+                        ("Date", payload.get("Date"))):
         _set(message, name, _text(value))
+    threading = _threading([("Message-ID", message_id), *headers.get("in-reply-to", []), *headers.get("references", [])])
     for lower, pairs in headers.items():
-        if lower not in _OWN_HEADERS:
+        if lower not in _OWN_HEADERS and lower not in _THREADING:
             for name, value in pairs:
                 _set(message, name, value)
     text, html = _text(payload.get("TextBody")), _text(payload.get("HtmlBody"))
@@ -79,7 +87,7 @@ def to_mime(body: bytes) -> bytes:
     for attachment in _list(payload.get("Attachments")):
         _attach(message, attachment)
     try:
-        return message.as_bytes()
+        return threading + message.as_bytes(policy=_UTF8)
     except Exception as error:  # noqa: BLE001 - the stdlib raises many kinds on values it took
         raise Unbuildable(f"Postmark JSON not writable as MIME: {type(error).__name__}: {error}") from error
 
@@ -103,9 +111,25 @@ def _address(name: str, email: str) -> str:
     return f'"{quoted}" <{email}>' if name else email
 
 
+def _threading(pairs) -> bytes:
+    """Message-ID, In-Reply-To and References as header lines, their values as Postmark gives them
+    (unfolded). Not through the email package: it reads In-Reply-To and References as text, so an
+    encoded word in an id (``<=?utf-8?q?abc=C3=A9?=@example.com>``) came back decoded, another id
+    than the customer's mail client remembers."""
+    lines = []
+    for name, value in pairs:
+        value = re.sub(r"[\r\n]", "", _text(value)).strip()  # unfolded; a line break cannot start a header of its own
+        if value:
+            lines.append(f"{name}: {value}\n")
+    return "".join(lines).encode("utf-8")
+
+
 def _set(message: EmailMessage, name: str, value: str) -> None:
-    """Add a header; a value the email package refuses (a newline in it, say, or the IndexError its
-    address parser raises for ``help@acme-bikes.example, "``) is left out."""
+    """Add a header, on one line: the email package refuses a value with any character
+    ``str.splitlines`` breaks at (a newline, and U+2028 or a vertical tab pasted into a subject,
+    which lost the subject). A value it still refuses (the IndexError its address parser raises for
+    ``help@acme-bikes.example, "``) is left out."""
+    value = " ".join(value.splitlines())
     if not value.strip():
         return
     try:

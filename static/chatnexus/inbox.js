@@ -25,7 +25,7 @@
     const meta = document.createElement("div");
     meta.className = "meta muted";
     const parts = [];
-    if (m.direction === "out") parts.push("delivery: " + (m.delivery_status || "—") + (m.delivery_error ? " — " + m.delivery_error : ""));
+    if (m.direction === "out") parts.push("delivery: " + (m.delivery_status || "—") + (m.delivery_error ? " — " + m.delivery_error : "") + (m.delivery_note ? " — " + m.delivery_note : ""));
     if (m.direction === "in" && m.reply_state) parts.push("reply: " + m.reply_state_label + (m.skip_reason ? " (" + m.skip_reason + ")" : ""));
     const s = m.stats;
     if (s && s.canned) {

@@ -6,13 +6,15 @@
   copies ``os.environ``) send there too, whichever test starts them.
 - ``whatsapp_channel`` / ``email_channel``: Acme's bot connected to each channel.
 - ``signed_post``: posts a Twilio webhook signed like Twilio signs it.
+- ``utf8_smtp`` / ``ascii_smtp``: aiosmtpd servers that do and do not offer SMTPUTF8 (RFC 6531),
+  keeping each mail's bytes as they came and whether it was sent as SMTPUTF8.
 """
 import os
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import SMTPSink, free_port
 
 from .twilio_stub import TwilioStub
 
@@ -40,6 +42,36 @@ def twilio_stub(_twilio_server, settings):
     settings.TWILIO_API_BASE_URL = _twilio_server.base_url
     _twilio_server.reset()
     return _twilio_server
+
+
+class RawSink(SMTPSink):
+    """The SMTP sink, also keeping the bytes as they came and the SMTPUTF8 flag of MAIL FROM."""
+
+    async def handle_DATA(self, server, session, envelope):
+        await super().handle_DATA(server, session, envelope)
+        self.messages[-1].update(raw=envelope.content, smtputf8=envelope.smtp_utf8)
+        return "250 OK"
+
+
+def raw_smtp(smtputf8: bool):
+    from aiosmtpd.controller import Controller
+
+    sink = RawSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=smtputf8)
+    controller.start()
+    sink.host, sink.port = controller.hostname, controller.port
+    yield sink
+    controller.stop()
+
+
+@pytest.fixture
+def utf8_smtp():
+    yield from raw_smtp(smtputf8=True)
+
+
+@pytest.fixture
+def ascii_smtp():
+    yield from raw_smtp(smtputf8=False)
 
 
 @pytest.fixture

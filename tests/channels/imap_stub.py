@@ -7,6 +7,7 @@ was sent.
     server.add(raw_bytes)             # appends a message with the next UID, delivered now
     server.add(raw_bytes, delivered)  # ... delivered at that datetime (its INTERNALDATE)
     server.refuse_fetch.add(uid)      # the next FETCH of it answers NO (a passing server error)
+    IMAPStub(user, password, tls=context)  # IMAP over TLS (port 993's kind), with that server context
 """
 import datetime
 import re
@@ -16,7 +17,7 @@ from .loopback import LoopbackServer
 
 
 class IMAPStub(LoopbackServer):
-    def __init__(self, user, password, uidvalidity=7):
+    def __init__(self, user, password, uidvalidity=7, tls=None):
         self.user, self.password, self.uidvalidity = user, password, uidvalidity
         self.messages = {}  # uid -> raw bytes
         self.delivered = {}  # uid -> datetime (INTERNALDATE)
@@ -26,6 +27,11 @@ class IMAPStub(LoopbackServer):
         stub = self
 
         class Handler(socketserver.StreamRequestHandler):
+            def setup(self):
+                if tls is not None:  # the handshake in this connection's thread, not the server's
+                    self.request = tls.wrap_socket(self.request, server_side=True)
+                super().setup()
+
             def handle(self):
                 self.send(b"* OK [CAPABILITY IMAP4rev1] stub ready")
                 while True:

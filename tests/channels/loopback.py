@@ -20,10 +20,17 @@ class LoopbackServer:
         self.server.server_close()
 
 
-def rebinding_dns(monkeypatch, name: str, first: str = "93.184.215.14") -> None:
+def rebinding_dns(monkeypatch, name: str, first: str = "93.184.215.14") -> list:
     """The system resolver, except that ``name`` answers ``first`` (a public address) once and
     127.0.0.1 ever after: a DNS-rebinding attacker's name, whose short-lived record changes
     between the server's check and its connection."""
+    return resolving(monkeypatch, name, [first], ["127.0.0.1"])
+
+
+def resolving(monkeypatch, name: str, *answers: list) -> list:
+    """The system resolver, except that ``name`` answers the addresses of ``answers[0]`` to its
+    first lookup, ``answers[1]`` to the second, and the last ones ever after. Returns the list of
+    the name's lookups so far."""
     import socket
 
     real, asked = socket.getaddrinfo, []
@@ -32,6 +39,23 @@ def rebinding_dns(monkeypatch, name: str, first: str = "93.184.215.14") -> None:
         if host != name:
             return real(host, *args, **kwargs)
         asked.append(host)
-        return real(first if len(asked) == 1 else "127.0.0.1", *args, **kwargs)
+        return [found for address in answers[min(len(asked), len(answers)) - 1] for found in real(address, *args, **kwargs)]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def routed(monkeypatch, routes: dict) -> list:
+    """Connections to each (public address, port) of ``routes`` arrive at its (loopback address,
+    port) instead: the internet, for tests that cannot reach it. Returns every (address, port)
+    this process's sockets connected to since, as they asked for it."""
+    import socket
+
+    real, asked = socket.socket.connect, []
+
+    def connect(sock, address):
+        asked.append(tuple(address[:2]))
+        return real(sock, routes.get(tuple(address[:2]), address))
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return asked

@@ -51,3 +51,9 @@ NEVER_ANSWER = [
     ("our-own-address", mail(message_id="<n12@example.com>", sender="Acme <help@acme-bikes.example>"), "own address"),
     ("x-autoreply", mail(message_id="<n13@example.com>", extra="X-Autoreply: yes\r\n"), "X-Autoreply"),
 ]
+
+
+def raw_fields(raw: bytes) -> dict:
+    """A sent mail's header fields as the bytes that came, unfolded: ``{b"In-Reply-To": b"<...>"}``."""
+    head = raw.split(b"\r\n\r\n", 1)[0].replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
+    return dict(line.split(b": ", 1) for line in head.split(b"\r\n"))

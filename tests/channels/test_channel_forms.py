@@ -97,3 +97,17 @@ def test_the_channels_page_keeps_the_smtp_password_from_a_new_host(client, alice
     assert config.settings["smtp_host"] != "mail.attacker.example" and config.secrets["smtp_password"] == "real-smtp-pw"
     page = client.get(reverse("channels:bot", args=[smtp_login.bot_id])).content.decode()
     assert "Type it again when you change the SMTP host, port, user or STARTTLS" in page
+
+
+@pytest.mark.parametrize("backend", ["console", "smtp"])
+def test_the_email_section_says_the_smtp_host_is_optional_and_what_happens_without_one(client, alice, acme_bot,
+                                                                                      settings, backend):
+    from django.urls import reverse
+
+    settings.EMAIL_BACKEND = f"django.core.mail.backends.{backend}.EmailBackend"
+    client.force_login(alice)
+    page = client.get(reverse("channels:bot", args=[acme_bot.id])).content.decode()
+    assert "SMTP host (optional)" in page
+    log_only = "Leave empty and replies are only written to this server&#x27;s log, not sent"
+    platform = "Leave empty to send replies through this platform&#x27;s own mail server."
+    assert (log_only in page, platform in page) == ((True, False) if backend == "console" else (False, True))

@@ -144,3 +144,73 @@ def test_imap_settings_stored_before_that_cannot_be_sent_fail_in_words(client, a
     ok, sentence = check(client, imap_channel.bot)[0][1]
     assert not ok and sentence.startswith("IMAP not tried: ") and "cannot be sent to a mail server" in sentence
     assert poll_mailbox(imap_channel.id) == 0  # said in the worker's log, the next poll tries again
+
+
+# ---------------------------------------------------------------------------
+# A customer's address beyond ASCII in its local part (RFC 6531: josé@example.com)
+
+
+def rcpt_server(smtputf8: bool):
+    """The tests' RawSink (SMTPUTF8 offered or not), also keeping each RCPT command's argument as it
+    came: aiosmtpd decodes an encoded word in an address, so its envelope would not show one."""
+    from aiosmtpd.smtp import SMTP
+
+    from .conftest import RawSink
+
+    class Server(SMTP):
+        async def smtp_RCPT(self, arg):
+            self.event_handler.rcpt_commands.append(arg)
+            return await super().smtp_RCPT(arg)
+
+    class Recording(Controller):
+        def factory(self):
+            return Server(self.handler, **self.SMTP_kwargs)
+
+    sink = RawSink()
+    sink.rcpt_commands = []
+    controller = Recording(sink, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=smtputf8)
+    controller.start()
+    sink.host, sink.port = controller.hostname, controller.port
+    return sink, controller
+
+
+@pytest.fixture(params=[True, False], ids=["smtputf8", "no-smtputf8"])
+def rcpt_smtp(request):
+    sink, controller = rcpt_server(smtputf8=request.param)
+    sink.smtputf8 = request.param
+    yield sink
+    controller.stop()
+
+
+@pytest.mark.parametrize("sender, envelope, to", [
+    ("josé@example.com", "josé@example.com", "josé@example.com"),
+    ('"Ruiz, José" <José@Müller-Shop.de>', "José@xn--mller-shop-9db.de", "José@müller-shop.de"),  # its case kept
+])
+def test_a_customer_address_beyond_ascii_is_answered_in_utf8_where_the_server_offers_smtputf8(
+        email_channel, post_mail, rcpt_smtp, sender, envelope, to):
+    """Django wrote ``RCPT TO:<=?utf-8?b?am9zw6k=?=@example.com>``: a mailbox of no one. Where the
+    server has no SMTPUTF8 the reply cannot reach the address: it fails in words, sends nothing."""
+    from .mails import mail, raw_fields
+    from .test_email_delivery import reply_to, use_server
+
+    use_server(email_channel, rcpt_smtp)
+    post_mail(email_channel.key, mail(sender=sender))
+    inbound = Message.objects.get()
+    assert inbound.meta["from_address"] == to and inbound.conversation.contact_email == to
+    reply = reply_to(inbound)
+    if not rcpt_smtp.smtputf8:
+        assert reply.delivery_status == Message.Delivery.FAILED
+        assert reply.delivery_error == ("recipient the mail server does not accept international addresses (SMTPUTF8): "
+                                        f"cannot reply to {to}")
+        assert reply.delivery_attempts == 1  # permanent: no server without SMTPUTF8 takes it later
+        assert rcpt_smtp.messages == [] and rcpt_smtp.rcpt_commands == []
+        inbound.refresh_from_db()  # the customer's mail stays as it came
+        assert inbound.text == "Hello, what are your opening hours?" and inbound.meta["from_address"] == to
+        return
+    assert reply.delivery_status == Message.Delivery.SENT, reply.delivery_error
+    [sent] = rcpt_smtp.messages
+    assert rcpt_smtp.rcpt_commands == [f"TO:<{envelope}>"] and sent["smtputf8"] is True  # MAIL FROM:<…> SMTPUTF8
+    fields = raw_fields(sent["raw"])
+    assert fields[b"To"] == to.encode()  # raw UTF-8, no encoded word
+    assert fields[b"In-Reply-To"] == b"<q1@example.com>" and fields[b"Subject"] == b"Re: Opening hours"
+    assert sent["message"].get_body(("plain",)).get_content().strip() == "We open at 9am."

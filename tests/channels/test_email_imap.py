@@ -93,6 +93,23 @@ def test_a_message_id_longer_than_the_column_does_not_block_the_mailbox(imap_cha
     assert poll_mailbox(imap_channel.id) == 0  # fetched again: stored once, by the long id's digest
 
 
+def test_a_mail_with_a_message_id_beyond_ascii_is_stored_once_and_answered_in_its_thread(imap_channel, imap_server, utf8_smtp):
+    from .mails import raw_fields
+    from .test_email_delivery import reply_to, use_server
+
+    use_server(imap_channel, utf8_smtp)
+    imap_server.add(mail(message_id="<i1@exämple.com>", body="Do you rent bikes?"))
+    assert poll_mailbox(imap_channel.id) == 1
+    forget_uid(imap_channel)
+    assert poll_mailbox(imap_channel.id) == 0  # fetched again: known by its id
+    stored = Message.objects.get()
+    assert (stored.external_id, stored.reply_state) == ("i1@exämple.com", "pending")
+    reply = reply_to(stored)
+    assert reply.delivery_status == Message.Delivery.SENT, reply.delivery_error
+    [sent] = utf8_smtp.messages
+    assert raw_fields(sent["raw"])[b"In-Reply-To"] == "<i1@exämple.com>".encode()
+
+
 def test_a_mail_that_cannot_be_stored_is_kept_as_unparseable_and_the_next_one_read(
     imap_channel, imap_server, monkeypatch, tmp_path
 ):

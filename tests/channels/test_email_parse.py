@@ -86,6 +86,25 @@ def test_it_decodes_encoded_word_subjects_and_threading_headers():
 
 
 @pytest.mark.parametrize(
+    "header, expected",
+    [
+        (b"<=?utf-8?q?r=C3=A9sum=C3=A9?=@example.com>", "=?utf-8?q?r=C3=A9sum=C3=A9?=@example.com"),  # not decoded: part of the id
+        (b"q1@example.com", "q1@example.com"),  # no angle brackets
+        (b"<q1 2024@example.com>", "q1 2024@example.com"),  # a space in it
+        (b"<q1-\r\n continued@example.com>", "q1- continued@example.com"),  # folded inside: unfolded
+    ],
+    ids=["encoded-word-inside", "no-brackets", "space", "folded"],
+)
+def test_each_threading_header_gives_the_id_as_written(header, expected):
+    """The customer's client remembers its Message-ID byte for byte; the same id read from
+    Message-ID, In-Reply-To and References must be the same string, or the thread splits."""
+    raw = (b"From: carla@example.com\r\nTo: help@acme-bikes.example\r\nSubject: Hours\r\nMessage-ID: " + header
+           + b"\r\nIn-Reply-To: " + header + b"\r\nReferences: " + header + b"\r\n\r\nHi\r\n")
+    mail = parse(raw)
+    assert (mail.message_id, mail.in_reply_to, mail.references) == (expected, expected, [expected])
+
+
+@pytest.mark.parametrize(
     "body",
     [
         "Yes please, book it.\n\nOn Mon, 3 Jun 2024 at 10:00, Acme Bikes <help@acme-bikes.example> wrote:\n> Shall we book it?\n> Thanks",

@@ -148,14 +148,45 @@ def test_a_header_value_the_mail_package_refuses_is_left_out_and_the_mail_kept(e
     assert message.meta["from_address"] == "carla@example.com" and message.reply_state == Message.ReplyState.PENDING
 
 
-def test_a_payload_the_mail_package_cannot_write_is_kept_as_unparseable(email_channel, client):
-    headers = [{"Name": "Message-ID", "Value": "<pm1@exämple.com>"}]  # taken, then refused when written as bytes
-    first = post(client, email_channel.key, payload(Headers=headers))
-    assert first.status_code == 200 and first.json()["answered"] is False
+@pytest.mark.parametrize(
+    "header, stored",
+    [
+        ("<pm1@exämple.com>", "pm1@exämple.com"),  # UTF-8, as RFC 6532 allows
+        ("=?utf-8?b?PHBtMUBleMOkbXBsZS5jb20+?=", "pm1@exämple.com"),  # the whole field one encoded word
+    ],
+    ids=["utf8", "encoded-field"],
+)
+def test_a_message_id_beyond_ascii_is_stored_and_answered(email_channel, client, header, stored):
+    """The email package would not write such a Message-ID as ASCII MIME: the mail was kept as
+    unparseable, never answered."""
+    first = post(client, email_channel.key, payload(Headers=[{"Name": "Message-ID", "Value": header}]))
+    assert first.status_code == 200 and first.json()["answered"] is True
     message = Message.objects.get()
-    assert message.reply_state == Message.ReplyState.SKIPPED and "not writable as MIME" in message.meta["unparseable"]
-    assert "Hello, what are your opening hours?" in message.meta["raw"]  # the JSON as it came: nothing lost
-    assert post(client, email_channel.key, payload(Headers=headers)).json()["duplicate"] is True  # Postmark's retry
+    assert message.external_id == stored and message.meta["message_id"] == stored
+    assert message.text == "Hello, what are your opening hours?" and message.reply_state == Message.ReplyState.PENDING
+    assert post(client, email_channel.key, payload(Headers=[{"Name": "Message-ID", "Value": header}])).json()["duplicate"] is True
+
+
+@pytest.mark.parametrize("first_id", ["<pm1@exämple.com>", "<=?utf-8?q?r=C3=A9sum=C3=A9?=@example.com>"],
+                         ids=["utf8", "encoded-word-inside"])
+def test_the_customers_answer_naming_such_an_id_continues_the_conversation(email_channel, client, first_id):
+    """An encoded word inside an id was kept as written in Message-ID but decoded in In-Reply-To and
+    References: the customer's answer to their own mail began a second conversation."""
+    post(client, email_channel.key, payload(Headers=[{"Name": "Message-ID", "Value": first_id}]))
+    answer = payload(Subject="Re: Opening hours", TextBody="And on Saturdays?",
+                     Headers=[{"Name": "Message-ID", "Value": "<pm2@example.com>"},
+                              {"Name": "In-Reply-To", "Value": first_id}, {"Name": "References", "Value": first_id}])
+    assert post(client, email_channel.key, answer).json()["answered"] is True
+    assert Conversation.objects.count() == 1
+    assert Message.objects.get(external_id="pm2@example.com").conversation.external_id == first_id.strip("<>")
+
+
+@pytest.mark.parametrize("subject", ["Opening\u2028hours", "Opening\x0bhours", "Opening\nhours"], ids=["u2028", "vt", "lf"])
+def test_a_subject_with_a_line_break_in_it_is_kept_on_one_line(email_channel, client, subject):
+    """The email package refuses a header value with a line break in it, U+2028 and a vertical tab
+    included: the subject was left out."""
+    assert post(client, email_channel.key, payload(Subject=subject)).json()["answered"] is True
+    assert Message.objects.get().conversation.subject == "Opening hours"
 
 
 @pytest.mark.parametrize(

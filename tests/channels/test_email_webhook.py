@@ -300,6 +300,20 @@ def test_a_stranger_who_knows_a_customers_message_id_gets_a_conversation_of_thei
     assert Message.objects.get(external_id="c1@example.com").conversation == carlas
 
 
+@pytest.mark.parametrize("message_id", ["q1@example.com", "<q1 2024@example.com>"], ids=["no-brackets", "space"])
+def test_a_message_id_without_angle_brackets_or_with_a_space_is_the_mails_id_and_threads(
+    email_channel, post_mail, message_id
+):
+    """Without angle brackets or with a space in it, the id was not read: the mail was stored by its
+    digest, and the customer's answer naming it began a second conversation."""
+    post_mail(email_channel.key, mail(message_id=message_id))
+    assert Message.objects.get().external_id == message_id.strip("<>")
+    answer = mail(message_id="<q2@example.com>", body="And on Saturdays?",
+                  extra=f"In-Reply-To: {message_id}\r\nReferences: {message_id}\r\n")
+    post_mail(email_channel.key, answer)
+    assert Conversation.objects.count() == 1
+
+
 def test_it_does_not_thread_into_another_bots_conversation(email_channel, post_mail, globex, globex_bot):
     from channels_app.models import ChannelConfig
 
@@ -342,3 +356,21 @@ def test_a_nul_in_the_senders_address_is_stored_as_replacement_text(email_channe
     key = "from_address" if name == "From" else "reply_to_address"
     assert message.meta[key] == "carla\ufffdx@example.com"
     assert message.conversation.contact_email == "carla\ufffdx@example.com"
+
+
+@pytest.mark.parametrize("shape", ["mime", "encoded-word", "postmark"])
+def test_it_keeps_a_sender_address_beyond_ascii_as_written(email_channel, post_mail, client, shape):
+    """Its local part is no longer lower-cased (``josé@`` may be nobody's mailbox: servers need not
+    fold the case of UTF-8), so the reply goes to the very address; an ASCII one still is."""
+    from .test_email_postmark import payload, post
+
+    if shape == "postmark":
+        post(client, email_channel.key, payload(FromFull={"Email": "José@Example.com", "Name": "José", "MailboxHash": ""}))
+    else:
+        sender = "José <José@Example.com>" if shape == "mime" else "=?utf-8?b?Sm9zw6k=?=@Example.com"  # as Django writes it
+        post_mail(email_channel.key, mail(sender=sender))
+    message = Message.objects.get()
+    assert message.meta["from_address"] == "José@example.com" and message.conversation.contact_email == "José@example.com"
+    assert message.reply_state == Message.ReplyState.PENDING
+    post_mail(email_channel.key, mail(sender="Carla@Example.COM", message_id="<q2@example.com>"))
+    assert Message.objects.get(external_id="q2@example.com").meta["from_address"] == "carla@example.com"
