@@ -1,6 +1,7 @@
 """Django admin for staff: tenants, bots, knowledge, conversations and messages, API tokens, activity
 logs (read-only) and second factors (a locked-out user's can be deleted)."""
 from django.contrib import admin
+from django.forms.models import BaseInlineFormSet
 from rest_framework.authtoken.models import TokenProxy
 
 from .models import (ApiToken, AuditEvent, Bot, Conversation, Invitation, KnowledgeItem, Membership, Message,
@@ -46,14 +47,27 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
+    """Staff see who is invited, by whom and as what; nobody sees a link (only its token's digest is
+    stored: a new link is sent from the Team page)."""
+
     list_display = ["email", "organization", "role", "accepted", "created"]
     search_fields = ["email", "organization__name"]
     raw_id_fields = ["organization", "invited_by"]
-    readonly_fields = ["token"]
+    readonly_fields = ["digest"]
+
+
+class KnowledgeDeletedForGood(BaseInlineFormSet):
+    """An item ticked for deletion goes as the builder deletes it (Bot.delete_knowledge): from the
+    live config and every published version too."""
+
+    def delete_existing(self, obj, commit=True):
+        if commit:
+            obj.bot.delete_knowledge(obj)
 
 
 class KnowledgeInline(admin.StackedInline):
     model = KnowledgeItem
+    formset = KnowledgeDeletedForGood
     extra = 0
 
 
@@ -73,6 +87,17 @@ class KnowledgeItemAdmin(admin.ModelAdmin):
     list_filter = ["kind"]
     search_fields = ["title", "body"]
     raw_id_fields = ["bot"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # an item stays with the bot it was made for: that bot's versions hold it (Bot.delete_knowledge)
+        return ["bot"] if obj else []
+
+    def delete_model(self, request, obj):  # for good, as the builder deletes (Bot.delete_knowledge)
+        obj.bot.delete_knowledge(obj, by=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for item in queryset.select_related("bot"):
+            item.bot.delete_knowledge(item, by=request.user)
 
 
 class MessageInline(admin.TabularInline):

@@ -1,12 +1,16 @@
 """Text out of an uploaded knowledge document: plain text and markdown as they are, HTML
-through the standard library's parser (the email channel's ``html_to_text``), PDF through
-pypdf (text only: a scanned PDF has none, and says so). Every failure is a
-``DocumentError`` with a sentence for the form; nothing here raises anything else."""
+as a web page's readable text (``page_text``: the email channel's ``html_to_text`` without
+scripts, styles, navigation, footers and form controls; bots/webpages.py reads fetched pages
+with it too; a customer's attachment is read whole instead, bots/files.py), PDF through pypdf
+(text only: a scanned PDF has none, and says so). Every
+failure is a ``DocumentError`` with a sentence for the form; nothing here raises anything else."""
 import io
 import logging
+import re
+from collections.abc import Callable
 from pathlib import PurePath
 
-from channels_app.email.parse import html_to_text
+from channels_app.email.parse import _HTMLText, html_to_text
 
 from .services import storable
 
@@ -28,7 +32,63 @@ class DocumentError(ValueError):
     pass
 
 
-def text_of(name: str, raw: bytes) -> str:
+class _PageText(_HTMLText):
+    """A page's readable text: the email channel's HTML reader, leaving out what every page of a
+    site repeats (navigation, footers) and what is not prose. Form controls are left out, not
+    whole forms: an ASP.NET page wraps all its content in one <form>.
+
+    What a left-out element holds is written aside (a menu's <ul><li> leaves no "-" line either)
+    and dropped at its end tag, with anything left open inside it (the <select> its </aside>
+    ends). One whose end tag never comes, by </body>, </html> or the end of the page, is kept as
+    if it were not there: an unclosed <aside> swallowed the rest of the page, sometimes all of it.
+    Scripts and styles are skipped as the email reader does (unclosed, their "text" is markup)."""
+
+    LEFT_OUT = {"title", "nav", "footer", "noscript", "svg", "template", "iframe", "aside",
+                "button", "select", "datalist", "textarea"}
+
+    def __init__(self):
+        super().__init__()
+        self.open = []  # [(tag, the output it interrupted)] of the left-out elements open now, outermost first
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.LEFT_OUT and not self.skip:
+            self.open.append((tag, self.out))
+            self.out = []
+        else:
+            super().handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag):
+        if tag in self.LEFT_OUT:
+            opened = [i for i, (name, _) in enumerate(self.open) if name == tag]
+            if opened:  # a stray end tag ends nothing
+                self.out = self.open[opened[-1]][1]
+                del self.open[opened[-1]:]
+            return
+        if tag in ("body", "html"):
+            self._keep_unclosed()
+        super().handle_endtag(tag)
+
+    def close(self):
+        super().close()
+        self._keep_unclosed()
+
+    def _keep_unclosed(self):
+        while self.open:
+            _, outer = self.open.pop()
+            outer.extend(self.out)
+            self.out = outer
+
+
+def page_text(html: str) -> str:
+    """The readable text of an HTML page, uploaded or fetched: a <select>'s 200 countries, the
+    menu and the cookie banner's buttons are not knowledge, and would be retrieved as if they were."""
+    return re.sub(r"\n{3,}", "\n\n", html_to_text(html, _PageText)).strip()
+
+
+def text_of(name: str, raw: bytes, read_html: Callable[[str], str] = page_text) -> str:
+    """The text of a file by its name's suffix; ``read_html`` reads an HTML file: a page's readable
+    text for knowledge, every word (``html_to_text``) for a customer's file (bots/files.py), whose
+    form values, footer and asides are the customer's order, not a site's chrome."""
     suffix = PurePath(name).suffix.lower()
     if suffix in PDF_EXTENSIONS:
         return _pdf(raw)
@@ -40,7 +100,7 @@ def text_of(name: str, raw: bytes) -> str:
         raise DocumentError("That file is not UTF-8 text.") from None
     if "\x00" in text:
         raise DocumentError("That file is not a text file.")
-    return storable(html_to_text(text)) if suffix in HTML_EXTENSIONS else text
+    return storable(read_html(text)) if suffix in HTML_EXTENSIONS else text
 
 
 def _pdf(raw: bytes) -> str:

@@ -6,7 +6,8 @@ Only common image, audio, video and PDF types render in the browser; anything el
 and a CSP that allows no script, so even a mislabelled file cannot run.
 
 ``prompt_text`` is what the model sees of a customer's message: its text, then the text of
-its readable files (plain text, markdown, HTML, PDF — ``bots.documents``), each cut at
+its readable files (plain text, markdown, HTML read whole as the email channel reads a mail, PDF —
+``bots.documents``), each cut at
 ``MAX_FILE_PROMPT_CHARS``, and a one-line note for any other file (an image is named, not
 described: the model reads text only).
 """
@@ -16,6 +17,8 @@ from collections import OrderedDict
 
 from django.http import FileResponse
 from django.utils.http import content_disposition_header
+
+from channels_app.email.parse import html_to_text
 
 from .documents import DocumentError, text_of
 
@@ -71,7 +74,10 @@ def _file_text(attachment) -> str | None:
     try:
         with attachment.file.open("rb") as stored:
             content = stored.read()
-        text = text_of(f"file{READABLE_TYPES[media_type(attachment.content_type)]}", content).strip()
+        # HTML read whole, not as a web page (documents.page_text): an order form's values, an
+        # invoice's <footer> and a never-closed <aside> are what the customer sent
+        text = text_of(f"file{READABLE_TYPES[media_type(attachment.content_type)]}", content,
+                       read_html=html_to_text).strip()
         text = text[:MAX_FILE_PROMPT_CHARS + 1]
     except (OSError, DocumentError) as error:
         log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)

@@ -166,7 +166,18 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
         return value
 
 
+def faqs_by_question(bot) -> dict[str, KnowledgeItem]:
+    """The bot's FAQ pairs by their question as matched (``folded``: case and spacing aside); where
+    two already share one, the oldest. Adding a question the bot has updates that pair."""
+    known = {}
+    for item in bot.knowledge.filter(kind=KnowledgeItem.Kind.FAQ).order_by("id"):
+        known.setdefault(folded(item.title), item)
+    return known
+
+
 class FaqForm(LineEndings, forms.ModelForm):
+    """One FAQ pair: the builder's "Add" (``add``) and the edit page (``save`` on its instance)."""
+
     class Meta:
         model = KnowledgeItem
         fields = ["title", "body"]
@@ -185,6 +196,20 @@ class FaqForm(LineEndings, forms.ModelForm):
         if commit:
             item.save()
         return item
+
+    @transaction.atomic
+    def add(self, bot) -> tuple[KnowledgeItem, str]:
+        """(item, what happened: "added", "updated" or "already there"). A question the bot already
+        has, whatever its case and spacing, gets the new answer (as an import gives it) instead of a
+        second pair."""
+        item = faqs_by_question(bot).get(folded(self.cleaned_data["title"]))
+        if item is None:
+            return self.save(bot=bot), "added"
+        if item.body == self.cleaned_data["body"]:
+            return item, "already there"
+        item.body = self.cleaned_data["body"]
+        item.save(update_fields=["body", "updated"])
+        return item, "updated"
 
 
 class FaqImportForm(forms.Form):
@@ -208,7 +233,7 @@ class FaqImportForm(forms.Form):
     @transaction.atomic
     def save(self, bot) -> tuple[int, int]:
         """(added, updated): a question already there, whatever its case and spacing, gets the new answer."""
-        existing = {folded(item.title): item for item in bot.knowledge.filter(kind=KnowledgeItem.Kind.FAQ).order_by("-id")}
+        existing = faqs_by_question(bot)
         added = updated = 0
         for question, answer in dict((folded(q), (q, a)) for q, a in self.cleaned_data["file"]).values():
             item = existing.get(folded(question))

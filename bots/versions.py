@@ -7,7 +7,7 @@ inference task; 0 for a bot answering from its never-published draft).
 from django.db.models import Count, Q
 from django.db.models.fields.json import KT
 
-from .models import Bot, Message
+from .models import Bot, BotVersion, Message
 
 
 def _label(field: str) -> str:
@@ -34,8 +34,19 @@ def changes(old: dict, new: dict) -> list[str]:
     return said
 
 
+def published(version: BotVersion) -> dict:
+    """What ``version`` published (a draft config), without the count of knowledge deleted since."""
+    return {key: value for key, value in version.config.items() if key != BotVersion.KNOWLEDGE_DELETED}
+
+
+def _deleted_since(version: BotVersion) -> list[str]:
+    n = version.config.get(BotVersion.KNOWLEDGE_DELETED, 0)
+    return [f"Knowledge deleted since: {n} item{'s' if n > 1 else ''}"] if n else []
+
+
 def version_rows(bot: Bot) -> list[dict]:
-    """Newest first: {"version", "changes", "replies", "helpful", "not_helpful"} per published version."""
+    """Newest first: {"version", "config" (``published``), "changes", "replies", "helpful",
+    "not_helpful"} per published version."""
     versions = list(bot.versions.select_related("published_by").order_by("number"))
     counted = (Message.objects.filter(bot=bot, sender=Message.Sender.BOT).exclude(channel="preview")
                .annotate(version=KT("stats__bot_version")).values("version")
@@ -49,7 +60,7 @@ def version_rows(bot: Bot) -> list[dict]:
             said = changes(previous, version.config) or ["Nothing: published again unchanged"]
         else:  # versions were kept from the 0012 migration on: an older bot's first kept one is not its first
             said = ["First version"] if version.number == 1 else ["Earlier versions were not kept"]
-        rows.append({"version": version, "changes": said,
+        rows.append({"version": version, "config": published(version), "changes": said + _deleted_since(version),
                      "replies": numbers.get("replies", 0), "helpful": numbers.get("helpful", 0),
                      "not_helpful": numbers.get("not_helpful", 0)})
         previous = version.config

@@ -2,8 +2,9 @@
 
     title, text = fetch("https://shop.example/delivery")   # or DocumentError, with a sentence
 
-HTML becomes readable text (scripts, styles, navigation, footers and form controls left out), plain
-text and markdown stay as they are, a PDF goes through pypdf (bots/documents.py). Calls go out
+HTML becomes readable text (scripts, styles, navigation, footers and form controls left out:
+``documents.page_text``, as for an uploaded .html file), plain text and markdown stay as they
+are, a PDF goes through pypdf (bots/documents.py). Calls go out
 only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py: the
 connection goes to the address that was checked) — checked again for every redirect, followed by
 hand, at most five. At most MAX_PAGE_BYTES are
@@ -23,10 +24,10 @@ import requests
 from django.conf import settings
 from django.utils import timezone
 
-from channels_app.email.parse import _HTMLText, html_to_text, tamed
+from channels_app.email.parse import tamed
 
 from . import egress
-from .documents import MAX_DOC_CHARS, DocumentError, text_of
+from .documents import MAX_DOC_CHARS, DocumentError, page_text, text_of
 from .services import storable
 
 MAX_PAGE_BYTES = 2 * 1024 * 1024
@@ -35,15 +36,6 @@ TIMEOUT_S = (5, 15)  # connect, read
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("text/plain", "text/markdown")
 PDF_TYPES = ("application/pdf",)
-
-
-class _PageText(_HTMLText):
-    """A page's readable text: the email channel's HTML reader, leaving out what every page of a
-    site repeats (navigation, footers) and what is not prose. Form controls are left out, not
-    whole forms: an ASP.NET page wraps all its content in one <form>."""
-
-    SKIP = _HTMLText.SKIP | {"nav", "footer", "noscript", "svg", "template", "iframe", "aside",
-                             "button", "select", "datalist", "textarea"}
 
 
 class _Title(HTMLParser):
@@ -78,10 +70,6 @@ def _html_title(html: str) -> str:
     except Exception:  # noqa: BLE001 - lenient parser; no title then
         return ""
     return " ".join("".join(parser.parts).split())
-
-
-def _page_text(html: str) -> str:
-    return re.sub(r"\n{3,}", "\n\n", html_to_text(html, _PageText)).strip()
 
 
 def _charset(content_type: str, head: bytes) -> str:
@@ -180,7 +168,7 @@ def fetch(url: str) -> tuple[str, str]:
     text = storable(text)  # charset=utf-7 can decode to a lone surrogate, which PostgreSQL refuses
     if kind in TEXT_TYPES:
         return fallback_title, text.strip()
-    return storable(_html_title(text) or fallback_title)[:200], _page_text(text)
+    return storable(_html_title(text) or fallback_title)[:200], page_text(text)
 
 
 def fetch_document(url: str, again: bool = False) -> tuple[str, str]:

@@ -82,7 +82,8 @@ class RestoreSerializer(serializers.Serializer):
 class KnowledgeSerializer(serializers.ModelSerializer):
     """A FAQ pair or a document. A document given a ``source_url`` and no ``body`` is fetched from
     that web page now (its title too, unless given); ``POST .../fetch/`` reads it again. As in the
-    builder: a body of at most MAX_DOC_CHARS, and a FAQ pair has its question (``title``)."""
+    builder: a body of at most MAX_DOC_CHARS, and a FAQ pair has its question (``title``). ``bot`` is
+    read-only once the item exists (sending the same one again is fine)."""
 
     bot = serializers.PrimaryKeyRelatedField(queryset=Bot.objects.none())
 
@@ -108,6 +109,14 @@ class KnowledgeSerializer(serializers.ModelSerializer):
         if kind == KnowledgeItem.Kind.FAQ and not data.get("title", getattr(self.instance, "title", "")).strip():
             raise serializers.ValidationError({"title": "A FAQ pair needs its question."})
         return data
+
+    def validate_bot(self, bot):
+        """Set when the item is made, never changed: the versions of the bot it was made for hold it
+        (an item moved away would stay there, and a restore would bring it back)."""
+        if self.instance is not None and bot != self.instance.bot:
+            raise serializers.ValidationError("An item stays with the bot it was made for: "
+                                              "create it on the other bot instead.")
+        return bot
 
     def validate_body(self, value):
         if len(value) > MAX_DOC_CHARS:
@@ -136,13 +145,19 @@ class AttachmentSerializer(serializers.ModelSerializer):
 
 class MessageSerializer(serializers.ModelSerializer):
     attachments = AttachmentSerializer(many=True, read_only=True, help_text="the customer's files that we keep")
+    delivery_note = serializers.SerializerMethodField(
+        help_text='what "sent" meant, when it was less than sent: "written to the server log only: no SMTP server is '
+                  'set up" (an email reply on a server with no mail server); "" otherwise')
 
     class Meta:
         model = Message
         fields = ["id", "conversation", "channel", "direction", "sender", "text", "reply_to", "reply_state",
-                  "delivery_status", "delivery_error", "stats", "latency_s", "ttft_s", "tokens_per_s",
+                  "delivery_status", "delivery_error", "delivery_note", "stats", "latency_s", "ttft_s", "tokens_per_s",
                   "acceptance_rate", "rating", "attachments", "created"]  # fmt: skip
         read_only_fields = fields
+
+    def get_delivery_note(self, message) -> str:
+        return (message.meta or {}).get("delivery_note", "")
 
 
 class ConversationSerializer(serializers.ModelSerializer):

@@ -16,12 +16,12 @@ from rest_framework.views import APIView
 from .. import audit, services, stats, transfer, webpages
 from ..documents import DocumentError
 from ..files import attachment_response
-from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Membership, Message, SavedReply
+from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Message, SavedReply
 from ..models.conversations import narrowed
 from ..models.tenants import person_name
 from ..signals import settled_message_ids
-from ..tenancy import scoped
-from ..versions import version_rows
+from ..tenancy import oldest_first, scoped
+from ..versions import published, version_rows
 from . import serializers as s
 
 
@@ -38,7 +38,7 @@ def _resolve_membership(request):
     wanted = django_request.META.get(ORGANIZATION_HEADER, "").strip()
     resolved = getattr(django_request, "membership", None)  # the middleware's, for the session's user
     if request.user.is_authenticated and (wanted or resolved is None or resolved.user_id != request.user.pk):
-        memberships = Membership.objects.select_related("organization").filter(user=request.user).order_by("id")
+        memberships = oldest_first(request.user)
         membership = memberships.filter(organization__slug=wanted).first() if wanted else memberships.first()
         django_request.membership = membership
         django_request.organization = membership.organization if membership else None
@@ -138,12 +138,13 @@ class BotViewSet(viewsets.ModelViewSet):
 
 def _version_fields(version):
     by = version.published_by
-    return {"number": version.number, "published_at": version.published_at, "config": version.config,
+    return {"number": version.number, "published_at": version.published_at, "config": published(version),
             "published_by": person_name(by) if by else None}
 
 
 class KnowledgeViewSet(viewsets.ModelViewSet):
-    """Knowledge items; filter by ``?bot=<id>``."""
+    """Knowledge items; filter by ``?bot=<id>``. ``DELETE`` is for good: the item goes from the
+    draft, the live config and every published version at once."""
 
     queryset = KnowledgeItem.objects.none()  # for the schema only; get_queryset() scopes by organisation
     serializer_class = s.KnowledgeSerializer
@@ -153,6 +154,10 @@ class KnowledgeViewSet(viewsets.ModelViewSet):
         items = scoped(self.request, KnowledgeItem).order_by("id")
         bot = _int_param(self.request, "bot")
         return items.filter(bot_id=bot) if bot else items
+
+    def perform_destroy(self, instance):
+        """For good: from the draft, the live config and every published version (Bot.delete_knowledge)."""
+        instance.bot.delete_knowledge(instance, by=self.request.user)
 
     @extend_schema(request=None, responses=s.KnowledgeSerializer)
     @action(detail=True, methods=["post"])

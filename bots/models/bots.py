@@ -137,7 +137,12 @@ class Bot(models.Model):
     @transaction.atomic
     def restore(self, version, by=None):
         """Bring ``version``'s settings and knowledge back into the draft, exactly: afterwards
-        ``draft_config() == version.config`` (knowledge items keep their ids). Not live until published."""
+        ``draft_config() == version.config`` (knowledge items keep their ids; the count of items
+        deleted since, ``BotVersion.KNOWLEDGE_DELETED``, aside). Not live until published.
+        ``version`` is read again under the bot's lock: a deletion (``delete_knowledge``) that
+        committed since the caller loaded it stays deleted."""
+        Bot.objects.select_for_update().only("id").get(id=self.id)  # as publish and delete_knowledge: one at a time
+        version = BotVersion.objects.get(id=version.id, bot=self)
         config = version.config
         for field in self.DRAFT_FIELDS:
             if field in config:
@@ -157,12 +162,53 @@ class Bot(models.Model):
 
         record(self.organization, by, "bot.restored", f"Restored version {version.number} of {self.name} into its draft")
 
+    @transaction.atomic
+    def delete_knowledge(self, item, by=None):
+        """Delete a knowledge item for good: from the draft, from the live config (at once, without
+        a publish) and from every published version, which keeps the rest and counts what went
+        (``BotVersion.KNOWLEDGE_DELETED``). Nothing of its text stays stored, and restoring a
+        version no longer brings it back. (A restore's own deletions are no erasure: what the draft
+        drops there stays in the versions that had it.) Every bot of the organisation is cleaned,
+        not only this one: an item moved from another bot (the API and the admin allowed it once)
+        is in that bot's live config and versions too. Other organisations are never touched."""
+        # Every bot of the organisation locked, in id order (two deletions never deadlock): no
+        # publish or restore meanwhile puts the item back.
+        bots = list(Bot.objects.select_for_update().filter(organization_id=self.organization_id)
+                    .order_by("id").only("id", "published_config"))
+        KnowledgeItem.objects.filter(id=item.id, bot=self).delete()
+        for bot in bots:
+            config = None if bot.published_config is None else _without(bot.published_config, item.id)
+            if config is not bot.published_config:
+                Bot.objects.filter(id=bot.id).update(published_config=config)
+            if bot.id == self.id:
+                self.published_config = config
+        changed = []
+        for version in BotVersion.objects.filter(bot__organization_id=self.organization_id):
+            config = _without(version.config, item.id)
+            if config != version.config:
+                deleted = config.get(BotVersion.KNOWLEDGE_DELETED, 0) + 1
+                version.config = {**config, BotVersion.KNOWLEDGE_DELETED: deleted}
+                changed.append(version)
+        BotVersion.objects.bulk_update(changed, ["config"])
+        from ..audit import record
+
+        what = "an FAQ pair" if item.kind == KnowledgeItem.Kind.FAQ else "a document"  # not its title: that goes too
+        record(self.organization, by, "bot.knowledge_deleted",
+               f"Deleted {what} of {self.name} for good: from the draft, the live bot and every published version")
+
     def live_config(self, draft=False):
         """What the pipeline uses: the published config; the draft for the builder preview and for a
         bot never published (its channels answer from what was saved, as the builder says)."""
         if draft or self.published_config is None:
             return self.draft_config()
         return self.published_config
+
+
+def _without(config: dict, item_id: int) -> dict:
+    """``config`` with knowledge item ``item_id`` left out (the same dict when it has none)."""
+    knowledge = config.get("knowledge", [])
+    kept = [entry for entry in knowledge if entry.get("id") != item_id]
+    return config if len(kept) == len(knowledge) else {**config, "knowledge": kept}
 
 
 class KnowledgeItem(models.Model):
@@ -187,6 +233,9 @@ class KnowledgeItem(models.Model):
 
 class BotVersion(models.Model):
     """One publish of a bot: what went live, when, and who made it live."""
+
+    # config's count of knowledge items deleted for good since (Bot.delete_knowledge): not a draft field
+    KNOWLEDGE_DELETED = "knowledge_deleted"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="versions")

@@ -239,8 +239,13 @@ def faq_add(request, bot_id):
     form = FaqForm(request.POST)
     if not form.is_valid():
         return _render_builder(request, bot, faq_form=form, tab="knowledge", status=400)
-    form.save(bot=bot)
-    messages.success(request, "FAQ added to the draft.")
+    item, done = form.add(bot)
+    if done == "added":
+        messages.success(request, "FAQ added to the draft.")
+    elif done == "updated":
+        messages.success(request, f"The bot already had “{item.title}”: its answer is updated in the draft.")
+    else:
+        messages.info(request, f"The bot already had “{item.title}” with this answer: nothing changed.")
     return redirect(_builder_url(bot, "knowledge"))
 
 
@@ -308,6 +313,6 @@ def knowledge_refetch(request, bot_id, item_id):
 def knowledge_delete(request, bot_id, item_id):
     bot = _managed_bot(request, bot_id)
     item = get_scoped_or_404(request, KnowledgeItem, id=item_id, bot=bot)
-    item.delete()
-    messages.success(request, "Removed from the draft.")
+    bot.delete_knowledge(item, by=request.user)
+    messages.success(request, "Deleted for good: from the draft, the live bot and every published version.")
     return redirect(_builder_url(bot, "knowledge"))

@@ -110,3 +110,20 @@ def test_a_nul_past_the_first_4_kb_is_kept_as_replacement_text_not_a_500(as_alic
     assert len(sheet) > 4096
     assert upload(as_alice, acme_bot, sheet).status_code == 302
     assert faqs(acme_bot)["Late one?"] == "Yes\ufffdindeed"
+
+
+def test_adding_a_question_the_bot_has_updates_its_answer_as_an_import_does(as_alice, acme_bot):
+    """"Add as FAQ" from the dashboard's questions to answer: a question already there, whatever
+    its case and spacing, gets the new answer instead of a second pair."""
+    add = reverse("bots:faq_add", args=[acme_bot.id])
+    prefilled = as_alice.get(reverse("bots:builder", args=[acme_bot.id]), {"faq": "what are your  OPENING hours?"})
+    assert 'value="what are your  OPENING hours?"' in prefilled.content.decode()
+    response = as_alice.post(add, {"title": "what are your  OPENING hours?", "body": "Every day, 8am to 8pm."},
+                             follow=True)
+    assert faqs(acme_bot) == {"What are your opening hours?": "Every day, 8am to 8pm."}
+    assert ("The bot already had “What are your opening hours?”: its answer is updated in the draft."
+            in response.content.decode())
+    again = as_alice.post(add, {"title": "What are your opening hours?", "body": "Every day, 8am to 8pm."}, follow=True)
+    assert "with this answer: nothing changed." in again.content.decode() and len(faqs(acme_bot)) == 1
+    as_alice.post(add, {"title": "Do you rent bikes?", "body": "Yes."})
+    assert faqs(acme_bot)["Do you rent bikes?"] == "Yes." and len(faqs(acme_bot)) == 2

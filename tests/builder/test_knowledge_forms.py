@@ -3,7 +3,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from bots.forms import MAX_DOC_BYTES
-from bots.models import KnowledgeItem
+from bots.knowledge import retrieve
+from bots.models import Bot, KnowledgeItem
 
 
 def test_it_adds_edits_and_deletes_a_faq(as_alice, acme_bot):
@@ -153,6 +154,72 @@ def test_it_reads_an_uploaded_web_page_that_leaves_out_its_optional_end_of_head(
     upload = SimpleUploadedFile("delivery.html", page, "text/html")
     assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload}).status_code == 302
     assert acme_bot.knowledge.get(kind="doc").body == "We deliver in 2 days."
+
+
+COUNTRIES = ("Afghanistan Albania Algeria Andorra Angola Argentina Armenia Australia Austria Azerbaijan "
+             "Bahamas Bahrain Bangladesh Barbados Belarus Belgium Belize Benin Bhutan Bolivia Botswana "
+             "Brazil Brunei Bulgaria Burundi Cambodia Cameroon Canada Chad Chile China Colombia Comoros "
+             "Croatia Cuba Cyprus Czechia Denmark Djibouti Dominica Ecuador Egypt Eritrea Estonia Eswatini "
+             "Ethiopia Fiji Finland France Gabon Gambia Georgia Germany Ghana Greece Grenada Guatemala "
+             "Guinea Guyana Haiti Honduras Hungary Iceland India Indonesia Iran Iraq Ireland Israel Italy "
+             "Jamaica Japan Jordan Kazakhstan Kenya Kiribati Kuwait Kyrgyzstan Laos Latvia Lebanon Lesotho "
+             "Liberia Libya Liechtenstein Lithuania Luxembourg Madagascar Malawi Malaysia Maldives Mali "
+             "Malta Mauritania Mauritius Mexico Micronesia Moldova Monaco Mongolia Montenegro Morocco "
+             "Mozambique Myanmar Namibia Nauru Nepal Netherlands Nicaragua Niger Nigeria Norway Oman "
+             "Pakistan Palau Panama Paraguay Peru Philippines Poland Portugal Qatar Romania Russia Rwanda "
+             "Samoa Senegal Serbia Seychelles Singapore Slovakia Slovenia Somalia Spain Sudan Suriname "
+             "Sweden Switzerland Syria Tajikistan Tanzania Thailand Togo Tonga Tunisia Turkey "
+             "Turkmenistan Tuvalu Uganda Ukraine Uruguay Uzbekistan Vanuatu Venezuela Vietnam Yemen "
+             "Zambia Zimbabwe").split()
+COUNTRIES += [f"{name} (overseas)" for name in COUNTRIES[:200 - len(COUNTRIES)]]
+SHIPPING_PAGE = f"""<!doctype html><html><head><meta charset="utf-8"><title>Shipping - Acme Bikes</title>
+<style>.menu {{ color: red }}</style><script>trackPageView("shipping"); var lang = "en";</script></head>
+<body><form method="post" action="./shipping.aspx" id="form1">
+<input type="hidden" name="__VIEWSTATE" value="dDwtMTA4">
+<nav><ul class="menu"><li><a href="/">Home</a></li><li><a href="/shop">Shop bikes</a></li>
+<li><a href="/contact">Contact us</a></li></ul></nav>
+<main><h1>Shipping</h1><p>We ship to every country in the European Union within 5 working days.</p>
+<p>Orders over 50 euros ship free; heavier e-bikes go by freight.</p>
+<label>Delivery times to <select name="country">{"".join(f"<option>{c}</option>" for c in COUNTRIES)}</select></label>
+<button>Show delivery times</button></main>
+<footer>Acme Bikes, all rights reserved. Privacy</footer></form></body></html>""".encode()
+
+
+def test_an_uploaded_web_page_is_read_without_its_menu_scripts_and_form_controls(as_alice, acme_bot):
+    """Uploaded .html was read with the email channel's reader: the 200 countries of a <select>,
+    the menu, the buttons and the footer were most of the document's words, and its piece was
+    retrieved for any question naming a country. A fetched page was already read without them;
+    both now go through documents.page_text (a <form> around the whole page read all the same)."""
+    assert len(COUNTRIES) == 200
+    upload = SimpleUploadedFile("shipping.html", SHIPPING_PAGE, "text/html")
+    assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload}).status_code == 302
+    body = acme_bot.knowledge.get(kind="doc").body
+    assert "We ship to every country in the European Union within 5 working days." in body
+    assert "Orders over 50 euros ship free; heavier e-bikes go by freight." in body
+    assert body.startswith("Shipping\n") and "Delivery times to" in body
+    for chrome in ("Portugal", "Zimbabwe", "overseas", "trackPageView", "color", "Home", "Shop bikes", "Contact us",
+                   "Show delivery times", "Privacy", "dDwtMTA4", "<"):
+        assert chrome not in body, chrome
+    hits = retrieve(Bot.objects.get(id=acme_bot.id).live_config(draft=True), "Do you ship to Portugal?")
+    assert "within 5 working days" in hits[0]["text"] and not any("Portugal" in hit["text"] for hit in hits)
+
+
+RETURNS_PAGE = b"""<html><body><nav><a href="/">Home</a> <a href="/shop">Shop bikes</a>
+<main><h1>Returns</h1><p>Unused bikes can be returned within 30 days.</p>
+<aside>Related: <select><option>Warranty</aside>
+<p>Refunds reach your account within 5 working days.</p></main></body></html>"""
+
+
+def test_a_left_out_element_never_closed_leaves_out_nothing(as_alice, acme_bot):
+    """A <nav> (an <aside>, a <footer>...) whose end tag never comes swallowed the rest of the page:
+    here all of it, refused as a document with no text. What such an element holds is kept, as if it
+    were not there (its menu with it); one closed as written is left out, and so is what was left open
+    inside it (the <select> its </aside> ends)."""
+    upload = SimpleUploadedFile("returns.html", RETURNS_PAGE, "text/html")
+    assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload}).status_code == 302
+    body = acme_bot.knowledge.get(kind="doc").body
+    assert body == ("Home Shop bikes\nReturns\n\nUnused bikes can be returned within 30 days.\n\n"
+                    "Refunds reach your account within 5 working days."), body
 
 
 def test_it_refuses_an_oversize_file(as_alice, acme_bot):

@@ -1,5 +1,5 @@
 """Knowledge retrieval (bots.knowledge): relevant pieces, only from the bot's own knowledge."""
-from bots.knowledge import chunks, retrieve
+from bots.knowledge import chunks, retrieve, tokens
 
 
 def config_with(*items):
@@ -40,6 +40,46 @@ def test_a_question_typed_without_accents_finds_the_words_written_with_them():
         {"kind": "faq", "title": "¿Cuánto cuesta una bici?", "body": "Desde 500 €."},
     )
     assert [piece["title"] for piece in retrieve(config, "precio del envio")] == ["¿Cuánto cuesta el envío?"]
+
+
+def test_indic_words_keep_their_vowel_signs():
+    """Python's \\w leaves combining marks out, so words were cut at each vowel sign: "दुकान कब खुलती
+    है" was "द क न कब ख लत ह", letters any Hindi sentence shares, and a question about a book's
+    price retrieved the shop's opening hours."""
+    assert tokens("दुकान कब खुलती है?") == ["दुकान", "कब", "खुलती", "है"]
+    assert tokens("দোকান কখন খোলে") == ["দোকান", "কখন", "খোলে"]  # Bengali
+    assert tokens("கடை எப்போது திறக்கும்") == ["கடை", "எப்போது", "திறக்கும்"]  # Tamil
+    assert tokens("\u0958ीमत") == tokens("\u0915\u093cीमत") == ["\u0915\u093cीमत"]  # क़ precomposed or not
+    config = config_with(
+        {"kind": "faq", "title": "दुकान कब खुलती है?", "body": "रोज़ सुबह 9 बजे से। HOURS-7"},
+        {"kind": "faq", "title": "क्या आप घर पर डिलीवरी करते हैं?", "body": "हाँ, 10 किमी तक।"},
+    )
+    assert retrieve(config, "दुकान कब खुलती है")[0]["text"].endswith("HOURS-7")
+    assert retrieve(config, "किताब की कीमत बताइए") == []  # no word in common, only vowel-sign fragments
+
+
+def test_vowel_points_and_joiners_that_a_question_may_leave_out_are_folded():
+    """Hebrew is mostly written without its vowel points, and ZWNJ/ZWJ only change how letters
+    join: both were word breaks, so pointed knowledge matched an unpointed question by single letters."""
+    assert tokens("שָׁלוֹם") == tokens("שלום") == ["שלום"]
+    assert tokens("می\u200cخواهم") == ["میخواهم"]  # Persian, with a ZWNJ
+    assert tokens("क्\u200dषमा") == tokens("क्षमा") == ["क्षमा"]  # a Hindi half-form asked for with a ZWJ
+
+
+def test_thai_written_without_spaces_is_matched_in_pieces_of_two_letters():
+    """Thai runs were cut at their vowel and tone marks into pieces of any length ("ร้านเปิดกี่โมงครับ":
+    ร, านเป, ดก, โมงคร, บ), which matched by chance: what time the shop opens found the refund policy,
+    what time it closes nothing. Now, like Japanese, overlapping pieces of two letters with their marks."""
+    assert tokens("เปิด") == ["เปิ", "ปิด"]
+    config = config_with(
+        {"kind": "faq", "title": "นโยบายการคืนเงิน", "body": "ขอคืนเงินได้ภายในสิบสี่วันหลังจากได้รับสินค้า"},
+        {"kind": "faq", "title": "ค่าจัดส่ง", "body": "ห้าสิบบาททั่วประเทศ ส่งฟรีเมื่อซื้อครบห้าร้อยบาท"},
+        {"kind": "faq", "title": "เวลาทำการ", "body": "เปิดจันทร์ถึงศุกร์ แปดโมงเช้าถึงห้าโมงเย็น"},
+    )
+    assert retrieve(config, "ร้านเปิดกี่โมงครับ")[0]["title"] == "เวลาทำการ"
+    assert retrieve(config, "ปิดร้านกี่โมง")[0]["title"] == "เวลาทำการ"
+    assert retrieve(config, "ค่าส่งเท่าไร")[0]["title"] == "ค่าจัดส่ง"
+    assert retrieve(config, "ขอคืนเงินได้ไหม")[0]["title"] == "นโยบายการคืนเงิน"
 
 
 def test_it_splits_documents_by_paragraph():

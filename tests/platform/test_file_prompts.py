@@ -48,6 +48,32 @@ def test_a_file_alone_stays_in_the_conversation_and_long_files_are_cut(acme_bot)
     assert second == "What do my terms say about returns?"
 
 
+ORDER_FORM = b"""<html><body><h1>Order form</h1>
+<form><label>Model <select name="model"><option>City 26</option><option selected>Trekking 28</option></select></label>
+<label>Notes <textarea name="notes">Deliver after 5pm, please</textarea></label><button>Send order</button></form>
+<aside><p>Frame size 56 cm, colour petrol blue</p>
+<footer>Order no. 4411-B</footer></body></html>"""
+
+
+def test_an_html_file_keeps_its_form_values_footer_and_what_follows_an_unclosed_aside(acme_bot):
+    """A customer's HTML file is read whole, as the email channel reads a mail: knowledge documents
+    and fetched pages leave out form controls, footers and asides (documents.page_text), but here
+    they are the customer's order (the model read neither the bike chosen nor the order number)."""
+    from bots.files import has_text_to_read
+    from inference.tasks import _history
+
+    message = receive(acme_bot, "Where is my order?", ("order.html", "text/html", ORDER_FORM))
+    assert _history(message)[-1]["content"] == (
+        "Where is my order?\n\n"
+        "[Attached file order.html:]\nOrder form\n"
+        "Model City 26Trekking 28 Notes Deliver after 5pm, pleaseSend order\n"
+        "Frame size 56 cm, colour petrol blue\nOrder no. 4411-B"
+    )
+    alone = receive(acme_bot, "", ("note.html", "text/html", b"<aside>Please change order 4411-B to size L"),
+                    thread="t-aside")
+    assert has_text_to_read(alone)  # not the canned "no text" reply: its only words are in the <aside>
+
+
 def test_an_unreadable_file_is_named_never_raised(acme_bot):
     from bots.models import Attachment
     from inference.tasks import _history
