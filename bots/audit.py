@@ -7,6 +7,7 @@ admins). What changed is named, never a secret's value.
 Kept for CHATNEXUS_ACTIVITY_RETENTION_DAYS (365; 0: for good), then dropped by the hourly
 retention job (``purge_old``), whatever the organisation keeps its conversations for.
 """
+import logging
 from datetime import timedelta
 
 from django.conf import settings
@@ -14,6 +15,8 @@ from django.utils import timezone
 
 from .models import AuditEvent
 from .models.tenants import person_name
+
+log = logging.getLogger(__name__)
 
 SHOWN = 50  # the Team page's latest
 
@@ -37,8 +40,21 @@ def latest(organization, limit: int = SHOWN):
 
 
 def purge_old(now=None) -> int:
-    """Delete the events older than CHATNEXUS_ACTIVITY_RETENTION_DAYS (none when it is 0)."""
+    """Delete the events older than CHATNEXUS_ACTIVITY_RETENTION_DAYS (none when it is 0), as the
+    conversations go (services.purge_expired): organisation by organisation, in batches of their
+    own transactions, one organisation's failure logged and stopping no other, an entry the
+    database refuses left for the next run and holding back none after it."""
+    from .services import in_batches
+
     days = settings.CHATNEXUS_ACTIVITY_RETENTION_DAYS
     if days <= 0:
         return 0
-    return AuditEvent.objects.filter(created__lt=(now or timezone.now()) - timedelta(days=days)).delete()[0]
+    old = AuditEvent.objects.filter(created__lt=(now or timezone.now()) - timedelta(days=days))
+    deleted = 0
+    for org_id in old.order_by("organization_id").values_list("organization_id", flat=True).distinct():
+        try:
+            for gone in in_batches(old.filter(organization_id=org_id), lambda batch: batch.delete()[0]):
+                deleted += gone
+        except Exception:  # noqa: BLE001 - logged with its traceback; the other organisations' still go
+            log.exception("retention: dropping old activity of organisation %s failed", org_id)
+    return deleted

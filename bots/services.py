@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -193,14 +194,22 @@ def sweep_orphaned_files(now=None) -> int:
     storage, cutoff, swept = attachment_storage(), (now or timezone.now()) - ORPHAN_GRACE, 0
     folders, _ = storage.listdir("")
     # only names attachment_path makes (<organisation id>/<32 hex digits>): nothing else is touched
-    for folder in filter(str.isdigit, folders):
-        known = set(Attachment.objects.filter(file__startswith=f"{folder}/").values_list("file", flat=True))
-        for name in storage.listdir(folder)[1]:
-            path = f"{folder}/{name}"
-            if (_ATTACHMENT_NAME.fullmatch(name) and path not in known
-                    and storage.get_modified_time(path) < cutoff):
-                storage.delete(path)
-                swept += 1
+    for folder in filter(str.isdigit, folders):  # one per organisation: a folder that fails stops no other
+        try:
+            swept += _sweep_folder(storage, folder, cutoff)
+        except Exception:  # noqa: BLE001 - logged with its traceback; the other organisations' files still go
+            log.exception("retention: sweeping the files of organisation %s failed", folder)
+    return swept
+
+
+def _sweep_folder(storage, folder, cutoff) -> int:
+    known = set(Attachment.objects.filter(file__startswith=f"{folder}/").values_list("file", flat=True))
+    swept = 0
+    for name in storage.listdir(folder)[1]:
+        path = f"{folder}/{name}"
+        if _ATTACHMENT_NAME.fullmatch(name) and path not in known and storage.get_modified_time(path) < cutoff:
+            storage.delete(path)
+            swept += 1
     return swept
 
 
@@ -218,19 +227,92 @@ def purge_expired(now=None) -> int:
     and the messages older than it in conversations still going on (a WhatsApp number, a widget
     visitor and an API thread are one conversation for good: a customer writing now and then kept
     years of messages); the builder's test chats a day after their last message. Returns the
-    conversations deleted."""
+    conversations deleted.
+
+    Organisation by organisation, CHATNEXUS_PURGE_BATCH rows at a time, each batch its own
+    transaction (``in_batches``): a big backlog holds no lock for long, a row the database refuses
+    (logged) stays for the next run while the rest go, and an organisation whose purge fails
+    (logged) keeps what it had left while the others are purged; files stay with their rows (a
+    file goes once its row's deletion commits: bots/signals.py). An expired conversation's messages
+    go first, a batch at a time, then the conversation: deleting it cascaded to all of them at once."""
     now = now or timezone.now()
-    # test chats are no drafting memory (inference.tasks._stored_replies): their bots need no rebuild
-    _, gone = Conversation.objects.filter(channel="preview", last_message_at__lt=now - PREVIEW_RETENTION).delete()
-    deleted = gone.get(Conversation._meta.label, 0)
-    expired, old = Q(), Q()
-    for org_id, days in Organization.objects.filter(retention_days__isnull=False).values_list("id", "retention_days"):
-        expired |= Q(organization_id=org_id, last_message_at__lt=now - timedelta(days=days))
-        old |= Q(organization_id=org_id, created__lt=now - timedelta(days=days))
-    if expired:
-        deleted += delete_conversations(Conversation.objects.filter(expired))
-        delete_messages(Message.objects.filter(old))
+    with_previews = (Conversation.objects.filter(channel="preview", last_message_at__lt=now - PREVIEW_RETENTION)
+                     .values("organization_id"))
+    organizations = (Organization.objects.filter(Q(retention_days__isnull=False) | Q(id__in=with_previews))
+                     .order_by("id").values_list("id", "retention_days"))
+    deleted = 0
+    for org_id, days in organizations:
+        try:
+            for gone in _purge_organization(org_id, days, now):  # as each batch commits: kept if a later one fails
+                deleted += gone
+        except Exception:  # noqa: BLE001 - logged with its traceback; one organisation's failure stops no other
+            log.exception("retention: purging organisation %s failed; what it had left waits for the next run", org_id)
     return deleted
+
+
+def _purge_organization(org_id, days, now):
+    """Yields the conversations each batch deleted."""
+    # test chats are no drafting memory (inference.tasks._stored_replies): their bots need no rebuild
+    previews = Conversation.objects.filter(organization_id=org_id, channel="preview",
+                                           last_message_at__lt=now - PREVIEW_RETENTION)
+    yield from in_batches(previews, lambda batch: batch.delete()[1].get(Conversation._meta.label, 0))
+    if days is None:
+        return
+    cutoff = now - timedelta(days=days)
+    expired = Conversation.objects.filter(organization_id=org_id, last_message_at__lt=cutoff)
+    bot_ids = set()
+
+    def erase(rows, model):  # as _erase, but the bots' memory is rebuilt once for the run (below)
+        bot_ids.update(rows.values_list("bot_id", flat=True))
+        return rows.delete()[1].get(model._meta.label, 0)
+
+    try:
+        # Messages first, a batch at a time: an expired conversation's delete cascaded to all of its
+        # messages in one transaction (years of a WhatsApp number's). They are older than the cutoff,
+        # bar a reply stored after a last message just before it: taken as its conversation's.
+        old = Message.objects.filter(Q(created__lt=cutoff) | Q(conversation__in=expired), organization_id=org_id)
+        for _ in in_batches(old, lambda batch: erase(batch, Message)):
+            yield 0
+        yield from in_batches(expired, lambda batch: erase(batch, Conversation))
+    finally:
+        # once, not per batch: every move makes every worker rebuild the bot's memory from the database
+        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)
+
+
+def in_batches(rows, delete, size=None):
+    """Delete ``rows`` (a queryset) by ``delete(batch)``, ``size`` rows at a time
+    (CHATNEXUS_PURGE_BATCH) in id order, each batch in a transaction of its own: what went before a
+    failure stays gone. A batch that fails is logged and its rows tried one by one: a row the
+    database refuses (a lock timeout, a trigger, a broken row) stays for the next run, and holds
+    back none after it. Yields what ``delete`` returns (how many went) as each batch commits."""
+    size = max(1, size or settings.CHATNEXUS_PURGE_BATCH)
+    after = 0
+    # past the last id seen, not "what is left": a row that stays (refused, or a trigger skipping it) ends no loop
+    while ids := list(rows.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:size]):
+        try:
+            with transaction.atomic():
+                gone = delete(rows.filter(id__in=ids))  # still matching: a conversation written to meanwhile stays
+        except Exception:  # noqa: BLE001 - logged with its traceback; the rows are tried one by one
+            name = rows.model._meta.verbose_name
+            if len(ids) == 1:
+                log.exception("retention: deleting %s %s failed; it is left for the next run", name, ids[0])
+                gone = 0
+            else:
+                log.exception("retention: deleting a batch of %s %s..%s failed; trying them one by one",
+                              name, ids[0], ids[-1])
+                gone = sum(_delete_one(rows, delete, row_id, name) for row_id in ids)
+        yield gone
+        after = ids[-1]
+
+
+def _delete_one(rows, delete, row_id, name):
+    try:
+        with transaction.atomic():
+            return delete(rows.filter(id=row_id))
+    except Exception as error:  # noqa: BLE001 - the batch's failure was logged with its traceback
+        log.warning("retention: deleting %s %s failed (%s); it is left for the next run", name, row_id,
+                    str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return 0
 
 
 def _conversation_for(bot, channel, thread_id, contact, subject):

@@ -109,7 +109,9 @@ def purge_expired_conversations():
     """Beat job (hourly): delete conversations past their organisation's retention period
     (services.purge_expired), customers' files no message names (services.sweep_orphaned_files),
     and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS (audit.purge_old); running
-    twice deletes nothing more. Returns the conversations deleted."""
+    twice deletes nothing more. Each goes organisation by organisation, in batches of their own
+    transactions: an organisation whose purge fails is logged and the others are still purged.
+    Returns the conversations deleted."""
     from . import audit, services
 
     deleted = services.purge_expired()
