@@ -26,13 +26,20 @@ class OrganizationMiddleware:
         request.organization = None
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            memberships = Membership.objects.select_related("organization").filter(user=user).order_by("id")
+            memberships = oldest_first(user)
             wanted = request.session.get(SESSION_KEY)
             membership = next((m for m in memberships if m.organization_id == wanted), None) or memberships.first()
             if membership:
                 request.membership = membership
                 request.organization = membership.organization
         return self.get_response(request)
+
+
+def oldest_first(user):
+    """``user``'s memberships, oldest first: the first is the one a request acts for when nothing
+    picks another (no organisation chosen in the session, no ``X-Organization`` header on an API
+    request)."""
+    return Membership.objects.select_related("organization").filter(user=user).order_by("id")
 
 
 def organization_context(request):

@@ -1,9 +1,10 @@
 """Pages of the bots app: builder (urls_builder), inbox and dashboards (urls_inbox)."""
 from django.urls import include, path
-from django.views.generic import RedirectView
+
+from .views.accounts import home
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="bots:list"), name="home"),
+    path("", home, name="home"),  # each role's start page: the bots, or the inbox for agents
     path("bots/", include(("bots.urls_builder", "bots"))),
     path("inbox/", include(("bots.urls_inbox", "inbox"))),
     path("dashboard/", include(("bots.urls_dashboards", "dashboards"))),

@@ -5,7 +5,9 @@ channel layer, the bundled model. Set ``DATABASE_URL`` and ``REDIS_URL`` for the
 distributed shape (PostgreSQL, Redis, separate Celery workers). Every variable is
 listed in the README.
 """
+import logging
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +18,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 # Typed readers: an unset or empty variable means the default (compose passes "" for what the
-# operator left out); a value they cannot read stops the start, naming the variable.
+# operator left out: every variable read here goes through one of them); a value they cannot
+# read stops the start, naming the variable.
+def envstr(name, default):
+    return os.environ.get(name, "").strip() or default
+
+
 def envbool(name, default=False):
     words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
     value = os.environ.get(name, "").strip().lower()
@@ -42,11 +49,37 @@ def envlist(name, default=""):
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def envchoice(name, default, choices):
+    """One of ``choices`` (upper case), the variable written in any case."""
+    value = os.environ.get(name, "").strip().upper()
+    if not value:
+        return default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+# DRF's throttle rate, "N/period": DRF reads the period by its first letter (s, m, h, d) and fails
+# every request on a rate it cannot read, so the usual words are taken here and written its way.
+_RATE = re.compile(r"(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hr|hour|d|day)s?", re.IGNORECASE)
+
+
+def envrate(name, default):
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    match = _RATE.fullmatch(value)
+    if not match:
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected requests per period, e.g. {default} "
+                                   "(the period: s, m, h, d or second, minute, hour, day)")
+    return f"{int(match[1])}/{match[2].lower()}"
+
+
 # ---------------------------------------------------------------------------
 # Core
 
 DEBUG = envbool("DEBUG", False)
-VAR_DIR = Path(os.environ.get("CHATNEXUS_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = Path(envstr("CHATNEXUS_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -71,7 +104,7 @@ ENCRYPTION_KEY = os.environ.get("CHATNEXUS_ENCRYPTION_KEY", "")
 ENCRYPTION_OLD_KEYS = envlist("CHATNEXUS_ENCRYPTION_OLD_KEYS")
 SECRET_KEY_FALLBACKS = envlist("SECRET_KEY_FALLBACKS")
 # The platform's public base URL (used in snippets, Twilio signature checks, emails).
-PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+PUBLIC_URL = envstr("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # Unless set, the site answers on PUBLIC_URL's host besides this machine's own names, and trusts
 # forms posted from its origin (behind a TLS proxy the app sees http, the browser sends https).
 _public = urlsplit(PUBLIC_URL)
@@ -143,9 +176,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'chatnexus.sqlite3'}", conn_max_age=0
-    )
+    "default": dj_database_url.parse(envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'chatnexus.sqlite3'}"),
+                                     conn_max_age=0)
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL + a busy timeout let the embedded worker threads write beside the web process. Transactions
@@ -162,7 +194,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "bots:list"
+LOGIN_REDIRECT_URL = "home"  # each role's start page (bots.views.accounts.home)
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -182,7 +214,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # Customers' files (email attachments, WhatsApp media): served only through the inbox's
 # member-only view, never from a public URL. Any Django storage backend can replace this
 # one (e.g. django-storages' S3 with the same alias); web and workers must share it.
-ATTACHMENTS_DIR = Path(os.environ.get("CHATNEXUS_ATTACHMENTS_DIR", VAR_DIR / "attachments"))
+ATTACHMENTS_DIR = Path(envstr("CHATNEXUS_ATTACHMENTS_DIR", VAR_DIR / "attachments"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -214,7 +246,7 @@ if REDIS_URL:
             # blocking pop (BZPOPMIN) and kills every idle websocket (django/channels_redis#422).
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
-                "prefix": os.environ.get("CHANNELS_PREFIX", "asgi"),
+                "prefix": envstr("CHANNELS_PREFIX", "asgi"),
             },
         }
     }
@@ -245,10 +277,10 @@ CELERY_BEAT_SCHEDULE = {}
 # ---------------------------------------------------------------------------
 # Inference
 
-CHATNEXUS_TARGET = os.environ.get("CHATNEXUS_TARGET", "bundled:smollm2-135m-instruct")
+CHATNEXUS_TARGET = envstr("CHATNEXUS_TARGET", "bundled:smollm2-135m-instruct")
 # suffix: drafts from the bot's earlier replies and the conversation; fastest measured on the
 # replay workload and on fresh prompts (docs/drafting.md). A bot's own setting overrides it.
-CHATNEXUS_DRAFTER = os.environ.get("CHATNEXUS_DRAFTER", "suffix")
+CHATNEXUS_DRAFTER = envstr("CHATNEXUS_DRAFTER", "suffix")
 # Drafter specs bots may choose besides the built-in ones (suffix, lookup, suffix+lookup, none),
 # comma-separated, e.g. "suffix:wide,model:/models/my-draft": a spec is loaded in every worker,
 # so tenants choose among what the operator allows, never any path or model id.
@@ -268,22 +300,35 @@ CHATNEXUS_VERIFY_COST_REFRESH_S = envint("CHATNEXUS_VERIFY_COST_REFRESH_S", 600)
 # Upper bound on reply tokens whatever a bot asks for.
 CHATNEXUS_MAX_REPLY_TOKENS = envint("CHATNEXUS_MAX_REPLY_TOKENS", 512)
 CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300)
+# Seconds of that limit kept for storing and handing over a reply: the engine starts no forward
+# later than CHATNEXUS_TASK_TIME_LIMIT - this after the reply task started (inference/tasks.py),
+# in worker processes and in `serve`'s worker threads alike.
+# Fractions of a second are taken. At or past the limit no reply could ever start: refused.
+try:
+    CHATNEXUS_TASK_TIME_MARGIN_S = float(os.environ.get("CHATNEXUS_TASK_TIME_MARGIN_S", "").strip() or 5)
+except ValueError:
+    raise ImproperlyConfigured(f"CHATNEXUS_TASK_TIME_MARGIN_S={os.environ['CHATNEXUS_TASK_TIME_MARGIN_S']!r}: "
+                               "expected seconds, e.g. 5") from None
+if CHATNEXUS_TASK_TIME_LIMIT <= 0 or not 0 <= CHATNEXUS_TASK_TIME_MARGIN_S < CHATNEXUS_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CHATNEXUS_TASK_TIME_MARGIN_S={CHATNEXUS_TASK_TIME_MARGIN_S:g} with CHATNEXUS_TASK_TIME_LIMIT="
+        f"{CHATNEXUS_TASK_TIME_LIMIT}: the margin must be at least 0 and less than the limit (and the limit "
+        "positive), or no reply could ever start")
 
 # ---------------------------------------------------------------------------
 # Mail
 
-EMAIL_BACKEND = os.environ.get(
-    "EMAIL_BACKEND",
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", None) or (
     "django.core.mail.backends.smtp.EmailBackend"
     if os.environ.get("EMAIL_HOST")
-    else "django.core.mail.backends.console.EmailBackend",
+    else "django.core.mail.backends.console.EmailBackend"
 )
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ChatNexus <noreply@localhost>")
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "ChatNexus <noreply@localhost>")
 # Date headers in TIME_ZONE (UTC): "+0000". Django's default writes "-0000", which RFC 5322
 # defines as "the local time zone is unknown".
 EMAIL_USE_LOCALTIME = True
@@ -301,7 +346,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": os.environ.get("API_RATE", "600/minute")},
+    "DEFAULT_THROTTLE_RATES": {"user": envrate("API_RATE", "600/minute")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ChatNexus API",
@@ -316,11 +361,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": envchoice("LOG_LEVEL", "INFO", logging.getLevelNamesMapping())},
 }
 
-# A prefork child loads the model before it takes work (CHATNEXUS_PRELOAD_MODEL=1);
-# give it time to report ready instead of Celery's default 4 s.
+# A worker process loads the model when it starts, before it takes work (inference/tasks.py);
+# a prefork child needs time to report ready then, instead of Celery's default 4 s.
+CHATNEXUS_PRELOAD_MODEL = envbool("CHATNEXUS_PRELOAD_MODEL", False)
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = envint("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 300)
 
 # ---------------------------------------------------------------------------
@@ -365,6 +411,9 @@ if CHATNEXUS_SWEEP_SECONDS > 0:
     }
 # Activity log entries (Team page) are kept this many days; 0: for good.
 CHATNEXUS_ACTIVITY_RETENTION_DAYS = envint("CHATNEXUS_ACTIVITY_RETENTION_DAYS", 365)
+# The hourly job below deletes organisation by organisation, this many rows (conversations,
+# messages, activity log entries) per transaction: a big backlog holds no lock for long.
+CHATNEXUS_PURGE_BATCH = envint("CHATNEXUS_PURGE_BATCH", 500)
 # Conversations past their organisation's retention period (set on the team page) go hourly,
 # and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS.
 CELERY_BEAT_SCHEDULE["purge-expired-conversations"] = {

@@ -1,5 +1,6 @@
 """Sign in, sign up, password reset and change, invitations (accept), your account page
-(organisations and the switcher, links to password and API token), API token page.
+(organisations and the switcher, links to password and API token), API token page, and where
+each role lands (``home``, ``/``: signing in, joining and switching organisation all end there).
 
 Log out and the rest of the password views are Django's own (see ``bots.urls_accounts``),
 templates in ``templates/registration/``. Sign-in, sign-up and password reset are
@@ -20,7 +21,7 @@ An account with two-factor sign-in on is signed in only after its code (views/tw
 """
 import hashlib
 import unicodedata
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django import forms
 from django.conf import settings
@@ -29,6 +30,7 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -39,10 +41,25 @@ from chatnexus import ratelimit
 from .. import audit
 from .. import membership as members
 from ..models import ApiToken, Membership, TwoFactor
-from ..tenancy import SESSION_KEY
+from ..models.tenants import token_digest
+from ..tenancy import SESSION_KEY, oldest_first
+from . import once
 
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 RESET_WINDOW_S = 60 * 60
+
+
+def landing(membership):
+    """The page a member starts on: owners and admins the bots, agents the inbox (the work they
+    may do). Without a membership, the inbox's page saying they are in no organisation."""
+    return "bots:list" if membership is not None and membership.can_manage else "inbox:list"
+
+
+@login_required
+def home(request):
+    """``/``, where signing in lands (``LOGIN_REDIRECT_URL``) unless ``?next=`` says otherwise:
+    the start page of the role held in the organisation the request acts for."""
+    return redirect(landing(request.membership))
 
 
 def _posts_refused(request, form_name):
@@ -208,32 +225,45 @@ class AcceptForm(UserCreationForm):
         fields = ("username",)
 
 
+GONE = "This invitation does not exist, was already used or has expired."
+
+
 def invite_accept(request, token):
-    """Signed in: join. Signed out: create an account for the invited email (or log in first)."""
+    """Signed in: join. Signed out: create an account for the invited email (or log in first).
+    ``members.accept`` reads the invitation again by ``token`` under a lock: the link may have been
+    renewed, used or cancelled since ``open_invitation`` found it."""
     invitation = members.open_invitation(token)
     if invitation is None:
-        raise Http404("This invitation does not exist, was already used or has expired.")
+        raise Http404(GONE)
     if request.user.is_authenticated:
         if request.method == "POST":
-            return _join(request, invitation, request.user)
+            try:
+                membership = _join(token, invitation, request.user)
+            except members.MembershipError as error:
+                messages.error(request, str(error))
+                return redirect("inbox:list")
+            return _joined(request, membership)
         return render(request, "accounts/invite_accept.html", {"invitation": invitation})
     form = AcceptForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save(commit=False)
-        user.email = invitation.email
-        user.save()
+        try:
+            with transaction.atomic():  # a link that no longer works leaves no account behind
+                user = form.save(commit=False)
+                user.email = invitation.email
+                user.save()
+                membership = _join(token, invitation, user)
+        except members.MembershipError:
+            raise Http404(GONE) from None
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return _join(request, invitation, user)
+        return _joined(request, membership)
     return render(request, "accounts/invite_accept.html", {"invitation": invitation, "form": form})
 
 
-def _join(request, invitation, user):
+def _join(token, invitation, user):
+    """``user`` joins through the invitation of ``token`` (``invitation``, as opened), in the activity
+    log; MembershipError when its link no longer works."""
     before = Membership.objects.filter(user=user, organization=invitation.organization).first()
-    try:
-        membership = members.accept(invitation, user)
-    except members.MembershipError as error:
-        messages.error(request, str(error))
-        return redirect("inbox:list")
+    membership = members.accept(token, user)
     through = f"through the invitation to {invitation.email}"
     if before is None:
         audit.record(membership.organization, user, "member.joined",
@@ -241,9 +271,14 @@ def _join(request, invitation, user):
     elif membership.role != before.role:
         audit.record(membership.organization, user, "member.role",
                      f"Became {membership.get_role_display()} (was {before.get_role_display()}) {through}")
+    return membership
+
+
+def _joined(request, membership):
+    """The new member's session acts for the organisation joined, landing on its start page."""
     request.session[SESSION_KEY] = membership.organization_id
     messages.success(request, f"You joined {membership.organization.name}.")
-    return redirect("bots:list" if membership.can_manage else "inbox:list")
+    return redirect(landing(membership))
 
 
 @login_required
@@ -282,18 +317,33 @@ def switch_organization(request):
     if membership is None:
         raise Http404
     request.session[SESSION_KEY] = org_id
-    return redirect("bots:list" if membership.can_manage else "inbox:list")
+    return redirect(landing(membership))
+
+
+# The tokens just made, waiting in the session for the GET that shows them (views/once.py):
+# {"key": the token, "replaced": whether it replaced one} each.
+SHOWN_TOKENS = "accounts.api_tokens_to_show"
 
 
 @login_required
 def api_token(request):
-    """The user's API token: POST makes one (replacing the old), shown on that response only;
-    afterwards the page shows how it starts and when it was made and used (only its digest is stored)."""
+    """The user's API token: POST makes one (replacing the old) and redirects to this page, which
+    shows it once (POST/redirect/GET, ``views/once.py``: reloading the page repeats the GET, not the
+    POST, which would kill the token just copied); afterwards the page shows how it starts and when
+    it was made and used (only its digest is stored).
+    The page names the organisation the token acts for without an ``X-Organization`` header (the
+    oldest membership, as ``bots.api.views`` resolves it — not the session's choice) and the slugs
+    the header takes."""
     if request.method == "POST":
         replaced = ApiToken.objects.filter(user=request.user).exists()
-        key = ApiToken.issue(request.user)
-        response = render(request, "accounts/api_token.html", {"new_key": key, "replaced": replaced})
-        response["Cache-Control"] = "no-store"  # the one page that shows the token: not kept by the browser
-        return response
+        key = once.stash(request, SHOWN_TOKENS, {"key": ApiToken.issue(request.user), "replaced": replaced})
+        return redirect(f"{reverse('api-token')}?{urlencode({once.URL_PARAMETER: key})}")
+    memberships = list(oldest_first(request.user))
+    context = {"memberships": memberships, "acts_for": memberships[0] if memberships else None}
     token = ApiToken.objects.filter(user=request.user).first()
-    return render(request, "accounts/api_token.html", {"token": token})
+    shown = once.pop(request, SHOWN_TOKENS)
+    if shown is None or token is None or token.digest != token_digest(shown["key"]):  # replaced or revoked since
+        return render(request, "accounts/api_token.html", {**context, "token": token})
+    response = render(request, "accounts/api_token.html",
+                      {**context, "token": token, "new_key": shown["key"], "replaced": shown["replaced"]})
+    return once.no_store(response)

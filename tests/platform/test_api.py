@@ -95,7 +95,7 @@ def test_it_shows_a_new_token_once_and_stores_only_its_digest(client, alice):
 
     client.force_login(alice)
     assert b"You have no token yet" in client.get("/accounts/api-token/").content
-    made = client.post("/accounts/api-token/")
+    made = client.post("/accounts/api-token/", follow=True)
     assert made["Cache-Control"] == "no-store"
     first = made.context["new_key"]
     assert first.startswith("cnx_") and len(first) > 40 and first.encode() in made.content
@@ -111,7 +111,7 @@ def test_it_shows_a_new_token_once_and_stores_only_its_digest(client, alice):
     api.credentials(HTTP_AUTHORIZATION=f"Token {first}")
     assert api.get("/api/bots/").status_code == 200
     assert ApiToken.objects.get(user=alice).last_used is not None
-    replaced = client.post("/accounts/api-token/")
+    replaced = client.post("/accounts/api-token/", follow=True)
     second = replaced.context["new_key"]
     assert second != first and b"previous one no longer works" in replaced.content
     assert api.get("/api/bots/").status_code == 401  # the old token is dead
@@ -119,6 +119,77 @@ def test_it_shows_a_new_token_once_and_stores_only_its_digest(client, alice):
     assert api.get("/api/bots/").status_code == 200
     api.credentials(HTTP_AUTHORIZATION=f"Token {second[:-1]}")
     assert api.get("/api/bots/").status_code == 401
+
+
+def test_reloading_the_page_that_shows_a_new_token_makes_no_other(client, alice):
+    """POST/redirect/GET: the POST makes the token and redirects; the GET shows it once, not kept by
+    the browser. Reloading that page (or going back to it) repeats the GET, not the POST, so the
+    token just copied keeps working."""
+    client.force_login(alice)
+    made = client.post("/accounts/api-token/")
+    assert made.status_code == 302 and ApiToken.objects.filter(user=alice).exists()
+    assert "cnx_" not in made["Location"]  # the token waits in the session, not in the URL
+    shown = client.get(made["Location"])
+    assert shown.status_code == 200 and shown["Cache-Control"] == "no-store"
+    key = shown.context["new_key"]
+    assert key.startswith("cnx_") and f'<code id="api-token">{key}</code>' in shown.content.decode()
+    digest = ApiToken.objects.get(user=alice).digest
+
+    reloaded = client.get(made["Location"])  # the same URL again: nothing left to show
+    assert reloaded.status_code == 200 and key not in reloaded.content.decode() and key[:12] in reloaded.content.decode()
+    assert reloaded.context.get("new_key") is None and "no-store" not in reloaded.get("Cache-Control", "")
+    assert ApiToken.objects.get(user=alice).digest == digest  # no new token made
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/bots/").status_code == 200  # the shown token works
+
+
+def test_a_token_replaced_before_its_page_is_shown_is_not_shown(client, alice):
+    """Two tabs: the first POST's redirect, followed after the second POST, shows no dead token."""
+    client.force_login(alice)
+    first = client.post("/accounts/api-token/")
+    second = client.post("/accounts/api-token/")
+    assert client.get(first["Location"]).context.get("new_key") is None
+    key = client.get(second["Location"]).context["new_key"]
+    assert ApiToken.objects.get(user=alice).digest == hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_a_token_whose_page_is_not_opened_in_time_is_not_shown(client, alice, monkeypatch):
+    """A redirect not followed within ``once.MAX_AGE_S`` (a tab closed mid-way) shows nothing later."""
+    from bots.views import once
+
+    client.force_login(alice)
+    made = client.post("/accounts/api-token/")
+    monkeypatch.setattr(once, "MAX_AGE_S", 0)  # as if 10 minutes had passed
+    late = client.get(made["Location"])
+    assert late.context.get("new_key") is None and "api_tokens_to_show" not in " ".join(client.session.keys())
+
+
+def test_the_token_page_names_the_organisation_the_token_acts_for(client, alice, acme, globex, acme_bot, globex_bot):
+    """Working in Globex (switched to it in the web app), alice reads that her token acts for Acme,
+    her oldest membership, without the header — what the API then does — and the slugs it takes."""
+    from bots.models import Membership
+
+    Membership.objects.create(user=alice, organization=globex, role="admin")
+    client.force_login(alice)
+    client.post(reverse("switch-organization"), {"organization": globex.id})
+    made = client.post("/accounts/api-token/", follow=True)
+    text = " ".join(made.content.decode().split())
+    assert "acts for <strong>Acme</strong> (<code>acme</code>, your oldest membership), as owner" in text
+    assert "not Globex, the organisation you work in here" in text
+    assert "<code>X-Organization: acme</code>" in text and "<code>X-Organization: globex</code>" in text
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {made.context['new_key']}")
+    assert [b["name"] for b in api.get("/api/bots/").json()["results"]] == [acme_bot.name]
+    picked = api.get("/api/bots/", HTTP_X_ORGANIZATION="globex").json()["results"]
+    assert [b["name"] for b in picked] == [globex_bot.name]
+
+
+def test_the_token_page_of_a_single_organisation_names_it_without_a_list_of_slugs(client, bob):
+    client.force_login(bob)
+    text = " ".join(client.get("/accounts/api-token/").content.decode().split())
+    assert "acts for <strong>Acme</strong> (<code>acme</code>, your oldest membership), as agent." in text
+    assert "X-Organization: &lt;slug&gt;" not in text  # nothing else to pick
 
 
 def test_the_migration_turns_stored_plaintext_tokens_into_digests_that_still_work(alice):

@@ -1,9 +1,11 @@
 """Settings read from the environment, each case in a fresh process with the environment a
-deployment sets: malformed numbers and booleans stop the start naming the variable, an empty
-value means the default, PUBLIC_URL's host is served without listing it twice, and Redis does
-not hand a delayed task to a second worker while the first still waits to run it."""
+deployment sets: malformed numbers, booleans, API rates and log levels stop the start naming the
+variable, an empty value means the default (for every variable the README documents), PUBLIC_URL's
+host is served without listing it twice, and Redis does not hand a delayed task to a second worker
+while the first still waits to run it."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # as a TLS proxy forwards it (plain http to the app, the browser's https Origin).
 PROBE = """
 import json
+import logging
 import django
 django.setup()
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.middleware.csrf import CsrfViewMiddleware
 from django.test import RequestFactory
+from rest_framework.throttling import UserRateThrottle
 from urllib.parse import urlsplit
 
 public = urlsplit(settings.PUBLIC_URL.lower())  # as a browser writes the host and the origin
@@ -46,19 +50,36 @@ print(json.dumps({
     "SECURE_COOKIES": settings.SESSION_COOKIE_SECURE,
     "public_host_ok": host_ok(public.netloc),
     "public_origin_post_ok": refused is None,
+    "api_rate": UserRateThrottle().parse_rate(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"]),
+    "root_level": logging.getLogger().level,
+    "preload_model": getattr(settings, "CHATNEXUS_PRELOAD_MODEL", None),
 }))
 """
 
 
+def documented_variables():
+    """The variables of the README's Configuration table, in its order."""
+    section = (ROOT / "README.md").read_text().split("## Configuration (environment variables)")[1].split("\n#")[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return [name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)]
+
+
+def environment(tmp_path, **env):
+    """``env`` over a clean base: none of the README's variables set but a secret key and a var folder."""
+    drop = {"DJANGO_SETTINGS_MODULE", *documented_variables()}
+    base = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**base, "DJANGO_SETTINGS_MODULE": "chatnexus.settings", "SECRET_KEY": "x" * 60,
+            "CHATNEXUS_VAR_DIR": str(tmp_path / "var"), **env}
+
+
+def run_in(tmp_path, code, **env):
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment(tmp_path, **env), capture_output=True,
+                          text=True, timeout=120)
+
+
 def settings_in(tmp_path, **env):
     """The probe's result in a fresh process on chatnexus.settings with ``env`` over a clean base."""
-    drop = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
-            "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "CHATNEXUS_PREFIX_CACHE_MB", "PUBLIC_URL", "DEBUG")
-    environment = {k: v for k, v in os.environ.items() if k not in drop}
-    environment.update(DJANGO_SETTINGS_MODULE="chatnexus.settings", SECRET_KEY="x" * 60,
-                       CHATNEXUS_VAR_DIR=str(tmp_path / "var"), **env)
-    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True, text=True,
-                          timeout=120)
+    return run_in(tmp_path, PROBE, **env)
 
 
 def values(tmp_path, **env):
@@ -106,6 +127,95 @@ def test_it_refuses_a_misspelt_boolean_naming_the_variable(tmp_path):
 def test_it_takes_an_empty_boolean_for_its_default(tmp_path):
     assert values(tmp_path, PUBLIC_URL="https://chat.example.com", SECURE_COOKIES="")["SECURE_COOKIES"] is True
     assert values(tmp_path, PUBLIC_URL="http://127.0.0.1:8000", SECURE_COOKIES="")["SECURE_COOKIES"] is False
+
+
+# An empty variable means its default: compose passes "" for every variable the operator left out.
+# Every setting (not only the ones below) must then be what it is with the variable unset.
+EVERY_SETTING = """
+import django, json
+django.setup()
+from django.conf import settings
+print(json.dumps({name: repr(getattr(settings, name)) for name in dir(settings) if name.isupper()}))
+"""
+
+
+def test_an_empty_variable_means_its_default_for_every_variable_documented(tmp_path):
+    # both processes have a key and a folder of their own (empty, these are a generated key kept in ./var)
+    names = [name for name in documented_variables() if name not in ("SECRET_KEY", "CHATNEXUS_VAR_DIR")]
+    assert {"API_RATE", "LOG_LEVEL", "EMAIL_BACKEND", "PUBLIC_URL", "DATABASE_URL"} <= set(names)  # the table was read
+    unset, empty = (run_in(tmp_path, EVERY_SETTING, **env) for env in ({}, dict.fromkeys(names, "")))
+    assert unset.returncode == 0, unset.stderr
+    assert empty.returncode == 0, empty.stderr
+    unset, empty = (json.loads(done.stdout.strip().splitlines()[-1]) for done in (unset, empty))
+    assert {name: (unset[name], empty.get(name)) for name in unset if empty.get(name) != unset[name]} == {}
+
+
+# ---------------------------------------------------------------------------
+# The REST API's rate, the log level
+
+
+@pytest.mark.parametrize("value", ["lots", "600", "600/fortnight", "ten/minute", "600/minute/2", "-5/minute"])
+def test_it_refuses_an_unreadable_api_rate_naming_the_variable(tmp_path, value):
+    """DRF read these only at the first API request: a 500 for every request, `check` all clear."""
+    line = refusal(tmp_path, API_RATE=value)
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured:"), line
+    assert "API_RATE" in line and repr(value) in line
+
+
+def test_manage_py_check_stops_on_an_unreadable_api_rate(tmp_path):
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=environment(tmp_path, API_RATE="lots"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "no issues" not in done.stdout
+    assert "ImproperlyConfigured: API_RATE='lots'" in done.stderr
+
+
+@pytest.mark.parametrize("value, parsed", [("", (600, 60)), ("100/s", (100, 1)), ("30/Minute", (30, 60)),
+                                           ("1000/hours", (1000, 3600)), (" 20 / day ", (20, 86400)),
+                                           ("5/min", (5, 60)), ("2/sec", (2, 1))])
+def test_it_reads_an_api_rate_in_the_words_people_write(tmp_path, value, parsed):
+    assert tuple(values(tmp_path, API_RATE=value)["api_rate"]) == parsed  # as DRF's throttle reads it
+
+
+@pytest.mark.parametrize("value", ["verbose", "INF", "10"])
+def test_it_refuses_an_unknown_log_level_naming_the_variable(tmp_path, value):
+    line = refusal(tmp_path, LOG_LEVEL=value)
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured:"), line
+    assert "LOG_LEVEL" in line and repr(value) in line and "WARNING" in line
+
+
+@pytest.mark.parametrize("value, level", [("", 20), ("debug", 10), ("Warning", 30), ("ERROR", 40), (" critical ", 50)])
+def test_it_reads_a_log_level_in_any_case(tmp_path, value, level):
+    assert values(tmp_path, LOG_LEVEL=value)["root_level"] == level
+
+
+# ---------------------------------------------------------------------------
+# The worker's model preload: a switch like the others
+
+# What a Celery worker process does when it starts (worker_process_init), with a model that
+# cannot load: loading it is tried, and said, only when the switch is on.
+WORKER_START = """
+import django
+django.setup()
+from celery.signals import worker_process_init
+import inference.tasks
+worker_process_init.send(sender=None)
+print("started")
+"""
+
+
+@pytest.mark.parametrize("value, loads", [("1", True), ("true", True), ("YES", True), ("on", True),
+                                          ("0", False), ("off", False), ("", False)])
+def test_a_worker_loads_the_model_at_start_when_the_switch_is_on(tmp_path, value, loads):
+    done = run_in(tmp_path, WORKER_START, CHATNEXUS_PRELOAD_MODEL=value, CHATNEXUS_TARGET=str(tmp_path / "missing.gguf"))
+    assert done.returncode == 0 and "started" in done.stdout, done.stderr
+    assert ("cannot load the model" in done.stderr and "missing.gguf" in done.stderr) is loads, done.stderr
+    assert values(tmp_path, CHATNEXUS_PRELOAD_MODEL=value)["preload_model"] is loads
+
+
+def test_it_refuses_a_misspelt_preload_switch_naming_the_variable(tmp_path):
+    line = refusal(tmp_path, CHATNEXUS_PRELOAD_MODEL="always")
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured:"), line
+    assert "CHATNEXUS_PRELOAD_MODEL" in line and "'always'" in line
 
 
 # ---------------------------------------------------------------------------
@@ -176,3 +286,18 @@ def test_service_subprocesses_get_the_database_password(settings, monkeypatch):
     url = dj_database_url.parse(service_env()["DATABASE_URL"])
     assert (url["USER"], url["PASSWORD"], url["HOST"], int(url["PORT"]), url["NAME"]) == (
         db["USER"] or "postgres", "p@ss:w/rd", db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432), db["NAME"])
+
+
+@pytest.mark.parametrize("limit, margin", [("5", "5"), ("5", "30"), ("0", "0"), ("300", "-1"), ("300", "five")])
+def test_it_refuses_a_time_margin_that_leaves_no_time_to_reply(tmp_path, limit, margin):
+    """A margin at or past the limit put every reply's deadline before its start: the bot never answered."""
+    line = refusal(tmp_path, CHATNEXUS_TASK_TIME_LIMIT=limit, CHATNEXUS_TASK_TIME_MARGIN_S=margin)
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured:"), line
+    assert "CHATNEXUS_TASK_TIME_MARGIN_S" in line
+
+
+def test_it_takes_a_time_margin_in_fractions_of_a_second(tmp_path):
+    code = PROBE.split("print(json.dumps(")[0] + "print(settings.CHATNEXUS_TASK_TIME_MARGIN_S)"
+    done = run_in(tmp_path, code, CHATNEXUS_TASK_TIME_LIMIT="5", CHATNEXUS_TASK_TIME_MARGIN_S="4.5")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "4.5"
