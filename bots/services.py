@@ -21,7 +21,7 @@ from django.utils import timezone
 from . import events, hours
 from .knowledge import folded
 from .models import Attachment, Bot, Conversation, Membership, Message, Organization, Tag
-from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE, NO_TEXT_MESSAGE
+from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE, NO_TEXT_MESSAGE, lock_bots
 from .models.tenants import person_name
 
 log = logging.getLogger(__name__)
@@ -173,10 +173,13 @@ def delete_messages(messages) -> int:
 
 
 def _erase(rows, model) -> int:
+    """Delete ``rows`` and move their bots' ``erasures`` (workers rebuild their memory) in one
+    transaction: no deletion commits without its bots' rebuild. The bots are locked in id order first
+    (lock_bots), as a knowledge deletion locks them: an UPDATE alone takes them in disk order."""
     with transaction.atomic():
         bot_ids = set(rows.values_list("bot_id", flat=True))
         _, deleted = rows.delete()
-        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)  # workers rebuild their memory
+        Bot.objects.filter(id__in=lock_bots(bot_ids)).update(erasures=F("erasures") + 1)
     return deleted.get(model._meta.label, 0)
 
 
@@ -260,23 +263,15 @@ def _purge_organization(org_id, days, now):
         return
     cutoff = now - timedelta(days=days)
     expired = Conversation.objects.filter(organization_id=org_id, last_message_at__lt=cutoff)
-    bot_ids = set()
-
-    def erase(rows, model):  # as _erase, but the bots' memory is rebuilt once for the run (below)
-        bot_ids.update(rows.values_list("bot_id", flat=True))
-        return rows.delete()[1].get(model._meta.label, 0)
-
-    try:
-        # Messages first, a batch at a time: an expired conversation's delete cascaded to all of its
-        # messages in one transaction (years of a WhatsApp number's). They are older than the cutoff,
-        # bar a reply stored after a last message just before it: taken as its conversation's.
-        old = Message.objects.filter(Q(created__lt=cutoff) | Q(conversation__in=expired), organization_id=org_id)
-        for _ in in_batches(old, lambda batch: erase(batch, Message)):
-            yield 0
-        yield from in_batches(expired, lambda batch: erase(batch, Conversation))
-    finally:
-        # once, not per batch: every move makes every worker rebuild the bot's memory from the database
-        Bot.objects.filter(id__in=bot_ids).update(erasures=F("erasures") + 1)
+    # Each batch moves its bots' erasures as it commits (_erase): a purge that stops half-way (a
+    # worker killed, a batch refused) leaves no deleted reply in the workers' drafting memory.
+    # Messages first, a batch at a time: an expired conversation's delete cascaded to all of its
+    # messages in one transaction (years of a WhatsApp number's). They are older than the cutoff,
+    # bar a reply stored after a last message just before it: taken as its conversation's.
+    old = Message.objects.filter(Q(created__lt=cutoff) | Q(conversation__in=expired), organization_id=org_id)
+    for _ in in_batches(old, lambda batch: _erase(batch, Message)):
+        yield 0
+    yield from in_batches(expired, lambda batch: _erase(batch, Conversation))
 
 
 def in_batches(rows, delete, size=None):

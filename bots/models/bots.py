@@ -8,7 +8,7 @@ edits go live only when published. Each publish is kept as a ``BotVersion``;
 import secrets
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from .tenants import Organization
@@ -122,7 +122,8 @@ class Bot(models.Model):
     @transaction.atomic
     def publish(self, by=None):
         """Make the draft live as the next version (kept in ``versions``); ``by``: who published."""
-        locked = Bot.objects.select_for_update().only("published_version").get(id=self.id)  # one publish at a time
+        # one publish at a time; FOR NO KEY UPDATE: inbound messages (rows referencing the bot) still go in
+        locked = Bot.objects.select_for_update(no_key=True).only("published_version").get(id=self.id)
         self.published_version = locked.published_version + 1
         self.published_config = self.draft_config()
         self.published_at = timezone.now()
@@ -141,7 +142,7 @@ class Bot(models.Model):
         deleted since, ``BotVersion.KNOWLEDGE_DELETED``, aside). Not live until published.
         ``version`` is read again under the bot's lock: a deletion (``delete_knowledge``) that
         committed since the caller loaded it stays deleted."""
-        Bot.objects.select_for_update().only("id").get(id=self.id)  # as publish and delete_knowledge: one at a time
+        Bot.objects.select_for_update(no_key=True).only("id").get(id=self.id)  # as publish and delete_knowledge
         version = BotVersion.objects.get(id=version.id, bot=self)
         config = version.config
         for field in self.DRAFT_FIELDS:
@@ -171,9 +172,10 @@ class Bot(models.Model):
         drops there stays in the versions that had it.) Every bot of the organisation is cleaned,
         not only this one: an item moved from another bot (the API and the admin allowed it once)
         is in that bot's live config and versions too. Other organisations are never touched."""
-        # Every bot of the organisation locked, in id order (two deletions never deadlock): no
-        # publish or restore meanwhile puts the item back.
-        bots = list(Bot.objects.select_for_update().filter(organization_id=self.organization_id)
+        # Every bot of the organisation locked, in id order as every lock or update of several bots
+        # (lock_bots: no deadlock with another deletion or an erasure): no publish or restore meanwhile
+        # puts the item back. FOR NO KEY UPDATE: inbound messages for these bots still go in.
+        bots = list(Bot.objects.select_for_update(no_key=True).filter(organization_id=self.organization_id)
                     .order_by("id").only("id", "published_config"))
         KnowledgeItem.objects.filter(id=item.id, bot=self).delete()
         for bot in bots:
@@ -182,8 +184,10 @@ class Bot(models.Model):
                 Bot.objects.filter(id=bot.id).update(published_config=config)
             if bot.id == self.id:
                 self.published_config = config
-        changed = []
-        for version in BotVersion.objects.filter(bot__organization_id=self.organization_id):
+        changed, versions = [], BotVersion.objects.filter(bot__organization_id=self.organization_id)
+        if connection.features.supports_json_field_contains:  # PostgreSQL: only the versions that have it
+            versions = versions.filter(config__knowledge__contains=[{"id": item.id}])
+        for version in versions:
             config = _without(version.config, item.id)
             if config != version.config:
                 deleted = config.get(BotVersion.KNOWLEDGE_DELETED, 0) + 1
@@ -202,6 +206,15 @@ class Bot(models.Model):
         if draft or self.published_config is None:
             return self.draft_config()
         return self.published_config
+
+
+def lock_bots(bot_ids) -> list[int]:
+    """Lock these bots' rows (FOR NO KEY UPDATE, until the transaction ends) in id order, the order
+    every lock or update of several bots takes them in: an UPDATE alone takes its rows in the order
+    it finds them on disk, and two transactions each holding a bot the other waits for deadlock.
+    Inbound messages (rows referencing the bots) still go in meanwhile. Returns the ids locked."""
+    return list(Bot.objects.select_for_update(no_key=True).filter(id__in=bot_ids).order_by("id")
+                .values_list("id", flat=True))
 
 
 def _without(config: dict, item_id: int) -> dict:

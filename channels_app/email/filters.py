@@ -6,6 +6,7 @@ auto-reply headers), mailing lists, bounces, no-reply senders, our own address, 
 senders who already got today's quota of auto-replies.
 """
 import re
+import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
@@ -82,13 +83,30 @@ def daily_limit(config) -> int:
 
 def replies_today(config, address) -> int:
     """Mails of the last 24 hours that the bot answered or will answer to ``address`` (their
-    Reply-To, else their From)."""
-    no_reply_to = Q(meta__reply_to_address="") | ~Q(meta__has_key="reply_to_address")
-    return Message.objects.filter(
-        Q(meta__reply_to_address=address) | (Q(meta__from_address=address) & no_reply_to),
+    Reply-To, else their From), whatever the case of its local part.
+
+    ``parse.mailbox`` keeps a local part beyond ASCII as written (``José@``, ``JOSÉ@``, ``jOsé@``):
+    one quota for all of them, or a sender gets a fresh quota per spelling to aim at one victim. They
+    are compared casefolded (and NFKC-normalised) in Python: neither SQLite's LIKE (the embedded
+    mode's ``iexact``) nor PostgreSQL's UPPER under a "C" locale folds ``É``. The database narrows
+    to the domain first, which ``mailbox`` stores lower-cased."""
+    recent = Message.objects.filter(
         bot_id=config.bot_id,
         channel="email",
         direction=Message.Direction.INBOUND,
         created__gte=timezone.now() - timedelta(days=1),
         reply_state__in=[Message.ReplyState.PENDING, Message.ReplyState.DONE],
-    ).count()
+    )
+    if "@" not in address:  # no domain to narrow by (skip_reason answers no such sender anyway)
+        no_reply_to = Q(meta__reply_to_address="") | ~Q(meta__has_key="reply_to_address")
+        return recent.filter(Q(meta__reply_to_address=address) | (Q(meta__from_address=address) & no_reply_to)).count()
+    domain = "@" + address.rpartition("@")[2]
+    same_domain = Q(meta__reply_to_address__endswith=domain) | Q(meta__from_address__endswith=domain)
+    rows = recent.filter(same_domain).values_list("meta__reply_to_address", "meta__from_address")
+    folded = _folded(address)
+    return sum(1 for reply_to, sender in rows if _folded(reply_to or sender or "") == folded)
+
+
+def _folded(address: str) -> str:
+    """``address`` as the daily cap tells senders apart: case and Unicode spelling folded."""
+    return unicodedata.normalize("NFKC", address).casefold()

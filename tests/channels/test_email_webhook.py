@@ -201,6 +201,25 @@ def test_the_cap_and_the_no_reply_rule_hold_for_the_reply_to_address(email_chann
     assert reasons["own@example.com"] == ("skipped", "replies would go to our own address")
 
 
+@pytest.mark.parametrize("header", ["From", "Reply-To"])
+def test_the_cap_counts_the_spellings_of_a_sender_beyond_ascii_as_one(email_channel, post_mail, header):
+    """A local part beyond ASCII is kept as written (``parse.mailbox``), but ``José@``, ``JOSÉ@`` and
+    ``jOsé@`` share one quota: else each spelling aims a fresh one at the same person."""
+    email_channel.settings["max_replies_per_sender_per_day"] = 2
+    email_channel.save()
+    for i, spelling in enumerate(["José", "JOSÉ", "jOsé", "josé"]):
+        address = f"{spelling}@Example.com"
+        sender, extra = (address, "") if header == "From" else (f"r{i}@attacker.example", f"Reply-To: {address}\r\n")
+        post_mail(email_channel.key, mail(message_id=f"<js{i}@example.com>", sender=sender, extra=extra))
+    post_mail(email_channel.key, mail(message_id="<other@example.com>", sender="maría@example.com"))
+    messages = {m.external_id: m for m in Message.objects.all()}
+    states = [messages[f"js{i}@example.com"].reply_state for i in range(4)]
+    assert states == ["pending", "pending", "skipped", "skipped"]
+    assert "2 auto-replies to jOsé@example.com" in messages["js2@example.com"].meta["skip_reason"]
+    assert messages["js0@example.com"].meta[header.lower().replace("-", "_") + "_address"] == "José@example.com"  # kept as written
+    assert messages["other@example.com"].reply_state == "pending"  # another sender has its own quota
+
+
 def test_it_threads_a_reply_into_the_existing_conversation(email_channel, post_mail, mailbox):
     from bots import services
     from channels_app.tasks import deliver

@@ -144,6 +144,37 @@ def test_reloading_the_page_that_shows_a_new_token_makes_no_other(client, alice)
     assert api.get("/api/bots/").status_code == 200  # the shown token works
 
 
+def test_a_token_waiting_for_its_page_is_not_in_the_session_table_in_clear(client, alice, monkeypatch):
+    """A redirect never followed leaves the session row for its 14 days: a copy of ``django_session``
+    must not hold a working token, where only its digest is stored. The page still shows it."""
+    from .test_invites import stored_sessions
+
+    issued = []
+    issue = ApiToken.issue
+    monkeypatch.setattr(ApiToken, "issue", staticmethod(lambda user: issued.append(issue(user)) or issued[-1]))
+    client.force_login(alice)
+    made = client.post("/accounts/api-token/")
+    [key] = issued
+    rows = stored_sessions()
+    assert rows and not any(key in raw or key in decoded for raw, decoded in rows)
+    assert client.get(made["Location"]).context["new_key"] == key  # the redirect, followed: shown once
+    assert client.get(made["Location"]).context.get("new_key") is None
+
+
+def test_a_token_stashed_under_an_earlier_encryption_key_is_still_shown(client, alice, settings):
+    """Key rotation (``channels_app/crypto.py``): a page opened just after CHATNEXUS_ENCRYPTION_KEY
+    changed, with the old key listed in CHATNEXUS_ENCRYPTION_OLD_KEYS, still shows its token."""
+    from cryptography.fernet import Fernet
+
+    old = Fernet.generate_key().decode()
+    settings.ENCRYPTION_KEY = old
+    client.force_login(alice)
+    made = client.post("/accounts/api-token/")
+    settings.ENCRYPTION_KEY, settings.ENCRYPTION_OLD_KEYS = Fernet.generate_key().decode(), [old]
+    key = client.get(made["Location"]).context["new_key"]
+    assert ApiToken.objects.get(user=alice).digest == hashlib.sha256(key.encode()).hexdigest()
+
+
 def test_a_token_replaced_before_its_page_is_shown_is_not_shown(client, alice):
     """Two tabs: the first POST's redirect, followed after the second POST, shows no dead token."""
     client.force_login(alice)

@@ -483,6 +483,33 @@ def test_reloading_the_page_that_shows_a_new_invitations_link_invites_no_one_aga
     assert client.get(link).status_code == 200
 
 
+def stored_sessions():
+    """Every row of ``django_session``: its raw ``session_data`` and that decoded, as JSON."""
+    import json
+
+    from django.contrib.sessions.models import Session
+
+    return [(row.session_data, json.dumps(row.get_decoded(), ensure_ascii=False)) for row in Session.objects.all()]
+
+
+@pytest.mark.parametrize("make", ["invite", "renew"])
+def test_a_link_waiting_for_its_page_is_not_in_the_session_table_in_clear(client, alice, smtp_settings, make):
+    """A redirect never followed leaves the session row for its 14 days: a copy of ``django_session``
+    must not open the invitation, where only a digest of the link is stored. The page still shows it."""
+    client.force_login(alice)
+    if make == "renew":
+        invite(client, "erin@example.com")
+        response = client.post(reverse("org:invitation-renew", args=[Invitation.objects.get().id]))
+    else:
+        response = client.post(reverse("org:members"), {"email": "erin@example.com", "role": "agent"})
+    token = accept_link(smtp_settings.messages[-1]).rstrip("/").rsplit("/", 1)[1]
+    rows = stored_sessions()
+    assert rows and not any(token in raw or token in decoded for raw, decoded in rows)
+    link = shown_link(client.get(response["Location"]))  # the redirect, followed: shown once
+    assert link == accept_link(smtp_settings.messages[-1])
+    assert "/accounts/invite/" not in client.get(response["Location"]).content.decode()
+
+
 def test_reloading_the_page_that_shows_a_renewed_link_does_not_renew_it_again(client, alice, smtp_settings):
     """A second renewal would kill the link the manager just copied."""
     client.force_login(alice)

@@ -256,6 +256,43 @@ def test_a_big_backlog_goes_in_batches_each_kept_once_committed(settings, acme, 
     assert list(Message.objects.values_list("text", flat=True)) == ["Me again!"]  # its old messages, batch by batch
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_bots_of_each_committed_batch_rebuild_their_memory_whatever_fails_later(transactional_db, settings,
+                                                                                     acme, acme_bot, batch):
+    """A batch's bots get their ``erasures`` moved in the batch's own transaction. It was moved once,
+    after the organisation's last batch: when that failed (here the database refusing to update the
+    later bot; a worker dying mid-purge is the same), the replies the earlier batches deleted stayed
+    in the workers' drafting memory for good (the next run no longer sees them). Real transactions:
+    each batch commits as in production."""
+    from django.db import connection
+
+    settings.CHATNEXUS_PURGE_BATCH = batch
+    acme.retention_days = 30
+    acme.save()
+    later_bot = Bot.objects.create(organization=acme, name="Later")
+    first, _ = make_conversation(acme_bot, thread="first")
+    later, _ = make_conversation(later_bot, thread="later")
+    Conversation.objects.update(last_message_at=timezone.now() - timedelta(days=31))
+    before = {bot.id: bot.erasures for bot in Bot.objects.all()}
+    table = Bot._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION test_refuse_update() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN RAISE EXCEPTION 'refused: updating bot %', OLD.id; END $$")
+        cursor.execute(f"CREATE TRIGGER test_refuse_update BEFORE UPDATE ON {table} FOR EACH ROW "
+                       f"WHEN (OLD.id = {int(later_bot.id)}) EXECUTE FUNCTION test_refuse_update()")
+    try:
+        purge_expired_conversations()  # no exception
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER test_refuse_update ON {table}")
+            cursor.execute("DROP FUNCTION test_refuse_update()")
+    assert not Conversation.objects.filter(id=first.id).exists()
+    assert Bot.objects.get(id=acme_bot.id).erasures > before[acme_bot.id]  # workers rebuild its memory
+    # the later bot's rows stay with the bump that failed: nothing deleted without its bot's rebuild
+    assert Message.objects.filter(conversation=later).exists()
+    assert Bot.objects.get(id=later_bot.id).erasures == before[later_bot.id]
+
+
 def test_one_organisations_failing_activity_purge_stops_no_others(settings, alice, acme, globex):
     from bots import audit
     from bots.models import AuditEvent
@@ -329,9 +366,9 @@ def test_a_row_the_database_refuses_holds_back_no_other(settings, acme, acme_bot
 def test_an_expired_conversations_messages_go_a_batch_per_transaction(transactional_db, settings, acme, acme_bot):
     """Expired conversations went first, each batch cascading to all their messages in one transaction
     (years of a WhatsApp number's messages at once), not CHATNEXUS_PURGE_BATCH rows. Their messages go
-    first now, a batch at a time, then the emptied conversations; the bots' drafting memory is rebuilt
-    once for the run (``erasures`` moved once), not once per batch. Real transactions: a trigger notes
-    the transaction (txid_current) each message row was deleted in."""
+    first now, a batch at a time, then the emptied conversations; each batch moves its bots' ``erasures``
+    as it commits (their drafting memory rebuilt). Real transactions: a trigger notes the transaction
+    (txid_current) each message row was deleted in."""
     from django.db import connection
 
     settings.CHATNEXUS_PURGE_BATCH = 2
@@ -364,4 +401,4 @@ def test_an_expired_conversations_messages_go_a_batch_per_transaction(transactio
             cursor.execute("DROP TABLE test_deleted_in")
     assert per_transaction == [1, 2, 2, 2]  # 7 messages, at most 2 per transaction
     assert not Conversation.objects.filter(id__in=[long.id, *(c.id for c in short)]).exists()
-    assert Bot.objects.get(id=acme_bot.id).erasures == erasures + 1
+    assert Bot.objects.get(id=acme_bot.id).erasures == erasures + 4 + 2  # 4 batches of messages, 2 of conversations
