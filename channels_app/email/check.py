@@ -47,6 +47,10 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
         mail.send()
     except HostRefused as refused:  # checked on the address it would connect to
         return False, f"SMTP not tried: {refused}."
+    except ssl.SSLCertVerificationError as error:  # before the password: nothing was sent to it
+        return False, (f"SMTP: the TLS certificate of {where} is not trusted ({error.verify_message}), so neither "
+                       "the password nor the mail was sent to it. A server with a self-signed certificate or one "
+                       "from a private CA needs that CA trusted by this server (docs/whatsapp-email.md).")
     except smtplib.SMTPAuthenticationError as error:
         return False, f"SMTP: {where} refused the user name or password ({error.smtp_code} {one_line(error.smtp_error)})."
     except smtplib.SMTPRecipientsRefused as error:

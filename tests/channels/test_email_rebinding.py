@@ -202,3 +202,22 @@ def test_imap_over_tls_refuses_a_certificate_it_cannot_verify(imap_channel, imap
         assert context.server_names == [NAME, NAME]  # the name was asked for, as with a certificate that passes
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("certificate", ["another name", "an unknown authority"])
+def test_the_test_email_says_in_words_that_the_smtp_certificate_is_not_trusted(email_channel, mailbox, tls_smtp,
+                                                                             authority, settings, monkeypatch,
+                                                                             tmp_path, certificate):
+    """As the IMAP check says it: before, OpenSSL's raw message ("[SSL: CERTIFICATE_VERIFY_FAILED] ...")."""
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = False
+    server = tls_smtp(certificate_name="mail.elsewhere.example" if certificate == "another name" else NAME)
+    if certificate == "an unknown authority":  # this process trusts another CA than the one that signed it
+        (tmp_path / "other").mkdir()
+        monkeypatch.setenv("SSL_CERT_FILE", str(Authority(tmp_path / "other").path))
+    smtp_at(email_channel, NAME)
+    rebinding_dns(monkeypatch, NAME, PUBLIC)
+    routed(monkeypatch, {(PUBLIC, mailbox.port): server.address})
+    ok, said = check.smtp(email_channel, "owner@example.com")
+    assert not ok and said.startswith(f"SMTP: the TLS certificate of {NAME}:{mailbox.port} is not trusted ("), said
+    assert "neither the password nor the mail was sent to it" in said and "[SSL" not in said
+    assert server.messages == [] and mailbox.messages == []
