@@ -32,7 +32,7 @@ import torch
 
 from .drafters import make_drafter
 from .drafters.suffix import SuffixAutomaton, SuffixMemory
-from .verify import accepted_length  # noqa: F401 - this module's tests and probes read it here too
+from .verify import accepted_length
 
 FREE_DRAFT = 32  # drafted tokens (tree nodes) per step when verifying costs nothing
 BOUNDS = ("conversation", "memory")

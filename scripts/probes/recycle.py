@@ -34,7 +34,7 @@ from copy_bound import workload  # noqa: E402
 from inference.engine import Engine  # noqa: E402
 from inference.engine.drafters import make_drafter  # noqa: E402
 from inference.engine.drafters.suffix import SuffixMemory  # noqa: E402
-from inference.engine.headroom import accepted_length  # noqa: E402
+from inference.engine.verify import accepted_length  # noqa: E402
 
 TOP = 8
 

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from inference.engine.engine import Engine
-from inference.engine.headroom import (FREE_DRAFT, accepted_length, copy_bound, format_headroom,
-                                       free_tokens_per_forward, headroom, replayable)
+from inference.engine.headroom import (FREE_DRAFT, copy_bound, format_headroom, free_tokens_per_forward, headroom,
+                                       replayable)
 from inference.engine.replay import format_replay_table, load_replay, run_replay
+from inference.engine.verify import accepted_length
 
 EOS = 99
 

@@ -38,7 +38,9 @@ class CombinedDrafter(Drafter):
         self.lengths: dict[int, DraftLength] = {}  # adaptive k per member that does not pace itself
         self.acceptance = {id(m): 0.5 for m in members}  # running acceptance rate per member
         self.chosen: Drafter | None = None  # whose proposal went to the target this step
-        self.own: tuple[list[int], list[int] | None] = ([], None)  # its own draft (tokens, tree parents)
+        # its own draft (tokens, tree parents) where the verified tree held more (a recycled tree grafted
+        # onto it), else None: what the target accepted of the verified tree was all its own
+        self.own: tuple[list[int], list[int]] | None = None
         self.drafted = 0  # its length
         self.start = 0  # tokens before the draft
         self.asked: list[Drafter] = []
@@ -118,22 +120,22 @@ class CombinedDrafter(Drafter):
                 merged, grafted_on = graft.graft(ids, k, best[0], best[1], best_score), best_member
                 expected = graft.last_score
         # what the chosen member drafted itself: it is told how much of that the target accepted
-        self.chosen, self.own = best_member, (best[0].tolist(), list(best[1]) if tree else None)
+        self.chosen, self.drafted, self.own = best_member, len(best[0]), None
         if graft is not None:
             self.asked.append(graft)
+            if best_member is None:  # the recycled tree alone: the verified tree is its own
+                self.chosen, self.drafted = graft, len(merged[0])
+            else:  # grafted onto the member's tree: the accepted path may leave its own draft
+                self.own = (best[0].tolist(), list(best[1]))
             best = merged
-            if best_member is None:
-                self.chosen, self.own = graft, (best[0].tolist(), list(best[1]))
-        self.drafted = len(self.own[0])
         return best
 
     def update(self, num_accepted: int, ids_after: torch.Tensor) -> None:
-        draft, parents = self.own
-        if parents is not None or len(draft) < num_accepted:
+        if self.own is not None:
             # a grafted tree: the accepted path may leave the chosen member's own draft (a draft model
             # must keep only its own tokens the target took, and rates count only what it drafted)
             truth = ids_after[0, self.start:self.start + num_accepted].tolist()
-            num_accepted = accepted_length(draft, parents or list(range(-1, len(draft) - 1)), truth)
+            num_accepted = accepted_length(*self.own, truth)
         for m in self.asked:
             m.update(num_accepted if m is self.chosen else 0, ids_after)
         m = self.chosen
