@@ -44,6 +44,16 @@ def envint(name, default):
         raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected a whole number, e.g. {default}") from None
 
 
+def envfloat(name, default):
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected a number, e.g. {default}") from None
+
+
 def envlist(name, default=""):
     value = os.environ.get(name, "").strip() or default
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -304,11 +314,7 @@ CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300)
 # later than CHATNEXUS_TASK_TIME_LIMIT - this after the reply task started (inference/tasks.py),
 # in worker processes and in `serve`'s worker threads alike.
 # Fractions of a second are taken. At or past the limit no reply could ever start: refused.
-try:
-    CHATNEXUS_TASK_TIME_MARGIN_S = float(os.environ.get("CHATNEXUS_TASK_TIME_MARGIN_S", "").strip() or 5)
-except ValueError:
-    raise ImproperlyConfigured(f"CHATNEXUS_TASK_TIME_MARGIN_S={os.environ['CHATNEXUS_TASK_TIME_MARGIN_S']!r}: "
-                               "expected seconds, e.g. 5") from None
+CHATNEXUS_TASK_TIME_MARGIN_S = envfloat("CHATNEXUS_TASK_TIME_MARGIN_S", 5)
 if CHATNEXUS_TASK_TIME_LIMIT <= 0 or not 0 <= CHATNEXUS_TASK_TIME_MARGIN_S < CHATNEXUS_TASK_TIME_LIMIT:
     raise ImproperlyConfigured(
         f"CHATNEXUS_TASK_TIME_MARGIN_S={CHATNEXUS_TASK_TIME_MARGIN_S:g} with CHATNEXUS_TASK_TIME_LIMIT="

@@ -145,8 +145,8 @@ class AttachmentSerializer(serializers.ModelSerializer):
 
 class MessageSerializer(serializers.ModelSerializer):
     attachments = AttachmentSerializer(many=True, read_only=True, help_text="the customer's files that we keep")
-    delivery_note = serializers.SerializerMethodField(
-        help_text='what "sent" meant, when it was less than sent: "written to the server log only: no SMTP server is '
+    delivery_note = serializers.CharField(  # Message.delivery_note
+        read_only=True, help_text='what "sent" meant, when it was less than sent: "written to the server log only: no SMTP server is '
                   'set up" (an email reply on a server with no mail server); "" otherwise')
 
     class Meta:
@@ -155,9 +155,6 @@ class MessageSerializer(serializers.ModelSerializer):
                   "delivery_status", "delivery_error", "delivery_note", "stats", "latency_s", "ttft_s", "tokens_per_s",
                   "acceptance_rate", "rating", "attachments", "created"]  # fmt: skip
         read_only_fields = fields
-
-    def get_delivery_note(self, message) -> str:
-        return (message.meta or {}).get("delivery_note", "")
 
 
 class ConversationSerializer(serializers.ModelSerializer):

@@ -142,7 +142,7 @@ class Bot(models.Model):
         deleted since, ``BotVersion.KNOWLEDGE_DELETED``, aside). Not live until published.
         ``version`` is read again under the bot's lock: a deletion (``delete_knowledge``) that
         committed since the caller loaded it stays deleted."""
-        Bot.objects.select_for_update(no_key=True).only("id").get(id=self.id)  # as publish and delete_knowledge
+        lock_bots([self.id])  # as publish and delete_knowledge
         version = BotVersion.objects.get(id=version.id, bot=self)
         config = version.config
         for field in self.DRAFT_FIELDS:

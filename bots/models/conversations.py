@@ -187,6 +187,11 @@ class Message(models.Model):
         """Why a model reply ended, when it was not the model's own choice ("eos", a stop string)."""
         return self.STOP_NOTES.get((self.stats or {}).get("stop_reason", ""), "")
 
+    @property
+    def delivery_note(self) -> str:
+        """What "sent" meant, where it was less than it says (an email only written to the server's log)."""
+        return (self.meta or {}).get("delivery_note", "")
+
     class Meta:
         constraints = [
             models.UniqueConstraint(

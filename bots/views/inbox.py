@@ -250,7 +250,7 @@ def message_json(message):
     data.update(
         {
             "delivery_error": message.delivery_error,
-            "delivery_note": (message.meta or {}).get("delivery_note", ""),
+            "delivery_note": message.delivery_note,
             "reply_state": message.reply_state,
             # the words the server's template shows (inbox.js draws new messages the same way)
             "sender_label": message.get_sender_display(),

@@ -240,10 +240,16 @@ class EmailAdapter(Adapter):
             raise DeliveryError(f"SMTP server unreachable: {error}", transient=True, code="network") from error
         except UnicodeError as error:  # settings saved before the form checked them
             raise DeliveryError(f"SMTP settings unusable: {unusable(error)}", transient=False, code="config") from None
-        if not config.settings.get("smtp_host") and not mail_leaves_the_server():
+        if logged_only(config):
             # "sent" as far as this server can send, which is to its log: the inbox and the API say so
             Message.objects.filter(id=message.id).update(meta={**(message.meta or {}), "delivery_note": LOG_ONLY})
         return message_id.strip("<>")
+
+
+def logged_only(config) -> bool:
+    """Does this channel's mail only reach the server's log? (It names no SMTP server, and the
+    platform has none set up: the embedded default's console backend.)"""
+    return not config.settings.get("smtp_host") and not mail_leaves_the_server()
 
 
 def _text(value):

@@ -16,10 +16,9 @@ from email.utils import formataddr
 from django.core.mail import EmailMessage
 
 from bots.egress import HostRefused
-from bots.membership import mail_leaves_the_server
 
 from ..base import one_line
-from .adapter import ascii_address, smtp_connection, unusable
+from .adapter import ascii_address, logged_only, smtp_connection, unusable
 from .imap import connect, select_folder, untrusted
 
 
@@ -48,9 +47,7 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
     except HostRefused as refused:  # checked on the address it would connect to
         return False, f"SMTP not tried: {refused}."
     except ssl.SSLCertVerificationError as error:  # before the password: nothing was sent to it
-        return False, (f"SMTP: the TLS certificate of {where} is not trusted ({error.verify_message}), so neither "
-                       "the password nor the mail was sent to it. A server with a self-signed certificate or one "
-                       "from a private CA needs that CA trusted by this server (docs/whatsapp-email.md).")
+        return False, f"SMTP: {untrusted(where, error, 'neither the password nor the mail was sent to it', '')}."
     except smtplib.SMTPAuthenticationError as error:
         return False, f"SMTP: {where} refused the user name or password ({error.smtp_code} {one_line(error.smtp_error)})."
     except smtplib.SMTPRecipientsRefused as error:
@@ -63,7 +60,7 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
         return False, f"SMTP: could not talk to {where}: {error or type(error).__name__}."
     except UnicodeError as error:
         return False, f"SMTP not tried: {unusable(error)}."
-    if not channel.get("smtp_host") and not mail_leaves_the_server():
+    if logged_only(config):
         return True, (f"SMTP: the test email to {recipient} was only written to this server's log: the channel names "
                       "no SMTP server and the platform has no mail server set up (EMAIL_HOST).")
     return True, f"SMTP: sent a test email from {address} to {recipient} through {where}."

@@ -82,11 +82,13 @@ def connect(config):
     return client
 
 
-def untrusted(host, error: ssl.SSLCertVerificationError) -> str:
-    """Why the server's certificate was refused, in words (the poll's log, the check page)."""
-    return (f"the TLS certificate of {host} is not trusted ({error.verify_message}), so nothing was sent to it, "
-            "not the password either. A server with a self-signed certificate or one from a private CA needs "
-            "that CA trusted by this server (docs/whatsapp-email.md), or plain IMAP on a network you trust")
+def untrusted(host, error: ssl.SSLCertVerificationError, withheld="nothing was sent to it, not the password either",
+              otherwise=", or plain IMAP on a network you trust") -> str:
+    """Why a mail server's certificate was refused, in words (the poll's log, the check page; SMTP's
+    check says what it withheld, and has no plain alternative to offer)."""
+    return (f"the TLS certificate of {host} is not trusted ({error.verify_message}), so {withheld}. A server with a "
+            "self-signed certificate or one from a private CA needs that CA trusted by this server "
+            f"(docs/whatsapp-email.md){otherwise}")
 
 
 def fetch_new(config) -> int:
