@@ -17,7 +17,8 @@ Conversation events from ``bots.events.push`` are forwarded as they come.
 The socket listens to two groups: its conversation's, and its visitor's (``live.visitor_group``,
 every tab of the visitor). Whenever the conversation is new to the socket (the visitor's first
 message, a conversation the team erased and the next message started again, one that another tab
-or an upload started: ``live.follow``), the socket leaves the old group, joins the new one and
+or an upload started: ``live.follow``, whose event only says "look again": the database names the
+conversation), the socket leaves the old group, joins the new one and
 sends a ``history`` frame: what was pushed before it listened. The layer forgets a group's members
 ``group_expiry`` after they joined (a day by default), so the socket joins again on every frame
 from the widget (widget.js pings every few minutes) and on a timer (``refresh_interval``).
@@ -162,8 +163,16 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await sync_to_async(live.follow)(self.session.bot_id, self.session.visitor_id, conversation_id)
 
     async def widget_conversation(self, event):
-        """``live.follow``: another tab's message or an upload started the visitor's conversation."""
-        if self.session is not None and await self._follow(event["conversation"]):
+        """``live.follow``: another tab's message or an upload started the visitor's conversation.
+
+        The word may be late: this very socket's first message announced its conversation, the team
+        erased it, the next message started another. So the database says which conversation is the
+        visitor's now, not the event (following the event took the socket back to the erased one)."""
+        if self.session is None:
+            return
+        conversation_id = await database_sync_to_async(inbound.conversation_of)(self.session.bot_id,
+                                                                               self.session.visitor_id)
+        if conversation_id is not None and await self._follow(conversation_id):
             await self._send_history()
 
     async def conversation_event(self, event):

@@ -3,7 +3,8 @@
 ``bots.events.push`` reaches the sockets listening to a conversation. A visitor's tab that
 opened before their conversation existed (or while the team erased it) listens to none, or
 to a dead one; when a conversation starts from another tab (a message on its socket, a file
-over HTTP), ``follow`` tells each of the visitor's sockets to listen to it (consumer.py).
+over HTTP), ``follow`` tells each of the visitor's sockets to look again and listen to it
+(consumer.py; the socket asks the database, the word may arrive after the conversation was erased).
 Best effort like ``events.push`` (``events.send``): the database is the truth, and a socket that missed this
 gets the conversation with the history frame of its next message.
 """

@@ -13,7 +13,7 @@ from asgiref.testing import ApplicationCommunicator
 
 from bots import events, services
 from bots.models import Conversation, Message
-from channels_app.widget import inbound
+from channels_app.widget import inbound, live
 from channels_app.widget.consumer import WidgetConsumer
 
 SHOP = "https://shop.example"
@@ -238,6 +238,32 @@ def test_a_socket_open_while_its_conversation_is_erased_follows_the_new_one(widg
     assert [m["text"] for m in history["messages"]] == ["Hello again"]  # the new conversation, whole
     assert heard[-1] == {"type": "reply.start", "reply_to": 0}
     assert rated["type"] == "rated"
+
+
+def test_word_of_an_erased_conversation_arriving_late_does_not_pull_the_socket_back(widget):
+    """The visitor's first message announces its conversation to all their tabs, this one too (live.follow).
+    That word can arrive after the team erased the conversation and the next message started another:
+    the socket must stay with the new one (it was taken back to the erased one, deaf to the reply)."""
+    async def chat():
+        ws = Socket(widget.bot.public_key)
+        session, _ = await ws.open()
+        await ws.send(type="message", id="m1", text="Do you sell tandems?")
+        await ws.frames_until(lambda f: f.get("client_id") == "m1")
+        erased = await db(lambda: Conversation.objects.get().id)
+        await db(lambda: services.delete_conversations(Conversation.objects.all()))
+        await ws.send(type="message", id="m2", text="Hello again")
+        echo = (await ws.frames_until(lambda f: f.get("client_id") == "m2"))[-1]
+        await ws.frames_until(lambda f: f["type"] == "history", timeout=20)
+        current = await db(lambda: Message.objects.get(id=echo["message"]["id"]).conversation_id)
+        await db(live.follow, widget.bot.id, session["visitor"], erased)  # the late word
+        await marker(current)
+        after = await ws.frames_until(lambda f: heard_marker(f) or f["type"] == "history", timeout=20)
+        await ws.close()
+        return erased, current, after
+
+    erased, current, after = async_to_sync(chat)()
+    assert erased != current
+    assert after[-1] == {"type": "reply.start", "reply_to": 0}  # not a history frame of the erased one
 
 
 def upload_a_photo(widget, token, client_id="f1"):
