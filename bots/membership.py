@@ -156,8 +156,9 @@ def open_invitation(token):
 @transaction.atomic
 def accept(token, user):
     """Make ``user`` a member with the role of the invitation of ``token`` (an existing membership keeps
-    the higher role). The invitation is read again by the token's digest under a lock: a link renewed,
-    used or cancelled since ``open_invitation`` found it no longer works."""
+    the higher role): the membership, and the role it had before (None: new). The invitation is read
+    again by the token's digest under a lock: a link renewed, used or cancelled since
+    ``open_invitation`` found it no longer works."""
     invitation = Invitation.of_token(token).select_for_update().first()
     if invitation is None or invitation.accepted is not None:
         raise MembershipError("This invitation no longer works: it was used, cancelled or sent a new link.")
@@ -166,6 +167,7 @@ def accept(token, user):
     membership, created = Membership.objects.get_or_create(
         user=user, organization=invitation.organization, defaults={"role": invitation.role}
     )
+    before = None if created else membership.role
     if not created and RANK[Role(invitation.role)] > RANK[Role(membership.role)]:
         membership.role = invitation.role
         membership.save(update_fields=["role"])
@@ -174,7 +176,7 @@ def accept(token, user):
     # another invitation to this address (made before one address could have only one pending): its
     # link must not work once this one is used, or it would bring the member back in after a removal
     _pending_to(invitation.organization, invitation.email).exclude(id=invitation.id).delete()
-    return membership
+    return membership, before
 
 
 def _pending_to(organization, email):
@@ -240,8 +242,8 @@ def remove(actor, membership):
     if membership.role == Role.OWNER and owners <= 1:
         raise MembershipError("An organisation needs at least one owner.")
     with transaction.atomic():
+        if membership.user.email:  # a second invitation to their address, made before they joined: gone
+            _pending_to(membership.organization, membership.user.email).delete()  # first, not renewed and mailed
         _retire_links_seen(actor, membership)
-        if membership.user.email:  # a second invitation to their address, made before they joined
-            _pending_to(membership.organization, membership.user.email).delete()
         Conversation.objects.filter(organization=membership.organization, assignee=membership.user).update(assignee=None)
         membership.delete()

@@ -262,15 +262,14 @@ def invite_accept(request, token):
 def _join(token, invitation, user):
     """``user`` joins through the invitation of ``token`` (``invitation``, as opened), in the activity
     log; MembershipError when its link no longer works."""
-    before = Membership.objects.filter(user=user, organization=invitation.organization).first()
-    membership = members.accept(token, user)
+    membership, before = members.accept(token, user)
     through = f"through the invitation to {invitation.email}"
     if before is None:
         audit.record(membership.organization, user, "member.joined",
                      f"Joined as {membership.get_role_display()} {through}")
-    elif membership.role != before.role:
+    elif membership.role != before:
         audit.record(membership.organization, user, "member.role",
-                     f"Became {membership.get_role_display()} (was {before.get_role_display()}) {through}")
+                     f"Became {membership.get_role_display()} (was {Membership.Role(before).label}) {through}")
     return membership
 
 

@@ -412,6 +412,22 @@ def test_removing_a_member_voids_the_invitations_pending_for_their_address(clien
     assert not Invitation.objects.exists()
 
 
+def test_removing_a_manager_mails_no_new_link_for_an_invitation_to_their_own_address(
+        client, alice, acme, smtp_settings, django_capture_on_commit_callbacks):
+    """Removing an admin renews the links they could have seen, but the invitation to their own address
+    goes with them: it used to be renewed first, mailing them a link already dead."""
+    from tests.conftest import make_member
+
+    adam = make_member(acme, "adam", "admin")  # adam@example.com
+    Invitation.objects.create(organization=acme, email="Adam@example.com", role="agent", invited_by=alice)
+    Invitation.objects.create(organization=acme, email="erin@example.com", role="agent", invited_by=alice)
+    client.force_login(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("org:member-remove", args=[Membership.objects.get(user=adam).id]))
+    assert [m["to"] for m in smtp_settings.messages] == [["erin@example.com"]]  # erin's link renewed, not adam's
+    assert list(Invitation.objects.values_list("email", flat=True)) == ["erin@example.com"]
+
+
 def test_the_migration_turns_clear_tokens_into_digests_and_the_links_sent_keep_working(transactional_db, client, acme):
     """An invitation made before 0022 kept its token in clear: after it, only the token's digest is
     left, and the link already mailed still works."""
