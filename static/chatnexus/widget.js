@@ -113,7 +113,7 @@
     return f.message;
   }
   var ws = null, attempts = 0, fatal = false, retryAfter = 0, timer = null, connected = false;
-  var outbox = [], byId = {}, byClient = {}, streams = {}, rows = {}, typingFor = null, hadHistory = false;
+  var outbox = [], sentOn = {}, byId = {}, byClient = {}, streams = {}, rows = {}, typingFor = null, hadHistory = false;
   var answered = {};  // message id -> true once its reply shows: a late reply.start or delta is stale
   // An open socket says it is there every few minutes: the server keeps it in its conversation's group
   // (the channel layer forgets members after a day), and proxies keep an idle connection.
@@ -440,14 +440,17 @@
       timer = setTimeout(connect, delay);
     };
   }
+  // A history frame also comes mid-connection (the conversation started, or changed): the frames this
+  // socket carried already are waiting for their answer, not lost; only the others go.
   function flush() {
     if (!connected) return;
-    outbox.forEach(function (o) { ws.send(JSON.stringify(o)); });
+    outbox.forEach(function (o) { if (sentOn[o.id] !== ws) send(o); });
   }
+  function send(frame) { sentOn[frame.id] = ws; ws.send(JSON.stringify(frame)); }
   // Frames the server has not taken yet live in the store too: a reload, or another page of the site,
   // shows them again and sends them once connected (the server stores a client id once).
   function forget(clientId) {
-    forgotten[clientId] = true;
+    forgotten[clientId] = true; delete sentOn[clientId];
     outbox = outbox.filter(function (o) { return o.id !== clientId; });
     save();
   }
@@ -468,7 +471,7 @@
   function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 10); }
   function post(frame) {
     outbox.push(frame); save();
-    if (connected) ws.send(JSON.stringify(frame));
+    if (connected) send(frame);
     else if (!timer) connect();  // a reconnect is already waiting out its backoff: the outbox goes then
   }
 
