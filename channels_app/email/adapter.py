@@ -2,12 +2,13 @@
 
 Headers make the reply land in the customer's thread and stop auto-reply loops:
 ``In-Reply-To`` (the mail answered), ``References`` (its references + its id), a
-``Re:`` subject (never "Re: Re:"), ``Auto-Submitted: auto-replied`` (RFC 3834) and a
-``Message-ID`` from the bot's own domain, stable across retries so a retried send is
-recognisably the same mail. Ids beyond ASCII go in UTF-8 where the server offers SMTPUTF8,
-else downgraded (``send_threaded``); a customer's address beyond ASCII (josé@example.com) goes
-only in UTF-8, never mangled. SMTP 4xx and network errors are transient; 5xx permanent. A reply
-that the platform's console backend only wrote to the log is "sent" with a ``delivery_note``.
+``Re:`` subject (never "Re: Re:", nor "Re: RES:" and the like), ``Auto-Submitted: auto-replied``
+(RFC 3834) on the bot's replies but not on an agent's, and a ``Message-ID`` from the bot's own
+domain, stable across retries so a retried send is recognisably the same mail. Ids beyond ASCII
+go in UTF-8 where the server offers SMTPUTF8, else downgraded (``send_threaded``); a customer's
+address beyond ASCII (josé@example.com) goes only in UTF-8, never mangled. SMTP 4xx and network
+errors are transient; 5xx permanent. A reply that the platform's console backend only wrote to the
+log is "sent" with a ``delivery_note``.
 """
 import hashlib
 import hmac
@@ -28,7 +29,14 @@ from bots.models import Message
 from ..base import Adapter, DeliveryError, one_line
 from .html import to_html
 
-_RE = re.compile(r"^\s*(re|aw|sv|antw|r)\s*(\[\d+\])?\s*:", re.I)
+# The reply prefixes mail clients write, in their users' languages: an answer to "RES: Pedido 4411"
+# (Brazilian Outlook) keeps that subject, never "Re: RES: …". Forward prefixes (Fwd, Enc, TR, VL)
+# are not among them: a reply to a forwarded mail is "Re: Fwd: …". Danish and Norwegian Outlook
+# write "VS:" for a forward, Finnish for a reply: read as a reply, which only leaves out one "Re:".
+_RE = re.compile(
+    r"^\s*(re|aw|antw|antwort|sv|vs|r|rif|res|odp|odg|ynt|atb|ats|απ|σχετ|השב|رد|回复|答复|回覆)\s*(\[\d+\])?\s*[:：]",
+    re.I,
+)
 
 
 def reply_subject(subject: str) -> str:
@@ -214,7 +222,11 @@ class EmailAdapter(Adapter):
         except UnicodeError:
             raise DeliveryError(f"the bot address {address} cannot be written in a mail", transient=False, code="config") from None
         message_id = message_id_for(message, address.rsplit("@", 1)[1])
-        headers = {"Message-ID": message_id, "Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
+        headers = {"Message-ID": message_id}
+        if message.sender != Message.Sender.AGENT:
+            # RFC 3834 marks automatic mail, which recipients' filters (ours too, filters.py) file as
+            # such: the bot's replies and its handoff message, never a person's answer
+            headers.update({"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"})
         threading = threading_ids(meta)
         mail = EmailMultiAlternatives(
             subject=reply_subject(meta.get("subject") or message.conversation.subject),

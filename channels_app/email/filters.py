@@ -2,8 +2,8 @@
 
 ``skip_reason(mail, config)`` returns "" when the bot may answer, else a short reason
 shown in the inbox: automatic mail (``Auto-Submitted``, ``Precedence``, vendor
-auto-reply headers), mailing lists, bounces, no-reply senders, our own address, and
-senders who already got today's quota of auto-replies.
+auto-reply headers), mailing lists (but not the business's own: ``own_list_id``), bounces,
+no-reply senders, our own address, and senders who already got today's quota of auto-replies.
 """
 import re
 import unicodedata
@@ -25,10 +25,11 @@ def skip_reason(mail: ParsedMail, config) -> str:
     auto = headers.get("auto-submitted", "").split(";")[0].strip().lower()
     if auto and auto != "no":
         return f"automatic mail (Auto-Submitted: {auto})"
+    own_list = own_list_id(headers.get("list-id", ""), config)
     precedence = headers.get("precedence", "").strip().lower()
-    if precedence in ("bulk", "list", "junk"):
+    if precedence in ("bulk", "junk") or (precedence == "list" and not own_list):
         return f"bulk mail (Precedence: {precedence})"
-    if "list-id" in headers or "list-unsubscribe" in headers:
+    if not own_list and ("list-id" in headers or "list-unsubscribe" in headers):
         return "mailing list mail (List-Id / List-Unsubscribe)"
     if "x-autoreply" in headers or "x-autorespond" in headers:
         return "automatic reply (X-Autoreply)"
@@ -52,6 +53,19 @@ def skip_reason(mail: ParsedMail, config) -> str:
     if sent >= limit:
         return f"{QUOTA} ({limit} auto-replies to {recipient} in 24 hours)"
     return ""
+
+
+def own_list_id(list_id: str, config) -> bool:
+    """Does the List-Id field ``list_id`` name a list at the channel's own domain (or under it)?
+    A Google Group or collaborative inbox at the business's support address (List-Id
+    ``<support.acme.example>`` for support@acme.example, with List-Unsubscribe and
+    ``Precedence: list``) hands on each customer's mail as list mail: that is mail to the bot, not
+    a list's. A list elsewhere (RFC 2919: the id is the list's name, then a domain its owner holds)
+    is somebody else's; bulk mail (``Precedence: bulk``) stays unanswered even from our own list."""
+    _, at, domain = config.settings.get("address", "").strip().lower().rpartition("@")
+    brackets = re.findall(r"<([^<>]*)>", list_id)  # "Acme Support" <support.acme.example>
+    name = (brackets[-1] if brackets else list_id).strip().lower().rstrip(".")
+    return bool(at and domain) and name.endswith("." + domain)
 
 
 QUOTA = "reply limit reached"  # the one reason above that a person's own mail gets
