@@ -9,22 +9,25 @@ A customer message counts when the bot's reply to it
 - was followed by the customer asking for a person (their next message was a handoff), or
 - never came: the model failed on it or said nothing within the time limit (the message is
   marked failed and the conversation went to the team, inference/tasks.py).
-The same question asked again (any case or spacing) is one row with a count.
+The same question asked again (any case or spacing) is one row with a count. The window is the
+tiles' (``stats.window``: the organisation's days). At most the newest SCANNED replies, handoffs
+and failures are read each; where that cut the window short, the page says from when it read.
 """
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from difflib import SequenceMatcher
 
 from django.db.models import OuterRef, Subquery
 from django.db.models.fields.json import KT
-from django.utils import timezone
 
+from . import stats
 from .knowledge import folded
 from .models import Bot, Message
 
-SCANNED = 2000  # newest replies looked at: a bound on the page's work
+SCANNED = 2000  # newest replies (and handoffs, and failures) looked at: a bound on the page's work
 SHOWN = 30
 FALLBACK_LIKENESS = 0.8  # a reply's sentence this close to a fallback answer is that answer, reworded
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
@@ -51,11 +54,27 @@ def used_fallback(reply_text: str, fallbacks: set[str]) -> bool:
                for fallback in fallbacks for piece in pieces if 0.5 <= len(piece) / len(fallback) <= 2)
 
 
-def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
-    """Rows {"question", "count", "reasons" (words), "last", "conversation_id"}: the most asked
-    first, then the most recent."""
-    since = timezone.now() - timedelta(days=days)
+@dataclass
+class Questions:
+    rows: list[dict]  # {"question", "count", "reasons" (words), "last", "conversation_id"}
+    read_from: datetime | None  # None: the whole window was read; else SCANNED cut it, all was read from then on
+
+
+def _newest(messages, cuts: list) -> list:
+    """The newest SCANNED of ``messages`` (newest first); where there were more, the oldest one read goes
+    into ``cuts``."""
+    found = list(messages[:SCANNED + 1])
+    if len(found) > SCANNED:
+        found = found[:SCANNED]
+        cuts.append(found[-1].created)
+    return found
+
+
+def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN, now=None) -> Questions:
+    """The most asked first, then the most recent."""
+    _, _, since = stats.window(bot.organization, days, now)
     found: dict[str, dict] = {}
+    cuts: list[datetime] = []
 
     def note(question: Message, reason: str):
         if not question.text.strip():
@@ -69,8 +88,8 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
 
     fallbacks = _fallbacks(bot)
     replies = (Message.objects.filter(bot=bot, sender=Message.Sender.BOT, created__gte=since, reply_to__isnull=False)
-               .exclude(channel="preview").select_related("reply_to").order_by("-id")[:SCANNED])
-    for reply in replies:
+               .exclude(channel="preview").select_related("reply_to").order_by("-id"))
+    for reply in _newest(replies, cuts):
         if reply.rating == Message.Rating.NOT_HELPFUL:
             note(reply.reply_to, "not_helpful")
         if fallbacks and used_fallback(reply.text, fallbacks):
@@ -83,16 +102,18 @@ def questions_to_answer(bot: Bot, days: int, limit: int = SHOWN) -> list[dict]:
     handoffs = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
                                        meta__skip_reason="handoff", reply__sender=Message.Sender.SYSTEM)
                 .exclude(channel="preview")
-                .annotate(before=before).order_by("-id")[:200])
-    for question in Message.objects.filter(id__in=[h.before for h in handoffs if h.before is not None]):
+                .annotate(before=before).order_by("-id"))
+    asked_before = [h.before for h in _newest(handoffs, cuts) if h.before is not None]
+    for question in Message.objects.filter(id__in=asked_before):
         if (question.meta or {}).get("skip_reason") != "handoff":
             note(question, "handoff")
     failed = (Message.objects.filter(bot=bot, direction=Message.Direction.INBOUND, created__gte=since,
                                      reply_state=Message.ReplyState.FAILED)
-              .exclude(channel="preview").order_by("-id")[:200])
-    for question in failed:
+              .exclude(channel="preview").order_by("-id"))
+    for question in _newest(failed, cuts):
         note(question, "failed")
     rows = sorted(found.values(), key=lambda row: (-len(row["ids"]), -row["last"].timestamp()))[:limit]
-    return [{"question": row["question"], "count": len(row["ids"]), "last": row["last"],
-             "conversation_id": row["conversation_id"],
-             "reasons": [REASONS[reason] for reason in REASONS if reason in row["reasons"]]} for row in rows]
+    return Questions([{"question": row["question"], "count": len(row["ids"]), "last": row["last"],
+                       "conversation_id": row["conversation_id"],
+                       "reasons": [REASONS[reason] for reason in REASONS if reason in row["reasons"]]} for row in rows],
+                     max(cuts, default=None))

@@ -46,18 +46,32 @@ def _round(value, digits=3):
 
 
 def _agent_waits(messages):
-    """Seconds from each conversation's first handoff to the first agent message after it. A handoff
-    is the message the bot's handoff (or away) message replies to — the customer's request for a
-    person, or a message the model failed to answer — not those still waiting that went with it."""
+    """(seconds each answered handoff waited, how many handoffs). A handoff is the message the bot's handoff
+    (or away) message replies to — the customer's request for a person, or a message the model failed to
+    answer — not those still waiting that went with it; its wait runs to the first agent message after it.
+    One that ended before an agent wrote ends unanswered: the bot spoke again (the conversation was closed
+    or given back, and it answered the next message), or a new handoff began (only a conversation the bot
+    has again is handed off). Each handoff of a conversation counts on its own."""
     handed = {m.reply_to_id for m in messages if m.sender == Message.Sender.SYSTEM}
-    asked, waits = {}, []
-    for m in sorted(messages, key=lambda m: m.created):
+    waiting, waits, handoffs = {}, [], 0  # waiting: conversation -> when its open handoff began
+    for m in sorted(messages, key=lambda m: (m.created, m.id)):
         if m.id in handed:
-            asked.setdefault(m.conversation_id, m.created)
-        elif m.sender == Message.Sender.AGENT and asked.get(m.conversation_id) is not None:
-            waits.append((m.created - asked[m.conversation_id]).total_seconds())
-            asked[m.conversation_id] = None  # answered: later messages do not count again
-    return waits
+            handoffs += 1
+            waiting[m.conversation_id] = m.created  # an earlier one still waiting ended unanswered
+        elif m.sender == Message.Sender.AGENT and m.conversation_id in waiting:
+            waits.append((m.created - waiting.pop(m.conversation_id)).total_seconds())
+        elif m.sender == Message.Sender.BOT:
+            waiting.pop(m.conversation_id, None)
+    return waits, handoffs
+
+
+def window(organization, days, now=None):
+    """(time zone, first day, its start): the organisation's last ``days`` days, today included. Days
+    are the organisation's (its time zone, as team hours): a message at 17:30 in Los Angeles is that
+    day's, not the next UTC day's."""
+    zone = hours.zone(organization.timezone)
+    first_day = timezone.localdate(now or timezone.now(), zone) - timedelta(days=days - 1)
+    return zone, first_day, datetime.combine(first_day, time.min, tzinfo=zone)
 
 
 def summary(organization, bot=None, days=14, now=None):
@@ -68,15 +82,11 @@ def summary(organization, bot=None, days=14, now=None):
     ``series`` has one entry per day (oldest first): conversations with a message that day,
     inbound and outbound messages, median reply latency.
     """
-    now = now or timezone.now()
-    # days are the organisation's (its time zone, as team hours): a message at 17:30 in Los Angeles
-    # is that day's, not the next UTC day's; the totals cover exactly the days the series shows
-    zone = hours.zone(organization.timezone)
-    today = timezone.localdate(now, zone)
-    first_day = today - timedelta(days=days - 1)
-    since = datetime.combine(first_day, time.min, tzinfo=zone)
+    zone, first_day, since = window(organization, days, now)  # the totals cover exactly the days the series shows
     scope = {"organization": organization, **({"bot": bot} if bot is not None else {})}
-    customers = ~Q(channel="preview")  # the builder's test chat is not customers' traffic
+    # neither the builder's test chat nor mail a machine sent (newsletters, list mail, auto-replies:
+    # channels_app/email/inbound.py) is customers' traffic
+    customers = ~Q(channel="preview") & ~Q(meta__has_key="automated")
 
     messages = list(
         Message.objects.filter(customers, **scope, created__gte=since).exclude(sender=Message.Sender.NOTE).values_list(
@@ -99,7 +109,7 @@ def summary(organization, bot=None, days=14, now=None):
     conversations = {m.conversation_id: m.channel for m in messages}  # a conversation's messages share its channel
     # the bot's handoff (or away) message marks each handoff: a customer's request, or a reply the model failed
     handoff_conversations = {m.conversation_id for m in messages if m.sender == Message.Sender.SYSTEM}
-    waits = _agent_waits(messages)
+    waits, handoffs = _agent_waits(messages)
     # speed is the model's: canned replies (a photo alone, no model) would pull every latency to ~0
     model_replies = [r for r in replies if not (r[4] or {}).get("canned")]
     for created, latency, *_ in model_replies:
@@ -117,9 +127,14 @@ def summary(organization, bot=None, days=14, now=None):
     prompt_tokens = sum(s.get("prompt_tokens", 0) or 0 for s in stats)
     reused_tokens = sum(s.get("prefix_reused", 0) or 0 for s in stats)
     ratings = [r[5] for r in replies if r[5] is not None]
+    # the time to first token runs from the engine's start: what the message waited before it (the queue,
+    # the prompt) is the rest of its latency, less the engine's whole time
+    queued = [max(0.0, r[1] - s["total_s"]) for r, s in zip(model_replies, stats)
+              if r[1] is not None and s.get("total_s") is not None]
 
     return {
         "days": days,
+        "timezone": zone.key,  # the days' and the times'
         "conversations": len(conversations),
         "messages": len(messages),
         "replies": len(replies),
@@ -127,6 +142,8 @@ def summary(organization, bot=None, days=14, now=None):
         "latency_p95_s": _round(percentile(latencies, 95)),
         "ttft_median_s": _round(percentile(ttfts, 50)),
         "ttft_p95_s": _round(percentile(ttfts, 95)),
+        "queue_median_s": _round(percentile(queued, 50)),
+        "queue_p95_s": _round(percentile(queued, 95)),
         "tokens_per_s": _round(mean(r[3] for r in model_replies), 2),
         "acceptance_rate": _round(accepted / drafted if drafted else None),
         "tokens_per_forward": _round(new_tokens / forwards if forwards else None),
@@ -134,9 +151,10 @@ def summary(organization, bot=None, days=14, now=None):
         "handoff_rate": _round(
             len(handoff_conversations) / len(conversations) if conversations else None
         ),
-        # the message handed to the team -> the first agent message after it, per conversation
+        # each message handed to the team -> the first agent message after it (of those answered)
         "agent_response_median_s": _round(percentile(waits, 50), 1),
         "agent_response_p95_s": _round(percentile(waits, 95), 1),
+        "handoffs": handoffs,
         "handoffs_answered": len(waits),
         "rated_replies": len(ratings),
         # share of the replies customers rated that they found helpful (widget thumbs)

@@ -40,5 +40,7 @@ def bot_dashboard(request, bot_id):
     data = stats.summary(request.organization, bot=bot, days=days)
     if request.GET.get("format") == "json":
         return JsonResponse(data)
+    questions = gaps.questions_to_answer(bot, days)
     return render(request, "dashboards/dashboard.html", {"stats": data, "bot": bot, "days": days, "day_choices": DAY_CHOICES,
-                                                         "gaps": gaps.questions_to_answer(bot, days)})
+                                                         "gaps": questions.rows, "gaps_read_from": questions.read_from,
+                                                         "gaps_scanned": gaps.SCANNED})

@@ -15,6 +15,8 @@ from bots import gaps, services
 from bots.knowledge import folded
 from bots.models import Message
 
+from .conftest import make_conversation
+
 pytestmark = pytest.mark.django_db
 
 
@@ -87,7 +89,7 @@ def test_a_handoff_labels_the_question_before_the_request_not_those_it_swept(acm
     ask(acme_bot, "t", "What are your opening hours?", "Nine to six.")
     for text in ("Do you ship to Canada?", "And to Mexico?", "human please"):  # the bot had not answered yet
         services.receive(bot=acme_bot, channel="widget", thread_id="t", text=text)
-    rows = [(g["question"], g["reasons"]) for g in gaps.questions_to_answer(acme_bot, 7)]
+    rows = [(g["question"], g["reasons"]) for g in gaps.questions_to_answer(acme_bot, 7).rows]
     assert rows == [("And to Mexico?", ["then asked for a person"])]
 
 
@@ -128,6 +130,65 @@ def test_a_question_the_model_failed_on_or_ran_out_of_time_for_is_listed(acme_bo
                                answer=False).message
     waiting(preview)
     _mark_failed(preview, RuntimeError("broken model"))
-    rows = [(g["question"], g["reasons"]) for g in gaps.questions_to_answer(acme_bot, 7)]
+    rows = [(g["question"], g["reasons"]) for g in gaps.questions_to_answer(acme_bot, 7).rows]
     assert rows == [("Can you fit tubeless tyres?", ["not answered (the model failed or ran out of time)"])]
     assert Message.objects.get(id=late.id).reply_state == "failed"
+
+
+def tokyo_days(organization, days):
+    """The organisation now in Tokyo (UTC+9, no summer time): the first of its last ``days`` days, and its start."""
+    from datetime import datetime, time
+    from zoneinfo import ZoneInfo
+
+    organization.timezone = "Asia/Tokyo"
+    organization.save()
+    tokyo = ZoneInfo("Asia/Tokyo")
+    first_day = timezone.localdate(timezone.now(), tokyo) - timedelta(days=days - 1)
+    return first_day, datetime.combine(first_day, time.min, tzinfo=tokyo)
+
+
+def asked_at(bot, thread, question, when):
+    asked = ask(bot, thread, question, bot.fallback_answer)
+    Message.objects.filter(conversation_id=asked.conversation_id).update(created=when)
+
+
+def test_the_list_covers_the_same_days_as_the_tiles(client, alice, acme, acme_bot):
+    """The tiles count the organisation's days (midnight to midnight in its time zone), and so does the list:
+    a question asked the second before the first day is in neither."""
+    _, since = tokyo_days(acme, 7)
+    asked_at(acme_bot, "before", "Do you rent tandems?", since - timedelta(seconds=1))
+    asked_at(acme_bot, "first-day", "Do you sell helmets?", since)
+    client.force_login(alice)
+    page = client.get(reverse("dashboards:bot", args=[acme_bot.id]), {"days": 7})
+    assert [g["question"] for g in page.context["gaps"]] == ["Do you sell helmets?"]
+    assert page.context["stats"]["messages"] == 2  # the tiles: that question and its reply
+    assert 'id="gaps-cut"' not in page.content.decode()  # all of the window was read
+
+
+def test_the_list_says_when_in_the_organisations_time_zone(client, alice, acme, acme_bot):
+    first_day, since = tokyo_days(acme, 7)
+    asked_at(acme_bot, "first-day", "Do you sell helmets?", since + timedelta(hours=1, minutes=5))  # 16:05 UTC, a day before
+    client.force_login(alice)
+    html = client.get(reverse("dashboards:bot", args=[acme_bot.id]), {"days": 7}).content.decode()
+    assert f"<td>{first_day.day} {first_day:%b}, 01:05</td>" in html and "Last (Asia/Tokyo)" in html
+
+
+def test_a_window_with_more_replies_than_it_reads_says_from_when_it_read(client, alice, acme_bot):
+    """Only the newest SCANNED replies are read (a bound on the page's work): where there were more, the
+    page says from when on it read them, rather than leaving older questions out without a word."""
+    ask(acme_bot, "oldest", "Do you rent tandems?", acme_bot.fallback_answer)
+    conversation, _ = make_conversation(acme_bot, thread="busy")
+    common = {"organization_id": acme_bot.organization_id, "bot": acme_bot, "conversation": conversation,
+              "channel": "widget"}
+    questions = Message.objects.bulk_create(
+        Message(**common, direction=Message.Direction.INBOUND, sender=Message.Sender.CUSTOMER, text=f"Question {i}?",
+                reply_state=Message.ReplyState.DONE) for i in range(gaps.SCANNED))
+    replies = Message.objects.bulk_create(
+        Message(**common, direction=Message.Direction.OUTBOUND, sender=Message.Sender.BOT, text="Nine to six.",
+                reply_to=question) for question in questions)
+    client.force_login(alice)
+    html = client.get(reverse("dashboards:bot", args=[acme_bot.id])).content.decode()
+    oldest_read = Message.objects.get(id=replies[0].id).created  # in UTC, the organisation's time zone
+    assert "Do you rent tandems?" not in html
+    assert 'id="gaps-cut"' in html
+    assert f"questions asked before {oldest_read.day} {oldest_read:%b, %H:%M} may be missing" in html

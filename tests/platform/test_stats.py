@@ -223,3 +223,105 @@ def test_an_ongoing_conversation_counts_in_the_days_it_has_messages(client, alic
     client.force_login(alice)
     page = client.get(reverse("dashboards:org")).content.decode()
     assert '<strong data-stat="conversations">1</strong>' in page and 'id="no-data"' not in page
+
+
+def hand_offs(bot):
+    bot.handoff_triggers = "human please"
+    bot.save()
+    bot.publish()
+
+
+def at(message, when):
+    """``message`` as if stored at ``when``."""
+    Message.objects.filter(id=message.id).update(created=when)
+    return message
+
+
+def test_each_handoff_is_timed_from_its_own_start_to_the_first_agent_message_after_it(acme, acme_bot, alice):
+    """A conversation handed off again after the team closed it or gave it back: each handoff waits from its
+    own request, and one that ended before an agent wrote (the bot answered again, or a new handoff began)
+    stays unanswered, whatever an agent writes later."""
+    hand_offs(acme_bot)
+    now = timezone.now()
+
+    def hand_off(thread, ago):
+        return at(services.receive(bot=acme_bot, channel="widget", thread_id=thread, text="Human please!").message,
+                  now - ago)
+
+    def agent(message, ago):
+        return at(services.agent_reply(message.conversation, alice, "Alice here"), now - ago)
+
+    def bot_answers(thread, ago):  # the customer writes to the bot again, which answers a minute later
+        _, again = make_conversation(acme_bot, thread=thread, text="Still there?")
+        at(answer(at(again, now - ago), 1.0), now - ago + timedelta(minutes=1))
+
+    closed = hand_off("closed", timedelta(days=20))  # nobody answered; closed, then the bot had it again
+    services.set_status(closed.conversation, "closed")
+    bot_answers("closed", timedelta(days=2))
+    agent(hand_off("closed", timedelta(minutes=2)), timedelta(minutes=1))  # 60 s
+    given_back = hand_off("given-back", timedelta(days=10))  # nobody answered; given back, handed off again
+    services.set_bot_paused(given_back.conversation, False)
+    agent(hand_off("given-back", timedelta(minutes=5)), timedelta(minutes=4))  # 60 s
+    twice = hand_off("twice", timedelta(hours=3))
+    agent(twice, timedelta(hours=3) - timedelta(seconds=30))  # 30 s
+    services.set_bot_paused(twice.conversation, False)
+    agent(hand_off("twice", timedelta(hours=2)), timedelta(hours=2) - timedelta(seconds=90))  # 90 s
+    dropped = hand_off("dropped", timedelta(days=4))  # closed unanswered; the bot answered; later an agent wrote
+    services.set_status(dropped.conversation, "closed")
+    bot_answers("dropped", timedelta(days=3))
+    agent(dropped, timedelta(days=1))
+
+    data = stats.summary(acme, days=30)
+    assert (data["agent_response_median_s"], data["agent_response_p95_s"]) == (60.0, 85.5)  # of 30, 60, 60, 90
+    assert (data["handoffs_answered"], data["handoffs"]) == (4, 7)
+
+
+def test_the_agent_response_tile_says_how_many_handoffs_were_answered(client, alice, acme_bot):
+    hand_offs(acme_bot)
+    now = timezone.now()
+    asked = now - timedelta(minutes=5)
+    answered, _waiting = (at(services.receive(bot=acme_bot, channel="widget", thread_id=thread, text="Human please!")
+                             .message, asked) for thread in ("answered", "waiting"))
+    at(services.agent_reply(answered.conversation, alice, "Alice here"), asked + timedelta(seconds=45))
+    client.force_login(alice)
+    page = client.get(reverse("dashboards:org")).content.decode()
+    assert '<strong data-stat="agent-response">45.0 / 45.0 s, 1 of 2 answered</strong>' in page
+
+
+def test_mail_a_machine_sent_is_not_customers_traffic(acme, acme_bot):
+    """Newsletters, list mail and auto-replies are stored for the inbox (channels_app/email/inbound.py), but no
+    customer wrote them: neither conversations nor messages on the dashboard, nor behind the handoff rate."""
+    from channels_app.email import inbound
+    from channels_app.models import ChannelConfig
+    from tests.channels.mails import mail
+
+    email = ChannelConfig.objects.create(organization=acme, bot=acme_bot, kind="email",
+                                         settings={"address": "help@acme-bikes.example"})
+    newsletter = mail(sender="Riders <news@riders.example.com>", subject="This week's rides", message_id="<n@riders>",
+                      extra="List-Id: <rides.riders.example.com>\r\n"
+                            "List-Unsubscribe: <mailto:u@riders.example.com>\r\n")
+    away = mail(sender="Dana <dana@shop.example>", subject="Out of office", message_id="<ooo@shop>",
+                extra="Auto-Submitted: auto-replied\r\n")
+    for raw in (newsletter, away):
+        assert inbound.ingest(email, raw, "test").message.meta["automated"] is True
+    hand_offs(acme_bot)
+    services.receive(bot=acme_bot, channel="widget", thread_id="person", text="Human please!")
+
+    data = stats.summary(acme, days=7)
+    # the request and the handoff message
+    assert (data["conversations"], data["messages"], data["channels"]) == (1, 2, {"widget": 1})
+    assert data["handoff_rate"] == 1.0 and data["series"][-1]["inbound"] == 1
+
+
+def test_the_wait_before_the_model_starts_is_shown_beside_the_time_to_first_token(client, alice, acme, acme_bot):
+    """The engine's time to first token starts when it does: the time the message waited in the queue (and
+    for its prompt) before it is the rest of the reply latency, less the engine's whole time."""
+    for thread, latency, total in (("a", 2.0, 1.0), ("b", 4.5, 1.5)):
+        _, asked = make_conversation(acme_bot, thread=thread)
+        answer(asked, latency, new_tokens=10, ttft_s=0.2, total_s=total)
+    data = stats.summary(acme, days=7)
+    assert (data["queue_median_s"], data["queue_p95_s"]) == (2.0, 2.9)  # of 1.0 and 3.0
+    client.force_login(alice)
+    page = client.get(reverse("dashboards:org")).content.decode()
+    assert '<strong data-stat="queue">2.00 / 2.90 s</strong>' in page
+    assert "Time to first token from the model's start" in page
