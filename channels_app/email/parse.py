@@ -1,12 +1,16 @@
 """Read real-world mail with the stdlib ``email`` package (``policy=default``).
 
 ``parse(raw)`` returns a :class:`ParsedMail`: addresses, threading headers, the body
-as text (the plain part, else the HTML part converted with ``html.parser``), decoded
-whatever the declared charset or transfer encoding, attachment names, and
+as text (each inline text part in order; of alternatives the plain part, else the HTML part
+converted with ``html.parser``), decoded whatever the declared charset or transfer encoding,
+attachments (a forwarded mail as one .eml), and
 ``reply_text``: the body with quoted history and the signature removed (what the
 model sees). Anything the parser cannot make sense of raises :class:`Unparseable`.
 """
+import base64
 import bisect
+import codecs
+import quopri
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -62,11 +66,42 @@ def parse(raw: bytes) -> ParsedMail:
 
 
 def _header(msg, name):
+    raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
     try:
-        value = msg.get(name)
+        value = _parsed(msg, name, raw)
     except Exception:  # a header the policy cannot parse: fall back to its raw text
-        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+        value = raw
     return "" if value is None else " ".join(str(value).split())
+
+
+def _parsed(msg, name, raw):
+    """``msg``'s first ``name`` header as its policy parses it, but with its encoded words in a
+    charset Python reads otherwise or not at all (gb2312 with GBK characters, iso-2022-jp with
+    NEC's, iso-8859-8-i) read as a body in that charset is: the email package turned such a word
+    into undecodable bytes, and a subject into garbage."""
+    readable = _readable_words(raw) if isinstance(raw, str) and "=?" in raw else raw
+    return msg.get(name) if readable == raw else msg.policy.header_fetch_parse(name, readable)
+
+
+_ENCODED_WORD = re.compile(r"=\?([^?*\s]+)(?:\*[^?\s]*)?\?[bBqQ]\?[^?\s]*\?=")
+
+
+def _readable_words(value: str) -> str:
+    """``value`` with each encoded word that its own charset does not read written again in UTF-8,
+    as ``decode_bytes`` reads it; the others left as they are."""
+
+    def again(word):
+        try:
+            [(data, _)] = decode_header(word.group(0))  # base64 or quoted-printable undone
+            data.decode(word.group(1))
+            return word.group(0)
+        except (LookupError, UnicodeDecodeError):
+            text = decode_bytes(data, word.group(1))
+            return f"=?utf-8?b?{base64.b64encode(text.encode()).decode()}?="
+        except Exception:  # noqa: BLE001 - a broken word: the email package reads it as it can
+            return word.group(0)
+
+    return _ENCODED_WORD.sub(again, value)
 
 
 def _raw_header(msg, name) -> str:
@@ -156,49 +191,179 @@ def _read(msg) -> ParsedMail:
 
 
 def _body(msg):
-    """(text, attachments, files): the best text part, and every other named/attached part
-    (its description, and its name, type and decoded bytes)."""
-    body_part = None
+    """(text, attachments, files): the text of every part the customer wrote, in order, and every
+    other named/attached part (its description, and its name, type and decoded bytes)."""
     try:
-        body_part = msg.get_body(preferencelist=("plain", "html"))
+        body = msg.get_body(preferencelist=("plain", "html"))
     except Exception:
-        body_part = None
-    if body_part is None and msg.get_content_maintype() == "text":
-        body_part = msg
-    attachments, files = [], []
-    for part in msg.walk():
-        if part is body_part or part.is_multipart():
-            continue
-        disposition = part.get_content_disposition()
-        filename = part.get_filename()
-        if disposition == "attachment" or filename or part.get_content_maintype() not in ("text", "message"):
-            if len(attachments) < MAX_ATTACHMENTS_LISTED:
-                payload = part.get_payload(decode=True) or b""
-                attachments.append(
-                    {"filename": str(filename or ""), "content_type": part.get_content_type(), "size": len(payload)}
-                )
-                files.append((str(filename or ""), part.get_content_type(), payload))
-    if body_part is None:
-        return "", attachments, files
-    text = decode_part(body_part)
-    if body_part.get_content_subtype() == "html":
-        text = html_to_text(text)
-    return normalize(text), attachments, files
+        body = None
+    if body is None and msg.get_content_maintype() == "text":
+        body = msg
+    texts, attachments, files = [], [], []
+    for is_text, part in _parts(msg, body):
+        if is_text:
+            text = decode_part(part)
+            texts.append(html_to_text(text) if part.get_content_subtype() == "html" else text)
+        elif len(attachments) < MAX_ATTACHMENTS_LISTED:
+            filename, payload = _file(part)
+            attachments.append({"filename": filename, "content_type": part.get_content_type(), "size": len(payload)})
+            files.append((filename, part.get_content_type(), payload))
+    return normalize("\n\n".join(normalize(text) for text in texts)), attachments, files
+
+
+FORWARDED = ("message/rfc822", "message/global")  # a whole mail inside this one
+
+
+def _parts(part, chosen, loose=True):
+    """(is_text, part) for each part of the mail worth reading or keeping, in order. ``chosen``:
+    the text to read among alternatives (``get_body``'s, then each alternative's own best);
+    ``loose``: a plain or HTML part here is more of the text. In multipart/mixed it is (Apple Mail
+    writes text, an inline photo, then the rest of the text: reading only the first text lost the
+    question after the photo); in multipart/alternative or related it is the same text again.
+    A forwarded mail is one file, not read as text here nor its attachments listed as the mail's."""
+    if part.get_content_type() in FORWARDED:
+        yield False, part
+    elif part.get_content_maintype() == "multipart" and part.is_multipart():
+        if loose and part.get_content_subtype() in ("alternative", "related"):
+            try:
+                chosen = part.get_body(preferencelist=("plain", "html")) or chosen
+            except Exception:  # noqa: BLE001 - a part the email package cannot rank: the mail's own choice
+                pass
+            loose = False
+        for child in part.iter_parts():
+            yield from _parts(child, chosen, loose)
+    elif part.is_multipart():  # message/delivery-status and the like: header blocks, neither text nor a file
+        return
+    elif part is chosen or (loose and part.get_content_type() in ("text/plain", "text/html")
+                            and not part.is_attachment() and not part.get_filename()):
+        yield True, part
+    elif part.is_attachment() or part.get_filename() or part.get_content_maintype() not in ("text", "message"):
+        yield False, part
+
+
+def _file(part):
+    """(filename, bytes) of an attachment: a forwarded mail as its own .eml file, named by its subject."""
+    try:
+        filename = str(_filename(part) or "")
+    except Exception:  # noqa: BLE001 - a Content-Disposition the policy cannot parse again: as the part names it
+        filename = str(part.get_filename() or "")
+    if part.get_content_type() not in FORWARDED or not part.is_multipart() or not part.get_payload():
+        return filename, part.get_payload(decode=True) or b""
+    inner = part.get_payload(0)
+    try:
+        payload = inner.as_bytes(policy=inner.policy.clone(linesep="\r\n", refold_source="none"))
+        encoding = _header(part, "Content-Transfer-Encoding").lower()
+        if encoding in ("base64", "quoted-printable"):  # not for message/rfc822 (RFC 2046 5.2.1), but sent:
+            # the parser read the encoded text as the mail
+            payload = base64.b64decode(payload) if encoding == "base64" else quopri.decodestring(payload)
+            inner = message_from_bytes(payload, policy=policy.default)
+    except Exception:  # noqa: BLE001 - a mail the generator cannot write again: its text as it reads
+        payload = str(inner).encode("utf-8", "replace")
+    subject = " ".join(re.sub(r"[\x00-\x1f\x7f/\\]", " ", _header(inner, "Subject")).split())
+    return filename or f"{subject[:150] or 'forwarded mail'}.eml", payload
+
+
+def _filename(part):
+    """The part's file name (``get_filename``), its encoded words read like a subject's."""
+    for header, param in (("Content-Disposition", "filename"), ("Content-Type", "name")):
+        raw = next((v for k, v in part.raw_items() if k.lower() == header.lower()), None)
+        if isinstance(raw, str) and "=?" in raw and _readable_words(raw) != raw:
+            name = part.policy.header_fetch_parse(header, _readable_words(raw)).params.get(param)
+            if name:
+                return name
+    return part.get_filename()
+
+
+# Labels mail clients write that Python's codecs lack, and charsets whose senders often write a
+# superset of them (Windows' code page): the wider codec reads all of the label's own text the same
+# way, and the characters beyond it too. Tried after the label itself, so nothing it read changes.
+WIDER_CHARSETS = {
+    "iso-8859-8-i": "iso-8859-8", "iso-8859-8-e": "iso-8859-8",  # Hebrew in logical/visual order: the same bytes
+    "iso-8859-6-i": "iso-8859-6", "iso-8859-6-e": "iso-8859-6",
+    "windows-874": "cp874", "x-windows-874": "cp874",
+    "shift_jis": "cp932", "x-sjis": "cp932", "sjis": "cp932", "windows-31j": "cp932", "csshiftjis": "cp932",
+    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "euc-cn": "gb18030", "cp936": "gb18030",
+    "ks_c_5601-1987": "cp949", "euc-kr": "cp949",
+    "iso-2022-jp": "cp50221",  # below: Python has no codec for it
+}
+# Labels that say nothing of bytes beyond ASCII: such bytes are UTF-8 or else cp1252.
+UNSAID = {"utf-8", "ascii"}
+
+
+def decode_bytes(payload: bytes, charset) -> str:
+    """``payload`` as text in ``charset`` (a label as mail writes it), never an exception. A label
+    Python knows (or one WIDER_CHARSETS names) reads the text, then the wider charset, then UTF-8
+    (a label put on UTF-8 text by mistake); failing all three, the label reads it with the few bad
+    bytes replaced. Before, one bad byte turned the whole part into cp1252 mojibake. No label,
+    UTF-8, ASCII or an unknown one: UTF-8, with bad bytes replaced when the rest is real UTF-8,
+    else cp1252 (Latin-1 text labelled UTF-8)."""
+    label = (charset or "").strip().strip('"').lower()
+    readers = [name for name in (label, WIDER_CHARSETS.get(label)) if name and _codec(name)]
+    if readers and _codec(readers[0]) not in UNSAID:
+        for reader in (*readers, "utf-8"):
+            try:
+                return _decode(payload, reader)
+            except UnicodeDecodeError:
+                continue
+        return _decode(payload, readers[-1], "replace")
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = payload.decode("utf-8", "replace")
+    if re.search("[^\x00-\x7f\ufffd]", text):  # real UTF-8 around the bad bytes
+        return text
+    return payload.decode("cp1252", "replace")
+
+
+def _codec(name):
+    """The codec's own name for a charset name, or "" when Python has none."""
+    if name == "cp50221":
+        return name
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return ""
+
+
+def _decode(payload: bytes, codec: str, errors="strict") -> str:
+    return _cp50221(payload, errors) if codec == "cp50221" else payload.decode(codec, errors)
+
+
+_ISO2022JP_SHIFTS = re.compile(rb"(\x1b(?:\(B|\(J|\(I|\$@|\$B))")
+
+
+def _cp50221(payload: bytes, errors="strict") -> str:
+    """ISO-2022-JP as Windows writes it (code page 50221): JIS X 0208 plus NEC's row 13 (①, Ⅱ, ㈱)
+    and IBM's extensions, and half-width katakana, which Python's iso2022_jp codecs refuse. Each
+    two-byte JIS code becomes its Shift_JIS bytes, read as cp932, which has them all."""
+    if errors == "strict" and re.search(rb"[\x80-\xff]", payload):
+        raise UnicodeDecodeError("cp50221", payload, 0, len(payload), "8-bit bytes in 7-bit ISO-2022-JP")
+    out, mode = [], b"\x1b(B"
+    for chunk in _ISO2022JP_SHIFTS.split(payload):
+        if _ISO2022JP_SHIFTS.fullmatch(chunk):
+            mode = chunk
+        elif mode == b"\x1b(I":  # half-width katakana: 0x21-0x5F for cp932's 0xA1-0xDF
+            out.append(re.sub(rb"[\x21-\x5f]", lambda m: bytes((m[0][0] | 0x80,)), chunk))
+        elif mode in (b"\x1b$@", b"\x1b$B"):  # a line end or stray byte between the pairs stays as it is
+            out.append(re.sub(rb"[\x21-\x7e]{2}", lambda m: _shift_jis(*m[0]), chunk))
+        else:
+            out.append(chunk)
+    return b"".join(out).decode("cp932", errors)
+
+
+def _shift_jis(first: int, second: int) -> bytes:
+    """The Shift_JIS bytes of the JIS X 0208 code (first, second), both 0x21-0x7E."""
+    lead = (first + 1) // 2 + (0x70 if first <= 0x5E else 0xB0)
+    trail = second + (0x1F + (second >= 0x60) if first % 2 else 0x7E)
+    return bytes((lead, trail))
 
 
 def decode_part(part) -> str:
-    """A text part's content as str: transfer encoding undone, declared charset tried,
-    then UTF-8, then cp1252 with replacement — never an exception."""
+    """A text part's content as str: transfer encoding undone, then ``decode_bytes``."""
     payload = part.get_payload(decode=True)
     if payload is None:
         payload = str(part.get_payload()).encode("utf-8", "replace")
-    charset = (part.get_content_charset() or "utf-8").strip().strip('"').lower()
-    for candidate in (charset, "utf-8"):
-        try:
-            return payload.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
-            continue
-    return payload.decode("cp1252", errors="replace")
+    return decode_bytes(payload, part.get_content_charset())
 
 
 def normalize(text):
@@ -288,14 +453,75 @@ def html_to_text(html: str, reader: type[_HTMLText] = _HTMLText) -> str:
 # ---------------------------------------------------------------------------
 # Quoted history and signatures
 
+# What a quote header has and a customer's sentence rarely does: an address, a time, a date in
+# numbers, a year.
+_QUOTE_STAMP = re.compile(r"@|<[^<>]+>|\d{1,2}:\d{2}|\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b|\b(?:19|20)\d{2}\b")
+# Weekday and month names in the widget's languages (en, es, fr, de, pt, it, nl); short ones only
+# with Gmail's "." or "," after them.
+_DATE_WORDS = (
+    "monday|tuesday|wednesday|thursday|friday|saturday|sunday|january|february|march|april|may|june|july|"
+    "august|september|october|november|december|"
+    "lunes|martes|miércoles|jueves|viernes|sábado|domingo|enero|febrero|marzo|abril|mayo|junio|julio|agosto|"
+    "septiembre|setiembre|octubre|noviembre|diciembre|"
+    "lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|janvier|février|mars|avril|mai|juin|juillet|août|"
+    "septembre|octobre|novembre|décembre|"
+    "montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonnabend|sonntag|januar|februar|märz|juni|juli|"
+    "oktober|dezember|"
+    "segunda-feira|terça-feira|quarta-feira|quinta-feira|sexta-feira|janeiro|fevereiro|março|maio|junho|"
+    "julho|setembro|outubro|dezembro|"
+    "lunedì|martedì|mercoledì|giovedì|venerdì|sabato|domenica|gennaio|febbraio|aprile|maggio|giugno|luglio|"
+    "settembre|ottobre|dicembre|"
+    "maandag|dinsdag|woensdag|donderdag|vrijdag|zaterdag|zondag|januari|februari|maart|mei|augustus|"
+    "oktober"
+)
+_DATE_ABBREVIATIONS = (  # none that is a word of its own in these languages ("out", "set", "ago")
+    "mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|"
+    "lun|mié|jue|vie|sáb|ene|abr|dic|jeu|janv|févr|avr|juil|déc|mär|okt|dez|seg|fev|gio|giu|lug|ott|mrt"
+)
+_DATE_NAMES = re.compile(rf"\b(?:{_DATE_WORDS})\b|\b(?:{_DATE_ABBREVIATIONS})[.,]", re.I)
+# "On <date>, <name> wrote:" and its translations, the verb ending the line ...
+_WROTE = re.compile(
+    r"^(On|Le|El|Il|Em|Op)\s.{0,300}\b(wrote|a écrit|escribió|ha scritto|escreveu|het volgende geschreven)\s*:\s*$",
+    re.I | re.S,
+)
+# ... and the German and Dutch "Am <date> schrieb <name>:", the name after the verb.
+_SCHRIEB = re.compile(r"^(Am|Op)\s.{0,300}\b(schrieb|schreef)\b.{0,200}:\s*$", re.I | re.S)
 _CUTS = [
-    re.compile(r"^(On|Am|Le|El|Il|Op)\s.{0,300}(wrote|schrieb|a écrit|escribió|ha scritto|schreef)\b.{0,200}:\s*$", re.I | re.S),
-    re.compile(r"^-{2,}\s*(Original Message|Forwarded message|Ursprüngliche Nachricht)\s*-{2,}", re.I),
+    re.compile(r"^-{2,}\s*(Original Message|Forwarded message|Ursprüngliche Nachricht|Mensaje original|"
+               r"Message d['’]origine|Messaggio originale|Oorspronkelijk bericht|Mensagem original)\s*-{2,}", re.I),
     re.compile(r"^_{10,}\s*$"),
     re.compile(r"^Sent from my \w+", re.I),
 ]
-_OUTLOOK_FROM = re.compile(r"^\*?(From|Von|De)\s*:\*?\s", re.I)
-_OUTLOOK_NEXT = re.compile(r"^\*?(Sent|Date|Gesendet|Datum|Envoyé|To|Subject)\s*:", re.I)
+# Outlook's block over the quoted mail, in each language: From, then Sent (or Date) and To (or Subject).
+_OUTLOOK_FROM = re.compile(r"^\*?(From|Von|De|Da|Van)\s*:\*?\s.*(@|<[^<>]+>)", re.I)
+_OUTLOOK_SENT = re.compile(
+    r"^\*?(Sent|Date|Gesendet|Datum|Envoyé|Enviado|Enviada|Fecha|Data|Inviato|Verzonden)\s*:", re.I
+)
+_OUTLOOK_TO = re.compile(
+    r"^\*?(To|An|À|A|Para|Aan|Cc|Subject|Betreff|Objet|Asunto|Assunto|Oggetto|Onderwerp)\s*:", re.I
+)
+
+
+def _attribution(text: str) -> bool:
+    """Is ``text`` a mail client's line over a quote ("On Mon, 3 Jun 2024, Ann <a@b.c> wrote:")?
+    Its shape alone is a customer's sentence too ("On Friday I wrote to you about these
+    problems:", "Le technicien m'a écrit :"): an address, a time or a date must be in it. The
+    German and Dutch shape ends like any sentence ("Am Montag schrieb mir der Techniker:"), and
+    their clients write the date in numbers: a weekday or month name is not enough there."""
+    if _WROTE.match(text):
+        return bool(_QUOTE_STAMP.search(text) or _DATE_NAMES.search(text))
+    return bool(_SCHRIEB.match(text) and _QUOTE_STAMP.search(text))
+
+
+def _outlook_block(lines) -> bool:
+    """Do ``lines`` begin with Outlook's header block: a From line with an address, then (blank
+    lines aside) a Sent or Date line and a To or Subject line, in either order? A customer's own
+    "From: Hamburg / To: Lisbon / Date: 12 March" has no address."""
+    fields = [line.strip() for line in lines if line.strip()][:3]
+    if len(fields) < 3 or not _OUTLOOK_FROM.match(fields[0]):
+        return False
+    kinds = {"sent" if _OUTLOOK_SENT.match(field) else "to" if _OUTLOOK_TO.match(field) else "" for field in fields[1:]}
+    return kinds == {"sent", "to"}
 
 
 def strip_reply(text: str) -> str:
@@ -308,9 +534,9 @@ def strip_reply(text: str) -> str:
         if line in ("-- ", "--") or stripped == "-- ":
             break
         two_lines = stripped + " " + (lines[index + 1].strip() if index + 1 < len(lines) else "")
-        if any(cut.match(stripped) for cut in _CUTS) or (_CUTS[0].match(two_lines) and not stripped.endswith(".")):
+        if any(cut.match(stripped) for cut in _CUTS) or _attribution(stripped):
             break
-        if _OUTLOOK_FROM.match(stripped) and any(_OUTLOOK_NEXT.match(l.strip()) for l in lines[index + 1 : index + 4]):
+        if (_attribution(two_lines) and not stripped.endswith(".")) or _outlook_block(lines[index : index + 7]):
             break
         if stripped.startswith(">"):
             continue
