@@ -7,7 +7,7 @@ and a CSP that allows no script, so even a mislabelled file cannot run.
 
 ``prompt_text`` is what the model sees of a customer's message: its text, then the text of
 its readable files (plain text, markdown, HTML read whole as the email channel reads a mail, PDF —
-``bots.documents``), each cut at
+``bots.documents``; a forwarded mail, ``.eml``, as its sender, date, subject and text), each cut at
 ``MAX_FILE_PROMPT_CHARS``, and a one-line note for any other file (an image is named, not
 described: the model reads text only).
 """
@@ -18,7 +18,7 @@ from collections import OrderedDict
 from django.http import FileResponse
 from django.utils.http import content_disposition_header
 
-from channels_app.email.parse import html_to_text
+from channels_app.email.parse import Unparseable, html_to_text, parse
 
 from .documents import DocumentError, text_of
 
@@ -47,7 +47,8 @@ def attachment_response(attachment):
     return response
 
 
-READABLE_TYPES = {"text/plain": ".txt", "text/markdown": ".md", "text/html": ".html", "application/pdf": ".pdf"}
+READABLE_TYPES = {"text/plain": ".txt", "text/markdown": ".md", "text/html": ".html", "application/pdf": ".pdf",
+                  "message/rfc822": ".eml"}
 MAX_FILE_PROMPT_CHARS = 4000  # of a message's files' text together; ~1,000 tokens
 
 
@@ -76,8 +77,9 @@ def _file_text(attachment) -> str | None:
             content = stored.read()
         # HTML read whole, not as a web page (documents.page_text): an order form's values, an
         # invoice's <footer> and a never-closed <aside> are what the customer sent
-        text = text_of(f"file{READABLE_TYPES[media_type(attachment.content_type)]}", content,
-                       read_html=html_to_text).strip()
+        suffix = READABLE_TYPES[media_type(attachment.content_type)]
+        text = (mail_text(content) if suffix == ".eml" else
+                text_of(f"file{suffix}", content, read_html=html_to_text)).strip()
         text = text[:MAX_FILE_PROMPT_CHARS + 1]
     except (OSError, DocumentError) as error:
         log.warning("attachment %s: not read for the prompt: %s", attachment.id, error)
@@ -89,6 +91,19 @@ def _file_text(attachment) -> str | None:
         while len(_texts) > 32:
             _texts.popitem(last=False)
     return text
+
+
+def mail_text(raw: bytes) -> str:
+    """A forwarded mail (an order confirmation, the courier's notice) as the model reads it: who
+    wrote it, when, about what, and its text as the email channel reads a customer's mail."""
+    try:
+        mail = parse(raw)
+    except Unparseable as error:
+        raise DocumentError(f"That mail could not be read: {error}") from None
+    sender = f"{mail.from_name} <{mail.from_address}>" if mail.from_name else mail.from_address
+    heading = [f"{label}: {value}" for label, value in
+               (("From", sender), ("Date", mail.headers.get("date", "")), ("Subject", mail.subject)) if value]
+    return "\n".join(heading + ["", mail.text])
 
 
 def has_text_to_read(message) -> bool:

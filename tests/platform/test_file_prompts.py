@@ -123,3 +123,24 @@ def test_a_file_sent_alone_finds_the_bots_knowledge_by_what_it_says(acme_bot):
     config = acme_bot.live_config()
     [system, *_] = build_messages(config, _history(message), retrieval_query(message))
     assert "Monday to Friday, 9am to 6pm" in system["content"]  # the FAQ that answers the file
+
+
+FORWARDED = (b"From: Courier <track@courier.example>\r\nDate: Tue, 3 Mar 2026 10:12:00 +0100\r\n"
+             b"Subject: Your parcel 4411\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+             b"We could not deliver parcel 4411. Collect it at the depot by Friday.\r\n")
+
+
+def test_the_model_reads_a_forwarded_mail(acme_bot):
+    """A mail forwarded as an attachment (.eml, message/rfc822): its sender, date, subject and text,
+    not only its name; one that is no mail is said to be unreadable."""
+    from inference.tasks import _history
+
+    message = receive(acme_bot, "See the courier's mail: what do I do?",
+                      ("Your parcel 4411.eml", "message/rfc822", FORWARDED), ("broken.eml", "message/rfc822", b"  "))
+    assert _history(message)[-1]["content"] == (
+        "See the courier's mail: what do I do?\n\n"
+        "[Attached file Your parcel 4411.eml:]\nFrom: Courier <track@courier.example>\n"
+        "Date: Tue, 03 Mar 2026 10:12:00 +0100\nSubject: Your parcel 4411\n\n"
+        "We could not deliver parcel 4411. Collect it at the depot by Friday.\n\n"
+        "[The customer attached broken.eml; its text could not be read.]"
+    )
