@@ -87,8 +87,8 @@ def receive(
     with the message in the same transaction (a redelivery stores none again).
     ``automated``: a machine sent it (an auto-reply, a bounce, list mail): stored, never answered,
     and the team is not emailed about it. A person's message in a conversation the team has (the
-    bot paused) gets the team emailed (tasks.notify_team_of_message), even one the bot would not
-    have answered anyway (a photo alone).
+    bot paused) marks it as needing a human again and gets the team emailed
+    (tasks.notify_team_of_message), even one the bot would not have answered anyway (a photo alone).
     """
     # PostgreSQL refuses NUL and lone surrogates in text; keep the message, mark the character.
     text = storable(text[:MAX_INBOUND_CHARS])
@@ -119,10 +119,14 @@ def receive(
                 store_attachment(message, index, filename, content_type, content)
             conversation.last_message_at = message.created
             conversation.status = Conversation.Status.OPEN
-            conversation.save(update_fields=["last_message_at", "status"])
+            # a person writing to the team (not the bot) waits for a person again, until one answers:
+            # back in "Needs a human" even after an agent's first answer had taken it out
+            waits_for_team = team_has_it and not automated and reason != "handoff"
+            conversation.needs_human = conversation.needs_human or waits_for_team
+            conversation.save(update_fields=["last_message_at", "status", "needs_human"])
             if reason == "handoff":
                 _start_handoff(conversation, message)
-            elif team_has_it and not automated and channel != "preview":
+            elif waits_for_team and channel != "preview":
                 transaction.on_commit(lambda: _notify_team_of_message(message.id), robust=True)
             # robust (here and for every queued task below): a broker refusing the task must not turn
             # a stored message into an error for its sender; the sweep queues what it never got
@@ -332,10 +336,10 @@ def _conversation_for(bot, channel, thread_id, contact, subject):
 def _reply_state(bot, conversation, text, answer, skip_reason):
     if not answer:
         if skip_reason == "handoff" and conversation.bot_paused:  # asked again: the team has it already
-            return Message.ReplyState.SKIPPED, "agent has the conversation"
+            return Message.ReplyState.SKIPPED, TEAM_HAS_IT
         return Message.ReplyState.SKIPPED, skip_reason or "filtered"
     if conversation.bot_paused:
-        return Message.ReplyState.SKIPPED, "agent has the conversation"
+        return Message.ReplyState.SKIPPED, TEAM_HAS_IT
     config = bot.live_config(draft=conversation.channel == "preview")
     if is_handoff_request(config, text):
         return Message.ReplyState.SKIPPED, "handoff"
@@ -357,9 +361,13 @@ def _notify_team_of_message(message_id):
 def _after_inbound(message):
     events.push(message.conversation_id, "message", message=serialize_message(message))
     if message.reply_state == Message.ReplyState.PENDING:
-        from inference.tasks import generate_reply
+        _queue_reply(message.id)
 
-        generate_reply.delay(message.id)
+
+def _queue_reply(message_id):
+    from inference.tasks import generate_reply
+
+    generate_reply.delay(message_id)
 
 
 # ---------------------------------------------------------------------------
@@ -484,6 +492,7 @@ HANDOFF_REPLY = HANDOFF_MESSAGE  # the bot's handoff message when it leaves it b
 # Why a message still waiting for the bot was not answered when the conversation was handed to the team:
 # not "handoff", which is the customer's request itself (what the dashboards count and time from)
 HANDED_OVER = "handed to the team before an answer"
+TEAM_HAS_IT = "agent has the conversation"  # why a customer's message to a paused bot was not answered
 
 
 def _start_handoff(conversation, inbound):
@@ -521,9 +530,11 @@ def _notify_agents(conversation_id):
 
 
 def set_bot_paused(conversation: Conversation, paused: bool, by=None):
-    """Take over (pause the bot; an unassigned conversation becomes ``by``'s) or give it back to the bot."""
+    """Take over (pause the bot; an unassigned conversation becomes ``by``'s) or give it back to the
+    bot, which answers what the customer wrote meanwhile that nobody answered (``_answer_the_wait``)."""
     with transaction.atomic():
         current = _locked(conversation)
+        given_back = current.bot_paused and not paused
         current.bot_paused = paused
         if not paused:
             current.needs_human = False
@@ -532,10 +543,34 @@ def set_bot_paused(conversation: Conversation, paused: bool, by=None):
         _save_state(conversation, current, ["bot_paused", "needs_human", "assignee"])
         if paused:
             skip_pending(conversation.id)
+        elif given_back:
+            _answer_the_wait(conversation.id)
     events.push(conversation.id, "conversation", bot_paused=paused)
 
 
-def skip_pending(conversation_id: int, reason: str = "agent has the conversation") -> int:
+# skipped only because the team had the conversation: the bot would have answered them
+_TEAMS_TO_ANSWER = (TEAM_HAS_IT, HANDED_OVER)
+
+
+def _answer_the_wait(conversation_id: int) -> None:
+    """The bot was given the conversation back: the customer's latest message the team kept from the
+    bot, unless something was said to the customer after it (an agent's answer, the handoff
+    message), waits for the bot again and its reply task is queued once this commits. Leaving it
+    skipped left the customer waiting in silence, and out of "Needs a human". A message it would
+    never have answered (an auto-reply, one the channel filtered) stays as it is."""
+    latest = (Message.objects.filter(conversation_id=conversation_id, direction=Message.Direction.INBOUND,
+                                     reply_state=Message.ReplyState.SKIPPED,
+                                     meta__skip_reason__in=_TEAMS_TO_ANSWER).order_by("-id").first())
+    if latest is None or Message.objects.filter(conversation_id=conversation_id, direction=Message.Direction.OUTBOUND,
+                                                id__gt=latest.id).exclude(sender=Message.Sender.NOTE).exists():
+        return
+    meta = {key: value for key, value in (latest.meta or {}).items() if key != "skip_reason"}
+    if Message.objects.filter(id=latest.id, reply_state=Message.ReplyState.SKIPPED).update(
+            reply_state=Message.ReplyState.PENDING, meta=meta):
+        transaction.on_commit(lambda: _queue_reply(latest.id), robust=True)
+
+
+def skip_pending(conversation_id: int, reason: str = TEAM_HAS_IT) -> int:
     """The team has the conversation: customer messages still waiting for the bot are not the
     bot's to answer any more (a queued reply task finds them skipped, a reply being generated is
     not stored: ``record_reply(while_pending=True)``). Returns how many were waiting."""

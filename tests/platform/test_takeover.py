@@ -1,6 +1,7 @@
 """Taking a conversation over: what the bot had not answered yet is the team's, never the bot's.
 A queued reply task finds it skipped, a reply generated meanwhile is not stored, and a reply
-being streamed stops."""
+being streamed stops. Giving it back: the bot answers what the customer wrote that nobody answered.
+A customer writing while the team has it needs a human again."""
 import pytest
 
 from bots import services
@@ -159,3 +160,99 @@ def test_closing_a_conversation_gives_it_back_to_the_bot(bob, acme_bot):
                                  text="Do you fix e-bikes?")
         assert again.message.reply_state == Message.ReplyState.PENDING and not again.message.meta.get("skip_reason")
         assert again.conversation.status == Conversation.Status.OPEN and not again.conversation.needs_human
+
+
+def test_a_customer_who_writes_after_the_agents_answer_needs_a_human_again(client, smtp_settings, bob, acme_bot):
+    """The agent's first answer took the conversation out of "Needs a human"; the customer writing
+    again while the team has it waits for a person again, until one answers."""
+    from bots.models import Conversation
+    from bots.tasks import notify_team_of_message
+
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    conversation = services.receive(bot=acme_bot, channel="widget", thread_id="order", text="human please").conversation
+    services.agent_reply(conversation, bob, "Let me check.")
+    assert not Conversation.objects.get(id=conversation.id).needs_human
+
+    later = services.receive(bot=acme_bot, channel="widget", thread_id="order", text="Order #123 — still nothing?")
+    assert later.message.reply_state == Message.ReplyState.SKIPPED  # the bot still leaves it to the team
+    assert Conversation.objects.get(id=conversation.id).needs_human
+    client.force_login(bob)
+    assert f"/inbox/{conversation.id}/" in client.get("/inbox/", {"needs_human": "on"}).content.decode()
+    notify_team_of_message(later.message.id)  # run here, as the worker would
+    assert [m["to"] for m in smtp_settings.messages] == [["bob@example.com"]]  # the assignee is still told
+
+    services.agent_reply(conversation, bob, "Found it: it ships today.")
+    services.receive(bot=acme_bot, channel="widget", thread_id="order", text="Out of office until Monday",
+                     answer=False, skip_reason="automatic reply", automated=True)  # a machine: nobody waits
+    assert not Conversation.objects.get(id=conversation.id).needs_human
+    assert f"/inbox/{conversation.id}/" not in client.get("/inbox/", {"needs_human": "on"}).content.decode()
+
+
+def test_giving_back_gets_the_bot_to_answer_what_the_customer_wrote_meanwhile(transactional_db, celery_workers, bob,
+                                                                              acme_bot):
+    """Taking over skipped what the customer wrote; giving back without answering left them waiting in
+    silence. The bot answers their latest message (a real worker), once however often it is given back."""
+    from bots.models import Conversation
+
+    conversation = services.receive(bot=acme_bot, channel="widget", thread_id="back", text="Hi").conversation
+    wait_for(lambda: Message.objects.filter(conversation=conversation, sender=Message.Sender.BOT).exists(),
+             timeout=300, what="the bot's first reply (the worker loading its model)")
+    services.set_bot_paused(conversation, True, by=bob)
+    first = services.receive(bot=acme_bot, channel="widget", thread_id="back", text="Do you fix e-bikes?").message
+    latest = services.receive(bot=acme_bot, channel="widget", thread_id="back", text="And how long does it take?").message
+    assert Message.objects.get(id=latest.id).reply_state == Message.ReplyState.SKIPPED
+
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)  # clicked twice
+    reply = wait_for(lambda: Message.objects.filter(reply_to=latest).first(), what="the bot's answer")
+    assert reply.sender == Message.Sender.BOT
+    wait_for(lambda: Message.objects.get(id=latest.id).reply_state == Message.ReplyState.DONE, what="it answered")
+    assert Message.objects.get(id=first.id).reply_state == Message.ReplyState.SKIPPED  # one answer, to the latest
+
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), True, by=bob)
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)  # answered already: nothing more
+    assert not Message.objects.filter(direction=Message.Direction.INBOUND, conversation=conversation,
+                                      reply_state=Message.ReplyState.PENDING).exists()
+    assert Message.objects.filter(conversation=conversation, sender=Message.Sender.BOT).count() == 2
+
+
+def test_giving_back_leaves_alone_what_a_person_answered(bob, acme_bot):
+    """Only a message nobody answered goes back to the bot: not one an agent answered, not the request
+    for a human (the handoff message answered it), not an auto-reply; an internal note is no answer."""
+    from bots.models import Conversation
+
+    def given_back(thread):
+        conversation = Conversation.objects.get(bot=acme_bot, external_id=thread)
+        services.set_bot_paused(conversation, False)
+        return Message.objects.filter(conversation=conversation, direction=Message.Direction.INBOUND).order_by("id")
+
+    def taken_over(thread, text="Do you fix e-bikes?"):
+        conversation = services.receive(bot=acme_bot, channel="widget", thread_id=thread, text="Hi",
+                                        answer=False).conversation
+        services.set_bot_paused(conversation, True, by=bob)
+        return conversation, services.receive(bot=acme_bot, channel="widget", thread_id=thread, text=text).message
+
+    conversation, _ = taken_over("answered")
+    services.agent_reply(conversation, bob, "Yes, we do.")
+    assert [m.reply_state for m in given_back("answered")] == ["skipped", "skipped"]
+
+    conversation, asked = taken_over("noted")
+    services.add_note(conversation, bob, "Ask the workshop.")  # the team's, never the customer's
+    services.receive(bot=acme_bot, channel="widget", thread_id="noted", text="Out of office until Monday",
+                     answer=False, skip_reason="automatic reply", automated=True)  # a machine's, not answered
+    assert [m.reply_state for m in given_back("noted")] == ["skipped", "pending", "skipped"]
+    assert "skip_reason" not in Message.objects.get(id=asked.id).meta
+    assert services.requeue_unfinished()[0] == 1  # a broker that lost its task: the sweep queues it again
+    assert [m.reply_state for m in given_back("noted")] == ["skipped", "pending", "skipped"]  # not paused: as it was
+
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+    services.receive(bot=acme_bot, channel="widget", thread_id="handoff", text="human please")
+    assert [m.reply_state for m in given_back("handoff")] == ["skipped"]  # the handoff message answered it
+
+    conversation, _ = taken_over("closed")
+    services.set_status(conversation, Conversation.Status.CLOSED)  # the team is done: no answer owed
+    assert [m.reply_state for m in given_back("closed")] == ["skipped", "skipped"]
