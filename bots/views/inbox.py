@@ -2,15 +2,22 @@
 
 Agents answer (``services.agent_reply`` → delivered through the conversation's own
 channel), take over or give back to the bot, close and reopen. The thread page
-refreshes by polling ``thread_json`` (small, cheap, works through any proxy).
+refreshes by polling ``thread_json`` (small, cheap, works through any proxy): its messages
+and the conversation's state, so two agents with the thread open see what the other did.
+A form that stores a message carries a one-time token (``store_once``): sent twice, it
+stores and delivers one message.
 """
+import secrets
+
 from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.http import HttpResponseBadRequest, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import audit, services
@@ -167,7 +174,32 @@ def _stamp(conversations) -> str:
     return f"{seen['n']}:{seen['latest'].isoformat() if seen['latest'] else ''}"
 
 
+def form_token() -> str:
+    """A new one-time token for a form of the thread page that stores a message (``store_once``)."""
+    return secrets.token_urlsafe(16)
+
+
+def store_once(request, conversation, store):
+    """Run ``store()`` (it returns the message it stored, or None) unless a message of the conversation
+    already came from this form: its ``form_token`` is kept on the message it stored. A double-click, or
+    a browser sending the form again, stores and delivers nothing more. The conversation's row is locked
+    while we look, so two posts of the same form at the same moment store one message between them.
+    Returns (whether the form was sent before, the message stored or None). A post without a token
+    (a page drawn before tokens) is stored as it comes."""
+    token = request.POST.get("form_token", "")[:64]
+    with transaction.atomic():
+        Conversation.objects.select_for_update().filter(id=conversation.id).values_list("id").first()
+        if token and conversation.messages.filter(meta__form_token=token).exists():
+            return True, None
+        message = store()
+        if message is not None and token:
+            message.meta = {**(message.meta or {}), "form_token": token}
+            Message.objects.filter(id=message.id).update(meta=message.meta)
+    return False, message
+
+
 @member_required
+@never_cache  # its forms' one-time tokens: going back to a page from the browser's cache would send a used one
 def thread(request, conversation_id):
     conversation = _conversation(request, conversation_id)
     thread_messages = list(conversation.messages.select_related("reply_to").prefetch_related("attachments")
@@ -182,7 +214,8 @@ def thread(request, conversation_id):
                                                  "channel_notice": notice, "members": members,
                                                  "saved_replies": scoped(request, SavedReply),
                                                  "all_tags": scoped(request, Tag).order_by("name"),
-                                                 "same_customer": same_customer(request, conversation)})
+                                                 "same_customer": same_customer(request, conversation),
+                                                 "reply_token": form_token(), "notice_token": form_token()})
 
 
 SAME_CUSTOMER_SHOWN = 10
@@ -263,6 +296,7 @@ def message_json(message):
             "stop_note": message.stop_note,
             "outside_team_hours": bool((message.meta or {}).get("outside_team_hours")),
             "agent_name": (message.meta or {}).get("agent_name", ""),
+            "form_token": (message.meta or {}).get("form_token", ""),  # inbox.js: the reply it sent is stored
             "attachments": attachments(message),
         }
     )
@@ -271,15 +305,20 @@ def message_json(message):
 
 @member_required
 def thread_json(request, conversation_id):
-    """The conversation's state and messages (all of them: threads are short), for polling."""
+    """The conversation's state and messages (all of them: threads are short), for polling. The state is
+    what the thread page shows of it, with the words it shows ("Open"), so the page follows another
+    agent's take over, close or assignment."""
     conversation = _conversation(request, conversation_id)
+    assignee = conversation.assignee
     return JsonResponse(
         {
             "conversation": {
                 "id": conversation.id,
                 "status": conversation.status,
+                "status_label": conversation.get_status_display(),
                 "bot_paused": conversation.bot_paused,
                 "needs_human": conversation.needs_human,
+                "assignee": {"id": assignee.id, "name": assignee.get_username()} if assignee else None,
             },
             "messages": [message_json(m) for m in conversation.messages.prefetch_related("attachments")
                          .order_by("created", "id")],
@@ -298,9 +337,9 @@ def reply(request, conversation_id):
         flash.error(request, f"Write a reply of 1 to {MAX_AGENT_REPLY} characters.")
         return redirect("inbox:thread", conversation.id)
     if request.POST.get("note"):
-        services.add_note(conversation, request.user, text)
+        store_once(request, conversation, lambda: services.add_note(conversation, request.user, text))
     else:
-        services.agent_reply(conversation, request.user, text)
+        store_once(request, conversation, lambda: services.agent_reply(conversation, request.user, text))
     return redirect("inbox:thread", conversation.id)
 
 

@@ -18,6 +18,7 @@ from bots.files import attachment_response
 from bots.models import Conversation, Message
 from bots.tenancy import get_scoped_or_404
 from bots.views.decorators import member_required
+from bots.views.inbox import store_once
 
 from . import inbound, media, window
 from .inbound import Rejected
@@ -85,10 +86,12 @@ def media_view(request, message_id, index):
 @member_required
 @require_POST
 def reengage(request, conversation_id):
-    """An agent sends the channel's re-engagement template to a customer whose window closed (window.py)."""
+    """An agent sends the channel's re-engagement template to a customer whose window closed (window.py).
+    Once per rendered button (its one-time token): a second click sends the customer nothing more."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id, channel="whatsapp")
-    if window.reengage(conversation, request.user) is None:
-        messages.error(request, "This bot's WhatsApp channel has no re-engagement template.")
-    else:
+    sent_before, message = store_once(request, conversation, lambda: window.reengage(conversation, request.user))
+    if message is not None:
         messages.success(request, "Re-engagement template queued; the customer's answer re-opens the window.")
+    elif not sent_before:  # (sent before: the first click said what happened)
+        messages.error(request, "This bot's WhatsApp channel has no re-engagement template.")
     return redirect("inbox:thread", conversation.id)

@@ -1,5 +1,6 @@
 // Inbox thread: poll the conversation's JSON every few seconds and re-render the
-// message list when something changed (new message, delivery status, stats).
+// message list when something changed (new message, delivery status, stats), and show the
+// conversation's state as it is now: another agent may have taken it over, closed or assigned it.
 (function () {
   const thread = document.getElementById("thread");
   if (!thread) return;
@@ -12,6 +13,7 @@
     const li = document.createElement("li");
     li.className = `msg ${m.direction} ${m.sender}`;
     li.dataset.id = m.id;
+    if (m.form_token) li.dataset.formToken = m.form_token;
     const who = document.createElement("div");
     who.className = "who";
     who.textContent = m.sender_label + (m.agent_name ? " · " + m.agent_name : "") + " · ";
@@ -64,6 +66,26 @@
     return li;
   }
 
+  function show(id, shown) { document.getElementById(id).hidden = !shown; }
+
+  // the state as the server draws it: the same words, and of each pair of buttons the one that applies
+  function showState(c) {
+    document.getElementById("conv-status").textContent = c.status_label;
+    document.getElementById("conv-mode").textContent = c.bot_paused ? "an agent has it" : "the bot answers";
+    show("conv-needs-human", c.needs_human);
+    show("conv-give-back", c.bot_paused);
+    show("conv-take-over", !c.bot_paused);
+    show("conv-close", c.status === "open");
+    show("conv-reopen", c.status !== "open");
+    const assignee = document.getElementById("assignee");
+    const id = c.assignee ? String(c.assignee.id) : "";
+    if (id !== assignee.dataset.current) {  // assigned since: shown, but not over a choice the agent is making
+      assignee.dataset.current = id;
+      if (id && !Array.from(assignee.options).some((o) => o.value === id)) assignee.append(new Option(c.assignee.name, id));
+      assignee.value = id;
+    }
+  }
+
   async function poll() {
     try {
       const response = await fetch(thread.dataset.poll, { headers: { Accept: "application/json" } });
@@ -73,8 +95,7 @@
           last = body;
           const data = JSON.parse(body);
           list.replaceChildren(...data.messages.map(render));
-          document.getElementById("conv-status").textContent = data.conversation.status;
-          document.getElementById("conv-mode").textContent = data.conversation.bot_paused ? "an agent has it" : "the bot answers";
+          showState(data.conversation);
         }
       }
     } catch (e) { /* offline for a moment: try again on the next tick */ }
@@ -138,24 +159,61 @@
 
 // The reply being written survives the thread's own actions (take over, assign, tag, close: each a
 // full-page post and reload): kept per conversation (and agent: a shared tab) in this tab's
-// sessionStorage as it is typed, put back on load, dropped once the reply form is sent.
+// sessionStorage as it is typed, put back on load. Sending it notes the form's one-time token; the
+// draft is dropped only once the thread shows the message stored from that form (it carries the
+// token). A refused reply (the conversation gone from this organisation, the session expired, too
+// long) comes back in the box.
 (function () {
   const form = document.getElementById("reply-form");
   const box = document.getElementById("reply-text");
   if (!form || !box || !form.dataset.draftKey) return;
   const key = form.dataset.draftKey;
+  const sentKey = key + ":sent";
+  const token = form.querySelector("input[name=form_token]");
   function keep() {
     try {
+      sessionStorage.removeItem(sentKey);  // changed since it was sent: no longer that reply
       if (box.value) sessionStorage.setItem(key, box.value);
       else sessionStorage.removeItem(key);
     } catch (e) { /* storage off or full: the draft is just not kept */ }
   }
+  function stored(sent) {
+    return Array.from(document.querySelectorAll("#messages li.msg")).some((li) => li.dataset.formToken === sent);
+  }
   try {
-    const draft = sessionStorage.getItem(key);
-    if (draft && !box.value) box.value = draft;
+    const sent = sessionStorage.getItem(sentKey);
+    if (sent && stored(sent)) {
+      sessionStorage.removeItem(key);
+      sessionStorage.removeItem(sentKey);
+    } else {
+      const draft = sessionStorage.getItem(key);
+      if (draft && !box.value) box.value = draft;
+    }
   } catch (e) { /* storage off */ }
   box.addEventListener("input", keep);
   form.addEventListener("submit", function () {
-    try { sessionStorage.removeItem(key); } catch (e) { /* storage off */ }
+    try { if (token) sessionStorage.setItem(sentKey, token.value); } catch (e) { /* storage off */ }
+  });
+})();
+
+// A form that stores a message (the reply, WhatsApp's re-engagement template) goes once: a second click
+// while the first is on its way does nothing (the server, too, stores one message per rendered form).
+// Its buttons are disabled only after the browser has read the form: disabled before, the clicked
+// button's own value ("Add as internal note") would not be sent. A page shown again from the
+// back/forward cache after sending is loaded afresh (a new token, the buttons back).
+(function () {
+  const forms = Array.from(document.querySelectorAll("form[data-once]"));
+  forms.forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.dataset.sent) {
+        event.preventDefault();
+        return;
+      }
+      form.dataset.sent = "1";
+      setTimeout(() => form.querySelectorAll("button").forEach((b) => { b.disabled = true; }));
+    });
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted && forms.some((f) => f.dataset.sent)) location.reload();
   });
 })();
