@@ -140,10 +140,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "pong"})
             return
         if frame["type"] == "sync":  # a file sent over HTTP may have started the conversation: follow it
-            conversation_id = await database_sync_to_async(inbound.conversation_of)(self.session.bot_id,
-                                                                                   self.session.visitor_id)
-            if conversation_id is not None and await self._follow(conversation_id):
-                await self._send_history()
+            await self._follow_the_visitors()
             return
         if frame["type"] == "rate":
             result = await database_sync_to_async(inbound.rate)(self.session, frame)
@@ -168,8 +165,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         The word may be late: this very socket's first message announced its conversation, the team
         erased it, the next message started another. So the database says which conversation is the
         visitor's now, not the event (following the event took the socket back to the erased one)."""
-        if self.session is None:
-            return
+        if self.session is not None:
+            await self._follow_the_visitors()
+
+    async def _follow_the_visitors(self):
+        """Follow the visitor's conversation as the database has it now, with its history if it is new
+        to the socket."""
         conversation_id = await database_sync_to_async(inbound.conversation_of)(self.session.bot_id,
                                                                                self.session.visitor_id)
         if conversation_id is not None and await self._follow(conversation_id):
