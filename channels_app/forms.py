@@ -143,13 +143,17 @@ class WidgetForm(ChannelForm):
 
 class WhatsAppForm(ChannelForm):
     SETTINGS = ("account_sid", "phone_number", "messaging_service_sid", "reengage_content_sid")
-    SECRETS = ("auth_token",)
+    SECRETS = ("auth_token", "webhook_signing_key")
     REQUIRED_SECRETS = ("auth_token",)
 
     account_sid = forms.RegexField(regex=r"^AC[0-9a-fA-F]{32}$", label="Twilio account SID", help_text="Starts with AC.",
                                    error_messages={"invalid": "A Twilio account SID is AC followed by 32 hex digits."})
     auth_token = forms.RegexField(regex=r"^[0-9a-fA-F]{32}$", label="Auth token",
                                   error_messages={"invalid": "A Twilio auth token is 32 hex digits (Twilio Console, Account Info)."})
+    webhook_signing_key = forms.CharField(
+        max_length=200, label="Webhook signing key",
+        help_text="Optional: only if a Twilio Webhook Rule signs these webhooks with a SharedKey (they then carry "
+                  "X-Twilio-Webhooks-Signature-Settings): that key's secret. Other webhooks are checked with the auth token.")
     phone_number = forms.RegexField(regex=r"^whatsapp:\+[1-9][0-9]{6,14}$", label="WhatsApp number",
                                     help_text="Like whatsapp:+14155238886",
                                     error_messages={"invalid": "Write the number as whatsapp:+<country code><number>."})

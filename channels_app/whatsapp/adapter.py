@@ -117,7 +117,7 @@ class WhatsAppAdapter(Adapter):
     def send(self, message):
         config = self.connected_config(message)
         client = twilio_client(config)
-        sender = _sender(config)
+        sender = _sender(config, message)
         to = message.conversation.external_id
         status_callback = settings.PUBLIC_URL + route("whatsapp-status", config.key) + f"?m={message.id}"
         meta = message.meta or {}
@@ -141,8 +141,13 @@ class WhatsAppAdapter(Adapter):
         return sids[0]
 
 
-def _sender(config):
+def _sender(config, message):
+    """The channel's number, or, on a channel with a Messaging Service, the service's number the customer
+    wrote to: a service holds several, and a reply from another one comes from a stranger whose 24-hour
+    window never opened (63016)."""
     number = config.settings.get("phone_number", "").strip()
+    if config.settings.get("messaging_service_sid", "").strip():
+        number = _written_to(message) or number
     if number:
         if not number.startswith("whatsapp:"):
             number = "whatsapp:" + number
@@ -151,6 +156,16 @@ def _sender(config):
     if service:
         return {"messaging_service_sid": service}
     raise DeliveryError("the WhatsApp channel has neither a phone number nor a Messaging Service SID", transient=False, code="config")
+
+
+def _written_to(message) -> str:
+    """The number the customer wrote to (inbound.store_message keeps it): of the message answered, else of
+    their latest message."""
+    if message.reply_to_id and (message.reply_to.meta or {}).get("to"):
+        return message.reply_to.meta["to"]
+    latest = (Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND,
+                                     meta__has_key="to").order_by("-created").values_list("meta__to", flat=True).first())
+    return latest if isinstance(latest, str) else ""
 
 
 def _remember_sids(message, sids):

@@ -6,7 +6,9 @@ over ``PUBLIC_URL`` + path, because proxies and TLS terminators change the URL
 Django sees) → the receiving number or Messaging Service SID → the fields.
 """
 import logging
+import math
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db import transaction
@@ -42,14 +44,24 @@ def channel_for(key) -> ChannelConfig:
 
 
 def check_signature(config, request):
-    """403 unless the request is signed with the channel's Auth Token over the public URL."""
+    """403 unless the request is signed over the public URL with the channel's Auth Token, or, when Twilio
+    says it signed with a SharedKey (``X-Twilio-Webhooks-Signature-Settings``: a Webhook Rule matched the URL),
+    with that key's secret, stored as the channel's webhook signing key. A SharedKey signature is never
+    checked against the Auth Token: it cannot match, and the reason is logged for whoever set the rule up."""
     signature = request.headers.get("X-Twilio-Signature", "")
-    token = config.secrets.get("auth_token", "")
-    if not signature or not token:
+    signed_with = request.headers.get("X-Twilio-Webhooks-Signature-Settings", "")
+    secret = config.secrets.get("webhook_signing_key" if signed_with else "auth_token", "")
+    if signed_with and not secret:
+        log.warning("WhatsApp channel %s: Twilio signed with a SharedKey (%s) but the channel has no webhook "
+                    "signing key; add the key's secret on the Channels page", config.key, signed_with[:200])
+        raise Rejected(403, "signed with a Twilio SharedKey, but this channel has no webhook signing key")
+    if not signature or not secret:
         raise Rejected(403, "missing Twilio signature")
     url = settings.PUBLIC_URL + request.get_full_path()
-    algorithm = get_signature_algorithm(request.headers.get("X-Twilio-Webhooks-Signature-Settings", ""))
-    if not RequestValidator(token).validate(url, request.POST, signature, algorithm=algorithm):
+    if not RequestValidator(secret).validate(url, request.POST, signature, algorithm=get_signature_algorithm(signed_with)):
+        if signed_with:
+            log.warning("WhatsApp channel %s: the SharedKey signature (%s) does not match the stored webhook "
+                        "signing key", config.key, signed_with[:200])
         raise Rejected(403, "invalid Twilio signature")
 
 
@@ -75,6 +87,8 @@ class Inbound:
     body: str
     profile_name: str
     media: list
+    to: str = ""  # the number the customer wrote to (one of a Messaging Service's): replies go from it
+    location: dict | None = None  # a shared location: latitude, longitude, address, label
 
 
 def parse_message(params) -> Inbound:
@@ -99,21 +113,51 @@ def parse_message(params) -> Inbound:
     body = params.get("Body", "").replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
     name = params.get("ProfileName", "")[:200].replace("\x00", "\ufffd")
     media = [{key: value.replace("\x00", "") for key, value in item.items()} for item in media]
-    return Inbound(sid, sender, body, name, media)
+    to = _number(params.get("To", ""))[:64].replace("\x00", "")
+    return Inbound(sid, sender, body, name, media, to, _location(params))
+
+
+def _location(params) -> dict | None:
+    """A location the customer shared (no text, no media: Latitude, Longitude, and Address and Label
+    when they picked a place), or None."""
+    latitude, longitude = params.get("Latitude", "").strip(), params.get("Longitude", "").strip()
+    if not latitude and not longitude:
+        return None
+    try:
+        lat, lon = float(latitude), float(longitude)
+    except ValueError:
+        raise Rejected(400, "Latitude and Longitude must be numbers") from None
+    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        raise Rejected(400, "Latitude and Longitude are out of range")
+    place = {"latitude": latitude[:32], "longitude": longitude[:32]}
+    for key in ("Address", "Label"):
+        if params.get(key, "").strip():
+            place[key.lower()] = params[key].strip()[:500].replace("\x00", "\ufffd")
+    return place
+
+
+def location_text(place) -> str:
+    """A shared location in words the agent and the model read: "📍 Label, Address (lat, lon)" and a map link."""
+    where = ", ".join(dict.fromkeys(place[key] for key in ("label", "address") if place.get(key)))
+    coordinates = f"{place['latitude']}, {place['longitude']}"
+    link = "https://www.google.com/maps/search/?api=1&query=" + quote(f"{place['latitude']},{place['longitude']}", safe=",")
+    return f"📍 {where} ({coordinates})\n{link}" if where else f"📍 {coordinates}\n{link}"
 
 
 def store_message(config, inbound: Inbound):
     """Store the message (once per MessageSid). Media alone that the model cannot read (photos,
     voice notes, video) get a canned text answer; a document it can read (PDF, text) is answered."""
-    media_only = (bool(inbound.media) and not inbound.body.strip()
+    text = "\n".join(filter(None, [inbound.body, inbound.location and location_text(inbound.location)]))
+    media_only = (bool(inbound.media) and not text.strip()
                   and not any(readable(item["content_type"]) for item in inbound.media))
-    meta = {"media": inbound.media} if inbound.media else {}
+    meta = {key: value for key, value in
+            (("media", inbound.media), ("to", inbound.to), ("location", inbound.location)) if value}
     with transaction.atomic():
         received = services.receive(
             bot=config.bot,
             channel="whatsapp",
             thread_id=inbound.sender,
-            text=inbound.body,
+            text=text,
             external_id=inbound.sid,
             contact={"phone": _number(inbound.sender), "name": inbound.profile_name},
             meta=meta,

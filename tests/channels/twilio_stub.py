@@ -3,7 +3,8 @@
 ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` with form fields and HTTP
 basic auth (AccountSid:AuthToken) answers with Twilio's JSON message resource (a new
 ``SM…`` sid, status ``queued``) or, when told to, with Twilio's error JSON and status
-(429, 500, 400 with code 63016, ...). Every request is recorded.
+(429, 500, 400 with code 63016, ...); a Body over 1,600 UTF-16 code units is refused with
+21617, as Twilio does. Every request is recorded.
 
     stub = TwilioStub(); stub.start()
     stub.fail_next(429, code=20429, message="Too Many Requests")
@@ -31,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 from .loopback import LoopbackServer
+
+MAX_BODY = 1600  # what Twilio takes in one message, in UTF-16 code units (an emoji counts 2); more: error 21617
 
 
 class TwilioStub(LoopbackServer):
@@ -113,6 +116,8 @@ class TwilioStub(LoopbackServer):
                     return self._json(400, _error(21604, "A 'To' and 'From' phone number is required.", 400))
                 if not form.get("Body") and not form.get("ContentSid") and not form.get("MediaUrl"):
                     return self._json(400, _error(21602, "Message body is required.", 400))
+                if len(form.get("Body", "").encode("utf-16-le")) // 2 > MAX_BODY:  # Twilio counts UTF-16 units
+                    return self._json(400, _error(21617, "The concatenated message body exceeds the 1600 character limit.", 400))
                 resource = _message(parts[2], form)
                 record["sid"] = resource["sid"]
                 if stub.on_create is not None:
