@@ -17,6 +17,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from . import events, hours
 from .knowledge import folded
@@ -103,6 +104,9 @@ def receive(
             conversation = _conversation_for(bot, channel, thread_id, contact, subject)
             team_has_it = conversation.bot_paused
             reply_state, reason = _reply_state(bot, conversation, text, answer, skip_reason)
+            # the channel's "talk to a human" (the widget's button) while the team has it: never the model's
+            # to answer when the conversation is given back (_bots_to_answer)
+            asked_for_a_person = skip_reason == "handoff" and reason == TEAM_HAS_IT
             message = Message.objects.create(
                 organization_id=bot.organization_id,
                 bot=bot,
@@ -113,7 +117,8 @@ def receive(
                 text=text,
                 external_id=external_id,
                 reply_state=reply_state,
-                meta={**(meta or {}), **({"skip_reason": reason} if reason else {})},
+                meta={**(meta or {}), **({"skip_reason": reason} if reason else {}),
+                      **({"asked_for_a_person": True} if asked_for_a_person else {})},
             )
             for index, (filename, content_type, content) in enumerate(files or []):
                 store_attachment(message, index, filename, content_type, content)
@@ -380,7 +385,7 @@ def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: boo
     ``while_pending`` (the model's replies): only while ``inbound`` still waits for the bot. A
     conversation the team took over meanwhile (``skip_pending``) keeps the person's answer
     alone: nothing is stored, and (the earlier reply or None, False) comes back."""
-    latency = (timezone.now() - inbound.created).total_seconds()
+    latency = (timezone.now() - _bots_turn_since(inbound)).total_seconds()
     try:
         with transaction.atomic():
             if while_pending and not Message.objects.filter(
@@ -405,6 +410,15 @@ def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: boo
     except IntegrityError:
         return Message.objects.get(reply_to=inbound), False
     return reply, True
+
+
+def _bots_turn_since(inbound: Message):
+    """When ``inbound`` became the bot's to answer: when it was stored, or when the team gave the
+    conversation back (``_answer_the_wait``). A reply's latency runs from then: the hours the team held
+    the conversation are the team's (the dashboards time them as handoffs), and counted from the
+    customer's message they showed as hours of the bot's reply latency and of its wait for the model."""
+    requeued = parse_datetime((inbound.meta or {}).get("requeued_at") or "")
+    return requeued or inbound.created
 
 
 def bot_words(config: dict | None, field: str, default: str) -> str:
@@ -450,6 +464,28 @@ def add_note(conversation: Conversation, user, text: str) -> Message:
     delivered (no delivery state), never in the widget's history, never in the model's prompt."""
     with transaction.atomic():  # as every message is stored (signals.settled_message_ids)
         return _outbound(conversation, Message.Sender.NOTE, text, meta=_agent(user))
+
+
+FORM_TOKEN_CHARS = 64  # the longest one-time form token looked up (the inbox draws 22 characters)
+
+
+def store_once(conversation: Conversation, token: str, store):
+    """Run ``store()`` (it returns the message it stored, or None) unless a message of the conversation
+    already came from the same form: its one-time ``token`` is kept on the message it stored (``form_token``).
+    A double-click, or a browser sending the form again, stores and delivers nothing more. The
+    conversation's row is locked while we look, so two posts of the same form at the same moment store
+    one message between them. Returns (whether the form was sent before, the message stored or None).
+    No token (a page drawn before tokens) is stored as it comes."""
+    token = (token or "")[:FORM_TOKEN_CHARS]
+    with transaction.atomic():
+        Conversation.objects.select_for_update().filter(id=conversation.id).values_list("id").first()
+        if token and conversation.messages.filter(meta__form_token=token).exists():
+            return True, None
+        message = store()
+        if message is not None and token:
+            message.meta = {**(message.meta or {}), "form_token": token}
+            Message.objects.filter(id=message.id).update(meta=message.meta)
+    return False, message
 
 
 def _outbound(source, sender, text, **fields) -> Message:
@@ -550,6 +586,10 @@ def set_bot_paused(conversation: Conversation, paused: bool, by=None):
 
 # skipped only because the team had the conversation: the bot would have answered them
 _TEAMS_TO_ANSWER = (TEAM_HAS_IT, HANDED_OVER)
+# How old a message the bot answers when given the conversation back may be. No setting says how long
+# a customer waits for an answer; WhatsApp lets free text reach them for 24 hours after their message,
+# and a bot answering a day-old question out of the blue surprises more than the team's silence.
+GIVE_BACK_ANSWERS_WITHIN = timedelta(hours=24)
 
 
 def _answer_the_wait(conversation_id: int) -> None:
@@ -557,17 +597,32 @@ def _answer_the_wait(conversation_id: int) -> None:
     bot, unless something was said to the customer after it (an agent's answer, the handoff
     message), waits for the bot again and its reply task is queued once this commits. Leaving it
     skipped left the customer waiting in silence, and out of "Needs a human". A message it would
-    never have answered (an auto-reply, one the channel filtered) stays as it is."""
+    never have answered (an auto-reply, one the channel filtered) stays as it is, and so does one
+    that is not the model's to answer now (``_bots_to_answer``). Its reply's latency runs from now
+    (``requeued_at``: ``_bots_turn_since``)."""
     latest = (Message.objects.filter(conversation_id=conversation_id, direction=Message.Direction.INBOUND,
-                                     reply_state=Message.ReplyState.SKIPPED,
-                                     meta__skip_reason__in=_TEAMS_TO_ANSWER).order_by("-id").first())
-    if latest is None or Message.objects.filter(conversation_id=conversation_id, direction=Message.Direction.OUTBOUND,
-                                                id__gt=latest.id).exclude(sender=Message.Sender.NOTE).exists():
+                                     reply_state=Message.ReplyState.SKIPPED, meta__skip_reason__in=_TEAMS_TO_ANSWER)
+              .select_related("bot").order_by("-id").first())
+    if latest is None or not _bots_to_answer(latest) or Message.objects.filter(
+            conversation_id=conversation_id, direction=Message.Direction.OUTBOUND,
+            id__gt=latest.id).exclude(sender=Message.Sender.NOTE).exists():
         return
     meta = {key: value for key, value in (latest.meta or {}).items() if key != "skip_reason"}
+    meta["requeued_at"] = timezone.now().isoformat()
     if Message.objects.filter(id=latest.id, reply_state=Message.ReplyState.SKIPPED).update(
             reply_state=Message.ReplyState.PENDING, meta=meta):
         transaction.on_commit(lambda: _queue_reply(latest.id), robust=True)
+
+
+def _bots_to_answer(message: Message) -> bool:
+    """Whether the bot given the conversation back answers the customer's ``message``: not a request
+    for a person (the widget's button, or the bot's handoff words typed: the team has decided the bot
+    answers, and the model answering "talk to a human" helps nobody), nor one older than
+    GIVE_BACK_ANSWERS_WITHIN. Those stay skipped, for the team to see."""
+    if timezone.now() - message.created > GIVE_BACK_ANSWERS_WITHIN:
+        return False
+    config = message.bot.live_config(draft=message.channel == "preview")
+    return not (message.meta or {}).get("asked_for_a_person") and not is_handoff_request(config, message.text)
 
 
 def skip_pending(conversation_id: int, reason: str = TEAM_HAS_IT) -> int:

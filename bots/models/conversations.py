@@ -170,7 +170,7 @@ class Message(models.Model):
     delivery_claimed_at = models.DateTimeField(null=True, blank=True)  # when a deliver task set "sending"
     # Decoding stats of a bot reply (GenerationStats.as_dict() + latency_s).
     stats = models.JSONField(default=dict, blank=True)
-    latency_s = models.FloatField(null=True, blank=True)  # inbound stored -> reply stored
+    latency_s = models.FloatField(null=True, blank=True)  # the message became the bot's to answer (stored, or given back: meta requeued_at) -> reply stored
     ttft_s = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
     acceptance_rate = models.FloatField(null=True, blank=True)

@@ -4,15 +4,14 @@ Agents answer (``services.agent_reply`` → delivered through the conversation's
 channel), take over or give back to the bot, close and reopen. The thread page
 refreshes by polling ``thread_json`` (small, cheap, works through any proxy): its messages
 and the conversation's state, so two agents with the thread open see what the other did.
-A form that stores a message carries a one-time token (``store_once``): sent twice, it
-stores and delivers one message.
+A form that stores a message carries a one-time token (``services.store_once``): sent twice,
+it stores and delivers one message.
 """
 import secrets
 
 from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.http import HttpResponseBadRequest, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -175,27 +174,8 @@ def _stamp(conversations) -> str:
 
 
 def form_token() -> str:
-    """A new one-time token for a form of the thread page that stores a message (``store_once``)."""
+    """A new one-time token for a form of the thread page that stores a message (``services.store_once``)."""
     return secrets.token_urlsafe(16)
-
-
-def store_once(request, conversation, store):
-    """Run ``store()`` (it returns the message it stored, or None) unless a message of the conversation
-    already came from this form: its ``form_token`` is kept on the message it stored. A double-click, or
-    a browser sending the form again, stores and delivers nothing more. The conversation's row is locked
-    while we look, so two posts of the same form at the same moment store one message between them.
-    Returns (whether the form was sent before, the message stored or None). A post without a token
-    (a page drawn before tokens) is stored as it comes."""
-    token = request.POST.get("form_token", "")[:64]
-    with transaction.atomic():
-        Conversation.objects.select_for_update().filter(id=conversation.id).values_list("id").first()
-        if token and conversation.messages.filter(meta__form_token=token).exists():
-            return True, None
-        message = store()
-        if message is not None and token:
-            message.meta = {**(message.meta or {}), "form_token": token}
-            Message.objects.filter(id=message.id).update(meta=message.meta)
-    return False, message
 
 
 @member_required
@@ -336,10 +316,11 @@ def reply(request, conversation_id):
     if not text or len(text) > MAX_AGENT_REPLY:
         flash.error(request, f"Write a reply of 1 to {MAX_AGENT_REPLY} characters.")
         return redirect("inbox:thread", conversation.id)
+    token = request.POST.get("form_token", "")
     if request.POST.get("note"):
-        store_once(request, conversation, lambda: services.add_note(conversation, request.user, text))
+        services.store_once(conversation, token, lambda: services.add_note(conversation, request.user, text))
     else:
-        store_once(request, conversation, lambda: services.agent_reply(conversation, request.user, text))
+        services.store_once(conversation, token, lambda: services.agent_reply(conversation, request.user, text))
     return redirect("inbox:thread", conversation.id)
 
 

@@ -14,11 +14,11 @@ from django.shortcuts import redirect
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from bots import services
 from bots.files import attachment_response
 from bots.models import Conversation, Message
 from bots.tenancy import get_scoped_or_404
 from bots.views.decorators import member_required
-from bots.views.inbox import store_once
 
 from . import inbound, media, window
 from .inbound import Rejected
@@ -89,7 +89,8 @@ def reengage(request, conversation_id):
     """An agent sends the channel's re-engagement template to a customer whose window closed (window.py).
     Once per rendered button (its one-time token): a second click sends the customer nothing more."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id, channel="whatsapp")
-    sent_before, message = store_once(request, conversation, lambda: window.reengage(conversation, request.user))
+    sent_before, message = services.store_once(conversation, request.POST.get("form_token", ""),
+                                               lambda: window.reengage(conversation, request.user))
     if message is not None:
         messages.success(request, "Re-engagement template queued; the customer's answer re-opens the window.")
     elif not sent_before:  # (sent before: the first click said what happened)

@@ -13,6 +13,8 @@ from django.urls import reverse
 from bots import services
 from bots.models import Conversation
 
+from tests.conftest import wait_for
+
 from .conftest import make_conversation
 
 
@@ -78,13 +80,20 @@ def test_the_same_form_posted_twice_at_the_same_moment_stores_one_reply(transact
     posts = [threading.Thread(target=post, args=[tab]) for tab in tabs]
     for thread in posts:
         thread.start()
-    for thread in posts:
-        thread.join(1)  # both waiting for the row
+    wait_for(lambda: waiting_for_a_lock() == len(posts), timeout=30, what="both posts waiting for the row")
     release.set()
     holder.join(10)
     for thread in posts:
         thread.join(30)
     assert conversation.messages.filter(sender="agent").count() == 1
+
+
+def waiting_for_a_lock() -> int:
+    """How many other sessions of the test database wait for a lock (a row another holds) now."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
 
 
 def test_the_polled_state_is_what_the_page_shows(client, alice, bob, acme_bot):

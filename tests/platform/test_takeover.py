@@ -256,3 +256,64 @@ def test_giving_back_leaves_alone_what_a_person_answered(bob, acme_bot):
     conversation, _ = taken_over("closed")
     services.set_status(conversation, Conversation.Status.CLOSED)  # the team is done: no answer owed
     assert [m.reply_state for m in given_back("closed")] == ["skipped", "skipped"]
+
+
+def test_a_reply_to_what_waited_for_the_team_is_timed_from_the_give_back(bob, acme_bot):
+    """A customer wrote at 10:00, the team gave the conversation back at 15:00: the bot's answer took
+    seconds, not five hours. Timed from the customer's message, the team's hours showed as the bot's reply
+    latency (the dashboards' median, p95 and daily chart) and as its wait before the model."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bots import stats
+    from bots.models import Conversation
+
+    conversation, _ = make_conversation(acme_bot, text="Hi", thread="late")
+    services.set_bot_paused(conversation, True, by=bob)
+    asked = services.receive(bot=acme_bot, channel="widget", thread_id="late", text="Do you fix e-bikes?").message
+    Message.objects.filter(id=asked.id).update(created=timezone.now() - timedelta(hours=5))
+
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)
+    reply, _ = services.record_reply(Message.objects.get(id=asked.id), "We do!", {"total_s": 0.5},
+                                     while_pending=True)  # as the reply task stores it
+    assert 0 <= reply.latency_s < 60
+    dashboard = stats.summary(acme_bot.organization)
+    assert dashboard["latency_p95_s"] < 60 and dashboard["queue_p95_s"] < 60
+
+
+def test_giving_back_leaves_a_request_for_a_person_and_a_day_old_message_to_the_team(bob, acme_bot):
+    """The customer asked for a person while the team had the conversation (typed, or the widget's button):
+    the model answering "human please" helps nobody. A message older than a day is no question to answer out
+    of the blue either. Both stay skipped when the conversation is given back, no reply task queued."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bots.models import Conversation
+
+    acme_bot.handoff_triggers = "human please"
+    acme_bot.save()
+    acme_bot.publish()
+
+    def given_back(thread, text, **how):
+        conversation = services.receive(bot=acme_bot, channel="widget", thread_id=thread, text="Hi",
+                                        answer=False).conversation
+        services.set_bot_paused(conversation, True, by=bob)
+        latest = services.receive(bot=acme_bot, channel="widget", thread_id=thread, text=text, **how).message
+        assert latest.reply_state == Message.ReplyState.SKIPPED
+        return conversation, latest
+
+    typed = given_back("typed", "Human please, now")
+    button = given_back("button", "I'd like to talk to a person", answer=False, skip_reason="handoff")
+    old = given_back("old", "Do you fix e-bikes?")
+    Message.objects.filter(id=old[1].id).update(created=timezone.now() - timedelta(hours=25))
+    for conversation, latest in (typed, button, old):
+        services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)
+        assert Message.objects.get(id=latest.id).reply_state == Message.ReplyState.SKIPPED
+    assert services.requeue_unfinished() == (0, 0)  # nothing waits for the bot
+
+    recent = given_back("recent", "Do you fix e-bikes?")  # a day at most: the bot answers it
+    Message.objects.filter(id=recent[1].id).update(created=timezone.now() - timedelta(hours=23))
+    services.set_bot_paused(Conversation.objects.get(id=recent[0].id), False)
+    assert Message.objects.get(id=recent[1].id).reply_state == Message.ReplyState.PENDING
