@@ -7,7 +7,7 @@ and a CSP that allows no script, so even a mislabelled file cannot run.
 
 ``prompt_text`` is what the model sees of a customer's message: its text, then the text of
 its readable files (plain text, markdown, HTML read whole as the email channel reads a mail, PDF —
-``bots.documents``; a forwarded mail, ``.eml``, as its sender, date, subject and text), each cut at
+``bots.documents``; a forwarded mail, ``.eml``, as its sender, date, subject, attachments' names and text), each cut at
 ``MAX_FILE_PROMPT_CHARS``, and a one-line note for any other file (an image is named, not
 described: the model reads text only).
 """
@@ -48,7 +48,7 @@ def attachment_response(attachment):
 
 
 READABLE_TYPES = {"text/plain": ".txt", "text/markdown": ".md", "text/html": ".html", "application/pdf": ".pdf",
-                  "message/rfc822": ".eml"}
+                  "message/rfc822": ".eml", "message/global": ".eml"}  # global: a mail with UTF-8 headers (RFC 6532)
 MAX_FILE_PROMPT_CHARS = 4000  # of a message's files' text together; ~1,000 tokens
 
 
@@ -95,14 +95,17 @@ def _file_text(attachment) -> str | None:
 
 def mail_text(raw: bytes) -> str:
     """A forwarded mail (an order confirmation, the courier's notice) as the model reads it: who
-    wrote it, when, about what, and its text as the email channel reads a customer's mail."""
+    wrote it, when, about what, the names of its attachments (the email channel keeps them as files
+    of the customer's message too: the model reads their text there), and its text as the email
+    channel reads a customer's mail."""
     try:
         mail = parse(raw)
     except Unparseable as error:
         raise DocumentError(f"That mail could not be read: {error}") from None
     sender = f"{mail.from_name} <{mail.from_address}>" if mail.from_name else mail.from_address
     heading = [f"{label}: {value}" for label, value in
-               (("From", sender), ("Date", mail.headers.get("date", "")), ("Subject", mail.subject)) if value]
+               (("From", sender), ("Date", mail.headers.get("date", "")), ("Subject", mail.subject),
+                ("Attachments", ", ".join(a["filename"] or a["content_type"] for a in mail.attachments))) if value]
     return "\n".join(heading + ["", mail.text])
 
 

@@ -2,8 +2,9 @@
 
 ``skip_reason(mail, config)`` returns "" when the bot may answer, else a short reason
 shown in the inbox: automatic mail (``Auto-Submitted``, ``Precedence``, vendor
-auto-reply headers), mailing lists (but not the business's own: ``own_list_id``), bounces,
-no-reply senders, our own address, and senders who already got today's quota of auto-replies.
+auto-reply headers), mailing lists (but not the list of the channel's own address:
+``own_list_id``), bounces, no-reply senders, our own address, and senders who already got
+today's quota of auto-replies.
 """
 import re
 import unicodedata
@@ -56,16 +57,21 @@ def skip_reason(mail: ParsedMail, config) -> str:
 
 
 def own_list_id(list_id: str, config) -> bool:
-    """Does the List-Id field ``list_id`` name a list at the channel's own domain (or under it)?
+    """Does the List-Id field ``list_id`` name the list of the channel's own address?
     A Google Group or collaborative inbox at the business's support address (List-Id
     ``<support.acme.example>`` for support@acme.example, with List-Unsubscribe and
     ``Precedence: list``) hands on each customer's mail as list mail: that is mail to the bot, not
-    a list's. A list elsewhere (RFC 2919: the id is the list's name, then a domain its owner holds)
-    is somebody else's; bulk mail (``Precedence: bulk``) stays unanswered even from our own list."""
-    _, at, domain = config.settings.get("address", "").strip().lower().rpartition("@")
+    a list's. Mailman names the same list ``<support.lists.acme.example>`` (its lists live at
+    lists.<domain>). Any other list is somebody else's, the business's own company-wide
+    ``<all.acme.example>`` too (answering it wrote to the whole company); bulk mail
+    (``Precedence: bulk``) stays unanswered even from our own list."""
+    local, at, domain = config.settings.get("address", "").strip().lower().rpartition("@")
     brackets = re.findall(r"<([^<>]*)>", list_id)  # "Acme Support" <support.acme.example>
     name = (brackets[-1] if brackets else list_id).strip().lower().rstrip(".")
-    return bool(at and domain) and name.endswith("." + domain)
+    if not (local and at and domain):
+        return False
+    mailman = rf"{re.escape(local)}\.[a-z0-9-]+\.{re.escape(domain)}"  # help.lists.acme.example
+    return name == f"{local}.{domain}" or bool(re.fullmatch(mailman, name))
 
 
 QUOTA = "reply limit reached"  # the one reason above that a person's own mail gets

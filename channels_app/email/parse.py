@@ -3,7 +3,7 @@
 ``parse(raw)`` returns a :class:`ParsedMail`: addresses, threading headers, the body
 as text (each inline text part in order; of alternatives the plain part, else the HTML part
 converted with ``html.parser``), decoded whatever the declared charset or transfer encoding,
-attachments (a forwarded mail as one .eml), and
+attachments (a forwarded mail as one .eml, and its own attachments as the mail's), and
 ``reply_text``: the body with quoted history and the signature removed (what the
 model sees). Anything the parser cannot make sense of raises :class:`Unparseable`.
 """
@@ -193,14 +193,8 @@ def _read(msg) -> ParsedMail:
 def _body(msg):
     """(text, attachments, files): the text of every part the customer wrote, in order, and every
     other named/attached part (its description, and its name, type and decoded bytes)."""
-    try:
-        body = msg.get_body(preferencelist=("plain", "html"))
-    except Exception:
-        body = None
-    if body is None and msg.get_content_maintype() == "text":
-        body = msg
     texts, attachments, files = [], [], []
-    for is_text, part in _parts(msg, body):
+    for is_text, part in _parts(msg, _best(msg)):
         if is_text:
             text = decode_part(part)
             texts.append(html_to_text(text) if part.get_content_subtype() == "html" else text)
@@ -209,6 +203,17 @@ def _body(msg):
             attachments.append({"filename": filename, "content_type": part.get_content_type(), "size": len(payload)})
             files.append((filename, part.get_content_type(), payload))
     return normalize("\n\n".join(normalize(text) for text in texts)), attachments, files
+
+
+def _best(msg):
+    """The text part of ``msg`` to read among alternatives: plain, else HTML; None when it has none."""
+    try:
+        body = msg.get_body(preferencelist=("plain", "html"))
+    except Exception:
+        body = None
+    if body is None and msg.get_content_maintype() == "text":
+        body = msg
+    return body
 
 
 FORWARDED = ("message/rfc822", "message/global")  # a whole mail inside this one
@@ -220,9 +225,13 @@ def _parts(part, chosen, loose=True):
     ``loose``: a plain or HTML part here is more of the text. In multipart/mixed it is (Apple Mail
     writes text, an inline photo, then the rest of the text: reading only the first text lost the
     question after the photo); in multipart/alternative or related it is the same text again.
-    A forwarded mail is one file, not read as text here nor its attachments listed as the mail's."""
+    A forwarded mail is a file (an .eml), not read as text here; its own attachments are files of
+    this mail too (the invoice forwarded with it: listed in the inbox, its text read by the model)."""
     if part.get_content_type() in FORWARDED:
         yield False, part
+        inner = _forwarded(part)[0]
+        if inner is not None:
+            yield from ((False, file) for is_text, file in _parts(inner, _best(inner)) if not is_text)
     elif part.get_content_maintype() == "multipart" and part.is_multipart():
         if loose and part.get_content_subtype() in ("alternative", "related"):
             try:
@@ -247,8 +256,17 @@ def _file(part):
         filename = str(_filename(part) or "")
     except Exception:  # noqa: BLE001 - a Content-Disposition the policy cannot parse again: as the part names it
         filename = str(part.get_filename() or "")
-    if part.get_content_type() not in FORWARDED or not part.is_multipart() or not part.get_payload():
+    inner, payload = _forwarded(part)
+    if inner is None:
         return filename, part.get_payload(decode=True) or b""
+    subject = " ".join(re.sub(r"[\x00-\x1f\x7f/\\]", " ", _header(inner, "Subject")).split())
+    return filename or f"{subject[:150] or 'forwarded mail'}.eml", payload
+
+
+def _forwarded(part):
+    """(the mail, its bytes) of a forwarded-mail part; (None, None) for any other part."""
+    if part.get_content_type() not in FORWARDED or not part.is_multipart() or not part.get_payload():
+        return None, None
     inner = part.get_payload(0)
     try:
         payload = inner.as_bytes(policy=inner.policy.clone(linesep="\r\n", refold_source="none"))
@@ -259,8 +277,7 @@ def _file(part):
             inner = message_from_bytes(payload, policy=policy.default)
     except Exception:  # noqa: BLE001 - a mail the generator cannot write again: its text as it reads
         payload = str(inner).encode("utf-8", "replace")
-    subject = " ".join(re.sub(r"[\x00-\x1f\x7f/\\]", " ", _header(inner, "Subject")).split())
-    return filename or f"{subject[:150] or 'forwarded mail'}.eml", payload
+    return inner, payload
 
 
 def _filename(part):
@@ -291,16 +308,21 @@ UNSAID = {"utf-8", "ascii"}
 
 
 def decode_bytes(payload: bytes, charset) -> str:
-    """``payload`` as text in ``charset`` (a label as mail writes it), never an exception. A label
-    Python knows (or one WIDER_CHARSETS names) reads the text, then the wider charset, then UTF-8
-    (a label put on UTF-8 text by mistake); failing all three, the label reads it with the few bad
-    bytes replaced. Before, one bad byte turned the whole part into cp1252 mojibake. No label,
-    UTF-8, ASCII or an unknown one: UTF-8, with bad bytes replaced when the rest is real UTF-8,
-    else cp1252 (Latin-1 text labelled UTF-8)."""
+    """``payload`` as text in ``charset`` (a label as mail writes it), never an exception. The
+    label reads the text if Python knows it; else UTF-8 (a label put on UTF-8 text by mistake,
+    which the wider charset reads too, as mojibake: "订单" labelled gb2312 read as "璁㈠崟"); else the
+    wider charset WIDER_CHARSETS names, or the one it names for a label Python lacks; failing all,
+    that last one reads it with the few bad bytes replaced (before, one bad byte turned the whole
+    part into cp1252 mojibake). UTF-8 is tried only on bytes beyond ASCII: text in a 7-bit charset
+    (ISO-2022-JP's escape codes) is valid UTF-8 too. No label, UTF-8, ASCII or an unknown one:
+    UTF-8, with bad bytes replaced when the rest is real UTF-8, else cp1252 (Latin-1 text labelled
+    UTF-8)."""
     label = (charset or "").strip().strip('"').lower()
     readers = [name for name in (label, WIDER_CHARSETS.get(label)) if name and _codec(name)]
     if readers and _codec(readers[0]) not in UNSAID:
-        for reader in (*readers, "utf-8"):
+        own = readers[:1] if readers[0] == label else []
+        utf8 = [] if payload.isascii() else ["utf-8"]
+        for reader in (*own, *utf8, *readers[len(own):]):
             try:
                 return _decode(payload, reader)
             except UnicodeDecodeError:
@@ -455,7 +477,10 @@ def html_to_text(html: str, reader: type[_HTMLText] = _HTMLText) -> str:
 
 # What a quote header has and a customer's sentence rarely does: an address, a time, a date in
 # numbers, a year.
-_QUOTE_STAMP = re.compile(r"@|<[^<>]+>|\d{1,2}:\d{2}|\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b|\b(?:19|20)\d{2}\b")
+_ADDRESS = r"@|<[^<>]+>"
+_TIME = r"\d{1,2}:\d{2}|\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b"  # a time, or a date in numbers with its year
+_YEAR = r"\b(?:19|20)\d{2}\b"
+_QUOTE_STAMP = re.compile(f"{_ADDRESS}|{_TIME}|{_YEAR}")
 # Weekday and month names in the widget's languages (en, es, fr, de, pt, it, nl); short ones only
 # with Gmail's "." or "," after them.
 _DATE_WORDS = (
@@ -493,7 +518,7 @@ _CUTS = [
     re.compile(r"^Sent from my \w+", re.I),
 ]
 # Outlook's block over the quoted mail, in each language: From, then Sent (or Date) and To (or Subject).
-_OUTLOOK_FROM = re.compile(r"^\*?(From|Von|De|Da|Van)\s*:\*?\s.*(@|<[^<>]+>)", re.I)
+_OUTLOOK_FROM = re.compile(r"^\*?(From|Von|De|Da|Van)\s*:\*?\s", re.I)
 _OUTLOOK_SENT = re.compile(
     r"^\*?(Sent|Date|Gesendet|Datum|Envoyé|Enviado|Enviada|Fecha|Data|Inviato|Verzonden)\s*:", re.I
 )
@@ -514,14 +539,20 @@ def _attribution(text: str) -> bool:
 
 
 def _outlook_block(lines) -> bool:
-    """Do ``lines`` begin with Outlook's header block: a From line with an address, then (blank
-    lines aside) a Sent or Date line and a To or Subject line, in either order? A customer's own
-    "From: Hamburg / To: Lisbon / Date: 12 March" has no address."""
+    """Do ``lines`` begin with Outlook's header block: a From line, then (blank lines aside) a Sent
+    or Date line and a To or Subject line, in either order? The From line has an address, or the
+    Sent line a time stamp (a time, or a date with its year): Outlook writes a sender in the
+    address book by name alone ("From: Acme Support" over our own answer), and a customer's own
+    "From: Hamburg / To: Lisbon / Date: 12 March" has neither."""
     fields = [line.strip() for line in lines if line.strip()][:3]
     if len(fields) < 3 or not _OUTLOOK_FROM.match(fields[0]):
         return False
-    kinds = {"sent" if _OUTLOOK_SENT.match(field) else "to" if _OUTLOOK_TO.match(field) else "" for field in fields[1:]}
-    return kinds == {"sent", "to"}
+    kinds = ["sent" if _OUTLOOK_SENT.match(field) else "to" if _OUTLOOK_TO.match(field) else "" for field in fields[1:]]
+    if sorted(kinds) != ["sent", "to"]:
+        return False
+    sent = fields[1 + kinds.index("sent")].partition(":")[2]
+    return bool(re.search(_ADDRESS, fields[0]) or re.search(_TIME, sent)
+                or (re.search(_YEAR, sent) and _DATE_NAMES.search(sent)))
 
 
 def strip_reply(text: str) -> str:

@@ -1,6 +1,7 @@
-"""Mail that reaches the bot through the business's own mailing list (a Google Group or
-collaborative inbox at its support address) is the customers' mail and is answered; anybody
-else's list, and bulk mail from any list, is stored and never answered.
+"""Mail that reaches the bot through the list of the channel's own address (a Google Group or
+collaborative inbox at the support address) is the customers' mail and is answered; any other
+list, the business's own company-wide one too, and bulk mail from any list, is stored and never
+answered.
 
 The channel's address is help@acme-bikes.example (conftest.BOT_ADDRESS).
 """
@@ -21,7 +22,7 @@ GROUP = "List-Unsubscribe: <mailto:googlegroups-manage+1234+unsubscribe@googlegr
         "<help.acme-bikes.example>",  # a Google Group at the channel's own address
         '"Acme help desk" <help.acme-bikes.example>',
         "<Help.Acme-Bikes.example.>",
-        "<orders.acme-bikes.example>",  # another list of the business's own domain
+        "<help.lists.acme-bikes.example>",  # Mailman's list help@lists.acme-bikes.example
     ],
 )
 def test_a_customers_mail_through_the_businesss_own_list_is_answered(email_channel, post_mail, list_id):
@@ -37,6 +38,11 @@ def test_a_customers_mail_through_the_businesss_own_list_is_answered(email_chann
     [
         (f"List-Id: <riders.lists.example.com>\r\n{GROUP}", "Precedence: list"),  # somebody else's list
         ("List-Id: <riders.lists.example.com>\r\n", "List-Id"),
+        # the business's other lists: the company-wide group would get the bot's answer, all staff
+        (f"List-Id: <all.acme-bikes.example>\r\n{GROUP}", "Precedence: list"),
+        (f"List-Id: <orders.acme-bikes.example>\r\n{GROUP}", "Precedence: list"),
+        ("List-Id: <all.lists.acme-bikes.example>\r\n", "List-Id"),
+        ("List-Id: <help.all.lists.acme-bikes.example>\r\n", "List-Id"),
         ("List-Id: <help.acme-bikes.example.lists.example.com>\r\n", "List-Id"),  # our name, their domain
         ("List-Id: <helpacme-bikes.example>\r\n", "List-Id"),
         ("List-Unsubscribe: <mailto:u@acme-bikes.example>\r\n", "List-Id"),  # a newsletter names no list

@@ -144,3 +144,27 @@ def test_the_model_reads_a_forwarded_mail(acme_bot):
         "We could not deliver parcel 4411. Collect it at the depot by Friday.\n\n"
         "[The customer attached broken.eml; its text could not be read.]"
     )
+
+
+def test_the_model_reads_a_mail_with_utf8_headers_and_the_names_of_a_forwarded_mails_files(acme_bot):
+    """message/global (RFC 6532) is a forwarded mail as message/rfc822 is: it was named as a file the
+    model 'cannot see'. A forwarded mail's attachments are named after its subject (the email
+    channel keeps them as files of the message too)."""
+    from inference.tasks import _history
+
+    courier = (b"From: Courier <track@courier.example>\r\nSubject: Your parcel 4411\r\n"
+               b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="in"\r\n\r\n'
+               b"--in\r\nContent-Type: text/plain\r\n\r\nWe could not deliver parcel 4411.\r\n"
+               b'--in\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="label.pdf"\r\n'
+               b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--in--\r\n")
+    global_mail = ("From: José <josé@correo.example>\r\nSubject: Envío 4411\r\nContent-Type: text/plain; "
+                   "charset=utf-8\r\n\r\n¿Dónde está mi pedido?\r\n").encode()
+    message = receive(acme_bot, "Two mails:", ("Your parcel 4411.eml", "message/rfc822", courier),
+                      ("Envío 4411.eml", "message/global", global_mail))
+    assert _history(message)[-1]["content"] == (
+        "Two mails:\n\n"
+        "[Attached file Your parcel 4411.eml:]\nFrom: Courier <track@courier.example>\n"
+        "Subject: Your parcel 4411\nAttachments: label.pdf\n\nWe could not deliver parcel 4411.\n\n"
+        "[Attached file Envío 4411.eml:]\nFrom: José <josé@correo.example>\nSubject: Envío 4411\n\n"
+        "¿Dónde está mi pedido?"
+    )
