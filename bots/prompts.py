@@ -18,15 +18,12 @@ LENGTHS = {
 }
 
 
-def system_prompt(config, knowledge=(), greeted=False):
+def system_prompt(config, knowledge=()):
     """The system prompt for ``config`` with the retrieved ``knowledge`` pieces.
 
     The facts come right after who the bot is, with an explicit "answer using these
     facts": small models (the bundled 135M one) ignore facts left at the end of a
     long list of style rules, and answer from them when they come first.
-    ``greeted``: the customer saw the bot's greeting above the chat (the widget and the test
-    chat show it, never stored as a message): the model reads it too, or a customer answering
-    "Are you after a new bike or a repair?" with "a repair" is not understood.
     """
     who = f"You are {config['name']}"
     if config.get("role"):
@@ -42,8 +39,6 @@ def system_prompt(config, knowledge=(), greeted=False):
     lines.append("Use emoji where they fit." if config.get("use_emoji") else "Do not use emoji.")
     if config.get("voice_notes", "").strip():
         lines.append("Style notes: " + config["voice_notes"].strip())
-    if greeted and config.get("greeting", "").strip():
-        lines.append(f'The chat opened with your greeting: "{config["greeting"].strip()}"')
     if config.get("instructions", "").strip():
         lines.append(config["instructions"].strip())
     avoid = [t.strip() for t in config.get("topics_to_avoid", "").splitlines() if t.strip()]
@@ -55,9 +50,8 @@ def system_prompt(config, knowledge=(), greeted=False):
     return "\n".join(lines)
 
 
-def build_messages(config, history, question, count_tokens=None, max_prompt_tokens=None, greeted=False):
-    """Chat messages for the engine: system prompt with knowledge for ``question`` (and the greeting,
-    where the customer saw it: ``greeted``), then history.
+def build_messages(config, history, question, count_tokens=None, max_prompt_tokens=None):
+    """Chat messages for the engine: system prompt with knowledge for ``question``, then history.
 
     ``history`` is a list of ``{"role", "content"}`` ending with the question. With
     ``count_tokens`` and ``max_prompt_tokens`` it is made to fit, never refused: the oldest turns go
@@ -70,7 +64,7 @@ def build_messages(config, history, question, count_tokens=None, max_prompt_toke
     turns = _from_the_customer(list(history))
 
     def compose():
-        return [{"role": "system", "content": system_prompt(config, knowledge, greeted)}, *turns]
+        return [{"role": "system", "content": system_prompt(config, knowledge)}, *turns]
 
     messages = compose()
     if not (count_tokens and max_prompt_tokens):

@@ -37,7 +37,6 @@ from .engine.errors import EngineError
 log = logging.getLogger(__name__)
 HISTORY_TURNS = 12
 TAKEN_OVER_CHECK_S = 0.5  # while streaming, how often the worker looks whether the team took the conversation over
-GREETED_CHANNELS = ("widget", "preview")  # where the customer sees the bot's greeting above the chat
 REMEMBERED_REPLIES = 200  # a bot's latest stored replies its suffix index is rebuilt from
 
 
@@ -100,7 +99,13 @@ def _generate(inbound, config, deadline=None):
         return services.no_text_reply(config), {"canned": True}
     engine = _engine(config.get("drafter") or None)
     max_new = min(int(config.get("max_reply_tokens") or 160), settings.CHATNEXUS_MAX_REPLY_TOKENS)
-    messages = _prompt(inbound, config, turns, engine, max_new)
+    messages = build_messages(
+        config,
+        turns,
+        retrieval_query(inbound),
+        count_tokens=lambda m: runtime.count_tokens(engine, m),
+        max_prompt_tokens=engine.context_length - max_new,
+    )
     with runtime.generation_lock:
         # a copy of this task (the sweep queues again what waited long) may have waited here for the
         # model while the first answered: it must not answer again, nor say the bot is typing
@@ -120,15 +125,6 @@ def _generate(inbound, config, deadline=None):
         raise NothingInTime(f"no reply within the time limit (CHATNEXUS_TASK_TIME_LIMIT, {settings.CHATNEXUS_TASK_TIME_LIMIT} s)")
     text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
     return text, stats
-
-
-def _prompt(inbound, config, turns, engine, max_new):
-    """The chat messages the model answers ``inbound`` from (the conversation's ``turns``), fitted
-    to the model's context with room for ``max_new`` tokens."""
-    return build_messages(config, turns, retrieval_query(inbound),
-                          count_tokens=lambda m: runtime.count_tokens(engine, m),
-                          max_prompt_tokens=engine.context_length - max_new,
-                          greeted=inbound.channel in GREETED_CHANNELS)
 
 
 class NothingInTime(Exception):

@@ -360,25 +360,3 @@ def test_a_question_that_fits_is_left_whole(db, acme_bot):
     messages = build_messages(acme_bot.live_config(), [{"role": "user", "content": question}], question,
                               count_tokens=words, max_prompt_tokens=400)
     assert messages[1]["content"] == question  # over half the room, but the prompt fits
-
-
-def test_the_model_reads_the_greeting_the_customer_saw(db, settings, tiny_target_dir, acme_bot):
-    """The widget and the test chat show the bot's greeting above the chat (it is never stored): a
-    customer answering "Are you after a new bike or a repair?" with "a repair" was not understood.
-    WhatsApp and email show no greeting: the model is not told of one there."""
-    from inference import runtime
-    from inference.tasks import _history, _prompt
-
-    settings.CHATNEXUS_TARGET, settings.CHATNEXUS_DTYPE = tiny_target_dir, "fp32"
-    settings.CHATNEXUS_DRAFTER, settings.CHATNEXUS_DEVICE = "none", "cpu"
-    acme_bot.greeting = "Hi! Are you after a new bike or a repair?"
-    acme_bot.save()
-    acme_bot.publish()
-    config = Bot.objects.get(id=acme_bot.id).live_config()
-    systems = {}
-    for channel in ("widget", "whatsapp", "email"):
-        inbound = services.receive(bot=acme_bot, channel=channel, thread_id=f"{channel}-1", text="a repair",
-                                   answer=False).message
-        systems[channel] = _prompt(inbound, config, _history(inbound), runtime.engine_for(), 16)[0]["content"]
-    assert 'The chat opened with your greeting: "Hi! Are you after a new bike or a repair?"' in systems["widget"]
-    assert "bike or a repair" not in systems["whatsapp"] and "bike or a repair" not in systems["email"]
