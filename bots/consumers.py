@@ -9,6 +9,10 @@ answers from the bot's *draft*), and the conversation's live events — the
 inference worker's ``reply.start`` / ``reply.delta`` / ``reply.done`` and stored
 ``message`` events — are forwarded to the browser as JSON.
 
+A handoff (a trigger phrase, or a reply the model could not give) pauses the bot as in any
+chat, but a test chat has no team to answer it and no inbox to give it back from: the next
+test message gives the conversation back to the bot first, so the admin can keep testing.
+
 Each socket (and each "reset") is its own preview conversation: the thread id
 carries a random nonce, so two tabs never share a history.
 """
@@ -26,7 +30,7 @@ from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
 from . import events, services
-from .models import Bot, Membership
+from .models import Bot, Conversation, Membership
 
 FORBIDDEN = 4403
 MAX_TEXT = 2000
@@ -106,11 +110,16 @@ class PreviewConsumer(AsyncJsonWebsocketConsumer):
         bot = _managed_bot(_session_user(self.scope), self.bot.id)
         if bot is None:
             return None
+        thread_id = f"preview-{self.scope['user'].id}-{self.nonce}"
         with transaction.atomic():
+            handed_off = Conversation.objects.filter(bot=bot, channel="preview", external_id=thread_id,
+                                                     bot_paused=True).first()
+            if handed_off is not None:  # nobody would ever answer it: the bot takes the next message
+                services.set_bot_paused(handed_off, False)
             received = services.receive(
                 bot=bot,
                 channel="preview",
-                thread_id=f"preview-{self.scope['user'].id}-{self.nonce}",
+                thread_id=thread_id,
                 text=text,
                 external_id=f"preview-{self.nonce}-{client_id}" if client_id else "",
             )

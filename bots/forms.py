@@ -45,6 +45,11 @@ class LineEndings:
         return data
 
 
+def digest(values) -> str:
+    """A short fingerprint of what a page showed, to tell on its post whether it changed since."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
 class BotCreateForm(forms.ModelForm):
     class Meta:
         model = Bot
@@ -136,8 +141,7 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
 
     @staticmethod
     def stamp(bot) -> str:
-        values = {field: getattr(bot, field) for field in Bot.DRAFT_FIELDS}
-        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        return digest({field: getattr(bot, field) for field in Bot.DRAFT_FIELDS})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -164,6 +168,31 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
         if not value:
             raise forms.ValidationError("The bot needs a name.")
         return value
+
+
+class PublishForm(forms.Form):
+    """The builder's Publish button. It carries the whole draft as the page showed it (settings and
+    knowledge, a digest): a publish from a page opened before someone else's save, knowledge edit or
+    version restore is refused instead of making live a draft nobody reviewed. Absent (a post from
+    a script or a test): not checked, publishing what is saved, as the API does."""
+
+    prefix = "publish"  # not the settings form's draft_stamp on the same page
+    draft_stamp = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    STALE = ("Nothing was published: the draft was changed (in another tab, by someone else, or by restoring "
+             "a version) since you opened this page. Review the draft as it is now, then publish again.")
+
+    def __init__(self, *args, draft, **kwargs):
+        """``draft``: the bot's ``draft_config()`` now (shown on the page, or about to be published)."""
+        super().__init__(*args, **kwargs)
+        self.stamp = digest(draft)
+        self.fields["draft_stamp"].initial = self.stamp
+
+    def clean_draft_stamp(self):
+        posted = self.cleaned_data["draft_stamp"]
+        if posted and posted != self.stamp:
+            raise forms.ValidationError(self.STALE, code="stale")
+        return posted
 
 
 def faqs_by_question(bot) -> dict[str, KnowledgeItem]:

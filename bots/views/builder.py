@@ -7,6 +7,7 @@ is a 404) and everything but the list needs a manager (owner/admin); agents get 
 """
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -15,10 +16,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import audit, transfer, webpages
 from ..documents import DocumentError
-from ..forms import BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm
+from ..forms import (BotCreateForm, BotSettingsForm, DocumentEditForm, DocumentForm, FaqForm, FaqImportForm,
+                     PublishForm)
 from ..knowledge import retrieve
 from ..models import Bot, BotVersion, KnowledgeItem
-from ..models.bots import suggestion_list
+from ..models.bots import lock_bots, suggestion_list
 from ..prompts import system_prompt
 from ..tenancy import get_scoped_or_404, require_manager, scoped
 from ..versions import changes, version_rows
@@ -139,6 +141,7 @@ def _render_builder(request, bot, *, settings_form=None, faq_form=None, doc_form
         "prompt": system_prompt(draft),
         "unpublished": bot.published_config != draft,
         "draft": draft,
+        "publish_form": PublishForm(draft=draft),
         "draft_changes": changes(bot.published_config, draft) if bot.published_config is not None else [],
         "versions": version_rows(bot),
         "suggestions": suggestion_list(bot.suggestions),  # the draft's, as chips in the test chat
@@ -186,11 +189,23 @@ def _tab_of_errors(form):
 
 @login_required
 @require_POST
+@transaction.atomic
 def bot_publish(request, bot_id):
+    """Publish the draft the page showed: a draft changed since (``PublishForm``) is not published."""
     bot = _managed_bot(request, bot_id)
+    lock_bots([bot.id])  # no restore, knowledge deletion or other publish between the check and the publish
+    bot = Bot.objects.get(id=bot.id)  # the draft as it is now, under the lock
+    draft = bot.draft_config()
+    form = PublishForm(request.POST, draft=draft)
+    tab = request.POST.get("tab", "persona")
+    if not form.is_valid():
+        now = changes(bot.published_config, draft) if bot.published_config is not None else []
+        messages.error(request, form.errors["draft_stamp"][0] + (
+            f" Against the live version the draft now changes: {', '.join(now)}." if now else ""))
+        return redirect(_builder_url(bot, "versions" if now else tab))
     bot.publish(by=request.user)
     messages.success(request, f"Published version {bot.published_version}. It is live on every channel.")
-    return redirect(_builder_url(bot, request.POST.get("tab", "persona")))
+    return redirect(_builder_url(bot, tab))
 
 
 @login_required

@@ -207,7 +207,21 @@
     el.classList.toggle("system", message.sender === "system");
     el.classList.toggle("agent", message.sender === "agent");
     if (message.sender === "bot") renderStats(el, message.stats);
+    if (message.sender === "system") noteHandoff(el);
     log.scrollTop = log.scrollHeight;
+  }
+
+  // The bot's handoff message (a trigger phrase, or a reply the model could not give) is the only
+  // system message. A test chat has no team and no inbox: say what a real chat would do, and that
+  // the server gives the conversation back to the bot with the next message.
+  function noteHandoff(el) {
+    var next = el.nextElementSibling;
+    if (next && next.classList.contains("handoff-note")) return;
+    var note = document.createElement("p");
+    note.className = "notice handoff-note";
+    note.setAttribute("role", "status");
+    note.textContent = "In a real chat your team would now have this conversation. Here the bot answers your next message, so you can keep testing.";
+    el.parentNode.insertBefore(note, next);
   }
 
   function startOver() {
@@ -257,7 +271,7 @@
         failed.dataset.state = "failed";
         failed.classList.remove("streaming");
         failed.classList.add("failed");
-        failed.querySelector(".text").textContent = "The bot could not answer this one — it is flagged for a human in the inbox.";
+        failed.querySelector(".text").textContent = "The bot could not answer this one.";
         break;
       }
       case "message": {
