@@ -8,11 +8,13 @@ stored with Twilio's code and a readable explanation.
 """
 import json
 import logging
+from datetime import timedelta
 
 import requests
 from django.conf import settings
 from django.db import transaction
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.timesince import timesince
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -102,6 +104,11 @@ class WhatsAppAdapter(Adapter):
                 log.warning("message %s: media %s not kept before the reply: %s", message.id, index, error.reason)
 
     def inbox_notice(self, conversation):
+        stopped = window.opted_out(conversation)
+        if stopped is not None:
+            return {"text": f"The customer opted out of WhatsApp messages {timesince(stopped['at'])} ago (they wrote "
+                            f"\"{stopped['text']}\"): nothing is sent to them, neither a reply nor the re-engagement "
+                            "template, until they write again.", "action": None, "action_label": ""}
         closed = window.notice(conversation)
         if closed is None:
             return None
@@ -115,6 +122,8 @@ class WhatsAppAdapter(Adapter):
                 "action_label": "Send the re-engagement template"}
 
     def send(self, message):
+        if window.opted_out(message.conversation):  # the bot's reply or an agent's: kept, shown failed with why
+            raise DeliveryError(window.refusal(message.conversation), transient=False, code="opt-out")
         config = self.connected_config(message)
         client = twilio_client(config)
         sender = _sender(config, message)
@@ -130,13 +139,20 @@ class WhatsAppAdapter(Adapter):
         for index, content in enumerate(parts):
             if index < len(sids):
                 continue  # accepted by Twilio on an earlier attempt
+            started = timezone.now()
             try:
-                created = client.messages.create(to=to, status_callback=status_callback, **content, **sender)
+                sid = client.messages.create(to=to, status_callback=status_callback, **content, **sender).sid
             except TwilioRestException as error:
                 raise _delivery_error(error) from error
+            except requests.ReadTimeout as error:
+                # Twilio had the request and may have accepted it: sent again, the customer reads it twice
+                sid = _accepted_meanwhile(client, message, to, sender, content, started)
+                if not sid:
+                    raise DeliveryError(f"Twilio did not answer in time: {error}", transient=True,
+                                        code="network") from error
             except (requests.RequestException, TwilioException) as error:
                 raise DeliveryError(f"Twilio unreachable: {error}", transient=True, code="network") from error
-            sids.append(created.sid)
+            sids.append(sid)
             _remember_sids(message, sids)
         return sids[0]
 
@@ -166,6 +182,40 @@ def _written_to(message) -> str:
     latest = (Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND,
                                      meta__has_key="to").order_by("-created").values_list("meta__to", flat=True).first())
     return latest if isinstance(latest, str) else ""
+
+
+CLOCK_SLACK = timedelta(minutes=1)  # our clock against Twilio's, and the time the request took to reach it
+
+
+def _accepted_meanwhile(client, message, to, sender, content, started) -> str:
+    """The sid of the part ``content`` if Twilio accepted it though its answer never came (a read timeout):
+    a message to ``to`` from our sender since ``started`` with the part's body, that no message of the
+    conversation has recorded as its own; "" when there is none, or Twilio cannot be asked. A template
+    (no body to match) is not found; nor is a message Twilio still holds queued (no DateSent yet)."""
+    if "body" not in content:
+        return ""
+    since = started - CLOCK_SLACK
+    try:
+        listed = client.messages.list(to=to, date_sent_after=since, limit=20,
+                                      **({"from_": sender["from_"]} if "from_" in sender else {}))
+    except (TwilioRestException, requests.RequestException, TwilioException) as error:
+        log.warning("message %s: Twilio did not answer a send, nor the look-up of it: %s", message.id, error)
+        return ""
+    taken = _recorded_sids(message.conversation_id)  # the same words sent before, in another reply
+    service = sender.get("messaging_service_sid")
+    for found in listed:
+        if (found.body == content["body"] and found.sid not in taken and (found.date_created or since) >= since
+                and (not service or found.messaging_service_sid == service)):
+            log.info("message %s: Twilio's answer timed out, but it had accepted the part as %s", message.id, found.sid)
+            return found.sid
+    return ""
+
+
+def _recorded_sids(conversation_id) -> set:
+    """Every Twilio sid the conversation's messages have recorded as theirs."""
+    rows = (Message.objects.filter(conversation_id=conversation_id, meta__has_key="twilio_sids")
+            .values_list("meta", flat=True))
+    return {sid for meta in rows for sid in meta.get("twilio_sids") or []}
 
 
 def _remember_sids(message, sids):

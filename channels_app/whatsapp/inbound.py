@@ -7,6 +7,7 @@ Django sees) → the receiving number or Messaging Service SID → the fields.
 """
 import logging
 import math
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ from bots.models import Message
 
 from ..models import ChannelConfig
 from ..tasks import store_whatsapp_media
+from . import window
 from .adapter import KNOWN_ERRORS
 
 log = logging.getLogger(__name__)
@@ -144,12 +146,29 @@ def location_text(place) -> str:
     return f"📍 {where} ({coordinates})\n{link}" if where else f"📍 {coordinates}\n{link}"
 
 
+# A message that is nothing but one of these (case, accents, spaces and punctuation aside: "Stop!",
+# "STOP ALL", "opt-out", "Arrêt") opts the customer out of the business's WhatsApp messages. Twilio's
+# own opt-out words (it acts on them for SMS only), "arret" (French; on Canadian carriers' required
+# list) and "baja" (Spanish). START, or any other message, ends the opt-out (window.follow_customer).
+OPT_OUT_WORDS = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "optout", "revoke",
+                           "arret", "baja"})
+
+
+def is_opt_out(text) -> bool:
+    """Whether ``text`` is just an opt-out word: its letters and digits, case- and accent-folded."""
+    plain = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(char for char in plain if char.isalnum()) in OPT_OUT_WORDS
+
+
 def store_message(config, inbound: Inbound):
     """Store the message (once per MessageSid). Media alone that the model cannot read (photos,
-    voice notes, video) get a canned text answer; a document it can read (PDF, text) is answered."""
+    voice notes, video) get a canned text answer; a document it can read (PDF, text) is answered.
+    An opt-out word alone is stored, not answered, and ends what is sent to the customer until
+    they write again (window.py)."""
     text = "\n".join(filter(None, [inbound.body, inbound.location and location_text(inbound.location)]))
     media_only = (bool(inbound.media) and not text.strip()
                   and not any(readable(item["content_type"]) for item in inbound.media))
+    opt_out = not inbound.media and not inbound.location and is_opt_out(inbound.body)
     meta = {key: value for key, value in
             (("media", inbound.media), ("to", inbound.to), ("location", inbound.location)) if value}
     with transaction.atomic():
@@ -161,9 +180,11 @@ def store_message(config, inbound: Inbound):
             external_id=inbound.sid,
             contact={"phone": _number(inbound.sender), "name": inbound.profile_name},
             meta=meta,
-            answer=not media_only,
-            skip_reason="media only: answered with a canned text reply" if media_only else "",
+            answer=not (media_only or opt_out),
+            skip_reason="opt-out" if opt_out else "media only: answered with a canned text reply" if media_only else "",
         )
+        if received.created:
+            window.follow_customer(received.message, opt_out)
         if media_only:
             services.canned_reply(received)
         if received.created and inbound.media:

@@ -86,9 +86,13 @@ def media_view(request, message_id, index):
 @member_required
 @require_POST
 def reengage(request, conversation_id):
-    """An agent sends the channel's re-engagement template to a customer whose window closed (window.py).
-    Once per rendered button (its one-time token): a second click sends the customer nothing more."""
+    """An agent sends the channel's re-engagement template to a customer whose window closed (window.py),
+    never to one who opted out (STOP). Once per rendered button (its one-time token): a second click sends
+    the customer nothing more."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id, channel="whatsapp")
+    if window.opted_out(conversation):
+        messages.error(request, f"Not sent: {window.refusal(conversation)}.")
+        return redirect("inbox:thread", conversation.id)
     sent_before, message = services.store_once(conversation, request.POST.get("form_token", ""),
                                                lambda: window.reengage(conversation, request.user))
     if message is not None:

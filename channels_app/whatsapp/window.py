@@ -4,13 +4,19 @@ their last message; after that only an approved template does (Twilio error 6301
 The inbox asks ``notice(conversation)`` what to tell the agent; an agent re-opens a closed
 window by sending the channel's re-engagement template (``reengage``), whose ``{{1}}`` is
 the customer's name. When the customer answers, the window is open again.
+
+A customer who opted out (wrote STOP: inbound.is_opt_out) gets nothing at all, not even the
+template, until they write again: WhatsApp's policy asks that an opt-out is honoured, and Twilio
+handles STOP itself on SMS only. The state is kept in the conversation's meta (``OPT_OUT``).
 """
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from bots import services
-from bots.models import Message
+from bots.models import Conversation, Message
 
 from ..models import ChannelConfig
 
@@ -46,3 +52,40 @@ def reengage(conversation, user):
     name = conversation.contact_name or "there"
     return services.agent_reply(conversation, user, f"(WhatsApp template {sid} sent to re-open the conversation)",
                                 meta={"content_sid": sid, "content_variables": {"1": name}})
+
+
+# ---------------------------------------------------------------------------
+# Opt-out
+
+OPT_OUT = "whatsapp_opt_out"  # Conversation.meta: {"at": ISO time, "text": what the customer wrote}
+REFUSED = ("the customer opted out of WhatsApp messages (they wrote {text}): nothing is sent to them until they "
+           "write again")
+
+
+def opted_out(conversation) -> dict | None:
+    """{"at": datetime, "text"} while the customer's latest word was an opt-out; None otherwise."""
+    state = (conversation.meta or {}).get(OPT_OUT)
+    if not isinstance(state, dict):
+        return None
+    return {"at": parse_datetime(state.get("at") or "") or timezone.now(), "text": state.get("text") or "STOP"}
+
+
+def refusal(conversation) -> str:
+    """Why nothing goes to an opted-out customer, in the words the inbox shows."""
+    return REFUSED.format(text=f'"{opted_out(conversation)["text"]}"')
+
+
+def follow_customer(message, opt_out: bool):
+    """The customer's new ``message`` sets the opt-out (it is an opt-out keyword) or ends it (anything
+    else: START, or any message — they wrote again). Called in the transaction that stored it, so the
+    state follows the order the messages were stored in. An opt-out also leaves their earlier messages
+    unanswered: a reply to them could no longer be sent."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=message.conversation_id)
+        meta = dict(conversation.meta or {})
+        if opt_out:
+            meta[OPT_OUT] = {"at": message.created.isoformat(), "text": " ".join(message.text.split())[:40]}
+            services.skip_pending(conversation.id, reason="opt-out")
+        elif meta.pop(OPT_OUT, None) is None:
+            return
+        Conversation.objects.filter(id=conversation.id).update(meta=meta)

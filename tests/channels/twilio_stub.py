@@ -9,7 +9,12 @@ basic auth (AccountSid:AuthToken) answers with Twilio's JSON message resource (a
     stub = TwilioStub(); stub.start()
     stub.fail_next(429, code=20429, message="Too Many Requests")
     stub.fail_request(2, 503, code=20503, message="Service Unavailable")
-    stub.requests  # [{"path", "account_sid", "auth", "form"}]
+    stub.delay_next(3)  # the next message is created, but Twilio answers 3 s later (past a client's timeout)
+    stub.requests  # [{"path", "account_sid", "auth", "form", "method"}]
+
+The messages created, as Twilio lists them: ``GET /2010-04-01/Accounts/{AccountSid}/Messages.json``
+filtered by ``To``, ``From`` and ``DateSent>`` (``>=`` on the wire; a date, or a time in UTC), newest first,
+each listed as sent when it was created.
 
 The account, as the Channels page's "Check the Twilio settings" asks for it: ``GET
 /2010-04-01/Accounts/{AccountSid}.json`` answers Twilio's account resource (``stub.account_status``,
@@ -27,9 +32,11 @@ import base64
 import json
 import secrets
 import threading
+import time
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from .loopback import LoopbackServer
 
@@ -47,6 +54,7 @@ class TwilioStub(LoopbackServer):
         self.tokens = {}  # account sid -> the only auth token Twilio accepts for it (unset: any)
         self.account_status = {}  # account sid -> "active" (default), "suspended", "closed"
         self.on_create = None  # called with a created message's record before Twilio answers (a fast callback)
+        self.delays = []  # seconds to wait before answering, consumed one per Messages.json post
         self._lock = threading.Lock()
         self._serve(ThreadingHTTPServer((host, port), self._handler()))
         self.base_url = f"http://{self.host}:{self.port}"
@@ -62,6 +70,7 @@ class TwilioStub(LoopbackServer):
             self.tokens.clear()
             self.account_status.clear()
             self.on_create = None
+            self.delays.clear()
 
     def add_media(self, account_sid, content, content_type):
         """Store a customer's file; returns its Twilio media URL."""
@@ -74,6 +83,11 @@ class TwilioStub(LoopbackServer):
         with self._lock:
             self.failures.extend([(status, code, message)] * times)
 
+    def delay_next(self, seconds):
+        """Answer the next Messages.json post ``seconds`` late (what it does, it does at once)."""
+        with self._lock:
+            self.delays.append(seconds)
+
     def fail_request(self, number, status, code=None, message="error"):
         """Fail the ``number``-th request after the last reset (1-based)."""
         with self._lock:
@@ -82,8 +96,25 @@ class TwilioStub(LoopbackServer):
     def messages(self, to=None):
         """Recorded Messages.json form posts (optionally to one recipient)."""
         with self._lock:
-            found = [r for r in self.requests if r["path"].endswith("/Messages.json")]
+            found = [r for r in self.requests if r["method"] == "POST" and r["path"].endswith("/Messages.json")]
         return [r for r in found if to is None or r["form"].get("To") == to]
+
+    def _listed(self, account_sid, path):
+        """Twilio's page of the account's messages matching the query's To, From and DateSent> (newest first)."""
+        query = {key: values[-1] for key, values in parse_qs(urlsplit(path).query).items()}
+        since = query.get("DateSent>", "")
+        since = since and datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ" if "T" in since else "%Y-%m-%d")
+        with self._lock:
+            created = [r["resource"] for r in self.requests if r.get("resource") and r["account_sid"] == account_sid]
+        found = [
+            {**resource, "status": "sent", "date_sent": resource["date_created"]}  # sent as soon as created
+            for resource in reversed(created)
+            if query.get("To", resource["to"]) == resource["to"] and query.get("From", resource["from"]) == resource["from"]
+            and (not since or parsedate_to_datetime(resource["date_created"]) >= since.replace(tzinfo=timezone.utc))
+        ]
+        uri = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
+        return {"messages": found, "end": max(len(found) - 1, 0), "first_page_uri": uri, "next_page_uri": None,
+                "page": 0, "page_size": 50, "previous_page_uri": None, "start": 0, "uri": uri}
 
     def _authenticated(self, auth, account_sid):
         return auth is not None and auth[0] == account_sid and self.tokens.get(account_sid, auth[1]) == auth[1]
@@ -99,12 +130,14 @@ class TwilioStub(LoopbackServer):
                 form = {key: values[-1] for key, values in parse_qs(body, keep_blank_values=True).items()}
                 parts = self.path.split("?")[0].strip("/").split("/")
                 auth = self._auth()
-                record = {"path": self.path, "account_sid": parts[2] if len(parts) > 2 else "", "auth": auth, "form": form}
+                record = {"path": self.path, "account_sid": parts[2] if len(parts) > 2 else "", "auth": auth, "form": form,
+                          "method": "POST"}
                 with stub._lock:
                     stub.requests.append(record)
                     failure = stub.fail_at.pop(len(stub.requests), None)
                     if failure is None and stub.failures:
                         failure = stub.failures.pop(0)
+                    self.delay = stub.delays.pop(0) if stub.delays and parts[-1:] == ["Messages.json"] else 0
                 if len(parts) != 4 or parts[0] != "2010-04-01" or parts[1] != "Accounts" or parts[3] != "Messages.json":
                     return self._json(404, _error(20404, "The requested resource was not found", 404))
                 if not stub._authenticated(auth, parts[2]):
@@ -119,7 +152,7 @@ class TwilioStub(LoopbackServer):
                 if len(form.get("Body", "").encode("utf-16-le")) // 2 > MAX_BODY:  # Twilio counts UTF-16 units
                     return self._json(400, _error(21617, "The concatenated message body exceeds the 1600 character limit.", 400))
                 resource = _message(parts[2], form)
-                record["sid"] = resource["sid"]
+                record["sid"], record["resource"] = resource["sid"], resource
                 if stub.on_create is not None:
                     stub.on_create(record)
                 return self._json(201, resource)
@@ -146,8 +179,12 @@ class TwilioStub(LoopbackServer):
                 auth = self._auth()
                 with stub._lock:
                     stub.requests.append({"path": self.path, "account_sid": parts[2] if len(parts) > 2 else "",
-                                          "auth": auth, "form": {}})
+                                          "auth": auth, "form": {}, "method": "GET"})
                     known = path in stub.media
+                if len(parts) == 4 and parts[:2] == ["2010-04-01", "Accounts"] and parts[3] == "Messages.json":
+                    if not stub._authenticated(auth, parts[2]):
+                        return self._json(401, _error(20003, "Authenticate", 401))
+                    return self._json(200, stub._listed(parts[2], self.path))
                 if len(parts) == 3 and parts[:2] == ["2010-04-01", "Accounts"] and parts[2].endswith(".json"):
                     sid = parts[2][: -len(".json")]
                     if not stub._authenticated(auth, sid):
@@ -170,12 +207,18 @@ class TwilioStub(LoopbackServer):
                 return user, password
 
             def _json(self, status, payload):
+                if getattr(self, "delay", 0):  # set by do_POST: this answer comes late
+                    time.sleep(self.delay)
+                    self.delay = 0
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client stopped waiting (its timeout)
+                    self.close_connection = True
 
         return Handler
 
