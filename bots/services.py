@@ -478,7 +478,7 @@ def store_once(conversation: Conversation, token: str, store):
     No token (a page drawn before tokens) is stored as it comes."""
     token = (token or "")[:FORM_TOKEN_CHARS]
     with transaction.atomic():
-        Conversation.objects.select_for_update().filter(id=conversation.id).values_list("id").first()
+        _locked(conversation)
         if token and conversation.messages.filter(meta__form_token=token).exists():
             return True, None
         message = store()

@@ -35,23 +35,21 @@ def envbool(name, default=False):
 
 
 def envint(name, default):
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected a whole number, e.g. {default}") from None
+    return _envnumber(name, default, int, "a whole number")
 
 
 def envfloat(name, default):
+    return _envnumber(name, default, float, "a number")
+
+
+def _envnumber(name, default, read, what):
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
-        return float(value)
+        return read(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected a number, e.g. {default}") from None
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected {what}, e.g. {default}") from None
 
 
 def envlist(name, default=""):

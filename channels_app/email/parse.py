@@ -65,8 +65,13 @@ def parse(raw: bytes) -> ParsedMail:
         raise Unparseable(f"{type(error).__name__}: {error}") from error
 
 
+def _first_raw(msg, name, default=None):
+    """``msg``'s first ``name`` header as the mail wrote it (encoded words and folding kept), else ``default``."""
+    return next((v for k, v in msg.raw_items() if k.lower() == name.lower()), default)
+
+
 def _header(msg, name):
-    raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+    raw = _first_raw(msg, name)
     try:
         value = _parsed(msg, name, raw)
     except Exception:  # a header the policy cannot parse: fall back to its raw text
@@ -110,7 +115,7 @@ def _raw_header(msg, name) -> str:
     In-Reply-To and References (unstructured to the email package) but not in Message-ID, so the
     same id read two ways did not match and a customer's answer to their own mail began a new
     conversation; a mail with the Message-ID twice is read by the first, as the parsed header."""
-    value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
+    value = _first_raw(msg, name, "")
     value = value if isinstance(value, str) else str(value)
     return re.sub(r"[\r\n]", "", value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
@@ -283,7 +288,7 @@ def _forwarded(part):
 def _filename(part):
     """The part's file name (``get_filename``), its encoded words read like a subject's."""
     for header, param in (("Content-Disposition", "filename"), ("Content-Type", "name")):
-        raw = next((v for k, v in part.raw_items() if k.lower() == header.lower()), None)
+        raw = _first_raw(part, header)
         if isinstance(raw, str) and "=?" in raw and _readable_words(raw) != raw:
             name = part.policy.header_fetch_parse(header, _readable_words(raw)).params.get(param)
             if name:
