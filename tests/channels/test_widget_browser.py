@@ -39,6 +39,15 @@ def open_chat(page, host_site, live_server_url, bot):
     return page.get_by_role("dialog", name=f"Chat with {bot.name}")
 
 
+def resynced(page, timeout=30_000):
+    """Drop the widget's connections and wait for the history frame of its reconnect: a new one, not one
+    the page had (the visitor's first message brings a history frame too, so "two so far" can be true
+    before the new socket has joined its conversation)."""
+    before = page.evaluate("window.__frames.filter(f => f.type === 'history').length")
+    page.evaluate("window.__sockets.forEach(s => s.close())")
+    page.wait_for_function(f"window.__frames.filter(f => f.type === 'history').length > {before}", timeout=timeout)
+
+
 def asked(page, host_site, live_server_url, bot, question="Do you fix e-bikes?"):
     """The bot's widget opened and ``question`` sent and stored; (the panel, the stored message)."""
     from bots.models import Message
@@ -619,9 +628,8 @@ def test_a_refused_handoff_is_not_sent_again_and_the_reconnect_does_not_wait_out
     panel.get_by_role("button", name="Talk to a human").click()  # the second message within the minute: refused
     page.wait_for_function("window.__frames.some(f => f.type === 'error' && f.code === 'rate_limited' && f.retry_after)")
 
-    page.evaluate("window.__sockets.forEach(s => s.close())")
     # the refusal kept its socket: its wait (most of a minute) is for sending again, not for reconnecting
-    page.wait_for_function("window.__frames.filter(f => f.type === 'history').length >= 2", timeout=10_000)
+    resynced(page, timeout=10_000)
     assert page.evaluate("window.__sent.filter(f => f.type === 'handoff').length") == 1  # refused is not resent
     assert not Conversation.objects.get(bot=acme_bot, channel="widget").needs_human
     assert Message.objects.filter(bot=acme_bot, direction="in").count() == 1
@@ -773,8 +781,7 @@ def test_a_reply_the_history_already_shows_takes_no_late_stream(widget_channel, 
     # this test plays the worker: one of the suite's real workers, if running, leaves the message alone
     Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.SKIPPED)
     as_worker(services.record_reply, inbound, "We fix every bike.", {"new_tokens": 4})
-    page.evaluate("window.__sockets.forEach(s => s.close())")
-    page.wait_for_function("window.__frames.filter(f => f.type === 'history').length >= 2")
+    resynced(page)
     bot_bubbles = panel.locator(".msg.bot:not(.greeting)")
     expect(bot_bubbles).to_have_text(["We fix every bike."])
 
