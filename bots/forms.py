@@ -281,6 +281,10 @@ class DocumentForm(LineEndings, forms.Form):
     """A document: pasted text/markdown, a .txt / .md / .html / .pdf file (bots/documents.py reads
     it), or a web page fetched now (bots/webpages.py) — one of the three."""
 
+    def __init__(self, *args, **kwargs):
+        # its fields' ids are not the FAQ form's on the same page (both have a title)
+        super().__init__(*args, auto_id="id_doc_%s", **kwargs)
+
     title = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name or the page's title.")
     text = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 6}), label="Paste text or markdown", strip=False

@@ -36,6 +36,8 @@ def assert_descriptions_found(response):
     assert page.described_by  # the builder's fields have help text
     missing = [(name, ref) for name, ref in page.described_by if page.ids[ref] != 1]
     assert missing == []
+    # a label's for= and a script's getElementById find the first of two equal ids
+    assert [id_ for id_, count in page.ids.items() if count > 1] == []
 
 
 def test_every_field_description_of_the_builder_is_on_the_page(as_alice, acme_bot):
