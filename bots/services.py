@@ -580,7 +580,7 @@ def set_bot_paused(conversation: Conversation, paused: bool, by=None):
         if paused:
             skip_pending(conversation.id)
         elif given_back:
-            _answer_the_wait(conversation.id)
+            _answer_the_wait(current)
     events.push(conversation.id, "conversation", bot_paused=paused)
 
 
@@ -592,14 +592,20 @@ _TEAMS_TO_ANSWER = (TEAM_HAS_IT, HANDED_OVER)
 GIVE_BACK_ANSWERS_WITHIN = timedelta(hours=24)
 
 
-def _answer_the_wait(conversation_id: int) -> None:
-    """The bot was given the conversation back: the customer's latest message the team kept from the
-    bot, unless something was said to the customer after it (an agent's answer, the handoff
-    message), waits for the bot again and its reply task is queued once this commits. Leaving it
-    skipped left the customer waiting in silence, and out of "Needs a human". A message it would
-    never have answered (an auto-reply, one the channel filtered) stays as it is, and so does one
-    that is not the model's to answer now (``_bots_to_answer``). Its reply's latency runs from now
-    (``requeued_at``: ``_bots_turn_since``)."""
+def _answer_the_wait(conversation: Conversation) -> None:
+    """The bot was given the (locked) ``conversation`` back: the customer's latest message the team
+    kept from the bot, unless something was said to the customer after it (an agent's answer, the
+    handoff message), waits for the bot again and its reply task is queued once this commits.
+    Leaving it skipped left the customer waiting in silence, and out of "Needs a human". A message
+    it would never have answered (an auto-reply, one the channel filtered) stays as it is, and so
+    does one that is not the model's to answer now (``_bots_to_answer``), or any while the channel
+    refuses to send to the customer (WhatsApp: they wrote STOP since). Its reply's latency runs from
+    now (``requeued_at``: ``_bots_turn_since``)."""
+    from channels_app.registry import adapter_for
+
+    if adapter_for(conversation.channel).refusal(conversation):
+        return
+    conversation_id = conversation.id
     latest = (Message.objects.filter(conversation_id=conversation_id, direction=Message.Direction.INBOUND,
                                      reply_state=Message.ReplyState.SKIPPED, meta__skip_reason__in=_TEAMS_TO_ANSWER)
               .select_related("bot").order_by("-id").first())

@@ -38,6 +38,12 @@ class Adapter:
         {"text", "action" (a URL to POST, or None), "action_label"}; None for nothing."""
         return None
 
+    def refusal(self, conversation) -> str | None:
+        """Why nothing may be sent to this conversation's customer now, in the words the inbox shows;
+        None while anything may (the default). ``send`` refuses then, and the bot given a conversation
+        back does not write a reply that could only be refused."""
+        return None
+
     def keep_files(self, message) -> None:
         """Before the model reads the inbound ``message`` (``bots.files.prompt_text``): make sure
         its files are in our storage. Channels that store them with the message need nothing."""

@@ -121,9 +121,13 @@ class WhatsAppAdapter(Adapter):
                 "action": reverse("channels:whatsapp-reengage", args=[conversation.id]),
                 "action_label": "Send the re-engagement template"}
 
+    def refusal(self, conversation):
+        return window.refusal(conversation)
+
     def send(self, message):
-        if window.opted_out(message.conversation):  # the bot's reply or an agent's: kept, shown failed with why
-            raise DeliveryError(window.refusal(message.conversation), transient=False, code="opt-out")
+        refused = self.refusal(message.conversation)
+        if refused:  # the bot's reply or an agent's: kept, shown failed with why
+            raise DeliveryError(refused, transient=False, code="opt-out")
         config = self.connected_config(message)
         client = twilio_client(config)
         sender = _sender(config, message)

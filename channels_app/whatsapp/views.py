@@ -90,8 +90,9 @@ def reengage(request, conversation_id):
     never to one who opted out (STOP). Once per rendered button (its one-time token): a second click sends
     the customer nothing more."""
     conversation = get_scoped_or_404(request, Conversation, id=conversation_id, channel="whatsapp")
-    if window.opted_out(conversation):
-        messages.error(request, f"Not sent: {window.refusal(conversation)}.")
+    refused = window.refusal(conversation)
+    if refused:
+        messages.error(request, f"Not sent: {refused}.")
         return redirect("inbox:thread", conversation.id)
     sent_before, message = services.store_once(conversation, request.POST.get("form_token", ""),
                                                lambda: window.reengage(conversation, request.user))

@@ -70,9 +70,11 @@ def opted_out(conversation) -> dict | None:
     return {"at": parse_datetime(state.get("at") or "") or timezone.now(), "text": state.get("text") or "STOP"}
 
 
-def refusal(conversation) -> str:
-    """Why nothing goes to an opted-out customer, in the words the inbox shows."""
-    return REFUSED.format(text=f'"{opted_out(conversation)["text"]}"')
+def refusal(conversation) -> str | None:
+    """Why nothing goes to an opted-out customer, in the words the inbox shows; None while they have
+    not opted out."""
+    stopped = opted_out(conversation)
+    return None if stopped is None else REFUSED.format(text=f'"{stopped["text"]}"')
 
 
 def follow_customer(message, opt_out: bool):

@@ -119,3 +119,24 @@ def test_the_opt_out_is_the_customers_own(write, client, alice, twilio_stub):
     deliver(reply.id)
     reply.refresh_from_db()
     assert reply.delivery_status == Message.Delivery.SENT
+
+
+def test_giving_back_after_a_stop_does_not_answer_what_the_team_held(write, bob):
+    """The team took over; the customer asked, then wrote STOP: given back, the bot writes nothing (a
+    reply could only be refused). Once they write again, giving back answers as it always does."""
+    from bots import services
+
+    conversation = write("Hi").conversation
+    services.set_bot_paused(conversation, True, by=bob)
+    question = write("Do you fix e-bikes?")
+    write("STOP")
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)
+    question.refresh_from_db()
+    assert question.reply_state == Message.ReplyState.SKIPPED
+    assert not Message.objects.filter(conversation=conversation, reply_state=Message.ReplyState.PENDING).exists()
+
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), True, by=bob)
+    again = write("Sorry, wrong button. How long does a repair take?")
+    assert Message.objects.get(id=again.id).reply_state == Message.ReplyState.SKIPPED  # the team has it
+    services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)
+    assert Message.objects.get(id=again.id).reply_state == Message.ReplyState.PENDING
