@@ -1,13 +1,14 @@
 """Secrets at rest: channel credentials and second factors are stored encrypted (Fernet,
 AES-128-CBC + HMAC).
 
-The key is ``CHATNEXUS_ENCRYPTION_KEY`` (a Fernet key) or, when unset, derived from
-``SECRET_KEY``. Rotation: values written under an earlier key still decrypt when that key is
-listed — earlier Fernet keys in ``CHATNEXUS_ENCRYPTION_OLD_KEYS`` (comma-separated), earlier secret
-keys in Django's ``SECRET_KEY_FALLBACKS`` (and ``SECRET_KEY`` itself once
-``CHATNEXUS_ENCRYPTION_KEY`` is set for the first time); ``manage.py reencrypt_secrets`` rewrites
-every stored value under the current key, after which the old ones can go. A value that no listed
-key decrypts is an error, never silently empty.
+The key is ``CHATNEXUS_ENCRYPTION_KEY`` (a Fernet key: a malformed one stops the start,
+chatnexus/settings.py) or, when unset, derived from ``SECRET_KEY``. Rotation: values written
+under an earlier key still decrypt when that key is listed — earlier Fernet keys in
+``CHATNEXUS_ENCRYPTION_OLD_KEYS`` (comma-separated), earlier secret keys in Django's
+``SECRET_KEY_FALLBACKS`` (and ``SECRET_KEY`` itself once ``CHATNEXUS_ENCRYPTION_KEY`` is set
+for the first time); ``manage.py reencrypt_secrets`` rewrites every stored value under the
+current key, after which the old ones can go. A value that no listed key decrypts is an
+error, never silently empty.
 """
 import base64
 import hashlib

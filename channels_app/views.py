@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_POST
 from bots import audit
 from bots.api import webhook
 from bots.models import Bot
+from bots.models.bots import lock_bots
 from bots.tenancy import get_scoped_or_404, require_manager
 
 from .email import check as email_check
@@ -49,10 +51,18 @@ def bot_channels(request, bot_id):
             return render(request, "channels/bot_channels.html", _context(bot, configs, forms), status=400)
         form = forms[kind] = FORMS[kind](request.POST, config=configs.get(kind), prefix=kind)
         if form.is_valid():
-            config = configs.get(kind) or ChannelConfig(organization=request.organization, bot=bot, kind=kind)
-            secrets_before = dict(config.secrets)
-            form.apply(config).save()
-            audit.record(request.organization, request.user, "channel.saved", _saved_words(config, bot, secrets_before, form))
+            with transaction.atomic():
+                # the bot's row locked and its config read again: the same form sent twice at once (a
+                # double click) saves one after the other, the second updating the config the first
+                # made instead of making a second one (one per bot and channel); a save meanwhile
+                # (IMAP's own progress, another manager's) is kept where this form does not change it
+                lock_bots([bot.id])
+                config = (ChannelConfig.objects.select_for_update().filter(bot=bot, kind=kind).first()
+                          or ChannelConfig(organization=request.organization, bot=bot, kind=kind))
+                secrets_before = dict(config.secrets)
+                form.apply(config).save()
+                audit.record(request.organization, request.user, "channel.saved",
+                             _saved_words(config, bot, secrets_before, form))
             request.session[_notes_key(bot, kind)] = [(True, f"{config.get_kind_display()} settings saved.")]
             return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
         status = 400

@@ -67,6 +67,27 @@ def envchoice(name, default, choices):
     return value
 
 
+def envfernet(name, many=False):
+    """A Fernet key (channels_app/crypto.py: secrets at rest), "" when unset; with ``many``, a list
+    of them, comma-separated. One Fernet cannot take (a hex string, a password) stops the start,
+    naming the variable (never the key): it used to pass, then fail every page that stores or reads
+    a secret."""
+    from cryptography.fernet import Fernet
+
+    keys = envlist(name) if many else [envstr(name, "")]
+    for number, key in enumerate(keys, 1):
+        if not key:
+            continue
+        try:
+            Fernet(key)
+        except ValueError:  # not base64 (binascii.Error), or not 32 bytes
+            which = f"key number {number} (comma-separated)" if many else "the value"
+            raise ImproperlyConfigured(
+                f"{name}: {which} is not a Fernet key (32 bytes in URL-safe base64, 44 characters); make one with: "
+                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"') from None
+    return keys if many else "".join(keys)
+
+
 # DRF's throttle rate, "N/period": DRF reads the period by its first letter (s, m, h, d) and fails
 # every request on a rate it cannot read, so the usual words are taken here and written its way.
 _RATE = re.compile(r"(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hr|hour|d|day)s?", re.IGNORECASE)
@@ -107,9 +128,9 @@ def _secret_key():
 SECRET_KEY = _secret_key()
 # Key for secrets stored in the database (Twilio tokens, SMTP passwords): a
 # Fernet key, or derived from SECRET_KEY when unset.
-ENCRYPTION_KEY = os.environ.get("CHATNEXUS_ENCRYPTION_KEY", "")
+ENCRYPTION_KEY = envfernet("CHATNEXUS_ENCRYPTION_KEY")
 # earlier encryption keys, still read (channels_app/crypto.py: rotation); with SECRET_KEY_FALLBACKS
-ENCRYPTION_OLD_KEYS = envlist("CHATNEXUS_ENCRYPTION_OLD_KEYS")
+ENCRYPTION_OLD_KEYS = envfernet("CHATNEXUS_ENCRYPTION_OLD_KEYS", many=True)
 SECRET_KEY_FALLBACKS = envlist("SECRET_KEY_FALLBACKS")
 # The platform's public base URL (used in snippets, Twilio signature checks, emails).
 PUBLIC_URL = envstr("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")

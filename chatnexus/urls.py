@@ -1,6 +1,7 @@
 """URL map: each area brings its own urls module."""
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
+from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.urls import include, path, reverse
 from django.views.generic import RedirectView
@@ -12,7 +13,14 @@ def _admin_login(request, extra_context=None):
     return redirect_to_login(request.GET.get("next") or reverse("admin:index"), login_url=reverse("login"))
 
 
+def _admin_password_change(request, extra_context=None):
+    """The admin changes a password on our page, which counts wrong old passwords like failed
+    sign-ins (bots/views/accounts.py): Django's own let a staff session guess without limit."""
+    return redirect("password_change")
+
+
 admin.site.login = _admin_login
+admin.site.password_change = _admin_password_change
 
 urlpatterns = [
     # browsers ask for /favicon.ico on pages that name no icon (the widget's try page, JSON)

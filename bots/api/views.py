@@ -59,14 +59,20 @@ class IsManager(IsMember):
         return super().has_permission(request, view) and request.membership.can_manage
 
 
-def _int_param(request, name):
+def _int_param(request, name, least=1):
+    """The whole number ``?<name>=`` gives (None when absent or empty), at least ``least`` (ids start
+    at 1; None: no bound); anything else a 400 naming it. ``?bot=0`` used to filter nothing, as if
+    absent, and ``?reply_to=0`` answered every message instead of a reply."""
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ValidationError({name: "Must be an integer."}) from None
+    if least is not None and number < least:
+        raise ValidationError({name: f"Must be {least} or more."})
+    return number
 
 
 class BotViewSet(viewsets.ModelViewSet):
@@ -300,7 +306,7 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
             messages = messages.filter(conversation_id=conversation)
         if reply_to := _int_param(self.request, "reply_to"):
             messages = messages.filter(reply_to_id=reply_to)
-        if (after := _int_param(self.request, "after")) is not None:  # 0 too: everything
+        if (after := _int_param(self.request, "after", least=0)) is not None:  # 0 too: everything
             messages = messages.filter(id__gt=after).order_by("id")
             try:  # nothing past the mark: a message with a lower id than those returned cannot commit later
                 mark = settled_message_ids(self.request.organization.id)
@@ -323,8 +329,10 @@ class AttachmentFileView(APIView):
 
 
 def _days(request):
-    days = _int_param(request, "days") or 14
-    if not 1 <= days <= 365:
+    days = _int_param(request, "days", least=None)
+    if days is None:
+        return 14
+    if not 1 <= days <= 365:  # 0 too: it used to mean 14
         raise ValidationError({"days": "Between 1 and 365."})
     return days
 

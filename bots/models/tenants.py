@@ -9,6 +9,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -134,6 +135,10 @@ class ApiToken(models.Model):
         """Make `user` a new token (the old one stops working) and return it: the only time it is seen."""
         key = cls.PREFIX + secrets.token_urlsafe(32)
         with transaction.atomic():
+            # the user's row locked (FOR NO KEY UPDATE: rows naming the user still go in): the form sent
+            # twice at once (a double click) replaces the token one after the other, and the second
+            # finds the first's token to delete instead of colliding with it (one token per user)
+            get_user_model().objects.select_for_update(no_key=True).filter(pk=user.pk).first()
             cls.objects.filter(user=user).delete()
             cls.objects.create(user=user, digest=token_digest(key), start=key[:cls.SHOWN])
         return key

@@ -30,7 +30,7 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -206,17 +206,31 @@ def signup(request):
         return _too_many(request, refused, "sign-up attempts")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user, org = members.sign_up(
-            username=form.cleaned_data["username"],
-            email=form.cleaned_data["email"],
-            password=form.cleaned_data["password1"],
-            organization_name=form.cleaned_data["organization_name"],
-        )
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        request.session[SESSION_KEY] = org.id
-        messages.success(request, f"Welcome! {org.name} is ready — create your first bot.")
-        return redirect("bots:list")
+        try:
+            user, org = members.sign_up(
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password1"],
+                organization_name=form.cleaned_data["organization_name"],
+            )
+        except IntegrityError as error:
+            _username_just_taken(form, error)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[SESSION_KEY] = org.id
+            messages.success(request, f"Welcome! {org.name} is ready — create your first bot.")
+            return redirect("bots:list")
     return render(request, "registration/signup.html", {"form": form})
+
+
+def _username_just_taken(form, error):
+    """A new account's username was free when ``form`` checked it and taken when it was saved
+    (``error``): the same form sent twice at once (a double click), whose other copy made the
+    account. The form says so instead of a 500; any other IntegrityError is raised again."""
+    if not get_user_model().objects.filter(username__iexact=form.cleaned_data["username"]).exists():
+        raise error
+    form.add_error("username", "An account with this username was made a moment ago (the form sent twice?): "
+                               "if it is yours, log in.")
 
 
 class AcceptForm(UserCreationForm):
@@ -254,8 +268,11 @@ def invite_accept(request, token):
                 membership = _join(token, invitation, user)
         except members.MembershipError:
             raise Http404(GONE) from None
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return _joined(request, membership)
+        except IntegrityError as error:
+            _username_just_taken(form, error)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return _joined(request, membership)
     return render(request, "accounts/invite_accept.html", {"invitation": invitation, "form": form})
 
 

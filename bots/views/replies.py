@@ -2,6 +2,7 @@
 keep the list; every member inserts one into a reply on the thread page (inbox.js)."""
 from django import forms
 from django.contrib import messages as flash
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -11,6 +12,9 @@ from ..models import SavedReply
 from ..tenancy import get_scoped_or_404, scoped
 from .decorators import manager_required, member_required
 from .inbox import MAX_AGENT_REPLY
+
+
+TITLE_TAKEN = "There is already a saved reply with this title."
 
 
 class SavedReplyForm(LineEndings, forms.ModelForm):
@@ -27,7 +31,7 @@ class SavedReplyForm(LineEndings, forms.ModelForm):
     def clean_title(self):
         title = self.cleaned_data["title"].strip()
         if SavedReply.title_taken(self.organization, title):
-            raise forms.ValidationError("There is already a saved reply with this title.")
+            raise forms.ValidationError(TITLE_TAKEN)
         return title
 
     def clean_text(self):  # counted with LF line breaks, as stored (LineEndings), not the browser's CRLF
@@ -47,9 +51,14 @@ def saved_replies(request):
         if form.is_valid():
             reply = form.save(commit=False)
             reply.organization, reply.created_by = request.organization, request.user
-            reply.save()
-            flash.success(request, f"Saved reply \u201c{reply.title}\u201d added.")
-            return redirect("inbox:replies")
+            try:
+                with transaction.atomic():
+                    reply.save()
+            except IntegrityError:  # one_saved_reply_per_title: the same form sent twice at once (a double click)
+                form.add_error("title", TITLE_TAKEN)
+            else:
+                flash.success(request, f"Saved reply \u201c{reply.title}\u201d added.")
+                return redirect("inbox:replies")
     return render(request, "inbox/replies.html", {"form": form, "replies": scoped(request, SavedReply)},
                   status=400 if form.errors else 200)
 

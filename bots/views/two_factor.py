@@ -82,7 +82,9 @@ def login_code(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def manage(request):
-    two_factor = TwoFactor.objects.filter(user=request.user).first()
+    # its secret is not read here (``twofactor`` reads it where a code is checked): one that no listed
+    # key decrypts (the key changed) still lets this page show, renew recovery codes and turn it off
+    two_factor = TwoFactor.objects.defer("secrets").filter(user=request.user).first()
     context = {"enabled": two_factor is not None}
     action = request.POST.get("action") if request.method == "POST" else None
     if action in (("recovery", "disable") if two_factor else ("enable",)):

@@ -257,3 +257,24 @@ def test_wrong_old_passwords_on_change_password_are_limited_like_sign_ins(client
     client.logout()
     assert client.post(reverse("login"), {"username": user.username, "password": "correct-horse-battery"},
                        REMOTE_ADDR=address).status_code == 429  # the same account's limit
+
+
+def test_the_admins_change_password_is_ours_so_guesses_there_are_limited_too(client, user, settings):
+    """Django's admin had a password change of its own, which counted no wrong old password: a stolen
+    staff session could guess there without limit. Its link and form now lead to ours."""
+    settings.CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = 3
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    client.force_login(user)
+    page = client.get(reverse("admin:password_change"), follow=True)
+    assert page.redirect_chain == [(reverse("password_change"), 302)] and "old_password" in page.context["form"].fields
+    new = {"new_password1": "a-new-passphrase-77", "new_password2": "a-new-passphrase-77"}
+    for n in range(5):  # more than the limit: none of them is checked there
+        guess = client.post(reverse("admin:password_change"), {"old_password": f"guess-{n}", **new})
+        assert guess.status_code == 302 and guess["Location"] == reverse("password_change")
+    client.post(reverse("admin:password_change"), {"old_password": "correct-horse-battery", **new})
+    user.refresh_from_db()
+    assert user.check_password("correct-horse-battery")  # changed only on ours, which counts the guesses
+    for n in range(3):
+        client.post(reverse("password_change"), {"old_password": f"guess-{n}", **new})
+    assert client.post(reverse("password_change"), {"old_password": "correct-horse-battery", **new}).status_code == 429

@@ -74,6 +74,18 @@ def test_it_serves_stats(api, alice, acme_bot):
     assert client.get("/api/stats/", {"days": 9999}).status_code == 400
 
 
+@pytest.mark.parametrize("path, name, value", [
+    ("/api/stats/", "days", "0"), ("stats", "days", "0"), ("/api/conversations/", "bot", "0"),
+    ("/api/conversations/", "bot", "-1"), ("/api/knowledge/", "bot", "0"), ("/api/messages/", "conversation", "0"),
+    ("/api/messages/", "reply_to", "0"), ("/api/messages/", "after", "-1")])
+def test_a_number_no_id_or_count_can_be_is_a_400_naming_it(api, alice, acme_bot, path, name, value):
+    """``?days=0`` meant 14 days, ``?bot=0`` no filter, and ``?reply_to=0`` every message: a poller
+    waiting for a reply took the first message listed for it."""
+    path = f"/api/bots/{acme_bot.id}/stats/" if path == "stats" else path
+    response = api(alice).get(path, {name: value})
+    assert response.status_code == 400 and name in response.json(), response.content
+
+
 def test_it_serves_the_schema_and_docs_without_a_cdn(client, db):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200 and b"/api/conversations/{id}/reply/" in schema.content

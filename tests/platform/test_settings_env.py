@@ -301,3 +301,37 @@ def test_it_takes_a_time_margin_in_fractions_of_a_second(tmp_path):
     done = run_in(tmp_path, code, CHATNEXUS_TASK_TIME_LIMIT="5", CHATNEXUS_TASK_TIME_MARGIN_S="4.5")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "4.5"
+
+
+# ---------------------------------------------------------------------------
+# Encryption keys: Fernet keys, or the start stops (one Fernet cannot take was accepted, then every
+# page storing or reading a secret was a 500)
+
+MAKE_A_KEY = re.compile(r'python -c "(from cryptography\.fernet import Fernet; print\(Fernet\.generate_key\(\)\.decode\(\)\))"')
+HEX_KEY = "4f3c2b1a" * 8  # what `openssl rand -hex 32` gives: 32 bytes, but not in base64
+
+
+@pytest.mark.parametrize("value", [HEX_KEY, "correct horse battery staple", "c2hvcnQ="])
+def test_it_refuses_an_encryption_key_that_is_no_fernet_key_naming_the_variable_not_the_key(tmp_path, value):
+    line = refusal(tmp_path, CHATNEXUS_ENCRYPTION_KEY=value)
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured: CHATNEXUS_ENCRYPTION_KEY:"), line
+    assert value not in line and MAKE_A_KEY.search(line)
+
+
+def test_it_refuses_a_malformed_earlier_encryption_key_saying_which(tmp_path):
+    from cryptography.fernet import Fernet
+
+    line = refusal(tmp_path, CHATNEXUS_ENCRYPTION_OLD_KEYS=f"{Fernet.generate_key().decode()}, {HEX_KEY}")
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured: CHATNEXUS_ENCRYPTION_OLD_KEYS:"), line
+    assert "key number 2" in line and HEX_KEY not in line
+
+
+def test_it_takes_the_keys_made_as_the_refusal_and_the_readme_say(tmp_path):
+    make = MAKE_A_KEY.search(refusal(tmp_path, CHATNEXUS_ENCRYPTION_KEY=HEX_KEY)).group(1)
+    assert MAKE_A_KEY.search((ROOT / "README.md").read_text()).group(1) == make
+    key, old = (subprocess.run([sys.executable, "-c", make], capture_output=True, text=True, check=True).stdout.strip()
+                for _ in range(2))
+    code = PROBE.split("print(json.dumps(")[0] + "print(json.dumps([settings.ENCRYPTION_KEY, settings.ENCRYPTION_OLD_KEYS]))"
+    done = run_in(tmp_path, code, CHATNEXUS_ENCRYPTION_KEY=key, CHATNEXUS_ENCRYPTION_OLD_KEYS=f" {old} ,")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [key, [old]]

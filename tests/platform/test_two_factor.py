@@ -236,3 +236,40 @@ def test_reencrypt_can_forget_what_no_key_reads(alice, settings, capsys):
     call_command("reencrypt_secrets", "--forget-unreadable")
     assert not TwoFactor.objects.filter(user=alice).exists()
     assert ChannelConfig.objects.get(id=config.id).secrets == {}
+
+
+def test_a_second_factor_no_key_reads_is_still_turned_off_by_its_user(client, alice, settings):
+    """The key changed and the old one is not listed: the two-factor page reads no secret, so it
+    still opens, makes new recovery codes and turns the second factor off (it was a 500)."""
+    from bots import twofactor
+
+    twofactor.enable(alice, pyotp.random_base32())
+    settings.SECRET_KEY = "another-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"  # the old one lost
+    client.force_login(alice)
+    page = client.get(reverse("two-factor"))
+    assert page.status_code == 200 and "10 unused recovery codes left" in page.content.decode()
+    renewed = client.post(reverse("two-factor"), {"action": "recovery", "password": PASSWORD})
+    codes = re.findall(r"<code>[0-9a-f]{5}-[0-9a-f]{5}</code>", renewed.content.decode())
+    assert renewed.status_code == 200 and len(codes) == 10
+    assert client.post(reverse("two-factor"), {"action": "disable", "password": PASSWORD}).status_code == 302
+    assert not TwoFactor.objects.filter(user=alice).exists()
+
+
+def test_staff_delete_a_second_factor_no_key_reads_in_the_admin(client, alice, settings, django_user_model):
+    """The README's way back in for someone locked out (staff delete their second factor in /admin/)
+    works when the key changed too: the admin's list and delete pages read no secret (they were a 500)."""
+    from bots import twofactor
+
+    twofactor.enable(alice, pyotp.random_base32())
+    settings.SECRET_KEY = "another-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"  # the old one lost
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", PASSWORD))
+    listed = client.get(reverse("admin:bots_twofactor_changelist"))
+    assert listed.status_code == 200 and alice.username in listed.content.decode()
+    second_factor = TwoFactor.objects.only("id").get(user=alice)
+    url = reverse("admin:bots_twofactor_delete", args=[second_factor.id])
+    assert client.get(url).status_code == 200
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not TwoFactor.objects.filter(user=alice).exists()
+    client.logout()
+    response = client.post(reverse("login"), {"username": alice.username, "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"] != reverse("login-code")  # the password alone again
