@@ -2,7 +2,8 @@
 
 Claims the message with a conditional UPDATE (pending -> sending) that must change
 exactly one row, so a duplicate task sends nothing. Transient failures go back to
-pending and retry with exponential backoff; permanent ones are stored on the message.
+pending and retry with exponential backoff; permanent ones are stored on the message, and a
+message that fails for good flags its conversation for the team (``_flag_for_the_team``).
 
 A claim is a lease (CHATNEXUS_DELIVERY_LEASE_S): a worker killed mid-send leaves the
 message "sending", and Celery hands the task (acks_late, reject_on_worker_lost) to
@@ -20,7 +21,8 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from bots.models import Message
+from bots import events
+from bots.models import Conversation, Message
 
 from .base import DeliveryError
 from .registry import adapter_for
@@ -64,17 +66,29 @@ def deliver(self, message_id):
             # the cap is delivery_attempts (rechecks of a claim are retries too, not attempts)
             raise self.retry(countdown=min(2 ** message.delivery_attempts, 300), exc=error, max_retries=None)
         log.warning("deliver: message %s failed for good: %s", message_id, error)
+        if error.code != "opt-out":  # the customer wrote STOP (whatsapp/adapter.py): silence is what they asked for
+            _flag_for_the_team(message)
         return
     except Exception as error:  # an adapter bug: record it, do not lose the message silently
         Message.objects.filter(id=message_id).update(
             delivery_status=Message.Delivery.FAILED, delivery_error=f"internal error: {error!r}"[:2000]
         )
+        _flag_for_the_team(message)
         raise
     updates = {"delivery_status": Message.Delivery.SENT, "delivery_error": ""}
     if external_id:
         updates["external_id"] = external_id
     Message.objects.filter(id=message_id, delivery_status=Message.Delivery.SENDING).update(**updates)
     adapter_for(message.channel).settle(message)
+
+
+def _flag_for_the_team(message):
+    """``message`` will never reach the customer: its conversation needs a human (the inbox's "Needs a
+    human"; open pages told), as when the model cannot answer (``services.hand_off_after_failure``) —
+    but without the handoff message, which the channel that just failed would not deliver either.
+    An agent's reply too: agent_reply cleared the flag, and the agent has moved on while it was retried."""
+    Conversation.objects.filter(id=message.conversation_id).update(needs_human=True)
+    events.push(message.conversation_id, "conversation", needs_human=True)
 
 
 MEDIA_ATTEMPTS = 6  # 30 s ... 16 min apart: Twilio or the network having a bad quarter of an hour

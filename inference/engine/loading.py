@@ -8,7 +8,8 @@ Everything runs offline: a Hugging Face id is looked up in the local cache only
 (`local_files_only=True`). GGUF files are de-quantised once (~15 s for the bundled model)
 and the result is stored as safetensors under `$CHATNEXUS_MODEL_CACHE` (default
 `~/.cache/chatnexus/models/<name>`), written to a temporary folder and renamed into place
-so a crash never leaves half a model behind.
+so a crash never leaves half a model behind; a copy damaged since (a full disk, a cleaner) is
+converted again. A model file that cannot be read is a BadModelFileError naming the model.
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ def _load_pretrained(name: str, local_files_only: bool, dtype: torch.dtype):
     except OSError as exc:
         raise ModelNotFoundError(f"model {name!r} is incomplete (weights or tokenizer files missing): "
                                  f"{str(exc)[:300]}") from exc
+    except Exception as exc:  # noqa: BLE001 - safetensors, tokenizers and json each have their own error for a damaged file
+        raise BadModelFileError(f"model {name!r} could not be read ({type(exc).__name__}: {str(exc)[:200]}); a file "
+                                "cut short or damaged (an interrupted download or copy) does this: "
+                                "download or copy it again") from exc
     return model, tokenizer
 
 
@@ -196,7 +201,10 @@ def _load_gguf(path: Path, cache_name: str, dtype: torch.dtype):
     """De-quantise a GGUF file once, then load the safetensors copy from the model cache."""
     cached = model_cache_dir(cache_name)
     if (cached / "config.json").is_file():
-        return _load_pretrained(str(cached), True, dtype)
+        try:
+            return _load_pretrained(str(cached), True, dtype)
+        except (BadModelFileError, ModelNotFoundError):  # damaged or emptied since (a full disk, a cleaner): convert again
+            shutil.rmtree(cached, ignore_errors=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from bots import services
 from bots.models import Conversation, Message
 from channels_app.tasks import deliver
 
@@ -73,6 +74,20 @@ def test_an_agents_reply_is_refused_kept_and_explained(write, client, alice, twi
     assert twilio_stub.messages() == []
     page = thread(client, alice, conversation)
     assert "Sorry to see you go! One last offer?" in page and "nothing is sent to them until they write again" in page
+    assert not Conversation.objects.get(id=conversation.id).needs_human  # nothing for the team to do
+
+
+def test_a_bot_reply_the_opt_out_refused_does_not_flag_the_conversation(write, twilio_stub):
+    """A reply that fails for good flags its conversation for the team (test_delivery_failed.py), but
+    not this one: the customer asked for silence, and "Needs a human" would only nag the team."""
+    question = write("What are your opening hours?")
+    reply, _ = services.record_reply(question, "We open at 9am.", {})  # written just before the STOP came
+    write("STOP")
+    deliver(reply.id)
+    reply.refresh_from_db()
+    assert reply.delivery_status == Message.Delivery.FAILED and "opted out" in reply.delivery_error
+    assert not Conversation.objects.get(id=question.conversation_id).needs_human
+    assert twilio_stub.messages() == []
 
 
 def test_the_reengagement_template_is_refused(write, client, alice, whatsapp_channel, twilio_stub):
@@ -124,8 +139,6 @@ def test_the_opt_out_is_the_customers_own(write, client, alice, twilio_stub):
 def test_giving_back_after_a_stop_does_not_answer_what_the_team_held(write, bob):
     """The team took over; the customer asked, then wrote STOP: given back, the bot writes nothing (a
     reply could only be refused). Once they write again, giving back answers as it always does."""
-    from bots import services
-
     conversation = write("Hi").conversation
     services.set_bot_paused(conversation, True, by=bob)
     question = write("Do you fix e-bikes?")

@@ -30,3 +30,20 @@ def test_a_model_that_cannot_chat_stops_serve_with_a_clear_message(tmp_path):
     assert done.returncode != 0, output[-2000:]
     assert "cannot load the model" in output and "chat template" in output
     assert "Traceback" not in output and "ChatNexus is up" not in output
+
+
+def test_a_model_file_cut_short_stops_serve_with_a_clear_message(tmp_path):
+    """An interrupted download or copy: safetensors' own error ended serve in a traceback naming no file."""
+    from tests.engine.conftest import byte_tokenizer, save, tiny_llama
+
+    tokenizer = byte_tokenizer()
+    folder = save(tiny_llama(len(tokenizer), layers=1, hidden=32, seed=0), tokenizer, tmp_path / "cut-model")
+    weights = tmp_path / "cut-model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    env = embedded_env(tmp_path, CHATNEXUS_TARGET=folder, CHATNEXUS_DTYPE="fp32")
+    done = subprocess.run([sys.executable, "manage.py", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-2000:]
+    assert "cannot load the model" in output and "cut-model" in output and "cut short" in output
+    assert "Traceback" not in output and "ChatNexus is up" not in output
