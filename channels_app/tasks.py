@@ -3,7 +3,7 @@
 Claims the message with a conditional UPDATE (pending -> sending) that must change
 exactly one row, so a duplicate task sends nothing. Transient failures go back to
 pending and retry with exponential backoff; permanent ones are stored on the message, and a
-message that fails for good flags its conversation for the team (``_flag_for_the_team``).
+message that fails for good flags its conversation for the team (``flag_for_the_team``).
 
 A claim is a lease (CHATNEXUS_DELIVERY_LEASE_S): a worker killed mid-send leaves the
 message "sending", and Celery hands the task (acks_late, reject_on_worker_lost) to
@@ -67,13 +67,13 @@ def deliver(self, message_id):
             raise self.retry(countdown=min(2 ** message.delivery_attempts, 300), exc=error, max_retries=None)
         log.warning("deliver: message %s failed for good: %s", message_id, error)
         if error.code != "opt-out":  # the customer wrote STOP (whatsapp/adapter.py): silence is what they asked for
-            _flag_for_the_team(message)
+            flag_for_the_team(message)
         return
     except Exception as error:  # an adapter bug: record it, do not lose the message silently
         Message.objects.filter(id=message_id).update(
             delivery_status=Message.Delivery.FAILED, delivery_error=f"internal error: {error!r}"[:2000]
         )
-        _flag_for_the_team(message)
+        flag_for_the_team(message)
         raise
     updates = {"delivery_status": Message.Delivery.SENT, "delivery_error": ""}
     if external_id:
@@ -82,11 +82,12 @@ def deliver(self, message_id):
     adapter_for(message.channel).settle(message)
 
 
-def _flag_for_the_team(message):
+def flag_for_the_team(message):
     """``message`` will never reach the customer: its conversation needs a human (the inbox's "Needs a
     human"; open pages told), as when the model cannot answer (``services.hand_off_after_failure``) —
     but without the handoff message, which the channel that just failed would not deliver either.
-    An agent's reply too: agent_reply cleared the flag, and the agent has moved on while it was retried."""
+    An agent's reply too: agent_reply cleared the flag, and the agent has moved on while it was retried.
+    Also when the channel reports the failure later (WhatsApp's status callbacks)."""
     Conversation.objects.filter(id=message.conversation_id).update(needs_human=True)
     events.push(message.conversation_id, "conversation", needs_human=True)
 

@@ -20,7 +20,7 @@ from bots.files import readable
 from bots.models import Message
 
 from ..models import ChannelConfig
-from ..tasks import store_whatsapp_media
+from ..tasks import flag_for_the_team, store_whatsapp_media
 from . import window
 from .adapter import KNOWN_ERRORS
 
@@ -272,7 +272,15 @@ def apply_status(config, message_id, params):
                 # The callback overtook the deliver task's final write: keep the sid here.
                 updates["external_id"] = sids[0]
         Message.objects.filter(id=message.id).update(**updates)
+        _flag_when_failed(message, updates)
     return updates.get("delivery_status", message.delivery_status)
+
+
+def _flag_when_failed(message, updates):
+    """Twilio reported, after accepting it, that the reply never reached the customer (63016: their
+    24-hour window closed): the team is told, as when the send itself fails for good."""
+    if updates.get("delivery_status") == Message.Delivery.FAILED:
+        transaction.on_commit(lambda: flag_for_the_team(message), robust=True)
 
 
 def settle_parts(message_id):
@@ -287,6 +295,7 @@ def settle_parts(message_id):
         updates = _advance(message, meta, meta.get("twilio_status", {}), meta.get("twilio_sids", []))
         if updates:
             Message.objects.filter(id=message.id).update(**updates)
+            _flag_when_failed(message, updates)
 
 
 def _advance(message, meta, parts, sids) -> dict:

@@ -65,6 +65,29 @@ def test_it_stores_a_failed_status_with_its_error_code(sent_reply, whatsapp_chan
     assert "24-hour" in sent_reply.delivery_error
 
 
+def test_a_late_undelivered_after_delivered_flags_nothing(
+        sent_reply, whatsapp_channel, signed_post, django_capture_on_commit_callbacks):
+    """The customer has the reply: a callback out of order changes neither its state nor the team's list."""
+    from bots.models import Conversation
+
+    assert callback(signed_post, whatsapp_channel, sent_reply, "delivered").status_code == 204
+    assert not Conversation.objects.get(id=sent_reply.conversation_id).needs_human
+    with django_capture_on_commit_callbacks(execute=True):
+        assert callback(signed_post, whatsapp_channel, sent_reply, "undelivered",
+                        sid=sent_reply.external_id, ErrorCode="63016").status_code == 204
+    assert Conversation.objects.get(id=sent_reply.conversation_id).needs_human is False  # delivered stays
+
+
+def test_a_reply_twilio_reports_undelivered_puts_the_conversation_under_needs_a_human(
+        sent_reply, whatsapp_channel, signed_post, django_capture_on_commit_callbacks):
+    """Accepted, then undelivered: the customer got nothing, and the team is told as when the send fails."""
+    from bots.models import Conversation
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert callback(signed_post, whatsapp_channel, sent_reply, "undelivered", ErrorCode="63016").status_code == 204
+    assert Conversation.objects.get(id=sent_reply.conversation_id).needs_human
+
+
 def test_it_refuses_an_unsigned_status_callback(sent_reply, whatsapp_channel, signed_post):
     params = {"MessageSid": sent_reply.external_id, "MessageStatus": "read"}
     response = signed_post(f"/channels/whatsapp/{whatsapp_channel.key}/status/?m={sent_reply.id}", params, signature="bogus")
@@ -164,6 +187,7 @@ def test_a_status_that_overtakes_the_send_is_kept_and_applied(whatsapp_channel, 
     assert [a.status_code for a in answers] == [204]
     reply.refresh_from_db()
     assert reply.delivery_status == Message.Delivery.FAILED and reply.delivery_error.startswith("63016")
+    assert reply.conversation.needs_human  # applied by settle_parts: the team told
 
 
 def test_a_split_reply_whose_first_part_failed_while_the_rest_waited_keeps_twilios_error(
