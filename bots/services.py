@@ -750,6 +750,11 @@ def rate_reply(conversation_id: int, message_id: int, rating: int) -> bool:
                 .update(rating=rating))
 
 
+# A message whose reply the sweep queued this often and that still waits: its task dies on it every time
+# (a worker killed at the hard time limit, or by the crash the message causes). The team's, not the sweep's.
+SWEEPS_BEFORE_HANDOFF = 3
+
+
 def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     """Queue again what a lost broker forgot: inbound messages still waiting for a reply,
     replies still waiting to be sent, and sends whose claim (lease) ran out with no outcome —
@@ -758,7 +763,9 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     lost its queue).
 
     Safe to run any time: both tasks are idempotent (a message still queued gets a second
-    task, which finds the work done and does nothing). Returns (replies, deliveries) queued.
+    task, which finds the work done and does nothing). A message queued SWEEPS_BEFORE_HANDOFF
+    times already (``meta["sweeps"]``) is not queued forever: it is marked failed and handed to
+    the team, as a reply the model failed is. Returns (replies, deliveries) queued.
     """
     from django.conf import settings
 
@@ -770,13 +777,35 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     lease_over = now - timedelta(seconds=settings.CHATNEXUS_DELIVERY_LEASE_S)
     pending = list(Message.objects.filter(
         direction=Message.Direction.INBOUND, reply_state=Message.ReplyState.PENDING, created__lte=cutoff
-    ).values_list("id", flat=True))
+    ))
     unsent = list(Message.objects.filter(direction=Message.Direction.OUTBOUND, created__lte=cutoff).filter(
         Q(delivery_status=Message.Delivery.PENDING)
         | Q(delivery_status=Message.Delivery.SENDING, delivery_claimed_at__lte=lease_over)
     ).values_list("id", flat=True))
-    for message_id in pending:
-        generate_reply.delay(message_id)
+    requeued = 0
+    for message in pending:
+        sweeps = (message.meta or {}).get("sweeps", 0)
+        if sweeps >= SWEEPS_BEFORE_HANDOFF:
+            why = f"its reply was queued again {sweeps} times and never finished"
+            fail_reply(message, why, skip_reason=why)
+            continue
+        generate_reply.delay(message.id)
+        Message.objects.filter(id=message.id, reply_state=Message.ReplyState.PENDING).update(
+            meta={**(message.meta or {}), "sweeps": sweeps + 1})
+        requeued += 1
     for message_id in unsent:
         deliver.delay(message_id)
-    return len(pending), len(unsent)
+    return requeued, len(unsent)
+
+
+def fail_reply(inbound: Message, error: str, **meta) -> None:
+    """The bot could not answer ``inbound`` (its model failed, said nothing in time, or its task never
+    finished): mark it failed, saying why (``meta["error"]``, and what ``meta`` adds: its
+    ``skip_reason`` is what the inbox shows), and hand the conversation to the team
+    (``hand_off_after_failure``): the customer gets the handoff message instead of silence. Only
+    while it still waits for the bot: an answer, or the team's takeover, since wins."""
+    updated = Message.objects.filter(id=inbound.id, reply_state=Message.ReplyState.PENDING).update(
+        reply_state=Message.ReplyState.FAILED, meta={**(inbound.meta or {}), "error": error[:500], **meta})
+    if updated:
+        events.push(inbound.conversation_id, "reply.error", reply_to=inbound.id)  # live views drop what streamed
+        hand_off_after_failure(inbound)

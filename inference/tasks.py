@@ -12,8 +12,13 @@ CHATNEXUS_TASK_TIME_MARGIN_S after the task started, and starts no forward after
 reply stored is what was said by then (stop_reason "time"; nothing said: the conversation goes to
 the team with the bot's handoff message, as when the model fails). It holds wherever the task runs:
 Celery enforces its own limits only in worker processes, not in `manage.py serve`'s threads.
-In worker processes its soft limit (the same reply, should a forward outlast the margin) and
-hard limit (30 s later) stay as backstops.
+In worker processes its soft limit (the same reply, should a forward outlast the margin; before
+the model said anything — loading it, fetching a customer's file — the team's, as nothing said in
+time) and hard limit (30 s later) stay as backstops.
+
+One reply at a time per process (``runtime.generation_lock``): the history is read, and the reply
+stored, holding it, so a customer's second message waiting for the model meanwhile is answered
+knowing the reply to the first.
 """
 import logging
 import re
@@ -63,15 +68,13 @@ def generate_reply(self, message_id):
     conversation = inbound.conversation
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
     try:
-        generated = _generate(inbound, config, deadline)
-        if generated is None:
-            return None  # answered by another task while this one waited for the model
-        text, stats = generated
-        if conversation.channel != "preview":  # which published version answered (0: the never-published draft)
-            stats["bot_version"] = inbound.bot.published_version if inbound.bot.published_config is not None else 0
-    except (OperationalError, SoftTimeLimitExceeded):
-        raise  # database hiccup: retried by autoretry_for; time limit: Celery's own handling
-    except NothingInTime as error:  # the customer gets the handoff message, the team the conversation
+        answered = _generate(inbound, config, deadline)
+    except OperationalError:
+        raise  # database hiccup: retried by autoretry_for
+    except (NothingInTime, SoftTimeLimitExceeded) as error:  # the customer gets the handoff message, the team the chat
+        # Celery's soft limit outside the stream (a worker process loading the model, fetching a
+        # customer's file) is the same: nothing was said in time
+        error = error if isinstance(error, NothingInTime) else NothingInTime()
         log.warning("generate_reply: message %s: %s", message_id, error)
         _mark_failed(inbound, error)
         return None
@@ -79,7 +82,9 @@ def generate_reply(self, message_id):
         log.exception("generate_reply: message %s failed", message_id)
         _mark_failed(inbound, error)
         return None
-    reply, created = services.record_reply(inbound, text, stats, while_pending=True)
+    if answered is None:
+        return None  # answered by another task while this one waited for the model
+    reply, created = answered
     if reply is None:  # the team took the conversation over while the model was answering
         events.push(conversation.id, "reply.cancelled", reply_to=inbound.id)
         return None
@@ -91,45 +96,73 @@ def generate_reply(self, message_id):
 
 def _generate(inbound, config, deadline=None):
     """Build the prompt, run the engine (streaming deltas live) until ``deadline`` (a
-    ``time.monotonic()`` value); return (text, stats), or None when the message was answered
-    meanwhile. Files alone with no text to read (a scanned PDF, a file that could not be fetched)
-    get a canned reply."""
-    turns = _turns(inbound)
+    ``time.monotonic()`` value) and store the reply: record_reply's (reply, created), or None when
+    the message was answered meanwhile. Files alone with no text to read (a scanned PDF, a file that
+    could not be fetched) get a canned reply.
+
+    The history is read, and the reply stored, holding the model: a second message of the
+    conversation waiting for it meanwhile (``serve``'s worker threads) then reads the reply to the
+    first. Read before, its prompt had the two questions in a row, and the model answered the first
+    again."""
+    _keep_files(inbound)  # before holding the model: a file fetched from Twilio keeps no other reply waiting
     if not has_text_to_read(inbound):
-        return services.no_text_reply(config), {"canned": True}
+        return _record(inbound, services.no_text_reply(config), {"canned": True})
     engine = _engine(config.get("drafter") or None)
-    max_new = min(int(config.get("max_reply_tokens") or 160), settings.CHATNEXUS_MAX_REPLY_TOKENS)
-    messages = build_messages(
-        config,
-        turns,
-        retrieval_query(inbound),
-        count_tokens=lambda m: runtime.count_tokens(engine, m),
-        max_prompt_tokens=engine.context_length - max_new,
-    )
+    max_new = _max_new_tokens(config)
     with runtime.generation_lock:
         # a copy of this task (the sweep queues again what waited long) may have waited here for the
         # model while the first answered: it must not answer again, nor say the bot is typing
         if not _waiting(inbound.id):
             return None
+        messages = _prompt(inbound, config, engine)
         events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
         started = time.perf_counter()
         runtime.ensure_memory(engine, inbound.bot_id, _stored_replies, inbound.bot.erasures)
         text, stop = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0), deadline)
         stats = engine.last_stats.as_dict() if engine.last_stats else {}
-    if stop:
-        stats["stop_reason"] = stop  # the worker ended it (repetition_cut, the time limit), not the model
-    stats["wall_s"] = round(time.perf_counter() - started, 4)
-    stats["target"] = settings.CHATNEXUS_TARGET
-    stats["precision"] = engine.precision.name
-    if stop == "time" and not text.strip():
-        raise NothingInTime(f"no reply within the time limit (CHATNEXUS_TASK_TIME_LIMIT, {settings.CHATNEXUS_TASK_TIME_LIMIT} s)")
-    text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
-    return text, stats
+        if stop:
+            stats["stop_reason"] = stop  # the worker ended it (repetition_cut, the time limit), not the model
+        stats["wall_s"] = round(time.perf_counter() - started, 4)
+        stats["target"] = settings.CHATNEXUS_TARGET
+        stats["precision"] = engine.precision.name
+        if stop == "time" and not text.strip():
+            raise NothingInTime()
+        text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
+        return _record(inbound, text, stats)
+
+
+def _max_new_tokens(config) -> int:
+    """How long a reply may be: the bot's setting, within the server's CHATNEXUS_MAX_REPLY_TOKENS."""
+    return min(int(config.get("max_reply_tokens") or 160), settings.CHATNEXUS_MAX_REPLY_TOKENS)
+
+
+def _prompt(inbound, config, engine):
+    """The chat messages the model answers ``inbound`` from: the bot's instructions and knowledge
+    and the conversation so far, made to fit the model's context with room for the reply."""
+    return build_messages(
+        config,
+        _history(inbound),
+        retrieval_query(inbound),
+        count_tokens=lambda m: runtime.count_tokens(engine, m),
+        max_prompt_tokens=engine.context_length - _max_new_tokens(config),
+    )
+
+
+def _record(inbound, text, stats):
+    """Store the bot's reply while ``inbound`` still waits for it (services.record_reply), with the
+    published version of the bot that answered (0: the never-published draft; none in test chats)."""
+    if inbound.conversation.channel != "preview":
+        stats["bot_version"] = inbound.bot.published_version if inbound.bot.published_config is not None else 0
+    return services.record_reply(inbound, text, stats, while_pending=True)
 
 
 class NothingInTime(Exception):
     """The time limit came before the model said anything: handed to the team like a failure (the
     fallback answer would pretend the bot answered)."""
+
+    def __init__(self, why=""):
+        super().__init__(why or f"no reply within the time limit (CHATNEXUS_TASK_TIME_LIMIT, "
+                                f"{settings.CHATNEXUS_TASK_TIME_LIMIT} s)")
 
 
 def _waiting(message_id) -> bool:
@@ -162,13 +195,8 @@ def _engine(drafter):
 
 def _mark_failed(inbound, error):
     """Record the failure on the inbound message and hand the conversation to the team: the
-    customer gets the bot's handoff message instead of silence."""
-    updated = Message.objects.filter(id=inbound.id, reply_state=Message.ReplyState.PENDING).update(
-        reply_state=Message.ReplyState.FAILED, meta={**(inbound.meta or {}), "error": repr(error)[:500]}
-    )
-    if updated:
-        events.push(inbound.conversation_id, "reply.error", reply_to=inbound.id)  # live views drop what streamed
-        services.hand_off_after_failure(inbound)
+    customer gets the bot's handoff message instead of silence (services.fail_reply)."""
+    services.fail_reply(inbound, repr(error))
 
 
 def _stream(engine, messages, inbound, max_new_tokens, temperature, deadline=None):
@@ -283,9 +311,15 @@ def _stored_replies(bot_id):
 
 
 def _turns(inbound):
-    """The conversation for the model, once the channel has kept the message's files (WhatsApp
-    media are fetched by a task that may not have run yet); a file that cannot be kept is
-    left out, never the reply."""
+    """The conversation for the model, once the channel has kept the message's files (what
+    ``_generate`` reads in two steps: the files before it holds the model, the history after)."""
+    _keep_files(inbound)
+    return _history(inbound)
+
+
+def _keep_files(inbound):
+    """Have the channel keep the message's files (WhatsApp media are fetched by a task that may
+    not have run yet); a file that cannot be kept is left out, never the reply."""
     from channels_app.registry import adapter_for
 
     try:
@@ -294,7 +328,6 @@ def _turns(inbound):
         raise  # the worker's time limit: not a file problem
     except Exception:  # noqa: BLE001 - the reply goes on without the file
         log.exception("message %s: its files could not be kept before the reply", inbound.id)
-    return _history(inbound)
 
 
 def _history(inbound):

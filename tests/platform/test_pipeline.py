@@ -261,8 +261,8 @@ def test_a_message_longer_than_the_models_context_is_shortened_not_failed(db, se
     acme_bot.save()
     acme_bot.publish()
     again = services.receive(bot=acme_bot, channel="widget", thread_id="v-long-2", text="Can I get a refund?")
-    text, stats = _generate(Message.objects.get(id=again.message.id), Bot.objects.get(id=acme_bot.id).live_config())
-    assert stats["new_tokens"] > 0
+    reply, _ = _generate(Message.objects.get(id=again.message.id), Bot.objects.get(id=acme_bot.id).live_config())
+    assert reply.sender == "bot" and reply.stats["new_tokens"] > 0
 
 
 def test_a_shortened_question_keeps_its_beginning_and_end(db, acme_bot):

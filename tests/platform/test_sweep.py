@@ -16,13 +16,13 @@ from chatnexus.celery import app
 from tests.conftest import Service, embedded_env, free_port, manage, wait_for
 
 
-def stored_without_a_task(bot, thread, text, age_s):
+def stored_without_a_task(bot, thread, text, age_s, channel="preview"):
     """An inbound message as receive() stores it, whose task never reached the broker."""
     conversation, _ = Conversation.objects.get_or_create(
-        organization=bot.organization, bot=bot, channel="preview", external_id=thread
+        organization=bot.organization, bot=bot, channel=channel, external_id=thread
     )
     message = Message.objects.create(
-        organization=bot.organization, bot=bot, conversation=conversation, channel="preview",
+        organization=bot.organization, bot=bot, conversation=conversation, channel=channel,
         direction="in", sender="customer", text=text, reply_state="pending",
     )
     Message.objects.filter(id=message.id).update(created=timezone.now() - timedelta(seconds=age_s))
@@ -122,3 +122,27 @@ def test_a_message_whose_task_the_broker_refused_is_stored_for_the_sweep(transac
     monkeypatch.setattr(generate_reply, "delay", queued.append)  # the broker is back
     assert services.requeue_unfinished(older_than_s=settings.CHATNEXUS_SWEEP_AFTER_S)[0] == 1
     assert queued == [stored.id]
+
+
+def test_a_message_whose_reply_task_dies_every_time_goes_to_the_team(db, settings, client, bob, acme_bot):
+    """A message the reply task dies on every time (a worker killed at the hard time limit, or by the
+    crash the message causes) was queued again by every sweep, for good, and nobody was told. After
+    SWEEPS_BEFORE_HANDOFF sweeps it is handed to the team as a failed reply is, the reason in the inbox."""
+    age = settings.CHATNEXUS_SWEEP_AFTER_S
+    poison = stored_without_a_task(acme_bot, "poison", "Here is my 4 MB log file: ...", age_s=age + 60,
+                                   channel="widget")
+    for _ in range(services.SWEEPS_BEFORE_HANDOFF):  # each task queued dies: the message still waits
+        assert services.requeue_unfinished(older_than_s=age) == (1, 0)
+    assert services.requeue_unfinished(older_than_s=age) == (0, 0)
+
+    poison.refresh_from_db()
+    assert poison.reply_state == "failed"
+    notice = Message.objects.get(reply_to=poison)  # the customer is told, not left in silence
+    assert notice.sender == "system" and notice.text == services.HANDOFF_REPLY
+    conversation = Conversation.objects.get(id=poison.conversation_id)
+    assert conversation.needs_human and conversation.bot_paused
+    client.force_login(bob)
+    shown = {m["id"]: m for m in client.get(f"/inbox/{conversation.id}/messages.json").json()["messages"]}[poison.id]
+    assert shown["reply_state_label"] == "Failed"
+    assert shown["skip_reason"] == "its reply was queued again 3 times and never finished"
+    assert services.requeue_unfinished(older_than_s=age) == (0, 0)  # and the sweep is done with it

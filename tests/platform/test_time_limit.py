@@ -89,10 +89,53 @@ def test_a_worker_process_ends_a_reply_at_the_time_limit_the_same_way(transactio
         Message.objects.filter(id=asked.id).update(reply_state="pending")
         generate_reply.apply_async(args=[asked.id], queue=QUEUE)
         reply = wait_for(lambda: Message.objects.filter(reply_to=asked).first(), timeout=300, what="the reply")
-        asked.refresh_from_db()
-        assert_handed_over({"sender": reply.sender, "text": reply.text, "asked": asked.reply_state,
-                            "error": asked.meta.get("error", ""), "needs_human": reply.conversation.needs_human,
-                            "paused": reply.conversation.bot_paused}, acme_bot.handoff_message)
+        assert_handed_over(stored_reply(asked), acme_bot.handoff_message)
         wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="delivery")
     finally:
         worker.stop()
+
+
+def stored_reply(asked):
+    """What REPLY tells of the reply to ``asked``, read here."""
+    asked.refresh_from_db()
+    reply = Message.objects.get(reply_to=asked)
+    return {"sender": reply.sender, "text": reply.text, "asked": asked.reply_state,
+            "error": asked.meta.get("error", ""), "needs_human": reply.conversation.needs_human,
+            "paused": reply.conversation.bot_paused}
+
+
+def test_a_soft_limit_before_the_model_said_anything_hands_the_customer_over_too(transactional_db, _redis_clean,
+                                                                                 tmp_path, acme_bot):
+    """A worker process's soft limit can come before the stream: the first message paying for the
+    model's load, or here a customer's file still being fetched from Twilio. Before, the task ended
+    there and the message waited on: no handoff message, nothing for the team."""
+    import socket
+
+    from channels_app.models import ChannelConfig
+    from inference.tasks import generate_reply
+
+    twilio = socket.create_server(("127.0.0.1", 0))  # takes the file's request and never answers
+    base_url, account = f"http://127.0.0.1:{twilio.getsockname()[1]}", "AC" + "0" * 32
+    ChannelConfig.objects.create(organization=acme_bot.organization, bot=acme_bot, kind="whatsapp",
+                                 settings={"account_sid": account, "phone_number": "whatsapp:+14155238886"},
+                                 secrets={"auth_token": "twilio-auth-token"})
+    queue = "inference-soft-limit-test"
+    # the worker's own limit and margin as they come: were the fetch not stopped, the model would answer
+    env = service_env(None, TWILIO_API_BASE_URL=base_url, CHATNEXUS_PRELOAD_MODEL="0", CHATNEXUS_DTYPE="fp32")
+    worker = start_worker("softlimit", queue, tmp_path, env)
+    try:
+        worker.wait_ready(timeout=240)
+        invoice = {"url": f"{base_url}/2010-04-01/Accounts/{account}/Messages/MM1/Media/ME1",
+                   "content_type": "application/pdf"}
+        asked = services.receive(bot=acme_bot, channel="whatsapp", thread_id="whatsapp:+15551234567",
+                                 text="Is this invoice right?", meta={"media": [invoice]}, answer=False).message
+        Message.objects.filter(id=asked.id).update(reply_state="pending")
+        # Celery's limits as the queueing process sends them: the soft one long before the fetch's timeout
+        task = generate_reply.apply_async(args=[asked.id], queue=queue, soft_time_limit=2, time_limit=60)
+        wait_for(lambda: any(f"generate_reply[{task.id}] {end}" in worker.output() for end in ("succeeded", "raised")),
+                 timeout=120, what="the task's end")
+        assert "Soft time limit (2s) exceeded" in worker.output()
+        assert_handed_over(stored_reply(asked), acme_bot.handoff_message)
+    finally:
+        worker.stop()
+        twilio.close()
