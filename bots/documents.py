@@ -1,17 +1,24 @@
 """Text out of an uploaded knowledge document: plain text and markdown as they are, HTML
 as a web page's readable text (``page_text``: the email channel's ``html_to_text`` without
 scripts, styles, navigation, footers and form controls; bots/webpages.py reads fetched pages
-with it too; a customer's attachment is read whole instead, bots/files.py), PDF through pypdf
-(text only: a scanned PDF has none, and says so). Every
-failure is a ``DocumentError`` with a sentence for the form; nothing here raises anything else."""
-import io
+with it too; a customer's attachment is read whole instead, bots/files.py; a file that is not
+UTF-8 in the charset its <meta> declares, as a fetched page), PDF through pypdf in a process of
+its own (bots/pdftext.py: stopped when it takes too long; text only: a scanned PDF has none, and
+says so). Every failure is a ``DocumentError`` with a sentence for the form; nothing here raises anything else."""
+import codecs
+import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Callable
-from pathlib import PurePath
+from email.message import Message as HeaderParser
+from pathlib import Path, PurePath
 
 from channels_app.email.parse import _HTMLText, html_to_text
 
+from . import pdftext
+from .pdftext import MAX_PDF_CONTENT_BYTES, MAX_PDF_PAGES  # noqa: F401 - this module's limits too
 from .services import storable
 
 log = logging.getLogger(__name__)
@@ -20,11 +27,6 @@ TEXT_EXTENSIONS = (".txt", ".md", ".markdown")
 HTML_EXTENSIONS = (".html", ".htm")
 PDF_EXTENSIONS = (".pdf",)
 EXTENSIONS = TEXT_EXTENSIONS + HTML_EXTENSIONS + PDF_EXTENSIONS
-MAX_PDF_PAGES = 300
-# page content (decompressed drawing instructions) read from one PDF: pypdf's text extraction
-# takes ~1.8 s per MB of it, and a 230 KB file can hold 300 pages sharing one 70 MB stream
-# (hours of CPU). Text-heavy real PDFs carry a few KB to a few tens of KB a page.
-MAX_PDF_CONTENT_BYTES = 8 * 1024 * 1024
 MAX_DOC_CHARS = 200_000  # a document's text, however it came (pasted, a file, a web page)
 
 
@@ -100,6 +102,29 @@ def page_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", html_to_text(html, _PageText)).strip()
 
 
+def charset(content_type: str, head: bytes) -> str:
+    """The charset a page is written in: its Content-Type's (a fetched page), else its <meta>'s,
+    else UTF-8; UTF-8 too for one Python cannot decode with replacement."""
+    header = HeaderParser()
+    header["content-type"] = content_type
+    declared = header.get_param("charset")
+    if not declared:
+        found = re.search(rb"""<meta[^>]+charset=["']?([\w-]+)""", head[:4096], re.I)
+        declared = found.group(1).decode("ascii") if found else "utf-8"
+    try:
+        "".encode(declared)
+        b"".decode(declared, errors="replace")  # "idna" has no such handler; "undefined" refuses everything
+    except (LookupError, UnicodeError, TypeError):
+        return "utf-8"
+    return declared
+
+
+def unix_lines(text: str) -> str:
+    """``text`` with LF line breaks: a browser's textarea sends CRLF, and a file or page written on
+    Windows has them (bots/forms.py: a form saved unchanged must equal what was stored)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def text_of(name: str, raw: bytes, read_html: Callable[[str], str] = page_text) -> str:
     """The text of a file by its name's suffix; ``read_html`` reads an HTML file: a page's readable
     text for knowledge, every word (``html_to_text``) for a customer's file (bots/files.py), whose
@@ -112,37 +137,50 @@ def text_of(name: str, raw: bytes, read_html: Callable[[str], str] = page_text) 
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DocumentError("That file is not UTF-8 text.") from None
+        text = _declared(raw) if suffix in HTML_EXTENSIONS else None
+        if text is None:
+            raise DocumentError("That file is not UTF-8 text.") from None
     if "\x00" in text:
         raise DocumentError("That file is not a text file.")
     return storable(read_html(text)) if suffix in HTML_EXTENSIONS else text
 
 
-def _pdf(raw: bytes) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
+def _declared(raw: bytes) -> str | None:
+    """An HTML file that is not UTF-8 read in the charset its <meta> declares, as a fetched page
+    is (a shop's windows-1252 page saved from the browser); None when it declares none."""
+    declared = charset("", raw)
+    if codecs.lookup(declared).name.startswith("utf-8"):  # tried already
+        return None
     try:
-        reader = PdfReader(io.BytesIO(raw))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError("That PDF is protected by a password; upload an unprotected copy.")
-        if len(reader.pages) > MAX_PDF_PAGES:
-            raise DocumentError(f"That PDF has {len(reader.pages)} pages; the limit is {MAX_PDF_PAGES}.")
-        pages, content = [], 0
-        for page in reader.pages:
-            stream = page.get_contents()
-            content += len(stream.get_data()) if stream is not None else 0
-            if content > MAX_PDF_CONTENT_BYTES:
-                raise DocumentError(f"That PDF has more page content than can be read here (over "
-                                    f"{MAX_PDF_CONTENT_BYTES // (1024 * 1024)} MB); paste its text instead.")
-            pages.append((page.extract_text() or "").strip())
-    except DocumentError:
-        raise
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError, RecursionError,
-            NotImplementedError) as error:  # a broken file, or an encryption pypdf cannot open
-        log.info("unreadable PDF upload: %r", error)
-        raise DocumentError("That PDF could not be read (it may be damaged).") from None
-    text = storable("\n\n".join(page for page in pages if page))  # "(a\\000b) Tj" extracts as a NUL
+        return raw.decode(declared, errors="replace")
+    except UnicodeError:  # a codec that fails whatever the handler (utf-7's edge cases)
+        return None
+
+
+_ROOT = Path(__file__).resolve().parent.parent  # where ``python -m bots.pdftext`` finds bots
+
+
+def _pdf(raw: bytes) -> str:
+    """A PDF's text, read by bots/pdftext.py in a process of its own, stopped after
+    pdftext.TIMEOUT_S (and by its own CPU and memory limits), its text cut past MAX_DOC_CHARS."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "bots.pdftext", str(MAX_DOC_CHARS)], input=raw,
+                              capture_output=True, timeout=pdftext.TIMEOUT_S, cwd=_ROOT)
+    except subprocess.TimeoutExpired:
+        raise DocumentError("That PDF takes too long to read; paste its text instead.") from None
+    except OSError as error:  # no process to be had now (out of memory, of process slots)
+        log.warning("PDF reader not started: %r", error)
+        raise DocumentError("That PDF could not be read just now; try again.") from None
+    if done.returncode:  # stopped at its CPU or memory limit, or crashed
+        log.warning("PDF reader failed (exit status %s): %s", done.returncode,
+                    done.stderr[-1000:].decode(errors="replace"))
+        raise DocumentError("That PDF takes more than can be spent on reading it here; paste its text instead.")
+    answer = json.loads(done.stdout)
+    if "error" in answer:
+        if answer["detail"]:
+            log.info("unreadable PDF: %s", answer["detail"])
+        raise DocumentError(answer["error"])
+    text = storable(unix_lines(answer["text"]))  # "(a\\000b) Tj" extracts as a NUL, "(a\\rb) Tj" as a CR
     if not text:
         raise DocumentError("That PDF has no text to read (a scan?). Paste its text instead.")
     return text

@@ -41,7 +41,7 @@ class LineEndings:
         data = super().clean()
         for name, value in data.items():
             if isinstance(value, str) and "\r" in value:
-                data[name] = value.replace("\r\n", "\n").replace("\r", "\n")
+                data[name] = documents.unix_lines(value)
         return data
 
 
@@ -327,7 +327,9 @@ class DocumentForm(LineEndings, forms.Form):
             return data
         if sum(map(bool, (pasted, upload, page))) > 1:
             raise forms.ValidationError("Paste text, upload a file or give a web page: one of them.")
+        # a file's or a page's text as a textarea's: LF, or the Edit page saved unchanged is a change
         body = pasted or (upload["text"].strip() if upload else "") or (page["text"] if page else "")
+        body = documents.unix_lines(body)
         if not body:
             raise forms.ValidationError("The page has no text to read." if page else "Paste some text or choose a file.")
         if len(body) > documents.MAX_DOC_CHARS:

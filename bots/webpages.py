@@ -8,15 +8,16 @@ are, a PDF goes through pypdf (bots/documents.py). Calls go out
 only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py: the
 connection goes to the address that was checked) — checked again for every redirect, followed by
 hand, at most five. At most MAX_PAGE_BYTES are
-read, within CHATNEXUS_FETCH_TIMEOUT_S in all (redirects and a slow trickle of bytes included: the
-builder's request waits for it); anything slower, larger, of another type, or answering other
+read, within CHATNEXUS_FETCH_TIMEOUT_S in all (redirects and a slow trickle of bytes included, in
+the headers too: the connection is shut at the deadline; the builder's request waits for it); anything slower, larger, of another type, or answering other
 than 2xx is refused with a sentence saying which.
 """
 from __future__ import annotations
 
-import re
+import socket
+import threading
 import time
-from email.message import Message as HeaderParser
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -27,7 +28,7 @@ from django.utils import timezone
 from channels_app.email.parse import tamed
 
 from . import egress
-from .documents import MAX_DOC_CHARS, DocumentError, page_text, text_of
+from .documents import MAX_DOC_CHARS, DocumentError, charset, page_text, text_of, unix_lines
 from .services import storable
 
 MAX_PAGE_BYTES = 2 * 1024 * 1024
@@ -72,32 +73,98 @@ def _html_title(html: str) -> str:
     return " ".join("".join(parser.parts).split())
 
 
-def _charset(content_type: str, head: bytes) -> str:
-    header = HeaderParser()
-    header["content-type"] = content_type
-    declared = header.get_param("charset")
-    if not declared:
-        found = re.search(rb"""<meta[^>]+charset=["']?([\w-]+)""", head[:4096], re.I)
-        declared = found.group(1).decode("ascii") if found else "utf-8"
-    try:
-        "".encode(declared)
-        b"".decode(declared, errors="replace")  # "idna" has no such handler; "undefined" refuses everything
-    except (LookupError, UnicodeError, TypeError):
-        return "utf-8"
-    return declared
-
-
 class _Deadline:
+    """CHATNEXUS_FETCH_TIMEOUT_S for a whole fetch. requests' timeouts hold for each read from the
+    socket, so a server sending its headers or a chunk-size line a byte at a time held the fetch
+    for as long as it liked: at the deadline a timer shuts every connection the fetch opened
+    (``watch``), and whatever the read then raises (``kept``), or its early end, is "took too long".
+    Looking up a host's address (each hop's, before it is checked) is the system resolver's, with
+    its own timeouts: nothing can interrupt it."""
+
     def __init__(self):
         self.at = time.monotonic() + settings.CHATNEXUS_FETCH_TIMEOUT_S
+        self.passed, self.sockets, self.lock = False, [], threading.Lock()
+        self.timer = threading.Timer(settings.CHATNEXUS_FETCH_TIMEOUT_S, self._shut)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+
+    def _shut(self):
+        with self.lock:
+            self.passed = True
+            for sock in self.sockets:
+                self._shutdown(sock)
+
+    def _shutdown(self, sock):
+        try:  # shutdown, not close: it wakes a read waiting on the socket in another thread
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed already
+            pass
+
+    def watch(self, sock):
+        with self.lock:
+            if self.passed:
+                self._shutdown(sock)
+            self.sockets.append(sock)
+
+    def watching(self, http: requests.Session) -> requests.Session:
+        """``http``, every connection it opens watched once connected (urllib3's hook for connections
+        of one's own: a pool class's ConnectionCls)."""
+        for adapter in http.adapters.values():
+            manager = adapter.poolmanager
+            manager.pool_classes_by_scheme = {scheme: self._watched(pool)
+                                              for scheme, pool in manager.pool_classes_by_scheme.items()}
+        return http
+
+    def _watched(self, pool):
+        deadline = self
+
+        class Connection(pool.ConnectionCls):
+            def connect(self):
+                super().connect()
+                deadline.watch(self.sock)
+
+        return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
+
+    @contextmanager
+    def kept(self):
+        """Whatever the block raises once the deadline has passed is "took too long": its socket was
+        shut (a status line cut short is "could not be reached" otherwise)."""
+        try:
+            yield
+        except Exception:
+            self.check()
+            raise
 
     def check(self):
-        if time.monotonic() > self.at:
+        if self.passed or time.monotonic() > self.at:
             raise DocumentError("The page took too long to answer.")
 
     def timeout(self) -> tuple[float, float]:
         left = max(0.1, self.at - time.monotonic())
         return min(TIMEOUT_S[0], left), min(TIMEOUT_S[1], left)
+
+
+def _request(http: requests.Session, url: str, deadline: _Deadline) -> requests.Response:
+    """One GET, redirects not followed; its failures in words."""
+    try:
+        return http.get(url, stream=True, timeout=deadline.timeout(), allow_redirects=False, headers={
+            "User-Agent": f"ChatNexus-Knowledge/1 (+{settings.PUBLIC_URL})",
+            "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.1"})
+    except egress.Refused as error:  # the name answered differently when connecting (DNS rebinding)
+        refused = egress.refusal(error, url, "CHATNEXUS_FETCH_ALLOW_PRIVATE")
+        raise DocumentError(f"That page cannot be fetched: {refused}.") from None
+    except requests.Timeout:
+        raise DocumentError("The page took too long to answer.") from None
+    except requests.RequestException:
+        raise DocumentError("The page could not be reached.") from None
+    except ValueError:  # requests reads a redirect's Location ahead, even unfollowed: "http://[x/" is none
+        raise DocumentError("The page redirected to something that is not a web address.") from None
 
 
 def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Response:
@@ -111,19 +178,8 @@ def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Resp
             raise DocumentError(f"{urlsplit(url).hostname or url} was not found (no such host).") from None
         if refused:
             raise DocumentError(f"That page cannot be fetched: {refused}.")
-        try:
-            response = http.get(url, stream=True, timeout=deadline.timeout(), allow_redirects=False, headers={
-                "User-Agent": f"ChatNexus-Knowledge/1 (+{settings.PUBLIC_URL})",
-                "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.1"})
-        except egress.Refused as error:  # the name answered differently when connecting (DNS rebinding)
-            refused = egress.refusal(error, url, "CHATNEXUS_FETCH_ALLOW_PRIVATE")
-            raise DocumentError(f"That page cannot be fetched: {refused}.") from None
-        except requests.Timeout:
-            raise DocumentError("The page took too long to answer.") from None
-        except requests.RequestException:
-            raise DocumentError("The page could not be reached.") from None
-        except ValueError:  # requests reads a redirect's Location ahead, even unfollowed: "http://[x/" is none
-            raise DocumentError("The page redirected to something that is not a web address.") from None
+        with deadline.kept():
+            response = _request(http, url, deadline)
         if response.is_redirect and response.headers.get("location"):
             response.close()
             url = urljoin(url, response.headers["location"])
@@ -134,8 +190,8 @@ def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Resp
 
 def fetch(url: str) -> tuple[str, str]:
     """(title, text) of the page at ``url``; DocumentError with a sentence for the form otherwise."""
-    deadline = _Deadline()
-    with egress.session(settings.CHATNEXUS_FETCH_ALLOW_PRIVATE) as http, _get(http, url.strip(), deadline) as response:
+    with (_Deadline() as deadline, deadline.watching(egress.session(settings.CHATNEXUS_FETCH_ALLOW_PRIVATE)) as http,
+          _get(http, url.strip(), deadline) as response):
         if not 200 <= response.status_code < 300:
             raise DocumentError(f"The page answered {response.status_code} {response.reason or ''}".rstrip() + ".")
         content_type = response.headers.get("content-type", "")
@@ -148,10 +204,11 @@ def fetch(url: str) -> tuple[str, str]:
             try:  # what has arrived (read1), not a full chunk: a page that trickles in meets the deadline
                 chunk = response.raw.read1(64 * 1024, decode_content=True)
             except Exception:  # noqa: BLE001 - urllib3's read errors, the connection dropped: all the same here
+                deadline.check()  # shut at the deadline
                 raise DocumentError("The page stopped halfway; try again.") from None
+            deadline.check()  # an end too: the deadline's shutdown reads as one
             if not chunk:
                 break
-            deadline.check()
             raw += chunk
             if len(raw) > MAX_PAGE_BYTES:
                 raise DocumentError(f"That page is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB.")
@@ -160,14 +217,14 @@ def fetch(url: str) -> tuple[str, str]:
     if kind in PDF_TYPES:
         return fallback_title, text_of("page.pdf", raw)
     try:
-        text = raw.decode(_charset(content_type, raw), errors="replace")
+        text = raw.decode(charset(content_type, raw), errors="replace")
     except UnicodeError:  # a codec that fails whatever the handler (utf-7's edge cases)
         text = raw.decode("utf-8", errors="replace")
     if "\x00" in text:
         raise DocumentError("That page is not text.")
     text = storable(text)  # charset=utf-7 can decode to a lone surrogate, which PostgreSQL refuses
-    if kind in TEXT_TYPES:
-        return fallback_title, text.strip()
+    if kind in TEXT_TYPES:  # LF, as the form keeps it: else "Fetch again" of a CRLF file always changes it
+        return fallback_title, unix_lines(text).strip()
     return storable(_html_title(text) or fallback_title)[:200], page_text(text)
 
 

@@ -440,7 +440,9 @@ class _HTMLText(HTMLParser):
         if self.quote:
             data = data.replace("\n", "\n> ")
             if not self.out or self.out[-1].endswith("\n"):
-                data = "> " * self.quote + data.lstrip()
+                # at most three levels marked: "<blockquote>x" nested n deep wrote n² characters
+                # (a 160 KB mail, 144 million)
+                data = "> " * min(self.quote, 3) + data.lstrip()
         self.out.append(data)
 
 

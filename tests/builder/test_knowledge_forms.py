@@ -68,10 +68,15 @@ def pdf(*pages: str) -> bytes:
                        "/Resources << /Font << /F1 3 0 R >> >> >>")
         kids.append(f"{len(objects)} 0 R")
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
+    return written([body.encode() for body in objects])
+
+
+def written(objects: list[bytes]) -> bytes:
+    """A PDF file of ``objects`` (numbered from 1, the first the catalog), its offsets computed."""
     out, offsets = bytearray(b"%PDF-1.4\n"), []
     for number, body in enumerate(objects, 1):
         offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
@@ -235,6 +240,36 @@ def test_it_refuses_a_file_that_is_not_utf8_text(as_alice, acme_bot):
     response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})
     assert response.status_code == 400
     assert "not UTF-8 text" in response.content.decode()
+
+
+def test_an_uploaded_web_page_in_the_charset_it_declares_is_read(as_alice, acme_bot):
+    """A shop's page saved from the browser in windows-1252 was refused as "not UTF-8 text", when
+    the same bytes fetched were read in the charset its <meta> declares. One that declares none
+    is still refused."""
+    page = ('<html><head><meta charset="windows-1252"><title>Livraison</title></head>'
+            "<body><p>Livraison gratuite dès 50 € — délai 2–3 jours.</p></body></html>").encode("cp1252")
+
+    def post(content):
+        upload = SimpleUploadedFile("livraison.html", content, "text/html")
+        return as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})
+
+    assert post(page).status_code == 302
+    assert acme_bot.knowledge.get(kind="doc").body == "Livraison gratuite dès 50 € — délai 2–3 jours."
+    response = post(page.replace(b' charset="windows-1252"', b""))
+    assert response.status_code == 400 and "not UTF-8 text" in response.content.decode()
+
+
+def test_a_file_with_windows_line_breaks_saved_unchanged_is_no_change(as_alice, acme_bot):
+    """A .txt written on Windows kept its CRLF: the Edit page, saved untouched, sent LF back (as a
+    browser's textarea is kept) and the bot showed unpublished changes nobody made."""
+    upload = SimpleUploadedFile("returns.txt", b"Returns\r\n\r\nWithin 30 days.\r\nRefunds in 5 days.\r\n", "text/plain")
+    assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload}).status_code == 302
+    doc = acme_bot.knowledge.get(kind="doc")
+    assert doc.body == "Returns\n\nWithin 30 days.\nRefunds in 5 days."
+    acme_bot.publish()
+    edit = reverse("bots:knowledge_edit", args=[acme_bot.id, doc.id])
+    assert as_alice.post(edit, {"title": doc.title, "body": doc.body.replace("\n", "\r\n")}).status_code == 302
+    assert not Bot.objects.get(id=acme_bot.id).has_unpublished_changes
 
 
 def test_it_refuses_an_empty_document(as_alice, acme_bot):

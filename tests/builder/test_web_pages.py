@@ -1,5 +1,7 @@
 """Knowledge fetched from a web page (bots/webpages.py): a real HTTP server on loopback plays the
 business's website; the builder's form and "Fetch again" go to it over the network."""
+import socketserver
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -270,6 +272,67 @@ def test_a_page_that_trickles_in_is_given_up_at_the_deadline(website, settings):
     with pytest.raises(webpages.DocumentError, match="The page took too long to answer."):
         webpages.fetch(website.base + "/trickle")
     assert time.monotonic() - started < 5  # not the 200 s the page would take
+
+
+class Trickler(LoopbackServer):
+    """Answers any request with ``head``, then ``slow`` a byte every 0.2 s, then ``rest``; tells
+    whether it sent everything or was cut off (a send failed: the client shut the connection)."""
+
+    def __init__(self, head: bytes, slow: bytes, rest: bytes):
+        self.sent_all, self.cut_off = threading.Event(), threading.Event()
+        trickler = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while self.rfile.readline() not in (b"\r\n", b""):  # the request's head
+                    pass
+                try:
+                    self.wfile.write(head)
+                    for byte in slow:
+                        time.sleep(0.2)
+                        self.wfile.write(bytes([byte]))
+                    self.wfile.write(rest)
+                    trickler.sent_all.set()
+                except OSError:
+                    trickler.cut_off.set()
+
+        self._serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler))
+
+
+@pytest.mark.parametrize("head, slow, rest", [  # the slow part a byte every 0.2 s: 10 s or more
+    (b"", b"HTTP/1.1 200 " + b"O" * 40 + b"K", b"\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Slow: ", b"a" * 50, b"\r\nContent-Length: 2\r\n\r\nhi"),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1;x=",
+     b"a" * 50, b"\r\n!\r\n0\r\n\r\n"),
+], ids=["the-status-line", "a-header", "a-chunk-size-line"])
+def test_a_page_that_trickles_its_headers_or_chunk_sizes_is_given_up_at_the_deadline(settings, head, slow, rest):
+    """requests' read timeout holds for each read: a byte now and then kept a fetch going past
+    CHATNEXUS_FETCH_TIMEOUT_S for as long as the server liked (the builder's request waiting on it).
+    At the deadline the connection is shut now, long before this server would have finished."""
+    settings.CHATNEXUS_FETCH_ALLOW_PRIVATE = True
+    settings.CHATNEXUS_FETCH_TIMEOUT_S = 1
+    server = Trickler(head, slow, rest).start()
+    try:
+        with pytest.raises(webpages.DocumentError, match="The page took too long to answer."):
+            webpages.fetch(f"http://127.0.0.1:{server.port}/")
+        assert not server.sent_all.is_set()
+        assert server.cut_off.wait(10)  # its next sends fail: the connection is gone
+    finally:
+        server.stop()
+
+
+def test_a_text_page_or_pdf_with_windows_line_breaks_is_kept_with_unix_ones(as_alice, acme_bot, website):
+    """Kept with CRLF, the document differed from the Edit page's text (kept as LF) saved unchanged,
+    and "Fetch again" of the same page would have differed from the document."""
+    from tests.builder.test_knowledge_forms import pdf
+
+    url = website.page("/hours.txt", "Opening hours\r\n\r\nMonday to Friday 9 to 5.\r\n", content_type="text/plain")
+    assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": url}).status_code == 302
+    item = KnowledgeItem.objects.get(bot=acme_bot, source_url=url)
+    assert item.body == "Opening hours\n\nMonday to Friday 9 to 5."
+    assert webpages.read_again(item) is False
+    website.page("/hours.pdf", pdf("Opening hours\\rMonday to Friday"), content_type="application/pdf")
+    assert webpages.fetch(website.base + "/hours.pdf")[1] == "Opening hours\nMonday to Friday"
 
 
 def test_a_redirect_to_an_address_that_is_not_one_is_refused_with_a_reason(as_alice, acme_bot, website):
