@@ -8,6 +8,8 @@ port and user) is kept only while they stay as they were: change one, and the pa
 be typed again (or removed; emptying the host drops it), or a manager could point the channel at
 their own server and receive the stored password at the next send or "Send a test email".
 """
+import re
+
 from django import forms
 from django.conf import settings
 from django.utils import timezone
@@ -101,7 +103,8 @@ class WidgetForm(ChannelForm):
     allowed_origins = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "https://shop.example.com"}),
         required=False,
-        help_text="One website origin per line (scheme + host + optional port, no path). Only these sites may embed the widget.",
+        help_text="Website origins, one per line or separated by commas (scheme + host + optional port, no path; "
+                  "no wildcards: list each site). Only these sites may embed the widget.",
     )
     position = forms.ChoiceField(choices=[("right", "Bottom right"), ("left", "Bottom left")])
     language = forms.ChoiceField(choices=WIDGET_LANGUAGES, required=False, label="Widget language",
@@ -132,12 +135,14 @@ class WidgetForm(ChannelForm):
         return self.cleaned_data["language"] or "auto"
 
     def clean_allowed_origins(self):
+        """One origin per line, or separated by commas (``a, b``): each must be one a browser sends."""
         origins, bad = [], []
-        for line in self.cleaned_data["allowed_origins"].split():
-            origin = normalize_origin(line)
-            (origins if origin else bad).append(origin or line)
+        for entry in re.findall(r"[^\s,]+", self.cleaned_data["allowed_origins"]):
+            origin = normalize_origin(entry)
+            (origins if origin else bad).append(origin or entry)
         if bad:
-            raise forms.ValidationError(f"Not a website origin (like https://shop.example.com): {', '.join(bad)}")
+            wildcards = " (wildcards are not supported: list each site)" if any("*" in entry for entry in bad) else ""
+            raise forms.ValidationError(f"Not a website origin (like https://shop.example.com): {', '.join(bad)}{wildcards}")
         return list(dict.fromkeys(origins))
 
 

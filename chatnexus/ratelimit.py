@@ -10,8 +10,10 @@ and refunds the ones that did not fail. The last window is estimated from two fi
 counters, the current one and the one before, weighting the previous by the share of it
 still inside the sliding window (the counter Cloudflare describes for its own limits):
 two keys per limit, one atomic ``incr`` per event, and no burst of twice the limit across
-a window boundary as with a plain fixed window.
+a window boundary as with a plain fixed window. ``address_key(address)`` is what a per-address
+limit counts under: one IPv4 address, or one IPv6 /64.
 """
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -26,6 +28,22 @@ class Verdict:
     allowed: bool
     retry_after: int  # seconds until the estimate is back within the limit (when refused)
     counted: str | None = None  # the counter a hit added to (for refund)
+
+
+def address_key(address: str) -> str:
+    """The rate-limit key of a client's address: an IPv4 address as it is; an IPv6 address cut to its
+    /64 (a home, a phone or a rented server is given at least a /64 and may send from any of its 2**64
+    addresses: counted one by one, they would be limited not at all). An IPv4 address written as IPv6
+    (``::ffff:203.0.113.7``) is that IPv4 address; anything else (no address known) as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
 def _count(cache_key: str, window_s: int) -> int:

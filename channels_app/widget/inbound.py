@@ -55,7 +55,7 @@ class Session:
     visitor_id: str
     token: str
     conversation_id: int | None  # None until the visitor's first message
-    client_ip: str = "?"  # messages from one address share a limit (ratelimit.check_message)
+    client_ip: str = "?"  # connections and messages from one address share limits (ratelimit.py)
     origin: str = ""  # the page's origin, checked again against the allow-list (recheck)
     checked: float = 0.0  # time.monotonic() when `options` were last read
 
@@ -72,7 +72,7 @@ def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Se
     visitor_id = tokens.verify(public_key, token) if token else None
     if token and visitor_id is None:
         return Refusal("bad_token", "Your chat session is not valid; starting a new one.", close_code=4401)
-    verdict = ratelimit.check_connection(public_key, visitor_id or f"ip:{client_ip}", opts)
+    verdict = ratelimit.check_connection(public_key, visitor_id, opts, client_ip)
     if verdict is not None:
         return Refusal(
             "rate_limited",
@@ -144,13 +144,19 @@ def parse_hello(raw: str | None) -> str | Refusal:
     return token
 
 
+def longest_frame(max_chars: int) -> int:
+    """The longest frame a message of ``max_chars`` characters makes: JSON escaping (``\\u0001``) can at
+    most ~6x a text, and the other fields take less than 1 kB; a longer frame is too long anyway."""
+    return max_chars * 6 + 1024
+
+
 def parse_frame(raw: str | None, opts: dict) -> dict | Refusal:
     """A visitor frame, validated: ``{"type": "message"|"handoff", "text", "id", "email"}``, a rating
     ``{"type": "rate", "message", "rating"}`` or a ping."""
     limit = int(opts["max_message_chars"])
     if raw is None:
         return Refusal("bad_frame", "Messages must be JSON text frames.")
-    if len(raw) > limit * 6 + 1024:  # JSON escaping can at most ~6x a text; beyond that it is too long anyway
+    if len(raw) > longest_frame(limit):
         return Refusal("too_long", f"Messages are limited to {limit} characters.")
     try:
         frame = json.loads(raw)
@@ -228,18 +234,31 @@ def rate(session: Session, frame: dict) -> dict | Refusal:
     return {"type": "rated", "message": frame["message"], "rating": frame["rating"]}
 
 
-def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
-    """Rate-limit and store the visitor's message; ``(conversation_id, echo of the message)``. A frame
-    sent again (the widget re-sends what it has not seen echoed, after a reload) gets its stored
-    message's echo, whatever the rate: it is no new message."""
-    # Namespaced by visitor: one visitor's client ids can never reach another's conversation.
-    external_id = f"{session.visitor_id}:{frame['id']}"
-    def echo(message):
-        return message.conversation_id, {"type": "message", "message": public_message(message), "client_id": frame["id"]}
+def external_id(visitor_id: str, client_id: str) -> str:
+    """A visitor's message's external id (its socket frame's or upload's client id), namespaced by
+    visitor: one visitor's client ids can never reach another's conversation."""
+    return f"{visitor_id}:{client_id}"
 
-    stored = Message.objects.filter(bot_id=session.bot_id, channel=CHANNEL, external_id=external_id).first()
+
+def echo(message: Message, client_id: str) -> dict:
+    """The ``message`` frame that tells the visitor their message ``client_id`` is stored."""
+    return {"type": "message", "message": public_message(message), "client_id": client_id}
+
+
+def sent_before(bot_id: int, visitor_id: str, client_id: str) -> Message | None:
+    """The visitor's message stored under ``client_id`` already: a frame or an upload sent again (the
+    widget re-sends what it has not seen echoed, after a reload; a post whose answer was lost) gets
+    its echo whatever the rate, since it is no new message."""
+    return Message.objects.filter(bot_id=bot_id, channel=CHANNEL,
+                                  external_id=external_id(visitor_id, client_id)).first()
+
+
+def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
+    """Rate-limit and store the visitor's message; ``(conversation_id, echo of the message)``, also for a
+    message stored already (``sent_before``)."""
+    stored = sent_before(session.bot_id, session.visitor_id, frame["id"])
     if stored is not None:
-        return echo(stored)
+        return stored.conversation_id, echo(stored, frame["id"])
     if (refusal := _too_fast(session)) is not None:
         return refusal
     bot = Bot.objects.get(id=session.bot_id)
@@ -249,12 +268,12 @@ def take_message(session: Session, frame: dict) -> tuple[int, dict] | Refusal:
         channel=CHANNEL,
         thread_id=session.visitor_id,
         text=frame["text"],
-        external_id=external_id,
+        external_id=external_id(session.visitor_id, frame["id"]),
         contact={"email": frame["email"]} if frame["email"] else {},
         meta={"widget": True},
         # A handoff request goes straight to the bot's handoff (pause + tell the team).
         answer=not handoff,
         skip_reason="handoff" if handoff else "",
     )
-    return echo(received.message)
+    return received.message.conversation_id, echo(received.message, frame["id"])
 

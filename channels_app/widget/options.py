@@ -1,4 +1,6 @@
 """A bot's widget settings (``ChannelConfig`` kind ``widget``) with defaults, and origin checks."""
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -14,11 +16,13 @@ DEFAULTS = {
     "allowed_origins": [],  # "https://shop.example.com"-style origins allowed to embed the widget
     "position": "right",  # launcher corner: "right" or "left"
     "prechat_email": False,  # ask for an (optional) email before the first message
-    "connections_per_minute": 20,  # websocket connections per visitor (or IP without a token)
+    "connections_per_minute": 20,  # websocket connections per visitor (or address without a token)
     "messages_per_minute": 10,  # messages per visitor
-    # messages from one IP address, all its visitors together: tokens are free to mint, so without it
-    # one client could spend the whole bot's budget below and lock every real visitor out (an office
-    # or a phone carrier's NAT shares an address: a few visitors' worth)
+    # connections and messages from one address (an IPv4 address, an IPv6 /64), all its visitors
+    # together: tokens are free to mint, so without them one client could spend the whole bot's budget
+    # below and lock every real visitor out (an office or a phone carrier's NAT shares an address: a
+    # few visitors' worth)
+    "ip_connections_per_minute": 60,
     "ip_messages_per_minute": 30,
     "bot_connections_per_minute": 600,  # websocket connections to this bot, all visitors together
     "bot_messages_per_minute": 120,  # messages to this bot, all visitors together
@@ -27,6 +31,9 @@ DEFAULTS = {
     "file_uploads": True,  # visitors may attach images, PDFs and text files (uploads.py)
     "max_upload_mb": 5,  # largest file a visitor may attach
 }
+# A label of a host name: letters, digits and hyphens (not first or last), and the underscore some
+# sites' names have (browsers take it).
+HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 # The languages widget.js carries its words in (its WORDS table).
 LANGUAGES = [("auto", "The website's language (else the visitor's browser's)"), ("en", "English"), ("es", "Español"),
              ("fr", "Français"), ("de", "Deutsch"), ("pt", "Português"), ("it", "Italiano"), ("nl", "Nederlands")]
@@ -35,7 +42,9 @@ LANGUAGES = [("auto", "The website's language (else the visitor's browser's)"), 
 def normalize_origin(value: str) -> str:
     """``"HTTPS://Shop.example.com:443/"`` -> ``"https://shop.example.com"``; '' when not an origin.
     A host in letters beyond ASCII is written as browsers send it in ``Origin``, in punycode:
-    ``https://müller-shop.de`` -> ``https://xn--mller-shop-9db.de``."""
+    ``https://müller-shop.de`` -> ``https://xn--mller-shop-9db.de``. The host must be one a browser
+    can name: ``https://*.shop.example.com`` (a wildcard) or ``https://shop.example.com,`` is no
+    origin, and would never match one."""
     try:
         parts = urlsplit((value or "").strip())
         port = parts.port
@@ -51,10 +60,23 @@ def normalize_origin(value: str) -> str:
             host = punycode(host)
         except UnicodeError:  # an empty or over-long label: no browser sends it
             return ""
+    if not _real_host(host):
+        return ""
     if ":" in host:
         host = f"[{host}]"
     default_port = 443 if parts.scheme == "https" else 80
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
+
+
+def _real_host(host: str) -> bool:
+    """An IP address (without an IPv6 zone, which no ``Origin`` carries), or a host name of
+    ``HOST_LABEL``s whose last is not all digits (a browser reads that as an IPv4 address)."""
+    try:
+        ipaddress.ip_address(host)
+        return "%" not in host
+    except ValueError:
+        labels = host.split(".")
+        return len(host) <= 253 and all(HOST_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
 
 
 def widget_settings(config: ChannelConfig | None) -> dict:
@@ -65,7 +87,10 @@ def widget_settings(config: ChannelConfig | None) -> dict:
 
 
 def load(public_key: str):
-    """``(bot, config, settings)`` for an enabled widget, or ``None``."""
+    """``(bot, config, settings)`` for an enabled widget, or ``None``; ``None`` for a key with a NUL too
+    (from ``%00`` in a socket's URL: never a key, and PostgreSQL cannot compare text holding one)."""
+    if "\x00" in public_key:
+        return None
     bot = Bot.objects.select_related("organization").filter(public_key=public_key).first()
     if bot is None:
         return None

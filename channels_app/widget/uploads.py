@@ -7,9 +7,10 @@ for this bot and names the visitor — and the page's ``Origin`` must be on the 
 allow-list, as for the socket; CSRF protection guards cookie sessions and does not apply.
 
 Checked before anything is stored: the widget is enabled and takes files, the origin, the
-token, the client id, the per-visitor and per-bot message limits (a file counts as a
-message), the size (the bot's ``max_upload_mb``) and the type: JPEG, PNG, GIF, WebP, PDF or
-UTF-8 text, recognised by the file's own first bytes, not by its name or the browser's word.
+token, the client id (one stored already is a retry: its message is answered again, 200), the
+per-visitor, per-address and per-bot message limits (a file counts as a message), the size
+(the bot's ``max_upload_mb``) and the type: JPEG, PNG, GIF, WebP, PDF or UTF-8 text,
+recognised by the file's own first bytes, not by its name or the browser's word.
 A refusal is a JSON ``error`` (code + a sentence for the visitor), stores nothing, and is
 readable by the page (CORS for allow-listed origins).
 
@@ -30,7 +31,7 @@ from bots.models import Bot
 
 from . import options as widget_options
 from . import live, ratelimit, tokens
-from .inbound import CHANNEL, CLIENT_ID, Refusal, public_message
+from .inbound import CHANNEL, CLIENT_ID, Refusal, echo, external_id, sent_before
 
 # content type -> how its files begin (the declared type must agree with the bytes)
 SIGNATURES = {
@@ -83,7 +84,9 @@ def too_large(limit_mb: int) -> UploadRefusal:
 
 
 def check_request(public_key: str, origin: str, content_length: int):
-    """What can be decided before the body is read: ``(bot, options)`` or a refusal."""
+    """What can be decided before the body is parsed: ``(bot, options)`` or a refusal. (Django's ASGI
+    handler has received the body by then; chatnexus/bodylimit.py refuses one over
+    ``CHATNEXUS_MAX_REQUEST_BYTES`` before it is read.)"""
     loaded = widget_options.load(public_key)
     if loaded is None:
         return UploadRefusal(404, "not_found", "No website widget is enabled for this bot.")
@@ -105,6 +108,8 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files, client_ip:
     client_id = fields.get("id") or ""
     if not CLIENT_ID.match(client_id):
         return UploadRefusal(400, "bad_frame", 'Each message needs an "id": 1-64 letters, digits, "-" or "_".')
+    if (stored := sent_before(bot.id, visitor_id, client_id)) is not None:  # a retry: stored once, whatever the rate
+        return 200, echo(stored, client_id)
     if len(files.getlist("file")) != 1:
         return UploadRefusal(400, "no_file", "Attach one file.")
     upload = files["file"]
@@ -132,7 +137,7 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files, client_ip:
             channel=CHANNEL,
             thread_id=visitor_id,
             text=text,
-            external_id=f"{visitor_id}:{client_id}",  # as on the socket: a retried upload is stored once
+            external_id=external_id(visitor_id, client_id),  # as on the socket: a retried upload is stored once
             meta={"widget": True},
             answer=answer,
             skip_reason="" if answer else "image only: answered with a canned text reply",
@@ -143,5 +148,4 @@ def take_upload(bot: Bot, opts: dict, public_key: str, fields, files, client_ip:
         # the visitor's sockets (this tab's, others') may not listen to the conversation yet: it may be new
         conversation_id = received.message.conversation_id
         transaction.on_commit(lambda: live.follow(bot.id, visitor_id, conversation_id))
-    frame = {"type": "message", "message": public_message(received.message), "client_id": client_id}
-    return (201 if received.created else 200), frame
+    return (201 if received.created else 200), echo(received.message, client_id)

@@ -42,7 +42,7 @@ def upload(request, public_key):
         length = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         length = 0
-    checked = uploads.check_request(public_key, origin, length)  # before the body is read
+    checked = uploads.check_request(public_key, origin, length)  # before the body is parsed
     if isinstance(checked, uploads.UploadRefusal):
         result = checked
     else:

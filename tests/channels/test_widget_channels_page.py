@@ -65,6 +65,28 @@ def test_it_saves_widget_settings_and_rejects_a_bad_origin(client, alice, acme_b
     assert config.settings["allowed_origins"] == ["https://shop.example.com", "http://localhost:3000"]
 
 
+def test_origins_separated_by_commas_are_each_saved_and_a_wildcard_is_refused_in_words(client, alice, acme_bot):
+    """"a, b" was saved as "a," (never matching) and "b"; "https://*.example.com" was saved and never matched."""
+    client.force_login(alice)
+    data = {
+        "channel": "widget", "widget-enabled": "on", "widget-position": "right", "widget-language": "auto",
+        "widget-connections_per_minute": "20", "widget-messages_per_minute": "10",
+        "widget-bot_connections_per_minute": "600", "widget-bot_messages_per_minute": "120",
+        "widget-max_message_chars": "2000", "widget-max_upload_mb": "5",
+    }  # fmt: skip
+    typed = "https://shop.example.com, https://www.shop.example.com,\nhttp://localhost:3000"
+    assert client.post(url(acme_bot), {**data, "widget-allowed_origins": typed}).status_code == 302
+    saved = ["https://shop.example.com", "https://www.shop.example.com", "http://localhost:3000"]
+    assert ChannelConfig.objects.get(bot=acme_bot, kind="widget").settings["allowed_origins"] == saved
+
+    response = client.post(url(acme_bot), {**data, "widget-allowed_origins": "https://*.shop.example.com, https://exa mple.com"})
+    assert response.status_code == 400
+    assert response.context["forms"]["widget"].errors["allowed_origins"] == [
+        "Not a website origin (like https://shop.example.com): https://*.shop.example.com, mple.com "
+        "(wildcards are not supported: list each site)"]
+    assert ChannelConfig.objects.get(bot=acme_bot, kind="widget").settings["allowed_origins"] == saved
+
+
 def test_it_never_renders_secrets_back(client, alice, acme_bot):
     client.force_login(alice)
     data = {

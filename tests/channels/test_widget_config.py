@@ -101,6 +101,15 @@ def test_it_signs_visitor_tokens_per_bot():
         ("https://Müller-Shop.de/", "https://xn--mller-shop-9db.de"),  # as browsers send it: punycode
         ("https://xn--mller-shop-9db.de", "https://xn--mller-shop-9db.de"),
         ("https://müller..de", ""),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://[::1]:3000", "http://[::1]:3000"),
+        # a host no browser sends: saved, it never matched an Origin
+        ("https://shop.example.com,", ""),  # a comma-separated list's first entry
+        ("https://*.shop.example.com", ""),  # a wildcard
+        ("https://exa mple.com", ""),
+        ("https://-shop.example.com", ""),
+        ("https://shop.example.123", ""),  # all digits at the end: an IPv4 address, and not one
+        ("http://[fe80::1%25eth0]", ""),  # an IPv6 zone: never in an Origin
     ],
 )
 def test_it_normalises_origins(value, expected):

@@ -205,6 +205,15 @@ def test_a_message_sent_again_gets_its_echo_even_past_the_rate_limit(widget):
     assert Message.objects.filter(direction="in").count() == 1
 
 
+def test_a_key_with_a_nul_is_no_widget(widget):
+    """``/ws/widget/ab%00cd/``: the key reached PostgreSQL, which cannot compare text holding a NUL
+    (a database error, the socket dropped without a word): now the refusal any unknown key gets."""
+    refusal, closed = async_to_sync(Socket(widget.bot.public_key + "\x00").open)()
+    assert refusal == {"type": "error", "code": "forbidden_origin",
+                       "message": "This website is not allowed to use this chat."}
+    assert closed == {"type": "websocket.close", "code": 4403}
+
+
 def marker(conversation_id):
     """Push a ``reply.start`` for no message: a socket listening to the conversation hears it."""
     return db(lambda: events.push(conversation_id, "reply.start", reply_to=0))

@@ -150,6 +150,22 @@ def test_a_retried_upload_is_stored_once(widget_channel, host_site, live_server_
     ws.close()
 
 
+def test_a_retried_upload_is_answered_even_past_the_rate_limit(widget_channel, host_site, live_server_url):
+    """The widget posts again a file whose answer it lost: no new message, so the limit must not refuse
+    it (it was counted first: a 429, and the widget marked a stored file failed)."""
+    from bots.models import Attachment
+
+    widget_channel.settings = {**widget_channel.settings, "messages_per_minute": 1}
+    widget_channel.save()
+    ws, token = new_visitor(live_server_url, widget_channel, host_site)
+    answers = [upload(live_server_url, widget_channel.bot.public_key, host_site.origin, token, client_id=client_id)
+               for client_id in ("f1", "f2", "f1")]
+    assert [a.status_code for a in answers] == [201, 429, 200]
+    assert answers[2].json() == answers[0].json()  # the stored message's echo
+    assert Attachment.objects.count() == 1
+    ws.close()
+
+
 HTML = b"<!doctype html><script>alert(1)</script>"
 
 

@@ -1,7 +1,8 @@
-"""Odd input typed or posted by members — a NUL character, a browser's CRLF line breaks, an address
-longer than the column — is stored as PostgreSQL can keep it or refused in words: never a 500,
-never an agent's text lost to a count the form did not show."""
+"""Odd input typed or posted by members (or put in a URL by anyone) — a NUL character, a browser's
+CRLF line breaks, an address longer than the column — is stored as PostgreSQL can keep it or
+refused in words: never a 500, never an agent's text lost to a count the form did not show."""
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from bots.models import Invitation, Message, SavedReply, Tag
@@ -69,3 +70,16 @@ def test_a_saved_reply_of_the_longest_length_with_browser_line_breaks_is_saved(c
     response = client.post(reverse("inbox:replies"), {"title": "Long", "text": text})
     assert response.status_code == 302
     assert SavedReply.objects.get().text == ("x" * 999 + "\n") * 9 + "x" * 999
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", "/channels/widget/ab%00cd/config/"), ("post", "/channels/widget/ab%00cd/upload/"),
+    ("post", "/channels/whatsapp/ab%00cd/"), ("post", "/channels/whatsapp/ab%00cd/status/"),
+    ("post", "/channels/email/ab%00cd/inbound/"),
+])
+def test_a_nul_in_a_urls_path_is_a_400_in_words(method, path):
+    """A ``<str:key>`` route takes a NUL too, and the view looked the key up: PostgreSQL refused the
+    query (a 500). Anyone can type such a URL, signed in or not."""
+    response = getattr(Client(raise_request_exception=False), method)(path, HTTP_ORIGIN="https://shop.example")
+    assert response.status_code == 400
+    assert response.json() == {"error": "the address (URL) may not contain NUL characters"}

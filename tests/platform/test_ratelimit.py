@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from chatnexus.ratelimit import WINDOW_S, hit, refund
+from chatnexus.ratelimit import WINDOW_S, address_key, hit, refund
 
 _keys = itertools.count()
 START = 1_800_000_000 // WINDOW_S * WINDOW_S  # the start of a window
@@ -71,3 +71,16 @@ def test_a_longer_window_slides_the_same_way(key):
     assert hit(key, 4, now=start + 20).allowed  # a one-minute count under the same key is another counter
     assert not hit(key, 4, now=start + quarter + 60, window_s=quarter).allowed  # 5 * 14/15 + 1 > 4
     assert hit(key, 4, now=start + 2 * quarter + 1, window_s=quarter).allowed  # the full window slid out
+
+
+@pytest.mark.parametrize("address, counted_as", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2::5", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),  # any address of the /64: the same key
+    ("2001:db8:1:3::5", "2001:db8:1:3::/64"),  # the next /64: another customer
+    ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4 written as IPv6: the IPv4 address
+    ("unknown", "unknown"),  # no address known: as it is
+])
+def test_an_address_is_counted_as_one_ipv4_address_or_one_ipv6_64(address, counted_as):
+    """A host has a whole IPv6 /64 to send from: counted one address at a time, it had no limit."""
+    assert address_key(address) == counted_as

@@ -30,7 +30,8 @@ class Command(BaseCommand):
             workers = self.start_embedded_workers(preload=not no_preload)
         self.stdout.write(self.style.SUCCESS(f"ChatNexus is up: http://{host}:{port}/"))
         try:
-            uvicorn.run("chatnexus.asgi:application", host=host, port=port, log_level="info")
+            uvicorn.run("chatnexus.asgi:application", host=host, port=port, log_level="info",
+                        ws_max_size=ws_max_size())
         finally:
             if workers is not None:
                 workers.__exit__(None, None, None)
@@ -79,3 +80,15 @@ class Command(BaseCommand):
             beat = EmbeddedService(app, thread=True, schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"))
             beat.start()
         return worker
+
+
+def ws_max_size() -> int:
+    """The largest websocket frame the server takes, in bytes: the longest a widget message can make
+    (no stored message is longer than ``MAX_INBOUND_CHARS``; a character is at most 6 bytes however
+    JSON writes it, 4 in UTF-8; the builder's preview takes 2,000 characters). uvicorn's default,
+    16 MiB with 32 frames queued per socket, let one visitor make the server hold half a gigabyte per
+    socket; a larger frame closes the socket (1009, message too big)."""
+    from bots.services import MAX_INBOUND_CHARS
+    from channels_app.widget.inbound import longest_frame
+
+    return longest_frame(MAX_INBOUND_CHARS)
