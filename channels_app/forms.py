@@ -95,7 +95,7 @@ class ChannelForm(forms.Form):
 class WidgetForm(ChannelForm):
     SETTINGS = (
         "allowed_origins", "position", "prechat_email", "connections_per_minute", "messages_per_minute",
-        "ip_messages_per_minute", "bot_connections_per_minute", "bot_messages_per_minute", "max_message_chars", "language", "file_uploads",
+        "ip_connections_per_minute", "ip_messages_per_minute", "bot_connections_per_minute", "bot_messages_per_minute", "max_message_chars", "language", "file_uploads",
         "max_upload_mb",
     )  # fmt: skip
     DEFAULTS = WIDGET_DEFAULTS
@@ -112,6 +112,9 @@ class WidgetForm(ChannelForm):
     prechat_email = forms.BooleanField(required=False, label="Ask for the visitor's email (optional) before the first message")
     connections_per_minute = forms.IntegerField(min_value=1, max_value=10_000, label="Connections per visitor per minute")
     messages_per_minute = forms.IntegerField(min_value=1, max_value=10_000, label="Messages per visitor per minute")
+    ip_connections_per_minute = forms.IntegerField(min_value=1, max_value=100_000, required=False,
+                                                   label="Connections per IP address per minute",
+                                                   help_text="All visitors behind one address together.")
     ip_messages_per_minute = forms.IntegerField(min_value=1, max_value=100_000, required=False,
                                                 label="Messages per IP address per minute",
                                                 help_text="All visitors behind one address together (an office, a mobile network).")
@@ -121,6 +124,9 @@ class WidgetForm(ChannelForm):
     file_uploads = forms.BooleanField(required=False, label="Visitors may attach files (images, PDF, text)",
                                       help_text="Kept with the conversation for your team; the bot reads only the text.")
     max_upload_mb = forms.IntegerField(min_value=1, max_value=25, label="Largest file (MB)")
+
+    def clean_ip_connections_per_minute(self):  # a form from before the setting existed leaves it out
+        return self.cleaned_data["ip_connections_per_minute"] or WIDGET_DEFAULTS["ip_connections_per_minute"]
 
     def clean_ip_messages_per_minute(self):  # a form from before the setting existed leaves it out
         return self.cleaned_data["ip_messages_per_minute"] or WIDGET_DEFAULTS["ip_messages_per_minute"]

@@ -65,7 +65,7 @@ def home(request):
 def _posts_refused(request, form_name):
     """The refusing verdict when this address has posted `form_name` too often, else None."""
     address = request.META.get("REMOTE_ADDR") or "unknown"  # the client, behind a trusted proxy too (uvicorn)
-    verdict = ratelimit.hit(f"auth:{form_name}:ip:{address}", settings.CHATNEXUS_AUTH_POSTS_PER_IP)
+    verdict = ratelimit.hit(f"auth:{form_name}:ip:{ratelimit.address_key(address)}", settings.CHATNEXUS_AUTH_POSTS_PER_IP)
     return None if verdict.allowed else verdict
 
 

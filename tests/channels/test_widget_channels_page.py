@@ -54,6 +54,10 @@ def test_it_saves_widget_settings_and_rejects_a_bad_origin(client, alice, acme_b
     assert config.settings["position"] == "left" and config.settings["prechat_email"] is True
     assert config.settings["messages_per_minute"] == 3 and config.settings["max_message_chars"] == 500
     assert config.settings["language"] == "de"
+    assert config.settings["ip_connections_per_minute"] == 60  # left out: the default
+    client.post(url(acme_bot), {**data, "widget-ip_connections_per_minute": "12"})
+    config.refresh_from_db()
+    assert config.settings["ip_connections_per_minute"] == 12
     assert config.settings["file_uploads"] is False and config.settings["max_upload_mb"] == 3  # the box left unticked
     assert client.post(url(acme_bot), {**data, "widget-max_upload_mb": "26"}).status_code == 400  # over 25 MB
     assert client.post(url(acme_bot), {**data, "widget-language": "xx"}).status_code == 400  # not one we speak

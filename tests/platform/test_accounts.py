@@ -157,6 +157,18 @@ def test_an_address_that_posts_too_often_is_refused_per_form(client, db, setting
     assert not get_user_model().objects.filter(username="dana").exists()
 
 
+def test_the_addresses_of_one_ipv6_64_share_one_count(client, db, settings):
+    """A home or a rented server has a whole /64: each of its addresses counted apart, it was not limited."""
+    settings.CHATNEXUS_AUTH_POSTS_PER_IP = 2
+    for host in (1, 2):
+        assert client.post(reverse("login"), {"username": "x", "password": "y"},
+                           REMOTE_ADDR=f"2001:db8:7:7::{host}").status_code == 200
+    assert client.post(reverse("login"), {"username": "x", "password": "y"},
+                       REMOTE_ADDR="2001:db8:7:7:ffff::3").status_code == 429
+    assert client.post(reverse("login"), {"username": "x", "password": "y"},
+                       REMOTE_ADDR="2001:db8:7:8::1").status_code == 200  # the next /64: someone else
+
+
 def test_reset_mails_to_one_address_are_capped_without_saying_so(client, user, settings, smtp_settings, address):
     settings.CHATNEXUS_PASSWORD_RESETS_PER_EMAIL = 2
     for _ in range(4):
