@@ -21,17 +21,21 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # operator left out: every variable read here goes through one of them); a value they cannot
 # read stops the start, naming the variable.
 def envstr(name, default):
+    """The value without surrounding spaces; spaces only are empty, so the default (REDIS_URL=" "
+    used to mean distributed, with " " for the broker's address)."""
     return os.environ.get(name, "").strip() or default
 
 
+_SWITCH_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def envbool(name, default=False):
-    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default
-    if value not in words:
-        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected one of {', '.join(words)}")
-    return words[value]
+    if value not in _SWITCH_WORDS:
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected one of {', '.join(_SWITCH_WORDS)}")
+    return _SWITCH_WORDS[value]
 
 
 def envint(name, default):
@@ -58,13 +62,14 @@ def envlist(name, default=""):
 
 
 def envchoice(name, default, choices):
-    """One of ``choices`` (upper case), the variable written in any case."""
+    """One of ``choices``, the variable written in any case, returned as ``choices`` spell it."""
     value = os.environ.get(name, "").strip().upper()
     if not value:
         return default
-    if value not in choices:
+    spelt = {choice.upper(): choice for choice in choices}
+    if value not in spelt:
         raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected one of {', '.join(choices)}")
-    return value
+    return spelt[value]
 
 
 def envfernet(name, many=False):
@@ -113,8 +118,10 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key():
-    # Embedded installs get a stable random key kept in var/; production sets SECRET_KEY.
-    if os.environ.get("SECRET_KEY"):
+    # Embedded installs get a stable random key kept in var/; production sets SECRET_KEY. Spaces
+    # only are unset; any other key is kept as written: stripped, one with spaces around it would
+    # change, signing everyone out and (no CHATNEXUS_ENCRYPTION_KEY) leaving stored secrets unreadable.
+    if envstr("SECRET_KEY", ""):
         return os.environ["SECRET_KEY"]
     path = VAR_DIR / "secret_key"
     if not path.exists():
@@ -263,7 +270,7 @@ CHATNEXUS_MAX_REQUEST_BYTES = envint("CHATNEXUS_MAX_REQUEST_BYTES", 32 * 1024 * 
 # ---------------------------------------------------------------------------
 # Redis: Celery broker and Channels layer (distributed), or in-process (embedded)
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = envstr("REDIS_URL", "")
 EMBEDDED = not REDIS_URL
 
 if REDIS_URL:
@@ -314,10 +321,18 @@ CHATNEXUS_DRAFTER = envstr("CHATNEXUS_DRAFTER", "suffix")
 # comma-separated, e.g. "suffix:wide,model:/models/my-draft": a spec is loaded in every worker,
 # so tenants choose among what the operator allows, never any path or model id.
 CHATNEXUS_BOT_DRAFTERS = envlist("CHATNEXUS_BOT_DRAFTERS")
-CHATNEXUS_DEVICE = os.environ.get("CHATNEXUS_DEVICE") or None
+CHATNEXUS_DEVICE = envstr("CHATNEXUS_DEVICE", None)
 # auto: the fastest weight precision that stays faithful to fp32 on this machine, measured
-# once per machine and cached (inference/engine/precision_probe.py); or fp32|bf16|int8|int4|int4a8.
-CHATNEXUS_DTYPE = os.environ.get("CHATNEXUS_DTYPE") or "auto"
+# once per machine and cached (inference/engine/precision_probe.py); or one of inference.engine's
+# precisions. Read here, a misspelt one stops the start; the engine refused it only at the model's
+# load (a worker without preload: at every reply).
+CHATNEXUS_DTYPE = envchoice("CHATNEXUS_DTYPE", "auto", ("auto", "fp32", "bf16", "fp16", "int8", "int4", "int4a8"))
+# CPU kernels, each auto (measured once per machine) or a switch: fp32 linears on oneDNN's packed
+# kernel (packed.py), bf16 copies of quantised weights for prompts (precision.py). The engine reads
+# the variables itself (it runs without Django too, and refuses a misspelt one there); read here
+# as well so that one stops the start instead of meaning auto.
+CHATNEXUS_FP32_KERNEL = envchoice("CHATNEXUS_FP32_KERNEL", "auto", ("auto", "packed", "stock", *_SWITCH_WORDS))
+CHATNEXUS_DENSE_PREFILL = envchoice("CHATNEXUS_DENSE_PREFILL", "auto", ("auto", *_SWITCH_WORDS))
 # Reuse the KV of recent prompts (a bot's system prompt, a conversation's earlier turns):
 # faster replies, the same replies (whole prefill chunks, bit for bit: prefix_cache.py).
 CHATNEXUS_PREFIX_CACHE = envbool("CHATNEXUS_PREFIX_CACHE", True)
@@ -345,12 +360,13 @@ if CHATNEXUS_TASK_TIME_LIMIT <= 0 or not 0 <= CHATNEXUS_TASK_TIME_MARGIN_S < CHA
 
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", None) or (
     "django.core.mail.backends.smtp.EmailBackend"
-    if os.environ.get("EMAIL_HOST")
+    if envstr("EMAIL_HOST", "")
     else "django.core.mail.backends.console.EmailBackend"
 )
 EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25)
-EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER", "")
+# as written, spaces included: a password may begin or end with one (compose's "" is still empty)
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "ChatNexus <noreply@localhost>")
@@ -398,7 +414,7 @@ CELERY_WORKER_PROC_ALIVE_TIMEOUT = envint("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 30
 # WhatsApp (Twilio) and email channels
 
 # Point the twilio client somewhere else than https://api.twilio.com (tests: a stub on loopback).
-TWILIO_API_BASE_URL = os.environ.get("TWILIO_API_BASE_URL") or None
+TWILIO_API_BASE_URL = envstr("TWILIO_API_BASE_URL", None)
 TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15)
 # A delivery claimed longer ago than this (its worker died mid-send) may be claimed again and
 # re-sent; a task finding a younger claim checks back when it expires. Longer than any send.
@@ -406,6 +422,8 @@ CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
 # The API channel's reply webhook may call addresses of this server's own network (loopback,
 # private, link-local) only when this is on: a backend on the same LAN (bots/api/webhook.py).
 CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = envbool("CHATNEXUS_WEBHOOK_ALLOW_PRIVATE", False)
+# ... and the most seconds one call to it may take in all (its answer's body, a slow trickle, included).
+CHATNEXUS_WEBHOOK_TIMEOUT_S = envint("CHATNEXUS_WEBHOOK_TIMEOUT_S", 20)
 # The same for knowledge fetched from a web page (the builder's "fetch a web page": bots/webpages.py).
 CHATNEXUS_FETCH_ALLOW_PRIVATE = envbool("CHATNEXUS_FETCH_ALLOW_PRIVATE", False)
 # ... and for an email channel's SMTP and IMAP servers (a mail server on the LAN: set it).

@@ -75,6 +75,16 @@ def _int_param(request, name, least=1):
     return number
 
 
+def _choice_param(request, name, choices):
+    """The value ``?<name>=`` gives ("" when absent or empty), one of ``choices``; anything else a 400
+    naming it and them. ``?status=Closed`` or ``?channel=sms`` used to answer an empty list, as if
+    there were no such conversations."""
+    value = request.query_params.get(name, "")
+    if value and value not in choices:
+        raise ValidationError({name: f"Must be one of: {', '.join(choices)}."})
+    return value
+
+
 class BotViewSet(viewsets.ModelViewSet):
     queryset = Bot.objects.none()  # for the schema only; get_queryset() scopes by organisation
     serializer_class = s.BotSerializer
@@ -217,10 +227,15 @@ class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSe
                      f"Deleted {label} through the API")
 
     def get_queryset(self):
+        from channels_app.registry import ADAPTERS
+
         conversations = scoped(self.request, Conversation).exclude(channel="preview").order_by("-last_message_at")
         params = self.request.query_params
-        conversations = narrowed(conversations, channel=params.get("channel", ""), bot=_int_param(self.request, "bot"),
-                                 status=params.get("status", ""), needs_human=params.get("needs_human") in ("1", "true"),
+        channels = [channel for channel in ADAPTERS if channel != "preview"]  # test chats are not listed
+        conversations = narrowed(conversations, channel=_choice_param(self.request, "channel", channels),
+                                 bot=_int_param(self.request, "bot"),
+                                 status=_choice_param(self.request, "status", Conversation.Status.values),
+                                 needs_human=params.get("needs_human") in ("1", "true"),
                                  tag=params.get("tag", ""), q=params.get("q", "")[:200])
         return conversations.prefetch_related("tags")
 

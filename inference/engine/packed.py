@@ -39,6 +39,8 @@ import time
 import torch
 from torch import nn
 
+from .errors import EngineError
+
 PACK_ROWS_HINT = 16  # the row count the layout is chosen for: verify widths are 1-33
 _pays: dict[int, bool] = {}
 _row_checks: dict[tuple[int, int, int], tuple[bool, bool]] = {}  # (out, in, threads) -> _row_check
@@ -49,15 +51,27 @@ def available() -> bool:
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def env_switch(name: str, on: tuple[str, ...] = (), off: tuple[str, ...] = ()) -> bool | None:
+    """A kernel setting from the environment: True (``on``'s words, 1, true, yes, on), False (``off``'s,
+    0, false, no, off) or None, auto (unset, empty, "auto"), in any case. Anything else is an
+    EngineError naming the variable: a misspelt one used to mean auto without a word.
+    chatnexus/settings.py refuses the same values when the platform starts."""
+    on, off = (*on, "1", "true", "yes", "on"), (*off, "0", "false", "no", "off")
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in on + off:
+        raise EngineError(f"{name}={os.environ[name]!r}: expected one of auto, {', '.join(on + off)}")
+    return value in on
+
+
 def wanted() -> bool:
     """CHATNEXUS_FP32_KERNEL: "stock" (or "0") keeps transformers' F.linear, "packed" (or "1")
     always packs where oneDNN exists, "auto" (default) packs where it is no slower (pays())."""
-    choice = os.environ.get("CHATNEXUS_FP32_KERNEL", "auto").strip().lower()
-    if choice in ("stock", "0", "false", "no", "off") or not available():
+    choice = env_switch("CHATNEXUS_FP32_KERNEL", on=("packed",), off=("stock",))
+    if choice is False or not available():
         return False
-    if choice in ("packed", "1", "true", "yes", "on"):
-        return True
-    return pays()
+    return choice or pays()
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:

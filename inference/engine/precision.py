@@ -42,7 +42,6 @@ Defaults (DEFAULT_PRECISION): fp32 on CPU and on CUDA — see the note there.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +49,8 @@ from torch import nn
 
 from .attention import ROWS_PREFILL, in_prompt_pass, use_row_invariant_attention
 from .errors import EngineError
-from .packed import PackedLinear, best_seconds, pack_fp32_linears, packed_mm, row_invariant, rows_alone_match_batches
+from .packed import (PackedLinear, best_seconds, env_switch, pack_fp32_linears, packed_mm, row_invariant,
+                     rows_alone_match_batches)
 from .packed import wanted as packed_wanted
 
 # name -> dtype of activations and of every weight that is not quantised
@@ -193,11 +193,9 @@ DENSE_PREFILL_GAIN = 1.3  # keep bf16 copies only where a prompt-wide bf16 GEMM 
 def dense_prefill_wanted(precision: str = "int4") -> bool:
     """CHATNEXUS_DENSE_PREFILL: "0" never keeps bf16 copies (saves 2 bytes per quantised weight,
     prompts then run on the quantised kernel), "1" always, "auto" (the default) where they pay."""
-    choice = os.environ.get("CHATNEXUS_DENSE_PREFILL", "auto").strip().lower()
-    if choice in ("0", "false", "no", "off"):
-        return False
-    if choice in ("1", "true", "yes", "on"):
-        return True
+    choice = env_switch("CHATNEXUS_DENSE_PREFILL")
+    if choice is not None:
+        return choice
     if precision == "int4a8":  # its prompts go row by row through its own kernels (forward.rows_prefill)
         return False
     return dense_prefill_pays(kernel="int4")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from inference.engine import Engine
+from inference.engine import Engine, EngineError
 from inference.engine.attention import prompt_pass
 from inference.engine.forward import PreallocatedLayer, cache_argument, crop, extend, new_cache, prefill
 from inference.engine import precision as precision_module
@@ -120,6 +120,14 @@ def test_chatnexus_dense_prefill_turns_the_bf16_copies_off_or_on(tiny_target_dir
                             resolve_precision("int4", torch.device("cpu")))
     body = [m for m in model.modules() if isinstance(m, Int4Linear)]
     assert body and all((m.dense is not None) == kept for m in body)
+
+
+def test_a_misspelt_dense_prefill_setting_is_an_error_naming_it_not_auto(tiny_target_dir, monkeypatch):
+    """It meant auto without a word (chatnexus/settings.py refuses it at the platform's start)."""
+    monkeypatch.setenv("CHATNEXUS_DENSE_PREFILL", "maybe")
+    with pytest.raises(EngineError, match=r"CHATNEXUS_DENSE_PREFILL='maybe': expected one of auto, 1, .*off"):
+        apply_precision(AutoModelForCausalLM.from_pretrained(tiny_target_dir).eval(),
+                        resolve_precision("int4", torch.device("cpu")))
 
 
 def test_prefill_uses_the_dense_weights_and_steps_the_kernel(int4_engine):

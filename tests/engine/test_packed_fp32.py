@@ -10,6 +10,7 @@ k+1 tokens bit for bit like k+1 decode steps, where stock transformers does not
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -93,6 +94,28 @@ def test_the_kernel_setting(monkeypatch):
     assert packed.wanted() is packed.available()
     monkeypatch.setenv("CHATNEXUS_FP32_KERNEL", "auto")
     assert packed.wanted() is (packed.available() and packed.pays())
+
+
+def test_a_misspelt_kernel_setting_is_an_error_naming_it_not_auto(monkeypatch):
+    """It meant auto without a word (chatnexus/settings.py refuses it at the platform's start)."""
+    monkeypatch.setenv("CHATNEXUS_FP32_KERNEL", "packd")
+    with pytest.raises(EngineError, match=r"CHATNEXUS_FP32_KERNEL='packd': expected one of auto, packed, .*stock"):
+        packed.wanted()
+    for value, meaning in (("PACKED", True), (" Stock ", False), ("off", False), ("", None), ("Auto", None)):
+        monkeypatch.setenv("CHATNEXUS_FP32_KERNEL", value)
+        assert packed.env_switch("CHATNEXUS_FP32_KERNEL", on=("packed",), off=("stock",)) is meaning, value
+
+
+def test_the_cli_says_which_kernel_setting_it_cannot_read(tiny_target_dir, tmp_path, monkeypatch, capsys):
+    """`python -m inference` runs without Django settings: the engine itself refuses the value."""
+    from inference.cli import EXIT_USAGE, main
+
+    target = shutil.copytree(tiny_target_dir, tmp_path / "target")  # a model no test loaded (load_model caches)
+    monkeypatch.setenv("CHATNEXUS_FP32_KERNEL", "packd")
+    code = main(["generate", "--prompt", "Hi", "--target", str(target), "--device", "cpu", "--dtype", "fp32",
+                 "--max-new-tokens", "2"])
+    assert code == EXIT_USAGE
+    assert "error: CHATNEXUS_FP32_KERNEL='packd': expected one of auto, packed" in capsys.readouterr().err
 
 
 def test_pack_fp32_linears_leaves_other_dtypes_and_the_embedding_alone():

@@ -86,6 +86,29 @@ def test_a_number_no_id_or_count_can_be_is_a_400_naming_it(api, alice, acme_bot,
     assert response.status_code == 400 and name in response.json(), response.content
 
 
+@pytest.mark.parametrize("name, value, accepted", [
+    ("status", "weird", "open, closed"), ("status", "Closed", "open, closed"),
+    ("channel", "sms", "widget, whatsapp, email, api"), ("channel", "preview", "widget, whatsapp, email, api")])
+def test_an_unknown_status_or_channel_is_a_400_naming_it_and_the_values_it_takes(api, bob, acme_bot, name, value,
+                                                                                   accepted):
+    """They answered 200 with an empty list, as if no conversation matched (test chats are never listed)."""
+    make_conversation(acme_bot, channel="widget", thread="w")
+    response = api(bob).get("/api/conversations/", {name: value})
+    assert response.status_code == 400, response.content
+    assert response.json() == {name: f"Must be one of: {accepted}."}
+
+
+def test_conversations_are_filtered_by_status_and_channel(api, bob, acme_bot):
+    widget, _ = make_conversation(acme_bot, channel="widget", thread="w")
+    email, _ = make_conversation(acme_bot, channel="email", thread="e")
+    Conversation.objects.filter(id=email.id).update(status=Conversation.Status.CLOSED)
+    client = api(bob)
+    ids = lambda **params: [c["id"] for c in client.get("/api/conversations/", params).json()["results"]]  # noqa: E731
+    assert ids(channel="widget") == [widget.id] and ids(channel="email") == [email.id] and ids(channel="api") == []
+    assert ids(status="open") == [widget.id] and ids(status="closed") == [email.id]
+    assert set(ids(status="", channel="")) == {widget.id, email.id}  # empty: no filter
+
+
 def test_it_serves_the_schema_and_docs_without_a_cdn(client, db):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200 and b"/api/conversations/{id}/reply/" in schema.content

@@ -139,15 +139,38 @@ print(json.dumps({name: repr(getattr(settings, name)) for name in dir(settings) 
 """
 
 
-def test_an_empty_variable_means_its_default_for_every_variable_documented(tmp_path):
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_variable_means_its_default_for_every_variable_documented(tmp_path, blank):
+    """Spaces only are empty too (REDIS_URL=" " meant distributed, with Redis at " "), but for
+    EMAIL_HOST_PASSWORD: a password is kept as written."""
     # both processes have a key and a folder of their own (empty, these are a generated key kept in ./var)
-    names = [name for name in documented_variables() if name not in ("SECRET_KEY", "CHATNEXUS_VAR_DIR")]
-    assert {"API_RATE", "LOG_LEVEL", "EMAIL_BACKEND", "PUBLIC_URL", "DATABASE_URL"} <= set(names)  # the table was read
-    unset, empty = (run_in(tmp_path, EVERY_SETTING, **env) for env in ({}, dict.fromkeys(names, "")))
+    kept = ("SECRET_KEY", "CHATNEXUS_VAR_DIR", *(("EMAIL_HOST_PASSWORD",) if blank else ()))
+    names = [name for name in documented_variables() if name not in kept]
+    assert {"API_RATE", "LOG_LEVEL", "EMAIL_BACKEND", "PUBLIC_URL", "DATABASE_URL", "REDIS_URL"} <= set(names)  # read
+    unset, empty = (run_in(tmp_path, EVERY_SETTING, **env) for env in ({}, dict.fromkeys(names, blank)))
     assert unset.returncode == 0, unset.stderr
     assert empty.returncode == 0, empty.stderr
     unset, empty = (json.loads(done.stdout.strip().splitlines()[-1]) for done in (unset, empty))
     assert {name: (unset[name], empty.get(name)) for name in unset if empty.get(name) != unset[name]} == {}
+
+
+def secrets_in(tmp_path, **env):
+    code = PROBE.split("print(json.dumps(")[0] + "print(json.dumps([settings.SECRET_KEY, settings.EMAIL_HOST_PASSWORD]))"
+    done = run_in(tmp_path, code, **env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_secret_key_of_spaces_only_means_the_generated_one(tmp_path):
+    generated = secrets_in(tmp_path, SECRET_KEY="")[0]
+    assert len(generated) > 50 and secrets_in(tmp_path, SECRET_KEY="  ")[0] == generated
+
+
+def test_a_secret_key_and_the_mail_password_are_kept_as_written_spaces_included(tmp_path):
+    """Stripped, a key with a space at either end would change: everyone signed out, and the secrets
+    stored under a key derived from it unreadable. A password may begin or end with a space."""
+    key = " k" * 30 + " "
+    assert secrets_in(tmp_path, SECRET_KEY=key, EMAIL_HOST_PASSWORD=" pass word ") == [key, " pass word "]
 
 
 # ---------------------------------------------------------------------------
@@ -186,6 +209,31 @@ def test_it_refuses_an_unknown_log_level_naming_the_variable(tmp_path, value):
 @pytest.mark.parametrize("value, level", [("", 20), ("debug", 10), ("Warning", 30), ("ERROR", 40), (" critical ", 50)])
 def test_it_reads_a_log_level_in_any_case(tmp_path, value, level):
     assert values(tmp_path, LOG_LEVEL=value)["root_level"] == level
+
+
+# ---------------------------------------------------------------------------
+# The engine's precision and CPU kernels: choices. Misspelt, they passed `check`; then the kernels
+# meant auto, and the precision failed the model's load (a worker without preload: every reply).
+
+
+@pytest.mark.parametrize("name, value, accepted", [
+    ("CHATNEXUS_DTYPE", "int3", "auto, fp32, bf16, fp16, int8, int4, int4a8"),
+    ("CHATNEXUS_FP32_KERNEL", "packd", "auto, packed, stock, 1, true, yes, on, 0, false, no, off"),
+    ("CHATNEXUS_DENSE_PREFILL", "maybe", "auto, 1, true, yes, on, 0, false, no, off")])
+def test_manage_py_check_stops_on_an_unknown_engine_choice_naming_the_variable_and_the_choices(tmp_path, name, value,
+                                                                                                accepted):
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=environment(tmp_path, **{name: value}),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "no issues" not in done.stdout
+    assert f"ImproperlyConfigured: {name}={value!r}: expected one of {accepted}\n" in done.stderr, done.stderr
+
+
+def test_it_reads_the_engine_choices_in_any_case(tmp_path):
+    code = PROBE.split("print(json.dumps(")[0] + (
+        "print(json.dumps([settings.CHATNEXUS_DTYPE, settings.CHATNEXUS_FP32_KERNEL, settings.CHATNEXUS_DENSE_PREFILL]))")
+    done = run_in(tmp_path, code, CHATNEXUS_DTYPE=" INT4a8 ", CHATNEXUS_FP32_KERNEL="Stock", CHATNEXUS_DENSE_PREFILL="OFF")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["int4a8", "stock", "off"]  # as the engine spells them
 
 
 # ---------------------------------------------------------------------------
