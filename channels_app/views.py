@@ -149,11 +149,14 @@ def channel_check(request, bot_id, kind):
 
 @login_required
 def widget_try(request, bot_id):
-    """A blank page on the platform's own origin with the widget embedded, to try it."""
+    """A blank page on the platform's own origin with the widget embedded, to try it. The script comes
+    from this page's own address (a path, no host): the one the manager is at, which the widget
+    allows (``widget.options.own_origin``), whether or not it is PUBLIC_URL's; a path also keeps an
+    https page's script https behind a TLS proxy, where Django sees http."""
     require_manager(request)
     bot = get_scoped_or_404(request, Bot, id=bot_id)
     widget_on = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=ChannelConfig.Kind.WIDGET,
                                              enabled=True).exists()
     # without a saved, enabled widget the script would find no config and show nothing: say why instead
-    return render(request, "channels/widget_try.html", {"bot": bot, "public_url": settings.PUBLIC_URL, "widget_on": widget_on,
+    return render(request, "channels/widget_try.html", {"bot": bot, "widget_on": widget_on,
                                                         "channels_url": reverse("channels:bot", args=[bot.id]) + "#widget"})

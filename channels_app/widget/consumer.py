@@ -38,6 +38,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from bots.events import group_for
 
 from . import inbound, live
+from . import options as widget_options
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.greeted = True
         headers = dict(self.scope.get("headers") or [])
         origin = headers.get(b"origin", b"").decode("latin-1")
+        own = widget_options.own_origin(self.scope.get("scheme", "ws"), headers.get(b"host", b"").decode("latin-1"))
         client_ip = (self.scope.get("client") or ["?"])[0]
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
-        result = await database_sync_to_async(inbound.open_session)(public_key, origin, token, client_ip)
+        result = await database_sync_to_async(inbound.open_session)(public_key, origin, token, client_ip, own)
         if isinstance(result, inbound.Refusal):
             await self._refuse(result)
             return

@@ -58,15 +58,16 @@ class Session:
     client_ip: str = "?"  # connections and messages from one address share limits (ratelimit.py)
     origin: str = ""  # the page's origin, checked again against the allow-list (recheck)
     checked: float = 0.0  # time.monotonic() when `options` were last read
+    own_origin: str = ""  # the platform's origin as the socket reached it (options.own_origin): allowed too
 
 
 def forbidden_origin() -> Refusal:
     return Refusal("forbidden_origin", "This website is not allowed to use this chat.", close_code=4403)
 
 
-def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Session | Refusal:
+def open_session(public_key: str, origin: str, token: str, client_ip: str, own_origin: str = "") -> Session | Refusal:
     loaded = widget_options.load(public_key)
-    if loaded is None or not widget_options.origin_allowed(loaded[2], origin):
+    if loaded is None or not widget_options.origin_allowed(loaded[2], origin, own_origin):
         return forbidden_origin()
     bot, _config, opts = loaded
     visitor_id = tokens.verify(public_key, token) if token else None
@@ -83,7 +84,7 @@ def open_session(public_key: str, origin: str, token: str, client_ip: str) -> Se
     if visitor_id is None:
         visitor_id, token = tokens.issue(public_key)
     return Session(bot.id, public_key, opts, visitor_id, token, conversation_of(bot.id, visitor_id), client_ip,
-                   origin, time.monotonic())
+                   origin, time.monotonic(), own_origin)
 
 
 def recheck(session: Session) -> Refusal | None:
@@ -93,7 +94,8 @@ def recheck(session: Session) -> Refusal | None:
     if time.monotonic() - session.checked < OPTIONS_FRESH_S:
         return None
     loaded = widget_options.load(session.public_key)
-    if loaded is None or loaded[0].id != session.bot_id or not widget_options.origin_allowed(loaded[2], session.origin):
+    allowed = loaded is not None and widget_options.origin_allowed(loaded[2], session.origin, session.own_origin)
+    if not allowed or loaded[0].id != session.bot_id:
         return forbidden_origin()
     session.options, session.checked = loaded[2], time.monotonic()
     return None

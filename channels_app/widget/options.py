@@ -4,6 +4,7 @@ import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 from django.utils.encoding import punycode
 
 from bots import hours
@@ -100,14 +101,28 @@ def load(public_key: str):
     return bot, config, widget_settings(config)
 
 
-def origin_allowed(options: dict, origin: str) -> bool:
-    """The page's origin is on the bot's allow-list (or is the platform itself, for its test page)."""
+def origin_allowed(options: dict, origin: str, own: str = "") -> bool:
+    """The page's origin is on the bot's allow-list, or is the platform itself (its Try page):
+    PUBLIC_URL's origin, or ``own``, the one the checked request reached it at (``own_origin``)."""
     origin = normalize_origin(origin)
     if not origin:
         return False
     allowed = {normalize_origin(o) for o in options.get("allowed_origins") or []}
-    allowed.add(normalize_origin(settings.PUBLIC_URL))
+    allowed.update((normalize_origin(settings.PUBLIC_URL), own))
     return origin in allowed
+
+
+def own_origin(scheme: str, host: str) -> str:
+    """The platform's origin as a request reached it: its scheme (a socket's ``ws``/``wss`` read as
+    ``http``/``https``) and ``Host`` header, so a manager at ``http://localhost:8000`` can try the
+    widget there, not only at PUBLIC_URL. '' unless the host is one the site answers on
+    (``ALLOWED_HOSTS``, as Django checks every page's): Django checks no socket's, and a page on a
+    name its owner points at this machine (DNS rebinding) sends that name as Origin and Host alike."""
+    domain, _port = split_domain_port(host or "")
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return ""
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return normalize_origin(f"{scheme}://{host}")
 
 
 def accepted_files() -> str:

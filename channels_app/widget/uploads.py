@@ -83,7 +83,7 @@ def too_large(limit_mb: int) -> UploadRefusal:
     return UploadRefusal(413, "too_large", f"Files are limited to {limit_mb} MB.")
 
 
-def check_request(public_key: str, origin: str, content_length: int):
+def check_request(public_key: str, origin: str, content_length: int, own_origin: str = ""):
     """What can be decided before the body is parsed: ``(bot, options)`` or a refusal. (Django's ASGI
     handler has received the body by then; chatnexus/bodylimit.py refuses one over
     ``CHATNEXUS_MAX_REQUEST_BYTES`` before it is read.)"""
@@ -91,7 +91,7 @@ def check_request(public_key: str, origin: str, content_length: int):
     if loaded is None:
         return UploadRefusal(404, "not_found", "No website widget is enabled for this bot.")
     bot, _config, opts = loaded
-    if not origin or not widget_options.origin_allowed(opts, origin):
+    if not origin or not widget_options.origin_allowed(opts, origin, own_origin):
         return UploadRefusal(403, "forbidden_origin", "This website is not allowed to use this chat.")
     if not opts["file_uploads"]:
         return UploadRefusal(403, "uploads_off", "This chat does not take files.")

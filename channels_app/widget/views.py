@@ -1,7 +1,8 @@
 """The widget's public HTTP endpoints: the bot's look, for the embed script, and visitors' files.
 
 ``GET /channels/widget/<public_key>/config/`` answers with JSON. CORS is granted only
-to the bot's allow-listed origins (and the platform itself); another origin gets a
+to the bot's allow-listed origins (and the platform itself: PUBLIC_URL's origin, or the one the request
+reached it at, ``options.own_origin``); another origin gets a
 403 with a clear error, an unknown or disabled widget a 404.
 ``POST /channels/widget/<public_key>/upload/``: a visitor's file (uploads.py).
 """
@@ -16,13 +17,18 @@ from . import options as widget_options
 from . import uploads
 
 
+def own_origin(request) -> str:
+    """The platform's origin as this request reached it: its Try page, opened there, may embed the widget."""
+    return widget_options.own_origin(request.scheme, request.headers.get("Host", ""))
+
+
 @require_GET
 def public_config(request, public_key):
     loaded = widget_options.load(public_key)
     origin = request.headers.get("Origin", "")
     if loaded is None:
         response = JsonResponse({"error": "No website widget is enabled for this bot."}, status=404)
-    elif origin and not widget_options.origin_allowed(loaded[2], origin):
+    elif origin and not widget_options.origin_allowed(loaded[2], origin, own_origin(request)):
         response = JsonResponse({"error": f"The origin {origin} is not allowed to embed this bot's widget."}, status=403)
     else:
         bot, _config, opts = loaded
@@ -42,7 +48,7 @@ def upload(request, public_key):
         length = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         length = 0
-    checked = uploads.check_request(public_key, origin, length)  # before the body is parsed
+    checked = uploads.check_request(public_key, origin, length, own_origin(request))  # before the body is parsed
     if isinstance(checked, uploads.UploadRefusal):
         result = checked
     else:

@@ -4,6 +4,8 @@ Creates (or brings back to the demo state) the user ``demo`` / ``demo-password``
 the organisation "Demo Bikes", and a published bot with a persona, FAQs and a
 document, its website widget on. Prints where to log in.
 """
+import os
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -76,8 +78,10 @@ class Command(BaseCommand):
         ChannelConfig.objects.get_or_create(organization=org, bot=bot, kind=ChannelConfig.Kind.WIDGET,
                                             defaults={"settings": dict(WIDGET_DEFAULTS)})
 
-        url = settings.PUBLIC_URL
         self.stdout.write(self.style.SUCCESS("Demo ready."))
-        self.stdout.write(f"  Open   {url}/accounts/login/")
+        if os.environ.get("PUBLIC_URL", "").strip():
+            self.stdout.write(f"  Open   {settings.PUBLIC_URL}/accounts/login/")
+        else:  # serve takes the address it listens at (its --port)
+            self.stdout.write("  Open   /accounts/login/ at the address `manage.py serve` prints")
         self.stdout.write(f"  Log in {USERNAME} / " + ("(the password you set)" if changed else PASSWORD))
         self.stdout.write(f"  Bot    {bot.name} (id {bot.id}, public key {bot.public_key})")

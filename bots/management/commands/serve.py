@@ -6,7 +6,9 @@ broker), then the ASGI server (uvicorn) for pages, API and websockets. With
 this command then serves the web app only.
 """
 import logging
+import os
 import time
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -25,10 +27,15 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, no_preload, **options):
         import uvicorn
 
+        address = own_address(host, port)
+        if not os.environ.get("PUBLIC_URL", "").strip():  # before the workers: their threads read it too
+            adopt_public_url(address)
+            self.stdout.write(f"PUBLIC_URL is unset: snippets and links use {address} (set it to the address "
+                              "visitors and Twilio reach this server at).")
         workers = None
         if settings.EMBEDDED:
             workers = self.start_embedded_workers(preload=not no_preload)
-        self.stdout.write(self.style.SUCCESS(f"ChatNexus is up: http://{host}:{port}/"))
+        self.stdout.write(self.style.SUCCESS(f"ChatNexus is up: {address}/"))
         try:
             uvicorn.run("chatnexus.asgi:application", host=host, port=port, log_level="info",
                         ws_max_size=ws_max_size())
@@ -80,6 +87,30 @@ class Command(BaseCommand):
             beat = EmbeddedService(app, thread=True, schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"))
             beat.start()
         return worker
+
+
+def own_address(host: str, port: int) -> str:
+    """The address a browser on this machine opens to reach this server: one listening on every
+    interface (``0.0.0.0``, ``::``) is reached through loopback; an IPv6 address goes in brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host).lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}" + ("" if port == 80 else f":{port}")
+
+
+def adopt_public_url(address: str):
+    """PUBLIC_URL unset: the platform's address is where this server listens, not settings.py's
+    default port 8000 (``serve --port 8123`` gave widget snippets, the Try page and mail links that
+    reached nothing). Unless they are set themselves, the host and origin settings.py derives from
+    PUBLIC_URL follow it, as had it been set to this address."""
+    from django.http.request import split_domain_port
+
+    settings.PUBLIC_URL = address
+    host, _port = split_domain_port(urlsplit(address).netloc)  # as ALLOWED_HOSTS names it: "[::1]"
+    if host and not os.environ.get("ALLOWED_HOSTS", "").strip() and host not in settings.ALLOWED_HOSTS:
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, host]
+    if not os.environ.get("CSRF_TRUSTED_ORIGINS", "").strip():
+        settings.CSRF_TRUSTED_ORIGINS = [address]
 
 
 def ws_max_size() -> int:
