@@ -17,18 +17,32 @@ same pinning from ``connect``: it resolves the name once, checks every address a
 those very addresses; their clients keep the name for TLS (channels_app/email/pinned.py).
 
     sock = egress.connect(host, port, allow_private, setting, timeout)   # egress.HostRefused if private
+
+Socket timeouts hold for each read, so a server that answers a byte now and then holds the call,
+and the worker making it, for as long as it likes: ``Deadline`` ends the whole call at a set time
+(the mail clients' connections too: pinned.py).
+
+    with egress.Deadline(20, late) as deadline, deadline.watching(egress.session(allow_private)) as http:
+        with deadline.kept():
+            response = http.post(url, ..., stream=True, timeout=deadline.timeout((5, 15)))
+        body = deadline.read(response, 64 * 1024)   # late() at the deadline
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import requests
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress as Refused  # a requests.RequestException
 
-__all__ = ["HostRefused", "Refused", "connect", "refusal", "refused_address", "refused_host", "session"]
+__all__ = ["CutShort", "Deadline", "HostRefused", "Refused", "connect", "refusal", "refused_address", "refused_host",
+           "session"]
 
 
 class HostRefused(OSError):
@@ -109,11 +123,17 @@ def _refused(host: str, found: list, setting: str) -> str:
 def session(allow_private: bool) -> requests.Session:
     """A session for calls to a member's URL: plain where ``allow_private`` is on, else pinned to
     the public address it checked at connect time (module docstring); ``Refused`` otherwise.
-    Redirects are never followed by the session (callers that follow them check every hop)."""
-    if allow_private:
-        return requests.Session()
-    return HTTPSession(Config(ip_filter_enable=True, ip_filter_allow_loopback_ips=False, never_redirect=True,
-                              default_timeout=None))
+    Redirects are never followed by the session (callers that follow them check every hop), nor
+    is a redirect's body read ahead: requests reads it whole, even unfollowed, to find the next hop
+    (``get_redirect_target``, here none), so an endless one filled the worker's memory."""
+    http = requests.Session() if allow_private else HTTPSession(Config(
+        ip_filter_enable=True, ip_filter_allow_loopback_ips=False, never_redirect=True, default_timeout=None))
+    http.get_redirect_target = _no_next_hop
+    return http
+
+
+def _no_next_hop(response) -> None:
+    return None
 
 
 def refusal(error: Refused, url: str, setting: str) -> str:
@@ -124,3 +144,109 @@ def refusal(error: Refused, url: str, setting: str) -> str:
 def _own_network(hostname: str, address, setting: str) -> str:
     host = f"{address}" if hostname == str(address) else f"{hostname} ({address})"
     return f"{host} is an address of this server's own network (set {setting}=1 to allow it)"
+
+
+# ---------------------------------------------------------------------------
+# A deadline for a whole call
+
+
+class CutShort(requests.ConnectionError):
+    """``Deadline.read``: the connection dropped before the answer's end (not at the deadline)."""
+
+
+class Deadline:
+    """``seconds`` for a whole call to a member's server. requests' and the socket's timeouts hold
+    for each read, so a server sending its headers, a chunk-size line or its body a byte at a time
+    held the call for as long as it liked: at the deadline a timer shuts every socket the call
+    opened (``watch``; ``watching`` a requests session), and whatever a read then raises
+    (``kept``), or its early end, is ``late()``, the caller's error in words. Looking up a host's
+    address is the system resolver's, with its own timeouts: nothing can interrupt it."""
+
+    def __init__(self, seconds: float, late: Callable[[], Exception]):
+        self.late = late
+        self.at = time.monotonic() + seconds
+        self.passed, self.sockets, self.lock = False, [], threading.Lock()
+        self.timer = threading.Timer(seconds, self._shut)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+
+    def _shut(self):
+        with self.lock:
+            self.passed = True
+            for sock in self.sockets:
+                self._shutdown(sock)
+
+    def _shutdown(self, sock):
+        try:  # shutdown, not close: it wakes a read waiting on the socket in another thread
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed already
+            pass
+
+    def watch(self, sock):
+        """Shut ``sock`` at the deadline (now if it has passed)."""
+        with self.lock:
+            if self.passed:
+                self._shutdown(sock)
+            self.sockets.append(sock)
+
+    def watching(self, http: requests.Session) -> requests.Session:
+        """``http``, every connection it opens watched once connected (urllib3's hook for connections
+        of one's own: a pool class's ConnectionCls)."""
+        for adapter in http.adapters.values():
+            manager = adapter.poolmanager
+            manager.pool_classes_by_scheme = {scheme: self._watched(pool)
+                                              for scheme, pool in manager.pool_classes_by_scheme.items()}
+        return http
+
+    def _watched(self, pool):
+        deadline = self
+
+        class Connection(pool.ConnectionCls):
+            def connect(self):
+                super().connect()
+                deadline.watch(self.sock)
+
+        return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
+
+    @contextmanager
+    def kept(self):
+        """Whatever the block raises once the deadline has passed is ``late()``: its socket was shut
+        (a status line cut short reads as "could not be reached" otherwise)."""
+        try:
+            yield
+        except Exception:
+            self.check()
+            raise
+
+    def check(self):
+        """``late()`` once the deadline has passed."""
+        if self.passed or time.monotonic() > self.at:
+            raise self.late()
+
+    def timeout(self, most: tuple[float, float]) -> tuple[float, float]:
+        """requests' (connect, read) timeouts: ``most``, or less when the deadline is nearer."""
+        left = max(0.1, self.at - time.monotonic())
+        return min(most[0], left), min(most[1], left)
+
+    def read(self, response: requests.Response, most: int) -> bytes:
+        """The body of ``response`` (requested with ``stream=True``), read as it arrives until its
+        end or until more than ``most`` bytes came (then what came: longer than ``most`` says there
+        is more); ``late()`` at the deadline, ``CutShort`` when the connection dropped before."""
+        body = bytearray()
+        while len(body) <= most:
+            try:  # what has arrived (read1), not a full chunk: a body that trickles in meets the deadline
+                chunk = response.raw.read1(64 * 1024, decode_content=True)
+            except Exception as error:  # noqa: BLE001 - urllib3's read errors, a dropped connection: all alike
+                self.check()  # shut at the deadline
+                raise CutShort(f"the answer stopped halfway ({type(error).__name__})") from None
+            self.check()  # an end too: the deadline's shutdown reads as one
+            if not chunk:
+                break
+            body += chunk
+        return bytes(body)

@@ -14,10 +14,6 @@ than 2xx is refused with a sentence saying which.
 """
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -73,87 +69,16 @@ def _html_title(html: str) -> str:
     return " ".join("".join(parser.parts).split())
 
 
-class _Deadline:
-    """CHATNEXUS_FETCH_TIMEOUT_S for a whole fetch. requests' timeouts hold for each read from the
-    socket, so a server sending its headers or a chunk-size line a byte at a time held the fetch
-    for as long as it liked: at the deadline a timer shuts every connection the fetch opened
-    (``watch``), and whatever the read then raises (``kept``), or its early end, is "took too long".
-    Looking up a host's address (each hop's, before it is checked) is the system resolver's, with
-    its own timeouts: nothing can interrupt it."""
-
-    def __init__(self):
-        self.at = time.monotonic() + settings.CHATNEXUS_FETCH_TIMEOUT_S
-        self.passed, self.sockets, self.lock = False, [], threading.Lock()
-        self.timer = threading.Timer(settings.CHATNEXUS_FETCH_TIMEOUT_S, self._shut)
-        self.timer.daemon = True
-
-    def __enter__(self):
-        self.timer.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.timer.cancel()
-
-    def _shut(self):
-        with self.lock:
-            self.passed = True
-            for sock in self.sockets:
-                self._shutdown(sock)
-
-    def _shutdown(self, sock):
-        try:  # shutdown, not close: it wakes a read waiting on the socket in another thread
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # closed already
-            pass
-
-    def watch(self, sock):
-        with self.lock:
-            if self.passed:
-                self._shutdown(sock)
-            self.sockets.append(sock)
-
-    def watching(self, http: requests.Session) -> requests.Session:
-        """``http``, every connection it opens watched once connected (urllib3's hook for connections
-        of one's own: a pool class's ConnectionCls)."""
-        for adapter in http.adapters.values():
-            manager = adapter.poolmanager
-            manager.pool_classes_by_scheme = {scheme: self._watched(pool)
-                                              for scheme, pool in manager.pool_classes_by_scheme.items()}
-        return http
-
-    def _watched(self, pool):
-        deadline = self
-
-        class Connection(pool.ConnectionCls):
-            def connect(self):
-                super().connect()
-                deadline.watch(self.sock)
-
-        return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
-
-    @contextmanager
-    def kept(self):
-        """Whatever the block raises once the deadline has passed is "took too long": its socket was
-        shut (a status line cut short is "could not be reached" otherwise)."""
-        try:
-            yield
-        except Exception:
-            self.check()
-            raise
-
-    def check(self):
-        if self.passed or time.monotonic() > self.at:
-            raise DocumentError("The page took too long to answer.")
-
-    def timeout(self) -> tuple[float, float]:
-        left = max(0.1, self.at - time.monotonic())
-        return min(TIMEOUT_S[0], left), min(TIMEOUT_S[1], left)
+def _deadline() -> egress.Deadline:
+    """CHATNEXUS_FETCH_TIMEOUT_S for a whole fetch, redirects and a trickle of bytes included."""
+    return egress.Deadline(settings.CHATNEXUS_FETCH_TIMEOUT_S,
+                           lambda: DocumentError("The page took too long to answer."))
 
 
-def _request(http: requests.Session, url: str, deadline: _Deadline) -> requests.Response:
+def _request(http: requests.Session, url: str, deadline: egress.Deadline) -> requests.Response:
     """One GET, redirects not followed; its failures in words."""
     try:
-        return http.get(url, stream=True, timeout=deadline.timeout(), allow_redirects=False, headers={
+        return http.get(url, stream=True, timeout=deadline.timeout(TIMEOUT_S), allow_redirects=False, headers={
             "User-Agent": f"ChatNexus-Knowledge/1 (+{settings.PUBLIC_URL})",
             "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.1"})
     except egress.Refused as error:  # the name answered differently when connecting (DNS rebinding)
@@ -163,11 +88,9 @@ def _request(http: requests.Session, url: str, deadline: _Deadline) -> requests.
         raise DocumentError("The page took too long to answer.") from None
     except requests.RequestException:
         raise DocumentError("The page could not be reached.") from None
-    except ValueError:  # requests reads a redirect's Location ahead, even unfollowed: "http://[x/" is none
-        raise DocumentError("The page redirected to something that is not a web address.") from None
 
 
-def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Response:
+def _get(http: requests.Session, url: str, deadline: egress.Deadline) -> requests.Response:
     """GET ``url``, following redirects by hand so each hop is checked; the last response, streamed."""
     for _ in range(MAX_REDIRECTS + 1):
         deadline.check()
@@ -182,7 +105,10 @@ def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Resp
             response = _request(http, url, deadline)
         if response.is_redirect and response.headers.get("location"):
             response.close()
-            url = urljoin(url, response.headers["location"])
+            try:
+                url = urljoin(url, response.headers["location"])
+            except ValueError:  # "http://[x/"
+                raise DocumentError("The page redirected to something that is not a web address.") from None
             continue
         return response
     raise DocumentError(f"The page redirected more than {MAX_REDIRECTS} times.")
@@ -190,7 +116,7 @@ def _get(http: requests.Session, url: str, deadline: _Deadline) -> requests.Resp
 
 def fetch(url: str) -> tuple[str, str]:
     """(title, text) of the page at ``url``; DocumentError with a sentence for the form otherwise."""
-    with (_Deadline() as deadline, deadline.watching(egress.session(settings.CHATNEXUS_FETCH_ALLOW_PRIVATE)) as http,
+    with (_deadline() as deadline, deadline.watching(egress.session(settings.CHATNEXUS_FETCH_ALLOW_PRIVATE)) as http,
           _get(http, url.strip(), deadline) as response):
         if not 200 <= response.status_code < 300:
             raise DocumentError(f"The page answered {response.status_code} {response.reason or ''}".rstrip() + ".")
@@ -199,20 +125,12 @@ def fetch(url: str) -> tuple[str, str]:
         if kind not in HTML_TYPES + TEXT_TYPES + PDF_TYPES:
             raise DocumentError(f"That address gives {kind or 'something of no stated type'}, "
                                 "not a web page, a text file or a PDF.")
-        raw = bytearray()
-        while True:
-            try:  # what has arrived (read1), not a full chunk: a page that trickles in meets the deadline
-                chunk = response.raw.read1(64 * 1024, decode_content=True)
-            except Exception:  # noqa: BLE001 - urllib3's read errors, the connection dropped: all the same here
-                deadline.check()  # shut at the deadline
-                raise DocumentError("The page stopped halfway; try again.") from None
-            deadline.check()  # an end too: the deadline's shutdown reads as one
-            if not chunk:
-                break
-            raw += chunk
-            if len(raw) > MAX_PAGE_BYTES:
-                raise DocumentError(f"That page is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB.")
-    raw = bytes(raw)
+        try:
+            raw = deadline.read(response, MAX_PAGE_BYTES)
+        except egress.CutShort:
+            raise DocumentError("The page stopped halfway; try again.") from None
+        if len(raw) > MAX_PAGE_BYTES:
+            raise DocumentError(f"That page is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB.")
     fallback_title = (urlsplit(response.url).hostname or "") + urlsplit(response.url).path.rstrip("/")
     if kind in PDF_TYPES:
         return fallback_title, text_of("page.pdf", raw)

@@ -443,6 +443,10 @@ CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)
 # Default cap on auto-replies to one sender per day (a channel setting overrides it).
 CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY = envint("CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY", 5)
 CHATNEXUS_SMTP_TIMEOUT_S = envint("CHATNEXUS_SMTP_TIMEOUT_S", 20)
+# The most seconds one connection to a channel's SMTP server (a reply, the test email) or IMAP
+# server (a poll, within its mailbox lock's 300 s) may last in all; the timeout above is per read.
+CHATNEXUS_SMTP_DEADLINE_S = envint("CHATNEXUS_SMTP_DEADLINE_S", 120)
+CHATNEXUS_IMAP_DEADLINE_S = envint("CHATNEXUS_IMAP_DEADLINE_S", 240)
 # Every CHATNEXUS_SWEEP_SECONDS (0: never), re-queue replies and deliveries older than
 # CHATNEXUS_SWEEP_AFTER_S that are still unfinished: tasks a restarted broker lost.
 CHATNEXUS_SWEEP_SECONDS = envint("CHATNEXUS_SWEEP_SECONDS", 300)

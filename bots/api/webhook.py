@@ -10,7 +10,10 @@ the receiver can tell it came from us.
 
 A 2xx answer delivers it. 408, 429, 5xx, timeouts and refused connections are retried with
 backoff (channels_app/tasks.py); other answers (4xx, and 3xx: redirects are not followed) fail
-the message for good with the status on it, shown in the inbox.
+the message for good with the status on it, shown in the inbox. The whole call, the answer's
+body included (read up to MAX_ANSWER_BYTES, for its first words), ends after
+CHATNEXUS_WEBHOOK_TIMEOUT_S: a backend that answers a byte now and then is a timeout, retried,
+and never holds the worker that delivers every organisation's replies.
 
 The URL may not lead to a loopback, private, link-local or otherwise reserved address (the
 worker's own network) unless ``CHATNEXUS_WEBHOOK_ALLOW_PRIVATE`` is on — a self-hosted
@@ -31,7 +34,8 @@ from channels_app.base import DeliveryError, one_line
 
 from .. import egress
 
-TIMEOUT_S = (5, 15)  # connect, read
+TIMEOUT_S = (5, 15)  # connect, read; the whole call: CHATNEXUS_WEBHOOK_TIMEOUT_S
+MAX_ANSWER_BYTES = 64 * 1024  # of the answer's body, read for its first words: the status is what counts
 TRANSIENT_STATUSES = {408, 425, 429}  # and every 5xx
 
 
@@ -79,21 +83,34 @@ def post(config, event: str, payload: dict, delivery: str) -> requests.Response:
         "X-ChatNexus-Signature": signature(secret, body, int(time.time())),
     }
     try:
-        with egress.session(settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE) as http:
-            response = http.post(url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+        with (egress.Deadline(settings.CHATNEXUS_WEBHOOK_TIMEOUT_S, _too_slow) as deadline,
+              deadline.watching(egress.session(settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE)) as http):
+            with deadline.kept():
+                response = http.post(url, data=body, headers=headers, timeout=deadline.timeout(TIMEOUT_S),
+                                     allow_redirects=False, stream=True)
+            with response:
+                answer = deadline.read(response, MAX_ANSWER_BYTES)
     except egress.Refused as error:  # the name answered differently when connecting (DNS rebinding)
         raise DeliveryError(egress.refusal(error, url, "CHATNEXUS_WEBHOOK_ALLOW_PRIVATE"), transient=False,
                             code="webhook") from None
+    except egress.CutShort as error:
+        raise DeliveryError(f"webhook {error}", transient=True, code="webhook") from None
     except requests.RequestException as error:
         raise DeliveryError(f"webhook not reached: {one_line(error)}", transient=True, code="webhook") from None
     if 200 <= response.status_code < 300:
         return response
     transient = response.status_code >= 500 or response.status_code in TRANSIENT_STATUSES
-    said = one_line(response.text, 200)
+    said = one_line(answer, 200)
     words = f"webhook answered {response.status_code}" + (f": {said}" if said else "")
     if 300 <= response.status_code < 400:
         words += " (redirects are not followed: set the URL it redirects to)"
     raise DeliveryError(words, transient=transient, code=f"http-{response.status_code}")
+
+
+def _too_slow() -> DeliveryError:
+    """A backend that has not answered in full within CHATNEXUS_WEBHOOK_TIMEOUT_S: tried again later."""
+    return DeliveryError(f"webhook took longer than {settings.CHATNEXUS_WEBHOOK_TIMEOUT_S} s to answer",
+                         transient=True, code="webhook")
 
 
 def message_payload(message) -> dict:

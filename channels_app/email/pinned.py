@@ -11,6 +11,13 @@ A refused host raises ``egress.HostRefused`` (an OSError) before anything is sen
 verifies the server's certificate (chain and name) as SMTP does: imaplib's own default context
 checks neither, so a man in the middle could have read the mailbox's password.
 
+Each connection also lasts at most so long in all (CHATNEXUS_SMTP_DEADLINE_S,
+CHATNEXUS_IMAP_DEADLINE_S): their timeouts hold for each read, so a server answering a byte now
+and then (its greeting, a reply line, the TLS handshake) held the worker, and with it every
+organisation's deliveries and mailbox polls, for as long as it liked. At the deadline
+``egress.Deadline`` shuts the connection, and the read it stopped fails saying "<host> took
+longer than N s in all": an OSError, as callers expect of a server that stops answering.
+
     EmailBackend(host=..., port=..., use_tls=True)   # what ``adapter.smtp_connection`` makes
     IMAP4_SSL(host, port, timeout=20)                 # what ``imap.connect`` makes
 """
@@ -19,6 +26,7 @@ import smtplib
 import socket
 import ssl
 import sys
+from contextlib import ExitStack, nullcontext
 
 from django.conf import settings
 from django.core.mail.backends import smtp
@@ -35,19 +43,90 @@ def mail_socket(host: str, port: int, timeout, source_address=None) -> socket.so
 
 
 # ---------------------------------------------------------------------------
+# A deadline for each connection (module docstring)
+
+
+class _Deadlined:
+    """A mail client whose connection is shut ``deadline_setting``'s seconds after it was opened."""
+
+    deadline_setting = ""  # CHATNEXUS_SMTP_DEADLINE_S, CHATNEXUS_IMAP_DEADLINE_S
+    late = OSError  # what a read stopped by the deadline raises
+    deadline, _ends = None, None  # once connected
+
+    def _connected(self, host: str, sock: socket.socket, tls=None) -> socket.socket:
+        """``sock``, or ``tls(sock)``, its connection shut at the deadline. A copy of the socket is
+        watched: TLS takes the socket over (STARTTLS later too), and shutting a copy shuts the
+        connection, whatever object reads it (closed with the client: ``_end``)."""
+        seconds, late = getattr(settings, self.deadline_setting), self.late
+        self._ends = ExitStack()
+        self.deadline = self._ends.enter_context(
+            egress.Deadline(seconds, lambda: late(f"{host} took longer than {seconds} s in all")))
+        self.deadline.watch(self._ends.enter_context(sock.dup()))
+        if tls is None:
+            return sock
+        try:
+            with self.deadline.kept():
+                return tls(sock)
+        except BaseException:
+            self._end()
+            raise
+
+    def _kept(self):
+        """What a read raises once the deadline has passed is ``late``: the connection was shut."""
+        return self.deadline.kept() if self.deadline else nullcontext()
+
+    def _read(self, read, *args):
+        """``read(*args)``; ``late`` once the deadline has passed, for what it raised or for the end it
+        met (the deadline's shutdown reads as one)."""
+        with self._kept():
+            data = read(*args)
+        if self.deadline:
+            self.deadline.check()
+        return data
+
+    def _end(self):
+        if self._ends is not None:
+            self._ends.close()
+
+
+# ---------------------------------------------------------------------------
 # SMTP: smtplib opens its socket in ``_get_socket`` (SMTP_SSL wraps it there too; STARTTLS later
-# wraps ``self.sock`` with ``server_hostname=self._host``, the name, by itself).
+# wraps ``self.sock`` with ``server_hostname=self._host``, the name, by itself). Every reply is
+# read by ``getreply``; what fails there closes the client first. Late is SMTPServerDisconnected,
+# which Django's backend expects of a QUIT the server did not answer.
 
 
-class SMTP(smtplib.SMTP):
+class _DeadlinedSMTP(_Deadlined):
+    deadline_setting, late = "CHATNEXUS_SMTP_DEADLINE_S", smtplib.SMTPServerDisconnected
+
+    def getreply(self):
+        with self._kept():
+            return super().getreply()
+
+    def send(self, s):
+        with self._kept():
+            return super().send(s)
+
+    def starttls(self, *args, **kwargs):
+        with self._kept():
+            return super().starttls(*args, **kwargs)
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._end()
+
+
+class SMTP(_DeadlinedSMTP, smtplib.SMTP):
     def _get_socket(self, host, port, timeout):
-        return mail_socket(host, port, timeout, self.source_address)
+        return self._connected(host, mail_socket(host, port, timeout, self.source_address))
 
 
-class SMTP_SSL(smtplib.SMTP_SSL):
+class SMTP_SSL(_DeadlinedSMTP, smtplib.SMTP_SSL):
     def _get_socket(self, host, port, timeout):
-        return self.context.wrap_socket(mail_socket(host, port, timeout, self.source_address),
-                                        server_hostname=self._host)
+        return self._connected(host, mail_socket(host, port, timeout, self.source_address),
+                               lambda sock: self.context.wrap_socket(sock, server_hostname=self._host))
 
 
 class EmailBackend(smtp.EmailBackend):
@@ -61,6 +140,7 @@ class EmailBackend(smtp.EmailBackend):
 # ---------------------------------------------------------------------------
 # IMAP: imaplib opens its socket in ``_create_socket`` (IMAP4_SSL wraps it there with
 # ``server_hostname=self.host``). Its ``timeout=None`` means "none given": the socket default.
+# It reads with ``readline`` and ``read`` (an end read as EOF), and closes in ``shutdown``.
 
 
 def _imap_socket(client, timeout) -> socket.socket:
@@ -68,16 +148,33 @@ def _imap_socket(client, timeout) -> socket.socket:
     return mail_socket(client.host, client.port, socket._GLOBAL_DEFAULT_TIMEOUT if timeout is None else timeout)
 
 
-class IMAP4(imaplib.IMAP4):
+class _DeadlinedIMAP(_Deadlined):
+    deadline_setting, late = "CHATNEXUS_IMAP_DEADLINE_S", TimeoutError
+
+    def readline(self):
+        return self._read(super().readline)
+
+    def read(self, size):
+        return self._read(super().read, size)
+
+    def shutdown(self):
+        try:
+            super().shutdown()
+        finally:
+            self._end()
+
+
+class IMAP4(_DeadlinedIMAP, imaplib.IMAP4):
     def _create_socket(self, timeout):
-        return _imap_socket(self, timeout)
+        return self._connected(self.host, _imap_socket(self, timeout))
 
 
-class IMAP4_SSL(imaplib.IMAP4_SSL):
+class IMAP4_SSL(_DeadlinedIMAP, imaplib.IMAP4_SSL):
     def __init__(self, host, port=imaplib.IMAP4_SSL_PORT, *, ssl_context=None, timeout=None):
         # the system's trusted CAs and the host's name, as Django's SMTP backend checks them
         # (a certificate refused: ssl.SSLCertVerificationError, an OSError, before the login)
         super().__init__(host, port, ssl_context=ssl_context or ssl.create_default_context(), timeout=timeout)
 
     def _create_socket(self, timeout):
-        return self.ssl_context.wrap_socket(_imap_socket(self, timeout), server_hostname=self.host)
+        return self._connected(self.host, _imap_socket(self, timeout),
+                               lambda sock: self.ssl_context.wrap_socket(sock, server_hostname=self.host))

@@ -1,6 +1,8 @@
 """What every stub server of these tests shares: a threaded server on loopback, served from a
-daemon thread between ``start()`` and ``stop()``."""
+daemon thread between ``start()`` and ``stop()``; and a server that answers slowly (``Trickler``)."""
+import socketserver
 import threading
+import time
 
 
 class LoopbackServer:
@@ -18,6 +20,36 @@ class LoopbackServer:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Trickler(LoopbackServer):
+    """Answers any request with ``head``, then ``slow`` a byte every 0.2 s, then ``rest``; tells
+    whether it sent everything or was cut off (a send failed: the client shut the connection).
+    ``greets``: it speaks first, as a mail server does, not after an HTTP request's head."""
+
+    def __init__(self, head: bytes, slow: bytes, rest: bytes, greets: bool = False):
+        self.sent_all, self.cut_off = threading.Event(), threading.Event()
+        trickler = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while not greets and self.rfile.readline() not in (b"\r\n", b""):  # the request's head
+                    pass
+                try:
+                    self.wfile.write(head)
+                    for byte in slow:
+                        time.sleep(0.2)
+                        self.wfile.write(bytes([byte]))
+                    self.wfile.write(rest)
+                    trickler.sent_all.set()
+                except OSError:
+                    trickler.cut_off.set()
+
+        self._serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler))
+
+    def was_cut_off(self) -> bool:
+        """The client shut the connection before all was sent: its next sends fail."""
+        return not self.sent_all.is_set() and self.cut_off.wait(10)
 
 
 def rebinding_dns(monkeypatch, name: str, first: str = "93.184.215.14") -> list:

@@ -15,10 +15,11 @@ from bots.api.channel import ApiAdapter
 from bots.models import ApiToken, Message
 from channels_app.base import DeliveryError
 from channels_app.models import ChannelConfig
+from channels_app.tasks import deliver
 from tests.conftest import wait_for
 from tests.platform.conftest import make_conversation
 
-from .loopback import rebinding_dns
+from .loopback import Trickler, rebinding_dns
 from .webhook_receiver import WebhookReceiver
 
 SECRET = "webhook-signing-secret-for-tests"
@@ -128,17 +129,22 @@ def test_a_webhook_name_that_rebinds_to_the_servers_network_reaches_nothing(api_
     assert receiver.requests == []
 
 
+def notes_after_a_test_event(client, bot):
+    """"Send a test event" on the Channels page: the notes the page then shows for the API channel."""
+    response = client.post(reverse("channels:check-api", args=[bot.id]))
+    assert response.status_code == 302 and response["Location"].endswith("#api")
+    page = client.get(response["Location"].split("#")[0])
+    assert 'id="api-notes"' in page.content.decode()
+    return page.context["notes"]["api"]
+
+
 @pytest.mark.django_db
 def test_send_a_test_event(client, alice, acme_bot, api_channel, receiver, settings):
     settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = True
     client.force_login(alice)
 
     def check():
-        response = client.post(reverse("channels:check-api", args=[acme_bot.id]))
-        assert response.status_code == 302 and response["Location"].endswith("#api")
-        page = client.get(response["Location"].split("#")[0])
-        assert 'id="api-notes"' in page.content.decode()
-        return page.context["notes"]["api"]
+        return notes_after_a_test_event(client, acme_bot)
 
     assert check() == [[True, f"{receiver.url} answered 200 to a signed test event."]]
     [ping] = receiver.requests
@@ -151,6 +157,91 @@ def test_send_a_test_event(client, alice, acme_bot, api_channel, receiver, setti
     assert not ok and sentence.startswith(f"The test event to {receiver.url} failed: webhook not reached: ")
     api_channel.delete()
     assert check() == [[False, "Save the API settings first."]]
+
+
+# ---------------------------------------------------------------------------
+# A backend that answers a byte at a time, or at great length
+
+
+def retried(message) -> Message:
+    """``message`` after the deliver task's code failed it for now, to be tried again (called
+    directly, the task re-raises the transient error it would retry), as stored then."""
+    with pytest.raises(DeliveryError) as failed:
+        deliver(message.id)
+    assert failed.value.transient
+    message.refresh_from_db()
+    assert message.delivery_status == Message.Delivery.PENDING  # not sent
+    return message
+
+
+@pytest.fixture
+def backend(api_channel, settings):
+    """``backend(head, slow, rest)``: a ``Trickler`` on loopback becomes the API channel's webhook."""
+    settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = True
+    servers = []
+
+    def start(head: bytes, slow: bytes = b"", rest: bytes = b"") -> Trickler:
+        servers.append(Trickler(head, slow, rest).start())
+        api_channel.settings = {"webhook_url": f"http://127.0.0.1:{servers[-1].port}/hooks/chatnexus"}
+        api_channel.save()
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+TRICKLES = pytest.mark.parametrize("head, slow, rest", [  # the slow part a byte every 0.2 s: 10 s
+    (b"", b"HTTP/1.1 200 " + b"O" * 49 + b"K", b"\r\nContent-Length: 2\r\n\r\n{}"),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 52\r\n\r\n{", b" " * 50, b"}"),
+], ids=["the-status-line", "the-body"])
+
+
+@pytest.mark.django_db
+@TRICKLES
+def test_a_backend_answering_a_byte_at_a_time_is_cut_off_at_the_deadline_and_tried_again(
+        alice, acme_bot, backend, settings, head, slow, rest):
+    """requests' read timeout holds for each read: a backend sending its answer a byte now and then
+    held the worker that delivers every organisation's replies for as long as it liked (and the
+    sweep handed the delivery to the next worker). CHATNEXUS_WEBHOOK_TIMEOUT_S ends the whole call."""
+    settings.CHATNEXUS_WEBHOOK_TIMEOUT_S = 1
+    server = backend(head, slow, rest)
+    conversation, _ = make_conversation(acme_bot, channel="api", thread="user-5")
+    reply = services.agent_reply(conversation, alice, "Hello from the team")
+    assert retried(reply).delivery_error == "webhook webhook took longer than 1 s to answer"
+    assert server.was_cut_off()
+
+
+@pytest.mark.django_db
+@TRICKLES
+def test_a_test_event_to_a_backend_answering_a_byte_at_a_time_fails_in_words(client, alice, acme_bot, backend,
+                                                                              settings, head, slow, rest):
+    settings.CHATNEXUS_WEBHOOK_TIMEOUT_S = 1
+    server = backend(head, slow, rest)
+    client.force_login(alice)
+    url = f"http://127.0.0.1:{server.port}/hooks/chatnexus"
+    assert notes_after_a_test_event(client, acme_bot) == [
+        [False, f"The test event to {url} failed: webhook took longer than 1 s to answer."]]
+    assert server.was_cut_off()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status, delivery", [("200 OK", "sent"), ("302 Found", "failed")])
+def test_a_long_answer_is_read_only_as_far_as_it_is_needed(alice, acme_bot, backend, status, delivery):
+    """The status is what counts, and the first words of a refusal: 64 KiB of the body, not all of
+    it into the worker's memory — nor a redirect's, which requests reads whole, even unfollowed."""
+    size = 32 * 1024 * 1024
+    server = backend(f"HTTP/1.1 {status}\r\nLocation: http://127.0.0.1:9/elsewhere\r\n"
+                     f"Content-Length: {size}\r\n\r\n".encode(), rest=b"x" * size)
+    conversation, _ = make_conversation(acme_bot, channel="api", thread="user-6")
+    reply = services.agent_reply(conversation, alice, "Hello from the team")
+    deliver(reply.id)
+    reply.refresh_from_db()
+    assert reply.delivery_status == delivery
+    if delivery == "failed":
+        assert reply.delivery_error == ("http-302 webhook answered 302: " + "x" * 200 + " (redirects are not "
+                                        "followed: set the URL it redirects to)")
+    assert server.was_cut_off()
 
 
 def test_a_signature_checks_the_body_the_secret_and_the_time():
