@@ -36,9 +36,9 @@ class ChannelForm(forms.Form):
 
     def __init__(self, *args, config=None, **kwargs):
         self.config = config
-        initial = {"enabled": True, **self.DEFAULTS}
+        initial = {"enabled": True, **self._settings_of(config)}
         if config is not None:
-            initial.update({"enabled": config.enabled, **{k: v for k, v in config.settings.items() if k in self.SETTINGS}})
+            initial["enabled"] = config.enabled
         super().__init__(*args, initial=initial, **kwargs)
         for name in self.SECRETS:
             self.fields[name].widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
@@ -64,13 +64,23 @@ class ChannelForm(forms.Form):
                                      f"sent only to the server it was typed for (or tick “{clear}”).")
         return data
 
-    def _secrets_moved(self):
-        """The secrets whose server (``SECRET_SERVERS``) this save changes; saved without a new value, the
-        stored one is dropped (with no server left, silently). None on a channel's first save."""
-        if self.config is None:
+    def _settings_of(self, config):
+        """This form's settings as ``config`` holds them, the defaults where it has none."""
+        stored = config.settings if config is not None else {}
+        return {**self.DEFAULTS, **{k: v for k, v in stored.items() if k in self.SETTINGS}}
+
+    def _secrets_moved(self, config=None):
+        """The secrets whose server (``SECRET_SERVERS``) this save changes from ``config`` (default: the one
+        the page showed); saved without a new value, the stored one is dropped (with no server left,
+        silently). None on a channel's first save. ``apply`` asks about the config as stored when it
+        saves: a form validated while someone else pointed the channel at another server (or back) must
+        not carry the secret typed for one to the other."""
+        config = self.config if config is None else config
+        if config is None or config.pk is None:
             return []
+        stored = self._settings_of(config)
         return [name for name, where in self.SECRET_SERVERS.items()
-                if any(_as_text(self.cleaned_data.get(k)) != _as_text(self.initial.get(k)) for k in where)]
+                if any(_as_text(self.cleaned_data.get(k)) != _as_text(stored.get(k)) for k in where)]
 
     def secret_states(self):
         """``[(label, "set" | "not set")]`` — what the page shows instead of a secret."""
@@ -79,10 +89,10 @@ class ChannelForm(forms.Form):
 
     def apply(self, config):
         """Copy the cleaned data onto ``config`` (not saved)."""
+        moved = self._secrets_moved(config)  # against the settings as stored, before they change
         config.enabled = self.cleaned_data["enabled"]
         config.settings = {**config.settings, **{k: self.cleaned_data[k] for k in self.SETTINGS}}
         secrets = dict(config.secrets)
-        moved = self._secrets_moved()
         for name in self.SECRETS:
             if self.cleaned_data.get(f"clear_{name}") or (name in moved and not self.cleaned_data.get(name)):
                 secrets.pop(name, None)

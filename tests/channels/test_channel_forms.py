@@ -84,6 +84,27 @@ def test_the_stored_passwords_stay_while_their_servers_do(smtp_login):
     assert "imap_password" not in form.apply(smtp_login).secrets
 
 
+def test_a_form_validated_before_the_server_changed_does_not_carry_the_new_password_back(smtp_login):
+    """A manager posts the page as it showed mail.acme (its check of the host slow); meanwhile the owner
+    points the channel at another server and types its password. The stale form, saved onto the config
+    as stored now, moves the server back: the password typed for the other server must not go along."""
+    from channels_app.models import ChannelConfig
+
+    stale = EmailForm(email_data(smtp_login), config=smtp_login)
+    assert stale.is_valid(), stale.errors
+    owners = ChannelConfig.objects.get(id=smtp_login.id)
+    owner = EmailForm(email_data(owners, smtp_host="smtp.new.example", smtp_password="owners-new-pw"), config=owners)
+    assert owner.is_valid(), owner.errors
+    owner.apply(owners).save()
+
+    current = ChannelConfig.objects.get(id=smtp_login.id)
+    stale.apply(current).save()
+    saved = ChannelConfig.objects.get(id=smtp_login.id)
+    assert saved.settings["smtp_host"] == smtp_login.settings["smtp_host"]
+    assert "smtp_password" not in saved.secrets  # typed for smtp.new.example: dropped, not sent elsewhere
+    assert saved.secrets["imap_password"] == "real-imap-pw"  # IMAP's server is where it was
+
+
 def test_the_channels_page_keeps_the_smtp_password_from_a_new_host(client, alice, smtp_login):
     from django.urls import reverse
 
