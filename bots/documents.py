@@ -19,6 +19,7 @@ from channels_app.email.parse import _HTMLText, html_to_text
 
 from . import pdftext
 from .pdftext import MAX_PDF_CONTENT_BYTES, MAX_PDF_PAGES  # noqa: F401 - this module's limits too
+from .pdftext import unix_lines
 from .services import storable
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,6 @@ def charset(content_type: str, head: bytes) -> str:
     return declared
 
 
-def unix_lines(text: str) -> str:
-    """``text`` with LF line breaks: a browser's textarea sends CRLF, and a file or page written on
-    Windows has them (bots/forms.py: a form saved unchanged must equal what was stored)."""
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def text_of(name: str, raw: bytes, read_html: Callable[[str], str] = page_text) -> str:

@@ -27,6 +27,13 @@ TIMEOUT_S = 30  # wall time (the parent's) and CPU time (the child's own) for on
 MAX_MEMORY_BYTES = 1024 * 1024 * 1024  # address space: pypdf peaks near 250 MB on 8 MB of page content
 
 
+def unix_lines(text: str) -> str:
+    """``text`` with LF line breaks: a browser's textarea sends CRLF, and a file, page or PDF written on
+    Windows has them (bots/forms.py: a form saved unchanged must equal what was stored). Here, without
+    Django, because the PDF's text is measured against the cap in these line breaks."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 class Unreadable(Exception):
     """Why the PDF gives no text, in a sentence for the form."""
 
@@ -51,7 +58,7 @@ def read(raw: bytes, max_chars: int) -> str:
             if content > MAX_PDF_CONTENT_BYTES:
                 raise Unreadable(f"That PDF has more page content than can be read here (over "
                                  f"{MAX_PDF_CONTENT_BYTES // (1024 * 1024)} MB); paste its text instead.")
-            text = (page.extract_text() or "").strip()
+            text = unix_lines(page.extract_text() or "").strip()  # counted as stored
             if text:
                 pages.append(text)
                 chars += len(text) + 2
@@ -66,10 +73,21 @@ def read(raw: bytes, max_chars: int) -> str:
     return text[:max_chars] + text[max_chars:].lstrip()[:1]  # one over that a caller's strip() keeps
 
 
+def _limit(kind, most):
+    """Lower this process's ``kind`` limit to ``most`` (or to the lower limit it already has). Where the
+    system refuses (macOS refuses RLIMIT_AS), the parent's timeout still stops the child."""
+    _soft, hard = resource.getrlimit(kind)
+    most = most if hard == resource.RLIM_INFINITY else min(most, hard)
+    try:
+        resource.setrlimit(kind, (most, most))
+    except (ValueError, OSError):
+        pass
+
+
 def main():
-    resource.setrlimit(resource.RLIMIT_CPU, (TIMEOUT_S, TIMEOUT_S))
-    resource.setrlimit(resource.RLIMIT_AS, (MAX_MEMORY_BYTES, MAX_MEMORY_BYTES))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # killed at its CPU limit: no core file of it
+    _limit(resource.RLIMIT_CPU, TIMEOUT_S)
+    _limit(resource.RLIMIT_AS, MAX_MEMORY_BYTES)
+    _limit(resource.RLIMIT_CORE, 0)  # killed at its CPU limit: no core file of it
     logging.disable(logging.CRITICAL)  # pypdf warns once per oddity: a hostile file, megabytes of them
     warnings.simplefilter("ignore")
     try:

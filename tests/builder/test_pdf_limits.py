@@ -26,10 +26,10 @@ def with_pages(objects: list[bytes], page: bytes, count: int) -> bytes:
                     *objects] + [page] * count)
 
 
-def form_drawn_over_and_over(lines: int, times: int, pages: int) -> bytes:
+def form_drawn_over_and_over(lines: int, times: int, pages: int, line: bytes = b"Hello world text") -> bytes:
     """Every page draws one form XObject of ``lines`` lines of text ``times`` times: a few KB of
     file, ``lines * times * pages`` lines of text."""
-    form = packed(b"BT /F1 12 Tf 10 10 Td " + b"(Hello world text) Tj 0 -1 Td " * lines + b"ET",
+    form = packed(b"BT /F1 12 Tf 10 10 Td " + b"(%s) Tj 0 -1 Td " % line * lines + b"ET",
                   b"/Type /XObject /Subtype /Form /BBox [0 0 600 800] /Resources << /Font << /F1 3 0 R >> >>")
     return with_pages([b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>", form,
                        packed(b"q /X1 Do Q\n" * times)],
@@ -89,3 +89,35 @@ def test_the_workers_time_limit_stops_a_pdf_being_read():
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
+
+
+def test_a_long_pdf_written_with_windows_line_breaks_is_still_too_long(as_alice, acme_bot):
+    """Its text was cut at the cap, then its CRLFs made single LFs: under the cap, a document cut
+    mid-line was taken as whole. Counted in the line breaks it is stored with, it is too long."""
+    crlf = form_drawn_over_and_over(lines=20, times=100, pages=20, line=b"Hello\\r\\nworld text")
+    text = text_of("catalogue.pdf", crlf)
+    assert "\r" not in text and len(text) == MAX_DOC_CHARS + 1
+    upload = SimpleUploadedFile("catalogue.pdf", crlf, "application/pdf")
+    response = as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"file": upload})
+    assert response.status_code == 400 and not acme_bot.knowledge.filter(kind="doc").exists()
+
+
+def test_a_pdf_is_read_where_the_memory_limit_cannot_be_raised_to_the_childs(tmp_path):
+    """A container or a shell with a hard address-space limit under the child's 1 GiB (or macOS, which
+    refuses the limit): setting it failed and every PDF, a one-line one too, was refused."""
+    import json
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.builder.test_knowledge_forms import pdf
+
+    def lower_hard_limit():
+        resource.setrlimit(resource.RLIMIT_AS, (900 * 1024 * 1024, 900 * 1024 * 1024))
+
+    done = subprocess.run([sys.executable, "-m", "bots.pdftext", "1000"], input=pdf("Opening hours 9 to 5"),
+                          capture_output=True, preexec_fn=lower_hard_limit, cwd=Path(__file__).resolve().parents[2],
+                          timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert json.loads(done.stdout) == {"text": "Opening hours 9 to 5"}
