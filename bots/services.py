@@ -750,9 +750,22 @@ def rate_reply(conversation_id: int, message_id: int, rating: int) -> bool:
                 .update(rating=rating))
 
 
-# A message whose reply the sweep queued this often and that still waits: its task dies on it every time
-# (a worker killed at the hard time limit, or by the crash the message causes). The team's, not the sweep's.
-SWEEPS_BEFORE_HANDOFF = 3
+# A message whose reply task started this often and that still waits, past the sweep's age: the task dies
+# on it every time (a worker killed at the hard time limit, or by the crash the message causes). The
+# team's, not the sweep's. Counted when a task starts, not when one is queued: a message waiting behind a
+# long queue (a slow or stopped inference worker) is queued again, never failed for it.
+STARTS_BEFORE_HANDOFF = 3
+
+
+def reply_started(message_id: int) -> None:
+    """A reply task starts on the inbound message ``message_id`` while it waits for the bot: counted in
+    its ``meta["starts"]`` (``requeue_unfinished`` hands the team one whose tasks keep dying)."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(
+            id=message_id, reply_state=Message.ReplyState.PENDING).first()
+        if message is not None:
+            meta = message.meta or {}
+            Message.objects.filter(id=message_id).update(meta={**meta, "starts": meta.get("starts", 0) + 1})
 
 
 def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
@@ -763,9 +776,10 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     lost its queue).
 
     Safe to run any time: both tasks are idempotent (a message still queued gets a second
-    task, which finds the work done and does nothing). A message queued SWEEPS_BEFORE_HANDOFF
-    times already (``meta["sweeps"]``) is not queued forever: it is marked failed and handed to
-    the team, as a reply the model failed is. Returns (replies, deliveries) queued.
+    task, which finds the work done and does nothing). A message whose reply task started
+    STARTS_BEFORE_HANDOFF times already (``reply_started``) is not queued forever: it is marked
+    failed and handed to the team, as a reply the model failed is. Returns (replies, deliveries)
+    queued.
     """
     from django.conf import settings
 
@@ -784,14 +798,12 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     ).values_list("id", flat=True))
     requeued = 0
     for message in pending:
-        sweeps = (message.meta or {}).get("sweeps", 0)
-        if sweeps >= SWEEPS_BEFORE_HANDOFF:
-            why = f"its reply was queued again {sweeps} times and never finished"
+        starts = (message.meta or {}).get("starts", 0)
+        if starts >= STARTS_BEFORE_HANDOFF:
+            why = f"its reply was started {starts} times and never finished"
             fail_reply(message, why, skip_reason=why)
             continue
         generate_reply.delay(message.id)
-        Message.objects.filter(id=message.id, reply_state=Message.ReplyState.PENDING).update(
-            meta={**(message.meta or {}), "sweeps": sweeps + 1})
         requeued += 1
     for message_id in unsent:
         deliver.delay(message_id)

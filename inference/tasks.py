@@ -64,6 +64,7 @@ def generate_reply(self, message_id):
         return
     if not _waiting(inbound.id):
         return  # already answered (or not to be answered): nothing to do twice
+    services.reply_started(inbound.id)  # a task that dies on it every time ends with the team (the sweep)
 
     conversation = inbound.conversation
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
@@ -104,7 +105,9 @@ def _generate(inbound, config, deadline=None):
     conversation waiting for it meanwhile (``serve``'s worker threads) then reads the reply to the
     first. Read before, its prompt had the two questions in a row, and the model answered the first
     again."""
-    _keep_files(inbound)  # before holding the model: a file fetched from Twilio keeps no other reply waiting
+    # before holding the model, so that no other reply waits for them: the files fetched from Twilio,
+    # and the text of the conversation's files read (a PDF up to 30 s; kept for the read under the lock)
+    _turns(inbound)
     if not has_text_to_read(inbound):
         return _record(inbound, services.no_text_reply(config), {"canned": True})
     engine = _engine(config.get("drafter") or None)
@@ -311,8 +314,9 @@ def _stored_replies(bot_id):
 
 
 def _turns(inbound):
-    """The conversation for the model, once the channel has kept the message's files (what
-    ``_generate`` reads in two steps: the files before it holds the model, the history after)."""
+    """The conversation for the model, once the channel has kept the message's files. ``_generate``
+    reads it before holding the model (its files fetched and read, the texts kept by bots.files) and
+    again holding it (the replies stored meanwhile)."""
     _keep_files(inbound)
     return _history(inbound)
 

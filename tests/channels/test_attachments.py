@@ -251,3 +251,40 @@ def test_a_reply_is_written_without_a_file_twilio_will_not_hand_over(whatsapp_ch
     gone = twilio_stub.base_url + f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM1/Media/ME404"  # unknown to Twilio
     message = receive_media(signed_post, whatsapp_channel, (gone, "application/pdf"), body="Is this invoice right?")
     assert _turns(message)[-1] == {"role": "user", "content": "Is this invoice right?"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_customers_pdf_is_read_before_the_reply_waits_for_the_model(whatsapp_channel, twilio_stub, signed_post):
+    """A PDF takes up to 30 s to read: read while holding the model, it kept every other reply (and in
+    ``serve``, whose two threads also deliver, every delivery) waiting. Its text is read, and kept,
+    before the reply task waits for the model: here held by the test until the text is there."""
+    import threading
+
+    from bots import files
+    from inference import runtime
+    from inference.tasks import _generate
+    from tests.builder.test_knowledge_forms import pdf
+    from tests.conftest import wait_for
+
+    url = twilio_stub.add_media(ACCOUNT_SID, pdf("Total due EUR 129.00"), "application/pdf")
+    message = receive_media(signed_post, whatsapp_channel, (url, "application/pdf"), body="Is this invoice right?")
+    config = message.bot.live_config()
+    outcome = []
+
+    def reply():
+        try:
+            outcome.append(_generate(message, config))
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    with runtime.generation_lock:  # another reply is being written
+        task = threading.Thread(target=reply)
+        task.start()
+        wait_for(lambda: any(key[0] in {a.id for a in message.attachments.all()} for key in list(files._texts)),
+                 timeout=60, what="the PDF's text read before the model is free")
+        # the team takes over meanwhile: the task then finds nothing to answer, and the test no model run
+        Message.objects.filter(id=message.id).update(reply_state=Message.ReplyState.SKIPPED)
+    task.join(120)
+    assert outcome == [None]

@@ -24,6 +24,7 @@ def test_it_turns_a_stored_message_into_a_stored_reply_with_stats(transactional_
     assert reply.stats["precision"] in ("fp32", "int8", "int4", "int4a8")  # CHATNEXUS_DTYPE=auto: measured by the worker
     received.message.refresh_from_db()
     assert received.message.reply_state == "done"
+    assert received.message.meta["starts"] == 1  # the task counted its start (the sweep's poison count)
     wait_for(lambda: Message.objects.get(id=reply.id).delivery_status == "sent", what="delivery")
 
 

@@ -126,13 +126,15 @@ def test_a_message_whose_task_the_broker_refused_is_stored_for_the_sweep(transac
 
 def test_a_message_whose_reply_task_dies_every_time_goes_to_the_team(db, settings, client, bob, acme_bot):
     """A message the reply task dies on every time (a worker killed at the hard time limit, or by the
-    crash the message causes) was queued again by every sweep, for good, and nobody was told. After
-    SWEEPS_BEFORE_HANDOFF sweeps it is handed to the team as a failed reply is, the reason in the inbox."""
+    crash the message causes) was queued again by every sweep, for good, and nobody was told. Once its
+    task started STARTS_BEFORE_HANDOFF times it is handed to the team as a failed reply is, the reason
+    in the inbox. (Each start below is the task's first step, the task dying right after it.)"""
     age = settings.CHATNEXUS_SWEEP_AFTER_S
     poison = stored_without_a_task(acme_bot, "poison", "Here is my 4 MB log file: ...", age_s=age + 60,
                                    channel="widget")
-    for _ in range(services.SWEEPS_BEFORE_HANDOFF):  # each task queued dies: the message still waits
+    for _ in range(services.STARTS_BEFORE_HANDOFF):  # each task queued starts and dies: the message still waits
         assert services.requeue_unfinished(older_than_s=age) == (1, 0)
+        services.reply_started(poison.id)
     assert services.requeue_unfinished(older_than_s=age) == (0, 0)
 
     poison.refresh_from_db()
@@ -144,5 +146,16 @@ def test_a_message_whose_reply_task_dies_every_time_goes_to_the_team(db, setting
     client.force_login(bob)
     shown = {m["id"]: m for m in client.get(f"/inbox/{conversation.id}/messages.json").json()["messages"]}[poison.id]
     assert shown["reply_state_label"] == "Failed"
-    assert shown["skip_reason"] == "its reply was queued again 3 times and never finished"
+    assert shown["skip_reason"] == "its reply was started 3 times and never finished"
     assert services.requeue_unfinished(older_than_s=age) == (0, 0)  # and the sweep is done with it
+
+
+def test_a_message_waiting_behind_a_long_queue_is_queued_again_never_failed(db, settings, acme_bot):
+    """Its task has not started yet (the inference worker slow, or stopped): however many sweeps pass,
+    it waits for the bot, and the queue gets it again."""
+    age = settings.CHATNEXUS_SWEEP_AFTER_S
+    waiting = stored_without_a_task(acme_bot, "queued", "Do you rent e-bikes?", age_s=age + 60, channel="widget")
+    for _ in range(services.STARTS_BEFORE_HANDOFF + 2):
+        assert services.requeue_unfinished(older_than_s=age) == (1, 0)
+    waiting.refresh_from_db()
+    assert waiting.reply_state == "pending" and not Message.objects.filter(reply_to=waiting).exists()
