@@ -140,6 +140,8 @@ def _load_pretrained(name: str, local_files_only: bool, dtype: torch.dtype):
     except OSError as exc:
         raise ModelNotFoundError(f"model {name!r} is incomplete (weights or tokenizer files missing): "
                                  f"{str(exc)[:300]}") from exc
+    except (MemoryError, ImportError):
+        raise  # not the file's fault: "download it again" would mislead (and a GGUF cache be deleted for it)
     except Exception as exc:  # noqa: BLE001 - safetensors, tokenizers and json each have their own error for a damaged file
         raise BadModelFileError(f"model {name!r} could not be read ({type(exc).__name__}: {str(exc)[:200]}); a file "
                                 "cut short or damaged (an interrupted download or copy) does this: "
