@@ -60,8 +60,8 @@ def read(raw: bytes, max_chars: int) -> str:
                                  f"{MAX_PDF_CONTENT_BYTES // (1024 * 1024)} MB); paste its text instead.")
             text = unix_lines(page.extract_text() or "").strip()  # counted as stored
             if text:
+                chars += len(text) + (2 if pages else 0)  # the text as joined below: a blank line between pages
                 pages.append(text)
-                chars += len(text) + 2
             if chars > max_chars:
                 break
     except Unreadable:

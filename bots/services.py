@@ -613,7 +613,8 @@ def _answer_the_wait(conversation: Conversation) -> None:
             conversation_id=conversation_id, direction=Message.Direction.OUTBOUND,
             id__gt=latest.id).exclude(sender=Message.Sender.NOTE).exists():
         return
-    meta = {key: value for key, value in (latest.meta or {}).items() if key != "skip_reason"}
+    meta = {key: value for key, value in (latest.meta or {}).items()
+            if key not in ("skip_reason", "starts", "started_at")}  # the bot's turn anew (reply_started)
     meta["requeued_at"] = timezone.now().isoformat()
     if Message.objects.filter(id=latest.id, reply_state=Message.ReplyState.SKIPPED).update(
             reply_state=Message.ReplyState.PENDING, meta=meta):
@@ -750,22 +751,37 @@ def rate_reply(conversation_id: int, message_id: int, rating: int) -> bool:
                 .update(rating=rating))
 
 
-# A message whose reply task started this often and that still waits, past the sweep's age: the task dies
-# on it every time (a worker killed at the hard time limit, or by the crash the message causes). The
-# team's, not the sweep's. Counted when a task starts, not when one is queued: a message waiting behind a
-# long queue (a slow or stopped inference worker) is queued again, never failed for it.
+# A message whose reply the model started this often and that still waits, the last start longer ago than
+# a task may run: the task dies on it every time (a worker killed at the hard time limit, or by the crash
+# the message causes). The team's, not the sweep's. Counted when the model starts on it (holding it), not
+# when a task is queued: a message waiting behind a long queue (a slow or stopped inference worker) is
+# queued again, never failed for it, and a copy of the task that finds it answered counts nothing.
 STARTS_BEFORE_HANDOFF = 3
 
 
 def reply_started(message_id: int) -> None:
-    """A reply task starts on the inbound message ``message_id`` while it waits for the bot: counted in
-    its ``meta["starts"]`` (``requeue_unfinished`` hands the team one whose tasks keep dying)."""
+    """The model starts on the inbound message ``message_id``, which still waits for the bot: counted in
+    its ``meta["starts"]``, with the time (``requeue_unfinished`` hands the team one whose tasks keep
+    dying). The count starts again when the team gives the conversation back (``_answer_the_wait``)."""
     with transaction.atomic():
         message = Message.objects.select_for_update().filter(
             id=message_id, reply_state=Message.ReplyState.PENDING).first()
         if message is not None:
             meta = message.meta or {}
-            Message.objects.filter(id=message_id).update(meta={**meta, "starts": meta.get("starts", 0) + 1})
+            Message.objects.filter(id=message_id).update(meta={
+                **meta, "starts": meta.get("starts", 0) + 1, "started_at": timezone.now().isoformat()})
+
+
+def _died_on(message: Message, now) -> int:
+    """How many times the model started on ``message`` in vain: its starts, once the last is older
+    than a task may run (0 while one may still be under way)."""
+    from django.conf import settings
+
+    meta = message.meta or {}
+    started = parse_datetime(meta.get("started_at") or "")
+    if started is None or now - started < timedelta(seconds=settings.CHATNEXUS_TASK_TIME_LIMIT + 30):
+        return 0
+    return meta.get("starts", 0)
 
 
 def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
@@ -798,7 +814,7 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     ).values_list("id", flat=True))
     requeued = 0
     for message in pending:
-        starts = (message.meta or {}).get("starts", 0)
+        starts = _died_on(message, now)
         if starts >= STARTS_BEFORE_HANDOFF:
             why = f"its reply was started {starts} times and never finished"
             fail_reply(message, why, skip_reason=why)

@@ -64,7 +64,6 @@ def generate_reply(self, message_id):
         return
     if not _waiting(inbound.id):
         return  # already answered (or not to be answered): nothing to do twice
-    services.reply_started(inbound.id)  # a task that dies on it every time ends with the team (the sweep)
 
     conversation = inbound.conversation
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
@@ -117,6 +116,7 @@ def _generate(inbound, config, deadline=None):
         # model while the first answered: it must not answer again, nor say the bot is typing
         if not _waiting(inbound.id):
             return None
+        services.reply_started(inbound.id)  # a task that dies on it every time ends with the team (the sweep)
         messages = _prompt(inbound, config, engine)
         events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
         started = time.perf_counter()

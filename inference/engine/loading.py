@@ -140,13 +140,23 @@ def _load_pretrained(name: str, local_files_only: bool, dtype: torch.dtype):
     except OSError as exc:
         raise ModelNotFoundError(f"model {name!r} is incomplete (weights or tokenizer files missing): "
                                  f"{str(exc)[:300]}") from exc
-    except (MemoryError, ImportError):
-        raise  # not the file's fault: "download it again" would mislead (and a GGUF cache be deleted for it)
     except Exception as exc:  # noqa: BLE001 - safetensors, tokenizers and json each have their own error for a damaged file
+        if _out_of_memory(exc) or isinstance(exc, ImportError):  # not the file's fault: "download it again"
+            # would mislead, and a GGUF cache be deleted for it; still an EngineError (a drafter falls back)
+            raise EngineError(f"model {name!r} could not be loaded ({type(exc).__name__}: {str(exc)[:200]})") from exc
         raise BadModelFileError(f"model {name!r} could not be read ({type(exc).__name__}: {str(exc)[:200]}); a file "
                                 "cut short or damaged (an interrupted download or copy) does this: "
                                 "download or copy it again") from exc
     return model, tokenizer
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says the machine had no memory for the model: torch's CPU allocator raises a
+    RuntimeError ("can't allocate memory"), CUDA its OutOfMemoryError."""
+    import torch
+
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
 
 
 def max_positions(model) -> int | None:

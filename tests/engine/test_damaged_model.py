@@ -101,3 +101,16 @@ def test_a_damaged_model_cache_is_converted_again(tmp_path, monkeypatch):
         assert set(rebuilt.keys()) >= {"model.embed_tokens.weight", "lm_head.weight"}
     release_model(str(path), device="cpu", dtype="fp32")
 
+
+
+def test_running_out_of_memory_is_not_called_a_damaged_file():
+    """torch's CPU allocator says so in a RuntimeError: called a file cut short, the advice was to
+    download it again, and a converted GGUF cache was deleted for it."""
+    import torch
+
+    from inference.engine.loading import _out_of_memory
+
+    with pytest.raises(RuntimeError) as refused:
+        torch.empty(2 ** 50)  # eight petabytes
+    assert _out_of_memory(refused.value)
+    assert not _out_of_memory(RuntimeError("Error while deserializing header: incomplete metadata"))

@@ -27,11 +27,12 @@ def roomy_target_dir(tmp_path_factory) -> str:
     return save(model, tokenizer, tmp_path_factory.mktemp("roomy-target"))
 
 
-def storing(thread) -> bool:
-    """Is ``thread`` (running inference.tasks) storing a reply (services.record_reply)?"""
+def at_the_first_messages_row(thread) -> bool:
+    """Is ``thread`` (running inference.tasks), holding the model, at the first message's row: counting
+    the model's start on it (services.reply_started) or storing its reply (services.record_reply)?"""
     frame = sys._current_frames().get(thread.ident)
     while frame is not None:
-        if frame.f_code.co_name == "record_reply":
+        if frame.f_code.co_name in ("reply_started", "record_reply"):
             return True
         frame = frame.f_back
     return False
@@ -62,12 +63,12 @@ def test_a_second_message_waiting_for_the_model_is_answered_knowing_the_reply_to
     Message.objects.filter(id__in=[first.id, second.id]).update(reply_state=Message.ReplyState.PENDING)
 
     with transaction.atomic():
-        # the first reply's store waits on the first message's row until the second task has come as
-        # far as it can: to the model, which the first holds until its reply is stored
+        # the first task, holding the model, waits on the first message's row until the second task has
+        # come as far as it can: to the model, which the first holds until its reply is stored
         Message.objects.select_for_update().get(id=first.id)
         one = threading.Thread(target=answer, args=[first.id])
         one.start()
-        wait_for(lambda: storing(one), what="the first reply being stored")
+        wait_for(lambda: at_the_first_messages_row(one), what="the first task at its message, holding the model")
         two = threading.Thread(target=answer, args=[second.id])
         two.start()
         wait_for(lambda: waiting_for_the_model(two) or not two.is_alive(), what="the second task at the model")

@@ -135,6 +135,9 @@ def test_a_message_whose_reply_task_dies_every_time_goes_to_the_team(db, setting
     for _ in range(services.STARTS_BEFORE_HANDOFF):  # each task queued starts and dies: the message still waits
         assert services.requeue_unfinished(older_than_s=age) == (1, 0)
         services.reply_started(poison.id)
+    # the last start may still be under way for as long as a task may run: queued again, not failed
+    assert services.requeue_unfinished(older_than_s=age) == (1, 0)
+    started_long_ago(poison, settings.CHATNEXUS_TASK_TIME_LIMIT + 60)
     assert services.requeue_unfinished(older_than_s=age) == (0, 0)
 
     poison.refresh_from_db()
@@ -148,6 +151,32 @@ def test_a_message_whose_reply_task_dies_every_time_goes_to_the_team(db, setting
     assert shown["reply_state_label"] == "Failed"
     assert shown["skip_reason"] == "its reply was started 3 times and never finished"
     assert services.requeue_unfinished(older_than_s=age) == (0, 0)  # and the sweep is done with it
+
+
+def started_long_ago(message, seconds):
+    """The model's last start on ``message`` (services.reply_started) ``seconds`` ago."""
+    message.refresh_from_db()
+    Message.objects.filter(id=message.id).update(
+        meta={**message.meta, "started_at": (timezone.now() - timedelta(seconds=seconds)).isoformat()})
+
+
+def test_giving_the_conversation_back_starts_the_count_again(db, settings, bob, acme_bot):
+    """Each takeover while the model answered left a start counted: given back twice, the bot's next try
+    was failed by the sweep as the third start of a message its task dies on."""
+    age = settings.CHATNEXUS_SWEEP_AFTER_S
+    message = stored_without_a_task(acme_bot, "taken", "Do you fix e-bikes?", age_s=60, channel="widget")
+    conversation = Conversation.objects.get(id=message.conversation_id)
+    for _ in range(services.STARTS_BEFORE_HANDOFF):
+        services.reply_started(message.id)  # the model starts on it; the team takes over meanwhile
+        services.set_bot_paused(Conversation.objects.get(id=conversation.id), True, by=bob)
+        services.set_bot_paused(Conversation.objects.get(id=conversation.id), False)
+        message.refresh_from_db()
+        assert message.reply_state == "pending"
+    Message.objects.filter(id=message.id).update(created=timezone.now() - timedelta(seconds=age + 60))
+    started_long_ago(message, 0)  # (no start since the give-back)
+    assert services.requeue_unfinished(older_than_s=age) == (1, 0)
+    message.refresh_from_db()
+    assert message.reply_state == "pending"
 
 
 def test_a_message_waiting_behind_a_long_queue_is_queued_again_never_failed(db, settings, acme_bot):
