@@ -388,6 +388,11 @@ def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: boo
     latency = (timezone.now() - _bots_turn_since(inbound)).total_seconds()
     try:
         with transaction.atomic():
+            # the conversation's row before the message's, the order a takeover locks them in (_locked, then
+            # skip_pending): the message first, the reply's insert then waited on the conversation while
+            # the takeover waited on the message, and PostgreSQL aborted one of them (an agent's 500)
+            list(Conversation.objects.select_for_update(no_key=True).filter(id=inbound.conversation_id)
+                 .values_list("id", flat=True))
             if while_pending and not Message.objects.filter(
                     id=inbound.id, reply_state=Message.ReplyState.PENDING).update(reply_state=Message.ReplyState.DONE):
                 return Message.objects.filter(reply_to=inbound).first(), False

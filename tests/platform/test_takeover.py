@@ -317,3 +317,46 @@ def test_giving_back_leaves_a_request_for_a_person_and_a_day_old_message_to_the_
     Message.objects.filter(id=recent[1].id).update(created=timezone.now() - timedelta(hours=23))
     services.set_bot_paused(Conversation.objects.get(id=recent[0].id), False)
     assert Message.objects.get(id=recent[1].id).reply_state == Message.ReplyState.PENDING
+
+
+def test_a_reply_being_stored_and_a_takeover_lock_the_conversation_and_message_in_one_order(transactional_db,
+                                                                                           acme_bot):
+    """The takeover locks the conversation, then the customer's waiting messages (skip_pending); storing
+    the bot's reply locked the message, then waited on the conversation: each waited on the other, and
+    PostgreSQL aborted one (the agent's click a 500). Storing now waits for the conversation first,
+    leaving the message alone: the takeover, holding the conversation, still takes the message at once."""
+    import threading
+
+    from django.db import OperationalError, connection, transaction
+
+    from bots.models import Conversation
+    from tests.platform.test_double_submit import waiting
+
+    def waiting_now():  # in a transaction, pg_stat_activity is read once and kept: read it afresh
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+        return waiting()
+
+    inbound = services.receive(bot=acme_bot, channel="widget", thread_id="order", text="Hi", answer=False).message
+    Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.PENDING)
+    stored = []
+
+    def store():
+        try:
+            stored.append(services.record_reply(inbound, "Hello!", {}, while_pending=True))
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Conversation.objects.select_for_update().get(id=inbound.conversation_id)  # the takeover's first step
+        storing = threading.Thread(target=store)
+        storing.start()
+        wait_for(lambda: waiting_now() >= 1, what="the reply's store waiting on a lock")
+        try:  # its second: the waiting messages, which the store must not be holding
+            Message.objects.select_for_update(nowait=True).filter(id=inbound.id).exists()
+            took_the_message = True
+        except OperationalError:
+            took_the_message = False
+    storing.join(30)
+    assert took_the_message
+    assert stored and stored[0][1]  # and the reply was stored once the takeover let go
