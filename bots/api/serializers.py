@@ -181,7 +181,7 @@ class SavedReplySerializer(serializers.ModelSerializer):
     def validate_title(self, title):
         org = getattr(self.context.get("request"), "organization", None)
         if SavedReply.title_taken(org, title, exclude_id=getattr(self.instance, "id", None)):
-            raise serializers.ValidationError("There is already a saved reply with this title.")
+            raise serializers.ValidationError(SavedReply.TITLE_TAKEN)
         return title
 
 

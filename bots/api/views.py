@@ -4,7 +4,7 @@ Every queryset goes through ``bots.tenancy.scoped``: another organisation's obje
 is a 404. Bots, knowledge and stats are for owners and admins; agents use
 conversations and messages (as in the inbox).
 """
-from django.db import OperationalError
+from django.db import IntegrityError, OperationalError, transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -205,7 +205,20 @@ class SavedReplyViewSet(viewsets.ModelViewSet):
         return scoped(self.request, SavedReply).order_by("title")
 
     def perform_create(self, serializer):
-        serializer.save(organization=self.request.organization, created_by=self.request.user)
+        self._saved(serializer, organization=self.request.organization, created_by=self.request.user)
+
+    def perform_update(self, serializer):
+        self._saved(serializer)
+
+    @staticmethod
+    def _saved(serializer, **fields):
+        """Save; the title taken meanwhile (the same request sent twice at once: one_saved_reply_per_title)
+        is the 400 the serializer gives a title already taken, not a 500."""
+        try:
+            with transaction.atomic():
+                serializer.save(**fields)
+        except IntegrityError:
+            raise ValidationError({"title": [SavedReply.TITLE_TAKEN]}) from None
 
 
 class ConversationViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -7,6 +7,8 @@ from .tenants import Organization
 
 
 class SavedReply(models.Model):
+    TITLE_TAKEN = "There is already a saved reply with this title."  # the form's and the API's words
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="saved_replies")
     title = models.CharField(max_length=80)
     text = models.TextField()

@@ -14,9 +14,6 @@ from .decorators import manager_required, member_required
 from .inbox import MAX_AGENT_REPLY
 
 
-TITLE_TAKEN = "There is already a saved reply with this title."
-
-
 class SavedReplyForm(LineEndings, forms.ModelForm):
     class Meta:
         model = SavedReply
@@ -31,7 +28,7 @@ class SavedReplyForm(LineEndings, forms.ModelForm):
     def clean_title(self):
         title = self.cleaned_data["title"].strip()
         if SavedReply.title_taken(self.organization, title):
-            raise forms.ValidationError(TITLE_TAKEN)
+            raise forms.ValidationError(SavedReply.TITLE_TAKEN)
         return title
 
     def clean_text(self):  # counted with LF line breaks, as stored (LineEndings), not the browser's CRLF
@@ -55,7 +52,7 @@ def saved_replies(request):
                 with transaction.atomic():
                     reply.save()
             except IntegrityError:  # one_saved_reply_per_title: the same form sent twice at once (a double click)
-                form.add_error("title", TITLE_TAKEN)
+                form.add_error("title", SavedReply.TITLE_TAKEN)
             else:
                 flash.success(request, f"Saved reply \u201c{reply.title}\u201d added.")
                 return redirect("inbox:replies")

@@ -126,3 +126,19 @@ def test_a_channel_saved_twice_at_once_the_first_time_has_one_config(transaction
     config = ChannelConfig.objects.get(bot=bot, kind="widget")
     assert config.settings["position"] == "left" and config.settings["allowed_origins"] == ["https://shop.example.com"]
     assert AuditEvent.objects.filter(action="channel.saved").count() == 2
+
+
+def test_a_saved_reply_posted_twice_at_once_through_the_api_is_added_once(transactional_db, acme):
+    """The API's create checked the title, then inserted: the slower copy of the same request was a 500."""
+    from bots.models import ApiToken
+
+    alice = make_member(acme, "alice", "owner")
+    token = ApiToken.issue(alice)
+    sent = at_once(3, lambda client: client.post("/api/saved-replies/", {"title": "Hours", "text": "9 to 6"},
+                                                 content_type="application/json",
+                                                 HTTP_AUTHORIZATION=f"Token {token}"), SavedReply)
+    assert codes(sent) == [201, 400, 400]
+    for _, response in sent:
+        if response.status_code == 400:
+            assert response.json() == {"title": [SavedReply.TITLE_TAKEN]}
+    assert SavedReply.objects.get(organization=acme).text == "9 to 6"
