@@ -797,10 +797,10 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     lost its queue).
 
     Safe to run any time: both tasks are idempotent (a message still queued gets a second
-    task, which finds the work done and does nothing). A message whose reply task started
-    STARTS_BEFORE_HANDOFF times already (``reply_started``) is not queued forever: it is marked
-    failed and handed to the team, as a reply the model failed is. Returns (replies, deliveries)
-    queued.
+    task, which finds the work done and does nothing). A message the model started on
+    STARTS_BEFORE_HANDOFF times in vain (``reply_started``, ``_died_on``: the last start older than
+    a task may run) is not queued forever: it is marked failed and handed to the team, as a reply
+    the model failed is. Returns (replies, deliveries) queued.
     """
     from django.conf import settings
 

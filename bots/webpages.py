@@ -85,7 +85,7 @@ def _request(http: requests.Session, url: str, deadline: egress.Deadline) -> req
         refused = egress.refusal(error, url, "CHATNEXUS_FETCH_ALLOW_PRIVATE")
         raise DocumentError(f"That page cannot be fetched: {refused}.") from None
     except requests.Timeout:
-        raise DocumentError("The page took too long to answer.") from None
+        raise deadline.late() from None
     except requests.RequestException:
         raise DocumentError("The page could not be reached.") from None
 
