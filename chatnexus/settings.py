@@ -143,10 +143,16 @@ SECRET_KEY_FALLBACKS = envlist("SECRET_KEY_FALLBACKS")
 PUBLIC_URL = envstr("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # Unless set, the site answers on PUBLIC_URL's host besides this machine's own names, and trusts
 # forms posted from its origin (behind a TLS proxy the app sees http, the browser sends https).
-_public = urlsplit(PUBLIC_URL)
-_public_host = f"[{_public.hostname}]" if ":" in (_public.hostname or "") else (_public.hostname or "")
-_public_port = "" if _public.port in (None, {"http": 80, "https": 443}.get(_public.scheme)) else f":{_public.port}"
-_public_origin = f"{_public.scheme}://{_public_host.lower()}{_public_port}" if _public_host else ""  # as browsers send it
+def public_host_and_origin(url: str) -> tuple[str, str]:
+    """A public URL's host as ALLOWED_HOSTS names it (``[::1]``) and its origin as browsers send it
+    (also ``manage.py serve``'s, when it takes the address it listens at)."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else (parts.hostname or "")
+    port = "" if parts.port in (None, {"http": 80, "https": 443}.get(parts.scheme)) else f":{parts.port}"
+    return host, (f"{parts.scheme}://{host.lower()}{port}" if host else "")
+
+
+_public_host, _public_origin = public_host_and_origin(PUBLIC_URL)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ",".join(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", _public_host])))
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", _public_origin)
 

@@ -8,7 +8,6 @@ this command then serves the web app only.
 import logging
 import os
 import time
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -103,14 +102,14 @@ def adopt_public_url(address: str):
     default port 8000 (``serve --port 8123`` gave widget snippets, the Try page and mail links that
     reached nothing). Unless they are set themselves, the host and origin settings.py derives from
     PUBLIC_URL follow it, as had it been set to this address."""
-    from django.http.request import split_domain_port
+    from chatnexus.settings import public_host_and_origin
 
     settings.PUBLIC_URL = address
-    host, _port = split_domain_port(urlsplit(address).netloc)  # as ALLOWED_HOSTS names it: "[::1]"
+    host, origin = public_host_and_origin(address)
     if host and not os.environ.get("ALLOWED_HOSTS", "").strip() and host not in settings.ALLOWED_HOSTS:
         settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, host]
     if not os.environ.get("CSRF_TRUSTED_ORIGINS", "").strip():
-        settings.CSRF_TRUSTED_ORIGINS = [address]
+        settings.CSRF_TRUSTED_ORIGINS = [origin]
 
 
 def ws_max_size() -> int:
