@@ -17,7 +17,7 @@ import smtplib
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -45,7 +45,17 @@ def unique_slug(name):
 
 @transaction.atomic
 def create_organization(owner, name):
-    org = Organization.objects.create(name=name, slug=unique_slug(name))
+    org = None
+    while org is None:
+        slug = unique_slug(name)
+        try:
+            with transaction.atomic():  # a savepoint: the insert refused is undone, the sign-up goes on
+                org = Organization.objects.create(name=name, slug=slug)
+        except IntegrityError:
+            # free when looked at, taken when stored: the same name signed up at the same moment, whose
+            # transaction committed meanwhile (so the next look sees its slug, and picks another)
+            if not Organization.objects.filter(slug=slug).exists():
+                raise
     Membership.objects.create(user=owner, organization=org, role=Role.OWNER)
     return org
 

@@ -11,6 +11,7 @@ from channels_app.base import one_line
 
 from .models import Conversation, Membership, Message
 from .models.conversations import channel_name
+from .models.tenants import person_name
 
 log = logging.getLogger(__name__)
 EXCERPT_CHARS = 500  # of the customer's message, in the email about it
@@ -53,7 +54,8 @@ def notify_team_of_message(message_id):
     """A customer wrote in a conversation the team has (the bot is paused): email the agent it is
     assigned to (else every member) — once per stretch the customer waits: not again until an
     agent has answered since the last email (``Conversation.team_notified_at``). Members who turned
-    these emails off (their account page) get none; an assignee who did is not replaced by others."""
+    these emails off (their account page) get none; an assignee who takes none (turned them off, or
+    no longer a member) is replaced by every member who does, so someone hears of it."""
     message = Message.objects.select_related("conversation__assignee", "conversation__organization", "bot").filter(
         id=message_id).first()
     if message is None:  # deleted since
@@ -68,9 +70,12 @@ def notify_team_of_message(message_id):
         waiting |= Q(team_notified_at__lt=answered)
     if not Conversation.objects.filter(waiting, id=conversation.id).update(team_notified_at=timezone.now()):
         return  # told already, and nobody has answered since
-    assignee = conversation.assignee  # theirs: emailed if they want it, nobody else in their place
-    emails = _member_emails(conversation.organization, user=assignee)
-    whose = "assigned to you" if assignee is not None else "your team has"
+    assignee = conversation.assignee
+    emails = _member_emails(conversation.organization, user=assignee) if assignee else []
+    whose = "assigned to you"
+    if not emails:  # nobody has it, or its assignee takes no emails: the team's, so someone hears of it
+        emails = _member_emails(conversation.organization)
+        whose = f"assigned to {person_name(assignee)} (who gets no such emails)" if assignee else "your team has"
     if not emails:
         return
     excerpt = message.text if len(message.text) <= EXCERPT_CHARS else message.text[:EXCERPT_CHARS] + "…"

@@ -147,11 +147,22 @@ class ApiToken(models.Model):
         return f"{self.user} · {self.start}…"
 
 
+def cascade_without_secrets(collector, field, sub_objs, using):
+    """CASCADE, the rows loaded (where a deletion loads them: the admin's "are you sure?" page lists
+    them) without their secret, which a deletion never needs: a second factor that no listed key
+    decrypts (the key changed) still goes with its user, instead of a 500."""
+    models.CASCADE(collector, field, sub_objs.defer("secrets"), using)
+
+
+# the rows handed over unread (else the collector reads them, secret and all, to see if there are any)
+cascade_without_secrets.lazy_sub_objs = True
+
+
 class TwoFactor(models.Model):
     """A user's second sign-in factor (bots/twofactor.py): the TOTP secret, encrypted at rest,
     the last time step accepted (no code twice), and digests of unused recovery codes."""
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="two_factor")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=cascade_without_secrets, related_name="two_factor")
     secrets = EncryptedJSONField(default=dict)  # {"totp": base32 secret}
     last_step = models.BigIntegerField(default=0)
     recovery_digests = models.JSONField(default=list)

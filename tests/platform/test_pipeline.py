@@ -182,7 +182,7 @@ def test_members_who_turned_email_notices_off_get_none(db, smtp_settings, client
     services.agent_reply(conversation, bob, "Bob here.")  # assigned to Bob, who wants no emails
     later = services.receive(bot=acme_bot, channel="widget", thread_id="quiet", text="Thanks, and the price?")
     notify_team_of_message(later.message.id)
-    assert len(smtp_settings.messages) == 1  # nobody else is emailed in his place
+    assert [m["to"] for m in smtp_settings.messages[1:]] == [["alice@example.com"]]  # the team's in his place
     client.post("/accounts/notifications/", {f"notify_{acme.id}": "on"})
     assert Membership.objects.get(user=bob, organization=acme).notify_by_email
 
