@@ -18,7 +18,6 @@ carries a random nonce, so two tabs never share a history.
 """
 import secrets
 from importlib import import_module
-from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -29,6 +28,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
+from channels_app.widget.options import normalize_origin, own_origin
+
 from . import events, services
 from .models import Bot, Conversation, Membership
 
@@ -38,16 +39,19 @@ MAX_CLIENT_ID = 100
 
 
 def same_origin(scope) -> bool:
-    """The socket was opened by a page of this site: its Origin is the host it connected to, or
-    PUBLIC_URL's (behind a proxy that rewrites Host). Browsers always send Origin on websockets;
-    the session cookie alone (SameSite=Lax) would let a page of a sibling subdomain in."""
+    """The socket was opened by a page of this site: its Origin, scheme included, is PUBLIC_URL's or
+    the site's own as the socket reached it (its scheme and a Host the site answers on, in
+    ALLOWED_HOSTS: ``own_origin``, as the widget checks its Try page). Browsers always send Origin on
+    websockets; the session cookie alone (SameSite=Lax) would let a page of a sibling subdomain in.
+    A site published over https takes no http page: behind a proxy that ends TLS the socket looks
+    plain (ws) and its Host is the public one, so a page served over plain http on that name (a
+    network attacker's) would otherwise pass as the site's own."""
     headers = dict(scope.get("headers") or [])
-    origin = headers.get(b"origin", b"").decode("latin-1").lower().rstrip("/")
-    if not origin or origin == "null":
+    origin = normalize_origin(headers.get(b"origin", b"").decode("latin-1"))  # '' for none or "null"
+    public = normalize_origin(settings.PUBLIC_URL)
+    if not origin or (public.startswith("https://") and not origin.startswith("https://")):
         return False
-    host = headers.get(b"host", b"").decode("latin-1").lower()
-    public = urlsplit(settings.PUBLIC_URL)
-    return urlsplit(origin).netloc in {host, public.netloc.lower()} - {""}
+    return origin in {public, own_origin(scope.get("scheme", "ws"), headers.get(b"host", b"").decode("latin-1"))}
 
 
 class PreviewConsumer(AsyncJsonWebsocketConsumer):

@@ -50,6 +50,36 @@ def digest(values) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+class StaleCheck:
+    """A form over a stored row that carries a digest of the row as its page showed it (the hidden
+    ``draft_stamp``, from ``stamp``): a save from a page opened before someone else's change (another
+    tab, a colleague, a version restore) is refused with ``STALE`` instead of silently putting the old
+    values back. The posted values stay in the form, and the page it returns carries the current
+    digest, so checking and saving again goes through. Absent (an import, an API-like post): not
+    checked."""
+
+    STALE = ""  # what the refused save is told
+
+    @staticmethod
+    def stamp(instance) -> str:
+        raise NotImplementedError
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance and self.instance.pk:
+            self.fields["draft_stamp"] = forms.CharField(required=False, widget=forms.HiddenInput,
+                                                         initial=self.stamp(self.instance))
+
+    def clean(self):
+        data = super().clean()
+        posted = data.get("draft_stamp")
+        if posted and self.instance.pk and posted != (current := self.stamp(self.instance)):
+            self.data = self.data.copy()
+            self.data["draft_stamp"] = current  # saving the page again, once checked, goes through
+            raise forms.ValidationError(self.STALE, code="stale")
+        return data
+
+
 class BotCreateForm(forms.ModelForm):
     class Meta:
         model = Bot
@@ -57,7 +87,7 @@ class BotCreateForm(forms.ModelForm):
         labels = {"name": "Bot name", "company": "Company"}
 
 
-class BotSettingsForm(LineEndings, forms.ModelForm):
+class BotSettingsForm(StaleCheck, LineEndings, forms.ModelForm):
     """Every draft field of a bot: persona, brand voice, behaviour, model settings."""
 
     drafter = forms.ChoiceField(choices=DRAFTERS, required=False, help_text="How the engine guesses tokens ahead for the model to verify.")
@@ -105,15 +135,6 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             "suggestions": forms.Textarea(attrs={"rows": 3}),
         }
 
-    def clean(self):
-        data = super().clean()
-        posted = data.get("draft_stamp")
-        if posted and self.instance.pk and posted != (current := self.stamp(self.instance)):
-            self.data = self.data.copy()
-            self.data["draft_stamp"] = current  # saving the page again, once checked, goes through
-            raise forms.ValidationError(self.STALE, code="stale")
-        return data
-
     def save(self, commit=True):
         """Only the draft settings are written: a whole-row save would put back the published
         version and erasure count this request loaded, undoing a publish or a purge made meanwhile."""
@@ -130,11 +151,7 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
             raise forms.ValidationError(f"Keep each suggested question under {MAX_SUGGESTION_CHARS} characters.")
         return "\n".join(lines)
 
-    # The draft settings as the page showed them (a digest): a save from a page opened before someone
-    # else's save or a version restore is refused instead of silently putting the old values back.
-    # Absent (an import, an API-like post): not checked.
-    draft_stamp = forms.CharField(required=False, widget=forms.HiddenInput)
-
+    # StaleCheck: the draft settings as the page showed them
     STALE = ("This bot's settings were changed (in another tab, by someone else, or by restoring a version) "
              "since this page was opened. Nothing was saved: your edits are below; check them against the "
              "current settings and save again.")
@@ -145,8 +162,6 @@ class BotSettingsForm(LineEndings, forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.instance and self.instance.pk:
-            self.fields["draft_stamp"].initial = self.stamp(self.instance)
         # The worker's default spelled out (e.g. "model:…", which the API accepts) is offered too, and
         # a bot configured elsewhere (API, settings) keeps its spec selectable so saving the other
         # fields does not fail — also on the unsaved Bot that the prompt preview and an import check.
@@ -204,7 +219,21 @@ def faqs_by_question(bot) -> dict[str, KnowledgeItem]:
     return known
 
 
-class FaqForm(LineEndings, forms.ModelForm):
+class KnowledgeStaleCheck(StaleCheck):
+    """A knowledge item's edit page: its title and text as the page showed them. Two tabs or two admins
+    editing one item, the second save would silently undo the first; so would a save from a page
+    opened before **Fetch again** or a version restore changed the text."""
+
+    STALE = ("This was changed (in another tab, by someone else, by Fetch again or by restoring a version) "
+             "since this page was opened. Nothing was saved: your edits are below, the text as it is now under "
+             "them; check yours against it and save again.")
+
+    @staticmethod
+    def stamp(item) -> str:
+        return digest({"title": item.title, "body": item.body})
+
+
+class FaqForm(KnowledgeStaleCheck, LineEndings, forms.ModelForm):
     """One FAQ pair: the builder's "Add" (``add``) and the edit page (``save`` on its instance)."""
 
     class Meta:
@@ -347,7 +376,7 @@ class DocumentForm(LineEndings, forms.Form):
         )
 
 
-class DocumentEditForm(LineEndings, forms.ModelForm):
+class DocumentEditForm(KnowledgeStaleCheck, LineEndings, forms.ModelForm):
     class Meta:
         model = KnowledgeItem
         fields = ["title", "body"]

@@ -129,19 +129,22 @@ class Bot(models.Model):
         self.published_at = timezone.now()
         self.save(update_fields=["published_config", "published_version", "published_at", "updated"])
         from ..audit import record
+        from ..versions import snapshot
 
         record(self.organization, by, "bot.published", f"Published {self.name} version {self.published_version}")
         return BotVersion.objects.create(organization_id=self.organization_id, bot=self, number=self.published_version,
-                                         config=self.published_config, published_at=self.published_at,
+                                         config=snapshot(self, self.published_config), published_at=self.published_at,
                                          published_by=by if getattr(by, "pk", None) else None)
 
     @transaction.atomic
     def restore(self, version, by=None):
         """Bring ``version``'s settings and knowledge back into the draft, exactly: afterwards
-        ``draft_config() == version.config`` (knowledge items keep their ids; the count of items
-        deleted since, ``BotVersion.KNOWLEDGE_DELETED``, aside). Not live until published.
+        ``draft_config() == versions.published(version)`` (knowledge items keep their ids, and a
+        document read from a web page its address: ``versions.snapshot``). Not live until published.
         ``version`` is read again under the bot's lock: a deletion (``delete_knowledge``) that
         committed since the caller loaded it stays deleted."""
+        from ..versions import restored_fields
+
         lock_bots([self.id])  # as publish and delete_knowledge
         version = BotVersion.objects.get(id=version.id, bot=self)
         config = version.config
@@ -154,7 +157,7 @@ class Bot(models.Model):
         mine = set(self.knowledge.values_list("id", flat=True))
         taken = set(KnowledgeItem.objects.filter(id__in=set(wanted) - mine).values_list("id", flat=True))
         for item_id, item in wanted.items():
-            fields = {"kind": item["kind"], "title": item["title"], "body": item["body"]}
+            fields = restored_fields(item)
             if item_id in mine:
                 KnowledgeItem.objects.filter(id=item_id).update(**fields)
             else:  # deleted since: back under its old id (ids are never handed out twice) unless that is taken
@@ -234,7 +237,7 @@ class KnowledgeItem(models.Model):
     title = models.CharField(max_length=200, blank=True)  # FAQ question or document title
     body = models.TextField()  # FAQ answer or document text
     # A document fetched from a web page: its address, to fetch it again (bots/webpages.py). Not part
-    # of the published config: what the bot knows is the text.
+    # of the published config: what the bot knows is the text; each version keeps it for a restore.
     source_url = models.URLField(max_length=500, blank=True)
     fetched_at = models.DateTimeField(null=True, blank=True)  # when that page was last read
     created = models.DateTimeField(auto_now_add=True)

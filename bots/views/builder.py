@@ -7,9 +7,10 @@ is a 404) and everything but the list needs a manager (owner/admin); agents get 
 """
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.db import transaction
 from django.http import Http404, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -292,17 +293,25 @@ def document_add(request, bot_id):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@transaction.atomic
 def knowledge_edit(request, bot_id, item_id):
+    """Edit an FAQ pair or a document. The form carries a digest of the item as its page showed it:
+    a save from a page opened before another change of the item is refused, the edits kept on the
+    page with the text as it is now (``KnowledgeStaleCheck``)."""
     bot = _managed_bot(request, bot_id)
-    item = get_scoped_or_404(request, KnowledgeItem, id=item_id, bot=bot)
+    # the item's row locked: no other save (or Fetch again) between the check and this save
+    item = get_object_or_404(scoped(request, KnowledgeItem).select_for_update(of=("self",)), id=item_id, bot=bot)
     form_class = FaqForm if item.kind == KnowledgeItem.Kind.FAQ else DocumentEditForm
     form = form_class(request.POST or None, instance=item)
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Knowledge updated in the draft.")
         return redirect(_builder_url(bot, "knowledge"))
+    stale = form.has_error(NON_FIELD_ERRORS, "stale")
+    saved = KnowledgeItem.objects.get(id=item.id) if stale else None  # the form put the posted text in ``item``
     status = 400 if request.method == "POST" else 200
-    return render(request, "bots/knowledge_edit.html", {"bot": bot, "item": item, "form": form}, status=status)
+    return render(request, "bots/knowledge_edit.html", {"bot": bot, "item": item, "form": form, "saved": saved},
+                  status=status)
 
 
 @login_required
