@@ -23,7 +23,8 @@ application = ProtocolTypeRouter(
     {
         "http": BodyLimit(django_asgi_app),  # bodies over CHATNEXUS_MAX_REQUEST_BYTES: 413, never read
         # The widget does its own origin check per bot (allow-list), so no global
-        # AllowedHostsOriginValidator here; the preview checks the session user.
+        # AllowedHostsOriginValidator here; the preview checks its Origin (bots.consumers.same_origin)
+        # and the session user.
         "websocket": AuthMiddlewareStack(URLRouter(bots_ws + channels_ws)),
     }
 )
