@@ -20,9 +20,12 @@ those very addresses; their clients keep the name for TLS (channels_app/email/pi
 
 Socket timeouts hold for each read, so a server that answers a byte now and then holds the call,
 and the worker making it, for as long as it likes: ``Deadline`` ends the whole call at a set time
-(the mail clients' connections too: pinned.py).
+(the mail clients' connections too: pinned.py). Looking up the name counts too: the system
+resolver asks its servers for its own timeout times its retries, and nothing interrupts it, so
+under a deadline it asks in a thread of its own, waited for only until the deadline.
 
     with egress.Deadline(20, late) as deadline, deadline.watching(egress.session(allow_private)) as http:
+        refused = egress.refused_address(url, allow_private, setting, deadline=deadline)   # late() at the deadline
         with deadline.kept():
             response = http.post(url, ..., stream=True, timeout=deadline.timeout((5, 15)))
         body = deadline.read(response, 64 * 1024)   # late() at the deadline
@@ -40,6 +43,9 @@ from urllib.parse import urlsplit
 import requests
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress as Refused  # a requests.RequestException
+from requests_hardened.ip_filter_adapter import IPFilterAdapter
+from urllib3.exceptions import NameResolutionError
+from urllib3.util.connection import allowed_gai_family
 
 __all__ = ["CutShort", "Deadline", "HostRefused", "Refused", "connect", "refusal", "refused_address", "refused_host",
            "session"]
@@ -49,11 +55,12 @@ class HostRefused(OSError):
     """``connect`` would not connect: its text is ``refused_host``'s sentence."""
 
 
-def refused_address(url: str, allow_private: bool, setting: str, what: str = "the URL") -> str:
+def refused_address(url: str, allow_private: bool, setting: str, what: str = "the URL",
+                    deadline: Deadline | None = None) -> str:
     """Why ``url`` may not be called ('' when it may): not http(s), or a host that resolves to an
     address of this server's own network (loopback, private, link-local, reserved) while
     ``allow_private`` (the setting named ``setting``) is off. Raises OSError when the name does
-    not resolve."""
+    not resolve; ``deadline.late()`` when the look-up is still going at the deadline."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{what} must start with http:// or https:// and name a host"
@@ -61,23 +68,24 @@ def refused_address(url: str, allow_private: bool, setting: str, what: str = "th
         port = parts.port
     except ValueError:  # ":99999" passes Django's URLValidator
         return f"{what} has a port that is not a number from 1 to 65535"
-    return refused_host(parts.hostname, port or (443 if parts.scheme == "https" else 80), allow_private, setting)
+    return refused_host(parts.hostname, port or (443 if parts.scheme == "https" else 80), allow_private, setting,
+                        deadline)
 
 
-def refused_host(host: str, port: int, allow_private: bool, setting: str) -> str:
+def refused_host(host: str, port: int, allow_private: bool, setting: str, deadline: Deadline | None = None) -> str:
     """Why ``host`` may not be connected to ('' when it may): it resolves to an address of this
     server's own network while ``allow_private`` is off. Raises OSError when it does not resolve.
     What a form says when a host is saved; the connection itself goes through ``session`` or ``connect``."""
     if allow_private:
         return ""
     try:
-        return _refused(host, _resolve(host, port), setting)
+        return _refused(host, _resolve(host, port, deadline), setting)
     except UnicodeError:  # a label IDNA cannot encode (too long once in punycode): no such name
         raise OSError(f"{host} is not a valid host name") from None
 
 
 def connect(host: str, port: int, allow_private: bool, setting: str, timeout=socket._GLOBAL_DEFAULT_TIMEOUT,
-            source_address=None) -> socket.socket:
+            source_address=None, deadline: Deadline | None = None) -> socket.socket:
     """A TCP connection to ``host`` for protocols without a pinned session (SMTP, IMAP): the name
     resolved once, every address it answers checked as ``refused_host`` checks them, and the
     connection made to those very addresses, in order until one answers, as
@@ -85,8 +93,9 @@ def connect(host: str, port: int, allow_private: bool, setting: str, timeout=soc
     the next lookup therefore never reaches 127.0.0.1: there is no next lookup. Raises
     ``HostRefused`` (nothing connected) when an address is of this server's own network while
     ``allow_private`` is off; OSError when the name does not resolve or no address answers;
-    UnicodeError for a name IDNA cannot write, as ``socket.create_connection`` does."""
-    found = _resolve(host, port)
+    UnicodeError for a name IDNA cannot write, as ``socket.create_connection`` does;
+    ``deadline.late()`` when the look-up is still going at the deadline."""
+    found = _resolve(host, port, deadline)
     refused = "" if allow_private else _refused(host, found, setting)
     if refused:
         raise HostRefused(refused)
@@ -106,9 +115,21 @@ def connect(host: str, port: int, allow_private: bool, setting: str, timeout=soc
     raise error or OSError(f"{host} resolves to no address")
 
 
-def _resolve(host: str, port: int) -> list:
-    """``getaddrinfo``'s answers for a TCP connection to ``host``: (family, type, proto, name, sockaddr)."""
+def _resolve(host: str, port: int, deadline: Deadline | None = None) -> list:
+    """``getaddrinfo``'s answers for a TCP connection to ``host``: (family, type, proto, name, sockaddr);
+    under a ``deadline``, looked up only until then (``Deadline.within``)."""
+    if deadline is not None:
+        return deadline.within(_resolve, host, port)
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+
+
+def _is_address(host: str) -> bool:
+    """Is ``host`` an address already ("[::1]" as urllib3 keeps one), nothing to look up?"""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _refused(host: str, found: list, setting: str) -> str:
@@ -160,16 +181,19 @@ class Deadline:
     held the call for as long as it liked: at the deadline a timer shuts every socket the call
     opened (``watch``; ``watching`` a requests session), and whatever a read then raises
     (``kept``), or its early end, is ``late()``, the caller's error in words. Looking up a host's
-    address is the system resolver's, with its own timeouts: nothing can interrupt it."""
+    address is the system resolver's, which nothing interrupts: it is waited for only until the
+    deadline (``within``), then ``late()`` too."""
 
     def __init__(self, seconds: float, late: Callable[[], Exception]):
         self.late = late
         self.at = time.monotonic() + seconds
         self.passed, self.sockets, self.lock = False, [], threading.Lock()
-        self.timer = threading.Timer(seconds, self._shut)
-        self.timer.daemon = True
+        self.timer = None
 
     def __enter__(self):
+        # from its making, not from here: a look-up ``within`` it before (a URL's check) counts too
+        self.timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._shut)
+        self.timer.daemon = True
         self.timer.start()
         return self
 
@@ -195,13 +219,40 @@ class Deadline:
                 self._shutdown(sock)
             self.sockets.append(sock)
 
+    def within(self, call: Callable, *args, **kwargs):
+        """``call(*args, **kwargs)`` (a look-up: nothing interrupts the system resolver) in a daemon thread,
+        waited for until the deadline: what it returned or raised, or ``late()`` if it is still going
+        then (it ends by itself, answering no one)."""
+        outcome = {}
+
+        def run():
+            try:
+                outcome["value"] = call(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=run, name="egress-lookup", daemon=True)
+        thread.start()
+        thread.join(max(0.0, self.at - time.monotonic()))
+        if thread.is_alive():
+            raise self.late()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
     def watching(self, http: requests.Session) -> requests.Session:
         """``http``, every connection it opens watched once connected (urllib3's hook for connections
-        of one's own: a pool class's ConnectionCls)."""
+        of one's own: a pool class's ConnectionCls), its host names looked up ``within`` the deadline:
+        a pinned session's look-up (requests_hardened's adapter resolves the name to the address it
+        connects to, before the connection), and a plain one's (as it connects: ``_new_conn`` below)."""
         for adapter in http.adapters.values():
             manager = adapter.poolmanager
             manager.pool_classes_by_scheme = {scheme: self._watched(pool)
                                               for scheme, pool in manager.pool_classes_by_scheme.items()}
+            if isinstance(adapter, IPFilterAdapter):
+                pin = adapter.build_connection_pool_key_attributes
+                adapter.build_connection_pool_key_attributes = lambda *args, pin=pin, **kwargs: self.within(
+                    pin, *args, **kwargs)
         return http
 
     def _watched(self, pool):
@@ -211,6 +262,26 @@ class Deadline:
             def connect(self):
                 super().connect()
                 deadline.watch(self.sock)
+
+            def _new_conn(self):
+                """urllib3 looks the name up as it connects: here, looked up first ``within`` the
+                deadline, and the first address connected to (as requests_hardened pins it); TLS
+                names the host still (``connect`` reads ``host`` after this)."""
+                name = self._dns_host
+                if _is_address(name):  # a pinned session's, or a URL's own address
+                    return super()._new_conn()
+                try:
+                    found = deadline.within(socket.getaddrinfo, name, self.port, allowed_gai_family(),
+                                            socket.SOCK_STREAM)
+                except socket.gaierror as error:
+                    raise NameResolutionError(self.host, self, error) from error
+                except UnicodeError:  # a name IDNA cannot write: urllib3 refuses it in words, looking nothing up
+                    return super()._new_conn()
+                self._dns_host = found[0][4][0]
+                try:
+                    return super()._new_conn()
+                finally:
+                    self._dns_host = name
 
         return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
 

@@ -8,8 +8,9 @@ are, a PDF goes through pypdf (bots/documents.py). Calls go out
 only to public addresses unless ``CHATNEXUS_FETCH_ALLOW_PRIVATE`` is on (bots/egress.py: the
 connection goes to the address that was checked) — checked again for every redirect, followed by
 hand, at most five. At most MAX_PAGE_BYTES are
-read, within CHATNEXUS_FETCH_TIMEOUT_S in all (redirects and a slow trickle of bytes included, in
-the headers too: the connection is shut at the deadline; the builder's request waits for it); anything slower, larger, of another type, or answering other
+read, within CHATNEXUS_FETCH_TIMEOUT_S in all (redirects, looking up the host's address and a slow
+trickle of bytes included, in the headers too: the connection is shut at the deadline; the builder's
+request waits for it); anything slower, larger, of another type, or answering other
 than 2xx is refused with a sentence saying which.
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _html_title(html: str) -> str:
 
 
 def _deadline() -> egress.Deadline:
-    """CHATNEXUS_FETCH_TIMEOUT_S for a whole fetch, redirects and a trickle of bytes included."""
+    """CHATNEXUS_FETCH_TIMEOUT_S for a whole fetch, redirects, look-ups and a trickle of bytes included."""
     return egress.Deadline(settings.CHATNEXUS_FETCH_TIMEOUT_S,
                            lambda: DocumentError("The page took too long to answer."))
 
@@ -96,7 +97,7 @@ def _get(http: requests.Session, url: str, deadline: egress.Deadline) -> request
         deadline.check()
         try:
             refused = egress.refused_address(url, settings.CHATNEXUS_FETCH_ALLOW_PRIVATE,
-                                             "CHATNEXUS_FETCH_ALLOW_PRIVATE", "the page's address")
+                                             "CHATNEXUS_FETCH_ALLOW_PRIVATE", "the page's address", deadline)
         except OSError:
             raise DocumentError(f"{urlsplit(url).hostname or url} was not found (no such host).") from None
         if refused:

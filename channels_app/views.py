@@ -9,7 +9,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -102,7 +101,7 @@ def _test_email(config, request):
     where IMAP would fetch it as a customer's mail."""
     to = request.POST.get("to", "").strip()
     try:
-        validate_email(to)
+        email_check.validate_recipient(to)
     except ValidationError:
         return [(False, "Write the address the test email should go to.")]
     if _comparable(to) == _comparable(config.settings.get("address") or ""):

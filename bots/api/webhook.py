@@ -57,10 +57,10 @@ def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300, now: f
     return hmac.compare_digest(signature(secret, body, timestamp), f"t={timestamp},v1={parts.get('v1', '')}")
 
 
-def refused_address(url: str) -> str:
+def refused_address(url: str, deadline: egress.Deadline | None = None) -> str:
     """Why the webhook ``url`` may not be called ('' when it may): bots/egress.py."""
     return egress.refused_address(url, settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE, "CHATNEXUS_WEBHOOK_ALLOW_PRIVATE",
-                                  "the webhook URL")
+                                  "the webhook URL", deadline)
 
 
 def post(config, event: str, payload: dict, delivery: str) -> requests.Response:
@@ -68,8 +68,9 @@ def post(config, event: str, payload: dict, delivery: str) -> requests.Response:
     url, secret = config.settings.get("webhook_url", ""), config.secrets.get("webhook_secret", "")
     if not url or not secret:
         raise DeliveryError("the API channel has no webhook URL and secret", transient=False, code="config")
+    deadline = egress.Deadline(settings.CHATNEXUS_WEBHOOK_TIMEOUT_S, _too_slow)  # the URL's look-up counts too
     try:
-        refused = refused_address(url)
+        refused = refused_address(url, deadline)
     except OSError as error:  # DNS trouble may pass
         raise DeliveryError(f"webhook host not found: {one_line(error)}", transient=True, code="webhook") from None
     if refused:
@@ -83,8 +84,7 @@ def post(config, event: str, payload: dict, delivery: str) -> requests.Response:
         "X-ChatNexus-Signature": signature(secret, body, int(time.time())),
     }
     try:
-        with (egress.Deadline(settings.CHATNEXUS_WEBHOOK_TIMEOUT_S, _too_slow) as deadline,
-              deadline.watching(egress.session(settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE)) as http):
+        with (deadline, deadline.watching(egress.session(settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE)) as http):
             with deadline.kept():
                 response = http.post(url, data=body, headers=headers, timeout=deadline.timeout(TIMEOUT_S),
                                      allow_redirects=False, stream=True)

@@ -2,24 +2,36 @@
 the channel will use them, and say what happened in words.
 
 - SMTP: a short mail from the bot's address, through the channel's SMTP server (the
-  platform's own mail settings when it names none), to the address typed beside the button;
+  platform's own mail settings when it names none), to the address typed beside the button, sent
+  as the bot's replies are (``adapter.send_threaded``): to an address beyond ASCII
+  (josé@example.com) in UTF-8 where the server offers SMTPUTF8, else not at all, said in words;
 - IMAP, when set: log in and open the folder the poller reads (read-only), and count its mail.
 
 Each check answers ``(ok, sentence)``; nothing raises, nothing is stored.
 """
 import imaplib
+import re
 import smtplib
 import socket
 import ssl
 from email.utils import formataddr
 
 from django.core.mail import EmailMessage
+from django.core.validators import validate_email
 
 from bots.egress import HostRefused
 
-from ..base import one_line
-from .adapter import ascii_address, logged_only, smtp_connection, unusable
+from ..base import DeliveryError, one_line
+from .adapter import NO_SMTPUTF8, ascii_address, logged_only, send_threaded, smtp_connection, unusable
 from .imap import connect, select_folder, untrusted
+
+
+def validate_recipient(address: str) -> None:
+    """Django's ``validate_email`` (ValidationError), taking a local part beyond ASCII too
+    (RFC 6531: josé@example.com, which ``smtp`` sends where the server offers SMTPUTF8): its
+    letters beyond ASCII are checked as letters, which Django's pattern, ASCII only, refuses."""
+    local, at, domain = address.rpartition("@")
+    validate_email(re.sub(r"[^\x00-\x7f]", lambda m: "a" if m[0].isalnum() else m[0], local) + at + domain)
 
 
 def smtp(config, recipient: str) -> tuple[bool, str]:
@@ -43,7 +55,10 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
         connection=smtp_connection(config),
     )
     try:
-        mail.send()
+        send_threaded(mail, {})
+    except DeliveryError:  # an address beyond ASCII, and a server without SMTPUTF8: nothing was sent
+        return False, (f"SMTP: not sent to {recipient}: {NO_SMTPUTF8} ({where}), so the bot's replies cannot "
+                       "reach such an address either.")
     except HostRefused as refused:  # checked on the address it would connect to
         return False, f"SMTP not tried: {refused}."
     except ssl.SSLCertVerificationError as error:  # before the password: nothing was sent to it

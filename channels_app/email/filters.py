@@ -3,12 +3,15 @@
 ``skip_reason(mail, config)`` returns "" when the bot may answer, else a short reason
 shown in the inbox: automatic mail (``Auto-Submitted``, ``Precedence``, vendor
 auto-reply headers), mailing lists (but not the list of the channel's own address:
-``own_list_id``), bounces, no-reply senders, our own address, and senders who already got
+``own_list_id``), bounces, no-reply senders, our own address (but not a customer's mail that
+the Google Group at it rewrote to come from it: ``as_sent``), and senders who already got
 today's quota of auto-replies.
 """
+import dataclasses
 import re
 import unicodedata
 from datetime import timedelta
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.db.models import Q
@@ -16,7 +19,7 @@ from django.utils import timezone
 
 from bots.models import Message
 
-from .parse import ParsedMail
+from .parse import ParsedMail, mailbox
 
 _NO_REPLY = re.compile(r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|bounces?|mailer[-_.]?daemon|postmaster)([-+_.].*)?$", re.I)
 
@@ -72,6 +75,26 @@ def own_list_id(list_id: str, config) -> bool:
         return False
     mailman = rf"{re.escape(local)}\.[a-z0-9-]+\.{re.escape(domain)}"  # help.lists.acme.example
     return name == f"{local}.{domain}" or bool(re.fullmatch(mailman, name))
+
+
+def as_sent(mail: ParsedMail, config) -> ParsedMail:
+    """``mail`` from its author, when a Google Group at the channel's own address handed it on
+    with From rewritten to the group's (DMARC): ``"'Carla Ruiz' via Acme Help" <help@acme.example>``,
+    the customer named in Reply-To and X-Original-From. Taken as from our own address it was never
+    answered. Only such a mail: From our address, " via " in its name, and another address in
+    X-Original-From (the author) or Reply-To (where the answer goes, the author's unless it is ours).
+    Our own mail handed on by the group names us in X-Original-From: it stays our own, never answered."""
+    ours = config.settings.get("address", "").strip().lower()
+    if not ours or mail.from_address != ours or " via " not in mail.from_name:
+        return mail
+    name, author = parseaddr(mail.headers.get("x-original-from", ""))
+    author = mailbox(author) if "@" in author else ""
+    reply_to = "" if mail.reply_to_address == ours else mail.reply_to_address
+    if author == ours or not (author or reply_to):
+        return mail
+    named = re.sub(r"^'(.*)'$", r"\1", mail.from_name.rpartition(" via ")[0].strip())  # 'Carla Ruiz' via Acme Help
+    return dataclasses.replace(mail, from_address=author or reply_to, from_name=name or named,
+                               reply_to_address=reply_to if author else "")
 
 
 QUOTA = "reply limit reached"  # the one reason above that a person's own mail gets

@@ -7,8 +7,11 @@ folder again. Mail that was already in the folder when IMAP was connected (its I
 before ``imap_since``, set when the host, user or folder is saved) is left alone: the first
 poll does not answer a mailbox's whole history. If the state is lost, mail since then is
 fetched again and the Message-ID constraint stores it once. Messages are fetched with
-``BODY.PEEK[]`` so the mailbox's read flags stay as the user left them. A lock per mailbox
-keeps two overlapping runs from fetching at once.
+``BODY.PEEK[]`` so the mailbox's read flags stay as the user left them, and at most their first
+CHATNEXUS_EMAIL_MAX_BYTES (``<0.N>``: a longer mail is kept cut there, as unparseable at worst):
+a server that sends more anyway is refused before it is read (``pinned.TooLarge``), the poll
+logging it and that mail left on the server for the next poll. A lock per mailbox keeps two
+overlapping runs from fetching at once.
 """
 import imaplib
 import logging
@@ -105,13 +108,11 @@ def fetch_new(config) -> int:
         typ, data = client.uid("SEARCH", None, f"UID {last + 1}:*")
         uids = sorted(int(uid) for uid in (data[0] or b"").split() if int(uid) > last)[:BATCH]
         for uid in uids:
-            typ, parts = client.uid("FETCH", str(uid), "(BODY.PEEK[])")
+            typ, parts = client.uid("FETCH", str(uid), f"(BODY.PEEK[]<0.{settings.CHATNEXUS_EMAIL_MAX_BYTES}>)")
             if typ != "OK":
                 break  # the server could not give it now: the next poll asks again, nothing skipped
             raw = next((part[1] for part in parts or [] if isinstance(part, tuple)), None)
             if raw is not None:  # None: expunged since the search, nothing to read
-                if len(raw) > settings.CHATNEXUS_EMAIL_MAX_BYTES:
-                    raw = raw[: settings.CHATNEXUS_EMAIL_MAX_BYTES]  # kept (as unparseable at worst), never lost
                 if _ingest(config, raw, uid).created:
                     stored += 1
             _remember(config, mailbox, uid)

@@ -83,6 +83,7 @@ def thread_root(config, mail: ParsedMail) -> str:
 
 
 def _store(config, mail: ParsedMail, raw, source):
+    mail = filters.as_sent(mail, config)  # a customer's mail our own Google Group rewrote to come from us
     external_id = scrub(mail.message_id) or digest(raw)
     prompt = scrub(mail.reply_text.strip() or mail.subject or "(empty message)")
     meta = scrub({

@@ -49,7 +49,7 @@ class ParsedMail:
 
 FILTER_HEADERS = (
     "auto-submitted", "precedence", "list-id", "list-unsubscribe", "return-path", "x-auto-response-suppress",
-    "x-autoreply", "x-autorespond", "x-failed-recipients", "date",
+    "x-autoreply", "x-autorespond", "x-failed-recipients", "date", "x-original-from",
 )  # fmt: skip
 
 

@@ -12,11 +12,19 @@ verifies the server's certificate (chain and name) as SMTP does: imaplib's own d
 checks neither, so a man in the middle could have read the mailbox's password.
 
 Each connection also lasts at most so long in all (CHATNEXUS_SMTP_DEADLINE_S,
-CHATNEXUS_IMAP_DEADLINE_S): their timeouts hold for each read, so a server answering a byte now
-and then (its greeting, a reply line, the TLS handshake) held the worker, and with it every
-organisation's deliveries and mailbox polls, for as long as it liked. At the deadline
-``egress.Deadline`` shuts the connection, and the read it stopped fails saying "<host> took
-longer than N s in all": an OSError, as callers expect of a server that stops answering.
+CHATNEXUS_IMAP_DEADLINE_S), from looking up the server's name on: their timeouts hold for each
+read, so a server answering a byte now and then (its greeting, a reply line, the TLS handshake)
+held the worker, and with it every organisation's deliveries and mailbox polls, for as long as it
+liked, and a name server that never answers, for the resolver's timeouts times its retries. At the
+deadline ``egress.Deadline`` shuts the connection, and the read it stopped (or the look-up it
+stopped waiting for) fails saying "<host> took longer than N s in all": an OSError, as callers
+expect of a server that stops answering.
+
+IMAP reads a literal (``{N}`` then N bytes: a fetched mail) by N, which the server says: imaplib
+read, and allocated, whatever it was told, gigabytes from a hostile or broken server. Nothing
+longer than a mail may be (CHATNEXUS_EMAIL_MAX_BYTES, which ``imap`` fetches at most of) is read:
+``TooLarge``, an OSError, and the connection is closed (what follows the unread literal cannot be
+read in order).
 
     EmailBackend(host=..., port=..., use_tls=True)   # what ``adapter.smtp_connection`` makes
     IMAP4_SSL(host, port, timeout=20)                 # what ``imap.connect`` makes
@@ -34,12 +42,13 @@ from django.core.mail.backends import smtp
 from bots import egress
 
 
-def mail_socket(host: str, port: int, timeout, source_address=None) -> socket.socket:
-    """A TCP connection to a member-typed mail server, pinned to the address checked."""
+def mail_socket(host: str, port: int, timeout, source_address=None, deadline=None) -> socket.socket:
+    """A TCP connection to a member-typed mail server, pinned to the address checked (its name
+    looked up until ``deadline`` at most)."""
     if timeout is not None and not timeout:
         raise ValueError("Non-blocking socket (timeout=0) is not supported")  # as smtplib and imaplib say
     return egress.connect(host, port, settings.CHATNEXUS_MAIL_ALLOW_PRIVATE, "CHATNEXUS_MAIL_ALLOW_PRIVATE", timeout,
-                          source_address)
+                          source_address, deadline)
 
 
 # ---------------------------------------------------------------------------
@@ -53,18 +62,20 @@ class _Deadlined:
     late = OSError  # what a read stopped by the deadline raises
     deadline, _ends = None, None  # once connected
 
-    def _connected(self, host: str, sock: socket.socket, tls=None) -> socket.socket:
-        """``sock``, or ``tls(sock)``, its connection shut at the deadline. A copy of the socket is
-        watched: TLS takes the socket over (STARTTLS later too), and shutting a copy shuts the
-        connection, whatever object reads it (closed with the client: ``_end``)."""
+    def _connected(self, host: str, port: int, timeout, source_address=None, tls=None) -> socket.socket:
+        """A connection to ``host`` (``mail_socket``, wrapped by ``tls`` if given), shut at the
+        deadline, which runs from before the name is looked up. A copy of the socket is watched: TLS
+        takes the socket over (STARTTLS later too), and shutting a copy shuts the connection,
+        whatever object reads it (closed with the client: ``_end``)."""
         seconds, late = getattr(settings, self.deadline_setting), self.late
         self._ends = ExitStack()
         self.deadline = self._ends.enter_context(
             egress.Deadline(seconds, lambda: late(f"{host} took longer than {seconds} s in all")))
-        self.deadline.watch(self._ends.enter_context(sock.dup()))
-        if tls is None:
-            return sock
         try:
+            sock = mail_socket(host, port, timeout, source_address, self.deadline)
+            self.deadline.watch(self._ends.enter_context(sock.dup()))
+            if tls is None:
+                return sock
             with self.deadline.kept():
                 return tls(sock)
         except BaseException:
@@ -120,13 +131,13 @@ class _DeadlinedSMTP(_Deadlined):
 
 class SMTP(_DeadlinedSMTP, smtplib.SMTP):
     def _get_socket(self, host, port, timeout):
-        return self._connected(host, mail_socket(host, port, timeout, self.source_address))
+        return self._connected(host, port, timeout, self.source_address)
 
 
 class SMTP_SSL(_DeadlinedSMTP, smtplib.SMTP_SSL):
     def _get_socket(self, host, port, timeout):
-        return self._connected(host, mail_socket(host, port, timeout, self.source_address),
-                               lambda sock: self.context.wrap_socket(sock, server_hostname=self._host))
+        return self._connected(host, port, timeout, self.source_address,
+                               tls=lambda sock: self.context.wrap_socket(sock, server_hostname=self._host))
 
 
 class EmailBackend(smtp.EmailBackend):
@@ -140,12 +151,18 @@ class EmailBackend(smtp.EmailBackend):
 # ---------------------------------------------------------------------------
 # IMAP: imaplib opens its socket in ``_create_socket`` (IMAP4_SSL wraps it there with
 # ``server_hostname=self.host``). Its ``timeout=None`` means "none given": the socket default.
-# It reads with ``readline`` and ``read`` (an end read as EOF), and closes in ``shutdown``.
+# It reads with ``readline`` (at most imaplib._MAXLINE) and ``read`` (a literal's N bytes; an end
+# read as EOF), and closes in ``shutdown``.
 
 
-def _imap_socket(client, timeout) -> socket.socket:
+class TooLarge(OSError):
+    """The IMAP server announced a literal longer than a mail may be (module docstring)."""
+
+
+def _imap_timeout(client, timeout):
+    """imaplib's ``timeout`` as a socket takes it (``None``: the default), audited as imaplib opens."""
     sys.audit("imaplib.open", client, client.host, client.port)
-    return mail_socket(client.host, client.port, socket._GLOBAL_DEFAULT_TIMEOUT if timeout is None else timeout)
+    return socket._GLOBAL_DEFAULT_TIMEOUT if timeout is None else timeout
 
 
 class _DeadlinedIMAP(_Deadlined):
@@ -155,6 +172,14 @@ class _DeadlinedIMAP(_Deadlined):
         return self._read(super().readline)
 
     def read(self, size):
+        most = settings.CHATNEXUS_EMAIL_MAX_BYTES
+        if size > most:
+            try:  # its bytes left unread, nothing after them can be read: no LOGOUT waits on them
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            raise TooLarge(f"{self.host} announced {size:,} bytes in one piece, more than a mail may have "
+                           f"(CHATNEXUS_EMAIL_MAX_BYTES, {most:,}): not read, the mail left on the server")
         return self._read(super().read, size)
 
     def shutdown(self):
@@ -166,7 +191,7 @@ class _DeadlinedIMAP(_Deadlined):
 
 class IMAP4(_DeadlinedIMAP, imaplib.IMAP4):
     def _create_socket(self, timeout):
-        return self._connected(self.host, _imap_socket(self, timeout))
+        return self._connected(self.host, self.port, _imap_timeout(self, timeout))
 
 
 class IMAP4_SSL(_DeadlinedIMAP, imaplib.IMAP4_SSL):
@@ -176,5 +201,5 @@ class IMAP4_SSL(_DeadlinedIMAP, imaplib.IMAP4_SSL):
         super().__init__(host, port, ssl_context=ssl_context or ssl.create_default_context(), timeout=timeout)
 
     def _create_socket(self, timeout):
-        return self._connected(self.host, _imap_socket(self, timeout),
-                               lambda sock: self.ssl_context.wrap_socket(sock, server_hostname=self.host))
+        return self._connected(self.host, self.port, _imap_timeout(self, timeout),
+                               tls=lambda sock: self.ssl_context.wrap_socket(sock, server_hostname=self.host))
