@@ -2,8 +2,8 @@
 
 Agents answer (``services.agent_reply`` → delivered through the conversation's own
 channel), take over or give back to the bot, close and reopen. The thread page
-refreshes by polling ``thread_json`` (small, cheap, works through any proxy): its messages
-and the conversation's state, so two agents with the thread open see what the other did.
+refreshes by polling ``thread_json`` (small, cheap, works through any proxy): the messages changed since
+it last asked and the conversation's state, so two agents with the thread open see what the other did.
 A form that stores a message carries a one-time token (``services.store_once``): sent twice,
 it stores and delivers one message.
 """
@@ -12,7 +12,7 @@ import secrets
 from django import forms
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, OuterRef, Q, Subquery
+from django.db.models import Count, F, Max, OuterRef, Q, Subquery, Sum
 from django.http import HttpResponseBadRequest, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -168,9 +168,16 @@ def _conversation(request, conversation_id):
 
 
 def _stamp(conversations) -> str:
-    """Changes whenever the filtered list would: a conversation comes, goes or gets a message."""
-    seen = conversations.order_by().aggregate(n=Count("id"), latest=Max("last_message_at"))
-    return f"{seen['n']}:{seen['latest'].isoformat() if seen['latest'] else ''}"
+    """Changes whenever the filtered list would: a conversation comes, goes or gets a message, or the state
+    its row shows changes (needing a human, closed or reopened, taken over or given back, assigned). Each
+    state is a sum of the ids of the conversations in it (assigned: id × the assignee's id), which one change
+    always moves; only changes that happen to cancel out in the same poll's interval could not."""
+    seen = conversations.order_by().aggregate(
+        n=Count("id"), latest=Max("last_message_at"), needs_human=Sum("id", filter=Q(needs_human=True)),
+        closed=Sum("id", filter=Q(status=Conversation.Status.CLOSED)), paused=Sum("id", filter=Q(bot_paused=True)),
+        assigned=Sum(F("id") * F("assignee_id")))
+    latest = seen.pop("latest")
+    return ":".join([latest.isoformat() if latest else ""] + [str(seen[key] or 0) for key in sorted(seen)])
 
 
 def form_token() -> str:
@@ -278,6 +285,7 @@ def message_json(message):
             "agent_name": (message.meta or {}).get("agent_name", ""),
             "form_token": (message.meta or {}).get("form_token", ""),  # inbox.js: the reply it sent is stored
             "attachments": attachments(message),
+            "version": message.version,  # inbox.js asks for what changed past the highest it holds
         }
     )
     return data
@@ -285,10 +293,24 @@ def message_json(message):
 
 @member_required
 def thread_json(request, conversation_id):
-    """The conversation's state and messages (all of them: threads are short), for polling. The state is
-    what the thread page shows of it, with the words it shows ("Open"), so the page follows another
-    agent's take over, close or assignment."""
+    """The conversation's state and messages, for polling. The state is what the thread page shows of it,
+    with the words it shows ("Open"), so the page follows another agent's take over, close or assignment.
+
+    ``?since=<version>``: only the messages changed past it (Message.version: new, or updated since — a
+    delivery status, a reply's state, a rating), so a months-long thread costs a poll what
+    changed, not all of it. Deletions and a change committed after a later one the page already saw are
+    in no such answer: ``count`` and ``version_sum`` (of all the conversation's messages) let the page
+    check what it holds, and ask for all of them again where it differs. Without ``since`` (a page from
+    before versions, or one asking for all again): all of them."""
     conversation = _conversation(request, conversation_id)
+    since = request.GET.get("since")
+    if since is not None and not (since.isascii() and since.isdigit() and len(since) < 19):  # fits 64 bits
+        return HttpResponseBadRequest("since: a message version (a whole number).\n",
+                                      content_type="text/plain; charset=utf-8")
+    messages = conversation.messages.prefetch_related("attachments").order_by("created", "id")
+    if since is not None:
+        messages = messages.filter(version__gt=int(since))
+    held = conversation.messages.aggregate(count=Count("id"), version_sum=Sum("version"))
     assignee = conversation.assignee
     return JsonResponse(
         {
@@ -300,8 +322,9 @@ def thread_json(request, conversation_id):
                 "needs_human": conversation.needs_human,
                 "assignee": {"id": assignee.id, "name": assignee.get_username()} if assignee else None,
             },
-            "messages": [message_json(m) for m in conversation.messages.prefetch_related("attachments")
-                         .order_by("created", "id")],
+            "messages": [message_json(m) for m in messages],
+            "count": held["count"],
+            "version_sum": int(held["version_sum"] or 0),  # PostgreSQL sums bigints as numeric (a Decimal)
         }
     )
 

@@ -1,11 +1,21 @@
-// Inbox thread: poll the conversation's JSON every few seconds and re-render the
-// message list when something changed (new message, delivery status, stats), and show the
-// conversation's state as it is now: another agent may have taken it over, closed or assigned it.
+// Inbox thread: poll the conversation's JSON every few seconds for the messages changed since the page
+// last asked (new ones, a delivery status, a reply's state, a rating), and show the conversation's
+// state as it is now: another agent may have taken it over, closed or assigned it.
 (function () {
   const thread = document.getElementById("thread");
   if (!thread) return;
   const list = document.getElementById("messages");
-  let last = "";
+  // What the page holds, by message id: {id, version, at (created, for the order), li}; first what the server
+  // drew. Each poll asks for the versions past the highest held, then checks the whole against the
+  // server's count and sum of versions: a message deleted, or a change committed after a later one the
+  // page already had, makes them differ, and the next poll asks for every message (as the first poll
+  // does where the page's own drawing is not readable).
+  const held = new Map();
+  list.querySelectorAll("li.msg").forEach((li) => {
+    held.set(Number(li.dataset.id), { id: Number(li.dataset.id), version: Number(li.dataset.version),
+                                      at: Date.parse(li.dataset.created), li });
+  });
+  let whole = Array.from(held.values()).some((e) => Number.isNaN(e.version) || Number.isNaN(e.at));
 
   function fmt(v, digits) { return v === null || v === undefined ? null : Number(v).toFixed(digits); }
 
@@ -86,19 +96,45 @@
     }
   }
 
+  function entry(m) { return { id: m.id, version: m.version, at: Date.parse(m.created), li: render(m) }; }
+
+  // the server's order: created, then id
+  function inOrder() { return Array.from(held.values()).sort((a, b) => a.at - b.at || a.id - b.id); }
+
+  // Takes in a poll's messages (all of them, or those changed past `since`); says whether the page now
+  // holds what the server counted.
+  function take(data, all) {
+    if (all) {
+      held.clear();
+      data.messages.forEach((m) => held.set(m.id, entry(m)));
+      list.replaceChildren(...Array.from(held.values(), (e) => e.li));
+      return true;  // one answer, all of it: nothing to check it against
+    }
+    let added = false;
+    data.messages.forEach((m) => {
+      const had = held.get(m.id), now = entry(m);
+      if (had) had.li.replaceWith(now.li);
+      else added = true;
+      held.set(m.id, now);
+    });
+    if (added) list.replaceChildren(...inOrder().map((e) => e.li));
+    let sum = 0;
+    held.forEach((e) => { sum += e.version; });
+    return held.size === data.count && sum === data.version_sum;
+  }
+
   async function poll() {
     try {
-      const response = await fetch(thread.dataset.poll, { headers: { Accept: "application/json" } });
+      const all = whole;
+      const url = new URL(thread.dataset.poll, location.href);
+      if (!all) url.searchParams.set("since", Array.from(held.values()).reduce((v, e) => Math.max(v, e.version), 0));
+      const response = await fetch(url, { headers: { Accept: "application/json" } });
       if (response.ok) {
-        const body = await response.text();
-        if (body !== last) {  // the first poll draws too: what came after the page was drawn
-          last = body;
-          const data = JSON.parse(body);
-          list.replaceChildren(...data.messages.map(render));
-          showState(data.conversation);
-        }
+        const data = await response.json();
+        whole = !take(data, all);
+        showState(data.conversation);
       }
-    } catch (e) { /* offline for a moment: try again on the next tick */ }
+    } catch (e) { /* offline for a moment: try again on the next tick, from what the page holds */ }
     setTimeout(poll, 3000);
   }
   poll();
