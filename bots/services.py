@@ -391,8 +391,7 @@ def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: boo
             # the conversation's row before the message's, the order a takeover locks them in (_locked, then
             # skip_pending): the message first, the reply's insert then waited on the conversation while
             # the takeover waited on the message, and PostgreSQL aborted one of them (an agent's 500)
-            list(Conversation.objects.select_for_update(no_key=True).filter(id=inbound.conversation_id)
-                 .values_list("id", flat=True))
+            _hold_conversation(inbound.conversation_id)
             if while_pending and not Message.objects.filter(
                     id=inbound.id, reply_state=Message.ReplyState.PENDING).update(reply_state=Message.ReplyState.DONE):
                 return Message.objects.filter(reply_to=inbound).first(), False
@@ -415,6 +414,13 @@ def record_reply(inbound: Message, text: str, stats: dict, *, while_pending: boo
     except IntegrityError:
         return Message.objects.get(reply_to=inbound), False
     return reply, True
+
+
+def _hold_conversation(conversation_id: int) -> None:
+    """Lock the conversation's row until the transaction ends, as the bot's side does before it writes
+    to one of its messages (``record_reply``, ``reply_started``): no key update, so the messages
+    inserted meanwhile (a customer's, a reply) do not wait for it."""
+    list(Conversation.objects.select_for_update(no_key=True).filter(id=conversation_id).values_list("id", flat=True))
 
 
 def _bots_turn_since(inbound: Message):
@@ -756,35 +762,94 @@ def rate_reply(conversation_id: int, message_id: int, rating: int) -> bool:
                 .update(rating=rating))
 
 
-# A message whose reply the model started this often and that still waits, the last start longer ago than
-# a task may run: the task dies on it every time (a worker killed at the hard time limit, or by the crash
-# the message causes). The team's, not the sweep's. Counted when the model starts on it (holding it), not
-# when a task is queued: a message waiting behind a long queue (a slow or stopped inference worker) is
-# queued again, never failed for it, and a copy of the task that finds it answered counts nothing.
+# A message whose reply the model started this often without a reply: its task dies on it every time (a
+# worker killed at the hard time limit, or by the crash the message causes, which Celery redelivers at once
+# without a count). Its task hands it to the team rather than start a further time (``reply_started``),
+# and so does the sweep once the last start is older than a task may run. Counted when the model starts on
+# it (holding it), not when a task is queued: a message waiting behind a long queue (a slow or stopped
+# inference worker), or behind another message of its conversation, is queued again, never failed for it,
+# and a copy of the task that finds it answered counts nothing.
 STARTS_BEFORE_HANDOFF = 3
 
 
-def reply_started(message_id: int) -> None:
-    """The model starts on the inbound message ``message_id``, which still waits for the bot: counted in
-    its ``meta["starts"]``, with the time (``requeue_unfinished`` hands the team one whose tasks keep
-    dying). The count starts again when the team gives the conversation back (``_answer_the_wait``)."""
+class AnotherReplyFirst(Exception):
+    """The model must not start on a message yet (``reply_started``): another message of its
+    conversation is answered first, and its reply belongs in this one's history."""
+
+    def __init__(self, message_id: int):
+        super().__init__(f"message {message_id} of the conversation is answered first")
+        self.message_id = message_id
+
+
+def reply_started(message_id: int) -> bool:
+    """The model is about to start on the inbound message ``message_id``: True when it may, the start
+    counted in its ``meta["starts"]`` with the time (``requeue_unfinished`` hands the team one whose
+    tasks keep dying); the count starts again when the team gives the conversation back
+    (``_answer_the_wait``). False when the message waits for the bot no more: answered or taken over
+    meanwhile, or handed to the team now, its reply started STARTS_BEFORE_HANDOFF times in vain already.
+
+    One reply per conversation at a time, across processes and machines: AnotherReplyFirst, nothing
+    counted, while another message of the conversation comes first (``_answered_first``). Decided
+    holding the conversation's row, so that of two processes starting at once the second sees the
+    first's start (on SQLite every transaction takes the database's write lock as it begins)."""
+    conversation_id = Message.objects.filter(id=message_id).values_list("conversation_id", flat=True).first()
     with transaction.atomic():
+        _hold_conversation(conversation_id)  # before the message's row, as record_reply and a takeover
         message = Message.objects.select_for_update().filter(
             id=message_id, reply_state=Message.ReplyState.PENDING).first()
-        if message is not None:
-            meta = message.meta or {}
+        if message is None:
+            return False
+        meta = message.meta or {}
+        starts = meta.get("starts", 0)
+        if starts < STARTS_BEFORE_HANDOFF:
+            first = _answered_first(message)
+            if first is not None:
+                raise AnotherReplyFirst(first.id)
             Message.objects.filter(id=message_id).update(meta={
-                **meta, "starts": meta.get("starts", 0) + 1, "started_at": timezone.now().isoformat()})
+                **meta, "starts": starts + 1, "started_at": timezone.now().isoformat()})
+            return True
+    _started_in_vain(message, starts)  # once the lock is let go: the handoff takes the conversation's row
+    return False
+
+
+def _answered_first(message: Message) -> Message | None:
+    """The message of ``message``'s conversation that the bot answers before it, if any: one the model
+    is answering now (started, its last start younger than a task may run: a dead task's start holds
+    nobody up for longer), or an earlier one not started yet whose task may still come (the bot's turn
+    for less long than that). Read while that one was being answered, the history lacked its reply,
+    and the model answered the first question again."""
+    now = timezone.now()
+    others = Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND,
+                                    reply_state=Message.ReplyState.PENDING).exclude(id=message.id).order_by("id")
+    for other in others:
+        started = parse_datetime((other.meta or {}).get("started_at") or "")
+        if started is not None and _may_still_run(started, now):
+            return other
+        if started is None and other.id < message.id and _may_still_run(_bots_turn_since(other), now):
+            return other
+    return None
+
+
+def _may_still_run(since, now) -> bool:
+    """Whether a reply task begun at ``since`` may still be running: its hard time limit
+    (CHATNEXUS_TASK_TIME_LIMIT + 30 s, inference.tasks) not passed yet."""
+    return now - since < timedelta(seconds=settings.CHATNEXUS_TASK_TIME_LIMIT + 30)
+
+
+def _started_in_vain(message: Message, starts: int) -> None:
+    """The model started on ``message`` ``starts`` times and never finished: the team's, as a reply
+    the model failed (``fail_reply``), the reason in the inbox."""
+    why = f"its reply was started {starts} times and never finished"
+    log.warning("message %s: %s; handed to the team", message.id, why)
+    fail_reply(message, why, skip_reason=why)
 
 
 def _died_on(message: Message, now) -> int:
     """How many times the model started on ``message`` in vain: its starts, once the last is older
     than a task may run (0 while one may still be under way)."""
-    from django.conf import settings
-
     meta = message.meta or {}
     started = parse_datetime(meta.get("started_at") or "")
-    if started is None or now - started < timedelta(seconds=settings.CHATNEXUS_TASK_TIME_LIMIT + 30):
+    if started is None or _may_still_run(started, now):
         return 0
     return meta.get("starts", 0)
 
@@ -821,8 +886,7 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     for message in pending:
         starts = _died_on(message, now)
         if starts >= STARTS_BEFORE_HANDOFF:
-            why = f"its reply was started {starts} times and never finished"
-            fail_reply(message, why, skip_reason=why)
+            _started_in_vain(message, starts)
             continue
         generate_reply.delay(message.id)
         requeued += 1

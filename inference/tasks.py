@@ -18,7 +18,16 @@ time) and hard limit (30 s later) stay as backstops.
 
 One reply at a time per process (``runtime.generation_lock``): the history is read, and the reply
 stored, holding it, so a customer's second message waiting for the model meanwhile is answered
-knowing the reply to the first.
+knowing the reply to the first. One at a time per conversation across processes and machines
+(``services.reply_started``, deciding on the conversation's row): while another message of the
+conversation is being answered, or an earlier one still waits for its task, the model does not start;
+the task is queued again BEHIND_ANOTHER_REPLY_S later (its retries for database errors not counted),
+so no worker process sits waiting, and the history is read once that reply is stored.
+
+A message whose task kills its worker process is redelivered by Celery at once, without a count
+(``reject_on_worker_lost``): the model's starts on it are counted instead, and after
+``services.STARTS_BEFORE_HANDOFF`` of them without a reply the task hands it to the team as a failure
+(the customer gets the handoff message) rather than start the model again.
 """
 import logging
 import re
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 HISTORY_TURNS = 12
 TAKEN_OVER_CHECK_S = 0.5  # while streaming, how often the worker looks whether the team took the conversation over
 REMEMBERED_REPLIES = 200  # a bot's latest stored replies its suffix index is rebuilt from
+BEHIND_ANOTHER_REPLY_S = 2  # a task that found another message of its conversation answered first runs again after
 
 
 @shared_task(
@@ -69,6 +79,10 @@ def generate_reply(self, message_id):
     config = inbound.bot.live_config(draft=conversation.channel == "preview")
     try:
         answered = _generate(inbound, config, deadline)
+    except services.AnotherReplyFirst as first:
+        log.info("generate_reply: message %s: %s; again in %s s", message_id, first, BEHIND_ANOTHER_REPLY_S)
+        _again_later(self, message_id)
+        return None
     except OperationalError:
         raise  # database hiccup: retried by autoretry_for
     except (NothingInTime, SoftTimeLimitExceeded) as error:  # the customer gets the handoff message, the team the chat
@@ -83,7 +97,7 @@ def generate_reply(self, message_id):
         _mark_failed(inbound, error)
         return None
     if answered is None:
-        return None  # answered by another task while this one waited for the model
+        return None  # answered by another task while this one waited for the model, or handed to the team
     reply, created = answered
     if reply is None:  # the team took the conversation over while the model was answering
         events.push(conversation.id, "reply.cancelled", reply_to=inbound.id)
@@ -97,8 +111,9 @@ def generate_reply(self, message_id):
 def _generate(inbound, config, deadline=None):
     """Build the prompt, run the engine (streaming deltas live) until ``deadline`` (a
     ``time.monotonic()`` value) and store the reply: record_reply's (reply, created), or None when
-    the message was answered meanwhile. Files alone with no text to read (a scanned PDF, a file that
-    could not be fetched) get a canned reply.
+    the message was answered meanwhile (or handed to the team, its reply started too often in vain).
+    services.AnotherReplyFirst when another message of the conversation is answered first. Files alone
+    with no text to read (a scanned PDF, a file that could not be fetched) get a canned reply.
 
     The history is read, and the reply stored, holding the model: a second message of the
     conversation waiting for it meanwhile (``serve``'s worker threads) then reads the reply to the
@@ -116,7 +131,10 @@ def _generate(inbound, config, deadline=None):
         # model while the first answered: it must not answer again, nor say the bot is typing
         if not _waiting(inbound.id):
             return None
-        services.reply_started(inbound.id)  # a task that dies on it every time ends with the team (the sweep)
+        # the conversation's turn (another process may be answering it), and a message that kills its task
+        # every time ends with the team
+        if not services.reply_started(inbound.id):
+            return None
         messages = _prompt(inbound, config, engine)
         events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
         started = time.perf_counter()
@@ -132,6 +150,13 @@ def _generate(inbound, config, deadline=None):
             raise NothingInTime()
         text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
         return _record(inbound, text, stats)
+
+
+def _again_later(task, message_id):
+    """Queue ``task`` again for the message in BEHIND_ANOTHER_REPLY_S, to the queue it came from and with
+    its time limits. ``task.retry`` would count a retry, against the budget for database errors
+    (``max_retries``), and lengthen their backoff."""
+    task.signature_from_request(args=[message_id], kwargs={}, countdown=BEHIND_ANOTHER_REPLY_S).apply_async()
 
 
 def _max_new_tokens(config) -> int:
