@@ -187,8 +187,10 @@ class WhatsAppForm(ChannelForm):
         error_messages={"invalid": "A Content SID is HX followed by 32 hex digits."})
 
 
-# What an email channel without an SMTP host does (adapter.smtp_connection), as the page says it.
-NO_SMTP_HOST = "Leave empty to send replies through this platform's own mail server."
+# What an email channel without an SMTP host does (adapter.smtp_connection, email/sender.py), as the page says it.
+NO_SMTP_HOST = ("Leave empty to send replies through this platform's own mail server. They go from the bot's address "
+                "once someone at it has followed the link of the confirmation email; through an SMTP server of your "
+                "own they need no confirmation.")
 NO_SMTP_HOST_NOR_PLATFORM = ("Leave empty and replies are only written to this server's log, not sent: the platform has "
                              "no mail server set up (EMAIL_HOST). The inbox marks such replies \"written to the server "
                              "log only\".")
@@ -205,7 +207,10 @@ class EmailForm(ChannelForm):
     DEFAULTS = {"smtp_port": 587, "smtp_use_tls": True, "imap_port": 993, "imap_use_ssl": True, "imap_folder": "INBOX"}
     ASCII_ONLY = ("smtp_user", "smtp_password", "imap_user", "imap_password")  # SMTP and IMAP log in in ASCII
 
-    address = forms.EmailField(label="Bot's email address")
+    address = forms.EmailField(label="Bot's email address", help_text=(
+        "Saved without an SMTP server of your own, a confirmation email goes to it: until someone there follows "
+        "its link, replies go from this platform's address, with Reply-To this one (customers' answers still come "
+        "back). Changing the address asks again."))
     from_name = forms.CharField(max_length=100, required=False, label="From name")
     smtp_host = forms.CharField(max_length=255, required=False, label="SMTP host (optional)")
     smtp_port = forms.IntegerField(min_value=1, max_value=65535, required=False, label="SMTP port")
@@ -266,11 +271,16 @@ class EmailForm(ChannelForm):
 
     def apply(self, config):
         """A newly connected mailbox (host, user or folder changed) starts now: mail already in it
-        is not answered (``imap.connected_since``)."""
+        is not answered (``imap.connected_since``). A new address is not confirmed (``email.sender``)."""
+        from .email.sender import CONFIRMED, comparable
+
         before = tuple(config.settings.get(name) for name in self.MAILBOX)
+        address_before = comparable(config.settings.get("address") or "")
         config = super().apply(config)
         if config.settings.get("imap_host") and tuple(config.settings.get(name) for name in self.MAILBOX) != before:
             config.settings = {**config.settings, "imap_since": timezone.now().isoformat()}
+        if comparable(config.settings["address"]) != address_before:
+            config.settings = {k: v for k, v in config.settings.items() if k != CONFIRMED}
         return config
 
 

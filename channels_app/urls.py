@@ -15,6 +15,9 @@ urlpatterns = [
     # "Send a test email" / "Check the Twilio settings" / "Send a test event": the saved settings tried for real
     *[path(f"bots/<int:bot_id>/check/{kind}/", channel_views.channel_check, {"kind": kind}, name=f"check-{kind}")
       for kind in channel_views.CHECKS],
+    # Email: "Send the confirmation email again" (managers), and the link it mails to the bot's address (anyone holding it).
+    path("bots/<int:bot_id>/email-confirmation/", channel_views.email_confirmation, name="email-confirmation"),
+    path("email/confirm/<str:token>/", email_views.confirm, name="email-confirm"),
     # Website widget: the bot's public look for the embed script (CORS per allow-list).
     path("widget/<str:public_key>/config/", widget_views.public_config, name="widget-config"),
     # Website widget: a visitor's file (visitor token + allow-listed origin, no cookies).

@@ -3,7 +3,9 @@
 ``/channels/bots/<id>/`` — managers (owners, admins) of the bot's organisation only;
 another organisation's bot is a 404. One form per channel (``forms.FORMS``), posted
 with ``channel=<kind>``; each shows copy-paste setup steps. Secrets are stored
-encrypted and never rendered back: the page says "set" or "not set".
+encrypted and never rendered back: the page says "set" or "not set". The email channel's address
+may not be another organisation's, and goes on mail through the platform's own server only once
+confirmed by a link mailed to it (``email/sender.py``).
 """
 from django.conf import settings
 from django.contrib import messages
@@ -21,6 +23,7 @@ from bots.models.bots import lock_bots
 from bots.tenancy import get_scoped_or_404, require_manager
 
 from .email import check as email_check
+from .email import sender as email_sender
 from .forms import FORMS
 from .models import ChannelConfig
 from .registry import adapter_for
@@ -58,12 +61,22 @@ def bot_channels(request, bot_id):
                 lock_bots([bot.id])
                 config = (ChannelConfig.objects.select_for_update().filter(bot=bot, kind=kind).first()
                           or ChannelConfig(organization=request.organization, bot=bot, kind=kind))
-                secrets_before = dict(config.secrets)
-                form.apply(config).save()
-                audit.record(request.organization, request.user, "channel.saved",
-                             _saved_words(config, bot, secrets_before, form))
-            request.session[_notes_key(bot, kind)] = [(True, f"{config.get_kind_display()} settings saved.")]
-            return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
+                # an address another organisation's email channel has is refused, under the address's lock:
+                # two organisations saving one address at once are answered one after the other
+                claimed = kind == "email" and _claimed_elsewhere(config, form.cleaned_data["address"], request.organization)
+                if not claimed:
+                    asked_for = _unconfirmed_address(config)
+                    secrets_before = dict(config.secrets)
+                    form.apply(config).save()
+                    audit.record(request.organization, request.user, "channel.saved",
+                                 _saved_words(config, bot, secrets_before, form))
+            if not claimed:
+                notes = [(True, f"{config.get_kind_display()} settings saved.")]
+                if _unconfirmed_address(config) not in (None, asked_for):  # a new address, or newly through the platform
+                    notes.append(email_sender.send_confirmation(config))
+                request.session[_notes_key(bot, kind)] = notes
+                return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
+            form.add_error("address", email_sender.CLAIMED)
         status = 400
     return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "notes": notes},
                   status=status)
@@ -75,6 +88,20 @@ def _saved_words(config, bot, secrets_before, form):
                for name in form.SECRETS if config.secrets.get(name) != secrets_before.get(name)]
     state = "" if config.enabled else ", turned off"
     return f"Saved the {config.get_kind_display()} settings of {bot.name}{state}" + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _claimed_elsewhere(config, address, organization):
+    """Is ``address``, new to this channel, another organisation's (``email.sender.claimed_elsewhere``,
+    which takes the address's lock)? An address the channel had before is left to it."""
+    return (email_sender.comparable(address) != email_sender.comparable(config.settings.get("address") or "")
+            and email_sender.claimed_elsewhere(address, organization))
+
+
+def _unconfirmed_address(config):
+    """The address an email channel would send as through the platform, if that needs confirming."""
+    if config.kind != "email" or config.pk is None or not email_sender.needs_confirmation(config):
+        return None
+    return email_sender.comparable(config.settings.get("address") or "")
 
 
 def _notes_key(bot, kind):
@@ -93,7 +120,16 @@ def _context(bot, configs, forms):
         "whatsapp_webhook": _public_url("whatsapp-inbound", whatsapp.key) if whatsapp else "",
         "whatsapp_status": _public_url("whatsapp-status", whatsapp.key) if whatsapp else "",
         "email_webhook": _public_url("email-inbound", email.key) if email else "",
+        "email_from": _email_from(email) if email else None,
     }
+
+
+def _email_from(config):
+    """Whose address the email channel's mail is from, for the page (``email.sender``)."""
+    state = ("own server" if email_sender.own_server(config) else "confirmed" if email_sender.confirmed(config)
+             else "unconfirmed")
+    return {"state": state, "address": config.settings.get("address", ""), "platform": email_sender.platform_address(),
+            "days": email_sender.CONFIRM_DAYS}
 
 
 def _test_email(config, request):
@@ -104,21 +140,10 @@ def _test_email(config, request):
         email_check.validate_recipient(to)
     except ValidationError:
         return [(False, "Write the address the test email should go to.")]
-    if _comparable(to) == _comparable(config.settings.get("address") or ""):
+    if email_sender.comparable(to) == email_sender.comparable(config.settings.get("address") or ""):
         return [(False, f"Not to {to}, the bot's own address: the mail would come back in as a customer's. "
                         "Send it to your own address.")]
     return email_check.check(config, to)
-
-
-def _comparable(address):
-    """An address as the email channel stores its own: lower case, the domain in IDNA."""
-    from .email.adapter import ascii_address
-
-    address = address.strip().lower()
-    try:
-        return ascii_address(address)
-    except UnicodeError:
-        return address
 
 
 CHECKS = {  # kind -> the check of its saved settings, given the config and the request
@@ -144,6 +169,24 @@ def channel_check(request, bot_id, kind):
         results = CHECKS[kind](config, request)
     request.session[_notes_key(bot, kind)] = results
     return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
+
+
+@login_required
+@require_POST
+def email_confirmation(request, bot_id):
+    """"Send the confirmation email again": the link that lets the bot's replies through the platform's
+    mail server go from its address (``email.sender``), mailed to that address."""
+    require_manager(request)
+    bot = get_scoped_or_404(request, Bot, id=bot_id)
+    config = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind="email").first()
+    if config is None:
+        results = [(False, "Save the email settings first.")]
+    elif not email_sender.needs_confirmation(config):
+        results = [(True, f"Nothing to confirm: replies go from {config.settings.get('address')} already.")]
+    else:
+        results = [email_sender.send_confirmation(config)]
+    request.session[_notes_key(bot, "email")] = results
+    return redirect(reverse("channels:bot", args=[bot.id]) + "#email")
 
 
 @login_required

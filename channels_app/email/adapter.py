@@ -1,5 +1,8 @@
 """Email's send face: a threaded reply by SMTP with the channel's own server settings.
 
+From the bot's address, or, through the platform's mail server while nobody at that address has
+confirmed it, from the platform's own address with Reply-To the bot's (``sender.py``).
+
 Headers make the reply land in the customer's thread and stop auto-reply loops:
 ``In-Reply-To`` (the mail answered), ``References`` (its references + its id), a
 ``Re:`` subject (never "Re: Re:", nor "Re: RES:" and the like), ``Auto-Submitted: auto-replied``
@@ -15,7 +18,6 @@ import hmac
 import re
 import smtplib
 import socket
-from email.utils import formataddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -206,6 +208,8 @@ class EmailAdapter(Adapter):
     label = "email"
 
     def send(self, message):
+        from .sender import sender  # which imports this module
+
         config = self.connected_config(message)
         address = config.settings.get("address", "").strip()
         if "@" not in address:
@@ -228,11 +232,13 @@ class EmailAdapter(Adapter):
             # such: the bot's replies and its handoff message, never a person's answer
             headers.update({"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"})
         threading = threading_ids(meta)
+        from_email, reply_to = sender(config, address)  # the platform's own address until the bot's is confirmed
         mail = EmailMultiAlternatives(
             subject=reply_subject(meta.get("subject") or message.conversation.subject),
             body=message.text,
-            from_email=formataddr((config.settings.get("from_name") or config.bot.name, address)),
+            from_email=from_email,
             to=[recipient],
+            reply_to=reply_to,
             headers=headers,
             connection=smtp_connection(config),
         )

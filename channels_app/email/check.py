@@ -1,7 +1,8 @@
 """"Send a test email" on the Channels page: try the email channel's saved settings the way
 the channel will use them, and say what happened in words.
 
-- SMTP: a short mail from the bot's address, through the channel's SMTP server (the
+- SMTP: a short mail from the bot's address (from the platform's own address, Reply-To the bot's,
+  while that needs confirming: ``sender.py``), through the channel's SMTP server (the
   platform's own mail settings when it names none), to the address typed beside the button, sent
   as the bot's replies are (``adapter.send_threaded``): to an address beyond ASCII
   (josé@example.com) in UTF-8 where the server offers SMTPUTF8, else not at all, said in words;
@@ -14,7 +15,7 @@ import re
 import smtplib
 import socket
 import ssl
-from email.utils import formataddr
+from email.utils import parseaddr
 
 from django.core.mail import EmailMessage
 from django.core.validators import validate_email
@@ -24,6 +25,7 @@ from bots.egress import HostRefused
 from ..base import DeliveryError, one_line
 from .adapter import NO_SMTPUTF8, ascii_address, logged_only, send_threaded, smtp_connection, unusable
 from .imap import connect, select_folder, untrusted
+from .sender import sender
 
 
 def validate_recipient(address: str) -> None:
@@ -42,15 +44,18 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
     where = f"{channel['smtp_host']}:{channel.get('smtp_port') or 587}" if channel.get("smtp_host") else \
         "the platform's own mail settings"
     try:
-        sender = ascii_address(address)  # saved before addresses were stored in IDNA
+        from_email, reply_to = sender(config, ascii_address(address))  # saved before addresses were stored in IDNA
     except UnicodeError:
         return False, f"SMTP not tried: the bot address {address} cannot be written in a mail; save the email settings again."
+    # until someone at the bot's address confirms it, mail through the platform's server is the platform's
+    mailed_from = f"{parseaddr(from_email)[1]} with Reply-To {address}" if reply_to else address
     mail = EmailMessage(
         subject=f"Test email from {config.bot.name} (ChatNexus)",
         body=f"This is a test from the email channel of {config.bot.name}: its replies are sent like this one, "
-             f"from {address}, through {where}.",
-        from_email=formataddr((channel.get("from_name") or config.bot.name, sender)),
+             f"from {mailed_from}, through {where}.",
+        from_email=from_email,
         to=[recipient],
+        reply_to=reply_to,
         headers={"Auto-Submitted": "auto-generated"},
         connection=smtp_connection(config),
     )
@@ -68,7 +73,7 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
     except smtplib.SMTPRecipientsRefused as error:
         return False, f"SMTP: {where} refused the recipient {recipient}: {_refusals(error.recipients)}."
     except smtplib.SMTPSenderRefused as error:
-        return False, f"SMTP: {where} refused to send from {address} ({error.smtp_code} {one_line(error.smtp_error)})."
+        return False, f"SMTP: {where} refused to send from {parseaddr(from_email)[1]} ({error.smtp_code} {one_line(error.smtp_error)})."
     except smtplib.SMTPResponseException as error:
         return False, f"SMTP: {where} answered {error.smtp_code} {one_line(error.smtp_error)}."
     except (smtplib.SMTPException, OSError, socket.timeout) as error:
@@ -78,7 +83,8 @@ def smtp(config, recipient: str) -> tuple[bool, str]:
     if logged_only(config):
         return True, (f"SMTP: the test email to {recipient} was only written to this server's log: the channel names "
                       "no SMTP server and the platform has no mail server set up (EMAIL_HOST).")
-    return True, f"SMTP: sent a test email from {address} to {recipient} through {where}."
+    unconfirmed = f" (from {address} once someone there follows the link of the confirmation email)" if reply_to else ""
+    return True, f"SMTP: sent a test email from {mailed_from}{unconfirmed} to {recipient} through {where}."
 
 
 def imap(config) -> tuple[bool, str]:

@@ -16,13 +16,16 @@ import hmac
 import logging
 
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.http import JsonResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
+
+from bots import audit
 
 from ..models import ChannelConfig
 from . import inbound as email_inbound
-from . import postmark
+from . import postmark, sender
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +117,22 @@ def _stored(received, is_json):
         },
         status=200 if is_json else 202,  # Postmark retries every status but 200 (and 403)
     )
+
+
+@require_http_methods(["GET", "POST"])
+def confirm(request, token):
+    """The link of the confirmation email (``sender.send_confirmation``), followed by whoever reads the
+    bot's address, signed in or not: the mail reached them. The page asks, a POST confirms: a mail
+    scanner that opens every link confirms nothing."""
+    try:
+        if request.method == "POST":
+            config, address, newly = sender.confirm(token)
+            if newly:
+                audit.record(config.organization, None, "channel.confirmed",
+                             f"{address} confirmed by the link mailed to it: {config.bot.name}'s replies go from it")
+        else:
+            config, address = sender.pending(token)
+    except sender.Unconfirmable as why:
+        return render(request, "channels/email_confirm.html", {"problem": str(why)}, status=400)
+    return render(request, "channels/email_confirm.html",
+                  {"config": config, "address": address, "done": request.method == "POST"})

@@ -1,0 +1,179 @@
+"""Whose address the email channel's mail is from, and the confirmation that lets it be the bot's.
+
+Anyone may type any address as the bot's. Through the channel's own SMTP server (``own_server``) the
+mail goes From the bot's address: that server, where the organisation logs in, answers for it.
+Through this platform's mail server (the channel names none) it would go out with the platform's
+reputation and authentication (SPF, DKIM) for an address the organisation may not own: another
+organisation's, a bank's. So there it goes From the bot's address only once someone at that address
+followed the link mailed to it (``send_confirmation``, then ``confirm``); until then From the
+platform's own address (``DEFAULT_FROM_EMAIL``) under the bot's name, with Reply-To the bot's
+address (``sender``): the customer's answer still reaches the bot, in the same thread (the threading
+headers are those of any reply). A new or changed address starts unconfirmed.
+
+An address another organisation's email channel has is refused when saved (``claimed_elsewhere``).
+"""
+import hashlib
+import smtplib
+import socket
+from email.utils import formataddr, parseaddr
+
+from django.conf import settings
+from django.core import signing
+from django.core.mail import EmailMessage, get_connection
+from django.db import connection, transaction
+from django.db.models import Q
+from django.urls import reverse
+
+from bots.membership import mail_leaves_the_server
+from chatnexus import ratelimit
+
+from ..base import one_line
+from ..models import ChannelConfig
+from .adapter import ascii_address
+
+CONFIRMED = "confirmed_address"  # in config.settings: the bot address someone at it confirmed, as stored
+SALT = "channels.email.confirm-address"
+CONFIRM_DAYS = 3  # how long a confirmation link works
+CONFIRMATIONS_PER_HOUR = 3  # mails per address: saves and the button must not make the platform spam a stranger
+ADDRESS_LOCKS = 0x6D_61_69_6C  # PostgreSQL advisory locks (this, a hash of an address) held while one is saved
+CLAIMED = "Another organisation's email channel on this platform already has this address. Use an address of your own."
+
+
+def comparable(address: str) -> str:
+    """An address as the email channel stores its own: lower case, the domain in IDNA."""
+    address = address.strip().lower()
+    try:
+        return ascii_address(address)
+    except UnicodeError:
+        return address
+
+
+# ---------------------------------------------------------------------------
+# One organisation per address
+
+
+def claimed_elsewhere(address: str, organization) -> bool:
+    """Does another organisation's email channel (on or off) have ``address``? Asked in the
+    transaction that saves it, once it holds the address's lock (SQLite runs one writing transaction
+    at a time already): two organisations saving one address at once are answered one after the
+    other, and the second is refused."""
+    address = comparable(address)
+    if connection.vendor == "postgresql":
+        key = int.from_bytes(hashlib.sha256(address.encode()).digest()[:4], "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADDRESS_LOCKS, key])
+    local, _, domain = address.rpartition("@")
+    spellings = Q(settings__address__iexact=address)
+    try:  # saved before addresses were stored in IDNA
+        spellings |= Q(settings__address__iexact=f"{local}@{domain.encode('ascii').decode('idna')}")
+    except UnicodeError:
+        pass
+    return ChannelConfig.objects.filter(spellings, kind="email").exclude(organization=organization).exists()
+
+
+# ---------------------------------------------------------------------------
+# From whom
+
+
+def own_server(config) -> bool:
+    """Does the channel send through an SMTP server of its own (its host, and the login it was given)?
+    That server decides whom the organisation may send as. (One that relays for this machine without
+    a login, as a LAN relay of the platform's may where CHATNEXUS_MAIL_ALLOW_PRIVATE is on, decides
+    nothing: such a relay must ask for a login.)"""
+    return bool((config.settings.get("smtp_host") or "").strip())
+
+
+def confirmed(config) -> bool:
+    """Did someone at the bot's address, as it is now, follow a confirmation link?"""
+    done = config.settings.get(CONFIRMED)
+    return bool(done) and comparable(done) == comparable(config.settings.get("address") or "")
+
+
+def needs_confirmation(config) -> bool:
+    return not own_server(config) and not confirmed(config)
+
+
+def platform_address() -> str:
+    return parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
+
+
+def sender(config, address: str) -> tuple[str, list[str]]:
+    """(From, Reply-To) of the channel's mail, ``address`` being the bot's in IDNA."""
+    name = config.settings.get("from_name") or config.bot.name
+    if needs_confirmation(config):
+        return formataddr((name, platform_address())), [formataddr((name, address))]
+    return formataddr((name, address)), []
+
+
+# ---------------------------------------------------------------------------
+# The confirmation
+
+
+class Unconfirmable(Exception):
+    """A confirmation link that confirms nothing; its text says why, to whoever followed it."""
+
+
+def send_confirmation(config) -> tuple[bool, str]:
+    """Mail the bot's address a link that confirms it (through the platform's mail server, from its
+    own address); ``(ok, sentence)`` for the Channels page."""
+    try:
+        address = ascii_address((config.settings.get("address") or "").strip())
+    except UnicodeError:
+        return False, "No confirmation email sent: the bot address cannot be written in a mail; save the email settings again."
+    digest = hashlib.sha256(comparable(address).encode()).hexdigest()
+    verdict = ratelimit.hit(f"email-confirm:{digest}", CONFIRMATIONS_PER_HOUR, window_s=3600)
+    if not verdict.allowed:
+        return False, (f"No confirmation email sent to {address}: it was sent {CONFIRMATIONS_PER_HOUR} in the last hour. "
+                       f"Try again in {max(1, verdict.retry_after // 60)} minutes, or follow the link of one sent before.")
+    token = signing.dumps({"channel": config.id, "address": comparable(address)}, salt=SALT)
+    link = settings.PUBLIC_URL + reverse("channels:email-confirm", args=[token])
+    mail = EmailMessage(
+        subject=f"Confirm {address} for the replies of {config.bot.name}",
+        body=(f"The organisation \"{config.organization.name}\" asks to send the replies of its bot "
+              f"\"{config.bot.name}\" from {address} on ChatNexus ({settings.PUBLIC_URL}).\n\n"
+              f"If this is your organisation's address, confirm it within {CONFIRM_DAYS} days:\n\n{link}\n\n"
+              f"If not, ignore this mail: nothing will be sent from {address}."),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[address],
+        headers={"Auto-Submitted": "auto-generated"},
+        connection=get_connection(timeout=settings.CHATNEXUS_SMTP_TIMEOUT_S),
+    )
+    try:
+        mail.send()
+    except (smtplib.SMTPException, OSError, socket.timeout) as error:
+        ratelimit.refund(verdict)
+        return False, f"The confirmation email to {address} could not be sent: {one_line(error) or type(error).__name__}."
+    if not mail_leaves_the_server():
+        return True, (f"The confirmation email to {address} was only written to this server's log: the platform has "
+                      "no mail server set up (EMAIL_HOST).")
+    return True, (f"Sent a confirmation email to {address}. Once someone there follows its link, replies go from "
+                  f"{address}; until then from {platform_address()}, with Reply-To {address}.")
+
+
+def pending(token: str, lock: bool = False) -> tuple[ChannelConfig, str]:
+    """The channel and address a confirmation link names, if it still may confirm them
+    (``Unconfirmable`` otherwise); ``lock``: the channel's row locked, to confirm it."""
+    try:
+        named = signing.loads(token, salt=SALT, max_age=CONFIRM_DAYS * 24 * 3600)
+    except signing.SignatureExpired:
+        raise Unconfirmable(f"This link has expired (a link works for {CONFIRM_DAYS} days): "
+                            "send a new one from the bot's Channels page.") from None
+    except signing.BadSignature:
+        raise Unconfirmable("This link is not one we sent: copy it whole from the mail.") from None
+    configs = ChannelConfig.objects.select_related("bot", "organization").filter(kind="email")
+    config = (configs.select_for_update(of=("self",)) if lock else configs).filter(id=named.get("channel")).first()
+    if config is None or comparable(config.settings.get("address") or "") != named.get("address"):
+        raise Unconfirmable("The channel this link was sent for no longer has this address: nothing to confirm.")
+    return config, named["address"]
+
+
+@transaction.atomic
+def confirm(token: str) -> tuple[ChannelConfig, str, bool]:
+    """Mark the address the link names confirmed, if the channel has it still (``Unconfirmable``):
+    the channel, the address, and whether it was not confirmed before (a second click changes nothing)."""
+    config, address = pending(token, lock=True)
+    if confirmed(config):
+        return config, address, False
+    config.settings = {**config.settings, CONFIRMED: address}
+    config.save(update_fields=["settings", "updated"])
+    return config, address, True
