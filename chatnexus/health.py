@@ -5,7 +5,10 @@ nothing an outsider could use.
 - ``/readyz``: it can serve — the database answers a query and the cache (Redis in the
   distributed shape: rate limits, widget events) stores and returns a value. 200 with
   ``{"status": "ok", ...}``, else 503 naming the part that failed (no error details: they
-  go to the log).
+  go to the log). In the embedded ``manage.py serve``, which answers pages while it loads the
+  model in the background, also ``"model"``: ``"loading"`` (status ``"loading"``, still 200: the
+  pages answer and messages wait for the model), ``"ok"``, or ``"failing"`` (503; the console
+  says why).
 
 ``ProbeMiddleware``, first in ``MIDDLEWARE``, answers them before host validation and
 HTTPS redirects: probes come from inside the network, by IP or ``localhost``, over HTTP.
@@ -44,6 +47,15 @@ def _cache():
 
 CHECKS = {"database": _database, "cache": _cache}
 
+# Where this process's model load is ("loading", "ok", "failing"); None: it loads none before
+# the first message (separate workers, ``serve --no-preload``). Set by ``manage.py serve``.
+model_state = None
+
+
+def report_model(state: str) -> None:
+    global model_state
+    model_state = state
+
 
 @never_cache
 @require_GET
@@ -56,8 +68,11 @@ def readyz(request):
         except Exception:  # any failure of a dependency means "not ready"; the log has why
             log.warning("readyz: %s check failed", name, exc_info=True)
             report[name] = "failing"
-    ready = all(state == "ok" for state in report.values())
-    return JsonResponse({"status": "ok" if ready else "failing", **report}, status=200 if ready else 503)
+    if model_state is not None:
+        report["model"] = model_state
+    failing = "failing" in report.values()
+    status = "failing" if failing else "ok" if all(state == "ok" for state in report.values()) else "loading"
+    return JsonResponse({"status": status, **report}, status=503 if failing else 200)
 
 
 class ProbeMiddleware:

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from inference.engine import Engine, EngineError
 from inference.engine.attention import prompt_pass
 from inference.engine.forward import PreallocatedLayer, cache_argument, crop, extend, new_cache, prefill
+from inference.engine.loading import release_model
 from inference.engine import precision as precision_module
 from inference.engine.precision import (Int4Linear, Int8Linear, SharedInputMember, apply_precision,
                                         keep_dense_weights, resolve_precision)
@@ -92,9 +93,15 @@ def test_a_deep_copy_keeps_only_the_live_positions_and_is_private(tiny_model):
 
 @pytest.fixture(scope="module")
 def int4_engine(tiny_target_dir) -> Engine:
+    """An int4 engine with bf16 copies, on a model of its own. load_model hands one model per precision
+    to the whole process: once test_precision.py's int4 engine had run it (where the copies do not pay:
+    none kept), its lean forward (lean.py) had looked its linears up without copies, and those added
+    here went unused."""
+    release_model(tiny_target_dir, device="cpu", dtype="int4")
     engine = Engine(target=tiny_target_dir, drafter="lookup", device="cpu", dtype="int4")
     keep_dense_weights(engine.model)  # whether or not this CPU's bf16 GEMMs pay, exercise the path
-    return engine
+    yield engine
+    release_model(tiny_target_dir, device="cpu", dtype="int4")  # nor do later modules get this one
 
 
 def test_quantised_linears_keep_their_kernels_weights_in_bf16(int4_engine):

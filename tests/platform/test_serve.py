@@ -1,59 +1,15 @@
-"""`manage.py serve` (what scripts/run.sh runs) with a model it cannot load: a clear error and
-an exit status, not a traceback and not a platform that starts and then cannot answer. Without
-PUBLIC_URL, the platform's address is the one it serves on."""
+"""`manage.py serve` (what scripts/run.sh runs): without PUBLIC_URL, the platform's address is the
+one it serves on. Its start while the model loads, and a model it cannot load:
+test_serve_early_pages.py."""
 import html
 import re
-import subprocess
 import sys
 
 import pytest
 import requests
 
 from bots.management.commands.serve import adopt_public_url, own_address
-from tests.conftest import ROOT, Service, embedded_env, free_port, manage
-
-
-def test_a_missing_model_file_stops_serve_with_a_clear_message(tmp_path):
-    env = embedded_env(tmp_path, CHATNEXUS_TARGET=str(tmp_path / "missing.gguf"))
-    done = subprocess.run([sys.executable, "manage.py", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0
-    assert "cannot load the model" in output and "missing.gguf" in output and "CHATNEXUS_TARGET" in output
-    assert "Traceback" not in output and "ChatNexus is up" not in output
-
-
-def test_a_model_that_cannot_chat_stops_serve_with_a_clear_message(tmp_path):
-    """A base model (no chat template) loaded fine and then failed every customer's message."""
-    from tests.engine.conftest import byte_tokenizer, save, tiny_llama
-
-    tokenizer = byte_tokenizer()
-    tokenizer.chat_template = None
-    folder = save(tiny_llama(len(tokenizer), layers=1, hidden=32, seed=0), tokenizer, tmp_path / "base-model")
-    env = embedded_env(tmp_path, CHATNEXUS_TARGET=folder, CHATNEXUS_DTYPE="fp32")
-    done = subprocess.run([sys.executable, "manage.py", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output[-2000:]
-    assert "cannot load the model" in output and "chat template" in output
-    assert "Traceback" not in output and "ChatNexus is up" not in output
-
-
-def test_a_model_file_cut_short_stops_serve_with_a_clear_message(tmp_path):
-    """An interrupted download or copy: safetensors' own error ended serve in a traceback naming no file."""
-    from tests.engine.conftest import byte_tokenizer, save, tiny_llama
-
-    tokenizer = byte_tokenizer()
-    folder = save(tiny_llama(len(tokenizer), layers=1, hidden=32, seed=0), tokenizer, tmp_path / "cut-model")
-    weights = tmp_path / "cut-model" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
-    env = embedded_env(tmp_path, CHATNEXUS_TARGET=folder, CHATNEXUS_DTYPE="fp32")
-    done = subprocess.run([sys.executable, "manage.py", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output[-2000:]
-    assert "cannot load the model" in output and "cut-model" in output and "cut short" in output
-    assert "Traceback" not in output and "ChatNexus is up" not in output
+from tests.conftest import Service, embedded_env, free_port, manage
 
 
 def test_without_public_url_the_platform_is_where_serve_listens(tmp_path):
@@ -69,17 +25,23 @@ def test_without_public_url_the_platform_is_where_serve_listens(tmp_path):
         server.wait_ready(timeout=180)
         base = f"http://127.0.0.1:{port}"
         assert f"ChatNexus is up: {base}/" in server.output() and "PUBLIC_URL is unset" in server.output()
-        browser = requests.Session()
-        login = browser.get(f"{base}/accounts/login/", timeout=30)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text)[1]
-        signed_in = browser.post(login.url, data={"csrfmiddlewaretoken": token, "username": "demo",
-                                                  "password": "demo-password"}, headers={"Referer": login.url}, timeout=30)
-        assert signed_in.url == f"{base}/bots/"
+        browser = signed_in_as_demo(base)
         page = html.unescape(browser.get(f"{base}/channels/bots/{bot_id}/", timeout=30).text)
         assert f'<script src="{base}/static/chatnexus/widget.js"' in page and ":8000" not in page
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+def signed_in_as_demo(base) -> requests.Session:
+    """A browser signed in at ``base`` as ``manage.py demo``'s user, on its first page."""
+    browser = requests.Session()
+    login = browser.get(f"{base}/accounts/login/", timeout=30)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text)[1]
+    signed_in = browser.post(login.url, data={"csrfmiddlewaretoken": token, "username": "demo",
+                                              "password": "demo-password"}, headers={"Referer": login.url}, timeout=30)
+    assert signed_in.url == f"{base}/bots/"
+    return browser
 
 
 @pytest.mark.parametrize("host,address", [("127.0.0.1", "http://127.0.0.1:8123"), ("0.0.0.0", "http://127.0.0.1:8123"),

@@ -19,7 +19,7 @@ def test_a_newcomer_logs_in_opens_every_page_and_talks_to_the_demo_bot(tmp_path,
                        PYTHONUNBUFFERED="1")
     manage(env, "migrate", "--noinput", timeout=180)
     assert "Log in demo / demo-password" in manage(env, "demo", timeout=180)
-    server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(port)], env, "Uvicorn running",
+    server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(port)], env, "Model ready in",
                      tmp_path)
     failed = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)

@@ -4,13 +4,21 @@ Starts Celery workers for both queues as threads inside this process (in-memory
 broker), then the ASGI server (uvicorn) for pages, API and websockets. With
 ``REDIS_URL`` set, run the workers separately instead (see docker-compose.yml);
 this command then serves the web app only.
+
+The port opens at once: the model loads in a thread meanwhile (minutes on a first start: the
+GGUF conversion, the precision probe). Pages, sign-in, the builder and the inbox answer, and
+deliveries and mail go out; messages that arrive are stored and queued, and the workers take the
+model's queue only once it is loaded, so that waiting for the load spends none of a reply's time
+limit (``inference.tasks``: it counts from the task's start). ``/readyz`` says ``"model":
+"loading"`` until then (chatnexus/health.py).
 """
 import logging
 import os
+import threading
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +41,10 @@ class Command(BaseCommand):
                               "visitors and Twilio reach this server at).")
         workers = None
         if settings.EMBEDDED:
-            workers = self.start_embedded_workers(preload=not no_preload)
+            workers, worker = self.start_embedded_workers(preload=not no_preload)
         self.stdout.write(self.style.SUCCESS(f"ChatNexus is up: {address}/"))
+        if workers is not None and not no_preload:
+            self.load_in_background(worker.consumer)
         try:
             uvicorn.run("chatnexus.asgi:application", host=host, port=port, log_level="info",
                         ws_max_size=ws_max_size())
@@ -43,35 +53,22 @@ class Command(BaseCommand):
                 workers.__exit__(None, None, None)
 
     def start_embedded_workers(self, preload):
+        """The worker threads (the context that stops them, and the worker), the re-queued work and beat."""
         from celery.contrib.testing.worker import start_worker
 
         from chatnexus.celery import app
 
-        if preload:
-            from inference import runtime
-            from inference.engine.errors import EngineError
-
-            self.stdout.write("Loading the model. The first start on a machine converts the bundled GGUF (~15 s) and\n"
-                              "measures which weight precision is fastest and faithful here (about a minute, once; cached).")
-            started = time.monotonic()
-            try:
-                engine = runtime.preload()
-            except EngineError as e:  # a missing or unreadable model: say so, no traceback, do not start
-                raise CommandError(f"cannot load the model ({settings.CHATNEXUS_TARGET}): {e}\n"
-                                   "Set CHATNEXUS_TARGET to a GGUF file, a model folder or a Hugging Face id "
-                                   "(unset: the bundled model).") from None
-            self.stdout.write(f"Model ready in {time.monotonic() - started:.0f} s: {engine.target_spec}, "
-                              f"{engine.precision.name} weights on {engine.device}.")
-        worker = start_worker(
+        workers = start_worker(
             app,
             pool="threads",
             concurrency=2,
-            queues=["inference", "default"],
+            # preloading, the model's queue waits for the model (load_model)
+            queues=["default"] if preload else ["inference", "default"],
             perform_ping_check=False,
             loglevel="INFO",
             shutdown_timeout=10,
         )
-        worker.__enter__()
+        worker = workers.__enter__()
         # The in-memory broker starts empty: queue again whatever the last run left unfinished.
         from bots.services import requeue_unfinished
 
@@ -85,7 +82,45 @@ class Command(BaseCommand):
 
             beat = EmbeddedService(app, thread=True, schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"))
             beat.start()
-        return worker
+        return workers, worker
+
+    def load_in_background(self, consumer):
+        from chatnexus import health
+
+        health.report_model("loading")  # before the port opens: /readyz's first answer says so
+        self.stdout.write("Loading the model; the pages answer meanwhile, and messages wait for it. The first start\n"
+                          "on a machine converts the bundled GGUF (~15 s) and measures which weight precision is\n"
+                          "fastest and faithful here (about a minute, once; cached).")
+        threading.Thread(target=self.load_model, args=(consumer,), name="load-model", daemon=True).start()
+
+    def load_model(self, consumer):
+        """Load the model while the pages answer, then let the workers take the model's queue (the
+        messages that came meanwhile first). A model that cannot load is said in the console and
+        /readyz; its queue is taken all the same, each reply then failing with the reason, stored,
+        and the customer handed to the team (as a worker process that could not preload does)."""
+        from chatnexus import health
+        from inference import runtime
+        from inference.engine.errors import EngineError
+
+        started = time.monotonic()
+        try:
+            engine = runtime.preload()
+        except Exception as e:  # noqa: BLE001 - whatever stops the load, the console and /readyz say so
+            health.report_model("failing")
+            if not isinstance(e, EngineError):  # not a model we refuse but a fault of ours: its traceback
+                log.exception("loading the model failed")
+            # a missing or unreadable model: said in words, no traceback
+            self.stderr.write(f"cannot load the model ({settings.CHATNEXUS_TARGET}): {e}\n"
+                              "Set CHATNEXUS_TARGET to a GGUF file, a model folder or a Hugging Face id "
+                              "(unset: the bundled model), then start serve again. Until then the pages answer, "
+                              "and each message goes to the team with the bot's handoff message.")
+        else:
+            health.report_model("ok")
+            self.stdout.write(self.style.SUCCESS(
+                f"Model ready in {time.monotonic() - started:.0f} s: {engine.target_spec}, "
+                f"{engine.precision.name} weights on {engine.device}. Messages are answered now."))
+        # as Celery's add_consumer command does: the worker's own loop adds the queue
+        consumer.call_soon(consumer.add_task_queue, "inference")
 
 
 def own_address(host: str, port: int) -> str:
