@@ -4,8 +4,9 @@ admins). What changed is named, never a secret's value.
 
     audit.record(request.organization, request.user, "channel.saved", "Saved the WhatsApp settings of Ava")
 
-Kept for CHATNEXUS_ACTIVITY_RETENTION_DAYS (365; 0: for good), then dropped by the hourly
-retention job (``purge_old``), whatever the organisation keeps its conversations for.
+Kept for CHATNEXUS_ACTIVITY_RETENTION_DAYS (365; 0, or more days than dates go back: for good),
+then dropped by the hourly retention job (``purge_old``), whatever the organisation keeps its
+conversations for.
 """
 import logging
 from datetime import timedelta
@@ -49,7 +50,11 @@ def purge_old(now=None) -> int:
     days = settings.CHATNEXUS_ACTIVITY_RETENTION_DAYS
     if days <= 0:
         return 0
-    old = AuditEvent.objects.filter(created__lt=(now or timezone.now()) - timedelta(days=days))
+    try:
+        cutoff = (now or timezone.now()) - timedelta(days=days)
+    except OverflowError:  # before the first day a date can name (999999 days): nothing is that old
+        return 0
+    old = AuditEvent.objects.filter(created__lt=cutoff)
     deleted = 0
     for org_id in old.order_by("organization_id").values_list("organization_id", flat=True).distinct():
         try:

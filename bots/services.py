@@ -204,7 +204,10 @@ def sweep_orphaned_files(now=None) -> int:
     from .models.attachments import attachment_storage
 
     storage, cutoff, swept = attachment_storage(), (now or timezone.now()) - ORPHAN_GRACE, 0
-    folders, _ = storage.listdir("")
+    try:
+        folders, _ = storage.listdir("")
+    except FileNotFoundError:  # made with the first customer's file: none stored yet, none to sweep
+        return 0
     # only names attachment_path makes (<organisation id>/<32 hex digits>): nothing else is touched
     for folder in filter(str.isdigit, folders):  # one per organisation: a folder that fails stops no other
         try:

@@ -116,16 +116,26 @@ def purge_expired_conversations():
     and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS (audit.purge_old); running
     twice deletes nothing more. Each goes organisation by organisation, in batches of their own
     transactions: an organisation whose purge fails is logged and the others are still purged.
-    Returns the conversations deleted."""
+    A stage that fails as a whole is logged and the next ones still run; the job then fails,
+    naming it. Returns the conversations deleted."""
     from . import audit, services
 
-    deleted = services.purge_expired()
-    if deleted:
-        log.info("retention: deleted %d conversations", deleted)
-    orphans = services.sweep_orphaned_files()
-    if orphans:
-        log.info("retention: deleted %d files no message names (their transactions rolled back)", orphans)
-    events = audit.purge_old()
-    if events:
-        log.info("retention: deleted %d activity log entries", events)
-    return deleted
+    stages = (
+        ("conversations", services.purge_expired, "retention: deleted %d conversations"),
+        ("files", services.sweep_orphaned_files,
+         "retention: deleted %d files no message names (their transactions rolled back)"),
+        ("activity log entries", audit.purge_old, "retention: deleted %d activity log entries"),
+    )
+    deleted, failed = {}, []
+    for what, stage, done in stages:
+        try:
+            deleted[what] = stage()
+        except Exception:  # noqa: BLE001 - logged with its traceback; one stage's failure skips no other
+            log.exception("retention: deleting old %s failed; the other stages still run", what)
+            failed.append(what)
+            continue
+        if deleted[what]:
+            log.info(done, deleted[what])
+    if failed:  # the job shows failed (Celery's state, its log): the rest was done
+        raise RuntimeError(f"retention: deleting old {' and '.join(failed)} failed (logged above)")
+    return deleted["conversations"]

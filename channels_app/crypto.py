@@ -8,7 +8,8 @@ under an earlier key still decrypt when that key is listed — earlier Fernet ke
 ``SECRET_KEY_FALLBACKS`` (and ``SECRET_KEY`` itself once ``CHATNEXUS_ENCRYPTION_KEY`` is set
 for the first time); ``manage.py reencrypt_secrets`` rewrites every stored value under the
 current key, after which the old ones can go. A value that no listed key decrypts is an
-error, never silently empty.
+error, never silently empty: its row still loads (``UnreadableSecrets``: the Channels page shows
+and takes the credentials again), and reading the secrets raises ``Unreadable``.
 """
 import base64
 import hashlib
@@ -17,6 +18,10 @@ import json
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
+
+from .base import DeliveryError
+
+UNREADABLE = "the saved credentials cannot be read with the current keys: enter them again"
 
 
 def _derived(secret_key: str) -> bytes:
@@ -43,22 +48,59 @@ def decrypt(token: str) -> str:
         raise ValueError("stored secret does not decrypt: was CHATNEXUS_ENCRYPTION_KEY or SECRET_KEY changed?") from error
 
 
+class Unreadable(DeliveryError, ValueError):
+    """Secrets read that no listed key decrypts: a ValueError, as ``decrypt``'s, and a permanent
+    DeliveryError, so a reply through a channel whose credentials need entering again fails for good
+    in these words (its conversation handed to the team) rather than as an internal error."""
+
+    def __init__(self):
+        super().__init__(f"{UNREADABLE} (was CHATNEXUS_ENCRYPTION_KEY or SECRET_KEY changed?)",
+                         transient=False, code="config")
+
+
+class UnreadableSecrets:
+    """What an ``EncryptedJSONField`` holds when no listed key decrypts it. The row loads (a page
+    that does not need the secrets shows, its other fields save); reading them raises
+    ``Unreadable``; saved unchanged, the ciphertext is written back as it was (an old key listed
+    later still opens it)."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def _unreadable(self, *args, **kwargs):
+        raise Unreadable()
+
+    get = keys = items = values = copy = __getitem__ = __contains__ = __iter__ = __len__ = _unreadable
+
+    def __repr__(self):
+        return "<secrets no listed key decrypts>"
+
+
+def _loaded(value):
+    if value in (None, ""):
+        return {}
+    try:
+        text = decrypt(value)
+    except ValueError:
+        return UnreadableSecrets(value)
+    return json.loads(text)
+
+
 class EncryptedJSONField(models.TextField):
-    """A dict stored as Fernet ciphertext; plain dict in Python."""
+    """A dict stored as Fernet ciphertext; plain dict in Python (``UnreadableSecrets`` when no
+    listed key decrypts it)."""
 
     def from_db_value(self, value, expression, connection):
-        if value in (None, ""):
-            return {}
-        return json.loads(decrypt(value))
+        return _loaded(value)
 
     def to_python(self, value):
-        if isinstance(value, dict):
+        if isinstance(value, (dict, UnreadableSecrets)):
             return value
-        if value in (None, ""):
-            return {}
-        return json.loads(decrypt(value))
+        return _loaded(value)
 
     def get_prep_value(self, value):
+        if isinstance(value, UnreadableSecrets):
+            return value.token
         return encrypt(json.dumps(value or {}))
 
     def value_to_string(self, obj):

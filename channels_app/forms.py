@@ -2,7 +2,8 @@
 
 Each form edits a ``ChannelConfig``: ``SETTINGS`` fields go to ``config.settings``
 (plain JSON), ``SECRETS`` fields to ``config.secrets`` (encrypted). Secret inputs are
-never filled back in: left blank they keep the stored value, "clear" removes it. A secret
+never filled back in: left blank they keep the stored value, "clear" removes it (stored ones
+no listed key decrypts, the key changed, count as none: a save keeps only those typed). A secret
 sent to a server the settings name (``SECRET_SERVERS``: the SMTP password to the SMTP host,
 port and user) is kept only while they stay as they were: change one, and the password must
 be typed again (or removed; emptying the host drops it), or a manager could point the channel at
@@ -49,7 +50,7 @@ class ChannelForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        stored = self.config.secrets if self.config is not None else {}
+        stored = self.config.stored_secrets() if self.config is not None else {}
         for name in self.REQUIRED_SECRETS:
             if name in self.errors:  # typed, but not valid: that error says it
                 continue
@@ -83,7 +84,9 @@ class ChannelForm(forms.Form):
                 if any(_as_text(self.cleaned_data.get(k)) != _as_text(stored.get(k)) for k in where)]
 
     def secret_states(self):
-        """``[(label, "set" | "not set")]`` — what the page shows instead of a secret."""
+        """``[(label, "set" | "not set" | "cannot be read")]`` — what the page shows instead of a secret."""
+        if self.config is not None and self.config.secrets_unreadable:
+            return [(self.fields[name].label, "cannot be read") for name in self.SECRETS]
         stored = self.config.secrets if self.config is not None else {}
         return [(self.fields[name].label, "set" if stored.get(name) else "not set") for name in self.SECRETS]
 
@@ -92,7 +95,7 @@ class ChannelForm(forms.Form):
         moved = self._secrets_moved(config)  # against the settings as stored, before they change
         config.enabled = self.cleaned_data["enabled"]
         config.settings = {**config.settings, **{k: self.cleaned_data[k] for k in self.SETTINGS}}
-        secrets = dict(config.secrets)
+        secrets = dict(config.stored_secrets())  # unreadable ones (the key changed) replaced by those typed
         for name in self.SECRETS:
             if self.cleaned_data.get(f"clear_{name}") or (name in moved and not self.cleaned_data.get(name)):
                 secrets.pop(name, None)

@@ -5,7 +5,7 @@ from django.db import models
 
 from bots.models import Bot, Organization
 
-from .crypto import EncryptedJSONField
+from .crypto import EncryptedJSONField, UnreadableSecrets
 
 
 def _channel_key():
@@ -37,3 +37,14 @@ class ChannelConfig(models.Model):
 
     def __str__(self):
         return f"{self.bot} · {self.get_kind_display()}"
+
+    @property
+    def secrets_unreadable(self) -> bool:
+        """No listed key decrypts the stored credentials (the key changed, crypto.py): using them
+        raises ``crypto.Unreadable``; the Channels page asks for them again."""
+        return isinstance(self.secrets, UnreadableSecrets)
+
+    def stored_secrets(self) -> dict:
+        """The credentials as stored; none when they cannot be read (``secrets_unreadable``): a save
+        of the channel's form then stores only those typed."""
+        return {} if self.secrets_unreadable else self.secrets

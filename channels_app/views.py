@@ -3,7 +3,9 @@
 ``/channels/bots/<id>/`` — managers (owners, admins) of the bot's organisation only;
 another organisation's bot is a 404. One form per channel (``forms.FORMS``), posted
 with ``channel=<kind>``; each shows copy-paste setup steps. Secrets are stored
-encrypted and never rendered back: the page says "set" or "not set". The email channel's address
+encrypted and never rendered back: the page says "set" or "not set", or, after a key change with
+no key listed that decrypts them, that they cannot be read (typed again, they replace them; a check
+of the channel is not tried until then). The email channel's address
 may not be another organisation's, and goes on mail through the platform's own server only once
 confirmed by a link mailed to it (``email/sender.py``).
 """
@@ -14,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
 from bots import audit
@@ -22,6 +25,7 @@ from bots.models import Bot
 from bots.models.bots import lock_bots
 from bots.tenancy import get_scoped_or_404, require_manager
 
+from .crypto import UNREADABLE
 from .email import check as email_check
 from .email import sender as email_sender
 from .forms import FORMS
@@ -66,7 +70,7 @@ def bot_channels(request, bot_id):
                 claimed = kind == "email" and _claimed_elsewhere(config, form.cleaned_data["address"], request.organization)
                 if not claimed:
                     asked_for = _unconfirmed_address(config)
-                    secrets_before = dict(config.secrets)
+                    secrets_before = dict(config.stored_secrets())
                     form.apply(config).save()
                     audit.record(request.organization, request.user, "channel.saved",
                                  _saved_words(config, bot, secrets_before, form))
@@ -78,16 +82,24 @@ def bot_channels(request, bot_id):
                 return redirect(reverse("channels:bot", args=[bot.id]) + f"#{kind}")
             form.add_error("address", email_sender.CLAIMED)
         status = 400
-    return render(request, "channels/bot_channels.html", {**_context(bot, configs, forms), "notes": notes},
-                  status=status)
+    return render(request, "channels/bot_channels.html",
+                  {**_context(bot, configs, forms), "notes": _unreadable_said(notes, configs)}, status=status)
 
 
 def _saved_words(config, bot, secrets_before, form):
     """"Saved the WhatsApp (Twilio) settings of Ava (new Auth token)": which secrets changed, never their values."""
-    changed = [("new " if name in config.secrets else "removed the ") + str(form.fields[name].label)
-               for name in form.SECRETS if config.secrets.get(name) != secrets_before.get(name)]
+    secrets = config.stored_secrets()
+    changed = [("new " if name in secrets else "removed the ") + str(form.fields[name].label)
+               for name in form.SECRETS if secrets.get(name) != secrets_before.get(name)]
     state = "" if config.enabled else ", turned off"
     return f"Saved the {config.get_kind_display()} settings of {bot.name}{state}" + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _unreadable_said(notes, configs):
+    """Each channel whose stored credentials no listed key decrypts (the key changed: crypto.py) says
+    so in its section, above the form that takes them again."""
+    return {**notes, **{kind: [(False, capfirst(UNREADABLE) + "."), *(notes.get(kind) or [])]
+                        for kind, config in configs.items() if FORMS[kind].SECRETS and config.secrets_unreadable}}
 
 
 def _claimed_elsewhere(config, address, organization):
@@ -165,6 +177,8 @@ def channel_check(request, bot_id, kind):
     config = ChannelConfig.objects.filter(organization=request.organization, bot=bot, kind=kind).first()
     if config is None:
         results = [(False, f"Save the {adapter_for(kind).label} settings first.")]
+    elif config.secrets_unreadable:
+        results = [(False, f"Not tried: {UNREADABLE}.")]
     else:
         results = CHECKS[kind](config, request)
     request.session[_notes_key(bot, kind)] = results

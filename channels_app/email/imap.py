@@ -27,6 +27,7 @@ from django.db import transaction
 from bots import services
 from bots.models import Message
 
+from .. import crypto
 from ..models import ChannelConfig
 from . import pinned
 from .adapter import unusable
@@ -67,6 +68,9 @@ def poll_mailbox(config_id):
     except UnicodeError as error:  # settings saved before the form checked them
         log.warning("imap: mailbox of channel %s: %s", config_id, unusable(error))
         return 0
+    except crypto.Unreadable as error:  # the key changed: the Channels page asks for the password again
+        log.warning("imap: mailbox of channel %s: not polled: %s", config_id, error)
+        return 0
     finally:
         cache.delete(lock)
 
@@ -80,8 +84,9 @@ def connect(config):
     use_ssl = channel.get("imap_use_ssl", True)
     port = int(channel.get("imap_port") or (993 if use_ssl else 143))
     timeout = settings.CHATNEXUS_SMTP_TIMEOUT_S
+    password = config.secrets.get("imap_password", "")  # before connecting: crypto.Unreadable after a key change
     client = pinned.IMAP4_SSL(host, port, timeout=timeout) if use_ssl else pinned.IMAP4(host, port, timeout=timeout)
-    client.login(channel.get("imap_user") or channel.get("address", ""), config.secrets.get("imap_password", ""))
+    client.login(channel.get("imap_user") or channel.get("address", ""), password)
     return client
 
 

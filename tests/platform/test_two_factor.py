@@ -220,7 +220,7 @@ def test_a_rotated_key_still_reads_old_secrets_and_reencrypt_moves_them_over(cli
 
 
 def test_reencrypt_can_forget_what_no_key_reads(alice, settings, capsys):
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
 
     from bots import twofactor
     from channels_app.models import ChannelConfig
@@ -231,8 +231,9 @@ def test_reencrypt_can_forget_what_no_key_reads(alice, settings, capsys):
                                               organization=alice.memberships.first().organization, name="B"),
                                           kind="whatsapp", secrets={"auth_token": "t"})
     settings.SECRET_KEY = "another-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"  # the old one lost
-    call_command("reencrypt_secrets")
-    assert "could not be read" in capsys.readouterr().err and TwoFactor.objects.filter(user=alice).exists()
+    with pytest.raises(CommandError, match="could not be read"):  # a non-zero exit: the old key must stay
+        call_command("reencrypt_secrets")
+    assert "does not decrypt" in capsys.readouterr().err and TwoFactor.objects.filter(user=alice).exists()
     call_command("reencrypt_secrets", "--forget-unreadable")
     assert not TwoFactor.objects.filter(user=alice).exists()
     assert ChannelConfig.objects.get(id=config.id).secrets == {}
