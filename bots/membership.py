@@ -9,6 +9,11 @@ who could have seen it loses manager rights; the invitations they made themselve
 may no longer invite, are cancelled instead (the invitee may be themselves, at another address).
 An address has one pending invitation at a time (inviting it again is refused: renew that one);
 accepting one voids any other pending for the same address; removing a member voids those for theirs.
+
+What changes a team (invite, renew, accept, change role, remove) locks the organisation's row first
+(``_lock_team``), then memberships, then invitations: they wait for one another, always in that order
+(none deadlocks), and each checks the roles as stored once it holds the lock, not as its request
+read them (a manager demoted meanwhile invites nothing).
 """
 import logging
 import secrets
@@ -16,6 +21,8 @@ import smtplib
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.urls import reverse
@@ -24,7 +31,7 @@ from django.utils.text import slugify
 
 from . import audit
 from .models import Conversation, Invitation, Membership, Organization
-from .models.tenants import person_name
+from .models.tenants import person_name, token_digest
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +68,85 @@ def create_organization(owner, name):
 
 
 @transaction.atomic
-def sign_up(*, username, email, password, organization_name):
+def sign_up(*, username, email, organization_name, password=None, password_hash=None):
+    """A new user owning a new organisation: ``password`` as typed, or only its ``password_hash`` (what
+    a sign-up confirmed by mail kept meanwhile)."""
     user = get_user_model().objects.create_user(username=username, email=email, password=password)
+    if password_hash:
+        user.password = password_hash
+        user.save(update_fields=["password"])
     org = create_organization(user, organization_name)
     return user, org
+
+
+# ---------------------------------------------------------------------------
+# Sign-up confirmed by mail (where mail leaves the server): the form's answer is "check your email"
+# for every address, and every address gets a mail, so neither says whether it has an account.
+
+SIGNUP_LINK_S = 24 * 60 * 60  # how long a sign-up's confirmation link works
+
+
+def _pending_key(token):
+    return "signup:pending:" + token_digest(token)  # the cache holds the link's digest, not the link
+
+
+def request_sign_up(*, username, email, password, organization_name) -> str | None:
+    """Mail ``email`` the next step of a sign-up; return why the mail could not be sent, or None. A new
+    address gets a link that makes the account and organisation (``confirm_sign_up``): until then the
+    sign-up waits in the cache, its password only as a hash, for ``SIGNUP_LINK_S``. An address that
+    has an account gets a note that someone tried to sign up with it, with links to log in and to
+    reset the password; nothing is made and nothing of that account changes."""
+    pending = {"username": username, "email": email, "organization_name": organization_name,
+               "password_hash": make_password(password)}  # hashed for either address: both take as long
+    holders = list(get_user_model().objects.filter(email__iexact=email).order_by("id").values_list("username", "email"))
+    if holders:  # told at the address as the account has it (as a reset link is), not as typed
+        return _mail(holders[0][1], "Someone tried to sign up to ChatNexus with your address", (
+            f"Someone, perhaps you, tried to sign up to ChatNexus with this address. It already has an "
+            f"account: {', '.join(username for username, _ in holders)}.\n\n"
+            f"Log in: {settings.PUBLIC_URL}{reverse('login')}\n"
+            f"Forgot the password? Choose a new one: {settings.PUBLIC_URL}{reverse('password_reset')}\n\n"
+            "If it wasn't you, ignore this email: nothing was made, and nothing of your account changed.\n"
+        ), "sign-up of a taken address")
+    token = secrets.token_urlsafe(32)
+    cache.set(_pending_key(token), pending, SIGNUP_LINK_S)
+    # (what was typed, the username and organisation name, is on the link's page, not in a mail that
+    # anyone may have sent to any address)
+    return _mail(email, "Confirm your address to finish signing up to ChatNexus", (
+        f"To finish signing up to ChatNexus, confirm your address: "
+        f"{settings.PUBLIC_URL}{reverse('signup-confirm', args=[token])}\n"
+        f"The link works for {SIGNUP_LINK_S // 3600} hours.\n\n"
+        "If it wasn't you, ignore this email: no account is made without that link.\n"
+    ), "sign-up")
+
+
+def pending_sign_up(token):
+    """The sign-up waiting for the link of ``token`` (username, email, organization_name,
+    password_hash), or None: unknown, used, or older than ``SIGNUP_LINK_S``."""
+    return cache.get(_pending_key(token))
+
+
+def confirm_sign_up(token):
+    """Make the account and organisation of the sign-up waiting for ``token``'s link: (user, org). The
+    link works once: it is taken out of the cache before anything is made (a double click makes one
+    account). MembershipError when it no longer works, or its address got an account or its
+    username was taken meanwhile."""
+    key = _pending_key(token)
+    pending = cache.get(key)
+    if pending is None or not cache.delete(key):  # (delete says whether this request took it)
+        raise MembershipError("This link no longer works (used, or older than a day): sign up again.")
+    users = get_user_model().objects
+    if users.filter(email__iexact=pending["email"]).exists():
+        raise MembershipError("This address has an account now: log in, or reset its password.")
+    taken = MembershipError(f"The username {pending['username']} was taken meanwhile: sign up again with another.")
+    if users.filter(username__iexact=pending["username"]).exists():
+        raise taken
+    try:
+        return sign_up(username=pending["username"], email=pending["email"],
+                       organization_name=pending["organization_name"], password_hash=pending["password_hash"])
+    except IntegrityError:  # taken a moment ago
+        if not users.filter(username__iexact=pending["username"]).exists():
+            raise
+        raise taken from None
 
 
 RANK = {Role.AGENT: 0, Role.ADMIN: 1, Role.OWNER: 2}
@@ -76,19 +158,34 @@ def may_invite(membership, role) -> bool:
     return membership.can_manage and (role != Role.OWNER or membership.role == Role.OWNER)
 
 
+def _lock_team(organization_id):
+    """Lock the organisation's row to the end of the transaction, the first lock of whatever changes
+    its team: the same invitation form sent twice at once (a double click) is checked one after the
+    other, so the second finds the first invitation, and a manager inviting while an owner demotes
+    them is checked before or after the demotion, never in between. FOR NO KEY UPDATE: rows that
+    refer to the organisation (conversations, the activity log) are still inserted meanwhile."""
+    Organization.objects.select_for_update(no_key=True).filter(id=organization_id).first()
+
+
+def _manager_as_stored(membership, role, refusal):
+    """``membership`` as stored now, locked to the end of the transaction (after ``_lock_team``), if it
+    may still invite as ``role``: the request read its role when it began, and an owner may have
+    demoted or removed it since. MembershipError(``refusal``) otherwise."""
+    current = Membership.objects.select_for_update().filter(id=membership.id).first()
+    if current is None or not may_invite(current, role):
+        raise MembershipError(refusal if current is not None and current.can_manage
+                              else "Only owners and admins can invite.")
+    return current
+
+
 def invite(*, organization, inviter_membership, email, role):
     """Create an invitation and email its accept link; return the invitation, its link's token (shown
     once to the inviter: only its digest is kept) and why the mail could not be sent, or None. An address
     has one pending invitation at a time (one link that works): inviting it again is refused, the
     manager is told to send that invitation a new link instead; an expired one gives way."""
-    if not inviter_membership.can_manage:
-        raise MembershipError("Only owners and admins can invite.")
-    if not may_invite(inviter_membership, role):
-        raise MembershipError("Only owners can invite owners.")
     with transaction.atomic():
-        # the organisation's row locked: the same form sent twice at once (a double click) is
-        # checked one after the other, so the second finds the first invitation
-        Organization.objects.select_for_update().filter(id=organization.id).first()
+        _lock_team(organization.id)
+        inviter_membership = _manager_as_stored(inviter_membership, role, "Only owners can invite owners.")
         if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
             raise MembershipError(f"{email} is already a member.")
         pending = _pending_to(organization, email).order_by("-id")
@@ -113,11 +210,16 @@ def invite(*, organization, inviter_membership, email, role):
 def renew(membership, invitation):
     """A new link for a pending invitation, mailed to its invitee (the one sent before stops working);
     return its token, to show once to ``membership``, who asked for it, and why the mail could not be sent, or None."""
-    if not may_invite(membership, invitation.role):
-        raise MembershipError("Only owners can renew an owner's invitation.")
-    if invitation.expired:
-        raise MembershipError("This invitation has expired: cancel it and invite them again.")
-    token = invitation.renew()
+    with transaction.atomic():
+        _lock_team(invitation.organization_id)
+        _manager_as_stored(membership, invitation.role, "Only owners can renew an owner's invitation.")
+        invitation = Invitation.objects.select_related("organization", "invited_by").filter(
+            id=invitation.id, accepted__isnull=True).first()
+        if invitation is None:
+            raise MembershipError("This invitation was used or cancelled meanwhile.")
+        if invitation.expired:
+            raise MembershipError("This invitation has expired: cancel it and invite them again.")
+        token = invitation.renew()
     return token, _mail_invitation(invitation, token, renewed=True)
 
 
@@ -128,20 +230,21 @@ def _mail_invitation(invitation, token, renewed=False) -> str | None:
     inviter = person_name(invitation.invited_by) if invitation.invited_by else f"The {organization.name} team"
     days = (invitation.expires - invitation.created).days
     lead = ("The link of your invitation changed; the one sent before no longer works.\n\n" if renewed else "")
+    return _mail(invitation.email, f"You're invited to {organization.name} on ChatNexus", (
+        f"{lead}{inviter} invited you to join {organization.name} on ChatNexus as "
+        f"{invitation.get_role_display()}.\n\n"
+        f"Accept the invitation: {invite_link(token)}\n"
+        f"The link works for {days} days from the invitation.\n"
+    ), f"invitation {invitation.id}")
+
+
+def _mail(recipient, subject, message, what) -> str | None:
+    """Send one plain-text mail (``what``: which, for the log); None when the mail server took it,
+    else why not."""
     try:
-        send_mail(
-            subject=f"You're invited to {organization.name} on ChatNexus",
-            message=(
-                f"{lead}{inviter} invited you to join {organization.name} on ChatNexus as "
-                f"{invitation.get_role_display()}.\n\n"
-                f"Accept the invitation: {invite_link(token)}\n"
-                f"The link works for {days} days from the invitation.\n"
-            ),
-            from_email=None,
-            recipient_list=[invitation.email],
-        )
+        send_mail(subject=subject, message=message, from_email=None, recipient_list=[recipient])
     except (smtplib.SMTPException, OSError) as error:  # refused, unreachable, timed out
-        logger.warning("invitation %s: the mail to %s could not be sent: %s", invitation.id, invitation.email, error)
+        logger.warning("%s: the mail to %s could not be sent: %s", what, recipient, error)
         return f"{type(error).__name__}: {error}"
     return None
 
@@ -169,6 +272,9 @@ def accept(token, user):
     the higher role): the membership, and the role it had before (None: new). The invitation is read
     again by the token's digest under a lock: a link renewed, used or cancelled since
     ``open_invitation`` found it no longer works."""
+    organization_id = Invitation.of_token(token).values_list("organization_id", flat=True).first()
+    if organization_id is not None:  # the team's lock first, as everything that changes a team
+        _lock_team(organization_id)
     invitation = Invitation.of_token(token).select_for_update().first()
     if invitation is None or invitation.accepted is not None:
         raise MembershipError("This invitation no longer works: it was used, cancelled or sent a new link.")
@@ -220,10 +326,12 @@ def _retire_links_seen(actor, membership, new_role=None):
 
 def _as_stored(actor, membership, action):
     """The acting member, the member acted on and the organisation's owner count as stored now, the
-    organisation's memberships locked (in id order, so two owners acting on each other wait instead
-    of deadlocking) to the end of the transaction: the roles the request read may be stale (an owner
-    demoted by another owner a moment ago must not still change roles), and two owners demoting or
-    removing each other at once are counted one after the other, so one of them is refused."""
+    organisation's row (``_lock_team``) and memberships locked (in id order, so two owners acting on
+    each other wait instead of deadlocking) to the end of the transaction: the roles the request read
+    may be stale (an owner demoted by another owner a moment ago must not still change roles), and two
+    owners demoting or removing each other at once are counted one after the other, so one of them is
+    refused."""
+    _lock_team(membership.organization_id)
     rows = {m.id: m for m in Membership.objects.select_for_update().filter(
         organization_id=membership.organization_id).order_by("id")}
     actor, current = rows.get(actor.id), rows.get(membership.id)

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from .. import audit, services, stats, transfer, webpages
 from ..documents import DocumentError
 from ..files import attachment_response
-from ..models import Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Message, SavedReply
+from ..models import ApiToken, Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Message, SavedReply
 from ..models.conversations import narrowed
 from ..models.tenants import person_name
 from ..signals import settled_message_ids
@@ -32,12 +32,16 @@ def _resolve_membership(request):
     """The membership a request acts through. Token-authenticated requests pass the middleware
     anonymous, or as whoever the browser's session cookie signs in: find the token user's here.
     A user in several organisations picks one with the ``X-Organization: <slug>`` header (any API
-    request); without it, the session's choice (the web app's switcher) or the oldest membership.
-    Returns None when the user is not a member of the organisation named (or of any)."""
+    request); without it, a token request acts for the oldest membership (what the API-token page
+    says), even when the browser's cookie also signs the same user in, and a session request for the
+    session's choice (the web app's switcher). Returns None when the user is not a member of the
+    organisation named (or of any)."""
     django_request = request._request
     wanted = django_request.META.get(ORGANIZATION_HEADER, "").strip()
-    resolved = getattr(django_request, "membership", None)  # the middleware's, for the session's user
-    if request.user.is_authenticated and (wanted or resolved is None or resolved.user_id != request.user.pk):
+    resolved = getattr(django_request, "membership", None)  # the middleware's, from the session
+    # the session's choice stands for a request the session signed in, not for one its token did
+    by_session = not isinstance(request.auth, ApiToken) and resolved is not None and resolved.user_id == request.user.pk
+    if request.user.is_authenticated and (wanted or not by_session):
         memberships = oldest_first(request.user)
         membership = memberships.filter(organization__slug=wanted).first() if wanted else memberships.first()
         django_request.membership = membership

@@ -15,7 +15,15 @@ when to try again:
   for their password again (password change, two-factor) count wrong ones against the same
   limit (``password_checked``), so a stolen session guesses no faster;
 - reset mails: ``CHATNEXUS_PASSWORD_RESETS_PER_EMAIL`` per address per hour; past it the
-  page still says "sent" (it never says whether an account exists) and nothing is sent.
+  page still says "sent" (it never says whether an account exists) and nothing is sent. Sign-up
+  mails (where mail leaves the server) are counted the same way, on a count of their own.
+
+Where mail leaves the server, sign-up does not say whether an address has an account either: every
+valid form is answered "check your email", and the address gets a link that makes the account (new)
+or a note that it has one, with links to log in and reset the password (``members.request_sign_up``).
+Where it does not (the embedded default's console backend), a confirmation could reach no one: the
+account is made and signed in at once, and the form says when the address is taken — which the
+sign-in would show anyway.
 
 An account with two-factor sign-in on is signed in only after its code (views/two_factor.py).
 """
@@ -194,33 +202,67 @@ class SignUpForm(UserCreationForm):
         model = get_user_model()
         fields = ("username", "email")
 
-    def clean_email(self):
-        email = self.cleaned_data["email"]
-        if get_user_model().objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("An account with this email already exists. Log in instead.")
-        return email
-
 
 def signup(request):
     if request.method == "POST" and (refused := _posts_refused(request, "signup")) is not None:
         return _too_many(request, refused, "sign-up attempts")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        try:
-            user, org = members.sign_up(
-                username=form.cleaned_data["username"],
-                email=form.cleaned_data["email"],
-                password=form.cleaned_data["password1"],
-                organization_name=form.cleaned_data["organization_name"],
-            )
-        except IntegrityError as error:
-            _username_just_taken(form, error)
+        fields = {name: form.cleaned_data[name] for name in ("username", "email", "organization_name")}
+        if members.mail_leaves_the_server():
+            if _mailed_sign_up(fields, form.cleaned_data["password1"]):
+                return redirect("signup-sent")
+            form.add_error(None, "The email could not be sent just now: please try again in a while.")
+        elif get_user_model().objects.filter(email__iexact=fields["email"]).exists():
+            form.add_error("email", "An account with this email already exists. Log in instead.")
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            request.session[SESSION_KEY] = org.id
-            messages.success(request, f"Welcome! {org.name} is ready — create your first bot.")
-            return redirect("bots:list")
+            try:
+                user, org = members.sign_up(**fields, password=form.cleaned_data["password1"])
+            except IntegrityError as error:
+                _username_just_taken(form, error)
+            else:
+                return _signed_up(request, user, org)
     return render(request, "registration/signup.html", {"form": form})
+
+
+def _mailed_sign_up(fields, password) -> bool:
+    """A valid sign-up where mail leaves the server, answered the same for every address: a mail (its
+    link, or a note that the address has an account), then the "check your email" page; False when the
+    mail server did not take it. Past ``CHATNEXUS_PASSWORD_RESETS_PER_EMAIL`` mails an hour to the
+    address, nothing is sent (as if it were: nothing to learn, nothing to flood)."""
+    verdict = ratelimit.hit(_hashed("signup-mails", fields["email"]), settings.CHATNEXUS_PASSWORD_RESETS_PER_EMAIL,
+                            window_s=RESET_WINDOW_S)
+    return not verdict.allowed or members.request_sign_up(**fields, password=password) is None
+
+
+def signup_sent(request):
+    return render(request, "registration/signup_sent.html")
+
+
+SIGNUP_GONE = "This link does not exist, was already used or is older than a day: sign up again."
+
+
+def signup_confirm(request, token):
+    """The link a sign-up's mail carries: GET shows what it makes (a mail scanner opening the link
+    makes nothing), POST makes the account and organisation and signs in."""
+    pending = members.pending_sign_up(token)
+    if pending is None:
+        raise Http404(SIGNUP_GONE)
+    if request.method == "POST":
+        try:
+            user, org = members.confirm_sign_up(token)
+        except members.MembershipError as error:
+            return render(request, "registration/signup_confirm.html", {"error": str(error)}, status=409)
+        return _signed_up(request, user, org)
+    return render(request, "registration/signup_confirm.html", {"pending": pending})
+
+
+def _signed_up(request, user, org):
+    """The new owner signed in, acting for the organisation they made, on its (empty) bot list."""
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    request.session[SESSION_KEY] = org.id
+    messages.success(request, f"Welcome! {org.name} is ready — create your first bot.")
+    return redirect("bots:list")
 
 
 def _username_just_taken(form, error):

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from bots.models import Bot, Message
+from tests.conftest import wait_for
 
 from .conftest import log_in
 
@@ -20,10 +21,12 @@ QUESTION = "What are your opening hours?"
 ANSWER = "We are open Monday to Friday, 9am to 6pm."
 
 
-def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celery_workers, live_server_url, page):
+def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celery_workers, live_server_url, page,
+                                                         mailbox):
     base = live_server_url
 
-    # Sign up: a new user and organisation, landing on the (empty) bot list.
+    # Sign up: a new user and organisation, once the address is confirmed (the server sends mail),
+    # landing on the (empty) bot list.
     page.goto(f"{base}/accounts/signup/")
     page.fill("#id_username", "dana")
     page.fill("#id_email", "dana@example.com")
@@ -31,6 +34,12 @@ def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celer
     page.fill("#id_password1", "a-long-and-unusual-passphrase")
     page.fill("#id_password2", "a-long-and-unusual-passphrase")
     page.click("form button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Check your email")
+    confirm = wait_for(lambda: next((re.search(r"/accounts/signup/[^\s/]+/", m["message"].get_content())
+                                     for m in mailbox.messages if m["to"] == ["dana@example.com"]), None),
+                       what="the sign-up mail")
+    page.goto(base + confirm.group(0))
+    page.click("main form button[type=submit]")
     expect(page).to_have_url(f"{base}/bots/")
     expect(page.locator("main")).to_contain_text("No bots yet")
 
