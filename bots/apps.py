@@ -7,3 +7,4 @@ class BotsConfig(AppConfig):
 
     def ready(self):
         from . import signals  # noqa: F401 - connects the receivers
+        from chatnexus import checks  # noqa: F401 - registers the start-up checks of the settings

@@ -6,6 +6,7 @@ distributed shape (PostgreSQL, Redis, separate Celery workers). Every variable i
 listed in the README.
 """
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -38,22 +39,36 @@ def envbool(name, default=False):
     return _SWITCH_WORDS[value]
 
 
-def envint(name, default):
-    return _envnumber(name, default, int, "a whole number")
+# Every number declares the range its meaning needs (``low`` required, ``high`` None: no bound): a
+# 0 or a negative used to pass, then lock everyone out (a limit of 0 sign-ins), time out every send
+# or expire every invitation at birth. Where the meaning sets no upper bound, days and seconds stop
+# at a hundred years, so that date arithmetic and socket timeouts cannot overflow (99999999 days
+# made the team page a 500).
+_DAYS_MAX = 36500
+_SECONDS_MAX = _DAYS_MAX * 24 * 3600
 
 
-def envfloat(name, default):
-    return _envnumber(name, default, float, "a number")
+def envint(name, default, *, low, high=None):
+    return _envnumber(name, default, int, "a whole number", low, high)
 
 
-def _envnumber(name, default, read, what):
+def envfloat(name, default, *, low, high=None):
+    return _envnumber(name, default, float, "a number", low, high)
+
+
+def _envnumber(name, default, read, what, low, high):
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
-        return read(value)
+        number = read(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected {what}, e.g. {default}") from None
+        number = None
+    finite = number is not None and (read is int or math.isfinite(number))  # float("nan") compares False
+    if not (finite and low <= number and (high is None or number <= high)):
+        span = f"{low} or more" if high is None else f"from {low} to {high}"
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r}: expected {what}, {span}, e.g. {default}")
+    return number
 
 
 def envlist(name, default=""):
@@ -109,6 +124,58 @@ def envrate(name, default):
     return f"{int(match[1])}/{match[2].lower()}"
 
 
+# A host as URLs name one: letters (any script), digits, dots and hyphens, or an IP address in brackets.
+_HOST = re.compile(r"[\w-]+(\.[\w-]+)*\.?")
+
+
+def envurl(name, default, schemes, example, check=None):
+    """A URL with one of ``schemes``, a host and, if written, a port from 1 to 65535; ``check(parts)``
+    says what else its use needs ("" when nothing). Unset: ``default``. One that would pass here and
+    fail later (REDIS_URL=localhost:6379 was read as an AMQP host, a login a 500; a port out of range
+    a traceback) stops the start, naming the variable; a password in it is not shown."""
+    value = envstr(name, default)
+    if not value:
+        return value
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # a port that is no number, or out of range: ValueError
+    except ValueError as error:
+        problem = f"not a URL ({error})"
+    else:
+        if parts.scheme not in schemes:
+            problem = f"expected a URL beginning {' or '.join(f'{scheme}://' for scheme in schemes)}"
+        elif not parts.hostname or not (":" in parts.hostname or _HOST.fullmatch(parts.hostname)):
+            problem = f"expected a host after {parts.scheme}://"
+        elif port == 0:
+            problem = "port 0: expected a port from 1 to 65535"
+        else:
+            problem = check(parts) if check else ""
+    if problem:
+        raise ImproperlyConfigured(f"{name}={hide_password(value)!r}: {problem}, e.g. {example}")
+    return value
+
+
+def hide_password(url: str) -> str:
+    """``redis://:secret@host/0`` -> ``redis://***@host/0``: all between the scheme and the host's "@"."""
+    login, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, _ = login.partition("://")
+    return f"{scheme}{sep}***@{host}" if sep else f"***@{host}"
+
+
+def envdatabase(name, default):
+    """dj_database_url's reading of a database URL; one it refuses stops the start naming the variable
+    (its password hidden) instead of a traceback from inside the settings."""
+    url = envstr(name, default)
+    try:
+        urlsplit(url).port  # dj_database_url says only "not a valid url" of a port out of range
+        return dj_database_url.parse(url, conn_max_age=0)
+    except ValueError as error:  # UnknownSchemeError ("localhost://"), ParseError
+        raise ImproperlyConfigured(f"{name}={hide_password(url)!r}: {error} "
+                                   "(e.g. postgres://user:password@host:5432/chatnexus)") from None
+
+
 # ---------------------------------------------------------------------------
 # Core
 
@@ -139,8 +206,19 @@ ENCRYPTION_KEY = envfernet("CHATNEXUS_ENCRYPTION_KEY")
 # earlier encryption keys, still read (channels_app/crypto.py: rotation); with SECRET_KEY_FALLBACKS
 ENCRYPTION_OLD_KEYS = envfernet("CHATNEXUS_ENCRYPTION_OLD_KEYS", many=True)
 SECRET_KEY_FALLBACKS = envlist("SECRET_KEY_FALLBACKS")
+
+
+def _site_root(parts):
+    """PUBLIC_URL is where the site's root answers: links are PUBLIC_URL + a path from the root
+    (/accounts/login/), a password-reset mail keeps only its host, the widget only its origin."""
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        return "expected the site's address without a path: the platform answers at the root of its host"
+    return "expected no user or password in it" if parts.username is not None else ""
+
+
 # The platform's public base URL (used in snippets, Twilio signature checks, emails).
-PUBLIC_URL = envstr("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+PUBLIC_URL = envurl("PUBLIC_URL", "http://127.0.0.1:8000", ("http", "https"), "https://chat.example.com",
+                    _site_root).rstrip("/")
 # Unless set, the site answers on PUBLIC_URL's host besides this machine's own names, and trusts
 # forms posted from its origin (behind a TLS proxy the app sees http, the browser sends https).
 def public_host_and_origin(url: str) -> tuple[str, str]:
@@ -161,7 +239,7 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", _public_origin)
 # needs the TLS-terminating proxy in front to be set up for it (else loops or lock-outs).
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", PUBLIC_URL.startswith("https://"))
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0, low=0, high=_SECONDS_MAX)
 if envbool("TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -218,8 +296,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.parse(envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'chatnexus.sqlite3'}"),
-                                     conn_max_age=0)
+    "default": envdatabase("DATABASE_URL", f"sqlite:///{VAR_DIR / 'chatnexus.sqlite3'}")
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL + a busy timeout let the embedded worker threads write beside the web process. Transactions
@@ -267,16 +344,25 @@ STORAGES = {
     },
 }
 
-# Uploads and request bodies: webhooks and mail are bounded (see channels_app).
-DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
+# Uploads and request bodies: webhooks and mail are bounded (see channels_app). At least 1 KiB:
+# less refuses a sign-in form (0 or below refused every POST).
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, low=1024)
 # Any HTTP request body over this is refused (413) before Django reads it (chatnexus/bodylimit.py):
 # above the largest legitimate one, a widget upload of up to 25 MB.
-CHATNEXUS_MAX_REQUEST_BYTES = envint("CHATNEXUS_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
+CHATNEXUS_MAX_REQUEST_BYTES = envint("CHATNEXUS_MAX_REQUEST_BYTES", 32 * 1024 * 1024, low=1024)
 
 # ---------------------------------------------------------------------------
 # Redis: Celery broker and Channels layer (distributed), or in-process (embedded)
 
-REDIS_URL = envstr("REDIS_URL", "")
+
+def _redis_database(parts):
+    """redis-py, channels-redis and kombu read the path as the database's number."""
+    return "" if re.fullmatch(r"/?|/\d+", parts.path) else "expected the database's number after the host (/0)"
+
+
+# redis:// or rediss:// only: a Unix socket has no URL all three read (redis-py's unix:// is no
+# transport Celery knows, kombu's redis+socket:// none redis-py does).
+REDIS_URL = envurl("REDIS_URL", "", ("redis", "rediss"), "redis://127.0.0.1:6379/0", _redis_database)
 EMBEDDED = not REDIS_URL
 
 if REDIS_URL:
@@ -312,7 +398,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # waits up to 16 min, deliver up to its lease) or a run longer than this would run it twice. A
 # worker machine lost outright has its tasks handed on after this long; the sweep (below) re-queues
 # unfinished replies and deliveries sooner.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600, low=1,
+                                                                  high=_SECONDS_MAX)}
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {}
 
@@ -343,23 +430,22 @@ CHATNEXUS_DENSE_PREFILL = envchoice("CHATNEXUS_DENSE_PREFILL", "auto", ("auto", 
 # faster replies, the same replies (whole prefill chunks, bit for bit: prefix_cache.py).
 CHATNEXUS_PREFIX_CACHE = envbool("CHATNEXUS_PREFIX_CACHE", True)
 # Its bound per worker process, in MiB (128-token chunks, each shared prefix stored once).
-CHATNEXUS_PREFIX_CACHE_MB = envint("CHATNEXUS_PREFIX_CACHE_MB", 256)
+CHATNEXUS_PREFIX_CACHE_MB = envint("CHATNEXUS_PREFIX_CACHE_MB", 256, low=1)  # off: CHATNEXUS_PREFIX_CACHE=0
 # Seconds after which a worker times its model's verify cost again and refines the curve its
 # draft lengths are cut by (inference/engine/verify_cost.py; ~0.3-0.6 s on a 2-core CPU); 0: never.
-CHATNEXUS_VERIFY_COST_REFRESH_S = envint("CHATNEXUS_VERIFY_COST_REFRESH_S", 600)
+CHATNEXUS_VERIFY_COST_REFRESH_S = envint("CHATNEXUS_VERIFY_COST_REFRESH_S", 600, low=0, high=_SECONDS_MAX)
 # Upper bound on reply tokens whatever a bot asks for.
-CHATNEXUS_MAX_REPLY_TOKENS = envint("CHATNEXUS_MAX_REPLY_TOKENS", 512)
-CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300)
+CHATNEXUS_MAX_REPLY_TOKENS = envint("CHATNEXUS_MAX_REPLY_TOKENS", 512, low=1)
+CHATNEXUS_TASK_TIME_LIMIT = envint("CHATNEXUS_TASK_TIME_LIMIT", 300, low=1, high=_SECONDS_MAX)
 # Seconds of that limit kept for storing and handing over a reply: the engine starts no forward
 # later than CHATNEXUS_TASK_TIME_LIMIT - this after the reply task started (inference/tasks.py),
 # in worker processes and in `serve`'s worker threads alike.
 # Fractions of a second are taken. At or past the limit no reply could ever start: refused.
-CHATNEXUS_TASK_TIME_MARGIN_S = envfloat("CHATNEXUS_TASK_TIME_MARGIN_S", 5)
-if CHATNEXUS_TASK_TIME_LIMIT <= 0 or not 0 <= CHATNEXUS_TASK_TIME_MARGIN_S < CHATNEXUS_TASK_TIME_LIMIT:
+CHATNEXUS_TASK_TIME_MARGIN_S = envfloat("CHATNEXUS_TASK_TIME_MARGIN_S", 5, low=0)
+if not CHATNEXUS_TASK_TIME_MARGIN_S < CHATNEXUS_TASK_TIME_LIMIT:
     raise ImproperlyConfigured(
         f"CHATNEXUS_TASK_TIME_MARGIN_S={CHATNEXUS_TASK_TIME_MARGIN_S:g} with CHATNEXUS_TASK_TIME_LIMIT="
-        f"{CHATNEXUS_TASK_TIME_LIMIT}: the margin must be at least 0 and less than the limit (and the limit "
-        "positive), or no reply could ever start")
+        f"{CHATNEXUS_TASK_TIME_LIMIT}: the margin must be less than the limit, or no reply could ever start")
 
 # ---------------------------------------------------------------------------
 # Mail
@@ -370,7 +456,7 @@ EMAIL_BACKEND = envstr("EMAIL_BACKEND", None) or (
     else "django.core.mail.backends.console.EmailBackend"
 )
 EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
-EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_PORT = envint("EMAIL_PORT", 25, low=1, high=65535)
 EMAIL_HOST_USER = envstr("EMAIL_HOST_USER", "")
 # as written, spaces included: a password may begin or end with one (compose's "" is still empty)
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
@@ -414,66 +500,79 @@ LOGGING = {
 # A worker process loads the model when it starts, before it takes work (inference/tasks.py);
 # a prefork child needs time to report ready then, instead of Celery's default 4 s.
 CHATNEXUS_PRELOAD_MODEL = envbool("CHATNEXUS_PRELOAD_MODEL", False)
-CELERY_WORKER_PROC_ALIVE_TIMEOUT = envint("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 300)
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = envint("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 300, low=1, high=_SECONDS_MAX)
 
 # ---------------------------------------------------------------------------
 # WhatsApp (Twilio) and email channels
 
 # Point the twilio client somewhere else than https://api.twilio.com (tests: a stub on loopback).
-TWILIO_API_BASE_URL = envstr("TWILIO_API_BASE_URL", None)
-TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15)
+TWILIO_API_BASE_URL = envurl("TWILIO_API_BASE_URL", None, ("http", "https"), "https://api.twilio.com")
+TWILIO_TIMEOUT_S = envint("TWILIO_TIMEOUT_S", 15, low=1, high=_SECONDS_MAX)
 # A delivery claimed longer ago than this (its worker died mid-send) may be claimed again and
 # re-sent; a task finding a younger claim checks back when it expires. Longer than any send.
-CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300)
+CHATNEXUS_DELIVERY_LEASE_S = envint("CHATNEXUS_DELIVERY_LEASE_S", 300, low=1, high=_SECONDS_MAX)
+# Redis hands a reply task still running (Celery kills it 30 s past the limit: inference/tasks.py) or a
+# delivery waiting out another worker's lease (channels_app/tasks.py) to a second worker once the
+# visibility timeout passes: it must outlast both (README). The in-memory broker has none.
+_VISIBILITY_NEEDED = max(CHATNEXUS_TASK_TIME_LIMIT + 30, CHATNEXUS_DELIVERY_LEASE_S + 1)
+if REDIS_URL and CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= _VISIBILITY_NEEDED:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT={CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} with "
+        f"CHATNEXUS_TASK_TIME_LIMIT={CHATNEXUS_TASK_TIME_LIMIT} and CHATNEXUS_DELIVERY_LEASE_S="
+        f"{CHATNEXUS_DELIVERY_LEASE_S}: Redis would give a reply task still running (up to the limit + 30 s) or a "
+        f"delivery waiting out its lease to a second worker; set it above {_VISIBILITY_NEEDED} (default 3600)")
+
 # The API channel's reply webhook may call addresses of this server's own network (loopback,
 # private, link-local) only when this is on: a backend on the same LAN (bots/api/webhook.py).
 CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = envbool("CHATNEXUS_WEBHOOK_ALLOW_PRIVATE", False)
 # ... and the most seconds one call to it may take in all (its answer's body, a slow trickle, included).
-CHATNEXUS_WEBHOOK_TIMEOUT_S = envint("CHATNEXUS_WEBHOOK_TIMEOUT_S", 20)
+CHATNEXUS_WEBHOOK_TIMEOUT_S = envint("CHATNEXUS_WEBHOOK_TIMEOUT_S", 20, low=1, high=_SECONDS_MAX)
 # The same for knowledge fetched from a web page (the builder's "fetch a web page": bots/webpages.py).
 CHATNEXUS_FETCH_ALLOW_PRIVATE = envbool("CHATNEXUS_FETCH_ALLOW_PRIVATE", False)
 # ... and for an email channel's SMTP and IMAP servers (a mail server on the LAN: set it).
 CHATNEXUS_MAIL_ALLOW_PRIVATE = envbool("CHATNEXUS_MAIL_ALLOW_PRIVATE", False)
 # ... and the most seconds reading one page may take in all (redirects and a slow trickle included).
-CHATNEXUS_FETCH_TIMEOUT_S = envint("CHATNEXUS_FETCH_TIMEOUT_S", 20)
+CHATNEXUS_FETCH_TIMEOUT_S = envint("CHATNEXUS_FETCH_TIMEOUT_S", 20, low=1, high=_SECONDS_MAX)
 # A widget socket must send its hello frame (visitor token) within this many seconds.
-CHATNEXUS_WIDGET_HELLO_TIMEOUT_S = envint("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", 10)
+CHATNEXUS_WIDGET_HELLO_TIMEOUT_S = envint("CHATNEXUS_WIDGET_HELLO_TIMEOUT_S", 10, low=1, high=_SECONDS_MAX)
 
 # Sign-in, sign-up and password reset limits (bots/views/accounts.py; counters on the cache)
-CHATNEXUS_AUTH_POSTS_PER_IP = envint("CHATNEXUS_AUTH_POSTS_PER_IP", 30)  # per form, per address, per minute
-CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = envint("CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT", 10)  # per 15 minutes
-CHATNEXUS_INVITE_DAYS = envint("CHATNEXUS_INVITE_DAYS", 14)  # how long an invitation's link works
-CHATNEXUS_PASSWORD_RESETS_PER_EMAIL = envint("CHATNEXUS_PASSWORD_RESETS_PER_EMAIL", 3)  # mails per address per hour
+CHATNEXUS_AUTH_POSTS_PER_IP = envint("CHATNEXUS_AUTH_POSTS_PER_IP", 30, low=1)  # per form, address and minute
+CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT = envint("CHATNEXUS_LOGIN_FAILURES_PER_ACCOUNT", 10, low=1)  # per 15 minutes
+CHATNEXUS_INVITE_DAYS = envint("CHATNEXUS_INVITE_DAYS", 14, low=1, high=_DAYS_MAX)  # how long an invitation works
+CHATNEXUS_PASSWORD_RESETS_PER_EMAIL = envint("CHATNEXUS_PASSWORD_RESETS_PER_EMAIL", 3, low=1)  # per address an hour
 # Largest inbound email accepted (webhook body or IMAP message); larger webhooks get 413.
-CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024)
-# Default cap on auto-replies to one sender per day (a channel setting overrides it).
-CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY = envint("CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY", 5)
-CHATNEXUS_SMTP_TIMEOUT_S = envint("CHATNEXUS_SMTP_TIMEOUT_S", 20)
+CHATNEXUS_EMAIL_MAX_BYTES = envint("CHATNEXUS_EMAIL_MAX_BYTES", 4 * 1024 * 1024, low=1024)
+# Default cap on auto-replies to one sender per day (a channel setting overrides it, within the
+# same range: channels_app/forms.py).
+CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY = envint("CHATNEXUS_EMAIL_MAX_REPLIES_PER_DAY", 5, low=0, high=1000)
+CHATNEXUS_SMTP_TIMEOUT_S = envint("CHATNEXUS_SMTP_TIMEOUT_S", 20, low=1, high=_SECONDS_MAX)
 # The most seconds one connection to a channel's SMTP server (a reply, the test email) or IMAP
 # server (a poll, within its mailbox lock's 300 s) may last in all; the timeout above is per read.
-CHATNEXUS_SMTP_DEADLINE_S = envint("CHATNEXUS_SMTP_DEADLINE_S", 120)
-CHATNEXUS_IMAP_DEADLINE_S = envint("CHATNEXUS_IMAP_DEADLINE_S", 240)
+CHATNEXUS_SMTP_DEADLINE_S = envint("CHATNEXUS_SMTP_DEADLINE_S", 120, low=1, high=_SECONDS_MAX)
+# under the IMAP poll's 300 s mailbox lock (channels_app/email/imap.py), or two polls could read one mailbox
+CHATNEXUS_IMAP_DEADLINE_S = envint("CHATNEXUS_IMAP_DEADLINE_S", 240, low=1, high=299)
 # Every CHATNEXUS_SWEEP_SECONDS (0: never), re-queue replies and deliveries older than
 # CHATNEXUS_SWEEP_AFTER_S that are still unfinished: tasks a restarted broker lost.
-CHATNEXUS_SWEEP_SECONDS = envint("CHATNEXUS_SWEEP_SECONDS", 300)
-CHATNEXUS_SWEEP_AFTER_S = envint("CHATNEXUS_SWEEP_AFTER_S", 900)
+CHATNEXUS_SWEEP_SECONDS = envint("CHATNEXUS_SWEEP_SECONDS", 300, low=0, high=_SECONDS_MAX)
+CHATNEXUS_SWEEP_AFTER_S = envint("CHATNEXUS_SWEEP_AFTER_S", 900, low=0, high=_SECONDS_MAX)
 if CHATNEXUS_SWEEP_SECONDS > 0:
     CELERY_BEAT_SCHEDULE["sweep-unfinished"] = {
         "task": "bots.tasks.sweep_unfinished",
         "schedule": CHATNEXUS_SWEEP_SECONDS,
     }
 # Activity log entries (Team page) are kept this many days; 0: for good.
-CHATNEXUS_ACTIVITY_RETENTION_DAYS = envint("CHATNEXUS_ACTIVITY_RETENTION_DAYS", 365)
+CHATNEXUS_ACTIVITY_RETENTION_DAYS = envint("CHATNEXUS_ACTIVITY_RETENTION_DAYS", 365, low=0, high=_DAYS_MAX)
 # The hourly job below deletes organisation by organisation, this many rows (conversations,
 # messages, activity log entries) per transaction: a big backlog holds no lock for long.
-CHATNEXUS_PURGE_BATCH = envint("CHATNEXUS_PURGE_BATCH", 500)
+CHATNEXUS_PURGE_BATCH = envint("CHATNEXUS_PURGE_BATCH", 500, low=1)
 # Conversations past their organisation's retention period (set on the team page) go hourly,
 # and activity log entries past CHATNEXUS_ACTIVITY_RETENTION_DAYS.
 CELERY_BEAT_SCHEDULE["purge-expired-conversations"] = {
     "task": "bots.tasks.purge_expired_conversations",
     "schedule": 3600,
 }
-CHATNEXUS_IMAP_POLL_SECONDS = envint("CHATNEXUS_IMAP_POLL_SECONDS", 60)
+CHATNEXUS_IMAP_POLL_SECONDS = envint("CHATNEXUS_IMAP_POLL_SECONDS", 60, low=0, high=_SECONDS_MAX)
 if CHATNEXUS_IMAP_POLL_SECONDS > 0:
     CELERY_BEAT_SCHEDULE["poll-imap-mailboxes"] = {
         "task": "channels_app.email.imap.poll_imap",

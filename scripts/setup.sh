@@ -3,8 +3,23 @@
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
+# Python 3.11 or newer (the settings use logging.getLevelNamesMapping, new in 3.11): PYTHON if set,
+# else the first of these found. Asked before anything is installed: with an older one the install
+# used to succeed, then every start failed.
+if [ -z "${PYTHON:-}" ]; then
+  for PYTHON in python3.11 python3.12 python3.13 python3; do command -v "$PYTHON" >/dev/null && break; done
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  found=$("$PYTHON" -c 'import sys; print("Python %d.%d" % sys.version_info[:2])' 2>/dev/null || echo "not found")
+  echo "setup: ChatNexus needs Python 3.11 or newer; $PYTHON is $found. Install one (e.g. python3.11)," \
+       "or name it: PYTHON=/path/to/python3.12 $0" >&2
+  exit 1
+fi
+# a .venv made by an older Python (an earlier run, before this check) is made again with this one
+if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: .venv has an older Python than 3.11: making it again with $PYTHON"
+  rm -rf .venv
+fi
 
 # A .venv an earlier run left half made (no activate script, or no pip that runs) is made again.
 if [ -e .venv ] && ! { [ -f .venv/bin/activate ] && .venv/bin/python -m pip --version >/dev/null 2>&1; }; then
