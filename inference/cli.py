@@ -18,34 +18,89 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 SHIPPED_PROMPTS = Path(__file__).parent / "data" / "support_prompts.jsonl"
 EXIT_USAGE = 2  # same code argparse uses for bad arguments
+MAX_SEED = 2 ** 64 - 1  # torch.Generator.manual_seed's largest
+THREADS_PER_CPU = 4  # --threads refused above this many per logical CPU
 
 
 # ----------------------------------------------------------------------------- arguments
 
 
-def positive_int(value: str) -> int:
+def number(value: str, kind: type):
+    """`kind(value)`, or None where it is no such number (the callers then refuse it in words)."""
     try:
-        n = int(value)
+        return kind(value)
     except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+        return None
+
+
+def int_at_least(value: str, low: int, expected: str) -> int:
+    n = number(value, int)
+    if n is None or n < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
     return n
 
 
+def positive_int(value: str) -> int:
+    return int_at_least(value, 1, "a positive integer")
+
+
 def positive_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        x = 0.0
-    if not x > 0:
+    x = number(value, float)
+    if x is None or not x > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
     return x
+
+
+def non_negative_int(value: str) -> int:
+    return int_at_least(value, 0, "an integer >= 0")
+
+
+def temperature(value: str) -> float:
+    """A finite number >= 0: a negative one would silently mean greedy, nan or inf no distribution at all."""
+    x = number(value, float)
+    if x is None or not (math.isfinite(x) and x >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (0 = greedy), got {value!r}")
+    return x
+
+
+def top_p(value: str) -> float:
+    x = number(value, float)
+    if x is None or not 0 < x <= 1:  # nan fails the comparison too
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] (1 = off), got {value!r}")
+    return x
+
+
+def seed(value: str) -> int:
+    """0 .. MAX_SEED, what torch's generators take (a larger one overflows once sampling starts)."""
+    n = number(value, int)
+    if n is None or not 0 <= n <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {value!r}")
+    return n
+
+
+def thread_count(value: str) -> int:
+    """1 .. THREADS_PER_CPU per logical CPU: far more threads than CPUs only contend, and
+    thousands of them exhaust the process (torch crashes with a segfault)."""
+    n = positive_int(value)
+    most = THREADS_PER_CPU * (os.cpu_count() or 1)
+    if n > most:
+        raise argparse.ArgumentTypeError(f"expected at most {most} threads ({THREADS_PER_CPU} per logical CPU "
+                                         f"of this machine's {os.cpu_count() or 1}), got {value!r}")
+    return n
+
+
+def model_spec(value: str) -> str:
+    if not value.strip():  # Path("") is ".", the current folder: it would be loaded as a model
+        raise argparse.ArgumentTypeError("the model is empty: pass a model folder, a .gguf file, a Hugging Face "
+                                         "id or bundled:<name>")
+    return value
 
 
 def draft_length(value: str) -> int | None:
@@ -60,16 +115,16 @@ def draft_length(value: str) -> int | None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     from_engine = "bundled:smollm2-135m-instruct"  # == inference.engine.BUNDLED_TARGET, kept import-free
-    p.add_argument("--target", default=from_engine,
+    p.add_argument("--target", type=model_spec, default=from_engine,
                    help=f"target model: HF id, local folder, GGUF file or bundled:<name> (default {from_engine})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "int8", "int4", "int4a8", "auto"],
                    help="weight precision (int8/int4: weight-only, CPU); auto: the fastest precision that "
                         "stays faithful to fp32 on this machine, measured once and cached (the worker's default); "
                         "default: fp32 (docs/cpu-speed.md, docs/gpu.md)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads (default: one per physical core)")
+    p.add_argument("--seed", type=seed, default=0, help=f"random seed, 0 to {MAX_SEED} (default 0)")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help=f"torch CPU threads, at most {THREADS_PER_CPU} per logical CPU (default: one per physical core)")
     p.add_argument("--max-new-tokens", type=positive_int, default=None,
                    help="new tokens per reply (default 256; bench: 128)")
 
@@ -80,9 +135,9 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
                         "(default suffix)")
     p.add_argument("--draft-length", type=draft_length, default=None, metavar="N|adaptive",
                    help="draft tokens per step (default adaptive)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
+    p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=top_p, default=1.0, help="in (0, 1]; 1.0 = off")
     p.add_argument("--stop", action="append", default=None, metavar="TEXT",
                    help="stop string; repeat for several")
     p.add_argument("--system", default=None, help="system prompt for --prompt and chat")
@@ -227,8 +282,10 @@ def cmd_chat(args) -> int:
 def fit_context(engine, history: list[dict], max_new_tokens: int) -> list[dict]:
     """The conversation with its oldest exchanges dropped (the system prompt and the new message
     kept) until it and the reply fit the model's context: a long chat goes on instead of ending
-    on "prompt has N tokens"."""
-    room = engine.context_length - max_new_tokens
+    on "prompt has N tokens". The reply's share is capped at half the context (the engine cuts
+    a reply at the context's end anyway, as `generate` does): a --max-new-tokens as large as
+    the context would otherwise leave no room and drop every earlier turn."""
+    room = engine.context_length - min(max_new_tokens, engine.context_length // 2)
     system = history[:1] if history and history[0]["role"] == "system" else []
     turns = history[len(system):]
     while len(turns) > 1 and engine.encode(system + turns).shape[1] > room:

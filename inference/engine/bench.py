@@ -39,6 +39,8 @@ from typing import Callable
 import torch
 
 from inference.engine import Engine, load_model
+from inference.engine.precision import QUANTIZED
+from inference.engine.precision_probe import AUTO
 from inference.engine.threads import cpu_features, cpu_name
 
 HF_METHODS = ("hf_plain", "hf_assisted", "hf_prompt_lookup")
@@ -452,11 +454,18 @@ def make_layer_draft(target: str, layers: int, out_dir: str | os.PathLike,
     """Save the target's first `layers` decoder layers + embeddings, final norm and lm_head.
 
     Same tokenizer as the target, so the engine can load it as `model:<out_dir>`. Only
-    useful to exercise the draft-model path: a truncated model drafts poorly.
+    useful to exercise the draft-model path: a truncated model drafts poorly. A quantised
+    `dtype` (or auto, which may pick one) saves the fp32 weights: int8/int4 are the engine's
+    own kernels, which no transformers model loads; the engine quantises the draft itself
+    when it loads it.
     """
-    model, tokenizer = load_model(target, device=device, dtype=dtype)
-    small = layer_draft(model, layers, target)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # checked before the model loads: save_pretrained only warns
+        raise BenchError(f"--out {str(out)!r} exists and is not a folder; the draft is saved as a folder")
+    if dtype == AUTO or dtype in QUANTIZED:
+        dtype = "fp32"
+    model, tokenizer = load_model(target, device=device, dtype=dtype, stock=True)  # plain weights to copy
+    small = layer_draft(model, layers, target)
     small.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -21,6 +21,7 @@ DIR/checkpoint/ holds the generated data and the training state; `--resume` cont
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from .bench import PLAIN_GREEDY, layer_draft, load_prompts, machine_description
 from .engine import Engine
 from .errors import EngineError
-from .loading import BUNDLED_TARGET, _save_plain_safetensors, max_positions
+from .loading import BUNDLED_TARGET, _save_plain_safetensors, load_model, max_positions, release_model
 
 SHIPPED_DISTILL_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "distill_prompts.jsonl"
 WARMUP_STEPS = 10  # linear lr warm-up, then cosine decay to 10% over --steps / --minutes
@@ -163,9 +164,16 @@ def split(n: int, heldout: float, seed: int) -> tuple[list[int], list[int]]:
 # ---------------------------------------------------------------------------- draft and loss
 
 
-def initial_draft(cfg: DistillConfig, target_model) -> torch.nn.Module:
-    """The target's first `layers` layers (bench.layer_draft) in fp32; all but embeddings and head train."""
-    draft = layer_draft(target_model, cfg.layers, cfg.target).to(device=target_model.device, dtype=torch.float32)
+def initial_draft(cfg: DistillConfig, engine: Engine) -> torch.nn.Module:
+    """The target's first `layers` layers (bench.layer_draft) in fp32; all but embeddings and head train.
+    A quantised target's linears are the engine's own kernels (no transformers weights to copy):
+    the layers then come from an fp32 load of the target, let go once copied."""
+    source = engine.model
+    if engine.precision.quantized:
+        source = load_model(cfg.target, device=engine.device, dtype="fp32", stock=True)[0]
+    draft = layer_draft(source, cfg.layers, cfg.target).to(device=engine.device, dtype=torch.float32)
+    if engine.precision.quantized:
+        release_model(cfg.target, device=engine.device, dtype="fp32", stock=True)
     frozen = {id(draft.get_input_embeddings().weight), id(draft.get_output_embeddings().weight)}
     for p in draft.parameters():
         p.requires_grad_(id(p) not in frozen)  # embeddings and head stay the target's (tied or not)
@@ -214,7 +222,8 @@ def batch_for(step: int, train: list[int], batch: int, seed: int) -> list[int]:
     picked = []
     for i in range(step * batch, (step + 1) * batch):
         epoch, j = divmod(i, len(train))
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        epoch_seed = (seed * 100_003 + epoch) % 2 ** 64  # manual_seed takes 64 bits; --seed may use all of them
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch_seed))
         picked.append(train[int(order[j])])
     return picked
 
@@ -330,7 +339,7 @@ def distill(cfg: DistillConfig) -> dict:
     torch.manual_seed(cfg.seed)
     budget = Budget(cfg.minutes, previous=(state or saved or {}).get("elapsed_s", 0.0))
     engine = Engine(target=cfg.target, drafter="none", device=cfg.device, dtype=cfg.dtype)
-    draft = initial_draft(cfg, engine.model)  # checks --layers before any generation
+    draft = initial_draft(cfg, engine)  # checks --layers before any generation
     data_path, state_path = checkpoint_paths(cfg.out)
     sequences = saved["sequences"] if saved else []
 
@@ -340,8 +349,16 @@ def distill(cfg: DistillConfig) -> dict:
     if state is None:  # the data is frozen once training has started
         sequences = generate_data(engine, load_conversations(cfg.data, cfg.limit), sequences, cfg, budget, save_data)
     if len(sequences) < 2:
-        raise DistillError(f"only {len(sequences)} reply generated (budget too small or --limit too low); "
-                           "distilling needs at least 2")
+        keep = budget.spent() and data_path.is_file()  # stopped by the budget: a resume with more time continues
+        if not keep:  # a resume would find no more replies: a checkpoint would only block the next run
+            data_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                data_path.parent.rmdir()
+        fix = ("continue with --resume and a larger --minutes" if keep else
+               "nothing was kept; run again with a larger --minutes" if budget.spent() else
+               "--limit too low, or the conversations do not fit the context with --max-new-tokens; nothing was "
+               "kept: run again with a larger --limit")
+        raise DistillError(f"only {len(sequences)} reply generated; distilling needs at least 2: {fix}")
 
     trainable = [p for p in draft.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)

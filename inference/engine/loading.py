@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import struct
@@ -47,13 +48,25 @@ _load_lock = threading.Lock()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> cuda when available, else cpu."""
+    """None -> cuda when available, else cpu. A cuda or mps device this machine (or this torch
+    build) lacks is an EngineError naming what is available, not torch's assertion later."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError:  # "gpu", "cuda1"
         raise EngineError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+    if (dev.type == "cuda" and (dev.index or 0) >= _gpu_count()) or (
+            dev.type == "mps" and not torch.backends.mps.is_available()):
+        build = "" if dev.type != "cuda" or torch.version.cuda else f" (this torch {torch.__version__} has no CUDA support)"
+        available = ["cpu"] + [f"cuda:{i}" for i in range(_gpu_count())] + ["mps"] * torch.backends.mps.is_available()
+        raise EngineError(f"device {str(device)!r} is not available on this machine{build}; available: "
+                          f"{', '.join(available)}")
+    return dev
+
+
+def _gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def resolve_dtype(dtype: str | torch.dtype | Precision | None, device: torch.device) -> torch.dtype:
@@ -94,6 +107,9 @@ def release_model(spec: str, device=None, dtype=None, stock: bool = False) -> No
 
 
 def _load_uncached(spec: str, dtype: torch.dtype):
+    if not spec.strip():  # Path("") is ".": the current folder would be taken for the model
+        raise ModelNotFoundError(f"the model spec is empty ({spec!r}); pass a model folder, a .gguf file, a "
+                                 f"Hugging Face id or {BUNDLED_TARGET!r}")
     if spec.startswith("bundled:"):
         return _load_gguf(_bundled_gguf_path(spec), spec.split(":", 1)[1], dtype)
     path = Path(spec).expanduser()
@@ -123,6 +139,10 @@ def _load_pretrained(name: str, local_files_only: bool, dtype: torch.dtype):
     try:
         config = AutoConfig.from_pretrained(name, local_files_only=local_files_only)
     except OSError as exc:
+        if isinstance(exc.__context__, (json.JSONDecodeError, UnicodeDecodeError)):  # found, but unreadable
+            raise BadModelFileError(f"model {name!r}: its config.json is not valid JSON ({exc.__context__}); a file "
+                                    "cut short or damaged (an interrupted download or copy) does this: "
+                                    "download or copy it again") from exc
         raise ModelNotFoundError(
             f"model {name!r} was looked for as a local folder and in the local Hugging Face cache "
             f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and was not found; the engine runs "

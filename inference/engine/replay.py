@@ -83,6 +83,8 @@ def load_replay(path: str | os.PathLike, limit: int | None = None) -> list[dict]
                 and row["turns"] and all(isinstance(t, str) for t in row["turns"])):
             raise ReplayFileError(f'{where}: expected {{"id": str, "bot": str, "system": str, '
                                   f'"turns": [str, ...]}}')
+        if not _chat_messages(row.get("history", [])):
+            raise ReplayFileError(f'{where}: "history" must be [{{"role", "content"}}, ...]')
         if row["id"] in seen:
             raise ReplayFileError(f'{where}: duplicate id "{row["id"]}"')
         seen.add(row["id"])
@@ -98,12 +100,16 @@ def load_replay(path: str | os.PathLike, limit: int | None = None) -> list[dict]
     return conversations
 
 
+def _chat_messages(messages) -> bool:
+    """Whether `messages` is a list of {"role": str, "content": str}."""
+    return isinstance(messages, list) and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                              and isinstance(m.get("content"), str) for m in messages)
+
+
 def _fresh_conversation(row: dict, where: str) -> dict:
     """{"id", "messages": [...]} -> a one-turn conversation of its own bot (nothing to learn)."""
     messages = row["messages"]
-    if not (messages and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                             and isinstance(m.get("content"), str) for m in messages)
-            and messages[-1]["role"] == "user"):
+    if not (messages and _chat_messages(messages) and messages[-1]["role"] == "user"):
         raise ReplayFileError(f'{where}: "messages" must be [{{"role", "content"}}, ...] ending with a user message')
     system = messages[0]["content"] if messages[0]["role"] == "system" else ""
     history = [{"role": m["role"], "content": m["content"]} for m in messages[1 if system else 0:-1]]

@@ -33,8 +33,10 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # drop a token when the tokens before it already reach top_p (the top-1 always stays)
+        # drop a token when the tokens before it already reach top_p; the top-1 always stays, even
+        # for a top_p <= 0 (which would otherwise drop it too and leave no token: nan probabilities)
         drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= params.top_p
+        drop_sorted[..., 0] = False
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits.softmax(dim=-1)
