@@ -182,8 +182,13 @@ def test_a_message_whose_task_killed_its_worker_process_three_times_goes_to_the_
                 child.wait(30)
                 with connection.cursor() as cursor:  # the dead process's session, as the server drops it
                     cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [stuck])
-        answer = wait_for(lambda: Message.objects.filter(reply_to=crashing).first(), timeout=120,
-                          what="the fourth delivery's answer")
+        try:
+            answer = wait_for(lambda: Message.objects.filter(reply_to=crashing).first(), timeout=120,
+                              what="the fourth delivery's answer")
+        except pytest.fail.Exception:
+            crashing.refresh_from_db()
+            pytest.fail(f"no answer: {crashing.reply_state} {crashing.meta}; locks waited on: {waiting_on_locks()}\n"
+                        f"{worker.output()[-6000:]}")
 
         assert answer.sender == Message.Sender.SYSTEM and answer.text == services.HANDOFF_REPLY  # not the model's
         crashing.refresh_from_db()
