@@ -137,3 +137,24 @@ def test_a_model_file_cut_short_is_said_in_the_console(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     output = serve_refusing(tmp_path, folder, CHATNEXUS_DTYPE="fp32")
     assert "cut-model" in output and "cut short" in output
+
+
+def test_stopped_while_the_model_loads_it_exits_cleanly(tmp_path):
+    """Ctrl-C (SIGINT) during a first start's load: the load thread was stopped by the interpreter's exit
+    inside torch's C++ code ("terminate called without an active exception", SIGABRT, a core dump)."""
+    port = free_port()
+    env = embedded_env(tmp_path, PUBLIC_URL=f"http://127.0.0.1:{port}", PYTHONUNBUFFERED="1", CHATNEXUS_DTYPE="fp32",
+                       CHATNEXUS_MODEL_CACHE=str(tmp_path / "models"))  # empty: the GGUF converted, seconds of loading
+    manage(env, "migrate", "--noinput")
+    server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(port)], env, "ChatNexus is up",
+                     tmp_path)
+    try:
+        server.wait_ready(timeout=120)
+        assert answering(f"http://127.0.0.1:{port}/readyz").json()["model"] == "loading"
+        server.proc.send_signal(2)  # SIGINT, as Ctrl-C
+        code = server.proc.wait(timeout=60)
+    finally:
+        server.stop()
+    output = server.output()
+    assert "Model ready" not in output, "the model loaded before the stop: the test proves nothing"
+    assert code == 0 and "terminate called" not in output and "Stopped while the model was loading." in output, output

@@ -14,6 +14,7 @@ limit (``inference.tasks``: it counts from the task's start). ``/readyz`` says `
 """
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -39,18 +40,26 @@ class Command(BaseCommand):
             adopt_public_url(address)
             self.stdout.write(f"PUBLIC_URL is unset: snippets and links use {address} (set it to the address "
                               "visitors and Twilio reach this server at).")
-        workers = None
+        workers, loading = None, None
         if settings.EMBEDDED:
             workers, worker = self.start_embedded_workers(preload=not no_preload)
         self.stdout.write(self.style.SUCCESS(f"ChatNexus is up: {address}/"))
         if workers is not None and not no_preload:
-            self.load_in_background(worker.consumer)
+            loading = self.load_in_background(worker.consumer)
         try:
             uvicorn.run("chatnexus.asgi:application", host=host, port=port, log_level="info",
                         ws_max_size=ws_max_size())
         finally:
             if workers is not None:
                 workers.__exit__(None, None, None)
+            if loading is not None and loading.is_alive():
+                # stopped (Ctrl-C, SIGTERM) while the model loads: the interpreter's exit would stop the
+                # load thread inside torch's C++ code ("terminate called without an active exception",
+                # SIGABRT and a core dump). Nothing of it needs keeping: the model cache is renamed into place whole.
+                self.stdout.write("Stopped while the model was loading.")
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
 
     def start_embedded_workers(self, preload):
         """The worker threads (the context that stops them, and the worker), the re-queued work and beat."""
@@ -91,7 +100,9 @@ class Command(BaseCommand):
         self.stdout.write("Loading the model; the pages answer meanwhile, and messages wait for it. The first start\n"
                           "on a machine converts the bundled GGUF (~15 s) and measures which weight precision is\n"
                           "fastest and faithful here (about a minute, once; cached).")
-        threading.Thread(target=self.load_model, args=(consumer,), name="load-model", daemon=True).start()
+        thread = threading.Thread(target=self.load_model, args=(consumer,), name="load-model", daemon=True)
+        thread.start()
+        return thread
 
     def load_model(self, consumer):
         """Load the model while the pages answer, then let the workers take the model's queue (the
