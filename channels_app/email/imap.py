@@ -8,9 +8,12 @@ before ``imap_since``, set when the host, user or folder is saved) is left alone
 poll does not answer a mailbox's whole history. If the state is lost, mail since then is
 fetched again and the Message-ID constraint stores it once. Messages are fetched with
 ``BODY.PEEK[]`` so the mailbox's read flags stay as the user left them, and at most their first
-CHATNEXUS_EMAIL_MAX_BYTES (``<0.N>``: a longer mail is kept cut there, as unparseable at worst):
-a server that sends more anyway is refused before it is read (``pinned.TooLarge``), the poll
-logging it and that mail left on the server for the next poll. A lock per mailbox keeps two
+CHATNEXUS_EMAIL_MAX_BYTES (``<0.N>``: a longer mail is kept cut there, as unparseable at worst).
+Of a server that sends the whole mail anyway only as much is kept, the rest read and dropped
+(``pinned``): the mail is stored cut all the same and the poll goes on past it. One announcing
+more than ``pinned.DRAINED_AT_MOST`` is refused unread (``pinned.TooLarge``), and one sending the
+rest slower than the IMAP deadline is cut by it: the poll logs it, the mail before it is
+remembered and that one left on the server for the next poll. A lock per mailbox keeps two
 overlapping runs from fetching at once.
 """
 import imaplib

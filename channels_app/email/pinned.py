@@ -21,10 +21,12 @@ stopped waiting for) fails saying "<host> took longer than N s in all": an OSErr
 expect of a server that stops answering.
 
 IMAP reads a literal (``{N}`` then N bytes: a fetched mail) by N, which the server says: imaplib
-read, and allocated, whatever it was told, gigabytes from a hostile or broken server. Nothing
-longer than a mail may be (CHATNEXUS_EMAIL_MAX_BYTES, which ``imap`` fetches at most of) is read:
-``TooLarge``, an OSError, and the connection is closed (what follows the unread literal cannot be
-read in order).
+read, and allocated, whatever it was told, gigabytes from a hostile or broken server. Only as much
+as a mail may have (CHATNEXUS_EMAIL_MAX_BYTES, which ``imap`` fetches at most of) is kept: of a
+longer literal (a server ignoring ``<0.N>``) the rest is read in pieces and dropped, so the mail
+comes back cut there and what follows it can be read (the deadline bounds how long that takes). A
+literal announced longer than ``DRAINED_AT_MOST`` is not read at all: ``TooLarge``, an OSError,
+and the connection is closed (what follows the unread literal cannot be read in order).
 
     EmailBackend(host=..., port=..., use_tls=True)   # what ``adapter.smtp_connection`` makes
     IMAP4_SSL(host, port, timeout=20)                 # what ``imap.connect`` makes
@@ -155,8 +157,12 @@ class EmailBackend(smtp.EmailBackend):
 # read as EOF), and closes in ``shutdown``.
 
 
+DRAINED_AT_MOST = 1 << 30  # bytes of one IMAP literal read (and dropped past a mail's limit) before giving up on it
+_DRAINED_BY = 64 * 1024
+
+
 class TooLarge(OSError):
-    """The IMAP server announced a literal longer than a mail may be (module docstring)."""
+    """The IMAP server announced a literal longer than ``DRAINED_AT_MOST`` (module docstring)."""
 
 
 def _imap_timeout(client, timeout):
@@ -173,14 +179,21 @@ class _DeadlinedIMAP(_Deadlined):
 
     def read(self, size):
         most = settings.CHATNEXUS_EMAIL_MAX_BYTES
-        if size > most:
+        if size <= most:
+            return self._read(super().read, size)
+        if size > DRAINED_AT_MOST:
             try:  # its bytes left unread, nothing after them can be read: no LOGOUT waits on them
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            raise TooLarge(f"{self.host} announced {size:,} bytes in one piece, more than a mail may have "
-                           f"(CHATNEXUS_EMAIL_MAX_BYTES, {most:,}): not read, the mail left on the server")
-        return self._read(super().read, size)
+            raise TooLarge(f"{self.host} announced {size:,} bytes in one piece, more than this server reads of one "
+                           f"({DRAINED_AT_MOST:,}): not read, the mail left on the server")
+        kept = self._read(super().read, most)
+        left = size - len(kept) if len(kept) == most else 0  # short: the connection ended, imaplib says so next
+        while left:  # the rest dropped as it comes: the reply after it is read in order
+            piece = self._read(super().read, min(left, _DRAINED_BY))
+            left = left - len(piece) if piece else 0
+        return kept
 
     def shutdown(self):
         try:
