@@ -8,7 +8,9 @@ start (chatnexus/celery.py). Registered by bots/apps.py.
 ``settings_or_exit`` is the other half: a value settings.py refuses (ImproperlyConfigured) is said
 in one line, not a traceback through Django's or Celery's command line.
 """
+import ipaddress
 import sys
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
@@ -35,7 +37,7 @@ def chatnexus_settings(app_configs=None, **kwargs):
 
 
 def problems(runs_engine: bool) -> list:
-    return [*drafter_problems(), *device_problems(runs_engine), *email_backend_problems()]
+    return [*drafter_problems(), *device_problems(runs_engine), *email_backend_problems(), *from_address_problems()]
 
 
 # ---------------------------------------------------------------------------
@@ -118,3 +120,26 @@ def email_backend_problems() -> list:
         return [Error(f"EMAIL_BACKEND={settings.EMAIL_BACKEND!r}: cannot be imported ({error}); unset, the "
                       "platform sends through EMAIL_HOST by SMTP, or writes mail to the log", id="chatnexus.E004")]
     return []
+
+
+def from_address_problems() -> list:
+    """DEFAULT_FROM_EMAIL where mail leaves this server: every email channel not confirmed nor on an
+    SMTP server of its own sends From it (channels_app/email/sender.py), and the default,
+    noreply@localhost, is a sender domain many receiving servers refuse. A warning: the mail server
+    may still take it, and it was fine before channels sent from it."""
+    from bots.membership import mail_leaves_the_server
+
+    if not mail_leaves_the_server():
+        return []
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].strip("[]").rstrip(".").lower()
+    try:
+        ipaddress.ip_address(domain.removeprefix("ipv6:"))
+        literal = True
+    except ValueError:
+        literal = False
+    if domain and "." in domain and not literal and domain != "localhost" and not domain.endswith(".localhost"):
+        return []
+    return [Warning(f"DEFAULT_FROM_EMAIL={settings.DEFAULT_FROM_EMAIL!r}: mail goes out through EMAIL_HOST from a "
+                    f"domain ({domain or 'none'}) many receiving servers refuse; email channels not confirmed nor on "
+                    "an SMTP server of their own send from it too. Set DEFAULT_FROM_EMAIL to an address of the "
+                    "platform's own domain that the mail server may send as (SPF, DKIM)", id="chatnexus.W005")]

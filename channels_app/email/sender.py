@@ -10,7 +10,13 @@ platform's own address (``DEFAULT_FROM_EMAIL``) under the bot's name, with Reply
 address (``sender``): the customer's answer still reaches the bot, in the same thread (the threading
 headers are those of any reply). A new or changed address starts unconfirmed.
 
-An address another organisation's email channel has is refused when saved (``claimed_elsewhere``).
+One organisation per address, counting only a claim that proves something (``claimed_elsewhere``):
+an address another organisation's channel has confirmed, or sends as through its own SMTP server, is
+refused when saved, and a link confirms nothing while such a claim stands. A channel that merely typed
+an address (unconfirmed, on or off) blocks nobody: an open sign-up cannot reserve support@bigco.com.
+Such a channel keeps the address when its owner confirms it: it still sends From the platform's
+address with Reply-To the typed one, as any unconfirmed channel does, and inbound mail finds a channel
+by its webhook key or IMAP mailbox, never by this address, so sharing it misroutes nothing.
 """
 import hashlib
 import smtplib
@@ -35,8 +41,10 @@ CONFIRMED = "confirmed_address"  # in config.settings: the bot address someone a
 SALT = "channels.email.confirm-address"
 CONFIRM_DAYS = 3  # how long a confirmation link works
 CONFIRMATIONS_PER_HOUR = 3  # mails per address: saves and the button must not make the platform spam a stranger
+ORGANIZATION_CONFIRMATIONS_PER_HOUR = 10  # mails per organisation, whatever the addresses: nor spam many strangers
 ADDRESS_LOCKS = 0x6D_61_69_6C  # PostgreSQL advisory locks (this, a hash of an address) held while one is saved
-CLAIMED = "Another organisation's email channel on this platform already has this address. Use an address of your own."
+SENT_AS_ELSEWHERE = "Another organisation's email channel on this platform already sends from this address"
+CLAIMED = f"{SENT_AS_ELSEWHERE}. Use an address of your own."
 
 
 def comparable(address: str) -> str:
@@ -53,10 +61,10 @@ def comparable(address: str) -> str:
 
 
 def claimed_elsewhere(address: str, organization) -> bool:
-    """Does another organisation's email channel (on or off) have ``address``? Asked in the
-    transaction that saves it, once it holds the address's lock (SQLite runs one writing transaction
-    at a time already): two organisations saving one address at once are answered one after the
-    other, and the second is refused."""
+    """Does another organisation's email channel (on or off) send as ``address``, confirmed or through
+    its own SMTP server? Asked in the transaction that saves or confirms it, once it holds the
+    address's lock (SQLite runs one writing transaction at a time already): two organisations saving
+    (or confirming) one address at once are answered one after the other, and the second is refused."""
     address = comparable(address)
     if connection.vendor == "postgresql":
         key = int.from_bytes(hashlib.sha256(address.encode()).digest()[:4], "big", signed=True)
@@ -68,7 +76,8 @@ def claimed_elsewhere(address: str, organization) -> bool:
         spellings |= Q(settings__address__iexact=f"{local}@{domain.encode('ascii').decode('idna')}")
     except UnicodeError:
         pass
-    return ChannelConfig.objects.filter(spellings, kind="email").exclude(organization=organization).exists()
+    others = ChannelConfig.objects.filter(spellings, kind="email").exclude(organization=organization)
+    return any(own_server(other) or confirmed(other) for other in others)
 
 
 # ---------------------------------------------------------------------------
@@ -125,10 +134,19 @@ def send_confirmation(config) -> tuple[bool, str]:
     if not verdict.allowed:
         return False, (f"No confirmation email sent to {address}: it was sent {CONFIRMATIONS_PER_HOUR} in the last hour. "
                        f"Try again in {max(1, verdict.retry_after // 60)} minutes, or follow the link of one sent before.")
+    organization_verdict = ratelimit.hit(f"email-confirm-org:{config.organization_id}",
+                                         ORGANIZATION_CONFIRMATIONS_PER_HOUR, window_s=3600)
+    if not organization_verdict.allowed:
+        ratelimit.refund(verdict)  # nothing went to this address
+        return False, (f"No confirmation email sent to {address}: this organisation sent "
+                       f"{ORGANIZATION_CONFIRMATIONS_PER_HOUR} in the last hour. "
+                       f"Try again in {max(1, organization_verdict.retry_after // 60)} minutes.")
     token = signing.dumps({"channel": config.id, "address": comparable(address)}, salt=SALT)
     link = settings.PUBLIC_URL + reverse("channels:email-confirm", args=[token])
     mail = EmailMessage(
-        subject=f"Confirm {address} for the replies of {config.bot.name}",
+        # the names are the organisation's choosing: in the body, quoted, never the subject a stranger
+        # reads first
+        subject="Confirm this address for replies sent through ChatNexus",
         body=(f"The organisation \"{config.organization.name}\" asks to send the replies of its bot "
               f"\"{config.bot.name}\" from {address} on ChatNexus ({settings.PUBLIC_URL}).\n\n"
               f"If this is your organisation's address, confirm it within {CONFIRM_DAYS} days:\n\n{link}\n\n"
@@ -142,6 +160,7 @@ def send_confirmation(config) -> tuple[bool, str]:
         mail.send()
     except (smtplib.SMTPException, OSError, socket.timeout) as error:
         ratelimit.refund(verdict)
+        ratelimit.refund(organization_verdict)
         return False, f"The confirmation email to {address} could not be sent: {one_line(error) or type(error).__name__}."
     if not mail_leaves_the_server():
         return True, (f"The confirmation email to {address} was only written to this server's log: the platform has "
@@ -169,11 +188,15 @@ def pending(token: str, lock: bool = False) -> tuple[ChannelConfig, str]:
 
 @transaction.atomic
 def confirm(token: str) -> tuple[ChannelConfig, str, bool]:
-    """Mark the address the link names confirmed, if the channel has it still (``Unconfirmable``):
-    the channel, the address, and whether it was not confirmed before (a second click changes nothing)."""
+    """Mark the address the link names confirmed, if the channel has it still and no other
+    organisation sends as it (``Unconfirmable``): the channel, the address, and whether it was not
+    confirmed before (a second click changes nothing). Other organisations' unconfirmed channels with
+    the address keep it (the module's docstring says why)."""
     config, address = pending(token, lock=True)
     if confirmed(config):
         return config, address, False
+    if claimed_elsewhere(address, config.organization):
+        raise Unconfirmable(f"{SENT_AS_ELSEWHERE}: nothing confirmed.")
     config.settings = {**config.settings, CONFIRMED: address}
     config.save(update_fields=["settings", "updated"])
     return config, address, True

@@ -1,6 +1,7 @@
-"""An address another organisation's email channel has cannot be saved as a bot's: compared as the
-channel stores addresses (lower case, the domain in IDNA), said without naming the other
-organisation, and decided one save after the other when two organisations save it at once."""
+"""An address another organisation's email channel sends as (confirmed, or through its own SMTP
+server) cannot be saved as a bot's: compared as the channel stores addresses (lower case, the domain
+in IDNA), said without naming the other organisation, and decided one save after the other when two
+organisations save it at once. (A channel that merely typed it blocks nobody: test_mail_sender_squat.)"""
 import threading
 
 import pytest
@@ -15,13 +16,16 @@ from tests.conftest import wait_for
 from .conftest import INBOUND_SECRET
 
 
-def form(address):
+def form(address, smtp_host=""):
     return {"channel": "email", "email-enabled": "on", "email-address": address, "email-inbound_secret": INBOUND_SECRET,
-            "email-smtp_port": "587", "email-imap_port": "993", "email-max_replies_per_sender_per_day": "5"}
+            "email-smtp_host": smtp_host, "email-smtp_port": "587", "email-imap_port": "993",
+            "email-max_replies_per_sender_per_day": "5"}
 
 
 def globex_has(globex, globex_bot, address):
-    return ChannelConfig.objects.create(organization=globex, bot=globex_bot, kind="email", settings={"address": address},
+    """Globex's channel with ``address``, confirmed by the link mailed to it."""
+    return ChannelConfig.objects.create(organization=globex, bot=globex_bot, kind="email",
+                                        settings={"address": address, "confirmed_address": address},
                                         secrets={"inbound_secret": "s" * 20})
 
 
@@ -37,7 +41,7 @@ def test_another_organisations_address_is_refused_without_naming_it(db, client, 
     response = client.post(reverse("channels:bot", args=[acme_bot.id]), form(typed))
     assert response.status_code == 400
     assert response.context["forms"]["email"].errors["address"] == [
-        "Another organisation's email channel on this platform already has this address. Use an address of your own."]
+        "Another organisation's email channel on this platform already sends from this address. Use an address of your own."]
     assert "Globex" not in response.content.decode()
     assert not ChannelConfig.objects.filter(bot=acme_bot).exists()
     # an address of Acme's own is taken, and kept by a later save
@@ -47,8 +51,9 @@ def test_another_organisations_address_is_refused_without_naming_it(db, client, 
 
 def test_two_organisations_saving_one_address_at_once_get_it_once(transactional_db, alice, acme_bot, charlie,
                                                                   globex_bot):
-    """Both saves pass the form's checks, then wait for the address's lock, held here meanwhile; let
-    go, the first saves it and the second, seeing it saved, is refused."""
+    """Both saves (through SMTP servers of their own: claims that count) pass the form's checks, then
+    wait for the address's lock, held here meanwhile; let go, the first saves it and the second,
+    seeing it saved, is refused."""
     from channels_app.email.sender import claimed_elsewhere  # the lock a save takes
 
     address = "shared@race.example"
@@ -65,7 +70,8 @@ def test_two_organisations_saving_one_address_at_once_get_it_once(transactional_
     def save(user, bot):
         client = Client()
         client.force_login(user)
-        responses[user.username] = client.post(reverse("channels:bot", args=[bot.id]), form(address)).status_code
+        responses[user.username] = client.post(reverse("channels:bot", args=[bot.id]),
+                                               form(address, smtp_host="smtp.race.example")).status_code
         connection.close()
 
     holder = threading.Thread(target=hold_the_address)

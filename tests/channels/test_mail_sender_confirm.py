@@ -74,6 +74,9 @@ def test_it_sends_from_the_platform_with_reply_to_the_bot_until_the_address_is_c
     [asked] = platform_mail.messages
     assert asked["to"] == [BOT_ADDRESS] and asked["from"] == PLATFORM
     assert asked["message"]["Auto-Submitted"] == "auto-generated"
+    # the names are the organisation's choosing: quoted in the body, not in the subject a stranger reads
+    assert asked["message"]["Subject"] == "Confirm this address for replies sent through ChatNexus"
+    assert '"Acme"' in asked["message"].get_content() and f'"{acme_bot.name}"' in asked["message"].get_content()
     link = confirmation_link(asked["message"])
     platform_mail.messages.clear()
 
@@ -165,6 +168,19 @@ def test_confirmation_mails_to_one_address_are_limited(client, alice, acme_bot, 
     [(ok, sentence)] = notes
     assert not ok and sentence.startswith(f"No confirmation email sent to {address}: it was sent 3 in the last hour.")
     assert len(platform_mail.messages) == 3
+
+
+def test_confirmation_mails_of_one_organisation_are_limited(client, alice, acme_bot, platform_mail):
+    """However many addresses a member types, the platform mails at most 10 strangers an hour for one
+    organisation."""
+    client.force_login(alice)
+    for n in range(10):
+        save(client, acme_bot, address=f"stranger{n}@example.com")
+    page = save(client, acme_bot, address="stranger10@example.com")
+    assert len(platform_mail.messages) == 10
+    [_, (ok, sentence)] = page.context["notes"]["email"]
+    assert not ok and sentence.startswith(
+        "No confirmation email sent to stranger10@example.com: this organisation sent 10 in the last hour.")
 
 
 def test_the_reviewers_faked_inbound_mail_is_answered_from_the_platform_not_the_typed_address(
