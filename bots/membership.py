@@ -21,7 +21,6 @@ import smtplib
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -68,13 +67,9 @@ def create_organization(owner, name):
 
 
 @transaction.atomic
-def sign_up(*, username, email, organization_name, password=None, password_hash=None):
-    """A new user owning a new organisation: ``password`` as typed, or only its ``password_hash`` (what
-    a sign-up confirmed by mail kept meanwhile)."""
+def sign_up(*, username, email, organization_name, password):
+    """A new user owning a new organisation."""
     user = get_user_model().objects.create_user(username=username, email=email, password=password)
-    if password_hash:
-        user.password = password_hash
-        user.save(update_fields=["password"])
     org = create_organization(user, organization_name)
     return user, org
 
@@ -90,14 +85,15 @@ def _pending_key(token):
     return "signup:pending:" + token_digest(token)  # the cache holds the link's digest, not the link
 
 
-def request_sign_up(*, username, email, password, organization_name) -> str | None:
+def request_sign_up(*, username, email, organization_name) -> str | None:
     """Mail ``email`` the next step of a sign-up; return why the mail could not be sent, or None. A new
-    address gets a link that makes the account and organisation (``confirm_sign_up``): until then the
-    sign-up waits in the cache, its password only as a hash, for ``SIGNUP_LINK_S``. An address that
-    has an account gets a note that someone tried to sign up with it, with links to log in and to
-    reset the password; nothing is made and nothing of that account changes."""
-    pending = {"username": username, "email": email, "organization_name": organization_name,
-               "password_hash": make_password(password)}  # hashed for either address: both take as long
+    address gets a link whose page asks for the password and makes the account and organisation
+    (``confirm_sign_up``): until then the sign-up waits in the cache for ``SIGNUP_LINK_S``, with no
+    password — whoever filled in the form need not hold the mailbox, and an account they chose the
+    password of would be theirs once its owner clicked the link. An address that has an account gets
+    a note that someone tried to sign up with it, with links to log in and to reset the password;
+    nothing is made and nothing of that account changes."""
+    pending = {"username": username, "email": email, "organization_name": organization_name}
     holders = list(get_user_model().objects.filter(email__iexact=email).order_by("id").values_list("username", "email"))
     if holders:  # told at the address as the account has it (as a reset link is), not as typed
         return _mail(holders[0][1], "Someone tried to sign up to ChatNexus with your address", (
@@ -120,16 +116,16 @@ def request_sign_up(*, username, email, password, organization_name) -> str | No
 
 
 def pending_sign_up(token):
-    """The sign-up waiting for the link of ``token`` (username, email, organization_name,
-    password_hash), or None: unknown, used, or older than ``SIGNUP_LINK_S``."""
+    """The sign-up waiting for the link of ``token`` (username, email, organization_name), or None:
+    unknown, used, or older than ``SIGNUP_LINK_S``."""
     return cache.get(_pending_key(token))
 
 
-def confirm_sign_up(token):
-    """Make the account and organisation of the sign-up waiting for ``token``'s link: (user, org). The
-    link works once: it is taken out of the cache before anything is made (a double click makes one
-    account). MembershipError when it no longer works, or its address got an account or its
-    username was taken meanwhile."""
+def confirm_sign_up(token, password):
+    """Make the account and organisation of the sign-up waiting for ``token``'s link, with ``password``
+    (chosen on the link's page): (user, org). The link works once: it is taken out of the cache before
+    anything is made (a double click makes one account). MembershipError when it no longer works, or its
+    address got an account or its username was taken meanwhile."""
     key = _pending_key(token)
     pending = cache.get(key)
     if pending is None or not cache.delete(key):  # (delete says whether this request took it)
@@ -142,7 +138,7 @@ def confirm_sign_up(token):
         raise taken
     try:
         return sign_up(username=pending["username"], email=pending["email"],
-                       organization_name=pending["organization_name"], password_hash=pending["password_hash"])
+                       organization_name=pending["organization_name"], password=password)
     except IntegrityError:  # taken a moment ago
         if not users.filter(username__iexact=pending["username"]).exists():
             raise

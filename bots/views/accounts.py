@@ -21,6 +21,7 @@ when to try again:
 Where mail leaves the server, sign-up does not say whether an address has an account either: every
 valid form is answered "check your email", and the address gets a link that makes the account (new)
 or a note that it has one, with links to log in and reset the password (``members.request_sign_up``).
+There the form asks for no password: the link's page does, so whoever holds the mailbox chooses it.
 Where it does not (the embedded default's console backend), a confirmation could reach no one: the
 account is made and signed in at once, and the form says when the address is taken — which the
 sign-in would show anyway.
@@ -37,7 +38,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import SetPasswordMixin, UserCreationForm
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -195,6 +196,8 @@ class PasswordResetView(auth_views.PasswordResetView):
 
 
 class SignUpForm(UserCreationForm):
+    """Where mail leaves the server (``asks_password`` False) without the password: the link's page asks
+    for it (``signup_confirm``), so that only whoever holds the mailbox chooses it."""
     email = forms.EmailField()
     organization_name = forms.CharField(max_length=120, label="Organisation name")
 
@@ -202,15 +205,21 @@ class SignUpForm(UserCreationForm):
         model = get_user_model()
         fields = ("username", "email")
 
+    def __init__(self, *args, asks_password=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not asks_password:
+            del self.fields["password1"], self.fields["password2"]
+
 
 def signup(request):
     if request.method == "POST" and (refused := _posts_refused(request, "signup")) is not None:
         return _too_many(request, refused, "sign-up attempts")
-    form = SignUpForm(request.POST or None)
+    mailed = members.mail_leaves_the_server()
+    form = SignUpForm(request.POST or None, asks_password=not mailed)
     if request.method == "POST" and form.is_valid():
         fields = {name: form.cleaned_data[name] for name in ("username", "email", "organization_name")}
-        if members.mail_leaves_the_server():
-            if _mailed_sign_up(fields, form.cleaned_data["password1"]):
+        if mailed:
+            if _mailed_sign_up(fields):
                 return redirect("signup-sent")
             form.add_error(None, "The email could not be sent just now: please try again in a while.")
         elif get_user_model().objects.filter(email__iexact=fields["email"]).exists():
@@ -225,14 +234,14 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form})
 
 
-def _mailed_sign_up(fields, password) -> bool:
+def _mailed_sign_up(fields) -> bool:
     """A valid sign-up where mail leaves the server, answered the same for every address: a mail (its
     link, or a note that the address has an account), then the "check your email" page; False when the
     mail server did not take it. Past ``CHATNEXUS_PASSWORD_RESETS_PER_EMAIL`` mails an hour to the
     address, nothing is sent (as if it were: nothing to learn, nothing to flood)."""
     verdict = ratelimit.hit(_hashed("signup-mails", fields["email"]), settings.CHATNEXUS_PASSWORD_RESETS_PER_EMAIL,
                             window_s=RESET_WINDOW_S)
-    return not verdict.allowed or members.request_sign_up(**fields, password=password) is None
+    return not verdict.allowed or members.request_sign_up(**fields) is None
 
 
 def signup_sent(request):
@@ -242,19 +251,37 @@ def signup_sent(request):
 SIGNUP_GONE = "This link does not exist, was already used or is older than a day: sign up again."
 
 
+class SignUpPasswordForm(SetPasswordMixin, forms.Form):
+    """The password of a sign-up confirmed by mail, typed twice and checked by the password validators
+    against the account about to be made (``pending``: its username and email)."""
+    password1, password2 = SetPasswordMixin.create_password_fields()
+
+    def __init__(self, pending, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = get_user_model()(username=pending["username"], email=pending["email"])  # (not saved)
+
+    def clean(self):
+        self.validate_passwords()
+        self.validate_password_for_user(self.user)
+        return super().clean()
+
+
 def signup_confirm(request, token):
     """The link a sign-up's mail carries: GET shows what it makes (a mail scanner opening the link
-    makes nothing), POST makes the account and organisation and signs in."""
+    makes nothing) and asks for the password, POST makes the account and organisation with it and
+    signs in. The password is chosen here, by whoever holds the mailbox: chosen on the sign-up form,
+    by whoever typed someone else's address there, it would let them into the account its owner made."""
     pending = members.pending_sign_up(token)
     if pending is None:
         raise Http404(SIGNUP_GONE)
-    if request.method == "POST":
+    form = SignUpPasswordForm(pending, request.POST if request.method == "POST" else None)  # (sent empty: told so)
+    if request.method == "POST" and form.is_valid():
         try:
-            user, org = members.confirm_sign_up(token)
+            user, org = members.confirm_sign_up(token, form.cleaned_data["password1"])
         except members.MembershipError as error:
             return render(request, "registration/signup_confirm.html", {"error": str(error)}, status=409)
         return _signed_up(request, user, org)
-    return render(request, "registration/signup_confirm.html", {"pending": pending})
+    return render(request, "registration/signup_confirm.html", {"pending": pending, "form": form})
 
 
 def _signed_up(request, user, org):

@@ -25,20 +25,20 @@ def test_it_builds_publishes_and_streams_a_preview_reply(transactional_db, celer
                                                          mailbox):
     base = live_server_url
 
-    # Sign up: a new user and organisation, once the address is confirmed (the server sends mail),
-    # landing on the (empty) bot list.
+    # Sign up: a new user and organisation, once the address is confirmed and the password chosen on
+    # the mailed link's page (the server sends mail), landing on the (empty) bot list.
     page.goto(f"{base}/accounts/signup/")
     page.fill("#id_username", "dana")
     page.fill("#id_email", "dana@example.com")
     page.fill("#id_organization_name", "Dana's Bikes")
-    page.fill("#id_password1", "a-long-and-unusual-passphrase")
-    page.fill("#id_password2", "a-long-and-unusual-passphrase")
     page.click("form button[type=submit]")
     expect(page.locator("h1")).to_have_text("Check your email")
     confirm = wait_for(lambda: next((re.search(r"/accounts/signup/[^\s/]+/", m["message"].get_content())
                                      for m in mailbox.messages if m["to"] == ["dana@example.com"]), None),
                        what="the sign-up mail")
-    page.goto(base + confirm.group(0))
+    page.goto(base + confirm.group(0))  # the link's page asks for the password: only the mailbox's holder chooses it
+    page.fill("#id_password1", "a-long-and-unusual-passphrase")
+    page.fill("#id_password2", "a-long-and-unusual-passphrase")
     page.click("main form button[type=submit]")
     expect(page).to_have_url(f"{base}/bots/")
     expect(page.locator("main")).to_contain_text("No bots yet")
