@@ -65,8 +65,8 @@ def bot_channels(request, bot_id):
                 lock_bots([bot.id])
                 config = (ChannelConfig.objects.select_for_update().filter(bot=bot, kind=kind).first()
                           or ChannelConfig(organization=request.organization, bot=bot, kind=kind))
-                # an address another organisation's email channel sends as is refused, under the address's lock:
-                # two organisations saving one address at once are answered one after the other
+                # an address confirmed for another organisation's email channel is refused, under the address's
+                # lock (a confirmation committing meanwhile is seen)
                 claimed = kind == "email" and _claimed_elsewhere(config, form.cleaned_data, request.organization)
                 if not claimed:
                     asked_for = _unconfirmed_address(config)
@@ -103,13 +103,12 @@ def _unreadable_said(notes, configs):
 
 
 def _claimed_elsewhere(config, saved, organization):
-    """Does the save give this channel a claim on its address that another organisation's channel has
-    (``email.sender.claimed_elsewhere``, which takes the address's lock)? An address new to it, or one
-    it now sends as through its own SMTP server; a claim the channel had before is left to it."""
+    """Is the address this save gives the channel one someone confirmed for another organisation's
+    channel (``email.sender.claimed_elsewhere``, which takes the address's lock)? Only an address new
+    to it: one the channel had before is left to it."""
     address = saved["address"]
     new = email_sender.comparable(address) != email_sender.comparable(config.settings.get("address") or "")
-    newly_own_server = bool((saved.get("smtp_host") or "").strip()) and not email_sender.own_server(config)
-    return (new or newly_own_server) and email_sender.claimed_elsewhere(address, organization)
+    return new and email_sender.claimed_elsewhere(address, organization)
 
 
 def _unconfirmed_address(config):

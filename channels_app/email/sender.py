@@ -11,9 +11,10 @@ address (``sender``): the customer's answer still reaches the bot, in the same t
 headers are those of any reply). A new or changed address starts unconfirmed.
 
 One organisation per address, counting only a claim that proves something (``claimed_elsewhere``):
-an address another organisation's channel has confirmed, or sends as through its own SMTP server, is
-refused when saved, and a link confirms nothing while such a claim stands. A channel that merely typed
-an address (unconfirmed, on or off) blocks nobody: an open sign-up cannot reserve support@bigco.com.
+an address someone confirmed for another organisation's channel is refused when saved, and a link
+confirms nothing while such a claim stands. A channel that merely typed an address (unconfirmed, on
+or off, with or without an SMTP host of its own: a host name proves nothing) blocks nobody: an open
+sign-up cannot reserve support@bigco.com.
 Such a channel keeps the address when its owner confirms it: it still sends From the platform's
 address with Reply-To the typed one, as any unconfirmed channel does, and inbound mail finds a channel
 by its webhook key or IMAP mailbox, never by this address, so sharing it misroutes nothing.
@@ -43,7 +44,7 @@ CONFIRM_DAYS = 3  # how long a confirmation link works
 CONFIRMATIONS_PER_HOUR = 3  # mails per address: saves and the button must not make the platform spam a stranger
 ORGANIZATION_CONFIRMATIONS_PER_HOUR = 10  # mails per organisation, whatever the addresses: nor spam many strangers
 ADDRESS_LOCKS = 0x6D_61_69_6C  # PostgreSQL advisory locks (this, a hash of an address) held while one is saved
-SENT_AS_ELSEWHERE = "Another organisation's email channel on this platform already sends from this address"
+SENT_AS_ELSEWHERE = "Another organisation's email channel on this platform already sends from this address"  # confirmed
 CLAIMED = f"{SENT_AS_ELSEWHERE}. Use an address of your own."
 
 
@@ -61,10 +62,13 @@ def comparable(address: str) -> str:
 
 
 def claimed_elsewhere(address: str, organization) -> bool:
-    """Does another organisation's email channel (on or off) send as ``address``, confirmed or through
-    its own SMTP server? Asked in the transaction that saves or confirms it, once it holds the
-    address's lock (SQLite runs one writing transaction at a time already): two organisations saving
-    (or confirming) one address at once are answered one after the other, and the second is refused."""
+    """Has someone at ``address`` confirmed it for another organisation's email channel (on or off)?
+    Only a confirmation counts: an address merely typed, or typed beside an SMTP host (any name, one
+    that does not even resolve, no login needed to save it), proves nothing and must not let one
+    organisation reserve another's address. Asked in the transaction that saves or confirms it, once
+    it holds the address's lock (SQLite runs one writing transaction at a time already): two
+    organisations confirming one address at once are answered one after the other, and the second is
+    refused."""
     address = comparable(address)
     if connection.vendor == "postgresql":
         key = int.from_bytes(hashlib.sha256(address.encode()).digest()[:4], "big", signed=True)
@@ -77,7 +81,7 @@ def claimed_elsewhere(address: str, organization) -> bool:
     except UnicodeError:
         pass
     others = ChannelConfig.objects.filter(spellings, kind="email").exclude(organization=organization)
-    return any(own_server(other) or confirmed(other) for other in others)
+    return any(confirmed(other) for other in others)
 
 
 # ---------------------------------------------------------------------------
