@@ -158,3 +158,27 @@ def test_stopped_while_the_model_loads_it_exits_cleanly(tmp_path):
     output = server.output()
     assert "Model ready" not in output, "the model loaded before the stop: the test proves nothing"
     assert code == 0 and "terminate called" not in output and "Stopped while the model was loading." in output, output
+
+
+def test_a_port_taken_while_the_model_loads_ends_serve_with_uvicorns_status(tmp_path):
+    """uvicorn cannot bind (another program has the port) while the model still loads: serve ends with
+    uvicorn's status (3), not 0 with "Stopped while the model was loading." (the first version of the
+    clean stop above said so for every way out of uvicorn)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = embedded_env(tmp_path, PUBLIC_URL=f"http://127.0.0.1:{port}", PYTHONUNBUFFERED="1",
+                           CHATNEXUS_DTYPE="fp32", CHATNEXUS_MODEL_CACHE=str(tmp_path / "models"))
+        manage(env, "migrate", "--noinput")
+        server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(port)], env, "ChatNexus is up",
+                         tmp_path)
+        try:
+            code = server.proc.wait(timeout=120)
+        finally:
+            server.stop()
+    output = server.output()
+    assert "address already in use" in output and "Model ready" not in output, output
+    assert code == 3 and "Stopped while the model was loading." not in output, output

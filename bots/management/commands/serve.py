@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -46,20 +47,31 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"ChatNexus is up: {address}/"))
         if workers is not None and not no_preload:
             loading = self.load_in_background(worker.consumer)
+        code, failure = 1, None  # how uvicorn ended (a port taken: its SystemExit says the status)
         try:
             uvicorn.run("chatnexus.asgi:application", host=host, port=port, log_level="info",
                         ws_max_size=ws_max_size())
+            code = 0  # stopped (Ctrl-C, SIGTERM): uvicorn returns
+        except SystemExit as stopped:
+            code = stopped.code if isinstance(stopped.code, int) else 1
+            raise
+        except BaseException as error:
+            failure = error
+            raise
         finally:
             if workers is not None:
                 workers.__exit__(None, None, None)
             if loading is not None and loading.is_alive():
-                # stopped (Ctrl-C, SIGTERM) while the model loads: the interpreter's exit would stop the
-                # load thread inside torch's C++ code ("terminate called without an active exception",
-                # SIGABRT and a core dump). Nothing of it needs keeping: the model cache is renamed into place whole.
-                self.stdout.write("Stopped while the model was loading.")
+                # ended while the model loads: the interpreter's exit would stop the load thread inside
+                # torch's C++ code ("terminate called without an active exception", SIGABRT and a core
+                # dump). Nothing of it needs keeping: the model cache is renamed into place whole.
+                if failure is not None:  # a fault of ours: its traceback, which os._exit would drop
+                    traceback.print_exception(failure)
+                elif code == 0:
+                    self.stdout.write("Stopped while the model was loading.")
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(0)
+                os._exit(code)
 
     def start_embedded_workers(self, preload):
         """The worker threads (the context that stops them, and the worker), the re-queued work and beat."""
