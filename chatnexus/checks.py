@@ -10,7 +10,6 @@ in one line, not a traceback through Django's or Celery's command line.
 """
 import ipaddress
 import sys
-from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
@@ -128,16 +127,17 @@ def from_address_problems() -> list:
     noreply@localhost, is a sender domain many receiving servers refuse. A warning: the mail server
     may still take it, and it was fine before channels sent from it."""
     from bots.membership import mail_leaves_the_server
+    from channels_app.email.sender import platform_address
 
     if not mail_leaves_the_server():
         return []
-    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].strip("[]").rstrip(".").lower()
+    domain = platform_address().rpartition("@")[2].strip("[]").rstrip(".").lower()
     try:
         ipaddress.ip_address(domain.removeprefix("ipv6:"))
         literal = True
     except ValueError:
         literal = False
-    if domain and "." in domain and not literal and domain != "localhost" and not domain.endswith(".localhost"):
+    if "." in domain and not literal and not domain.endswith(".localhost"):  # "localhost" has no dot
         return []
     return [Warning(f"DEFAULT_FROM_EMAIL={settings.DEFAULT_FROM_EMAIL!r}: mail goes out through EMAIL_HOST from a "
                     f"domain ({domain or 'none'}) many receiving servers refuse; email channels not confirmed nor on "
