@@ -61,13 +61,15 @@ def test_a_newcomer_logs_in_opens_every_page_and_talks_to_the_demo_bot(tmp_path,
         expect(page.locator(".msg.out").first).to_contain_text(answer[:20])
         expect(page.locator(".msg.in").first).to_contain_text("Is delivery free?")
 
-        widget_page.get_by_role("button", name="Helpful", exact=True).click()  # rate it: the Versions tab counts it
+        helpful = widget_page.get_by_role("button", name="Helpful", exact=True)
+        helpful.click()  # rate it: the Versions tab counts it
+        # Pressed once the server's "rated" frame came back, i.e. once the rating is stored. (Looking again
+        # with page.goto(builder + "#versions") did not: a second goto to the same address with a
+        # fragment is a same-document navigation, which loads nothing, so a rating stored after the
+        # first look was never seen.)
+        expect(helpful).to_have_attribute("aria-pressed", "true")
+        page.goto(builder + "#versions")  # on SQLite, whose JSON lookups behind the counts differ from PostgreSQL's
         version = page.locator("#version-list tr[data-version='1']")
-        for _ in range(40):  # the rating travels over the widget's socket: look again until it is stored
-            page.goto(builder + "#versions")  # on SQLite, whose JSON lookups behind the counts differ from PostgreSQL's
-            if version.locator("td").nth(4).inner_text() == "1":
-                break
-            page.wait_for_timeout(250)
         expect(version).to_contain_text("First version")
         expect(version.locator("td").nth(3)).to_have_text("1")  # the reply just given
         expect(version.locator("td").nth(4)).to_have_text("1")  # rated helpful
