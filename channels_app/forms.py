@@ -16,6 +16,8 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.encoding import punycode
 
+from bots import egress
+
 from .widget.options import DEFAULTS as WIDGET_DEFAULTS
 from .widget.options import LANGUAGES as WIDGET_LANGUAGES
 from .widget.options import normalize_origin
@@ -24,6 +26,16 @@ from .widget.options import normalize_origin
 def _as_text(value) -> str:
     """A setting as compared across saves: 587 and "587" alike, absent (None) and empty alike."""
     return "" if value is None else str(value)
+
+
+def _lookups(seconds: int) -> egress.Deadline:
+    """The deadline of one save's host name look-ups, all together (``egress.Deadline.within``): the system
+    resolver asks its name servers for as long as they take and nothing interrupts it, so the save (and
+    the web worker) waited as long. Past it, the look-up raises this form error, for the host's field;
+    the page shows the form again as typed."""
+    return egress.Deadline(seconds, lambda: forms.ValidationError(
+        f"Looking this host name up took longer than {seconds} s (its name servers did not answer): save again "
+        "in a moment, or check the name.", code="lookup_late"))
 
 
 class ChannelForm(forms.Form):
@@ -260,6 +272,7 @@ class EmailForm(ChannelForm):
             if data.get(name) and not data[name].isascii():
                 self.add_error(name, f"{self.fields[name].label} may hold only ASCII characters (no accents, no curly "
                                      "quotes): mail servers take the login in ASCII.")
+        deadline = _lookups(settings.CHATNEXUS_SMTP_TIMEOUT_S)
         for kind, default_port in (("smtp", 587), ("imap", 993 if data.get("imap_use_ssl") else 143)):
             host = (data.get(f"{kind}_host") or "").strip()
             try:
@@ -267,7 +280,11 @@ class EmailForm(ChannelForm):
             except UnicodeError:
                 self.add_error(f"{kind}_host", "Not a host name: each part between dots must be 1 to 63 characters.")
                 continue
-            refused = host and refused_mail_host(host, data.get(f"{kind}_port") or default_port)
+            try:
+                refused = host and refused_mail_host(host, data.get(f"{kind}_port") or default_port, deadline)
+            except forms.ValidationError as late:
+                self.add_error(f"{kind}_host", late)
+                break  # the deadline is spent: the other host is looked up at the next save
             if refused:
                 self.add_error(f"{kind}_host", f"Not allowed: {refused}.")
         return data
@@ -305,7 +322,7 @@ class ApiForm(ChannelForm):
 
         url = self.cleaned_data["webhook_url"]
         try:
-            refused = refused_address(url)
+            refused = refused_address(url, _lookups(settings.CHATNEXUS_WEBHOOK_TIMEOUT_S))
         except OSError:
             raise forms.ValidationError("This host name does not resolve.") from None
         if refused:

@@ -169,13 +169,15 @@ def unusable(error: UnicodeError) -> str:
     return f"the saved host name, user or password cannot be sent to a mail server ({why}); save the email settings again"
 
 
-def refused_mail_host(host: str, port) -> str:
+def refused_mail_host(host: str, port, deadline: egress.Deadline) -> str:
     """Why a member-typed SMTP or IMAP server may not be connected to ('' when it may): an address
     of this server's own network, unless CHATNEXUS_MAIL_ALLOW_PRIVATE (bots/egress.py). Said when
     the channel is saved; every connection checks again, on the address it connects to
-    (``pinned``: ``egress.HostRefused``). A name that does not resolve is left to the connection."""
+    (``pinned``: ``egress.HostRefused``). A name that does not resolve is left to the connection;
+    one still being looked up at the ``deadline`` raises its ``late()``."""
     try:
-        return egress.refused_host(host, int(port), settings.CHATNEXUS_MAIL_ALLOW_PRIVATE, "CHATNEXUS_MAIL_ALLOW_PRIVATE")
+        return egress.refused_host(host, int(port), settings.CHATNEXUS_MAIL_ALLOW_PRIVATE, "CHATNEXUS_MAIL_ALLOW_PRIVATE",
+                                   deadline)
     except (OSError, ValueError):
         return ""
 

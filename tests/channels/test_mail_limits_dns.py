@@ -1,5 +1,6 @@
 """Looking up a tenant's host name counts against the call's deadline: a page fetch, the API
-channel's reply webhook, SMTP and IMAP (bots/egress.py ``Deadline.within``). The system resolver
+channel's reply webhook, SMTP and IMAP, and the Channels page's saves, which check the hosts typed
+(bots/egress.py ``Deadline.within``). The system resolver
 asks its name servers for its timeout times its retries and nothing interrupts it, so a name
 server that never answers held the worker that long, outside every deadline.
 
@@ -13,6 +14,7 @@ import socket
 import threading
 
 import pytest
+from django.urls import reverse
 
 from bots import services, webpages
 from bots.api import webhook
@@ -23,7 +25,8 @@ from channels_app.email.imap import poll_mailbox
 from channels_app.models import ChannelConfig
 
 from .mails import mail
-from .test_api_webhook import retried
+from .test_api_webhook import SECRET, retried, save
+from .test_channel_forms import email_data
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +147,41 @@ def test_an_imap_server_whose_name_server_never_answers_is_given_up_in_the_poll_
     assert f"imap: mailbox of channel {email_channel.id}: {late}" in caplog.messages
     assert dns.still_waiting()
     assert check.imap(email_channel) == (False, f"IMAP: could not talk to imap.silent.example:993: {late}.")
+
+
+# ---------------------------------------------------------------------------
+# Saves on the Channels page: an email channel's servers, the API channel's webhook URL
+
+LATE = ("Looking this host name up took longer than 1 s (its name servers did not answer): save again in a moment, "
+        "or check the name.")
+
+
+@pytest.mark.parametrize("field", ["smtp_host", "imap_host"])
+def test_a_mail_server_whose_name_server_never_answers_is_a_form_error_at_the_deadline_with_the_form_as_typed(
+        client, alice, email_channel, settings, silent_dns, field):
+    settings.CHATNEXUS_MAIL_ALLOW_PRIVATE = False
+    settings.CHATNEXUS_SMTP_TIMEOUT_S = 1
+    dns = silent_dns("mail.silent.example")
+    typed = email_data(email_channel, from_name="Acme Help Desk", **{"smtp_host": PUBLIC, "imap_host": "",
+                                                                     field: "mail.silent.example"})
+    client.force_login(alice)
+    response = client.post(reverse("channels:bot", args=[email_channel.bot_id]),
+                           {"channel": "email", **{f"email-{name}": value for name, value in typed.items()}})
+    assert response.status_code == 400 and response.context["forms"]["email"].errors == {field: [LATE]}
+    assert dns.still_waiting()
+    page = response.content.decode()
+    assert 'value="mail.silent.example"' in page and 'value="Acme Help Desk"' in page
+    assert ChannelConfig.objects.get(id=email_channel.id).settings == email_channel.settings  # nothing saved
+
+
+def test_a_webhook_url_whose_name_server_never_answers_is_a_form_error_at_the_deadline_with_the_form_as_typed(
+        client, alice, acme_bot, settings, silent_dns):
+    settings.CHATNEXUS_WEBHOOK_ALLOW_PRIVATE = False
+    settings.CHATNEXUS_WEBHOOK_TIMEOUT_S = 1
+    dns = silent_dns("hooks.silent.example")
+    client.force_login(alice)
+    response = save(client, acme_bot, webhook_url="https://hooks.silent.example/chatnexus", webhook_secret=SECRET)
+    assert response.status_code == 400 and response.context["forms"]["api"].errors == {"webhook_url": [LATE]}
+    assert dns.still_waiting()
+    assert 'value="https://hooks.silent.example/chatnexus"' in response.content.decode()
+    assert not ChannelConfig.objects.filter(bot=acme_bot, kind="api").exists()
