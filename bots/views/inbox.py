@@ -169,13 +169,16 @@ def _conversation(request, conversation_id):
 
 def _stamp(conversations) -> str:
     """Changes whenever the filtered list would: a conversation comes, goes or gets a message, or the state
-    its row shows changes (needing a human, closed or reopened, taken over or given back, assigned). Each
-    state is a sum of the ids of the conversations in it (assigned: id × the assignee's id), which one change
-    always moves; only changes that happen to cancel out in the same poll's interval could not."""
+    its row shows changes (needing a human, closed or reopened, taken over or given back, assigned, tagged or
+    untagged). Each state is a sum of the ids of the conversations in it (assigned: id × the assignee's id;
+    tagged: id × the tag's id, over the conversation–tag rows), which one change always moves; only changes
+    that happen to cancel out in the same poll's interval could not. A renamed tag keeps its id: unseen."""
     seen = conversations.order_by().aggregate(
         n=Count("id"), latest=Max("last_message_at"), needs_human=Sum("id", filter=Q(needs_human=True)),
         closed=Sum("id", filter=Q(status=Conversation.Status.CLOSED)), paused=Sum("id", filter=Q(bot_paused=True)),
         assigned=Sum(F("id") * F("assignee_id")))
+    seen |= Conversation.tags.through.objects.filter(conversation__in=conversations.order_by().values("id")).aggregate(
+        tagged=Sum(F("conversation_id") * F("tag_id")))
     latest = seen.pop("latest")
     return ":".join([latest.isoformat() if latest else ""] + [str(seen[key] or 0) for key in sorted(seen)])
 
