@@ -2,22 +2,30 @@
 unpublished bot — to move a bot from a staging server to production, keep a copy, or start
 from a colleague's.
 
-    {"chatnexus_bot": 1, "settings": {<Bot.DRAFT_FIELDS>}, "knowledge": [{"kind", "title", "body"}, ...]}
+    {"chatnexus_bot": 1, "settings": {<Bot.DRAFT_FIELDS>},
+     "knowledge": [{"kind", "title", "body"(, "source_url", "fetched_at")}, ...]}
 
-Import checks everything the builder checks (``BotSettingsForm``, the FAQ and document limits)
-and creates nothing unless the whole file passes; settings the file lacks (an older export)
-take their defaults, unknown ones are ignored. Conversations, channels and versions stay where
+A document read from a web page carries its page (``versions.PAGE_FIELDS``: its address and when
+it was read, as a published version keeps them), so the imported bot's document is read again
+from it as the original's is. Import checks everything the builder checks (``BotSettingsForm``,
+the FAQ and document limits, a page's address as the API checks it) and creates nothing unless
+the whole file passes; settings the file lacks (an older export) take their defaults, unknown
+ones are ignored, and an item without a page (an older export too) is text only. Conversations, channels and versions stay where
 they are: a file carries no customer data and no secrets.
 """
 from __future__ import annotations
 
 import json
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .documents import MAX_DOC_CHARS
 from .models import Bot, KnowledgeItem
 from .services import storable
+from .versions import PAGE_FIELDS, snapshot
 
 FORMAT = 1
 MAX_BYTES = 5 * 1024 * 1024
@@ -33,8 +41,36 @@ def export(bot: Bot) -> dict:
     return {
         "chatnexus_bot": FORMAT,
         "settings": {field: config[field] for field in Bot.DRAFT_FIELDS},
-        "knowledge": [{"kind": item["kind"], "title": item["title"], "body": item["body"]} for item in config["knowledge"]],
+        "knowledge": [{key: item[key] for key in ("kind", "title", "body", *PAGE_FIELDS) if key in item}
+                      for item in snapshot(bot, config)["knowledge"]],  # a document's page where it has one
     }
+
+
+def _checked_page(number: int, item: dict) -> dict:
+    """An item's page as ``KnowledgeItem`` fields: {} without one; its address checked as the API
+    checks it (the model field's validators: a web address, at most 500 characters)."""
+    url = item.get("source_url") or ""
+    if not url:
+        return {}
+    if not isinstance(url, str):
+        raise TransferError(f'Knowledge item {number}: "source_url" must be text.')
+    url = storable(url)
+    try:
+        KnowledgeItem._meta.get_field("source_url").clean(url, None)
+    except ValidationError as error:
+        raise TransferError(f'Knowledge item {number}, "source_url": {" ".join(error.messages)}') from None
+    read = item.get("fetched_at")
+    if read is not None:
+        try:
+            read = parse_datetime(read)  # None: not a date
+        except (TypeError, ValueError):  # not text; a 30th of February
+            read = None
+        if read is None:
+            raise TransferError(f'Knowledge item {number}, "fetched_at": a date and time such as '
+                                '"2025-05-01T09:30:00+00:00", or null.')
+        if timezone.is_naive(read):
+            read = timezone.make_aware(read)
+    return {"source_url": url, "fetched_at": read}
 
 
 def _checked_knowledge(items) -> list[dict]:
@@ -54,7 +90,8 @@ def _checked_knowledge(items) -> list[dict]:
                                 f"a body {MAX_DOC_CHARS:,}).")
         if item["kind"] == KnowledgeItem.Kind.FAQ and not title.strip():
             raise TransferError(f"Knowledge item {number}: a FAQ pair needs its question (title).")
-        checked.append({"kind": item["kind"], "title": storable(title), "body": storable(body)})  # NUL, "\ud800"
+        checked.append({"kind": item["kind"], "title": storable(title), "body": storable(body),  # NUL, "\ud800"
+                        **_checked_page(number, item)})
     return checked
 
 

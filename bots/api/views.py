@@ -4,10 +4,12 @@ Every queryset goes through ``bots.tenancy.scoped``: another organisation's obje
 is a 404. Bots, knowledge and stats are for owners and admins; agents use
 conversations and messages (as in the inbox).
 """
+from contextlib import contextmanager
+
 from django.db import IntegrityError, OperationalError, transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
@@ -17,12 +19,15 @@ from .. import audit, services, stats, transfer, webpages
 from ..documents import DocumentError
 from ..files import attachment_response
 from ..models import ApiToken, Attachment, Bot, BotVersion, Conversation, KnowledgeItem, Message, SavedReply
+from ..models.bots import lock_bots
 from ..models.conversations import narrowed
 from ..models.tenants import person_name
 from ..signals import settled_message_ids
 from ..tenancy import oldest_first, scoped
 from ..versions import published, version_rows
+from . import conditional
 from . import serializers as s
+from .schema import ETAG_HEADER, IF_MATCH_PARAMETER
 
 
 ORGANIZATION_HEADER = "HTTP_X_ORGANIZATION"  # X-Organization: <slug>
@@ -162,9 +167,24 @@ def _version_fields(version):
             "published_by": person_name(by) if by else None}
 
 
+_ONE_ITEM = OpenApiResponse(s.KnowledgeSerializer, description="the item; its ETag in the ETag header")
+_STALE = OpenApiResponse(description="If-Match names an ETag the item no longer has: nothing was changed")
+_CONDITIONAL_WRITE = extend_schema(parameters=[IF_MATCH_PARAMETER, ETAG_HEADER],
+                                   responses={200: _ONE_ITEM, 412: _STALE})
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[ETAG_HEADER]),
+    create=extend_schema(parameters=[ETAG_HEADER]),
+    update=_CONDITIONAL_WRITE,
+    partial_update=_CONDITIONAL_WRITE,
+    destroy=extend_schema(parameters=[IF_MATCH_PARAMETER], responses={204: None, 412: _STALE}),
+)
 class KnowledgeViewSet(viewsets.ModelViewSet):
     """Knowledge items; filter by ``?bot=<id>``. ``DELETE`` is for good: the item goes from the
-    draft, the live config and every published version at once."""
+    draft, the live config and every published version at once. One item comes with its ``ETag``;
+    ``PUT``, ``PATCH`` and ``DELETE`` with ``If-Match: <that ETag>`` are refused (412) when the item
+    changed since (bots/api/conditional.py)."""
 
     queryset = KnowledgeItem.objects.none()  # for the schema only; get_queryset() scopes by organisation
     serializer_class = s.KnowledgeSerializer
@@ -175,11 +195,44 @@ class KnowledgeViewSet(viewsets.ModelViewSet):
         bot = _int_param(self.request, "bot")
         return items.filter(bot_id=bot) if bot else items
 
+    def retrieve(self, request, *args, **kwargs):
+        return conditional.tagged(super().retrieve(request, *args, **kwargs))
+
+    def create(self, request, *args, **kwargs):
+        return conditional.tagged(super().create(request, *args, **kwargs))
+
+    def update(self, request, *args, **kwargs):  # PUT, and PATCH through partial_update
+        with self._unchanged_since_read():
+            response = super().update(request, *args, **kwargs)
+        return conditional.tagged(response)
+
+    def destroy(self, request, *args, **kwargs):
+        with self._unchanged_since_read():
+            return super().destroy(request, *args, **kwargs)
+
+    @contextmanager
+    def _unchanged_since_read(self):
+        """With ``If-Match``: the write runs in a transaction that holds the item's row lock from before
+        the check (no other save, deletion, restore or Fetch again between the check and the write)
+        and is refused, 412, when the item's ETag is not the one given. A deletion first locks the
+        organisation's bots, as ``Bot.delete_knowledge`` does and ``Bot.restore`` before it writes
+        the item: bots then the item, the order they take. Without ``If-Match``: as before."""
+        if conditional.IF_MATCH not in self.request.META:
+            yield
+            return
+        with transaction.atomic():
+            if self.action == "destroy":
+                lock_bots(Bot.objects.filter(organization=self.request.organization).values("id"))
+            # DRF's get_object_or_404: an id that is no number is a 404, not a 500
+            item = generics.get_object_or_404(self.get_queryset().select_for_update(of=("self",)), pk=self.kwargs["pk"])
+            conditional.check_if_match(self.request, conditional.etag(self.get_serializer(item).data))
+            yield
+
     def perform_destroy(self, instance):
         """For good: from the draft, the live config and every published version (Bot.delete_knowledge)."""
         instance.bot.delete_knowledge(instance, by=self.request.user)
 
-    @extend_schema(request=None, responses=s.KnowledgeSerializer)
+    @extend_schema(request=None, responses=s.KnowledgeSerializer, parameters=[ETAG_HEADER])
     @action(detail=True, methods=["post"])
     def fetch(self, request, pk=None):
         """Read a document's web page (``source_url``) again: its text becomes the page's text now
@@ -191,7 +244,7 @@ class KnowledgeViewSet(viewsets.ModelViewSet):
             webpages.read_again(item)
         except DocumentError as error:
             raise ValidationError({"source_url": [str(error)]}) from None
-        return Response(s.KnowledgeSerializer(item, context={"request": request}).data)
+        return conditional.tagged(Response(self.get_serializer(item).data))
 
 
 class SavedReplyViewSet(viewsets.ModelViewSet):

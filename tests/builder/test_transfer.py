@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from bots import transfer
 from bots.models import ApiToken, Bot, KnowledgeItem
+from tests.builder.test_web_pages import website  # noqa: F401 - the fixture (a website on loopback)
 
 pytestmark = pytest.mark.django_db
 
@@ -73,9 +74,44 @@ def test_blank_settings_stay_blank_and_odd_text_or_deep_json_is_handled(as_alice
 
 
 def test_an_older_export_takes_the_defaults_of_what_it_lacks(acme):
-    data = {"chatnexus_bot": 1, "settings": {"name": "Old", "tone": "formal"}, "knowledge": []}
+    data = {"chatnexus_bot": 1, "settings": {"name": "Old", "tone": "formal"},
+            "knowledge": [{"kind": "doc", "title": "Returns", "body": "30 days."}]}  # no page: text only
     bot = transfer.import_bot(acme, transfer.read(json.dumps(data).encode()))
     assert (bot.name, bot.tone, bot.handoff_message) == ("Old", "formal", Bot().handoff_message)
+    doc = bot.knowledge.get()
+    assert (doc.body, doc.source_url, doc.fetched_at) == ("30 days.", "", None)
+
+
+def test_a_fetched_documents_page_travels_with_the_file_and_is_read_again_there(as_alice, alice, acme_bot, website):
+    """The file carried a document's text but not its page: the imported bot's document could not be
+    read again (no **Fetch again**), though the page it came from was still there."""
+    url = website.page("/delivery", "<title>Delivery</title><p>We deliver in 2 days.</p>")
+    assert as_alice.post(reverse("bots:document_add", args=[acme_bot.id]), {"url": url}).status_code == 302
+    original = KnowledgeItem.objects.get(bot=acme_bot, source_url=url)
+    raw = as_alice.get(reverse("bots:export", args=[acme_bot.id])).content
+    assert json.loads(raw)["knowledge"][0] == {"kind": "faq", "title": "What are your opening hours?",
+                                               "body": "We are open Monday to Friday, 9am to 6pm."}  # no page: none
+
+    imported = upload(as_alice, raw)
+    copy = Bot.objects.exclude(id=acme_bot.id).get(organization=acme_bot.organization)
+    assert imported["Location"].startswith(reverse("bots:builder", args=[copy.id]))
+    doc = copy.knowledge.get(kind="doc")
+    assert (doc.body, doc.source_url, doc.fetched_at) == ("We deliver in 2 days.", url, original.fetched_at)
+    assert not copy.knowledge.exclude(id=doc.id).get().source_url
+    page = as_alice.get(imported["Location"]).content.decode()
+    assert reverse("bots:knowledge_refetch", args=[copy.id, doc.id]) in page  # Fetch again, on the copy
+
+    website.page("/delivery", "<title>Delivery</title><p>We deliver in 1 day now.</p>")
+    assert as_alice.post(reverse("bots:knowledge_refetch", args=[copy.id, doc.id])).status_code == 302
+    again = KnowledgeItem.objects.get(id=doc.id)
+    assert again.body == "We deliver in 1 day now." and again.fetched_at > original.fetched_at
+
+    api = APIClient()  # the API's export and import carry it too
+    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.issue(alice)}")
+    created = api.post("/api/bots/import/", api.get(f"/api/bots/{copy.id}/export/").json(), format="json")
+    assert created.status_code == 201
+    third = Bot.objects.get(id=created.json()["id"]).knowledge.get(kind="doc")
+    assert (third.source_url, third.fetched_at) == (url, again.fetched_at)
 
 
 @pytest.mark.parametrize("raw, says", [
@@ -89,6 +125,14 @@ def test_an_older_export_takes_the_defaults_of_what_it_lacks(acme):
      .encode(), "Knowledge item 1: a FAQ pair needs its question"),
     (json.dumps({"chatnexus_bot": 1, "settings": {"name": "X"}, "knowledge": [{"kind": "zzz", "body": "b"}]}).encode(),
      'Knowledge item 1: "kind" must be one of faq, doc.'),
+    *((json.dumps({"chatnexus_bot": 1, "settings": {"name": "X"}, "knowledge": [
+        {"kind": "doc", "title": "Delivery", "body": "We deliver.", **page}]}).encode(), says) for page, says in [
+        ({"source_url": "javascript:alert(1)"}, 'Knowledge item 1, "source_url": Enter a valid URL.'),
+        ({"source_url": "https://shop.example/" + "a" * 500}, "at most 500 characters"),
+        ({"source_url": ["https://shop.example/"]}, 'Knowledge item 1: "source_url" must be text.'),
+        ({"source_url": "https://shop.example/delivery", "fetched_at": "yesterday"},
+         'Knowledge item 1, "fetched_at": a date and time'),
+    ]),
 ])
 def test_a_file_that_is_not_a_good_export_creates_nothing(as_alice, acme_bot, raw, says):
     before = Bot.objects.count(), KnowledgeItem.objects.count()

@@ -115,14 +115,18 @@ def test_it_serves_the_schema_and_docs_without_a_cdn(client, db):
     docs = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in docs.lower() and "cdn.jsdelivr" not in docs and "/static/drf_spectacular_sidecar/" in docs
 
-    # Every member operation documents the organisation header (and nothing else gains it).
+    # Every member operation documents the organisation header (and nothing else gains it); the
+    # knowledge writes take If-Match too (tests/platform/test_api_knowledge_etag.py).
     paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
     operations = [op for item in paths.values() for method, op in item.items() if method in ("get", "post", "put", "patch", "delete")]
     assert len(operations) > 10
+    conditional = {"knowledge_update", "knowledge_partial_update", "knowledge_destroy"}
     for op in operations:
-        headers = [p for p in op.get("parameters", []) if p["in"] == "header"]
-        assert [p["name"] for p in headers] == ["X-Organization"], op["operationId"]
-        assert not headers[0].get("required", False) and "organisation" in headers[0]["description"]
+        headers = {p["name"]: p for p in op.get("parameters", []) if p["in"] == "header"}
+        wanted = {"X-Organization", *({"If-Match"} if op["operationId"] in conditional else ())}
+        assert set(headers) == wanted, op["operationId"]
+        organization = headers["X-Organization"]
+        assert not organization.get("required", False) and "organisation" in organization["description"]
 
 
 def test_it_shows_a_new_token_once_and_stores_only_its_digest(client, alice):
