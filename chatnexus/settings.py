@@ -370,10 +370,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 defaults socket_timeout to 5 s, which aborts channels-redis' idle 5 s
-            # blocking pop (BZPOPMIN) and kills every idle websocket (django/channels_redis#422).
+            # No socket_timeout, as before redis-py 8: its default of 5 s aborts channels-redis' idle 5 s
+            # blocking pop (BZPOPMIN) and kills every idle websocket (django/channels_redis#422), and any
+            # timeout sends each command through asyncio.wait_for, which on Python 3.11 drops a cancel
+            # landing as the write ends (CPython gh-86296): a closed socket's receive then never ended.
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 "prefix": envstr("CHANNELS_PREFIX", "asgi"),
             },
         }
