@@ -81,25 +81,19 @@ def device_problems(runs_engine: bool) -> list:
     which share the environment) a warning only."""
     if settings.CHATNEXUS_DEVICE is None:
         return []
-    import torch
-
     from inference.engine.errors import EngineError
-    from inference.engine.loading import resolve_device
+    from inference.engine.loading import parse_device, resolve_device
 
     name = f"CHATNEXUS_DEVICE={settings.CHATNEXUS_DEVICE!r}"
     try:
-        kind = torch.device(settings.CHATNEXUS_DEVICE).type
-    except RuntimeError:  # "gpu", "cuda1": the engine's refusal says which it takes
-        kind = None
+        parse_device(settings.CHATNEXUS_DEVICE)  # "gpu", "meta", "xpu": a name the engine never runs on
+    except EngineError as error:
+        return [Error(f"{name}: {error}", id="chatnexus.E002")]
     try:
         resolve_device(settings.CHATNEXUS_DEVICE)
-        missing = ""
+        return []
     except EngineError as error:
         missing = str(error)
-    if kind not in ("cpu", "cuda", "mps"):
-        return [Error(f"{name}: {missing or 'the engine runs on cpu, cuda, cuda:N or mps'}", id="chatnexus.E002")]
-    if not missing:
-        return []
     if runs_engine:
         return [Error(f"{name}: {missing}; unset, the engine takes CUDA where present, else the CPU",
                       id="chatnexus.E003")]

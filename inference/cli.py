@@ -27,6 +27,7 @@ SHIPPED_PROMPTS = Path(__file__).parent / "data" / "support_prompts.jsonl"
 EXIT_USAGE = 2  # same code argparse uses for bad arguments
 MAX_SEED = 2 ** 64 - 1  # torch.Generator.manual_seed's largest
 THREADS_PER_CPU = 4  # --threads refused above this many per logical CPU
+MAX_BATCH = 1024  # distill --batch: sequences per optimizer step (the shipped prompts are 194)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -52,9 +53,11 @@ def positive_int(value: str) -> int:
 
 
 def positive_float(value: str) -> float:
+    """A finite number > 0: an inf --lr trains the draft into nan, an inf --minutes is no budget, and
+    distill.json would store either as Infinity, which is no JSON."""
     x = number(value, float)
-    if x is None or not x > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    if x is None or not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value!r}")
     return x
 
 
@@ -93,6 +96,15 @@ def thread_count(value: str) -> int:
     if n > most:
         raise argparse.ArgumentTypeError(f"expected at most {most} threads ({THREADS_PER_CPU} per logical CPU "
                                          f"of this machine's {os.cpu_count() or 1}), got {value!r}")
+    return n
+
+
+def batch_size(value: str) -> int:
+    """1 .. MAX_BATCH: a step runs all its sequences before --minutes is looked at again, so a
+    huge batch is a step that never ends."""
+    n = positive_int(value)
+    if n > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_BATCH} sequences per step, got {value!r}")
     return n
 
 
@@ -209,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock budget in total (data + training, across resumes); stops cleanly, "
                         "then saves and evaluates (default 30 when --steps is not given)")
     p.add_argument("--lr", type=positive_float, default=2e-3, help="AdamW peak learning rate (default 2e-3)")
-    p.add_argument("--batch", type=positive_int, default=4, help="sequences per optimizer step (default 4)")
+    p.add_argument("--batch", type=batch_size, default=4,
+                   help=f"sequences per optimizer step, at most {MAX_BATCH} (default 4)")
     p.add_argument("--gen-batch", type=positive_int, default=8,
                    help="prompts the target answers at once while generating the data (default 8)")
     p.add_argument("--top-k", type=positive_int, default=32,

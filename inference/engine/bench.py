@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 
 from inference.engine import Engine, load_model
+from inference.engine.decode import context_budget
 from inference.engine.precision import QUANTIZED
 from inference.engine.precision_probe import AUTO
 from inference.engine.threads import cpu_features, cpu_name
@@ -151,12 +152,14 @@ def hf_generate_runner(model, max_new_tokens: int, eos_ids: list[int], assistant
     options): run(input_ids [1, S]) -> (new token ids, None: HF gives no decoding stats)."""
     from transformers import GenerationConfig
 
-    config = GenerationConfig(**{**PLAIN_GREEDY, "max_new_tokens": max_new_tokens, "eos_token_id": eos_ids,
-                                 "pad_token_id": eos_ids[0], **extra})
+    config = GenerationConfig(**{**PLAIN_GREEDY, "eos_token_id": eos_ids, "pad_token_id": eos_ids[0], **extra})
     kwargs = {"assistant_model": assistant} if assistant is not None else {}
 
     def run(input_ids):
-        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config, **kwargs)
+        # clipped to the context as the engine clips it: HF would run past it (a huge value overflows)
+        budget = context_budget(model, input_ids.shape[1], max_new_tokens)
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+                             max_new_tokens=budget, **kwargs)
         return out[0, input_ids.shape[1]:].tolist(), None
     return run
 

@@ -339,6 +339,9 @@ def distill(cfg: DistillConfig) -> dict:
     torch.manual_seed(cfg.seed)
     budget = Budget(cfg.minutes, previous=(state or saved or {}).get("elapsed_s", 0.0))
     engine = Engine(target=cfg.target, drafter="none", device=cfg.device, dtype=cfg.dtype)
+    vocab = engine.model.config.vocab_size  # the logits' width: top-k takes at most this many
+    if not 1 <= cfg.top_k <= vocab:
+        raise DistillError(f"--top-k must be between 1 and {vocab} for {cfg.target} ({vocab} tokens)")
     draft = initial_draft(cfg, engine)  # checks --layers before any generation
     data_path, state_path = checkpoint_paths(cfg.out)
     sequences = saved["sequences"] if saved else []

@@ -47,15 +47,28 @@ _load_lock = threading.Lock()
 # ----------------------------------------------------------------------------- device, dtype
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> cuda when available, else cpu. A cuda or mps device this machine (or this torch
-    build) lacks is an EngineError naming what is available, not torch's assertion later."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # torch names more (meta, xpu, hpu, ...): the engine runs on none of them
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """`device` as torch reads it, if it is one the engine runs on (cpu, cuda, cuda:N, mps);
+    else an EngineError. Whether this machine has it is resolve_device's question."""
     try:
         dev = torch.device(device)
     except RuntimeError:  # "gpu", "cuda1"
-        raise EngineError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:  # meta, xpu, ...: torch takes them, the load fails deep inside
+        raise EngineError(f"unknown device {str(device)!r}: the engine runs on cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> cuda when available, else cpu. A device the engine does not run on, or a cuda or
+    mps device this machine (or this torch build) lacks, is an EngineError naming what is
+    available, not torch's assertion later."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = parse_device(device)
     if (dev.type == "cuda" and (dev.index or 0) >= _gpu_count()) or (
             dev.type == "mps" and not torch.backends.mps.is_available()):
         build = "" if dev.type != "cuda" or torch.version.cuda else f" (this torch {torch.__version__} has no CUDA support)"

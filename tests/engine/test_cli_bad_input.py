@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from inference.cli import fit_context
+from inference.cli import build_parser, fit_context, model_spec
 from inference.engine import Engine
 from inference.engine.sampling import SamplingParams, probs_from_logits
 
@@ -54,6 +54,60 @@ def test_out_of_range_sampling_seed_and_thread_options_are_refused_before_loadin
         proc = run_cli("generate", "--target", tiny_target_dir, "--prompt", "hi", "--max-new-tokens", "2",
                        option, value)
         assert_refused(proc, f"argument {option}: ")
+
+
+def test_every_numeric_option_of_every_command_refuses_infinity_and_nan(capsys):
+    """inf passed distill's --lr and --minutes: --lr inf trained the draft into nan, --minutes inf was
+    no budget, and distill.json stored either as Infinity, which is no JSON."""
+    commands = build_parser()._subparsers._group_actions[0].choices
+    checked = []
+    for command, parser in commands.items():
+        numeric = [a for a in parser._actions if a.type is not None and a.type not in (Path, model_spec)]
+        for action, value in ((a, v) for a in numeric for v in ("inf", "-inf", "nan", "NaN", "1e999")):
+            option = action.option_strings[0]
+            with pytest.raises(SystemExit) as refused:
+                parser.parse_args([f"{option}={value}"])  # "-inf" alone reads as an option
+            said = capsys.readouterr().err.splitlines()[-1]
+            assert refused.value.code == 2 and f"argument {option}: " in said and repr(value) in said, said
+            checked.append(f"{command} {option}")
+    assert {"distill --lr", "distill --minutes", "distill --batch", "generate --temperature"} <= set(checked)
+
+
+def test_a_distill_batch_no_step_could_finish_is_refused_before_loading(tmp_path):
+    """The --minutes budget is read between steps: a batch of 10**22 sequences was a first step that never ended."""
+    missing_model = tmp_path / "no-model"  # loading it would fail: the option must be refused first
+    procs = run_all([("distill", "--target", str(missing_model), "--out", str(tmp_path / "d"), "--batch", value)
+                     for value in ("1025", str(10 ** 22))])
+    for proc in procs:
+        assert_refused(proc, "argument --batch: expected at most 1024 sequences per step")
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_distill_top_k_beyond_the_vocabulary_is_refused_before_any_generation(tiny_target_dir, tmp_path):
+    """--top-k 10**22 overflowed torch's topk with a traceback after the data was generated."""
+    outs = [tmp_path / "k-over", tmp_path / "k-huge"]
+    procs = run_all([("distill", "--target", tiny_target_dir, "--out", str(out), "--layers", "1", "--steps", "1",
+                      "--limit", "3", "--max-new-tokens", "4", "--no-progress", "--threads", "1", "--top-k", k)
+                     for out, k in zip(outs, ("260", str(10 ** 22)))])  # the byte tokenizer has 259 tokens
+    for out, proc in zip(outs, procs):
+        assert_refused(proc, f"--top-k must be between 1 and 259 for {tiny_target_dir} (259 tokens)", only_line=True)
+        assert not out.exists()
+    proc = run_cli("distill", "--target", tiny_target_dir, "--out", str(tmp_path / "k-all"), "--layers", "1",
+                   "--steps", "1", "--limit", "3", "--max-new-tokens", "4", "--no-progress", "--threads", "1",
+                   "--top-k", "259")  # the control: the whole vocabulary is a top-k
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_device_torch_knows_but_the_engine_does_not_run_on_is_refused_in_one_line(tiny_target_dir, tmp_path):
+    """meta, xpu, hpu: torch.device takes them, and every command failed deep inside the load with a traceback."""
+    commands = [("meta", ("generate", "--prompt", "hi")),
+                ("xpu", ("shrink", "--layers", "1", "--out", str(tmp_path / "xpu" / "shrunk"))),
+                ("hpu", ("distill", "--layers", "1", "--steps", "1", "--out", str(tmp_path / "hpu" / "distilled")))]
+    procs = run_all([(*command, "--target", tiny_target_dir, "--threads", "1", "--device", device)
+                     for device, command in commands])
+    for (device, command), proc in zip(commands, procs):
+        assert_refused(proc, f"unknown device {device!r}: the engine runs on cpu, cuda, cuda:N or mps", only_line=True)
+        assert not (tmp_path / device).exists() and proc.stdout == "", command
 
 
 def test_shrink_refuses_an_out_that_is_a_file_and_writes_nothing(tiny_target_dir, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import torch
 from transformers import T5Config, ViTConfig
 
 from inference.engine import (
@@ -16,6 +17,7 @@ from inference.engine import (
     load_model,
     make_drafter,
 )
+from inference.engine.loading import resolve_device
 
 
 def test_a_missing_gguf_file_is_reported_with_its_path(tmp_path):
@@ -73,3 +75,12 @@ def test_an_unknown_drafter_or_dtype_is_an_engine_error(tiny_engine, tiny_target
         tiny_engine.get_drafter("model:")
     with pytest.raises(EngineError, match="bf16"):
         Engine(target=tiny_target_dir, drafter="none", device="cpu", dtype="fp8")
+
+
+@pytest.mark.parametrize("device", ["meta", "xpu", "hpu", "ipu", "meta:0", torch.device("meta")])
+def test_a_device_torch_knows_but_the_engine_does_not_run_on_is_refused_before_loading(tmp_path, device):
+    """torch.device takes meta, xpu, ...: the load then failed deep inside ("Cannot copy out of meta
+    tensor", "Torch not compiled with XPU enabled"); the spec is a missing folder, refused only later."""
+    with pytest.raises(EngineError, match=f"unknown device '{device}': the engine runs on cpu, cuda, cuda:N or mps"):
+        load_model(str(tmp_path / "no-model"), device=device)
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None).type in ("cpu", "cuda")
