@@ -9,12 +9,14 @@ through the conversation's own channel.
 import hashlib
 import logging
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -627,8 +629,8 @@ def _answer_the_wait(conversation: Conversation) -> None:
             conversation_id=conversation_id, direction=Message.Direction.OUTBOUND,
             id__gt=latest.id).exclude(sender=Message.Sender.NOTE).exists():
         return
-    meta = {key: value for key, value in (latest.meta or {}).items()
-            if key not in ("skip_reason", "starts", "started_at")}  # the bot's turn anew (reply_started)
+    meta = {key: value for key, value in (latest.meta or {}).items()  # the bot's turn anew (reply_started)
+            if key not in ("skip_reason", "starts", "started_at", "alive_at")}
     meta["requeued_at"] = timezone.now().isoformat()
     if Message.objects.filter(id=latest.id, reply_state=Message.ReplyState.SKIPPED).update(
             reply_state=Message.ReplyState.PENDING, meta=meta):
@@ -771,8 +773,14 @@ def rate_reply(conversation_id: int, message_id: int, rating: int) -> bool:
 # and so does the sweep once the last start is older than a task may run. Counted when the model starts on
 # it (holding it), not when a task is queued: a message waiting behind a long queue (a slow or stopped
 # inference worker), or behind another message of its conversation, is queued again, never failed for it,
-# and a copy of the task that finds it answered counts nothing.
+# and a copy of the task that finds it answered, or being answered (``_answering``), counts nothing.
 STARTS_BEFORE_HANDOFF = 3
+# While the model answers a message its task beats the start every BEAT_S (``answering``); a start not
+# beaten for ALIVE_S is a task gone (killed, its worker or machine lost): another copy of the task may
+# start on the message, and the conversation's later messages wait for it no more. Several beats, so
+# that a busy machine or a beat waiting on the message's row (a reply being stored) is not taken for dead.
+BEAT_S = 3
+ALIVE_S = 20
 
 
 class AnotherReplyFirst(Exception):
@@ -784,15 +792,25 @@ class AnotherReplyFirst(Exception):
         self.message_id = message_id
 
 
+class AnsweredElsewhere(AnotherReplyFirst):
+    """The model must not start on a message (``reply_started``): another task is answering it now (a
+    copy of its task, queued again by the sweep or redelivered by the broker, while the first runs)."""
+
+    def __str__(self):
+        return f"message {self.message_id} is being answered by another task"
+
+
 def reply_started(message_id: int) -> bool:
     """The model is about to start on the inbound message ``message_id``: True when it may, the start
     counted in its ``meta["starts"]`` with the time (``requeue_unfinished`` hands the team one whose
     tasks keep dying); the count starts again when the team gives the conversation back
     (``_answer_the_wait``). False when the message waits for the bot no more: answered or taken over
     meanwhile, or handed to the team now, its reply started STARTS_BEFORE_HANDOFF times in vain already.
+    The caller keeps the start alive while the model answers (``answering``).
 
     One reply per conversation at a time, across processes and machines: AnotherReplyFirst, nothing
-    counted, while another message of the conversation comes first (``_answered_first``). Decided
+    counted, while another message of the conversation comes first (``_answered_first``), and
+    AnsweredElsewhere while another task is answering this very message (``_answering``). Decided
     holding the conversation's row, so that of two processes starting at once the second sees the
     first's start (on SQLite every transaction takes the database's write lock as it begins)."""
     conversation_id = Message.objects.filter(id=message_id).values_list("conversation_id", flat=True).first()
@@ -802,35 +820,82 @@ def reply_started(message_id: int) -> bool:
             id=message_id, reply_state=Message.ReplyState.PENDING).first()
         if message is None:
             return False
+        now = timezone.now()
+        if _answering(message, now):  # before the count: the third start's copy must not hand it over
+            raise AnsweredElsewhere(message_id)
         meta = message.meta or {}
         starts = meta.get("starts", 0)
         if starts < STARTS_BEFORE_HANDOFF:
-            first = _answered_first(message)
+            first = _answered_first(message, now)
             if first is not None:
                 raise AnotherReplyFirst(first.id)
             Message.objects.filter(id=message_id).update(meta={
-                **meta, "starts": starts + 1, "started_at": timezone.now().isoformat()})
+                **meta, "starts": starts + 1, "started_at": now.isoformat()})
             return True
     _started_in_vain(message, starts)  # once the lock is let go: the handoff takes the conversation's row
     return False
 
 
-def _answered_first(message: Message) -> Message | None:
+def _answered_first(message: Message, now) -> Message | None:
     """The message of ``message``'s conversation that the bot answers before it, if any: one the model
-    is answering now (started, its last start younger than a task may run: a dead task's start holds
-    nobody up for longer), or an earlier one not started yet whose task may still come (the bot's turn
-    for less long than that). Read while that one was being answered, the history lacked its reply,
-    and the model answered the first question again."""
-    now = timezone.now()
+    is answering now (``_answering``: a dead task's start holds nobody up for longer than ALIVE_S), or
+    an earlier one not started yet whose task may still come (the bot's turn for less long than a task
+    may run: its task may wait in the broker, or behind busy worker processes, and nothing tells that
+    from a task lost). Read while that one was being answered, the history lacked its reply, and the
+    model answered the first question again."""
     others = Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND,
                                     reply_state=Message.ReplyState.PENDING).exclude(id=message.id).order_by("id")
     for other in others:
-        started = parse_datetime((other.meta or {}).get("started_at") or "")
-        if started is not None and _may_still_run(started, now):
+        if _answering(other, now):
             return other
+        started = parse_datetime((other.meta or {}).get("started_at") or "")
         if started is None and other.id < message.id and _may_still_run(_bots_turn_since(other), now):
             return other
     return None
+
+
+def _answering(message: Message, now) -> bool:
+    """Whether a task is answering ``message`` now: the model started on it (``reply_started``) less long
+    ago than a task may run, and the start was beaten (``answering``) less than ALIVE_S ago — the start
+    itself counts as the first beat."""
+    meta = message.meta or {}
+    started = parse_datetime(meta.get("started_at") or "")
+    if started is None or not _may_still_run(started, now):
+        return False
+    beaten = parse_datetime(meta.get("alive_at") or "") or started
+    return now - beaten < timedelta(seconds=ALIVE_S)
+
+
+@contextmanager
+def answering(message_id: int):
+    """The model answers ``message_id`` (its start counted: ``reply_started``) while the block runs: a
+    thread beats the start every BEAT_S meanwhile, and a task that dies stops beating with it."""
+    meta = Message.objects.filter(id=message_id).values_list("meta", flat=True).first() or {}
+    stop = threading.Event()
+    threading.Thread(target=_beat, args=(message_id, meta, stop), name=f"answering-{message_id}", daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _beat(message_id: int, meta: dict, stop: threading.Event) -> None:
+    """Every BEAT_S until ``stop``: the start in ``meta`` beaten (``meta["alive_at"]``), while the message
+    still waits for the bot and no later start replaced it. Never waited for: a beat may wait on the
+    message's row, held by the very reply it keeps alive (``record_reply``)."""
+    started = meta.get("started_at")
+    try:
+        while started and not stop.wait(BEAT_S):
+            meta = {**meta, "alive_at": timezone.now().isoformat()}
+            try:
+                if not Message.objects.filter(id=message_id, reply_state=Message.ReplyState.PENDING,
+                                              meta__started_at=started).update(meta=meta):
+                    return  # answered, failed or taken over meanwhile, or started again: no start of ours
+            except DatabaseError:  # a beat missed; ALIVE_S covers several
+                log.warning("message %s: its reply's start not beaten", message_id, exc_info=True)
+                connection.close()  # the next beat connects afresh
+    finally:
+        connection.close()  # this thread's own
 
 
 def _may_still_run(since, now) -> bool:
@@ -865,7 +930,8 @@ def requeue_unfinished(older_than_s: float = 0) -> tuple[int, int]:
     lost its queue).
 
     Safe to run any time: both tasks are idempotent (a message still queued gets a second
-    task, which finds the work done and does nothing). A message the model started on
+    task, which finds the work done and does nothing, or waits while the first task answers it:
+    ``reply_started``). A message the model started on
     STARTS_BEFORE_HANDOFF times in vain (``reply_started``, ``_died_on``: the last start older than
     a task may run) is not queued forever: it is marked failed and handed to the team, as a reply
     the model failed is. Returns (replies, deliveries) queued.

@@ -22,7 +22,11 @@ knowing the reply to the first. One at a time per conversation across processes 
 (``services.reply_started``, deciding on the conversation's row): while another message of the
 conversation is being answered, or an earlier one still waits for its task, the model does not start;
 the task is queued again BEHIND_ANOTHER_REPLY_S later (its retries for database errors not counted),
-so no worker process sits waiting, and the history is read once that reply is stored.
+so no worker process sits waiting, and the history is read once that reply is stored. So is a copy of
+the task (the sweep's, a broker's redelivery) that comes while the first is answering its message: the
+first beats its start while the model answers (``services.answering``), and a start no longer beaten
+(its task killed, its worker lost) holds neither the copy nor the later messages for more than
+``services.ALIVE_S``.
 
 A message whose task kills its worker process is redelivered by Celery at once, without a count
 (``reject_on_worker_lost``): the model's starts on it are counted instead, and after
@@ -135,21 +139,24 @@ def _generate(inbound, config, deadline=None):
         # every time ends with the team
         if not services.reply_started(inbound.id):
             return None
-        messages = _prompt(inbound, config, engine)
-        events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
-        started = time.perf_counter()
-        runtime.ensure_memory(engine, inbound.bot_id, _stored_replies, inbound.bot.erasures)
-        text, stop = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0), deadline)
-        stats = engine.last_stats.as_dict() if engine.last_stats else {}
-        if stop:
-            stats["stop_reason"] = stop  # the worker ended it (repetition_cut, the time limit), not the model
-        stats["wall_s"] = round(time.perf_counter() - started, 4)
-        stats["target"] = settings.CHATNEXUS_TARGET
-        stats["precision"] = engine.precision.name
-        if stop == "time" and not text.strip():
-            raise NothingInTime()
-        text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
-        return _record(inbound, text, stats)
+        # the start beaten until the reply is stored: a copy of this task waits meanwhile, and so do the
+        # conversation's later messages; once this task is gone, neither waits for it long
+        with services.answering(inbound.id):
+            messages = _prompt(inbound, config, engine)
+            events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
+            started = time.perf_counter()
+            runtime.ensure_memory(engine, inbound.bot_id, _stored_replies, inbound.bot.erasures)
+            text, stop = _stream(engine, messages, inbound, max_new, float(config.get("temperature") or 0.0), deadline)
+            stats = engine.last_stats.as_dict() if engine.last_stats else {}
+            if stop:
+                stats["stop_reason"] = stop  # the worker ended it (repetition_cut, the time limit), not the model
+            stats["wall_s"] = round(time.perf_counter() - started, 4)
+            stats["target"] = settings.CHATNEXUS_TARGET
+            stats["precision"] = engine.precision.name
+            if stop == "time" and not text.strip():
+                raise NothingInTime()
+            text = text.strip() or config.get("fallback_answer") or "Sorry, I could not answer that."
+            return _record(inbound, text, stats)
 
 
 def _again_later(task, message_id):
@@ -381,7 +388,11 @@ def _preload_model(**_):
     """Load the model (and measure what the adaptive draft length needs) when the worker
     process starts, not on the first customer's message."""
     if settings.CHATNEXUS_PRELOAD_MODEL:  # read like every switch: 1/true/yes/on (chatnexus/settings.py)
+        started = time.monotonic()
         try:
-            runtime.preload()
+            engine = runtime.preload()
         except EngineError as e:  # the worker still starts: each reply then fails with this reason, stored
             log.error("cannot load the model (%s): %s", settings.CHATNEXUS_TARGET, e)
+        else:  # Celery's "ready." comes from the main process, before this one has loaded anything
+            log.info("model preloaded in %.0f s: %s, %s weights on %s", time.monotonic() - started,
+                     engine.target_spec, engine.precision.name, engine.device)
