@@ -19,6 +19,12 @@ from channels_app.routing import websocket_urlpatterns as channels_ws  # noqa: E
 
 from .bodylimit import BodyLimit  # noqa: E402
 
+# The first stored message queues its reply task (bots.services._queue_reply), which imports the engine
+# (torch, transformers: seconds). Imported there, inside the one thread every consumer's and view's
+# database work shares (thread-sensitive sync_to_async), it stalled every socket and page of the server
+# for those seconds; imported here, the server pays it once before it takes its first request.
+import inference.tasks  # noqa: E402,F401
+
 application = ProtocolTypeRouter(
     {
         "http": BodyLimit(django_asgi_app),  # bodies over CHATNEXUS_MAX_REQUEST_BYTES: 413, never read
