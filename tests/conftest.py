@@ -9,6 +9,7 @@
 Tests that use the subprocesses must commit their data: use ``transactional_db``.
 """
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +30,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listening_socket():
+    """A socket listening on loopback, on a port the system chose: a server handed it (a subprocess's
+    ``pass_fds``) serves the port with no moment between choosing and binding it, where ``free_port``'s
+    port may be taken by any other bind (a stub server, Chromium) before the server binds it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
 def wait_for(predicate, timeout=60.0, interval=0.1, what="condition"):
     """Poll ``predicate`` until truthy; return its value or fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -38,6 +49,46 @@ def wait_for(predicate, timeout=60.0, interval=0.1, what="condition"):
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def clear_cache():
+    """Empty the cache, and nothing else: ``cache.clear()`` is FLUSHDB on the Redis database the Celery
+    broker (its queued tasks and bindings) and the channel layer (its groups) share with it. The cache's
+    keys are ``<KEY_PREFIX>:<version>:<key>`` (tests/settings.py gives each run its prefix)."""
+    import redis
+    from django.conf import settings
+    from django.core.cache import cache
+
+    client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    prefix = re.sub(r"([*?\[\]\\])", r"\\\1", cache.key_prefix)  # the prefix as a pattern matches only itself
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def as_worker(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` as the worker calls it, and what it returns: from a thread without
+    Playwright's event loop (``events.push`` uses async_to_sync), on its own database connection, closed after."""
+    import threading
+
+    from django.db import connection
+
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(function(*args, **kwargs))
+        except Exception as error:  # noqa: BLE001 - raised again below, in the test's thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 # ---------------------------------------------------------------------------
@@ -141,12 +192,16 @@ def manage(env, *args, timeout=120):
     return done.stdout
 
 
+PRELOADED = "model preloaded in"  # a worker process's line once its model is loaded (inference/tasks.py)
+
+
 class Service:
-    def __init__(self, name, args, env, ready_marker, log_dir):
+    def __init__(self, name, args, env, ready_marker, log_dir, pass_fds=()):
         self.name = name
         self.log_path = Path(log_dir) / f"{name}.log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     pass_fds=pass_fds)
         self.ready_marker = ready_marker
 
     def output(self):
@@ -159,6 +214,19 @@ class Service:
             return self.ready_marker in self.output()
 
         wait_for(ready, timeout=timeout, what=f"{self.name} to start")
+
+    def wait_model(self, said=PRELOADED, processes=1, timeout=600):
+        """Wait until the log says the model is loaded, ``processes`` times (a line per worker process). A
+        worker's "ready." and serve's "ChatNexus is up" come before the load: a first start on a busy
+        machine (the precision probe, the kernel build) takes minutes, which the first reply's own wait
+        would pay. A model that cannot load fails the test at once, with the log."""
+        def loaded():
+            output = self.output()
+            if "cannot load the model" in output or self.proc.poll() is not None:
+                pytest.fail(f"{self.name} did not load the model:\n{output[-4000:]}")
+            return output.count(said) >= processes
+
+        wait_for(loaded, timeout=timeout, interval=0.5, what=f"{self.name} to load the model")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -192,7 +260,7 @@ def _redis_clean():
 
 @pytest.fixture(scope="session")
 def celery_workers(django_db_setup, django_db_blocker, smtp_server, _redis_clean, tmp_path_factory):
-    """Real Celery workers: ``inference`` (model preloaded) and ``default`` (delivery, mail)."""
+    """Real Celery workers: ``inference`` (its model loaded before the first test) and ``default`` (delivery, mail)."""
     log_dir = tmp_path_factory.mktemp("workers")
     env = service_env(smtp_server, CHATNEXUS_PRELOAD_MODEL="1")
     inference = start_worker("inference", "inference", log_dir, env)
@@ -200,6 +268,7 @@ def celery_workers(django_db_setup, django_db_blocker, smtp_server, _redis_clean
     try:
         inference.wait_ready(timeout=240)
         default.wait_ready()
+        inference.wait_model()
         yield {"inference": inference, "default": default}
     finally:
         inference.stop()
@@ -209,10 +278,15 @@ def celery_workers(django_db_setup, django_db_blocker, smtp_server, _redis_clean
 @pytest.fixture(scope="session")
 def live_server_url(django_db_setup, smtp_server, _redis_clean, tmp_path_factory):
     """A real ASGI server (uvicorn) on the test database: HTTP and websockets."""
-    port = free_port()
+    # uvicorn serves this socket (--fd): the port is the server's from the start. (With --port, a port taken
+    # before uvicorn bound it went unnoticed: it says "Application startup complete" before it binds.)
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     log_dir = tmp_path_factory.mktemp("asgi")
-    args = [sys.executable, "-m", "uvicorn", "chatnexus.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-    server = Service("asgi", args, service_env(smtp_server, PUBLIC_URL=f"http://127.0.0.1:{port}"), "Application startup complete", log_dir)
+    args = [sys.executable, "-m", "uvicorn", "chatnexus.asgi:application", "--fd", str(sock.fileno())]
+    with sock:  # the server's copy stays open
+        server = Service("asgi", args, service_env(smtp_server, PUBLIC_URL=f"http://127.0.0.1:{port}"),
+                         "Application startup complete", log_dir, pass_fds=(sock.fileno(),))
     try:
         server.wait_ready()
         yield f"http://127.0.0.1:{port}"

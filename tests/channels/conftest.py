@@ -1,9 +1,10 @@
 """Fixtures for the WhatsApp and email channels.
 
-- ``twilio_stub``: the stub Twilio API (``twilio_stub.py``) on loopback. Its port is
-  chosen when this conftest is imported and exported as ``TWILIO_API_BASE_URL``, so
-  the session's Celery workers (started later by ``celery_workers``, whose environment
-  copies ``os.environ``) send there too, whichever test starts them.
+- ``twilio_stub``: the stub Twilio API (``twilio_stub.py``) on loopback, serving from
+  the moment this conftest is imported, on a port the system chose, exported as
+  ``TWILIO_API_BASE_URL``: the session's Celery workers (started later by
+  ``celery_workers``, whose environment copies ``os.environ``) send there too, whichever
+  test starts them.
 - ``whatsapp_channel`` / ``email_channel``: Acme's bot connected to each channel.
 - ``signed_post``: posts a Twilio webhook signed like Twilio signs it.
 - ``utf8_smtp`` / ``ascii_smtp``: aiosmtpd servers that do and do not offer SMTPUTF8 (RFC 6531),
@@ -18,8 +19,10 @@ from tests.conftest import SMTPSink, free_port
 
 from .twilio_stub import TwilioStub
 
-TWILIO_PORT = free_port()
-os.environ["TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{TWILIO_PORT}"
+# Bound now, not when the first Twilio test runs: a port only picked now could be taken by then
+# (any bind to port 0 meanwhile: the ASGI server, an SMTP sink, Chromium).
+TWILIO = TwilioStub().start()
+os.environ["TWILIO_API_BASE_URL"] = TWILIO.base_url
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "twilio-auth-token-for-tests"
@@ -29,19 +32,12 @@ INBOUND_SECRET = "inbound-secret-for-tests"
 BOT_ADDRESS = "help@acme-bikes.example"
 
 
-@pytest.fixture(scope="session")
-def _twilio_server():
-    stub = TwilioStub(port=TWILIO_PORT).start()
-    yield stub
-    stub.stop()
-
-
 @pytest.fixture
-def twilio_stub(_twilio_server, settings):
+def twilio_stub(settings):
     """The stub, emptied for this test; this process's client points at it too."""
-    settings.TWILIO_API_BASE_URL = _twilio_server.base_url
-    _twilio_server.reset()
-    return _twilio_server
+    settings.TWILIO_API_BASE_URL = TWILIO.base_url
+    TWILIO.reset()
+    return TWILIO
 
 
 class RawSink(SMTPSink):

@@ -6,6 +6,7 @@ from django.core.cache import cache
 
 from bots.models import Message
 from channels_app.email.imap import poll_mailbox
+from tests.conftest import clear_cache
 
 from .imap_stub import IMAPStub
 from .mails import mail
@@ -175,7 +176,7 @@ def test_mail_already_in_the_folder_when_imap_was_connected_is_left_alone(client
 def test_the_last_uid_is_kept_in_the_database_not_the_cache(imap_channel, imap_server):
     imap_server.add(mail(message_id="<i1@example.com>"))
     assert poll_mailbox(imap_channel.id) == 1
-    cache.clear()  # the embedded default's in-memory cache is gone after every restart
+    clear_cache()  # the embedded default's in-memory cache is gone after every restart
     imap_server.commands.clear()
     assert poll_mailbox(imap_channel.id) == 0
     assert not [c for c in imap_server.commands if "BODY.PEEK" in c]  # nothing fetched again

@@ -6,10 +6,10 @@ Visitor tokens are free to mint, so one client can be any number of visitors: on
 holds it back. An IPv6 host has a whole /64 to send from, so its address is its /64.
 """
 import pytest
-from django.core.cache import cache
 
 from bots.models import Message
 from channels_app.widget import inbound, tokens
+from tests.conftest import clear_cache
 
 SHOP = "https://shop.example"
 ATTACKER = "203.0.113.7"
@@ -21,7 +21,7 @@ def widget(db, acme, acme_bot):
     """Acme's bot, its widget on the shop's site, low limits; counters from no earlier test."""
     from channels_app.models import ChannelConfig
 
-    cache.clear()
+    clear_cache()
     return ChannelConfig.objects.create(organization=acme, bot=acme_bot, kind="widget", settings={
         "allowed_origins": [SHOP], "connections_per_minute": 3, "ip_connections_per_minute": 5,
         "bot_connections_per_minute": 20, "ip_messages_per_minute": 2})

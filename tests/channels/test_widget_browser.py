@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.channels.widget_helpers import *  # noqa: F401,F403 - fixtures
-from tests.conftest import wait_for
+from tests.conftest import as_worker, wait_for
 
 pytestmark = [pytest.mark.browser]
 
@@ -49,14 +49,18 @@ def resynced(page, timeout=30_000):
 
 
 def asked(page, host_site, live_server_url, bot, question="Do you fix e-bikes?"):
-    """The bot's widget opened and ``question`` sent and stored; (the panel, the stored message)."""
-    from bots.models import Message
+    """The bot's widget opened and the visitor's ``question`` stored, waiting for the bot with no reply task
+    queued, and shown; (the panel, the stored message). For tests that play the inference worker: sent from
+    the page, its task would be answered by a real worker if one runs (the suite's, started by an earlier
+    test), whose frames then land among the test's."""
+    from tests.platform.test_reply_one_at_a_time import pending
 
     panel = open_chat(page, host_site, live_server_url, bot)
-    panel.get_by_role("textbox", name="Message").fill(question)
-    panel.get_by_role("textbox", name="Message").press("Enter")
-    page.wait_for_function("window.__frames.some(f => f.type === 'message')")
-    return panel, Message.objects.get(bot=bot, direction="in")
+    page.wait_for_function("window.__frames.some(f => f.type === 'history')")  # after the session frame
+    visitor = page.evaluate("window.__frames.find(f => f.type === 'session').visitor")
+    [inbound] = as_worker(pending, bot, visitor, question)
+    resynced(page)  # the socket joins the visitor's conversation; its history shows the question
+    return panel, inbound
 
 
 def sent_with_a_refused_email(widget_channel, page, host_site, live_server_url, bot):
@@ -212,10 +216,10 @@ def test_a_reply_that_comes_while_the_chat_is_closed_shows_on_the_launcher(
 
     page.evaluate("window.__sockets.forEach(s => s.close())")  # it comes back through the resync
     services.agent_reply(Conversation.objects.get(id=conversation.id), alice, "Hi, this is Sam from Acme.")
-    expect(launcher.locator(".badge")).to_have_text("1")
+    expect(launcher.locator(".badge")).to_have_text("1", timeout=15_000)  # after the reconnect's backoff and resync
     assert launcher.get_attribute("aria-label") == "Open chat with Ava (new messages: 1)"
     page.reload()  # still there for a visitor who comes back later
-    expect(page.locator(".launcher .badge")).to_have_text("1")
+    expect(page.locator(".launcher .badge")).to_have_text("1", timeout=15_000)  # the config, a socket, its history
     page.get_by_role("button", name="Open chat with Ava (new messages: 1)").click()
     page.get_by_role("dialog", name="Chat with Ava").get_by_text("Hi, this is Sam from Acme.").wait_for()
     assert page.locator(".launcher .badge").is_hidden()
@@ -391,30 +395,19 @@ def test_a_refused_message_goes_back_into_the_box_to_send_again(widget_channel, 
 def test_a_reply_being_streamed_goes_when_a_person_takes_the_chat_over(
     widget_channel, acme_bot, alice, host_site, live_server_url, page
 ):
-    """No worker here: the test plays the inference worker's events, then the takeover's."""
-    import threading
-
+    """The test plays the inference worker's events, then the takeover's."""
     from bots import events, services
     from bots.models import Conversation, Message
 
-    def push(*args, **kwargs):  # as the worker does, from a thread without Playwright's event loop
-        thread = threading.Thread(target=events.push, args=args, kwargs=kwargs)
-        thread.start()
-        thread.join()
-
-    panel = open_chat(page, host_site, live_server_url, acme_bot)
-    panel.get_by_role("textbox", name="Message").fill("Do you fix e-bikes?")
-    panel.get_by_role("textbox", name="Message").press("Enter")
-    page.wait_for_function("window.__frames.some(f => f.type === 'message')")  # stored; the socket follows the conversation
-    inbound = Message.objects.get(bot=acme_bot, direction="in")
-    push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
-    push(inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix every")
+    panel, inbound = asked(page, host_site, live_server_url, acme_bot)
+    as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
+    as_worker(events.push, inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix every")
     bot_bubbles = panel.locator(".msg.bot:not(.greeting)")
     expect(bot_bubbles).to_have_text(["We fix every"])
 
     services.agent_reply(Conversation.objects.get(id=inbound.conversation_id), alice, "Hi, Sam here: yes, we do.")
     assert Message.objects.get(id=inbound.id).reply_state == Message.ReplyState.SKIPPED
-    push(inbound.conversation_id, "reply.cancelled", reply_to=inbound.id)  # what the worker then says
+    as_worker(events.push, inbound.conversation_id, "reply.cancelled", reply_to=inbound.id)  # what the worker then says
     page.wait_for_function("window.__frames.some(f => f.type === 'reply.cancelled')")
     expect(bot_bubbles).to_have_count(0)
     assert panel.locator(".typing").count() == 0
@@ -464,32 +457,6 @@ def test_two_tabs_of_the_site_are_one_visitor(widget_channel, acme_bot, host_sit
     page.get_by_role("dialog", name="Chat with Ava").locator(".msg.me").get_by_text("Hello from tab A").wait_for()
     assert Conversation.objects.filter(bot=acme_bot).count() == 1
     tab_b.close()
-
-
-def as_worker(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` as the worker calls it: from a thread without Playwright's event loop
-    (``events.push`` uses async_to_sync), on its own database connection, closed after."""
-    import threading
-
-    from django.db import connection
-
-    errors = []
-
-    def run():
-        try:
-            function(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - raised again below, in the test's thread
-            errors.append(error)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-
-
 
 
 def test_a_reply_that_fails_midway_takes_its_words_away(widget_channel, acme_bot, host_site, live_server_url, page):
@@ -745,11 +712,8 @@ def test_a_streaming_reply_is_busy_for_screen_readers_until_it_is_done(widget_ch
     """The log is aria-live: a bubble redrawn with every delta would be read out again and again. Busy
     while it streams, read once when done."""
     from bots import events, services
-    from bots.models import Message
 
     panel, inbound = asked(page, host_site, live_server_url, acme_bot)
-    # this test plays the worker: one of the suite's real workers, if running, leaves the message alone
-    Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.SKIPPED)
     as_worker(events.push, inbound.conversation_id, "reply.start", reply_to=inbound.id)
     as_worker(events.push, inbound.conversation_id, "reply.delta", reply_to=inbound.id, delta="We fix every")
     bot_bubble = panel.locator(".msg.bot:not(.greeting)")
@@ -775,11 +739,8 @@ def test_a_reply_the_history_already_shows_takes_no_late_stream(widget_channel, 
     """The socket resynced, and its history frame holds the finished reply, while the reply's last stream
     frames were still on their way: they must not start a second, partial bubble that stays."""
     from bots import events, services
-    from bots.models import Message
 
     panel, inbound = asked(page, host_site, live_server_url, acme_bot)
-    # this test plays the worker: one of the suite's real workers, if running, leaves the message alone
-    Message.objects.filter(id=inbound.id).update(reply_state=Message.ReplyState.SKIPPED)
     as_worker(services.record_reply, inbound, "We fix every bike.", {"new_tokens": 4})
     resynced(page)
     bot_bubbles = panel.locator(".msg.bot:not(.greeting)")

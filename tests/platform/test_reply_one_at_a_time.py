@@ -63,6 +63,7 @@ def test_two_worker_processes_answer_a_conversation_one_message_after_the_other(
                                                                         **model), concurrency=2)
     try:
         worker.wait_ready(timeout=240)
+        worker.wait_model(processes=2)  # both answer: each loads its own
         first, second = pending(acme_bot, "v-two-processes", "When are you open?", "And where is the shop?")
         with transaction.atomic():
             Message.objects.select_for_update().get(id=first.id)
@@ -166,6 +167,7 @@ def test_a_message_whose_task_killed_its_worker_process_three_times_goes_to_the_
         smtp_server, CHATNEXUS_PRELOAD_MODEL="1", CHATNEXUS_TARGET=tiny_target_dir, **TINY_MODEL))
     try:
         worker.wait_ready(timeout=240)
+        worker.wait_model()
         [crashing] = pending(acme_bot, "v-crash", "Here is my log file: ...")
         from inference.tasks import generate_reply
 

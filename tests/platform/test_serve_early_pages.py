@@ -21,10 +21,11 @@ from tests.channels.widget_helpers import frames_until, open_socket
 from tests.conftest import Service, embedded_env, free_port, manage
 from tests.platform.test_serve import signed_in_as_demo
 
-# The message below waits for the load (~15 s on a 2-core machine) longer than a reply may take here (10 s
-# from its task's start): counted, the wait would leave nothing of it, and the customer get the handoff
-# message as for a model that said nothing in time.
-LIMIT = {"CHATNEXUS_TASK_TIME_LIMIT": "12", "CHATNEXUS_TASK_TIME_MARGIN_S": "2"}
+# A reply may take 28 s here from its task's start, prefill included (a busy 2-core machine needs more
+# than 10 s for it). The message below waits for the load: counted, the wait would leave less of that, or
+# nothing (the customer given the handoff message, as for a model that said nothing in time). The worker
+# threads take the model's queue only once it is loaded, which the log's order shows whatever the load took.
+LIMIT = {"CHATNEXUS_TASK_TIME_LIMIT": "30", "CHATNEXUS_TASK_TIME_MARGIN_S": "2"}
 
 
 def answering(url, timeout=60):
@@ -75,6 +76,7 @@ def test_pages_answer_while_the_model_loads_and_a_message_sent_meanwhile_is_answ
         assert answering(f"{base}/readyz").json() == {"status": "ok", "database": "ok", "cache": "ok", "model": "ok"}
         output = server.output()
         assert output.index(f"ChatNexus is up: {base}/") < output.index("Model ready in")
+        assert output.index("Model ready in") < output.index("Task inference.tasks.generate_reply[")  # taken after
     finally:
         server.stop()
     assert "Traceback" not in server.output()

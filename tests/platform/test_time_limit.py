@@ -59,6 +59,7 @@ def test_the_embedded_serve_stops_a_reply_at_the_time_limit(tmp_path):
                      "ChatNexus is up", tmp_path)
     try:
         server.wait_ready(timeout=240)
+        server.wait_model("Model ready in")
 
         def delivered_reply():
             reply = json.loads(manage(env, "shell", "-c", REPLY.format(id=message_id)).strip().splitlines()[-1])
@@ -85,6 +86,7 @@ def test_a_worker_process_ends_a_reply_at_the_time_limit_the_same_way(transactio
     worker = start_worker("timelimit", f"{QUEUE},default", tmp_path, env)  # default: the delivery
     try:
         worker.wait_ready(timeout=240)
+        worker.wait_model()
         asked = services.receive(bot=acme_bot, channel="preview", thread_id="late", text=QUESTION, answer=False).message
         Message.objects.filter(id=asked.id).update(reply_state="pending")
         generate_reply.apply_async(args=[asked.id], queue=QUEUE)

@@ -31,6 +31,7 @@ def test_it_answers_once_after_the_worker_dies_mid_reply(transactional_db, smtp_
     worker = start_worker("killme", QUEUE, tmp_path, env)
     try:
         worker.wait_ready(timeout=240)
+        worker.wait_model()
         from bots import services
 
         received = services.receive(

@@ -19,15 +19,15 @@ def test_a_newcomer_logs_in_opens_every_page_and_talks_to_the_demo_bot(tmp_path,
                        PYTHONUNBUFFERED="1")
     manage(env, "migrate", "--noinput", timeout=180)
     assert "Log in demo / demo-password" in manage(env, "demo", timeout=180)
-    server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(port)], env, "Model ready in",
+    server = Service("serve", [sys.executable, "manage.py", "serve", "--port", str(port)], env, "ChatNexus is up",
                      tmp_path)
     failed = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     page.on("requestfailed",  # a request cut short by the next page.goto is ERR_ABORTED: not a failure
             lambda r: failed.append(f"{r.failure} {r.url}") if r.failure != "net::ERR_ABORTED" else None)
     try:
-        server.wait_ready(timeout=300)
-        assert "Model ready in" in server.output()
+        server.wait_ready(timeout=120)
+        server.wait_model("Model ready in")
 
         page.goto(f"{base}/")
         page.fill("#id_username", "demo")

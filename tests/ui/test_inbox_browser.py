@@ -40,14 +40,15 @@ def test_new_messages_appear_with_their_stats_while_the_thread_is_open(transacti
     expect(reply.locator(".meta")).to_contain_text("9 tokens · 21.5 tok/s · acceptance 0.60 · 1.80 tok/forward",
                                                    timeout=15_000)
     expect(reply.locator(".meta")).to_contain_text("· cut where it began repeating itself · version 2")
+    # each may come a poll later than the reply (the page's poll ran between the writes above): 15 s each
     away = page.locator("li.msg.system")
-    expect(away.locator(".meta")).to_contain_text("sent outside team hours")
+    expect(away.locator(".meta")).to_contain_text("sent outside team hours", timeout=15_000)
     canned = page.locator("li.msg", has_text="I've kept your file for our team")
-    expect(canned.locator(".meta")).to_contain_text("canned reply (no model)")
-    expect(page.locator("li.msg", has_text="chain.png")).to_have_count(1)
-    expect(page.locator("main")).not_to_contain_text("undefined")
-
-    expect(page.locator("li.msg", has_text="When are you open?").locator(".meta")).to_contain_text("reply: Answered")
+    expect(canned.locator(".meta")).to_contain_text("canned reply (no model)", timeout=15_000)
+    expect(page.locator("li.msg", has_text="chain.png")).to_have_count(1, timeout=15_000)
+    expect(page.locator("li.msg", has_text="When are you open?").locator(".meta")).to_contain_text("reply: Answered",
+                                                                                                   timeout=15_000)
+    expect(page.locator("main")).not_to_contain_text("undefined")  # (once all of it is drawn)
     drawn_by_js = page.locator("li.msg .who").all_inner_texts()
     page.reload()  # the server's own rendering says the same
     assert page.locator("li.msg .who").all_inner_texts() == drawn_by_js  # "Customer · ...", not "customer · ..."
