@@ -18,12 +18,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import events, hours
 from .knowledge import folded
-from .models import Attachment, Bot, Conversation, Membership, Message, Organization, Tag
+from .models import Attachment, Bot, Conversation, Membership, Message, Organization, ReplyBeat, Tag
 from .models.bots import AWAY_MESSAGE, HANDOFF_MESSAGE, NO_TEXT_MESSAGE, lock_bots
 from .models.tenants import person_name
 
@@ -630,7 +631,7 @@ def _answer_the_wait(conversation: Conversation) -> None:
             id__gt=latest.id).exclude(sender=Message.Sender.NOTE).exists():
         return
     meta = {key: value for key, value in (latest.meta or {}).items()  # the bot's turn anew (reply_started)
-            if key not in ("skip_reason", "starts", "started_at", "alive_at")}
+            if key not in ("skip_reason", "starts", "started_at")}
     meta["requeued_at"] = timezone.now().isoformat()
     if Message.objects.filter(id=latest.id, reply_state=Message.ReplyState.SKIPPED).update(
             reply_state=Message.ReplyState.PENDING, meta=meta):
@@ -775,10 +776,10 @@ def rate_reply(conversation_id: int, message_id: int, rating: int) -> bool:
 # inference worker), or behind another message of its conversation, is queued again, never failed for it,
 # and a copy of the task that finds it answered, or being answered (``_answering``), counts nothing.
 STARTS_BEFORE_HANDOFF = 3
-# While the model answers a message its task beats the start every BEAT_S (``answering``); a start not
-# beaten for ALIVE_S is a task gone (killed, its worker or machine lost): another copy of the task may
-# start on the message, and the conversation's later messages wait for it no more. Several beats, so
-# that a busy machine or a beat waiting on the message's row (a reply being stored) is not taken for dead.
+# While the model answers a message its task beats the start every BEAT_S (``answering``, a ReplyBeat);
+# a start not beaten for ALIVE_S is a task gone (killed, its worker or machine lost): another copy of the
+# task may start on the message, and the conversation's later messages wait for it no more. Several
+# beats, so that a busy machine or a beat waiting for SQLite's write lock is not taken for dead.
 BEAT_S = 3
 ALIVE_S = 20
 
@@ -806,7 +807,7 @@ def reply_started(message_id: int) -> bool:
     tasks keep dying); the count starts again when the team gives the conversation back
     (``_answer_the_wait``). False when the message waits for the bot no more: answered or taken over
     meanwhile, or handed to the team now, its reply started STARTS_BEFORE_HANDOFF times in vain already.
-    The caller keeps the start alive while the model answers (``answering``).
+    The caller keeps the start alive while the model answers (``answering``); the start is its first beat.
 
     One reply per conversation at a time, across processes and machines: AnotherReplyFirst, nothing
     counted, while another message of the conversation comes first (``_answered_first``), and
@@ -820,17 +821,19 @@ def reply_started(message_id: int) -> bool:
             id=message_id, reply_state=Message.ReplyState.PENDING).first()
         if message is None:
             return False
-        now = timezone.now()
-        if _answering(message, now):  # before the count: the third start's copy must not hand it over
+        if _answering(message):  # before the count: the third start's copy must not hand it over
             raise AnsweredElsewhere(message_id)
         meta = message.meta or {}
         starts = meta.get("starts", 0)
         if starts < STARTS_BEFORE_HANDOFF:
+            now = timezone.now()
             first = _answered_first(message, now)
             if first is not None:
                 raise AnotherReplyFirst(first.id)
-            Message.objects.filter(id=message_id).update(meta={
-                **meta, "starts": starts + 1, "started_at": now.isoformat()})
+            start = now.isoformat()
+            Message.objects.filter(id=message_id).update(meta={**meta, "starts": starts + 1, "started_at": start})
+            ReplyBeat.objects.update_or_create(message_id=message_id, defaults={
+                "start": start, "started_at": Now(), "alive_at": Now()})  # a dead start's beat replaced
             return True
     _started_in_vain(message, starts)  # once the lock is let go: the handoff takes the conversation's row
     return False
@@ -846,7 +849,7 @@ def _answered_first(message: Message, now) -> Message | None:
     others = Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND,
                                     reply_state=Message.ReplyState.PENDING).exclude(id=message.id).order_by("id")
     for other in others:
-        if _answering(other, now):
+        if _answering(other):
             return other
         started = parse_datetime((other.meta or {}).get("started_at") or "")
         if started is None and other.id < message.id and _may_still_run(_bots_turn_since(other), now):
@@ -854,43 +857,41 @@ def _answered_first(message: Message, now) -> Message | None:
     return None
 
 
-def _answering(message: Message, now) -> bool:
+def _answering(message: Message) -> bool:
     """Whether a task is answering ``message`` now: the model started on it (``reply_started``) less long
-    ago than a task may run, and the start was beaten (``answering``) less than ALIVE_S ago — the start
-    itself counts as the first beat."""
-    meta = message.meta or {}
-    started = parse_datetime(meta.get("started_at") or "")
-    if started is None or not _may_still_run(started, now):
-        return False
-    beaten = parse_datetime(meta.get("alive_at") or "") or started
-    return now - beaten < timedelta(seconds=ALIVE_S)
+    ago than a task may run, and the start, the last one (``meta["started_at"]``), was beaten
+    (``answering``) less than ALIVE_S ago. Decided on the database's clock, which wrote the beats."""
+    start = (message.meta or {}).get("started_at")
+    return bool(start) and ReplyBeat.objects.filter(
+        message_id=message.id, start=start, started_at__gt=Now() - _task_may_run(),
+        alive_at__gt=Now() - timedelta(seconds=ALIVE_S)).exists()
 
 
 @contextmanager
 def answering(message_id: int):
     """The model answers ``message_id`` (its start counted: ``reply_started``) while the block runs: a
-    thread beats the start every BEAT_S meanwhile, and a task that dies stops beating with it."""
-    meta = Message.objects.filter(id=message_id).values_list("meta", flat=True).first() or {}
+    thread beats the start every BEAT_S meanwhile, and a task that dies stops beating with it. However
+    the block ends (a reply stored, an error) the start ends with it: a retry of the task, or a copy,
+    starts the model at once, not ALIVE_S later."""
+    start = (Message.objects.filter(id=message_id).values_list("meta", flat=True).first() or {}).get("started_at")
     stop = threading.Event()
-    threading.Thread(target=_beat, args=(message_id, meta, stop), name=f"answering-{message_id}", daemon=True).start()
+    threading.Thread(target=_beat, args=(message_id, start, stop), name=f"answering-{message_id}", daemon=True).start()
     try:
         yield
     finally:
         stop.set()
+        _stop_beating(message_id, start)
 
 
-def _beat(message_id: int, meta: dict, stop: threading.Event) -> None:
-    """Every BEAT_S until ``stop``: the start in ``meta`` beaten (``meta["alive_at"]``), while the message
-    still waits for the bot and no later start replaced it. Never waited for: a beat may wait on the
-    message's row, held by the very reply it keeps alive (``record_reply``)."""
-    started = meta.get("started_at")
+def _beat(message_id: int, start: str | None, stop: threading.Event) -> None:
+    """Every BEAT_S until ``stop``: the start ``start`` beaten, while it is the message's (no later start
+    replaced it, and it has not ended). Into the beat's row, never the message's: the thread page's poll
+    would send the message again after every beat (its version moves with each write)."""
     try:
-        while started and not stop.wait(BEAT_S):
-            meta = {**meta, "alive_at": timezone.now().isoformat()}
+        while start and not stop.wait(BEAT_S):
             try:
-                if not Message.objects.filter(id=message_id, reply_state=Message.ReplyState.PENDING,
-                                              meta__started_at=started).update(meta=meta):
-                    return  # answered, failed or taken over meanwhile, or started again: no start of ours
+                if not ReplyBeat.objects.filter(message_id=message_id, start=start).update(alive_at=Now()):
+                    return  # ended, or started again: no start of ours
             except DatabaseError:  # a beat missed; ALIVE_S covers several
                 log.warning("message %s: its reply's start not beaten", message_id, exc_info=True)
                 connection.close()  # the next beat connects afresh
@@ -898,10 +899,26 @@ def _beat(message_id: int, meta: dict, stop: threading.Event) -> None:
         connection.close()  # this thread's own
 
 
+def _stop_beating(message_id: int, start: str | None) -> None:
+    """The start ``start`` on ``message_id`` is over (``answering``'s block ended). On a connection that
+    works: the block may have ended for a database error that broke the task's (a lost connection), the
+    error its task is retried for. Failing, the start ends as a dead task's does, ALIVE_S after its last beat."""
+    if not connection.in_atomic_block:  # (closing in a transaction would break the caller's)
+        connection.close_if_unusable_or_obsolete()
+    try:
+        ReplyBeat.objects.filter(message_id=message_id, start=start).delete()
+    except DatabaseError:
+        log.warning("message %s: its reply's start not ended; it ends in %s s", message_id, ALIVE_S, exc_info=True)
+
+
 def _may_still_run(since, now) -> bool:
-    """Whether a reply task begun at ``since`` may still be running: its hard time limit
-    (CHATNEXUS_TASK_TIME_LIMIT + 30 s, inference.tasks) not passed yet."""
-    return now - since < timedelta(seconds=settings.CHATNEXUS_TASK_TIME_LIMIT + 30)
+    """Whether a reply task begun at ``since`` may still be running (``_task_may_run``)."""
+    return now - since < _task_may_run()
+
+
+def _task_may_run() -> timedelta:
+    """How long a reply task may run: its hard time limit (CHATNEXUS_TASK_TIME_LIMIT + 30 s, inference.tasks)."""
+    return timedelta(seconds=settings.CHATNEXUS_TASK_TIME_LIMIT + 30)
 
 
 def _started_in_vain(message: Message, starts: int) -> None:

@@ -140,7 +140,8 @@ def _generate(inbound, config, deadline=None):
         if not services.reply_started(inbound.id):
             return None
         # the start beaten until the reply is stored: a copy of this task waits meanwhile, and so do the
-        # conversation's later messages; once this task is gone, neither waits for it long
+        # conversation's later messages; once this task is gone, neither waits for it long, and once the
+        # block ends (a retry for a database error among its ends) not at all
         with services.answering(inbound.id):
             messages = _prompt(inbound, config, engine)
             events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)

@@ -3,7 +3,7 @@ knowledge, published versions), conversations (conversations and messages), atta
 (saved replies)."""
 from .attachments import Attachment
 from .bots import Bot, BotVersion, KnowledgeItem
-from .conversations import Conversation, Message, Tag
+from .conversations import Conversation, Message, ReplyBeat, Tag
 from .replies import SavedReply
 from .tenants import ApiToken, AuditEvent, Invitation, Membership, Organization, TwoFactor
 
@@ -16,6 +16,7 @@ __all__ = [
     "KnowledgeItem",
     "Conversation",
     "Message",
+    "ReplyBeat",
     "Tag",
     "Attachment",
     "SavedReply",

@@ -206,3 +206,20 @@ class Message(models.Model):
         ]
         indexes = [models.Index(fields=["conversation", "version"], name="message_versions")]
         ordering = ["created", "id"]
+
+
+class ReplyBeat(models.Model):
+    """A reply task's start on an inbound message, alive while the model answers it: the task beats it
+    every few seconds and removes it once the model is done, whatever the end (``services.answering``).
+    Beside the message, not in its row: every write to a message moves its version (migration 0024), and
+    a beat there sent the customer's message to the thread page's poll again every few seconds. Times
+    are the database's (``Now()``) and compared there: one clock, whatever the worker machines' say."""
+
+    # No foreign key in the database: a start racing an erasure of its message (retention, an agent's
+    # delete) must not make the erasure fail at its commit. Deleting a message deletes its beat (Django's
+    # cascade); a beat left without its message is one row nobody reads (ids are not used again).
+    message = models.OneToOneField(Message, primary_key=True, on_delete=models.CASCADE, db_constraint=False,
+                                   related_name="+")
+    start = models.CharField(max_length=40)  # the start it beats: the message's meta["started_at"] then
+    started_at = models.DateTimeField()  # the database's clock, as alive_at
+    alive_at = models.DateTimeField()  # the last beat; the start itself is the first

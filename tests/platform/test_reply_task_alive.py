@@ -6,10 +6,16 @@ the first was generating started the model on the message a second time: two gen
 counted for each. And a later message of the conversation waited for an earlier one whose task was lost
 after it started until that task's hard time limit had passed (CHATNEXUS_TASK_TIME_LIMIT + 30 s).
 
+The beats are a row of their own (ReplyBeat) on the database's clock, and the start ends with the answer,
+however it ends. Written into the message's row, each beat moved the message's version and the thread
+page's poll sent it again; a task retried after a database error inside its answer found its own start
+alive and waited ALIVE_S for itself; and a worker machine's clock behind another's made its live start
+look dead to that one.
+
 Real parts: two Celery prefork workers on Redis and the test database, the suite's tiny random Llama. The
 first worker reaches Redis through a relay that holds its live events of the conversation, so its task
 stays in the middle of its answer (alive, its start beaten) for as long as the test needs. And separate
-processes on the embedded default's SQLite.
+processes on the embedded default's SQLite, and a connection of the test's that the server ends.
 """
 import os
 import signal
@@ -17,14 +23,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from urllib.parse import urlparse
 
-from django.utils.dateparse import parse_datetime
+import pytest
+from django.db import OperationalError, connection
+from django.utils import timezone
 
 from bots import services
-from bots.models import Message
+from bots.models import Conversation, Message, ReplyBeat
 from tests.conftest import ROOT, embedded_env, manage, service_env, start_worker, wait_for
+from tests.platform.test_inbox_poll_thread import poll
 from tests.platform.test_quick_messages import roomy_target_dir  # noqa: F401 - a fixture
 from tests.platform.test_reply_one_at_a_time import SQLITE_CONVERSATION, SQLITE_STARTS, TINY_MODEL, pending
 
@@ -85,6 +95,8 @@ def workers(tmp_path, relay, model_dir, **later_env):
     then = start_worker("coming-after", "inference-coming-after", tmp_path, {**env, **later_env})
     first.wait_ready(timeout=240)
     then.wait_ready(timeout=240)
+    first.wait_model()  # Celery's "ready." comes before the process has loaded the model
+    then.wait_model()
     return first, then
 
 
@@ -94,6 +106,12 @@ def meta(message):
 
 def reply_to(message):
     return Message.objects.filter(reply_to=message).first()
+
+
+def beaten_for(message):
+    """Seconds from the model's start on ``message`` to its last beat (0 without a start being answered)."""
+    beat = ReplyBeat.objects.filter(message=message).first()
+    return (beat.alive_at - beat.started_at).total_seconds() if beat else 0
 
 
 def test_a_copy_of_the_task_waits_while_the_first_answers_its_message(
@@ -120,9 +138,8 @@ def test_a_copy_of_the_task_waits_while_the_first_answers_its_message(
         next_waits = f"message {asked.id} of the conversation is answered first"
         # the first task beats its start for as long as it answers: past the time the start alone counts,
         # both still wait, each asked again after that
-        wait_for(lambda: parse_datetime(meta(asked).get("alive_at") or "2000-01-01T00:00:00+00:00")
-                 - parse_datetime(meta(asked)["started_at"]) > timedelta(seconds=services.ALIVE_S),
-                 timeout=120, what="the first task's start beaten past ALIVE_S")
+        wait_for(lambda: beaten_for(asked) > services.ALIVE_S, timeout=120,
+                 what="the first task's start beaten past ALIVE_S")
         asked_so_far = then.output().count(copy_waits), then.output().count(next_waits)
         wait_for(lambda: then.output().count(copy_waits) > asked_so_far[0]
                  and then.output().count(next_waits) > asked_so_far[1], timeout=60, what="both waiting still")
@@ -197,15 +214,14 @@ except Exception as error:
 """
 
 BEATEN_FOR = """
-from django.utils.dateparse import parse_datetime
-from bots.models import Message
-meta = Message.objects.get(id={id}).meta
-print((parse_datetime(meta.get("alive_at") or meta["started_at"]) - parse_datetime(meta["started_at"])).total_seconds())
+from bots.models import ReplyBeat
+beat = ReplyBeat.objects.get(message_id={id})
+print((beat.alive_at - beat.started_at).total_seconds())
 """
 
 
 def test_on_sqlite_another_process_sees_the_start_alive_while_it_is_beaten_and_gone_once_its_process_is(tmp_path):
-    """The embedded default's database, across processes: the start is beaten into the message's row."""
+    """The embedded default's database, across processes: the start is beaten into its ReplyBeat row."""
     env = embedded_env(tmp_path)
     manage(env, "migrate", "--noinput")
     message_id = int(manage(env, "shell", "-c", SQLITE_CONVERSATION).splitlines()[-2])
@@ -227,3 +243,69 @@ def test_on_sqlite_another_process_sees_the_start_alive_while_it_is_beaten_and_g
         if answering.poll() is None:
             answering.kill()
             answering.wait(30)
+
+
+def answered_elsewhere(message):
+    """Whether a copy of the task, starting on ``message`` now, is told another task answers it."""
+    try:
+        started = services.reply_started(message.id)
+    except services.AnsweredElsewhere:
+        return True
+    pytest.fail(f"a copy of the task was {'let start' if started else 'turned away'}, the start being beaten")
+
+
+def test_the_thread_pages_poll_does_not_send_a_message_again_while_the_model_answers_it(
+        transactional_db, client, bob, acme_bot, monkeypatch):
+    """Every beat was a write to the message's row, and every write moves a message's version (migration
+    0024): while the model answered, the thread page's poll (``?since=``, every 3 s) sent the customer's
+    message again after each beat, and the page drew it anew (an agent's selection in it lost). Beats
+    faster here, to have several past ALIVE_S in a moment."""
+    monkeypatch.setattr(services, "BEAT_S", 0.1)
+    monkeypatch.setattr(services, "ALIVE_S", 2)
+    [asked] = pending(acme_bot, "v-poll", "When are you open?")
+    conversation = Conversation.objects.get(id=asked.conversation_id)
+    client.force_login(bob)
+    assert services.reply_started(asked.id)
+    started = time.monotonic()
+    with services.answering(asked.id):
+        since = max(m["version"] for m in poll(client, conversation)["messages"])  # the page, the start in it
+        wait_for(lambda: time.monotonic() - started > services.ALIVE_S and answered_elsewhere(asked),
+                 what="the start beaten past ALIVE_S")
+        assert poll(client, conversation, since=since)["messages"] == [], "the message sent again"
+    assert services.reply_started(asked.id)  # the answer over (its reply not stored here): a copy starts at once
+
+
+def test_a_task_retried_after_a_database_error_in_its_answer_starts_again_at_once(transactional_db, acme_bot):
+    """generate_reply is retried a second or so after a database error (autoretry_for OperationalError):
+    one inside its answer (here the server ends its connection) left its start beaten a moment before,
+    and the retry was told another task answered the message: it, and the conversation's later messages,
+    waited up to ALIVE_S for a task that was no more. The start ends with the answer, however it ends."""
+    [asked] = pending(acme_bot, "v-retried", "When are you open?")
+    assert services.reply_started(asked.id)
+    with pytest.raises(OperationalError), services.answering(asked.id), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    connection.close_if_unusable_or_obsolete()  # as Celery does before each task, the retry among them
+    assert services.reply_started(asked.id)  # the retry: the model starts again
+    assert meta(asked)["starts"] == 2
+
+
+def test_a_workers_clock_behind_the_databases_does_not_make_its_start_look_dead(db, acme_bot, monkeypatch):
+    """The beats were read against the clock of the machine reading them, written by the worker's own: a
+    worker's clock a minute behind made its start look dead to every other machine from the start, and a
+    copy of its task started the model on the message a second time. The database's clock writes and
+    reads them."""
+    [asked] = pending(acme_bot, "v-clock", "When are you open?")
+    behind = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: behind() - timedelta(minutes=1))  # the worker's machine
+    assert services.reply_started(asked.id)
+    monkeypatch.undo()  # another machine, its clock right
+    assert answered_elsewhere(asked)
+
+
+def test_a_conversation_erased_while_the_model_answers_it_takes_the_start_with_it(db, acme_bot):
+    """A message's beat goes with the message (retention, an agent's delete): nothing left behind, nothing
+    refused."""
+    [asked] = pending(acme_bot, "v-erased", "When are you open?")
+    assert services.reply_started(asked.id)
+    assert services.delete_conversations(Conversation.objects.filter(id=asked.conversation_id)) == 1
+    assert not ReplyBeat.objects.filter(message_id=asked.id).exists()

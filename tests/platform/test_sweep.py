@@ -7,10 +7,11 @@ from datetime import timedelta
 import kombu.exceptions
 
 from django.conf import settings
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from bots import services
-from bots.models import Conversation, Message
+from bots.models import Conversation, Message, ReplyBeat
 from bots.tasks import sweep_unfinished
 from chatnexus.celery import app
 from tests.conftest import Service, embedded_env, free_port, manage, wait_for
@@ -155,10 +156,12 @@ def test_a_message_whose_reply_task_dies_every_time_goes_to_the_team(db, setting
 
 
 def started_long_ago(message, seconds):
-    """The model's last start on ``message`` (services.reply_started) ``seconds`` ago."""
+    """The model's last start on ``message`` (services.reply_started) ``seconds`` ago, not beaten since."""
     message.refresh_from_db()
-    Message.objects.filter(id=message.id).update(
-        meta={**message.meta, "started_at": (timezone.now() - timedelta(seconds=seconds)).isoformat()})
+    start = (timezone.now() - timedelta(seconds=seconds)).isoformat()
+    Message.objects.filter(id=message.id).update(meta={**message.meta, "started_at": start})
+    long_ago = Now() - timedelta(seconds=seconds)  # the database's clock, as the beats
+    ReplyBeat.objects.filter(message=message).update(start=start, started_at=long_ago, alive_at=long_ago)
 
 
 def test_giving_the_conversation_back_starts_the_count_again(db, settings, bob, acme_bot):
