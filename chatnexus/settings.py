@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -365,6 +366,18 @@ def _redis_database(parts):
 REDIS_URL = envurl("REDIS_URL", "", ("redis", "rediss"), "redis://127.0.0.1:6379/0", _redis_database)
 EMBEDDED = not REDIS_URL
 
+# TCP keepalive on the channel layer's connections (with the options the platform has): idle 30 s,
+# then a probe every 5 s, 3 unanswered and the connection is dead (redis-py 8's defaults, set here
+# for the older redis-py requirements.txt allows, which kept keepalive off). With no socket timeout
+# (below) it is what notices a Redis gone without a word (its host down, a network cut): a socket's
+# blocking pop then fails instead of waiting for good.
+_TCP_KEEPALIVE = {getattr(socket, name): value for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5),
+                                                                    ("TCP_KEEPCNT", 3)) if hasattr(socket, name)}
+# Seconds a live event's push (bots/events.py) may wait for the channel layer: a Redis that takes
+# connections and never answers held the web request or reply task pushing it for good (the layer
+# has no socket timeout). Past it the event is dropped and logged, as a failed push is.
+CHATNEXUS_PUSH_TIMEOUT_S = envfloat("CHATNEXUS_PUSH_TIMEOUT_S", 5, low=0.1, high=60)
+
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CHANNEL_LAYERS = {
@@ -374,8 +387,10 @@ if REDIS_URL:
             # blocking pop (BZPOPMIN) and kills every idle websocket (django/channels_redis#422), and any
             # timeout sends each command through asyncio.wait_for, which on Python 3.11 drops a cancel
             # landing as the write ends (CPython gh-86296): a closed socket's receive then never ended.
+            # Sends are bounded by CHATNEXUS_PUSH_TIMEOUT_S instead, dead connections found by keepalive.
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "socket_keepalive": True,
+                           "socket_keepalive_options": _TCP_KEEPALIVE}],
                 "prefix": envstr("CHANNELS_PREFIX", "asgi"),
             },
         }

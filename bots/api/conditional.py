@@ -8,8 +8,9 @@ changed it, is answered 412 instead of silently overwriting the other change.
 The ETag is a digest of the object's representation (the serializer's data): any change of what
 GET shows changes it. Without ``If-Match`` a write goes through as before. Django's ``condition``
 decorator and ``get_conditional_response`` compute the ETag before the view runs and answer 412
-with an empty body; here the view checks it in the write's own transaction, on the row it has
-locked (no other save between the check and the write), and the 412 says why in JSON. Headers
+with an empty body; here the view checks it before validating the write (which may fetch a web
+page, with nothing locked), then again in the write's own transaction, on the row it has locked (no
+other save between the check and the write), and the 412 says why in JSON. Headers
 are parsed with Django's ``parse_etags`` and compared strongly, as its ``_if_match_passes`` does.
 """
 from django.utils.http import parse_etags, quote_etag

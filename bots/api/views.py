@@ -4,7 +4,6 @@ Every queryset goes through ``bots.tenancy.scoped``: another organisation's obje
 is a 404. Bots, knowledge and stats are for owners and admins; agents use
 conversations and messages (as in the inbox).
 """
-from contextlib import contextmanager
 
 from django.db import IntegrityError, OperationalError, transaction
 from django.shortcuts import get_object_or_404
@@ -202,31 +201,54 @@ class KnowledgeViewSet(viewsets.ModelViewSet):
         return conditional.tagged(super().create(request, *args, **kwargs))
 
     def update(self, request, *args, **kwargs):  # PUT, and PATCH through partial_update
-        with self._unchanged_since_read():
-            response = super().update(request, *args, **kwargs)
-        return conditional.tagged(response)
+        if conditional.IF_MATCH not in request.META:
+            return conditional.tagged(super().update(request, *args, **kwargs))
+        return conditional.tagged(self._update_if_unchanged(partial=kwargs.get("partial", False)))
 
     def destroy(self, request, *args, **kwargs):
-        with self._unchanged_since_read():
+        if conditional.IF_MATCH not in request.META:
+            return super().destroy(request, *args, **kwargs)
+        with transaction.atomic():
+            # the organisation's bots first, as Bot.delete_knowledge does and Bot.restore before it
+            # writes the item: bots then the item, the order they take
+            lock_bots(Bot.objects.filter(organization=request.organization).values("id"))
+            self._etag_if_matched(self._locked_item())
             return super().destroy(request, *args, **kwargs)
 
-    @contextmanager
-    def _unchanged_since_read(self):
-        """With ``If-Match``: the write runs in a transaction that holds the item's row lock from before
-        the check (no other save, deletion, restore or Fetch again between the check and the write)
-        and is refused, 412, when the item's ETag is not the one given. A deletion first locks the
-        organisation's bots, as ``Bot.delete_knowledge`` does and ``Bot.restore`` before it writes
-        the item: bots then the item, the order they take. Without ``If-Match``: as before."""
-        if conditional.IF_MATCH not in self.request.META:
-            yield
-            return
-        with transaction.atomic():
-            if self.action == "destroy":
-                lock_bots(Bot.objects.filter(organization=self.request.organization).values("id"))
-            # DRF's get_object_or_404: an id that is no number is a 404, not a 500
-            item = generics.get_object_or_404(self.get_queryset().select_for_update(of=("self",)), pk=self.kwargs["pk"])
-            conditional.check_if_match(self.request, conditional.etag(self.get_serializer(item).data))
-            yield
+    # Attempts of a write with If-Match at an item that changes between its validation and its save
+    # (only "*" or a list of ETags goes on after such a change; any other If-Match is refused then).
+    _WRITE_ATTEMPTS = 3
+
+    def _update_if_unchanged(self, partial):
+        """The write of ``If-Match``, refused (412) when the item's ETag is not the one given. Validation,
+        which fetches a new ``source_url``'s page (up to CHATNEXUS_FETCH_TIMEOUT_S), runs before the
+        transaction: holding the item's row (PostgreSQL) or the whole database's write lock (SQLite)
+        meanwhile made every other write wait for the web page, or fail ("database is locked"). The
+        transaction then locks the row and saves only if the item is still the one validated: no other
+        save, deletion, restore or Fetch again between the check and the write."""
+        for _ in range(self._WRITE_ATTEMPTS):
+            read = self.get_object()
+            validated_on = self._etag_if_matched(read)  # unlocked first: a stale write fetches no page
+            serializer = self.get_serializer(read, data=self.request.data, partial=partial)
+            serializer.is_valid(raise_exception=True)
+            with transaction.atomic():
+                item = self._locked_item()
+                if self._etag_if_matched(item) == validated_on:
+                    serializer.instance = item
+                    self.perform_update(serializer)
+                    return Response(serializer.data)
+        raise conditional.PreconditionFailed()
+
+    def _locked_item(self):
+        """The item, its row locked until the transaction ends (DRF's get_object_or_404: an id that is no
+        number is a 404, not a 500)."""
+        return generics.get_object_or_404(self.get_queryset().select_for_update(of=("self",)), pk=self.kwargs["pk"])
+
+    def _etag_if_matched(self, item) -> str:
+        """``item``'s ETag, when the request's If-Match names it (or is ``*``); else 412."""
+        current = conditional.etag(self.get_serializer(item).data)
+        conditional.check_if_match(self.request, current)
+        return current
 
     def perform_destroy(self, instance):
         """For good: from the draft, the live config and every published version (Bot.delete_knowledge)."""

@@ -2,16 +2,19 @@
 ``If-Match`` is refused, 412 and nothing changed, when the entry was changed since (another
 client, an admin in the builder, a version restore): a client that read an entry used to overwrite
 someone else's change silently. The check holds the entry's row lock, so a change committing while
-the write waits cannot slip past it. Without ``If-Match`` a write goes through as it always did.
-Real PostgreSQL transactions and row locks."""
+the write waits cannot slip past it; a document's web page, read when its source_url changes, is
+read before that lock is taken. Without ``If-Match`` a write goes through as it always did. Real
+PostgreSQL transactions and row locks, a real web page on loopback."""
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from bots.models import ApiToken, Bot, KnowledgeItem
+from tests.channels.loopback import LoopbackServer
 from tests.conftest import wait_for
 from tests.platform.test_bot_locks import lock_waiters
 
@@ -212,3 +215,114 @@ def test_the_schema_documents_if_match_and_the_etag_on_knowledge(client):
         assert "412" in operation["responses"]
     assert "ETag" in paths["/api/knowledge/{id}/"]["get"]["responses"]["200"]["headers"]
     assert "ETag" in paths["/api/knowledge/{id}/"]["patch"]["responses"]["200"]["headers"]
+
+
+class PageServer(LoopbackServer):
+    """A business's web page on loopback that, before it answers, runs ``meanwhile()`` (in its own thread
+    and database connection): what happens while the API's write waits for the page. ``fetched`` holds
+    what ``meanwhile()`` returned (or raised) at each request."""
+
+    PAGE = b"<title>Hours</title><p>Open every day, 8 to 8 (the page).</p>"
+
+    def __init__(self, meanwhile):
+        self.fetched = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                try:
+                    server.fetched.append(meanwhile())
+                except Exception as error:  # noqa: BLE001 - the test asserts what it was
+                    server.fetched.append(error)
+                finally:
+                    connection.close()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(server.PAGE)))
+                self.end_headers()
+                self.wfile.write(server.PAGE)
+
+            def log_message(self, *args):
+                pass
+
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+        self.url = f"http://127.0.0.1:{self.port}/hours"
+
+
+@pytest.fixture
+def page_server(settings):
+    """``page_server(meanwhile)``: a started PageServer, stopped after the test."""
+    settings.CHATNEXUS_FETCH_ALLOW_PRIVATE = True  # the "website" is on loopback
+    servers = []
+    yield lambda meanwhile: servers.append(PageServer(meanwhile).start()) or servers[-1]
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def document(acme_bot):
+    return KnowledgeItem.objects.create(bot=acme_bot, kind="doc", title="Hours", body="Mon–Fri 9–6.",
+                                        source_url="https://acme.example/old-hours")
+
+
+def test_a_write_with_if_match_locks_nothing_while_its_page_is_fetched(transactional_db, alice, document,
+                                                                       page_server):
+    """A document given a new source_url (and no body) is read from that page, for up to
+    CHATNEXUS_FETCH_TIMEOUT_S. The write with If-Match held the entry's row lock all that time (on SQLite,
+    the embedded default, the whole database's write lock: a reply stored meanwhile failed with "database
+    is locked"). The page is read first now; then the row is locked, checked and written."""
+    def row_is_free():
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"SELECT id FROM {KnowledgeItem._meta.db_table} WHERE id = %s FOR UPDATE NOWAIT",
+                               [document.id])
+            return "free"
+        except OperationalError:  # could not obtain lock on row
+            return "locked"
+
+    server = page_server(row_is_free)
+    client = api(alice)
+    written = client.patch(url(document), {"source_url": server.url}, format="json",
+                           HTTP_IF_MATCH=read(client, document)[1])
+    assert server.fetched == ["free"]
+    assert written.status_code == 200, written.content
+    assert written.json()["body"] == "Open every day, 8 to 8 (the page)."
+    assert written["ETag"] == read(client, document)[1]
+
+
+def test_a_stale_write_is_refused_before_its_page_is_fetched(alice, document, page_server):
+    server = page_server(lambda: "fetched")
+    client = api(alice)
+    etag = read(client, document)[1]
+    KnowledgeItem.objects.filter(id=document.id).update(body="Mon–Sat 9–6 (another save).")
+    refused = client.patch(url(document), {"source_url": server.url}, format="json", HTTP_IF_MATCH=etag)
+    assert refused.status_code == 412 and STALE in refused.json()["detail"]
+    assert server.fetched == []
+    assert KnowledgeItem.objects.get(id=document.id).body == "Mon–Sat 9–6 (another save)."
+
+
+@pytest.mark.parametrize("if_match, refused", [
+    ("read", (412, "detail", STALE)),  # the ETag the client read: changed since
+    ("*", (400, "source_url", 'Only a document (kind "doc") is read from a web page.')),  # validated again
+], ids=["its-etag", "star"])
+def test_a_change_saved_while_the_page_is_fetched_is_not_overwritten(transactional_db, alice, document,
+                                                                     page_server, if_match, refused):
+    """The page is read with nothing locked, so another client may save the entry meanwhile (here it
+    makes the document a FAQ pair). The write then finds it changed: refused (412) for the ETag read
+    before; with "*" it is validated again on the entry as it is now (a FAQ pair reads no web page)."""
+    def another_client_makes_it_a_faq():
+        other = APIClient()
+        other.force_login(alice)
+        return other.patch(url(document), {"kind": "faq", "title": "When are you open?"}, format="json").status_code
+
+    server = page_server(another_client_makes_it_a_faq)
+    client = api(alice)
+    etag = read(client, document)[1] if if_match == "read" else if_match
+    response = client.patch(url(document), {"source_url": server.url}, format="json", HTTP_IF_MATCH=etag)
+    assert server.fetched == [200]
+    status_code, field, says = refused
+    assert response.status_code == status_code, response.content
+    assert says in str(response.json()[field])
+    now = KnowledgeItem.objects.get(id=document.id)
+    assert (now.kind, now.title, now.body, now.source_url) == ("faq", "When are you open?", "Mon–Fri 9–6.",
+                                                               "https://acme.example/old-hours")

@@ -32,6 +32,7 @@ NUMBERS = {
     "TWILIO_TIMEOUT_S": (["0"], ["1"]),  # a timeout of 0: every send failed
     "CHATNEXUS_WEBHOOK_TIMEOUT_S": (["0"], ["1"]),
     "CHATNEXUS_FETCH_TIMEOUT_S": (["0"], ["1"]),
+    "CHATNEXUS_PUSH_TIMEOUT_S": (["0", "0.09", "61", "nan"], ["0.1", "60"]),  # 0: every live event dropped
     "CHATNEXUS_SMTP_TIMEOUT_S": (["0"], ["1"]),
     "CHATNEXUS_SMTP_DEADLINE_S": (["0"], ["1"]),
     "CHATNEXUS_IMAP_DEADLINE_S": (["0", "300"], ["1", "299"]),  # under the poll's 300 s mailbox lock
