@@ -90,7 +90,10 @@ class HeldRelay:
 
 def workers(tmp_path, relay, model_dir, **later_env):
     """The worker that answers first, through ``relay``, and the one that comes after it (``later_env``)."""
-    env = service_env(None, CHATNEXUS_PRELOAD_MODEL="1", CHATNEXUS_TARGET=model_dir, **TINY_MODEL)
+    # the relay holds the first worker's pushes: each gives up only after CHATNEXUS_PUSH_TIMEOUT_S, so
+    # a long one keeps its task in the answer for as long as a test needs
+    env = service_env(None, CHATNEXUS_PRELOAD_MODEL="1", CHATNEXUS_TARGET=model_dir, CHATNEXUS_PUSH_TIMEOUT_S="60",
+                      **TINY_MODEL)
     first = start_worker("answering", "inference-answering", tmp_path, {**env, "REDIS_URL": relay.url})
     then = start_worker("coming-after", "inference-coming-after", tmp_path, {**env, **later_env})
     first.wait_ready(timeout=240)
