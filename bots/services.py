@@ -630,8 +630,8 @@ def _answer_the_wait(conversation: Conversation) -> None:
             conversation_id=conversation_id, direction=Message.Direction.OUTBOUND,
             id__gt=latest.id).exclude(sender=Message.Sender.NOTE).exists():
         return
-    meta = {key: value for key, value in (latest.meta or {}).items()  # the bot's turn anew (reply_started)
-            if key not in ("skip_reason", "starts", "started_at")}
+    meta = {key: value for key, value in (latest.meta or {}).items()
+            if key not in ("skip_reason", "starts", "started_at")}  # the bot's turn anew (reply_started)
     meta["requeued_at"] = timezone.now().isoformat()
     if Message.objects.filter(id=latest.id, reply_state=Message.ReplyState.SKIPPED).update(
             reply_state=Message.ReplyState.PENDING, meta=meta):
