@@ -801,13 +801,14 @@ class AnsweredElsewhere(AnotherReplyFirst):
         return f"message {self.message_id} is being answered by another task"
 
 
-def reply_started(message_id: int) -> bool:
-    """The model is about to start on the inbound message ``message_id``: True when it may, the start
-    counted in its ``meta["starts"]`` with the time (``requeue_unfinished`` hands the team one whose
+def reply_started(message_id: int) -> str | None:
+    """The model is about to start on the inbound message ``message_id``: the start (its time, which
+    names its beat: ``answering``) when it may, the start counted in its ``meta["starts"]`` with the time (``requeue_unfinished`` hands the team one whose
     tasks keep dying); the count starts again when the team gives the conversation back
-    (``_answer_the_wait``). False when the message waits for the bot no more: answered or taken over
+    (``_answer_the_wait``). None when the message waits for the bot no more: answered or taken over
     meanwhile, or handed to the team now, its reply started STARTS_BEFORE_HANDOFF times in vain already.
-    The caller keeps the start alive while the model answers (``answering``); the start is its first beat.
+    The caller keeps the start alive while the model answers (``answering(message_id, start)``); the
+    start is its first beat.
 
     One reply per conversation at a time, across processes and machines: AnotherReplyFirst, nothing
     counted, while another message of the conversation comes first (``_answered_first``), and
@@ -820,7 +821,7 @@ def reply_started(message_id: int) -> bool:
         message = Message.objects.select_for_update().filter(
             id=message_id, reply_state=Message.ReplyState.PENDING).first()
         if message is None:
-            return False
+            return None
         if _answering(message):  # before the count: the third start's copy must not hand it over
             raise AnsweredElsewhere(message_id)
         meta = message.meta or {}
@@ -834,9 +835,9 @@ def reply_started(message_id: int) -> bool:
             Message.objects.filter(id=message_id).update(meta={**meta, "starts": starts + 1, "started_at": start})
             ReplyBeat.objects.update_or_create(message_id=message_id, defaults={
                 "start": start, "started_at": Now(), "alive_at": Now()})  # a dead start's beat replaced
-            return True
+            return start
     _started_in_vain(message, starts)  # once the lock is let go: the handoff takes the conversation's row
-    return False
+    return None
 
 
 def _answered_first(message: Message, now) -> Message | None:
@@ -868,12 +869,11 @@ def _answering(message: Message) -> bool:
 
 
 @contextmanager
-def answering(message_id: int):
-    """The model answers ``message_id`` (its start counted: ``reply_started``) while the block runs: a
-    thread beats the start every BEAT_S meanwhile, and a task that dies stops beating with it. However
+def answering(message_id: int, start: str):
+    """The model answers ``message_id`` (its start ``start`` counted: ``reply_started``) while the block
+    runs: a thread beats the start every BEAT_S meanwhile, and a task that dies stops beating with it. However
     the block ends (a reply stored, an error) the start ends with it: a retry of the task, or a copy,
     starts the model at once, not ALIVE_S later."""
-    start = (Message.objects.filter(id=message_id).values_list("meta", flat=True).first() or {}).get("started_at")
     stop = threading.Event()
     threading.Thread(target=_beat, args=(message_id, start, stop), name=f"answering-{message_id}", daemon=True).start()
     try:

@@ -137,12 +137,13 @@ def _generate(inbound, config, deadline=None):
             return None
         # the conversation's turn (another process may be answering it), and a message that kills its task
         # every time ends with the team
-        if not services.reply_started(inbound.id):
+        start = services.reply_started(inbound.id)
+        if start is None:
             return None
         # the start beaten until the reply is stored: a copy of this task waits meanwhile, and so do the
         # conversation's later messages; once this task is gone, neither waits for it long, and once the
         # block ends (a retry for a database error among its ends) not at all
-        with services.answering(inbound.id):
+        with services.answering(inbound.id, start):
             messages = _prompt(inbound, config, engine)
             events.push(inbound.conversation_id, "reply.start", reply_to=inbound.id)
             started = time.perf_counter()

@@ -201,8 +201,9 @@ import os, time
 from pathlib import Path
 from bots import services
 message_id = int(os.environ["MESSAGE_ID"])
-assert services.reply_started(message_id)
-with services.answering(message_id):  # the model answering, until this process is killed
+start = services.reply_started(message_id)
+assert start
+with services.answering(message_id, start):  # the model answering, until this process is killed
     Path(os.environ["READY"]).touch()
     while True:
         time.sleep(0.1)
@@ -268,9 +269,10 @@ def test_the_thread_pages_poll_does_not_send_a_message_again_while_the_model_ans
     [asked] = pending(acme_bot, "v-poll", "When are you open?")
     conversation = Conversation.objects.get(id=asked.conversation_id)
     client.force_login(bob)
-    assert services.reply_started(asked.id)
+    start = services.reply_started(asked.id)
+    assert start
     started = time.monotonic()
-    with services.answering(asked.id):
+    with services.answering(asked.id, start):
         since = max(m["version"] for m in poll(client, conversation)["messages"])  # the page, the start in it
         wait_for(lambda: time.monotonic() - started > services.ALIVE_S and answered_elsewhere(asked),
                  what="the start beaten past ALIVE_S")
@@ -284,8 +286,9 @@ def test_a_task_retried_after_a_database_error_in_its_answer_starts_again_at_onc
     and the retry was told another task answered the message: it, and the conversation's later messages,
     waited up to ALIVE_S for a task that was no more. The start ends with the answer, however it ends."""
     [asked] = pending(acme_bot, "v-retried", "When are you open?")
-    assert services.reply_started(asked.id)
-    with pytest.raises(OperationalError), services.answering(asked.id), connection.cursor() as cursor:
+    start = services.reply_started(asked.id)
+    assert start
+    with pytest.raises(OperationalError), services.answering(asked.id, start), connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     connection.close_if_unusable_or_obsolete()  # as Celery does before each task, the retry among them
     assert services.reply_started(asked.id)  # the retry: the model starts again
